@@ -1,0 +1,89 @@
+"""Re-captures the lab's real-kernel fixtures: boots the ``capture`` scenario and unpacks into
+tests/fixtures/ (uevent/, netlink/, postmortem/, sysfs/sriov-lab/).
+
+Usage: ``python3 tests/lab/capture_fixtures.py [--fixtures DIR]``. Overwrites the lab-made files
+only; hand-written READMEs are kept, the sysfs file list is regenerated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import labbuild as build
+import labvm as vm
+
+SYSFS_README = """# sysfs/sriov-lab: the scanner's view of the QEMU SR-IOV lab guest
+
+Captured by `python3 tests/lab/capture_fixtures.py` (scenario `capture`, copy made by
+tests/lab/guest/sysfscopy.py inside the guest) on guest kernel {kernel}, {started}.
+Use it as a root: `--root tests/fixtures/sysfs/sriov-lab`.
+
+State at capture time (right after Kata Go >=3.8's BindDevicetoVFIO of 0000:01:10.0):
+- PF 0000:01:00.0 [8086:10c9] on igb, netdev eth0, sriov_numvfs=2 (sriov_totalvfs=8);
+- VF 0000:01:10.0 [8086:10ca] on vfio-pci, driver_override=vfio-pci, no netdev,
+  vfio-dev/vfio0, IOMMU group with /dev/vfio/<N>;
+- VF 0000:01:10.2 [8086:10ca] on igbvf, netdev eth2;
+- every other guest PCI device (q35 host bridge, virtio-blk, PCIe root port, ICH9 parts).
+
+What was copied, and only that: for every /sys/bus/pci/devices/<bdf> symlink, its target
+folder's attributes (vendor, device, class, subsystem_vendor, subsystem_device, revision,
+driver_override, numa_node, enable, sriov_*, modalias, uevent), the symlinks driver,
+iommu_group, physfn and virtfnN (relative targets exactly as the kernel gives them; every
+target exists in the copy), net/<ifname>/{{address,operstate,ifindex,iflink,carrier,mtu,uevent}},
+vfio-dev/<name>/dev; every /sys/bus/pci/drivers/<name> folder with links to its bound devices
+and its write-only control files (bind, unbind, new_id, remove_id, uevent) as EMPTY files;
+/sys/kernel/iommu_groups/<N>/{{type,devices/*}}; /sys/class/iommu/* and /sys/class/net/* links.
+/dev/vfio/<group> and /dev/vfio/vfio are EMPTY REGULAR FILES standing for the character devices.
+
+## Files
+```
+{files}
+```
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fixtures", type=Path, default=build.REPO / "tests" / "fixtures")
+    args = ap.parse_args(argv)
+    t0 = time.monotonic()
+    guest = build.build(with_project=False)
+    res = vm.boot(guest, "capture", build.DEFAULT_CACHE / "runs" / "capture")
+    if not res.ok or "capture.tar" not in res.payloads:
+        print(res.console[-4000:])
+        print(res.payloads.get("error", b"").decode())
+        return 1
+    fx: Path = args.fixtures
+    with tarfile.open(fileobj=io.BytesIO(res.payloads["capture.tar"])) as tar:
+        tmp = build.DEFAULT_CACHE / "runs" / "capture" / "unpacked"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tar.extractall(tmp)
+    for sub in ("uevent", "netlink", "postmortem"):
+        (fx / sub).mkdir(parents=True, exist_ok=True)
+        for f in (tmp / sub).iterdir():
+            shutil.copy2(f, fx / sub / f.name)
+    shutil.copy2(tmp / "actions.log", fx / "postmortem" / "lab-actions.log")
+    dst = fx / "sysfs" / "sriov-lab"
+    readme = fx / "sysfs" / "sriov-lab.README.md"
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(tmp / "sysfs" / "sriov-lab", dst, symlinks=True)
+    summary = (tmp / "summary.txt").read_text().splitlines()
+    kernel = summary[0].removeprefix("kernel ")
+    started = summary[1].removeprefix("started ")
+    files = (tmp / "sysfs-files.txt").read_text().strip()
+    readme.write_text(SYSFS_README.format(kernel=kernel, started=started, files=files))
+    print("\n".join(summary))
+    print(f"fixtures written under {fx} in {time.monotonic() - t0:.1f}s (boot {res.seconds:.1f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""Lab tier fixtures: build the guest once per session and boot scenarios in it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+LAB = Path(__file__).resolve().parent
+sys.path.insert(0, str(LAB))
+
+import labbuild  # noqa: E402
+import labvm  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def lab_guest() -> labbuild.Guest:
+    """The built guest (root file system cached under .cache/lab, image rebuilt per session)."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab installs QEMU and builds a root file system: needs root")
+    return labbuild.build(with_bcc=os.environ.get("LAB_BCC", "1") != "0")
+
+
+@pytest.fixture(scope="session")
+def boot_scenario(lab_guest: labbuild.Guest) -> Callable[[str], labvm.Boot]:
+    """Boots a guest scenario once per session (cached by name) and returns what came back."""
+    done: dict[str, labvm.Boot] = {}
+
+    def boot(name: str) -> labvm.Boot:
+        if name not in done:
+            res = labvm.boot(lab_guest, name, labbuild.DEFAULT_CACHE / "runs" / name)
+            print(f"lab: scenario {name} took {res.seconds:.1f}s ({res.status.strip()})")
+            if not res.ok:
+                err = res.payloads.get("error", b"").decode()
+                pytest.fail(f"scenario {name} failed: {res.status!r}\n{err}\n"
+                            f"console tail:\n{res.console[-3000:]}")
+            done[name] = res
+        return done[name]
+
+    return boot

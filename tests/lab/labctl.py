@@ -1,0 +1,44 @@
+"""Command line for the lab: ``python3 tests/lab/lab.py SCENARIO`` builds, boots and saves payloads."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import labbuild as build
+import labvm as vm
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("scenario")
+    ap.add_argument("--out", type=Path, default=None, help="where payloads go")
+    ap.add_argument("--with-bcc", action="store_true")
+    ap.add_argument("--no-build", action="store_true", help="boot the image as it is")
+    args = ap.parse_args(argv)
+    t0 = time.monotonic()
+    if args.no_build:
+        c = build.DEFAULT_CACHE
+        rel = next((c / "kernel" / "boot").glob("vmlinuz-*")).name.removeprefix("vmlinuz-")
+        guest = build.Guest(release=rel, kernel=c / "kernel" / "boot" / f"vmlinuz-{rel}",
+                            initrd=c / "initrd.img", image=c / "root.img")
+    else:
+        guest = build.build(with_bcc=args.with_bcc)
+    t1 = time.monotonic()
+    out = args.out or build.DEFAULT_CACHE / "runs" / args.scenario
+    res = vm.boot(guest, args.scenario, out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, body in res.payloads.items():
+        (out / name).write_bytes(body)
+    print(res.console[-3000:])
+    print(f"build {t1 - t0:.1f}s, boot+scenario {res.seconds:.1f}s, status {res.status.strip()!r}, "
+          f"payloads {sorted(res.payloads)} in {out}")
+    return 0 if res.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""Host side of the lab: boots the guest under QEMU (TCG) and collects its named payloads.
+
+The guest prints progress and kernel messages on ttyS0 (saved as ``console.log``) and sends
+results framed by markers on ttyS1 (see tests/lab/guest/labio.py), saved as ``data.log``.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labbuild import Guest
+
+BEGIN = re.compile(r"^=====BEGIN (\S+) (\d+) ([0-9a-f]{64})=====$")
+
+
+@dataclass(slots=True, kw_only=True)
+class Boot:
+    """What one boot gave back."""
+
+    scenario: str
+    payloads: dict[str, bytes] = field(default_factory=dict)
+    console: str = ""
+    seconds: float = 0.0
+    returncode: int | None = None
+
+    @property
+    def status(self) -> str:
+        return self.payloads.get("status", b"").decode()
+
+    @property
+    def ok(self) -> bool:
+        return self.status.startswith("rc=0")
+
+
+def qemu_cmd(guest: Guest, scenario: str, workdir: Path, *, memory: int = 1024,
+             extra_append: str = "") -> list[str]:
+    append = (f"console=ttyS0 intel_iommu=on iommu=pt panic=-1 loglevel=4 "
+              f"lab.scenario={scenario} {extra_append}").strip()
+    return [
+        "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-machine", "q35",
+        "-m", str(memory), "-smp", "2", "-display", "none", "-no-reboot", "-nodefaults",
+        "-monitor", "none",
+        "-chardev", f"file,id=con,path={workdir / 'console.log'}", "-serial", "chardev:con",
+        "-chardev", f"file,id=dat,path={workdir / 'data.log'}", "-serial", "chardev:dat",
+        "-kernel", str(guest.kernel), "-initrd", str(guest.initrd), "-append", append,
+        "-device", "intel-iommu",
+        "-drive", f"file={guest.image},format=raw,if=none,id=d0",
+        "-device", "virtio-blk-pci,drive=d0",
+        "-device", "pcie-root-port,id=rp1,chassis=1,slot=1",
+        "-netdev", "user,id=n0,restrict=on", "-device", "igb,netdev=n0,bus=rp1,id=igb0",
+    ]
+
+
+def parse_payloads(text: str) -> dict[str, bytes]:
+    """Extracts and checks every framed payload from the data channel's text."""
+    out: dict[str, bytes] = {}
+    lines = text.replace("\r", "").split("\n")
+    i = 0
+    while i < len(lines):
+        m = BEGIN.match(lines[i])
+        i += 1
+        if not m:
+            continue
+        name, size, digest = m.group(1), int(m.group(2)), m.group(3)
+        chunk: list[str] = []
+        while i < len(lines) and lines[i] != f"=====END {name}=====":
+            chunk.append(lines[i])
+            i += 1
+        i += 1
+        body = gzip.decompress(base64.b64decode("".join(chunk)))
+        if len(body) != size or hashlib.sha256(body).hexdigest() != digest:
+            raise ValueError(f"payload {name} is corrupt")
+        out[name] = body
+    return out
+
+
+def boot(guest: Guest, scenario: str, workdir: Path, *, timeout: float = 600,
+         extra_append: str = "") -> Boot:
+    """Boots the guest with lab.scenario=<scenario>, waits for it to power off, parses output."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for f in ("console.log", "data.log"):
+        (workdir / f).unlink(missing_ok=True)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(qemu_cmd(guest, scenario, workdir, extra_append=extra_append),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        qout, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        qout, _ = proc.communicate()
+    res = Boot(scenario=scenario, seconds=time.monotonic() - t0, returncode=proc.returncode)
+    console = (workdir / "console.log").read_text(errors="replace") if (
+        workdir / "console.log").exists() else ""
+    res.console = console + qout.decode(errors="replace")
+    data = workdir / "data.log"
+    if data.exists():
+        res.payloads = parse_payloads(data.read_text(errors="replace"))
+    return res
