@@ -386,21 +386,70 @@ def initramfs(cache: Cache, release: str, kdir: Path) -> Path:
     return img
 
 
+GUEST_SITE = "opt/vfiowatch/site"
+LAUNCHER = """#!/usr/bin/python3
+# vfiowatch launcher for the lab guest (the project is installed under /opt/vfiowatch/site).
+import sys
+sys.path.insert(0, "/opt/vfiowatch/site")
+from diag.cli import main
+sys.exit(main())
+"""
+
+
+def project_dependencies() -> list[str]:
+    """The project's runtime dependencies, as pyproject.toml lists them."""
+    import tomllib
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    return list(data.get("project", {}).get("dependencies", []))
+
+
+def pip() -> list[str]:
+    venv = REPO / ".venv" / "bin" / "python"
+    return [str(venv) if venv.exists() else sys.executable, "-m", "pip"]
+
+
+def python_deps(cache: Cache) -> Path:
+    """pip-installs the project's dependencies once into a cached folder (guest is Python 3.11)."""
+    deps = project_dependencies()
+    key = hashlib.sha256(repr(deps).encode()).hexdigest()[:16]
+    target = cache.root / "pydeps"
+    if cache.done("pydeps", key) and target.is_dir():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    if deps:
+        run([*pip(), "install", "-q", "--no-compile", "--target", str(target),
+             "--python-version", "3.11", "--only-binary=:all:", "--platform",
+             "manylinux2014_x86_64", "--implementation", "cp", *deps])
+    target.mkdir(exist_ok=True)
+    cache.mark("pydeps", key)
+    return target
+
+
 def install_guest_files(root: Path, with_project: bool, cache: Cache) -> None:
-    """Copies the lab's guest scripts (and the project from the working tree) into the rootfs."""
+    """Copies the lab's guest scripts, and the project from the working tree, into the rootfs."""
     lab = root / "lab"
     shutil.rmtree(lab, ignore_errors=True)
-    shutil.copytree(LAB / "guest", lab / "guest")
+    shutil.copytree(LAB / "guest", lab / "guest",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (lab / "init").symlink_to("guest/init.sh")
     (lab / "guest" / "init.sh").chmod(0o755)
-    site = root / "opt" / "vfiowatch"
-    shutil.rmtree(site, ignore_errors=True)
-    if with_project and (REPO / "diag").is_dir():
-        site.mkdir(parents=True)
-        shutil.copytree(REPO / "diag", site / "diag", symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        if (REPO / "probes").is_dir():
-            shutil.copytree(REPO / "probes", site / "probes", symlinks=True)
+    site = root / GUEST_SITE
+    shutil.rmtree(site.parent, ignore_errors=True)
+    launcher = root / "usr" / "local" / "bin" / "vfiowatch"
+    launcher.unlink(missing_ok=True)
+    if not with_project or not (REPO / "pyproject.toml").exists():
+        return
+    site.mkdir(parents=True)
+    shutil.copytree(python_deps(cache), site, dirs_exist_ok=True, symlinks=True)
+    # A real install of the working tree (a wheel built by its own build backend), so the
+    # guest runs what a user would get, probes included.
+    run([*pip(), "install", "-q", "--no-deps", "--no-compile", "--target", str(site),
+         str(REPO)], stdout=subprocess.DEVNULL)
+    shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts carry host shebangs
+    launcher.parent.mkdir(parents=True, exist_ok=True)
+    launcher.write_text(LAUNCHER)
+    launcher.chmod(0o755)
 
 
 def disk_image(cache: Cache, root: Path, size: str) -> Path:

@@ -3,7 +3,7 @@
 # lab.scenario= on the kernel command line, then powers off. Console output goes to ttyS0,
 # results to ttyS1 (the data channel, see tests/lab/guest/labio.py).
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export PYTHONPATH=/opt/vfiowatch:/lab/guest
+export PYTHONPATH=/opt/vfiowatch/site:/lab/guest
 export PYTHONDONTWRITEBYTECODE=1 HOME=/root LANG=C.UTF-8
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys

@@ -1,0 +1,153 @@
+"""Guest helpers: a realistic Kata sandbox layout (kata-facts §1, §3) and the actors that move VFs.
+
+The layout is what a host running containerd + Kata Go (kata-deploy, /opt/kata) has while a
+sandbox is being created: the shipped configuration (cold_plug_vfio chosen per scenario), the
+containerd bundle with the CRI annotations, /run/vc/sbs/<sid>/ and, once a VMM holds the VF,
+/run/vc/vm/<sid>/pid. Actors are real processes with the real names: the shim is an executable
+called containerd-shim-kata-v2 (comm "containerd-shim"), the VMM holder qemu-system-x86_64.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+KATA_BASE = "/opt/kata"
+DEFAULTS = f"{KATA_BASE}/share/defaults/kata-containers"
+BUNDLES = "/run/containerd/io.containerd.runtime.v2.task/k8s.io"
+GUEST = os.path.dirname(os.path.abspath(__file__))
+SHIM = f"{KATA_BASE}/bin/containerd-shim-kata-v2"
+QEMU = f"{KATA_BASE}/bin/qemu-system-x86_64"
+
+CONFIG_QEMU = """\
+# Kata Containers configuration for QEMU (as shipped by kata-deploy, trimmed), lab copy.
+[hypervisor.qemu]
+path = "/opt/kata/bin/qemu-system-x86_64"
+kernel = "/opt/kata/share/kata-containers/vmlinux.container"
+image = "/opt/kata/share/kata-containers/kata-containers.img"
+machine_type = "q35"
+enable_annotations = ["enable_iommu", "kernel_params", "kernel_verity_params"]
+default_vcpus = 1
+default_memory = 2048
+disable_vhost_net = false
+# VFIO cold/hot plug of physical endpoints (SR-IOV VFs).
+hot_plug_vfio = "no-port"
+cold_plug_vfio = "{cold_plug}"
+pcie_root_port = {root_ports}
+
+[agent.kata]
+dial_timeout = 45
+
+[runtime]
+enable_debug = false
+internetworking_model = "tcfilter"
+disable_guest_seccomp = true
+sandbox_cgroup_only = false
+vfio_mode = "guest-kernel"
+"""
+
+
+def install_config(cold_plug: str) -> str:
+    """Writes the shipped-style configuration with cold_plug_vfio set; returns its path."""
+    os.makedirs(f"{DEFAULTS}/config.d", exist_ok=True)
+    path = f"{DEFAULTS}/configuration-qemu.toml"
+    with open(path, "w") as fh:
+        fh.write(CONFIG_QEMU.format(cold_plug=cold_plug,
+                                    root_ports=2 if cold_plug == "root-port" else 0))
+    link = f"{DEFAULTS}/configuration.toml"
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink("configuration-qemu.toml", link)
+    return path
+
+
+def install_binaries() -> None:
+    """Puts the actor executables at their kata-deploy paths (scripts named like the binaries)."""
+    os.makedirs(f"{KATA_BASE}/bin", exist_ok=True)
+    for dst, src in ((SHIM, "actor.py"), (QEMU, "vfioholder.py"),
+                     ("/usr/local/bin/sriov-network-config-daemon", "actor.py")):
+        if os.path.lexists(dst):
+            os.unlink(dst)
+        shutil.copy(f"{GUEST}/{src}", dst)
+        os.chmod(dst, 0o755)
+
+
+def sandbox_id(n: int) -> str:
+    return (f"{n:02x}" + "5f1c2e8a9b7d4c3e2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f")[:64]
+
+
+def create_sandbox(sid: str, *, pod: str = "sriov-pod", namespace: str = "default") -> str:
+    """Creates the containerd bundle (config.json with CRI annotations) and /run/vc/sbs/<sid>."""
+    bundle = f"{BUNDLES}/{sid}"
+    os.makedirs(f"{bundle}/rootfs", exist_ok=True)
+    spec = {
+        "ociVersion": "1.1.0",
+        "process": {"args": ["/pause"], "cwd": "/"},
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": pod,
+        "annotations": {
+            "io.kubernetes.cri.container-type": "sandbox",
+            "io.kubernetes.cri.sandbox-id": sid,
+            "io.kubernetes.cri.sandbox-name": pod,
+            "io.kubernetes.cri.sandbox-namespace": namespace,
+            "io.kubernetes.cri.sandbox-uid": "9d2b6a3e-1c4f-4e8a-b7d5-3f2a1c0e9b8d",
+            "io.kubernetes.cri.sandbox-log-directory": f"/var/log/pods/{namespace}_{pod}_9d2b6a3e",
+            "k8s.v1.cni.cncf.io/networks": "sriov-net1",
+        },
+        "linux": {"namespaces": [{"type": "network", "path": f"/var/run/netns/cni-{sid[:8]}"}]},
+    }
+    with open(f"{bundle}/config.json", "w") as fh:
+        json.dump(spec, fh, indent=2)
+    with open(f"{bundle}/address", "w") as fh:
+        fh.write(f"unix:///run/containerd/s/{sid[:32]}")
+    with open(f"{bundle}/shim-binary-path", "w") as fh:
+        fh.write(SHIM)
+    os.makedirs(f"/run/vc/sbs/{sid}", mode=0o700, exist_ok=True)
+    return bundle
+
+
+def remove_sandbox(sid: str) -> None:
+    for d in (f"{BUNDLES}/{sid}", f"/run/vc/sbs/{sid}", f"/run/vc/vm/{sid}"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def start_shim(sid: str, steps: str, *, name: str = SHIM) -> subprocess.Popen[bytes]:
+    """Starts the shim actor (as containerd does: cwd = bundle, `-id <sid>`); it plays `steps`.
+
+    steps: ';'-separated `kata38-bind:<bdf>`, `kata38-restore:<bdf>:<drv>`, `kata30-bind:<bdf>`,
+    `kata30-restore:<bdf>:<drv>`, `unbind:<bdf>`, `override:<bdf>:<drv>`, `sleep:<s>`.
+    The actor stays alive after its steps until stopped (a real shim lives as long as its pod).
+    """
+    cmd = [name, "-namespace", "k8s.io", "-address", "/run/containerd/containerd.sock",
+           "-publish-binary", "/usr/bin/containerd", "-id", sid]
+    env = dict(os.environ, LAB_STEPS=steps)
+    cwd = f"{BUNDLES}/{sid}" if os.path.isdir(f"{BUNDLES}/{sid}") else "/"
+    return subprocess.Popen(cmd, cwd=cwd, env=env)
+
+
+def start_actor(exe: str, args: list[str], steps: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([exe, *args], env=dict(os.environ, LAB_STEPS=steps))
+
+
+def wait_steps_done(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Waits until the actor wrote its done marker (/run/lab-actor-<pid>.done)."""
+    marker = f"/run/lab-actor-{proc.pid}.done"
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not os.path.exists(marker):
+        if proc.poll() is not None:
+            raise RuntimeError(f"actor {proc.args} exited {proc.returncode}")
+        time.sleep(0.02)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
