@@ -1,0 +1,62 @@
+# vfiowatch: every target does its own set-up on a fresh Debian/Ubuntu machine (as root),
+# idempotently and quickly when already done.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help setup host venv run test test-fast lint bench lab screenshots clean
+
+help:
+	@echo "make run          set up, then open the live dashboard (vfiowatch tui)"
+	@echo "make test         set up, then run every test tier (unit, golden, tui, kernel, ebpf, lab)"
+	@echo "make bench        set up, then run the benchmarks side by side with the usual tools"
+	@echo "make lab          the QEMU SR-IOV lab alone"
+	@echo "make screenshots  regenerate screenshots/ from the bundled demo journal"
+	@echo "make lint         ruff, mypy --strict on the pure core, import-linter contracts"
+
+setup: host venv
+
+host:
+	@deploy/setup-host.sh
+
+# The venv comes from the system Python so that Debian's bcc (python3-bpfcc) is importable.
+$(STAMP): pyproject.toml | host
+	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Until the dashboard lands this shows the inventory; then it opens `vfiowatch tui`.
+run: setup
+	$(VENV)/bin/vfiowatch snapshot
+
+lint: setup
+	$(VENV)/bin/ruff check diag tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: setup lint
+	$(PY) -m pytest -m "not bench" $(PYTEST_ARGS) tests
+
+test-fast: setup
+	$(PY) -m pytest -m "not bench and not lab and not kernel and not ebpf" $(PYTEST_ARGS) tests
+
+# The QEMU SR-IOV lab (tests/lab): builds the guest (slow steps cached in .cache/lab), boots
+# its scenarios and prints how long it took. `make test` runs the same tests with the others.
+lab: setup
+	@start=$$(date +%s); rc=0; $(PY) -m pytest -m lab -p no:randomly $(PYTEST_ARGS) tests/lab || rc=$$?; \
+	  echo "lab: took $$(( $$(date +%s) - start )) s"; exit $$rc
+
+bench: setup
+	$(PY) -m pytest -m bench -s -p no:randomly tests/bench
+
+screenshots: setup
+	$(PY) -m diag.tui.screenshots screenshots
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,270 @@
+"""Provides `vfiowatch check`: a preflight of what this host lets the agent watch, with fixes.
+
+Each check is a function registered with `@check`; it returns a CheckResult (ok, detail, fix,
+and whether failing it stops the agent entirely). Checks only read: they never change the host.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import os
+import platform
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from diag.paths import HostPaths
+
+NETLINK_KOBJECT_UEVENT = 15
+NETLINK_ROUTE = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One preflight line."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    fatal: bool = False
+    """When failing this check means the agent cannot run at all."""
+    level: str = ""
+    """`ok`, `fail` or `warn` (degraded but fine); derived from ok when empty."""
+
+    @property
+    def status(self) -> str:
+        return self.level or ("ok" if self.ok else "fail")
+
+
+CheckFn = Callable[[HostPaths], CheckResult]
+CHECKS: list[CheckFn] = []
+
+
+def check(fn: CheckFn) -> CheckFn:
+    """Register a preflight check (order of registration is the order shown)."""
+    CHECKS.append(fn)
+    return fn
+
+
+def _kernel_config(paths: HostPaths) -> dict[str, str]:
+    cfg: dict[str, str] = {}
+    release = platform.release()
+    candidates = [paths.proc / "config.gz", paths.root / "boot" / f"config-{release}"]
+    for p in candidates:
+        try:
+            if p.suffix == ".gz":
+                text = gzip.open(p, "rt", errors="replace").read()
+            else:
+                text = p.read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("CONFIG_"):
+                k, _, v = line.partition("=")
+                cfg[k] = v
+            elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+                cfg[line[2:].split()[0]] = "n"
+        break
+    return cfg
+
+
+def tracefs_dir(paths: HostPaths) -> Path | None:
+    """The mounted tracefs (`/sys/kernel/tracing`, or debugfs's `tracing`), or None."""
+    for p in (paths.sys / "kernel" / "tracing", paths.sys / "kernel" / "debug" / "tracing"):
+        if (p / "events").is_dir():
+            return p
+    return None
+
+
+@check
+def _privileges(paths: HostPaths) -> CheckResult:
+    if os.geteuid() == 0:
+        return CheckResult("privileges", True, "running as root (all capabilities)")
+    caps = ""
+    try:
+        for line in (Path("/proc/self/status")).read_text().splitlines():
+            if line.startswith("CapEff:"):
+                caps = line.split()[1]
+    except OSError:
+        pass
+    eff = int(caps, 16) if caps else 0
+    names = {21: "CAP_SYS_ADMIN", 38: "CAP_PERFMON", 39: "CAP_BPF", 12: "CAP_NET_ADMIN"}
+    have = [n for bit, n in sorted(names.items()) if eff & (1 << bit)]
+    return CheckResult(
+        "privileges", False,
+        f"not root; effective capabilities: {', '.join(have) or 'none of the needed'}",
+        fix="run as root, or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE",
+        level="warn",
+    )
+
+
+@check
+def _sysfs(paths: HostPaths) -> CheckResult:
+    if paths.pci_devices.is_dir():
+        n = sum(1 for _ in paths.pci_devices.iterdir())
+        return CheckResult("pci sysfs", True, f"{paths.pci_devices}: {n} PCI devices")
+    return CheckResult(
+        "pci sysfs", False, f"{paths.pci_devices} does not exist",
+        fix="mount sysfs (mount -t sysfs sysfs /sys) or pass --root the host's root", fatal=True,
+    )
+
+
+@check
+def _bcc(paths: HostPaths) -> CheckResult:
+    try:
+        import bcc  # noqa: F401  (the import itself is the check)
+    except ImportError as exc:
+        return CheckResult(
+            "bcc", False, f"python module bcc not importable ({exc})",
+            fix="apt-get install python3-bpfcc and make the venv with --system-site-packages",
+            level="warn",
+        )
+    version = getattr(bcc, "__version__", "")
+    return CheckResult("bcc", True, f"bcc importable {version}".strip())
+
+
+@check
+def _headers(paths: HostPaths) -> CheckResult:
+    release = platform.release()
+    build = paths.root / "lib" / "modules" / release / "build"
+    if not build.exists():
+        return CheckResult(
+            "kernel headers", False, f"{build} missing: bcc cannot compile probes",
+            fix=f"apt-get install linux-headers-{release} (or run deploy/setup-host.sh)",
+            level="warn",
+        )
+    target = os.path.realpath(build)
+    version_h = Path(target) / "include" / "generated" / "utsrelease.h"
+    hdr_release = ""
+    try:
+        hdr_release = version_h.read_text().split('"')[1]
+    except (OSError, IndexError):
+        pass
+    if hdr_release and hdr_release != release:
+        return CheckResult(
+            "kernel headers", True,
+            f"{build} -> headers of {hdr_release}, not {release}: usable, probes read no kernel structs",
+            level="ok",
+        )
+    return CheckResult("kernel headers", True, f"{build} -> {target}")
+
+
+@check
+def _tracefs(paths: HostPaths) -> CheckResult:
+    t = tracefs_dir(paths)
+    if t is not None:
+        return CheckResult("tracefs", True, f"mounted at {t}")
+    return CheckResult(
+        "tracefs", False, "tracefs is not mounted",
+        fix="mount -t tracefs nodev /sys/kernel/tracing", level="warn",
+    )
+
+
+@check
+def _kprobes(paths: HostPaths) -> CheckResult:
+    if (paths.sys / "bus" / "event_source" / "devices" / "kprobe").exists():
+        return CheckResult("kprobes", True, "kprobe PMU present: eBPF uses kprobe mode")
+    cfg = _kernel_config(paths)
+    why = "CONFIG_KPROBES is not set in this kernel" if cfg.get("CONFIG_KPROBES") == "n" else (
+        "no kprobe PMU (/sys/bus/event_source/devices/kprobe)"
+    )
+    return CheckResult(
+        "kprobes", False, f"{why}: eBPF falls back to syscall tracepoints",
+        fix="use a kernel with CONFIG_KPROBES=y for zero-overhead attribution (optional)",
+        level="warn",
+    )
+
+
+@check
+def _tracepoints(paths: HostPaths) -> CheckResult:
+    t = tracefs_dir(paths)
+    if t is None:
+        return CheckResult(
+            "syscall tracepoints", False, "unknown: tracefs not mounted",
+            fix="mount -t tracefs nodev /sys/kernel/tracing", level="warn",
+        )
+    needed = ["sys_enter_openat", "sys_exit_openat", "sys_enter_write", "sys_exit_write"]
+    missing = [n for n in needed if not (t / "events" / "syscalls" / n).is_dir()]
+    if missing:
+        return CheckResult(
+            "syscall tracepoints", False, "missing: " + ", ".join(missing),
+            fix="use a kernel with CONFIG_FTRACE_SYSCALLS=y", level="warn",
+        )
+    return CheckResult("syscall tracepoints", True, "openat/write enter+exit available")
+
+
+def _netlink_bind(proto: int, groups: int) -> str:
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
+    try:
+        s.bind((0, groups))
+    finally:
+        s.close()
+    return ""
+
+
+@check
+def _uevent(paths: HostPaths) -> CheckResult:
+    try:
+        _netlink_bind(NETLINK_KOBJECT_UEVENT, 1)
+    except OSError as exc:
+        return CheckResult(
+            "uevent socket", False, f"cannot bind NETLINK_KOBJECT_UEVENT group 1: {os.strerror(exc.errno or errno.EPERM)}",
+            fix="run in the host's network namespace (hostNetwork: true) without a user namespace",
+            level="warn",
+        )
+    return CheckResult("uevent socket", True, "kernel uevent group bound")
+
+
+@check
+def _rtnetlink(paths: HostPaths) -> CheckResult:
+    try:
+        _netlink_bind(NETLINK_ROUTE, 1)
+    except OSError as exc:
+        return CheckResult(
+            "rtnetlink", False, f"cannot bind NETLINK_ROUTE: {os.strerror(exc.errno or errno.EPERM)}",
+            fix="grant CAP_NET_ADMIN", level="warn",
+        )
+    return CheckResult("rtnetlink", True, "RTNLGRP_LINK bound")
+
+
+@check
+def _iommu(paths: HostPaths) -> CheckResult:
+    d = paths.sys / "class" / "iommu"
+    units = sorted(os.listdir(d)) if d.is_dir() else []
+    if units:
+        return CheckResult("iommu", True, f"enabled: {', '.join(units)}")
+    return CheckResult(
+        "iommu", False, "no IOMMU (/sys/class/iommu is empty): vfio-pci cannot pass VFs through",
+        fix="boot with intel_iommu=on iommu=pt (or amd_iommu=on) if this host runs VF pods",
+        level="warn",
+    )
+
+
+def run_checks(paths: HostPaths) -> list[CheckResult]:
+    """Run every registered check; a crashing check becomes a failed line, never an exception."""
+    _load_extra_checks()
+    out = []
+    for fn in CHECKS:
+        try:
+            out.append(fn(paths))
+        except Exception as exc:  # a preflight must always finish
+            name = fn.__name__.lstrip("_").replace("_", " ")
+            out.append(CheckResult(name, False, f"check crashed: {exc!r}", level="warn"))
+    return out
+
+
+EXTRA_CHECK_MODULES: list[str] = []
+"""Modules that register more checks (eBPF mode, Kata configuration), one line each."""
+
+
+def _load_extra_checks() -> None:
+    import importlib
+
+    for mod in EXTRA_CHECK_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            continue

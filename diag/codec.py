@@ -1,0 +1,250 @@
+"""Provides the journal wire format: JSON Lines, a header line with the schema version, then records.
+
+Every line is one JSON object. The first line of a journal is the header
+(`{"kind": "header", "schema": 1, ...}`); every other line is an event or a finding, with its
+`kind` and its fields. Fields equal to their default are omitted, so lines stay short; nested
+records (`PciDevice`, `Process`, `NetnsRef`, ...) are plain objects. Decoding rebuilds the frozen
+dataclasses from per-class converters compiled once from the type hints.
+
+This module does no I/O: callers hand it bytes and iterables of lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Union
+
+from diag import events as ev
+from diag.errors import JournalFormatError
+
+try:  # orjson is a declared dependency; the fallback keeps the pure tests independent of it.
+    import orjson
+
+    def _dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+    _loads: Callable[[bytes | str], Any] = orjson.loads
+except ImportError:  # pragma: no cover - exercised only without orjson
+    import json
+
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+    _loads = json.loads
+
+SCHEMA_VERSION = 1
+"""Bump on any incompatible change of a kind or field; readers refuse newer schemas."""
+
+JSONDecodeError: type[Exception] = ValueError  # orjson.JSONDecodeError and json's both subclass it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Header:
+    """The first line of every journal file."""
+
+    schema: int = SCHEMA_VERSION
+    agent_version: str = ""
+    hostname: str = ""
+    kernel: str = ""
+    boot_id: str = ""
+    started_ns: int = 0
+    part: int = 0
+    """Rotation part number; 0 for the first file of a run."""
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+# --------------------------------------------------------------------------------------------
+
+_Encoder = Callable[[Any], Any]
+_ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
+_DECODERS: dict[type, Callable[[dict[str, Any]], Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, vars(ev))
+
+
+def _value_encoder(tp: Any) -> _Encoder | None:
+    """Return a converter for values of type `tp`, or None when the value is JSON as it is."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        enc = _value_encoder(inner[0]) if len(inner) == 1 else None
+        if enc is None:
+            return None
+        return lambda v: None if v is None else enc(v)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        enc = _value_encoder(args[0]) if args else None
+        if enc is None:
+            return list
+        return lambda v: [enc(x) for x in v]
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _record_encoder(tp)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return lambda v: v.name.lower()
+    return None
+
+
+def _record_encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
+    cached = _ENCODERS.get(cls)
+    if cached is not None:
+        return cached
+    hints = _hints(cls)
+    plan: list[tuple[str, Any, _Encoder | None]] = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        plan.append((f.name, default, _value_encoder(hints[f.name])))
+    kind = getattr(cls, "kind", "") if issubclass(cls, ev.Event) else ""
+
+    def encode(obj: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": kind} if kind else {}
+        for name, default, enc in plan:
+            value = getattr(obj, name)
+            if default is not dataclasses.MISSING and value == default:
+                continue
+            out[name] = value if enc is None or value is None else enc(value)
+        return out
+
+    _ENCODERS[cls] = encode
+    return encode
+
+
+def to_record(obj: ev.Event | Header) -> dict[str, Any]:
+    """Return the JSON-ready dict of an event, finding or header."""
+    if isinstance(obj, Header):
+        rec = dataclasses.asdict(obj)
+        return {"kind": "header", **rec}
+    return _record_encoder(type(obj))(obj)
+
+
+def dumps(obj: ev.Event | Header) -> bytes:
+    """Encode one record as a journal line, newline included."""
+    return _dumps(to_record(obj)) + b"\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------
+
+
+def _value_decoder(tp: Any) -> _Encoder | None:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        dec = _value_decoder(inner[0]) if len(inner) == 1 else None
+        if dec is None:
+            return None
+        return lambda v: None if v is None else dec(v)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        dec = _value_decoder(args[0]) if args else None
+        if dec is None:
+            return tuple
+        return lambda v: tuple(dec(x) for x in v)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _record_decoder(tp)
+    if tp is ev.Severity:
+        return ev.Severity.parse
+    return None
+
+
+def _record_decoder(cls: type) -> Callable[[dict[str, Any]], Any]:
+    cached = _DECODERS.get(cls)
+    if cached is not None:
+        return cached
+    hints = _hints(cls)
+    plan = {f.name: _value_decoder(hints[f.name]) for f in dataclasses.fields(cls)}
+
+    def decode(rec: dict[str, Any]) -> Any:
+        kwargs: dict[str, Any] = {}
+        for name, value in rec.items():
+            if name not in plan:
+                continue  # "kind", or a field a newer agent of the same schema added
+            dec = plan[name]
+            kwargs[name] = value if dec is None or value is None else dec(value)
+        return cls(**kwargs)
+
+    _DECODERS[cls] = decode
+    return decode
+
+
+def from_record(rec: dict[str, Any]) -> ev.Event | Header:
+    """Rebuild an event, finding or header from its dict; raises ValueError when it cannot."""
+    kind = rec.get("kind")
+    if kind == "header":
+        h = Header(**{k: v for k, v in rec.items() if k != "kind" and k in Header.__slots__})
+        if h.schema > SCHEMA_VERSION:
+            raise JournalFormatError(
+                f"journal schema {h.schema} is newer than this vfiowatch understands "
+                f"({SCHEMA_VERSION})",
+                hint="upgrade vfiowatch to read this journal",
+            )
+        return h
+    cls = ev.EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ValueError(f"unknown record kind {kind!r}")
+    try:
+        return typing.cast(ev.Event, _record_decoder(cls)(rec))
+    except TypeError as exc:  # missing required field, wrong nesting
+        raise ValueError(f"bad {kind} record: {exc}") from None
+
+
+def loads(line: bytes | str) -> ev.Event | Header:
+    """Decode one journal line; raises ValueError (or JournalFormatError) on bad input."""
+    rec = _loads(line)
+    if not isinstance(rec, dict):
+        raise ValueError("journal line is not a JSON object")
+    return from_record(rec)
+
+
+@dataclass(slots=True)
+class ReadStats:
+    """What reading a journal skipped, for the user to be told."""
+
+    lines: int = 0
+    records: int = 0
+    bad_lines: int = 0
+    first_bad: str = ""
+    """`line N: why` for the first bad line."""
+    truncated_tail: bool = False
+    """The last line had no newline and did not parse: a crash cut it (kill -9, power loss)."""
+
+
+def iter_records(
+    lines: Iterable[bytes], stats: ReadStats | None = None
+) -> Iterator[ev.Event | Header]:
+    """Decode journal lines; bad lines are counted in `stats` and skipped, never raised.
+
+    A newer schema in a header raises JournalFormatError: nothing after it can be trusted.
+    """
+    st = stats if stats is not None else ReadStats()
+    for raw in lines:
+        st.lines += 1
+        if not raw.strip():
+            continue
+        try:
+            rec = loads(raw)
+        except JournalFormatError:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:
+            if not raw.endswith(b"\n"):
+                st.truncated_tail = True
+            else:
+                st.bad_lines += 1
+                if not st.first_bad:
+                    st.first_bad = f"line {st.lines}: {exc}"
+            continue
+        st.records += 1
+        yield rec

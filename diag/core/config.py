@@ -1,0 +1,98 @@
+"""Provides CoreConfig: the core's thresholds and allow-lists, parsed purely from a TOML mapping.
+
+Reading the file is the caller's job (`diag.config.load`); `parse(mapping, path)` validates and
+names the key at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from diag.errors import ConfigError
+
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoreConfig:
+    """Every tunable of the core. Durations are seconds in TOML, nanoseconds here."""
+
+    history_per_device: int = 64
+    """Driver moves and link notes kept per device (memory stays bounded)."""
+    recent_events: int = 2000
+    """Events kept for the dashboard's stream."""
+    resolved_kept: int = 200
+    """Resolved findings kept in snapshots."""
+    episode_window_ns: int = 10 * NS
+    """Events about one device within this window merge into one episode."""
+    stranded_grace_ns: int = 60 * NS
+    """vf-stranded-on-vfio: how long a VF may sit on vfio-pci unheld."""
+    stuck_grace_ns: int = 30 * NS
+    """vf-stuck-unbound: how long a VF may sit driverless with a host driver override."""
+    flapping_moves: int = 4
+    """driver-flapping: moves within flapping_window_ns that make a flap."""
+    flapping_window_ns: int = 120 * NS
+    expected_actors: tuple[str, ...] = (
+        "containerd-shim-kata-v2", "containerd-shim", "kata-runtime", "driverctl",
+        "sriov-network-config-daemon", "sriov-network-c",
+    )
+    """vfio-bind-unexpected-actor: comm or exe basenames allowed to bind to vfio-pci."""
+    allow_vfio: tuple[str, ...] = ()
+    """BDFs (or PF BDFs, covering their VFs) declared as intended for vfio-pci."""
+    host_drivers: tuple[str, ...] = ()
+    """Extra driver names to treat as host network drivers (besides any non-vfio driver)."""
+    driverctl_overrides: tuple[str, ...] = ()
+    """BDFs with a persistent driverctl override to vfio-pci (filled from /etc/driverctl.d)."""
+    disabled_rules: tuple[str, ...] = ()
+    severity_overrides: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+_DURATIONS = {
+    "episode_window": "episode_window_ns",
+    "stranded_grace": "stranded_grace_ns",
+    "stuck_grace": "stuck_grace_ns",
+    "flapping_window": "flapping_window_ns",
+}
+
+
+def parse(doc: Mapping[str, Any], path: str = "<config>") -> CoreConfig:
+    """Build a CoreConfig from the `[core]` table of a parsed TOML document.
+
+    Raises ConfigError naming `path` and the key on any unknown key or wrong type.
+    """
+    table = doc.get("core", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{path}: [core] must be a table", hint="see README, Configuration")
+    names = {f.name: f for f in fields(CoreConfig)}
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in _DURATIONS:
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(
+                    f"{path}: core.{key} must be a non-negative number of seconds, got {value!r}",
+                    hint=f"for example {key} = 30",
+                )
+            kwargs[_DURATIONS[key]] = int(value * NS)
+        elif key == "severity_overrides":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{path}: core.severity_overrides must be a table")
+            kwargs[key] = tuple((str(k), str(v)) for k, v in value.items())
+        elif key in names and not key.endswith("_ns"):
+            default = getattr(CoreConfig(), key)
+            if isinstance(default, tuple):
+                if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                    raise ConfigError(f"{path}: core.{key} must be a list of strings")
+                kwargs[key] = tuple(value)
+            elif isinstance(default, int):
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ConfigError(f"{path}: core.{key} must be a positive integer")
+                kwargs[key] = value
+        else:
+            known = sorted([*(k for k in names if not k.endswith("_ns")), *_DURATIONS])
+            raise ConfigError(
+                f"{path}: unknown key core.{key}",
+                hint="known keys: " + ", ".join(known),
+            )
+    return CoreConfig(**kwargs)

@@ -1,0 +1,96 @@
+"""Provides the Correlator: feed it events, get findings; ask it for a HostState snapshot.
+
+Pure and deterministic: no I/O, no clock, no threads. Time comes only from `event.ts_ns` and
+from `advance(now_ns)`, so the same events always give the same findings, live or replayed.
+Rules plug in through `diag.core.rules` (one module plus one registration line each).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import replace
+
+from diag import events as ev
+from diag.core.config import CoreConfig
+from diag.core.model import Model
+from diag.core.rules import Rule, build_rules
+from diag.core.state import HostState
+
+
+class Correlator:
+    """Turns a time-ordered event stream into state and findings."""
+
+    def __init__(self, config: CoreConfig | None = None, rules: Iterable[Rule] | None = None) -> None:
+        self.config = config or CoreConfig()
+        self.model = Model(self.config)
+        self.rules: list[Rule] = list(rules) if rules is not None else build_rules(self.config)
+        self._findings: dict[str, ev.Finding] = {}
+        self._resolved: deque[ev.Finding] = deque(maxlen=self.config.resolved_kept)
+        self.findings_total = 0
+        self._snapshot: HostState | None = None
+
+    # ---- input -------------------------------------------------------------------------------
+
+    def feed(self, event: ev.Event) -> list[ev.Finding]:
+        """Apply one event; return the finding transitions it caused (open/update/resolve)."""
+        if isinstance(event, ev.Finding):
+            # A replayed journal holds the findings the live agent raised; the core recomputes
+            # its own, so recorded findings are not re-applied.
+            return []
+        self._snapshot = None
+        self.model.apply(event)
+        out: list[ev.Finding] = []
+        for rule in self.rules:
+            out.extend(rule.on_event(self.model, event))
+        out.extend(self._tick(event.ts_ns))
+        return self._record(out)
+
+    def advance(self, now_ns: int) -> list[ev.Finding]:
+        """Let time pass with no event (grace periods, windows); return transitions."""
+        if now_ns <= self.model.now_ns:
+            return []
+        self._snapshot = None
+        self.model.now_ns = now_ns
+        return self._record(self._tick(now_ns))
+
+    def _tick(self, now_ns: int) -> list[ev.Finding]:
+        out: list[ev.Finding] = []
+        for rule in self.rules:
+            out.extend(rule.on_tick(self.model, now_ns))
+        return out
+
+    def _record(self, transitions: list[ev.Finding]) -> list[ev.Finding]:
+        for f in transitions:
+            if f.status == "open":
+                self.findings_total += 1
+            if f.status == "resolved":
+                self._findings.pop(f.finding_id, None)
+                self._resolved.appendleft(f)
+            else:
+                self._findings[f.finding_id] = f
+        return transitions
+
+    # ---- output ------------------------------------------------------------------------------
+
+    @property
+    def active(self) -> list[ev.Finding]:
+        return list(self._findings.values())
+
+    def snapshot(self) -> HostState:
+        """The current state, frozen. Cached until the next event."""
+        if self._snapshot is not None:
+            return self._snapshot
+        active = sorted(self._findings.values(), key=lambda f: (-f.severity, -f.last_ns))
+        counts: dict[tuple[str, str], int] = {}
+        for f in active:
+            key = (f.rule, f.severity.label)
+            counts[key] = counts.get(key, 0) + 1
+        snap = replace(
+            self.model.snapshot(),
+            findings=tuple(active) + tuple(self._resolved),
+            findings_total=self.findings_total,
+            counts_by_rule=tuple((r, s, n) for (r, s), n in sorted(counts.items())),
+        )
+        self._snapshot = snap
+        return snap

@@ -1,0 +1,3 @@
+"""Provides the list of built-in rule modules; importing it registers them all."""
+
+from __future__ import annotations

@@ -1,0 +1,141 @@
+"""Provides HostState, the frozen snapshot every consumer reads, and the SnapshotFeed protocol.
+
+The correlator owns mutable internals; what leaves the core is this immutable view. The TUI,
+the metrics collector and postmortem reports read only snapshots, so live and replay look the
+same (dolphie's live = replay).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from diag import events as ev
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriverMove:
+    """One step of a device's driver timeline."""
+
+    ts_ns: int
+    from_driver: str | None
+    to_driver: str | None
+    actor: ev.Process | None = None
+    synthetic: bool = False
+    resync: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkNote:
+    """One step of a device's link history (netdev appeared, vanished, changed state)."""
+
+    ts_ns: int
+    ifname: str
+    netns: str
+    what: str
+    """`added`, `removed`, `up`, `down`, `moved`, ..."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceView:
+    """What the agent knows about one PCI device now."""
+
+    device: ev.PciDevice
+    """Static identity and the attributes of the last scan (driver fields may be stale)."""
+    driver: str | None
+    """Current driver as followed from events."""
+    driver_override: str | None = None
+    driver_at_start: str | None = None
+    """Driver when the agent first saw the device (inventory, not a rebind)."""
+    since_ns: int | None = None
+    """When the current driver was bound (or the device was last unbound)."""
+    netdev: str | None = None
+    netns: str | None = None
+    """Label of the namespace its netdev is in (`host`, a netns name, `pid:N`)."""
+    pod: str | None = None
+    sandbox_id: str | None = None
+    moves: tuple[DriverMove, ...] = ()
+    """Bounded driver timeline, oldest first."""
+    links: tuple[LinkNote, ...] = ()
+    """Bounded link history, oldest first."""
+
+    @property
+    def bdf(self) -> str:
+        return self.device.bdf
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkView:
+    """One network interface in one namespace."""
+
+    ifindex: int
+    ifname: str
+    netns: ev.NetnsRef
+    operstate: str = ""
+    carrier: bool | None = None
+    admin_up: bool = False
+    mac: str = ""
+    bdf: str | None = None
+    since_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceHealth:
+    """One source's health as the dashboard header and the metrics show it."""
+
+    name: str
+    up: bool = False
+    mode: str = ""
+    reason: str = ""
+    hint: str = ""
+    events: int = 0
+    lost: int = 0
+    resyncs: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostState:
+    """An immutable snapshot of everything the core knows at `ts_ns`."""
+
+    ts_ns: int = 0
+    devices: tuple[DeviceView, ...] = ()
+    """Ordered by BDF."""
+    links: tuple[LinkView, ...] = ()
+    netns: tuple[ev.NetnsRef, ...] = ()
+    sandboxes: tuple[ev.SandboxStarted, ...] = ()
+    kata_configs: tuple[ev.KataConfig, ...] = ()
+    findings: tuple[ev.Finding, ...] = ()
+    """Active findings and the most recently resolved ones, newest first."""
+    sources: tuple[SourceHealth, ...] = ()
+    recent: tuple[ev.Event, ...] = ()
+    """The newest events (bounded ring), oldest first."""
+    events_total: int = 0
+    findings_total: int = 0
+    lost_total: int = 0
+    counts_by_rule: tuple[tuple[str, str, int], ...] = field(default_factory=tuple)
+    """(rule, severity, active count) for every active finding group."""
+
+    def device(self, bdf: str) -> DeviceView | None:
+        for d in self.devices:
+            if d.bdf == bdf:
+                return d
+        return None
+
+    @property
+    def active_findings(self) -> tuple[ev.Finding, ...]:
+        return tuple(f for f in self.findings if f.active)
+
+
+SnapshotListener = Callable[[HostState], None]
+
+
+class SnapshotFeed(Protocol):
+    """Something that publishes HostState snapshots: the live pipeline or a journal replay."""
+
+    def subscribe(self, listener: SnapshotListener) -> None:
+        """Call `listener` with each new snapshot (from any thread)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...

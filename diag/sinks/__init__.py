@@ -1,0 +1,30 @@
+"""Provides the Sink protocol: where events and findings go (logs, journal, metrics)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Protocol
+
+from diag import events as ev
+from diag.core.state import HostState
+
+
+class Sink(Protocol):
+    """A consumer of the core's output. Called from the core thread only."""
+
+    name: ClassVar[str]
+
+    def write(self, item: ev.Event, /) -> None:
+        """Take one event or finding (findings are events)."""
+        ...
+
+    def snapshot(self, state: HostState, /) -> None:
+        """Take the newest snapshot (metrics read it); default no-op."""
+        ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def reopen(self) -> None:
+        """SIGHUP / logrotate."""
+        ...
