@@ -22,8 +22,8 @@ import labvm as vm
 
 SYSFS_README = """# sysfs/sriov-lab: the scanner's view of the QEMU SR-IOV lab guest
 
-Captured by `python3 tests/lab/capture_fixtures.py` (scenario `capture`, copy made by
-tests/lab/guest/sysfscopy.py inside the guest) on guest kernel {kernel}, {started}.
+Captured by `python3 tests/lab/capture_fixtures.py` (scenario `capture`; the copy was made
+inside the guest by `{how}`) on guest kernel {kernel}, {started}.
 Use it as a root: `--root tests/fixtures/sysfs/sriov-lab`.
 
 State at capture time (right after Kata Go >=3.8's BindDevicetoVFIO of 0000:01:10.0):
@@ -33,15 +33,15 @@ State at capture time (right after Kata Go >=3.8's BindDevicetoVFIO of 0000:01:1
 - VF 0000:01:10.2 [8086:10ca] on igbvf, netdev eth2;
 - every other guest PCI device (q35 host bridge, virtio-blk, PCIe root port, ICH9 parts).
 
-What was copied, and only that: for every /sys/bus/pci/devices/<bdf> symlink, its target
-folder's attributes (vendor, device, class, subsystem_vendor, subsystem_device, revision,
-driver_override, numa_node, enable, sriov_*, modalias, uevent), the symlinks driver,
-iommu_group, physfn and virtfnN (relative targets exactly as the kernel gives them; every
-target exists in the copy), net/<ifname>/{{address,operstate,ifindex,iflink,carrier,mtu,uevent}},
-vfio-dev/<name>/dev; every /sys/bus/pci/drivers/<name> folder with links to its bound devices
-and its write-only control files (bind, unbind, new_id, remove_id, uevent) as EMPTY files;
-/sys/kernel/iommu_groups/<N>/{{type,devices/*}}; /sys/class/iommu/* and /sys/class/net/* links.
-/dev/vfio/<group> and /dev/vfio/vfio are EMPTY REGULAR FILES standing for the character devices.
+Only what the scanner reads was copied: per /sys/bus/pci/devices/<bdf> link its target folder's
+id/class/driver_override/numa/enable/sriov attributes, the driver, iommu_group, physfn and
+virtfnN symlinks (relative targets as the kernel gives them; every target exists in the copy),
+net/<ifname>/ attributes, vfio-dev/; the driver folders, /sys/kernel/iommu_groups/<N>/devices,
+/sys/class/iommu and /sys/class/net links. /dev/vfio/<group> and /dev/vfio/vfio are EMPTY
+REGULAR FILES standing for the character devices. Folders the copier leaves empty (git keeps
+no empty folder) got their real sysfs contents added by the lab: a driver folder its write-only
+control files (bind, unbind, new_id, remove_id, uevent) as EMPTY files, any other its uevent.
+The exact list is below.
 
 ## Files
 ```
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fixtures", type=Path, default=build.REPO / "tests" / "fixtures")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
-    guest = build.build(with_project=False)
+    guest = build.build()
     res = vm.boot(guest, "capture", build.DEFAULT_CACHE / "runs" / "capture")
     if not res.ok or "capture.tar" not in res.payloads:
         print(res.console[-4000:])
@@ -78,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     summary = (tmp / "summary.txt").read_text().splitlines()
     kernel = summary[0].removeprefix("kernel ")
     started = summary[1].removeprefix("started ")
-    files = (tmp / "sysfs-files.txt").read_text().strip()
-    readme.write_text(SYSFS_README.format(kernel=kernel, started=started, files=files))
+    how = (tmp / "sysfs-how.txt").read_text().strip()
+    files = "\n".join(sorted(
+        str(p.relative_to(dst)) + (" -> " + str(p.readlink()) if p.is_symlink() else "")
+        for p in dst.rglob("*") if p.is_symlink() or p.is_file()))
+    readme.write_text(SYSFS_README.format(kernel=kernel, started=started, files=files, how=how))
     print("\n".join(summary))
     print(f"fixtures written under {fx} in {time.monotonic() - t0:.1f}s (boot {res.seconds:.1f}s)")
     return 0

@@ -21,7 +21,7 @@ def lab_guest() -> labbuild.Guest:
     """The built guest (root file system cached under .cache/lab, image rebuilt per session)."""
     if os.geteuid() != 0:
         pytest.skip("the lab installs QEMU and builds a root file system: needs root")
-    return labbuild.build(with_bcc=os.environ.get("LAB_BCC", "1") != "0")
+    return labbuild.build()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ Every slow step is cached under ``.cache/lab/`` (a stamp file per step); the dis
 rebuilt on every run so the guest always runs the current working tree. Mirrors are never
 named here: the backports suite and debootstrap read the URIs of the machine's own apt sources.
 
-Usage: ``python3 tests/lab/labbuild.py [--cache DIR] [--no-project] [--with-bcc]``; prints the
+Usage: ``python3 tests/lab/labbuild.py [--cache DIR] [--no-project] [--no-bcc]``; prints the
 paths of the kernel, initramfs and image as ``KEY=VALUE`` lines and the time each step took.
 """
 
@@ -159,6 +159,31 @@ def _dpkg_installed(pkg: str) -> bool:
 # --- cached steps ---------------------------------------------------------------------------
 
 
+_LOCK_FD: int | None = None
+
+
+def lab_lock(cache_dir: Path = DEFAULT_CACHE) -> None:
+    """Takes the lab's exclusive lock for the rest of this process (idempotent).
+
+    The cache, the root file system and the disk image are shared by everyone working in this
+    tree: two builds or a build during a boot would corrupt them, so whoever builds or boots
+    holds .cache/lab/.lock until it exits.
+    """
+    global _LOCK_FD
+    if _LOCK_FD is not None:
+        return
+    import fcntl
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(cache_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log("another lab run holds .cache/lab/.lock; waiting for it")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    _LOCK_FD = fd
+
+
 class Cache:
     """The lab's cache folder: one stamp file per finished step."""
 
@@ -293,9 +318,19 @@ def rootfs(cache: Cache, release: str, kdir: Path, with_bcc: bool) -> Path:
     return root
 
 
+def unmount_under(root: Path) -> None:
+    """Unmounts whatever an interrupted debootstrap left mounted inside the root (e.g. proc)."""
+    prefix = str(root.resolve()) + "/"
+    with open("/proc/self/mounts") as fh:
+        points = [line.split()[1] for line in fh if line.split()[1].startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
+
+
 def debootstrap(cache: Cache, root: Path, pkgs: list[str]) -> None:
     """Runs debootstrap (minbase + pkgs) against the configured mirror and trims the result."""
     src = find_base_source()
+    unmount_under(root)
     shutil.rmtree(root, ignore_errors=True)
     debcache = cache.root / "debootstrap-debs"
     debcache.mkdir(exist_ok=True)
@@ -456,6 +491,7 @@ def disk_image(cache: Cache, root: Path, size: str) -> Path:
     """Makes the ext4 root disk straight from the folder (no loop mount), every run."""
     img = cache.root / "root.img"
     img.unlink(missing_ok=True)
+    unmount_under(root)
     run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(root), str(img), size])
     return img
 
@@ -469,8 +505,12 @@ class Guest:
 
 
 def build(cache_dir: Path = DEFAULT_CACHE, *, with_project: bool = True,
-          with_bcc: bool = False, size: str = "") -> Guest:
-    """Runs every step (cached ones are quick) and returns the paths to boot."""
+          with_bcc: bool = True, size: str = "") -> Guest:
+    """Runs every step (cached ones are quick) and returns the paths to boot.
+
+    Takes the lab lock (held until the process exits, so the boots that follow are covered).
+    """
+    lab_lock(cache_dir)
     cache = Cache(cache_dir)
     t: dict[str, float] = {}
 
@@ -495,10 +535,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--no-project", action="store_true")
-    ap.add_argument("--with-bcc", action="store_true")
+    ap.add_argument("--no-bcc", action="store_true", help="a root file system without bcc")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
-    g = build(args.cache, with_project=not args.no_project, with_bcc=args.with_bcc)
+    g = build(args.cache, with_project=not args.no_project, with_bcc=not args.no_bcc)
     print(f"RELEASE={g.release}\nKERNEL={g.kernel}\nINITRD={g.initrd}\nIMAGE={g.image}")
     log(f"build took {time.monotonic() - t0:.1f}s")
     return 0

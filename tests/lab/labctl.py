@@ -17,17 +17,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("scenario")
     ap.add_argument("--out", type=Path, default=None, help="where payloads go")
-    ap.add_argument("--with-bcc", action="store_true")
+
     ap.add_argument("--no-build", action="store_true", help="boot the image as it is")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     if args.no_build:
+        build.lab_lock()
         c = build.DEFAULT_CACHE
         rel = next((c / "kernel" / "boot").glob("vmlinuz-*")).name.removeprefix("vmlinuz-")
         guest = build.Guest(release=rel, kernel=c / "kernel" / "boot" / f"vmlinuz-{rel}",
-                            initrd=c / "initrd.img", image=c / "root.img")
+                            initrd=c / "initrd.img", image=c / "root.img")  # as last built
     else:
-        guest = build.build(with_bcc=args.with_bcc)
+        guest = build.build()
     t1 = time.monotonic()
     out = args.out or build.DEFAULT_CACHE / "runs" / args.scenario
     res = vm.boot(guest, args.scenario, out)

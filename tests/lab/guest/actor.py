@@ -35,6 +35,12 @@ def play(steps: str) -> None:
             sriov.write(f"{sriov.PCI}/drivers_probe", args[0])
         elif op == "sleep":
             time.sleep(float(args[0]))
+        elif op == "mark":  # tell the scenario a point was reached
+            with open(f"/run/lab-mark-{args[0]}", "w") as fh:
+                fh.write(f"{time.monotonic_ns()}\n")
+        elif op == "wait":  # wait until the scenario says go
+            while not os.path.exists(f"/run/lab-go-{args[0]}"):
+                time.sleep(0.02)
         else:
             raise SystemExit(f"unknown step {step!r}")
 

@@ -1,0 +1,310 @@
+"""Agent scenarios: `vfiowatch run --journal` in the guest while real actors move a real VF.
+
+Each scenario gets a fresh agent and journal; the VF is put back on igbvf (with no agent
+watching) in between. Sends `journal-<n>.jsonl`, `agent-<n>.log` and `timeline-<n>.txt` per
+scenario, and `agent-help.txt`. `lab.only=1,4` on the kernel command line picks scenarios.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import kata
+import labio
+import sriov
+from sriov import PCI, VF0
+
+LAB_CONFIG = "/etc/vfiowatch/lab.toml"
+# Short grace periods so the lab finishes quickly; everything else is the agent's default.
+LAB_CORE = """[core]
+stranded_grace = 5
+stuck_grace = 5
+flapping_moves = 4
+flapping_window = 120
+"""
+READY_TIMEOUT = 120.0
+
+
+class Agent:
+    """One `vfiowatch run --journal` process and the journal it writes."""
+
+    def __init__(self, n: int, help_text: str) -> None:
+        self.journal = f"/tmp/journal-{n}.jsonl"
+        self.logpath = f"/tmp/agent-{n}.log"
+        cmd = ["vfiowatch", "run", "--journal", self.journal]
+        if "--config" in help_text:
+            cmd += ["--config", LAB_CONFIG]
+        self.cmd = cmd
+        self.log = open(self.logpath, "wb")  # noqa: SIM115 (closed in stop)
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        labio.say("agent: " + " ".join(cmd))
+
+    def records(self) -> list[dict]:
+        try:
+            with open(self.journal, "rb") as fh:
+                lines = fh.read().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            with contextlib.suppress(ValueError):  # a line being written
+                out.append(json.loads(line))
+        return out
+
+    def wait(self, pred: Callable[[dict], bool], timeout: float) -> dict | None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for rec in self.records():
+                if pred(rec):
+                    return rec
+            if self.proc.poll() is not None:
+                return None
+            time.sleep(0.1)
+        return None
+
+    def wait_ready(self) -> float:
+        """Waits until the uevent and eBPF sources say they are up; returns the seconds taken."""
+        want = {"uevent", "ebpf"}
+
+        def up(rec: dict) -> bool:
+            if rec.get("kind") == "source_state_changed" and rec.get("up"):
+                want.discard(rec.get("name", ""))
+            return not want
+
+        self.wait(up, READY_TIMEOUT)
+        took = time.monotonic() - self.t0
+        labio.say(f"agent ready after {took:.1f}s (still waiting for: {sorted(want) or '-'})")
+        return took
+
+    def finding(self, rule: str, status: str = "open", timeout: float = 30) -> dict | None:
+        return self.wait(lambda r: r.get("kind") == "finding" and r.get("rule") == rule
+                         and r.get("status") == status, timeout)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+class Timeline:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def note(self, msg: str) -> None:
+        self.lines.append(f"{time.time_ns()} {msg}")
+        labio.say(msg)
+
+
+def reset_vf() -> None:
+    """Puts VF0 back on igbvf with driver_override cleared (no agent watches this)."""
+    for f in os.listdir("/run"):
+        if f.startswith(("lab-mark-", "lab-go-", "lab-actor-")):
+            os.unlink(f"/run/{f}")
+    drv = sriov.driver_of(VF0)
+    if drv and drv != "igbvf":
+        sriov.write(f"{PCI}/devices/{VF0}/driver/unbind", VF0)
+    sriov.write(f"{PCI}/devices/{VF0}/driver_override", "\n")
+    if sriov.driver_of(VF0) != "igbvf":
+        sriov.write(f"{PCI}/drivers/igbvf/bind", VF0)
+    sriov.wait_for(lambda: sriov.driver_of(VF0) == "igbvf", 5)
+
+
+def wait_mark(name: str, timeout: float = 30) -> None:
+    sriov.wait_for(lambda: os.path.exists(f"/run/lab-mark-{name}"), timeout)
+
+
+def go(name: str) -> None:
+    open(f"/run/lab-go-{name}", "w").close()
+
+
+def saw_vfio_bind(rec: dict) -> bool:
+    return (rec.get("kind") == "device_bound" and rec.get("driver") == "vfio-pci"
+            and VF0 in json.dumps(rec))
+
+
+# --- the six scenarios ------------------------------------------------------------------------
+
+
+def s1_kata38_no_port(agent: Agent, tl: Timeline) -> None:
+    """Kata Go >=3.8 moves the VF with cold_plug_vfio=no-port; then rolls back (QEMU failed)."""
+    sid = kata.sandbox_id(1)
+    shim = kata.start_shim(sid, f"kata38-bind:{VF0};mark:bound;wait:rollback;"
+                                f"kata38-restore:{VF0}:igbvf")
+    tl.note(f"shim pid {shim.pid} sandbox {sid}: BindDevicetoVFIO({VF0})")
+    wait_mark("bound")
+    f = agent.finding("vfio-bind-coldplug-disabled", timeout=30)
+    tl.note(f"finding vfio-bind-coldplug-disabled: {'seen' if f else 'NOT seen'}")
+    time.sleep(1.0)
+    go("rollback")
+    tl.note("shim: Removing network after failure in createSandbox -> BindDevicetoHost")
+    kata.wait_steps_done(shim)
+    sriov.wait_for(lambda: sriov.driver_of(VF0) == "igbvf", 5)
+    time.sleep(1.5)
+    kata.stop(shim)
+    kata.remove_sandbox(sid)
+
+
+def s2_kata38_root_port(agent: Agent, tl: Timeline) -> None:
+    """The same move with cold_plug_vfio=root-port: a supported cold plug."""
+    sid = kata.sandbox_id(2)
+    shim = kata.start_shim(sid, f"kata38-bind:{VF0};mark:bound;wait:stop;"
+                                f"kata38-restore:{VF0}:igbvf")
+    tl.note(f"shim pid {shim.pid} sandbox {sid}: BindDevicetoVFIO({VF0})")
+    wait_mark("bound")
+    seen = agent.wait(saw_vfio_bind, 30)
+    tl.note(f"agent saw the vfio-pci bind: {bool(seen)}")
+    time.sleep(3.0)  # what a finding would need, and then some
+    go("stop")
+    kata.wait_steps_done(shim)
+    time.sleep(1.0)
+    kata.stop(shim)
+    kata.remove_sandbox(sid)
+
+
+def s3_kata30(agent: Agent, tl: Timeline) -> None:
+    """Kata Go 3.0-3.7 (unbind, new_id, bind; back: unbind, remove_id, bind) with no-port."""
+    sid = kata.sandbox_id(3)
+    shim = kata.start_shim(sid, f"kata30-bind:{VF0};mark:bound;wait:stop;"
+                                f"kata30-restore:{VF0}:igbvf")
+    tl.note(f"shim pid {shim.pid} sandbox {sid}: 3.0-3.7 bind({VF0})")
+    wait_mark("bound")
+    f = agent.finding("vfio-bind-coldplug-disabled", timeout=30)
+    tl.note(f"finding vfio-bind-coldplug-disabled: {'seen' if f else 'NOT seen'}")
+    time.sleep(1.0)
+    go("stop")
+    kata.wait_steps_done(shim)
+    time.sleep(1.5)
+    kata.stop(shim)
+    kata.remove_sandbox(sid)
+
+
+def s4_stranded(agent: Agent, tl: Timeline) -> None:
+    """A shim binds the VF and dies with its sandbox gone: stranded; a VMM opening it resolves."""
+    sid = kata.sandbox_id(4)
+    shim = kata.start_shim(sid, f"kata38-bind:{VF0};mark:bound")
+    tl.note(f"shim pid {shim.pid} sandbox {sid}: BindDevicetoVFIO({VF0}), then dies")
+    kata.wait_steps_done(shim)
+    kata.stop(shim)
+    kata.remove_sandbox(sid)
+    f = agent.finding("vf-stranded-on-vfio", timeout=45)
+    tl.note(f"finding vf-stranded-on-vfio: {'seen' if f else 'NOT seen'}")
+    qemu = kata.start_actor(kata.QEMU, ["-name", f"sandbox-{sid}", "-machine", "q35",
+                                        "-device", f"vfio-pci,host={VF0},id=vfio-net0"], "")
+    kata.wait_steps_done(qemu)
+    tl.note(f"qemu stand-in pid {qemu.pid} holds /dev/vfio group of {VF0}")
+    f = agent.finding("vf-stranded-on-vfio", status="resolved", timeout=30)
+    tl.note(f"finding vf-stranded-on-vfio resolved: {'seen' if f else 'NOT seen'}")
+    time.sleep(1.0)
+    kata.stop(qemu)
+    tl.note("qemu stand-in exited")
+    time.sleep(1.0)
+
+
+def s5_stuck_unbound(agent: Agent, tl: Timeline) -> None:
+    """A restore that stops after the unbind (#13837): the VF sits driverless with an override."""
+    sid = kata.sandbox_id(5)
+    shim = kata.start_shim(sid, f"kata38-bind:{VF0};sleep:1;override:{VF0}:igbvf;"
+                                f"unbind:{VF0};mark:stuck;wait:probe;probe:{VF0}")
+    tl.note(f"shim pid {shim.pid}: bind, then restore stops after driver/unbind")
+    wait_mark("stuck")
+    f = agent.finding("vf-stuck-unbound", timeout=45)
+    tl.note(f"finding vf-stuck-unbound: {'seen' if f else 'NOT seen'}")
+    go("probe")
+    kata.wait_steps_done(shim)
+    f = agent.finding("vf-stuck-unbound", status="resolved", timeout=20)
+    tl.note(f"finding vf-stuck-unbound resolved after drivers_probe: {'seen' if f else 'NOT seen'}")
+    kata.stop(shim)
+    kata.remove_sandbox(sid)
+
+
+def s6_flapping(agent: Agent, tl: Timeline) -> None:
+    """Two actors take turns: the Kata shim binds to vfio-pci, a config daemon binds back."""
+    sid = kata.sandbox_id(6)
+    actors = []
+    for i in range(3):
+        shim = kata.start_shim(sid, f"kata38-bind:{VF0}")
+        kata.wait_steps_done(shim)
+        actors.append(shim)
+        tl.note(f"round {i}: shim pid {shim.pid} bound {VF0} to vfio-pci")
+        time.sleep(0.5)
+        daemon = kata.start_actor("/usr/local/bin/sriov-network-config-daemon",
+                                  ["--kubeconfig", "/etc/kubernetes/kubelet.conf"],
+                                  f"kata38-restore:{VF0}:igbvf")
+        kata.wait_steps_done(daemon)
+        actors.append(daemon)
+        tl.note(f"round {i}: sriov-network-config-daemon pid {daemon.pid} bound it back")
+        time.sleep(0.5)
+    f = agent.finding("driver-flapping", timeout=30)
+    tl.note(f"finding driver-flapping: {'seen' if f else 'NOT seen'}")
+    time.sleep(1.0)
+    for a in actors:
+        kata.stop(a)
+    kata.remove_sandbox(sid)
+
+
+SCENARIOS: dict[int, tuple[str, str, Callable[[Agent, Timeline], None]]] = {
+    1: ("kata38-no-port", "no-port", s1_kata38_no_port),
+    2: ("kata38-root-port", "root-port", s2_kata38_root_port),
+    3: ("kata30-no-port", "no-port", s3_kata30),
+    4: ("stranded", "root-port", s4_stranded),
+    5: ("stuck-unbound", "root-port", s5_stuck_unbound),
+    6: ("flapping", "root-port", s6_flapping),
+}
+
+
+def selected() -> list[int]:
+    with open("/proc/cmdline") as fh:
+        for word in fh.read().split():
+            if word.startswith("lab.only="):
+                return [int(x) for x in word.split("=", 1)[1].split(",") if x]
+    return sorted(SCENARIOS)
+
+
+def main() -> int:
+    sriov.setup()
+    sriov.enable_vfs(2)
+    kata.install_binaries()
+    os.makedirs(os.path.dirname(LAB_CONFIG), exist_ok=True)
+    with open(LAB_CONFIG, "w") as fh:
+        fh.write(LAB_CORE)
+    res = subprocess.run(["vfiowatch", "run", "--help"], capture_output=True, text=True)
+    help_text = res.stdout + res.stderr
+    labio.send("agent-help.txt", f"rc={res.returncode}\n{help_text}".encode())
+    if res.returncode != 0:
+        labio.send("agent-unavailable", b"`vfiowatch run` is not in this tree yet\n")
+        return 0
+    for n in selected():
+        name, cold_plug, play = SCENARIOS[n]
+        reset_vf()
+        kata.install_config(cold_plug)
+        tl = Timeline()
+        tl.note(f"scenario {n} {name}: cold_plug_vfio={cold_plug}")
+        t0 = time.monotonic()
+        agent = Agent(n, help_text)
+        ready = agent.wait_ready()
+        t1 = time.monotonic()
+        try:
+            play(agent, tl)
+        except Exception as exc:  # report and carry on with the next scenario
+            tl.note(f"scenario raised {exc!r}")
+        rc = agent.stop()
+        tl.note(f"agent exited {rc}; ready {ready:.1f}s, scenario {time.monotonic() - t1:.1f}s, "
+                f"total {time.monotonic() - t0:.1f}s")
+        for src, dst in ((agent.journal, f"journal-{n}.jsonl"), (agent.logpath, f"agent-{n}.log")):
+            labio.send(dst, Path(src).read_bytes() if os.path.exists(src) else b"")
+        labio.send(f"timeline-{n}.txt", ("\n".join(tl.lines) + "\n").encode())
+    return 0
