@@ -6,6 +6,7 @@ and whether failing it stops the agent entirely). Checks only read: they never c
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import os
@@ -56,7 +57,8 @@ def _kernel_config(paths: HostPaths) -> dict[str, str]:
     for p in candidates:
         try:
             if p.suffix == ".gz":
-                text = gzip.open(p, "rt", errors="replace").read()
+                with gzip.open(p, "rt", errors="replace") as fh:
+                    text = fh.read()
             else:
                 text = p.read_text(errors="replace")
         except OSError:
@@ -115,7 +117,7 @@ def _sysfs(paths: HostPaths) -> CheckResult:
 @check
 def _bcc(paths: HostPaths) -> CheckResult:
     try:
-        import bcc  # noqa: F401  (the import itself is the check)
+        import bcc  # the import itself is the check
     except ImportError as exc:
         return CheckResult(
             "bcc", False, f"python module bcc not importable ({exc})",
@@ -139,10 +141,8 @@ def _headers(paths: HostPaths) -> CheckResult:
     target = os.path.realpath(build)
     version_h = Path(target) / "include" / "generated" / "utsrelease.h"
     hdr_release = ""
-    try:
+    with contextlib.suppress(OSError, IndexError):
         hdr_release = version_h.read_text().split('"')[1]
-    except (OSError, IndexError):
-        pass
     if hdr_release and hdr_release != release:
         return CheckResult(
             "kernel headers", True,

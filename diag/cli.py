@@ -36,8 +36,11 @@ SNAPSHOT_SCHEMA = 1
 
 
 def _snapshot_json(paths: HostPaths) -> dict[str, Any]:
-    from diag import codec
+    from dataclasses import asdict
+
     from diag.sources import sysfs
+
+    # The snapshot schema lists every field, defaults included, so consumers need no defaults.
 
     devices = sysfs.scan(paths)
     return {
@@ -45,15 +48,8 @@ def _snapshot_json(paths: HostPaths) -> dict[str, Any]:
         "kind": "vfiowatch_snapshot",
         "agent_version": __version__,
         "root": str(paths.root),
-        "devices": [codec.to_record(d) | _full(d) for d in devices],
+        "devices": [asdict(d) for d in devices],
     }
-
-
-def _full(d: Any) -> dict[str, Any]:
-    # The snapshot schema lists every field, defaults included, so consumers need no defaults.
-    from dataclasses import asdict
-
-    return asdict(d)
 
 
 def _snapshot_table(paths: HostPaths, color: bool) -> str:
@@ -169,7 +165,7 @@ def _run_check(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         for r in results:
-            mark = "✓" if r.ok else ("✗" if r.fatal or r.level != "warn" else "✗")
+            mark = "✓" if r.ok else "✗"
             print(f"{mark} {safe(r.name):22} {safe(r.detail)}")
             if not r.ok and r.fix:
                 print(f"  {'':22} fix: {safe(r.fix)}")

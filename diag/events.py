@@ -184,9 +184,9 @@ class Event:
         # No zero-argument super(): slots=True rebuilds the class and breaks its __class__ cell.
         kind = cls.__dict__.get("kind")
         if kind:
-            if kind in EVENT_TYPES and EVENT_TYPES[kind] is not cls:
-                if EVENT_TYPES[kind].__qualname__ != cls.__qualname__:
-                    raise TypeError(f"duplicate event kind {kind!r}")
+            other = EVENT_TYPES.get(kind)
+            if other is not None and other.__qualname__ != cls.__qualname__:
+                raise TypeError(f"duplicate event kind {kind!r}")
             EVENT_TYPES[kind] = cls
 
 
