@@ -27,7 +27,7 @@ inside the guest by `{how}`) on guest kernel {kernel}, {started}.
 Use it as a root: `--root tests/fixtures/sysfs/sriov-lab`.
 
 State at capture time (right after Kata Go >=3.8's BindDevicetoVFIO of 0000:01:10.0):
-- PF 0000:01:00.0 [8086:10c9] on igb, netdev eth0, sriov_numvfs=2 (sriov_totalvfs=8);
+- PF 0000:01:00.0 [8086:10c9] on igb, netdev eth0, sriov_numvfs=2 (sriov_totalvfs=7);
 - VF 0000:01:10.0 [8086:10ca] on vfio-pci, driver_override=vfio-pci, no netdev,
   vfio-dev/vfio0, IOMMU group with /dev/vfio/<N>;
 - VF 0000:01:10.2 [8086:10ca] on igbvf, netdev eth2;

@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="where payloads go")
 
     ap.add_argument("--no-build", action="store_true", help="boot the image as it is")
+    ap.add_argument("--append", default="", help="extra kernel command line (lab.only=1,2 ...)")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     if args.no_build:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         guest = build.build()
     t1 = time.monotonic()
     out = args.out or build.DEFAULT_CACHE / "runs" / args.scenario
-    res = vm.boot(guest, args.scenario, out)
+    res = vm.boot(guest, args.scenario, out, extra_append=args.append)
     out.mkdir(parents=True, exist_ok=True)
     for name, body in res.payloads.items():
         (out / name).write_bytes(body)
