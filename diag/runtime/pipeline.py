@@ -1,0 +1,619 @@
+"""Provides Pipeline: sources on threads -> bounded queue -> merge window -> Correlator -> sinks.
+
+The shape (DESIGN.md), as threads:
+
+```
+ source thread(s)  --emit-->  bounded queue  --drain-->  core thread  --write-->  sinks
+ (one supervisor                (drops and                merge window        \--> LiveFeed
+  per source)                    counts)                  Correlator.feed        (publisher
+                                                          advance on a timer      thread)
+```
+
+* **Bounded queue.** `emit()` never blocks a source: when `queue_size` events are waiting the
+  event is dropped and counted; the core thread turns the count into an in-band
+  `EventsLost(lost_source="queue")` and asks every source that can (`request_resync()`) to
+  re-read the kernel's state, so a loss is never silent.
+* **Merge window.** Uevents and rtnetlink arrive on two sockets in varying order (sriov-lab.md:
+  RTM_DELLINK before or after `remove net`). Every event waits in a heap until the wall clock is
+  `merge_window_ns` past its `ts_ns`, then leaves in `(ts_ns, arrival)` order. Cost: every event
+  reaches the core `merge_window_ns` later (default 75 ms; the TUI refresh is slower), and the
+  heap holds the events of one window (at 100,000 events/s, 7,500 events, about 2 MB); a heap
+  push + pop is about 1 µs. An event that arrives after its window has closed (its ts_ns is older
+  than the last one released) is released at once and counted in `stats.late`.
+* **Core thread.** The only thread that touches the Correlator and the sinks. Time in the core
+  comes from events; on a timer (`tick_interval_s`) the core thread calls
+  `Correlator.advance(now - merge_window_ns)` so grace periods expire while nothing happens.
+  When a timer tick produces findings, a `ClockTicked` is written to the sinks before them, so a
+  journal replay reproduces them.
+* **Source health.** Each source runs under a supervisor: `SourceStateChanged(up=True)` when it
+  starts; an exception is logged, reported as `SourceStateChanged(up=False, reason, hint)` and
+  the source is restarted with exponential backoff (`retry_initial_s` .. `retry_max_s`). A source
+  whose `probe()` says it cannot run is reported once (up=False, reason + hint) and not started.
+* **Ordered start-up / teardown** (Falco `app.cpp`): start = core thread, publisher, then
+  sources in the given order (each begins with its own inventory/dump). stop = signal sources,
+  join them, drain the queue, release the whole merge window, final advance, publish the last
+  snapshot, flush and close sinks; bounded by `stop_timeout_s` (2 s) in total.
+
+Typical use (service mode, `vfiowatch run`):
+
+```python
+from diag.runtime import Pipeline, PipelineOptions, build_sources
+sources, unavailable = build_sources(SourceContext(paths=HostPaths.at(root)))
+pipe = Pipeline(sources, sinks=[journal, logs, metrics], unavailable=unavailable)
+pipe.start()
+stop_event.wait()          # SIGTERM
+pipe.stop()                # drains + flushes, <= 2 s
+```
+
+and for the dashboard: `feed = pipe.live_feed()` (a `SnapshotFeed`), `feed.subscribe(cb)`,
+`feed.start()` ... `feed.stop()`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from diag import events as ev
+from diag.core.config import CoreConfig
+from diag.core.correlator import Correlator
+from diag.core.state import HostState, SnapshotListener
+from diag.sinks import Sink
+from diag.sources import Availability, Source, SourceContext, load_builtin
+
+log = logging.getLogger("vfiowatch.runtime")
+
+RUNTIME_SOURCE = "runtime"
+"""`source` of the events the pipeline itself produces (queue loss, unavailable sources, ticks)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelineOptions:
+    """Tunables of the runtime; the defaults suit a production host."""
+
+    queue_size: int = 262_144
+    """Events waiting between sources and the core; beyond this, events are dropped and counted.
+    Sized for the 50,000-uevent burst of host-facts.md five times over (about 60 MB at most)."""
+    merge_window_ns: int = 75_000_000
+    """How long an event waits so that events from other sockets can overtake it (time order)."""
+    tick_interval_s: float = 0.5
+    """How often the core advances time with no event (grace periods)."""
+    snapshot_interval_s: float = 0.15
+    """At most this often a new HostState is taken and published (LiveFeed, Sink.snapshot)."""
+    flush_interval_s: float = 1.0
+    """How often sinks are flushed while running."""
+    retry_initial_s: float = 1.0
+    """First delay before restarting a crashed source; doubles up to retry_max_s."""
+    retry_max_s: float = 30.0
+    stop_timeout_s: float = 2.0
+    """Budget for the whole of stop(): join sources, drain, flush, close."""
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """Counters of one supervised source."""
+
+    name: str
+    events: int = 0
+    restarts: int = 0
+    up: bool = False
+    last_error: str = ""
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    """Runtime counters (read them from any thread; they are plain ints)."""
+
+    received: int = 0
+    """Events accepted into the queue."""
+    dropped: int = 0
+    """Events dropped because the queue was full (reported in-band as EventsLost)."""
+    released: int = 0
+    """Events fed to the core."""
+    late: int = 0
+    """Events that arrived after their merge window closed (fed out of order, at once)."""
+    findings: int = 0
+    snapshots: int = 0
+    sink_errors: int = 0
+    max_queue_depth: int = 0
+    max_merge_depth: int = 0
+    sources: dict[str, SourceStats] = field(default_factory=dict)
+
+
+def build_sources(
+    ctx: SourceContext, names: Iterable[str] | None = None
+) -> tuple[list[Source], list[tuple[str, Availability]]]:
+    """Instantiate the registered sources (all, or `names` in that order) and probe each.
+
+    Returns (runnable sources, [(name, Availability) for each that cannot run here]). The
+    second list goes to `Pipeline(unavailable=...)`, which reports each once, in-band. Raises
+    KeyError for a name that is not registered.
+    """
+    registry = load_builtin()
+    wanted = list(names) if names is not None else list(registry)
+    runnable: list[Source] = []
+    unavailable: list[tuple[str, Availability]] = []
+    for name in wanted:
+        if name not in registry:
+            raise KeyError(f"unknown source {name!r}; known: {', '.join(registry)}")
+        try:
+            src = registry[name](ctx)
+            avail = src.probe()
+        except Exception as exc:  # a broken source must not stop the others
+            log.exception("source %s failed to initialise", name)
+            unavailable.append((name, Availability(False, reason=f"failed to initialise: {exc}")))
+            continue
+        if avail.ok:
+            runnable.append(src)
+        else:
+            unavailable.append((name, avail))
+    return runnable, unavailable
+
+
+class _Queue:
+    """The bounded multi-producer single-consumer queue between sources and the core.
+
+    A deque append is atomic under the GIL, so `put` takes no lock (about 0.1 µs). The bound is
+    checked without a lock, so it may be exceeded by at most one event per producer thread.
+    """
+
+    __slots__ = ("_dq", "_wake", "dropped", "received", "size")
+
+    def __init__(self, size: int) -> None:
+        self._dq: deque[ev.Event] = deque()
+        self._wake = threading.Event()
+        self.size = size
+        self.dropped = 0
+        self.received = 0
+
+    def put(self, event: ev.Event) -> None:
+        if len(self._dq) >= self.size:
+            self.dropped += 1  # only the producers of one full queue race here; a lost +1 is ok
+            return
+        self._dq.append(event)
+        self.received += 1
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def drain(self, limit: int = 8192) -> list[ev.Event]:
+        out: list[ev.Event] = []
+        pop = self._dq.popleft
+        try:
+            for _ in range(limit):
+                out.append(pop())
+        except IndexError:
+            pass
+        return out
+
+    def depth(self) -> int:
+        return len(self._dq)
+
+    def wait(self, timeout: float) -> None:
+        if self._dq:
+            return
+        self._wake.clear()
+        if self._dq:  # an event slipped in between the check and the clear
+            return
+        self._wake.wait(timeout)
+
+    def kick(self) -> None:
+        self._wake.set()
+
+
+class LiveFeed:
+    """A `SnapshotFeed` over a running Pipeline: the newest HostState, at most every ~150 ms.
+
+    Listeners run on the feed's own publisher thread, never on the core thread, so a slow
+    listener delays only the next snapshot it sees: a newer snapshot replaces a stale one that
+    has not been delivered yet (it is never queued). `start()`/`stop()` start and stop the
+    pipeline (a dashboard owns its pipeline); use `pipeline.live_feed()` to get one.
+    """
+
+    def __init__(self, pipeline: Pipeline, *, owns_pipeline: bool = True) -> None:
+        self._pipeline = pipeline
+        self._owns = owns_pipeline
+        self._listeners: list[SnapshotListener] = []
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._pending: HostState | None = None
+        self._latest: HostState | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.delivered = 0
+        self.replaced = 0
+        """Snapshots that a newer one replaced before delivery (slow listeners)."""
+
+    def subscribe(self, listener: SnapshotListener) -> None:
+        """Call `listener(state)` with each new snapshot, on the publisher thread."""
+        with self._lock:
+            self._listeners.append(listener)
+            latest = self._latest
+        if latest is not None and self._thread is not None:
+            self.publish(latest)
+
+    @property
+    def latest(self) -> HostState | None:
+        """The newest snapshot published so far (None before the first)."""
+        return self._latest
+
+    def publish(self, state: HostState) -> None:
+        """Hand over a new snapshot (called by the core thread); never blocks on listeners."""
+        with self._cond:
+            if self._pending is not None:
+                self.replaced += 1
+            self._pending = state
+            self._latest = state
+            self._cond.notify()
+
+    def start(self) -> None:
+        """Start the publisher thread and (when it owns it) the pipeline."""
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._loop, name="vfiowatch-feed", daemon=True)
+            self._thread.start()
+        self._pipeline._attach_feed(self)
+        if self._owns:
+            self._pipeline.start()
+
+    def stop(self) -> None:
+        """Stop the pipeline (when it owns it), deliver the final snapshot, stop the thread."""
+        if self._owns:
+            self._pipeline.stop()
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stopping:
+                    self._cond.wait()
+                state, self._pending = self._pending, None
+                listeners = list(self._listeners)
+                stopping = self._stopping
+            if state is not None:
+                for fn in listeners:
+                    try:
+                        fn(state)
+                    except Exception:
+                        log.exception("snapshot listener %r failed", fn)
+                self.delivered += 1
+            if stopping and state is None:
+                return
+
+
+class Pipeline:
+    """Runs sources, merges their events in time order, feeds the core, fans out to sinks.
+
+    Thread-safety: `start`, `stop`, `emit`, `stats`, `state()` may be called from any thread;
+    sinks are only ever called from the core thread. The pipeline can be started once.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        *,
+        sinks: Sequence[Sink] = (),
+        correlator: Correlator | None = None,
+        config: CoreConfig | None = None,
+        options: PipelineOptions | None = None,
+        unavailable: Sequence[tuple[str, Availability]] = (),
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        """`sources`: started in this order. `sinks`: receive every event and finding in time
+        order, plus snapshots. `correlator` (or one built from `config`): the pure core.
+        `unavailable`: sources `build_sources` could not run, reported in-band at start.
+        `clock_ns`: the wall clock (tests may inject one)."""
+        self.sources = list(sources)
+        self.sinks = list(sinks)
+        self.correlator = correlator or Correlator(config)
+        self.options = options or PipelineOptions()
+        self.unavailable = list(unavailable)
+        self._clock = clock_ns
+        self._queue = _Queue(self.options.queue_size)
+        self._stop_sources = threading.Event()
+        self._stop_core = threading.Event()
+        self._source_threads: list[threading.Thread] = []
+        self._core_thread: threading.Thread | None = None
+        self._feeds: list[LiveFeed] = []
+        self._listeners: list[Callable[[ev.Event], None]] = []
+        self._heap: list[tuple[int, int, ev.Event]] = []
+        self._seq = itertools.count()
+        self._last_released_ns = 0
+        self._reported_dropped = 0
+        self._dirty = True
+        self._started = False
+        self._stopped = False
+        self._state_lock = threading.Lock()
+        self._latest_state: HostState | None = None
+        self.stats = PipelineStats()
+        for src in self.sources:
+            self.stats.sources[src.name] = SourceStats(src.name)
+
+    # ---- public API ---------------------------------------------------------------------------
+
+    def emit(self, event: ev.Event) -> None:
+        """Put an event into the bounded queue (what sources call; also usable by importers or
+        tests to inject events). Never blocks; drops and counts when the queue is full."""
+        self._queue.put(event)
+
+    def add_sink(self, sink: Sink) -> None:
+        """Add a sink before `start()`."""
+        if self._started:
+            raise RuntimeError("add sinks before start()")
+        self.sinks.append(sink)
+
+    def on_item(self, listener: Callable[[ev.Event], None]) -> None:
+        """Call `listener(item)` on the core thread for every event and finding released, in
+        order (after the sinks). Register before `start()`; keep it cheap and non-blocking."""
+        self._listeners.append(listener)
+
+    def live_feed(self, *, owns_pipeline: bool = True) -> LiveFeed:
+        """A SnapshotFeed for the dashboard. With owns_pipeline, feed.start()/stop() start and
+        stop this pipeline; otherwise the caller runs the pipeline itself."""
+        feed = LiveFeed(self, owns_pipeline=owns_pipeline)
+        self._attach_feed(feed)
+        return feed
+
+    def state(self) -> HostState | None:
+        """The newest published snapshot (None before the first)."""
+        with self._state_lock:
+            return self._latest_state
+
+    def start(self) -> None:
+        """Ordered start-up: core thread, then sources in order. Idempotent."""
+        if self._started:
+            return
+        self._started = True
+        now = self._clock()
+        for name, avail in self.unavailable:
+            self.emit(
+                ev.SourceStateChanged(
+                    ts_ns=now, source=RUNTIME_SOURCE, name=name, up=False, mode=avail.mode,
+                    reason=avail.reason or "unavailable", hint=avail.hint,
+                )
+            )
+        self._core_thread = threading.Thread(target=self._core_loop, name="vfiowatch-core", daemon=True)
+        self._core_thread.start()
+        for src in self.sources:
+            t = threading.Thread(
+                target=self._supervise, args=(src,), name=f"vfiowatch-src-{src.name}", daemon=True
+            )
+            self._source_threads.append(t)
+            t.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ordered teardown within `timeout` (default options.stop_timeout_s): stop and join
+        sources, drain the queue, release the merge window, flush and close sinks. Idempotent."""
+        if not self._started or self._stopped:
+            return
+        self._stopped = True
+        budget = self.options.stop_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        self._stop_sources.set()
+        for t in self._source_threads:
+            # Sources get 60% of the budget; the drain and flush need the rest.
+            t.join(max(0.0, deadline - time.monotonic() - 0.4 * budget))
+            if t.is_alive():
+                log.warning("source thread %s did not stop in time", t.name)
+        self._stop_core.set()
+        self._queue.kick()
+        if self._core_thread is not None:
+            self._core_thread.join(max(0.05, deadline - time.monotonic()))
+            if self._core_thread.is_alive():
+                log.warning("core thread did not finish draining in time")
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Block until the queue and merge window are empty (tests, benchmarks). True if idle."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self._queue.depth() == 0 and not self._heap:
+                return True
+            time.sleep(0.01)
+        return False
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._stopped
+
+    # ---- internals ----------------------------------------------------------------------------
+
+    def _attach_feed(self, feed: LiveFeed) -> None:
+        if feed not in self._feeds:
+            self._feeds.append(feed)
+            self._dirty = True
+
+    def _supervise(self, src: Source) -> None:
+        st = self.stats.sources[src.name]
+        delay = self.options.retry_initial_s
+        mode = ""
+        try:
+            mode = src.probe().mode
+        except Exception:
+            mode = ""
+
+        def emit(event: ev.Event) -> None:
+            st.events += 1
+            self._queue.put(event)
+
+        while not self._stop_sources.is_set():
+            st.up = True
+            self.emit(ev.SourceStateChanged(ts_ns=self._clock(), source=RUNTIME_SOURCE,
+                                            name=src.name, up=True, mode=mode))
+            started = time.monotonic()
+            try:
+                src.run(emit, self._stop_sources)
+                if self._stop_sources.is_set():
+                    break
+                reason, hint = "the source returned unexpectedly", "it is restarted with backoff"
+            except Exception as exc:
+                log.exception("source %s crashed", src.name)
+                reason = f"crashed: {type(exc).__name__}: {exc}"
+                hint = "see the agent's log for the traceback; the source is restarted with backoff"
+                st.last_error = reason
+            st.up = False
+            st.restarts += 1
+            if time.monotonic() - started > 60:
+                delay = self.options.retry_initial_s  # it ran a good while: start backoff afresh
+            self.emit(ev.SourceStateChanged(
+                ts_ns=self._clock(), source=RUNTIME_SOURCE, name=src.name, up=False, mode=mode,
+                reason=reason, hint=f"{hint} (next try in {delay:g} s)",
+            ))
+            if self._stop_sources.wait(delay):
+                break
+            delay = min(delay * 2, self.options.retry_max_s)
+        st.up = False
+        self.emit(ev.SourceStateChanged(ts_ns=self._clock(), source=RUNTIME_SOURCE,
+                                        name=src.name, up=False, mode=mode, reason="stopped"))
+
+    def _core_loop(self) -> None:
+        opts = self.options
+        window = opts.merge_window_ns
+        next_tick = next_snap = next_flush = time.monotonic()
+        try:
+            while True:
+                stopping = self._stop_core.is_set()
+                self._pull()
+                now_ns = self._clock()
+                self._release(None if stopping else now_ns - window)
+                mono = time.monotonic()
+                if stopping:
+                    if self._queue.depth() == 0:
+                        break
+                    continue
+                if mono >= next_tick:
+                    self._advance(now_ns - window)
+                    next_tick = mono + opts.tick_interval_s
+                if mono >= next_snap and self._dirty:
+                    self._publish()
+                    next_snap = mono + opts.snapshot_interval_s
+                if mono >= next_flush:
+                    self._flush()
+                    next_flush = mono + opts.flush_interval_s
+                # Sleep until the oldest held event is due, or the next timer.
+                wait = min(next_tick, next_flush) - mono
+                if self._dirty:
+                    wait = min(wait, next_snap - mono)
+                if self._heap:
+                    wait = min(wait, (self._heap[0][0] + window - now_ns) / 1e9)
+                self._queue.wait(max(0.001, wait))
+            self._advance(self._clock() - window)
+            self._publish()
+        except Exception:
+            log.exception("core thread crashed")
+        finally:
+            self._flush()
+            for sink in self.sinks:
+                try:
+                    sink.close()
+                except Exception:
+                    log.exception("sink %s failed to close", getattr(sink, "name", sink))
+
+    def _pull(self) -> None:
+        while True:
+            batch = self._queue.drain()
+            if not batch:
+                break
+            depth = self._queue.depth() + len(batch)
+            if depth > self.stats.max_queue_depth:
+                self.stats.max_queue_depth = depth
+            push = heapq.heappush
+            heap = self._heap
+            seq = self._seq
+            for e in batch:
+                push(heap, (e.ts_ns, next(seq), e))
+            if len(heap) > self.stats.max_merge_depth:
+                self.stats.max_merge_depth = len(heap)
+        self.stats.received = self._queue.received
+        dropped = self._queue.dropped
+        if dropped > self._reported_dropped:
+            n = dropped - self._reported_dropped
+            self._reported_dropped = dropped
+            self.stats.dropped = dropped
+            now = self._clock()
+            heapq.heappush(self._heap, (now, next(self._seq), ev.EventsLost(
+                ts_ns=now, source=RUNTIME_SOURCE, lost_source="queue", count=n,
+                reason=f"the runtime queue was full ({self.options.queue_size} events)",
+            )))
+            for src in self.sources:
+                req = getattr(src, "request_resync", None)
+                if callable(req):
+                    req("queue overflow")
+
+    def _release(self, until_ns: int | None) -> None:
+        heap = self._heap
+        pop = heapq.heappop
+        while heap and (until_ns is None or heap[0][0] <= until_ns):
+            ts, _, e = pop(heap)
+            if ts < self._last_released_ns:
+                self.stats.late += 1
+            else:
+                self._last_released_ns = ts
+            self._feed(e)
+
+    def _feed(self, e: ev.Event) -> None:
+        self.stats.released += 1
+        self._dirty = True
+        findings = self.correlator.feed(e)
+        self._out(e)
+        for f in findings:
+            self.stats.findings += 1
+            self._out(f)
+
+    def _advance(self, now_ns: int) -> None:
+        findings = self.correlator.advance(now_ns)
+        if findings:
+            self._dirty = True
+            self._out(ev.ClockTicked(ts_ns=now_ns, source=RUNTIME_SOURCE))
+            for f in findings:
+                self.stats.findings += 1
+                self._out(f)
+
+    def _out(self, item: ev.Event) -> None:
+        for sink in self.sinks:
+            try:
+                sink.write(item)
+            except Exception:
+                self.stats.sink_errors += 1
+                log.exception("sink %s failed on %s", getattr(sink, "name", sink), item.kind)
+        for fn in self._listeners:
+            try:
+                fn(item)
+            except Exception:
+                log.exception("item listener %r failed", fn)
+
+    def _publish(self) -> None:
+        state = self.correlator.snapshot()
+        self._dirty = False
+        self.stats.snapshots += 1
+        with self._state_lock:
+            self._latest_state = state
+        for sink in self.sinks:
+            fn: Any = getattr(sink, "snapshot", None)
+            if fn is None:
+                continue
+            try:
+                fn(state)
+            except Exception:
+                self.stats.sink_errors += 1
+                log.exception("sink %s failed on snapshot", getattr(sink, "name", sink))
+        for feed in self._feeds:
+            feed.publish(state)
+
+    def _flush(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.flush()
+            except Exception:
+                self.stats.sink_errors += 1
+                log.exception("sink %s failed to flush", getattr(sink, "name", sink))
