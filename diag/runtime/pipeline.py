@@ -4,7 +4,7 @@ The shape (DESIGN.md), as threads:
 
 ```
  source thread(s)  --emit-->  bounded queue  --drain-->  core thread  --write-->  sinks
- (one supervisor                (drops and                merge window        \--> LiveFeed
+ (one supervisor                (drops and                merge window        +--> LiveFeed
   per source)                    counts)                  Correlator.feed        (publisher
                                                           advance on a timer      thread)
 ```
