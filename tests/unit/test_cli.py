@@ -34,3 +34,14 @@ def test_snapshot_table_on_the_ci_tree(fixtures: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:4] == ["BDF", "ID", "CLASS", "DRIVER"]
     assert out[-1] == "6 PCI devices, 0 on vfio-pci"
+
+
+def test_snapshot_table_on_the_sriov_lab_tree(fixtures: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """VF rows are nested under the PF, and the vfio-pci VF shows its /dev/vfio group."""
+    assert cli.main(["--root", str(fixtures / "sysfs/sriov-lab"), "snapshot"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    pf = next(i for i, line in enumerate(out) if line.startswith("0000:01:00.0"))
+    assert "PF 2/7 VFs" in out[pf] and "igb" in out[pf]
+    assert out[pf + 1].startswith("  └ 0000:01:10.0") and "/dev/vfio/" in out[pf + 1]
+    assert out[pf + 2].startswith("  └ 0000:01:10.2") and "eth2" in out[pf + 2]
+    assert out[-1] == "9 PCI devices, 1 on vfio-pci"

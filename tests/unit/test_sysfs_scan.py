@@ -54,3 +54,19 @@ def test_diff_turns_a_rebind_into_resync_events() -> None:
     assert out[1].previous_driver == "igbvf"  # type: ignore[attr-defined]
     assert all(e.resync and e.ts_ns == 5 for e in out)
     assert sysfs.diff([a], [a], ts_ns=5, source="x") == []
+
+
+def test_sriov_lab_tree_nests_vfs_under_their_pf(fixtures: Path) -> None:
+    """The lab guest's tree: igb PF with two VFs, one on igbvf with eth2, one on vfio-pci."""
+    devs = {d.bdf: d for d in sysfs.scan(HostPaths(fixtures / "sysfs" / "sriov-lab"))}
+    pf, vf0, vf1 = devs["0000:01:00.0"], devs["0000:01:10.0"], devs["0000:01:10.2"]
+    assert (pf.role, pf.driver, pf.sriov_numvfs, pf.sriov_totalvfs) == ("pf", "igb", 2, 7)
+    assert pf.vfs == ("0000:01:10.0", "0000:01:10.2") and pf.netdevs == ("eth0",)
+    assert (vf0.role, vf0.pf, vf0.vf_index, vf0.driver) == ("vf", "0000:01:00.0", 0, "vfio-pci")
+    assert vf0.driver_override == "vfio-pci" and vf0.netdevs == ()
+    assert vf0.vfio_group_path == f"/dev/vfio/{vf0.iommu_group}"
+    assert (vf1.vf_index, vf1.driver, vf1.netdevs, vf1.vfio_group_path) == (1, "igbvf", ("eth2",), None)
+    order = [(d.bdf, depth) for d, depth in sysfs.pf_vf_order(devs.values())]
+    i = order.index(("0000:01:00.0", 0))
+    assert order[i + 1 : i + 3] == [("0000:01:10.0", 1), ("0000:01:10.2", 1)]
+    assert all(not d.errors for d in devs.values())
