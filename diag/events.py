@@ -296,6 +296,27 @@ class VfioDeviceRemoved(Event):
     devname: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriverRegistered(Event):
+    """A driver registered with a bus (`add` uevent on `/bus/<bus>/drivers/<driver>`: the module
+    was loaded); devices waiting for it may bind next."""
+
+    kind: ClassVar[str] = "driver_registered"
+    bus: str
+    """Bus name from the uevent path (`pci`)."""
+    driver: str
+    """Driver name as the bus knows it (`vfio-pci`, `igbvf`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriverUnregistered(Event):
+    """A driver left a bus (`remove` uevent on `/bus/<bus>/drivers/<driver>`: module unloaded)."""
+
+    kind: ClassVar[str] = "driver_unregistered"
+    bus: str
+    driver: str
+
+
 # ---- Links (rtnetlink) ----------------------------------------------------------------------
 
 
