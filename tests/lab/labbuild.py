@@ -36,7 +36,8 @@ GUEST_BCC_PACKAGES = ["python3-bpfcc", "bpfcc-tools"]
 ROOT_MODULES = ["igb", "igbvf", "vfio", "vfio-pci", "vfio_iommu_type1", "irqbypass"]
 # Modules the hand-made initramfs loads to reach the root disk.
 INITRD_MODULES = ["virtio_blk", "crc32c_generic", "ext4"]  # ext4 only soft-depends on crc32c
-HOST_PACKAGES = ["debootstrap", "busybox-static", "e2fsprogs", "cpio", "xz-utils"]
+HOST_PACKAGES = ["debootstrap", "busybox-static", "e2fsprogs", "cpio", "xz-utils",
+                 "gcc", "libc6-dev"]  # gcc + libc6-dev: the guest's static actor binaries
 
 
 def log(msg: str) -> None:
@@ -469,6 +470,11 @@ def install_guest_files(root: Path, with_project: bool, cache: Cache) -> None:
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (lab / "init").symlink_to("guest/init.sh")
     (lab / "guest" / "init.sh").chmod(0o755)
+    # The actors are real executables (exe, argv[0] and comm as the real processes have them).
+    (lab / "bin").mkdir()
+    for src in sorted((LAB / "guest" / "c").glob("*.c")):
+        run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o",
+             str(lab / "bin" / src.stem), str(src)])
     site = root / GUEST_SITE
     shutil.rmtree(site.parent, ignore_errors=True)
     launcher = root / "usr" / "local" / "bin" / "vfiowatch"

@@ -19,7 +19,6 @@ import time
 KATA_BASE = "/opt/kata"
 DEFAULTS = f"{KATA_BASE}/share/defaults/kata-containers"
 BUNDLES = "/run/containerd/io.containerd.runtime.v2.task/k8s.io"
-GUEST = os.path.dirname(os.path.abspath(__file__))
 SHIM = f"{KATA_BASE}/bin/containerd-shim-kata-v2"
 QEMU = f"{KATA_BASE}/bin/qemu-system-x86_64"
 
@@ -66,13 +65,13 @@ def install_config(cold_plug: str) -> str:
 
 
 def install_binaries() -> None:
-    """Puts the actor executables at their kata-deploy paths (scripts named like the binaries)."""
+    """Puts the actor executables (tests/lab/guest/c/) at the paths the real ones have."""
     os.makedirs(f"{KATA_BASE}/bin", exist_ok=True)
-    for dst, src in ((SHIM, "actor.py"), (QEMU, "vfioholder.py"),
-                     ("/usr/local/bin/sriov-network-config-daemon", "actor.py")):
+    for dst, src in ((SHIM, "actor"), (QEMU, "vfioholder"),
+                     ("/usr/local/bin/sriov-network-config-daemon", "actor")):
         if os.path.lexists(dst):
             os.unlink(dst)
-        shutil.copy(f"{GUEST}/{src}", dst)
+        shutil.copy(f"/lab/bin/{src}", dst)
         os.chmod(dst, 0o755)
 
 
