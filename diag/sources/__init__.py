@@ -84,5 +84,8 @@ def load_builtin() -> dict[str, SourceFactory]:
     return SOURCES
 
 
-BUILTIN: list[str] = []
+BUILTIN: list[str] = [
+    "uevent",
+    "links",
+]
 """Built-in source modules, one line each (appended by each source's author)."""
