@@ -35,7 +35,8 @@ READY_TIMEOUT = 120.0
 class Agent:
     """One `vfiowatch run --journal` process and the journal it writes."""
 
-    def __init__(self, n: int, help_text: str) -> None:
+    def __init__(self, n: int, help_text: str, *, pipe: bool = False) -> None:
+        """Starts the agent; its output goes to /tmp/agent-<n>.log, or to a pipe if `pipe`."""
         self.journal = f"/tmp/journal-{n}.jsonl"
         self.logpath = f"/tmp/agent-{n}.log"
         cmd = ["vfiowatch", "run", "--journal", self.journal]
@@ -44,7 +45,8 @@ class Agent:
         self.cmd = cmd
         self.log = open(self.logpath, "wb")  # noqa: SIM115 (closed in stop)
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE if pipe else self.log,
+                                     stderr=subprocess.STDOUT)
         labio.say("agent: " + " ".join(cmd))
 
     def records(self) -> list[dict]:
