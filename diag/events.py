@@ -443,8 +443,11 @@ class KataConfigInvalid(Event):
     """Kata's own error text where it has one."""
     handler: str | None = None
     line: int | None = None
+    """1-based line in `path` (TOML parse position, or the line assigning `key`)."""
     key: str | None = None
     sandbox_id: str | None = None
+    column: int | None = None
+    """1-based column when the TOML parser gave one."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -479,6 +482,15 @@ class SandboxStarted(Event):
     """BDFs given to the VMM (`-device vfio-pci,host=<BDF>`)."""
     state_file: str | None = None
     """persist.json / state.json, None when it has none (failed creation)."""
+    pcie_switch_port: int = 0
+    config_path: str | None = None
+    """The handler's main Kata configuration file when the sandbox was first seen."""
+    settings: tuple[SettingValue, ...] = ()
+    """Origin of each effective VFIO setting (file, drop-in, annotation, default, state)."""
+    vmm_vfio_buses: tuple[str, ...] = ()
+    """`bus=` of each `-device vfio-pci` in `vmm_vfio_devices` order (empty string when none)."""
+    refused: str = ""
+    """Kata's error when it would refuse this sandbox's annotations (sandbox creation fails)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

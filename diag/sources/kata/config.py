@@ -1,0 +1,924 @@
+"""Provides Kata configuration discovery, parsing, drop-in merging and Kata's own validation.
+
+Two layers:
+
+- Pure (no I/O, tested on strings): `parse_toml`, `merge_layers`, `effective_config`,
+  `validate_go`/`validate_rs`, `handlers_from_containerd`, `apply_annotations`, `find_key_line`,
+  `go_quote`. These are what the postmortem importer reuses on copied files.
+- Readers (files under the injectable root, no threads, no clock): `read_containerd`,
+  `load_handler`, `discover`. The watching loop lives in `diag.sources.kata.source`.
+
+Discovery follows Kata exactly (kata-facts §1.1-1.2; `loadRuntimeConfig` in the Go shim's
+create.go, `load_config` in runtime-rs):
+
+- Go shim: containerd runtime `options.ConfigPath`, then `KATA_CONF_FILE` (>= 4.0: only when
+  it resolves to a shipped default path, else Kata's error text), then the default paths.
+- runtime-rs: `KATA_CONF_FILE` first (same rule), then `ConfigPath`, then its three defaults.
+- The main file is resolved through symlinks; every entry of `config.d/` beside the resolved
+  file is merged on top in file-name order, each overriding what came before.
+
+API for importers:
+    from diag.sources.kata import config
+    layers = [config.parse_layer(text, "/etc/kata-containers/configuration.toml", "file")]
+    cfg, errors = config.effective_config(layers, handler="kata", runtime="go")
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from diag import events as ev
+from diag.paths import HostPaths
+
+# ---- Kata's constants (kata-facts §1) -------------------------------------------------------
+
+GO_SYSCONF_PATH = "/etc/kata-containers/configuration.toml"
+GO_SHARE_PATHS = (
+    "/usr/share/defaults/kata-containers/configuration.toml",
+    "/opt/kata/share/defaults/kata-containers/configuration.toml",
+)
+"""`<PREFIX>/share/defaults/...` for PREFIX=/usr (make) and PREFIX=/opt/kata (kata-deploy)."""
+RS_DEFAULT_PATHS = (
+    "/etc/kata-containers/runtime-rs/configuration.toml",
+    "/usr/share/defaults/kata-containers/runtime-rs/configuration.toml",
+    "/opt/kata/share/defaults/kata-containers/runtime-rs/configuration.toml",
+)
+CONTAINERD_CONFIGS = (
+    "/etc/containerd/config.toml",
+    "/var/lib/rancher/k3s/agent/etc/containerd/config.toml",
+    "/var/lib/rancher/rke2/agent/etc/containerd/config.toml",
+)
+CRI_RUNTIME_TABLES = (
+    ("plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes"),  # containerd 2.x (v3)
+    ("plugins", "io.containerd.grpc.v1.cri", "containerd", "runtimes"),  # containerd 1.x (v2)
+    ("plugins", "cri", "containerd", "runtimes"),  # containerd 1.x, config version 1
+)
+NO_PORT, BRIDGE_PORT, ROOT_PORT, SWITCH_PORT = "no-port", "bridge-port", "root-port", "switch-port"
+PORTS = (NO_PORT, BRIDGE_PORT, ROOT_PORT, SWITCH_PORT)
+MAX_PCIE_PORTS = 16
+"""`maxPCIeRootPorts` / `maxPCIeSwitchPorts`: Go caps the TOML value here."""
+UINT32_MAX = 2**32 - 1
+GO_HYPERVISORS = ("qemu", "clh", "firecracker", "dragonball", "stratovirt", "remote")
+DEFAULT_MACHINE_TYPE = "q35"
+VFIO_MODES = ("vfio", "guest-kernel")
+VFIO_KEYS = ("cold_plug_vfio", "hot_plug_vfio", "pcie_root_port", "pcie_switch_port")
+
+ANNOTATION_PREFIX = "io.katacontainers.config.hypervisor."
+ANN_COLD = ANNOTATION_PREFIX + "cold_plug_vfio"
+ANN_HOT = ANNOTATION_PREFIX + "hot_plug_vfio"
+ANN_ROOT_PORT = ANNOTATION_PREFIX + "pcie_root_port"
+ANN_SWITCH_PORT = ANNOTATION_PREFIX + "pcie_switch_port"
+
+ERR_KATA_CONF_FILE = 'invalid KATA_CONF_FILE {}: only shipped Kata configuration files are accepted'
+ERR_BOTH_SET = "invalid hot-plug={} and cold-plug={} settings, only one of them can be set"
+ERR_VFIO_PORT = "invalid vfio_port={} setting, allowed values no-port, bridge-port, root-port, switch-port"
+ERR_CLH_COLD = "only cold-plug=no-port or root-port supported on CLH"
+ERR_CLH_HOT = "only hot-plug=no-port or root-port supported on CLH"
+ERR_NOT_ENABLED = "annotation {} is not enabled"
+ERR_ANN_PORT = 'Invalid PCIe port "{}" specified in annotation'
+ERR_ANN_UINT = "Error parsing annotation for {}: Please specify positive numeric value"
+ERR_RS_ROOT_SWITCH = "Root Port and Switch Port set at the same time is forbidden."
+ERR_GO_VFIO_MODE = "Unknown VFIO mode {}"
+ERR_RS_VFIO_MODE = "Invalid vfio_mode `{}` in configuration file"
+ERR_TOO_MANY_ROOT = "Number of PCIe Root Ports exceeed allowed max of 16"
+ERR_TOO_MANY_SWITCH = "Number of PCIe Switch Ports exceeed allowed max of 16"
+ERR_INVALID_HYPERVISOR = "configuration file contains invalid hypervisor section"
+
+MAX_FILE_BYTES = 4 << 20
+"""Refuse to parse a configuration file larger than this (a Kata TOML is ~30 KiB)."""
+
+
+# ---- Pure layer -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigError:
+    """A configuration Kata would reject (or that the agent could not read), with its position."""
+
+    path: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+    key: str | None = None
+    handler: str | None = None
+    sandbox_id: str | None = None
+
+    def event(self, ts_ns: int, source: str = "kata") -> ev.KataConfigInvalid:
+        return ev.KataConfigInvalid(
+            ts_ns=ts_ns, source=source, path=self.path, message=self.message,
+            handler=self.handler, line=self.line, column=self.column, key=self.key,
+            sandbox_id=self.sandbox_id,
+        )
+
+    def where(self) -> str:
+        pos = f":{self.line}" if self.line else ""
+        pos += f":{self.column}" if self.line and self.column else ""
+        return f"{self.path}{pos}"
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """One parsed TOML file: the main configuration or a drop-in."""
+
+    path: str
+    """Host path (as Kata names it, without --root)."""
+    kind: str
+    """`file` or `drop-in`."""
+    text: str
+    data: dict[str, Any]
+
+
+_TOML_POS = re.compile(r"\(at line (\d+), column (\d+)\)|\(at end of document\)")
+
+
+def go_quote(s: str) -> str:
+    """Go's `%q` for the strings Kata quotes (paths): escapes quotes, backslashes, controls."""
+    out = ['"']
+    for ch in s:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def parse_toml(text: str, path: str) -> tuple[dict[str, Any] | None, ConfigError | None]:
+    """Parse TOML; on failure a ConfigError naming the file, line and column."""
+    try:
+        return tomllib.loads(text), None
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        line = col = None
+        m = _TOML_POS.search(msg)
+        if m and m.group(1):
+            line, col = int(m.group(1)), int(m.group(2))
+        elif m:  # at end of document: the last line
+            line = text.count("\n") + (0 if text.endswith("\n") else 1)
+        reason = _TOML_POS.sub("", msg).strip()
+        where = f"line {line}, column {col}" if col else (f"line {line}" if line else "")
+        return None, ConfigError(path, f"{path}: {where}: {reason}" if where else f"{path}: {reason}",
+                                 line=line, column=col)
+
+
+def parse_layer(text: str, path: str, kind: str = "file") -> Layer | ConfigError:
+    """A parsed Layer, or the parse error. Drop-in errors use Kata's wording."""
+    data, err = parse_toml(text, path)
+    if err is not None:
+        if kind == "drop-in":
+            return ConfigError(path, f"error decoding file {go_quote(path)}: {err.message}",
+                               line=err.line, column=err.column)
+        return err
+    assert data is not None
+    return Layer(path, kind, text, data)
+
+
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Tables merge key by key, anything else is replaced (Kata's drop-in and containerd's imports)."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(dict(out[k]), v)
+        else:
+            out[k] = v
+    return out
+
+
+def merge_layers(layers: Sequence[Layer]) -> tuple[dict[str, Any], dict[tuple[str, ...], Layer]]:
+    """The merged tree and, for every leaf key path, the layer that set it last."""
+    merged: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], Layer] = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer.data)
+        for keypath in _leaf_paths(layer.data, ()):
+            origins[keypath] = layer
+    return merged, origins
+
+
+def _leaf_paths(d: Mapping[str, Any], prefix: tuple[str, ...]) -> Iterable[tuple[str, ...]]:
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            yield from _leaf_paths(v, (*prefix, k))
+        else:
+            yield (*prefix, k)
+
+
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+
+
+def _norm_table(name: str) -> tuple[str, ...]:
+    parts = []
+    for p in re.findall(r'"[^"]*"|\'[^\']*\'|[^.\s]+', name):
+        parts.append(p.strip("\"'"))
+    return tuple(parts)
+
+
+def find_key_line(text: str, table: Sequence[str], key: str) -> int | None:
+    """1-based line where `key` is assigned inside `[table]` (or as a dotted key); None if absent."""
+    want = tuple(table)
+    current: tuple[str, ...] = ()
+    key_re = re.compile(rf"^\s*(?:([\w.\"'-]+)\.)?[\"']?{re.escape(key)}[\"']?\s*=")
+    fallback = None
+    for n, line in enumerate(text.splitlines(), 1):
+        h = _HEADER.match(line)
+        if h:
+            current = _norm_table(h.group(1))
+            continue
+        m = key_re.match(line)
+        if not m:
+            continue
+        full = current + (_norm_table(m.group(1)) if m.group(1) else ())
+        if full == want:
+            return n
+        if fallback is None:
+            fallback = n
+    return fallback
+
+
+def _toml_type(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int64"
+    if isinstance(v, float):
+        return "float64"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, Mapping):
+        return "table"
+    return type(v).__name__
+
+
+def _type_error(path: str, line: int | None, dotted: str, v: Any, dest: str) -> str:
+    return (f"toml: line {line or 0} (last key {go_quote(dotted)}): incompatible types: "
+            f"TOML value has type {_toml_type(v)}; destination has type {dest}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """A typed value read from the merged tree."""
+
+    value: Any
+    origin: str
+    layer: Layer | None
+    line: int | None
+
+
+def _origin(layer: Layer | None) -> str:
+    if layer is None:
+        return "default"
+    return f"{'drop-in' if layer.kind == 'drop-in' else 'file'}:{layer.path}"
+
+
+def effective_config(
+    layers: Sequence[Layer], *, handler: str, runtime: str = "go",
+) -> tuple[ev.KataConfig, list[ConfigError]]:
+    """The effective VFIO settings of a handler from its main file + drop-ins, and Kata's errors.
+
+    Errors are what Kata itself reports when loading this configuration (type errors from its
+    TOML decoder, `checkPCIeConfig`, vfio_mode); values that Kata would silently adjust (port
+    counts above 16 in Go) are adjusted the same way.
+    """
+    if not layers:
+        return default_config(handler, runtime=runtime), []
+    main = layers[0]
+    merged, origins = merge_layers(layers)
+    errors: list[ConfigError] = []
+
+    hyp_tables = merged.get("hypervisor", {})
+    if not isinstance(hyp_tables, Mapping):
+        layer = origins.get(("hypervisor",), main)
+        errors.append(ConfigError(layer.path, _type_error(layer.path, find_key_line(layer.text, (), "hypervisor"),
+                                                           "hypervisor", hyp_tables, "map"),
+                                  key="hypervisor", handler=handler))
+        hyp_tables = {}
+    names = [k for k, v in hyp_tables.items() if isinstance(v, Mapping)]
+    hyp = "qemu" if "qemu" in names or not names else sorted(names)[-1]
+    if runtime == "go":
+        for name in names:
+            if name not in GO_HYPERVISORS:
+                line = find_key_line(main.text, (), "hypervisor")
+                errors.append(ConfigError(main.path, f"{main.path}: {ERR_INVALID_HYPERVISOR}: {go_quote(name)}",
+                                          line=_table_line(main.text, ("hypervisor", name)) or line,
+                                          key=f"hypervisor.{name}", handler=handler))
+    table: Mapping[str, Any] = hyp_tables.get(hyp, {}) if isinstance(hyp_tables.get(hyp), Mapping) else {}
+
+    def read(key: str, default: Any, kind: str) -> _Read:
+        keypath = ("hypervisor", hyp, key)
+        layer = origins.get(keypath)
+        if key not in table or layer is None:
+            return _Read(default, "default", None, None)
+        v = table[key]
+        line = find_key_line(layer.text, keypath[:-1], key)
+        dotted = ".".join(keypath)
+        ok = True
+        if kind == "str":
+            ok = isinstance(v, str)
+            dest = "config.PCIePort" if key.endswith("_vfio") else "string"
+        elif kind == "uint32":
+            ok = isinstance(v, int) and not isinstance(v, bool)
+            dest = "uint32"
+            if ok and not (0 <= v <= UINT32_MAX):
+                errors.append(ConfigError(layer.path, f"toml: line {line or 0} (last key {go_quote(dotted)}): "
+                                          f"{v} is out of range for uint32",
+                                          line=line, key=key, handler=handler))
+                return _Read(default, "default", None, None)
+        elif kind == "list":
+            ok = isinstance(v, list) and all(isinstance(x, str) for x in v)
+            dest = "[]string"
+        else:
+            dest = kind
+        if not ok:
+            errors.append(ConfigError(layer.path, _type_error(layer.path, line, dotted, v, dest),
+                                      line=line, key=key, handler=handler))
+            return _Read(default, "default", None, None)
+        return _Read(v, _origin(layer), layer, line)
+
+    cold = read("cold_plug_vfio", NO_PORT, "str")
+    hot = read("hot_plug_vfio", NO_PORT, "str") if runtime == "go" else _Read(NO_PORT, "default", None, None)
+    root = read("pcie_root_port", 0, "uint32")
+    switch = read("pcie_switch_port", 0, "uint32")
+    ann = read("enable_annotations", [], "list")
+    machine = read("machine_type", DEFAULT_MACHINE_TYPE if hyp in ("qemu", "clh") else "", "str")
+
+    cold_v = cold.value or NO_PORT  # coldPlugVFIO(): "" -> no-port
+    hot_v = hot.value or NO_PORT
+    root_v, switch_v = int(root.value), int(switch.value)
+    if runtime == "go":  # pcieRootPort()/pcieSwitchPort() cap silently at 16
+        root_v, switch_v = min(root_v, MAX_PCIE_PORTS), min(switch_v, MAX_PCIE_PORTS)
+
+    cfg = ev.KataConfig(
+        handler=handler, runtime=runtime, path=main.path,
+        dropins=tuple(layer.path for layer in layers[1:]),
+        cold_plug_vfio=cold_v, hot_plug_vfio=hot_v, pcie_root_port=root_v,
+        pcie_switch_port=switch_v, enable_annotations=tuple(ann.value),
+        machine_type=str(machine.value or ""), hypervisor=hyp,
+        settings=(
+            ev.SettingValue(key="cold_plug_vfio", value=cold_v, origin=cold.origin),
+            ev.SettingValue(key="hot_plug_vfio", value=hot_v, origin=hot.origin),
+            ev.SettingValue(key="pcie_root_port", value=str(root_v), origin=root.origin),
+            ev.SettingValue(key="pcie_switch_port", value=str(switch_v), origin=switch.origin),
+        ),
+    )
+
+    if errors:  # Kata stops at its TOML decoder's first error: no semantic checks after it
+        return cfg, errors
+    rt = merged.get("runtime", {})
+    vfio_mode = rt.get("vfio_mode") if isinstance(rt, Mapping) else None
+    if vfio_mode not in (None, "") and vfio_mode not in VFIO_MODES:
+        layer = origins.get(("runtime", "vfio_mode"), main)
+        line = find_key_line(layer.text, ("runtime",), "vfio_mode")
+        msg = (ERR_GO_VFIO_MODE if runtime == "go" else ERR_RS_VFIO_MODE).format(vfio_mode)
+        return cfg, [ConfigError(layer.path, msg, line=line, key="vfio_mode", handler=handler)]
+    if runtime == "go":
+        msg, which = check_pcie_config(cold_v, hot_v, cfg.machine_type, hyp)
+        if msg:
+            src = {"cold": cold, "hot": hot}[which]
+            if src.layer is None:  # the offending key was defaulted: point at the other one
+                src = hot if which == "cold" else cold
+            layer = src.layer or main
+            key = "cold_plug_vfio" if src is cold else "hot_plug_vfio"
+            errors.append(ConfigError(layer.path, msg, line=src.line, key=key, handler=handler))
+    elif root_v > 0 and switch_v > 0:
+        layer = switch.layer or root.layer or main
+        errors.append(ConfigError(layer.path, ERR_RS_ROOT_SWITCH,
+                                  line=(switch.line if switch.layer else root.line),
+                                  key="pcie_switch_port", handler=handler))
+    return cfg, errors
+
+
+def _table_line(text: str, table: tuple[str, ...]) -> int | None:
+    for n, line in enumerate(text.splitlines(), 1):
+        h = _HEADER.match(line)
+        if h and _norm_table(h.group(1)) == table:
+            return n
+    return None
+
+
+def check_pcie_config(cold: str, hot: str, machine_type: str, hypervisor: str) -> tuple[str, str]:
+    """Kata's `checkPCIeConfig`, rule by rule: (error text or "", which key it is about).
+
+    The `invalid hot-plug=... and cold-plug=...` text is built with (cold, hot) arguments in that
+    order, so its `hot-plug=` label shows the cold-plug value and vice versa; kept as Kata prints it.
+    """
+    if hypervisor not in ("qemu", "clh"):
+        return "", ""  # Kata only logs a warning and ignores the settings
+    if cold != NO_PORT and hot != NO_PORT:
+        return ERR_BOTH_SET.format(cold, hot), "cold"
+    if cold == NO_PORT and hot == NO_PORT:
+        return "", ""
+    if machine_type not in ("q35", "virt"):
+        return "", ""
+    if hypervisor == "clh":
+        if cold not in (NO_PORT, ROOT_PORT):
+            return ERR_CLH_COLD, "cold"
+        if hot not in (NO_PORT, ROOT_PORT):
+            return ERR_CLH_HOT, "hot"
+    port = hot if hot != NO_PORT else cold
+    if port in (BRIDGE_PORT, ROOT_PORT, SWITCH_PORT):
+        return "", ""
+    return ERR_VFIO_PORT.format(cold), ("hot" if hot != NO_PORT else "cold")
+
+
+def default_config(handler: str = "default", *, runtime: str = "go", assumed: bool = False) -> ev.KataConfig:
+    """Kata's built-in defaults (no file): cold_plug_vfio = no-port."""
+    return ev.KataConfig(
+        handler=handler, runtime=runtime, path=None, assumed=assumed,
+        settings=tuple(ev.SettingValue(key=k, value=v, origin="default")
+                       for k, v in (("cold_plug_vfio", NO_PORT), ("hot_plug_vfio", NO_PORT),
+                                    ("pcie_root_port", "0"), ("pcie_switch_port", "0"))),
+    )
+
+
+# ---- Pod annotations (kata-facts §1.5) -------------------------------------------------------
+
+
+def _go_regex_search(pattern: str, text: str) -> bool:
+    """Go's regexp.MatchString (unanchored); a pattern Go would reject simply never matches."""
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:
+        return False
+
+
+def annotation_enabled(enable_annotations: Iterable[str], key: str) -> bool:
+    """Kata's checkAnnotationNameIsValid: the name after the hypervisor prefix must match a regex."""
+    if not key.startswith(ANNOTATION_PREFIX):
+        return True
+    name = key[len(ANNOTATION_PREFIX):]
+    return any(_go_regex_search(p, name) for p in enable_annotations)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSettings:
+    """A sandbox's effective VFIO settings after its pod annotations."""
+
+    cold_plug_vfio: str
+    hot_plug_vfio: str
+    pcie_root_port: int
+    pcie_switch_port: int
+    settings: tuple[ev.SettingValue, ...]
+    errors: tuple[ConfigError, ...] = ()
+    refused: bool = False
+    """True when Kata would refuse to create this sandbox because of its annotations."""
+
+
+def apply_annotations(
+    cfg: ev.KataConfig, annotations: Mapping[str, str], *, path: str = "",
+    sandbox_id: str | None = None,
+) -> SandboxSettings:
+    """The handler's configuration with the pod's annotations applied as Kata applies them.
+
+    Go: every `io.katacontainers.config.hypervisor.*` annotation must be enabled, else the sandbox
+    is refused (`annotation <key> is not enabled`) and nothing is applied. hot_plug_vfio is applied
+    then cold_plug_vfio, each forcing the other to no-port. runtime-rs skips non-enabled
+    annotations silently and has no cold/hot_plug_vfio annotation handler (kata-facts §1.5).
+    """
+    cur = {s.key: s for s in cfg.settings} or {s.key: s for s in default_config().settings}
+    vals: dict[str, str] = {k: cur[k].value if k in cur else "" for k in VFIO_KEYS}
+    origins: dict[str, str] = {k: cur[k].origin if k in cur else "default" for k in VFIO_KEYS}
+    errors: list[ConfigError] = []
+
+    def err(msg: str, key: str) -> None:
+        errors.append(ConfigError(path, msg, key=key, handler=cfg.handler, sandbox_id=sandbox_id))
+
+    hyp_keys = sorted(k for k in annotations if k.startswith(ANNOTATION_PREFIX))
+    if cfg.runtime == "go":
+        for key in hyp_keys:
+            if not annotation_enabled(cfg.enable_annotations, key):
+                err(ERR_NOT_ENABLED.format(key), key)
+                break  # Kata returns on the first one
+        if not errors:
+            if ANN_HOT in annotations:
+                v = annotations[ANN_HOT] or NO_PORT
+                if v not in PORTS:
+                    err(ERR_ANN_PORT.format(annotations[ANN_HOT]), ANN_HOT)
+                else:
+                    vals["hot_plug_vfio"], origins["hot_plug_vfio"] = v, f"annotation:{ANN_HOT}"
+                    vals["cold_plug_vfio"], origins["cold_plug_vfio"] = NO_PORT, f"annotation:{ANN_HOT}"
+            if not errors and ANN_COLD in annotations:
+                v = annotations[ANN_COLD] or NO_PORT
+                if v not in PORTS:
+                    err(ERR_ANN_PORT.format(annotations[ANN_COLD]), ANN_COLD)
+                else:
+                    vals["cold_plug_vfio"], origins["cold_plug_vfio"] = v, f"annotation:{ANN_COLD}"
+                    vals["hot_plug_vfio"], origins["hot_plug_vfio"] = NO_PORT, f"annotation:{ANN_COLD}"
+            for ann, key, too_many in ((ANN_ROOT_PORT, "pcie_root_port", ERR_TOO_MANY_ROOT),
+                                       (ANN_SWITCH_PORT, "pcie_switch_port", ERR_TOO_MANY_SWITCH)):
+                if errors or ann not in annotations:
+                    continue
+                raw = annotations[ann]
+                if not raw.isdigit() or int(raw) > 2**64 - 1:
+                    err(ERR_ANN_UINT.format(ann), ann)
+                    continue
+                n = int(raw)
+                if n > 0:
+                    vals[key], origins[key] = str(n), f"annotation:{ann}"
+                    if n > MAX_PCIE_PORTS:  # createPCIeTopology refuses it when the VM starts
+                        err(too_many, ann)
+    else:
+        for ann, key in ((ANN_ROOT_PORT, "pcie_root_port"), (ANN_SWITCH_PORT, "pcie_switch_port")):
+            if ann in annotations and annotation_enabled(cfg.enable_annotations, ann):
+                raw = annotations[ann]
+                if raw.isdigit():
+                    n = int(raw)
+                    vals[key], origins[key] = str(n), f"annotation:{ann}"
+                    if n > MAX_PCIE_PORTS:
+                        kind = "root" if key == "pcie_root_port" else "switch"
+                        err(f"{kind} ports allocated exceeds the max {MAX_PCIE_PORTS}", ann)
+    settings = tuple(ev.SettingValue(key=k, value=vals[k], origin=origins[k]) for k in VFIO_KEYS)
+    return SandboxSettings(
+        cold_plug_vfio=vals["cold_plug_vfio"] or NO_PORT, hot_plug_vfio=vals["hot_plug_vfio"] or NO_PORT,
+        pcie_root_port=_int(vals["pcie_root_port"]), pcie_switch_port=_int(vals["pcie_switch_port"]),
+        settings=settings, errors=tuple(errors), refused=bool(errors) and cfg.runtime == "go",
+    )
+
+
+def _int(s: str) -> int:
+    try:
+        return int(s)
+    except ValueError:
+        return 0
+
+
+# ---- containerd runtime handlers (pure part) --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeHandler:
+    """A containerd runtime handler that runs Kata."""
+
+    name: str
+    runtime_type: str = ""
+    runtime_path: str = ""
+    config_path: str = ""
+    """`options.ConfigPath`, empty when not set."""
+    pod_annotations: tuple[str, ...] = ()
+    defined_in: str = ""
+    """The containerd configuration file (main or import) that defined it last."""
+    runtime: str = "go"
+
+    @property
+    def shim_binary(self) -> str:
+        """The shim containerd starts: runtime_path, else `containerd-shim-<name>-v<N>` from the type."""
+        if self.runtime_path:
+            return self.runtime_path
+        parts = self.runtime_type.split(".")
+        if len(parts) >= 4 and parts[0] == "io" and parts[1] == "containerd":
+            return f"containerd-shim-{'-'.join(parts[2:-1])}-{parts[-1]}"
+        return ""
+
+
+def is_kata_runtime(name: str, table: Mapping[str, Any]) -> bool:
+    rt = str(table.get("runtime_type", ""))
+    path = str(table.get("runtime_path", ""))
+    opts = table.get("options", {})
+    cfgp = str(opts.get("ConfigPath", "")) if isinstance(opts, Mapping) else ""
+    return (rt.startswith("io.containerd.kata") or "containerd-shim-kata" in path
+            or "kata-containers" in cfgp)
+
+
+def handlers_from_containerd(data: Mapping[str, Any], defined_in: str = "",
+                             origins: Mapping[str, str] | None = None) -> list[RuntimeHandler]:
+    """Kata runtime handlers in a (merged) containerd configuration, 1.x and 2.x layouts."""
+    found: dict[str, RuntimeHandler] = {}
+    for table_path in CRI_RUNTIME_TABLES:
+        node: Any = data
+        for part in table_path:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if not isinstance(node, Mapping):
+            continue
+        for name, table in node.items():
+            if not isinstance(table, Mapping) or name in found or not is_kata_runtime(name, table):
+                continue
+            opts = table.get("options", {})
+            opts = opts if isinstance(opts, Mapping) else {}
+            cfgp = str(opts.get("ConfigPath", "") or opts.get("config_path", "") or "")
+            path = str(table.get("runtime_path", "") or "")
+            runtime = "rs" if ("runtime-rs" in path or "/runtime-rs/" in cfgp) else "go"
+            pa = table.get("pod_annotations", [])
+            found[name] = RuntimeHandler(
+                name=name, runtime_type=str(table.get("runtime_type", "")), runtime_path=path,
+                config_path=cfgp, pod_annotations=tuple(str(x) for x in pa) if isinstance(pa, list) else (),
+                defined_in=(origins or {}).get(name, defined_in), runtime=runtime,
+            )
+    return [found[k] for k in sorted(found)]
+
+
+# ---- Readers (under the root) ------------------------------------------------------------------
+
+
+def resolve(paths: HostPaths, host_path: str, *, max_links: int = 40) -> str | None:
+    """The host path after following symlinks inside the root (like EvalSymlinks); None if absent."""
+    if not host_path.startswith("/"):
+        return None
+    todo = [p for p in host_path.split("/") if p]
+    done: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        cand = "/" + "/".join([*done, part])
+        real = paths.host(cand)
+        try:
+            st = os.lstat(real)
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > max_links:
+                return None
+            try:
+                target = os.readlink(real)
+            except OSError:
+                return None
+            if target.startswith("/"):
+                done = []
+            todo = [p for p in target.split("/") if p] + todo
+            continue
+        done.append(part)
+    return "/" + "/".join(done)
+
+
+def _read_text(paths: HostPaths, host_path: str) -> tuple[str | None, ConfigError | None]:
+    real = paths.host(host_path)
+    try:
+        with open(real, "rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        return None, ConfigError(host_path, f"open {host_path}: {exc.strerror or exc}")
+    if len(raw) > MAX_FILE_BYTES:
+        return None, ConfigError(host_path, f"{host_path}: larger than {MAX_FILE_BYTES} bytes, not read")
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        return None, ConfigError(host_path, f"{host_path}: line {line}: invalid UTF-8 (byte {exc.start})",
+                                 line=line)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerdView:
+    """What containerd's configuration says about Kata."""
+
+    handlers: tuple[RuntimeHandler, ...] = ()
+    files: tuple[str, ...] = ()
+    """Every containerd file read (main + imports), host paths."""
+    watch_dirs: tuple[str, ...] = ()
+    """Directories whose listing matters (import globs)."""
+    errors: tuple[ConfigError, ...] = ()
+
+
+def read_containerd(paths: HostPaths, config_file: str | None = None) -> ContainerdView:
+    """Read containerd's configuration and its `imports` (globs, relative to the importing file).
+
+    Like containerd's LoadConfig: the main file first, then each import in order (breadth-first,
+    each file once), every one merged over the previous ones.
+    """
+    candidates = [config_file] if config_file else list(CONTAINERD_CONFIGS)
+    main = next((c for c in candidates if os.path.isfile(paths.host(c))), None)
+    if main is None:
+        return ContainerdView()
+    files: list[str] = []
+    dirs: list[str] = []
+    errors: list[ConfigError] = []
+    merged: dict[str, Any] = {}
+    handler_origin: dict[str, str] = {}
+    pending = [main]
+    seen: set[str] = set()
+    while pending and len(seen) < 256:
+        cur = pending.pop(0)
+        if cur in seen:
+            continue
+        seen.add(cur)
+        files.append(cur)
+        text, err = _read_text(paths, cur)
+        if err is not None:
+            errors.append(err)
+            continue
+        assert text is not None
+        data, perr = parse_toml(text, cur)
+        if perr is not None:
+            errors.append(perr)
+            continue
+        assert data is not None
+        merged = deep_merge(merged, data)
+        for h in handlers_from_containerd(data):
+            handler_origin[h.name] = cur
+        for imp in data.get("imports", []) if isinstance(data.get("imports"), list) else []:
+            imp = os.path.normpath(str(imp))
+            if not imp.startswith("/"):
+                imp = os.path.join(os.path.dirname(cur), imp)
+            if "*" in imp:
+                dirs.append(os.path.dirname(imp))
+                root = str(paths.root).rstrip("/")
+                for hit in sorted(glob.glob(str(paths.host(imp)))):
+                    pending.append(hit[len(root):] if root and hit.startswith(root) else hit)
+            else:
+                pending.append(imp)
+    handlers = handlers_from_containerd(merged, main, handler_origin)
+    return ContainerdView(tuple(handlers), tuple(files), tuple(dict.fromkeys(dirs)), tuple(errors))
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerLoad:
+    """The result of loading one handler's Kata configuration."""
+
+    handler: str
+    config: ev.KataConfig | None
+    """None when Kata could not load it (the errors say why)."""
+    errors: tuple[ConfigError, ...] = ()
+    files: tuple[str, ...] = ()
+    """Host paths whose change should trigger a reload (files and directories)."""
+    how: str = ""
+    """How the main file was chosen: `ConfigPath`, `KATA_CONF_FILE`, `default`, `none`."""
+
+
+def shipped_paths(runtime: str, runtime_path: str = "") -> tuple[str, ...]:
+    """Kata's GetDefaultConfigFilePaths for a shim, by build prefix when the install path shows it."""
+    if runtime == "rs":
+        return RS_DEFAULT_PATHS
+    if runtime_path.startswith("/opt/kata/"):
+        return (GO_SYSCONF_PATH, GO_SHARE_PATHS[1])
+    if runtime_path.startswith("/usr/"):
+        return (GO_SYSCONF_PATH, GO_SHARE_PATHS[0])
+    return (GO_SYSCONF_PATH, *GO_SHARE_PATHS)
+
+
+def _is_shipped(paths: HostPaths, env_path: str, runtime: str, runtime_path: str) -> bool:
+    if not env_path.startswith("/"):
+        return False  # the shim runs with cwd = bundle; a relative path is never a shipped one
+    resolved = resolve(paths, env_path)
+    if resolved is None:
+        return False
+    return any(resolve(paths, d) == resolved for d in shipped_paths(runtime, runtime_path))
+
+
+def load_handler(
+    paths: HostPaths, handler: RuntimeHandler, env: Mapping[str, str] | None = None,
+) -> HandlerLoad:
+    """Choose the main file as the handler's shim would, then read, merge and validate it."""
+    env = env or {}
+    watch: list[str] = []
+    chosen = ""
+    how = "default"
+    kata_conf = env.get("KATA_CONF_FILE", "")
+    err_env: ConfigError | None = None
+    if kata_conf and not _is_shipped(paths, kata_conf, handler.runtime, handler.runtime_path):
+        err_env = ConfigError(kata_conf, ERR_KATA_CONF_FILE.format(go_quote(kata_conf)),
+                              key="KATA_CONF_FILE", handler=handler.name)
+    order = (("KATA_CONF_FILE", kata_conf), ("ConfigPath", handler.config_path)) if handler.runtime == "rs" \
+        else (("ConfigPath", handler.config_path), ("KATA_CONF_FILE", kata_conf))
+    for name, value in order:
+        if value:
+            if name == "KATA_CONF_FILE" and err_env is not None:
+                return HandlerLoad(handler.name, None, (err_env,), tuple(watch), how=name)
+            chosen, how = value, name
+            break
+    defaults = shipped_paths(handler.runtime, handler.runtime_path)
+    if not chosen:
+        watch.extend(defaults)
+        for d in defaults:
+            if resolve(paths, d) is not None:
+                chosen = d
+                break
+        if not chosen:
+            tried = ", ".join(f"config file {go_quote(d)} unresolvable: file {d} does not exist"
+                              for d in defaults)
+            return HandlerLoad(handler.name, None,
+                               (ConfigError(defaults[0], f"Cannot find usable config file ({tried})",
+                                            handler=handler.name),), tuple(watch), how="none")
+    watch.append(chosen)
+    resolved = resolve(paths, chosen)
+    if resolved is None:
+        return HandlerLoad(handler.name, None,
+                           (ConfigError(chosen, f"Cannot find usable config file (file {chosen} does not exist)",
+                                        key=how if how != "default" else None, handler=handler.name),),
+                           tuple(watch), how=how)
+    layers, errors, files = read_layers(paths, resolved)
+    watch.extend(files)
+    if errors:
+        return HandlerLoad(handler.name, None, tuple(_with_handler(errors, handler.name)), tuple(watch), how)
+    cfg, verrs = effective_config(layers, handler=handler.name, runtime=handler.runtime)
+    return HandlerLoad(handler.name, None if verrs else cfg, tuple(verrs), tuple(watch), how)
+
+
+def _with_handler(errors: Iterable[ConfigError], handler: str) -> list[ConfigError]:
+    return [ConfigError(e.path, e.message, e.line, e.column, e.key, handler, e.sandbox_id) for e in errors]
+
+
+def read_layers(paths: HostPaths, resolved_main: str) -> tuple[list[Layer], list[ConfigError], list[str]]:
+    """Main file + `config.d/*` (file-name order) as Layers; read errors stop like Kata's do."""
+    files = [resolved_main]
+    text, err = _read_text(paths, resolved_main)
+    if err is not None:
+        return [], [err], files
+    assert text is not None
+    first = parse_layer(text, resolved_main, "file")
+    if isinstance(first, ConfigError):
+        return [], [first], files
+    layers = [first]
+    dropdir = os.path.join(os.path.dirname(resolved_main), "config.d")
+    files.append(dropdir)
+    try:
+        names = sorted(os.listdir(paths.host(dropdir)))
+    except FileNotFoundError:
+        return layers, [], files
+    except OSError as exc:
+        return layers, [ConfigError(dropdir, f"error reading {go_quote(dropdir)} directory: {exc.strerror}")], files
+    for name in names:
+        p = os.path.join(dropdir, name)
+        files.append(p)
+        if os.path.isdir(paths.host(p)):
+            return layers, [ConfigError(p, f"error reading file {go_quote(p)}: read {p}: is a directory")], files
+        text, err = _read_text(paths, p)
+        if err is not None:
+            return layers, [ConfigError(p, f"error reading file {go_quote(p)}: {err.message}")], files
+        assert text is not None
+        layer = parse_layer(text, p, "drop-in")
+        if isinstance(layer, ConfigError):
+            return layers, [layer], files
+        layers.append(layer)
+    return layers, [], files
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """Everything discovered about Kata's configuration on this host at one moment."""
+
+    loads: tuple[HandlerLoad, ...] = ()
+    containerd: ContainerdView = field(default_factory=ContainerdView)
+    installed: bool = True
+    """False when neither containerd nor the default paths show any Kata configuration."""
+
+    @property
+    def configs(self) -> tuple[ev.KataConfig, ...]:
+        return tuple(load.config for load in self.loads if load.config is not None)
+
+    @property
+    def errors(self) -> tuple[ConfigError, ...]:
+        return tuple(e for load in self.loads for e in load.errors) + self.containerd.errors
+
+    @property
+    def watch(self) -> tuple[str, ...]:
+        """Every host path (files and dirs) whose change can change the result."""
+        out = [*CONTAINERD_CONFIGS, *self.containerd.files, *self.containerd.watch_dirs,
+               GO_SYSCONF_PATH, *GO_SHARE_PATHS, *RS_DEFAULT_PATHS]
+        for load in self.loads:
+            out.extend(load.files)
+        return tuple(dict.fromkeys(out))
+
+
+def discover(
+    paths: HostPaths, *, containerd_config: str | None = None,
+    envs: Mapping[str, Mapping[str, str]] | None = None,
+    default_env: Mapping[str, str] | None = None,
+) -> Discovery:
+    """One HandlerLoad per Kata runtime handler (or one `default` handler, or the assumed defaults).
+
+    `envs` maps a handler name to a running shim's environment (for KATA_CONF_FILE); `default_env`
+    is used for handlers without a running shim (containerd's own environment, which shims inherit).
+    """
+    envs = envs or {}
+    view = read_containerd(paths, containerd_config)
+    loads: list[HandlerLoad] = []
+    for h in view.handlers:
+        loads.append(load_handler(paths, h, envs.get(h.name, default_env)))
+    if view.handlers:
+        return Discovery(tuple(loads), view, True)
+    # No containerd handler: what a shim started without options would load.
+    go_present = any(resolve(paths, p) is not None for p in (GO_SYSCONF_PATH, *GO_SHARE_PATHS))
+    rs_present = any(resolve(paths, p) is not None for p in RS_DEFAULT_PATHS)
+    if go_present or not rs_present:
+        load = load_handler(paths, RuntimeHandler(name="default"), envs.get("default", default_env))
+        if load.how == "none":
+            return Discovery((HandlerLoad("default", default_config(assumed=True), (), load.files, "none"),),
+                             view, False)
+        loads.append(load)
+    if rs_present:
+        loads.append(load_handler(paths, RuntimeHandler(name="default-rs" if go_present else "default",
+                                                        runtime="rs"),
+                                  envs.get("default-rs", default_env)))
+    return Discovery(tuple(loads), view, True)
