@@ -1,8 +1,11 @@
 """Re-captures the lab's real-kernel fixtures: boots the ``capture`` scenario and unpacks into
 tests/fixtures/ (uevent/, netlink/, postmortem/, sysfs/sriov-lab/).
 
-Usage: ``python3 tests/lab/capture_fixtures.py [--fixtures DIR]``. Overwrites the lab-made files
-only; hand-written READMEs are kept, the sysfs file list is regenerated.
+Usage: ``python3 tests/lab/capture_fixtures.py [--fixtures DIR] [--demo]``. Overwrites the
+lab-made files only; hand-written READMEs are kept, the sysfs file list is regenerated.
+With ``--demo`` it instead boots agent scenario 1 (Kata >=3.8 move with cold_plug_vfio=no-port)
+and keeps its journal as diag/data/demo.jsonl (the bundled demo incident, `vfiowatch demo`) and
+tests/fixtures/journals/lab-scenario1.jsonl.
 """
 
 from __future__ import annotations
@@ -50,12 +53,33 @@ The exact list is below.
 """
 
 
+def demo(guest: build.Guest, fx: Path, t0: float) -> int:
+    """Boots agent scenario 1 and keeps its journal as the demo incident and a fixture."""
+    res = vm.boot(guest, "agent", build.DEFAULT_CACHE / "runs" / "demo", extra_append="lab.only=1")
+    body = res.payloads.get("journal-1.jsonl", b"")
+    if not res.ok or not body or b"vfio-bind-coldplug-disabled" not in body:
+        print(res.console[-3000:])
+        print(res.payloads.get("agent-1.log", b"").decode()[-3000:])
+        print("no finding in scenario 1's journal: demo not written")
+        return 1
+    for dst in (build.REPO / "diag" / "data" / "demo.jsonl", fx / "journals" / "lab-scenario1.jsonl"):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(body)
+        print(f"wrote {dst} ({len(body.splitlines())} records)")
+    print(res.payloads.get("timeline-1.txt", b"").decode())
+    print(f"done in {time.monotonic() - t0:.1f}s (boot {res.seconds:.1f}s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fixtures", type=Path, default=build.REPO / "tests" / "fixtures")
+    ap.add_argument("--demo", action="store_true", help="record the demo journal instead")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     guest = build.build()
+    if args.demo:
+        return demo(guest, args.fixtures, t0)
     res = vm.boot(guest, "capture", build.DEFAULT_CACHE / "runs" / "capture")
     if not res.ok or "capture.tar" not in res.payloads:
         print(res.console[-4000:])
