@@ -212,7 +212,9 @@ def _run_record_sysfs(args: argparse.Namespace) -> int:
 # main
 # --------------------------------------------------------------------------------------------
 
-EXTRA_COMMAND_MODULES: list[str] = []
+EXTRA_COMMAND_MODULES: list[str] = [
+    "diag.service",
+]
 """Modules that add subcommands (run, tui, demo, postmortem), one line each."""
 
 

@@ -55,6 +55,9 @@ class Header:
     started_ns: int = 0
     part: int = 0
     """Rotation part number; 0 for the first file of a run."""
+    snapshot_records: int = 0
+    """How many records after this header restate the state when the file began (journal sink:
+    inventory, Kata configs, links, sandboxes, source health, active findings); not observed live."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,429 @@
+"""Provides the journal sink: a durable, rotating, self-contained JSON Lines record for replay.
+
+Every file (the live one and each rotated part) starts with a `Header` line and a state
+snapshot (`state_records`: the inventory with current drivers, Kata configs, namespaces, links,
+sandboxes, source health and active findings), so each part replays on its own, like `rtmon`.
+Then every event and finding follows, one `diag.codec` line each.
+
+Durability, and what it costs:
+
+* Each record is one whole line written with one `os.write` on an `O_APPEND` descriptor, so a
+  kill -9 loses nothing written (it is in the page cache) and a crash can cut at most the
+  last line, which replay reports as a truncated tail. A short write (disk full in the middle
+  of a line) is undone with `ftruncate` so no half line is ever followed by another record.
+* `fdatasync` runs at most every `fsync_interval_s` (default 1 s) while records arrive, on every
+  flush (about once a second, from the runtime) and on rotation and close; so power loss loses
+  at most about a second. `fsync_interval_s=0` syncs every record (slow disks: ~ms each).
+* Rotation by size (`max_bytes`): the file is renamed to `<path>.<NNNNNN>` and gzip-compressed
+  to `<path>.<NNNNNN>.gz` on a background thread (never on the core thread); the newest `keep`
+  parts are kept. A part left uncompressed by a crash or a stop is compressed at the next start.
+  A journal left by an earlier run is rotated away at start, so every run begins a new file.
+* Disk full (ENOSPC, EDQUOT): the agent keeps running; records are counted as dropped, one
+  warning is logged (`journal_write_failed`), the metrics show it, and writes are retried at
+  most every `retry_interval_s`. When space returns, an in-band
+  `EventsLost(lost_source="journal")` and a fresh state snapshot go first, then writing resumes
+  (`journal_write_resumed` is logged).
+* SIGHUP (`reopen()`): the file is closed and the path opened again (after logrotate moved it,
+  a new file starts with a header and a snapshot). It happens on the core thread at the next
+  write or flush, within about a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as errno_mod
+import gzip
+import os
+import queue
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from diag import codec
+from diag import events as ev
+from diag.core.state import HostState
+
+Report = Callable[..., None]
+"""`report(level, event, **fields)`: how the sink tells the agent's log about its trouble."""
+
+_SPACE_ERRNOS = {errno_mod.ENOSPC, errno_mod.EDQUOT, errno_mod.EFBIG}
+_PART = re.compile(r"^\.(\d{6})(\.gz)?$")
+
+
+def state_records(state: HostState, ts_ns: int) -> list[ev.Event]:
+    """The records that restate `state`, so a file replays on its own from its first lines.
+
+    Each record keeps the `source` that normally produces its kind, so a replayed dashboard
+    shows the same sources. Active findings are included as they stand (the core recomputes its
+    own; readers of one part still see what was open).
+    """
+    out: list[ev.Event] = []
+    if state.devices:
+        out.append(ev.InventoryObserved(
+            ts_ns=ts_ns, source="sysfs",
+            devices=tuple(replace(d.device, driver=d.driver, driver_override=d.driver_override)
+                          for d in state.devices),
+        ))
+    out.extend(ev.KataConfigLoaded(ts_ns=ts_ns, source="kata", config=c) for c in state.kata_configs)
+    out.extend(ev.NetnsAdded(ts_ns=ts_ns, source="links", netns=n) for n in state.netns)
+    out.extend(
+        ev.LinkChanged(ts_ns=ts_ns, source="links", ifindex=lk.ifindex, ifname=lk.ifname,
+                       netns=lk.netns, operstate=lk.operstate, carrier=lk.carrier,
+                       admin_up=lk.admin_up, mac=lk.mac, bdf=lk.bdf)
+        for lk in state.links
+    )
+    out.extend(state.sandboxes)
+    out.extend(
+        ev.SourceStateChanged(ts_ns=ts_ns, source=s.name, name=s.name, up=s.up, mode=s.mode,
+                              reason=s.reason, hint=s.hint)
+        for s in state.sources
+    )
+    out.extend(state.active_findings)
+    return out
+
+
+def default_header(part: int, *, root: str = "/", started_ns: int | None = None) -> codec.Header:
+    """A header for this host: agent version, hostname (or $NODE_NAME), kernel, boot id."""
+    import socket
+
+    from diag import __version__
+
+    boot_id = ""
+    with contextlib.suppress(OSError):
+        boot_id = Path(root, "proc/sys/kernel/random/boot_id").read_text().strip()
+    return codec.Header(
+        agent_version=__version__,
+        hostname=os.environ.get("NODE_NAME") or socket.gethostname(),
+        kernel=os.uname().release,
+        boot_id=boot_id,
+        started_ns=started_ns if started_ns is not None else time.time_ns(),
+        part=part,
+    )
+
+
+@dataclass(slots=True)
+class JournalStats:
+    """What the journal did; the metrics sink exports it (`vfiowatch_journal_*`)."""
+
+    path: str = ""
+    part: int = 0
+    size_bytes: int = 0
+    records_written: int = 0
+    bytes_written: int = 0
+    records_dropped: int = 0
+    write_errors: dict[str, int] = field(default_factory=dict)
+    """errno name -> failed writes."""
+    rotations: int = 0
+    syncs: int = 0
+    writable: bool = True
+    compress_errors: int = 0
+
+
+class JournalSink:
+    """Appends every event and finding to a rotating JSON Lines journal (see module docstring)."""
+
+    name: ClassVar[str] = "journal"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        keep: int = 8,
+        fsync_interval_s: float = 1.0,
+        retry_interval_s: float = 0.5,
+        state: Callable[[], HostState | None] | None = None,
+        header: Callable[[int], codec.Header] | None = None,
+        report: Report | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        """`state`: the current HostState (the correlator's `snapshot`, called on the core
+        thread), used for each file's opening snapshot; without it, the newest `snapshot()`
+        given. `header(part)`: builds each file's header. `report(level, event, **fields)`:
+        where trouble is told (the log sink's logger)."""
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self.fsync_interval_s = fsync_interval_s
+        self.retry_interval_s = retry_interval_s
+        self._state_fn = state
+        started_ns = clock_ns()
+        self._header_fn = header or (lambda part: default_header(part, started_ns=started_ns))
+        self._report: Report = report or (lambda level, event, **fields: None)
+        self._clock = clock_ns
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._size = 0
+        self._part = 0
+        self._need_start = False
+        self._dropped = 0
+        """Records not written since the journal started failing (told in-band on recovery)."""
+        self._failing = False
+        self._fail_errno = 0
+        self._next_retry = 0.0
+        self._dirty = False
+        self._last_sync = time.monotonic()
+        self._last_state: HostState | None = None
+        self._reopen = threading.Event()
+        self._last_ts = 0
+        self.stats = JournalStats(path=str(self.path))
+        self._compress_q: queue.Queue[Path | None] = queue.Queue()
+        self._compressor = threading.Thread(target=self._compress_loop, name="vfiowatch-gzip",
+                                            daemon=True)
+        self._compressor.start()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in self._parts(compressed=False):
+            self._compress_q.put(leftover)
+        if self.path.exists() and self.path.stat().st_size > 0:
+            self._rotate_away()  # an earlier run's file: keep it as a part, start afresh
+        with self._lock:
+            self._open()
+            self._emit([], self._clock())
+
+    # ---- Sink protocol ------------------------------------------------------------------------
+
+    def write(self, item: ev.Event, /) -> None:
+        line = codec.dumps(item)
+        with self._lock:
+            if self._reopen.is_set():
+                self._do_reopen()
+            self._emit([line], item.ts_ns)
+            if self._size >= self.max_bytes and self._fd is not None and not self._failing:
+                self._rotate()
+
+    def snapshot(self, state: HostState, /) -> None:
+        self._last_state = state
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._reopen.is_set():
+                self._do_reopen()
+            elif self._failing:
+                self._emit([], self._clock())  # retry while idle, so space returning is noticed
+            self._sync()
+
+    def close(self) -> None:
+        with self._lock:
+            self._sync()
+            self._close_fd()
+        self._compress_q.put(None)
+        self._compressor.join(timeout=0.5)  # a big part still compressing is finished next start
+
+    def reopen(self) -> None:
+        """SIGHUP: thread-safe; done on the core thread at the next write or flush."""
+        self._reopen.set()
+
+    # ---- writing ------------------------------------------------------------------------------
+
+    def _state(self) -> HostState | None:
+        if self._state_fn is not None:
+            try:
+                return self._state_fn()
+            except Exception:  # a snapshot failure must not cost the journal
+                pass
+        return self._last_state
+
+    def _open(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            self._size = os.fstat(fd).st_size
+        except OSError as exc:
+            self._fail(exc, 0)
+            return False
+        self._fd = fd
+        self._need_start = self._size == 0
+        self.stats.size_bytes = self._size
+        return True
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def _emit(self, payload: list[bytes], ts_ns: int) -> None:
+        """Write `payload` (whole lines), preceded by what the file or a recovery needs."""
+        self._last_ts = max(self._last_ts, ts_ns)
+        if self._failing or self._fd is None:
+            now = time.monotonic()
+            if now < self._next_retry:
+                self._drop(len(payload))
+                return
+            self._next_retry = now + self.retry_interval_s
+            if self._fd is None and not self._open():
+                self._drop(len(payload))
+                return
+        fd = self._fd
+        assert fd is not None
+        lines: list[bytes] = []
+        n_pre = 0
+        if self._need_start or self._dropped:
+            state = self._state()
+            restated = [codec.dumps(r) for r in state_records(state, ts_ns)] if state else []
+            if self._need_start:
+                hdr = replace(self._header_fn(self._part), part=self._part,
+                              snapshot_records=len(restated))
+                lines.append(codec.dumps(hdr))
+            if self._dropped:
+                lines.append(codec.dumps(ev.EventsLost(
+                    ts_ns=ts_ns, source="journal", lost_source="journal", count=self._dropped,
+                    reason=f"journal writes failed: {errno_mod.errorcode.get(self._fail_errno, '?')}"
+                           f" ({os.strerror(self._fail_errno) if self._fail_errno else ''})",
+                )))
+            lines.extend(restated)
+            n_pre = len(lines)
+        if not lines and not payload:
+            return
+        data = b"".join(lines + payload) if lines or len(payload) != 1 else payload[0]
+        try:
+            n = os.write(fd, data)
+            if n != len(data):
+                raise OSError(errno_mod.ENOSPC, os.strerror(errno_mod.ENOSPC))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._size)  # never leave a half line for the next to follow
+            if exc.errno not in _SPACE_ERRNOS:
+                self._close_fd()  # EIO, EBADF, a vanished file system: reopen on retry
+            self._fail(exc, len(payload))
+            return
+        self._size += n
+        self._dirty = True
+        st = self.stats
+        st.size_bytes = self._size
+        st.bytes_written += n
+        st.records_written += n_pre + len(payload)
+        self._need_start = False
+        if self._failing:
+            self._report("info", "journal_write_resumed", path=str(self.path),
+                         dropped=self._dropped)
+            self._dropped = 0
+            self._failing = False
+            self._fail_errno = 0
+            st.writable = True
+        if self.fsync_interval_s == 0 or time.monotonic() - self._last_sync >= self.fsync_interval_s:
+            self._sync()
+
+    def _drop(self, n: int) -> None:
+        self._dropped += n
+        self.stats.records_dropped += n
+
+    def _fail(self, exc: OSError, n: int) -> None:
+        code = exc.errno or errno_mod.EIO
+        name = errno_mod.errorcode.get(code, str(code))
+        st = self.stats
+        st.write_errors[name] = st.write_errors.get(name, 0) + 1
+        first = not self._failing
+        self._failing = True
+        st.writable = False
+        self._fail_errno = code
+        self._drop(n)
+        self._next_retry = time.monotonic() + self.retry_interval_s
+        if first:
+            self._report(
+                "error", "journal_write_failed", path=str(self.path), errno=name,
+                reason=os.strerror(code),
+                hint="free space on the journal's file system (or raise its quota); the agent "
+                     "keeps running, counts what it could not write and resumes by itself",
+            )
+
+    def _sync(self) -> None:
+        if self._fd is not None and self._dirty:
+            try:
+                os.fdatasync(self._fd)
+                self.stats.syncs += 1
+            except OSError:
+                pass
+            self._dirty = False
+        self._last_sync = time.monotonic()
+
+    # ---- rotation, reopen, compression ---------------------------------------------------------
+
+    def _parts(self, *, compressed: bool) -> list[Path]:
+        out = []
+        base = self.path.name
+        for p in self.path.parent.glob(base + ".*"):
+            m = _PART.match(p.name[len(base):])
+            if m and bool(m.group(2)) == compressed:
+                out.append(p)
+        return sorted(out)
+
+    def _next_part_path(self) -> Path:
+        base = self.path.name
+        seqs = [0]
+        for p in self.path.parent.glob(base + ".*"):
+            m = _PART.match(p.name[len(base):])
+            if m:
+                seqs.append(int(m.group(1)))
+        return self.path.with_name(f"{base}.{max(seqs) + 1:06d}")
+
+    def _rotate_away(self) -> None:
+        target = self._next_part_path()
+        os.rename(self.path, target)
+        self._compress_q.put(target)
+
+    def _rotate(self) -> None:
+        self._sync()
+        self._close_fd()
+        try:
+            self._rotate_away()
+        except OSError as exc:
+            self._fail(exc, 0)
+            return
+        self.stats.rotations += 1
+        self._part += 1
+        self.stats.part = self._part
+        if self._open():
+            self._emit([], self._last_ts)
+
+    def _do_reopen(self) -> None:
+        self._reopen.clear()
+        self._sync()
+        self._close_fd()
+        if self._open():
+            if self._need_start:
+                self._part += 1
+                self.stats.part = self._part
+            self._emit([], self._last_ts)
+            self._report("info", "journal_reopened", path=str(self.path), part=self._part)
+
+    def _compress_loop(self) -> None:
+        while True:
+            src = self._compress_q.get()
+            if src is None:
+                return
+            dst = src.with_name(src.name + ".gz")
+            tmp = src.with_name(src.name + ".gz.tmp")
+            try:
+                with open(src, "rb") as fi, gzip.open(tmp, "wb", compresslevel=6) as fo:
+                    shutil.copyfileobj(fi, fo, 1 << 20)
+                os.rename(tmp, dst)
+                os.unlink(src)
+            except OSError as exc:
+                self.stats.compress_errors += 1
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                self._report("warning", "journal_compress_failed", path=str(src),
+                             reason=str(exc), hint="the part is kept uncompressed")
+                continue
+            self._prune()
+
+    def _prune(self) -> None:
+        parts = self._parts(compressed=True)
+        for old in parts[: max(0, len(parts) - self.keep)]:
+            with contextlib.suppress(OSError):
+                os.unlink(old)
+
+
+def journal_records(path: str | os.PathLike[str]) -> Any:
+    """Convenience for tests and tools: (records, ReadStats) of one journal file (plain or .gz)."""
+    p = Path(path)
+    opener: Any = gzip.open if p.suffix == ".gz" else open
+    st = codec.ReadStats()
+    with opener(p, "rb") as fh:
+        recs = list(codec.iter_records(fh, st))
+    return recs, st
