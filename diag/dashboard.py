@@ -1,0 +1,131 @@
+"""Provides the `vfiowatch tui` and `vfiowatch demo` subcommands: wire a feed to the dashboard.
+
+This is composition-root code (it may import the runtime; the TUI itself may not): live mode
+builds the runtime's Pipeline and hands its LiveFeed to the app; `--replay` and `demo` hand it a
+ReplayFeed over a journal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from importlib import resources
+from pathlib import Path
+
+from diag.cli import command
+from diag.errors import DiagError
+from diag.paths import HostPaths
+
+DEMO_JOURNAL = "demo.jsonl"
+"""Bundled incident journal in diag/data/ (see diag/data/README.md for how it was made)."""
+
+
+def demo_journal_path() -> Path:
+    return Path(str(resources.files("diag") / "data" / DEMO_JOURNAL))
+
+
+def _speed(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < v <= 10_000:
+        raise argparse.ArgumentTypeError("speed must be > 0 and <= 10000")
+    return v
+
+
+def _add_replay_args(p: argparse.ArgumentParser, default_speed: float) -> None:
+    p.add_argument("--speed", type=_speed, default=default_speed, metavar="N",
+                   help=f"play N times faster than recorded (default {default_speed:g})")
+    p.add_argument("--paused", action="store_true",
+                   help="open paused at the first record (space plays, . steps)")
+    p.add_argument("--at-end", action="store_true",
+                   help="open at the end of the journal, every record applied")
+
+
+@command
+def _add_tui(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "tui",
+        help="open the live dashboard (or replay a journal in it)",
+        description=(
+            "The dashboard: host, kernel, Kata handlers and their effective cold_plug_vfio, "
+            "each source's health, PFs with their VFs and drivers (vfio-pci stands out), "
+            "findings with evidence and remedy, and the live event stream. Keys: / filter, "
+            "f findings only, p pause, Enter detail, Esc back, ? help, q quit, Ctrl+P commands. "
+            "With --replay, plays a journal through the same screens (space, '.', ',', '[', "
+            "']', '<', '>', '+', '-')."
+        ),
+    )
+    p.add_argument("--replay", type=Path, metavar="JOURNAL",
+                   help="play a recorded journal (plain or .gz) instead of watching this host")
+    _add_replay_args(p, 1.0)
+    p.set_defaults(func=_run_tui)
+
+
+@command
+def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "demo",
+        help="play the bundled incident journal in the dashboard (no SR-IOV hardware needed)",
+        description=(
+            "Replays a Kata-style VF move to vfio-pci with cold_plug_vfio disabled, recorded "
+            "from real igb/igbvf/vfio-pci drivers in the QEMU lab, through the dashboard."
+        ),
+    )
+    _add_replay_args(p, 1.0)
+    p.set_defaults(func=_run_demo)
+
+
+def _run_tui(args: argparse.Namespace) -> int:
+    if args.replay is not None:
+        return _replay(args.replay, args)
+    return _live(args)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    path = demo_journal_path()
+    if not path.exists():
+        raise DiagError(f"the bundled demo journal is missing ({path})",
+                        hint="reinstall vfiowatch; the wheel ships diag/data/demo.jsonl")
+    return _replay(path, args, mode="DEMO")
+
+
+def _replay(path: Path, args: argparse.Namespace, mode: str = "REPLAY") -> int:
+    from diag.runtime.replay import ReplayFeed
+    from diag.tui.app import VfioWatchApp
+
+    feed = ReplayFeed.open(
+        path, speed=args.speed, autoplay=not (args.paused or args.at_end),
+        start_at=(1 << 62) if args.at_end else 0,
+    )
+    h = feed.header
+    app = VfioWatchApp(
+        feed, hostname=(h.hostname if h else "") or "?", kernel=(h.kernel if h else "") or "?",
+        mode=mode,
+    )
+    app.run()
+    return 0
+
+
+def _live(args: argparse.Namespace) -> int:
+    from diag.runtime import Pipeline, build_sources
+    from diag.sources import SourceContext
+    from diag.tui.app import VfioWatchApp
+
+    paths = HostPaths.at(args.root)
+    sources, unavailable = build_sources(SourceContext(paths=paths))
+    pipeline = Pipeline(sources, unavailable=unavailable)
+    feed = pipeline.live_feed()
+    uname = os.uname()
+    app = VfioWatchApp(feed, hostname=_read(paths, "etc/hostname") or uname.nodename,
+                       kernel=_read(paths, "proc/sys/kernel/osrelease") or uname.release, mode="LIVE")
+    app.run()
+    return 0
+
+
+def _read(paths: HostPaths, rel: str) -> str:
+    try:
+        return (Path(paths.root) / rel).read_text().strip()
+    except OSError:
+        return ""

@@ -1,0 +1,337 @@
+"""Provides VfioWatchApp, the dashboard: header, devices, findings and the event stream.
+
+The app is a pure consumer: a feed (diag.core.state.SnapshotFeed, live or replay, handed in by
+the CLI) calls back with HostState snapshots from its own thread; they arrive as SnapshotReady
+messages that replace each other while pending, and are rendered at most every
+`render_interval` seconds. Widgets get data down (`update_from`) and send intents up
+(OpenDevice, OpenFinding, EventLog.Selected).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from rich.text import Text
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Container
+from textual.events import Resize
+from textual.screen import Screen
+from textual.widgets import Footer, Input
+
+from diag.core.state import HostState, SnapshotFeed
+from diag.tui import format as fmt
+from diag.tui.feed import Playback
+from diag.tui.messages import OpenDevice, OpenFinding, SnapshotReady
+from diag.tui.screens import DetailScreen, DeviceScreen, FindingScreen, HelpScreen
+from diag.tui.widgets import DevicesTable, EventLog, FindingsTable, HostHeader
+
+
+class VfioWatchApp(App[None]):
+    """The vfiowatch dashboard over any SnapshotFeed."""
+
+    TITLE = "vfiowatch"
+    CSS = """
+    Screen { layout: vertical; }
+    #body { height: 1fr; layout: vertical; }
+    .panel { border-top: solid $primary; border-title-align: left; border-title-style: bold; }
+    .panel:focus-within { border-top: solid $accent; }
+    #devices { height: 2fr; min-height: 4; }
+    #findings { height: 1fr; min-height: 3; }
+    #events { height: 2fr; min-height: 3; }
+    Screen.wide #body { layout: grid; grid-size: 2 2; grid-columns: 3fr 2fr; grid-rows: 1fr 1fr; }
+    Screen.wide #devices, Screen.wide #findings, Screen.wide #events { height: 1fr; }
+    Screen.wide #events { column-span: 2; }
+    Screen.findings-only #devices, Screen.findings-only #events { display: none; }
+    Screen.findings-only #body { layout: vertical; }
+    Screen.findings-only #findings { height: 1fr; }
+    #filter { dock: bottom; display: none; margin-bottom: 1; }
+    #filter.visible { display: block; }
+    """
+    BINDINGS = [
+        Binding("slash", "filter", "Filter"),
+        Binding("f", "findings_only", "Findings"),
+        Binding("p", "toggle_pause", "Pause"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("space", "replay_toggle", "Play/pause", show=False),
+        Binding("full_stop", "replay_step(1)", "Step", show=False),
+        Binding("comma", "replay_step(-1)", "Step back", show=False),
+        Binding("right_square_bracket", "replay_seek(10)", "Seek +10%", show=False),
+        Binding("left_square_bracket", "replay_seek(-10)", "Seek -10%", show=False),
+        Binding("greater_than_sign", "replay_seek(100)", "End", show=False),
+        Binding("less_than_sign", "replay_seek(-100)", "Start", show=False),
+        Binding("plus", "replay_speed(2)", "Faster", show=False),
+        Binding("minus", "replay_speed(0.5)", "Slower", show=False),
+    ]
+
+    def __init__(
+        self,
+        feed: SnapshotFeed,
+        *,
+        hostname: str = "",
+        kernel: str = "",
+        mode: str = "LIVE",
+        render_interval: float = 0.05,
+        max_events: int = 2000,
+    ) -> None:
+        super().__init__()
+        self.feed = feed
+        self.hostname = hostname
+        self.kernel = kernel
+        self.mode = mode
+        self.render_interval = render_interval
+        self.max_events = max_events
+        self.state = HostState()
+        self.paused = False
+        self.frames = 0
+        """Snapshots rendered (benchmarks and tests read it)."""
+        self.first_frame_at: float | None = None
+        self._pending: HostState | None = None
+        self._render_timer_set = False
+        self._last_render = 0.0
+        self._subscribed = False
+
+    @property
+    def playback(self) -> Playback | None:
+        return self.feed if isinstance(self.feed, Playback) else None
+
+    # ---- layout -------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield HostHeader(self.hostname, self.kernel, self.mode, id="header")
+        with Container(id="body"):
+            yield DevicesTable(id="devices", classes="panel")
+            yield FindingsTable(id="findings", classes="panel")
+            yield EventLog(max_events=self.max_events, id="events", classes="panel")
+        yield Input(placeholder="filter events: dev:01:10.0 kind:bound sandbox:ID source:uevent synthetic words (Enter applies, Esc cancels)", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#devices", DevicesTable).border_title = "Devices"
+        self.query_one("#findings", FindingsTable).border_title = "Findings"
+        self.query_one("#events", EventLog).border_title = "Events"
+        self._layout_for(self.size.width, self.size.height)
+        self._render_state(self.state)
+        self.query_one("#devices", DevicesTable).focus()
+        if not self._subscribed:
+            self._subscribed = True
+            self.feed.subscribe(self._from_feed)
+            self.feed.start()
+
+    def on_unmount(self) -> None:
+        self.feed.stop()
+
+    def _from_feed(self, state: HostState) -> None:
+        # Called on the feed's thread; post_message is thread-safe and SnapshotReady coalesces.
+        self.post_message(SnapshotReady(state))
+
+    def on_resize(self, event: Resize) -> None:
+        self._layout_for(event.size.width, event.size.height)
+
+    def _layout_for(self, width: int, height: int) -> None:
+        screen = self.screen if not isinstance(self.screen, DetailScreen) else self.screen_stack[0]
+        screen.set_class(width >= 140 and height >= 30, "wide")
+        if self.state.ts_ns or self.state.devices:
+            self.call_after_refresh(self._render_state, self.state)
+
+    # ---- data down ----------------------------------------------------------------------------
+
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        self._pending = message.state
+        if self.paused and self.playback is None:
+            self._update_note_only()
+            return
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._render_timer_set:
+            return
+        wait = self.render_interval - (time.monotonic() - self._last_render)
+        if wait <= 0:
+            self._flush()
+        else:
+            self._render_timer_set = True
+            self.set_timer(wait, self._flush)
+
+    def _flush(self) -> None:
+        self._render_timer_set = False
+        state = self._pending
+        if state is None:
+            return
+        self._pending = None
+        self._last_render = time.monotonic()
+        self._render_state(state)
+
+    def _render_state(self, state: HostState) -> None:
+        self.state = state
+        note = self.status_note
+        main = self.screen_stack[0]
+        main.query_one("#header", HostHeader).update_from(state, note)
+        main.query_one("#devices", DevicesTable).update_from(state)
+        findings = main.query_one("#findings", FindingsTable)
+        findings.update_from(state)
+        findings.border_title = fmt.findings_title(state)
+        events = main.query_one("#events", EventLog)
+        events.update_from(state)
+        events.border_title = self._events_title(events)
+        if isinstance(self.screen, DetailScreen):
+            self.screen.update_from(state)
+        if state.ts_ns or state.devices or state.sources:
+            self.frames += 1
+            if self.first_frame_at is None:
+                self.first_frame_at = time.monotonic()
+
+    def _update_note_only(self) -> None:
+        self.screen_stack[0].query_one("#header", HostHeader).update_from(self.state, self.status_note)
+
+    def _events_title(self, log: EventLog) -> Text:
+        out = Text("Events ", style="bold")
+        out.append(f"{len(log.shown)} shown", style="")
+        if not log.filter.empty:
+            out.append(" · filter ", style="")
+            out.append(log.filter.describe(), style="bold yellow")
+        if not log.follow:
+            out.append(" · scrolled (End follows)", style="dim")
+        return out
+
+    @property
+    def status_note(self) -> Text:
+        pb = self.playback
+        if pb is not None:
+            st = pb.status()
+            out = Text("▶ playing" if st.playing else ("■ end" if st.done else "⏸ paused"),
+                       style="bold green" if st.playing else "bold yellow")
+            out.append(f" {st.position}/{st.total} ×{st.speed:g}")
+            return out
+        if self.paused:
+            return Text("⏸ PAUSED (p resumes)", style="bold yellow")
+        return Text("● live", style="bold green")
+
+    # ---- intents ------------------------------------------------------------------------------
+
+    @on(OpenDevice)
+    def open_device(self, message: OpenDevice) -> None:
+        self.push_screen(DeviceScreen(message.bdf))
+
+    @on(OpenFinding)
+    def open_finding(self, message: OpenFinding) -> None:
+        self.push_screen(FindingScreen(message.finding))
+
+    @on(EventLog.Selected)
+    def open_event(self, message: EventLog.Selected) -> None:
+        e = message.event
+        from diag import events as ev
+
+        if isinstance(e, ev.Finding):
+            self.push_screen(FindingScreen(e))
+            return
+        bdf = fmt.event_bdf(e)
+        if bdf is not None:
+            self.push_screen(DeviceScreen(bdf))
+        else:
+            self.notify(fmt.safe(fmt.event_summary(e), 200), title=e.kind, markup=False)
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.add_class("visible")
+        box.focus()
+
+    @on(Input.Submitted, "#filter")
+    def apply_filter(self, message: Input.Submitted) -> None:
+        self.set_filter(message.value)
+        box = self.query_one("#filter", Input)
+        box.remove_class("visible")
+        self.query_one("#events", EventLog).focus()
+
+    def set_filter(self, query: str) -> None:
+        events = self.query_one("#events", EventLog)
+        events.set_filter(fmt.EventFilter.parse(query))
+        events.border_title = self._events_title(events)
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.has_class("visible"):
+            box.remove_class("visible")
+            self.query_one("#events", EventLog).focus()
+            return
+        events = self.query_one("#events", EventLog)
+        if not events.filter.empty:
+            self.set_filter("")
+
+    def action_findings_only(self) -> None:
+        main = self.screen_stack[0]
+        main.toggle_class("findings-only")
+        if main.has_class("findings-only"):
+            self.query_one("#findings", FindingsTable).focus()
+
+    def action_toggle_pause(self) -> None:
+        pb = self.playback
+        if pb is not None:
+            self.action_replay_toggle()
+            return
+        self.paused = not self.paused
+        if not self.paused and self._pending is not None:
+            self._flush()
+        else:
+            self._update_note_only()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_replay_toggle(self) -> None:
+        pb = self.playback
+        if pb is None:
+            return
+        if pb.status().playing:
+            pb.pause()
+        else:
+            pb.play()
+        self._update_note_only()
+
+    def action_replay_step(self, n: int) -> None:
+        if (pb := self.playback) is not None:
+            pb.step(n)
+
+    def action_replay_seek(self, percent: int) -> None:
+        if (pb := self.playback) is None:
+            return
+        st = pb.status()
+        pos = st.position + (st.total * percent) // 100
+        pb.seek(max(0, min(st.total, pos)))
+
+    def action_replay_speed(self, factor: float) -> None:
+        if (pb := self.playback) is not None:
+            pb.set_speed(max(0.125, min(1024.0, pb.status().speed * factor)))
+            self._update_note_only()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action.startswith("replay_"):
+            return self.playback is not None
+        return True
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Findings only", "Show only the findings (toggle)", self.action_findings_only)
+        yield SystemCommand("Filter events", "Filter the event stream (dev:, kind:, sandbox:, source:)", self.action_filter)
+        yield SystemCommand("Clear filter", "Show every event again", lambda: self.set_filter(""))
+        yield SystemCommand("Synthetic events only", "Show only synthetic kernel events", lambda: self.set_filter("synthetic"))
+        yield SystemCommand("Pause / resume", "Freeze the view (live) or the playback (replay)", self.action_toggle_pause)
+        yield SystemCommand("Help", "Show the keys", self.action_help)
+        for view, _ in fmt.device_order(self.state.devices):
+            bdf = view.bdf
+            label = f"{bdf} {view.driver or '(none)'} {fmt.device_name(view, 30)}"
+            yield SystemCommand(f"Open device {fmt.safe(label, 60)}", "Driver timeline, links, sandbox, findings",
+                                lambda b=bdf: self.post_message(OpenDevice(b)))
+            yield SystemCommand(f"Filter events by device {bdf}", "Only this device's events",
+                                lambda b=bdf: self.set_filter(f"dev:{b}"))
+        if self.playback is not None:
+            yield SystemCommand("Replay: play / pause", "Toggle playback", self.action_replay_toggle)
+            yield SystemCommand("Replay: step", "Apply the next record", lambda: self.action_replay_step(1))
+            yield SystemCommand("Replay: seek to start", "Back to the first record", lambda: self.action_replay_seek(-100))
+            yield SystemCommand("Replay: seek to end", "Apply every record", lambda: self.action_replay_seek(100))

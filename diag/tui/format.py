@@ -1,0 +1,493 @@
+"""Provides the dashboard's pure formatting helpers: HostState pieces -> Rich Text, no Textual.
+
+Every string that comes from the outside world (interface names, process names, log text,
+paths) goes through `diag.text.safe` and into a `rich.text.Text` built without markup parsing,
+so `[red]x` shows as `[red]x` and an ESC shows as `\\x1b`. Times are formatted from the
+snapshot's own clock (event time), never from `now()`, so live and replay render alike and
+snapshot tests are deterministic. Unit-tested in tests/unit/test_tui_format.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from rich.text import Text
+
+from diag import events as ev
+from diag.core.state import DeviceView, HostState, SourceHealth
+from diag.text import safe
+
+NS = 1_000_000_000
+
+SEVERITY_STYLE: dict[ev.Severity, str] = {
+    ev.Severity.INFO: "cyan",
+    ev.Severity.WARNING: "yellow",
+    ev.Severity.ERROR: "bold red",
+    ev.Severity.CRITICAL: "bold white on red",
+}
+VFIO_STYLE = "bold black on yellow"
+SOURCE_ORDER = ("uevent", "links", "ebpf", "kata")
+"""The sources the header always shows, in this order, even before they report."""
+
+
+def text(value: object, style: str = "", limit: int | None = None) -> Text:
+    """An outside string as literal Text: controls escaped, markup never interpreted."""
+    return Text("" if value is None else safe(value, limit), style=style)
+
+
+def tail(value: object, limit: int) -> str:
+    """A safe string cut from the left (`…/configuration-qemu.toml`): the end of a path matters."""
+    s = safe(value)
+    if len(s) <= limit:
+        return s
+    return "…" + s[len(s) - max(0, limit - 1):]
+
+
+def clock(ts_ns: int | None) -> str:
+    """`HH:MM:SS.mmm` (UTC) of an event stamp; `-` when unknown."""
+    if not ts_ns:
+        return "-"
+    secs, frac = divmod(ts_ns, NS)
+    return time.strftime("%H:%M:%S", time.gmtime(secs)) + f".{frac // 1_000_000:03d}"
+
+
+def duration(ns: int | None) -> str:
+    """A short human duration: `850ms`, `12s`, `4m05s`, `2h03m`, `3d04h`; `-` when unknown."""
+    if ns is None or ns < 0:
+        return "-"
+    if ns < NS:
+        return f"{ns // 1_000_000}ms"
+    s = ns // NS
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
+
+
+def since(view: DeviceView, now_ns: int) -> str:
+    """How long the device has had its current driver, relative to the snapshot time."""
+    if view.since_ns is None:
+        return "start"
+    return duration(now_ns - view.since_ns)
+
+
+def driver_text(driver: str | None) -> Text:
+    """A driver name; vfio-pci stands out, no driver is dim."""
+    if driver is None:
+        return Text("(none)", style="dim")
+    if driver == "vfio-pci":
+        return text(driver, VFIO_STYLE)
+    return text(driver)
+
+
+def severity_text(sev: ev.Severity) -> Text:
+    return Text(sev.label.upper(), style=SEVERITY_STYLE.get(sev, ""))
+
+
+def events_per_second(state: HostState, window_ns: int = 10 * NS) -> float:
+    """Event rate over the last `window_ns` of event time, from the snapshot's recent ring."""
+    recent = state.recent
+    if not recent or not state.ts_ns:
+        return 0.0
+    start = state.ts_ns - window_ns
+    n = 0
+    oldest = state.ts_ns
+    for e in reversed(recent):
+        if e.ts_ns <= start:
+            break
+        n += 1
+        oldest = e.ts_ns
+    if n == 0:
+        return 0.0
+    # A full ring shorter than the window: the rate is what the ring spans, not the window.
+    span = window_ns if n < len(recent) or recent[0].ts_ns <= start else state.ts_ns - oldest
+    return n * NS / max(span, NS // 1000)
+
+
+def rate_text(rate: float) -> str:
+    if rate >= 10_000:
+        return f"{rate / 1000:.0f}k ev/s"
+    if rate >= 1000:
+        return f"{rate / 1000:.1f}k ev/s"
+    if rate >= 10:
+        return f"{rate:.0f} ev/s"
+    return f"{rate:.1f} ev/s"
+
+
+def sources_for_header(state: HostState) -> list[SourceHealth]:
+    """The four core sources (placeholders when not reported yet), then any other with health."""
+    by_name = {s.name: s for s in state.sources}
+    out = [by_name.get(n) or SourceHealth(name=n, up=False, reason="not reported") for n in SOURCE_ORDER]
+    out.extend(
+        s for s in state.sources
+        if s.name not in SOURCE_ORDER and (s.mode or s.reason or s.up)
+    )
+    return out
+
+
+def source_text(s: SourceHealth, *, reason_limit: int = 40) -> Text:
+    """`uevent ✓`, `ebpf ✓ kprobe`, `kata ✗ no config found`."""
+    out = Text()
+    out.append(safe(s.name), style="bold")
+    if s.up:
+        out.append(" ✓", style="green")
+    else:
+        out.append(" ✗", style="red")
+    if s.mode:
+        out.append(" " + safe(s.mode, 16), style="cyan")
+    if not s.up and s.reason:
+        out.append(" " + safe(s.reason, reason_limit), style="dim")
+    if s.lost:
+        out.append(f" lost {s.lost}", style="bold red")
+    return out
+
+
+def kata_text(configs: Iterable[ev.KataConfig], *, path_limit: int = 48) -> Text:
+    """Each Kata handler with its config path and effective cold_plug_vfio."""
+    configs = list(configs)
+    out = Text()
+    if not configs:
+        out.append("kata ", style="bold")
+        out.append("no config seen: assumed default cold_plug_vfio=no-port", style="dim")
+        return out
+    for i, c in enumerate(configs):
+        if i:
+            out.append("  ")
+        out.append(safe(c.handler, 24), style="bold")
+        out.append(f" ({c.runtime})" if c.runtime else "", style="dim")
+        out.append(" cold_plug_vfio=")
+        style = "bold yellow" if c.cold_plug_vfio == "no-port" else "green"
+        out.append(safe(c.cold_plug_vfio, 16), style=style)
+        if c.assumed or c.path is None:
+            out.append(" assumed default", style="dim italic")
+        else:
+            out.append(" " + tail(c.path, path_limit), style="dim")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Devices
+# --------------------------------------------------------------------------------------------
+
+
+def device_order(devices: Iterable[DeviceView]) -> list[tuple[DeviceView, int]]:
+    """PFs each followed by their VFs (depth 1, by VF index), then the rest, by BDF."""
+    views = sorted(devices, key=lambda d: d.bdf)
+    by_bdf = {d.bdf: d for d in views}
+    children: dict[str, list[DeviceView]] = {}
+    for d in views:
+        pf = d.device.pf
+        if pf and pf in by_bdf:
+            children.setdefault(pf, []).append(d)
+    out: list[tuple[DeviceView, int]] = []
+    for d in views:
+        pf = d.device.pf
+        if pf and pf in by_bdf:
+            continue
+        out.append((d, 0))
+        kids = children.get(d.bdf, [])
+        kids.sort(key=lambda v: (v.device.vf_index if v.device.vf_index is not None else 1 << 30, v.bdf))
+        out.extend((k, 1) for k in kids)
+    return out
+
+
+def device_name(view: DeviceView, limit: int = 40) -> str:
+    d = view.device
+    name = d.device_name or d.vendor_name
+    ident = f"{d.vendor}:{d.device}" if d.vendor or d.device else ""
+    return safe(name or ident or "?", limit)
+
+
+def role_tag(view: DeviceView) -> str:
+    d = view.device
+    if d.role == "pf":
+        n = d.sriov_numvfs if d.sriov_numvfs is not None else len(d.vfs)
+        return f"PF {n}/{d.sriov_totalvfs if d.sriov_totalvfs is not None else '?'}"
+    if d.role == "vf":
+        return f"VF {d.vf_index if d.vf_index is not None else '?'}"
+    return ""
+
+
+def netdev_text(view: DeviceView, limit: int = 28) -> Text:
+    if not view.netdev:
+        return Text("-", style="dim")
+    out = text(view.netdev, limit=16)
+    ns = view.netns
+    if ns and ns != "host":
+        out.append("@" + safe(ns, limit), style="magenta")
+    if view.pod:
+        out.append(" pod " + safe(view.pod, limit), style="magenta")
+    return out
+
+
+def sandbox_text(view: DeviceView, limit: int = 16) -> Text:
+    if not view.sandbox_id and not view.pod:
+        return Text("-", style="dim")
+    out = text(view.sandbox_id or "", limit=limit)
+    if view.pod:
+        out.append((" " if view.sandbox_id else "") + safe(view.pod, 24), style="magenta")
+    return out
+
+
+def actor_text(actor: ev.Process | None, limit: int = 32) -> Text:
+    """`comm[pid]` with the sandbox or pod it belongs to."""
+    if actor is None:
+        return Text("unknown actor", style="dim")
+    out = text(actor.comm or "?", "bold", limit=limit)
+    out.append(f"[{actor.pid}]")
+    if actor.sandbox_id:
+        out.append(" sandbox " + safe(actor.sandbox_id, 16), style="magenta")
+    elif actor.pod:
+        out.append(" pod " + safe(actor.pod, 32), style="magenta")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Events
+# --------------------------------------------------------------------------------------------
+
+
+def event_bdf(e: ev.Event) -> str | None:
+    """The PCI device an event is about, if any."""
+    bdf = getattr(e, "bdf", None)
+    if isinstance(bdf, str):
+        return bdf
+    return None
+
+
+def event_sandbox(e: ev.Event) -> str | None:
+    sid = getattr(e, "sandbox_id", None)
+    if isinstance(sid, str):
+        return sid
+    actor = getattr(e, "actor", None)
+    if isinstance(actor, ev.Process):
+        return actor.sandbox_id
+    return None
+
+
+def _arrow(frm: str | None, to: str | None) -> str:
+    return f"{frm or '(none)'} → {to or '(none)'}"
+
+
+def event_summary(e: ev.Event) -> str:
+    """One line saying what happened, outside strings already made safe."""
+    s = safe
+    match e:
+        case ev.DeviceBound():
+            return f"{e.bdf} bound to {s(e.driver)}" + (f" (was {s(e.previous_driver)})" if e.previous_driver else "")
+        case ev.DeviceUnbound():
+            return f"{e.bdf} unbound from {s(e.previous_driver or '?')}"
+        case ev.DeviceAdded():
+            return f"{e.bdf} added {e.vendor}:{e.device}" + (f" VF {e.vf_index} of {e.pf}" if e.pf else "")
+        case ev.DeviceRemoved():
+            return f"{e.bdf} removed"
+        case ev.DeviceChanged():
+            what = f" {s(e.attribute)}={s(e.value)}" if e.attribute else ""
+            return f"{e.bdf} changed{what}"
+        case ev.NetdevAdded():
+            return f"netdev {s(e.ifname)} added" + (f" on {e.bdf}" if e.bdf else "")
+        case ev.NetdevRemoved():
+            return f"netdev {s(e.ifname)} removed" + (f" from {e.bdf}" if e.bdf else "")
+        case ev.VfioDeviceAdded():
+            return f"vfio {s(e.devname)} added" + (f" for {e.bdf}" if e.bdf else "")
+        case ev.VfioDeviceRemoved():
+            return f"vfio {s(e.devname)} removed" + (f" for {e.bdf}" if e.bdf else "")
+        case ev.LinkChanged():
+            state = e.operstate or ("up" if e.admin_up else "down")
+            return f"link {s(e.ifname)}#{e.ifindex} {s(state)} in {s(e.netns.label)}" + (f" ({e.bdf})" if e.bdf else "")
+        case ev.LinkRemoved():
+            return f"link {s(e.ifname)}#{e.ifindex} removed from {s(e.netns.label)}"
+        case ev.NetnsAdded():
+            return f"netns {s(e.netns.label)} appeared"
+        case ev.NetnsRemoved():
+            return f"netns {s(e.netns.label)} gone"
+        case ev.SysfsWriteObserved():
+            res = "" if e.result >= 0 else f" → error {e.result}"
+            return f"{s(e.actor.comm, 16)}[{e.actor.pid}] wrote {s(e.value, 24)!r} to {s(e.control)}" + (f" of {e.bdf}" if e.bdf else "") + res
+        case ev.KataConfigLoaded():
+            c = e.config
+            return f"kata {s(c.handler)} config: cold_plug_vfio={s(c.cold_plug_vfio)}" + (" (assumed default)" if c.assumed else "")
+        case ev.KataConfigInvalid():
+            return f"kata config invalid: {s(e.path)}: {s(e.message, 80)}"
+        case ev.SandboxStarted():
+            return f"sandbox {s(e.sandbox_id, 16)} started" + (f" pod {s(e.pod_namespace or '')}/{s(e.pod)}" if e.pod else "") + f" cold_plug_vfio={s(e.cold_plug_vfio)}"
+        case ev.SandboxStopped():
+            return f"sandbox {s(e.sandbox_id, 16)} stopped"
+        case ev.VfioGroupHeld():
+            return f"/dev/vfio/{e.group} held by {s(e.holder.comm)}[{e.holder.pid}]"
+        case ev.VfioGroupReleased():
+            return f"/dev/vfio/{e.group} released"
+        case ev.LogLineMatched():
+            return f"{s(e.signature)}: {s(e.text, 100)}"
+        case ev.SourceStateChanged():
+            st = "up" if e.up else "down"
+            return f"source {s(e.name)} {st}" + (f" ({s(e.mode)})" if e.mode else "") + (f": {s(e.reason, 80)}" if e.reason else "")
+        case ev.EventsLost():
+            n = "some" if e.count is None else str(e.count)
+            return f"{s(e.lost_source)} lost {n} events" + (f": {s(e.reason)}" if e.reason else "")
+        case ev.Resynced():
+            return f"{s(e.resynced_source)} resynced, {e.changes} changes"
+        case ev.DecodeFailed():
+            return f"{s(e.failed_source)} could not decode: {s(e.reason, 80)}"
+        case ev.InventoryObserved():
+            return f"inventory: {len(e.devices)} PCI devices"
+        case ev.Finding():
+            return f"{e.severity.label} {s(e.rule)}: {s(e.summary, 100)}"
+    return s(e.kind)
+
+
+KIND_STYLE = {
+    "device_bound": "bold",
+    "device_unbound": "bold",
+    "sysfs_write_observed": "cyan",
+    "events_lost": "bold red",
+    "decode_failed": "red",
+    "finding": "yellow",
+}
+
+
+def event_line(e: ev.Event, width: int = 0) -> Text:
+    """One row of the event stream: time, source, kind, marks, summary."""
+    out = Text(no_wrap=True, overflow="ellipsis")
+    out.append(clock(e.ts_ns)[:12], style="dim")
+    out.append(" ")
+    out.append(safe(e.source, 7).ljust(7), style="blue")
+    out.append(" ")
+    if e.synthetic:
+        out.append("SYNTH ", style="bold magenta")
+    if e.resync:
+        out.append("RESYNC ", style="bold cyan")
+    style = KIND_STYLE.get(e.kind, "")
+    if e.kind in ("device_bound",) and getattr(e, "driver", None) == "vfio-pci":
+        style = VFIO_STYLE
+    out.append(event_summary(e), style=style)
+    if width:
+        out.truncate(width, overflow="ellipsis")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """What the stream shows: `dev:BDF kind:KIND sandbox:ID source:NAME synthetic` + free words.
+
+    Every term must match (AND); `dev:` also matches a PF's VFs when given the PF's BDF prefix.
+    """
+
+    devices: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    sandboxes: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
+    synthetic_only: bool = False
+
+    @classmethod
+    def parse(cls, query: str) -> EventFilter:
+        devices: list[str] = []
+        kinds: list[str] = []
+        sandboxes: list[str] = []
+        sources: list[str] = []
+        words: list[str] = []
+        synthetic = False
+        for tok in query.split():
+            key, sep, val = tok.partition(":")
+            key = key.lower()
+            if sep and val and key in ("dev", "device", "bdf"):
+                devices.append(val.lower())
+            elif sep and val and key in ("kind", "k"):
+                kinds.append(val.lower())
+            elif sep and val and key in ("sandbox", "sb", "pod"):
+                sandboxes.append(val.lower())
+            elif sep and val and key in ("source", "src"):
+                sources.append(val.lower())
+            elif tok.lower() in ("synthetic", "synth"):
+                synthetic = True
+            else:
+                words.append(tok.lower())
+        return cls(tuple(devices), tuple(kinds), tuple(sandboxes), tuple(sources), tuple(words), synthetic)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.devices or self.kinds or self.sandboxes or self.sources or self.words or self.synthetic_only)
+
+    def describe(self) -> str:
+        parts = [f"dev:{d}" for d in self.devices] + [f"kind:{k}" for k in self.kinds]
+        parts += [f"sandbox:{s}" for s in self.sandboxes] + [f"source:{s}" for s in self.sources]
+        parts += (["synthetic"] if self.synthetic_only else []) + list(self.words)
+        return safe(" ".join(parts), 60)
+
+    def matches(self, e: ev.Event, sandbox_of: Mapping[str, str] | None = None) -> bool:
+        """Whether `e` passes; `sandbox_of` maps a BDF to the sandbox using it now."""
+        if self.synthetic_only and not e.synthetic:
+            return False
+        if self.kinds and not any(k in e.kind for k in self.kinds):
+            return False
+        if self.sources and e.source.lower() not in self.sources:
+            return False
+        bdf = event_bdf(e)
+        if self.devices:
+            if bdf is None:
+                ifname = getattr(e, "ifname", None)
+                if not (isinstance(ifname, str) and ifname.lower() in self.devices):
+                    return False
+            elif not any(bdf.lower().endswith(d) or bdf.lower().startswith(d) for d in self.devices):
+                return False
+        if self.sandboxes:
+            sid = event_sandbox(e) or (sandbox_of.get(bdf) if sandbox_of and bdf else None) or ""
+            pod = getattr(e, "pod", None) or ""
+            if not any(s in sid.lower() or (pod and s in str(pod).lower()) for s in self.sandboxes):
+                return False
+        if self.words:
+            hay = (event_summary(e) + " " + e.kind + " " + e.source).lower()
+            if not all(w in hay for w in self.words):
+                return False
+        return True
+
+
+# --------------------------------------------------------------------------------------------
+# Findings
+# --------------------------------------------------------------------------------------------
+
+
+def finding_counts(state: HostState) -> tuple[int, int, dict[ev.Severity, int]]:
+    """(ongoing, resolved, ongoing by severity)."""
+    by_sev: dict[ev.Severity, int] = {}
+    ongoing = resolved = 0
+    for f in state.findings:
+        if f.active:
+            ongoing += 1
+            by_sev[f.severity] = by_sev.get(f.severity, 0) + 1
+        else:
+            resolved += 1
+    return ongoing, resolved, by_sev
+
+
+def findings_title(state: HostState) -> Text:
+    ongoing, resolved, by_sev = finding_counts(state)
+    out = Text("Findings ", style="bold")
+    out.append(f"{ongoing} ongoing")
+    for sev in sorted(by_sev, reverse=True):
+        out.append(" · ")
+        out.append(f"{by_sev[sev]} {sev.label}", style=SEVERITY_STYLE[sev])
+    out.append(f" · {resolved} resolved", style="dim")
+    return out
+
+
+def finding_where(f: ev.Finding, limit: int = 40) -> Text:
+    out = Text()
+    if f.bdf:
+        out.append(f.bdf)
+    if f.netdev:
+        out.append(" " + safe(f.netdev, 16))
+    if f.pod:
+        out.append(" pod " + safe(f.pod, limit), style="magenta")
+    elif f.sandbox_id:
+        out.append(" sandbox " + safe(f.sandbox_id, 16), style="magenta")
+    return out

@@ -1,0 +1,254 @@
+"""Provides the detail screens: a device's story, a finding's evidence, and the key help."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Static
+
+from diag import events as ev
+from diag.core.state import DeviceView, HostState
+from diag.tui import format as fmt
+
+
+def _section(title: str) -> Text:
+    return Text("\n" + title, style="bold underline")
+
+
+def _kv(rows: list[tuple[str, Text | str]]) -> Table:
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="dim", no_wrap=True)
+    t.add_column()
+    for k, v in rows:
+        t.add_row(k, v if isinstance(v, Text) else Text(v))
+    return t
+
+
+def device_story(view: DeviceView | None, bdf: str, state: HostState) -> RenderableType:
+    """Everything about one device: identity, driver timeline, link history, sandbox, findings."""
+    if view is None:
+        return Text(f"{bdf}: not present in the current snapshot (removed?)", style="bold red")
+    d = view.device
+    parts: list[RenderableType] = []
+    title = Text(d.bdf, style="bold")
+    title.append("  " + fmt.device_name(view, 60))
+    if d.role != "none":
+        title.append("  " + fmt.role_tag(view) + (f" of {d.pf}" if d.pf else ""), style="cyan")
+    parts.append(title)
+    ident = [
+        ("driver", fmt.driver_text(view.driver)),
+        ("since", Text(f"{fmt.clock(view.since_ns)} ({fmt.since(view, state.ts_ns)} ago)" if view.since_ns else "agent start")),
+        ("driver at start", fmt.driver_text(view.driver_at_start)),
+        ("driver_override", fmt.text(view.driver_override or "-")),
+        ("id", Text(f"{d.vendor}:{d.device} class {d.class_code}")),
+        ("IOMMU group", Text("-" if d.iommu_group is None else str(d.iommu_group))),
+        ("vfio node", fmt.text(d.vfio_group_path or "-")),
+        ("netdev", fmt.netdev_text(view, 40)),
+        ("sandbox", fmt.sandbox_text(view, 64)),
+    ]
+    if d.vfs:
+        ident.append(("VFs", Text(", ".join(d.vfs))))
+    parts.append(_kv(ident))
+
+    parts.append(_section(f"Driver timeline ({len(view.moves)})"))
+    if view.moves:
+        t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+        t.add_column("When (UTC)", no_wrap=True)
+        t.add_column("From → to", no_wrap=True)
+        t.add_column("Who")
+        t.add_column("")
+        for m in view.moves:
+            arrow = fmt.driver_text(m.from_driver)
+            arrow.append(" → ")
+            arrow.append_text(fmt.driver_text(m.to_driver))
+            marks = Text()
+            if m.synthetic:
+                marks.append("SYNTH ", style="bold magenta")
+            if m.resync:
+                marks.append("RESYNC", style="bold cyan")
+            t.add_row(fmt.clock(m.ts_ns), arrow, fmt.actor_text(m.actor), marks)
+        parts.append(t)
+    else:
+        parts.append(Text("no driver change seen since the agent started", style="dim"))
+
+    parts.append(_section(f"Link history ({len(view.links)})"))
+    if view.links:
+        t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+        t.add_column("When (UTC)", no_wrap=True)
+        t.add_column("Netdev")
+        t.add_column("Namespace")
+        t.add_column("What")
+        for n in view.links:
+            t.add_row(fmt.clock(n.ts_ns), fmt.text(n.ifname, limit=24), fmt.text(n.netns, limit=32), fmt.text(n.what))
+        parts.append(t)
+    else:
+        parts.append(Text("no link change seen", style="dim"))
+
+    sb = next((s for s in state.sandboxes if s.sandbox_id == view.sandbox_id), None) if view.sandbox_id else None
+    parts.append(_section("Sandbox"))
+    if sb is not None:
+        parts.append(_kv([
+            ("sandbox", fmt.text(sb.sandbox_id)),
+            ("pod", fmt.text(f"{sb.pod_namespace or ''}/{sb.pod or ''}" if sb.pod else "-")),
+            ("runtime", fmt.text(f"{sb.runtime} handler {sb.handler or '?'}")),
+            ("cold_plug_vfio", fmt.text(f"{sb.cold_plug_vfio} ({sb.cold_plug_origin})", "bold yellow" if sb.cold_plug_vfio == "no-port" else "")),
+            ("shim / VMM pid", Text(f"{sb.shim_pid or '-'} / {sb.vmm_pid or '-'}")),
+        ]))
+    else:
+        parts.append(Text("not used by any known sandbox", style="dim"))
+
+    mine = [f for f in state.findings if f.bdf == d.bdf or (f.pf == d.bdf)]
+    parts.append(_section(f"Findings ({len(mine)})"))
+    if mine:
+        for f in mine:
+            line = fmt.severity_text(f.severity) if f.active else Text("resolved", style="dim")
+            line.append(" ")
+            line.append_text(fmt.text(f.rule, "bold"))
+            line.append(": ")
+            line.append_text(fmt.text(f.summary))
+            parts.append(line)
+    else:
+        parts.append(Text("none", style="dim"))
+
+    recent = [e for e in state.recent if fmt.event_bdf(e) == d.bdf][-15:]
+    parts.append(_section(f"Recent events ({len(recent)})"))
+    for e in recent:
+        parts.append(fmt.event_line(e))
+    return Group(*parts)
+
+
+def finding_story(f: ev.Finding) -> RenderableType:
+    """A finding with its evidence, explanation and remedy."""
+    head = fmt.severity_text(f.severity)
+    head.append("  ")
+    head.append_text(fmt.text(f.rule, "bold"))
+    head.append("  " + ("ongoing" if f.active else f"resolved {fmt.clock(f.resolved_ns)}"), style="bold" if f.active else "dim")
+    parts: list[RenderableType] = [head, fmt.text(f.summary, "bold")]
+    rows: list[tuple[str, Text | str]] = [
+        ("device", fmt.finding_where(f, 64)),
+        ("first / last", Text(f"{fmt.clock(f.first_ns)} / {fmt.clock(f.last_ns)} UTC")),
+        ("actor", fmt.actor_text(f.actor, 40) if f.actor else Text("-", style="dim")),
+    ]
+    if f.pf:
+        rows.append(("PF", Text(f"{f.pf} VF {f.vf_index if f.vf_index is not None else '?'}")))
+    if f.netns:
+        rows.append(("netns", fmt.text(f.netns)))
+    if f.resolved_reason:
+        rows.append(("resolved because", fmt.text(f.resolved_reason)))
+    for k, v in f.labels:
+        rows.append((fmt.safe(k, 20), fmt.text(v, limit=120)))
+    rows.append(("id", fmt.text(f.finding_id, "dim")))
+    parts.append(_kv(rows))
+    parts.append(_section(f"Evidence ({len(f.evidence)})"))
+    if f.evidence:
+        t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+        t.add_column("When (UTC)", no_wrap=True)
+        t.add_column("Source", no_wrap=True)
+        t.add_column("What")
+        for e in f.evidence:
+            t.add_row(fmt.clock(e.ts_ns), fmt.text(e.source, limit=10), fmt.text(e.text, limit=300))
+        parts.append(t)
+    else:
+        parts.append(Text("none recorded", style="dim"))
+    parts.append(_section("Explanation"))
+    parts.append(fmt.text(f.explanation or "-", limit=4000))
+    parts.append(_section("Remedy"))
+    parts.append(fmt.text(f.remedy or "-", "green", limit=4000))
+    return Group(*parts)
+
+
+class DetailScreen(Screen[None]):
+    """Base of the detail screens: a scrollable story that follows new snapshots."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("q", "app.quit", "Quit"),
+        Binding("question_mark", "app.help", "Help"),
+        Binding("p", "app.toggle_pause", "Pause"),
+    ]
+    DEFAULT_CSS = """
+    DetailScreen VerticalScroll { padding: 0 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        from diag.tui.widgets import HostHeader
+
+        app = self.app
+        yield HostHeader(getattr(app, "hostname", ""), getattr(app, "kernel", ""), getattr(app, "mode", ""), id="detail-header")
+        with VerticalScroll():
+            yield Static(id="story")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        state = getattr(self.app, "state", HostState())
+        self.update_from(state)
+
+    def update_from(self, state: HostState) -> None:
+        self.query_one("#detail-header", expect_type=Static).update_from(state, getattr(self.app, "status_note", None))  # type: ignore[attr-defined]
+        self.query_one("#story", Static).update(self.story(state))
+
+    def story(self, state: HostState) -> RenderableType:
+        raise NotImplementedError
+
+
+class DeviceScreen(DetailScreen):
+    """One device's story, live."""
+
+    def __init__(self, bdf: str) -> None:
+        super().__init__()
+        self.bdf = bdf
+
+    def story(self, state: HostState) -> RenderableType:
+        return device_story(state.device(self.bdf), self.bdf, state)
+
+
+class FindingScreen(DetailScreen):
+    """One finding's evidence, explanation and remedy (newest version of it)."""
+
+    def __init__(self, finding: ev.Finding) -> None:
+        super().__init__()
+        self.finding = finding
+
+    def story(self, state: HostState) -> RenderableType:
+        newer = next((f for f in state.findings if f.finding_id == self.finding.finding_id), None)
+        if newer is not None:
+            self.finding = newer
+        return finding_story(self.finding)
+
+
+HELP = [
+    ("Tab / Shift+Tab", "move between devices, findings and events"),
+    ("↑ ↓ PgUp PgDn", "move in a list (mouse and wheel work too)"),
+    ("Enter", "detail: device story, finding evidence, event's device"),
+    ("Esc", "back (or clear the filter)"),
+    ("/", "filter the event stream: dev:BDF kind:KIND sandbox:ID source:NAME synthetic words"),
+    ("f", "findings only (again: everything)"),
+    ("p", "pause the view (live) or playback (replay)"),
+    ("space . , [ ] < > + -", "replay: play/pause, step, step back, seek ∓10%, start, end, speed ×2 ÷2"),
+    ("Ctrl+P", "command palette: open a device, filter, pause, ..."),
+    ("?", "this help"),
+    ("q", "quit"),
+]
+
+
+class HelpScreen(ModalScreen[None]):
+    """The keys, as a modal."""
+
+    BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "Close")]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > Static { width: auto; max-width: 100; height: auto; border: round $accent; padding: 0 1; background: $surface; }
+    """
+
+    def compose(self) -> ComposeResult:
+        t = Table.grid(padding=(0, 2))
+        t.add_column(style="bold cyan", no_wrap=True)
+        t.add_column()
+        for k, v in HELP:
+            t.add_row(k, v)
+        yield Static(Group(Text("vfiowatch keys", style="bold"), t, Text("Esc closes", style="dim")))
