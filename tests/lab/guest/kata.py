@@ -109,6 +109,55 @@ def create_sandbox(sid: str, *, pod: str = "sriov-pod", namespace: str = "defaul
     return bundle
 
 
+def write_vm_state(sid: str, bdf: str, qemu_pid: int, cold_plug: str, group: int) -> None:
+    """What Kata Go writes once the VM runs: /run/vc/vm/<sid>/pid and the sandbox persist.json
+    (kata-facts §3.1: CapitalCase keys; ColdPlugVFIO is not really saved, so it stays "")."""
+    os.makedirs(f"/run/vc/vm/{sid}", exist_ok=True)
+    with open(f"/run/vc/vm/{sid}/pid", "w") as fh:
+        fh.write(str(qemu_pid))
+    bus = {"root-port": "rp0", "switch-port": "swdp0", "bridge-port": "bp0"}.get(cold_plug, "")
+    persist = {
+        "PersistVersion": 2,
+        "SandboxContainer": sid,
+        "State": {"State": "running"},
+        "HypervisorState": {"Type": "qemu", "UUID": "a1b2c3d4-0000-4000-8000-000000000001",
+                            "Pid": qemu_pid, "HotPlugVFIO": "", "ColdPlugVFIO": "",
+                            "PCIeRootPort": 0, "PCIeSwitchPort": 0},
+        "Network": {"NetworkID": f"/var/run/netns/cni-{sid[:8]}", "NetworkCreated": False,
+                    "Endpoints": [{"Type": "physical", "Physical": {
+                        "BDF": bdf, "Driver": "igbvf", "VendorDeviceID": "0x8086 0x10ca"}}]},
+        "Devices": [{"ID": f"vfio-{bdf}", "Type": "vfio", "DevType": "c", "RefCount": 1,
+                     "AttachCount": 1, "Major": 243, "Minor": 0, "ColdPlug": True,
+                     "VFIODevs": [{"ID": f"vfio-{bdf}", "BDF": bdf,
+                                   "SysfsDev": f"/sys/bus/pci/devices/{bdf}",
+                                   "DevfsDev": f"/dev/vfio/{group}", "VendorID": "0x8086",
+                                   "DeviceID": "0x10ca", "Class": "0x020000", "Bus": bus,
+                                   "GuestPciPath": {}, "Type": 1, "IsPCIe": True,
+                                   "Port": cold_plug}]}],
+        "Config": {"HypervisorType": "qemu",
+                   "HypervisorConfig": {"HotPlugVFIO": "", "ColdPlugVFIO": ""},
+                   "ContainerConfigs": [{"ID": sid, "Annotations": {
+                       "io.kubernetes.cri.container-type": "sandbox",
+                       "io.kubernetes.cri.sandbox-id": sid,
+                       "io.kubernetes.cri.sandbox-name": "sriov-pod",
+                       "io.kubernetes.cri.sandbox-namespace": "default",
+                       "io.katacontainers.pkg.oci.bundle_path": f"{BUNDLES}/{sid}"}}]},
+    }
+    path = f"/run/vc/sbs/{sid}/persist.json"
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(persist, fh)
+    os.chmod(path, 0o600)
+
+
+def start_vmm(sid: str, bdf: str) -> subprocess.Popen[bytes]:
+    """Starts the VMM stand-in the way Kata starts QEMU for this sandbox (name, vfio device)."""
+    return start_actor(QEMU, ["-name", f"sandbox-{sid}", "-uuid",
+                              "a1b2c3d4-0000-4000-8000-000000000001", "-machine", "q35,accel=kvm",
+                              "-device", f"vfio-pci,host={bdf},id=vfio-net0,bus=rp0",
+                              "-pidfile", f"/run/vc/vm/{sid}/pid"], "")
+
+
 def remove_sandbox(sid: str) -> None:
     for d in (f"{BUNDLES}/{sid}", f"/run/vc/sbs/{sid}", f"/run/vc/vm/{sid}"):
         shutil.rmtree(d, ignore_errors=True)

@@ -75,15 +75,18 @@ class Agent:
     def wait_ready(self) -> float:
         """Waits until the uevent and eBPF sources say they are up; returns the seconds taken."""
         want = {"uevent", "ebpf"}
+        self.sources: dict[str, str] = {}
 
         def up(rec: dict) -> bool:
-            if rec.get("kind") == "source_state_changed" and rec.get("up"):
-                want.discard(rec.get("name", ""))
-            return not want
+            if rec.get("kind") == "source_state_changed" and rec.get("name") in want:
+                name = rec["name"]
+                self.sources[name] = ("up " + rec.get("mode", "") if rec.get("up")
+                                      else "down: " + rec.get("reason", ""))
+            return want <= set(self.sources)
 
         self.wait(up, READY_TIMEOUT)
         took = time.monotonic() - self.t0
-        labio.say(f"agent ready after {took:.1f}s (still waiting for: {sorted(want) or '-'})")
+        labio.say(f"agent ready after {took:.1f}s: {self.sources} (wanted {sorted(want)})")
         return took
 
     def finding(self, rule: str, status: str = "open", timeout: float = 30) -> dict | None:
@@ -165,6 +168,7 @@ def saw_vfio_bind(rec: dict) -> bool:
 def s1_kata38_no_port(agent: Agent, tl: Timeline) -> None:
     """Kata Go >=3.8 moves the VF with cold_plug_vfio=no-port; then rolls back (QEMU failed)."""
     sid = kata.sandbox_id(1)
+    kata.create_sandbox(sid)
     shim = kata.start_shim(sid, f"kata38-bind:{VF0};mark:bound;wait:rollback;"
                                 f"kata38-restore:{VF0}:igbvf")
     tl.note(f"shim pid {shim.pid} sandbox {sid}: BindDevicetoVFIO({VF0})")
@@ -182,15 +186,24 @@ def s1_kata38_no_port(agent: Agent, tl: Timeline) -> None:
 
 
 def s2_kata38_root_port(agent: Agent, tl: Timeline) -> None:
-    """The same move with cold_plug_vfio=root-port: a supported cold plug."""
+    """The same move with cold_plug_vfio=root-port, a supported cold plug, and the life that
+    follows: the VMM holds the VF, the sandbox runs, stops, and the VF goes back to igbvf."""
     sid = kata.sandbox_id(2)
+    kata.create_sandbox(sid)
     shim = kata.start_shim(sid, f"kata38-bind:{VF0};mark:bound;wait:stop;"
                                 f"kata38-restore:{VF0}:igbvf")
     tl.note(f"shim pid {shim.pid} sandbox {sid}: BindDevicetoVFIO({VF0})")
     wait_mark("bound")
+    qemu = kata.start_vmm(sid, VF0)
+    kata.wait_steps_done(qemu)
+    group = int(os.path.basename(os.readlink(f"{PCI}/devices/{VF0}/iommu_group")))
+    kata.write_vm_state(sid, VF0, qemu.pid, "root-port", group)
+    tl.note(f"qemu stand-in pid {qemu.pid} holds the VF; persist.json written")
     seen = agent.wait(saw_vfio_bind, 30)
     tl.note(f"agent saw the vfio-pci bind: {bool(seen)}")
     time.sleep(3.0)  # what a finding would need, and then some
+    kata.stop(qemu)
+    tl.note("sandbox stops: stopVM, then removeNetwork -> BindDevicetoHost")
     go("stop")
     kata.wait_steps_done(shim)
     time.sleep(1.0)
@@ -201,6 +214,7 @@ def s2_kata38_root_port(agent: Agent, tl: Timeline) -> None:
 def s3_kata30(agent: Agent, tl: Timeline) -> None:
     """Kata Go 3.0-3.7 (unbind, new_id, bind; back: unbind, remove_id, bind) with no-port."""
     sid = kata.sandbox_id(3)
+    kata.create_sandbox(sid)
     shim = kata.start_shim(sid, f"kata30-bind:{VF0};mark:bound;wait:stop;"
                                 f"kata30-restore:{VF0}:igbvf")
     tl.note(f"shim pid {shim.pid} sandbox {sid}: 3.0-3.7 bind({VF0})")
@@ -218,6 +232,7 @@ def s3_kata30(agent: Agent, tl: Timeline) -> None:
 def s4_stranded(agent: Agent, tl: Timeline) -> None:
     """A shim binds the VF and dies with its sandbox gone: stranded; a VMM opening it resolves."""
     sid = kata.sandbox_id(4)
+    kata.create_sandbox(sid)
     shim = kata.start_shim(sid, f"kata38-bind:{VF0};mark:bound")
     tl.note(f"shim pid {shim.pid} sandbox {sid}: BindDevicetoVFIO({VF0}), then dies")
     kata.wait_steps_done(shim)
@@ -225,8 +240,7 @@ def s4_stranded(agent: Agent, tl: Timeline) -> None:
     kata.remove_sandbox(sid)
     f = agent.finding("vf-stranded-on-vfio", timeout=45)
     tl.note(f"finding vf-stranded-on-vfio: {'seen' if f else 'NOT seen'}")
-    qemu = kata.start_actor(kata.QEMU, ["-name", f"sandbox-{sid}", "-machine", "q35",
-                                        "-device", f"vfio-pci,host={VF0},id=vfio-net0"], "")
+    qemu = kata.start_vmm(sid, VF0)
     kata.wait_steps_done(qemu)
     tl.note(f"qemu stand-in pid {qemu.pid} holds /dev/vfio group of {VF0}")
     f = agent.finding("vf-stranded-on-vfio", status="resolved", timeout=30)
@@ -240,6 +254,7 @@ def s4_stranded(agent: Agent, tl: Timeline) -> None:
 def s5_stuck_unbound(agent: Agent, tl: Timeline) -> None:
     """A restore that stops after the unbind (#13837): the VF sits driverless with an override."""
     sid = kata.sandbox_id(5)
+    kata.create_sandbox(sid)
     shim = kata.start_shim(sid, f"kata38-bind:{VF0};sleep:1;override:{VF0}:igbvf;"
                                 f"unbind:{VF0};mark:stuck;wait:probe;probe:{VF0}")
     tl.note(f"shim pid {shim.pid}: bind, then restore stops after driver/unbind")
@@ -257,6 +272,7 @@ def s5_stuck_unbound(agent: Agent, tl: Timeline) -> None:
 def s6_flapping(agent: Agent, tl: Timeline) -> None:
     """Two actors take turns: the Kata shim binds to vfio-pci, a config daemon binds back."""
     sid = kata.sandbox_id(6)
+    kata.create_sandbox(sid)
     actors = []
     for i in range(3):
         shim = kata.start_shim(sid, f"kata38-bind:{VF0}")
@@ -328,6 +344,7 @@ def main() -> int:
         t0 = time.monotonic()
         agent = DryAgent(n, help_text) if dry else Agent(n, help_text)
         ready = agent.wait_ready()
+        tl.note(f"agent sources: {getattr(agent, 'sources', {})}")
         t1 = time.monotonic()
         try:
             play(agent, tl)
