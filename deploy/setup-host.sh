@@ -13,6 +13,7 @@ APT_PACKAGES=(
   prometheus                          # real scrape test of the metrics endpoint
   systemd systemd-journal-remote      # systemd-analyze verify; real journal files for tests
   gzip make git ca-certificates
+  gcc                                 # tests: the uevent storm writer is compiled at test time
 )
 if [ -n "${VFIOWATCH_EXTRA_APT:-}" ]; then
   read -r -a extra <<<"$VFIOWATCH_EXTRA_APT"

@@ -430,6 +430,8 @@ class UeventSource:
         self._resync_reason: str | None = None
         self._malformed_reported = 0
         self._last_decode_failed_ns = 0
+        self.decode = decode_uevent
+        """The decoder the loop calls (a seam: tests wrap it to count their own datagrams)."""
 
     def probe(self) -> Availability:
         try:
@@ -477,7 +479,7 @@ class UeventSource:
         st = self.stats
         q = reader.q
         popleft = q.popleft
-        decode = decode_uevent
+        decode = self.decode
         track = self.tracker.apply
         name = self.name
         seen_dropped = 0

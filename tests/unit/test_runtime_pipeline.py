@@ -7,6 +7,7 @@ import time
 from typing import ClassVar
 
 from diag import events as ev
+from diag.core.correlator import Correlator
 from diag.core.state import HostState
 from diag.runtime import Pipeline, PipelineOptions
 from diag.sources import Availability, Emit
@@ -75,6 +76,12 @@ class Crashing:
         raise RuntimeError("kaput")
 
 
+def _pipeline(*args: object, **kw: object) -> Pipeline:
+    """A pipeline over the core's model alone (rules are tested by the core's own tests)."""
+    kw.setdefault("correlator", Correlator(rules=[]))
+    return Pipeline(*args, **kw)  # type: ignore[arg-type]
+
+
 def _bound(ts: int, source: str, bdf: str = "0000:00:01.0") -> ev.DeviceBound:
     return ev.DeviceBound(ts_ns=ts, source=source, bdf=bdf, driver="x")
 
@@ -89,7 +96,7 @@ def test_events_from_two_sources_reach_the_sinks_in_time_order() -> None:
     a = Scripted("a", [_bound(now + i * 10, "a") for i in range(0, 100, 2)])
     b = Scripted("b", [_bound(now + i * 10, "b") for i in range(1, 100, 2)], delay_s=0.02)
     sink = ListSink()
-    p = Pipeline([a, b], sinks=[sink], options=PipelineOptions(merge_window_ns=200_000_000))
+    p = _pipeline([a, b], sinks=[sink], options=PipelineOptions(merge_window_ns=200_000_000))
     p.start()
     assert p.wait_idle(5)
     p.stop()
@@ -105,7 +112,7 @@ def test_a_full_queue_drops_counts_reports_in_band_and_asks_for_resync() -> None
     now = time.time_ns()
     src = Scripted("s", [_bound(now + i, "s") for i in range(500)])
     sink = ListSink()
-    p = Pipeline([src], sinks=[sink], options=PipelineOptions(queue_size=100, merge_window_ns=0))
+    p = _pipeline([src], sinks=[sink], options=PipelineOptions(queue_size=100, merge_window_ns=0))
     # Fill the queue before the core runs: start sources only by emitting directly.
     for i in range(300):
         p.emit(_bound(now + i, "direct"))
@@ -123,7 +130,7 @@ def test_a_crashing_source_is_reported_down_and_retried_with_backoff() -> None:
     """Each crash is a SourceStateChanged(up=False) with the reason; the source is restarted."""
     crashy = Crashing()
     sink = ListSink()
-    p = Pipeline([crashy], sinks=[sink], options=PipelineOptions(retry_initial_s=0.05, retry_max_s=0.1))
+    p = _pipeline([crashy], sinks=[sink], options=PipelineOptions(retry_initial_s=0.05, retry_max_s=0.1))
     p.start()
     time.sleep(0.5)
     p.stop()
@@ -139,7 +146,7 @@ def test_a_crashing_source_is_reported_down_and_retried_with_backoff() -> None:
 def test_unavailable_sources_are_reported_once_with_reason_and_hint() -> None:
     """A source that cannot run is reported in-band, with the fix."""
     sink = ListSink()
-    p = Pipeline([], sinks=[sink], unavailable=[("ebpf", Availability(False, "no bcc", "apt-get install python3-bpfcc"))])
+    p = _pipeline([], sinks=[sink], unavailable=[("ebpf", Availability(False, "no bcc", "apt-get install python3-bpfcc"))])
     p.start()
     p.stop()
     (s,) = [e for e in sink.items if isinstance(e, ev.SourceStateChanged)]
@@ -151,7 +158,7 @@ def test_stop_drains_the_window_flushes_and_closes_within_two_seconds() -> None:
     now = time.time_ns()
     src = Scripted("s", [_bound(now + i, "s") for i in range(1000)])
     sink = ListSink()
-    p = Pipeline([src], sinks=[sink], options=PipelineOptions(merge_window_ns=10 * 10**9))
+    p = _pipeline([src], sinks=[sink], options=PipelineOptions(merge_window_ns=10 * 10**9))
     p.start()
     time.sleep(0.2)
     t0 = time.monotonic()
@@ -164,7 +171,7 @@ def test_live_feed_delivers_the_newest_snapshot_and_replaces_stale_ones() -> Non
     """A slow listener sees fewer snapshots, never a queue of stale ones; the last one is final."""
     now = time.time_ns()
     src = Scripted("s", [_bound(now + i, "s", bdf=f"0000:00:{i:02x}.0") for i in range(50)])
-    p = Pipeline([src], options=PipelineOptions(snapshot_interval_s=0.01, merge_window_ns=0))
+    p = _pipeline([src], options=PipelineOptions(snapshot_interval_s=0.01, merge_window_ns=0))
     feed = p.live_feed()
     seen: list[int] = []
 
@@ -183,7 +190,7 @@ def test_live_feed_delivers_the_newest_snapshot_and_replaces_stale_ones() -> Non
 
 def test_timer_advances_the_core_without_events() -> None:
     """With no events the core's clock still moves (advance on the wall clock)."""
-    p = Pipeline([], options=PipelineOptions(tick_interval_s=0.02, merge_window_ns=0))
+    p = _pipeline([], options=PipelineOptions(tick_interval_s=0.02, merge_window_ns=0))
     p.start()
     time.sleep(0.2)
     p.stop()
