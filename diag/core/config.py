@@ -31,8 +31,12 @@ class CoreConfig:
     """vf-stranded-on-vfio: how long a VF may sit on vfio-pci unheld."""
     stuck_grace_ns: int = 30 * NS
     """vf-stuck-unbound: how long a VF may sit driverless with a host driver override."""
+    netdev_grace_ns: int = 5 * NS
+    """vf-netdev-lost: how long after an unbind a VF may stay without its netdev."""
+    known_error_ttl_ns: int = 600 * NS
+    """kata-known-error: a finding resolves when its line has not repeated for this long."""
     flapping_moves: int = 4
-    """driver-flapping: moves within flapping_window_ns that make a flap."""
+    """driver-flapping: binds to a new driver within flapping_window_ns that make a flap."""
     flapping_window_ns: int = 120 * NS
     expected_actors: tuple[str, ...] = (
         "containerd-shim-kata-v2", "containerd-shim", "kata-runtime", "driverctl",
@@ -54,6 +58,8 @@ _DURATIONS = {
     "stranded_grace": "stranded_grace_ns",
     "stuck_grace": "stuck_grace_ns",
     "flapping_window": "flapping_window_ns",
+    "netdev_grace": "netdev_grace_ns",
+    "known_error_ttl": "known_error_ttl_ns",
 }
 
 

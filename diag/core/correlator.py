@@ -3,6 +3,10 @@
 Pure and deterministic: no I/O, no clock, no threads. Time comes only from `event.ts_ns` and
 from `advance(now_ns)`, so the same events always give the same findings, live or replayed.
 Rules plug in through `diag.core.rules` (one module plus one registration line each).
+
+Hot path: a rule declares the event types it reacts to (`events`), whether time alone matters
+to it (`ticks`), and may follow episodes (`on_episode`); the correlator dispatches by type from
+a table built once per event class, so an event costs only the rules that care about it.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import Any
 
 from diag import events as ev
 from diag.core.config import CoreConfig
@@ -29,6 +34,17 @@ class Correlator:
         self._resolved: deque[ev.Finding] = deque(maxlen=self.config.resolved_kept)
         self.findings_total = 0
         self._snapshot: HostState | None = None
+        self._dispatch: dict[type[ev.Event], list[Rule]] = {}
+        self._tickers = [r for r in self.rules if getattr(r, "ticks", True)]
+        self._followers: list[Any] = [r for r in self.rules if hasattr(r, "on_episode")]
+
+    def _rules_for(self, cls: type[ev.Event]) -> list[Rule]:
+        rules = self._dispatch.get(cls)
+        if rules is None:
+            rules = [r for r in self.rules
+                     if (evs := getattr(r, "events", None)) is None or issubclass(cls, evs)]
+            self._dispatch[cls] = rules
+        return rules
 
     # ---- input -------------------------------------------------------------------------------
 
@@ -39,12 +55,22 @@ class Correlator:
             # its own, so recorded findings are not re-applied.
             return []
         self._snapshot = None
-        self.model.apply(event)
+        model = self.model
+        model.apply(event)
         out: list[ev.Finding] = []
-        for rule in self.rules:
-            out.extend(rule.on_event(self.model, event))
-        out.extend(self._tick(event.ts_ns))
-        return self._record(out)
+        for rule in self._rules_for(type(event)):
+            found = rule.on_event(model, event)
+            if found:
+                out.extend(found)
+        if model.touched:
+            now = model.now_ns
+            for ep in model.touched:
+                for rule in self._followers:
+                    found = rule.on_episode(model, ep, now)
+                    if found:
+                        out.extend(found)
+        out.extend(self._tick(model.now_ns))
+        return self._record(out) if out else out
 
     def advance(self, now_ns: int) -> list[ev.Finding]:
         """Let time pass with no event (grace periods, windows); return transitions."""
@@ -56,8 +82,10 @@ class Correlator:
 
     def _tick(self, now_ns: int) -> list[ev.Finding]:
         out: list[ev.Finding] = []
-        for rule in self.rules:
-            out.extend(rule.on_tick(self.model, now_ns))
+        for rule in self._tickers:
+            found = rule.on_tick(self.model, now_ns)
+            if found:
+                out.extend(found)
         return out
 
     def _record(self, transitions: list[ev.Finding]) -> list[ev.Finding]:

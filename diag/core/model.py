@@ -7,10 +7,13 @@ that grows with activity is bounded by CoreConfig.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from diag import events as ev
 from diag.core.config import CoreConfig
+from diag.core.episodes import VFIO_DRIVER, Episode, LostNetdev
 from diag.core.state import DeviceView, DriverMove, HostState, LinkNote, LinkView, SourceHealth
 
 
@@ -30,6 +33,8 @@ class DeviceRecord:
     moves: deque[DriverMove] = field(default_factory=deque)
     links: deque[LinkNote] = field(default_factory=deque)
     present: bool = True
+    from_inventory: bool = False
+    """True when the device was first seen in an inventory scan (its driver then is not a move)."""
 
 
 @dataclass(slots=True)
@@ -63,11 +68,60 @@ class Model:
         """IOMMU group -> pid -> holder."""
         self.last_actor: dict[str, ev.Process] = {}
         """BDF -> the last process seen writing a control file about it."""
+        self.episodes: dict[str, Episode] = {}
+        """BDF -> its current episode (one per known device: bounded by the device count)."""
+        self.touched: list[Episode] = []
+        """Episodes the last applied event joined (the correlator hands them to rules)."""
+        self.groups: dict[int, set[str]] = {}
+        """IOMMU group -> BDFs of its members, from every device's `iommu_group`."""
+        self._pending_group: tuple[int, int] | None = None
+        """(group, ts_ns) of an `add vfio` group node not yet tied to a device."""
 
     # ---- helpers for rules -------------------------------------------------------------------
 
     def device(self, bdf: str | None) -> DeviceRecord | None:
         return self.devices.get(bdf) if bdf else None
+
+    def episode(self, bdf: str | None) -> Episode | None:
+        """The current episode of `bdf`, if any."""
+        return self.episodes.get(bdf) if bdf else None
+
+    def group_members(self, group: int | None) -> list[DeviceRecord]:
+        """Known devices of an IOMMU group, ordered by BDF."""
+        if group is None:
+            return []
+        return [self.devices[b] for b in sorted(self.groups.get(group, ())) if b in self.devices]
+
+    def _join(self, bdf: str, event: ev.Event) -> Episode | None:
+        """Add `event` to the current episode of `bdf` (a new one when outside the window)."""
+        rec = self.devices.get(bdf)
+        if rec is None:
+            return None
+        ts = event.ts_ns
+        ep = self.episodes.get(bdf)
+        window = self.config.episode_window_ns
+        if ep is None or ts > ep.last_ns + window or ts < ep.first_ns - window:
+            ep = Episode(bdf=bdf, first_ns=ts, last_ns=ts, from_driver=rec.driver,
+                         to_driver=rec.driver)
+            self.episodes[bdf] = ep
+        ep.add(event, self.config.history_per_device)
+        if not self.touched or self.touched[-1] is not ep:
+            self.touched.append(ep)
+        return ep
+
+    def _set_group(self, rec: DeviceRecord, group: int | None) -> None:
+        old = rec.device.iommu_group
+        if old == group:
+            if group is not None:
+                self.groups.setdefault(group, set()).add(rec.device.bdf)
+            return
+        if old is not None and old in self.groups:
+            self.groups[old].discard(rec.device.bdf)
+            if not self.groups[old]:
+                del self.groups[old]
+        rec.device = replace(rec.device, iommu_group=group)
+        if group is not None:
+            self.groups.setdefault(group, set()).add(rec.device.bdf)
 
     def _source(self, name: str) -> SourceRecord:
         rec = self.sources.get(name)
@@ -116,6 +170,8 @@ class Model:
         if event.ts_ns > self.now_ns:
             self.now_ns = event.ts_ns
         self.events_total += 1
+        if self.touched:
+            self.touched = []
         if not isinstance(event, ev.ClockTicked):
             self.recent.append(event)
         src = self._source(event.source)
@@ -135,10 +191,18 @@ class Model:
                     driver_at_start=d.driver, since_ns=None,
                     netdev=d.netdevs[0] if d.netdevs else None,
                     netns="host" if d.netdevs else None,
+                    from_inventory=True,
                 )
+                if d.iommu_group is not None:
+                    self.groups.setdefault(d.iommu_group, set()).add(d.bdf)
             else:
+                group = d.iommu_group if d.iommu_group is not None else rec.device.iommu_group
                 rec.device = d
+                if d.iommu_group != group:
+                    rec.device = replace(d, iommu_group=None)
+                self._set_group(rec, group)
                 if rec.driver != d.driver:
+                    self._join(d.bdf, e)
                     self._move(rec, e, d.driver)
                 rec.driver_override = d.driver_override
                 rec.present = True
@@ -150,47 +214,86 @@ class Model:
         rec = self._ensure(e.bdf, e.ts_ns)
         rec.present = True
         d = rec.device
-        rec.device = ev.PciDevice(
-            **{**_fields(d), "vendor": e.vendor or d.vendor, "device": e.device or d.device,
-               "class_code": e.class_code or d.class_code, "pf": e.pf or d.pf,
-               "vf_index": e.vf_index if e.vf_index is not None else d.vf_index,
-               "role": "vf" if e.pf else d.role}
+        rec.device = replace(
+            d, vendor=e.vendor or d.vendor, device=e.device or d.device,
+            class_code=e.class_code or d.class_code, pf=e.pf or d.pf,
+            vf_index=e.vf_index if e.vf_index is not None else d.vf_index,
+            role="vf" if e.pf else d.role,
         )
+        self._join(e.bdf, e)
 
     def _removed(self, e: ev.DeviceRemoved) -> None:
         rec = self.devices.get(e.bdf)
         if rec is not None:
+            self._join(e.bdf, e)
             rec.present = False
             if rec.driver is not None:
                 self._move(rec, e, None)
 
     def _bound(self, e: ev.DeviceBound) -> None:
         rec = self._ensure(e.bdf, e.ts_ns)
+        rec.present = True
+        if rec.driver is None and rec.last_driver is None and e.previous_driver:
+            rec.last_driver = e.previous_driver
+        ep = self._join(e.bdf, e)
         if rec.driver != e.driver:
             self._move(rec, e, e.driver)
+        if ep is not None:
+            ep.to_driver = e.driver
+            if e.driver == VFIO_DRIVER:
+                if ep.vfio_bind_ns is None:
+                    ep.vfio_bind_ns = e.ts_ns
+                if rec.device.iommu_group is None and self._pending_group is not None:
+                    group, ts = self._pending_group
+                    if abs(e.ts_ns - ts) <= self.config.episode_window_ns:
+                        self._set_group(rec, group)
+                        self._pending_group = None
+            else:
+                ep.host_bind_ns = e.ts_ns
 
     def _unbound(self, e: ev.DeviceUnbound) -> None:
         rec = self._ensure(e.bdf, e.ts_ns)
+        if rec.driver is None and e.previous_driver and rec.last_driver is None:
+            rec.last_driver = e.previous_driver
+        ep = self._join(e.bdf, e)
+        if ep is not None:
+            if ep.from_driver is None and ep.unbind_ns is None:
+                ep.from_driver = rec.driver or e.previous_driver
+            if ep.unbind_ns is None:
+                ep.unbind_ns = e.ts_ns
+            ep.to_driver = None
         if rec.driver is not None:
             self._move(rec, e, None)
-        if rec.netdev and rec.netns:
-            pass  # the netdev vanishes with its own event
 
     def _changed(self, e: ev.DeviceChanged) -> None:
         rec = self._ensure(e.bdf, e.ts_ns)
         if e.attribute == "driver_override":
             rec.driver_override = e.value
+        if e.attribute:
+            self._join(e.bdf, e)
 
     def _netdev_added(self, e: ev.NetdevAdded) -> None:
         rec = self.device(e.bdf)
         if rec is not None:
+            self._join(rec.device.bdf, e)
             rec.netdev = e.ifname
             rec.netns = rec.netns or "host"
             self._link_note(e.bdf, LinkNote(ts_ns=e.ts_ns, ifname=e.ifname, netns=rec.netns, what="added"))
 
     def _netdev_removed(self, e: ev.NetdevRemoved) -> None:
         rec = self.device(e.bdf)
-        if rec is not None and rec.netdev == e.ifname:
+        if rec is None:
+            return
+        ep = self._join(rec.device.bdf, e)
+        if ep is not None and (ep.lost is None or not ep.lost.from_link):
+            netns = rec.netns if rec.netdev == e.ifname and rec.netns else "host"
+            sb = self.sandbox_for(rec.device.bdf)
+            ep.lost = LostNetdev(
+                ts_ns=e.ts_ns, ifname=e.ifname, ifindex=e.ifindex, netns=netns,
+                pod=sb.pod if sb else None, pod_namespace=sb.pod_namespace if sb else None,
+                sandbox_id=sb.sandbox_id if sb else None,
+            )
+        if rec.netdev == e.ifname:
             self._link_note(e.bdf, LinkNote(ts_ns=e.ts_ns, ifname=e.ifname, netns=rec.netns or "host", what="removed"))
             rec.netdev = None
 
@@ -202,21 +305,40 @@ class Model:
             carrier=e.carrier, admin_up=e.admin_up, mac=e.mac, bdf=e.bdf,
             since_ns=old.since_ns if old and old.operstate == e.operstate else e.ts_ns,
         )
-        self.netns.setdefault(e.netns.inode, e.netns)
+        if e.netns.inode not in self.netns:
+            self.netns[e.netns.inode] = e.netns
         rec = self.device(e.bdf)
         if rec is not None:
             moved = rec.netns is not None and rec.netns != e.netns.label
+            appeared = rec.netdev is None
             rec.netdev = e.ifname
             rec.netns = e.netns.label
             what = "moved" if moved else ("added" if old is None else e.operstate.lower() or "changed")
             if old is None or moved or old.operstate != e.operstate or old.ifname != e.ifname:
                 self._link_note(e.bdf, LinkNote(ts_ns=e.ts_ns, ifname=e.ifname, netns=e.netns.label, what=what))
+            if appeared and e.bdf is not None:
+                self._join(e.bdf, e)
 
     def _link_removed(self, e: ev.LinkRemoved) -> None:
         old = self.links.pop((e.netns.inode, e.ifindex), None)
         bdf = e.bdf or (old.bdf if old else None)
         rec = self.device(bdf)
-        if rec is not None and rec.netdev == e.ifname and rec.netns == e.netns.label:
+        if rec is None or bdf is None:
+            return
+        ep = self._join(bdf, e)
+        if ep is not None:
+            netns = self.netns.get(e.netns.inode, e.netns)
+            sb = self.sandbox_for(bdf)
+            if sb is None and netns.sandbox_id:
+                sb = self.sandboxes.get(netns.sandbox_id)
+            ep.lost = LostNetdev(
+                ts_ns=e.ts_ns, ifname=e.ifname, ifindex=e.ifindex, netns=netns.label,
+                pod=netns.pod or (sb.pod if sb else None),
+                pod_namespace=netns.pod_namespace or (sb.pod_namespace if sb else None),
+                sandbox_id=netns.sandbox_id or (sb.sandbox_id if sb else None),
+                from_link=True,
+            )
+        if rec.netdev == e.ifname and rec.netns == e.netns.label:
             self._link_note(bdf, LinkNote(ts_ns=e.ts_ns, ifname=e.ifname, netns=e.netns.label, what="removed"))
             rec.netdev = None
             rec.netns = None
@@ -230,12 +352,103 @@ class Model:
             del self.links[key]
 
     def _write(self, e: ev.SysfsWriteObserved) -> None:
+        bdf = e.bdf
+        if bdf:
+            self.last_actor[bdf] = e.actor
+            rec = self.device(bdf)
+            if e.control == "driver_override" and e.result >= 0 and rec is not None:
+                rec.driver_override = e.value.strip() or None
+            targets = [bdf]
+        elif e.control in ("new_id", "remove_id"):
+            targets = self._new_id_targets(e)
+        else:
+            targets = []
+        for b in targets:
+            ep = self._join(b, e)
+            if ep is None:
+                continue
+            ep.add_actor(e.actor)
+            ep.controls.append(e.control)
+            if e.actor.sandbox_id and ep.sandbox_id is None:
+                ep.sandbox_id = e.actor.sandbox_id
+            if e.result >= 0 and self._steers_to_vfio(b, e):
+                ep.vfio_actor = e.actor
+
+    def _steers_to_vfio(self, bdf: str, e: ev.SysfsWriteObserved) -> bool:
+        c = e.control
+        if c == "driver_override":
+            return e.value.strip() == VFIO_DRIVER
+        if c in ("bind", "new_id"):
+            return e.driver == VFIO_DRIVER or "/drivers/vfio-pci/" in e.path
+        if c == "drivers_probe":
+            rec = self.devices.get(bdf)
+            return rec is not None and rec.driver_override == VFIO_DRIVER
+        return False
+
+    def _new_id_targets(self, e: ev.SysfsWriteObserved) -> list[str]:
+        """Devices a `new_id` write ("8086 10ca") is about: matching ids, unbound, moving now."""
+        parts = e.value.lower().replace("0x", "").split()
+        if len(parts) < 2:
+            return []
+        vendor, device = parts[0], parts[1]
+        window = self.config.episode_window_ns
+        out = []
+        for bdf, ep in self.episodes.items():
+            rec = self.devices.get(bdf)
+            if (rec is not None and rec.device.vendor == vendor and rec.device.device == device
+                    and abs(e.ts_ns - ep.last_ns) <= window
+                    and (rec.driver is None or e.control == "remove_id")):
+                out.append(bdf)
+        return sorted(out)
+
+    def _vfio_added(self, e: ev.VfioDeviceAdded) -> None:
+        if e.bdf is not None:
+            rec = self.device(e.bdf)
+            if rec is not None:
+                if e.group is not None:
+                    self._set_group(rec, e.group)
+                self._join(e.bdf, e)
+            return
+        if e.group is None:
+            return
+        members = self.group_members(e.group)
+        if members:
+            for rec in members:
+                self._join(rec.device.bdf, e)
+        else:
+            self._pending_group = (e.group, e.ts_ns)
+
+    def _vfio_removed(self, e: ev.VfioDeviceRemoved) -> None:
+        if e.bdf is not None:
+            self._join(e.bdf, e)
+        elif e.group is not None:
+            for rec in self.group_members(e.group):
+                self._join(rec.device.bdf, e)
+
+    def _log(self, e: ev.LogLineMatched) -> None:
+        for bdf in self.log_targets(e):
+            ep = self._join(bdf, e)
+            if ep is not None:
+                if e.signature not in ep.signatures:
+                    ep.signatures.append(e.signature)
+                if e.sandbox_id and ep.sandbox_id is None:
+                    ep.sandbox_id = e.sandbox_id
+
+    def log_targets(self, e: ev.LogLineMatched) -> list[str]:
+        """The devices a log line is about: its BDF, else its sandbox's VFs, else its group."""
         if e.bdf:
-            self.last_actor[e.bdf] = e.actor
-            if e.control == "driver_override" and e.result >= 0:
-                rec = self.device(e.bdf)
-                if rec is not None:
-                    rec.driver_override = e.value or None
+            return [e.bdf]
+        if e.sandbox_id and e.sandbox_id in self.sandboxes:
+            sb = self.sandboxes[e.sandbox_id]
+            return sorted({v.bdf for v in sb.vfs} | set(sb.vmm_vfio_devices))
+        if e.sandbox_id:
+            # A failed creation leaves no sandbox state: the episode whose actor named it.
+            return sorted(b for b, ep in self.episodes.items()
+                          if ep.sandbox_id == e.sandbox_id
+                          and abs(e.ts_ns - ep.last_ns) <= self.config.episode_window_ns)
+        if e.iommu_group is not None:
+            return [r.device.bdf for r in self.group_members(e.iommu_group)]
+        return []
 
     def _config(self, e: ev.KataConfigLoaded) -> None:
         self.kata_configs[e.config.handler] = e.config
@@ -248,9 +461,13 @@ class Model:
 
     def _held(self, e: ev.VfioGroupHeld) -> None:
         self.vfio_holders.setdefault(e.group, {})[e.holder.pid] = e.holder
+        for rec in self.group_members(e.group):
+            self._join(rec.device.bdf, e)
 
     def _released(self, e: ev.VfioGroupReleased) -> None:
         holders = self.vfio_holders.get(e.group)
+        for rec in self.group_members(e.group):
+            self._join(rec.device.bdf, e)
         if holders is None:
             return
         if e.pid is None:
@@ -318,11 +535,7 @@ class Model:
         )
 
 
-def _fields(d: ev.PciDevice) -> dict[str, object]:
-    return {name: getattr(d, name) for name in d.__slots__}  # type: ignore[attr-defined]
-
-
-_HANDLERS = {
+_HANDLERS: dict[type[ev.Event], Callable[[Model, Any], None]] = {
     ev.InventoryObserved: Model._inventory,
     ev.DeviceAdded: Model._added,
     ev.DeviceRemoved: Model._removed,
@@ -336,6 +549,9 @@ _HANDLERS = {
     ev.NetnsAdded: Model._netns_added,
     ev.NetnsRemoved: Model._netns_removed,
     ev.SysfsWriteObserved: Model._write,
+    ev.VfioDeviceAdded: Model._vfio_added,
+    ev.VfioDeviceRemoved: Model._vfio_removed,
+    ev.LogLineMatched: Model._log,
     ev.KataConfigLoaded: Model._config,
     ev.SandboxStarted: Model._sandbox,
     ev.SandboxStopped: Model._sandbox_stopped,

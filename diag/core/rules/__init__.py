@@ -17,9 +17,18 @@ if TYPE_CHECKING:
 
 
 class Rule(Protocol):
-    """One detection rule."""
+    """One detection rule.
 
-    id: str
+    Optional members the correlator uses when present: `events` (tuple of the event classes
+    the rule reacts to; absent or None = every event), `ticks` (False when time alone never
+    changes its findings), `on_episode(model, episode, now_ns)` (new evidence joined a device
+    episode). The built-in rules get them from `diag.core.rules._base.ConditionRule`.
+    """
+
+    @property
+    def id(self) -> str:
+        """The stable rule id."""
+        ...
 
     def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
         """React to an event already folded into `model`."""

@@ -1,0 +1,291 @@
+"""Provides ConditionRule, the base of the built-in rules: finding lifecycle, ids and episodes.
+
+A finding is a condition (node-problem-detector style): it opens, is updated while the
+condition lasts and new evidence joins its episode, and resolves with a time and a reason.
+`finding_id` is `<rule>/<key>/<trigger_ns>`, where `trigger_ns` is the time of the kernel fact
+that defines the condition (the bind, the unbind, the loss), never of the event that happened
+to arrive first, so reordering between sockets keeps ids stable.
+
+Also shared helpers: who counts as a Kata shim, and the effective `cold_plug_vfio` for a device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+from diag import events as ev
+from diag.core.config import CoreConfig
+from diag.core.episodes import Episode
+from diag.core.model import Model
+
+KATA_SHIM_EXE = "containerd-shim-kata-v2"
+KATA_SHIM_COMM = "containerd-shim"
+"""`/proc/<pid>/comm` keeps 15 characters: the Kata shim shows as `containerd-shim`."""
+COLD_PLUG_DISABLED = ("no-port", "")
+"""Kata maps an empty cold_plug_vfio to no-port (`coldPlugVFIO()`)."""
+HOST_RESTING_DRIVERS = ("vfio-pci", "pci-stub", "pcieport")
+"""Drivers that keep an IOMMU group viable for VFIO (besides no driver at all)."""
+
+
+def basename(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def is_kata_shim(p: ev.Process | None) -> bool:
+    """True for the Go or runtime-rs Kata shim (by exe basename, runtime tag, or comm)."""
+    if p is None:
+        return False
+    if p.kata_runtime is not None:
+        return True
+    if p.exe:
+        return basename(p.exe) == KATA_SHIM_EXE
+    if KATA_SHIM_EXE in p.cmdline:
+        return True
+    return p.comm == KATA_SHIM_COMM
+
+
+def actor_names(p: ev.Process) -> tuple[str, ...]:
+    """The names a configuration may use for a process: comm and exe basename."""
+    names = [p.comm] if p.comm else []
+    if p.exe:
+        names.append(basename(p.exe))
+    return tuple(names)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ColdPlug:
+    """The effective cold_plug_vfio that applies to a device move, and where it came from."""
+
+    value: str
+    origin: str
+    assumed: bool = False
+    sandbox: ev.SandboxStarted | None = None
+    handlers: tuple[str, ...] = ()
+    runtime: str | None = None
+    """`go` or `rs` when known (from the sandbox, the handler or the actor)."""
+    pcie_root_port: int | None = None
+
+    @property
+    def disabled(self) -> bool:
+        return self.value in COLD_PLUG_DISABLED
+
+
+def effective_cold_plug(model: Model, bdf: str, actor: ev.Process | None,
+                        sandbox_id: str | None = None) -> ColdPlug:
+    """cold_plug_vfio of the device's sandbox, else of the host's Kata handler(s), else Kata's
+    built-in default `no-port` (marked assumed)."""
+    sb = model.sandbox_for(bdf)
+    if sb is None:
+        for sid in (actor.sandbox_id if actor else None, sandbox_id):
+            if sid and sid in model.sandboxes:
+                sb = model.sandboxes[sid]
+                break
+    if sb is not None:
+        return ColdPlug(value=sb.cold_plug_vfio or "no-port",
+                        origin=f"sandbox {sb.sandbox_id[:12]} ({sb.cold_plug_origin})",
+                        sandbox=sb, runtime=sb.runtime, pcie_root_port=sb.pcie_root_port,
+                        handlers=(sb.handler,) if sb.handler else ())
+    configs = [model.kata_configs[h] for h in sorted(model.kata_configs)]
+    if actor is not None and actor.kata_runtime:
+        same = [c for c in configs if c.runtime == actor.kata_runtime]
+        configs = same or configs
+    if not configs:
+        return ColdPlug(value="no-port", assumed=True,
+                        origin="Kata's built-in default (no Kata configuration known)",
+                        runtime=actor.kata_runtime if actor else None)
+    disabled = [c for c in configs if c.cold_plug_vfio in COLD_PLUG_DISABLED]
+    chosen = disabled or configs
+    first = chosen[0]
+    where = ", ".join(
+        f"{c.handler} ({c.path or 'built-in default'})" for c in chosen
+    )
+    return ColdPlug(
+        value=first.cold_plug_vfio or "no-port",
+        origin=f"Kata handler {where}",
+        assumed=all(c.assumed for c in chosen),
+        handlers=tuple(c.handler for c in chosen),
+        runtime=first.runtime if len({c.runtime for c in chosen}) == 1 else None,
+        pcie_root_port=first.pcie_root_port,
+    )
+
+
+@dataclass(slots=True)
+class _Open:
+    finding: ev.Finding
+    episode: Episode | None
+    seen_version: int
+
+
+class ConditionRule:
+    """Base of a rule whose findings open, update and resolve. Subclasses set `id`, `events`
+    (the event types they react to; None = all) and `ticks` (whether time alone matters)."""
+
+    id: ClassVar[str] = ""
+    events: ClassVar[tuple[type[ev.Event], ...] | None] = None
+    ticks: ClassVar[bool] = False
+
+    def __init__(self, config: CoreConfig) -> None:
+        self.config = config
+        self.open_: dict[str, _Open] = {}
+        """key -> the active finding and the episode it follows."""
+        self._by_bdf: dict[str, list[str]] = {}
+        self._severity = dict(config.severity_overrides).get(self.id)
+
+    # ---- the Rule protocol -------------------------------------------------------------------
+
+    def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
+        return []
+
+    def on_tick(self, model: Model, now_ns: int) -> list[ev.Finding]:
+        return []
+
+    def on_episode(self, model: Model, episode: Episode, now_ns: int) -> list[ev.Finding]:
+        """New evidence joined `episode`: update the findings that follow it."""
+        keys = self._by_bdf.get(episode.bdf)
+        if not keys:
+            return []
+        out = []
+        for key in list(keys):
+            st = self.open_.get(key)
+            if st is None or st.episode is not episode or st.seen_version == episode.version:
+                continue
+            st.seen_version = episode.version
+            f = self.refresh(model, key, st.finding, episode, now_ns)
+            if f is not None:
+                out.append(f)
+        return out
+
+    def refresh(self, model: Model, key: str, finding: ev.Finding, episode: Episode | None,
+                now_ns: int) -> ev.Finding | None:
+        """Recompute a finding after its episode changed; default: new evidence only."""
+        if episode is None:
+            return None
+        return self.update(key, now_ns, evidence=episode.evidence())
+
+    # ---- lifecycle helpers -------------------------------------------------------------------
+
+    def is_open(self, key: str) -> bool:
+        return key in self.open_
+
+    def keys_for(self, bdf: str) -> list[str]:
+        return list(self._by_bdf.get(bdf, ()))
+
+    def open(self, model: Model, key: str, *, ts_ns: int, trigger_ns: int,
+             severity: ev.Severity, summary: str, bdf: str | None = None,
+             episode: Episode | None = None, **fields: object) -> ev.Finding:
+        """Open a finding for `key` (the caller checked it is not open)."""
+        if self._severity:
+            severity = ev.Severity.parse(self._severity)
+        dev: dict[str, object] = {}
+        rec = model.device(bdf)
+        if rec is not None:
+            dev = {"pf": rec.device.pf, "vf_index": rec.device.vf_index}
+        if episode is not None and "evidence" not in fields:
+            fields["evidence"] = episode.evidence()
+        synthetic = bool(fields.pop("synthetic", episode.synthetic if episode else False))
+        f = ev.Finding(
+            ts_ns=ts_ns, source="core", synthetic=synthetic,
+            finding_id=f"{self.id}/{key}/{trigger_ns}", rule=self.id, severity=severity,
+            summary=summary + (" [synthetic]" if synthetic else ""), status="open", bdf=bdf,
+            first_ns=min(trigger_ns, episode.first_ns) if episode else trigger_ns,
+            last_ns=max(ts_ns, episode.last_ns) if episode else ts_ns,
+            **{**dev, **fields},  # type: ignore[arg-type]
+        )
+        self.open_[key] = _Open(f, episode, episode.version if episode else 0)
+        if bdf:
+            self._by_bdf.setdefault(bdf, []).append(key)
+        return f
+
+    def update(self, key: str, ts_ns: int, **changes: object) -> ev.Finding | None:
+        """Apply `changes` to an open finding; return the `updated` record, or None when
+        nothing an operator would see changed."""
+        st = self.open_.get(key)
+        if st is None:
+            return None
+        old = st.finding
+        if "severity" in changes and self._severity:
+            changes["severity"] = ev.Severity.parse(self._severity)
+        if "summary" in changes and old.synthetic:
+            changes["summary"] = f"{changes['summary']} [synthetic]"
+        if all(getattr(old, k) == v for k, v in changes.items()):
+            return None
+        ep = st.episode
+        last = max(old.last_ns, ts_ns, ep.last_ns if ep else 0)
+        first = min(old.first_ns, ep.first_ns) if ep else old.first_ns
+        f = replace(old, ts_ns=ts_ns, status="updated", last_ns=last, first_ns=first,
+                    **changes)  # type: ignore[arg-type]
+        st.finding = f
+        return f
+
+    def resolve(self, key: str, ts_ns: int, reason: str) -> ev.Finding | None:
+        """Resolve an open finding, saying when and why."""
+        st = self.open_.pop(key, None)
+        if st is None:
+            return None
+        f = replace(st.finding, ts_ns=ts_ns, status="resolved", resolved_ns=ts_ns,
+                    resolved_reason=reason, last_ns=max(st.finding.last_ns, ts_ns))
+        if f.bdf:
+            keys = self._by_bdf.get(f.bdf)
+            if keys is not None:
+                if key in keys:
+                    keys.remove(key)
+                if not keys:
+                    del self._by_bdf[f.bdf]
+        return f
+
+    def resolve_all(self, keys: Iterable[str], ts_ns: int, reason: str) -> list[ev.Finding]:
+        out = []
+        for k in list(keys):
+            f = self.resolve(k, ts_ns, reason)
+            if f is not None:
+                out.append(f)
+        return out
+
+
+def device_label(model: Model, bdf: str) -> str:
+    """`0000:01:10.0 (VF 0 of 0000:01:00.0)` when the device is a known VF."""
+    rec = model.device(bdf)
+    if rec is not None and rec.device.pf is not None:
+        idx = rec.device.vf_index
+        return f"{bdf} (VF {'?' if idx is None else idx} of {rec.device.pf})"
+    return bdf
+
+
+def is_vf(model: Model, bdf: str) -> bool:
+    rec = model.device(bdf)
+    return rec is not None and (rec.device.role == "vf" or rec.device.pf is not None)
+
+
+class Timers:
+    """Deadlines by key, in event time; `pop_due` is O(1) until the earliest one passes."""
+
+    __slots__ = ("due", "next")
+
+    def __init__(self) -> None:
+        self.due: dict[str, int] = {}
+        self.next: int | None = None
+
+    def set(self, key: str, at_ns: int) -> None:
+        self.due[key] = at_ns
+        if self.next is None or at_ns < self.next:
+            self.next = at_ns
+
+    def cancel(self, key: str) -> None:
+        self.due.pop(key, None)
+        if not self.due:
+            self.next = None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.due
+
+    def pop_due(self, now_ns: int) -> list[str]:
+        """Keys whose deadline has passed, in key order (deterministic)."""
+        if self.next is None or now_ns < self.next:
+            return []
+        keys = sorted(k for k, t in self.due.items() if t <= now_ns)
+        for k in keys:
+            del self.due[k]
+        self.next = min(self.due.values()) if self.due else None
+        return keys

@@ -1,0 +1,178 @@
+"""Provides rule `vfio-bind-coldplug-disabled`: a VF moved to vfio-pci while cold plug is off.
+
+Kata issue #10162: with `cold_plug_vfio = "no-port"` (Kata's default) the Go runtime 3.3-3.8
+still moves a pod's VF from its network driver to vfio-pci, then cold-plugs it with an empty
+PCIe port prefix, so QEMU exits with `Bus '<unknown PCIePortBusPrefix: >0' not found` and the
+pod is left without its VF network. Go >= 3.9 refuses such pods before touching the VF;
+runtime-rs has no such check.
+"""
+
+from __future__ import annotations
+
+from diag import events as ev
+from diag.core.episodes import VFIO_DRIVER, Episode, actor_label
+from diag.core.model import Model
+from diag.core.rules import register
+from diag.core.rules._base import ConditionRule, device_label, effective_cold_plug, is_kata_shim
+
+BUS_ERROR = "Bus '<unknown PCIePortBusPrefix: >0' not found"
+
+
+def method_of(ep: Episode | None) -> str:
+    """Which write sequence moved the device, from the controls written."""
+    if ep is None or not ep.controls:
+        return "unknown (no write attributed)"
+    c = set(ep.controls)
+    if "new_id" in c:
+        return "Kata Go 3.0-3.7 sequence (driver/unbind, vfio-pci/new_id, vfio-pci/bind)"
+    if "driver_override" in c and "drivers_probe" in c:
+        return "driver_override, driver/unbind, drivers_probe (Kata Go >= 3.8, runtime-rs, driverctl)"
+    return ", ".join(dict.fromkeys(ep.controls))
+
+
+def declared_intent(model: Model, cfg_allow: tuple[str, ...], driverctl: tuple[str, ...],
+                    bdf: str) -> str:
+    """Why binding `bdf` to vfio-pci is intended, or '' when nothing says so."""
+    if bdf in driverctl:
+        return f"driverctl override /etc/driverctl.d/pci-{bdf}"
+    rec = model.device(bdf)
+    pf = rec.device.pf if rec is not None else None
+    if bdf in cfg_allow:
+        return f"allow_vfio entry {bdf}"
+    if pf is not None and pf in cfg_allow:
+        return f"allow_vfio entry {pf} (its PF)"
+    return ""
+
+
+@register("vfio-bind-coldplug-disabled")
+class VfioBindColdplugDisabled(ConditionRule):
+    """Open on a bind to vfio-pci from a host driver when the effective cold_plug_vfio is off."""
+
+    id = "vfio-bind-coldplug-disabled"
+    events = (ev.DeviceBound, ev.DeviceUnbound, ev.DeviceRemoved, ev.SandboxStarted)
+
+    def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
+        if isinstance(event, ev.DeviceBound):
+            if event.driver == VFIO_DRIVER:
+                return self._bound_vfio(model, event)
+            return self.resolve_all(self.keys_for(event.bdf), event.ts_ns,
+                                    f"returned to host driver {event.driver}")
+        if isinstance(event, ev.DeviceUnbound):
+            return self.resolve_all(self.keys_for(event.bdf), event.ts_ns,
+                                    "unbound from vfio-pci (left vfio-pci)")
+        if isinstance(event, ev.DeviceRemoved):
+            return self.resolve_all(self.keys_for(event.bdf), event.ts_ns, "device removed")
+        if isinstance(event, ev.SandboxStarted):
+            out = []
+            for bdf in sorted({v.bdf for v in event.vfs} | set(event.vmm_vfio_devices)):
+                for key in self.keys_for(bdf):
+                    st = self.open_[key]
+                    f = self.refresh(model, key, st.finding, st.episode, event.ts_ns)
+                    if f is not None:
+                        out.append(f)
+            return out
+        return []
+
+    def _bound_vfio(self, model: Model, e: ev.DeviceBound) -> list[ev.Finding]:
+        rec = model.device(e.bdf)
+        if rec is None or e.bdf in self._by_bdf:
+            return []
+        prev = e.previous_driver or rec.last_driver
+        if prev is None or prev == VFIO_DRIVER:
+            return []  # not a move from a host driver (inventory, or first bind of a new VF)
+        ep = model.episode(e.bdf)
+        fields = self._assess(model, e.bdf, ep, prev)
+        if fields is None:
+            return []
+        severity = fields.pop("severity")
+        summary = fields.pop("summary")
+        assert isinstance(severity, ev.Severity) and isinstance(summary, str)
+        return [self.open(model, e.bdf, ts_ns=e.ts_ns, trigger_ns=e.ts_ns, bdf=e.bdf,
+                          episode=ep, severity=severity, summary=summary, **fields)]
+
+    def refresh(self, model: Model, key: str, finding: ev.Finding, episode: Episode | None,
+                now_ns: int) -> ev.Finding | None:
+        prev = dict(finding.labels).get("from_driver", "?")
+        fields = self._assess(model, key, episode, prev)
+        if fields is None:
+            cp = effective_cold_plug(model, key, episode.actor if episode else None)
+            return self.resolve(key, now_ns, f"cold_plug_vfio is {cp.value} ({cp.origin}): "
+                                             "the bind was an expected cold plug")
+        if episode is not None:
+            fields["evidence"] = episode.evidence()
+        return self.update(key, now_ns, **fields)
+
+    def _assess(self, model: Model, bdf: str, ep: Episode | None,
+                prev: str) -> dict[str, object] | None:
+        actor = ep.actor if ep is not None else model.last_actor.get(bdf)
+        cp = effective_cold_plug(model, bdf, actor, ep.sandbox_id if ep else None)
+        if not cp.disabled:
+            return None
+        cfg = self.config
+        intent = declared_intent(model, cfg.allow_vfio, cfg.driverctl_overrides, bdf)
+        kata = is_kata_shim(actor) or cp.sandbox is not None
+        if kata:
+            severity = ev.Severity.CRITICAL
+            why = ("the actor is a Kata shim" if is_kata_shim(actor)
+                   else f"the device belongs to Kata sandbox {cp.sandbox.sandbox_id[:12]}"
+                   if cp.sandbox else "")
+        elif intent:
+            severity = ev.Severity.INFO
+            why = f"declared intent: {intent}"
+        else:
+            severity = ev.Severity.WARNING
+            why = "the actor is unknown" if actor is None else "the actor is not a Kata shim"
+        lost = ep.lost if ep is not None else None
+        sb = cp.sandbox
+        pod = (sb.pod if sb else None) or (lost.pod if lost else None)
+        pod_ns = (sb.pod_namespace if sb else None) or (lost.pod_namespace if lost else None)
+        sandbox_id = (sb.sandbox_id if sb else None) or (ep.sandbox_id if ep else None) or (
+            actor.sandbox_id if actor else None) or (lost.sandbox_id if lost else None)
+        assumed = " (assumed: Kata's built-in default)" if cp.assumed else ""
+        dev = device_label(model, bdf)
+        summary = (f"{dev} moved from {prev} to vfio-pci by {actor_label(actor)} while "
+                   f"cold_plug_vfio={cp.value}{assumed}: QEMU will fail and the VF's network is gone")
+        netdev_text = ""
+        if lost is not None:
+            owner = f" of pod {lost.pod_namespace or '?'}/{lost.pod}" if lost.pod else ""
+            netdev_text = (f" Its netdev {lost.ifname} vanished from netns {lost.netns}{owner} "
+                           f"when it left {prev}; that network is gone until the VF is rebound "
+                           f"to {prev} (it returns with a new ifindex and MAC).")
+        else:
+            netdev_text = (f" Its netdev (if it had one) vanished when it left {prev}; that "
+                           "network is gone until the VF is rebound.")
+        runtime_note = ""
+        if cp.runtime == "rs":
+            runtime_note = " runtime-rs has no check that refuses such pods."
+        explanation = (
+            f"Severity {severity.label}: {why}. The effective cold_plug_vfio is {cp.value}, from "
+            f"{cp.origin}. Write sequence: {method_of(ep)}. With cold_plug_vfio=no-port Kata "
+            f"cold-plugs the VF with an empty PCIe port prefix, so QEMU will exit with "
+            f"`-device vfio-pci,host={bdf},...: {BUS_ERROR}` (Kata issue #10162) and the sandbox "
+            f"fails to start.{netdev_text}{runtime_note}"
+        )
+        where = ""
+        if cp.handlers:
+            where = f" of handler {', '.join(cp.handlers)}"
+        remedy = (
+            f'Set cold_plug_vfio = "root-port" with pcie_root_port >= 1 in [hypervisor.qemu]'
+            f"{where} (a config.d drop-in works), or run the Kata Go runtime >= 3.9, which "
+            f"refuses such pods before touching the VF (runtime-rs has no such check). Then "
+            f"give the VF back: echo {prev} > /sys/bus/pci/devices/{bdf}/driver_override; "
+            f"echo {bdf} > /sys/bus/pci/drivers/vfio-pci/unbind; "
+            f"echo {bdf} > /sys/bus/pci/drivers_probe."
+        )
+        labels = [("from_driver", prev), ("cold_plug_vfio", cp.value),
+                  ("cold_plug_origin", cp.origin),
+                  ("cold_plug_assumed", "true" if cp.assumed else "false"),
+                  ("method", method_of(ep)), ("predicted_error", BUS_ERROR)]
+        if ep is not None:
+            labels.append(("episode", ep.episode_id))
+        if intent:
+            labels.append(("intent", intent))
+        return {
+            "severity": severity, "summary": summary, "explanation": explanation,
+            "remedy": remedy, "actor": actor, "netdev": lost.ifname if lost else None,
+            "netns": lost.netns if lost else None, "sandbox_id": sandbox_id, "pod": pod,
+            "pod_namespace": pod_ns, "labels": tuple(labels),
+        }

@@ -1,0 +1,109 @@
+"""Provides rule `driver-flapping`: a device moved between drivers N times within a window.
+
+Two controllers that disagree about a VF (the SR-IOV operator's config daemon re-applying its
+policy, Kata binding it to vfio-pci) move it back and forth; a crash-looping pod does the same.
+Counts binds to a new driver per device within CoreConfig.flapping_window_ns; at
+CoreConfig.flapping_moves it opens, naming the actors that take turns. Resolves after a
+window with no move.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from diag import events as ev
+from diag.core.config import NS, CoreConfig
+from diag.core.episodes import actor_label
+from diag.core.model import Model
+from diag.core.rules import register
+from diag.core.rules._base import ConditionRule, Timers, device_label
+
+
+@register("driver-flapping")
+class DriverFlapping(ConditionRule):
+    """Open when a device's driver changes flapping_moves times within flapping_window_ns."""
+
+    id = "driver-flapping"
+    events = (ev.DeviceBound, ev.DeviceRemoved)
+    ticks = True
+
+    def __init__(self, config: CoreConfig) -> None:
+        super().__init__(config)
+        self.moves: dict[str, deque[tuple[int, str, str]]] = {}
+        """BDF -> (time, driver, actor label) of its recent binds, bounded by the window."""
+        self.timers = Timers()
+        self.evidence: dict[str, list[ev.Evidence]] = {}
+
+    def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
+        if isinstance(event, ev.DeviceRemoved):
+            self.moves.pop(event.bdf, None)
+            self.evidence.pop(event.bdf, None)
+            self.timers.cancel(event.bdf)
+            return self.resolve_all(self.keys_for(event.bdf), event.ts_ns, "device removed")
+        assert isinstance(event, ev.DeviceBound)
+        rec = model.device(event.bdf)
+        if rec is None or not rec.moves:
+            return []
+        last = rec.moves[-1]
+        if last.ts_ns != event.ts_ns or last.to_driver != event.driver:
+            return []  # a bind that changed nothing (duplicate, synthetic `bind` of the same driver)
+        bdf = event.bdf
+        window = self.config.flapping_window_ns
+        ep = model.episode(bdf)
+        actor = ep.actor if ep is not None else None
+        q = self.moves.setdefault(bdf, deque())
+        q.append((event.ts_ns, event.driver, actor_label(actor) if actor else ""))
+        while q and q[0][0] < event.ts_ns - window:
+            q.popleft()
+        evs = self.evidence.setdefault(bdf, [])
+        if ep is not None:
+            evs.extend(e for e in ep.evidence() if e not in evs)
+        cut = event.ts_ns - window
+        evs[:] = [e for e in evs if e.ts_ns >= cut][-self.config.history_per_device:]
+        self.timers.set(bdf, event.ts_ns + window)
+        if len(q) < self.config.flapping_moves:
+            return []
+        actors = list(dict.fromkeys(a for _, _, a in q if a))
+        drivers = list(dict.fromkeys(d for _, d, _ in q))
+        turns = (f"; actors taking turns: {' and '.join(actors)}" if len(actors) > 1
+                 else f"; actor: {actors[0]}" if actors else "")
+        secs = window // NS
+        summary = (f"{device_label(model, bdf)} moved between drivers {len(q)} times within "
+                   f"{secs}s ({' <-> '.join(drivers)}){turns}")
+        labels = (("count", str(len(q))), ("drivers", ",".join(drivers)),
+                  ("actors", ",".join(actors)))
+        fields: dict[str, object] = {
+            "summary": summary, "labels": labels, "evidence": tuple(evs), "actor": actor,
+        }
+        if bdf in self._by_bdf:
+            f = self.update(bdf, event.ts_ns, **fields)
+            return [f] if f is not None else []
+        return [self.open(
+            model, bdf, ts_ns=event.ts_ns, trigger_ns=q[0][0], bdf=bdf,
+            severity=ev.Severity.WARNING,
+            explanation=(
+                "The device keeps changing drivers. Two controllers that disagree about this "
+                "VF (e.g. the SR-IOV operator re-applying a netdevice policy while Kata binds it "
+                "to vfio-pci) or a crash-looping pod do this; every move drops the VF's netdev."
+            ),
+            remedy=(
+                "Find who moves it (the actors above) and make them agree: exclude VFs given to "
+                "Kata from the operator's netdevice policy (deviceType: vfio-pci), or fix the "
+                "pod that keeps restarting."
+            ),
+            synthetic=any(e.synthetic for e in (event,)) or bool(ep and ep.synthetic),
+            **fields,  # type: ignore[arg-type]
+        )]
+
+    def on_episode(self, model: Model, episode: object, now_ns: int) -> list[ev.Finding]:
+        return []  # evidence is gathered per move above, across episodes
+
+    def on_tick(self, model: Model, now_ns: int) -> list[ev.Finding]:
+        out = []
+        for bdf in self.timers.pop_due(now_ns):
+            self.moves.pop(bdf, None)
+            self.evidence.pop(bdf, None)
+            secs = self.config.flapping_window_ns // NS
+            out.extend(self.resolve_all(self.keys_for(bdf), now_ns,
+                                        f"no driver move for {secs}s"))
+        return out

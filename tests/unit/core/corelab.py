@@ -1,0 +1,157 @@
+"""Builds core event streams from the lab's REAL recordings (tests/fixtures/{uevent,netlink}).
+
+Every kernel event comes from a recorded datagram, decoded by the sources' own pure decoders
+(`diag.sources.uevent.decode_uevent` completed by its `DeviceTracker`, `diag.sources.links.
+decode_rtnl`), stamped with the recorded `t_real_ns`. The writes come from each dump's header
+(path, value, result and both clocks, as the capture made them) and are attributed to an actor
+the test chooses, as the eBPF source would. The starting inventory is the scanner's view of the
+lab guest (tests/fixtures/sysfs/sriov-lab, taken after the Kata 3.8 bind), turned back to
+"VF 0000:01:10.0 on igbvf with eth1" for scenarios that start before the bind.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from diag import events as ev
+from diag.paths import HostPaths
+from diag.sources import sysfs
+from diag.sources.links import decode_rtnl
+from diag.sources.uevent import DeviceTracker, decode_uevent
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+if str(FIXTURES) not in sys.path:
+    sys.path.insert(0, str(FIXTURES))
+from dumps import dump_path, load_dump  # noqa: E402
+
+VF = "0000:01:10.0"
+VF2 = "0000:01:10.2"
+PF = "0000:01:00.0"
+SID = "5d1b2c3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c"
+HOST_NS = ev.NetnsRef(inode=4026531840, is_host=True)
+POD_NS = ev.NetnsRef(inode=4026532999, name="cni-4f1c2d3e", sandbox_id=SID, pod="web-0",
+                     pod_namespace="shop")
+
+KATA_SHIM = ev.Process(pid=4242, ppid=1, comm="containerd-shim",
+                       exe="/opt/kata/bin/containerd-shim-kata-v2",
+                       cmdline="/opt/kata/bin/containerd-shim-kata-v2 -namespace k8s.io",
+                       kata_runtime="go", sandbox_id=SID)
+KATA_SHIM_COMM_ONLY = ev.Process(pid=4243, comm="containerd-shim")
+STRANGER = ev.Process(pid=777, ppid=1, comm="python3", exe="/usr/bin/python3.11",
+                      ancestry=("bash", "sshd"))
+OPERATOR = ev.Process(pid=900, comm="sriov-network-c",
+                      exe="/usr/bin/sriov-network-config-daemon")
+
+PHASES = ("pf-probe", "sriov-create", "kata38-bind-vfio", "kata38-restore", "clear-override",
+          "kata30-bind-vfio", "kata30-restore", "sriov-destroy")
+ERRNO = {"EBUSY": 16, "ENODEV": 19, "EINVAL": 22, "ENOENT": 2, "EEXIST": 17}
+_WRITE = re.compile(r"^#\s+t_mono_ns=(\d+) t_real_ns=(\d+) (\S+) <- '(.*)': (\S+)$")
+_BDF = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+
+
+def lab_devices(*, vf_driver: str | None = "igbvf") -> tuple[ev.PciDevice, ...]:
+    """The lab guest's PCI devices as the scanner read them; VF 01:10.0 set to `vf_driver`
+    (the fixture was taken with it on vfio-pci)."""
+    devs = sysfs.scan(HostPaths.at(FIXTURES / "sysfs" / "sriov-lab"), names=False)
+    out = []
+    for d in devs:
+        if d.bdf == VF and vf_driver != "vfio-pci":
+            d = replace(d, driver=vf_driver, driver_override=None,
+                        netdevs=("eth1",) if vf_driver == "igbvf" else (),
+                        vfio_group_path=None)
+        out.append(d)
+    return tuple(out)
+
+
+def inventory(ts_ns: int, *, vf_driver: str | None = "igbvf") -> ev.InventoryObserved:
+    return ev.InventoryObserved(ts_ns=ts_ns, source="sysfs", devices=lab_devices(vf_driver=vf_driver))
+
+
+def writes(phase: str) -> list[tuple[int, str, str, str]]:
+    """(t_real_ns, path, value, result) of every write the capture made in `phase`."""
+    out = []
+    for line in dump_path("uevent", phase).read_text().splitlines():
+        m = _WRITE.match(line)
+        if m:
+            out.append((int(m.group(2)), m.group(3), m.group(4), m.group(5)))
+    return out
+
+
+def write_event(ts_ns: int, path: str, value: str, result: str,
+                actor: ev.Process) -> ev.SysfsWriteObserved:
+    """The SysfsWriteObserved the eBPF source would emit for one recorded write."""
+    parts = path.split("/")
+    control = parts[-1]
+    bdf = None
+    driver = None
+    if "devices" in parts:
+        bdf = parts[parts.index("devices") + 1]
+    if "drivers" in parts and parts.index("drivers") + 1 < len(parts) - 1:
+        driver = parts[parts.index("drivers") + 1]
+    if bdf is None and _BDF.match(value):
+        bdf = value
+    if control == "driver_override":
+        driver = value.strip() or None
+    res = len(value) if result == "ok" else -ERRNO.get(result, 1)
+    return ev.SysfsWriteObserved(ts_ns=ts_ns, source="ebpf", actor=actor, path=path,
+                                 control=control, value=value, bdf=bdf, driver=driver,
+                                 result=res, mode="kprobe")
+
+
+def phase_events(phase: str, tracker: DeviceTracker, *, actor: ev.Process | None = None,
+                 netns: ev.NetnsRef = HOST_NS, link_delay_ns: int = 0) -> list[ev.Event]:
+    """One recorded phase as the core would get it: uevents (completed by the tracker), link
+    events (in `netns`, shifted by `link_delay_ns` to replay the other socket order) and,
+    when `actor` is given, the writes attributed to it; sorted by time like the merge window."""
+    out: list[ev.Event] = []
+    for r in load_dump(dump_path("uevent", phase)):
+        e = decode_uevent(r.data, r.t_real_ns)
+        if e is not None:
+            out.append(e)
+    for r in load_dump(dump_path("netlink", phase)):
+        for e in decode_rtnl(r.data, r.t_real_ns + link_delay_ns, netns):
+            out.append(e)
+    if actor is not None:
+        for ts, path, value, result in writes(phase):
+            out.append(write_event(ts, path, value, result, actor))
+    out.sort(key=lambda e: e.ts_ns)
+    return [tracker.apply(e) for e in out]
+
+
+def tracker_for(inv: ev.InventoryObserved) -> DeviceTracker:
+    return DeviceTracker(inv.devices)
+
+
+def sandbox(ts_ns: int, *, cold_plug: str = "no-port", vfs: tuple[str, ...] = (VF,),
+            origin: str = "file:/opt/kata/share/defaults/kata-containers/configuration-qemu.toml",
+            runtime: str = "go", state_file: str | None = None) -> ev.SandboxStarted:
+    return ev.SandboxStarted(
+        ts_ns=ts_ns, source="kata", sandbox_id=SID, runtime=runtime, handler="kata-qemu",
+        pod="web-0", pod_namespace="shop", pod_uid="6b0c1d2e", netns=POD_NS, shim_pid=4242,
+        cold_plug_vfio=cold_plug, cold_plug_origin=origin,
+        pcie_root_port=1 if cold_plug == "root-port" else 0,
+        vfs=tuple(ev.SandboxVf(bdf=b, host_driver="igbvf") for b in vfs), state_file=state_file,
+    )
+
+
+def kata_config(ts_ns: int, *, cold_plug: str = "no-port", handler: str = "kata-qemu",
+                runtime: str = "go", **kw: object) -> ev.KataConfigLoaded:
+    cfg = ev.KataConfig(
+        handler=handler, runtime=runtime,
+        path="/opt/kata/share/defaults/kata-containers/configuration-qemu.toml",
+        cold_plug_vfio=cold_plug, pcie_root_port=1 if cold_plug == "root-port" else 0,
+        machine_type="q35", **kw,  # type: ignore[arg-type]
+    )
+    return ev.KataConfigLoaded(ts_ns=ts_ns, source="kata", config=cfg)
+
+
+def start_ns() -> int:
+    """A time just before the first recorded event (inventory and config go there)."""
+    return min(r.t_real_ns for r in load_dump(dump_path("uevent", "kata38-bind-vfio"))) - 1_000_000_000
+
+
+def tick(ts_ns: int) -> ev.ClockTicked:
+    return ev.ClockTicked(ts_ns=ts_ns, source="runtime")
