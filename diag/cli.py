@@ -215,6 +215,7 @@ def _run_record_sysfs(args: argparse.Namespace) -> int:
 EXTRA_COMMAND_MODULES: list[str] = [
     "diag.dashboard",
     "diag.service",
+    "diag.postmortem",
 ]
 """Modules that add subcommands (run, tui, demo, postmortem), one line each."""
 

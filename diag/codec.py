@@ -183,6 +183,14 @@ def _record_decoder(cls: type) -> Callable[[dict[str, Any]], Any]:
     return decode
 
 
+def decode_value(cls: type) -> Callable[[dict[str, Any]], Any]:
+    """The decoder of one record class (an event or a value record such as `PciDevice`).
+
+    Raises TypeError on a missing or unknown required field; unknown keys are ignored.
+    """
+    return _record_decoder(cls)
+
+
 def from_record(rec: dict[str, Any]) -> ev.Event | Header:
     """Rebuild an event, finding or header from its dict; raises ValueError when it cannot."""
     kind = rec.get("kind")

@@ -1,0 +1,253 @@
+"""Provides the postmortem importer registry: content sniffing, plain/.gz line reading, per-file stats.
+
+An importer turns one kind of file an operator already has (the agent's journal, `udevadm
+monitor`, `ip monitor`, `journalctl -o json`, logfmt logs, `lspci`, a snapshot, Kata's
+configuration and state files) into the same events the live sources emit. Each is one module
+with a pure `parse_<fmt>(lines) -> events` plus `sniff(head) -> bool`, registered with one
+`@register(...)` line and one entry in BUILTIN. The format is recognised from content, never
+from the file name; `.gz` input is read transparently and a truncated or corrupt stream ends
+the file with a note instead of an exception.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from diag import events as ev
+
+Clock = Literal["realtime", "monotonic", "none", "static"]
+"""How a file's event stamps are to be read.
+
+`realtime`: nanoseconds since the epoch. `monotonic`: nanoseconds since boot (udevadm's
+`KERNEL[s]`), to be aligned. `none`: the file has no time at all; stamps are ordinals.
+`static`: a state listing (configuration, lspci) with no time of its own.
+"""
+
+HEAD_BYTES = 64 * 1024
+"""How much of a file (decompressed) the sniffers see."""
+
+
+@dataclass(slots=True)
+class FileStats:
+    """What reading one input file gave and skipped, for the report."""
+
+    path: str
+    format: str = ""
+    """Importer name, `unrecognised` or `unreadable`."""
+    lines: int = 0
+    events: int = 0
+    bad_lines: int = 0
+    first_bad: str = ""
+    """`line N: why: <text>` for the first malformed line."""
+    truncated: bool = False
+    """The file ended early: a cut .gz stream or a last line without newline that did not parse."""
+    error: str = ""
+    """Why the file could not be read at all (exit status 2)."""
+    notes: list[str] = field(default_factory=list)
+    clock: Clock = "none"
+    boot_id: str = ""
+    bytes_read: int = 0
+
+    def bad(self, lineno: int, why: str, text: bytes | str = b"") -> None:
+        """Count one malformed line; keep the first as an example."""
+        self.bad_lines += 1
+        if not self.first_bad:
+            sample = text if isinstance(text, str) else text.decode("utf-8", "replace")
+            sample = sample.rstrip("\n")
+            if len(sample) > 160:
+                sample = sample[:159] + "…"
+            self.first_bad = f"line {lineno}: {why}" + (f": {sample}" if sample else "")
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """A pair of clock readings known to be the same instant (a journald entry has both)."""
+
+    boot_id: str
+    realtime_ns: int
+    monotonic_ns: int
+
+
+@dataclass(slots=True)
+class Parsed:
+    """An importer's result for one file: events in the file's own clock, in file order."""
+
+    events: Iterable[ev.Event]
+    clock: Clock
+    boot_id: str = ""
+    anchors: list[Anchor] = field(default_factory=list)
+    """Filled while `events` is consumed (journald entries with both clocks)."""
+    ordered: bool = True
+    """True when `events` come sorted by stamp (streamed straight into the merge)."""
+
+
+class Importer(Protocol):
+    """One input format."""
+
+    name: str
+    description: str
+
+    def sniff(self, head: list[str]) -> bool:
+        """True when the first lines of a file (decoded, newline-stripped) are this format."""
+        ...
+
+    def parse(self, lines: Iterable[bytes], stats: FileStats, origin: str) -> Parsed:
+        """Decode a whole file's lines (newlines kept); malformed lines go to `stats`."""
+        ...
+
+
+IMPORTERS: dict[str, Importer] = {}
+"""Importer name -> importer, in sniffing order (most specific first)."""
+
+
+def register(importer: Importer) -> Importer:
+    IMPORTERS[importer.name] = importer
+    return importer
+
+
+BUILTIN: list[str] = [
+    "journal", "journald", "snapshot", "udevadm", "ipmon", "lspci", "logfmt",
+]
+"""Built-in importer modules in sniffing order, one line each."""
+
+
+def load_builtin() -> dict[str, Importer]:
+    import importlib
+
+    for mod in BUILTIN:
+        importlib.import_module(f"diag.importers.{mod}")
+    return IMPORTERS
+
+
+# --------------------------------------------------------------------------------------------
+# Reading plain and gzip files
+# --------------------------------------------------------------------------------------------
+
+_GZ_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: str) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == _GZ_MAGIC
+
+
+class _Counting(io.RawIOBase):
+    """Counts compressed bytes read, for the progress bar."""
+
+    def __init__(self, raw: io.BufferedReader, stats: FileStats) -> None:
+        self.raw = raw
+        self.stats = stats
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = self.raw.readinto(b)
+        if n:
+            self.stats.bytes_read += n
+        return n or 0
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def iter_lines(path: str, stats: FileStats) -> Iterator[bytes]:
+    """Yield the lines of a plain or gzip file; a cut or corrupt stream ends it with a note.
+
+    The last line of a cut stream is yielded without its newline, so parsers can tell a
+    truncated tail from a malformed line.
+    """
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed in finally
+    except OSError as exc:
+        stats.error = f"{exc.strerror or exc}"
+        return
+    try:
+        gz = raw.read(2) == _GZ_MAGIC
+        raw.seek(0)
+        counted = io.BufferedReader(_Counting(raw, stats), 1 << 16)
+        fh: io.BufferedIOBase = gzip.GzipFile(fileobj=counted) if gz else counted  # type: ignore[assignment]
+        pending = b""
+        while True:
+            try:
+                chunk = fh.read(1 << 16)
+            except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+                stats.truncated = True
+                stats.note(f"compressed stream is cut or corrupt ({exc}); read up to there")
+                break
+            if not chunk:
+                break
+            data = pending + chunk
+            parts = data.split(b"\n")
+            pending = parts.pop()
+            for part in parts:
+                yield part + b"\n"
+        if pending:
+            yield pending
+    finally:
+        raw.close()
+
+
+def read_head(path: str, limit: int = HEAD_BYTES) -> tuple[list[str], str]:
+    """First lines of a file (decompressed, decoded), and an error text when unreadable."""
+    st = FileStats(path)
+    buf = bytearray()
+    for line in iter_lines(path, st):
+        buf += line
+        if len(buf) >= limit:
+            break
+    if st.error:
+        return [], st.error
+    text = bytes(buf[:limit]).decode("utf-8", "replace")
+    lines = text.split("\n")
+    if len(buf) >= limit and lines:
+        lines.pop()  # the cut-off last line would mislead the sniffers
+    return lines, ""
+
+
+def sniff(path: str) -> tuple[Importer | None, str]:
+    """The importer for a file by its content, and an error text when it cannot be read."""
+    head, err = read_head(path)
+    if err:
+        return None, err
+    load_builtin()
+    for imp in IMPORTERS.values():
+        try:
+            if imp.sniff(head):
+                return imp, ""
+        except Exception:  # a sniffer bug must not stop the others
+            continue
+    return None, ""
+
+
+def walk(inputs: Iterable[str]) -> list[str]:
+    """Expand directories (recursively, sorted) into files; files stay in the order given."""
+    out: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            for dirpath, dirnames, filenames in os.walk(item):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    out.append(os.path.join(dirpath, name))
+        else:
+            out.append(item)
+    return out
+
+
+def decode_line(raw: bytes) -> str:
+    """A line as text: invalid UTF-8 replaced, newline and carriage return stripped."""
+    return raw.decode("utf-8", "replace").rstrip("\r\n")
+
+
+LineParser = Callable[[Iterable[str]], Iterator[ev.Event]]

@@ -1,0 +1,185 @@
+"""Provides clock alignment for postmortem inputs: monotonic captures and untimed ones onto the wall clock.
+
+Pure. Three ways, strongest first, and each says how sure it is:
+
+1. An explicit offset (`--offset`): wall = monotonic + offset, exact by the user's word.
+2. journald anchors: every journald entry has `__REALTIME_TIMESTAMP` and `__MONOTONIC_TIMESTAMP`
+   of one boot, so `realtime - monotonic` is that boot's offset (its spread over the entries is
+   the uncertainty: NTP steps, suspend). udevadm output has no boot id, so this is used only when
+   the exports hold exactly one boot, and the report says it assumed so.
+3. Matching events: the same kernel happening seen by two inputs (a VF's unbind in udevadm and in
+   the agent's journal, a netdev's removal in udevadm and in `ip -ts monitor`) gives candidate
+   offsets; the densest cluster (within `CLUSTER_NS`) wins, its median is the offset and its
+   width the uncertainty. Fewer than two agreeing matches: not aligned, and the report says so.
+
+Untimed inputs (plain `ip monitor`) get their stamps from matches in order (`place_untimed`):
+each matched message takes the time of its counterpart, the ones between are spread evenly
+between their matched neighbours, and the uncertainty is the gap they sit in.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from diag import events as ev
+from diag.importers import Anchor
+
+CLUSTER_NS = 200_000_000
+"""Matches closer than this (uevent vs rtnetlink arrive within milliseconds) are one cluster."""
+MAX_PAIRS_PER_KEY = 64
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Alignment:
+    """How one input was put on the common clock."""
+
+    offset_ns: int
+    """Added to the input's stamps."""
+    uncertainty_ns: int | None
+    """None: not aligned at all (order against other inputs unknown)."""
+    method: str
+    """One sentence for the report."""
+    support: int = 0
+
+
+def anchor_keys(events: Iterable[ev.Event]) -> list[tuple[int, Key, int]]:
+    """The events two inputs can both have seen, as (position, key, stamp), in input order."""
+    out: list[tuple[int, Key, int]] = []
+    live: set[tuple[int, int]] = set()
+    for pos, e in enumerate(events):
+        t = type(e)
+        key: Key | None = None
+        if t is ev.DeviceBound or t is ev.DeviceUnbound or t is ev.DeviceAdded or t is ev.DeviceRemoved:
+            key = (e.kind, e.bdf)  # type: ignore[attr-defined]
+        elif t is ev.NetdevAdded:
+            key = ("net+", e.ifname)  # type: ignore[attr-defined]
+        elif t is ev.NetdevRemoved:
+            key = ("net-", e.ifname)  # type: ignore[attr-defined]
+        elif t is ev.VfioDeviceAdded and e.bdf:  # type: ignore[attr-defined]
+            key = ("vfio+", e.bdf)  # type: ignore[attr-defined]
+        elif t is ev.LinkChanged:
+            assert isinstance(e, ev.LinkChanged)
+            ident = (e.netns.inode, e.ifindex)
+            if e.netns.is_host and ident not in live:
+                key = ("net+", e.ifname)
+            live.add(ident)
+        elif t is ev.LinkRemoved:
+            assert isinstance(e, ev.LinkRemoved)
+            live.discard((e.netns.inode, e.ifindex))
+            if e.netns.is_host:
+                key = ("net-", e.ifname)
+        if key is not None:
+            out.append((pos, key, e.ts_ns))
+    return out
+
+
+def from_anchors(anchors: Sequence[Anchor]) -> tuple[Alignment | None, str]:
+    """The offset of the single boot the journald anchors describe; (None, why) otherwise."""
+    boots: dict[str, list[int]] = {}
+    for a in anchors:
+        boots.setdefault(a.boot_id, []).append(a.realtime_ns - a.monotonic_ns)
+    if not boots:
+        return None, "no journald entries with both clocks"
+    if len(boots) > 1:
+        return None, f"the journald exports cover {len(boots)} boots; which one is unknown"
+    boot, diffs = next(iter(boots.items()))
+    diffs.sort()
+    off = diffs[len(diffs) // 2]
+    spread = max(off - diffs[0], diffs[-1] - off)
+    return Alignment(
+        off, spread,
+        f"assumed to be boot {boot[:8]}… of the journald export (the only boot in it); "
+        f"offset from {len(diffs)} journald entries", len(diffs),
+    ), ""
+
+
+def match_offset(
+    mono: Sequence[tuple[int, Key, int]], real: Sequence[tuple[int, Key, int]], *,
+    min_support: int = 2,
+) -> Alignment | None:
+    """The offset that makes the most keyed events of `mono` coincide with those of `real`."""
+    by_key: dict[Key, list[int]] = {}
+    for _, k, t in real:
+        lst = by_key.setdefault(k, [])
+        if len(lst) < MAX_PAIRS_PER_KEY:
+            lst.append(t)
+    diffs: list[int] = []
+    per_key: dict[Key, int] = {}
+    for _, k, t in mono:
+        if per_key.get(k, 0) >= MAX_PAIRS_PER_KEY:
+            continue
+        per_key[k] = per_key.get(k, 0) + 1
+        for r in by_key.get(k, ()):
+            diffs.append(r - t)
+    if not diffs:
+        return None
+    diffs.sort()
+    best = (0, 0, 0)  # (count, lo index, hi index)
+    j = 0
+    for i in range(len(diffs)):
+        while diffs[i] - diffs[j] > CLUSTER_NS:
+            j += 1
+        if i - j + 1 > best[0]:
+            best = (i - j + 1, j, i)
+    count, lo, hi = best
+    if count < min_support:
+        return None
+    cluster = diffs[lo : hi + 1]
+    off = cluster[len(cluster) // 2]
+    unc = max(off - cluster[0], cluster[-1] - off)
+    return Alignment(off, unc, f"matched {count} events with timed inputs", count)
+
+
+def place_untimed(
+    keyed: Sequence[tuple[int, Key, int]], reference: Sequence[tuple[int, Key, int]], count: int,
+) -> tuple[list[int], list[int], int]:
+    """Stamps and uncertainties for `count` untimed messages (positions 0..count-1).
+
+    `keyed` holds the `anchor_keys` of the untimed messages; `reference` those of the timed
+    inputs. Returns (stamps, uncertainties, matched); when
+    nothing matched the stamps are the ordinals themselves and every uncertainty is -1.
+    """
+    ref_times: dict[Key, list[int]] = {}
+    for _, k, t in sorted(reference, key=lambda x: x[2]):
+        ref_times.setdefault(k, []).append(t)
+    anchors: list[tuple[int, int]] = []
+    last = -(1 << 62)
+    for pos, k, _ in keyed:
+        ordinal = pos + 1
+        times = ref_times.get(k)
+        if not times:
+            continue
+        i = bisect.bisect_left(times, last)
+        if i < len(times):
+            last = times[i]
+            anchors.append((ordinal, last))
+    if not anchors:
+        return list(range(1, count + 1)), [-1] * count, 0
+    stamps: list[int] = []
+    uncs: list[int] = []
+    ai = 0
+    for n in range(1, count + 1):
+        while ai < len(anchors) and anchors[ai][0] < n:
+            ai += 1
+        if ai < len(anchors) and anchors[ai][0] == n:
+            stamps.append(anchors[ai][1])
+            uncs.append(0)
+            continue
+        prev = anchors[ai - 1] if ai > 0 else None
+        nxt = anchors[ai] if ai < len(anchors) else None
+        if prev and nxt:
+            span_n = nxt[0] - prev[0]
+            t = prev[1] + (nxt[1] - prev[1]) * (n - prev[0]) // span_n
+            stamps.append(t)
+            uncs.append(nxt[1] - prev[1])
+        elif nxt:  # before the first match: only "earlier than" is known
+            stamps.append(nxt[1] - (nxt[0] - n) * 1000)
+            uncs.append(-1)
+        else:
+            assert prev is not None
+            stamps.append(prev[1] + (n - prev[0]) * 1000)
+            uncs.append(-1)
+    return stamps, uncs, len(anchors)

@@ -1,0 +1,636 @@
+"""Provides the postmortem engine: inputs -> importers -> one aligned timeline -> the live Correlator.
+
+Same engine, same answer: the events the importers produce go through the very `Correlator`
+the live agent runs, in stamp order, and time advances only from their stamps. Replaying the
+agent's own journal uses the `ClockTicked` records the live pipeline wrote whenever a timer tick
+raised a finding, so its findings come out identical; for other inputs (which have no ticks)
+time is advanced in `TICK_NS` steps across gaps so grace periods expire as they would have live.
+
+Memory: the agent's journal is streamed (constant memory whatever its size); the other inputs
+are small and read whole. The timeline kept for the report is bounded (`timeline_limit`).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from diag import codec
+from diag import events as ev
+from diag.core.config import CoreConfig
+from diag.core.correlator import Correlator
+from diag.core.state import HostState
+from diag.importers import FileStats, Importer, Parsed, iter_lines, sniff, walk
+from diag.importers import align as al
+
+DEDUPE_MIN_NS = 50_000_000
+DEDUPE_MAX_NS = 1_000_000_000
+"""Copies of one happening in two inputs are merged within 2x the alignment uncertainty,
+at least 50 ms and at most 1 s."""
+TICK_NS = 1_000_000_000
+"""Step of synthetic time advance across gaps (inputs other than the agent's journal)."""
+MAX_TICKS_PER_GAP = 3600
+"""Beyond this many steps in one gap the step grows (a day-long gap costs 3,600 advances)."""
+BOOT_RELATIVE_NS = 10 * 365 * 86400 * 1_000_000_000
+"""Stamps below this are read as time since boot (a monotonic input never aligned)."""
+
+
+@dataclass(slots=True)
+class Options:
+    """What the user asked for."""
+
+    device: str | None = None
+    sandbox: str | None = None
+    since_ns: int | None = None
+    until_ns: int | None = None
+    offsets: dict[str, int] = field(default_factory=dict)
+    """Path (or `*` for every input without wall-clock time) -> seconds-to-wall offset in ns."""
+    timeline_limit: int = 2000
+    config: CoreConfig | None = None
+    include_ticks: bool = False
+
+
+@dataclass(slots=True)
+class Input:
+    """One input file and how it was read and placed."""
+
+    index: int
+    path: str
+    stats: FileStats
+    importer: Importer | None = None
+    parsed: Parsed | None = None
+    events: list[ev.Event] | None = None
+    """Materialised events (every input but the agent's journal)."""
+    alignment: al.Alignment | None = None
+    uncertainties: list[int] | None = None
+    """Per-event uncertainty for untimed inputs placed by matching (-1: unknown)."""
+
+    @property
+    def format(self) -> str:
+        return self.stats.format
+
+    @property
+    def clock(self) -> str:
+        return self.stats.clock
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One line of the timeline."""
+
+    ts_ns: int
+    input: int
+    """Index into `Report.inputs`; -1 for findings raised by the replay."""
+    event: ev.Event
+    uncertainty_ns: int = 0
+    """How far off the stamp may be; -1 when unknown (unaligned)."""
+    order_uncertain: bool = False
+    """Its order against a neighbour from another input is within the clocks' uncertainty."""
+
+
+@dataclass(slots=True)
+class Report:
+    """Everything a postmortem found, for any renderer."""
+
+    inputs: list[Input]
+    timeline: list[Entry]
+    timeline_total: int = 0
+    """Entries that passed the filters (the kept list stops at `timeline_limit`)."""
+    events_total: int = 0
+    findings: list[ev.Finding] = field(default_factory=list)
+    """Final state of every finding the replay raised, in the order they opened."""
+    transitions: int = 0
+    recorded_findings: dict[str, ev.Finding] = field(default_factory=dict)
+    """Final state of findings a replayed agent journal carried (to compare)."""
+    clock_notes: list[str] = field(default_factory=list)
+    state: HostState | None = None
+    first_ns: int | None = None
+    last_ns: int | None = None
+    options: Options = field(default_factory=Options)
+
+    @property
+    def unreadable(self) -> list[Input]:
+        return [i for i in self.inputs if i.stats.error]
+
+    @property
+    def worst(self) -> ev.Severity | None:
+        return max((f.severity for f in self.findings), default=None)
+
+    @property
+    def exit_status(self) -> int:
+        """2 when an input could not be read, 1 when a finding reached warning, else 0."""
+        if self.unreadable:
+            return 2
+        worst = self.worst
+        return 1 if worst is not None and worst >= ev.Severity.WARNING else 0
+
+    @property
+    def replay_matches_recording(self) -> bool | None:
+        """None when no agent journal carried findings; else whether the replay agrees."""
+        if not self.recorded_findings:
+            return None
+        mine = {f.finding_id: f for f in self.findings}
+        return mine == self.recorded_findings
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def open_inputs(paths: Iterable[str], options: Options) -> list[Input]:
+    """Sniff and parse every file (directories expanded); the agent's journals stay lazy."""
+    from diag.importers import journal as jmod
+
+    inputs: list[Input] = []
+    for path in walk(paths):
+        st = FileStats(path)
+        imp, err = sniff(path)
+        inp = Input(index=len(inputs), path=path, stats=st, importer=imp)
+        inputs.append(inp)
+        if err:
+            st.format, st.error = "unreadable", err
+            continue
+        if imp is None:
+            st.format = "unrecognised"
+            continue
+        st.format = imp.name
+    _order_journal_parts(inputs)
+    for inp in inputs:
+        if inp.importer is None:
+            continue
+        st = inp.stats
+        if inp.format == "journal":
+            inp.parsed = jmod.parse_file(inp.path, st, skip_restatement=inp.stats.notes.count(_CONTINUES) > 0)
+            st.clock = "realtime"
+            continue
+        parsed = inp.importer.parse(iter_lines(inp.path, st), st, inp.path)
+        events = list(parsed.events)
+        if not parsed.ordered:
+            events.sort(key=lambda e: e.ts_ns)
+        inp.parsed, inp.events = parsed, events
+        st.clock = parsed.clock if inp.format != "ipmon" else st.clock
+    return inputs
+
+
+_CONTINUES = "continues an earlier part given here: its restated state was skipped"
+
+
+def _order_journal_parts(inputs: list[Input]) -> None:
+    """Mark rotated journal parts that follow an earlier part of the same run among the inputs."""
+    from diag.importers import journal as jmod
+
+    runs: dict[tuple[str, int], list[tuple[int, Input]]] = {}
+    for inp in inputs:
+        if inp.format != "journal":
+            continue
+        h = jmod.first_header(inp.path)
+        if h is None:
+            continue
+        runs.setdefault((h.boot_id, h.started_ns), []).append((h.part, inp))
+    for parts in runs.values():
+        parts.sort(key=lambda x: x[0])
+        for _, inp in parts[1:]:
+            inp.stats.note(_CONTINUES)
+
+
+# --------------------------------------------------------------------------------------------
+# Time
+# --------------------------------------------------------------------------------------------
+
+
+def _journal_keyed(inp: Input, limit: int = 20000) -> list[tuple[int, al.Key, int]]:
+    """Keyed events of an agent journal (a second, bounded pass over its head)."""
+    from itertools import islice
+
+    from diag.importers import journal as jmod
+
+    events = jmod.parse_file(inp.path, FileStats(inp.path)).events
+    return al.anchor_keys(islice(events, limit * 10))[:limit]
+
+
+def align_inputs(inputs: list[Input], options: Options) -> list[str]:
+    """Give every monotonic and untimed input an offset (or say it has none); notes for the report."""
+    notes: list[str] = []
+    anchors = [a for i in inputs if i.parsed is not None for a in i.parsed.anchors]
+    real_keyed: list[tuple[int, al.Key, int]] | None = None
+
+    def reference() -> list[tuple[int, al.Key, int]]:
+        nonlocal real_keyed
+        if real_keyed is None:
+            real_keyed = []
+            for i in inputs:
+                if i.clock != "realtime" or i.parsed is None:
+                    continue
+                if i.events is not None:
+                    real_keyed.extend(al.anchor_keys(i.events))
+                else:
+                    real_keyed.extend(_journal_keyed(i))
+        return real_keyed
+
+    for inp in inputs:
+        if inp.parsed is None or inp.clock != "monotonic":
+            continue
+        explicit = options.offsets.get(inp.path, options.offsets.get("*"))
+        if explicit is not None:
+            inp.alignment = al.Alignment(explicit, 0, "explicit --offset")
+        else:
+            a, why = al.from_anchors(anchors)
+            if a is None:
+                a = al.match_offset(al.anchor_keys(inp.events or ()), reference())
+                if a is None and why:
+                    why = f"{why}; no events matched the timed inputs"
+            inp.alignment = a or al.Alignment(
+                0, None, "NOT aligned: " + (why or "nothing to align with")
+                + "; stamps are time since boot, order against other inputs unknown"
+                + " (give --offset)",
+            )
+        if inp.alignment.offset_ns and inp.events is not None:
+            off = inp.alignment.offset_ns
+            inp.events = [replace(e, ts_ns=e.ts_ns + off) for e in inp.events]
+    # Untimed inputs go last: they can lean on the monotonic ones just aligned.
+    for inp in inputs:
+        if inp.parsed is None or inp.clock != "none" or inp.events is None:
+            continue
+        explicit = options.offsets.get(inp.path)
+        ref = list(reference())
+        for other in inputs:
+            if other is not inp and other.clock == "monotonic" and other.alignment and \
+                    other.alignment.uncertainty_ns is not None and other.events is not None:
+                ref.extend(al.anchor_keys(other.events))
+        stamps, uncs, matched = al.place_untimed(al.anchor_keys(inp.events), ref, len(inp.events))
+        if matched:
+            inp.events = [replace(e, ts_ns=t) for e, t in zip(inp.events, stamps, strict=True)]
+            inp.uncertainties = uncs
+            inp.alignment = al.Alignment(0, max((u for u in uncs if u >= 0), default=0),
+                                         f"no timestamps: placed by {matched} messages matched "
+                                         "with timed inputs, the others between them", matched)
+        else:
+            inp.alignment = al.Alignment(0, None, "no timestamps and nothing to match: only the "
+                                         "order within the file is known")
+        if explicit is not None:
+            notes.append(f"{inp.path}: --offset ignored (the file has no timestamps)")
+    for inp in inputs:
+        if inp.alignment is None:
+            continue
+        a = inp.alignment
+        if a.uncertainty_ns is None:
+            notes.append(f"{inp.path}: {a.method}")
+        elif inp.clock == "monotonic":
+            notes.append(f"{inp.path}: monotonic clock {a.method}; offset {a.offset_ns / 1e9:.6f} s"
+                         f" (±{a.uncertainty_ns / 1e6:.1f} ms)")
+        else:
+            notes.append(f"{inp.path}: {a.method} (±{a.uncertainty_ns / 1e6:.1f} ms at worst)")
+    for inp in inputs:
+        if inp.format == "ipmon" and inp.clock == "realtime":
+            notes.append(f"{inp.path}: ip monitor stamps are the capturing host's local time, read "
+                         "as UTC (use --offset PATH=SECONDS if it was not UTC)")
+    return notes
+
+
+# --------------------------------------------------------------------------------------------
+# Replay
+# --------------------------------------------------------------------------------------------
+
+Item = tuple[int, int, int, ev.Event]
+"""(stamp, input index, sequence, event): heap-mergeable without comparing events."""
+
+
+def _stream(inp: Input, base_ns: int | None) -> Iterator[Item]:
+    idx = inp.index
+    if inp.events is not None:
+        static = inp.clock == "static"
+        for n, e in enumerate(inp.events):
+            if static:
+                ts = (base_ns - 1) if base_ns is not None else 0
+                e = replace(e, ts_ns=ts)
+            yield (e.ts_ns, idx, n, e)
+        return
+    assert inp.parsed is not None
+    for n, e in enumerate(inp.parsed.events):
+        yield (e.ts_ns, idx, n, e)
+
+
+class _Filter:
+    """Which events and findings the report shows (--device, --sandbox, --since)."""
+
+    def __init__(self, options: Options) -> None:
+        self.device = options.device.lower() if options.device else None
+        self.sandbox = options.sandbox
+        self.since = options.since_ns
+        self.sandbox_bdfs: set[str] = set()
+        self.include_ticks = options.include_ticks
+
+    def learn(self, e: ev.Event) -> None:
+        if self.sandbox is None:
+            return
+        if isinstance(e, ev.SandboxStarted) and e.sandbox_id == self.sandbox:
+            self.sandbox_bdfs.update(v.bdf for v in e.vfs)
+            self.sandbox_bdfs.update(e.vmm_vfio_devices)
+        elif isinstance(e, ev.LogLineMatched) and e.sandbox_id == self.sandbox and e.bdf:
+            self.sandbox_bdfs.add(e.bdf)
+
+    def shows(self, e: ev.Event) -> bool:
+        if type(e) is ev.ClockTicked and not self.include_ticks:
+            return False
+        if self.since is not None and e.ts_ns < self.since and not isinstance(e, ev.Finding):
+            return False
+        bdf = _bdf_of(e)
+        if self.device is not None and bdf != self.device:
+            return False
+        if self.sandbox is not None:
+            sid = getattr(e, "sandbox_id", None)
+            if sid != self.sandbox and (bdf is None or bdf not in self.sandbox_bdfs):
+                return False
+        return True
+
+    def shows_finding(self, f: ev.Finding) -> bool:
+        if self.since is not None and f.last_ns < self.since:
+            return False
+        if self.device is not None and (f.bdf or "").lower() != self.device:
+            return False
+        return not (self.sandbox is not None and f.sandbox_id != self.sandbox
+                    and (f.bdf is None or f.bdf not in self.sandbox_bdfs))
+
+
+def _bdf_of(e: ev.Event) -> str | None:
+    bdf = getattr(e, "bdf", None)
+    if bdf is None and isinstance(e, ev.SysfsWriteObserved):
+        bdf = e.bdf
+    return bdf.lower() if isinstance(bdf, str) else None
+
+
+class _LinkEnricher:
+    """Fills the PCI address of imported link events (ip monitor knows none) from netdev events."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, str] = {}
+
+    def __call__(self, e: ev.Event) -> ev.Event:
+        t = type(e)
+        if t is ev.NetdevAdded:
+            assert isinstance(e, ev.NetdevAdded)
+            if e.bdf:
+                self.by_name[e.ifname] = e.bdf
+        elif (t is ev.LinkChanged or t is ev.LinkRemoved) and e.source == "links":
+            assert isinstance(e, (ev.LinkChanged, ev.LinkRemoved))
+            if e.bdf is None and e.netns.is_host and e.netns.inode == 0:
+                bdf = self.by_name.get(e.ifname)
+                if bdf:
+                    return replace(e, bdf=bdf)
+        return e
+
+
+def _identity(e: ev.Event) -> tuple[object, ...] | None:
+    """What two inputs' copies of one happening share (None: never merged)."""
+    t = type(e)
+    if t is ev.DeviceBound or t is ev.DeviceUnbound or t is ev.DeviceAdded or \
+            t is ev.DeviceRemoved or t is ev.DeviceChanged:
+        return (t, e.bdf)  # type: ignore[attr-defined]
+    if t is ev.NetdevAdded or t is ev.NetdevRemoved:
+        return (t, e.bdf, e.ifname)  # type: ignore[attr-defined]
+    if t is ev.VfioDeviceAdded or t is ev.VfioDeviceRemoved:
+        return (t, e.bdf, e.group)  # type: ignore[attr-defined]
+    if t is ev.LinkChanged:
+        assert isinstance(e, ev.LinkChanged)
+        return (t, e.netns.inode, e.ifindex, e.ifname, e.operstate, e.carrier, e.admin_up, e.mac)
+    if t is ev.LinkRemoved:
+        assert isinstance(e, ev.LinkRemoved)
+        return (t, e.netns.inode, e.ifindex, e.ifname)
+    if t is ev.LogLineMatched:
+        assert isinstance(e, ev.LogLineMatched)
+        return (t, e.signature, e.text, e.sandbox_id)
+    if t is ev.DriverRegistered or t is ev.DriverUnregistered:
+        return (t, e.driver)  # type: ignore[attr-defined]
+    return None
+
+
+_UNCOMPARED = frozenset(("kind", "ts_ns", "source", "previous_driver", "origin", "pid", "level"))
+
+
+def _compatible(a: dict[str, object], b: dict[str, object]) -> bool:
+    """No field both copies know differs (a driver name one of them lacks is fine)."""
+    for k in a.keys() & b.keys():
+        if k in _UNCOMPARED:
+            continue
+        va, vb = a[k], b[k]
+        if va in ("", None) or vb in ("", None):
+            continue
+        if va != vb:
+            return False
+    return True
+
+
+def _known(rec: dict[str, object]) -> int:
+    return sum(1 for v in rec.values() if v not in ("", None))
+
+
+class _Dedupe:
+    """Merges the copies of one happening that several inputs saw (two udevadm captures of one
+    session, the agent's journal and udevadm, a journald export and containerd's log).
+
+    Events wait up to `window_ns`; a copy from another input with the same identity, no
+    conflicting field and a stamp within the pair's window (twice their alignment uncertainty,
+    at least 50 ms, at most 1 s) is dropped, and when it says more (a driver name, an ifindex)
+    it replaces the waiting one. Copies within one input are never merged.
+    """
+
+    def __init__(self, uncertainty: dict[int, int]) -> None:
+        self.unc = uncertainty
+        self.window = DEDUPE_MAX_NS if not uncertainty else min(
+            DEDUPE_MAX_NS, max(DEDUPE_MIN_NS, 4 * max(uncertainty.values())))
+        self.pending: deque[list[Any]] = deque()  # [ts, idx, n, event, identity, record]
+        self.dropped = 0
+
+    def _pair_window(self, a: int, b: int) -> int:
+        w = 2 * (self.unc.get(a, 0) + self.unc.get(b, 0))
+        return min(DEDUPE_MAX_NS, max(DEDUPE_MIN_NS, w))
+
+    def push(self, item: Item) -> list[Item]:
+        ts, idx, n, e = item
+        out: list[Item] = []
+        pend = self.pending
+        while pend and pend[0][0] < ts - self.window:
+            p = pend.popleft()
+            out.append((p[0], p[1], p[2], p[3]))
+        ident = _identity(e)
+        rec: dict[str, object] | None = None
+        if ident is not None:
+            for p in pend:
+                if p[4] != ident or p[1] == idx or ts - p[0] > self._pair_window(p[1], idx):
+                    continue
+                if rec is None:
+                    rec = codec.to_record(e)
+                if not _compatible(p[5], rec):
+                    continue
+                self.dropped += 1
+                if _known(rec) > _known(p[5]):
+                    p[3], p[5] = replace(e, ts_ns=p[0]), rec
+                return out
+            if rec is None:
+                rec = codec.to_record(e)
+        pend.append([ts, idx, n, e, ident, rec])
+        return out
+
+    def flush(self) -> list[Item]:
+        out: list[Item] = [(p[0], p[1], p[2], p[3]) for p in self.pending]
+        self.pending.clear()
+        return out
+
+
+def _deduped(items: Iterator[Item], dd: _Dedupe) -> Iterator[Item]:
+    for item in items:
+        yield from dd.push(item)
+    yield from dd.flush()
+
+
+def replay(
+    inputs: list[Input], options: Options,
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    """Feed every input's events, merged by stamp, through a fresh Correlator."""
+    report = Report(inputs=inputs, timeline=[], options=options)
+    report.clock_notes = align_inputs(inputs, options)
+    has_journal = any(i.format == "journal" and i.parsed is not None for i in inputs)
+    timed_streams = []
+    first_stamps = []
+    for inp in inputs:
+        if inp.parsed is None or inp.clock == "static":
+            continue
+        if inp.events is not None:
+            if inp.events:
+                first_stamps.append(inp.events[0].ts_ns)
+            timed_streams.append(_stream(inp, None))
+        else:
+            it = _stream(inp, None)
+            head = next(it, None)
+            if head is not None:
+                first_stamps.append(head[0])
+                timed_streams.append(_chain(head, it))
+    base = min(first_stamps) if first_stamps else None
+    static = [_stream(i, base) for i in inputs
+              if i.parsed is not None and i.clock == "static" and i.events]
+    merged: Iterator[Item] = heapq.merge(*static, *timed_streams)
+    dedupe: _Dedupe | None = None
+    if len(timed_streams) > 1:
+        dedupe = _Dedupe({i.index: i.alignment.uncertainty_ns for i in inputs
+                          if i.alignment is not None and i.alignment.uncertainty_ns is not None})
+        merged = _deduped(merged, dedupe)
+
+    corr = Correlator(options.config)
+    filt = _Filter(options)
+    enrich = _LinkEnricher() if any(i.format == "ipmon" for i in inputs) else None
+    unc_of = {i.index: (i.alignment.uncertainty_ns if i.alignment and i.alignment.uncertainty_ns
+                        is not None else (-1 if i.alignment else 0)) for i in inputs}
+    per_event_unc = {i.index: i.uncertainties for i in inputs if i.uncertainties}
+    findings: dict[str, ev.Finding] = {}
+    recorded: dict[str, ev.Finding] = {}
+    timeline = report.timeline
+    limit = options.timeline_limit
+    last_ts: int | None = None
+    until = options.until_ns
+    total = 0
+
+    def note(transitions: list[ev.Finding]) -> None:
+        nonlocal total
+        for f in transitions:
+            report.transitions += 1
+            findings[f.finding_id] = f
+            if f.status != "updated" and filt.shows_finding(f):
+                total += 1
+                if len(timeline) < limit:
+                    timeline.append(Entry(f.ts_ns, -1, f))
+
+    def advance_to(ts: int) -> None:
+        assert last_ts is not None
+        gap = ts - last_ts
+        step = TICK_NS if gap <= TICK_NS * MAX_TICKS_PER_GAP else gap // MAX_TICKS_PER_GAP
+        t = (last_ts // step + 1) * step
+        while t < ts:
+            note(corr.advance(t))
+            t += step
+
+    count = 0
+    for ts, idx, n, e in merged:
+        if until is not None and ts > until:
+            break
+        count += 1
+        if progress is not None and not count & 0x3FFF:
+            progress(count)
+        if type(e) is ev.Finding:
+            assert isinstance(e, ev.Finding)
+            recorded[e.finding_id] = e
+            continue
+        if enrich is not None:
+            e = enrich(e)
+        if not has_journal and last_ts is not None and ts - last_ts > TICK_NS:
+            advance_to(ts)
+        if report.first_ns is None:
+            report.first_ns = ts
+        last_ts = ts
+        filt.learn(e)
+        transitions = corr.feed(e)
+        if filt.shows(e):
+            total += 1
+            if len(timeline) < limit:
+                u = unc_of.get(idx, 0)
+                pu = per_event_unc.get(idx)
+                if pu is not None and n < len(pu):
+                    u = pu[n]
+                timeline.append(Entry(ts, idx, e, u or 0))
+        if transitions:
+            note(transitions)
+    if until is not None and last_ts is not None and until > last_ts and not has_journal:
+        advance_to(until)
+        note(corr.advance(until))
+    report.last_ns = last_ts
+    if dedupe is not None and dedupe.dropped:
+        report.clock_notes.append(
+            f"{dedupe.dropped} event(s) seen by more than one input were merged into one "
+            f"(same happening within {dedupe.window / 1e6:.0f} ms)")
+    report.events_total = count
+    report.timeline_total = total
+    report.findings = list(findings.values())
+    report.recorded_findings = recorded
+    report.state = corr.snapshot()
+    _mark_order(timeline)
+    for inp in inputs:
+        if inp.format == "journal" and inp.stats.error:
+            report.clock_notes.append(f"{inp.path}: {inp.stats.error}")
+    return report
+
+
+def _chain(head: Item, rest: Iterator[Item]) -> Iterator[Item]:
+    yield head
+    yield from rest
+
+
+def _mark_order(timeline: list[Entry]) -> None:
+    """Flag neighbours from different inputs closer than their combined uncertainty."""
+    for i in range(1, len(timeline)):
+        a, b = timeline[i - 1], timeline[i]
+        if a.input == b.input or a.input < 0 or b.input < 0:
+            continue
+        if a.uncertainty_ns < 0 or b.uncertainty_ns < 0:
+            unsure = True
+        else:
+            unsure = b.ts_ns - a.ts_ns <= max(a.uncertainty_ns, b.uncertainty_ns) and \
+                max(a.uncertainty_ns, b.uncertainty_ns) > 0
+        if unsure:
+            timeline[i - 1] = replace(a, order_uncertain=True)
+            timeline[i] = replace(b, order_uncertain=True)
+
+
+def run(paths: Iterable[str], options: Options,
+        progress: Callable[[int], None] | None = None) -> Report:
+    """Read, align and replay: the whole postmortem."""
+    inputs = open_inputs(paths, options)
+    return replay(inputs, options, progress)
+
+
+def finding_record(f: ev.Finding) -> dict[str, object]:
+    """A finding in the journal's (the live agent's) schema."""
+    return codec.to_record(f)
