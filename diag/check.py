@@ -256,7 +256,9 @@ def run_checks(paths: HostPaths) -> list[CheckResult]:
     return out
 
 
-EXTRA_CHECK_MODULES: list[str] = []
+EXTRA_CHECK_MODULES: list[str] = [
+    "diag.sources.kata.check",
+]
 """Modules that register more checks (eBPF mode, Kata configuration), one line each."""
 
 

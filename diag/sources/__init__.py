@@ -87,5 +87,6 @@ def load_builtin() -> dict[str, SourceFactory]:
 BUILTIN: list[str] = [
     "uevent",
     "links",
+    "kata.source",
 ]
 """Built-in source modules, one line each (appended by each source's author)."""

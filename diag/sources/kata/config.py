@@ -25,6 +25,7 @@ API for importers:
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
@@ -172,7 +173,7 @@ def parse_toml(text: str, path: str) -> tuple[dict[str, Any] | None, ConfigError
             line = text.count("\n") + (0 if text.endswith("\n") else 1)
         reason = _TOML_POS.sub("", msg).strip()
         where = f"line {line}, column {col}" if col else (f"line {line}" if line else "")
-        return None, ConfigError(path, f"{path}: {where}: {reason}" if where else f"{path}: {reason}",
+        return None, ConfigError(path, f"toml: {where}: {reason}" if where else f"toml: {reason}",
                                  line=line, column=col)
 
 
@@ -662,11 +663,30 @@ def resolve(paths: HostPaths, host_path: str, *, max_links: int = 40) -> str | N
     return "/" + "/".join(done)
 
 
+def read_regular(real: str | os.PathLike[str], limit: int) -> bytes:
+    """Read at most `limit` bytes of a regular file; never blocks on a FIFO or a device."""
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise OSError(errno.EINVAL, f"is {kind}")
+        chunks, left = [], limit
+        while left > 0:
+            b = os.read(fd, min(left, 1 << 20))
+            if not b:
+                break
+            chunks.append(b)
+            left -= len(b)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _read_text(paths: HostPaths, host_path: str) -> tuple[str | None, ConfigError | None]:
     real = paths.host(host_path)
     try:
-        with open(real, "rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
+        raw = read_regular(real, MAX_FILE_BYTES + 1)
     except OSError as exc:
         return None, ConfigError(host_path, f"open {host_path}: {exc.strerror or exc}")
     if len(raw) > MAX_FILE_BYTES:

@@ -1,0 +1,386 @@
+"""Provides Kata log decoding (logfmt, journald JSON) and followers for journald and log files.
+
+Pure decoders: `parse_logfmt` (logrus TextFormatter: `time=... level=... msg="..." key=value`,
+Go-quoted values), `decode_text_line` (a logfmt line, optionally behind a syslog or journalctl
+prefix), `decode_journal_entry` (one `journalctl -o json` object: the Go shim's syslog lines,
+runtime-rs's native journald fields, containerd's unit, kernel lines) and `to_event` (a
+LogRecord that matches a signature -> LogLineMatched).
+
+Followers are thin: `JournalFollower` runs `journalctl -f -o json` with matches for the `kata`
+identifier, containerd's unit and the kernel; `FileFollower` tails a file across truncation and
+rotation, holding back a partial last line until its newline arrives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from diag import events as ev
+from diag.sources.kata import signatures
+
+SANDBOX_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+_START = re.compile(r"(?:^|\s)(time|level|msg)=")
+_SYSLOG_PREFIX = re.compile(r"(?P<ident>[\w.@/-]+)\[(?P<pid>\d+)\]:\s")
+MAX_LINE = 65536
+"""Longer lines are cut (Kata's are < 4 KiB; a runaway writer must not grow our buffers)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One log entry, whatever its format."""
+
+    message: str
+    level: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict)
+    ts_ns: int | None = None
+    """The entry's own timestamp when it has one."""
+    origin: str = ""
+    """`journald:kata`, `journald:containerd.service`, `journald:kernel`, `file:<path>`."""
+    pid: int | None = None
+
+
+def _unquote_go(s: str, i: int) -> tuple[str, int]:
+    """Decode a Go-quoted string starting at s[i] == '"'; returns (value, index after it)."""
+    out: list[str] = []
+    i += 1
+    n = len(s)
+    while i < n:
+        c = s[i]
+        if c == '"':
+            return "".join(out), i + 1
+        if c == "\\" and i + 1 < n:
+            e = s[i + 1]
+            simple = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "a": "\a",
+                      "b": "\b", "f": "\f", "v": "\v", "'": "'"}
+            if e in simple:
+                out.append(simple[e])
+                i += 2
+                continue
+            width = {"x": 2, "u": 4, "U": 8}.get(e)
+            if width and i + 2 + width <= n:
+                try:
+                    out.append(chr(int(s[i + 2 : i + 2 + width], 16)))
+                    i += 2 + width
+                    continue
+                except ValueError:
+                    pass
+            if e.isdigit() and i + 4 <= n:  # octal \NNN
+                with contextlib.suppress(ValueError):
+                    out.append(chr(int(s[i + 1 : i + 4], 8)))
+                    i += 4
+                    continue
+            out.append(e)
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out), n  # unterminated: keep what we have
+
+
+def parse_logfmt(text: str) -> dict[str, str]:
+    """logfmt pairs in order; a quoted value may hold spaces and Go escapes. Bare keys map to ''."""
+    out: dict[str, str] = {}
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i] == " ":
+            i += 1
+        if i >= n:
+            break
+        j = i
+        while j < n and text[j] not in "= ":
+            j += 1
+        key = text[i:j]
+        if j < n and text[j] == "=":
+            j += 1
+            if j < n and text[j] == '"':
+                val, j = _unquote_go(text, j)
+            else:
+                k = j
+                while k < n and text[k] != " ":
+                    k += 1
+                val, j = text[j:k], k
+        else:
+            val = ""
+        if key:
+            out[key] = val
+        i = j
+    return out
+
+
+def parse_time_ns(value: str) -> int | None:
+    """RFC3339Nano (`2024-08-14T10:01:02.123456789+08:00`, `...Z`) -> ns since the epoch."""
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d)?$", value.strip())
+    if not m:
+        return None
+    base, frac, tz = m.groups()
+    tz = "+00:00" if tz in (None, "Z") else tz
+    try:
+        dt = datetime.fromisoformat(base + tz)
+    except ValueError:
+        return None
+    return int(dt.timestamp()) * 1_000_000_000 + int((frac or "0").ljust(9, "0"))
+
+
+def decode_text_line(line: str, origin: str = "") -> LogRecord | None:
+    """A logfmt line (Go shim / containerd), possibly behind `... kata[pid]: ` ; else plain text.
+
+    Lines without logfmt keys (kernel text, QEMU stderr captured elsewhere) become a record whose
+    message is the whole line; None for blank lines.
+    """
+    line = line.rstrip("\r\n")[:MAX_LINE]
+    if not line.strip():
+        return None
+    pid = None
+    pm = _SYSLOG_PREFIX.search(line)
+    m = _START.search(line)
+    if pm and (m is None or pm.start() < m.start()):
+        pid = int(pm.group("pid"))
+    if m is None:
+        body = line[pm.end():] if pm else line
+        return LogRecord(message=body, origin=origin, pid=pid)
+    fields = parse_logfmt(line[m.start():].lstrip())
+    msg = fields.pop("msg", "")
+    level = fields.pop("level", "")
+    ts = parse_time_ns(fields.pop("time", "")) if "time" in fields else None
+    if pid is None and fields.get("pid", "").isdigit():
+        pid = int(fields["pid"])
+    return LogRecord(message=msg, level=level, fields=fields, ts_ns=ts, origin=origin, pid=pid)
+
+
+_PRIORITY = {"0": "emerg", "1": "alert", "2": "crit", "3": "error", "4": "warning",
+             "5": "notice", "6": "info", "7": "debug"}
+
+
+def _journal_str(v: object) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, list) and all(isinstance(x, int) for x in v):  # binary field: byte array
+        return bytes(x & 0xFF for x in v).decode("utf-8", "replace")
+    if isinstance(v, list) and v:  # field present several times: the last one
+        return _journal_str(v[-1])
+    return "" if v is None else str(v)
+
+
+def decode_journal_entry(entry: Mapping[str, object]) -> LogRecord | None:
+    """One journald entry (`journalctl -o json`) -> LogRecord.
+
+    - Go shim via syslog (`SYSLOG_IDENTIFIER=kata`): MESSAGE is a logfmt line.
+    - runtime-rs (slog-journald, `SYSLOG_IDENTIFIER=kata`): MESSAGE is the text; its keys are
+      upper-cased journald fields (SUBSYSTEM, SOURCE = sandbox id, NAME, PID, ...), lower-cased here.
+    - containerd's unit: MESSAGE is a logfmt line (containerd's own, or a shim line it copied).
+    - kernel (`_TRANSPORT=kernel`): MESSAGE is kernel text (`vfio-pci <BDF>: ...`).
+    """
+    msg = _journal_str(entry.get("MESSAGE"))[:MAX_LINE]
+    if not msg.strip():
+        return None
+    ident = _journal_str(entry.get("SYSLOG_IDENTIFIER"))
+    unit = _journal_str(entry.get("_SYSTEMD_UNIT"))
+    transport = _journal_str(entry.get("_TRANSPORT"))
+    origin = ("journald:kernel" if transport == "kernel" else
+              f"journald:{ident}" if ident == "kata" else
+              f"journald:{unit or ident or 'unknown'}")
+    ts = None
+    rt = _journal_str(entry.get("__REALTIME_TIMESTAMP"))
+    if rt.isdigit():
+        ts = int(rt) * 1000
+    jpid = _journal_str(entry.get("_PID")) or _journal_str(entry.get("SYSLOG_PID"))
+    pid = int(jpid) if jpid.isdigit() else None
+    if transport != "kernel" and _START.search(msg):
+        rec = decode_text_line(msg, origin)
+        if rec is not None:
+            return LogRecord(message=rec.message, level=rec.level, fields=rec.fields,
+                             ts_ns=rec.ts_ns or ts, origin=origin, pid=rec.pid or pid)
+    fields = {k.lower(): _journal_str(v) for k, v in entry.items()
+              if not k.startswith("_") and k not in ("MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER",
+                                                      "SYSLOG_FACILITY", "SYSLOG_PID", "SYSLOG_TIMESTAMP")
+              and k.isupper()}
+    level = fields.pop("level", "") or _PRIORITY.get(_journal_str(entry.get("PRIORITY")), "")
+    return LogRecord(message=msg, level=level.lower(), fields=fields, ts_ns=ts, origin=origin, pid=pid)
+
+
+def sandbox_of(rec: LogRecord) -> str | None:
+    """The sandbox id a record is about: Go's `sandbox=`, runtime-rs's `source=`/`sid=`."""
+    for key in ("sandbox", "sid", "sandbox_id", "sandbox-id", "source"):
+        v = rec.fields.get(key, "")
+        if SANDBOX_ID_RE.match(v) or (key != "source" and v):
+            return v
+    return None
+
+
+def to_event(rec: LogRecord, *, ts_ns: int, source: str = "kata") -> ev.LogLineMatched | None:
+    """A LogLineMatched when the record's message matches a catalogue signature."""
+    m = signatures.match(rec.message, dict(rec.fields))
+    if m is None:
+        return None
+    qpid = rec.fields.get("qemuPid", "") or rec.fields.get("qemu_pid", "")
+    return ev.LogLineMatched(
+        ts_ns=rec.ts_ns or ts_ns, source=source, signature=m.signature.id, text=rec.message,
+        origin=rec.origin, level=rec.level, sandbox_id=sandbox_of(rec), bdf=m.bdf,
+        pid=rec.pid, qemu_pid=int(qpid) if qpid.isdigit() else None, iommu_group=m.iommu_group,
+    )
+
+
+# ---- Followers ----------------------------------------------------------------------------------
+
+
+class FileFollower:
+    """Tails one file: new complete lines on each `poll()`; survives truncation and rotation."""
+
+    def __init__(self, path: str | Path, *, from_start: bool = False) -> None:
+        self.path = Path(path)
+        self._fh: object | None = None
+        self._ino: int | None = None
+        self._pos = 0
+        self._buf = b""
+        self._from_start = from_start
+        self.errors = 0
+
+    @property
+    def origin(self) -> str:
+        return f"file:{self.path}"
+
+    def _open(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        self._ino = st.st_ino
+        self._pos = 0 if self._from_start else st.st_size
+        self._from_start = True  # a file that appears later is read from its start
+        self._buf = b""
+        return True
+
+    def poll(self, limit: int = 1 << 20) -> list[str]:
+        """Complete new lines (without newline); a partial last line waits for its end."""
+        if self._ino is None and not self._open():
+            return []
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            self._ino = None
+            return []
+        if st.st_ino != self._ino:  # rotated: the new file is read from its start
+            self._ino, self._pos, self._buf = st.st_ino, 0, b""
+        elif st.st_size < self._pos:  # truncated
+            self._pos, self._buf = 0, b""
+        if st.st_size == self._pos:
+            return []
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._pos)
+                data = fh.read(limit)
+        except OSError:
+            self.errors += 1
+            return []
+        self._pos += len(data)
+        data = self._buf + data
+        lines = data.split(b"\n")
+        self._buf = lines.pop()[:MAX_LINE]
+        return [ln.decode("utf-8", "replace") for ln in lines]
+
+
+def journal_dirs(root: Path) -> list[Path]:
+    """Persistent and volatile journal directories under the root that hold journal files."""
+    out = []
+    for d in (root / "var" / "log" / "journal", root / "run" / "log" / "journal"):
+        if d.is_dir() and any(d.rglob("*.journal")):
+            out.append(d)
+    return out
+
+
+JOURNAL_MATCHES = ("SYSLOG_IDENTIFIER=kata", "+", "_SYSTEMD_UNIT=containerd.service", "+",
+                   "_TRANSPORT=kernel")
+
+
+class JournalFollower:
+    """`journalctl -f -o json` on the host journal (or the journal files under --root)."""
+
+    def __init__(self, root: Path, *, since_now: bool = True, units: tuple[str, ...] = ()) -> None:
+        self.root = root
+        self.since_now = since_now
+        self.units = units
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._buf = b""
+        self.reason = ""
+
+    @staticmethod
+    def available(root: Path) -> tuple[bool, str]:
+        if shutil.which("journalctl") is None:
+            return False, "journalctl not found"
+        if str(root) != "/" and not journal_dirs(root):
+            return False, f"no journal files under {root}/var/log/journal or {root}/run/log/journal"
+        if str(root) == "/" and not (Path("/run/systemd/journal").is_dir() or journal_dirs(root)):
+            return False, "no systemd journal on this host"
+        return True, ""
+
+    def command(self) -> list[str]:
+        cmd = ["journalctl", "-f", "-o", "json", "--no-pager", "-q"]
+        cmd += ["-n", "0"] if self.since_now else ["--no-tail"]
+        if str(self.root) != "/":
+            for d in journal_dirs(self.root):
+                cmd += ["-D", str(d)]
+                break
+        matches = list(JOURNAL_MATCHES)
+        for u in self.units:
+            matches += ["+", f"_SYSTEMD_UNIT={u}"]
+        return cmd + matches
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL)
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+
+    def fileno(self) -> int | None:
+        return self.proc.stdout.fileno() if self.proc and self.proc.stdout else None
+
+    def poll(self, timeout: float = 0.0) -> Iterator[dict[str, object]]:
+        """Decoded JSON entries available now (waits up to `timeout` for the first)."""
+        fd = self.fileno()
+        if fd is None:
+            return
+        r, _, _ = select.select([fd], [], [], timeout)
+        if not r:
+            return
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                break
+            if not chunk:
+                self.reason = "journalctl exited"
+                self.stop()
+                break
+            self._buf += chunk
+            if len(chunk) < 1 << 16:
+                break
+        *lines, self._buf = self._buf.split(b"\n")
+        for raw in lines:
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                yield obj
+
+    def stop(self) -> None:
+        p, self.proc = self.proc, None
+        if p is not None and p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(2)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()

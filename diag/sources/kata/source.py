@@ -1,0 +1,374 @@
+"""Provides the `kata` source: Kata configuration, sandboxes, VFIO holders and Kata's log lines.
+
+A thin loop over the pure decoders of this package. `KataWatcher.step(now_ns)` does one round
+and returns events (tests drive it directly); `KataSource.run` calls it on a short tick and
+waits on the journal pipe in between. What each round costs is bounded and measured
+(tests/bench/test_kata_poll.py):
+
+- sandboxes: every `sandbox_interval` (0.5 s) one read of /proc/<pid>/comm per process plus a
+  stat fingerprint of /run/vc and /run/kata; state files are re-read only when it changed.
+- configuration: every `config_interval` (1 s) a stat of each watched path (containerd config
+  and imports, Kata main files, config.d and its entries, the default paths); files are re-read
+  only when a stat changed. Changes are noticed within one interval.
+- VFIO holders: every `holder_interval` (2 s) a readlink of every /proc/<pid>/fd entry, skipped
+  entirely while no /dev/vfio/<group> node exists.
+
+Errors never escape: a bad file is an event naming file and position, and the last good view
+(configuration per handler, state per sandbox) is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from diag import events as ev
+from diag.paths import HostPaths
+from diag.sources import Availability, Emit, SourceContext, proc, register
+from diag.sources.kata import config as kconfig
+from diag.sources.kata import logs, sandboxes
+
+NAME = "kata"
+
+
+def _stat_key(paths: HostPaths, host_path: str) -> tuple[Any, ...] | None:
+    try:
+        st = os.stat(paths.host(host_path))
+    except OSError:
+        try:
+            lst = os.lstat(paths.host(host_path))  # a dangling symlink still counts
+            return ("L", lst.st_mtime_ns, lst.st_ino)
+        except OSError:
+            return None
+    if os.path.isdir(paths.host(host_path)):
+        try:
+            names = tuple(sorted(os.listdir(paths.host(host_path))))
+        except OSError:
+            names = ()
+        return ("D", st.st_mtime_ns, st.st_ino, names)
+    return ("F", st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+class KataWatcher:
+    """The kata source's state: last good views and what was already reported."""
+
+    def __init__(self, paths: HostPaths, options: Mapping[str, Any] | None = None) -> None:
+        opts = dict(options or {})
+        self.paths = paths
+        self.containerd_config: str | None = opts.get("containerd_config")
+        self.sandbox_interval = float(opts.get("sandbox_interval", 0.5))
+        self.config_interval = float(opts.get("config_interval", 1.0))
+        self.holder_interval = float(opts.get("holder_interval", 2.0))
+        self.log_files = [logs.FileFollower(p, from_start=bool(opts.get("logs_from_start", False)))
+                          for p in opts.get("log_files", ())]
+        self.use_journal = bool(opts.get("journal", True))
+        self.journal: logs.JournalFollower | None = None
+        self.journal_reason = ""
+
+        self.configs: dict[str, ev.KataConfig] = {}
+        """Last good configuration per handler."""
+        self.discovery: kconfig.Discovery | None = None
+        self._config_fp: tuple[Any, ...] | None = None
+        self._reported_errors: set[tuple[Any, ...]] = set()
+        self._assumed_reported = False
+
+        self.sandboxes: dict[str, ev.SandboxStarted] = {}
+        self._sb_config: dict[str, tuple[str | None, ev.KataConfig | None]] = {}
+        """Configuration each sandbox started with (frozen at first sight)."""
+        self._states: dict[str, sandboxes.StateInfo] = {}
+        """Last good state file per sandbox (a half-written file keeps the previous one)."""
+        self._state_fp: tuple[Any, ...] | None = None
+        self._state_dirs = sandboxes.StateDirs()
+        self._sb_errors: set[tuple[Any, ...]] = set()
+        self.procs = sandboxes.ProcScan()
+
+        self.holders: dict[int, tuple[int, ...]] = {}
+        self._next = {"config": 0.0, "sandbox": 0.0, "holders": 0.0}
+        self.decode_failures = 0
+
+    # ---- configuration --------------------------------------------------------------------
+
+    def _envs(self) -> tuple[dict[str, dict[str, str]], dict[str, str] | None]:
+        envs: dict[str, dict[str, str]] = {}
+        handlers = self.discovery.containerd.handlers if self.discovery else ()
+        for shim in self.procs.shims.values():
+            if shim.env_kata_conf is None:
+                continue
+            h = sandboxes.handler_for(handlers, shim_exe=shim.exe, shim_argv0=shim.argv[0] if shim.argv else "",
+                                      runtime=shim.runtime) or (
+                "default" if shim.runtime != "rs" or not self.discovery or
+                not any(load.handler == "default-rs" for load in self.discovery.loads) else "default-rs")
+            envs.setdefault(h, {"KATA_CONF_FILE": shim.env_kata_conf})
+        default_env = None
+        if self.procs.containerd is not None:
+            env = proc.read_environ(self.paths, self.procs.containerd.pid)
+            if "KATA_CONF_FILE" in env:
+                default_env = {"KATA_CONF_FILE": env["KATA_CONF_FILE"]}
+        return envs, default_env
+
+    def config_fingerprint(self) -> tuple[Any, ...]:
+        watch = self.discovery.watch if self.discovery else ()
+        envs, default_env = self._envs()
+        return (tuple((p, _stat_key(self.paths, p)) for p in watch),
+                tuple(sorted((k, tuple(sorted(v.items()))) for k, v in envs.items())),
+                tuple(sorted((default_env or {}).items())),
+                sandboxes.containerd_config_arg(self.procs.containerd))
+
+    def step_config(self, ts_ns: int) -> list[ev.Event]:
+        fp = self.config_fingerprint() if self.discovery is not None else None
+        if fp is not None and fp == self._config_fp:
+            return []
+        envs, default_env = self._envs()
+        ctd = self.containerd_config or sandboxes.containerd_config_arg(self.procs.containerd)
+        disc = kconfig.discover(self.paths, containerd_config=ctd, envs=envs, default_env=default_env)
+        self.discovery = disc
+        self._config_fp = self.config_fingerprint()
+        out: list[ev.Event] = []
+        current: set[tuple[Any, ...]] = set()
+        for err in disc.errors:
+            key = (err.handler, err.path, err.message, err.line, err.column)
+            current.add(key)
+            if key not in self._reported_errors:
+                out.append(err.event(ts_ns, NAME))
+        self._reported_errors = current
+        seen = set()
+        for load in disc.loads:
+            seen.add(load.handler)
+            cfg = load.config
+            if cfg is None:
+                continue  # errors reported above; the last good view (if any) stays
+            prev = self.configs.get(load.handler)
+            if prev != cfg:
+                self.configs[load.handler] = cfg
+                out.append(ev.KataConfigLoaded(ts_ns=ts_ns, source=NAME, config=cfg, changed=prev is not None))
+        for gone in [h for h in self.configs if h not in seen]:
+            del self.configs[gone]
+        return out
+
+    # ---- sandboxes ------------------------------------------------------------------------
+
+    def _handler_config(self, sid: str, bundle: sandboxes.BundleInfo | None,
+                        state: sandboxes.StateInfo | None) -> tuple[str | None, ev.KataConfig | None]:
+        if sid in self._sb_config:
+            return self._sb_config[sid]
+        handlers = self.discovery.containerd.handlers if self.discovery else ()
+        shim = self.procs.shims.get(sid)
+        runtime = (shim.runtime if shim else None) or (state.runtime if state else None) or (
+            "rs" if sid in self._state_dirs.rs else "go")
+        exe = shim.exe if shim else (bundle.shim_binary if bundle else "")
+        handler = sandboxes.handler_for(
+            handlers, shim_exe=exe, shim_argv0=shim.argv[0] if shim and shim.argv else "",
+            annotations=bundle.annotations if bundle else None, runtime=runtime,
+            hypervisor=state.hypervisor if state else "", configs=self.configs)
+        if handler is None:
+            rs_default = "default-rs" if "default-rs" in self.configs else "default"
+            handler = rs_default if runtime == "rs" else "default"
+        cfg = self.configs.get(handler)
+        if cfg is None and handler.startswith("default") and self.configs:
+            cfg = next(iter(self.configs.values()))
+        if cfg is not None:  # frozen: a later config change does not apply to a running sandbox
+            self._sb_config[sid] = (handler, cfg)
+        return handler, cfg
+
+    def step_sandboxes(self, ts_ns: int, *, rescan: bool = True) -> list[ev.Event]:
+        out: list[ev.Event] = []
+        if rescan:
+            self.procs = sandboxes.scan_processes(self.paths)
+        fp = sandboxes.state_signature(self.paths)
+        if fp != self._state_fp:
+            self._state_fp = fp
+            self._state_dirs = sandboxes.read_state(self.paths)
+            for sid, err in self._state_dirs.errors.items():
+                key = (err.path, err.message)
+                if key not in self._sb_errors:
+                    self._sb_errors.add(key)
+                    self.decode_failures += 1
+                    out.append(ev.DecodeFailed(ts_ns=ts_ns, source=NAME, failed_source=NAME,
+                                               reason=err.message + (
+                                                   "; keeping the last good state" if sid in self._states else "")))
+            self._states.update(self._state_dirs.states)
+        dirs = self._state_dirs
+        ids = set(dirs.go) | set(dirs.rs) | set(self.procs.shims) | set(self.procs.vmms)
+        for gone in [s for s in self._states if s not in dirs.go and s not in dirs.rs]:
+            del self._states[gone]
+        names = sandboxes.netns_names(self.paths) if ids else {}
+        current: dict[str, ev.SandboxStarted] = {}
+        for sid in sorted(ids):
+            state = self._states.get(sid)
+            bundle = sandboxes.read_bundle(self.paths, sid)
+            if isinstance(bundle, sandboxes.DecodeError):
+                key = (bundle.path, bundle.message)
+                if key not in self._sb_errors:
+                    self._sb_errors.add(key)
+                    out.append(ev.DecodeFailed(ts_ns=ts_ns, source=NAME, failed_source=NAME, reason=bundle.message))
+                bundle = None
+            handler, cfg = self._handler_config(sid, bundle, state)
+            shim, vmm = self.procs.shims.get(sid), self.procs.vmms.get(sid)
+            inode = vmm.netns if vmm else None
+            if inode is None and bundle and bundle.netns_path:
+                with contextlib.suppress(OSError):
+                    inode = os.stat(self.paths.host(bundle.netns_path)).st_ino
+            if inode is None and shim is not None and shim.netns != self.procs.host_netns:
+                inode = shim.netns
+            asm = sandboxes.assemble(
+                sid, ts_ns=ts_ns, state=state, bundle=bundle, shim=shim, vmm=vmm,
+                vm_pid=dirs.vm_pids.get(sid), handler=handler, cfg=cfg,
+                runtime_hint="rs" if sid in dirs.rs else None, netns_inode=inode, names=names,
+                host_netns=self.procs.host_netns)
+            for err in asm.errors:
+                key = (sid, err.message)
+                if key not in self._sb_errors:
+                    self._sb_errors.add(key)
+                    out.append(err.event(ts_ns, NAME))
+            current[sid] = asm.event
+            prev = self.sandboxes.get(sid)
+            if prev is None or replace(prev, ts_ns=ts_ns) != asm.event:
+                out.append(asm.event)
+        for sid in self.sandboxes:
+            if sid not in current:
+                out.append(ev.SandboxStopped(ts_ns=ts_ns, source=NAME, sandbox_id=sid))
+                self._sb_config.pop(sid, None)
+                self._sb_errors = {k for k in self._sb_errors if k[0] != sid}
+        self.sandboxes = current
+        return out
+
+    # ---- VFIO holders ---------------------------------------------------------------------
+
+    def step_holders(self, ts_ns: int) -> list[ev.Event]:
+        if not self.holders and not sandboxes.vfio_groups_present(self.paths):
+            return []
+        now = sandboxes.scan_vfio_holders(self.paths)
+        out: list[ev.Event] = []
+        for group, pids in sorted(now.items()):
+            before = set(self.holders.get(group, ()))
+            for pid in pids:
+                if pid not in before:
+                    holder = proc.read_process(self.paths, pid) or ev.Process(pid=pid)
+                    out.append(ev.VfioGroupHeld(ts_ns=ts_ns, source=NAME, group=group, holder=holder))
+        for group, pids in sorted(self.holders.items()):
+            still = set(now.get(group, ()))
+            for pid in pids:
+                if pid not in still:
+                    out.append(ev.VfioGroupReleased(ts_ns=ts_ns, source=NAME, group=group, pid=pid))
+        self.holders = now
+        return out
+
+    # ---- logs -----------------------------------------------------------------------------
+
+    def start_journal(self) -> None:
+        if not self.use_journal or self.journal is not None:
+            return
+        ok, why = logs.JournalFollower.available(self.paths.root)
+        if not ok:
+            self.journal_reason = why
+            return
+        self.journal = logs.JournalFollower(self.paths.root)
+        try:
+            self.journal.start()
+        except OSError as exc:
+            self.journal_reason = f"journalctl: {exc}"
+            self.journal = None
+
+    def step_logs(self, ts_ns: int, timeout: float = 0.0) -> list[ev.Event]:
+        out: list[ev.Event] = []
+        for f in self.log_files:
+            for line in f.poll():
+                rec = logs.decode_text_line(line, f.origin)
+                if rec is not None:
+                    e = logs.to_event(rec, ts_ns=ts_ns, source=NAME)
+                    if e is not None:
+                        out.append(e)
+        if self.journal is not None:
+            for entry in self.journal.poll(timeout):
+                rec = logs.decode_journal_entry(entry)
+                if rec is not None:
+                    e = logs.to_event(rec, ts_ns=ts_ns, source=NAME)
+                    if e is not None:
+                        out.append(e)
+        elif timeout:
+            time.sleep(timeout)
+        return out
+
+    # ---- one round ------------------------------------------------------------------------
+
+    def step(self, ts_ns: int, mono: float | None = None, *, force: bool = False) -> list[ev.Event]:
+        """Everything due at monotonic time `mono` (all of it when `force`)."""
+        mono = time.monotonic() if mono is None else mono
+        out: list[ev.Event] = []
+        sb_due = force or mono >= self._next["sandbox"]
+        cfg_due = force or mono >= self._next["config"]
+        if sb_due or cfg_due:  # config discovery reads KATA_CONF_FILE from the running shims
+            self.procs = sandboxes.scan_processes(self.paths)
+        if cfg_due:
+            self._next["config"] = mono + self.config_interval
+            out += self.step_config(ts_ns)
+        if sb_due:
+            self._next["sandbox"] = mono + self.sandbox_interval
+            out += self.step_sandboxes(ts_ns, rescan=False)
+        if force or mono >= self._next["holders"]:
+            self._next["holders"] = mono + self.holder_interval
+            out += self.step_holders(ts_ns)
+        out += self.step_logs(ts_ns)
+        return out
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.stop()
+            self.journal = None
+
+
+@register(NAME)
+class KataSource:
+    """Kata configuration, sandboxes, VFIO group holders and Kata's log lines."""
+
+    name = NAME
+
+    def __init__(self, ctx: SourceContext) -> None:
+        self.ctx = ctx
+        self.watcher: KataWatcher | None = None
+
+    def probe(self) -> Availability:
+        disc = kconfig.discover(self.ctx.paths)
+        if not disc.installed:
+            return Availability(True, "no Kata installed: assuming built-in default cold_plug_vfio = no-port",
+                                mode="assumed")
+        return Availability(True, f"{len(disc.loads)} Kata runtime handler(s)", mode="configured")
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        sub = self.ctx.options.get(NAME)  # `[sources.kata]` in the agent's config, else flat keys
+        w = self.watcher = KataWatcher(self.ctx.paths, sub if isinstance(sub, Mapping) else self.ctx.options)
+        w.start_journal()
+        emit(ev.SourceStateChanged(
+            ts_ns=time.time_ns(), source=NAME, name=NAME, up=True,
+            mode="journal" if w.journal else "files",
+            reason="" if w.journal or not w.use_journal else f"journal not followed: {w.journal_reason}",
+            hint="" if w.journal or not w.use_journal else "pass Kata log files with --kata-log, or mount the host journal",
+        ))
+        first = True
+        try:
+            while not stop.is_set():
+                try:
+                    for e in w.step(time.time_ns(), force=first):
+                        emit(e)
+                except Exception as exc:  # a source never dies of one bad round
+                    emit(ev.DecodeFailed(ts_ns=time.time_ns(), source=NAME, failed_source=NAME,
+                                         reason=f"kata round failed: {exc!r}"))
+                first = False
+                for e in w.step_logs(time.time_ns(), timeout=0.1):
+                    emit(e)
+        finally:
+            w.close()
+            emit(ev.SourceStateChanged(ts_ns=time.time_ns(), source=NAME, name=NAME, up=False))
+
+
+def first_views(root: str | Path = "/") -> KataWatcher:
+    """A watcher after one full round (for `check`, `snapshot` and tests)."""
+    w = KataWatcher(HostPaths.at(root), {"journal": False})
+    w.step(time.time_ns(), force=True)
+    return w
