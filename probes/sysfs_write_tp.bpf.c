@@ -1,0 +1,458 @@
+/* sysfs_write_tp.bpf.c: who writes the PCI driver-control files, from raw syscall tracepoints.
+ *
+ * Purpose   Attribute every write to a sysfs control file that moves a PCI device between
+ *           drivers (driver_override, bind, unbind, drivers_probe, new_id, remove_id, remove,
+ *           reset, sriov_numvfs, sriov_drivers_autoprobe, rescan): pid, tid, comm, cgroup id,
+ *           parent, the path as opened, the value written and the result (bytes or -errno).
+ * Hooks     raw_tracepoint sys_enter + sys_exit (one program each, filtered in-kernel by
+ *           syscall number); tracepoint sched:sched_process_fork (parent of short-lived
+ *           writers). open/openat/openat2 with O_WRONLY|O_RDWR whose basename is a control file
+ *           name put (tgid, fd) in `fds`; dup/dup2/dup3/fcntl(F_DUPFD) copy it, close drops it;
+ *           write/pwrite64/writev on such an fd is reported at its exit with the value read from
+ *           the caller's buffer (still mapped: the caller has not resumed). chdir/fchdir are
+ *           reported so that user space can resolve relative paths of writers that have exited.
+ * Fallbacks This IS the fallback of sysfs_store_kprobe.bpf.c (kernels without kprobes). Paths
+ *           are classified by basename only: user space resolves them (cwd, symlinks) under the
+ *           root and drops what is not in sysfs. Not seen: io_uring writes, a control file
+ *           reached through a symlink whose own name is not the control file's, paths longer
+ *           than VFW_PATH_LEN, and fds passed over unix sockets (kprobe mode sees all of these).
+ * Kernel    >= 5.8 (ring buffer, bpf_probe_read_user); x86_64 or arm64. Reads no kernel struct
+ *           but struct pt_regs, whose layout is the ptrace ABI (identical in every header
+ *           version), so the CI machine's mismatched 6.1 headers are safe.
+ * Overhead  Any syscall tracepoint moves every syscall onto the slow path (about +40 ns here);
+ *           each program run costs about +45 ns more on this VM (retpolines, SRSO return
+ *           thunks). Unrelated syscalls run two tiny programs that compare the syscall number;
+ *           sys_exit then reads one array slot (no helper call) and returns unless a tracked
+ *           syscall is in flight. An unrelated 1-byte write measured 1.6x here (tests/bench).
+ *           Only opens for writing copy a path (<= 256 bytes) and check its basename.
+ */
+#include <linux/ptrace.h>
+#include <uapi/linux/bpf.h>
+#include <asm/unistd.h>
+#include "vfiowatch.h"
+
+#ifndef FILTER_TGID
+#define FILTER_TGID 0 /* the agent's own tgid: it only observes, it never appears as a writer */
+#endif
+
+#define AT_FDCWD_ -100
+#define F_DUPFD_ 0
+#define F_DUPFD_CLOEXEC_ 1030
+#define PATH_MASK (VFW_PATH_LEN - 1)
+#define BASENAME_MAX 24 /* "sriov_drivers_autoprobe" is 23 */
+#if VFW_PATH_LEN != 256
+#error "bounded() masks indexes with 255: keep VFW_PATH_LEN at 256"
+#endif
+
+#if defined(__TARGET_ARCH_arm64) || defined(__aarch64__)
+#define SC_ARG0(r) ((r)->regs[0])
+#define SC_ARG1(r) ((r)->regs[1])
+#define SC_ARG2(r) ((r)->regs[2])
+#define SC_ARG3(r) ((r)->regs[3])
+#else /* x86_64: the syscall ABI's 4th argument is r10, not cx */
+#define SC_ARG0(r) ((r)->di)
+#define SC_ARG1(r) ((r)->si)
+#define SC_ARG2(r) ((r)->dx)
+#define SC_ARG3(r) ((r)->r10)
+#endif
+
+/* What is remembered about a control-file fd. */
+struct fdinfo {
+	__u32 control;
+	__u32 flags;
+	__s32 dirfd;
+	__u32 truncated;
+	char path[VFW_PATH_LEN];
+};
+
+struct fdkey {
+	__u32 tgid;
+	__s32 fd;
+};
+
+/* A tracked syscall between its enter and its exit (keyed by tid). */
+struct pending {
+	__u32 nr;
+	__s32 fd;
+	__u64 buf;
+	__u64 count;
+	struct fdinfo fi;
+};
+
+/* gate[0]: counters read on every tracked syscall without a helper call. */
+struct gate {
+	__s64 nfds;     /* entries in `fds` (may overcount after user-space GC: only costs time) */
+	__s64 npending; /* entries in `pending` */
+};
+
+BPF_HASH(fds, struct fdkey, struct fdinfo, 4096);
+BPF_HASH(pending, __u32, struct pending, 4096);
+BPF_ARRAY(gate, struct gate, 1);
+BPF_PERCPU_ARRAY(scratch, struct pending, 1);
+BPF_PERCPU_ARRAY(lost, __u64, 1);           /* records the ring buffer could not take */
+BPF_TABLE("lru_hash", __u32, __u32, ppids, 16384); /* child tgid -> parent tgid */
+BPF_RINGBUF_OUTPUT(events, 256);
+
+static __always_inline struct gate *get_gate(void)
+{
+	int zero = 0;
+	return gate.lookup(&zero);
+}
+
+static __always_inline void count_lost(void)
+{
+	int zero = 0;
+	__u64 *n = lost.lookup(&zero);
+	if (n)
+		*n += 1;
+}
+
+/* An index the verifier can see is < VFW_PATH_LEN: clang drops a plain `& mask` it can prove
+ * redundant, and the verifier, which cannot, then rejects the access. */
+static __always_inline unsigned int bounded(int i)
+{
+	unsigned int m = (unsigned int)i;
+	asm volatile("%0 &= 255" : "+r"(m));
+	return m;
+}
+
+/* Byte compare of a basename with a literal (clang turns __builtin_memcmp into a libcall). */
+static __always_inline int str_eq(const char *a, const char *lit, int n)
+{
+#pragma unroll
+	for (int i = 0; i < BASENAME_MAX; i++) {
+		if (i >= n)
+			break;
+		if (a[i] != lit[i])
+			return 0;
+	}
+	return 1;
+}
+
+/* Control file named by the last path component of `p` (len includes the NUL). */
+static __always_inline __u32 classify(const char *p, int len)
+{
+	char bn[BASENAME_MAX];
+	int end = len - 1; /* index of the NUL */
+	int start = -1;
+	int i;
+
+	if (end <= 0 || end >= VFW_PATH_LEN)
+		return VFW_CTL_NONE;
+#pragma unroll
+	for (i = 1; i <= BASENAME_MAX; i++) {
+		int idx = end - i;
+		if (idx < 0) {
+			start = 0;
+			break;
+		}
+		if (p[bounded(idx)] == '/') {
+			start = idx + 1;
+			break;
+		}
+	}
+	if (start < 0)
+		return VFW_CTL_NONE;
+	int n = end - start;
+#pragma unroll
+	for (i = 0; i < BASENAME_MAX; i++)
+		bn[i] = (i < n) ? p[bounded(start + i)] : 0;
+
+	/* if-chains, not switch: some clang versions emit jump tables the verifier rejects */
+	if (n == 4 && str_eq(bn, "bind", 4)) return VFW_CTL_BIND;
+	if (n == 5 && str_eq(bn, "reset", 5)) return VFW_CTL_RESET;
+	if (n == 6) {
+		if (str_eq(bn, "unbind", 6)) return VFW_CTL_UNBIND;
+		if (str_eq(bn, "new_id", 6)) return VFW_CTL_NEW_ID;
+		if (str_eq(bn, "remove", 6)) return VFW_CTL_REMOVE;
+		if (str_eq(bn, "rescan", 6)) return VFW_CTL_RESCAN;
+	}
+	if (n == 9 && str_eq(bn, "remove_id", 9)) return VFW_CTL_REMOVE_ID;
+	if (n == 12 && str_eq(bn, "sriov_numvfs", 12)) return VFW_CTL_SRIOV_NUMVFS;
+	if (n == 13 && str_eq(bn, "drivers_probe", 13)) return VFW_CTL_DRIVERS_PROBE;
+	if (n == 15 && str_eq(bn, "driver_override", 15)) return VFW_CTL_DRIVER_OVERRIDE;
+	if (n == 23 && str_eq(bn, "sriov_drivers_autoprobe", 23))
+		return VFW_CTL_SRIOV_DRIVERS_AUTOPROBE;
+	return VFW_CTL_NONE;
+}
+
+static __always_inline struct pending *scratch_slot(void)
+{
+	int zero = 0;
+	return scratch.lookup(&zero);
+}
+
+static __always_inline void track(__u32 tid, struct pending *p)
+{
+	struct gate *g = get_gate();
+	if (!g)
+		return;
+	if (pending.update(&tid, p) == 0)
+		__sync_fetch_and_add(&g->npending, 1);
+}
+
+static __always_inline void fd_put(struct fdkey *k, struct fdinfo *fi)
+{
+	struct gate *g = get_gate();
+	if (!g)
+		return;
+	if (fds.lookup(k)) {
+		fds.update(k, fi);
+		return;
+	}
+	if (fds.update(k, fi) == 0)
+		__sync_fetch_and_add(&g->nfds, 1);
+}
+
+static __always_inline void fd_drop(struct fdkey *k)
+{
+	struct gate *g = get_gate();
+	if (g && fds.delete(k) == 0)
+		__sync_fetch_and_add(&g->nfds, -1);
+}
+
+/* open/openat/openat2 for writing: remember the path if its basename is a control file. */
+static __always_inline int on_open(__u32 nr, __u64 tgid_tid, int dirfd, const char *upath,
+				   __u32 flags)
+{
+	if ((flags & 3) == 0) /* O_RDONLY: reading a control file changes nothing */
+		return 0;
+	struct pending *p = scratch_slot();
+	if (!p)
+		return 0;
+	int len = bpf_probe_read_user_str(p->fi.path, sizeof(p->fi.path), upath);
+	if (len <= 0)
+		return 0;
+	__u32 ctl = classify(p->fi.path, len);
+	if (ctl == VFW_CTL_NONE)
+		return 0;
+	p->nr = nr;
+	p->fd = -1;
+	p->buf = 0;
+	p->count = 0;
+	p->fi.control = ctl;
+	p->fi.flags = flags;
+	p->fi.dirfd = dirfd;
+	p->fi.truncated = (len >= VFW_PATH_LEN) ? 1 : 0;
+	track((__u32)tgid_tid, p);
+	return 0;
+}
+
+#ifdef __NR_open
+#define IS_OPEN(nr) ((nr) == __NR_open || (nr) == __NR_openat || (nr) == __NR_openat2)
+#else
+#define IS_OPEN(nr) ((nr) == __NR_openat || (nr) == __NR_openat2)
+#endif
+#ifdef __NR_dup2
+#define IS_DUP2(nr) ((nr) == __NR_dup2 || (nr) == __NR_dup3)
+#else
+#define IS_DUP2(nr) ((nr) == __NR_dup3)
+#endif
+#define IS_WRITE(nr) ((nr) == __NR_write || (nr) == __NR_pwrite64 || (nr) == __NR_writev || \
+		      (nr) == __NR_pwritev || (nr) == __NR_pwritev2)
+
+/* if-chains, not switch, throughout: some clang versions emit jump tables the verifier rejects */
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+	long nr = (long)ctx->args[1];
+	struct pt_regs regs; /* filled by one helper call; not zeroed on the hot path */
+	__u64 id;
+	__u32 tgid;
+
+	if (!IS_OPEN(nr) && nr != __NR_chdir && nr != __NR_fchdir) {
+		if (!IS_WRITE(nr) && nr != __NR_close && !IS_DUP2(nr) && nr != __NR_dup &&
+		    nr != __NR_fcntl)
+			return 0;
+		struct gate *g = get_gate();
+		if (!g || g->nfds <= 0) /* no control file open anywhere: the common case */
+			return 0;
+	}
+
+	id = bpf_get_current_pid_tgid();
+	tgid = id >> 32;
+	if (FILTER_TGID && tgid == FILTER_TGID)
+		return 0;
+	if (bpf_probe_read_kernel(&regs, sizeof(regs), (void *)ctx->args[0]))
+		return 0;
+
+#ifdef __NR_open
+	if (nr == __NR_open)
+		return on_open(nr, id, AT_FDCWD_, (const char *)SC_ARG0(&regs), (__u32)SC_ARG1(&regs));
+#endif
+	if (nr == __NR_openat)
+		return on_open(nr, id, (int)SC_ARG0(&regs), (const char *)SC_ARG1(&regs),
+			       (__u32)SC_ARG2(&regs));
+	if (nr == __NR_openat2) {
+		__u64 how_flags = 0; /* struct open_how starts with __u64 flags (uapi) */
+		bpf_probe_read_user(&how_flags, sizeof(how_flags), (void *)SC_ARG2(&regs));
+		return on_open(nr, id, (int)SC_ARG0(&regs), (const char *)SC_ARG1(&regs),
+			       (__u32)how_flags);
+	}
+	if (nr == __NR_chdir || nr == __NR_fchdir) {
+		struct pending *p = scratch_slot();
+		if (!p)
+			return 0;
+		p->nr = nr;
+		p->fd = -1;
+		p->buf = 0;
+		p->count = 0;
+		p->fi.control = VFW_CTL_NONE;
+		p->fi.flags = 0;
+		p->fi.dirfd = AT_FDCWD_;
+		p->fi.truncated = 0;
+		p->fi.path[0] = 0;
+		if (nr == __NR_chdir) {
+			int len = bpf_probe_read_user_str(p->fi.path, sizeof(p->fi.path),
+							  (void *)SC_ARG0(&regs));
+			if (len <= 0)
+				return 0;
+			p->fi.truncated = (len >= VFW_PATH_LEN) ? 1 : 0;
+		} else {
+			p->fd = (int)SC_ARG0(&regs);
+			p->fi.dirfd = p->fd;
+		}
+		track((__u32)id, p);
+		return 0;
+	}
+	if (nr == __NR_close) {
+		struct fdkey k = {.tgid = tgid, .fd = (int)SC_ARG0(&regs)};
+		fd_drop(&k);
+		return 0;
+	}
+	if (IS_DUP2(nr)) {
+		/* done at enter: the kernel closes newfd first, and dup2 onto itself is a no-op */
+		struct fdkey oldk = {.tgid = tgid, .fd = (int)SC_ARG0(&regs)};
+		struct fdkey newk = {.tgid = tgid, .fd = (int)SC_ARG1(&regs)};
+		if (oldk.fd == newk.fd)
+			return 0;
+		fd_drop(&newk);
+		struct fdinfo *fi = fds.lookup(&oldk);
+		if (fi)
+			fd_put(&newk, fi);
+		return 0;
+	}
+	if (nr == __NR_fcntl) {
+		long cmd = (long)SC_ARG1(&regs);
+		if (cmd != F_DUPFD_ && cmd != F_DUPFD_CLOEXEC_)
+			return 0;
+	}
+	struct fdkey k = {.tgid = tgid, .fd = (int)SC_ARG0(&regs)};
+	struct fdinfo *fi = fds.lookup(&k);
+	if (!fi)
+		return 0;
+	struct pending *p = scratch_slot();
+	if (!p)
+		return 0;
+	p->nr = nr;
+	p->fd = k.fd;
+	p->buf = 0;
+	p->count = 0;
+	if (IS_WRITE(nr)) { /* (fd, buf | iov, count | iovcnt, ...) */
+		p->buf = SC_ARG1(&regs);
+		p->count = SC_ARG2(&regs);
+	}
+	bpf_probe_read_kernel(&p->fi, sizeof(p->fi), fi); /* large copies: a helper, not inline code */
+	track((__u32)id, p); /* a write, or dup/F_DUPFD whose new fd comes at exit */
+	return 0;
+}
+
+static __always_inline void fill_common(struct vfw_record *r, __u64 id, __u32 kind)
+{
+	__u32 tgid = id >> 32;
+	__u32 *pp = ppids.lookup(&tgid);
+	r->ts_ns = bpf_ktime_get_ns();
+	r->cgroup_id = bpf_get_current_cgroup_id();
+	r->kind = kind;
+	r->pid = tgid;
+	r->tid = (__u32)id;
+	r->ppid = pp ? *pp : 0;
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	r->name[0] = 0;
+}
+
+static __always_inline void emit(struct pending *p, __u64 id, __u32 kind, long ret)
+{
+	struct vfw_record *r = events.ringbuf_reserve(sizeof(struct vfw_record));
+	if (!r) {
+		count_lost();
+		return;
+	}
+	fill_common(r, id, kind);
+	r->result = ret;
+	r->control = p->fi.control;
+	r->fd = p->fd;
+	r->dirfd = p->fi.dirfd;
+	r->flags = p->fi.flags;
+	r->truncated = p->fi.truncated;
+	r->syscall_nr = 0;
+	r->count = 0;
+	r->value_len = 0;
+	r->value[0] = 0;
+	bpf_probe_read_kernel(r->path, sizeof(r->path), p->fi.path);
+	if (kind == VFW_KIND_WRITE) {
+		__u64 buf = p->buf;
+		__u64 n = p->count;
+		r->syscall_nr = p->nr;
+		if (p->nr == __NR_writev || p->nr == __NR_pwritev || p->nr == __NR_pwritev2) {
+			__u64 iov[2] = {}; /* struct iovec {void *base; size_t len}: the first one */
+			bpf_probe_read_user(iov, sizeof(iov), (void *)buf);
+			buf = iov[0];
+			n = iov[1];
+		}
+		r->count = n > 0xffffffffULL ? 0xffffffffU : (__u32)n;
+		if (n > VFW_VALUE_LEN) {
+			n = VFW_VALUE_LEN;
+			r->truncated |= 2;
+		}
+		n &= (VFW_VALUE_LEN * 2 - 1);
+		if (n > VFW_VALUE_LEN)
+			n = VFW_VALUE_LEN;
+		if (n && bpf_probe_read_user(r->value, n, (void *)buf) == 0)
+			r->value_len = n;
+	}
+	events.ringbuf_submit(r, 0);
+}
+
+RAW_TRACEPOINT_PROBE(sys_exit)
+{
+	struct gate *g = get_gate();
+	if (!g || g->npending <= 0) /* nothing tracked in flight: the common case */
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	struct pending *p = pending.lookup(&tid);
+	if (!p)
+		return 0;
+	long ret = (long)ctx->args[1];
+	__u32 nr = p->nr;
+
+	if (IS_OPEN(nr)) {
+		if (ret >= 0) {
+			struct fdkey k = {.tgid = id >> 32, .fd = (int)ret};
+			fd_put(&k, &p->fi);
+		} else {
+			emit(p, id, VFW_KIND_OPEN_FAIL, ret);
+		}
+	} else if (nr == __NR_chdir || nr == __NR_fchdir) {
+		if (ret == 0)
+			emit(p, id, VFW_KIND_CHDIR, ret);
+	} else if (nr == __NR_dup || nr == __NR_fcntl) {
+		if (ret >= 0) {
+			struct fdkey k = {.tgid = id >> 32, .fd = (int)ret};
+			fd_put(&k, &p->fi);
+		}
+	} else {
+		emit(p, id, VFW_KIND_WRITE, ret);
+	}
+	if (pending.delete(&tid) == 0)
+		__sync_fetch_and_add(&g->npending, -1);
+	return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+	__u32 parent = bpf_get_current_pid_tgid() >> 32;
+	__u32 child = args->child_pid;
+	ppids.update(&child, &parent);
+	return 0;
+}
