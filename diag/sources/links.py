@@ -361,6 +361,11 @@ class _Ns:
     dump_seq: int = 0
     dumping: bool = False
     dump: dict[int, ev.LinkChanged] = field(default_factory=dict)
+    order: int = 0
+    """Link messages received in this namespace (orders dump replies against live messages)."""
+    dump_at: dict[int, int] = field(default_factory=dict)
+    live_at: dict[int, int] = field(default_factory=dict)
+    """ifindex -> order of its newest live message since the running dump started."""
     redump: bool = False
     resync_reason: str = ""
     initial: bool = True
@@ -477,6 +482,9 @@ class LinksSource:
         for ino, cand in found.items():
             ns = self._ns.get(ino)
             if ns is not None:
+                if ns.redump and not ns.dumping:
+                    ns.redump = False
+                    self._start_dump(ns, ns.resync_reason)
                 if cand.name and ns.ref.name != cand.name:  # a held namespace got a name
                     ns.cand, ns.ref = cand, cand.ref()
                     emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
@@ -505,7 +513,7 @@ class LinksSource:
         self._seq += 1
         ns.dump_seq = self._seq
         ns.dumping = True
-        ns.dump = {}
+        ns.dump, ns.dump_at, ns.live_at = {}, {}, {}
         ns.resync_reason = reason
         try:
             ns.sock.send(dump_request(ns.dump_seq))
@@ -558,32 +566,56 @@ class LinksSource:
                     continue
                 e = link_event(m, ts, ns.ref, source=self.name,
                                bdf=self._host_bdf(ns, m) if m.parent_bus is None else None)
+                ns.order += 1
                 if is_dump:
                     self.stats.dumped += 1
                     if isinstance(e, ev.LinkChanged):
                         ns.dump[e.ifindex] = e
+                        ns.dump_at[e.ifindex] = ns.order
                     continue
                 self.stats.messages += 1
                 ns.messages += 1
+                if ns.dumping:
+                    ns.live_at[e.ifindex] = ns.order
                 if isinstance(e, ev.LinkChanged):
                     ns.links[e.ifindex] = e
                 else:
                     ns.links.pop(e.ifindex, None)
                 emit(e)
             elif mtype in (NLMSG_DONE, NLMSG_ERROR) and is_dump:
-                self._finish_dump(ns, ts, emit, failed=mtype == NLMSG_ERROR)
+                err = struct.unpack_from("=i", payload)[0] if len(payload) >= 4 else 0
+                err = -err if err < 0 else 0
+                if err == errno.ENOBUFS and mtype == NLMSG_ERROR:
+                    # The socket was full when the dump began: the kernel keeps the dump
+                    # running and resumes it as we read (netlink_recvmsg); DONE still comes.
+                    continue
+                self._finish_dump(ns, ts, emit, error=err)
 
-    def _finish_dump(self, ns: _Ns, ts: int, emit: Emit, *, failed: bool) -> None:
+    def _finish_dump(self, ns: _Ns, ts: int, emit: Emit, *, error: int) -> None:
         ns.dumping = False
-        if failed:
-            log.warning("link dump in %s returned an error", ns.ref.label)
+        if error:
+            # A partial dump must not be diffed (links it misses would look removed): dump
+            # again on the next scan tick.
+            log.info("link dump in %s failed (%s); dumping again", ns.ref.label,
+                     errno.errorcode.get(error, error))
+            ns.dump, ns.dump_at, ns.live_at = {}, {}, {}
+            ns.redump = True
+            ns.resync_reason = ns.resync_reason or "dump failed"
+            return
         resync = not ns.initial
         changes: list[ev.Event] = []
+        # A live message newer than the dump's entry for a link wins; a link with live news
+        # during the dump is never removed by it (it may have been created after the dump
+        # passed its place).
         for ifindex in sorted(ns.links.keys() - ns.dump.keys()):
+            if ifindex in ns.live_at:
+                continue
             old = ns.links.pop(ifindex)
             changes.append(ev.LinkRemoved(ts_ns=ts, source=self.name, resync=resync,
                                           ifindex=ifindex, ifname=old.ifname, netns=ns.ref, bdf=old.bdf))
         for ifindex in sorted(ns.dump):
+            if ns.live_at.get(ifindex, 0) > ns.dump_at[ifindex]:
+                continue
             new = ns.dump[ifindex]
             old_link = ns.links.get(ifindex)
             if old_link is None or link_key(old_link) != link_key(new):
@@ -599,7 +631,7 @@ class LinksSource:
                              changes=len(changes),
                              reason=f"{ns.resync_reason or 'resync'} in netns {ns.ref.label}"))
         ns.initial = False
-        ns.dump = {}
+        ns.dump, ns.dump_at, ns.live_at = {}, {}, {}
         if ns.redump:
             ns.redump = False
             self._start_dump(ns, ns.resync_reason)
