@@ -13,7 +13,7 @@ from collections import deque
 
 from diag import events as ev
 from diag.core.config import NS, CoreConfig
-from diag.core.episodes import actor_label
+from diag.core.episodes import Episode, actor_label
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers, device_label
@@ -32,12 +32,20 @@ class DriverFlapping(ConditionRule):
         self.moves: dict[str, deque[tuple[int, str, str]]] = {}
         """BDF -> (time, driver, actor label) of its recent binds, bounded by the window."""
         self.timers = Timers()
-        self.evidence: dict[str, list[ev.Evidence]] = {}
+        self.episodes: dict[str, list[Episode]] = {}
+        """BDF -> the episodes of its recent moves (their evidence is the flap's story)."""
+
+    def _evidence(self, bdf: str) -> tuple[ev.Evidence, ...]:
+        lines: list[ev.Evidence] = []
+        for ep in self.episodes.get(bdf, ()):
+            lines.extend(ep.evidence())
+        lines.sort(key=lambda x: (x.ts_ns, x.source, x.kind, x.text))
+        return tuple(lines[-self.config.history_per_device:])
 
     def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
         if isinstance(event, ev.DeviceRemoved):
             self.moves.pop(event.bdf, None)
-            self.evidence.pop(event.bdf, None)
+            self.episodes.pop(event.bdf, None)
             self.timers.cancel(event.bdf)
             return self.resolve_all(self.keys_for(event.bdf), event.ts_ns, "device removed")
         assert isinstance(event, ev.DeviceBound)
@@ -55,11 +63,11 @@ class DriverFlapping(ConditionRule):
         q.append((event.ts_ns, event.driver, actor_label(actor) if actor else ""))
         while q and q[0][0] < event.ts_ns - window:
             q.popleft()
-        evs = self.evidence.setdefault(bdf, [])
-        if ep is not None:
-            evs.extend(e for e in ep.evidence() if e not in evs)
+        eps = self.episodes.setdefault(bdf, [])
+        if ep is not None and not any(x is ep for x in eps):
+            eps.append(ep)
         cut = event.ts_ns - window
-        evs[:] = [e for e in evs if e.ts_ns >= cut][-self.config.history_per_device:]
+        eps[:] = [x for x in eps if x.last_ns >= cut][-self.config.flapping_moves:]
         self.timers.set(bdf, event.ts_ns + window)
         if len(q) < self.config.flapping_moves:
             return []
@@ -73,7 +81,8 @@ class DriverFlapping(ConditionRule):
         labels = (("count", str(len(q))), ("drivers", ",".join(drivers)),
                   ("actors", ",".join(actors)))
         fields: dict[str, object] = {
-            "summary": summary, "labels": labels, "evidence": tuple(evs), "actor": actor,
+            "summary": summary, "labels": labels, "evidence": self._evidence(bdf),
+            "actor": actor,
         }
         if bdf in self._by_bdf:
             f = self.update(bdf, event.ts_ns, **fields)
@@ -95,14 +104,18 @@ class DriverFlapping(ConditionRule):
             **fields,  # type: ignore[arg-type]
         )]
 
-    def on_episode(self, model: Model, episode: object, now_ns: int) -> list[ev.Finding]:
-        return []  # evidence is gathered per move above, across episodes
+    def on_episode(self, model: Model, episode: Episode, now_ns: int) -> list[ev.Finding]:
+        bdf = episode.bdf
+        if bdf not in self._by_bdf or not any(x is episode for x in self.episodes.get(bdf, ())):
+            return []
+        f = self.update(bdf, now_ns, evidence=self._evidence(bdf))
+        return [f] if f is not None else []
 
     def on_tick(self, model: Model, now_ns: int) -> list[ev.Finding]:
         out = []
         for bdf in self.timers.pop_due(now_ns):
             self.moves.pop(bdf, None)
-            self.evidence.pop(bdf, None)
+            self.episodes.pop(bdf, None)
             secs = self.config.flapping_window_ns // NS
             out.extend(self.resolve_all(self.keys_for(bdf), now_ns,
                                         f"no driver move for {secs}s"))

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
 from diag import events as ev
+from diag.core.config import CoreConfig
+from diag.core.correlator import Correlator
 from diag.paths import HostPaths
 from diag.sources import sysfs
 from diag.sources.links import decode_rtnl
@@ -139,11 +142,11 @@ def sandbox(ts_ns: int, *, cold_plug: str = "no-port", vfs: tuple[str, ...] = (V
 
 def kata_config(ts_ns: int, *, cold_plug: str = "no-port", handler: str = "kata-qemu",
                 runtime: str = "go", **kw: object) -> ev.KataConfigLoaded:
+    kw.setdefault("pcie_root_port", 1 if cold_plug == "root-port" else 0)
     cfg = ev.KataConfig(
         handler=handler, runtime=runtime,
         path="/opt/kata/share/defaults/kata-containers/configuration-qemu.toml",
-        cold_plug_vfio=cold_plug, pcie_root_port=1 if cold_plug == "root-port" else 0,
-        machine_type="q35", **kw,  # type: ignore[arg-type]
+        cold_plug_vfio=cold_plug, machine_type="q35", **kw,  # type: ignore[arg-type]
     )
     return ev.KataConfigLoaded(ts_ns=ts_ns, source="kata", config=cfg)
 
@@ -155,3 +158,30 @@ def start_ns() -> int:
 
 def tick(ts_ns: int) -> ev.ClockTicked:
     return ev.ClockTicked(ts_ns=ts_ns, source="runtime")
+
+
+def run(events: Iterable[ev.Event], config: CoreConfig | None = None,
+        until_ns: int | None = None) -> tuple[Correlator, list[ev.Finding]]:
+    """Feed every event, then let time pass to `until_ns`; return the correlator and every
+    finding transition in order."""
+    c = Correlator(config)
+    out: list[ev.Finding] = []
+    for e in events:
+        out.extend(c.feed(e))
+    if until_ns is not None:
+        out.extend(c.advance(until_ns))
+    return c, out
+
+
+def final(transitions: Iterable[ev.Finding]) -> dict[str, ev.Finding]:
+    """The last record of every finding_id (its current state)."""
+    out: dict[str, ev.Finding] = {}
+    for f in transitions:
+        out[f.finding_id] = f
+    return out
+
+
+def of_rule(transitions: Iterable[ev.Finding], rule: str) -> list[ev.Finding]:
+    """Current state of every finding of `rule`, ordered by id."""
+    cur = final(transitions)
+    return [cur[k] for k in sorted(cur) if cur[k].rule == rule]

@@ -1,0 +1,159 @@
+"""The correlator as a whole: deterministic, order-tolerant, synthetic-aware, bounded."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from corelab import (
+    KATA_SHIM,
+    VF,
+    final,
+    inventory,
+    kata_config,
+    phase_events,
+    run,
+    start_ns,
+    tracker_for,
+)
+
+from diag import codec
+from diag import events as ev
+from diag.core.config import NS, CoreConfig
+from diag.core.correlator import Correlator
+from diag.sources.uevent import decode_uevent
+from dumps import dump_path, load_dump
+
+T0 = start_ns()
+PHASES = ("kata38-bind-vfio", "kata38-restore", "clear-override", "kata30-bind-vfio",
+          "kata30-restore", "sriov-destroy")
+
+
+def _session(link_delay_ns: int = 0) -> list[ev.Event]:
+    inv = inventory(T0)
+    tr = tracker_for(inv)
+    out: list[ev.Event] = [inv, kata_config(T0)]
+    for p in PHASES:
+        out += phase_events(p, tr, actor=KATA_SHIM, link_delay_ns=link_delay_ns)
+    return out
+
+
+def _lines(findings: list[ev.Finding]) -> list[bytes]:
+    return [codec.dumps(f) for f in findings]
+
+
+def test_same_events_twice_give_identical_findings() -> None:
+    """Determinism: two correlators fed the same stream emit byte-identical findings."""
+    events = _session()
+    end = events[-1].ts_ns + 700 * NS
+    _, a = run(events, until_ns=end)
+    _, b = run(events, until_ns=end)
+    assert a and _lines(a) == _lines(b)
+
+
+def test_arrival_order_of_uevents_and_link_events_does_not_change_findings() -> None:
+    """Link events reaching the core after the next PCI uevent of the same move (a merge window
+    too short for the skew) end in the same findings: same ids, same evidence in time order."""
+    events = _session()
+    late: list[ev.Event] = []
+    reordered: list[ev.Event] = []
+    for e in events:
+        if isinstance(e, (ev.LinkRemoved, ev.LinkChanged)):
+            late.append(e)
+        else:
+            if isinstance(e, (ev.DeviceBound, ev.DeviceUnbound)) and late:
+                reordered.append(e)
+                reordered.extend(late)
+                late = []
+                continue
+            reordered.append(e)
+    reordered.extend(late)
+    assert reordered != events
+    end = events[-1].ts_ns + 700 * NS
+    _, a = run(events, until_ns=end)
+    _, b = run(reordered, until_ns=end)
+
+    def state(out: list[ev.Finding]) -> dict[str, tuple[object, ...]]:
+        return {k: (f.rule, f.severity, f.summary, f.status, f.evidence, f.netdev, f.netns,
+                    f.resolved_reason) for k, f in final(out).items()}
+
+    assert state(a) == state(b)
+
+
+def test_the_two_recorded_socket_orders_give_the_same_findings() -> None:
+    """The lab saw RTM_DELLINK before and after `remove net`: both orders (shifting the link
+    stamps by 1 ms within the merge window) give the same finding ids, rules and severities."""
+    end = _session()[-1].ts_ns + 700 * NS
+    _, a = run(_session(), until_ns=end)
+    _, b = run(_session(link_delay_ns=1_000_000), until_ns=end)
+
+    def shape(out: list[ev.Finding]) -> list[tuple[object, ...]]:
+        return sorted((k, f.rule, f.severity, f.status, f.netdev, f.summary)
+                      for k, f in final(out).items())
+
+    assert shape(a) == shape(b)
+
+
+def test_synthetic_uevents_make_a_synthetic_finding() -> None:
+    """A move told by synthetic uevents (SYNTH_UUID) raises a finding marked synthetic."""
+    inv = inventory(T0)
+    tr = tracker_for(inv)
+    events: list[ev.Event] = [inv, kata_config(T0)]
+    for r in load_dump(dump_path("uevent", "kata38-bind-vfio")):
+        e = decode_uevent(r.data + b"SYNTH_UUID=0\0", r.t_real_ns)
+        if e is not None:
+            assert e.synthetic
+            events.append(tr.apply(e))
+    _, out = run(events)
+    [f] = [f for f in final(out).values() if f.rule == "vfio-bind-coldplug-disabled"]
+    assert f.synthetic and f.summary.endswith("[synthetic]")
+    assert any("[synthetic]" in e.text for e in f.evidence)
+
+
+def test_recorded_findings_in_a_journal_are_not_reapplied() -> None:
+    """Replaying a journal that holds the live agent's findings recomputes, never re-applies."""
+    events = _session()
+    _, out = run(events)
+    c = Correlator()
+    assert all(c.feed(f) == [] for f in out)
+
+
+def test_memory_stays_bounded_over_many_moves() -> None:
+    """10,000 moves of one VF keep per-device history, episodes and rule state bounded."""
+    cfg = CoreConfig(history_per_device=16, flapping_moves=10_000_000)
+    c = Correlator(cfg)
+    c.feed(inventory(T0))
+    t = T0
+    for i in range(10_000):
+        t += NS // 10
+        drv = "vfio-pci" if i % 2 == 0 else "igbvf"
+        c.feed(ev.DeviceUnbound(ts_ns=t, source="uevent", bdf=VF))
+        c.feed(ev.DeviceBound(ts_ns=t + 1, source="uevent", bdf=VF, driver=drv))
+    rec = c.model.devices[VF]
+    assert len(rec.moves) <= 16 and len(rec.links) <= 16
+    assert len(c.model.episodes[VF].events) <= 16
+    assert len(c.model.episodes) <= len(c.model.devices)
+    snap = c.snapshot()
+    assert len(snap.recent) <= cfg.recent_events
+    assert len(snap.findings) <= len(c.active) + cfg.resolved_kept
+    flap = next(r for r in c.rules if r.id == "driver-flapping")
+    assert len(flap.moves[VF]) <= 1 + 1200  # bounded by the window (120 s at 10 moves/s)
+
+
+def test_snapshot_lists_active_findings_first_with_counts() -> None:
+    """The snapshot carries active findings (severity first) and per-rule counts."""
+    c, _ = run(_session()[:40])
+    snap = c.snapshot()
+    assert snap.findings and snap.findings[0].active
+    assert sum(n for _, _, n in snap.counts_by_rule) == len(snap.active_findings)
+
+
+def test_disabled_rule_and_severity_override() -> None:
+    """core.disabled_rules removes a rule; core.severity_overrides pins its severity."""
+    events = _session()[:40]
+    _, out = run(events, CoreConfig(disabled_rules=("vfio-bind-coldplug-disabled",)))
+    assert not [f for f in out if f.rule == "vfio-bind-coldplug-disabled"]
+    _, out = run(events, CoreConfig(
+        severity_overrides=(("vfio-bind-coldplug-disabled", "warning"),)))
+    fs = [f for f in out if f.rule == "vfio-bind-coldplug-disabled"]
+    assert fs and all(f.severity is ev.Severity.WARNING for f in fs)
+    assert replace(fs[0], severity=ev.Severity.CRITICAL).severity is ev.Severity.CRITICAL

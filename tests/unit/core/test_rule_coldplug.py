@@ -1,0 +1,179 @@
+"""Rule vfio-bind-coldplug-disabled on the lab's real Kata Go >=3.8 and 3.0-3.7 sequences."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from corelab import (
+    KATA_SHIM,
+    KATA_SHIM_COMM_ONLY,
+    POD_NS,
+    SID,
+    STRANGER,
+    VF,
+    inventory,
+    kata_config,
+    of_rule,
+    phase_events,
+    run,
+    sandbox,
+    start_ns,
+    tracker_for,
+)
+
+from diag import events as ev
+from diag.core.config import CoreConfig
+
+RULE = "vfio-bind-coldplug-disabled"
+T0 = start_ns()
+
+
+def _stream(phases: tuple[str, ...] = ("kata38-bind-vfio",), *, actor: ev.Process | None = KATA_SHIM,
+            head: tuple[ev.Event, ...] = (), netns: ev.NetnsRef | None = None,
+            vf_driver: str | None = "igbvf") -> list[ev.Event]:
+    inv = inventory(T0, vf_driver=vf_driver)
+    tr = tracker_for(inv)
+    out: list[ev.Event] = [inv, *head]
+    for p in phases:
+        kw = {"netns": netns} if netns is not None else {}
+        out += phase_events(p, tr, actor=actor, **kw)
+    return out
+
+
+def test_kata38_sequence_with_no_port_and_a_kata_shim_is_critical() -> None:
+    """Go >=3.8 driver_override/unbind/drivers_probe by the Kata shim with no-port: critical,
+    one finding telling the whole story in time order, predicting the QEMU bus error."""
+    _, out = run(_stream(head=(kata_config(T0),)))
+    [f] = of_rule(out, RULE)
+    assert f.severity is ev.Severity.CRITICAL and f.status == "open"
+    assert f.bdf == VF and f.pf == "0000:01:00.0" and f.vf_index == 0
+    assert f.actor == KATA_SHIM and f.sandbox_id == SID
+    assert f.netdev == "eth1" and f.netns == "host"
+    kinds = [e.kind for e in f.evidence]
+    assert kinds[0] == "sysfs_write_observed" and kinds[-1] == "device_bound"
+    assert {"link_removed", "netdev_removed", "device_unbound", "vfio_device_added"} <= set(kinds)
+    assert [e.ts_ns for e in f.evidence] == sorted(e.ts_ns for e in f.evidence)
+    assert "Bus '<unknown PCIePortBusPrefix: >0' not found" in f.explanation
+    assert "host=0000:01:10.0" in f.explanation
+    assert 'cold_plug_vfio = "root-port"' in f.remedy and "pcie_root_port >= 1" in f.remedy
+    assert ">= 3.9" in f.remedy and "runtime-rs has no such check" in f.remedy
+    labels = dict(f.labels)
+    assert labels["cold_plug_vfio"] == "no-port" and labels["cold_plug_assumed"] == "false"
+    assert "driver_override, driver/unbind, drivers_probe" in labels["method"]
+    assert f.finding_id == f"{RULE}/{VF}/{f.evidence[-1].ts_ns}"
+
+
+def test_kata30_new_id_sequence_with_no_port_is_critical() -> None:
+    """Go 3.0-3.7 unbind/new_id/bind (new_id names no device: matched by vendor:device) is
+    critical too, and names the 3.0-3.7 method."""
+    _, out = run(_stream(("kata30-bind-vfio",), head=(kata_config(T0),)))
+    [f] = of_rule(out, RULE)
+    assert f.severity is ev.Severity.CRITICAL
+    assert "3.0-3.7" in dict(f.labels)["method"]
+    texts = " ".join(e.text for e in f.evidence)
+    assert "new_id" in texts and "failed (-16)" in texts  # the explicit bind's real EBUSY
+
+
+def test_comm_only_shim_is_recognised() -> None:
+    """An actor known only by its 15-char comm `containerd-shim` counts as a Kata shim."""
+    _, out = run(_stream(actor=KATA_SHIM_COMM_ONLY, head=(kata_config(T0),)))
+    [f] = of_rule(out, RULE)
+    assert f.severity is ev.Severity.CRITICAL
+
+
+def test_device_of_a_sandbox_is_critical_without_an_actor() -> None:
+    """No attribution, but the VF belongs to a no-port sandbox: critical, with its pod."""
+    _, out = run(_stream(actor=None, head=(sandbox(T0),), netns=POD_NS))
+    [f] = of_rule(out, RULE)
+    assert f.severity is ev.Severity.CRITICAL and f.actor is None
+    assert (f.pod, f.pod_namespace, f.sandbox_id) == ("web-0", "shop", SID)
+    assert f.netns == POD_NS.label
+
+
+def test_unknown_actor_with_assumed_default_is_a_warning() -> None:
+    """No actor, no sandbox, no Kata configuration: warning, with Kata's default marked assumed."""
+    _, out = run(_stream(actor=None))
+    [f] = of_rule(out, RULE)
+    assert f.severity is ev.Severity.WARNING
+    assert dict(f.labels)["cold_plug_assumed"] == "true"
+    assert "assumed" in f.summary
+
+
+def test_non_kata_actor_is_a_warning() -> None:
+    """A known actor that is not a Kata shim (and no sandbox): warning."""
+    _, out = run(_stream(actor=STRANGER, head=(kata_config(T0),)))
+    [f] = of_rule(out, RULE)
+    assert f.severity is ev.Severity.WARNING and f.actor == STRANGER
+
+
+@pytest.mark.parametrize("how", ["driverctl", "allow_vfio", "allow_pf"])
+def test_declared_intent_is_info(how: str) -> None:
+    """A driverctl override or an allow-list entry (the VF or its PF) makes it info."""
+    cfg = {"driverctl": CoreConfig(driverctl_overrides=(VF,)),
+           "allow_vfio": CoreConfig(allow_vfio=(VF,)),
+           "allow_pf": CoreConfig(allow_vfio=("0000:01:00.0",))}[how]
+    _, out = run(_stream(actor=None, head=(kata_config(T0),)), cfg)
+    [f] = of_rule(out, RULE)
+    assert f.severity is ev.Severity.INFO and "intent" in dict(f.labels)
+
+
+@pytest.mark.parametrize("port", ["root-port", "bridge-port", "switch-port"])
+@pytest.mark.parametrize("phase", ["kata38-bind-vfio", "kata30-bind-vfio"])
+def test_enabled_cold_plug_does_not_fire(port: str, phase: str) -> None:
+    """With cold_plug_vfio root-port/bridge-port/switch-port the same moves raise nothing."""
+    _, out = run(_stream((phase,), head=(kata_config(T0, cold_plug=port),)))
+    assert of_rule(out, RULE) == []
+
+
+def test_root_port_sandbox_wins_over_a_no_port_host_default() -> None:
+    """The sandbox's own effective value (root-port) wins over the host handler's no-port."""
+    head = (kata_config(T0), sandbox(T0, cold_plug="root-port"))
+    _, out = run(_stream(head=head))
+    assert of_rule(out, RULE) == []
+
+
+def test_device_already_on_vfio_at_start_is_inventory_not_a_rebind() -> None:
+    """A VF on vfio-pci in the first inventory raises nothing, even when later restored."""
+    _, out = run(_stream(("kata38-restore",), vf_driver="vfio-pci", head=(kata_config(T0),)))
+    assert of_rule(out, RULE) == []
+
+
+def test_restore_resolves_with_when_and_why() -> None:
+    """BindDevicetoHost after the bind resolves the finding, saying when and why."""
+    _, out = run(_stream(("kata38-bind-vfio", "kata38-restore"), head=(kata_config(T0),)))
+    [f] = of_rule(out, RULE)
+    assert f.status == "resolved" and f.resolved_ns is not None
+    assert "vfio-pci" in f.resolved_reason
+    assert f.resolved_ns > f.first_ns
+
+
+def test_late_sandbox_with_root_port_resolves() -> None:
+    """A sandbox discovered after the bind, using root-port, turns it into an expected cold plug."""
+    events = _stream(head=(kata_config(T0),))
+    events.append(sandbox(events[-1].ts_ns + 1000, cold_plug="root-port"))
+    _, out = run(events)
+    [f] = of_rule(out, RULE)
+    assert f.status == "resolved" and "root-port" in f.resolved_reason
+
+
+def test_attribution_arriving_after_the_bind_upgrades_the_same_finding() -> None:
+    """The eBPF writes may reach the core after the uevents: the same finding id goes from
+    warning to critical (updated), with the writes in its evidence."""
+    events = _stream(head=(kata_config(T0),))
+    writes = [e for e in events if isinstance(e, ev.SysfsWriteObserved)]
+    others = [e for e in events if not isinstance(e, ev.SysfsWriteObserved)]
+    _, in_order = run(events)
+    _, late = run(others + writes)
+    [a] = of_rule(in_order, RULE)
+    [b] = of_rule(late, RULE)
+    assert a.finding_id == b.finding_id
+    assert b.status == "updated" and b.severity is ev.Severity.CRITICAL
+    assert replace(a, ts_ns=0, status="") == replace(b, ts_ns=0, status="")
+
+
+def test_runtime_rs_sandbox_says_runtime_rs_has_no_check() -> None:
+    """For a runtime-rs sandbox the explanation says runtime-rs refuses nothing."""
+    _, out = run(_stream(head=(sandbox(T0, runtime="rs"),)))
+    [f] = of_rule(out, RULE)
+    assert "runtime-rs has no check" in f.explanation
