@@ -14,7 +14,8 @@ Durability, and what it costs:
 * `fdatasync` runs at most every `fsync_interval_s` (default 1 s) while records arrive, on every
   flush (about once a second, from the runtime) and on rotation and close; so power loss loses
   at most about a second. `fsync_interval_s=0` syncs every record (slow disks: ~ms each).
-* Rotation by size (`max_bytes`): the file is renamed to `<path>.<NNNNNN>` and gzip-compressed
+* Rotation by size (`max_bytes`, and at least a quarter of it beyond the opening snapshot, so
+  a state larger than `max_bytes` cannot rotate on every record): the file is renamed to `<path>.<NNNNNN>` and gzip-compressed
   to `<path>.<NNNNNN>.gz` on a background thread (never on the core thread); the newest `keep`
   parts are kept. A part left uncompressed by a crash or a stop is compressed at the next start.
   A journal left by an earlier run is rotated away at start, so every run begins a new file.
@@ -159,6 +160,9 @@ class JournalSink:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._size = 0
+        self._start_size = 0
+        """Size of the header and state snapshot: a part holds at least max_bytes/4 beyond it,
+        so a state bigger than max_bytes cannot make every record rotate."""
         self._part = 0
         self._need_start = False
         self._dropped = 0
@@ -193,7 +197,8 @@ class JournalSink:
             if self._reopen.is_set():
                 self._do_reopen()
             self._emit([line], item.ts_ns)
-            if self._size >= self.max_bytes and self._fd is not None and not self._failing:
+            if self._size >= self.max_bytes and self._fd is not None and not self._failing \
+                    and self._size - self._start_size >= self.max_bytes // 4:
                 self._rotate()
 
     def snapshot(self, state: HostState, /) -> None:
@@ -297,6 +302,8 @@ class JournalSink:
         st.size_bytes = self._size
         st.bytes_written += n
         st.records_written += n_pre + len(payload)
+        if self._need_start:
+            self._start_size = self._size
         self._need_start = False
         if self._failing:
             self._report("info", "journal_write_resumed", path=str(self.path),
@@ -371,6 +378,8 @@ class JournalSink:
         self._close_fd()
         try:
             self._rotate_away()
+        except FileNotFoundError:
+            pass  # moved away by someone else (logrotate before its SIGHUP): just start anew
         except OSError as exc:
             self._fail(exc, 0)
             return

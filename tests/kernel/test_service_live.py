@@ -1,0 +1,411 @@
+"""`vfiowatch run` as a subprocess on this machine: real uevents, veth in a netns, signals, disk full.
+
+Triggers are the safe ones of host-facts.md: synthetic uevents on an existing device (no driver
+moves), a veth pair in a namespace this test creates and deletes, a write of a nonexistent BDF
+to a driver's `bind` file (ENODEV), and a tiny tmpfs this test mounts and unmounts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from diag import codec
+from diag import events as ev
+from diag.core.correlator import Correlator
+from diag.sinks.journal import journal_records
+from tests.conftest import vfiowatch_bin
+
+pytestmark = pytest.mark.usefixtures("require_root")
+
+PCI = Path("/sys/bus/pci/devices")
+NONEXISTENT_BDF = "0000:ff:1f.7"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def a_device() -> str:
+    """An existing PCI device to send synthetic uevents for (its driver never changes)."""
+    return sorted(os.listdir(PCI))[0]
+
+
+def synth(bdf: str, action: str = "change", count: int = 1) -> None:
+    """Make the kernel broadcast `count` synthetic uevents for `bdf` (SYNTH_UUID set)."""
+    fd = os.open(PCI / bdf / "uevent", os.O_WRONLY)
+    try:
+        for _ in range(count):
+            os.pwrite(fd, f"{action} {uuid.uuid4()}".encode(), 0)
+    finally:
+        os.close(fd)
+
+
+class Agent:
+    """`vfiowatch run` in a subprocess, its JSON log lines parsed as they come."""
+
+    def __init__(self, tmp: Path, *args: str, journal: Path | None = None,
+                 env: dict[str, str] | None = None, metrics: bool = True,
+                 sources: tuple[str, ...] = ("uevent", "links")) -> None:
+        self.tmp = tmp
+        self.journal = journal if journal is not None else tmp / "journal" / "journal.jsonl"
+        self.port = free_port() if metrics else 0
+        self.out = tmp / f"agent-{time.monotonic_ns()}.log"
+        cmd = [vfiowatch_bin(), "run", "--log-events", "--journal", str(self.journal), *args]
+        if metrics:
+            cmd += ["--metrics-addr", f"127.0.0.1:{self.port}"]
+        self._fh = open(self.out, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, stdout=self._fh, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
+        self.wait_for(lambda d: d["event"] == "agent_started", timeout=30)
+        for src in sources:
+            self.wait_for(lambda d, s=src: d["event"] == "source_state_changed"
+                          and d["source"] == s and d["up"], timeout=30)
+
+    def lines(self) -> list[dict[str, Any]]:
+        out = []
+        for raw in self.out.read_bytes().split(b"\n"):
+            if raw.startswith(b"{") and raw.endswith(b"}"):
+                out.append(json.loads(raw))
+        return out
+
+    def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for d in self.lines():
+                if pred(d):
+                    return d
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        tail = self.out.read_text(errors="replace")[-3000:]
+        raise AssertionError(f"no matching log line within {timeout} s (rc={self.proc.poll()}):\n{tail}")
+
+    def metric(self, name: str) -> dict[str, float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        body = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read()
+        out = {}
+        for fam in text_string_to_metric_families(body.decode()):
+            for s in fam.samples:
+                if s.name == name:
+                    out[",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))] = s.value
+        return out
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> tuple[int, float]:
+        t0 = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self._fh.close()
+        return rc, time.monotonic() - t0
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
+    started: list[Agent] = []
+
+    def start(*args: str, **kw: Any) -> Agent:
+        a = Agent(tmp_path, *args, **kw)
+        started.append(a)
+        return a
+
+    yield start
+    for a in started:
+        if a.proc.poll() is None:
+            a.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def netns_veth() -> Iterator[tuple[str, str, str]]:
+    """A namespace with one end of a veth pair in it; removed afterwards."""
+    tag = f"{os.getpid() % 100000}"
+    ns, host_end, ns_end = f"vwtest{tag}", f"vwh{tag}", f"vwn{tag}"
+    yield ns, host_end, ns_end
+    subprocess.run(["ip", "link", "del", host_end], capture_output=True)
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _parts(journal: Path) -> dict[int, Path]:
+    """Rotated parts by number: the .gz, or the plain file while it is still being compressed."""
+    out: dict[int, Path] = {}
+    for p in journal.parent.glob(journal.name + ".*"):
+        m = re.fullmatch(re.escape(journal.name) + r"\.(\d{6})(\.gz)?", p.name)
+        if m and (m.group(2) or int(m.group(1)) not in out):
+            out[int(m.group(1))] = p
+    return out
+
+
+def _replay(path: Path) -> tuple[list[Any], codec.ReadStats, Correlator]:
+    recs, st = journal_records(path)
+    c = Correlator(rules=[])
+    for r in recs:
+        if isinstance(r, ev.Event):
+            c.feed(r)
+    return recs, st, c
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def test_real_events_reach_the_logs_and_the_journal(
+    agents: Callable[..., Agent], netns_veth: tuple[str, str, str]
+) -> None:
+    """A synthetic bind, a veth moved into a netns and an ENODEV bind write are logged and
+    journaled; SIGTERM then exits 0 within 2 s."""
+    a = agents()
+    bdf = a_device()
+    synth(bdf, "bind")
+    bound = a.wait_for(lambda d: d["event"] == "device_bound" and d.get("bdf") == bdf)
+    assert bound["synthetic"] is True and bound["level"] == "info"
+    assert bound["timestamp"].endswith("Z") and bound["source"] == "uevent"
+
+    ns, host_end, ns_end = netns_veth
+    for cmd in (["ip", "netns", "add", ns],
+                ["ip", "link", "add", host_end, "type", "veth", "peer", "name", ns_end],
+                ["ip", "link", "set", ns_end, "netns", ns],
+                ["ip", "-n", ns, "link", "set", ns_end, "up"]):
+        subprocess.run(cmd, check=True, capture_output=True)
+    in_ns = a.wait_for(lambda d: d["event"] == "link_changed" and d.get("netdev") == ns_end
+                       and d.get("netns") == ns, timeout=15)
+    assert in_ns["source"] == "links"
+    a.wait_for(lambda d: d["event"] == "link_changed" and d.get("netdev") == host_end)
+
+    with pytest.raises(OSError) as exc, open("/sys/bus/pci/drivers/virtio-pci/bind", "w") as fh:
+        fh.write(NONEXISTENT_BDF)
+    assert exc.value.errno == 19  # ENODEV: nothing was bound
+    ebpf_up = any(d["event"] == "source_state_changed" and d.get("source") == "ebpf" and d["up"]
+                  for d in a.lines())
+    if ebpf_up:
+        a.wait_for(lambda d: d["event"] == "sysfs_write_observed"
+                   and d.get("bdf") == NONEXISTENT_BDF, timeout=10)
+
+    rc, took = a.stop()
+    assert rc == 0 and took < 2.0, (rc, took)
+    assert a.lines()[-1]["event"] == "agent_stopped"
+    recs, st, replayed = _replay(a.journal)
+    assert isinstance(recs[0], codec.Header) and recs[0].boot_id
+    assert st.bad_lines == 0 and not st.truncated_tail
+    assert any(isinstance(r, ev.DeviceBound) and r.bdf == bdf and r.synthetic for r in recs)
+    assert any(isinstance(r, ev.LinkChanged) and r.ifname == ns_end and r.netns.name == ns
+               for r in recs)
+    assert replayed.snapshot().device(bdf) is not None
+
+
+def test_sigterm_exits_0_within_2_s_and_speaks_sd_notify(
+    agents: Callable[..., Agent], tmp_path: Path
+) -> None:
+    """Under a notify socket: READY=1, WATCHDOG=1 at half WATCHDOG_USEC, STOPPING=1; exit 0 < 2 s."""
+    sock_path = str(tmp_path / "notify.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(sock_path)
+    srv.settimeout(10)
+    try:
+        a = agents(env={"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "1000000"})
+        got: list[bytes] = []
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not any(m == b"WATCHDOG=1" for m in got):
+            got.append(srv.recv(4096))
+        assert got[0].startswith(b"READY=1\nSTATUS=") and b"sources up" in got[0]
+        assert b"WATCHDOG=1" in got
+        rc, took = a.stop()
+        assert rc == 0 and took < 2.0, (rc, took)
+        rest = []
+        with contextlib.suppress(TimeoutError):
+            srv.settimeout(0.5)
+            while True:
+                rest.append(srv.recv(4096))
+        assert any(m.startswith(b"STOPPING=1") for m in rest)
+    finally:
+        srv.close()
+
+
+def test_kill_9_in_a_storm_leaves_a_journal_that_replays(
+    agents: Callable[..., Agent], tmp_path: Path
+) -> None:
+    """kill -9 while 20,000 uevents arrive: replay finds no bad line and at most one cut line;
+    cutting the last line (power loss) is reported as exactly one truncated tail."""
+    a = agents("--journal-fsync-interval", "0.2")
+    bdf = a_device()
+    storm = subprocess.Popen([
+        str(Path(vfiowatch_bin()).parent / "python"), "-c",
+        "import os,sys,uuid\n"
+        f"fd=os.open('/sys/bus/pci/devices/{bdf}/uevent', os.O_WRONLY)\n"
+        "for i in range(20000): os.pwrite(fd, ('change ' + str(uuid.uuid4())).encode(), 0)\n",
+    ])
+    try:
+        a.wait_for(lambda d: d["event"] == "device_changed", timeout=10)
+        time.sleep(0.3)
+        a.proc.send_signal(signal.SIGKILL)
+        a.stop()
+    finally:
+        storm.wait(60)
+    recs, st, replayed = _replay(a.journal)
+    assert st.bad_lines == 0
+    assert isinstance(recs[0], codec.Header)
+    changed = sum(1 for r in recs if isinstance(r, ev.DeviceChanged))
+    assert changed > 0
+    assert replayed.snapshot().device(bdf) is not None
+
+    data = a.journal.read_bytes()
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes(data[: data.rstrip(b"\n").rfind(b"\n") + 1] + data.rstrip(b"\n").rsplit(b"\n", 1)[1][:9])
+    recs2, st2 = journal_records(cut)
+    assert st2.truncated_tail and st2.bad_lines == 0
+    assert len(recs2) == len(recs) - 1 or (st.truncated_tail and len(recs2) == len(recs))
+
+
+def test_rotation_gzips_self_contained_parts_and_sighup_reopens(
+    agents: Callable[..., Agent], tmp_path: Path
+) -> None:
+    """At 16K the journal rotates into .gz parts that each start with header + state; after a
+    rename, SIGHUP makes the agent start a new file that holds the next events."""
+    a = agents("--journal-max-bytes", "16K", "--journal-keep", "100")
+    bdf = a_device()
+    synth(bdf, "change", 1500)
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        seen = sum(1 for d in a.lines() if d["event"] == "device_changed" and d.get("bdf") == bdf)
+        if seen >= 1500 and len(list(a.journal.parent.glob("journal.jsonl.*.gz"))) >= 3:
+            break
+        time.sleep(0.2)
+    parts = sorted(a.journal.parent.glob("journal.jsonl.*.gz"))
+    assert len(parts) >= 3
+    numbers = []
+    for p in parts:
+        recs, st = journal_records(p)
+        assert st.bad_lines == 0 and not st.truncated_tail
+        hdr = recs[0]
+        assert isinstance(hdr, codec.Header)
+        numbers.append(hdr.part)
+        if hdr.part:
+            assert hdr.snapshot_records >= 1 and recs[1].kind == "inventory_observed"
+    assert numbers == sorted(numbers) and numbers[0] == 0
+
+    moved = tmp_path / "moved.jsonl"
+    before = max(_parts(a.journal))
+    os.rename(a.journal, moved)
+    a.proc.send_signal(signal.SIGHUP)
+    a.wait_for(lambda d: d["event"] == "journal_reopened", timeout=5)
+    synth(bdf, "bind")
+    a.wait_for(lambda d: d["event"] == "device_bound" and d.get("bdf") == bdf)
+    rc, took = a.stop()
+    assert rc == 0 and took < 2.0
+    # Everything written after the reopen: the new file and any part rotated out of it since
+    # (other tests on this machine may be making links while this one runs).
+    after = [p for seq, p in sorted(_parts(a.journal).items()) if seq > before] + [a.journal]
+    first, _ = journal_records(after[0])
+    assert isinstance(first[0], codec.Header) and first[1].kind == "inventory_observed"
+    recs = [r for p in after for r in journal_records(p)[0]]
+    assert any(isinstance(r, ev.DeviceBound) and r.bdf == bdf for r in recs)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_is_reported_and_writing_resumes(
+    agents: Callable[..., Agent], tiny_tmpfs: Path
+) -> None:
+    """ENOSPC on a 64K tmpfs: the agent keeps running, logs journal_write_failed, metrics show
+    it; when space returns it notes the loss in-band and writes on."""
+    # Only uevents: the links of other tests running on this machine would fill 64K by themselves.
+    a = agents("--sources", "uevent", journal=tiny_tmpfs / "journal.jsonl", sources=("uevent",))
+    bdf = a_device()
+    filler = tiny_tmpfs / "filler"
+    with contextlib.suppress(OSError), open(filler, "wb") as fh:
+        while True:
+            fh.write(b"\0" * 4096)
+            fh.flush()
+    synth(bdf, "change", 200)
+    failed = a.wait_for(lambda d: d["event"] == "journal_write_failed", timeout=15)
+    assert failed["errno"] == "ENOSPC" and failed["level"] == "error"
+    assert a.metric("vfiowatch_journal_writable") == {"": 0.0}
+    assert urllib.request.urlopen(f"http://127.0.0.1:{a.port}/healthz", timeout=5).status == 200
+    assert a.proc.poll() is None
+
+    filler.unlink()  # space returns: the next retry (at most every 0.5 s, or the 1 s flush) resumes
+    resumed = a.wait_for(lambda d: d["event"] == "journal_write_resumed", timeout=10)
+    assert resumed["dropped"] > 0
+    synth(bdf, "bind")
+    a.wait_for(lambda d: d["event"] == "device_bound" and d.get("bdf") == bdf)
+    rc, _ = a.stop()
+    assert rc == 0
+    recs, st, _ = _replay(a.journal)
+    assert st.bad_lines == 0
+    lost = [r for r in recs if isinstance(r, ev.EventsLost) and r.lost_source == "journal"]
+    assert len(lost) == 1 and lost[0].count == resumed["dropped"]
+    assert any(isinstance(r, ev.DeviceBound) and r.bdf == bdf for r in recs[recs.index(lost[0]):])
+
+
+def test_a_real_prometheus_scrapes_the_agent(agents: Callable[..., Agent], tmp_path: Path) -> None:
+    """Debian's prometheus, on loopback with a 1 s interval, stores the agent's series."""
+    prom = shutil.which("prometheus")
+    if prom is None:
+        pytest.skip("prometheus missing (deploy/setup-host.sh installs it)")
+    a = agents()
+    web = free_port()
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        "  - job_name: vfiowatch\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{a.port}']}}]\n"
+    )
+    p = subprocess.Popen(
+        [prom, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{web}"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "wb"),  # noqa: SIM115
+    )
+
+    def query(q: str) -> list[dict[str, Any]]:
+        url = f"http://127.0.0.1:{web}/api/v1/query?query={urllib.request.quote(q)}"
+        doc = json.loads(urllib.request.urlopen(url, timeout=5).read())
+        assert doc["status"] == "success"
+        return list(doc["data"]["result"])
+
+    try:
+        end = time.monotonic() + 60
+        result: list[dict[str, Any]] = []
+        while time.monotonic() < end:
+            with contextlib.suppress(OSError, ValueError):
+                result = query("vfiowatch_source_up")
+                if result:
+                    break
+            time.sleep(0.5)
+        assert result, (tmp_path / "prometheus.log").read_text()[-2000:]
+        up = {r["metric"]["source"]: r["value"][1] for r in result}
+        assert up.get("uevent") == "1" and up.get("links") == "1"
+        assert query('up{job="vfiowatch"}')[0]["value"][1] == "1"
+        assert query("vfiowatch_build_info")[0]["metric"]["version"]
+        assert float(query("sum(vfiowatch_devices)")[0]["value"][1]) == len(os.listdir(PCI))
+    finally:
+        p.terminate()
+        p.wait(30)
