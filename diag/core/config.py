@@ -63,42 +63,73 @@ _DURATIONS = {
 }
 
 
-def parse(doc: Mapping[str, Any], path: str = "<config>") -> CoreConfig:
+def parse(doc: Mapping[str, Any], path: str = "<config>",
+          lines: Mapping[str, int] | None = None) -> CoreConfig:
     """Build a CoreConfig from the `[core]` table of a parsed TOML document.
 
-    Raises ConfigError naming `path` and the key on any unknown key or wrong type.
+    Raises ConfigError naming `path`, the line (when `lines` maps `core.<key>` to one) and the
+    key on any unknown key or wrong type, with the fix as its hint.
     """
     table = doc.get("core", {})
     if not isinstance(table, Mapping):
-        raise ConfigError(f"{path}: [core] must be a table", hint="see README, Configuration")
+        where = f"{path}:{lines['core']}" if lines and "core" in lines else path
+        raise ConfigError(f"{where}: [core] must be a table", hint="see README, Configuration")
     names = {f.name: f for f in fields(CoreConfig)}
     kwargs: dict[str, Any] = {}
+    try:
+        _parse_keys(table, path, names, kwargs)
+        for rule, label in kwargs.get("severity_overrides", ()):
+            if label.strip().upper() not in ("INFO", "WARNING", "ERROR", "CRITICAL"):
+                raise _KeyError(
+                    f"{path}: core.severity_overrides.{rule}: unknown severity {label!r}",
+                    key="severity_overrides", hint="use one of info, warning, error, critical")
+    except _KeyError as exc:
+        line = (lines or {}).get(f"core.{exc.key}")
+        if line is not None:
+            exc.message = exc.message.replace(f"{path}: ", f"{path}:{line}: ", 1)
+            exc.args = (exc.message,)
+        raise
+    return CoreConfig(**kwargs)
+
+
+class _KeyError(ConfigError):
+    """A ConfigError about one key of [core] (so the caller can add its line)."""
+
+    def __init__(self, message: str, *, key: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.key = key
+
+
+def _parse_keys(table: Mapping[str, Any], path: str, names: Mapping[str, Any],
+                kwargs: dict[str, Any]) -> None:
     for key, value in table.items():
         if key in _DURATIONS:
             if not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(
+                raise _KeyError(
                     f"{path}: core.{key} must be a non-negative number of seconds, got {value!r}",
-                    hint=f"for example {key} = 30",
+                    key=key, hint=f"for example {key} = 30",
                 )
             kwargs[_DURATIONS[key]] = int(value * NS)
         elif key == "severity_overrides":
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{path}: core.severity_overrides must be a table")
+                raise _KeyError(f"{path}: core.severity_overrides must be a table", key=key,
+                                hint='for example severity_overrides = { "driver-flapping" = "error" }')
             kwargs[key] = tuple((str(k), str(v)) for k, v in value.items())
         elif key in names and not key.endswith("_ns"):
             default = getattr(CoreConfig(), key)
             if isinstance(default, tuple):
                 if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-                    raise ConfigError(f"{path}: core.{key} must be a list of strings")
+                    raise _KeyError(f"{path}: core.{key} must be a list of strings, got {value!r}",
+                                    key=key, hint=f'for example {key} = ["a", "b"]')
                 kwargs[key] = tuple(value)
             elif isinstance(default, int):
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise ConfigError(f"{path}: core.{key} must be a positive integer")
+                    raise _KeyError(f"{path}: core.{key} must be a positive integer, got {value!r}",
+                                    key=key, hint=f"for example {key} = {default}")
                 kwargs[key] = value
         else:
             known = sorted([*(k for k in names if not k.endswith("_ns")), *_DURATIONS])
-            raise ConfigError(
+            raise _KeyError(
                 f"{path}: unknown key core.{key}",
-                hint="known keys: " + ", ".join(known),
+                key=key, hint="remove it or use a known key: " + ", ".join(known),
             )
-    return CoreConfig(**kwargs)

@@ -15,13 +15,13 @@ from corelab import (
     start_ns,
     tracker_for,
 )
+from dumps import dump_path, load_dump
 
 from diag import codec
 from diag import events as ev
 from diag.core.config import NS, CoreConfig
 from diag.core.correlator import Correlator
 from diag.sources.uevent import decode_uevent
-from dumps import dump_path, load_dump
 
 T0 = start_ns()
 PHASES = ("kata38-bind-vfio", "kata38-restore", "clear-override", "kata30-bind-vfio",
