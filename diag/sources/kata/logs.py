@@ -30,7 +30,9 @@ from diag.sources.kata import signatures
 
 SANDBOX_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 _START = re.compile(r"(?:^|\s)(time|level|msg)=")
-_SYSLOG_PREFIX = re.compile(r"(?P<ident>[\w.@/-]+)\[(?P<pid>\d+)\]:\s")
+_SYSLOG_PREFIX = re.compile(r"(?<![\w.@/-])(?P<ident>[\w.@/-]{1,64})\[(?P<pid>\d{1,10})\]:\s")
+SYSLOG_PREFIX_SPAN = 256
+"""The `host ident[pid]: ` prefix is looked for only this far into a line (bounded regex cost)."""
 MAX_LINE = 65536
 """Longer lines are cut (Kata's are < 4 KiB; a runaway writer must not grow our buffers)."""
 
@@ -141,7 +143,7 @@ def decode_text_line(line: str, origin: str = "") -> LogRecord | None:
     if not line.strip():
         return None
     pid = None
-    pm = _SYSLOG_PREFIX.search(line)
+    pm = _SYSLOG_PREFIX.search(line, 0, SYSLOG_PREFIX_SPAN)
     m = _START.search(line)
     if pm and (m is None or pm.start() < m.start()):
         pid = int(pm.group("pid"))

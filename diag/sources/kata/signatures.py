@@ -66,7 +66,7 @@ def _sig(id: str, pattern: str, severity: str, runtime: str, summary: str, ref: 
 CATALOGUE: tuple[Signature, ...] = (
     # ---- #1: the #10162 failure (cold plug with no port) and other QEMU bus errors -----------
     _sig("qemu-bus-not-found",
-         rf"-device vfio-pci,host={_SHORT_BDF}.*?: Bus '(?P<bus>[^']*)' not found",
+         rf"-device vfio-pci,host={_SHORT_BDF}.{{0,1024}}?: Bus '(?P<bus>[^']{{0,256}})' not found",
          "error", "qemu",
          "QEMU refused the VF: its PCIe bus does not exist (cold_plug_vfio=no-port gives "
          "bus=<unknown PCIePortBusPrefix: >0, Kata #10162); the VF is left on vfio-pci",
