@@ -11,7 +11,6 @@ the file with a note instead of an exception.
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import zlib
@@ -107,7 +106,7 @@ class Importer(Protocol):
 
 
 IMPORTERS: dict[str, Importer] = {}
-"""Importer name -> importer, in sniffing order (most specific first)."""
+"""Importer name -> importer; sniffing follows BUILTIN's order (most specific first)."""
 
 
 def register(importer: Importer) -> Importer:
@@ -116,7 +115,8 @@ def register(importer: Importer) -> Importer:
 
 
 BUILTIN: list[str] = [
-    "journal", "journald", "snapshot", "udevadm", "ipmon", "lspci", "logfmt",
+    "journal", "journald", "snapshot", "katastate", "udevadm", "ipmon", "lspci", "kataconfig",
+    "logfmt",
 ]
 """Built-in importer modules in sniffing order, one line each."""
 
@@ -141,25 +141,53 @@ def is_gzip(path: str) -> bool:
         return fh.read(2) == _GZ_MAGIC
 
 
-class _Counting(io.RawIOBase):
-    """Counts compressed bytes read, for the progress bar."""
+def _gunzip(raw: io.BufferedReader, stats: FileStats) -> Iterator[bytes]:
+    """Decompress a gzip stream chunk by chunk, keeping everything before a cut or corruption.
 
-    def __init__(self, raw: io.BufferedReader, stats: FileStats) -> None:
-        self.raw = raw
-        self.stats = stats
+    `gzip.GzipFile` raises on a cut stream and loses the data of the last block; a journal
+    rotated by a crashed agent or a copy cut by a full disk must still give what it holds.
+    Concatenated members (what `cat a.gz b.gz` makes) are followed.
+    """
+    d = zlib.decompressobj(wbits=31)
+    fed = False
+    while True:
+        chunk = raw.read(1 << 16)
+        if not chunk:
+            break
+        stats.bytes_read += len(chunk)
+        while chunk:
+            fed = True
+            try:
+                out = d.decompress(chunk)
+            except zlib.error as exc:
+                stats.truncated = True
+                stats.note(f"compressed stream is corrupt ({exc}); read up to there")
+                return
+            if out:
+                yield out
+            if d.eof:
+                chunk = d.unused_data
+                d = zlib.decompressobj(wbits=31)
+                fed = False
+                if not chunk.strip(b"\0"):
+                    chunk = b""  # padding after the last member
+            else:
+                chunk = b""
+    if fed and not d.eof:
+        tail = d.flush()
+        if tail:
+            yield tail
+        stats.truncated = True
+        stats.note("compressed stream is cut (truncated .gz); read up to the cut")
 
-    def readable(self) -> bool:
-        return True
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = self.raw.readinto(b)
-        if n:
-            self.stats.bytes_read += n
-        return n or 0
-
-    def close(self) -> None:
-        self.raw.close()
-        super().close()
+def _plain(raw: io.BufferedReader, stats: FileStats) -> Iterator[bytes]:
+    while True:
+        chunk = raw.read(1 << 16)
+        if not chunk:
+            return
+        stats.bytes_read += len(chunk)
+        yield chunk
 
 
 def iter_lines(path: str, stats: FileStats) -> Iterator[bytes]:
@@ -174,25 +202,24 @@ def iter_lines(path: str, stats: FileStats) -> Iterator[bytes]:
         stats.error = f"{exc.strerror or exc}"
         return
     try:
-        gz = raw.read(2) == _GZ_MAGIC
-        raw.seek(0)
-        counted = io.BufferedReader(_Counting(raw, stats), 1 << 16)
-        fh: io.BufferedIOBase = gzip.GzipFile(fileobj=counted) if gz else counted  # type: ignore[assignment]
+        try:
+            gz = raw.read(2) == _GZ_MAGIC
+            raw.seek(0)
+        except OSError as exc:
+            stats.error = f"{exc.strerror or exc}"
+            return
+        chunks = _gunzip(raw, stats) if gz else _plain(raw, stats)  # type: ignore[arg-type]
         pending = b""
-        while True:
-            try:
-                chunk = fh.read(1 << 16)
-            except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
-                stats.truncated = True
-                stats.note(f"compressed stream is cut or corrupt ({exc}); read up to there")
-                break
-            if not chunk:
-                break
-            data = pending + chunk
-            parts = data.split(b"\n")
-            pending = parts.pop()
-            for part in parts:
-                yield part + b"\n"
+        try:
+            for chunk in chunks:
+                data = pending + chunk if pending else chunk
+                parts = data.split(b"\n")
+                pending = parts.pop()
+                for part in parts:
+                    yield part + b"\n"
+        except OSError as exc:
+            stats.truncated = True
+            stats.note(f"read error ({exc.strerror or exc}); read up to there")
         if pending:
             yield pending
     finally:
@@ -222,7 +249,9 @@ def sniff(path: str) -> tuple[Importer | None, str]:
     if err:
         return None, err
     load_builtin()
-    for imp in IMPORTERS.values():
+    order = [IMPORTERS[n] for n in BUILTIN if n in IMPORTERS]
+    order += [i for n, i in IMPORTERS.items() if n not in BUILTIN]
+    for imp in order:
         try:
             if imp.sniff(head):
                 return imp, ""

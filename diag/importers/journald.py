@@ -18,20 +18,11 @@ from typing import Any
 from diag import codec
 from diag import events as ev
 from diag.importers import Anchor, FileStats, Parsed, register
-from diag.importers.logfmt import match_event, parse_logfmt
+from diag.importers.logfmt import match_record
+from diag.sources.kata import logs
 
-_PRIORITY = {"0": "emerg", "1": "alert", "2": "crit", "3": "error", "4": "warning",
-             "5": "notice", "6": "info", "7": "debug"}
 MAX_ANCHORS = 256
-"""Clock anchors kept per boot (the first ones; the spread of all is tracked)."""
-
-
-def _message(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(isinstance(b, int) and 0 <= b < 256 for b in value):
-        return bytes(value).decode("utf-8", "replace")
-    return None
+"""Clock anchors kept per boot (the first ones)."""
 
 
 def _int(value: Any) -> int | None:
@@ -42,39 +33,18 @@ def _int(value: Any) -> int | None:
 
 
 def entry_event(rec: dict[str, Any]) -> tuple[ev.LogLineMatched | None, int | None, str]:
-    """One journald entry -> (event or None, realtime ns or None, why it is bad or '')."""
+    """One journald entry -> (event or None, realtime ns or None, why it is bad or '').
+
+    Decoding is the Kata source's own (`diag.sources.kata.logs.decode_journal_entry`).
+    """
     real = _int(rec.get("__REALTIME_TIMESTAMP"))
     if real is None:
         return None, None, "no __REALTIME_TIMESTAMP"
     ts = real * 1000
-    msg = _message(rec.get("MESSAGE"))
-    if msg is None:
+    lr = logs.decode_journal_entry(rec)
+    if lr is None:
         return None, ts, ""
-    ident = rec.get("SYSLOG_IDENTIFIER") if isinstance(rec.get("SYSLOG_IDENTIFIER"), str) else ""
-    unit = rec.get("_SYSTEMD_UNIT") if isinstance(rec.get("_SYSTEMD_UNIT"), str) else ""
-    kernel = rec.get("_TRANSPORT") == "kernel" or ident == "kernel"
-    origin = "journald:kernel" if kernel else f"journald:{ident or unit or '?'}"
-    pid = _int(rec.get("_PID") or rec.get("SYSLOG_PID"))
-    level = _PRIORITY.get(str(rec.get("PRIORITY", "")), "")
-    sandbox: str | None = None
-    text = msg
-    fields: dict[str, str] = {}
-    if not kernel and "msg=" in msg and ("level=" in msg or "time=" in msg):
-        k = msg.find("time=")
-        fields = parse_logfmt(msg[k if k >= 0 else 0:])
-        text = fields.get("msg", msg)
-        level = fields.get("level", level)
-        sandbox = fields.get("sandbox")
-        pid = _int(fields.get("pid")) or pid
-    else:
-        # runtime-rs through slog-journald: fields upper-cased as journald fields.
-        for key, val in rec.items():
-            if isinstance(val, str) and not key.startswith("_"):
-                fields[key.lower()] = val
-        if fields.get("name") == "kata-runtime":
-            sandbox = fields.get("source")
-        sandbox = sandbox or fields.get("sandbox")
-    return match_event(text, fields, ts, origin, level=level, sandbox_id=sandbox, pid=pid), ts, ""
+    return match_record(lr, ts), ts, ""
 
 
 def parse_journald_json(

@@ -89,6 +89,8 @@ class Entry:
     """How far off the stamp may be; -1 when unknown (unaligned)."""
     order_uncertain: bool = False
     """Its order against a neighbour from another input is within the clocks' uncertainty."""
+    static: bool = False
+    """From a state listing with no time of its own (configuration, lspci): placed first."""
 
 
 @dataclass(slots=True)
@@ -159,8 +161,9 @@ def open_inputs(paths: Iterable[str], options: Options) -> list[Input]:
             continue
         st.format = imp.name
     _order_journal_parts(inputs)
+    _kata_pass(inputs)
     for inp in inputs:
-        if inp.importer is None:
+        if inp.importer is None or inp.parsed is not None:
             continue
         st = inp.stats
         if inp.format == "journal":
@@ -177,6 +180,47 @@ def open_inputs(paths: Iterable[str], options: Options) -> list[Input]:
 
 
 _CONTINUES = "continues an earlier part given here: its restated state was skipped"
+
+
+def _read_text(inp: Input) -> str:
+    data = b"".join(iter_lines(inp.path, inp.stats))
+    inp.stats.lines = data.count(b"\n")
+    return data.decode("utf-8", "replace")
+
+
+def _kata_pass(inputs: list[Input]) -> None:
+    """Kata configuration files merged per main file + config.d; state files read with them."""
+    from diag.importers import kataconfig, katastate
+
+    confs = {i.path: i for i in inputs if i.format == "kataconfig"}
+    configs: list[ev.KataConfig] = []
+    for main, drops in kataconfig.group_configs(list(confs)):
+        texts = {p: _read_text(confs[p]) for p in ([main] if main else []) + drops}
+        events = kataconfig.parse_group((main, texts[main]) if main else None,
+                                        [(d, texts[d]) for d in drops])
+        owner = confs[main] if main else confs[drops[0]]
+        owner.events = events
+        owner.stats.events = len(events)
+        for d in drops:
+            if confs[d] is not owner:
+                confs[d].events = []
+                confs[d].stats.note(f"drop-in merged into {main or drops[0]}")
+        configs.extend(e.config for e in events if isinstance(e, ev.KataConfigLoaded))
+    for i in confs.values():
+        i.parsed = Parsed(events=i.events or [], clock="static")
+        i.stats.clock = "static"
+    cfg = configs[0] if len(configs) == 1 else None
+    for i in inputs:
+        if i.format != "katastate":
+            continue
+        events = katastate.parse_state(_read_text(i), i.path, cfg, i.stats)
+        if len(configs) > 1:
+            i.stats.note(f"{len(configs)} Kata configurations given: which one this sandbox used "
+                         "is unknown; Kata's defaults assumed")
+        i.events = events
+        i.stats.events = len(events)
+        i.parsed = Parsed(events=events, clock="static")
+        i.stats.clock = "static"
 
 
 def _order_journal_parts(inputs: list[Input]) -> None:
@@ -231,12 +275,17 @@ def align_inputs(inputs: list[Input], options: Options) -> list[str]:
                     real_keyed.extend(_journal_keyed(i))
         return real_keyed
 
-    for inp in inputs:
-        if inp.parsed is None or inp.clock != "monotonic":
-            continue
+    has_wall = any(i.parsed is not None and i.clock == "realtime" for i in inputs)
+    monos = [i for i in inputs if i.parsed is not None and i.clock == "monotonic"]
+    for inp in monos:
         explicit = options.offsets.get(inp.path, options.offsets.get("*"))
         if explicit is not None:
             inp.alignment = al.Alignment(explicit, 0, "explicit --offset")
+        elif not has_wall and not anchors:
+            inp.alignment = al.Alignment(0, 0, (
+                "kept on its own clock (no wall-clock input): times are since boot"
+                + ("; the monotonic inputs are assumed to come from one boot" if len(monos) > 1
+                   else "")))
         else:
             a, why = al.from_anchors(anchors)
             if a is None:
@@ -277,7 +326,7 @@ def align_inputs(inputs: list[Input], options: Options) -> list[str]:
         if inp.alignment is None:
             continue
         a = inp.alignment
-        if a.uncertainty_ns is None:
+        if a.uncertainty_ns is None or a.offset_ns == 0:
             notes.append(f"{inp.path}: {a.method}")
         elif inp.clock == "monotonic":
             notes.append(f"{inp.path}: monotonic clock {a.method}; offset {a.offset_ns / 1e9:.6f} s"
@@ -424,6 +473,12 @@ def _compatible(a: dict[str, object], b: dict[str, object]) -> bool:
     return True
 
 
+def _same_line_elsewhere(a: ev.Event, b: ev.Event) -> bool:
+    """One log line read from two places of one input (Kata's syslog and containerd's unit)."""
+    return isinstance(a, ev.LogLineMatched) and isinstance(b, ev.LogLineMatched) and \
+        a.origin != b.origin
+
+
 def _known(rec: dict[str, object]) -> int:
     return sum(1 for v in rec.values() if v not in ("", None))
 
@@ -435,7 +490,8 @@ class _Dedupe:
     Events wait up to `window_ns`; a copy from another input with the same identity, no
     conflicting field and a stamp within the pair's window (twice their alignment uncertainty,
     at least 50 ms, at most 1 s) is dropped, and when it says more (a driver name, an ifindex)
-    it replaces the waiting one. Copies within one input are never merged.
+    it replaces the waiting one. Copies within one input are merged only for a log line read
+    from two origins (Kata's `kata` syslog lines repeated in containerd's unit).
     """
 
     def __init__(self, uncertainty: dict[int, int]) -> None:
@@ -457,22 +513,24 @@ class _Dedupe:
             p = pend.popleft()
             out.append((p[0], p[1], p[2], p[3]))
         ident = _identity(e)
-        rec: dict[str, object] | None = None
         if ident is not None:
+            rec: dict[str, object] | None = None
             for p in pend:
-                if p[4] != ident or p[1] == idx or ts - p[0] > self._pair_window(p[1], idx):
+                if p[4] != ident or ts - p[0] > self._pair_window(p[1], idx):
+                    continue
+                if p[1] == idx and not _same_line_elsewhere(p[3], e):
                     continue
                 if rec is None:
                     rec = codec.to_record(e)
+                if p[5] is None:
+                    p[5] = codec.to_record(p[3])
                 if not _compatible(p[5], rec):
                     continue
                 self.dropped += 1
                 if _known(rec) > _known(p[5]):
                     p[3], p[5] = replace(e, ts_ns=p[0]), rec
                 return out
-            if rec is None:
-                rec = codec.to_record(e)
-        pend.append([ts, idx, n, e, ident, rec])
+        pend.append([ts, idx, n, e, ident, None])
         return out
 
     def flush(self) -> list[Item]:
@@ -515,7 +573,7 @@ def replay(
               if i.parsed is not None and i.clock == "static" and i.events]
     merged: Iterator[Item] = heapq.merge(*static, *timed_streams)
     dedupe: _Dedupe | None = None
-    if len(timed_streams) > 1:
+    if any(i.parsed is not None and i.format != "journal" for i in inputs):
         dedupe = _Dedupe({i.index: i.alignment.uncertainty_ns for i in inputs
                           if i.alignment is not None and i.alignment.uncertainty_ns is not None})
         merged = _deduped(merged, dedupe)
@@ -526,6 +584,7 @@ def replay(
     unc_of = {i.index: (i.alignment.uncertainty_ns if i.alignment and i.alignment.uncertainty_ns
                         is not None else (-1 if i.alignment else 0)) for i in inputs}
     per_event_unc = {i.index: i.uncertainties for i in inputs if i.uncertainties}
+    static_idx = {i.index for i in inputs if i.clock == "static"}
     findings: dict[str, ev.Finding] = {}
     recorded: dict[str, ev.Finding] = {}
     timeline = report.timeline
@@ -580,7 +639,7 @@ def replay(
                 pu = per_event_unc.get(idx)
                 if pu is not None and n < len(pu):
                     u = pu[n]
-                timeline.append(Entry(ts, idx, e, u or 0))
+                timeline.append(Entry(ts, idx, e, u or 0, static=idx in static_idx))
         if transitions:
             note(transitions)
     if until is not None and last_ts is not None and until > last_ts and not has_journal:
@@ -612,7 +671,7 @@ def _mark_order(timeline: list[Entry]) -> None:
     """Flag neighbours from different inputs closer than their combined uncertainty."""
     for i in range(1, len(timeline)):
         a, b = timeline[i - 1], timeline[i]
-        if a.input == b.input or a.input < 0 or b.input < 0:
+        if a.input == b.input or a.input < 0 or b.input < 0 or a.static or b.static:
             continue
         if a.uncertainty_ns < 0 or b.uncertainty_ns < 0:
             unsure = True

@@ -1,0 +1,99 @@
+"""Provides the importer of Kata configuration files (configuration*.toml and their config.d drop-ins).
+
+Parsing, drop-in merging and Kata's own validation are the Kata source's (`diag.sources.kata.
+config`), so a postmortem sees the effective `cold_plug_vfio` exactly as the live agent would.
+Given several files, `group_configs` puts every drop-in (a file in a `config.d` directory) after
+the main file of the directory above it, in name order, as Kata does; a drop-in with no main
+file among the inputs is applied to Kata's built-in defaults. Each group gives one
+`KataConfigLoaded` (and a `KataConfigInvalid` per error Kata would report); they have no time
+of their own (a `static` input) and are placed at the start of the timeline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+
+from diag import events as ev
+from diag.importers import FileStats, Parsed, register
+from diag.sources.kata import config as kconfig
+
+SOURCE = "kata"
+_SECTION = re.compile(
+    r"^\s*\[(?:hypervisor\.[\w-]+|runtime|agent\.[\w-]+|factory|image)\]\s*(?:#.*)?$"
+)
+_KEY = re.compile(r"^\s*(?:cold_plug_vfio|hot_plug_vfio|pcie_root_port|enable_annotations)\s*=")
+
+
+def is_dropin(path: str) -> bool:
+    return os.path.basename(os.path.dirname(os.path.abspath(path))) == "config.d"
+
+
+def handler_name(main_path: str | None) -> str:
+    """`configuration-qemu.toml` -> `kata-qemu`; `configuration.toml` (or none) -> `default`."""
+    if main_path is None:
+        return "default"
+    stem = os.path.basename(main_path).removesuffix(".toml")
+    if stem.startswith("configuration-"):
+        return "kata-" + stem[len("configuration-"):]
+    return "default"
+
+
+def group_configs(paths: Sequence[str]) -> list[tuple[str | None, list[str]]]:
+    """(main file or None, its drop-ins in Kata's order) for a set of configuration files."""
+    mains = sorted(p for p in paths if not is_dropin(p))
+    drops = sorted((p for p in paths if is_dropin(p)),
+                   key=lambda p: (os.path.dirname(p), os.path.basename(p)))
+    groups: dict[str | None, list[str]] = {m: [] for m in mains}
+    for d in drops:
+        parent = os.path.dirname(os.path.dirname(os.path.abspath(d)))
+        owners = [m for m in mains if os.path.dirname(os.path.abspath(m)) == parent]
+        owner = owners[0] if len(owners) == 1 else (mains[0] if len(mains) == 1 else None)
+        groups.setdefault(owner, []).append(d)
+    return list(groups.items())
+
+
+def parse_group(
+    main: tuple[str, str] | None, dropins: Iterable[tuple[str, str]], *,
+    handler: str | None = None,
+) -> list[ev.Event]:
+    """Events (stamp 0: static) for a main file and its drop-ins, each given as (path, text)."""
+    layers: list[kconfig.Layer] = []
+    events: list[ev.Event] = []
+    name = handler or handler_name(main[0] if main else None)
+    items = ([(main[0], main[1], "file")] if main else []) + [(p, t, "drop-in") for p, t in dropins]
+    for path, text, kind in items:
+        got = kconfig.parse_layer(text, path, kind)
+        if isinstance(got, kconfig.ConfigError):
+            events.append(got.event(0, SOURCE))
+        else:
+            layers.append(got)
+    if layers:
+        cfg, errors = kconfig.effective_config(layers, handler=name)
+        events.insert(0, ev.KataConfigLoaded(ts_ns=0, source=SOURCE, config=cfg))
+        events.extend(e.event(0, SOURCE) for e in errors)
+    return events
+
+
+class _KataConfigImporter:
+    name = "kataconfig"
+    description = "Kata configuration file (TOML, config.d drop-ins)"
+
+    def sniff(self, head: list[str]) -> bool:
+        text = [x for x in head[:400] if x.strip() and not x.lstrip().startswith("#")]
+        if not text or text[0].lstrip().startswith("{"):
+            return False
+        return any(_SECTION.match(x) for x in text) or any(_KEY.match(x) for x in text)
+
+    def parse(self, lines: Iterable[bytes], stats: FileStats, origin: str) -> Parsed:
+        data = b"".join(lines)
+        stats.lines = data.count(b"\n")
+        text = data.decode("utf-8", "replace")
+        events = (parse_group(None, [(origin, text)]) if is_dropin(origin)
+                  else parse_group((origin, text), []))
+        stats.events = len(events)
+        return Parsed(events=events, clock="static")
+
+
+register(_KataConfigImporter())
