@@ -59,7 +59,9 @@ def _json(text: str, path: str) -> tuple[Any, DecodeError | None]:
     try:
         return json.loads(text), None
     except json.JSONDecodeError as exc:
-        hint = " (truncated: written while we read it?)" if exc.pos >= len(text.rstrip()) else ""
+        body = text.rstrip()
+        cut = exc.pos >= len(body) or exc.msg.startswith("Unterminated") or not body.endswith(("}", "]"))
+        hint = " (truncated: written while we read it?)" if cut else ""
         return None, DecodeError(path, f"{path}: line {exc.lineno}, column {exc.colno}: {exc.msg}{hint}",
                                  exc.lineno, exc.colno)
 
