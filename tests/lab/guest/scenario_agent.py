@@ -32,6 +32,13 @@ flapping_window = 120
 READY_TIMEOUT = 120.0
 
 
+def registered_sources() -> list[str]:
+    """The sources the installed agent registers (it reports a state for each at start)."""
+    code = "from diag.sources import load_builtin; print(','.join(load_builtin()))"
+    res = subprocess.run(["python3", "-c", code], capture_output=True, text=True, check=False)
+    return [x for x in res.stdout.strip().split(",") if x] or ["uevent"]
+
+
 class Agent:
     """One `vfiowatch run --journal` process and the journal it writes."""
 
@@ -74,7 +81,7 @@ class Agent:
 
     def wait_ready(self) -> float:
         """Waits until the uevent and eBPF sources say they are up; returns the seconds taken."""
-        want = {"uevent", "ebpf"}
+        want = set(registered_sources())
         self.sources: dict[str, str] = {}
 
         def up(rec: dict) -> bool:
@@ -331,6 +338,7 @@ def main() -> int:
     res = subprocess.run(["vfiowatch", "run", "--help"], capture_output=True, text=True)
     help_text = res.stdout + res.stderr
     labio.send("agent-help.txt", f"rc={res.returncode}\n{help_text}".encode())
+    labio.send("sources.txt", (",".join(registered_sources()) + "\n").encode())
     dry = cmdline_flag("dry") == "1"
     if res.returncode != 0 and not dry:
         labio.send("agent-unavailable", b"`vfiowatch run` is not in this tree yet\n")
