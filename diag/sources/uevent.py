@@ -132,16 +132,17 @@ def decode_uevent(data: bytes, ts_ns: int, *, source: str = SOURCE) -> ev.Event 
     # kernel never sends NUL inside a value, and three or four finds cost less than a split.
     if data.count(b"=") < data.count(b"\0") - 1:
         raise MalformedUevent("a field without '='")
-    action = _text(_field(data, b"\0ACTION=") or data[:at])
-    devpath = _text(_field(data, b"\0DEVPATH=") or data[at + 1 : first])
+    # The header is ACTION@DEVPATH as the kernel wrote ACTION= and DEVPATH= (lib/kobject_uevent.c).
+    action = data[:at].decode("ascii", "replace")
+    devpath = data[at + 1 : first].decode("utf-8", "replace")
     synthetic = data.find(b"\0SYNTH_UUID=") >= 0
     common = {"ts_ns": ts_ns, "source": source, "synthetic": synthetic}
 
     if sub == b"pci":
-        slot = _field(data, b"\0PCI_SLOT_NAME=")
-        bdf = _text(slot) if slot else devpath[devpath.rfind("/") + 1 :]
+        bdf = devpath[devpath.rfind("/") + 1 :]  # = PCI_SLOT_NAME, without a search
         if action == "bind":
-            return ev.DeviceBound(bdf=bdf, driver=_text(_field(data, b"\0DRIVER=") or b""), **common)
+            return ev.DeviceBound(ts_ns=ts_ns, source=source, synthetic=synthetic, bdf=bdf,
+                                  driver=_text(_field(data, b"\0DRIVER=") or b""))
         if action == "unbind":
             drv = _field(data, b"\0DRIVER=")  # real unbinds never carry it; synthetic ones do
             return ev.DeviceUnbound(bdf=bdf, previous_driver=_text(drv) if drv else None, **common)

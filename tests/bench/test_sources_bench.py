@@ -1,0 +1,258 @@
+"""Benchmarks of the live kernel sources beside the tools operators use (printed, never asserted).
+
+* uevent burst: 50,000 synthetic uevents at full kernel speed while the agent's uevent source
+  (defaults) and `udevadm monitor --kernel --property` listen: received/sent for each.
+* uevent throughput: datagrams/s through decode + driver tracking + Correlator.feed, offline on
+  one core, with the full rule set and with the model alone; and end to end through the
+  Pipeline during a live burst.
+* link storm: 300 veth pairs created and deleted in one namespace while the agent's links
+  source, `ip -ts monitor link` and a raw rtnetlink socket listen: counts and the agent's CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernel"))
+
+from vw_kernel_helpers import (
+    Collector,
+    RawCounter,
+    build_storm_writer,
+    cleanup_netns,
+    new_uuid,
+    prefix,
+    sh,
+    storm,
+    storm_device,
+    wait_for,
+)
+
+from diag import events as ev
+from diag.core.correlator import Correlator
+from diag.paths import HostPaths
+from diag.runtime import Pipeline
+from diag.sources import SourceContext, sysfs
+from diag.sources.links import LinksSource
+from diag.sources.uevent import DeviceTracker, UeventSource, decode_uevent
+
+ROWS: list[tuple[str, str, str]] = []
+
+
+def _row(what: str, tool: str, value: str) -> None:
+    ROWS.append((what, tool, value))
+
+
+def _print_table() -> None:
+    w1 = max(len(r[0]) for r in ROWS)
+    w2 = max(len(r[1]) for r in ROWS)
+    print()
+    print(f"{'benchmark':<{w1}}  {'listener':<{w2}}  result")
+    print(f"{'-' * w1}  {'-' * w2}  {'-' * 30}")
+    for a, b, c in ROWS:
+        print(f"{a:<{w1}}  {b:<{w2}}  {c}")
+    ROWS.clear()
+
+
+@pytest.fixture(autouse=True)
+def _root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("benchmarks of kernel sources need root")
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def test_uevent_burst_agent_beside_udevadm(tmp_path: Path) -> None:
+    """50,000 synthetic uevents: what the agent and `udevadm monitor --kernel` each received."""
+    exe = build_storm_writer(tmp_path)
+    bdf = storm_device()
+    tag = new_uuid()
+    n = 50_000
+    out = tmp_path / "udevadm.txt"
+    with open(out, "w") as fh:
+        udev = subprocess.Popen(["udevadm", "monitor", "--kernel", "--property",
+                                 "--subsystem-match=pci"], stdout=fh, stderr=subprocess.DEVNULL)
+    src = UeventSource(SourceContext())
+    ours = 0
+    needle = tag.encode()
+
+    def counting(data: bytes, ts: int, **kw: str) -> ev.Event | None:
+        nonlocal ours
+        if needle in data:
+            ours += 1
+        return decode_uevent(data, ts, **kw)
+
+    src.decode = counting
+    got = Collector()
+    stop = threading.Event()
+    t = threading.Thread(target=src.run, args=(got, stop), daemon=True)
+    t.start()
+    try:
+        assert wait_for(lambda: bool(got.snapshot()))
+        time.sleep(0.5)  # udevadm has opened its socket
+        cpu0, t0 = _cpu(), time.monotonic()
+        sent, secs = storm(exe, bdf, n, f"bind {tag}")
+        wait_for(lambda: ours >= sent, timeout=30)
+        drained = time.monotonic() - t0
+        cpu = _cpu() - cpu0
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        t.join(5)
+        udev.terminate()
+        udev.wait(5)
+    seen_udev = out.read_text(errors="replace").count(f"SYNTH_UUID={tag}")
+    lost = [e for e in got.snapshot() if isinstance(e, ev.EventsLost)]
+    _row("uevent burst 50,000", "writer (C)", f"sent {sent} in {secs:.3f} s ({sent / secs:,.0f}/s)")
+    _row("uevent burst 50,000", "vfiowatch uevent", f"received/sent {ours}/{sent} = {ours / sent:.3f}; "
+         f"drained in {drained:.2f} s, {cpu:.2f} CPU s; loss events {len(lost)}")
+    _row("uevent burst 50,000", "udevadm monitor -k", f"received/sent {seen_udev}/{sent} = {seen_udev / sent:.3f}")
+    _print_table()
+    assert sent == n
+
+
+def _datagrams(bdf: str, driver: str, n: int) -> list[bytes]:
+    base = (f"bind@/devices/pci0000:00/{bdf}\0ACTION=bind\0DEVPATH=/devices/pci0000:00/{bdf}\0"
+            f"SUBSYSTEM=pci\0DRIVER={driver}\0PCI_CLASS=20000\0PCI_ID=1AF4:1000\0"
+            f"PCI_SUBSYS_ID=1AF4:0001\0PCI_SLOT_NAME={bdf}\0"
+            f"MODALIAS=pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\0"
+            f"SYNTH_UUID=5c0ffee0-0000-4000-8000-000000000001\0")
+    return [(base + f"SEQNUM={i}\0").encode() for i in range(n)]
+
+
+def test_uevent_throughput_decode_track_and_core() -> None:
+    """Sustained datagrams/s through decode, tracking and Correlator.feed (one thread)."""
+    paths = HostPaths()
+    devices = sysfs.scan(paths)
+    bdf = storm_device()
+    driver = sysfs.read_driver(paths, bdf) or "virtio-pci"
+    n = 100_000
+    data = _datagrams(bdf, driver, n)
+    inv = ev.InventoryObserved(ts_ns=0, source="uevent", devices=tuple(devices))
+
+    t0 = time.perf_counter()
+    for i, d in enumerate(data):
+        decode_uevent(d, i)
+    dec = n / (time.perf_counter() - t0)
+
+    tr = DeviceTracker(devices)
+    t0 = time.perf_counter()
+    for i, d in enumerate(data):
+        tr.apply(decode_uevent(d, i))  # type: ignore[arg-type]
+    trk = n / (time.perf_counter() - t0)
+
+    results = {}
+    for label, rules in (("all rules", None), ("model only", [])):
+        core = Correlator(rules=rules)
+        core.feed(inv)
+        tr = DeviceTracker(devices)
+        t0 = time.perf_counter()
+        for i, d in enumerate(data, 1):
+            core.feed(tr.apply(decode_uevent(d, i)))  # type: ignore[arg-type]
+        results[label] = n / (time.perf_counter() - t0)
+
+    _row("uevent decode (1 thread)", "vfiowatch", f"{dec:,.0f} datagrams/s")
+    _row("uevent decode + track", "vfiowatch", f"{trk:,.0f} datagrams/s")
+    _row("uevent -> Correlator.feed", "vfiowatch", f"{results['all rules']:,.0f}/s with all rules, "
+         f"{results['model only']:,.0f}/s model only (target >= 100,000/s)")
+    _print_table()
+
+
+def test_uevent_end_to_end_through_the_pipeline(tmp_path: Path) -> None:
+    """A live 50,000 burst through source, queue, merge window and core: events/s at the core."""
+    exe = build_storm_writer(tmp_path)
+    bdf = storm_device()
+    tag = new_uuid()
+    src = UeventSource(SourceContext())
+    p = Pipeline([src])
+    count = 0
+    first = last = 0.0
+
+    def on_item(item: ev.Event) -> None:
+        nonlocal count, first, last
+        if isinstance(item, ev.DeviceBound) and item.synthetic and item.bdf == bdf:
+            count += 1
+            last = time.monotonic()
+            if count == 1:
+                first = last
+
+    p.on_item(on_item)
+    p.start()
+    try:
+        assert wait_for(lambda: p.stats.released > 0)
+        cpu0 = _cpu()
+        sent, _ = storm(exe, bdf, 50_000, f"bind {tag}")
+        wait_for(lambda: count >= sent, timeout=60)
+        cpu = _cpu() - cpu0
+    finally:
+        p.stop()
+    span = max(last - first, 1e-9)
+    _row("uevent burst -> core (pipeline)", "vfiowatch run", f"{count}/{sent} at the core, "
+         f"{count / span:,.0f} events/s, {cpu:.2f} CPU s, queue max {p.stats.max_queue_depth}, "
+         f"dropped {p.stats.dropped}")
+    _print_table()
+
+
+def test_link_storm_agent_beside_ip_monitor_and_a_raw_socket() -> None:
+    """300 veth pairs created and deleted in one namespace: counts from the agent, `ip -ts
+    monitor link` and a raw rtnetlink socket, and the agent's CPU seconds."""
+    pfx = prefix()
+    ns = f"{pfx}m"
+    with cleanup_netns(pfx):
+        sh(f"ip netns add {ns}")
+        src = LinksSource(SourceContext())
+        got = Collector()
+        stop = threading.Event()
+        t = threading.Thread(target=src.run, args=(got, stop), daemon=True)
+        t.start()
+        mon_out = Path(f"/tmp/{pfx}-ipmon.txt")
+        try:
+            assert wait_for(lambda: any(isinstance(e, ev.LinkChanged) and e.netns.name == ns
+                                        for e in got.snapshot()), timeout=3)
+            mark = len(got.snapshot())
+            raw = RawCounter(ns)
+            with open(mon_out, "w") as fh:
+                mon = subprocess.Popen(["ip", "-n", ns, "-ts", "monitor", "link"], stdout=fh)
+            time.sleep(0.3)
+            cpu0, t0 = _cpu(), time.monotonic()
+            add = "".join(f"link add {pfx}a{i} type veth peer name {pfx}b{i}\n" for i in range(300))
+            subprocess.run(["ip", "-n", ns, "-batch", "-"], input=add, text=True, check=True)
+            dele = "".join(f"link del {pfx}a{i}\n" for i in range(300))
+            subprocess.run(["ip", "-n", ns, "-batch", "-"], input=dele, text=True, check=True)
+
+            def agent() -> tuple[int, int]:
+                evs = [e for e in got.snapshot()[mark:] if getattr(e, "netns", None) is not None
+                       and e.netns.name == ns]  # type: ignore[attr-defined]
+                return (sum(isinstance(e, ev.LinkChanged) for e in evs),
+                        sum(isinstance(e, ev.LinkRemoved) for e in evs))
+
+            wait_for(lambda: agent()[1] >= 600, timeout=30)
+            wall = time.monotonic() - t0
+            cpu = _cpu() - cpu0
+            time.sleep(0.5)
+            new, dl, enobufs = raw.stop()
+            mon.terminate()
+            mon.wait(5)
+        finally:
+            stop.set()
+            t.join(5)
+        text = mon_out.read_text(errors="replace")
+        mon_out.unlink()
+        lines = [ln for ln in text.splitlines() if ln.startswith("[")]
+        mon_del = sum("Deleted" in ln for ln in lines)
+        a_new, a_del = agent()
+    _row("link storm 300 veth pairs", "raw rtnetlink socket", f"NEWLINK {new}, DELLINK {dl} (ENOBUFS {enobufs})")
+    _row("link storm 300 veth pairs", "vfiowatch links", f"NEWLINK {a_new}, DELLINK {a_del}; "
+         f"{cpu:.2f} CPU s over {wall:.2f} s; ENOBUFS {src.stats.enobufs}")
+    _row("link storm 300 veth pairs", "ip -ts monitor link", f"NEWLINK {len(lines) - mon_del}, DELLINK {mon_del}")
+    _print_table()
