@@ -258,6 +258,7 @@ def run_checks(paths: HostPaths) -> list[CheckResult]:
 
 EXTRA_CHECK_MODULES: list[str] = [
     "diag.sources.kata.check",
+    "diag.sources.ebpf.check",
 ]
 """Modules that register more checks (eBPF mode, Kata configuration), one line each."""
 

@@ -20,7 +20,9 @@
  *           reported by name, and `vfiowatch check` shows which.
  * Kernel    >= 5.8 (ring buffer). Struct reads: only the pointer at offset 0 of the handler's
  *           first argument, which is the name in all three shapes (device_driver.name,
- *           bus_type.name, device.kobj.name): no header-dependent offset, no CO-RE needed.
+ *           bus_type.name, device.kobj.name), and for a driver the pointer after it
+ *           (device_driver.bus, then bus_type.name at offset 0): the two leading members of
+ *           struct device_driver have not moved since 2.6. No CO-RE needed.
  *           Sees every path (symlinks, relative, io_uring, fds passed between processes),
  *           since it hooks below the VFS.
  * Overhead  Nothing on unrelated syscalls: the handlers run only when a control file is
@@ -41,24 +43,28 @@ struct inflight {
 	__u32 truncated;
 	char value[VFW_VALUE_LEN];
 	char name[VFW_NAME_LEN];
+	char bus[VFW_BUS_LEN];
 };
 
 BPF_HASH(inflight_by_tid, __u32, struct inflight, 4096);
 BPF_PERCPU_ARRAY(scratch, struct inflight, 1);
-BPF_PERCPU_ARRAY(lost, __u64, 1);
+BPF_PERCPU_ARRAY(lost, __u64, 2); /* [0] ring buffer full, [1] tracking map full */
 BPF_TABLE("lru_hash", __u32, __u32, ppids, 16384);
 BPF_RINGBUF_OUTPUT(events, 64);
 
-static __always_inline void count_lost(void)
+#define LOST_RINGBUF 0
+#define LOST_TABLE_FULL 1
+
+static __always_inline void count_lost(int why)
 {
-	int zero = 0;
-	__u64 *n = lost.lookup(&zero);
+	__u64 *n = lost.lookup(&why);
 	if (n)
 		*n += 1;
 }
 
 /* obj: the handler's first argument, whose first member is a `const char *` name. */
-static __always_inline int enter(void *obj, const char *buf, __u64 count, __u32 control)
+static __always_inline int enter(void *obj, const char *buf, __u64 count, __u32 control,
+				 int is_driver)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	if (FILTER_TGID && (id >> 32) == FILTER_TGID)
@@ -72,6 +78,16 @@ static __always_inline int enter(void *obj, const char *buf, __u64 count, __u32 
 	f->name[0] = 0;
 	if (name)
 		bpf_probe_read_kernel_str(f->name, sizeof(f->name), name);
+	f->bus[0] = 0;
+	if (is_driver) { /* struct device_driver { const char *name; const struct bus_type *bus; */
+		void *bus = 0;
+		const char *bus_name = 0;
+		bpf_probe_read_kernel(&bus, sizeof(bus), (char *)obj + sizeof(void *));
+		if (bus)
+			bpf_probe_read_kernel(&bus_name, sizeof(bus_name), bus);
+		if (bus_name)
+			bpf_probe_read_kernel_str(f->bus, sizeof(f->bus), bus_name);
+	}
 	f->control = control;
 	f->count = count > 0xffffffffULL ? 0xffffffffU : (__u32)count;
 	f->truncated = count > VFW_VALUE_LEN ? 2 : 0;
@@ -83,7 +99,8 @@ static __always_inline int enter(void *obj, const char *buf, __u64 count, __u32 
 	if (n && bpf_probe_read_kernel(f->value, n, buf) == 0)
 		f->value_len = n;
 	__u32 tid = (__u32)id;
-	inflight_by_tid.update(&tid, f);
+	if (inflight_by_tid.update(&tid, f))
+		count_lost(LOST_TABLE_FULL);
 	return 0;
 }
 
@@ -91,18 +108,22 @@ static __always_inline int enter(void *obj, const char *buf, __u64 count, __u32 
 #define DRV_ENTRY(fn, ctl) \
 	int fn(struct pt_regs *ctx) \
 	{ return enter((void *)PT_REGS_PARM1(ctx), (const char *)PT_REGS_PARM2(ctx), \
-		       PT_REGS_PARM3(ctx), ctl); }
+		       PT_REGS_PARM3(ctx), ctl, 1); }
+#define BUS_ENTRY(fn, ctl) \
+	int fn(struct pt_regs *ctx) \
+	{ return enter((void *)PT_REGS_PARM1(ctx), (const char *)PT_REGS_PARM2(ctx), \
+		       PT_REGS_PARM3(ctx), ctl, 0); }
 #define DEV_ENTRY(fn, ctl) \
 	int fn(struct pt_regs *ctx) \
 	{ return enter((void *)PT_REGS_PARM1(ctx), (const char *)PT_REGS_PARM3(ctx), \
-		       PT_REGS_PARM4(ctx), ctl); }
+		       PT_REGS_PARM4(ctx), ctl, 0); }
 
 DRV_ENTRY(kp_bind_store, VFW_CTL_BIND)
 DRV_ENTRY(kp_unbind_store, VFW_CTL_UNBIND)
 DRV_ENTRY(kp_new_id_store, VFW_CTL_NEW_ID)
 DRV_ENTRY(kp_remove_id_store, VFW_CTL_REMOVE_ID)
-DRV_ENTRY(kp_drivers_probe_store, VFW_CTL_DRIVERS_PROBE) /* bus attr: same shape */
-DRV_ENTRY(kp_rescan_store, VFW_CTL_RESCAN)               /* bus attr: same shape */
+BUS_ENTRY(kp_drivers_probe_store, VFW_CTL_DRIVERS_PROBE)
+BUS_ENTRY(kp_rescan_store, VFW_CTL_RESCAN)
 DEV_ENTRY(kp_driver_override_store, VFW_CTL_DRIVER_OVERRIDE)
 DEV_ENTRY(kp_remove_store, VFW_CTL_REMOVE)
 DEV_ENTRY(kp_reset_store, VFW_CTL_RESET)
@@ -121,7 +142,7 @@ int kr_store(struct pt_regs *ctx)
 		return 0;
 	struct vfw_record *r = events.ringbuf_reserve(sizeof(struct vfw_record));
 	if (!r) {
-		count_lost();
+		count_lost(LOST_RINGBUF);
 		inflight_by_tid.delete(&tid);
 		return 0;
 	}
@@ -144,6 +165,7 @@ int kr_store(struct pt_regs *ctx)
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 	bpf_probe_read_kernel(r->value, sizeof(r->value), f->value);
 	bpf_probe_read_kernel(r->name, sizeof(r->name), f->name);
+	bpf_probe_read_kernel(r->bus, sizeof(r->bus), f->bus);
 	r->path[0] = 0;
 	events.ringbuf_submit(r, 0);
 	inflight_by_tid.delete(&tid);

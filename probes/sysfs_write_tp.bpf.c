@@ -79,17 +79,19 @@ struct pending {
 	struct fdinfo fi;
 };
 
-/* gate[0]: counters read on every tracked syscall without a helper call. */
+/* gate[0]: counters kept by this program, read on every tracked syscall without a helper call.
+ * gate[1].nfds: entries of `fds` deleted by user space (fds of exited processes), written only
+ * by user space, so that nfds - gate[1].nfds is the live count without a racy reset. */
 struct gate {
-	__s64 nfds;     /* entries in `fds` (may overcount after user-space GC: only costs time) */
+	__s64 nfds;     /* entries this program put in `fds` minus those it deleted */
 	__s64 npending; /* entries in `pending` */
 };
 
 BPF_HASH(fds, struct fdkey, struct fdinfo, 4096);
 BPF_HASH(pending, __u32, struct pending, 4096);
-BPF_ARRAY(gate, struct gate, 1);
+BPF_ARRAY(gate, struct gate, 2);
 BPF_PERCPU_ARRAY(scratch, struct pending, 1);
-BPF_PERCPU_ARRAY(lost, __u64, 1);           /* records the ring buffer could not take */
+BPF_PERCPU_ARRAY(lost, __u64, 2); /* [0] ring buffer full, [1] tracking map full */
 BPF_TABLE("lru_hash", __u32, __u32, ppids, 16384); /* child tgid -> parent tgid */
 BPF_RINGBUF_OUTPUT(events, 256);
 
@@ -99,10 +101,12 @@ static __always_inline struct gate *get_gate(void)
 	return gate.lookup(&zero);
 }
 
-static __always_inline void count_lost(void)
+#define LOST_RINGBUF 0
+#define LOST_TABLE_FULL 1
+
+static __always_inline void count_lost(int why)
 {
-	int zero = 0;
-	__u64 *n = lost.lookup(&zero);
+	__u64 *n = lost.lookup(&why);
 	if (n)
 		*n += 1;
 }
@@ -189,6 +193,8 @@ static __always_inline void track(__u32 tid, struct pending *p)
 		return;
 	if (pending.update(&tid, p) == 0)
 		__sync_fetch_and_add(&g->npending, 1);
+	else
+		count_lost(LOST_TABLE_FULL);
 }
 
 static __always_inline void fd_put(struct fdkey *k, struct fdinfo *fi)
@@ -202,6 +208,8 @@ static __always_inline void fd_put(struct fdkey *k, struct fdinfo *fi)
 	}
 	if (fds.update(k, fi) == 0)
 		__sync_fetch_and_add(&g->nfds, 1);
+	else
+		count_lost(LOST_TABLE_FULL); /* a control fd we cannot follow: reported, never silent */
 }
 
 static __always_inline void fd_drop(struct fdkey *k)
@@ -263,8 +271,10 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 		if (!IS_WRITE(nr) && nr != __NR_close && !IS_DUP2(nr) && nr != __NR_dup &&
 		    nr != __NR_fcntl)
 			return 0;
+		int one = 1;
 		struct gate *g = get_gate();
-		if (!g || g->nfds <= 0) /* no control file open anywhere: the common case */
+		struct gate *gc = gate.lookup(&one);
+		if (!g || !gc || g->nfds - gc->nfds <= 0) /* no control fd open: the common case */
 			return 0;
 	}
 
@@ -368,13 +378,14 @@ static __always_inline void fill_common(struct vfw_record *r, __u64 id, __u32 ki
 	r->ppid = pp ? *pp : 0;
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 	r->name[0] = 0;
+	r->bus[0] = 0;
 }
 
 static __always_inline void emit(struct pending *p, __u64 id, __u32 kind, long ret)
 {
 	struct vfw_record *r = events.ringbuf_reserve(sizeof(struct vfw_record));
 	if (!r) {
-		count_lost();
+		count_lost(LOST_RINGBUF);
 		return;
 	}
 	fill_common(r, id, kind);

@@ -12,6 +12,7 @@
 #define VFW_VALUE_LEN 64   /* BDF, driver name, "8086 10ca", numvfs: all far shorter */
 #define VFW_PATH_LEN 256   /* the path as given to open(); user space resolves it */
 #define VFW_NAME_LEN 48    /* device or driver name (kprobe mode) */
+#define VFW_BUS_LEN 16     /* bus name of a driver or bus attribute (kprobe mode) */
 
 /* record kinds */
 #define VFW_KIND_WRITE 1     /* a write(2)-family call on a control file, with its result */
@@ -52,6 +53,7 @@ struct vfw_record {
 	char comm[VFW_COMM_LEN];
 	char value[VFW_VALUE_LEN];
 	char name[VFW_NAME_LEN];  /* kprobe mode: device or driver or bus the handler got */
+	char bus[VFW_BUS_LEN];    /* kprobe mode: the driver's bus (driver attrs), else empty */
 	char path[VFW_PATH_LEN];  /* tracepoint mode: the path as opened (or chdir'ed) */
 };
 

@@ -88,5 +88,6 @@ BUILTIN: list[str] = [
     "uevent",
     "links",
     "kata.source",
+    "ebpf",
 ]
 """Built-in source modules, one line each (appended by each source's author)."""

@@ -1,0 +1,12 @@
+"""Provides the eBPF attribution source package: who wrote each PCI driver-control file in sysfs.
+
+Modules: `layouts` (ctypes mirrors of probes/vfiowatch.h), `decode` (pure: raw record ->
+SysfsWriteObserved), `bcc_facade` (the only importer of bcc), `source` (the `ebpf` Source and
+its mode choice), `check` (the `vfiowatch check` line). Importing this package never imports bcc.
+"""
+
+from __future__ import annotations
+
+from diag.sources.ebpf.source import EbpfSource
+
+__all__ = ["EbpfSource"]

@@ -1,0 +1,165 @@
+"""Provides the one small typed facade over bcc: the only module of vfiowatch that imports it.
+
+bcc is Debian's python3-bpfcc (never a pip dependency: PyPI's `bcc` is another project). It is
+imported lazily, so the rest of the agent (and every unit test) runs without it; `import_error()`
+says why it is missing. Everything returned is plain Python (bytes, ints, str).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+_bcc: Any = None
+_import_error: str | None = None
+
+
+def _load() -> Any:
+    global _bcc, _import_error
+    if _bcc is None and _import_error is None:
+        try:
+            import bcc
+
+            _bcc = bcc
+        except Exception as exc:  # ImportError, or a broken libbcc (OSError)
+            _import_error = f"{type(exc).__name__}: {exc}"
+    return _bcc
+
+
+def import_error() -> str | None:
+    """None when bcc imports, else why it does not."""
+    _load()
+    return _import_error
+
+
+def tracepoint_exists(category: str, event: str) -> bool:
+    """Whether tracefs lists the tracepoint (bcc's BPF.tracepoint_exists)."""
+    bcc = _load()
+    if bcc is None:
+        return False
+    try:
+        return bool(bcc.BPF.tracepoint_exists(category, event))  # str: bcc joins it with a str path
+    except Exception:
+        return False
+
+
+def kprobe_functions(pattern: str) -> set[str]:
+    """Kernel functions kprobes may attach to that match `pattern` (empty without kprobes).
+
+    bcc's BPF.get_kprobe_functions reads kallsyms and the kprobe blacklist in debugfs; on kernels
+    without kprobes the blacklist is absent and bcc raises, which here means "none".
+    """
+    bcc = _load()
+    if bcc is None:
+        return set()
+    try:
+        found = bcc.BPF.get_kprobe_functions(pattern.encode())
+    except Exception:
+        return set()
+    return {f.decode() if isinstance(f, bytes) else str(f) for f in found}
+
+
+def kallsyms_counts(names: set[str], path: str = "/proc/kallsyms") -> dict[str, int]:
+    """How many times each name occurs in kallsyms (>1: a kprobe by name is ambiguous)."""
+    counts = dict.fromkeys(names, 0)
+    try:
+        with open(path, "rb") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 3:
+                    sym = parts[2].decode("ascii", "replace")
+                    if sym in counts:
+                        counts[sym] += 1
+    except OSError:
+        pass
+    return counts
+
+
+class Program:
+    """One compiled and loaded probe file (bcc autoattaches its TRACEPOINT/RAW_TRACEPOINT_PROBEs)."""
+
+    def __init__(self, src: Path, *, include: Path, defines: dict[str, int | str]) -> None:
+        bcc = _load()
+        if bcc is None:
+            raise RuntimeError(f"bcc is not importable ({_import_error})")
+        cflags = [f"-I{include}"] + [f"-D{k}={v}" for k, v in defines.items()]
+        # bcc prints clang warnings about the mismatched headers to stderr: harmless noise.
+        self._b = bcc.BPF(src_file=str(src).encode(), cflags=cflags)
+        self._rings: list[Callable[..., Any]] = []
+
+    def attach_kprobe(self, event: str, fn: str) -> None:
+        self._b.attach_kprobe(event=event.encode(), fn_name=fn.encode())
+
+    def attach_kretprobe(self, event: str, fn: str) -> None:
+        self._b.attach_kretprobe(event=event.encode(), fn_name=fn.encode())
+
+    def load_kprobe(self, fn: str) -> None:
+        """Load (verify) a kprobe program without attaching it: proves it on any kernel."""
+        self._b.load_func(fn.encode(), self._bcc_const("KPROBE"))
+
+    def _bcc_const(self, name: str) -> Any:
+        return getattr(_load().BPF, name)
+
+    def open_ring_buffer(self, table: str, callback: Callable[[bytes], None]) -> None:
+        def _cb(_ctx: Any, data: Any, size: int) -> int:
+            callback(ctypes.string_at(data, size))
+            return 0
+
+        self._b[table.encode()].open_ring_buffer(_cb)
+        self._rings.append(_cb)  # keep the ctypes callback alive
+
+    def poll(self, timeout_ms: int) -> None:
+        self._b.ring_buffer_poll(timeout_ms)
+
+    def consume(self) -> None:
+        self._b.ring_buffer_consume()
+
+    def percpu_sum(self, table: str, key: int = 0) -> int:
+        t = self._b[table.encode()]
+        vals = t[t.Key(key)]
+        return int(sum(int(v) for v in vals))
+
+    def keys(self, table: str) -> Iterator[tuple[int, ...]]:
+        """Keys of a hash map whose key is a struct of ints, as tuples of its fields."""
+        t = self._b[table.encode()]
+        for k in list(t.keys()):
+            fields = getattr(k, "_fields_", None)
+            if fields:
+                yield tuple(int(getattr(k, f[0])) for f in fields)
+            else:
+                yield (int(k.value),)
+
+    def delete(self, table: str, key: tuple[int, ...]) -> bool:
+        t = self._b[table.encode()]
+        k = t.Key(*key)
+        try:
+            del t[k]
+            return True
+        except KeyError:
+            return False
+
+    def set_gate_deleted(self, total: int) -> None:
+        """sysfs_write_tp: gate[1].nfds = fds entries deleted by user space so far."""
+        t = self._b[b"gate"]
+        v = t.Leaf()
+        v.nfds = total
+        v.npending = 0
+        t[t.Key(1)] = v
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # a half-loaded program: nothing left to free
+            self._b.cleanup()
+
+
+def running_kernel_has_kprobe_pmu(sys_root: Path = Path("/sys")) -> bool:
+    return (sys_root / "bus" / "event_source" / "devices" / "kprobe").exists()
+
+
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0

@@ -1,0 +1,16 @@
+"""Provides the `vfiowatch check` line for the eBPF source: the mode it would run in, and why."""
+
+from __future__ import annotations
+
+from diag.check import CheckResult, check
+from diag.paths import HostPaths
+from diag.sources.ebpf.source import choose_mode, gather_facts
+
+
+@check
+def _ebpf_mode(paths: HostPaths) -> CheckResult:
+    choice = choose_mode("auto", gather_facts(paths))
+    if choice.mode:
+        return CheckResult("ebpf mode", True, f"{choice.mode} ({choice.reason})")
+    return CheckResult("ebpf mode", False, f"unavailable: {choice.reason}", fix=choice.hint,
+                       level="warn")

@@ -1,0 +1,540 @@
+"""Provides the `ebpf` source: who wrote each PCI driver-control file in sysfs (SysfsWriteObserved).
+
+Two modes, chosen at start by asking the kernel what exists (bcc-tools style) and forcible with
+the option `mode` (`auto`, `kprobe`, `tracepoint`):
+
+- `kprobe` (probes/sysfs_store_kprobe.bpf.c): kprobes on the driver core's and PCI's store
+  handlers. They see the device or driver itself, every path and io_uring, and cost nothing on
+  unrelated syscalls. Needs CONFIG_KPROBES.
+- `tracepoint` (probes/sysfs_write_tp.bpf.c): raw syscall tracepoints filtered in the kernel by
+  syscall number; opens of control files for writing are followed through dup/close to the
+  write, whose value and result are read at its exit. Paths are resolved here (cwd, symlinks).
+
+Process identity comes from diag.sources.proc.ProcessTable (seeded from /proc at start), plus
+what the probe saw (comm, parent tgid, cgroup id) for writers that exited before we looked.
+Losses (ring buffer full, tracking table full) are counted in the kernel and emitted in-band
+as EventsLost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import importlib.resources
+import os
+import platform
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from diag import events as ev
+from diag.errors import ProbeLoadError
+from diag.paths import HostPaths
+from diag.sources import Availability, Emit, SourceContext, register
+from diag.sources.ebpf import decode as D
+from diag.sources.ebpf import layouts as L
+from diag.sources.proc import ProcessTable, parse_cgroup
+
+SOURCE = "ebpf"
+MODES = ("auto", "kprobe", "tracepoint")
+TRACEPOINT_PROBE = "sysfs_write_tp.bpf.c"
+KPROBE_PROBE = "sysfs_store_kprobe.bpf.c"
+
+KPROBE_HANDLERS: dict[str, str] = {
+    "bind_store": "kp_bind_store",
+    "unbind_store": "kp_unbind_store",
+    "new_id_store": "kp_new_id_store",
+    "remove_id_store": "kp_remove_id_store",
+    "drivers_probe_store": "kp_drivers_probe_store",
+    "rescan_store": "kp_rescan_store",
+    "driver_override_store": "kp_driver_override_store",
+    "remove_store": "kp_remove_store",
+    "reset_store": "kp_reset_store",
+    "dev_rescan_store": "kp_dev_rescan_store",
+    "sriov_numvfs_store": "kp_sriov_numvfs_store",
+    "sriov_drivers_autoprobe_store": "kp_sriov_drivers_autoprobe_store",
+}
+"""Kernel store handler -> the entry program in sysfs_store_kprobe.bpf.c."""
+ESSENTIAL_HANDLERS = ("bind_store", "unbind_store", "drivers_probe_store", "driver_override_store")
+"""Without these (Kata's whole write sequence) kprobe mode is not chosen."""
+
+BCC_HINT = "apt-get install python3-bpfcc, and make the venv with --system-site-packages"
+
+
+def probes_dir() -> Path:
+    """The probe sources: inside the wheel (diag/_probes) or, from a checkout, the repo's probes/."""
+    try:
+        res = importlib.resources.files("diag").joinpath("_probes")
+        if res.is_dir():
+            return Path(str(res))
+    except (ModuleNotFoundError, OSError, TypeError):
+        pass
+    return Path(__file__).resolve().parents[3] / "probes"
+
+
+# ---- what the kernel offers, and the mode that follows (pure) -------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KernelFacts:
+    """What this machine offers the probes; gathered by `gather_facts`, judged by `choose_mode`."""
+
+    bcc_error: str | None = None
+    root: bool = True
+    tracefs: bool = True
+    headers: bool = True
+    release: str = ""
+    kprobe_pmu: bool = False
+    config_kprobes: str | None = None
+    """`y`, `n` (unset) or None (kernel config unreadable)."""
+    handlers: frozenset[str] = frozenset()
+    """KPROBE_HANDLERS keys that kprobes can attach to here."""
+    raw_syscalls: bool = True
+    """raw_syscalls:sys_enter and sys_exit exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChoice:
+    mode: str
+    """`kprobe` or `tracepoint`; empty when the source cannot run."""
+    reason: str
+    hint: str = ""
+
+
+def why_no_kprobes(f: KernelFacts) -> str:
+    if f.config_kprobes == "n":
+        return "CONFIG_KPROBES unset"
+    if not f.kprobe_pmu:
+        return "no kprobe PMU in /sys/bus/event_source/devices"
+    missing = [h for h in ESSENTIAL_HANDLERS if h not in f.handlers]
+    if missing:
+        return "store handlers not attachable: " + ", ".join(missing)
+    return ""
+
+
+def choose_mode(requested: str, f: KernelFacts) -> ModeChoice:
+    """The mode to run in, and why (what `vfiowatch check` and SourceStateChanged say)."""
+    if requested not in MODES:
+        return ModeChoice("", f"unknown ebpf mode {requested!r}", "use auto, kprobe or tracepoint")
+    if f.bcc_error:
+        return ModeChoice("", f"bcc is not importable ({f.bcc_error})", BCC_HINT)
+    if not f.root:
+        return ModeChoice("", "loading eBPF programs needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN)",
+                          "run the agent as root")
+    if not f.tracefs:
+        return ModeChoice("", "tracefs is not mounted (bcc attaches through it)",
+                          "mount -t tracefs nodev /sys/kernel/tracing")
+    if not f.headers:
+        return ModeChoice("", f"no kernel headers at /lib/modules/{f.release}/build: bcc cannot compile",
+                          f"apt-get install linux-headers-{f.release} (or run deploy/setup-host.sh)")
+    no_kp = why_no_kprobes(f)
+    if requested == "kprobe":
+        if no_kp:
+            return ModeChoice("", f"kprobe mode forced but unavailable: {no_kp}",
+                              "use mode=auto or tracepoint, or a kernel with CONFIG_KPROBES=y")
+        return ModeChoice("kprobe", f"forced; kprobes on {len(f.handlers)} store handlers")
+    if requested == "tracepoint" or no_kp:
+        if not f.raw_syscalls:
+            return ModeChoice("", "no raw_syscalls tracepoints (CONFIG_FTRACE_SYSCALLS unset?)"
+                              + (f" and no kprobes: {no_kp}" if no_kp else ""),
+                              "use a kernel with CONFIG_KPROBES=y or CONFIG_FTRACE_SYSCALLS=y")
+        why = "forced" if requested == "tracepoint" else f"no kprobes: {no_kp}"
+        return ModeChoice("tracepoint", why)
+    return ModeChoice("kprobe", f"kprobes on {len(f.handlers)} store handlers")
+
+
+def _kernel_config_kprobes(paths: HostPaths) -> str | None:
+    release = platform.release()
+    for p in (paths.proc / "config.gz", paths.root / "boot" / f"config-{release}"):
+        try:
+            if p.suffix == ".gz":
+                with gzip.open(p, "rt") as fh:
+                    text = fh.read()
+            else:
+                text = p.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("CONFIG_KPROBES="):
+                return "y"
+            if line == "# CONFIG_KPROBES is not set":
+                return "n"
+        return None
+    return None
+
+
+def gather_facts(paths: HostPaths) -> KernelFacts:
+    """Ask this machine what exists: bcc, privileges, tracefs, headers, kprobes, tracepoints."""
+    from diag.sources.ebpf import bcc_facade as bf
+
+    release = platform.release()
+    err = bf.import_error()
+    tracefs = any((paths.sys / d / "events").is_dir()
+                  for d in ("kernel/tracing", "kernel/debug/tracing"))
+    pmu = (paths.sys / "bus" / "event_source" / "devices" / "kprobe").exists()
+    handlers: frozenset[str] = frozenset()
+    raw = True
+    if err is None:
+        if pmu:
+            handlers = frozenset(h for h in KPROBE_HANDLERS if bf.kprobe_functions(f"^{h}$"))
+        raw = bf.tracepoint_exists("raw_syscalls", "sys_enter") and bf.tracepoint_exists(
+            "raw_syscalls", "sys_exit")
+    return KernelFacts(
+        bcc_error=err,
+        root=os.geteuid() == 0,
+        tracefs=tracefs,
+        headers=Path(f"/lib/modules/{release}/build").exists(),
+        release=release,
+        kprobe_pmu=pmu,
+        config_kprobes=_kernel_config_kprobes(paths),
+        handlers=handlers,
+        raw_syscalls=raw,
+    )
+
+
+# ---- the source ------------------------------------------------------------------------------
+
+
+class _Lru(OrderedDict[int, str]):
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, k: int, v: str) -> None:
+        self[k] = v
+        self.move_to_end(k)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+@dataclass(slots=True)
+class EbpfStats:
+    records: int = 0
+    emitted: int = 0
+    dropped_not_sysfs: int = 0
+    decode_failed: int = 0
+    lost_ringbuf: int = 0
+    lost_table: int = 0
+    gc_removed: int = 0
+
+
+@register(SOURCE)
+class EbpfSource:
+    """Attribution of sysfs driver-control writes by eBPF.
+
+    Options: `mode` (`auto` default, `kprobe`, `tracepoint`), `poll_ms` (ring-buffer poll,
+    default 100), `gc_interval_s` (drop tracked fds of exited processes, default 2).
+    """
+
+    name = SOURCE
+
+    def __init__(self, ctx: SourceContext | None = None) -> None:
+        ctx = ctx or SourceContext()
+        self.paths = ctx.paths
+        opts = ctx.options
+        self.requested = str(opts.get("mode", "auto"))
+        self.poll_ms = int(opts.get("poll_ms", 100))
+        self.gc_interval_s = float(opts.get("gc_interval_s", 2.0))
+        self.stats = EbpfStats()
+        self.mode = ""
+        self.table = ProcessTable(self.paths)
+        self._cwd = _Lru(8192)
+        self._cgroups: dict[int, str] = {}
+        self._cgroup_walked = 0.0
+        self._wall_offset_ns = 0
+        self._emit: Emit | None = None
+        self._facts: KernelFacts | None = None
+        self.ready = threading.Event()
+        """Set once the probe is attached (tests wait for it before writing)."""
+
+    def facts(self) -> KernelFacts:
+        if self._facts is None:
+            self._facts = gather_facts(self.paths)
+        return self._facts
+
+    def probe(self) -> Availability:
+        choice = choose_mode(self.requested, self.facts())
+        return Availability(bool(choice.mode), reason=choice.reason, hint=choice.hint,
+                            mode=choice.mode)
+
+    # ---- loop -------------------------------------------------------------------------------
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        from diag.sources.ebpf import bcc_facade as bf
+
+        choice = choose_mode(self.requested, self.facts())
+        if not choice.mode:
+            raise ProbeLoadError(choice.reason, hint=choice.hint)
+        self._emit = emit
+        self.table.seed()
+        prog, mode, note = self._load(bf, choice)
+        self.mode = mode
+        self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
+        if note:
+            emit(ev.SourceStateChanged(ts_ns=time.time_ns(), source=SOURCE, name=SOURCE, up=True,
+                                       mode=mode, reason=note))
+        try:
+            prog.open_ring_buffer("events", self._on_raw)
+            self.ready.set()
+            next_check = next_gc = time.monotonic()
+            while not stop.is_set():
+                prog.poll(self.poll_ms)
+                now = time.monotonic()
+                if now >= next_check:
+                    self._check_lost(prog)
+                    next_check = now + 1.0
+                if mode == "tracepoint" and now >= next_gc:
+                    self._gc(prog)
+                    next_gc = now + self.gc_interval_s
+            prog.consume()
+            self._check_lost(prog)
+        finally:
+            self.ready.clear()
+            prog.close()
+
+    def _load(self, bf: object, choice: ModeChoice) -> tuple[object, str, str]:
+        from diag.sources.ebpf import bcc_facade
+
+        d = probes_dir()
+        defines: dict[str, int | str] = {"FILTER_TGID": os.getpid()}
+        if choice.mode == "kprobe":
+            try:
+                prog = bcc_facade.Program(d / KPROBE_PROBE, include=d, defines=defines)
+            except Exception as exc:
+                raise ProbeLoadError(f"compiling {KPROBE_PROBE} failed: {exc}",
+                                     hint="check the kernel headers (vfiowatch check)") from exc
+            attached, failed = [], []
+            for sym in sorted(self.facts().handlers):
+                try:
+                    prog.attach_kprobe(sym, KPROBE_HANDLERS[sym])
+                    prog.attach_kretprobe(sym, "kr_store")
+                    attached.append(sym)
+                except Exception as exc:
+                    failed.append(f"{sym} ({exc})")
+            missing = [h for h in ESSENTIAL_HANDLERS if h not in attached]
+            if not missing:
+                note = f"kprobes on {len(attached)} store handlers" + (
+                    f"; not attached: {', '.join(failed)}" if failed else "")
+                return prog, "kprobe", note if failed else ""
+            prog.close()
+            if self.requested == "kprobe":
+                raise ProbeLoadError(f"kprobes failed on {', '.join(missing)}: {'; '.join(failed)}",
+                                     hint="use mode=tracepoint")
+            choice = ModeChoice("tracepoint", f"kprobes failed on {', '.join(missing)}")
+        try:
+            prog = bcc_facade.Program(d / TRACEPOINT_PROBE, include=d, defines=defines)
+        except Exception as exc:
+            raise ProbeLoadError(f"loading {TRACEPOINT_PROBE} failed: {exc}",
+                                 hint="check kernel headers and tracefs (vfiowatch check)") from exc
+        note = choice.reason if choice.reason.startswith("kprobes failed") else ""
+        return prog, "tracepoint", note
+
+    # ---- records ----------------------------------------------------------------------------
+
+    def _on_raw(self, data: bytes) -> None:
+        emit = self._emit
+        if emit is None:
+            return
+        self.stats.records += 1
+        try:
+            rec = D.parse_record(data)
+        except D.RecordError as exc:
+            self.stats.decode_failed += 1
+            emit(ev.DecodeFailed(ts_ns=time.time_ns(), source=SOURCE, failed_source=SOURCE,
+                                 reason=str(exc), sample_hex=data[:64].hex()))
+            return
+        out = self.handle(rec)
+        if out is not None:
+            self.stats.emitted += 1
+            emit(out)
+
+    def handle(self, rec: D.RawRecord) -> ev.SysfsWriteObserved | None:
+        """One parsed record -> an event (or None: a chdir, or a file outside sysfs)."""
+        if rec.kind == L.VFW_KIND_CHDIR:
+            self._on_chdir(rec)
+            return None
+        resolved = self._resolve(rec) if rec.kind != L.VFW_KIND_STORE else None
+        actor = self.identify(rec)
+        out = D.decode_record(rec, actor=actor, resolved_path=resolved,
+                              wall_offset_ns=self._wall_offset_ns, mode=self.mode or "tracepoint")
+        if out is None:
+            out = self._unresolved(rec, actor, resolved)
+        if out is None:
+            self.stats.dropped_not_sysfs += 1
+        return out
+
+    def _unresolved(self, rec: D.RawRecord, actor: ev.Process,
+                    resolved: str | None) -> ev.SysfsWriteObserved | None:
+        # A relative path whose directory we could not learn (writer and parent both gone):
+        # still report the write, with the kernel's basename classification.
+        if resolved is not None or rec.path.startswith("/") or not rec.control_name:
+            return None
+        if rec.kind not in (L.VFW_KIND_WRITE, L.VFW_KIND_OPEN_FAIL):
+            return None
+        value = D.value_text(rec) if rec.kind == L.VFW_KIND_WRITE else ""
+        return ev.SysfsWriteObserved(
+            ts_ns=rec.ts_ns + self._wall_offset_ns, source=SOURCE, actor=actor, path=rec.path,
+            control=rec.control_name, value=value,
+            bdf=value.strip() if D.is_bdf(value.strip()) else None,
+            result=rec.result, mode=self.mode or "tracepoint",
+        )
+
+    # ---- paths ------------------------------------------------------------------------------
+
+    def _readlink(self, path: str) -> str | None:
+        try:
+            return os.readlink(self.paths.host(path))
+        except OSError:
+            return None
+
+    def _cwd_of(self, pid: int, ppid: int) -> str | None:
+        for p in (pid, ppid):
+            if not p:
+                continue
+            if p in self._cwd:
+                return self._cwd[p]
+            cwd = self._readlink(f"/proc/{p}/cwd")
+            if cwd:
+                return cwd
+        return None
+
+    def _on_chdir(self, rec: D.RawRecord) -> None:
+        if rec.path:
+            base = None if rec.path.startswith("/") else self._cwd_of(rec.pid, rec.ppid)
+            new = D.resolve_against(rec.path, base)
+        else:  # fchdir(fd)
+            new = self._readlink(f"/proc/{rec.pid}/fd/{rec.dirfd}") or self._readlink(
+                f"/proc/{rec.pid}/cwd")
+        if new:
+            self._cwd.put(rec.pid, new)
+
+    def _resolve(self, rec: D.RawRecord) -> str | None:
+        path = rec.path
+        if not path.startswith("/"):
+            if rec.dirfd == L.AT_FDCWD:
+                base = self._cwd_of(rec.pid, rec.ppid)
+            else:
+                base = self._readlink(f"/proc/{rec.pid}/fd/{rec.dirfd}")
+            resolved = D.resolve_against(path, base)
+            if resolved is None:
+                return None
+            path = resolved
+        return self._realpath(path)
+
+    def _realpath(self, path: str) -> str:
+        root = str(self.paths.root)
+        real = os.path.realpath(self.paths.host(path))
+        if root in ("", "/"):
+            return real
+        rel = os.path.relpath(real, root)
+        return "/" + rel if not rel.startswith("..") else real
+
+    # ---- identity ---------------------------------------------------------------------------
+
+    def _cgroup2_mount(self) -> Path | None:
+        """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid)."""
+        try:
+            text = (self.paths.proc / "self" / "mountinfo").read_text()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            left, sep, right = line.partition(" - ")
+            if sep and right.split(" ", 1)[0] == "cgroup2":
+                return self.paths.host(left.split()[4])
+        return None
+
+    def _cgroup_path(self, cgroup_id: int) -> str:
+        """cgroup v2 path of a cgroup id (the directory's inode), by walking the hierarchy."""
+        if not cgroup_id:
+            return ""
+        hit = self._cgroups.get(cgroup_id)
+        if hit is not None:
+            return hit
+        now = time.monotonic()
+        if now - self._cgroup_walked < 1.0:  # a walk is at most once a second
+            return ""
+        self._cgroup_walked = now
+        base = self._cgroup2_mount()
+        if base is None:
+            return ""
+        try:
+            dev = os.stat(base).st_dev
+        except OSError:
+            return ""
+        for dirpath, dirs, _files in os.walk(base):
+            try:
+                st = os.stat(dirpath)
+            except OSError:
+                continue
+            if st.st_dev != dev:
+                dirs[:] = []
+                continue
+            rel = os.path.relpath(dirpath, base)
+            self._cgroups[st.st_ino] = "/" if rel == "." else "/" + rel
+        return self._cgroups.get(cgroup_id, "")
+
+    def identify(self, rec: D.RawRecord) -> ev.Process:
+        """The writer's identity: /proc when it still runs, else what the probe saw."""
+        p = self.table.lookup(rec.pid, comm=rec.comm)
+        alive = bool(p.exe or p.cmdline)
+        changes: dict[str, object] = {"cgroup_id": rec.cgroup_id or None}
+        if rec.comm:
+            changes["comm"] = rec.comm
+        if p.ppid is None and rec.ppid:
+            changes["ppid"] = rec.ppid
+        if not p.cgroup:
+            path = self._cgroup_path(rec.cgroup_id)
+            if path:
+                cg = parse_cgroup(f"0::{path}")
+                changes.update(cgroup=path, container_id=cg.container_id)
+        ppid = p.ppid or rec.ppid
+        if not p.sandbox_id:
+            sid = self.table.sandbox_of(rec.pid) if alive else None
+            if sid is None and ppid:
+                sid = self.table.sandbox_of(ppid)
+            if sid:
+                changes["sandbox_id"] = sid
+        if not p.ancestry and ppid:
+            parent = self.table.lookup(ppid)
+            if not parent.ancestry:  # seeded without ancestry: read it once now
+                parent = self.table.lookup(ppid, refresh=True)
+            if parent.comm:
+                changes["ancestry"] = (parent.comm, *parent.ancestry)[:8]
+        return dataclasses.replace(p, **changes)  # type: ignore[arg-type]
+
+    # ---- loss and housekeeping ----------------------------------------------------------------
+
+    def _check_lost(self, prog: object) -> None:
+        emit = self._emit
+        if emit is None:
+            return
+        for idx, attr, why in ((0, "lost_ringbuf", "eBPF ring buffer full"),
+                               (1, "lost_table", "eBPF tracking table full")):
+            try:
+                total = prog.percpu_sum("lost", idx)  # type: ignore[attr-defined]
+            except Exception:
+                continue
+            seen = getattr(self.stats, attr)
+            if total > seen:
+                setattr(self.stats, attr, total)
+                emit(ev.EventsLost(ts_ns=time.time_ns(), source=SOURCE, lost_source=SOURCE,
+                                   count=total - seen,
+                                   reason=f"{why}: {total - seen} sysfs writes not attributed"))
+
+    def _gc(self, prog: object) -> None:
+        """Forget fds of processes that exited or exec'ed without closing them.
+
+        The kernel counts what it inserts; what is deleted here is added to gate[1] (written
+        only from here), so the kernel's live count stays exact without a racy reset.
+        """
+        removed = 0
+        for key in list(prog.keys("fds")):  # type: ignore[attr-defined]
+            tgid, fd = key[0], key[1]
+            link = self._readlink(f"/proc/{tgid}/fd/{fd}")
+            if (link is None or not link.startswith("/sys/")) and prog.delete("fds", key):  # type: ignore[attr-defined]
+                removed += 1
+        if removed:
+            self.stats.gc_removed += removed
+            prog.set_gate_deleted(self.stats.gc_removed)  # type: ignore[attr-defined]
