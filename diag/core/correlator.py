@@ -109,7 +109,15 @@ class Correlator:
         """The current state, frozen. Cached until the next event."""
         if self._snapshot is not None:
             return self._snapshot
-        active = sorted(self._findings.values(), key=lambda f: (-f.severity, -f.last_ns))
+        current = dict(self._findings)
+        for rule in self.rules:
+            now = getattr(rule, "current", None)
+            if now is not None:
+                # Rules keep evidence that did not warrant an `updated` transition.
+                for f in now():
+                    if f.finding_id in current:
+                        current[f.finding_id] = f
+        active = sorted(current.values(), key=lambda f: (-f.severity, -f.last_ns, f.finding_id))
         counts: dict[tuple[str, str], int] = {}
         for f in active:
             key = (f.rule, f.severity.label)

@@ -3,9 +3,12 @@
 A move of a VF (igbvf -> vfio-pci, and back) is reported by up to five sources, each in its own
 words and on its own socket: the writes (eBPF), the kernel's unbind/bind and vfio nodes
 (uevents), the netdev vanishing (uevent `remove net`, RTM_DELLINK in the pod's namespace) and
-Kata's log lines. Events about one device that arrive within `CoreConfig.episode_window_ns` of
-each other join one Episode, so a finding tells the whole story once, with its evidence sorted
-by time (never by arrival order, which varies between sockets).
+Kata's log lines. Events about one device within `CoreConfig.episode_window_ns` of each other
+join one Episode, so a finding tells the whole story once, with its evidence sorted by time
+(never by arrival order, which varies between sockets). An episode is one move: once the
+device is bound again, the next successful control write, unbind or netdev removal stamped
+after that bind starts a new episode (a restore 1.6 s after a bind is its own story), while what follows the
+bind without moving the device (QEMU's error, a late RTM_DELLINK) still joins it.
 
 Episodes keep the events themselves and render Evidence lines only when a finding needs them:
 the hot path appends a reference, it formats nothing. Each episode holds at most
@@ -59,6 +62,9 @@ class Episode:
     """Time of the first bind to vfio-pci in the episode."""
     host_bind_ns: int | None = None
     """Time of the last bind to a driver other than vfio-pci in the episode."""
+    done_ns: int | None = None
+    """When the move completed (a bind, or the device's removal): a later write or unbind
+    starts the next episode even within the window; later log lines still join this one."""
     actors: list[ev.Process] = field(default_factory=list)
     """Distinct processes that wrote a control file about this device, first writer first."""
     vfio_actor: ev.Process | None = None

@@ -92,15 +92,17 @@ class Model:
             return []
         return [self.devices[b] for b in sorted(self.groups.get(group, ())) if b in self.devices]
 
-    def _join(self, bdf: str, event: ev.Event) -> Episode | None:
-        """Add `event` to the current episode of `bdf` (a new one when outside the window)."""
+    def _join(self, bdf: str, event: ev.Event, starts_move: bool = False) -> Episode | None:
+        """Add `event` to the current episode of `bdf`: a new one when outside the window, or
+        when the event starts a move (`starts_move`) after the current move completed."""
         rec = self.devices.get(bdf)
         if rec is None:
             return None
         ts = event.ts_ns
         ep = self.episodes.get(bdf)
         window = self.config.episode_window_ns
-        if ep is None or ts > ep.last_ns + window or ts < ep.first_ns - window:
+        if (ep is None or ts > ep.last_ns + window or ts < ep.first_ns - window
+                or (starts_move and ep.done_ns is not None and ts > ep.done_ns)):
             ep = Episode(bdf=bdf, first_ns=ts, last_ns=ts, from_driver=rec.driver,
                          to_driver=rec.driver)
             self.episodes[bdf] = ep
@@ -225,7 +227,9 @@ class Model:
     def _removed(self, e: ev.DeviceRemoved) -> None:
         rec = self.devices.get(e.bdf)
         if rec is not None:
-            self._join(e.bdf, e)
+            ep = self._join(e.bdf, e)
+            if ep is not None:
+                ep.done_ns = e.ts_ns
             rec.present = False
             if rec.driver is not None:
                 self._move(rec, e, None)
@@ -240,6 +244,8 @@ class Model:
             self._move(rec, e, e.driver)
         if ep is not None:
             ep.to_driver = e.driver
+            if ep.done_ns is None or e.ts_ns > ep.done_ns:
+                ep.done_ns = e.ts_ns
             if e.driver == VFIO_DRIVER:
                 if ep.vfio_bind_ns is None:
                     ep.vfio_bind_ns = e.ts_ns
@@ -255,7 +261,7 @@ class Model:
         rec = self._ensure(e.bdf, e.ts_ns)
         if rec.driver is None and e.previous_driver and rec.last_driver is None:
             rec.last_driver = e.previous_driver
-        ep = self._join(e.bdf, e)
+        ep = self._join(e.bdf, e, starts_move=True)
         if ep is not None:
             if ep.from_driver is None and ep.unbind_ns is None:
                 ep.from_driver = rec.driver or e.previous_driver
@@ -284,7 +290,8 @@ class Model:
         rec = self.device(e.bdf)
         if rec is None:
             return
-        ep = self._join(rec.device.bdf, e)
+        # The netdev goes because its device is being unbound: it opens that move's episode.
+        ep = self._join(rec.device.bdf, e, starts_move=True)
         if ep is not None and (ep.lost is None or not ep.lost.from_link):
             netns = rec.netns if rec.netdev == e.ifname and rec.netns else "host"
             sb = self.sandbox_for(rec.device.bdf)
@@ -325,7 +332,7 @@ class Model:
         rec = self.device(bdf)
         if rec is None or bdf is None:
             return
-        ep = self._join(bdf, e)
+        ep = self._join(bdf, e, starts_move=True)
         if ep is not None:
             netns = self.netns.get(e.netns.inode, e.netns)
             sb = self.sandbox_for(bdf)
@@ -363,8 +370,9 @@ class Model:
             targets = self._new_id_targets(e)
         else:
             targets = []
+        starts = e.result >= 0 and e.control in _MOVE_CONTROLS
         for b in targets:
-            ep = self._join(b, e)
+            ep = self._join(b, e, starts_move=starts)
             if ep is None:
                 continue
             ep.add_actor(e.actor)
@@ -534,6 +542,9 @@ class Model:
             lost_total=self.lost_total,
         )
 
+
+_MOVE_CONTROLS = frozenset({"driver_override", "unbind", "bind", "new_id", "drivers_probe"})
+"""Control writes that begin a driver move of a device."""
 
 _HANDLERS: dict[type[ev.Event], Callable[[Model, Any], None]] = {
     ev.InventoryObserved: Model._inventory,

@@ -26,6 +26,8 @@ KATA_SHIM_COMM = "containerd-shim"
 COLD_PLUG_DISABLED = ("no-port", "")
 """Kata maps an empty cold_plug_vfio to no-port (`coldPlugVFIO()`)."""
 HOST_RESTING_DRIVERS = ("vfio-pci", "pci-stub", "pcieport")
+QUIET_FIELDS = frozenset({"evidence"})
+"""Fields whose change alone does not emit an `updated` transition."""
 """Drivers that keep an IOMMU group viable for VFIO (besides no driver at all)."""
 
 
@@ -199,8 +201,10 @@ class ConditionRule:
         return f
 
     def update(self, key: str, ts_ns: int, **changes: object) -> ev.Finding | None:
-        """Apply `changes` to an open finding; return the `updated` record, or None when
-        nothing an operator would see changed."""
+        """Apply `changes` to an open finding. Returns the `updated` record when something an
+        operator acts on changed (severity, summary, actor, device, pod, labels, ...); new
+        evidence alone is kept quietly (snapshots show it, the resolved record carries it), so
+        one move does not log the same finding once per source event."""
         st = self.open_.get(key)
         if st is None:
             return None
@@ -209,15 +213,22 @@ class ConditionRule:
             changes["severity"] = ev.Severity.parse(self._severity)
         if "summary" in changes and old.synthetic:
             changes["summary"] = f"{changes['summary']} [synthetic]"
-        if all(getattr(old, k) == v for k, v in changes.items()):
+        changed = [k for k, v in changes.items() if getattr(old, k) != v]
+        if not changed:
             return None
         ep = st.episode
-        last = max(old.last_ns, ts_ns, ep.last_ns if ep else 0)
+        visible = any(k not in QUIET_FIELDS for k in changed)
+        last = max(old.last_ns, ep.last_ns if ep else 0, ts_ns if visible else 0)
         first = min(old.first_ns, ep.first_ns) if ep else old.first_ns
-        f = replace(old, ts_ns=ts_ns, status="updated", last_ns=last, first_ns=first,
+        f = replace(old, ts_ns=ts_ns if visible else old.ts_ns,
+                    status="updated" if visible else old.status, last_ns=last, first_ns=first,
                     **changes)  # type: ignore[arg-type]
         st.finding = f
-        return f
+        return f if visible else None
+
+    def current(self) -> list[ev.Finding]:
+        """The open findings as they are now (quiet evidence included)."""
+        return [st.finding for st in self.open_.values()]
 
     def resolve(self, key: str, ts_ns: int, reason: str) -> ev.Finding | None:
         """Resolve an open finding, saying when and why."""

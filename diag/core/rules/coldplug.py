@@ -130,8 +130,11 @@ class VfioBindColdplugDisabled(ConditionRule):
             actor.sandbox_id if actor else None) or (lost.sandbox_id if lost else None)
         assumed = " (assumed: Kata's built-in default)" if cp.assumed else ""
         dev = device_label(model, bdf)
+        confirmed = ep is not None and "qemu-bus-not-found" in ep.signatures
+        outcome = ("QEMU failed as predicted" if confirmed
+                   else "QEMU will fail") + " and the VF's network is gone"
         summary = (f"{dev} moved from {prev} to vfio-pci by {actor_label(actor)} while "
-                   f"cold_plug_vfio={cp.value}{assumed}: QEMU will fail and the VF's network is gone")
+                   f"cold_plug_vfio={cp.value}{assumed}: {outcome}")
         netdev_text = ""
         if lost is not None:
             owner = f" of pod {lost.pod_namespace or '?'}/{lost.pod}" if lost.pod else ""
@@ -170,6 +173,8 @@ class VfioBindColdplugDisabled(ConditionRule):
             labels.append(("episode", ep.episode_id))
         if intent:
             labels.append(("intent", intent))
+        if confirmed:
+            labels.append(("confirmed_by", "qemu-bus-not-found"))
         return {
             "severity": severity, "summary": summary, "explanation": explanation,
             "remedy": remedy, "actor": actor, "netdev": lost.ifname if lost else None,

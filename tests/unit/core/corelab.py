@@ -185,3 +185,51 @@ def of_rule(transitions: Iterable[ev.Finding], rule: str) -> list[ev.Finding]:
     """Current state of every finding of `rule`, ordered by id."""
     cur = final(transitions)
     return [cur[k] for k in sorted(cur) if cur[k].rule == rule]
+
+
+QEMU_BUS_LINE = ("qemu-system-x86_64: -device vfio-pci,host=0000:01:10.0,x-pci-vendor-id=0x8086,"
+                 "x-pci-device-id=0x10ca,bus=<unknown PCIePortBusPrefix: >0: "
+                 "Bus '<unknown PCIePortBusPrefix: >0' not found")
+
+
+def lab_session() -> list[ev.Event]:
+    """The whole recorded lab session as one agent stream: inventory and Kata context, then
+    every recorded move with its actor (Kata's shim for the 3.8 pair, an unexpected process for
+    the 3.0-3.7 pair), Kata's #10162 log lines, a uevent loss and resync, and the clock running
+    on until every grace period and window has passed."""
+    t0 = start_ns()
+    inv = inventory(t0)
+    tr = tracker_for(inv)
+    bad = ev.KataConfig(handler="kata-nvidia", path="/etc/kata-containers/runtimes/nvidia.toml",
+                        cold_plug_vfio="root-port", hot_plug_vfio="root-port",
+                        pcie_root_port=8, machine_type="q35")
+    out: list[ev.Event] = [
+        ev.SourceStateChanged(ts_ns=t0, source="runtime", name="uevent", up=True),
+        inv, kata_config(t0), ev.KataConfigLoaded(ts_ns=t0, source="kata", config=bad),
+    ]
+    out += phase_events("kata38-bind-vfio", tr, actor=KATA_SHIM)
+    bound = out[-1].ts_ns
+    for dt_ns, sig, text, level in (
+        (300_000_000, "qemu-bus-not-found", QEMU_BUS_LINE, "error"),
+        (310_000_000, "cannot-start-vm", "Cannot start VM", "error"),
+        (320_000_000, "create-rollback", "Removing network after failure in createSandbox", "info"),
+    ):
+        out.append(ev.LogLineMatched(
+            ts_ns=bound + dt_ns, source="kata", signature=sig, text=text, origin="journald:kata",
+            level=level, sandbox_id=SID, bdf=VF if sig == "qemu-bus-not-found" else None,
+            pid=4242, qemu_pid=5150))
+    out += phase_events("kata38-restore", tr, actor=KATA_SHIM)
+    out += phase_events("clear-override", tr, actor=OPERATOR)
+    out += phase_events("kata30-bind-vfio", tr, actor=STRANGER)
+    out += phase_events("kata30-restore", tr, actor=STRANGER)
+    t = out[-1].ts_ns
+    out += [
+        ev.EventsLost(ts_ns=t + 100_000_000, source="uevent", lost_source="uevent", count=7,
+                      reason="ENOBUFS"),
+        ev.Resynced(ts_ns=t + 150_000_000, source="uevent", resynced_source="uevent", changes=0,
+                    reason="ENOBUFS"),
+    ]
+    out += phase_events("sriov-destroy", tr, actor=OPERATOR)
+    end = out[-1].ts_ns
+    out += [tick(end + s * 1_000_000_000) for s in (10, 60, 130, 700)]
+    return out
