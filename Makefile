@@ -31,9 +31,9 @@ $(STAMP): pyproject.toml | host
 
 venv: $(STAMP)
 
-# Until the dashboard lands this shows the inventory; then it opens `vfiowatch tui`.
+# The live dashboard on this host (`vfiowatch demo` plays the bundled incident instead).
 run: setup
-	$(VENV)/bin/vfiowatch snapshot
+	$(VENV)/bin/vfiowatch tui
 
 lint: setup
 	$(VENV)/bin/ruff check diag tests

@@ -10,6 +10,7 @@ APT_PACKAGES=(
   python3-bpfcc bpfcc-tools           # bcc (not on PyPI: PyPI's "bcc" is another project)
   iproute2 kmod pciutils udev         # ip/ip netns, modinfo, lspci + pci.ids, udevadm (tests)
   tmux                                # the dashboard's real-terminal test
+  librsvg2-bin                        # rsvg-convert: make screenshots renders the SVGs to PNG
   prometheus                          # real scrape test of the metrics endpoint
   systemd systemd-journal-remote      # systemd-analyze verify; real journal files for tests
   gzip make git ca-certificates

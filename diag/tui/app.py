@@ -209,7 +209,7 @@ class VfioWatchApp(App[None]):
             return out
         if self.paused:
             return Text("⏸ PAUSED (p resumes)", style="bold yellow")
-        return Text("● live", style="bold green")
+        return Text("● live", style="bold green") if self.mode == "LIVE" else Text()
 
     # ---- intents ------------------------------------------------------------------------------
 

@@ -179,7 +179,11 @@ def kata_text(configs: Iterable[ev.KataConfig], *, path_limit: int = 48) -> Text
 
 
 def device_order(devices: Iterable[DeviceView]) -> list[tuple[DeviceView, int]]:
-    """PFs each followed by their VFs (depth 1, by VF index), then the rest, by BDF."""
+    """PFs each followed by their VFs (depth 1, by VF index), then the rest, by BDF.
+
+    Trees that matter for passthrough come first (a PF with VFs, anything on vfio-pci or with a
+    driver_override), so they are on screen even at 80x24.
+    """
     views = sorted(devices, key=lambda d: d.bdf)
     by_bdf = {d.bdf: d for d in views}
     children: dict[str, list[DeviceView]] = {}
@@ -187,16 +191,23 @@ def device_order(devices: Iterable[DeviceView]) -> list[tuple[DeviceView, int]]:
         pf = d.device.pf
         if pf and pf in by_bdf:
             children.setdefault(pf, []).append(d)
-    out: list[tuple[DeviceView, int]] = []
+    trees: list[list[tuple[DeviceView, int]]] = []
     for d in views:
         pf = d.device.pf
         if pf and pf in by_bdf:
             continue
-        out.append((d, 0))
         kids = children.get(d.bdf, [])
         kids.sort(key=lambda v: (v.device.vf_index if v.device.vf_index is not None else 1 << 30, v.bdf))
-        out.extend((k, 1) for k in kids)
-    return out
+        trees.append([(d, 0), *((k, 1) for k in kids)])
+
+    def matters(tree: list[tuple[DeviceView, int]]) -> bool:
+        return any(
+            v.device.role in ("pf", "vf") or v.driver == "vfio-pci" or v.driver_override
+            for v, _ in tree
+        )
+
+    trees.sort(key=lambda t: 0 if matters(t) else 1)  # stable: BDF order within each group
+    return [row for tree in trees for row in tree]
 
 
 def device_name(view: DeviceView, limit: int = 40) -> str:

@@ -85,6 +85,15 @@ class _Table(DataTable[Text]):
         self._rows: dict[str, tuple[Text, ...]] = {}
         self._order: list[str] = []
         self._columns_for: str = ""
+        self._state: HostState | None = None
+
+    def update_from(self, state: HostState) -> None:
+        raise NotImplementedError
+
+    def on_resize(self) -> None:
+        # Column sets and truncation depend on the width: redo them from the last snapshot.
+        if self._state is not None:
+            self.update_from(self._state)
 
     def set_columns(self, layout: str, columns: Sequence[tuple[str, str, int | None]]) -> bool:
         if layout == self._columns_for:
@@ -137,6 +146,7 @@ class DevicesTable(_Table):
     """
 
     def update_from(self, state: HostState) -> None:
+        self._state = state
         wide = self.size.width >= 100
         name_w = max(8, self.size.width - (104 if wide else 74))
         if wide:
@@ -161,7 +171,7 @@ class DevicesTable(_Table):
                 "ovr": fmt.text(view.driver_override or "-", fmt.VFIO_STYLE if view.driver_override == "vfio-pci" else "dim", 12),
                 "netdev": fmt.netdev_text(view, 20),
                 "grp": Text("-" if d.iommu_group is None else str(d.iommu_group)),
-                "sandbox": fmt.sandbox_text(view, 12 if not wide else 16),
+                "sandbox": fmt.sandbox_text(view, 16) if wide else fmt.text(view.pod or view.sandbox_id or "-", "magenta" if view.pod or view.sandbox_id else "dim", 10),
                 "since": Text(fmt.since(view, state.ts_ns), style="dim"),
             }
             rows.append((d.bdf, tuple(cells[k] for k, _, _ in cols)))
@@ -185,8 +195,9 @@ class FindingsTable(_Table):
         self.findings: dict[str, ev.Finding] = {}
 
     def update_from(self, state: HostState) -> None:
+        self._state = state
         wide = self.size.width >= 110
-        summary_w = max(16, self.size.width - (80 if wide else 36))
+        summary_w = max(16, self.size.width - (100 if wide else 40))
         if wide:
             cols = [("sev", "Severity", None), ("st", "State", None), ("rule", "Rule", None),
                     ("where", "Device", None), ("summary", "Summary", None), ("last", "Last seen", None)]
@@ -203,7 +214,7 @@ class FindingsTable(_Table):
                 "sev": fmt.severity_text(f.severity) if f.active else Text(f.severity.label, style="dim"),
                 "st": Text("ongoing", style="bold") if f.active else Text("resolved", style="dim"),
                 "rule": fmt.text(f.rule, "" if f.active else "dim", 32),
-                "where": fmt.finding_where(f, 24),
+                "where": fmt.finding_where(f, 24) if wide else Text(f.bdf or "-"),
                 "summary": fmt.text(f.summary, "" if f.active else "dim", summary_w),
                 "last": Text(fmt.clock(f.resolved_ns or f.last_ns), style="dim"),
             }
