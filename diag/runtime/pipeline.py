@@ -436,11 +436,11 @@ class Pipeline:
     def _supervise(self, src: Source) -> None:
         st = self.stats.sources[src.name]
         delay = self.options.retry_initial_s
-        mode = ""
         try:
-            mode = src.probe().mode
-        except Exception:
-            mode = ""
+            avail = src.probe()
+        except Exception as exc:
+            avail = Availability(True, reason=f"probe failed: {exc}")
+        mode = avail.mode
 
         def emit(event: ev.Event) -> None:
             st.events += 1
@@ -448,8 +448,10 @@ class Pipeline:
 
         while not self._stop_sources.is_set():
             st.up = True
+            # Up, with the probe's note when it has one (a degraded mode and its fix).
             self.emit(ev.SourceStateChanged(ts_ns=self._clock(), source=RUNTIME_SOURCE,
-                                            name=src.name, up=True, mode=mode))
+                                            name=src.name, up=True, mode=mode,
+                                            reason=avail.reason, hint=avail.hint))
             started = time.monotonic()
             try:
                 src.run(emit, self._stop_sources)

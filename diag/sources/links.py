@@ -239,17 +239,31 @@ def _ns_inode(path: str) -> int | None:
     return None
 
 
-def scan_netns(paths: HostPaths) -> dict[int, NetnsCandidate]:
-    """Every network namespace visible under `paths`: host, named, held by processes."""
+def host_netns(paths: HostPaths) -> NetnsCandidate | None:
+    """The host's namespace: pid 1's, or the agent's own when pid 1's is unreadable (another
+    user namespace, as in some sandboxes; the agent then runs with hostNetwork)."""
+    proc = str(paths.proc)
+    for path in (f"{proc}/1/ns/net", f"{proc}/self/ns/net"):
+        ino = _ns_inode(path)
+        if ino is not None:
+            return NetnsCandidate(inode=ino, path=path, is_host=True)
+    return None
+
+
+def scan_netns(
+    paths: HostPaths, pid_cache: dict[int, int | None] | None = None, *, full: bool = True
+) -> dict[int, NetnsCandidate]:
+    """Every network namespace visible under `paths`: host, named, held by processes.
+
+    `pid_cache` (pid -> namespace inode) makes a scan cost one readlink per NEW process only
+    (a host with 2,000 processes otherwise pays 2,000 readlinks a scan); `full=True` re-reads
+    every process, catching the rare one that changed namespace itself (setns, unshare).
+    """
     found: dict[int, NetnsCandidate] = {}
     proc = str(paths.proc)
-    host_path = f"{proc}/1/ns/net"
-    host = _ns_inode(host_path)
-    if host is None:  # pid 1 unreadable (another user namespace): the agent's own is the host's
-        host_path = f"{proc}/self/ns/net"
-        host = _ns_inode(host_path)
+    host = host_netns(paths)
     if host is not None:
-        found[host] = NetnsCandidate(inode=host, path=host_path, is_host=True)
+        found[host.inode] = host
     netns_dir = str(paths.run / "netns")
     try:
         names = sorted(os.listdir(netns_dir))
@@ -267,14 +281,25 @@ def scan_netns(paths: HostPaths) -> dict[int, NetnsCandidate]:
         pids = os.listdir(proc)
     except OSError:
         pids = []
+    live: set[int] = set()
     for entry in pids:
         if not entry.isdigit():
             continue
+        pid = int(entry)
+        live.add(pid)
         p = f"{proc}/{entry}/ns/net"
-        ino = _ns_inode(p)
+        if pid_cache is not None and not full and pid in pid_cache:
+            ino = pid_cache[pid]
+        else:
+            ino = _ns_inode(p)
+            if pid_cache is not None:
+                pid_cache[pid] = ino
         if ino is None or ino in found:
             continue
-        found[ino] = NetnsCandidate(inode=ino, path=p, pid=int(entry))
+        found[ino] = NetnsCandidate(inode=ino, path=p, pid=pid)
+    if pid_cache is not None:
+        for gone in pid_cache.keys() - live:
+            del pid_cache[gone]
     return found
 
 
@@ -412,6 +437,10 @@ class LinksSource:
         self._resync_reason: str | None = None
         self._lock = threading.Lock()
         self._sysfs_bdf: dict[str, str | None] = {}
+        self._pid_cache: dict[int, int | None] = {}
+        self._scans = 0
+        self.full_scan_every = int(opts.get("full_scan_every", 20))
+        """Every Nth scan re-reads every process's namespace (default: every 10 s)."""
 
     def probe(self) -> Availability:
         try:
@@ -466,9 +495,12 @@ class LinksSource:
 
     def _rescan(self, emit: Emit, poller: select.poll) -> None:
         if self.only_host:
-            found = {k: v for k, v in scan_netns(self.paths).items() if v.is_host}
+            host = host_netns(self.paths)
+            found = {host.inode: host} if host else {}
         else:
-            found = scan_netns(self.paths)
+            full = self._scans % max(1, self.full_scan_every) == 0
+            found = scan_netns(self.paths, self._pid_cache, full=full)
+        self._scans += 1
         now = time.time_ns()
         for ino in [i for i in self._ns if i not in found]:
             ns = self._ns[ino]
