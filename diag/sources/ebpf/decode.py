@@ -96,8 +96,9 @@ def classify_path(path: str) -> ControlFile | None:
     """Classify a resolved (symlink-free, absolute) path; None when it is no control file.
 
     Accepted forms: `/sys/bus/<bus>/drivers/<drv>/{bind,unbind,new_id,remove_id}`,
-    `/sys/bus/<bus>/{drivers_probe,rescan}`, `/sys/devices/.../<bdf>/<device control>` and
-    `/sys/bus/pci/devices/<bdf>/<device control>` (the unresolved link form).
+    `/sys/bus/<bus>/{drivers_probe,rescan}`, `/sys/devices/.../<bdf>/<device control>`, and the
+    unresolved link forms `/sys/bus/pci/devices/<bdf>/<device control>` and
+    `/sys/bus/pci/devices/<bdf>/driver/<driver control>`.
     """
     p = posixpath.normpath(path)
     parts = p.split("/")
@@ -113,6 +114,11 @@ def classify_path(path: str) -> ControlFile | None:
             return ControlFile(ctl, driver=parts[5], bus=parts[3])
         if len(parts) == 7 and parts[4] == "devices" and ctl in _DEVICE_CONTROLS and is_bdf(parts[5]):
             return ControlFile(ctl, bdf=parts[5], bus=parts[3])
+        if (len(parts) == 8 and parts[4] == "devices" and parts[6] == "driver"
+                and ctl in _DRIVER_CONTROLS):
+            # The unresolved link form (the link was gone when we looked): the device in the
+            # path only led to the driver; the device acted on is the value.
+            return ControlFile(ctl, bus=parts[3])
         return None
     if parts[2] == "devices" and ctl in _DEVICE_CONTROLS and is_bdf(parts[-2]):
         return ControlFile(ctl, bdf=parts[-2], bus="pci")
