@@ -57,14 +57,15 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from diag import events as ev
 from diag.core.config import CoreConfig
 from diag.core.correlator import Correlator
 from diag.core.state import HostState, SnapshotListener
+from diag.errors import DiagError
 from diag.sinks import Sink
 from diag.sources import Availability, Source, SourceContext, load_builtin
 
@@ -133,19 +134,30 @@ def build_sources(
     """Instantiate the registered sources (all, or `names` in that order) and probe each.
 
     Returns (runnable sources, [(name, Availability) for each that cannot run here]). The
-    second list goes to `Pipeline(unavailable=...)`, which reports each once, in-band. Raises
-    KeyError for a name that is not registered.
+    second list goes to `Pipeline(unavailable=...)`, which reports each once, in-band.
+
+    Options: when `ctx.options` is a table of tables keyed by source names (the
+    `[sources.<name>]` tables of the configuration file), each source gets its own table (or
+    none); otherwise `ctx.options` is handed to every source as it is. Raises KeyError for a name that is not registered,
+    and lets a source's ConfigError (an unknown or bad option) through: that is the user's to
+    fix, not a source to skip.
     """
     registry = load_builtin()
     wanted = list(names) if names is not None else list(registry)
     runnable: list[Source] = []
     unavailable: list[tuple[str, Availability]] = []
+    opts = ctx.options
+    per_source = bool(opts) and any(k in registry for k in opts) and all(
+        isinstance(v, Mapping) for v in opts.values())
     for name in wanted:
         if name not in registry:
             raise KeyError(f"unknown source {name!r}; known: {', '.join(registry)}")
+        sctx = replace(ctx, options=opts.get(name, {})) if per_source else ctx
         try:
-            src = registry[name](ctx)
+            src = registry[name](sctx)
             avail = src.probe()
+        except DiagError:
+            raise
         except Exception as exc:  # a broken source must not stop the others
             log.exception("source %s failed to initialise", name)
             unavailable.append((name, Availability(False, reason=f"failed to initialise: {exc}")))

@@ -8,7 +8,7 @@ says why not, with a fix, without side effects.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -70,6 +70,18 @@ def register(name: str) -> Callable[[SourceFactory], SourceFactory]:
         return factory
 
     return deco
+
+
+def check_options(source: str, options: Mapping[str, Any], known: Sequence[str]) -> None:
+    """Raise ConfigError naming the first option `source` does not take, with the known ones."""
+    for key in options:
+        if key not in known:
+            from diag.errors import ConfigError
+
+            raise ConfigError(
+                f"unknown option {key!r} for source {source}",
+                hint=f"[sources.{source}] takes: {', '.join(known)}",
+            )
 
 
 def load_builtin() -> dict[str, SourceFactory]:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 
 from diag import events as ev
 from diag.paths import HostPaths
-from diag.sources import Availability, Emit, SourceContext, register
+from diag.sources import Availability, Emit, SourceContext, check_options, register
 from diag.sources.sysfs import is_bdf
 
 log = logging.getLogger("vfiowatch.sources.links")
@@ -413,6 +413,10 @@ class LinksStats:
     netns_failed: int = 0
 
 
+OPTIONS = ("rcvbuf", "scan_interval_s", "netns", "full_scan_every")
+"""The options this source takes (`[sources.links]` in the configuration file)."""
+
+
 @register("links")
 class LinksSource:
     """Link state in every network namespace, by one rtnetlink socket per namespace.
@@ -427,6 +431,7 @@ class LinksSource:
         ctx = ctx or SourceContext()
         self.paths = ctx.paths
         opts = ctx.options
+        check_options(self.name, opts, OPTIONS)
         self.rcvbuf = int(opts.get("rcvbuf", DEFAULT_RCVBUF))
         self.scan_interval_s = float(opts.get("scan_interval_s", 0.5))
         self.only_host = str(opts.get("netns", "all")) == "host"

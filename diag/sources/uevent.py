@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from diag import events as ev
-from diag.sources import Availability, Emit, SourceContext, register
+from diag.sources import Availability, Emit, SourceContext, check_options, register
 from diag.sources import sysfs as sysfs_mod
 
 log = logging.getLogger("vfiowatch.sources.uevent")
@@ -415,6 +415,10 @@ class _Reader(threading.Thread):
             wake.set()
 
 
+OPTIONS = ("rcvbuf", "queue", "decode_failed_interval_s")
+"""The options this source takes (`[sources.uevent]` in the configuration file)."""
+
+
 @register("uevent")
 class UeventSource:
     """Kernel uevents for PCI driver moves, netdevs, vfio nodes and PCI driver registration.
@@ -430,6 +434,7 @@ class UeventSource:
         ctx = ctx or SourceContext()
         self.paths = ctx.paths
         opts = ctx.options
+        check_options(self.name, opts, OPTIONS)
         self.rcvbuf = int(opts.get("rcvbuf", DEFAULT_RCVBUF))
         self.queue_size = int(opts.get("queue", DEFAULT_QUEUE))
         self.decode_failed_interval_ns = int(float(opts.get("decode_failed_interval_s", 60)) * 1e9)

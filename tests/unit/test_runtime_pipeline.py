@@ -195,3 +195,20 @@ def test_timer_advances_the_core_without_events() -> None:
     time.sleep(0.2)
     p.stop()
     assert p.correlator.model.now_ns > time.time_ns() - 2 * 10**9
+
+
+def test_build_sources_hands_each_source_its_own_options_table() -> None:
+    """`[sources.<name>]` tables go to their source; an unknown option is a ConfigError."""
+    import pytest
+
+    from diag.errors import ConfigError
+    from diag.runtime import build_sources
+    from diag.sources import SourceContext
+
+    opts = {"uevent": {"rcvbuf": 1 << 20, "queue": 10}, "links": {"netns": "host"}}
+    sources, _ = build_sources(SourceContext(options=opts), ["uevent", "links"])
+    by_name = {s.name: s for s in sources}
+    assert by_name["uevent"].rcvbuf == 1 << 20 and by_name["uevent"].queue_size == 10  # type: ignore[attr-defined]
+    assert by_name["links"].only_host  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="rcvbuff"):
+        build_sources(SourceContext(options={"uevent": {"rcvbuff": 1}}), ["uevent"])
