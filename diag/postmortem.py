@@ -40,13 +40,25 @@ _ISO = re.compile(
 )
 
 
+def _seconds_ns(text: str) -> int | None:
+    """Decimal seconds to integer nanoseconds, exactly (no float rounding at epoch scale)."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        return None
+    if not d.is_finite():
+        return None
+    return int(d * 1_000_000_000)
+
+
 def parse_when(text: str) -> int:
     """ISO 8601 (UTC unless an offset is given) or epoch seconds -> epoch nanoseconds."""
     s = text.strip()
-    try:
-        return round(float(s) * 1e9)
-    except ValueError:
-        pass
+    ns = _seconds_ns(s)
+    if ns is not None:
+        return ns
     m = _ISO.match(s)
     if not m:
         raise ValueError(f"not a time: {text!r} (use 2026-11-27T14:52:48Z or epoch seconds)")
@@ -67,11 +79,11 @@ def parse_offset(text: str) -> tuple[str, int]:
     value = value.strip()
     if value.startswith("@"):
         return path or "*", parse_when(value[1:])
-    try:
-        return path or "*", round(float(value) * 1e9)
-    except ValueError:
+    ns = _seconds_ns(value)
+    if ns is None:
         raise ValueError(f"bad --offset {text!r}: use SECONDS, @BOOT-TIME, PATH=SECONDS or "
-                         "PATH=@BOOT-TIME") from None
+                         "PATH=@BOOT-TIME")
+    return path or "*", ns
 
 
 @command

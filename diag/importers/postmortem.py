@@ -13,6 +13,7 @@ are small and read whole. The timeline kept for the report is bounded (`timeline
 from __future__ import annotations
 
 import heapq
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -259,6 +260,7 @@ def _journal_keyed(inp: Input, limit: int = 20000) -> list[tuple[int, al.Key, in
 def align_inputs(inputs: list[Input], options: Options) -> list[str]:
     """Give every monotonic and untimed input an offset (or say it has none); notes for the report."""
     notes: list[str] = []
+    offsets = {k if k == "*" else os.path.realpath(k): v for k, v in options.offsets.items()}
     anchors = [a for i in inputs if i.parsed is not None for a in i.parsed.anchors]
     real_keyed: list[tuple[int, al.Key, int]] | None = None
 
@@ -278,7 +280,7 @@ def align_inputs(inputs: list[Input], options: Options) -> list[str]:
     has_wall = any(i.parsed is not None and i.clock == "realtime" for i in inputs)
     monos = [i for i in inputs if i.parsed is not None and i.clock == "monotonic"]
     for inp in monos:
-        explicit = options.offsets.get(inp.path, options.offsets.get("*"))
+        explicit = offsets.get(os.path.realpath(inp.path), offsets.get("*"))
         if explicit is not None:
             inp.alignment = al.Alignment(explicit, 0, "explicit --offset")
         elif not has_wall and not anchors:
@@ -304,7 +306,7 @@ def align_inputs(inputs: list[Input], options: Options) -> list[str]:
     for inp in inputs:
         if inp.parsed is None or inp.clock != "none" or inp.events is None:
             continue
-        explicit = options.offsets.get(inp.path)
+        explicit = offsets.get(os.path.realpath(inp.path))
         ref = list(reference())
         for other in inputs:
             if other is not inp and other.clock == "monotonic" and other.alignment and \

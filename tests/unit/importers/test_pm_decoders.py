@@ -46,7 +46,7 @@ def _kinds(events: list[ev.Event], bdf: str = "0000:01:10.0") -> list[str]:
 def test_udevadm_property_capture_gives_the_real_kata_moves_with_drivers() -> None:
     """--property: every bind names its driver, every unbind the driver it left (live tracker)."""
     st = FileStats("x")
-    events = list(parse_udevadm(open(PM / "udevadm-monitor-kernel-property.txt"), st))
+    events = list(parse_udevadm((PM / "udevadm-monitor-kernel-property.txt").read_text().splitlines(), st))
     assert st.bad_lines == 0
     moves = [k for k in _kinds(events) if k.startswith(("bind", "unbind"))]
     assert moves == [
@@ -63,7 +63,7 @@ def test_udevadm_property_capture_gives_the_real_kata_moves_with_drivers() -> No
 def test_udevadm_without_property_infers_vfio_pci_and_says_so() -> None:
     """Plain --kernel: a bind after a vfio-dev node is vfio-pci; a host bind stays unnamed."""
     st = FileStats("x")
-    events = list(parse_udevadm(open(PM / "udevadm-monitor-kernel.txt"), st))
+    events = list(parse_udevadm((PM / "udevadm-monitor-kernel.txt").read_text().splitlines(), st))
     binds = [k for k in _kinds(events) if k.startswith("bind")]
     assert binds == ["bind ", "bind vfio-pci", "bind ", "bind vfio-pci", "bind "]
     unbinds = [e for e in events if isinstance(e, ev.DeviceUnbound) and e.bdf == "0000:01:10.0"]
@@ -122,7 +122,7 @@ def test_udevadm_malformed_lines_are_counted_with_the_first_example() -> None:
 def test_ip_ts_monitor_capture_gives_link_events_on_the_wall_clock() -> None:
     """`ip -ts monitor link`: realtime stamps, Deleted -> LinkRemoved, new ifindex after restore."""
     st = FileStats("x")
-    events = list(parse_ip_monitor(open(PM / "ip-ts-monitor-link.txt"), st))
+    events = list(parse_ip_monitor((PM / "ip-ts-monitor-link.txt").read_text().splitlines(), st))
     assert st.bad_lines == 0 and st.clock == "realtime" and len(events) == 15
     eth1 = [(type(e).__name__, e.ifindex) for e in events if e.ifname == "eth1"]
     assert eth1 == [("LinkChanged", 3), ("LinkRemoved", 3), ("LinkChanged", 5),
@@ -135,7 +135,7 @@ def test_ip_ts_monitor_capture_gives_link_events_on_the_wall_clock() -> None:
 def test_plain_ip_monitor_has_no_clock_and_ordinal_stamps() -> None:
     """`ip monitor link` without -t: stamps are the message ordinals, clock `none`."""
     st = FileStats("x")
-    events = list(parse_ip_monitor(open(PM / "ip-monitor-link.txt"), st))
+    events = list(parse_ip_monitor((PM / "ip-monitor-link.txt").read_text().splitlines(), st))
     assert st.clock == "none" and [e.ts_ns for e in events] == list(range(1, 16))
 
 

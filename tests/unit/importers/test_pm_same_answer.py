@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-
 from diag import codec
 from diag import events as ev
 from diag.importers import FileStats
@@ -28,9 +27,9 @@ def lab_events() -> list[ev.Event]:
     import sys
 
     sys.path.insert(0, str(FIXTURES))
-    from dumps import load_dump  # type: ignore[import-not-found]
-
     from dataclasses import replace
+
+    from dumps import load_dump  # type: ignore[import-not-found]
 
     from diag.paths import HostPaths
     from diag.sources import sysfs
