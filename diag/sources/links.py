@@ -487,7 +487,7 @@ class LinksSource:
                     for ns in list(self._ns.values()):
                         self._start_dump(ns, reason)
                 timeout = max(0.0, next_scan - time.monotonic())
-                for fd, _mask in poller.poll(min(timeout, 0.2) * 1000):
+                for fd, _mask in poller.poll(min(timeout, 0.5) * 1000):
                     ns = self._by_fd.get(fd)
                     if ns is not None:
                         self._drain(ns, buf, emit)

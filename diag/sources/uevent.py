@@ -386,7 +386,7 @@ class _Reader(threading.Thread):
                 except BlockingIOError:
                     if not wake.is_set() and q:
                         wake.set()
-                    poller.poll(200)
+                    poller.poll(500)  # also how soon a stop is seen
                     continue
                 except InterruptedError:
                     continue
@@ -507,7 +507,7 @@ class UeventSource:
                     self._resync(emit, reason)
                 reader.wake.clear()
                 if not q:
-                    reader.wake.wait(0.2)
+                    reader.wake.wait(0.5)
                 continue
             lost = False
             for _ in range(len(q)):
