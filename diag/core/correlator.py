@@ -65,7 +65,11 @@ class Correlator:
         if model.touched:
             now = model.now_ns
             for ep in model.touched:
+                bdf = ep.bdf
                 for rule in self._followers:
+                    follow = getattr(rule, "follow", None)
+                    if follow is not None and bdf not in follow:
+                        continue
                     found = rule.on_episode(model, ep, now)
                     if found:
                         out.extend(found)

@@ -80,7 +80,12 @@ class Episode:
     """True when a kernel event of the episode was synthetic (SYNTH_UUID)."""
     resync: bool = False
     version: int = 0
-    """Bumped on every change; rules compare it to know when to update a finding."""
+    """Bumped on every event that joins; rules compare it to know the evidence grew."""
+    facts: int = 0
+    """Bumped when what the episode says changes (actor, lost netdev, signature, sandbox);
+    rules reassess a finding only then, and otherwise just mark its evidence stale."""
+    _lines: list[ev.Evidence] = field(default_factory=list)
+    """Evidence rendered so far, parallel to `events` (each event is described once)."""
 
     @property
     def episode_id(self) -> str:
@@ -97,6 +102,7 @@ class Episode:
         if len(self.events) >= limit:
             # Keep the beginning of the story (the writes and the unbind) and the newest event.
             self.events[-1] = event
+            del self._lines[limit - 1:]
             self.dropped += 1
         else:
             self.events.append(event)
@@ -115,17 +121,23 @@ class Episode:
             if a.pid == actor.pid and a.comm == actor.comm:
                 return
         self.actors.append(actor)
+        self.facts += 1
 
     def evidence(self) -> tuple[ev.Evidence, ...]:
         """The events as Evidence lines, in time order (ties broken by content, not arrival)."""
-        lines = [ev.Evidence(ts_ns=e.ts_ns, source=e.source, kind=e.kind, text=describe(e))
-                 for e in self.events]
-        lines.sort(key=lambda x: (x.ts_ns, x.source, x.kind, x.text))
+        done = self._lines
+        for e in self.events[len(done):]:
+            done.append(ev.Evidence(ts_ns=e.ts_ns, source=e.source, kind=e.kind, text=describe(e)))
+        lines = sorted(done, key=_order)
         if self.dropped:
             last = lines[-1].ts_ns if lines else self.last_ns
             lines.append(ev.Evidence(ts_ns=last, source="core", kind="evidence_dropped",
                                      text=f"{self.dropped} more event(s) not kept"))
         return tuple(lines)
+
+
+def _order(x: ev.Evidence) -> tuple[int, str, str, str]:
+    return (x.ts_ns, x.source, x.kind, x.text)
 
 
 def actor_label(p: ev.Process | None) -> str:

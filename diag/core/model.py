@@ -295,6 +295,7 @@ class Model:
         if ep is not None and (ep.lost is None or not ep.lost.from_link):
             netns = rec.netns if rec.netdev == e.ifname and rec.netns else "host"
             sb = self.sandbox_for(rec.device.bdf)
+            ep.facts += 1
             ep.lost = LostNetdev(
                 ts_ns=e.ts_ns, ifname=e.ifname, ifindex=e.ifindex, netns=netns,
                 pod=sb.pod if sb else None, pod_namespace=sb.pod_namespace if sb else None,
@@ -338,6 +339,7 @@ class Model:
             sb = self.sandbox_for(bdf)
             if sb is None and netns.sandbox_id:
                 sb = self.sandboxes.get(netns.sandbox_id)
+            ep.facts += 1
             ep.lost = LostNetdev(
                 ts_ns=e.ts_ns, ifname=e.ifname, ifindex=e.ifindex, netns=netns.label,
                 pod=netns.pod or (sb.pod if sb else None),
@@ -376,11 +378,15 @@ class Model:
             if ep is None:
                 continue
             ep.add_actor(e.actor)
+            if e.control not in ep.controls:
+                ep.facts += 1
             ep.controls.append(e.control)
             if e.actor.sandbox_id and ep.sandbox_id is None:
                 ep.sandbox_id = e.actor.sandbox_id
-            if e.result >= 0 and self._steers_to_vfio(b, e):
+                ep.facts += 1
+            if e.result >= 0 and ep.vfio_actor != e.actor and self._steers_to_vfio(b, e):
                 ep.vfio_actor = e.actor
+                ep.facts += 1
 
     def _steers_to_vfio(self, bdf: str, e: ev.SysfsWriteObserved) -> bool:
         c = e.control
@@ -439,8 +445,10 @@ class Model:
             if ep is not None:
                 if e.signature not in ep.signatures:
                     ep.signatures.append(e.signature)
+                    ep.facts += 1
                 if e.sandbox_id and ep.sandbox_id is None:
                     ep.sandbox_id = e.sandbox_id
+                    ep.facts += 1
 
     def log_targets(self, e: ev.LogLineMatched) -> list[str]:
         """The devices a log line is about: its BDF, else its sandbox's VFs, else its group."""

@@ -118,6 +118,11 @@ class _Open:
     finding: ev.Finding
     episode: Episode | None
     seen_version: int
+    seen_facts: int = 0
+    rendered: int = -1
+    """Episode version `finding.evidence` was rendered at (rendered again only when shown)."""
+    dirty: bool = False
+    """Set by rules whose evidence is not one episode's (rendered by their `_render`)."""
 
 
 class ConditionRule:
@@ -133,7 +138,29 @@ class ConditionRule:
         self.open_: dict[str, _Open] = {}
         """key -> the active finding and the episode it follows."""
         self._by_bdf: dict[str, list[str]] = {}
+        self.follow: dict[str, int] = {}
+        """BDFs whose episodes this rule wants to hear about (the correlator skips the rest)."""
         self._severity = dict(config.severity_overrides).get(self.id)
+
+    def _follow(self, bdf: str) -> None:
+        self.follow[bdf] = self.follow.get(bdf, 0) + 1
+
+    def _unfollow(self, bdf: str) -> None:
+        n = self.follow.get(bdf, 0) - 1
+        if n > 0:
+            self.follow[bdf] = n
+        else:
+            self.follow.pop(bdf, None)
+
+    def _render(self, st: _Open) -> ev.Finding:
+        """Bring a finding's evidence up to date with its episode (cheap when nothing grew)."""
+        ep = st.episode
+        if ep is not None and st.rendered != ep.version:
+            st.rendered = ep.version
+            st.finding = replace(st.finding, evidence=ep.evidence(),
+                                 last_ns=max(st.finding.last_ns, ep.last_ns),
+                                 first_ns=min(st.finding.first_ns, ep.first_ns))
+        return st.finding
 
     # ---- the Rule protocol -------------------------------------------------------------------
 
@@ -144,7 +171,8 @@ class ConditionRule:
         return []
 
     def on_episode(self, model: Model, episode: Episode, now_ns: int) -> list[ev.Finding]:
-        """New evidence joined `episode`: update the findings that follow it."""
+        """New evidence joined `episode`: mark the findings that follow it stale, and reassess
+        them (`refresh`) when what the episode says changed."""
         keys = self._by_bdf.get(episode.bdf)
         if not keys:
             return []
@@ -154,17 +182,17 @@ class ConditionRule:
             if st is None or st.episode is not episode or st.seen_version == episode.version:
                 continue
             st.seen_version = episode.version
-            f = self.refresh(model, key, st.finding, episode, now_ns)
-            if f is not None:
-                out.append(f)
+            if st.seen_facts != episode.facts:
+                st.seen_facts = episode.facts
+                f = self.refresh(model, key, st.finding, episode, now_ns)
+                if f is not None:
+                    out.append(f)
         return out
 
     def refresh(self, model: Model, key: str, finding: ev.Finding, episode: Episode | None,
                 now_ns: int) -> ev.Finding | None:
-        """Recompute a finding after its episode changed; default: new evidence only."""
-        if episode is None:
-            return None
-        return self.update(key, now_ns, evidence=episode.evidence())
+        """Reassess a finding after its episode's facts changed; default: nothing to say."""
+        return None
 
     # ---- lifecycle helpers -------------------------------------------------------------------
 
@@ -184,6 +212,7 @@ class ConditionRule:
         rec = model.device(bdf)
         if rec is not None:
             dev = {"pf": rec.device.pf, "vf_index": rec.device.vf_index}
+        explicit = set(fields)
         if episode is not None and "evidence" not in fields:
             fields["evidence"] = episode.evidence()
         synthetic = bool(fields.pop("synthetic", episode.synthetic if episode else False))
@@ -195,9 +224,12 @@ class ConditionRule:
             last_ns=max(ts_ns, episode.last_ns) if episode else ts_ns,
             **{**dev, **fields},  # type: ignore[arg-type]
         )
-        self.open_[key] = _Open(f, episode, episode.version if episode else 0)
+        v = episode.version if episode else 0
+        rendered = v if episode is not None and "evidence" not in explicit else -1
+        self.open_[key] = _Open(f, episode, v, episode.facts if episode else 0, rendered)
         if bdf:
             self._by_bdf.setdefault(bdf, []).append(key)
+            self._follow(bdf)
         return f
 
     def update(self, key: str, ts_ns: int, **changes: object) -> ev.Finding | None:
@@ -216,32 +248,37 @@ class ConditionRule:
         changed = [k for k, v in changes.items() if getattr(old, k) != v]
         if not changed:
             return None
-        ep = st.episode
         visible = any(k not in QUIET_FIELDS for k in changed)
-        last = max(old.last_ns, ep.last_ns if ep else 0, ts_ns if visible else 0)
-        first = min(old.first_ns, ep.first_ns) if ep else old.first_ns
-        f = replace(old, ts_ns=ts_ns if visible else old.ts_ns,
-                    status="updated" if visible else old.status, last_ns=last, first_ns=first,
+        if not visible:
+            st.finding = replace(old, **changes)  # type: ignore[arg-type]
+            if "evidence" in changes and st.episode is not None:
+                st.rendered = st.episode.version
+            return None
+        old = self._render(st)
+        ep = st.episode
+        f = replace(old, ts_ns=ts_ns, status="updated",
+                    last_ns=max(old.last_ns, ts_ns, ep.last_ns if ep else 0),
                     **changes)  # type: ignore[arg-type]
         st.finding = f
-        return f if visible else None
+        return f
 
     def current(self) -> list[ev.Finding]:
         """The open findings as they are now (quiet evidence included)."""
-        return [st.finding for st in self.open_.values()]
+        return [self._render(st) for st in self.open_.values()]
 
     def resolve(self, key: str, ts_ns: int, reason: str) -> ev.Finding | None:
         """Resolve an open finding, saying when and why."""
         st = self.open_.pop(key, None)
         if st is None:
             return None
+        self._render(st)
         f = replace(st.finding, ts_ns=ts_ns, status="resolved", resolved_ns=ts_ns,
                     resolved_reason=reason, last_ns=max(st.finding.last_ns, ts_ns))
         if f.bdf:
             keys = self._by_bdf.get(f.bdf)
-            if keys is not None:
-                if key in keys:
-                    keys.remove(key)
+            if keys is not None and key in keys:
+                keys.remove(key)
+                self._unfollow(f.bdf)
                 if not keys:
                     del self._by_bdf[f.bdf]
         return f

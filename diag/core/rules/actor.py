@@ -34,13 +34,16 @@ class VfioBindUnexpectedActor(ConditionRule):
             if ep is None or event.bdf in self._by_bdf:
                 return []
             if ep.actor is None:
+                if event.bdf not in self._waiting:
+                    self._follow(event.bdf)
                 self._waiting[event.bdf] = (event.ts_ns, ep)
                 return []
             return self._check(model, event.bdf, event.ts_ns, event.ts_ns, ep)
         bdf = getattr(event, "bdf", None)
         if bdf is None:
             return []
-        self._waiting.pop(bdf, None)
+        if self._waiting.pop(bdf, None) is not None:
+            self._unfollow(bdf)
         why = ("device removed" if isinstance(event, ev.DeviceRemoved)
                else f"left vfio-pci (now {getattr(event, 'driver', None) or 'unbound'})")
         return self.resolve_all(self.keys_for(bdf), event.ts_ns, why)
@@ -50,6 +53,7 @@ class VfioBindUnexpectedActor(ConditionRule):
         waiting = self._waiting.get(episode.bdf)
         if waiting is not None and waiting[1] is episode and episode.actor is not None:
             del self._waiting[episode.bdf]
+            self._unfollow(episode.bdf)
             out.extend(self._check(model, episode.bdf, now_ns, waiting[0], episode))
         return out
 

@@ -98,8 +98,6 @@ class VfioBindColdplugDisabled(ConditionRule):
             cp = effective_cold_plug(model, key, episode.actor if episode else None)
             return self.resolve(key, now_ns, f"cold_plug_vfio is {cp.value} ({cp.origin}): "
                                              "the bind was an expected cold plug")
-        if episode is not None:
-            fields["evidence"] = episode.evidence()
         return self.update(key, now_ns, **fields)
 
     def _assess(self, model: Model, bdf: str, ep: Episode | None,

@@ -10,13 +10,14 @@ window with no move.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 
 from diag import events as ev
 from diag.core.config import NS, CoreConfig
 from diag.core.episodes import Episode, actor_label
 from diag.core.model import Model
 from diag.core.rules import register
-from diag.core.rules._base import ConditionRule, Timers, device_label
+from diag.core.rules._base import ConditionRule, Timers, _Open, device_label
 
 
 @register("driver-flapping")
@@ -44,10 +45,11 @@ class DriverFlapping(ConditionRule):
 
     def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
         if isinstance(event, ev.DeviceRemoved):
+            out = self.resolve_all(self.keys_for(event.bdf), event.ts_ns, "device removed")
             self.moves.pop(event.bdf, None)
             self.episodes.pop(event.bdf, None)
             self.timers.cancel(event.bdf)
-            return self.resolve_all(self.keys_for(event.bdf), event.ts_ns, "device removed")
+            return out
         assert isinstance(event, ev.DeviceBound)
         rec = model.device(event.bdf)
         if rec is None or not rec.moves:
@@ -105,18 +107,23 @@ class DriverFlapping(ConditionRule):
         )]
 
     def on_episode(self, model: Model, episode: Episode, now_ns: int) -> list[ev.Finding]:
-        bdf = episode.bdf
-        if bdf not in self._by_bdf or not any(x is episode for x in self.episodes.get(bdf, ())):
-            return []
-        f = self.update(bdf, now_ns, evidence=self._evidence(bdf))
-        return [f] if f is not None else []
+        st = self.open_.get(episode.bdf)
+        if st is not None and any(x is episode for x in self.episodes.get(episode.bdf, ())):
+            st.dirty = True  # rendered when shown (_render)
+        return []
+
+    def _render(self, st: _Open) -> ev.Finding:
+        if st.dirty and st.finding.bdf is not None:
+            st.dirty = False
+            st.finding = replace(st.finding, evidence=self._evidence(st.finding.bdf))
+        return st.finding
 
     def on_tick(self, model: Model, now_ns: int) -> list[ev.Finding]:
         out = []
         for bdf in self.timers.pop_due(now_ns):
-            self.moves.pop(bdf, None)
-            self.episodes.pop(bdf, None)
             secs = self.config.flapping_window_ns // NS
             out.extend(self.resolve_all(self.keys_for(bdf), now_ns,
                                         f"no driver move for {secs}s"))
+            self.moves.pop(bdf, None)
+            self.episodes.pop(bdf, None)
         return out

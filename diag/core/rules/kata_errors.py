@@ -170,11 +170,11 @@ class KataKnownError(ConditionRule):
         labels = (("signature", e.signature), ("count", str(n)),
                   ("devices", ",".join(targets)), ("origin", e.origin),
                   ("episode", ep.episode_id if ep else ""))
+        if key in self.open_:
+            f = self.update(key, e.ts_ns, labels=labels)
+            return [f] if f is not None else []
         evidence = ep.evidence() if ep is not None else (
             ev.Evidence(ts_ns=e.ts_ns, source=e.source, kind=e.kind, text=e.text),)
-        if key in self.open_:
-            f = self.update(key, e.ts_ns, labels=labels, evidence=evidence)
-            return [f] if f is not None else []
         where = device_label(model, bdf) if bdf else (
             f"sandbox {e.sandbox_id[:12]}" if e.sandbox_id else "the host")
         sid = e.sandbox_id or (sb.sandbox_id if sb else None) or (ep.sandbox_id if ep else None)
@@ -187,7 +187,8 @@ class KataKnownError(ConditionRule):
             remedy=remedy.replace("<BDF>", bdf) if bdf else remedy,
             sandbox_id=sid, pod=sb.pod if sb else None,
             pod_namespace=sb.pod_namespace if sb else None,
-            actor=ep.actor if ep else None, evidence=evidence, labels=labels,
+            actor=ep.actor if ep else None, labels=labels,
+            **({} if ep is not None else {"evidence": evidence}),
         )]
 
     def on_tick(self, model: Model, now_ns: int) -> list[ev.Finding]:
