@@ -525,6 +525,11 @@ class LinksSource:
                 if cand.name and ns.ref.name != cand.name:  # a held namespace got a name
                     ns.cand, ns.ref = cand, cand.ref()
                     emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
+                elif (not ns.ref.name and ns.ref.pid is not None and cand.pid is not None
+                      and self._pid_cache.get(ns.ref.pid) != ino):
+                    # The process we named it by is gone (or left it); another holds it now.
+                    ns.cand, ns.ref = cand, cand.ref()
+                    emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
                 continue
             try:
                 sock = open_rtnl_in(cand.path, rcvbuf=self.rcvbuf, expect_inode=ino)

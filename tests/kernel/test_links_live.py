@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -203,3 +204,36 @@ def test_with_a_tiny_buffer_link_loss_is_reported_and_the_redump_matches_the_ker
     assert lost and "ENOBUFS" in lost[0].reason
     res = [e for e in got if isinstance(e, ev.Resynced) and e.resynced_source == "links"]
     assert res and all(e.changes >= 0 for e in res)
+
+
+def test_a_held_namespace_is_renamed_to_another_holder_when_its_process_exits() -> None:
+    """Two processes hold one unnamed namespace; when the one it is known by exits, the source
+    re-announces it under the other pid (same inode) instead of losing it."""
+    proc = subprocess.Popen(["unshare", "-n", "sh", "-c", "sleep 60 & exec sleep 61"])
+    others: list[int] = []
+    try:
+        with Running() as run:
+            assert wait_for(lambda: any(isinstance(e, ev.NetnsAdded) and e.netns.pid == proc.pid
+                                        for e in run.events()), timeout=1.5)
+            inode = int(os.readlink(f"/proc/{proc.pid}/ns/net")[5:-1])
+            kids = sh(f"pgrep -P {proc.pid}", check=False).stdout.split()
+            others[:] = [int(k) for k in kids] or [
+                int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != proc.pid
+                and os.readlink(f"/proc/{p}/ns/net") == f"net:[{inode}]"]
+            proc.kill()
+            proc.wait()
+            assert wait_for(lambda: any(isinstance(e, ev.NetnsAdded) and e.netns.inode == inode
+                                        and e.netns.pid in others for e in run.events()), timeout=1.5)
+            assert not any(isinstance(e, ev.NetnsRemoved) and e.netns.inode == inode
+                           for e in run.events())
+            for pid in others:
+                os.kill(pid, 9)
+            assert wait_for(lambda: any(isinstance(e, ev.NetnsRemoved) and e.netns.inode == inode
+                                        for e in run.events()), timeout=1.5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in others:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
