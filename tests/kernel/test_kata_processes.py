@@ -116,11 +116,12 @@ def actors(tmp_path: Path) -> Iterator[Actors]:
 
 
 def until(w: KataWatcher, pred, timeout: float = 10.0) -> list[ev.Event]:
-    """Step the watcher (every round due) until an event satisfies pred; return all events seen."""
+    """Step the watcher on its own schedule (rounds due by monotonic time, cached process scans,
+    partial holder scans) until an event satisfies pred; return all events seen."""
     seen: list[ev.Event] = []
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        new = w.step(time.time_ns(), force=True)
+        new = w.step(time.time_ns())
         seen += new
         if any(pred(e) for e in new):
             return seen

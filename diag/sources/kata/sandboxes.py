@@ -403,51 +403,104 @@ class ProcScan:
 _VMM_EXE = re.compile(r"(?:^|/)(?:qemu-system-[\w-]+|qemu-kvm|cloud-hypervisor)$")
 
 
-def scan_processes(paths: HostPaths) -> ProcScan:
-    """Kata shims and VMMs from /proc (one small read of `comm` per process, more only for ours)."""
+class ProcCache:
+    """Per-pid memory between scans so a round reads /proc only where something can have changed.
+
+    A pid's comm is read when the pid is new, on every scan while it is `containerd` or
+    `containerd-shim` (they fork children that exec into a shim or QEMU), and for every pid once
+    per `full_every` scans (anything else that execs later is found within that many rounds).
+    The identity of a shim or VMM (argv, exe, environment, netns) is read once per pid.
+    """
+
+    REREAD = frozenset({"containerd", proc.KATA_SHIM_COMM})
+
+    def __init__(self, full_every: int = 10) -> None:
+        self.full_every = max(1, full_every)
+        self.scans = 0
+        self.comms: dict[int, str] = {}
+        self.infos: dict[int, tuple[str, ProcInfo | None]] = {}
+        self.reads = 0
+        """comm reads done by the last scan (for the bench)."""
+
+
+def _read_comm(paths: HostPaths, pid: int) -> str | None:
+    try:
+        with open(f"{paths.proc}/{pid}/comm", "rb") as fh:
+            return fh.read(64).decode("utf-8", "replace").rstrip("\n")
+    except OSError:
+        return None
+
+
+def _identify(paths: HostPaths, pid: int, comm: str) -> ProcInfo | None:
+    is_shim = comm == proc.KATA_SHIM_COMM
+    is_vmm = comm in proc.VMM_COMMS or comm.startswith("qemu-system")
+    if not (is_shim or is_vmm or comm == "containerd"):
+        return None
+    argv = proc.read_argv(paths, pid)
+    try:
+        exe = os.readlink(f"{paths.proc}/{pid}/exe")
+    except OSError:
+        exe = ""
+    if comm == "containerd":
+        if argv and os.path.basename(argv[0]) == "containerd":
+            return ProcInfo(pid, comm, exe, tuple(argv), None)
+        return None
+    if is_shim:
+        sid, runtime = proc.kata_shim_identity(argv, exe, comm)
+        if sid is None:
+            return None
+        env = proc.read_environ(paths, pid)
+        try:
+            cwd = os.readlink(f"{paths.proc}/{pid}/cwd")
+        except OSError:
+            cwd = ""
+        return ProcInfo(pid, comm, exe, tuple(argv), sid, runtime, proc.netns_inode(paths, pid),
+                        env.get("KATA_CONF_FILE"), cwd=cwd)
+    qa = decode_qemu_argv(argv)
+    if not qa.sandbox_id:
+        return None
+    return ProcInfo(pid, comm, exe, tuple(argv), qa.sandbox_id, None, proc.netns_inode(paths, pid), vfio=qa.vfio)
+
+
+def scan_processes(paths: HostPaths, cache: ProcCache | None = None) -> ProcScan:
+    """Kata shims and VMMs (and containerd) from /proc; with a cache, only what can have changed is read."""
+    cache = cache if cache is not None else ProcCache(full_every=1)
+    full = cache.scans % cache.full_every == 0
+    cache.scans += 1
     shims: dict[str, ProcInfo] = {}
     vmms: dict[str, ProcInfo] = {}
     containerd = None
-    n = 0
+    comms: dict[int, str] = {}
+    reads = 0
     for pid in proc.iter_pids(paths):
-        n += 1
-        try:
-            with open(f"{paths.proc}/{pid}/comm", "rb") as fh:
-                comm = fh.read(64).decode("utf-8", "replace").rstrip("\n")
-        except OSError:
-            continue
-        is_shim = comm == proc.KATA_SHIM_COMM
-        is_vmm = comm in proc.VMM_COMMS or comm.startswith("qemu-system")
-        if not (is_shim or is_vmm or comm == "containerd"):
-            continue
-        argv = proc.read_argv(paths, pid)
-        try:
-            exe = os.readlink(f"{paths.proc}/{pid}/exe")
-        except OSError:
-            exe = ""
-        if comm == "containerd":
-            if containerd is None and argv and os.path.basename(argv[0]) == "containerd":
-                containerd = ProcInfo(pid, comm, exe, tuple(argv), None)
-            continue
-        if is_shim:
-            sid, runtime = proc.kata_shim_identity(argv, exe, comm)
-            if sid is None or ("delete" in argv[1:] and sid in shims):
+        comm = cache.comms.get(pid)
+        if comm is None or full or comm in cache.REREAD:
+            reads += 1
+            comm = _read_comm(paths, pid)
+            if comm is None:
                 continue
-            env = proc.read_environ(paths, pid)
-            try:
-                cwd = os.readlink(f"{paths.proc}/{pid}/cwd")
-            except OSError:
-                cwd = ""
-            info = ProcInfo(pid, comm, exe, tuple(argv), sid, runtime, proc.netns_inode(paths, pid),
-                            env.get("KATA_CONF_FILE"), cwd=cwd)
-            if "delete" not in argv[1:] or sid not in shims:
-                shims[sid] = info
+        comms[pid] = comm
+        known = cache.infos.get(pid)
+        if known is not None and known[0] == comm and not (full and known[1] is not None):
+            info = known[1]
+        else:
+            info = _identify(paths, pid, comm)
+            cache.infos[pid] = (comm, info)
+        if info is None:
             continue
-        qa = decode_qemu_argv(argv)
-        if qa.sandbox_id:
-            vmms[qa.sandbox_id] = ProcInfo(pid, comm, exe, tuple(argv), qa.sandbox_id, None,
-                                           proc.netns_inode(paths, pid), vfio=qa.vfio)
-    return ProcScan(shims, vmms, containerd, proc.netns_inode(paths, 1), n)
+        if info.comm == "containerd":
+            containerd = containerd or info
+        elif info.comm == proc.KATA_SHIM_COMM:
+            # The short `... delete` cleanup invocation never hides the long-lived shim.
+            if "delete" not in info.argv[1:] or info.sandbox_id not in shims:
+                shims[info.sandbox_id or ""] = info
+        else:
+            vmms[info.sandbox_id or ""] = info
+    cache.comms = comms
+    for gone in [p for p in cache.infos if p not in comms]:
+        del cache.infos[gone]
+    cache.reads = reads
+    return ProcScan(shims, vmms, containerd, proc.netns_inode(paths, 1), len(comms))
 
 
 def containerd_config_arg(info: ProcInfo | None) -> str | None:

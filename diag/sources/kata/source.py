@@ -10,8 +10,11 @@ waits on the journal pipe in between. What each round costs is bounded and measu
 - configuration: every `config_interval` (1 s) a stat of each watched path (containerd config
   and imports, Kata main files, config.d and its entries, the default paths); files are re-read
   only when a stat changed. Changes are noticed within one interval.
-- VFIO holders: every `holder_interval` (2 s) a readlink of every /proc/<pid>/fd entry, skipped
-  entirely while no /dev/vfio/<group> node exists.
+- processes: the comm of new pids (and of containerd / containerd-shim, which fork children
+  that exec into shims and QEMU); every pid's comm once per `proc_full_every` (10) rounds.
+- VFIO holders: every `holder_interval` (2 s) a readlink of the fds of shims, VMMs and current
+  holders; every `holder_full_interval` (10 s) of every process. Skipped entirely while no
+  /dev/vfio/<group> node exists.
 
 Errors never escape: a bad file is an event naming file and position, and the last good view
 (configuration per handler, state per sandbox) is kept.
@@ -65,6 +68,7 @@ class KataWatcher:
         self.sandbox_interval = float(opts.get("sandbox_interval", 0.5))
         self.config_interval = float(opts.get("config_interval", 1.0))
         self.holder_interval = float(opts.get("holder_interval", 2.0))
+        self.holder_full_interval = float(opts.get("holder_full_interval", 10.0))
         self.log_files = [logs.FileFollower(p, from_start=bool(opts.get("logs_from_start", False)))
                           for p in opts.get("log_files", ())]
         self.use_journal = bool(opts.get("journal", True))
@@ -87,9 +91,10 @@ class KataWatcher:
         self._state_dirs = sandboxes.StateDirs()
         self._sb_errors: set[tuple[Any, ...]] = set()
         self.procs = sandboxes.ProcScan()
+        self.proc_cache = sandboxes.ProcCache(full_every=int(opts.get("proc_full_every", 10)))
 
         self.holders: dict[int, tuple[int, ...]] = {}
-        self._next = {"config": 0.0, "sandbox": 0.0, "holders": 0.0}
+        self._next = {"config": 0.0, "sandbox": 0.0, "holders": 0.0, "holders_full": 0.0}
         self.decode_failures = 0
 
     # ---- configuration --------------------------------------------------------------------
@@ -179,7 +184,7 @@ class KataWatcher:
     def step_sandboxes(self, ts_ns: int, *, rescan: bool = True) -> list[ev.Event]:
         out: list[ev.Event] = []
         if rescan:
-            self.procs = sandboxes.scan_processes(self.paths)
+            self.procs = sandboxes.scan_processes(self.paths, self.proc_cache)
         fp = sandboxes.state_signature(self.paths)
         if fp != self._state_fp:
             self._state_fp = fp
@@ -240,10 +245,21 @@ class KataWatcher:
 
     # ---- VFIO holders ---------------------------------------------------------------------
 
-    def step_holders(self, ts_ns: int) -> list[ev.Event]:
+    def step_holders(self, ts_ns: int, *, full: bool = True) -> list[ev.Event]:
+        """Who holds /dev/vfio/<group>. A partial round reads only the fds of shims, VMMs and
+        current holders (a holder's exit is seen at once); a full round reads every process."""
         if not self.holders and not sandboxes.vfio_groups_present(self.paths):
             return []
-        now = sandboxes.scan_vfio_holders(self.paths)
+        if full:
+            now = sandboxes.scan_vfio_holders(self.paths)
+        else:
+            pids = {p.pid for p in self.procs.vmms.values()} | {p.pid for p in self.procs.shims.values()}
+            pids |= {pid for held in self.holders.values() for pid in held}
+            now = sandboxes.scan_vfio_holders(self.paths, sorted(pids))
+            for group, held in self.holders.items():  # holders outside the scanned set: unknown, kept
+                keep = [pid for pid in held if pid not in pids]
+                if keep:
+                    now[group] = tuple(sorted(set(now.get(group, ())) | set(keep)))
         out: list[ev.Event] = []
         for group, pids in sorted(now.items()):
             before = set(self.holders.get(group, ()))
@@ -304,7 +320,7 @@ class KataWatcher:
         sb_due = force or mono >= self._next["sandbox"]
         cfg_due = force or mono >= self._next["config"]
         if sb_due or cfg_due:  # config discovery reads KATA_CONF_FILE from the running shims
-            self.procs = sandboxes.scan_processes(self.paths)
+            self.procs = sandboxes.scan_processes(self.paths, self.proc_cache)
         if cfg_due:
             self._next["config"] = mono + self.config_interval
             out += self.step_config(ts_ns)
@@ -313,7 +329,10 @@ class KataWatcher:
             out += self.step_sandboxes(ts_ns, rescan=False)
         if force or mono >= self._next["holders"]:
             self._next["holders"] = mono + self.holder_interval
-            out += self.step_holders(ts_ns)
+            full = force or mono >= self._next["holders_full"]
+            if full:
+                self._next["holders_full"] = mono + self.holder_full_interval
+            out += self.step_holders(ts_ns, full=full)
         out += self.step_logs(ts_ns)
         return out
 
