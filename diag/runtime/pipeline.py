@@ -346,6 +346,7 @@ class Pipeline:
         self._dirty = True
         self._started = False
         self._stopped = False
+        self._drain_deadline = float("inf")
         self._state_lock = threading.Lock()
         self._latest_state: HostState | None = None
         self.stats = PipelineStats()
@@ -418,6 +419,7 @@ class Pipeline:
             t.join(max(0.0, deadline - time.monotonic() - 0.4 * budget))
             if t.is_alive():
                 log.warning("source thread %s did not stop in time", t.name)
+        self._drain_deadline = deadline - 0.1
         self._stop_core.set()
         self._queue.kick()
         if self._core_thread is not None:
@@ -502,7 +504,9 @@ class Pipeline:
                 self._release(None if stopping else now_ns - window)
                 mono = time.monotonic()
                 if stopping:
-                    if self._queue.depth() == 0:
+                    # A source that ignored stop may still be emitting: drain only until the
+                    # budget runs out, so sinks are always flushed and closed in time.
+                    if self._queue.depth() == 0 or mono > self._drain_deadline:
                         break
                     continue
                 if mono >= next_tick:

@@ -212,3 +212,40 @@ def test_build_sources_hands_each_source_its_own_options_table() -> None:
     assert by_name["links"].only_host  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="rcvbuff"):
         build_sources(SourceContext(options={"uevent": {"rcvbuff": 1}}), ["uevent"])
+
+
+class Deaf:
+    """Ignores stop and keeps emitting (a misbehaving source)."""
+
+    name = "deaf"
+
+    def __init__(self) -> None:
+        self.kill = threading.Event()
+        """The test's own switch, so the thread does not outlive the test."""
+
+    def probe(self) -> Availability:
+        return Availability(True)
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        i = 0
+        while not self.kill.is_set():
+            emit(_bound(time.time_ns(), "deaf", bdf=f"0000:00:{i % 32:02x}.0"))
+            i += 1
+            if i % 100 == 0:
+                time.sleep(0.001)
+
+
+def test_stop_keeps_its_budget_even_when_a_source_ignores_it() -> None:
+    """A source that never returns cannot hold stop() past its budget; sinks still close."""
+    sink = ListSink()
+    deaf = Deaf()
+    p = _pipeline([deaf], sinks=[sink], options=PipelineOptions(merge_window_ns=0))
+    p.start()
+    try:
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        p.stop()
+        assert time.monotonic() - t0 < 2.2
+        assert sink.closed
+    finally:
+        deaf.kill.set()
