@@ -576,6 +576,8 @@ class LinksSource:
                 if exc.errno == errno.ENOBUFS:
                     ns.enobufs += 1
                     self.stats.enobufs += 1
+                    if ns.dumping and ns.redump:
+                        continue  # this gap is already reported and a re-dump is queued
                     emit(ev.EventsLost(
                         ts_ns=time.time_ns(), source=self.name, lost_source=self.name, count=None,
                         reason=f"ENOBUFS in netns {ns.ref.label}: the kernel dropped link messages",

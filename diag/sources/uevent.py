@@ -513,9 +513,10 @@ class UeventSource:
             for _ in range(len(q)):
                 ts, data = popleft()
                 if data is None:
+                    if not lost:  # one report per gap: a storm can overflow many times a batch
+                        emit(ev.EventsLost(ts_ns=ts, source=name, lost_source=name, count=None,
+                                           reason="ENOBUFS: the kernel dropped uevents (receive buffer full)"))
                     lost = True
-                    emit(ev.EventsLost(ts_ns=ts, source=name, lost_source=name, count=None,
-                                       reason="ENOBUFS: the kernel dropped uevents (receive buffer full)"))
                     continue
                 try:
                     e = decode(data, ts)
