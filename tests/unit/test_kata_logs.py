@@ -226,6 +226,20 @@ def test_journal_follower_command_under_root(tmp_path: Path) -> None:
     (d / "system.journal").write_bytes(b"")
     cmd = logs.JournalFollower(tmp_path).command()
     assert cmd[:4] == ["journalctl", "-f", "-o", "json"]
-    assert ["-D", str(tmp_path / "var" / "log" / "journal")] == cmd[cmd.index("-D"):cmd.index("-D") + 2]
+    assert ["-D", str(d)] == cmd[cmd.index("-D"):cmd.index("-D") + 2]
     assert cmd[-5:] == list(logs.JOURNAL_MATCHES)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "machine-id").write_text("abc\n")
+    cmd = logs.JournalFollower(tmp_path).command()
+    assert ["--root", str(tmp_path)] == cmd[cmd.index("--root"):cmd.index("--root") + 2]
     assert json.dumps(cmd)
+
+
+def test_error_field_is_matched_when_the_message_is_generic() -> None:
+    """containerd logs the runtime's error in `error=`: it is matched when `msg` is not."""
+    rec = logs.decode_text_line('time="2026-11-27T15:00:00Z" level=error msg="RunPodSandbox for \\"pod\\" failed" '
+                                'error="failed to create shim task: cold_plug_vfio= or hot_plug_vfio= port is not set '
+                                'for device 0000:5e:02.1 (BridgePort | RootPort | SwitchPort): unknown"')
+    e = logs.to_event(rec, ts_ns=0)
+    assert (e.signature, e.bdf) == ("port-not-set", "0000:5e:02.1")
+    assert e.text.startswith('RunPodSandbox for "pod" failed: failed to create shim task')

@@ -221,12 +221,17 @@ def sandbox_of(rec: LogRecord) -> str | None:
 
 def to_event(rec: LogRecord, *, ts_ns: int, source: str = "kata") -> ev.LogLineMatched | None:
     """A LogLineMatched when the record's message matches a catalogue signature."""
-    m = signatures.match(rec.message, dict(rec.fields))
+    fields = dict(rec.fields)
+    text = rec.message
+    m = signatures.match(text, fields)
+    if m is None and fields.get("error"):  # containerd/kubelet put the runtime's error in error=
+        text = f"{rec.message}: {fields['error']}" if rec.message else fields["error"]
+        m = signatures.match(fields["error"], fields)
     if m is None:
         return None
     qpid = rec.fields.get("qemuPid", "") or rec.fields.get("qemu_pid", "")
     return ev.LogLineMatched(
-        ts_ns=rec.ts_ns or ts_ns, source=source, signature=m.signature.id, text=rec.message,
+        ts_ns=rec.ts_ns or ts_ns, source=source, signature=m.signature.id, text=text,
         origin=rec.origin, level=rec.level, sandbox_id=sandbox_of(rec), bdf=m.bdf,
         pid=rec.pid, qemu_pid=int(qpid) if qpid.isdigit() else None, iommu_group=m.iommu_group,
     )
@@ -292,11 +297,13 @@ class FileFollower:
 
 
 def journal_dirs(root: Path) -> list[Path]:
-    """Persistent and volatile journal directories under the root that hold journal files."""
-    out = []
-    for d in (root / "var" / "log" / "journal", root / "run" / "log" / "journal"):
-        if d.is_dir() and any(d.rglob("*.journal")):
-            out.append(d)
+    """Directories under the root that directly hold journal files (`<base>/<machine-id>/`)."""
+    out: list[Path] = []
+    for base in (root / "var" / "log" / "journal", root / "run" / "log" / "journal"):
+        if base.is_dir():
+            for f in sorted(base.rglob("*.journal")):
+                if f.parent not in out:
+                    out.append(f.parent)
     return out
 
 
@@ -329,9 +336,11 @@ class JournalFollower:
         cmd = ["journalctl", "-f", "-o", "json", "--no-pager", "-q"]
         cmd += ["-n", "0"] if self.since_now else ["--no-tail"]
         if str(self.root) != "/":
-            for d in journal_dirs(self.root):
-                cmd += ["-D", str(d)]
-                break
+            if (self.root / "etc" / "machine-id").is_file():
+                cmd += ["--root", str(self.root)]  # journalctl finds <root>/var/log/journal/<machine-id>
+            else:
+                dirs = journal_dirs(self.root)
+                cmd += ["-D", str(dirs[0])] if dirs else []
         matches = list(JOURNAL_MATCHES)
         for u in self.units:
             matches += ["+", f"_SYSTEMD_UNIT={u}"]
