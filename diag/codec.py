@@ -78,10 +78,10 @@ def _value_encoder(tp: Any) -> _Encoder | None:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        enc = _value_encoder(inner[0]) if len(inner) == 1 else None
-        if enc is None:
+        enc_one = _value_encoder(inner[0]) if len(inner) == 1 else None
+        if enc_one is None:
             return None
-        return lambda v: None if v is None else enc(v)
+        return lambda v: None if v is None else enc_one(v)
     if origin is tuple:
         args = typing.get_args(tp)
         enc = _value_encoder(args[0]) if args else None
@@ -146,10 +146,10 @@ def _value_decoder(tp: Any) -> _Encoder | None:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        dec = _value_decoder(inner[0]) if len(inner) == 1 else None
-        if dec is None:
+        dec_one = _value_decoder(inner[0]) if len(inner) == 1 else None
+        if dec_one is None:
             return None
-        return lambda v: None if v is None else dec(v)
+        return lambda v: None if v is None else dec_one(v)
     if origin is tuple:
         args = typing.get_args(tp)
         dec = _value_decoder(args[0]) if args else None
@@ -163,22 +163,77 @@ def _value_decoder(tp: Any) -> _Encoder | None:
     return None
 
 
+_ABSENT = object()
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None] | None:
+    """The slot descriptor's setter for `name` (bypasses a frozen class's __setattr__)."""
+    for klass in cls.__mro__:
+        d = klass.__dict__.get(name)
+        if d is not None:
+            setter = getattr(d, "__set__", None)
+            return setter if callable(setter) and type(d).__name__ == "member_descriptor" else None
+    return None
+
+
 def _record_decoder(cls: type) -> Callable[[dict[str, Any]], Any]:
+    """A decoder compiled once per class: one expression per field, no per-record loop.
+
+    Replay speed is decode speed (a postmortem reads millions of lines), so the decoder is
+    generated code like dataclasses' own `__init__`: each field is read with `rec.get` (absent
+    -> its default; JSON null -> None; else through the nested decoder), and the instance is
+    built by setting its slots directly (a frozen dataclass's `__init__` pays an
+    `object.__setattr__` call per field; this halves construction). Classes with a
+    `__post_init__` or without slots fall back to calling the class. Unknown keys are ignored
+    (a newer agent of the same schema); a missing required field raises TypeError.
+    """
     cached = _DECODERS.get(cls)
     if cached is not None:
         return cached
     hints = _hints(cls)
-    plan = {f.name: _value_decoder(hints[f.name]) for f in dataclasses.fields(cls)}
-
-    def decode(rec: dict[str, Any]) -> Any:
-        kwargs: dict[str, Any] = {}
-        for name, value in rec.items():
-            if name not in plan:
-                continue  # "kind", or a field a newer agent of the same schema added
-            dec = plan[name]
-            kwargs[name] = value if dec is None or value is None else dec(value)
-        return cls(**kwargs)
-
+    fields = dataclasses.fields(cls)
+    ns: dict[str, Any] = {"cls": cls, "_A": _ABSENT, "_new": object.__new__}
+    setters = [_slot_setter(cls, f.name) for f in fields]
+    direct = all(s is not None for s in setters) and not hasattr(cls, "__post_init__")
+    values: list[str] = []
+    for i, f in enumerate(fields):
+        dec = _value_decoder(hints[f.name])
+        key = repr(f.name)
+        if dec is not None:
+            ns[f"d{i}"] = dec
+        if f.default is not dataclasses.MISSING:
+            ns[f"D{i}"] = f.default
+            default: str | None = f"D{i}"
+        elif f.default_factory is not dataclasses.MISSING:
+            ns[f"F{i}"] = f.default_factory
+            default = f"F{i}()"
+        else:
+            default = None
+        if default is None:
+            get = f"rec[{key}]"
+            values.append(get if dec is None else f"(None if (v{i} := {get}) is None else d{i}(v{i}))")
+        elif dec is None and not default.endswith("()"):
+            values.append(f"g({key}, {default})")
+        else:
+            conv = f"v{i}" if dec is None else f"(None if v{i} is None else d{i}(v{i}))"
+            values.append(f"({default} if (v{i} := g({key}, _A)) is _A else {conv})")
+    if direct:
+        for i, s in enumerate(setters):
+            ns[f"s{i}"] = s
+        body = ["    o = _new(cls)"]
+        body += [f"    s{i}(o, {v})" for i, v in enumerate(values)]
+        body.append("    return o")
+    else:
+        args = ", ".join(f"{f.name}={v}" for f, v in zip(fields, values, strict=True))
+        body = [f"    return cls({args})"]
+    src = ("def decode(rec):\n    try:\n        g = rec.get\n"
+           + "\n".join("    " + line for line in body)
+           + "\n    except KeyError as exc:\n"
+           + "        raise TypeError(f'missing required field {exc}') from None\n"
+           + "    except AttributeError as exc:\n"
+           + "        raise TypeError(f'not an object where a record belongs ({exc})') from None\n")
+    exec(compile(src, f"<codec decoder for {cls.__name__}>", "exec"), ns)
+    decode: Callable[[dict[str, Any]], Any] = ns["decode"]
     _DECODERS[cls] = decode
     return decode
 
