@@ -103,7 +103,7 @@ def test_kata_poll_cost_and_latency(tmp_path: Path) -> None:
 
     # Latency through the real source thread.
     got: list[tuple[float, ev.Event]] = []
-    src = KataSource(SourceContext(paths=paths, options={"kata": {"journal": False}}))
+    src = KataSource(SourceContext(paths=paths, options={"journal": False}))
     stop = threading.Event()
     th = threading.Thread(target=src.run, args=(lambda e: got.append((time.monotonic(), e)), stop), daemon=True)
     th.start()

@@ -5,15 +5,15 @@ and returns events (tests drive it directly); `KataSource.run` calls it on a sho
 waits on the journal pipe in between. What each round costs is bounded and measured
 (tests/bench/test_kata_poll.py):
 
-- sandboxes: every `sandbox_interval` (0.5 s) one read of /proc/<pid>/comm per process plus a
+- sandboxes: every `sandbox_interval_s` (0.5 s) one read of /proc/<pid>/comm per process plus a
   stat fingerprint of /run/vc and /run/kata; state files are re-read only when it changed.
-- configuration: every `config_interval` (1 s) a stat of each watched path (containerd config
+- configuration: every `config_interval_s` (1 s) a stat of each watched path (containerd config
   and imports, Kata main files, config.d and its entries, the default paths); files are re-read
   only when a stat changed. Changes are noticed within one interval.
 - processes: the comm of new pids (and of containerd / containerd-shim, which fork children
   that exec into shims and QEMU); every pid's comm once per `proc_full_every` (10) rounds.
-- VFIO holders: every `holder_interval` (2 s) a readlink of the fds of shims, VMMs and current
-  holders; every `holder_full_interval` (10 s) of every process. Skipped entirely while no
+- VFIO holders: every `holder_interval_s` (2 s) a readlink of the fds of shims, VMMs and current
+  holders; every `holder_full_interval_s` (10 s) of every process. Skipped entirely while no
   /dev/vfio/<group> node exists.
 
 Errors never escape: a bad file is an event naming file and position, and the last good view
@@ -33,11 +33,14 @@ from typing import Any
 
 from diag import events as ev
 from diag.paths import HostPaths
-from diag.sources import Availability, Emit, SourceContext, proc, register
+from diag.sources import Availability, Emit, SourceContext, check_options, proc, register
 from diag.sources.kata import config as kconfig
 from diag.sources.kata import logs, sandboxes
 
 NAME = "kata"
+OPTIONS = ("log_files", "logs_from_start", "journal", "containerd_config", "sandbox_interval_s",
+           "config_interval_s", "holder_interval_s", "holder_full_interval_s", "proc_full_every")
+"""`[sources.kata]` options (see README, "Kata")."""
 
 
 def _stat_key(paths: HostPaths, host_path: str) -> tuple[Any, ...] | None:
@@ -65,10 +68,10 @@ class KataWatcher:
         opts = dict(options or {})
         self.paths = paths
         self.containerd_config: str | None = opts.get("containerd_config")
-        self.sandbox_interval = float(opts.get("sandbox_interval", 0.5))
-        self.config_interval = float(opts.get("config_interval", 1.0))
-        self.holder_interval = float(opts.get("holder_interval", 2.0))
-        self.holder_full_interval = float(opts.get("holder_full_interval", 10.0))
+        self.sandbox_interval = float(opts.get("sandbox_interval_s", 0.5))
+        self.config_interval = float(opts.get("config_interval_s", 1.0))
+        self.holder_interval = float(opts.get("holder_interval_s", 2.0))
+        self.holder_full_interval = float(opts.get("holder_full_interval_s", 10.0))
         self.log_files = [logs.FileFollower(p, from_start=bool(opts.get("logs_from_start", False)))
                           for p in opts.get("log_files", ())]
         self.use_journal = bool(opts.get("journal", True))
@@ -348,8 +351,9 @@ class KataSource:
 
     name = NAME
 
-    def __init__(self, ctx: SourceContext) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: SourceContext | None = None) -> None:
+        self.ctx = ctx or SourceContext()
+        check_options(self.name, self.ctx.options, OPTIONS)
         self.watcher: KataWatcher | None = None
 
     def probe(self) -> Availability:
@@ -360,8 +364,7 @@ class KataSource:
         return Availability(True, f"{len(disc.loads)} Kata runtime handler(s)", mode="configured")
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
-        sub = self.ctx.options.get(NAME)  # `[sources.kata]` in the agent's config, else flat keys
-        w = self.watcher = KataWatcher(self.ctx.paths, sub if isinstance(sub, Mapping) else self.ctx.options)
+        w = self.watcher = KataWatcher(self.ctx.paths, self.ctx.options)
         w.start_journal()
         emit(ev.SourceStateChanged(
             ts_ns=time.time_ns(), source=NAME, name=NAME, up=True,
