@@ -37,6 +37,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from diag import events as ev
 from diag.sources import Availability, Emit, SourceContext, check_options, register
@@ -136,7 +137,7 @@ def decode_uevent(data: bytes, ts_ns: int, *, source: str = SOURCE) -> ev.Event 
     action = data[:at].decode("ascii", "replace")
     devpath = data[at + 1 : first].decode("utf-8", "replace")
     synthetic = data.find(b"\0SYNTH_UUID=") >= 0
-    common = {"ts_ns": ts_ns, "source": source, "synthetic": synthetic}
+    common: dict[str, Any] = {"ts_ns": ts_ns, "source": source, "synthetic": synthetic}
 
     if sub == b"pci":
         bdf = devpath[devpath.rfind("/") + 1 :]  # = PCI_SLOT_NAME, without a search
