@@ -243,3 +243,27 @@ def test_error_field_is_matched_when_the_message_is_generic() -> None:
     e = logs.to_event(rec, ts_ns=0)
     assert (e.signature, e.bdf) == ("port-not-set", "0000:5e:02.1")
     assert e.text.startswith('RunPodSandbox for "pod" failed: failed to create shim task')
+
+
+def test_same_go_line_via_syslog_and_containerd_is_reported_once() -> None:
+    """A Go shim line reaches journald twice (kata identifier, containerd's log): one LogLineMatched."""
+    from diag.paths import HostPaths
+    from diag.sources.kata.source import KataWatcher
+
+    line = f'time="2026-11-27T15:00:00.123456789Z" {LINE_10162}'
+    w = KataWatcher(HostPaths.at("/nonexistent"), {"journal": False})
+    out: list = []
+    for origin in ("journald:kata", "journald:containerd.service"):
+        w._matched(logs.decode_text_line(line, origin), 0, out)
+    w._matched(logs.decode_text_line(line.replace(".123456789", ".123456790"), "journald:kata"), 0, out)
+    assert [e.origin for e in out] == ["journald:kata", "journald:kata"] and w.dedup.dropped == 1
+
+
+def test_kmsg_record() -> None:
+    """A /dev/kmsg record: priority, boot-relative time made wall-clock, escaped bytes restored."""
+    raw = b"4,1234,5000000,-;vfio-pci 0000:01:10.0: Relaying device request to user (#10)\n SUBSYSTEM=pci\n"
+    rec = logs.decode_kmsg(raw, boot_ns=1_000_000_000_000)
+    assert (rec.level, rec.ts_ns, rec.origin) == ("warning", 1_005_000_000_000, "kmsg")
+    assert logs.to_event(rec, ts_ns=0).signature == "vfio-device-request"
+    assert logs.decode_kmsg(b"6,1,2,-;a\\x1bb\n").message == "a\x1bb"
+    assert logs.decode_kmsg(b"garbage") is None

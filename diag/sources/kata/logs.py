@@ -49,6 +49,36 @@ class LogRecord:
     origin: str = ""
     """`journald:kata`, `journald:containerd.service`, `journald:kernel`, `file:<path>`."""
     pid: int | None = None
+    line_ts: bool = False
+    """True when `ts_ns` came from the line itself (logfmt `time=`), not from its carrier."""
+
+    def dedup_key(self) -> tuple[object, ...] | None:
+        """Identity of the logged line across carriers: Go shim lines reach both the `kata`
+        syslog identifier and containerd's log with the same `time=`; None when unknowable."""
+        if not self.line_ts:
+            return None
+        return (self.ts_ns, self.message, self.fields.get("pid"), self.fields.get("sandbox"))
+
+
+class Deduper:
+    """Remembers the last `size` line identities; `seen(rec)` is True for a repeat."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._keys: dict[tuple[object, ...], None] = {}
+        self.dropped = 0
+
+    def seen(self, rec: LogRecord) -> bool:
+        key = rec.dedup_key()
+        if key is None:
+            return False
+        if key in self._keys:
+            self.dropped += 1
+            return True
+        self._keys[key] = None
+        if len(self._keys) > self.size:
+            del self._keys[next(iter(self._keys))]
+        return False
 
 
 def _unquote_go(s: str, i: int) -> tuple[str, int]:
@@ -156,7 +186,8 @@ def decode_text_line(line: str, origin: str = "") -> LogRecord | None:
     ts = parse_time_ns(fields.pop("time", "")) if "time" in fields else None
     if pid is None and fields.get("pid", "").isdigit():
         pid = int(fields["pid"])
-    return LogRecord(message=msg, level=level, fields=fields, ts_ns=ts, origin=origin, pid=pid)
+    return LogRecord(message=msg, level=level, fields=fields, ts_ns=ts, origin=origin, pid=pid,
+                     line_ts=ts is not None)
 
 
 _PRIORITY = {"0": "emerg", "1": "alert", "2": "crit", "3": "error", "4": "warning",
@@ -201,7 +232,7 @@ def decode_journal_entry(entry: Mapping[str, object]) -> LogRecord | None:
         rec = decode_text_line(msg, origin)
         if rec is not None:
             return LogRecord(message=rec.message, level=rec.level, fields=rec.fields,
-                             ts_ns=rec.ts_ns or ts, origin=origin, pid=rec.pid or pid)
+                             ts_ns=rec.ts_ns or ts, origin=origin, pid=rec.pid or pid, line_ts=rec.line_ts)
     fields = {k.lower(): _journal_str(v) for k, v in entry.items()
               if not k.startswith("_") and k not in ("MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER",
                                                       "SYSLOG_FACILITY", "SYSLOG_PID", "SYSLOG_TIMESTAMP")
@@ -305,6 +336,74 @@ def journal_dirs(root: Path) -> list[Path]:
                 if f.parent not in out:
                     out.append(f.parent)
     return out
+
+
+_KMSG = re.compile(r"^(?P<pri>\d+),(?P<seq>\d+),(?P<us>\d+),[^;]*;(?P<msg>[^\n]*)")
+
+
+def decode_kmsg(record: bytes, boot_ns: int = 0) -> LogRecord | None:
+    """One /dev/kmsg record (`<prio>,<seq>,<usec>,<flags>;<text>\n KEY=v...`) -> LogRecord.
+
+    The record's time is microseconds since boot; `boot_ns` (wall clock at boot) makes it wall time.
+    """
+    m = _KMSG.match(record.decode("utf-8", "replace"))
+    if m is None:
+        return None
+    text = re.sub(r"\\x([0-9a-f]{2})", lambda x: chr(int(x.group(1), 16)), m.group("msg"))[:MAX_LINE]
+    level = _PRIORITY.get(str(int(m.group("pri")) & 7), "")
+    return LogRecord(message=text, level=level, ts_ns=boot_ns + int(m.group("us")) * 1000 if boot_ns else None,
+                     origin="kmsg", fields={"seq": m.group("seq")})
+
+
+class KmsgFollower:
+    """New records of /dev/kmsg (read from its end); for hosts without a journal."""
+
+    def __init__(self, path: str | Path = "/dev/kmsg") -> None:
+        self.path = str(path)
+        self.fd: int | None = None
+        self.reason = ""
+        self.lost = 0
+
+    def start(self) -> bool:
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            os.lseek(self.fd, 0, os.SEEK_END)
+        except OSError as exc:
+            self.reason = f"{self.path}: {exc.strerror or exc}"
+            self.stop()
+            return False
+        return True
+
+    def poll(self, limit: int = 4096) -> list[bytes]:
+        out: list[bytes] = []
+        while self.fd is not None and len(out) < limit:
+            try:
+                out.append(os.read(self.fd, 8192))
+            except BlockingIOError:
+                break
+            except BrokenPipeError:  # EPIPE: records were overwritten before we read them
+                self.lost += 1
+                continue
+            except OSError as exc:
+                self.reason = f"{self.path}: {exc.strerror or exc}"
+                self.stop()
+        return out
+
+    def stop(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def boot_time_ns(proc_root: Path) -> int:
+    """Wall-clock time of boot from `<proc>/stat` btime (seconds), 0 when unknown."""
+    try:
+        for line in (proc_root / "stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return int(line.split()[1]) * 1_000_000_000
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 JOURNAL_MATCHES = ("SYSLOG_IDENTIFIER=kata", "+", "_SYSTEMD_UNIT=containerd.service", "+",

@@ -38,7 +38,7 @@ from diag.sources.kata import config as kconfig
 from diag.sources.kata import logs, sandboxes
 
 NAME = "kata"
-OPTIONS = ("log_files", "logs_from_start", "journal", "containerd_config", "sandbox_interval_s",
+OPTIONS = ("log_files", "logs_from_start", "journal", "kmsg", "containerd_config", "sandbox_interval_s",
            "config_interval_s", "holder_interval_s", "holder_full_interval_s", "proc_full_every")
 """`[sources.kata]` options (see README, "Kata")."""
 
@@ -77,6 +77,10 @@ class KataWatcher:
         self.use_journal = bool(opts.get("journal", True))
         self.journal: logs.JournalFollower | None = None
         self.journal_reason = ""
+        self.use_kmsg = bool(opts.get("kmsg", True))
+        self.kmsg: logs.KmsgFollower | None = None
+        self.boot_ns = 0
+        self.dedup = logs.Deduper()
 
         self.configs: dict[str, ev.KataConfig] = {}
         """Last good configuration per handler."""
@@ -281,35 +285,41 @@ class KataWatcher:
     # ---- logs -----------------------------------------------------------------------------
 
     def start_journal(self) -> None:
-        if not self.use_journal or self.journal is not None:
-            return
-        ok, why = logs.JournalFollower.available(self.paths.root)
-        if not ok:
+        """Follow the journal; without one, the kernel's lines come from /dev/kmsg instead."""
+        if self.use_journal and self.journal is None:
+            ok, why = logs.JournalFollower.available(self.paths.root)
+            if ok:
+                self.journal = logs.JournalFollower(self.paths.root)
+                try:
+                    self.journal.start()
+                except OSError as exc:
+                    why = f"journalctl: {exc}"
+                    self.journal = None
             self.journal_reason = why
+        if self.journal is None and self.use_kmsg and self.kmsg is None:
+            k = logs.KmsgFollower(self.paths.dev / "kmsg")
+            if k.start():
+                self.kmsg = k
+                self.boot_ns = logs.boot_time_ns(self.paths.proc)
+
+    def _matched(self, rec: logs.LogRecord | None, ts_ns: int, out: list[ev.Event]) -> None:
+        if rec is None or self.dedup.seen(rec):
             return
-        self.journal = logs.JournalFollower(self.paths.root)
-        try:
-            self.journal.start()
-        except OSError as exc:
-            self.journal_reason = f"journalctl: {exc}"
-            self.journal = None
+        e = logs.to_event(rec, ts_ns=ts_ns, source=NAME)
+        if e is not None:
+            out.append(e)
 
     def step_logs(self, ts_ns: int, timeout: float = 0.0) -> list[ev.Event]:
         out: list[ev.Event] = []
         for f in self.log_files:
             for line in f.poll():
-                rec = logs.decode_text_line(line, f.origin)
-                if rec is not None:
-                    e = logs.to_event(rec, ts_ns=ts_ns, source=NAME)
-                    if e is not None:
-                        out.append(e)
+                self._matched(logs.decode_text_line(line, f.origin), ts_ns, out)
+        if self.kmsg is not None:
+            for raw in self.kmsg.poll():
+                self._matched(logs.decode_kmsg(raw, self.boot_ns), ts_ns, out)
         if self.journal is not None:
             for entry in self.journal.poll(timeout):
-                rec = logs.decode_journal_entry(entry)
-                if rec is not None:
-                    e = logs.to_event(rec, ts_ns=ts_ns, source=NAME)
-                    if e is not None:
-                        out.append(e)
+                self._matched(logs.decode_journal_entry(entry), ts_ns, out)
         elif timeout:
             time.sleep(timeout)
         return out
@@ -343,6 +353,9 @@ class KataWatcher:
         if self.journal is not None:
             self.journal.stop()
             self.journal = None
+        if self.kmsg is not None:
+            self.kmsg.stop()
+            self.kmsg = None
 
 
 @register(NAME)
@@ -368,9 +381,10 @@ class KataSource:
         w.start_journal()
         emit(ev.SourceStateChanged(
             ts_ns=time.time_ns(), source=NAME, name=NAME, up=True,
-            mode="journal" if w.journal else "files",
+            mode="journal" if w.journal else ("kmsg" if w.kmsg else "files"),
             reason="" if w.journal or not w.use_journal else f"journal not followed: {w.journal_reason}",
-            hint="" if w.journal or not w.use_journal else "pass Kata log files with --kata-log, or mount the host journal",
+            hint="" if w.journal or not w.use_journal else
+            "name Kata's log files in [sources.kata] log_files, or mount the host's journal under --root",
         ))
         first = True
         try:
