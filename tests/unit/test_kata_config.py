@@ -335,3 +335,12 @@ def test_symlink_escaping_root_stays_under_root(tmp_path: Path) -> None:
         "/usr/share/defaults/kata-containers/configuration-qemu.toml"
     os.symlink("loop", root / "loop")
     assert kc.resolve(HostPaths.at(root), "/loop") is None
+
+
+def test_config_from_texts_for_importers() -> None:
+    """Importers get the same effective view and errors from file contents alone."""
+    cfg, errors = kc.config_from_texts(GO_MAIN, qemu('cold_plug_vfio = "no-port"\n'),
+                                       [("/etc/kata-containers/config.d/1.toml", '[hypervisor.qemu]\ncold_plug_vfio = "root-port"\n')])
+    assert errors == [] and cfg is not None and cfg.cold_plug_vfio == "root-port"
+    cfg, errors = kc.config_from_texts(GO_MAIN, "[broken")
+    assert cfg is None and errors[0].line == 1

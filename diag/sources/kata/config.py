@@ -19,8 +19,10 @@ create.go, `load_config` in runtime-rs):
 
 API for importers:
     from diag.sources.kata import config
-    layers = [config.parse_layer(text, "/etc/kata-containers/configuration.toml", "file")]
-    cfg, errors = config.effective_config(layers, handler="kata", runtime="go")
+    cfg, errors = config.config_from_texts("/etc/kata-containers/configuration.toml", text,
+                                           [("/etc/kata-containers/config.d/10.toml", dropin)])
+    settings = config.apply_annotations(cfg, pod_annotations)   # a sandbox's effective values
+    # or, on a copied host tree: config.discover(HostPaths.at(tree)).configs
 """
 
 from __future__ import annotations
@@ -402,6 +404,22 @@ def effective_config(
         errors.append(ConfigError(layer.path, ERR_RS_ROOT_SWITCH,
                                   line=(switch.line if switch.layer else root.line),
                                   key="pcie_switch_port", handler=handler))
+    return cfg, errors
+
+
+def config_from_texts(
+    main_path: str, main_text: str, dropins: Sequence[tuple[str, str]] = (), *,
+    handler: str = "default", runtime: str = "go",
+) -> tuple[ev.KataConfig | None, list[ConfigError]]:
+    """For importers: the effective configuration from file contents (main, then drop-ins in the
+    order given; pass them sorted by file name as Kata reads them). None when a file does not parse."""
+    layers: list[Layer] = []
+    for path, text, kind in [(main_path, main_text, "file"), *((p, t, "drop-in") for p, t in dropins)]:
+        parsed = parse_layer(text, path, kind)
+        if isinstance(parsed, ConfigError):
+            return None, _with_handler([parsed], handler)
+        layers.append(parsed)
+    cfg, errors = effective_config(layers, handler=handler, runtime=runtime)
     return cfg, errors
 
 

@@ -358,19 +358,38 @@ def read_state(paths: HostPaths) -> StateDirs:
     return StateDirs(frozenset(go), frozenset(rs), states, errors, vm_pids)
 
 
-def read_bundle(paths: HostPaths, sandbox_id: str, namespaces: Iterable[str] | None = None) -> BundleInfo | DecodeError | None:
-    """The sandbox's bundle config.json (any containerd namespace, k8s.io first)."""
+BundleCache = dict[str, tuple[tuple[Any, ...], "BundleInfo | DecodeError"]]
+
+
+def read_bundle(paths: HostPaths, sandbox_id: str, namespaces: Iterable[str] | None = None,
+                cache: BundleCache | None = None) -> BundleInfo | DecodeError | None:
+    """The sandbox's bundle config.json (any containerd namespace, k8s.io first).
+
+    With `cache`, a file whose (mtime, size, inode) did not change is not read again.
+    """
     nss = list(namespaces) if namespaces is not None else (
         ["k8s.io"] + [n for n in _listdir(paths, BUNDLES) if n != "k8s.io"])
     for ns in nss:
         p = f"{BUNDLES}/{ns}/{sandbox_id}/config.json"
+        try:
+            st = os.stat(paths.host(p))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return DecodeError(p, f"{p}: cannot read: {exc.strerror or exc}")
+        key = (p, st.st_mtime_ns, st.st_size, st.st_ino)
+        if cache is not None and sandbox_id in cache and cache[sandbox_id][0] == key:
+            return cache[sandbox_id][1]
         text, why = _read(paths, p, 4 << 20)
-        if why:
-            return DecodeError(p, why)
-        if text is None:
+        if text is None and not why:
             continue
         shim, _ = _read(paths, f"{BUNDLES}/{ns}/{sandbox_id}/shim-binary-path", 4096)
-        return decode_bundle(text, p, (shim or "").strip())
+        out: BundleInfo | DecodeError = DecodeError(p, why) if why else decode_bundle(text or "", p, (shim or "").strip())
+        if cache is not None:
+            cache[sandbox_id] = (key, out)
+        return out
+    if cache is not None:
+        cache.pop(sandbox_id, None)
     return None
 
 

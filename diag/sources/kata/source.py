@@ -97,6 +97,7 @@ class KataWatcher:
         self._state_fp: tuple[Any, ...] | None = None
         self._state_dirs = sandboxes.StateDirs()
         self._sb_errors: set[tuple[Any, ...]] = set()
+        self._bundles: sandboxes.BundleCache = {}
         self.procs = sandboxes.ProcScan()
         self.proc_cache = sandboxes.ProcCache(full_every=int(opts.get("proc_full_every", 10)))
 
@@ -213,7 +214,7 @@ class KataWatcher:
         current: dict[str, ev.SandboxStarted] = {}
         for sid in sorted(ids):
             state = self._states.get(sid)
-            bundle = sandboxes.read_bundle(self.paths, sid)
+            bundle = sandboxes.read_bundle(self.paths, sid, cache=self._bundles)
             if isinstance(bundle, sandboxes.DecodeError):
                 key = (bundle.path, bundle.message)
                 if key not in self._sb_errors:
@@ -246,6 +247,7 @@ class KataWatcher:
             if sid not in current:
                 out.append(ev.SandboxStopped(ts_ns=ts_ns, source=NAME, sandbox_id=sid))
                 self._sb_config.pop(sid, None)
+                self._bundles.pop(sid, None)
                 self._sb_errors = {k for k in self._sb_errors if k[0] != sid}
         self.sandboxes = current
         return out
