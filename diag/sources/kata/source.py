@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from diag import events as ev
 from diag.paths import HostPaths
@@ -234,11 +234,11 @@ class KataWatcher:
                 vm_pid=dirs.vm_pids.get(sid), handler=handler, cfg=cfg,
                 runtime_hint="rs" if sid in dirs.rs else None, netns_inode=inode, names=names,
                 host_netns=self.procs.host_netns)
-            for err in asm.errors:
-                key = (sid, err.message)
+            for cerr in asm.errors:
+                key = (sid, cerr.message)
                 if key not in self._sb_errors:
                     self._sb_errors.add(key)
-                    out.append(err.event(ts_ns, NAME))
+                    out.append(cerr.event(ts_ns, NAME))
             current[sid] = asm.event
             prev = self.sandboxes.get(sid)
             if prev is None or replace(prev, ts_ns=ts_ns) != asm.event:
@@ -262,11 +262,11 @@ class KataWatcher:
         if full:
             now = sandboxes.scan_vfio_holders(self.paths)
         else:
-            pids = {p.pid for p in self.procs.vmms.values()} | {p.pid for p in self.procs.shims.values()}
-            pids |= {pid for held in self.holders.values() for pid in held}
-            now = sandboxes.scan_vfio_holders(self.paths, sorted(pids))
+            scanned = {p.pid for p in self.procs.vmms.values()} | {p.pid for p in self.procs.shims.values()}
+            scanned |= {pid for held in self.holders.values() for pid in held}
+            now = sandboxes.scan_vfio_holders(self.paths, sorted(scanned))
             for group, held in self.holders.items():  # holders outside the scanned set: unknown, kept
-                keep = [pid for pid in held if pid not in pids]
+                keep = [pid for pid in held if pid not in scanned]
                 if keep:
                     now[group] = tuple(sorted(set(now.get(group, ())) | set(keep)))
         out: list[ev.Event] = []
@@ -364,7 +364,7 @@ class KataWatcher:
 class KataSource:
     """Kata configuration, sandboxes, VFIO group holders and Kata's log lines."""
 
-    name = NAME
+    name: ClassVar[str] = NAME
 
     def __init__(self, ctx: SourceContext | None = None) -> None:
         self.ctx = ctx or SourceContext()
