@@ -12,7 +12,9 @@ Split as every source is (DESIGN.md):
   scan and followed by uevents. An `unbind` uevent carries no DRIVER (sriov-lab.md), so the
   tracker fills `previous_driver` from what it saw last; it also fills the IOMMU group of a
   `vfio-dev` node and the device of a `vfio` group node. Synthetic uevents (SYNTH_UUID: `udevadm
-  trigger`, tests) are marked and never change the view: they claim nothing happened.
+  trigger`, tests) are marked `synthetic` and folded in like real ones, because the core folds
+  them in too: the view must stay what the core believes, so that a resync's difference with
+  sysfs repairs the core as well (a synthetic `unbind` of a bound device is undone then).
 * `UeventSource.run` is thin: a reader thread that only `recv()`s into a bounded queue (the
   kernel socket must be drained faster than a storm fills it: pyroute2's UeventSocket read with
   select()/get() lost half of a 50,000-event burst, host-facts.md), and the calling thread that
@@ -213,8 +215,8 @@ class DeviceTracker:
     """The uevent source's view of the PCI devices: seeded by a scan, followed by uevents.
 
     Pure. `apply(event)` returns the event completed from the view (previous_driver of an
-    unbind, the group of a vfio-dev node, the device of a vfio group) and folds it into the view,
-    unless it is synthetic.
+    unbind, the group of a vfio-dev node, the device of a vfio group) and folds it into the
+    view, synthetic or not (as the core does).
     """
 
     def __init__(self, devices: Iterable[ev.PciDevice] = ()) -> None:
@@ -250,7 +252,7 @@ class DeviceTracker:
             prev = cur if cur and cur != e.driver else self.last_driver.get(e.bdf)
             if prev != e.previous_driver:
                 e = replace(e, previous_driver=prev)
-            if not e.synthetic:
+            if d is None or cur != e.driver:  # a repeated bind (a synthetic storm) costs nothing
                 d = d or ev.PciDevice(bdf=e.bdf)
                 self.devices[e.bdf] = replace(
                     d, driver=e.driver,
@@ -264,13 +266,10 @@ class DeviceTracker:
             prev = e.previous_driver or (d.driver if d else None) or self.last_driver.get(e.bdf)
             if prev != e.previous_driver:
                 e = replace(e, previous_driver=prev)
-            if not e.synthetic:
-                if prev:
-                    self.last_driver[e.bdf] = prev
-                if d is not None:
-                    self.devices[e.bdf] = replace(d, driver=None, vfio_group_path=None)
-            return e
-        if e.synthetic:
+            if prev:
+                self.last_driver[e.bdf] = prev
+            if d is not None and d.driver is not None:
+                self.devices[e.bdf] = replace(d, driver=None, vfio_group_path=None)
             return e
         if t is ev.DeviceAdded:
             assert isinstance(e, ev.DeviceAdded)

@@ -176,3 +176,35 @@ def test_with_a_tiny_buffer_loss_is_reported_and_resync_leaves_state_identical_t
     assert {d.bdf: d.driver for d in src.tracker.view()} == truth
     health = {h.name: h for h in state.sources}
     assert health["uevent"].lost >= 1 and health["uevent"].resyncs >= 1
+
+
+def test_a_resync_repairs_what_a_synthetic_unbind_made_the_core_believe(tag: str) -> None:
+    """A synthetic `unbind` of a bound device is folded in (the core shows it unbound); the next
+    resync diffs against sysfs and binds it back, in the core too."""
+    bdf = storm_device()
+    driver = sysfs.read_driver(HostPaths(), bdf)
+    src = UeventSource(SourceContext())
+    core = Correlator(rules=[])  # the model alone: rules belong to the core's tests
+    p = Pipeline([src], correlator=core, options=PipelineOptions(merge_window_ns=10_000_000))
+    items = Collector()
+    p.on_item(items)
+    p.start()
+
+    def core_driver() -> str | None:
+        state = p.state()
+        view = state.device(bdf) if state else None
+        return view.driver if view else "?"
+
+    try:
+        assert wait_for(lambda: core_driver() == driver)
+        _write_uevent(bdf, f"unbind {tag}")
+        assert wait_for(lambda: core_driver() is None)
+        src.request_resync("test")
+        assert wait_for(lambda: any(isinstance(e, ev.Resynced) for e in items.snapshot()))
+        assert wait_for(lambda: core_driver() == driver)
+    finally:
+        p.stop()
+    (res,) = [e for e in items.snapshot() if isinstance(e, ev.Resynced)]
+    assert res.changes == 1 and res.reason == "test"
+    (fix,) = [e for e in items.snapshot() if isinstance(e, ev.DeviceBound) and e.resync]
+    assert (fix.bdf, fix.driver, fix.synthetic) == (bdf, driver, False)
