@@ -344,3 +344,11 @@ def test_config_from_texts_for_importers() -> None:
     assert errors == [] and cfg is not None and cfg.cold_plug_vfio == "root-port"
     cfg, errors = kc.config_from_texts(GO_MAIN, "[broken")
     assert cfg is None and errors[0].line == 1
+
+
+def test_running_runtime_rs_shim_switches_the_search() -> None:
+    """A handler without runtime_path whose running shim is runtime-rs is searched with runtime-rs's paths."""
+    d = kc.discover(HostPaths.at(FIX / "dropins"), runtimes={"kata": "rs"})
+    (load,) = d.loads
+    assert load.config is None and load.how == "none"
+    assert kc.RS_DEFAULT_PATHS[0] in load.errors[0].message

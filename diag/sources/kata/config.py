@@ -34,7 +34,7 @@ import re
 import stat
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from diag import events as ev
@@ -933,14 +933,20 @@ def discover(
     paths: HostPaths, *, containerd_config: str | None = None,
     envs: Mapping[str, Mapping[str, str]] | None = None,
     default_env: Mapping[str, str] | None = None,
+    runtimes: Mapping[str, str] | None = None,
 ) -> Discovery:
     """One HandlerLoad per Kata runtime handler (or one `default` handler, or the assumed defaults).
 
     `envs` maps a handler name to a running shim's environment (for KATA_CONF_FILE); `default_env`
     is used for handlers without a running shim (containerd's own environment, which shims inherit).
+    `runtimes` maps a handler to the runtime its running shim shows (`rs` by install path) when
+    containerd's configuration does not say (no runtime_path, a shim found on PATH).
     """
     envs = envs or {}
     view = read_containerd(paths, containerd_config)
+    if runtimes:
+        fixed = tuple(replace(h, runtime=runtimes.get(h.name, h.runtime)) for h in view.handlers)
+        view = replace(view, handlers=fixed)
     loads: list[HandlerLoad] = []
     for h in view.handlers:
         loads.append(load_handler(paths, h, envs.get(h.name, default_env)))

@@ -107,17 +107,29 @@ class KataWatcher:
 
     # ---- configuration --------------------------------------------------------------------
 
+    def _shim_handler(self, shim: sandboxes.ProcInfo) -> str:
+        handlers = self.discovery.containerd.handlers if self.discovery else ()
+        # By binary only: a runtime-rs shim found on PATH must still map to its handler.
+        h = sandboxes.handler_for(handlers, shim_exe=shim.exe, shim_argv0=shim.argv[0] if shim.argv else "")
+        if h is not None:
+            return h
+        has_rs = self.discovery is not None and any(ld.handler == "default-rs" for ld in self.discovery.loads)
+        return "default-rs" if shim.runtime == "rs" and has_rs else "default"
+
+    def _runtimes(self) -> dict[str, str]:
+        """Handler -> runtime its running shims show (runtime-rs by install path)."""
+        out: dict[str, str] = {}
+        for shim in self.procs.shims.values():
+            if shim.runtime:
+                out.setdefault(self._shim_handler(shim), shim.runtime)
+        return out
+
     def _envs(self) -> tuple[dict[str, dict[str, str]], dict[str, str] | None]:
         envs: dict[str, dict[str, str]] = {}
-        handlers = self.discovery.containerd.handlers if self.discovery else ()
         for shim in self.procs.shims.values():
             if shim.env_kata_conf is None:
                 continue
-            h = sandboxes.handler_for(handlers, shim_exe=shim.exe, shim_argv0=shim.argv[0] if shim.argv else "",
-                                      runtime=shim.runtime) or (
-                "default" if shim.runtime != "rs" or not self.discovery or
-                not any(load.handler == "default-rs" for load in self.discovery.loads) else "default-rs")
-            envs.setdefault(h, {"KATA_CONF_FILE": shim.env_kata_conf})
+            envs.setdefault(self._shim_handler(shim), {"KATA_CONF_FILE": shim.env_kata_conf})
         default_env = None
         if self.procs.containerd is not None:
             env = proc.read_environ(self.paths, self.procs.containerd.pid)
@@ -130,6 +142,7 @@ class KataWatcher:
         envs, default_env = self._envs()
         return (tuple((p, _stat_key(self.paths, p)) for p in watch),
                 tuple(sorted((k, tuple(sorted(v.items()))) for k, v in envs.items())),
+                tuple(sorted(self._runtimes().items())),
                 tuple(sorted((default_env or {}).items())),
                 sandboxes.containerd_config_arg(self.procs.containerd))
 
@@ -139,7 +152,8 @@ class KataWatcher:
             return []
         envs, default_env = self._envs()
         ctd = self.containerd_config or sandboxes.containerd_config_arg(self.procs.containerd)
-        disc = kconfig.discover(self.paths, containerd_config=ctd, envs=envs, default_env=default_env)
+        disc = kconfig.discover(self.paths, containerd_config=ctd, envs=envs, default_env=default_env,
+                                runtimes=self._runtimes() if self.discovery else None)
         self.discovery = disc
         self._config_fp = self.config_fingerprint()
         out: list[ev.Event] = []
