@@ -95,6 +95,14 @@ class VfioWatchApp(App[None]):
         self._last_render = 0.0
         self._subscribed = False
 
+    def _main(self) -> Screen[object]:
+        """The dashboard's own screen (detail and help screens are pushed over it)."""
+        return self.screen_stack[0]
+
+    def _to_main(self) -> None:
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+
     @property
     def playback(self) -> Playback | None:
         return self.feed if isinstance(self.feed, Playback) else None
@@ -111,12 +119,12 @@ class VfioWatchApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#devices", DevicesTable).border_title = "Devices"
-        self.query_one("#findings", FindingsTable).border_title = "Findings"
-        self.query_one("#events", EventLog).border_title = "Events"
+        self._main().query_one("#devices", DevicesTable).border_title = "Devices"
+        self._main().query_one("#findings", FindingsTable).border_title = "Findings"
+        self._main().query_one("#events", EventLog).border_title = "Events"
         self._layout_for(self.size.width, self.size.height)
         self._render_state(self.state)
-        self.query_one("#devices", DevicesTable).focus()
+        self._main().query_one("#devices", DevicesTable).focus()
         if not self._subscribed:
             self._subscribed = True
             self.feed.subscribe(self._from_feed)
@@ -133,8 +141,7 @@ class VfioWatchApp(App[None]):
         self._layout_for(event.size.width, event.size.height)
 
     def _layout_for(self, width: int, height: int) -> None:
-        screen = self.screen if not isinstance(self.screen, DetailScreen) else self.screen_stack[0]
-        screen.set_class(width >= 140 and height >= 30, "wide")
+        self._main().set_class(width >= 140 and height >= 30, "wide")
         if self.state.ts_ns or self.state.devices:
             self.call_after_refresh(self._render_state, self.state)
 
@@ -236,7 +243,8 @@ class VfioWatchApp(App[None]):
             self.notify(fmt.safe(fmt.event_summary(e), 200), title=e.kind, markup=False)
 
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        self._to_main()
+        box = self._main().query_one("#filter", Input)
         box.value = ""
         box.add_class("visible")
         box.focus()
@@ -244,30 +252,32 @@ class VfioWatchApp(App[None]):
     @on(Input.Submitted, "#filter")
     def apply_filter(self, message: Input.Submitted) -> None:
         self.set_filter(message.value)
-        box = self.query_one("#filter", Input)
+        box = self._main().query_one("#filter", Input)
         box.remove_class("visible")
-        self.query_one("#events", EventLog).focus()
+        self._main().query_one("#events", EventLog).focus()
 
     def set_filter(self, query: str) -> None:
-        events = self.query_one("#events", EventLog)
+        self._to_main()
+        events = self._main().query_one("#events", EventLog)
         events.set_filter(fmt.EventFilter.parse(query))
         events.border_title = self._events_title(events)
 
     def action_clear_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self._main().query_one("#filter", Input)
         if box.has_class("visible"):
             box.remove_class("visible")
-            self.query_one("#events", EventLog).focus()
+            self._main().query_one("#events", EventLog).focus()
             return
-        events = self.query_one("#events", EventLog)
+        events = self._main().query_one("#events", EventLog)
         if not events.filter.empty:
             self.set_filter("")
 
     def action_findings_only(self) -> None:
-        main = self.screen_stack[0]
+        self._to_main()
+        main = self._main()
         main.toggle_class("findings-only")
         if main.has_class("findings-only"):
-            self.query_one("#findings", FindingsTable).focus()
+            self._main().query_one("#findings", FindingsTable).focus()
 
     def action_toggle_pause(self) -> None:
         pb = self.playback

@@ -107,8 +107,10 @@ def events_per_second(state: HostState, window_ns: int = 10 * NS) -> float:
         oldest = e.ts_ns
     if n == 0:
         return 0.0
-    # A full ring shorter than the window: the rate is what the ring spans, not the window.
-    span = window_ns if n < len(recent) or recent[0].ts_ns <= start else state.ts_ns - oldest
+    # A full ring (CoreConfig.recent_events, 2000 by default) that spans less than the window:
+    # the rate is over what the ring spans. A ring still filling is rated over the window.
+    full = n == len(recent) and len(recent) >= 1000
+    span = state.ts_ns - oldest if full else window_ns
     return n * NS / max(span, NS // 1000)
 
 

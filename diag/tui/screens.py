@@ -189,7 +189,12 @@ class DetailScreen(Screen[None]):
         self.update_from(state)
 
     def update_from(self, state: HostState) -> None:
-        self.query_one("#detail-header", expect_type=Static).update_from(state, getattr(self.app, "status_note", None))  # type: ignore[attr-defined]
+        from diag.tui.widgets import HostHeader
+
+        headers = self.query(HostHeader)
+        if not headers:  # pushed but not composed yet: on_mount renders it
+            return
+        headers.first().update_from(state, getattr(self.app, "status_note", None))
         self.query_one("#story", Static).update(self.story(state))
 
     def story(self, state: HostState) -> RenderableType:

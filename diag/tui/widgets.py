@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from rich.text import Text
 from textual.binding import Binding
@@ -60,18 +61,30 @@ class HostHeader(Static):
             one.append("  ")
             one.append(self.status_note)
         two = fmt.kata_text(st.kata_configs, path_limit=max(12, width - 50))
-        three = Text()
-        for i, s in enumerate(fmt.sources_for_header(st)):
-            if i:
-                three.append("  ")
-            three.append(fmt.source_text(s, reason_limit=28 if width < 100 else 60))
-        three.append(" │ ", style="dim")
-        three.append(fmt.rate_text(fmt.events_per_second(st)))
-        three.append(f" · {st.events_total} ev · lost ")
-        three.append(str(st.lost_total), style="bold red" if st.lost_total else "green")
-        for line in (one, two, three):
+        items: list[Text] = []
+        for src in fmt.sources_for_header(st):
+            # Narrow terminals keep only eBPF's mode (it says how writes are attributed).
+            show_mode = width >= 110 or src.name == "ebpf"
+            items.append(fmt.source_text(src if show_mode else replace(src, mode=""),
+                                         reason_limit=28 if width < 100 else 60))
+        rate = Text("│ ", style="dim")
+        rate.append(fmt.rate_text(fmt.events_per_second(st)))
+        rate.append(f" · {st.events_total} ev · lost ")
+        rate.append(str(st.lost_total), style="bold red" if st.lost_total else "green")
+        items.append(rate)
+        lines = [one, two]
+        cur = Text()
+        for item in items:
+            if cur and cur.cell_len + 2 + item.cell_len > width:
+                lines.append(cur)
+                cur = Text()
+            if cur:
+                cur.append("  ")
+            cur.append_text(item)
+        lines.append(cur)
+        for line in lines:
             line.truncate(width, overflow="ellipsis")
-        return Text("\n").join([one, two, three])
+        return Text("\n").join(lines)
 
     def on_resize(self) -> None:
         self.update(self.compose_text())
@@ -147,7 +160,7 @@ class DevicesTable(_Table):
 
     def update_from(self, state: HostState) -> None:
         self._state = state
-        wide = self.size.width >= 100
+        wide = self.size.width >= 130
         name_w = max(8, self.size.width - (104 if wide else 74))
         if wide:
             cols = [("bdf", "BDF", None), ("role", "SR-IOV", None), ("name", "Device", None),

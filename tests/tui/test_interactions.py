@@ -92,7 +92,7 @@ class TestMainScreen:
             assert devices.y == findings.y and findings.x > devices.x
             assert "SR-IOV" in [str(c.label) for c in app.query_one(DevicesTable).columns.values()]
 
-        drive(app, script, size=(180, 50))
+        drive(app, script, size=(230, 50))
 
     def test_empty_snapshot_renders(self) -> None:
         """An empty HostState (no sources, devices or findings) renders without error."""
@@ -215,6 +215,33 @@ class TestKeys:
             await pilot.press("p")
             await pilot.pause()
             assert app.state is snaps[10]
+
+        drive(app, script)
+
+    def test_global_keys_work_from_a_detail_screen(self) -> None:
+        """`/` and `f` on a device screen go back to the dashboard and act there."""
+        app = make_app()
+
+        async def script(pilot: Pilot[None]) -> None:
+            await pilot.press("enter")  # the first device's story
+            assert isinstance(app.screen, DeviceScreen)
+            await pilot.press("slash")
+            assert not isinstance(app.screen, DeviceScreen)
+            assert app.query_one("#filter", Input).has_focus
+            await pilot.press("escape", "enter", "f")
+            assert not app.query_one("#devices").display
+
+        drive(app, script)
+
+    def test_snapshot_while_a_screen_is_being_pushed(self) -> None:
+        """A snapshot that lands between push and compose of a detail screen is not an error."""
+        app = make_app()
+
+        async def script(pilot: Pilot[None]) -> None:
+            app.push_screen(DeviceScreen(VF))
+            app._render_state(app.state)  # before the screen has composed
+            await pilot.pause()
+            assert isinstance(app.screen, DeviceScreen)
 
         drive(app, script)
 
