@@ -17,7 +17,7 @@ FIX = Path(__file__).resolve().parents[1] / "fixtures" / "kata"
 
 
 def test_registered_and_runs_on_a_fixture_root() -> None:
-    """`kata` is in the registry; run() emits up, config, sandbox, then down within a second of stop."""
+    """`kata` is in the registry; run() emits its state, config and sandbox, and returns soon after stop."""
     factory = load_builtin()["kata"]
     src = factory(SourceContext(paths=HostPaths.at(FIX / "go-physical"), options={"journal": False}))
     assert src.probe().ok
@@ -33,9 +33,8 @@ def test_registered_and_runs_on_a_fixture_root() -> None:
     th.join(5)
     assert not th.is_alive() and time.monotonic() - t < 2
     kinds = [e.kind for e in got]
-    assert kinds[0] == "source_state_changed" and got[0].up and got[0].mode == "files"
+    assert kinds[0] == "source_state_changed" and got[0].up and got[0].mode == "no-logs"
     assert "kata_config_loaded" in kinds and "sandbox_started" in kinds
-    assert kinds[-1] == "source_state_changed" and not got[-1].up
 
 
 def test_probe_says_when_kata_is_absent() -> None:

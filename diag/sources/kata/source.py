@@ -397,7 +397,7 @@ class KataSource:
         w.start_journal()
         emit(ev.SourceStateChanged(
             ts_ns=time.time_ns(), source=NAME, name=NAME, up=True,
-            mode="journal" if w.journal else ("kmsg" if w.kmsg else "files"),
+            mode="journal" if w.journal else ("kmsg" if w.kmsg else ("files" if w.log_files else "no-logs")),
             reason="" if w.journal or not w.use_journal else f"journal not followed: {w.journal_reason}",
             hint="" if w.journal or not w.use_journal else
             "name Kata's log files in [sources.kata] log_files, or mount the host's journal under --root",
@@ -415,8 +415,7 @@ class KataSource:
                 for e in w.step_logs(time.time_ns(), timeout=0.1):
                     emit(e)
         finally:
-            w.close()
-            emit(ev.SourceStateChanged(ts_ns=time.time_ns(), source=NAME, name=NAME, up=False))
+            w.close()  # the runtime reports the stop itself
 
 
 def first_views(root: str | Path = "/") -> KataWatcher:
