@@ -1,0 +1,34 @@
+"""The probe files ship with the package and say what they are, and user space knows their programs."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from diag.sources.ebpf.source import KPROBE_HANDLERS, KPROBE_PROBE, TRACEPOINT_PROBE, probes_dir
+
+SECTIONS = ("Purpose", "Hooks", "Fallbacks", "Kernel", "Overhead")
+
+
+@pytest.mark.parametrize("name", [TRACEPOINT_PROBE, KPROBE_PROBE])
+def test_each_probe_opens_with_purpose_hooks_fallbacks_kernel_overhead(name: str) -> None:
+    """The opening comment of each probe has the five sections DESIGN.md asks for."""
+    text = (probes_dir() / name).read_text()
+    head = text[: text.index("*/")]
+    for s in SECTIONS:
+        assert re.search(rf"^ \* {s}\b", head, re.M), f"{name}: no '{s}' section"
+
+
+def test_every_kprobe_handler_has_its_program() -> None:
+    """Each handler user space attaches has an entry program of that name in the kprobe probe."""
+    text = (probes_dir() / KPROBE_PROBE).read_text()
+    defined = set(re.findall(r"^(?:DRV|BUS|DEV)_ENTRY\((kp_\w+),", text, re.M))
+    assert set(KPROBE_HANDLERS.values()) == defined
+    assert "int kr_store(struct pt_regs *ctx)" in text
+
+
+def test_probes_dir_holds_the_shared_header() -> None:
+    """probes_dir() (wheel or checkout) holds both programs and vfiowatch.h."""
+    d = probes_dir()
+    assert {TRACEPOINT_PROBE, KPROBE_PROBE, "vfiowatch.h"} <= {p.name for p in d.iterdir()}
