@@ -47,7 +47,8 @@ def write(root: Path, entries: list[dict[str, str]], start_us: int) -> None:
 
 
 def test_journal_follow_go_rs_kernel_and_containerd(tmp_path: Path) -> None:
-    """New entries (Go logfmt via syslog, runtime-rs fields, kernel, containerd unit) decode to signatures; old ones are skipped."""
+    """New entries (Go logfmt via syslog, runtime-rs fields, kernel, containerd unit) decode to signatures;
+    old ones are skipped; a journalctl that exits is started again."""
     if not (Path(REMOTE).exists() and shutil.which("journalctl")):
         pytest.skip("needs systemd-journal-remote and journalctl (APT_PACKAGES)")
     root = tmp_path / "root"
@@ -77,6 +78,23 @@ def test_journal_follow_go_rs_kernel_and_containerd(tmp_path: Path) -> None:
         end = time.monotonic() + 10
         while len(got) < 4 and time.monotonic() < end:
             got += [e for e in w.step_logs(time.time_ns(), timeout=0.2) if isinstance(e, ev.LogLineMatched)]
+
+        # journalctl dies (we started it; ended by its pid): the watcher starts it again.
+        assert w.journal is not None and w.journal.proc is not None
+        w.journal.proc.terminate()
+        end = time.monotonic() + 5
+        while w.journal is not None and time.monotonic() < end:
+            w.step_logs(time.time_ns(), timeout=0.1)
+        assert w.journal is None and w.journal_restarts == 1
+        w.step(time.time_ns(), time.monotonic() + w.journal_retry_s + 1)
+        assert w.journal is not None
+        time.sleep(0.5)
+        write(root, [{"SYSLOG_IDENTIFIER": "kata", "MESSAGE": 'level=error msg="Cannot start VM"'}], now_us + 100)
+        again: list[ev.Event] = []
+        end = time.monotonic() + 10
+        while not again and time.monotonic() < end:
+            again += [e for e in w.step_logs(time.time_ns(), timeout=0.2) if isinstance(e, ev.LogLineMatched)]
+        assert [e.signature for e in again] == ["cannot-start-vm"]
     finally:
         w.close()
     assert [(e.signature, e.origin) for e in got] == [

@@ -81,6 +81,8 @@ class KataWatcher:
         self.kmsg: logs.KmsgFollower | None = None
         self.boot_ns = 0
         self.dedup = logs.Deduper()
+        self.journal_restarts = 0
+        self.journal_retry_s = 5.0
 
         self.configs: dict[str, ev.KataConfig] = {}
         """Last good configuration per handler."""
@@ -102,7 +104,7 @@ class KataWatcher:
         self.proc_cache = sandboxes.ProcCache(full_every=int(opts.get("proc_full_every", 10)))
 
         self.holders: dict[int, tuple[int, ...]] = {}
-        self._next = {"config": 0.0, "sandbox": 0.0, "holders": 0.0, "holders_full": 0.0}
+        self._next = {"config": 0.0, "sandbox": 0.0, "holders": 0.0, "holders_full": 0.0, "journal": 0.0}
         self.decode_failures = 0
 
     # ---- configuration --------------------------------------------------------------------
@@ -336,6 +338,11 @@ class KataWatcher:
         if self.journal is not None:
             for entry in self.journal.poll(timeout):
                 self._matched(logs.decode_journal_entry(entry), ts_ns, out)
+            if self.journal.proc is None:  # journalctl exited: start it again a little later
+                self.journal_reason = self.journal.reason or "journalctl exited"
+                self.journal = None
+                self.journal_restarts += 1
+                self._next["journal"] = time.monotonic() + self.journal_retry_s
         elif timeout:
             time.sleep(timeout)
         return out
@@ -362,6 +369,10 @@ class KataWatcher:
             if full:
                 self._next["holders_full"] = mono + self.holder_full_interval
             out += self.step_holders(ts_ns, full=full)
+        if self.use_journal and self.journal is None and self.journal_restarts and mono >= self._next["journal"]:
+            self.start_journal()
+            if self.journal is None:
+                self._next["journal"] = mono + self.journal_retry_s
         out += self.step_logs(ts_ns)
         return out
 
