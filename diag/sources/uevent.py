@@ -452,8 +452,13 @@ class UeventSource:
         except OSError as exc:
             return Availability(False, reason=f"cannot open a uevent netlink socket: {exc}",
                                 hint="run on Linux with AF_NETLINK (not inside a sandbox that forbids it)")
+        forced = True
         try:
             sock.bind((0, KERNEL_GROUP))
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, 33, self.rcvbuf)  # SO_RCVBUFFORCE
+            except OSError:
+                forced = False
         except OSError as exc:
             return Availability(False, reason=f"cannot join the kernel uevent group: {exc}",
                                 hint="run in the host's network namespace (hostNetwork: true)")
@@ -462,6 +467,14 @@ class UeventSource:
         if not self.paths.pci_devices.is_dir():
             return Availability(False, reason=f"{self.paths.pci_devices} does not exist",
                                 hint="mount the host's /sys and pass --root")
+        if not forced:
+            # Still useful: bursts beyond the smaller buffer are reported and resynced.
+            return Availability(
+                True, mode="netlink",
+                reason="receive buffer capped by net.core.rmem_max (no CAP_NET_ADMIN): a large "
+                       "uevent burst will be lost and resynced",
+                hint="grant CAP_NET_ADMIN, or raise net.core.rmem_max",
+            )
         return Availability(True, mode="netlink")
 
     def request_resync(self, reason: str) -> None:
