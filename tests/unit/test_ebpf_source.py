@@ -1,0 +1,105 @@
+"""The ebpf source's thin I/O around the decoder, on a fake root: paths, identity, loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from diag import events as ev
+from diag.paths import HostPaths
+from diag.sources import SourceContext
+from diag.sources.ebpf import decode as D
+from diag.sources.ebpf import layouts as L
+from diag.sources.ebpf.source import EbpfSource
+
+
+def _rec(kind: int, path: str, *, pid: int = 4242, ppid: int = 0, value: bytes = b"",
+         result: int = 0, control: int = 0, dirfd: int = L.AT_FDCWD) -> D.RawRecord:
+    return D.RawRecord(ts_ns=1_000, cgroup_id=0, result=result, kind=kind, control=control,
+                       pid=pid, tid=pid, ppid=ppid, fd=1, dirfd=dirfd, flags=1,
+                       count=len(value), value=value, syscall_nr=1, truncated=0, comm="sh",
+                       name="", bus="", path=path)
+
+
+def fake_root(tmp: Path) -> HostPaths:
+    drv = tmp / "sys/bus/pci/drivers/vfio-pci"
+    drv.mkdir(parents=True)
+    (drv / "bind").write_text("")
+    dev = tmp / "sys/devices/pci0000:00/0000:01:10.0"
+    dev.mkdir(parents=True)
+    (dev / "driver_override").write_text("")
+    (dev / "driver").symlink_to("../../../bus/pci/drivers/vfio-pci")
+    devs = tmp / "sys/bus/pci/devices"
+    devs.mkdir(parents=True)
+    (devs / "0000:01:10.0").symlink_to("../../../devices/pci0000:00/0000:01:10.0")
+    parent = tmp / "proc/100"
+    parent.mkdir(parents=True)
+    (parent / "stat").write_text("100 (bash) S 1 100 100 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 1 0 0")
+    (parent / "cwd").symlink_to("/sys/bus/pci/drivers/vfio-pci")
+    return HostPaths(tmp)
+
+
+class TestPaths:
+    def test_symlinked_device_path_resolves_under_the_root(self, tmp_path: Path) -> None:
+        """devices/<bdf>/driver/bind is resolved under --root to the driver's bind file."""
+        src = EbpfSource(SourceContext(paths=fake_root(tmp_path)))
+        out = src.handle(_rec(L.VFW_KIND_WRITE, "/sys/bus/pci/devices/0000:01:10.0/driver/bind",
+                              value=b"0000:01:10.0", result=12, control=L.VFW_CTL_BIND))
+        assert out is not None
+        assert (out.path, out.driver, out.bdf) == ("/sys/bus/pci/drivers/vfio-pci/bind", "vfio-pci",
+                                                   "0000:01:10.0")
+
+    def test_relative_write_of_exited_child_uses_parent_cwd(self, tmp_path: Path) -> None:
+        """A gone writer's relative path resolves against its parent's cwd (from the fork map)."""
+        src = EbpfSource(SourceContext(paths=fake_root(tmp_path)))
+        out = src.handle(_rec(L.VFW_KIND_WRITE, "bind", ppid=100, value=b"0000:01:10.0\n",
+                              result=13, control=L.VFW_CTL_BIND))
+        assert out is not None and out.path == "/sys/bus/pci/drivers/vfio-pci/bind"
+        assert out.actor.ppid == 100 and out.actor.ancestry[:1] == ("bash",)
+
+    def test_chdir_record_sets_the_cwd_used_later(self, tmp_path: Path) -> None:
+        """chdir records (absolute, then relative) give the directory of a later relative write."""
+        src = EbpfSource(SourceContext(paths=fake_root(tmp_path)))
+        assert src.handle(_rec(L.VFW_KIND_CHDIR, "/sys/devices")) is None
+        assert src.handle(_rec(L.VFW_KIND_CHDIR, "pci0000:00/0000:01:10.0")) is None
+        out = src.handle(_rec(L.VFW_KIND_WRITE, "driver_override", value=b"vfio-pci",
+                              result=8, control=L.VFW_CTL_DRIVER_OVERRIDE))
+        assert out is not None
+        assert (out.control, out.bdf, out.driver) == ("driver_override", "0000:01:10.0", "vfio-pci")
+
+    def test_unresolvable_relative_write_is_still_reported(self, tmp_path: Path) -> None:
+        """With no cwd anywhere, the write is reported with the path as given, never dropped."""
+        src = EbpfSource(SourceContext(paths=fake_root(tmp_path)))
+        out = src.handle(_rec(L.VFW_KIND_WRITE, "unbind", value=b"0000:01:10.0", result=-19,
+                              control=L.VFW_CTL_UNBIND))
+        assert out is not None and (out.path, out.control, out.bdf) == ("unbind", "unbind", "0000:01:10.0")
+
+    def test_non_sysfs_file_is_dropped(self, tmp_path: Path) -> None:
+        """A file named `bind` outside sysfs is not an event."""
+        src = EbpfSource(SourceContext(paths=fake_root(tmp_path)))
+        assert src.handle(_rec(L.VFW_KIND_WRITE, "/tmp/bind", value=b"x", control=L.VFW_CTL_BIND)) is None
+
+
+class _FakeProg:
+    def __init__(self) -> None:
+        self.lost = [0, 0]
+
+    def percpu_sum(self, table: str, key: int = 0) -> int:
+        return self.lost[key]
+
+
+class TestLoss:
+    def test_kernel_loss_counters_become_events_lost(self) -> None:
+        """Growth of the in-kernel loss counters is emitted once, as the delta, per cause."""
+        src = EbpfSource(SourceContext())
+        out: list[ev.Event] = []
+        src._emit = out.append
+        prog = _FakeProg()
+        src._check_lost(prog)
+        assert out == []
+        prog.lost = [5, 1]
+        src._check_lost(prog)
+        src._check_lost(prog)
+        lost = [e for e in out if isinstance(e, ev.EventsLost)]
+        assert [(e.count, e.lost_source) for e in lost] == [(5, "ebpf"), (1, "ebpf")]
+        assert "ring buffer" in lost[0].reason and "tracking table" in lost[1].reason
+
