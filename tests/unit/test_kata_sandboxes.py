@@ -81,6 +81,7 @@ def test_vfio_link_targets() -> None:
     "", "{", '{"Network": ', "[]", "null", '{"Network": {"Endpoints": [null, 1, {"Type": "physical", "Physical": 5}]}}',
     '{"Devices": [{"Type": "vfio", "VFIODevs": [{"BDF": 7}]}], "HypervisorState": {"Pid": "abc"}}',
     '{"HypervisorState": {"Pid": 99999999999}, "Config": {"ContainerConfigs": [{"Annotations": []}]}}',
+    '{"Network": {"Endpoints": [{"Type": "physical", "Physical": {"BDF": "../../etc/passwd", "Driver": "x"}}]}}',
 ])
 def test_persist_garbage(text: str) -> None:
     """Malformed or absurd persist.json: a DecodeError with position, or a harmless empty view."""

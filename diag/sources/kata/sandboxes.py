@@ -42,6 +42,8 @@ CRI_NAMESPACE = "io.kubernetes.cri.sandbox-namespace"
 CRI_UID = "io.kubernetes.cri.sandbox-uid"
 CRI_RUNTIME_HANDLER = "io.containerd.cri.runtime-handler"
 _VFIO_LINK = re.compile(r"^/dev/vfio/(\d+)$")
+_BDF_OK = re.compile(r"^(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+"""A PCI address (domain optional); anything else in a state file or argv is ignored."""
 _SID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -122,7 +124,7 @@ def decode_persist(text: str, path: str) -> StateInfo | DecodeError:
         if ep.get("Type") == "physical":
             phys = _d(ep.get("Physical"))
             bdf = _s(phys.get("BDF"))
-            if bdf:
+            if _BDF_OK.match(bdf):
                 vfs.append(ev.SandboxVf(bdf=normalise_bdf(bdf), host_driver=_s(phys.get("Driver")) or None))
     devs = []
     for dev in _l(data.get("Devices")):
@@ -132,7 +134,7 @@ def decode_persist(text: str, path: str) -> StateInfo | DecodeError:
         for vd in _l(dev.get("VFIODevs")):
             vd = _d(vd)
             bdf = _s(vd.get("BDF"))
-            if bdf:
+            if _BDF_OK.match(bdf):
                 devs.append(VfioDev(bdf=normalise_bdf(bdf), bus=_s(vd.get("Bus")), port=_s(vd.get("Port")),
                                     cold_plug=dev.get("ColdPlug") if isinstance(dev.get("ColdPlug"), bool) else None))
     hs = _d(data.get("HypervisorState"))
@@ -162,7 +164,7 @@ def decode_state(text: str, path: str) -> StateInfo | DecodeError:
     for ep in _l(_d(data.get("resource")).get("endpoint")):
         phys = _d(_d(ep).get("physical_endpoint"))
         bdf = _s(phys.get("bdf"))
-        if bdf:
+        if _BDF_OK.match(bdf):
             vfs.append(ev.SandboxVf(bdf=normalise_bdf(bdf), host_driver=_s(phys.get("driver")) or None))
     hyp = _d(data.get("hypervisor"))
     hcfg = _d(hyp.get("config"))
@@ -257,7 +259,7 @@ def decode_qemu_argv(argv: Sequence[str]) -> QemuArgs:
             if opts and opts[0] in ("vfio-pci", "driver=vfio-pci"):
                 kv = dict(o.split("=", 1) for o in opts[1:] if "=" in o)
                 host = kv.get("host", "")
-                if host:
+                if _BDF_OK.match(host):
                     devs.append(VfioDev(bdf=normalise_bdf(host), bus=kv.get("bus", "")))
     return QemuArgs(proc.vmm_sandbox(list(argv)), tuple(devs))
 

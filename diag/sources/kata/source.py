@@ -423,8 +423,13 @@ class KataSource:
                     emit(ev.DecodeFailed(ts_ns=time.time_ns(), source=NAME, failed_source=NAME,
                                          reason=f"kata round failed: {exc!r}"))
                 first = False
-                for e in w.step_logs(time.time_ns(), timeout=0.1):
-                    emit(e)
+                try:
+                    for e in w.step_logs(time.time_ns(), timeout=0.1):
+                        emit(e)
+                except Exception as exc:
+                    emit(ev.DecodeFailed(ts_ns=time.time_ns(), source=NAME, failed_source=NAME,
+                                         reason=f"kata log round failed: {exc!r}"))
+                    time.sleep(0.1)
         finally:
             w.close()  # the runtime reports the stop itself
 
