@@ -30,15 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diag import events as ev
-from diag.errors import ProbeLoadError
+from diag.errors import ConfigError, ProbeLoadError
 from diag.paths import HostPaths
-from diag.sources import Availability, Emit, SourceContext, register
+from diag.sources import Availability, Emit, SourceContext, check_options, register
 from diag.sources.ebpf import decode as D
 from diag.sources.ebpf import layouts as L
 from diag.sources.proc import ProcessTable, parse_cgroup
 
 SOURCE = "ebpf"
 MODES = ("auto", "kprobe", "tracepoint")
+OPTIONS = ("mode", "poll_ms", "gc_interval_s")
 TRACEPOINT_PROBE = "sysfs_write_tp.bpf.c"
 KPROBE_PROBE = "sysfs_store_kprobe.bpf.c"
 
@@ -234,7 +235,11 @@ class EbpfSource:
         ctx = ctx or SourceContext()
         self.paths = ctx.paths
         opts = ctx.options
+        check_options(self.name, opts, OPTIONS)
         self.requested = str(opts.get("mode", "auto"))
+        if self.requested not in MODES:
+            raise ConfigError(f"unknown ebpf mode {self.requested!r}",
+                              hint="[sources.ebpf] mode takes: " + ", ".join(MODES))
         self.poll_ms = int(opts.get("poll_ms", 100))
         self.gc_interval_s = float(opts.get("gc_interval_s", 2.0))
         self.stats = EbpfStats()
