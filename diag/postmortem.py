@@ -392,6 +392,15 @@ def _shown_findings(report: pm.Report) -> list[ev.Finding]:
                   key=lambda f: (-f.severity, f.first_ns))
 
 
+def _evicted_note(report: pm.Report) -> str:
+    book = report.book
+    if book is None or not book.evicted:
+        return ""
+    per = ", ".join(f"{r} {s}: {n}" for (r, s), n in sorted(book.by_rule.items()))
+    return (f"; {book.total:,} raised in all, the oldest {book.evicted:,} resolved ones not "
+            f"shown ({per})")
+
+
 def render_text(report: pm.Report) -> str:
     lines = [_headline(report), "", "Inputs"]
     lines += _input_lines(report)
@@ -399,7 +408,7 @@ def render_text(report: pm.Report) -> str:
         lines += ["", "Clocks"]
         lines += [f"  - {safe(n)}" for n in report.clock_notes]
     findings = _shown_findings(report)
-    lines += ["", f"Findings ({len(findings)})"]
+    lines += ["", f"Findings ({len(findings)})" + _evicted_note(report)]
     if not findings:
         lines.append("  none")
     for f in findings:
@@ -472,6 +481,12 @@ def report_json(report: pm.Report) -> dict[str, Any]:
         ],
         "clock_notes": report.clock_notes,
         "findings": [codec.to_record(f) for f in _shown_findings(report)],
+        "findings_total": report.book.total if report.book else len(report.findings),
+        "findings_not_kept": report.book.evicted if report.book else 0,
+        "findings_by_rule": [
+            {"rule": r, "severity": s, "count": n}
+            for (r, s), n in sorted((report.book.by_rule if report.book else {}).items())
+        ],
         "replay_matches_recording": report.replay_matches_recording,
         "timeline_total": report.timeline_total,
         "timeline": [

@@ -52,6 +52,8 @@ class Options:
     timeline_limit: int = 2000
     config: CoreConfig | None = None
     include_ticks: bool = False
+    keep_resolved: int = 1000
+    """Resolved findings kept for the report (memory stays bounded); totals count them all."""
 
 
 @dataclass(slots=True)
@@ -94,6 +96,45 @@ class Entry:
     """From a state listing with no time of its own (configuration, lspci): placed first."""
 
 
+class FindingBook:
+    """Final state of findings, in the order they opened, with bounded memory.
+
+    Active findings are always kept; of the resolved ones the newest `keep_resolved` (the live
+    agent keeps `resolved_kept` too). Totals per rule and severity, and the worst severity,
+    count every finding ever seen, so the exit status and the summary stay exact.
+    """
+
+    def __init__(self, keep_resolved: int) -> None:
+        self.keep = keep_resolved
+        self.items: dict[str, ev.Finding] = {}
+        self._resolved: deque[str] = deque()
+        self.total = 0
+        self.evicted = 0
+        self.by_rule: dict[tuple[str, str], int] = {}
+        self.worst: ev.Severity | None = None
+
+    def add(self, f: ev.Finding) -> None:
+        if f.finding_id not in self.items:
+            self.total += 1
+            key = (f.rule, f.severity.label)
+            self.by_rule[key] = self.by_rule.get(key, 0) + 1
+        if self.worst is None or f.severity > self.worst:
+            self.worst = f.severity
+        self.items[f.finding_id] = f
+        if f.status == "resolved":
+            self._resolved.append(f.finding_id)
+            while len(self._resolved) > self.keep:
+                old = self._resolved.popleft()
+                kept = self.items.get(old)
+                if kept is not None and kept.status == "resolved":
+                    del self.items[old]
+                    self.evicted += 1
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FindingBook) and self.items == other.items and \
+            self.total == other.total and self.by_rule == other.by_rule
+
+
 @dataclass(slots=True)
 class Report:
     """Everything a postmortem found, for any renderer."""
@@ -104,10 +145,13 @@ class Report:
     """Entries that passed the filters (the kept list stops at `timeline_limit`)."""
     events_total: int = 0
     findings: list[ev.Finding] = field(default_factory=list)
-    """Final state of every finding the replay raised, in the order they opened."""
+    """Final state of the findings the replay raised (all active, the newest resolved ones),
+    in the order they opened."""
+    book: FindingBook | None = None
+    """Totals over every finding raised (`findings` may be a bounded part of them)."""
     transitions: int = 0
-    recorded_findings: dict[str, ev.Finding] = field(default_factory=dict)
-    """Final state of findings a replayed agent journal carried (to compare)."""
+    recorded: FindingBook | None = None
+    """The findings a replayed agent journal carried (to compare), kept the same way."""
     clock_notes: list[str] = field(default_factory=list)
     state: HostState | None = None
     first_ns: int | None = None
@@ -120,7 +164,13 @@ class Report:
 
     @property
     def worst(self) -> ev.Severity | None:
+        if self.book is not None:
+            return self.book.worst
         return max((f.severity for f in self.findings), default=None)
+
+    @property
+    def recorded_findings(self) -> dict[str, ev.Finding]:
+        return dict(self.recorded.items) if self.recorded is not None else {}
 
     @property
     def exit_status(self) -> int:
@@ -133,10 +183,9 @@ class Report:
     @property
     def replay_matches_recording(self) -> bool | None:
         """None when no agent journal carried findings; else whether the replay agrees."""
-        if not self.recorded_findings:
+        if self.recorded is None or not self.recorded.total:
             return None
-        mine = {f.finding_id: f for f in self.findings}
-        return mine == self.recorded_findings
+        return self.book == self.recorded
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,6 +433,11 @@ class _Filter:
         elif isinstance(e, ev.LogLineMatched) and e.sandbox_id == self.sandbox and e.bdf:
             self.sandbox_bdfs.add(e.bdf)
 
+    @property
+    def open(self) -> bool:
+        """No filter at all: everything but ticks is shown (the fast path of a big replay)."""
+        return self.device is None and self.sandbox is None and self.since is None
+
     def shows(self, e: ev.Event) -> bool:
         if type(e) is ev.ClockTicked and not self.include_ticks:
             return False
@@ -573,7 +627,8 @@ def replay(
     base = min(first_stamps) if first_stamps else None
     static = [_stream(i, base) for i in inputs
               if i.parsed is not None and i.clock == "static" and i.events]
-    merged: Iterator[Item] = heapq.merge(*static, *timed_streams)
+    streams = [*static, *timed_streams]
+    merged: Iterator[Item] = streams[0] if len(streams) == 1 else heapq.merge(*streams)
     dedupe: _Dedupe | None = None
     if any(i.parsed is not None and i.format != "journal" for i in inputs):
         dedupe = _Dedupe({i.index: i.alignment.uncertainty_ns for i in inputs
@@ -587,8 +642,9 @@ def replay(
                         is not None else (-1 if i.alignment else 0)) for i in inputs}
     per_event_unc = {i.index: i.uncertainties for i in inputs if i.uncertainties}
     static_idx = {i.index for i in inputs if i.clock == "static"}
-    findings: dict[str, ev.Finding] = {}
-    recorded: dict[str, ev.Finding] = {}
+    keep = options.keep_resolved
+    findings = FindingBook(keep)
+    recorded = FindingBook(keep)
     timeline = report.timeline
     limit = options.timeline_limit
     last_ts: int | None = None
@@ -599,7 +655,7 @@ def replay(
         nonlocal total
         for f in transitions:
             report.transitions += 1
-            findings[f.finding_id] = f
+            findings.add(f)
             if f.status != "updated" and filt.shows_finding(f):
                 total += 1
                 if len(timeline) < limit:
@@ -615,6 +671,8 @@ def replay(
             t += step
 
     count = 0
+    unfiltered = filt.open
+    sandbox_filter = filt.sandbox is not None
     for ts, idx, n, e in merged:
         if until is not None and ts > until:
             break
@@ -623,7 +681,7 @@ def replay(
             progress(count)
         if type(e) is ev.Finding:
             assert isinstance(e, ev.Finding)
-            recorded[e.finding_id] = e
+            recorded.add(e)
             continue
         if enrich is not None:
             e = enrich(e)
@@ -632,9 +690,10 @@ def replay(
         if report.first_ns is None:
             report.first_ns = ts
         last_ts = ts
-        filt.learn(e)
+        if sandbox_filter:
+            filt.learn(e)
         transitions = corr.feed(e)
-        if filt.shows(e):
+        if (type(e) is not ev.ClockTicked or options.include_ticks) if unfiltered else filt.shows(e):
             total += 1
             if len(timeline) < limit:
                 u = unc_of.get(idx, 0)
@@ -654,8 +713,9 @@ def replay(
             f"(same happening within {dedupe.window / 1e6:.0f} ms)")
     report.events_total = count
     report.timeline_total = total
-    report.findings = list(findings.values())
-    report.recorded_findings = recorded
+    report.findings = list(findings.items.values())
+    report.book = findings
+    report.recorded = recorded
     report.state = corr.snapshot()
     _mark_order(timeline)
     for inp in inputs:
