@@ -4,9 +4,11 @@ Pure and deterministic: no I/O, no clock, no threads. Time comes only from `even
 from `advance(now_ns)`, so the same events always give the same findings, live or replayed.
 Rules plug in through `diag.core.rules` (one module plus one registration line each).
 
-Hot path: a rule declares the event types it reacts to (`events`), whether time alone matters
-to it (`ticks`), and may follow episodes (`on_episode`); the correlator dispatches by type from
-a table built once per event class, so an event costs only the rules that care about it.
+Hot path: a rule declares the event types it reacts to (`events`; `resync_events` adds every
+event a resync produced), whether time alone matters to it (`ticks`; rules with `Timers` are
+woken only once event time passes their earliest deadline), and may follow episodes
+(`on_episode`, offered only for devices in the rule's `follow` set). The correlator dispatches
+by type from a table built once per event class, so an event costs only the rules that care.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from diag import events as ev
 from diag.core.config import CoreConfig
 from diag.core.model import Model
 from diag.core.rules import Rule, build_rules
+from diag.core.rules._base import Timers, Wake
 from diag.core.state import HostState
 
 
@@ -35,8 +38,25 @@ class Correlator:
         self.findings_total = 0
         self._snapshot: HostState | None = None
         self._dispatch: dict[type[ev.Event], list[Rule]] = {}
-        self._tickers = [r for r in self.rules if getattr(r, "ticks", True)]
-        self._followers: list[Any] = [r for r in self.rules if hasattr(r, "on_episode")]
+        self._wake = Wake()
+        self._timed: list[Rule] = []
+        self._tickers: list[Rule] = []
+        """Rules ticked on every event: those with time logic but no Timers to wake them."""
+        for r in self.rules:
+            if not getattr(r, "ticks", True):
+                continue
+            timers = getattr(r, "timers", None)
+            if isinstance(timers, Timers):
+                timers.wake = self._wake
+                if timers.next is not None and (self._wake.at is None or timers.next < self._wake.at):
+                    self._wake.at = timers.next
+                self._timed.append(r)
+            else:
+                self._tickers.append(r)
+        self._resync_rules = [r for r in self.rules if getattr(r, "resync_events", False)]
+        self._followers: list[tuple[Any, dict[str, int] | None]] = [
+            (r, getattr(r, "follow", None)) for r in self.rules if hasattr(r, "on_episode")
+        ]
 
     def _rules_for(self, cls: type[ev.Event]) -> list[Rule]:
         rules = self._dispatch.get(cls)
@@ -50,7 +70,8 @@ class Correlator:
 
     def feed(self, event: ev.Event) -> list[ev.Finding]:
         """Apply one event; return the finding transitions it caused (open/update/resolve)."""
-        if isinstance(event, ev.Finding):
+        cls = type(event)
+        if cls is ev.Finding:
             # A replayed journal holds the findings the live agent raised; the core recomputes
             # its own, so recorded findings are not re-applied.
             return []
@@ -58,22 +79,32 @@ class Correlator:
         model = self.model
         model.apply(event)
         out: list[ev.Finding] = []
-        for rule in self._rules_for(type(event)):
+        rules = self._dispatch.get(cls)
+        if rules is None:
+            rules = self._rules_for(cls)
+        for rule in rules:
             found = rule.on_event(model, event)
             if found:
                 out.extend(found)
+        if event.resync:
+            for rule in self._resync_rules:
+                if rule not in rules:
+                    found = rule.on_event(model, event)
+                    if found:
+                        out.extend(found)
         if model.touched:
             now = model.now_ns
             for ep in model.touched:
                 bdf = ep.bdf
-                for rule in self._followers:
-                    follow = getattr(rule, "follow", None)
+                for rule, follow in self._followers:
                     if follow is not None and bdf not in follow:
                         continue
                     found = rule.on_episode(model, ep, now)
                     if found:
                         out.extend(found)
-        out.extend(self._tick(model.now_ns))
+        w = self._wake.at
+        if self._tickers or (w is not None and model.now_ns >= w):
+            out.extend(self._tick(model.now_ns))
         return self._record(out) if out else out
 
     def advance(self, now_ns: int) -> list[ev.Finding]:
@@ -86,10 +117,23 @@ class Correlator:
 
     def _tick(self, now_ns: int) -> list[ev.Finding]:
         out: list[ev.Finding] = []
+        model = self.model
         for rule in self._tickers:
-            found = rule.on_tick(self.model, now_ns)
+            found = rule.on_tick(model, now_ns)
             if found:
                 out.extend(found)
+        wake = self._wake
+        if wake.at is not None and now_ns >= wake.at:
+            wake.at = None
+            for rule in self._timed:
+                found = rule.on_tick(model, now_ns)
+                if found:
+                    out.extend(found)
+            # Deadlines set while ticking already lowered `wake.at`; add the rest.
+            for rule in self._timed:
+                nxt = rule.timers.next  # type: ignore[attr-defined]
+                if nxt is not None and (wake.at is None or nxt < wake.at):
+                    wake.at = nxt
         return out
 
     def _record(self, transitions: list[ev.Finding]) -> list[ev.Finding]:

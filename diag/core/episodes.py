@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from diag import events as ev
 
 VFIO_DRIVER = "vfio-pci"
+MAX_ACTORS = 8
+"""Distinct writers kept per episode (a storm of writers does not grow it)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,7 +72,7 @@ class Episode:
     vfio_actor: ev.Process | None = None
     """The process whose write steered the device to vfio-pci (override, new_id, bind, probe)."""
     controls: list[str] = field(default_factory=list)
-    """Controls written, in time order of arrival (`driver_override`, `unbind`, ...)."""
+    """Distinct controls written, first written first (`driver_override`, `unbind`, ...)."""
     lost: LostNetdev | None = None
     sandbox_id: str | None = None
     """A sandbox named by the actor or a log line."""
@@ -120,8 +122,9 @@ class Episode:
         for a in self.actors:
             if a.pid == actor.pid and a.comm == actor.comm:
                 return
-        self.actors.append(actor)
-        self.facts += 1
+        if len(self.actors) < MAX_ACTORS:
+            self.actors.append(actor)
+            self.facts += 1
 
     def evidence(self) -> tuple[ev.Evidence, ...]:
         """The events as Evidence lines, in time order (ties broken by content, not arrival)."""

@@ -169,16 +169,20 @@ class Model:
 
     def apply(self, event: ev.Event) -> None:
         """Fold one event into the model."""
-        if event.ts_ns > self.now_ns:
-            self.now_ns = event.ts_ns
+        ts = event.ts_ns
+        if ts > self.now_ns:
+            self.now_ns = ts
         self.events_total += 1
         if self.touched:
             self.touched = []
-        if not isinstance(event, ev.ClockTicked):
+        cls = type(event)
+        if cls is not ev.ClockTicked:
             self.recent.append(event)
-        src = self._source(event.source)
+        src = self.sources.get(event.source)
+        if src is None:
+            src = self._source(event.source)
         src.events += 1
-        handler = _HANDLERS.get(type(event))
+        handler = _HANDLERS.get(cls)
         if handler is not None:
             handler(self, event)
 
@@ -377,15 +381,18 @@ class Model:
             ep = self._join(b, e, starts_move=starts)
             if ep is None:
                 continue
-            ep.add_actor(e.actor)
+            actor = e.actor
+            ep.add_actor(actor)
             if e.control not in ep.controls:
                 ep.facts += 1
-            ep.controls.append(e.control)
-            if e.actor.sandbox_id and ep.sandbox_id is None:
-                ep.sandbox_id = e.actor.sandbox_id
+                ep.controls.append(e.control)
+            if actor.sandbox_id and ep.sandbox_id is None:
+                ep.sandbox_id = actor.sandbox_id
                 ep.facts += 1
-            if e.result >= 0 and ep.vfio_actor != e.actor and self._steers_to_vfio(b, e):
-                ep.vfio_actor = e.actor
+            va = ep.vfio_actor
+            if (e.result >= 0 and (va is None or va.pid != actor.pid or va.comm != actor.comm)
+                    and self._steers_to_vfio(b, e)):
+                ep.vfio_actor = actor
                 ep.facts += 1
 
     def _steers_to_vfio(self, bdf: str, e: ev.SysfsWriteObserved) -> bool:

@@ -199,8 +199,9 @@ class ConditionRule:
     def is_open(self, key: str) -> bool:
         return key in self.open_
 
-    def keys_for(self, bdf: str) -> list[str]:
-        return list(self._by_bdf.get(bdf, ()))
+    def keys_for(self, bdf: str) -> tuple[str, ...]:
+        keys = self._by_bdf.get(bdf)
+        return tuple(keys) if keys else ()
 
     def open(self, model: Model, key: str, *, ts_ns: int, trigger_ns: int,
              severity: ev.Severity, summary: str, bdf: str | None = None,
@@ -271,9 +272,12 @@ class ConditionRule:
         st = self.open_.pop(key, None)
         if st is None:
             return None
-        self._render(st)
-        f = replace(st.finding, ts_ns=ts_ns, status="resolved", resolved_ns=ts_ns,
-                    resolved_reason=reason, last_ns=max(st.finding.last_ns, ts_ns))
+        old = st.finding if st.episode is None or st.rendered == st.episode.version \
+            else self._render(st)
+        if st.dirty:
+            old = self._render(st)
+        f = replace(old, ts_ns=ts_ns, status="resolved", resolved_ns=ts_ns,
+                    resolved_reason=reason, last_ns=max(old.last_ns, ts_ns))
         if f.bdf:
             keys = self._by_bdf.get(f.bdf)
             if keys is not None and key in keys:
@@ -284,6 +288,8 @@ class ConditionRule:
         return f
 
     def resolve_all(self, keys: Iterable[str], ts_ns: int, reason: str) -> list[ev.Finding]:
+        if not keys:
+            return []
         out = []
         for k in list(keys):
             f = self.resolve(k, ts_ns, reason)
@@ -306,19 +312,34 @@ def is_vf(model: Model, bdf: str) -> bool:
     return rec is not None and (rec.device.role == "vf" or rec.device.pf is not None)
 
 
+class Wake:
+    """The earliest deadline of every Timers attached to it: the correlator calls `on_tick`
+    only once event time passes it, so an event costs one comparison, not one call per rule."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: int | None = None
+
+
 class Timers:
     """Deadlines by key, in event time; `pop_due` is O(1) until the earliest one passes."""
 
-    __slots__ = ("due", "next")
+    __slots__ = ("due", "next", "wake")
 
     def __init__(self) -> None:
         self.due: dict[str, int] = {}
         self.next: int | None = None
+        self.wake: Wake | None = None
+        """Set by the correlator; kept no later than this rule's earliest deadline."""
 
     def set(self, key: str, at_ns: int) -> None:
         self.due[key] = at_ns
         if self.next is None or at_ns < self.next:
             self.next = at_ns
+        w = self.wake
+        if w is not None and (w.at is None or at_ns < w.at):
+            w.at = at_ns
 
     def cancel(self, key: str) -> None:
         self.due.pop(key, None)

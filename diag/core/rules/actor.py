@@ -39,9 +39,9 @@ class VfioBindUnexpectedActor(ConditionRule):
                 self._waiting[event.bdf] = (event.ts_ns, ep)
                 return []
             return self._check(model, event.bdf, event.ts_ns, event.ts_ns, ep)
-        bdf = getattr(event, "bdf", None)
-        if bdf is None:
+        if not isinstance(event, (ev.DeviceBound, ev.DeviceUnbound, ev.DeviceRemoved)):
             return []
+        bdf = event.bdf
         if self._waiting.pop(bdf, None) is not None:
             self._unfollow(bdf)
         why = ("device removed" if isinstance(event, ev.DeviceRemoved)

@@ -37,6 +37,7 @@ class DriverFlapping(ConditionRule):
         """BDF -> the episodes of its recent moves (their evidence is the flap's story)."""
 
     def _evidence(self, bdf: str) -> tuple[ev.Evidence, ...]:
+        """The story of every recent move, in time order (the newest history_per_device)."""
         lines: list[ev.Evidence] = []
         for ep in self.episodes.get(bdf, ()):
             lines.extend(ep.evidence())
@@ -50,7 +51,8 @@ class DriverFlapping(ConditionRule):
             self.episodes.pop(event.bdf, None)
             self.timers.cancel(event.bdf)
             return out
-        assert isinstance(event, ev.DeviceBound)
+        if not isinstance(event, ev.DeviceBound):
+            return []
         rec = model.device(event.bdf)
         if rec is None or not rec.moves:
             return []
@@ -82,12 +84,10 @@ class DriverFlapping(ConditionRule):
                    f"{secs}s ({' <-> '.join(drivers)}){turns}")
         labels = (("count", str(len(q))), ("drivers", ",".join(drivers)),
                   ("actors", ",".join(actors)))
-        fields: dict[str, object] = {
-            "summary": summary, "labels": labels, "evidence": self._evidence(bdf),
-            "actor": actor,
-        }
         if bdf in self._by_bdf:
-            f = self.update(bdf, event.ts_ns, **fields)
+            st = self.open_[bdf]
+            st.dirty = True  # evidence rendered only if the update is shown (_render)
+            f = self.update(bdf, event.ts_ns, summary=summary, labels=labels, actor=actor)
             return [f] if f is not None else []
         return [self.open(
             model, bdf, ts_ns=event.ts_ns, trigger_ns=q[0][0], bdf=bdf,
@@ -102,8 +102,8 @@ class DriverFlapping(ConditionRule):
                 "Kata from the operator's netdevice policy (deviceType: vfio-pci), or fix the "
                 "pod that keeps restarting."
             ),
-            synthetic=any(e.synthetic for e in (event,)) or bool(ep and ep.synthetic),
-            **fields,  # type: ignore[arg-type]
+            synthetic=event.synthetic or bool(ep and ep.synthetic),
+            summary=summary, labels=labels, evidence=self._evidence(bdf), actor=actor,
         )]
 
     def on_episode(self, model: Model, episode: Episode, now_ns: int) -> list[ev.Finding]:

@@ -41,18 +41,22 @@ class IommuGroupNotViable(ConditionRule):
             groups = sorted({d.iommu_group for d in event.devices
                              if d.iommu_group is not None and d.driver == VFIO_DRIVER}
                             | set(self.by_group))
-        else:
+        elif isinstance(event, self.events):
             bdf = getattr(event, "bdf", None)
             rec = model.device(bdf) if isinstance(bdf, str) else None
             if rec is None or rec.device.iommu_group is None:
                 return []
             groups = [rec.device.iommu_group]
+        else:
+            return []
         out = []
         for g in groups:
             out.extend(self._evaluate(model, g, event.ts_ns))
         return out
 
     def _evaluate(self, model: Model, group: int, ts_ns: int) -> list[ev.Finding]:
+        if len(model.groups.get(group, ())) < 2 and group not in self.by_group:
+            return []  # a group of one is always viable
         members = model.group_members(group)
         on_vfio = [r for r in members if r.present and r.driver == VFIO_DRIVER]
         offenders = [r for r in members if _offends(r)]

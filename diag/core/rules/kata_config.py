@@ -95,7 +95,8 @@ class KataConfigInvalid(ConditionRule):
             keys = self.by_sandbox.pop(event.sandbox_id, set())
             return self.resolve_all(sorted(keys), event.ts_ns,
                                     f"sandbox {event.sandbox_id[:12]} is gone")
-        assert isinstance(event, ev.KataConfigLoaded)
+        if not isinstance(event, ev.KataConfigLoaded):
+            return []
         c = event.config
         path = c.path or f"<handler {c.handler}>"
         problems = kata_would_reject(c)

@@ -11,6 +11,7 @@ host driver, or the line has not repeated for CoreConfig.known_error_ttl_ns.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 
 from diag import events as ev
 from diag.core.config import NS, CoreConfig
@@ -133,9 +134,9 @@ class KataKnownError(ConditionRule):
         if isinstance(event, ev.SandboxStopped):
             keys = self.by_sandbox.pop(event.sandbox_id, [])
             return self._resolve(keys, event.ts_ns, f"sandbox {event.sandbox_id[:12]} is gone")
-        bdf = getattr(event, "bdf", None)
-        if not isinstance(bdf, str):
+        if not isinstance(event, (ev.DeviceBound, ev.DeviceRemoved)):
             return []
+        bdf = event.bdf
         if isinstance(event, ev.DeviceBound):
             if event.driver == VFIO_DRIVER:
                 return []
@@ -144,7 +145,7 @@ class KataKnownError(ConditionRule):
             why = "the device was removed"
         return self._resolve(self.keys_for(bdf), event.ts_ns, why)
 
-    def _resolve(self, keys: list[str], ts_ns: int, why: str) -> list[ev.Finding]:
+    def _resolve(self, keys: Sequence[str], ts_ns: int, why: str) -> list[ev.Finding]:
         for k in keys:
             self.timers.cancel(k)
             self.count.pop(k, None)

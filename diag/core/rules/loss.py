@@ -24,7 +24,9 @@ class EventLoss(ConditionRule):
     """Open per source that lost events; resolve after its resync, naming the changes."""
 
     id = "event-loss"
-    events = None  # EventsLost and Resynced, plus the resync-marked events that follow
+    events = (ev.EventsLost, ev.Resynced)
+    resync_events = True
+    """Also offered every event marked `resync` (the differences a resync found)."""
     ticks = True
 
     def __init__(self, config: CoreConfig) -> None:

@@ -47,6 +47,8 @@ class VfNetdevLost(ConditionRule):
                 self.pending[bdf] = ep
                 self.timers.set(bdf, at)
             return []
+        if bdf not in self._by_bdf and bdf not in self.timers:
+            return []
         rec = model.device(bdf)
         if isinstance(event, (ev.NetdevAdded, ev.LinkChanged)):
             if rec is None or rec.netdev is None:

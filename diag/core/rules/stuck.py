@@ -43,8 +43,11 @@ class VfStuckUnbound(ConditionRule):
                 self.since[bdf] = ts_ns
                 self.timers.set(bdf, ts_ns + self.config.stuck_grace_ns)
             return []
-        self.timers.cancel(bdf)
-        self.since.pop(bdf, None)
+        if bdf in self.timers:
+            self.timers.cancel(bdf)
+            self.since.pop(bdf, None)
+        if bdf not in self._by_bdf:
+            return []
         if rec is None or not rec.present:
             why = "the device was removed"
         elif rec.driver is not None:
@@ -54,12 +57,17 @@ class VfStuckUnbound(ConditionRule):
         return self.resolve_all(self.keys_for(bdf), ts_ns, why)
 
     def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
+        cls = type(event)
+        if cls is ev.SysfsWriteObserved and event.control != "driver_override":  # type: ignore[attr-defined]
+            return []
         if isinstance(event, ev.InventoryObserved):
             out = []
             for d in event.devices:
                 if d.driver is None or d.bdf in self._by_bdf:
                     out.extend(self._check(model, d.bdf, event.ts_ns))
             return out
+        if not isinstance(event, self.events):
+            return []
         bdf = getattr(event, "bdf", None)
         if not isinstance(bdf, str):
             return []
