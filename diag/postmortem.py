@@ -167,22 +167,27 @@ def _run_postmortem(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """A one-line progress bar on stderr (only when it is a terminal)."""
+    """A one-line progress bar on stderr (only when it is a terminal).
+
+    Drawn only once the replay has run for `DELAY_S`: small inputs finish before a bar would
+    be worth seeing; redrawn at most every 0.1 s.
+    """
+
+    DELAY_S = 0.5
 
     def __init__(self, inputs: list[pm.Input]) -> None:
         self.inputs = inputs
         self.total = sum(_size(i.path) for i in inputs) or 1
+        self.start = time.monotonic()
         self.last = 0.0
         self.shown = False
 
     def __call__(self, count: int) -> None:
         now = time.monotonic()
-        if now - self.last < 0.1:
+        if now - self.start < self.DELAY_S or now - self.last < 0.1:
             return
         self.last = now
         done = sum(i.stats.bytes_read for i in self.inputs)
-        if not self.shown and done * 4 > self.total:
-            return  # small inputs finish before a bar is worth drawing
         frac = min(1.0, done / self.total)
         bar = "#" * int(frac * 30)
         sys.stderr.write(f"\r[{bar:<30}] {frac * 100:5.1f}%  {count:,} events")

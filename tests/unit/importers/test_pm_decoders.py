@@ -298,3 +298,75 @@ def test_unreadable_file_reports_an_error(tmp_path: Path) -> None:
     st = FileStats("x")
     assert list(iter_lines(str(tmp_path / "missing"), st)) == []
     assert st.error
+
+
+# ---- the agent's own journal ------------------------------------------------------------------
+
+
+def _journal_lines(part: int, restated: int, events: list[ev.Event]) -> list[bytes]:
+    from diag import codec
+
+    h = codec.Header(boot_id="b00t", started_ns=1, part=part)
+    lines = [codec.dumps(h)]
+    if restated and hasattr(h, "snapshot_records"):
+        lines = [codec.dumps(codec.Header(boot_id="b00t", started_ns=1, part=part,
+                                          snapshot_records=restated))]
+    return lines + [codec.dumps(e) for e in events]
+
+
+def test_read_journal_counts_bad_lines_and_reports_a_cut_tail(tmp_path: Path) -> None:
+    """A rotated .gz part with a damaged line and a crash-cut last line: both reported, rest read."""
+    from diag.importers.journal import read_journal
+
+    evs = [ev.DeviceBound(ts_ns=10 + i, source="uevent", bdf="0000:01:10.0", driver="igbvf")
+           for i in range(5)]
+    lines = _journal_lines(0, 0, evs)
+    lines.insert(3, b'{"kind":"device_bound","ts_ns":"oops"\n')
+    data = b"".join(lines) + b'{"kind":"device_unbound","ts_ns":99,"sour'
+    p = tmp_path / "journal.jsonl.000003.gz"
+    p.write_bytes(gzip.compress(data))
+    jr = read_journal(str(p))
+    got = list(jr.events)
+    assert got == evs
+    assert jr.stats.bad_lines == 1 and jr.stats.first_bad.startswith("line 4:")
+    assert jr.stats.truncated_tail and jr.error == ""
+
+
+def test_later_rotated_part_skips_its_restated_state_when_the_earlier_part_is_given(tmp_path: Path) -> None:
+    """Parts 0 and 1 of one run: part 1's opening restatement is skipped, not replayed twice."""
+    from diag import codec
+    from diag.importers import postmortem as pm
+
+    if "snapshot_records" not in codec.Header.__slots__:
+        pytest.skip("journal header has no snapshot_records")
+    a = [ev.DeviceBound(ts_ns=10, source="uevent", bdf="0000:01:10.0", driver="vfio-pci")]
+    restate = [ev.SourceStateChanged(ts_ns=20, source="runtime", name="uevent", up=True)]
+    b = [ev.DeviceUnbound(ts_ns=30, source="uevent", bdf="0000:01:10.0")]
+    (tmp_path / "j.jsonl.000000").write_bytes(b"".join(_journal_lines(0, 0, a)))
+    (tmp_path / "j.jsonl").write_bytes(b"".join(_journal_lines(1, 1, restate + b)))
+    report = pm.run([str(tmp_path)], pm.Options())
+    kinds = [e.event.kind for e in report.timeline if e.input >= 0]
+    assert kinds == ["device_bound", "device_unbound"]
+    alone = pm.run([str(tmp_path / "j.jsonl")], pm.Options())
+    assert [e.event.kind for e in alone.timeline if e.input >= 0] == ["source_state_changed", "device_unbound"]
+
+
+def test_progress_bar_draws_only_for_big_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No bar for a replay that ends quickly; after the delay it shows bytes read, then is erased."""
+    import io
+
+    from diag import postmortem as cli_pm
+    from diag.importers import postmortem as pm
+
+    buf = io.StringIO()
+    monkeypatch.setattr("sys.stderr", buf)
+    inp = pm.Input(index=0, path=str(PM / "udevadm-monitor-kernel.txt"), stats=FileStats("x"))
+    bar = cli_pm._Progress([inp])
+    bar(10)
+    assert buf.getvalue() == ""  # just started: no bar
+    inp.stats.bytes_read = bar.total
+    bar.start -= bar.DELAY_S
+    bar(12345)
+    assert "100.0%" in buf.getvalue() and "12,345 events" in buf.getvalue()
+    bar.done()
+    assert buf.getvalue().endswith("\r")
