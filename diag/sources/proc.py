@@ -108,6 +108,20 @@ def _read(path: str, limit: int = 65536) -> bytes | None:
         return None
 
 
+def read_comm(paths: HostPaths, pid: int) -> str | None:
+    """`/proc/<pid>/comm` (one small read; the cheapest per-process look); None when it exited."""
+    raw = _read(f"{paths.proc}/{pid}/comm", 64)
+    return raw.decode("utf-8", "replace").rstrip("\n") if raw is not None else None
+
+
+def read_link(paths: HostPaths, pid: int, name: str) -> str:
+    """Target of `/proc/<pid>/<name>` (`exe`, `cwd`, `root`), empty when unreadable."""
+    try:
+        return os.readlink(f"{paths.proc}/{pid}/{name}")
+    except OSError:
+        return ""
+
+
 def read_argv(paths: HostPaths, pid: int) -> list[str]:
     raw = _read(f"{paths.proc}/{pid}/cmdline")
     if not raw:

@@ -46,3 +46,11 @@ def test_reading_our_own_process() -> None:
     assert p is not None and p.pid == os.getpid() and p.ppid == os.getppid()
     assert "python" in p.comm or "pytest" in p.comm
     assert p.ancestry and p.exe
+
+
+def test_read_comm_and_links_of_our_process() -> None:
+    """read_comm is the 15-char comm; read_link gives exe/cwd, empty for a gone pid."""
+    paths = HostPaths()
+    assert proc.read_comm(paths, os.getpid()) == proc.read_process(paths, os.getpid()).comm
+    assert proc.read_link(paths, os.getpid(), "cwd") == os.getcwd()
+    assert proc.read_comm(paths, 2**22 + 7) is None and proc.read_link(paths, 2**22 + 7, "exe") == ""

@@ -444,24 +444,13 @@ class ProcCache:
         """comm reads done by the last scan (for the bench)."""
 
 
-def _read_comm(paths: HostPaths, pid: int) -> str | None:
-    try:
-        with open(f"{paths.proc}/{pid}/comm", "rb") as fh:
-            return fh.read(64).decode("utf-8", "replace").rstrip("\n")
-    except OSError:
-        return None
-
-
 def _identify(paths: HostPaths, pid: int, comm: str) -> ProcInfo | None:
     is_shim = comm == proc.KATA_SHIM_COMM
     is_vmm = comm in proc.VMM_COMMS or comm.startswith("qemu-system")
     if not (is_shim or is_vmm or comm == "containerd"):
         return None
     argv = proc.read_argv(paths, pid)
-    try:
-        exe = os.readlink(f"{paths.proc}/{pid}/exe")
-    except OSError:
-        exe = ""
+    exe = proc.read_link(paths, pid, "exe")
     if comm == "containerd":
         if argv and os.path.basename(argv[0]) == "containerd":
             return ProcInfo(pid, comm, exe, tuple(argv), None)
@@ -471,10 +460,7 @@ def _identify(paths: HostPaths, pid: int, comm: str) -> ProcInfo | None:
         if sid is None:
             return None
         env = proc.read_environ(paths, pid)
-        try:
-            cwd = os.readlink(f"{paths.proc}/{pid}/cwd")
-        except OSError:
-            cwd = ""
+        cwd = proc.read_link(paths, pid, "cwd")
         return ProcInfo(pid, comm, exe, tuple(argv), sid, runtime, proc.netns_inode(paths, pid),
                         env.get("KATA_CONF_FILE"), cwd=cwd)
     qa = decode_qemu_argv(argv)
@@ -497,7 +483,7 @@ def scan_processes(paths: HostPaths, cache: ProcCache | None = None) -> ProcScan
         comm = cache.comms.get(pid)
         if comm is None or full or comm in cache.REREAD:
             reads += 1
-            comm = _read_comm(paths, pid)
+            comm = proc.read_comm(paths, pid)
             if comm is None:
                 continue
         comms[pid] = comm
