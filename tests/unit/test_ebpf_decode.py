@@ -14,6 +14,7 @@ from diag.sources.ebpf.source import KernelFacts, choose_mode
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ebpf"
 TRACEPOINT = sorted((FIXTURES / "tracepoint").glob("*.hex"))
+KPROBE = sorted((FIXTURES / "kprobe").glob("*.hex"))  # captured in the QEMU lab, when present
 
 
 def load_hex(path: Path) -> list[bytes]:
@@ -31,7 +32,8 @@ def replay(records: list[bytes]) -> list[ev.SysfsWriteObserved]:
             cwd[rec.pid] = D.resolve_against(rec.path, cwd.get(rec.pid)) or ""
             continue
         actor = ev.Process(pid=rec.pid, comm=rec.comm, ppid=rec.ppid or None)
-        e = D.decode_record(rec, actor=actor, wall_offset_ns=0, mode="tracepoint",
+        mode = "kprobe" if rec.kind == L.VFW_KIND_STORE else "tracepoint"
+        e = D.decode_record(rec, actor=actor, wall_offset_ns=0, mode=mode,
                             resolved_path=D.resolve_against(rec.path, cwd.get(rec.pid)))
         if e is not None:
             out.append(e)
@@ -39,7 +41,8 @@ def replay(records: list[bytes]) -> list[ev.SysfsWriteObserved]:
 
 
 class TestRecordedRecords:
-    @pytest.mark.parametrize("path", TRACEPOINT, ids=[p.stem for p in TRACEPOINT])
+    @pytest.mark.parametrize("path", TRACEPOINT + KPROBE,
+                             ids=[f"{p.parent.name}/{p.stem}" for p in TRACEPOINT + KPROBE])
     def test_fixture_decodes_to_the_recorded_events(self, path: Path) -> None:
         """Raw records captured on the CI kernel decode to the control, value, device and errno seen live."""
         expected = json.loads(path.with_suffix(".expected.json").read_text())
