@@ -399,6 +399,12 @@ Item = tuple[int, int, int, ev.Event]
 """(stamp, input index, sequence, event): heap-mergeable without comparing events."""
 
 
+def _identity_only(e: ev.InventoryObserved) -> ev.InventoryObserved:
+    """An untimed listing's devices without their drivers: who they are, not what they did."""
+    return replace(e, devices=tuple(
+        replace(d, driver=None, driver_override=None, vfio_group_path=None) for d in e.devices))
+
+
 def _stream(inp: Input, base_ns: int | None) -> Iterator[Item]:
     idx = inp.index
     if inp.events is not None:
@@ -406,6 +412,10 @@ def _stream(inp: Input, base_ns: int | None) -> Iterator[Item]:
         for n, e in enumerate(inp.events):
             if static:
                 ts = (base_ns - 1) if base_ns is not None else 0
+                if base_ns is not None and isinstance(e, ev.InventoryObserved):
+                    # When it was listed is unknown; its drivers would claim the state at the
+                    # start (and hide a rebind as "already on vfio-pci at start").
+                    e = _identity_only(e)
                 e = replace(e, ts_ns=ts)
             yield (e.ts_ns, idx, n, e)
         return
@@ -707,6 +717,8 @@ def replay(
         advance_to(until)
         note(corr.advance(until))
     report.last_ns = last_ts
+    if base is not None:
+        report.clock_notes.extend(_listing_notes(inputs, report.state))
     if dedupe is not None and dedupe.dropped:
         report.clock_notes.append(
             f"{dedupe.dropped} event(s) seen by more than one input were merged into one "
@@ -722,6 +734,25 @@ def replay(
         if inp.format == "journal" and inp.stats.error:
             report.clock_notes.append(f"{inp.path}: {inp.stats.error}")
     return report
+
+
+def _listing_notes(inputs: list[Input], state: HostState | None) -> list[str]:
+    """Compare untimed listings' drivers with the replay's end (they were taken some time)."""
+    notes: list[str] = []
+    end = {d.device.bdf: d.driver for d in (state.devices if state else ())}
+    for inp in inputs:
+        for e in inp.events or ():
+            if inp.clock != "static" or not isinstance(e, ev.InventoryObserved):
+                continue
+            notes.append(f"{inp.path}: a listing with no time: its devices' identities (ids, "
+                         "PF/VF, IOMMU groups) are used from the start, its drivers are not")
+            differ = [f"{d.bdf} {d.driver or '(none)'} (replay ends with {end[d.bdf] or '(none)'})"
+                      for d in e.devices if d.bdf in end and end[d.bdf] != d.driver]
+            if differ:
+                notes.append(f"{inp.path}: drivers differ from the end of the replay, so it was "
+                             "not taken at the end: " + "; ".join(differ[:8])
+                             + (f"; … {len(differ) - 8} more" if len(differ) > 8 else ""))
+    return notes
 
 
 def _chain(head: Item, rest: Iterator[Item]) -> Iterator[Item]:

@@ -133,3 +133,19 @@ def test_bad_option_is_a_titled_error(capsys: pytest.CaptureFixture[str]) -> Non
     """A malformed --since gives a titled error with a hint and exit 2."""
     code, _, err = run(capsys, "--since", "yesterday-ish", IPTS)
     assert code == 2 and "Bad option" in err
+
+
+def test_untimed_listing_gives_identity_but_cannot_hide_a_rebind(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A snapshot taken while the VF sat on vfio-pci, with the capture of its moves: the VF is
+    known as VF 0 of its PF, and the rebind is still flagged (its drivers are not the start)."""
+    from diag.cli import main as cli_main
+
+    snap = tmp_path / "snap.json"
+    cli_main(["--root", str(FIX / "sysfs" / "sriov-lab"), "snapshot", "--format", "json"])
+    snap.write_text(capsys.readouterr().out)
+    code, out, _ = run(capsys, "--format", "json", str(snap), UDEV)
+    doc = json.loads(out)
+    cold = [f for f in doc["findings"] if f["rule"] == "vfio-bind-coldplug-disabled"]
+    assert code == 1 and cold
+    assert any("drivers are not" in n for n in doc["clock_notes"])
