@@ -111,6 +111,7 @@ def test_port_counts_capped_like_go() -> None:
     ("cold_plug_vfio = 42\n", "TOML value has type int64; destination has type config.PCIePort"),
     ('pcie_switch_port = "four"\n', "TOML value has type string; destination has type uint32"),
     ('enable_annotations = "cold_plug_vfio"\n', "destination has type []string"),
+    ("cold_plug_vfio = { port = 1 }\n", "TOML value has type table; destination has type config.PCIePort"),
 ])
 def test_absurd_values_are_decode_errors_with_line(body: str, needle: str) -> None:
     """Wrong types and out-of-range numbers fail like Kata's TOML decoder, at the key's line."""

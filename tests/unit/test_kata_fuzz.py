@@ -26,7 +26,7 @@ STATEY = st.recursive(
 )
 TOML_VAL = st.recursive(
     st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=2),
     max_leaves=6,
 )
 HYP_KEYS = st.sampled_from(["cold_plug_vfio", "hot_plug_vfio", "pcie_root_port", "pcie_switch_port",

@@ -326,6 +326,8 @@ def effective_config(
     def read(key: str, default: Any, kind: str) -> _Read:
         keypath = ("hypervisor", hyp, key)
         layer = origins.get(keypath)
+        if layer is None and key in table:  # a table where a value belongs: its leaves name the file
+            layer = next((lay for kp, lay in reversed(list(origins.items())) if kp[:3] == keypath), None)
         if key not in table or layer is None:
             return _Read(default, "default", None, None)
         v = table[key]
