@@ -250,14 +250,21 @@ def host_netns(paths: HostPaths) -> NetnsCandidate | None:
     return None
 
 
+PID_SETTLE_READS = 10
+"""A process's namespace is re-read on this many scans before the cache is trusted: container
+runtimes start a process and then unshare() it into its new namespace."""
+
+
 def scan_netns(
-    paths: HostPaths, pid_cache: dict[int, int | None] | None = None, *, full: bool = True
+    paths: HostPaths, pid_cache: dict[int, tuple[int | None, int]] | None = None, *,
+    full: bool = True,
 ) -> dict[int, NetnsCandidate]:
     """Every network namespace visible under `paths`: host, named, held by processes.
 
-    `pid_cache` (pid -> namespace inode) makes a scan cost one readlink per NEW process only
-    (a host with 2,000 processes otherwise pays 2,000 readlinks a scan); `full=True` re-reads
-    every process, catching the rare one that changed namespace itself (setns, unshare).
+    `pid_cache` (pid -> (namespace inode, times read)) makes a scan cost one readlink per young
+    process only (a host with 2,000 processes would otherwise pay 2,000 readlinks a scan): a
+    process is re-read for its first PID_SETTLE_READS scans, then trusted. `full=True` re-reads
+    every process, catching the rare old one that changed namespace itself (setns, unshare).
     """
     found: dict[int, NetnsCandidate] = {}
     proc = str(paths.proc)
@@ -288,12 +295,13 @@ def scan_netns(
         pid = int(entry)
         live.add(pid)
         p = f"{proc}/{entry}/ns/net"
-        if pid_cache is not None and not full and pid in pid_cache:
-            ino = pid_cache[pid]
+        cached = pid_cache.get(pid) if pid_cache is not None else None
+        if cached is not None and not full and cached[1] >= PID_SETTLE_READS:
+            ino = cached[0]
         else:
             ino = _ns_inode(p)
             if pid_cache is not None:
-                pid_cache[pid] = ino
+                pid_cache[pid] = (ino, (cached[1] if cached else 0) + 1)
         if ino is None or ino in found:
             continue
         found[ino] = NetnsCandidate(inode=ino, path=p, pid=pid)
@@ -442,7 +450,7 @@ class LinksSource:
         self._resync_reason: str | None = None
         self._lock = threading.Lock()
         self._sysfs_bdf: dict[str, str | None] = {}
-        self._pid_cache: dict[int, int | None] = {}
+        self._pid_cache: dict[int, tuple[int | None, int]] = {}
         self._scans = 0
         self.full_scan_every = int(opts.get("full_scan_every", 20))
         """Every Nth scan re-reads every process's namespace (default: every 10 s)."""
@@ -526,7 +534,7 @@ class LinksSource:
                     ns.cand, ns.ref = cand, cand.ref()
                     emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
                 elif (not ns.ref.name and ns.ref.pid is not None and cand.pid is not None
-                      and self._pid_cache.get(ns.ref.pid) != ino):
+                      and (self._pid_cache.get(ns.ref.pid) or (None, 0))[0] != ino):
                     # The process we named it by is gone (or left it); another holds it now.
                     ns.cand, ns.ref = cand, cand.ref()
                     emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
