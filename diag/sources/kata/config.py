@@ -845,11 +845,14 @@ def load_handler(
                 chosen = d
                 break
         if not chosen:
-            tried = ", ".join(f"config file {go_quote(d)} unresolvable: file {d} does not exist"
-                              for d in defaults)
-            return HandlerLoad(handler.name, None,
-                               (ConfigError(defaults[0], f"Cannot find usable config file ({tried})",
-                                            handler=handler.name),), tuple(watch), how="none")
+            if handler.runtime == "rs":  # runtime-rs: io::ErrorKind::NotFound, no list of paths
+                msg = f"no runtime-rs configuration file: none of {', '.join(defaults)} exists"
+            else:
+                tried = ", ".join(f"config file {go_quote(d)} unresolvable: file {d} does not exist"
+                                  for d in defaults)
+                msg = f"Cannot find usable config file ({tried})"
+            return HandlerLoad(handler.name, None, (ConfigError(defaults[0], msg, handler=handler.name),),
+                               tuple(watch), how="none")
     watch.append(chosen)
     resolved = resolve(paths, chosen)
     if resolved is None:
