@@ -30,6 +30,9 @@ Clock = Literal["realtime", "monotonic", "none", "static"]
 
 HEAD_BYTES = 64 * 1024
 """How much of a file (decompressed) the sniffers see."""
+MAX_LINE = 1024 * 1024
+"""Longer lines are cut (the first MiB is kept, counted as malformed by the parser): a hostile or
+broken file must not make one line eat the memory."""
 
 
 @dataclass(slots=True)
@@ -210,17 +213,27 @@ def iter_lines(path: str, stats: FileStats) -> Iterator[bytes]:
             return
         chunks = _gunzip(raw, stats) if gz else _plain(raw, stats)  # type: ignore[arg-type]
         pending = b""
+        skipping = False  # inside a line longer than MAX_LINE: drop until its end
         try:
             for chunk in chunks:
                 data = pending + chunk if pending else chunk
                 parts = data.split(b"\n")
                 pending = parts.pop()
                 for part in parts:
+                    if skipping:
+                        skipping = False
+                        continue
                     yield part + b"\n"
+                if len(pending) > MAX_LINE:
+                    if not skipping:
+                        stats.note(f"a line longer than {MAX_LINE // 1024} KiB was cut there")
+                        yield pending[:MAX_LINE] + b"\n"
+                    skipping = True
+                    pending = b""
         except OSError as exc:
             stats.truncated = True
             stats.note(f"read error ({exc.strerror or exc}); read up to there")
-        if pending:
+        if pending and not skipping:
             yield pending
     finally:
         raw.close()

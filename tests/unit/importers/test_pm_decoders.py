@@ -370,3 +370,17 @@ def test_progress_bar_draws_only_for_big_inputs(monkeypatch: pytest.MonkeyPatch)
     assert "100.0%" in buf.getvalue() and "12,345 events" in buf.getvalue()
     bar.done()
     assert buf.getvalue().endswith("\r")
+
+
+def test_an_endless_line_is_cut_not_held_in_memory(tmp_path: Path) -> None:
+    """A 5 MiB line without newlines is cut at MAX_LINE; the lines after it are still read."""
+    from diag.importers import MAX_LINE
+
+    p = tmp_path / "big.log"
+    p.write_bytes(b"x" * (5 * 1024 * 1024) + b"\nafter\n")
+    st = FileStats(str(p))
+    lines = list(iter_lines(str(p), st))
+    assert len(lines[0]) == MAX_LINE + 1 and lines[1:] == [b"after\n"]
+    assert any("cut" in n for n in st.notes)
+    imp, err = sniff(str(p))
+    assert imp is None and err == ""
