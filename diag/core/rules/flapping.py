@@ -19,6 +19,9 @@ from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers, _Open, device_label
 
+MAX_MOVES = 256
+"""Moves remembered per device: `count` reads `256` (at least) during a storm."""
+
 
 @register("driver-flapping")
 class DriverFlapping(ConditionRule):
@@ -63,7 +66,10 @@ class DriverFlapping(ConditionRule):
         window = self.config.flapping_window_ns
         ep = model.episode(bdf)
         actor = ep.actor if ep is not None else None
-        q = self.moves.setdefault(bdf, deque())
+        q = self.moves.get(bdf)
+        if q is None:
+            # Enough to count a flap and name its actors; a storm saturates the count here.
+            q = self.moves[bdf] = deque(maxlen=max(self.config.flapping_moves, MAX_MOVES))
         q.append((event.ts_ns, event.driver, actor_label(actor) if actor else ""))
         while q and q[0][0] < event.ts_ns - window:
             q.popleft()

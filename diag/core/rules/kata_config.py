@@ -93,6 +93,10 @@ class KataConfigInvalid(ConditionRule):
                                  event.key, event.line, event.sandbox_id, event)
         if isinstance(event, ev.SandboxStopped):
             keys = self.by_sandbox.pop(event.sandbox_id, set())
+            for k in keys:
+                self.opened_ns.pop(k, None)
+                for keys_of_path in self.by_path.values():
+                    keys_of_path.discard(k)
             return self.resolve_all(sorted(keys), event.ts_ns,
                                     f"sandbox {event.sandbox_id[:12]} is gone")
         if not isinstance(event, ev.KataConfigLoaded):
@@ -108,6 +112,7 @@ class KataConfigInvalid(ConditionRule):
             for k in sorted(self.by_path.get(p, set()) - now):
                 if event.ts_ns > self.opened_ns.get(k, event.ts_ns):
                     self.by_path[p].discard(k)
+                    self.opened_ns.pop(k, None)
                     out.extend(self.resolve_all([k], event.ts_ns,
                                                 f"{p} was loaded again without the error"))
         for key, msg in problems:

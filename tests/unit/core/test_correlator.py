@@ -126,7 +126,7 @@ def test_recorded_findings_in_a_journal_are_not_reapplied() -> None:
 
 def test_memory_stays_bounded_over_many_moves() -> None:
     """10,000 moves of one VF keep per-device history, episodes and rule state bounded."""
-    cfg = CoreConfig(history_per_device=16, flapping_moves=10_000_000)
+    cfg = CoreConfig(history_per_device=16, flapping_moves=300)
     c = Correlator(cfg)
     c.feed(inventory(T0))
     t = T0
@@ -143,7 +143,7 @@ def test_memory_stays_bounded_over_many_moves() -> None:
     assert len(snap.recent) <= cfg.recent_events
     assert len(snap.findings) <= len(c.active) + cfg.resolved_kept
     flap = next(r for r in c.rules if r.id == "driver-flapping")
-    assert len(flap.moves[VF]) <= 1 + 1200  # bounded by the window (120 s at 10 moves/s)
+    assert len(flap.moves[VF]) <= 300  # bounded whatever the rate (a flap is open by then)
 
 
 def test_snapshot_lists_active_findings_first_with_counts() -> None:
