@@ -491,6 +491,9 @@ class SandboxStarted(Event):
     """`bus=` of each `-device vfio-pci` in `vmm_vfio_devices` order (empty string when none)."""
     refused: str = ""
     """Kata's error when it would refuse this sandbox's annotations (sandbox creation fails)."""
+    config_changed_since_start: bool = False
+    """The handler's configuration files changed after this sandbox's shim started (before the
+    agent saw it): the sandbox may run with older values than the ones shown."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -184,3 +184,21 @@ def test_kata_conf_file_from_running_shim(root: Path, netns: str, actors: Actors
                            "only shipped Kata configuration files are accepted")
     assert (bad.key, bad.handler) == ("KATA_CONF_FILE", "kata")
     assert w.configs["kata"].cold_plug_vfio == "no-port"  # last good view kept
+
+
+def test_config_changed_after_shim_start_is_flagged(root: Path, netns: str, actors: Actors) -> None:
+    """An agent that meets a sandbox after its handler's file changed says the values may be newer than the sandbox's."""
+    actors.start(["ip", "netns", "exec", netns, *shim_argv(root, SID)])
+    before = KataWatcher(HostPaths.at(root), {"journal": False})
+    (s,) = [e for e in before.step(time.time_ns(), force=True) if e.kind == "sandbox_started"]
+    assert not s.config_changed_since_start
+    time.sleep(1.7)  # start times are known to ~1 s (boot time has whole seconds)
+    cfg = root / "opt/kata/share/defaults/kata-containers/configuration-qemu.toml"
+    cfg.write_text(QEMU_CFG.replace('"no-port"', '"root-port"') + "pcie_root_port = 2\n")
+    late = KataWatcher(HostPaths.at(root), {"journal": False})
+    (s,) = [e for e in late.step(time.time_ns(), force=True) if e.kind == "sandbox_started"]
+    assert s.config_changed_since_start and s.cold_plug_vfio == "root-port"
+    evs = before.step(time.time_ns(), time.monotonic() + 5)
+    (c,) = [e for e in evs if e.kind == "kata_config_loaded"]
+    assert c.changed and [e for e in evs if e.kind == "sandbox_started"] == []
+    assert before.sandboxes[SID].cold_plug_vfio == "no-port"  # the earlier watcher keeps what it saw

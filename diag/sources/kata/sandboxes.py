@@ -510,6 +510,32 @@ def scan_processes(paths: HostPaths, cache: ProcCache | None = None) -> ProcScan
     return ProcScan(shims, vmms, containerd, proc.netns_inode(paths, 1), len(comms))
 
 
+def process_start_ns(paths: HostPaths, pid: int, boot_ns: int) -> int | None:
+    """Wall-clock start of `pid` from /proc/<pid>/stat field 22 (clock ticks after boot)."""
+    if not boot_ns:
+        return None
+    try:
+        with open(f"{paths.proc}/{pid}/stat", "rb") as fh:
+            text = fh.read(4096).decode("utf-8", "replace")
+        ticks = int(text[text.rfind(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+    return boot_ns + ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def config_mtime_ns(paths: HostPaths, cfg: ev.KataConfig) -> int | None:
+    """Latest modification time of a configuration's main file and drop-ins (under the root)."""
+    latest = None
+    for p in (cfg.path, *cfg.dropins):
+        if p:
+            try:
+                m = os.stat(paths.host(p)).st_mtime_ns
+            except OSError:
+                continue
+            latest = m if latest is None else max(latest, m)
+    return latest
+
+
 def containerd_config_arg(info: ProcInfo | None) -> str | None:
     """`--config`/`-c` of the running containerd, when it was given one."""
     if info is None:
@@ -611,6 +637,7 @@ def assemble(
     shim: ProcInfo | None, vmm: ProcInfo | None, vm_pid: int | None,
     handler: str | None, cfg: ev.KataConfig | None, runtime_hint: str | None,
     netns_inode: int | None, names: Mapping[int, str], host_netns: int | None,
+    config_changed: bool = False,
 ) -> Assembled:
     """One SandboxStarted from everything known about a sandbox, with its annotation errors."""
     runtime = (shim.runtime if shim and shim.runtime else None) or (state.runtime if state else None) \
@@ -646,6 +673,7 @@ def assemble(
         vmm_vfio_devices=tuple(d.bdf for d in vfio), vmm_vfio_buses=tuple(d.bus for d in vfio),
         state_file=state.path if state else None, config_path=base.path, settings=tuple(settings),
         refused=applied.errors[0].message if applied.refused else "",
+        config_changed_since_start=config_changed and not (state is not None and state.settings),
     )
     errors = applied.errors
     if bundle is not None and bundle.key_lines:

@@ -41,6 +41,8 @@ NAME = "kata"
 OPTIONS = ("log_files", "logs_from_start", "journal", "kmsg", "containerd_config", "sandbox_interval_s",
            "config_interval_s", "holder_interval_s", "holder_full_interval_s", "proc_full_every")
 """`[sources.kata]` options (see README, "Kata")."""
+START_SLACK_NS = 1_500_000_000
+"""A process's wall-clock start is known to about a second (boot time is whole seconds)."""
 
 
 def _stat_key(paths: HostPaths, host_path: str) -> tuple[Any, ...] | None:
@@ -100,6 +102,8 @@ class KataWatcher:
         self._state_dirs = sandboxes.StateDirs()
         self._sb_errors: set[tuple[Any, ...]] = set()
         self._bundles: sandboxes.BundleCache = {}
+        self._sb_stale: set[str] = set()
+        """Sandboxes whose shim started before the last change of their handler's files."""
         self.procs = sandboxes.ProcScan()
         self.proc_cache = sandboxes.ProcCache(full_every=int(opts.get("proc_full_every", 10)))
 
@@ -203,6 +207,14 @@ class KataWatcher:
             cfg = next(iter(self.configs.values()))
         if cfg is not None:  # frozen: a later config change does not apply to a running sandbox
             self._sb_config[sid] = (handler, cfg)
+            if shim is not None:
+                if not self.boot_ns:
+                    self.boot_ns = logs.boot_time_ns(self.paths.proc)
+                started = sandboxes.process_start_ns(self.paths, shim.pid, self.boot_ns)
+                changed = sandboxes.config_mtime_ns(self.paths, cfg)
+                # btime has 1 s resolution, so only a change clearly after the start counts.
+                if started is not None and changed is not None and changed > started + START_SLACK_NS:
+                    self._sb_stale.add(sid)
         return handler, cfg
 
     def step_sandboxes(self, ts_ns: int, *, rescan: bool = True) -> list[ev.Event]:
@@ -249,7 +261,7 @@ class KataWatcher:
                 sid, ts_ns=ts_ns, state=state, bundle=bundle, shim=shim, vmm=vmm,
                 vm_pid=dirs.vm_pids.get(sid), handler=handler, cfg=cfg,
                 runtime_hint="rs" if sid in dirs.rs else None, netns_inode=inode, names=names,
-                host_netns=self.procs.host_netns)
+                host_netns=self.procs.host_netns, config_changed=sid in self._sb_stale)
             for cerr in asm.errors:
                 key = (sid, cerr.message)
                 if key not in self._sb_errors:
@@ -264,6 +276,7 @@ class KataWatcher:
                 out.append(ev.SandboxStopped(ts_ns=ts_ns, source=NAME, sandbox_id=sid))
                 self._sb_config.pop(sid, None)
                 self._bundles.pop(sid, None)
+                self._sb_stale.discard(sid)
                 self._sb_errors = {k for k in self._sb_errors if k[0] != sid}
         self.sandboxes = current
         return out
