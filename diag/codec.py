@@ -157,10 +157,47 @@ def _value_decoder(tp: Any) -> _Encoder | None:
             return tuple
         return lambda v: tuple(dec(x) for x in v)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not issubclass(tp, ev.Event) and _all_scalar(tp):
+            return _interned(_record_decoder(tp))
         return _record_decoder(tp)
     if tp is ev.Severity:
         return ev.Severity.parse
     return None
+
+
+_SCALARS = (int, str, bool, float, type(None))
+INTERN_MAX = 4096
+"""Distinct nested value records (namespaces, settings) kept per class for sharing."""
+
+
+def _all_scalar(cls: type) -> bool:
+    """Every field is a scalar or an optional scalar (so a record's items are hashable)."""
+    for tp in _hints(cls).values():
+        args = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+        if not all(a in _SCALARS for a in args):
+            return False
+    return True
+
+
+def _interned(dec: Callable[[dict[str, Any]], Any]) -> Callable[[Any], Any]:
+    """Share one frozen instance per distinct record: a journal names the same few network
+    namespaces in every link event, and looking one up costs less than building it."""
+    cache: dict[tuple[Any, ...], Any] = {}
+
+    def decode(rec: Any) -> Any:
+        try:
+            key = tuple(rec.items())
+            hit = cache.get(key)
+        except (AttributeError, TypeError):  # not an object, or an unhashable value in it
+            return dec(rec)
+        if hit is None:
+            hit = dec(rec)
+            if len(cache) >= INTERN_MAX:
+                cache.clear()
+            cache[key] = hit
+        return hit
+
+    return decode
 
 
 _ABSENT = object()
@@ -246,9 +283,19 @@ def decode_value(cls: type) -> Callable[[dict[str, Any]], Any]:
     return _record_decoder(cls)
 
 
+_BY_KIND: dict[str, Callable[[dict[str, Any]], Any]] = {}
+"""Event decoders by wire kind, filled on first use (the hot path of a replay)."""
+
+
 def from_record(rec: dict[str, Any]) -> ev.Event | Header:
     """Rebuild an event, finding or header from its dict; raises ValueError when it cannot."""
     kind = rec.get("kind")
+    dec = _BY_KIND.get(kind) if isinstance(kind, str) else None
+    if dec is not None:
+        try:
+            return typing.cast(ev.Event, dec(rec))
+        except TypeError as exc:  # missing required field, wrong nesting
+            raise ValueError(f"bad {kind} record: {exc}") from None
     if kind == "header":
         h = Header(**{k: v for k, v in rec.items() if k != "kind" and k in Header.__slots__})
         if h.schema > SCHEMA_VERSION:
@@ -261,8 +308,9 @@ def from_record(rec: dict[str, Any]) -> ev.Event | Header:
     cls = ev.EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ValueError(f"unknown record kind {kind!r}")
+    dec = _BY_KIND[typing.cast(str, kind)] = _record_decoder(cls)
     try:
-        return typing.cast(ev.Event, _record_decoder(cls)(rec))
+        return typing.cast(ev.Event, dec(rec))
     except TypeError as exc:  # missing required field, wrong nesting
         raise ValueError(f"bad {kind} record: {exc}") from None
 

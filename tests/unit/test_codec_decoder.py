@@ -52,3 +52,16 @@ def test_damaged_records_are_value_errors_and_counted_by_readers(line: bytes) ->
     st = codec.ReadStats()
     assert list(parse_journal([line + b"\n"], st)) == [] and st.bad_lines == 1
     assert FileStats("x").bad_lines == 0
+
+
+def test_repeated_scalar_value_records_are_shared_and_still_equal() -> None:
+    """Two link events in one namespace share one NetnsRef instance; values are unchanged."""
+    line = (b'{"kind":"link_removed","ts_ns":%d,"source":"links","ifindex":3,"ifname":"eth1",'
+            b'"netns":{"inode":4026532001,"pid":20001}}')
+    a, b = codec.loads(line % 1), codec.loads(line % 2)
+    assert isinstance(a, ev.LinkRemoved) and isinstance(b, ev.LinkRemoved)
+    assert a.netns is b.netns and a.netns == ev.NetnsRef(inode=4026532001, pid=20001)
+    for bad in (b'{"pid":1}', b'[1]', b'"host"'):  # missing field, not an object
+        with pytest.raises(ValueError):
+            codec.loads(b'{"kind":"link_removed","ts_ns":1,"source":"l","ifindex":3,'
+                        b'"ifname":"x","netns":' + bad + b'}')
