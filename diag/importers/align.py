@@ -76,22 +76,32 @@ def anchor_keys(events: Iterable[ev.Event]) -> list[tuple[int, Key, int]]:
     return out
 
 
-def from_anchors(anchors: Sequence[Anchor]) -> tuple[Alignment | None, str]:
-    """The offset of the single boot the journald anchors describe; (None, why) otherwise."""
+def from_anchors(
+    anchors: Sequence[Anchor], prefer_boot: str = "",
+) -> tuple[Alignment | None, str]:
+    """The offset of the boot the journald anchors describe; (None, why) when it is not clear.
+
+    With several boots in the exports, `prefer_boot` (the boot id in the agent's journal header,
+    the host the capture came from) picks one; otherwise which one is unknown.
+    """
     boots: dict[str, list[int]] = {}
     for a in anchors:
         boots.setdefault(a.boot_id, []).append(a.realtime_ns - a.monotonic_ns)
     if not boots:
         return None, "no journald entries with both clocks"
+    why = "the only boot in it"
     if len(boots) > 1:
-        return None, f"the journald exports cover {len(boots)} boots; which one is unknown"
+        if prefer_boot not in boots:
+            return None, f"the journald exports cover {len(boots)} boots; which one is unknown"
+        boots = {prefer_boot: boots[prefer_boot]}
+        why = "the boot of the agent's journal given with it"
     boot, diffs = next(iter(boots.items()))
     diffs.sort()
     off = diffs[len(diffs) // 2]
     spread = max(off - diffs[0], diffs[-1] - off)
     return Alignment(
         off, spread,
-        f"assumed to be boot {boot[:8]}… of the journald export (the only boot in it); "
+        f"assumed to be boot {boot[:8]}… of the journald export ({why}); "
         f"offset from {len(diffs)} journald entries", len(diffs),
     ), ""
 

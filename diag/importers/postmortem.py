@@ -296,6 +296,18 @@ def _order_journal_parts(inputs: list[Input]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _journal_boot(inputs: list[Input]) -> str:
+    """The boot id in the header of the agent's journal among the inputs (first one)."""
+    from diag.importers import journal as jmod
+
+    for i in inputs:
+        if i.format == "journal":
+            h = jmod.first_header(i.path)
+            if h is not None and h.boot_id:
+                return h.boot_id
+    return ""
+
+
 def _journal_keyed(inp: Input, limit: int = 20000) -> list[tuple[int, al.Key, int]]:
     """Keyed events of an agent journal (a second, bounded pass over its head)."""
     from itertools import islice
@@ -338,7 +350,7 @@ def align_inputs(inputs: list[Input], options: Options) -> list[str]:
                 + ("; the monotonic inputs are assumed to come from one boot" if len(monos) > 1
                    else "")))
         else:
-            a, why = al.from_anchors(anchors)
+            a, why = al.from_anchors(anchors, _journal_boot(inputs))
             if a is None:
                 a = al.match_offset(al.anchor_keys(inp.events or ()), reference())
                 if a is None and why:
