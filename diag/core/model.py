@@ -182,6 +182,13 @@ class Model:
         if src is None:
             src = self._source(event.source)
         src.events += 1
+        if event.synthetic and cls in _NOT_A_MOVE_WHEN_SYNTHETIC:
+            # `echo "unbind <uuid>" > .../uevent` reports a move that did not happen: rules see
+            # it (findings marked synthetic), the episode keeps it, the device state does not.
+            bdf = getattr(event, "bdf", None)
+            if bdf:
+                self._join(bdf, event)
+            return
         handler = _HANDLERS.get(cls)
         if handler is not None:
             handler(self, event)
@@ -557,6 +564,11 @@ class Model:
             lost_total=self.lost_total,
         )
 
+
+_NOT_A_MOVE_WHEN_SYNTHETIC = frozenset({
+    ev.DeviceBound, ev.DeviceUnbound, ev.DeviceRemoved, ev.NetdevAdded, ev.NetdevRemoved,
+})
+"""Kernel events whose synthetic copies (SYNTH_UUID) must not change the device state."""
 
 _MOVE_CONTROLS = frozenset({"driver_override", "unbind", "bind", "new_id", "drivers_probe"})
 """Control writes that begin a driver move of a device."""

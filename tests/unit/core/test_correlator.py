@@ -100,20 +100,31 @@ def test_the_two_recorded_socket_orders_give_the_same_findings() -> None:
     assert shape(a) == shape(b)
 
 
-def test_synthetic_uevents_make_a_synthetic_finding() -> None:
-    """A move told by synthetic uevents (SYNTH_UUID) raises a finding marked synthetic."""
-    inv = inventory(T0)
-    tr = tracker_for(inv)
-    events: list[ev.Event] = [inv, kata_config(T0)]
-    for r in load_dump(dump_path("uevent", "kata38-bind-vfio")):
+def _synthetic(phase: str, tr: object) -> list[ev.Event]:
+    out = []
+    for r in load_dump(dump_path("uevent", phase)):
         e = decode_uevent(r.data + b"SYNTH_UUID=0\0", r.t_real_ns)
         if e is not None:
             assert e.synthetic
-            events.append(tr.apply(e))
-    _, out = run(events)
+            out.append(tr.apply(e))  # type: ignore[attr-defined]
+    return out
+
+
+def test_synthetic_uevents_make_a_synthetic_finding() -> None:
+    """A move told by synthetic uevents (SYNTH_UUID) raises a finding marked synthetic, leaves
+    the device state as it was (nothing really moved), and resolves on the synthetic restore."""
+    inv = inventory(T0)
+    tr = tracker_for(inv)
+    events: list[ev.Event] = [inv, kata_config(T0), *_synthetic("kata38-bind-vfio", tr)]
+    c, out = run(events)
     [f] = [f for f in final(out).values() if f.rule == "vfio-bind-coldplug-disabled"]
     assert f.synthetic and f.summary.endswith("[synthetic]")
     assert any("[synthetic]" in e.text for e in f.evidence)
+    assert c.model.devices[VF].driver == "igbvf" and c.model.devices[VF].netdev == "eth1"
+    for e in _synthetic("kata38-restore", tr):
+        out += c.feed(e)
+    [f] = [f for f in final(out).values() if f.rule == "vfio-bind-coldplug-disabled"]
+    assert f.status == "resolved"
 
 
 def test_recorded_findings_in_a_journal_are_not_reapplied() -> None:
