@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, ClassVar
 
 from diag import events as ev
@@ -446,9 +445,3 @@ class KataSource:
         finally:
             w.close()  # the runtime reports the stop itself
 
-
-def first_views(root: str | Path = "/") -> KataWatcher:
-    """A watcher after one full round (for `check`, `snapshot` and tests)."""
-    w = KataWatcher(HostPaths.at(root), {"journal": False})
-    w.step(time.time_ns(), force=True)
-    return w
