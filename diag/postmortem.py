@@ -116,7 +116,8 @@ def _add_postmortem(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="wall-clock = monotonic + SECONDS for monotonic captures (udevadm); "
                         "@TIME gives the boot time instead (`uptime -s`); repeat per file")
     p.add_argument("--limit", type=int, default=2000, metavar="N",
-                   help="timeline entries to show (default 2000; findings are always complete)")
+                   help="timeline entries to show (default 2000); every active finding and the "
+                        "newest 1000 resolved ones are shown, with totals for all")
     p.add_argument("--config", metavar="TOML",
                    help="the agent's configuration file ([core] thresholds), to replay with "
                         "the same settings as the live agent")
