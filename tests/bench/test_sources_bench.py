@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -288,13 +289,16 @@ def test_link_storm_agent_beside_ip_monitor_and_a_raw_socket() -> None:
         t = threading.Thread(target=src.run, args=(got, stop), daemon=True)
         t.start()
         mon_out = Path(f"/tmp/{pfx}-ipmon.txt")
+        cleanup: list[Callable[[], object]] = []
         try:
             assert wait_for(lambda: any(isinstance(e, ev.LinkChanged) and e.netns.name == ns
                                         for e in got.snapshot()), timeout=3)
             mark = len(got.snapshot())
             raw = RawCounter(ns)
+            cleanup.append(raw.close)
             with open(mon_out, "w") as fh:
                 mon = subprocess.Popen(["ip", "-n", ns, "-ts", "monitor", "link"], stdout=fh)
+            cleanup.append(lambda: (mon.kill(), mon.wait(5)) if mon.poll() is None else None)
             time.sleep(0.3)
             cpu0, t0 = _cpu(), time.monotonic()
             add = "".join(f"link add {pfx}a{i} type veth peer name {pfx}b{i}\n" for i in range(300))
@@ -318,6 +322,8 @@ def test_link_storm_agent_beside_ip_monitor_and_a_raw_socket() -> None:
         finally:
             stop.set()
             t.join(5)
+            for fn in cleanup:
+                fn()
         text = mon_out.read_text(errors="replace")
         mon_out.unlink()
         lines = [ln for ln in text.splitlines() if ln.startswith("[")]

@@ -32,8 +32,11 @@ class Running:
 
     def __enter__(self) -> Running:
         self.thread.start()
-        assert wait_for(lambda: any(isinstance(e, ev.LinkChanged) and e.netns.is_host
+        ok = wait_for(lambda: any(isinstance(e, ev.LinkChanged) and e.netns.is_host
                                     for e in self.out.snapshot()))
+        if not ok:  # never leave the source thread running behind a failed test
+            self.__exit__()
+            raise AssertionError("the source did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -135,12 +138,15 @@ def test_300_veth_pairs_across_10_namespaces_match_a_raw_socket_count_exactly() 
     counts equal what a plain rtnetlink socket in that namespace counted."""
     pfx = prefix()
     names = [f"{pfx}{i}" for i in range(10)]
-    with cleanup_netns(pfx), Running() as run:
+    with contextlib.ExitStack() as stack, cleanup_netns(pfx), Running() as run:
         for n in names:
             sh(f"ip netns add {n}")
         assert wait_for(lambda: all(run.watching(n) for n in names), timeout=5)
         mark = len(run.events())
-        counters = {n: RawCounter(n) for n in names}
+        counters: dict[str, RawCounter] = {}
+        stack.callback(lambda: [c.close() for c in counters.values()])
+        for n in names:
+            counters[n] = RawCounter(n)
         for n in names:
             batch = "".join(f"link add {pfx}a{i} type veth peer name {pfx}b{i}\n" for i in range(30))
             subprocess.run(["ip", "-n", n, "-batch", "-"], input=batch, text=True, check=True)

@@ -49,7 +49,10 @@ class Running:
 
     def __enter__(self) -> Running:
         self.thread.start()
-        assert wait_for(lambda: any(isinstance(e, ev.InventoryObserved) for e in self.out.snapshot()))
+        ok = wait_for(lambda: any(isinstance(e, ev.InventoryObserved) for e in self.out.snapshot()))
+        if not ok:  # never leave the source thread running behind a failed test
+            self.__exit__()
+            raise AssertionError("the source did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:

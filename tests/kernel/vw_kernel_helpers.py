@@ -150,6 +150,12 @@ class RawCounter:
         a, b, c = (int(x) for x in out.split())
         return a, b, c
 
+    def close(self) -> None:
+        """Make sure the counter is gone (after a failure, stop() was never reached)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
 
 def wait_for(pred: Callable[[], bool], timeout: float = 5.0, step: float = 0.02) -> bool:
     end = time.monotonic() + timeout
