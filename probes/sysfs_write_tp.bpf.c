@@ -5,9 +5,11 @@
  *           reset, sriov_numvfs, sriov_drivers_autoprobe, rescan): pid, tid, comm, cgroup id,
  *           parent, the path as opened, the value written and the result (bytes or -errno).
  * Hooks     raw_tracepoint sys_enter + sys_exit (one program each, filtered in-kernel by
- *           syscall number); tracepoint sched:sched_process_fork (parent of short-lived
- *           writers). open/openat/openat2 with O_WRONLY|O_RDWR whose basename is a control file
- *           name put (tgid, fd) in `fds`; dup/dup2/dup3/fcntl(F_DUPFD) copy it, close drops it;
+ *           syscall number); tracepoints sched:sched_process_fork (parent of short-lived
+ *           writers) and sched_process_exec/exit (forget fds that exec or exit closed, so a
+ *           reused fd number is never taken for a control file).
+ *           open/openat/openat2 with O_WRONLY|O_RDWR whose basename is a control file name put
+ *           (tgid, fd) in `fds`; dup/dup2/dup3/fcntl(F_DUPFD) copy it, close drops it;
  *           write/pwrite64/writev on such an fd is reported at its exit with the value read from
  *           the caller's buffer (still mapped: the caller has not resumed). chdir/fchdir are
  *           reported so that user space can resolve relative paths of writers that have exited.
@@ -15,7 +17,8 @@
  *           are classified by basename only: user space resolves them (cwd, symlinks) under the
  *           root and drops what is not in sysfs. Not seen: io_uring writes, a control file
  *           reached through a symlink whose own name is not the control file's, paths longer
- *           than VFW_PATH_LEN, and fds passed over unix sockets (kprobe mode sees all of these).
+ *           than VFW_PATH_LEN, fds inherited across fork or passed over unix sockets (kprobe
+ *           mode sees all of these).
  * Kernel    >= 5.8 (ring buffer, bpf_probe_read_user); x86_64 or arm64. Reads no kernel struct
  *           but struct pt_regs, whose layout is the ptrace ABI (identical in every header
  *           version), so the CI machine's mismatched 6.1 headers are safe.
@@ -38,6 +41,8 @@
 #define AT_FDCWD_ -100
 #define F_DUPFD_ 0
 #define F_DUPFD_CLOEXEC_ 1030
+#define O_CLOEXEC_ 02000000 /* x86_64 and arm64 */
+#define FD_SCAN 64 /* fds looked at on exec and exit; higher ones wait for user-space GC */
 #define PATH_MASK (VFW_PATH_LEN - 1)
 #define BASENAME_MAX 24 /* "sriov_drivers_autoprobe" is 23 */
 #if VFW_PATH_LEN != 256
@@ -219,6 +224,27 @@ static __always_inline void fd_drop(struct fdkey *k)
 		__sync_fetch_and_add(&g->nfds, -1);
 }
 
+/* Whether any control fd is tracked at all (two array reads, no helper call). */
+static __always_inline int live_fds(void)
+{
+	int one = 1;
+	struct gate *g = get_gate();
+	struct gate *gc = gate.lookup(&one);
+	return g && gc && g->nfds - gc->nfds > 0;
+}
+
+/* Forget a process's tracked fds below FD_SCAN (all, or the close-on-exec ones). */
+static __always_inline void drop_fds(__u32 tgid, int only_cloexec)
+{
+#pragma unroll
+	for (int i = 0; i < FD_SCAN; i++) {
+		struct fdkey k = {.tgid = tgid, .fd = i};
+		struct fdinfo *fi = fds.lookup(&k);
+		if (fi && (!only_cloexec || (fi->flags & O_CLOEXEC_)))
+			fd_drop(&k);
+	}
+}
+
 /* open/openat/openat2 for writing: remember the path if its basename is a control file. */
 static __always_inline int on_open(__u32 nr, __u64 tgid_tid, int dirfd, const char *upath,
 				   __u32 flags)
@@ -271,10 +297,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 		if (!IS_WRITE(nr) && nr != __NR_close && !IS_DUP2(nr) && nr != __NR_dup &&
 		    nr != __NR_fcntl)
 			return 0;
-		int one = 1;
-		struct gate *g = get_gate();
-		struct gate *gc = gate.lookup(&one);
-		if (!g || !gc || g->nfds - gc->nfds <= 0) /* no control fd open: the common case */
+		if (!live_fds()) /* no control fd open anywhere: the common case */
 			return 0;
 	}
 
@@ -337,12 +360,20 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 			return 0;
 		fd_drop(&newk);
 		struct fdinfo *fi = fds.lookup(&oldk);
-		if (fi)
-			fd_put(&newk, fi);
+		struct pending *p = scratch_slot();
+		if (!fi || !p)
+			return 0;
+		bpf_probe_read_kernel(&p->fi, sizeof(p->fi), fi);
+		/* dup2 clears close-on-exec on the new fd; dup3 sets it from its flags */
+		p->fi.flags &= ~O_CLOEXEC_;
+		if (nr == __NR_dup3 && (SC_ARG2(&regs) & O_CLOEXEC_))
+			p->fi.flags |= O_CLOEXEC_;
+		fd_put(&newk, &p->fi);
 		return 0;
 	}
+	long cmd = 0;
 	if (nr == __NR_fcntl) {
-		long cmd = (long)SC_ARG1(&regs);
+		cmd = (long)SC_ARG1(&regs);
 		if (cmd != F_DUPFD_ && cmd != F_DUPFD_CLOEXEC_)
 			return 0;
 	}
@@ -362,6 +393,11 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 		p->count = SC_ARG2(&regs);
 	}
 	bpf_probe_read_kernel(&p->fi, sizeof(p->fi), fi); /* large copies: a helper, not inline code */
+	if (nr == __NR_dup || nr == __NR_fcntl) { /* the new fd's close-on-exec */
+		p->fi.flags &= ~O_CLOEXEC_;
+		if (cmd == F_DUPFD_CLOEXEC_)
+			p->fi.flags |= O_CLOEXEC_;
+	}
 	track((__u32)id, p); /* a write, or dup/F_DUPFD whose new fd comes at exit */
 	return 0;
 }
@@ -465,5 +501,24 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	__u32 parent = bpf_get_current_pid_tgid() >> 32;
 	__u32 child = args->child_pid;
 	ppids.update(&child, &parent);
+	return 0;
+}
+
+/* A successful exec closed the close-on-exec fds: forget them, so that a reused fd number in
+ * the new program is not taken for a control file. */
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+	if (!live_fds())
+		return 0;
+	drop_fds(bpf_get_current_pid_tgid() >> 32, 1);
+	return 0;
+}
+
+/* The last thread of a process exited: its fd table is gone. */
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	if (!args->group_dead || !live_fds())
+		return 0;
+	drop_fds(bpf_get_current_pid_tgid() >> 32, 0);
 	return 0;
 }
