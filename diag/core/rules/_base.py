@@ -152,14 +152,21 @@ class ConditionRule:
         else:
             self.follow.pop(bdf, None)
 
-    def _render(self, st: _Open) -> ev.Finding:
-        """Bring a finding's evidence up to date with its episode (cheap when nothing grew)."""
+    def _stale(self, st: _Open) -> dict[str, object]:
+        """The changes that bring a finding's evidence up to date with its episode (none when
+        nothing grew); marks it rendered. Rules with other evidence override this."""
         ep = st.episode
-        if ep is not None and st.rendered != ep.version:
-            st.rendered = ep.version
-            st.finding = replace(st.finding, evidence=ep.evidence(),
-                                 last_ns=max(st.finding.last_ns, ep.last_ns),
-                                 first_ns=min(st.finding.first_ns, ep.first_ns))
+        if ep is None or st.rendered == ep.version:
+            return {}
+        st.rendered = ep.version
+        return {"evidence": ep.evidence(), "last_ns": max(st.finding.last_ns, ep.last_ns),
+                "first_ns": min(st.finding.first_ns, ep.first_ns)}
+
+    def _render(self, st: _Open) -> ev.Finding:
+        """The finding with its evidence up to date."""
+        stale = self._stale(st)
+        if stale:
+            st.finding = replace(st.finding, **stale)  # type: ignore[arg-type]
         return st.finding
 
     # ---- the Rule protocol -------------------------------------------------------------------
@@ -255,11 +262,10 @@ class ConditionRule:
             if "evidence" in changes and st.episode is not None:
                 st.rendered = st.episode.version
             return None
-        old = self._render(st)
         ep = st.episode
-        f = replace(old, ts_ns=ts_ns, status="updated",
-                    last_ns=max(old.last_ns, ts_ns, ep.last_ns if ep else 0),
-                    **changes)  # type: ignore[arg-type]
+        merged = {**self._stale(st), **changes}
+        merged["last_ns"] = max(old.last_ns, ts_ns, ep.last_ns if ep else 0)
+        f = replace(old, ts_ns=ts_ns, status="updated", **merged)  # type: ignore[arg-type]
         st.finding = f
         return f
 
@@ -272,12 +278,11 @@ class ConditionRule:
         st = self.open_.pop(key, None)
         if st is None:
             return None
-        old = st.finding if st.episode is None or st.rendered == st.episode.version \
-            else self._render(st)
-        if st.dirty:
-            old = self._render(st)
+        old = st.finding
+        stale = self._stale(st)
+        last = max(old.last_ns, ts_ns, st.episode.last_ns if st.episode else 0)
         f = replace(old, ts_ns=ts_ns, status="resolved", resolved_ns=ts_ns,
-                    resolved_reason=reason, last_ns=max(old.last_ns, ts_ns))
+                    resolved_reason=reason, **{**stale, "last_ns": last})  # type: ignore[arg-type]
         if f.bdf:
             keys = self._by_bdf.get(f.bdf)
             if keys is not None and key in keys:

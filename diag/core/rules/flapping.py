@@ -10,7 +10,6 @@ window with no move.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import replace
 
 from diag import events as ev
 from diag.core.config import NS, CoreConfig
@@ -118,11 +117,11 @@ class DriverFlapping(ConditionRule):
             st.dirty = True  # rendered when shown (_render)
         return []
 
-    def _render(self, st: _Open) -> ev.Finding:
+    def _stale(self, st: _Open) -> dict[str, object]:
         if st.dirty and st.finding.bdf is not None:
             st.dirty = False
-            st.finding = replace(st.finding, evidence=self._evidence(st.finding.bdf))
-        return st.finding
+            return {"evidence": self._evidence(st.finding.bdf)}
+        return {}
 
     def on_tick(self, model: Model, now_ns: int) -> list[ev.Finding]:
         out = []
