@@ -26,9 +26,9 @@ KATA_SHIM_COMM = "containerd-shim"
 COLD_PLUG_DISABLED = ("no-port", "")
 """Kata maps an empty cold_plug_vfio to no-port (`coldPlugVFIO()`)."""
 HOST_RESTING_DRIVERS = ("vfio-pci", "pci-stub", "pcieport")
+"""Drivers that keep an IOMMU group viable for VFIO (besides no driver at all)."""
 QUIET_FIELDS = frozenset({"evidence"})
 """Fields whose change alone does not emit an `updated` transition."""
-"""Drivers that keep an IOMMU group viable for VFIO (besides no driver at all)."""
 
 
 def basename(path: str) -> str:
@@ -122,7 +122,7 @@ class _Open:
     rendered: int = -1
     """Episode version `finding.evidence` was rendered at (rendered again only when shown)."""
     dirty: bool = False
-    """Set by rules whose evidence is not one episode's (rendered by their `_render`)."""
+    """Set by rules whose evidence is not one episode's (they override `_stale`)."""
 
 
 class ConditionRule:

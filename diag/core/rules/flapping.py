@@ -91,7 +91,7 @@ class DriverFlapping(ConditionRule):
                   ("actors", ",".join(actors)))
         if bdf in self._by_bdf:
             st = self.open_[bdf]
-            st.dirty = True  # evidence rendered only if the update is shown (_render)
+            st.dirty = True  # evidence rendered only if the update is shown (_stale)
             f = self.update(bdf, event.ts_ns, summary=summary, labels=labels, actor=actor)
             return [f] if f is not None else []
         return [self.open(
@@ -114,7 +114,7 @@ class DriverFlapping(ConditionRule):
     def on_episode(self, model: Model, episode: Episode, now_ns: int) -> list[ev.Finding]:
         st = self.open_.get(episode.bdf)
         if st is not None and any(x is episode for x in self.episodes.get(episode.bdf, ())):
-            st.dirty = True  # rendered when shown (_render)
+            st.dirty = True  # rendered when shown (_stale)
         return []
 
     def _stale(self, st: _Open) -> dict[str, object]:
