@@ -360,6 +360,8 @@ def _input_lines(report: pm.Report) -> list[str]:
             detail = f"could not be read: {st.error}"
         elif st.format == "unrecognised":
             detail = "unrecognised format (not read)"
+        elif st.format == "duplicate":
+            detail = "(duplicate)"
         else:
             detail = f"{st.lines:,} lines, {st.events:,} events, {_place(inp)}"
         out.append(f"  {mark} {safe(inp.path)}  [{st.format}]  {safe(detail)}")
@@ -432,13 +434,14 @@ def render_text(report: pm.Report) -> str:
     width = max((len(_input_label(report, e.input)) for e in report.timeline), default=6)
     day = None
     for e in report.timeline:
-        if e.ts_ns >= pm.BOOT_RELATIVE_NS:
+        if e.ts_ns >= pm.BOOT_RELATIVE_NS and not e.static:
             d = fmt_time(e.ts_ns, date=True)[:10]
             if d != day:
                 lines.append(f"  -- {d} (UTC)")
                 day = d
         mark = ("?" if e.order_uncertain else " ") + ("~" if e.uncertainty_ns else " ")
-        lines.append(f"  {fmt_time(e.ts_ns):>17}{mark} {safe(_input_label(report, e.input)):<{width}}  "
+        when = "(no time)" if e.static else fmt_time(e.ts_ns)
+        lines.append(f"  {when:>17}{mark} {safe(_input_label(report, e.input)):<{width}}  "
                      f"{safe(describe(e.event), 240)}")
     if report.timeline_total > shown:
         lines.append(f"  … {report.timeline_total - shown:,} more (narrow with --device, --sandbox, "
@@ -565,7 +568,7 @@ def render_markdown(report: pm.Report) -> str:
     if report.clock_notes:
         out += ["## Clock alignment", ""] + [f"- {_md(n)}" for n in report.clock_notes] + [""]
     body = "\n".join(
-        f"{fmt_time(e.ts_ns, date=True)}{'?' if e.order_uncertain else ' '}"
+        f"{'(no time)' if e.static else fmt_time(e.ts_ns, date=True)}{'?' if e.order_uncertain else ' '}"
         f"{'~' if e.uncertainty_ns else ' '} {safe(_input_label(report, e.input))}: "
         f"{safe(describe(e.event), 240)}"
         for e in report.timeline

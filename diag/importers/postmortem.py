@@ -198,8 +198,16 @@ def open_inputs(paths: Iterable[str], options: Options) -> list[Input]:
     from diag.importers import journal as jmod
 
     inputs: list[Input] = []
+    seen: dict[str, str] = {}
     for path in walk(paths):
         st = FileStats(path)
+        real = os.path.realpath(path)
+        if real in seen:  # a symlink (configuration.toml -> configuration-qemu.toml) or repeat
+            st.format = "duplicate"
+            st.note(f"the same file as {seen[real]}: read once")
+            inputs.append(Input(index=len(inputs), path=path, stats=st))
+            continue
+        seen[real] = path
         imp, err = sniff(path)
         inp = Input(index=len(inputs), path=path, stats=st, importer=imp)
         inputs.append(inp)
@@ -241,6 +249,7 @@ def _read_text(inp: Input) -> str:
 def _kata_pass(inputs: list[Input]) -> None:
     """Kata configuration files merged per main file + config.d; state files read with them."""
     from diag.importers import kataconfig, katastate
+    from diag.sources.kata import sandboxes
 
     confs = {i.path: i for i in inputs if i.format == "kataconfig"}
     configs: list[ev.KataConfig] = []
@@ -260,17 +269,45 @@ def _kata_pass(inputs: list[Input]) -> None:
         i.parsed = Parsed(events=i.events or [], clock="static")
         i.stats.clock = "static"
     cfg = configs[0] if len(configs) == 1 else None
+    texts = {i.path: _read_text(i) for i in inputs if i.format == "katastate"}
+    bundles: dict[str, tuple[Input, sandboxes.BundleInfo]] = {}
+    for i in inputs:
+        if i.format == "katastate" and katastate.is_bundle(texts[i.path]):
+            b = katastate.parse_bundle(texts[i.path], i.path, i.stats)
+            # Only the sandbox (pause) task's bundle describes the sandbox; a container's is noted.
+            if b is not None and b.container_type in ("sandbox", ""):
+                bundles[b.sandbox_id or os.path.basename(os.path.dirname(i.path))] = (i, b)
+            elif b is not None:
+                i.stats.note("a container's bundle: the sandbox's own bundle carries the pod")
+            i.events, i.parsed, i.stats.clock = [], Parsed(events=[], clock="static"), "static"
+    used: set[str] = set()
+    for i in inputs:
+        if i.format != "katastate" or katastate.is_bundle(texts[i.path]):
+            continue
+        sid = katastate.sandbox_id(i.path, texts[i.path])
+        pair = bundles.get(sid)
+        if pair is not None:
+            used.add(sid)
+            pair[0].stats.note(f"read with {i.path}")
+        events = katastate.parse_state(texts[i.path], i.path, cfg, i.stats,
+                                       pair[1] if pair else None)
+        _set_static(i, events)
+    for sid, (i, b) in bundles.items():
+        if sid not in used:
+            _set_static(i, katastate.parse_state(None, i.path, cfg, i.stats, b))
     for i in inputs:
         if i.format != "katastate":
             continue
-        events = katastate.parse_state(_read_text(i), i.path, cfg, i.stats)
         if len(configs) > 1:
             i.stats.note(f"{len(configs)} Kata configurations given: which one this sandbox used "
                          "is unknown; Kata's defaults assumed")
-        i.events = events
-        i.stats.events = len(events)
-        i.parsed = Parsed(events=events, clock="static")
-        i.stats.clock = "static"
+
+
+def _set_static(i: Input, events: list[ev.Event]) -> None:
+    i.events = events
+    i.stats.events = len(events)
+    i.parsed = Parsed(events=events, clock="static")
+    i.stats.clock = "static"
 
 
 def _order_journal_parts(inputs: list[Input]) -> None:
@@ -709,7 +746,7 @@ def replay(
             e = enrich(e)
         if not has_journal and last_ts is not None and ts - last_ts > TICK_NS:
             advance_to(ts)
-        if report.first_ns is None:
+        if report.first_ns is None and idx not in static_idx:
             report.first_ns = ts
         last_ts = ts
         if sandbox_filter:
@@ -728,7 +765,7 @@ def replay(
     if until is not None and last_ts is not None and until > last_ts and not has_journal:
         advance_to(until)
         note(corr.advance(until))
-    report.last_ns = last_ts
+    report.last_ns = last_ts if report.first_ns is not None else None
     if base is not None:
         report.clock_notes.extend(_listing_notes(inputs, report.state))
     if dedupe is not None and dedupe.dropped:

@@ -149,3 +149,22 @@ def test_untimed_listing_gives_identity_but_cannot_hide_a_rebind(
     cold = [f for f in doc["findings"] if f["rule"] == "vfio-bind-coldplug-disabled"]
     assert code == 1 and cold
     assert any("drivers are not" in n for n in doc["clock_notes"])
+
+
+@pytest.mark.parametrize(("case", "cold", "invalid"), [
+    ("annotation-enabled", "root-port", False),
+    ("annotation-not-enabled", "no-port", True),
+])
+def test_bundle_without_state_file_gives_the_sandbox_and_its_annotation_verdict(
+        capsys: pytest.CaptureFixture[str], case: str, cold: str, invalid: bool) -> None:
+    """A sandbox bundle with no persist.json (creation failed): the pod and its effective
+    cold_plug_vfio (annotation honoured only when enabled), the symlinked config read once."""
+    root = FIX / "kata" / case
+    _, out, _ = run(capsys, "--format", "json", str(root / "run"), str(root / "opt"))
+    doc = json.loads(out)
+    sbs = [e["event"] for e in doc["timeline"] if e["event"]["kind"] == "sandbox_started"]
+    assert len(sbs) == 1 and sbs[0].get("cold_plug_vfio", "no-port") == cold
+    assert sbs[0]["pod"] == "vf-pod"
+    assert any(i["format"] == "duplicate" for i in doc["inputs"])
+    rules = {f["rule"] for f in doc["findings"]}
+    assert ("kata-config-invalid" in rules) == invalid
