@@ -12,9 +12,9 @@ Split as every source is (DESIGN.md):
   scan and followed by uevents. An `unbind` uevent carries no DRIVER (sriov-lab.md), so the
   tracker fills `previous_driver` from what it saw last; it also fills the IOMMU group of a
   `vfio-dev` node and the device of a `vfio` group node. Synthetic uevents (SYNTH_UUID: `udevadm
-  trigger`, tests) are marked `synthetic` and folded in like real ones, because the core folds
-  them in too: the view must stay what the core believes, so that a resync's difference with
-  sysfs repairs the core as well (a synthetic `unbind` of a bound device is undone then).
+  trigger`, tests) are marked `synthetic`; their bind/unbind/remove/netdev copies claim a move
+  that did not happen, so they change the view no more than they change the core's state (the
+  view must stay what the core believes, so that a resync's difference repairs the core).
 * `UeventSource.run` is thin: a reader thread that only `recv()`s into a bounded queue (the
   kernel socket must be drained faster than a storm fills it: pyroute2's UeventSocket read with
   select()/get() lost half of a 50,000-event burst, host-facts.md), and the calling thread that
@@ -211,12 +211,18 @@ def decode_uevent(data: bytes, ts_ns: int, *, source: str = SOURCE) -> ev.Event 
     return None
 
 
+_NOT_A_MOVE_WHEN_SYNTHETIC = frozenset({
+    ev.DeviceBound, ev.DeviceUnbound, ev.DeviceRemoved, ev.NetdevAdded, ev.NetdevRemoved,
+})
+"""Events whose synthetic copies change no state (the core's rule, diag/core/model.py)."""
+
+
 class DeviceTracker:
     """The uevent source's view of the PCI devices: seeded by a scan, followed by uevents.
 
     Pure. `apply(event)` returns the event completed from the view (previous_driver of an
     unbind, the group of a vfio-dev node, the device of a vfio group) and folds it into the
-    view, synthetic or not (as the core does).
+    view exactly as the core folds it into its state (synthetic moves are not folded in).
     """
 
     def __init__(self, devices: Iterable[ev.PciDevice] = ()) -> None:
@@ -252,7 +258,7 @@ class DeviceTracker:
             prev = cur if cur and cur != e.driver else self.last_driver.get(e.bdf)
             if prev != e.previous_driver:
                 e = replace(e, previous_driver=prev)
-            if d is None or cur != e.driver:  # a repeated bind (a synthetic storm) costs nothing
+            if not e.synthetic and (d is None or cur != e.driver):
                 d = d or ev.PciDevice(bdf=e.bdf)
                 self.devices[e.bdf] = replace(
                     d, driver=e.driver,
@@ -266,10 +272,14 @@ class DeviceTracker:
             prev = e.previous_driver or (d.driver if d else None) or self.last_driver.get(e.bdf)
             if prev != e.previous_driver:
                 e = replace(e, previous_driver=prev)
+            if e.synthetic:
+                return e
             if prev:
                 self.last_driver[e.bdf] = prev
             if d is not None and d.driver is not None:
                 self.devices[e.bdf] = replace(d, driver=None, vfio_group_path=None)
+            return e
+        if e.synthetic and t in _NOT_A_MOVE_WHEN_SYNTHETIC:
             return e
         if t is ev.DeviceAdded:
             assert isinstance(e, ev.DeviceAdded)
@@ -282,11 +292,6 @@ class DeviceTracker:
             assert isinstance(e, ev.DeviceRemoved)
             self.devices.pop(e.bdf, None)
             self.last_driver.pop(e.bdf, None)
-        elif t is ev.DeviceChanged:
-            assert isinstance(e, ev.DeviceChanged)
-            d = self.devices.get(e.bdf)
-            if d is not None and not e.attribute and d.driver != e.driver:
-                self.devices[e.bdf] = replace(d, driver=e.driver)
         elif t is ev.NetdevAdded or t is ev.NetdevRemoved:
             assert isinstance(e, (ev.NetdevAdded, ev.NetdevRemoved))
             d = self.devices.get(e.bdf or "")
