@@ -413,11 +413,14 @@ class SysfsWriteObserved(Event):
     driver: str | None = None
     """The driver the path names (`drivers/<driver>/bind`) or the value names (override)."""
     result: int = 0
-    """Bytes written (>= 0) or -errno."""
+    """Bytes written (>= 0) or -errno; for `stage` `open`, the open's fd or -errno."""
     value_recovered: bool = False
     """True when the value was not read in the kernel but recovered afterwards."""
     mode: str = ""
     """Probe mode that saw it: `kprobe` or `tracepoint`."""
+    stage: str = "write"
+    """`write` (value and result are the write's) or `open` (only the open was seen: it failed,
+    or the open-only tracepoint variant ran; the value is empty unless recovered)."""
 
 
 # ---- Kata context -----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 /* vfiowatch.h: the kernel<->user contract of vfiowatch's eBPF probes.
  *
- * One record layout for both modes (sysfs_write_tp.bpf.c, sysfs_store_kprobe.bpf.c). The Python
- * side mirrors `struct vfw_record` with ctypes in diag/sources/ebpf/layouts.py; the unit test
+ * One record layout for every probe (sysfs_write_tp.bpf.c, sysfs_open_tp.bpf.c,
+ * sysfs_store_kprobe.bpf.c). The Python side mirrors `struct vfw_record` with ctypes in
+ * diag/sources/ebpf/layouts.py; the unit test
  * tests/unit/test_ebpf_layouts.py parses this file and fails when names or order drift.
  * Fixed-width types only, explicit padding, no kernel headers: it must compile in any program.
  */
@@ -19,6 +20,7 @@
 #define VFW_KIND_OPEN_FAIL 2 /* open(O_WRONLY) of a control file that failed (result=-errno) */
 #define VFW_KIND_CHDIR 3     /* a successful chdir: lets user space resolve relative paths */
 #define VFW_KIND_STORE 4     /* kprobe mode: a sysfs store handler returned */
+#define VFW_KIND_OPEN 5      /* open-only variant: a control file opened for writing (result=fd) */
 
 /* control files, classified from the basename (tracepoint mode) or the handler (kprobe mode) */
 #define VFW_CTL_NONE 0

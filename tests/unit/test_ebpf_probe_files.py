@@ -6,12 +6,18 @@ import re
 
 import pytest
 
-from diag.sources.ebpf.source import KPROBE_HANDLERS, KPROBE_PROBE, TRACEPOINT_PROBE, probes_dir
+from diag.sources.ebpf.source import (
+    KPROBE_HANDLERS,
+    KPROBE_PROBE,
+    OPEN_ONLY_PROBE,
+    TRACEPOINT_PROBE,
+    probes_dir,
+)
 
 SECTIONS = ("Purpose", "Hooks", "Fallbacks", "Kernel", "Overhead")
 
 
-@pytest.mark.parametrize("name", [TRACEPOINT_PROBE, KPROBE_PROBE])
+@pytest.mark.parametrize("name", [TRACEPOINT_PROBE, OPEN_ONLY_PROBE, KPROBE_PROBE])
 def test_each_probe_opens_with_purpose_hooks_fallbacks_kernel_overhead(name: str) -> None:
     """The opening comment of each probe has the five sections DESIGN.md asks for."""
     text = (probes_dir() / name).read_text()
@@ -29,6 +35,7 @@ def test_every_kprobe_handler_has_its_program() -> None:
 
 
 def test_probes_dir_holds_the_shared_header() -> None:
-    """probes_dir() (wheel or checkout) holds both programs and vfiowatch.h."""
+    """probes_dir() (wheel or checkout) holds every program and the shared headers."""
     d = probes_dir()
-    assert {TRACEPOINT_PROBE, KPROBE_PROBE, "vfiowatch.h"} <= {p.name for p in d.iterdir()}
+    assert {TRACEPOINT_PROBE, OPEN_ONLY_PROBE, KPROBE_PROBE, "vfiowatch.h", "vfw_classify.h"} <= {
+        p.name for p in d.iterdir()}

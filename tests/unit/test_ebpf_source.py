@@ -79,6 +79,35 @@ class TestPaths:
         assert src.handle(_rec(L.VFW_KIND_WRITE, "/tmp/bind", value=b"x", control=L.VFW_CTL_BIND)) is None
 
 
+class TestOpenOnlyReadBack:
+    def test_driver_override_open_is_emitted_with_the_value_read_back(self, tmp_path: Path) -> None:
+        """Open-only variant: an open of driver_override is emitted after a read-back, marked
+        value_recovered, with the driver it names."""
+        paths = fake_root(tmp_path)
+        (tmp_path / "sys/devices/pci0000:00/0000:01:10.0/driver_override").write_text("vfio-pci\n")
+        src = EbpfSource(SourceContext(paths=paths, options={"tracepoint_variant": "open-only"}))
+        out: list[ev.Event] = []
+        src._emit = out.append
+        rec = _rec(L.VFW_KIND_OPEN, "/sys/bus/pci/devices/0000:01:10.0/driver_override", result=3,
+                   control=L.VFW_CTL_DRIVER_OVERRIDE)
+        raw = bytearray(L.RECORD_SIZE)
+        src.handle = lambda _r: D.decode_record(  # type: ignore[method-assign]
+            rec, actor=ev.Process(pid=rec.pid), wall_offset_ns=0, mode="tracepoint",
+            resolved_path="/sys/devices/pci0000:00/0000:01:10.0/driver_override")
+        src._on_raw(bytes(raw))
+        assert out == []  # held for the read-back
+        src._flush_delayed(float("inf"))
+        (e,) = out
+        assert isinstance(e, ev.SysfsWriteObserved)
+        assert (e.stage, e.value, e.value_recovered, e.driver, e.result) == (
+            "open", "vfio-pci", True, "vfio-pci", 3)
+
+    def test_null_override_reads_back_empty(self) -> None:
+        """`(null)` in driver_override means it was cleared: the recovered value is empty."""
+        assert D.readback_value("driver_override", "(null)\n") == ""
+        assert D.readback_value("sriov_numvfs", "4\n") == "4"
+
+
 class _FakeProg:
     def __init__(self) -> None:
         self.lost = [0, 0]

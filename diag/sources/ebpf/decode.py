@@ -144,6 +144,17 @@ def kprobe_path(rec: RawRecord) -> str:
     return f"/sys/bus/pci/devices/{rec.name}/{ctl}"
 
 
+READBACK_CONTROLS = frozenset({"driver_override", "sriov_numvfs", "sriov_drivers_autoprobe"})
+"""Control files whose content after a write is the value written (the open-only variant reads
+them back; `bind`, `unbind`, `drivers_probe`, ... keep nothing)."""
+
+
+def readback_value(control: str, content: str) -> str:
+    """The value a read-back file shows was written (`(null)` is an empty driver_override)."""
+    text = content.strip()
+    return "" if control == "driver_override" and text == "(null)" else text
+
+
 def value_text(rec: RawRecord) -> str:
     """What was written, as text, trailing newline (and NULs) stripped."""
     return rec.value.rstrip(b"\0").decode("utf-8", "replace").rstrip("\n")
@@ -158,7 +169,7 @@ def decode_record(
     mode: str,
     source: str = SOURCE,
 ) -> ev.SysfsWriteObserved | None:
-    """A write (or failed open) record -> SysfsWriteObserved; None for other kinds or files.
+    """A write or open record -> SysfsWriteObserved; None for other kinds or files.
 
     `resolved_path` is the symlink-free absolute path of the file (the source resolves it under
     the root); when None the path as the writer gave it is classified (relative paths then fail
@@ -166,14 +177,15 @@ def decode_record(
     """
     if rec.kind == L.VFW_KIND_STORE:
         path = kprobe_path(rec)
-    elif rec.kind in (L.VFW_KIND_WRITE, L.VFW_KIND_OPEN_FAIL):
+    elif rec.kind in (L.VFW_KIND_WRITE, L.VFW_KIND_OPEN_FAIL, L.VFW_KIND_OPEN):
         path = resolved_path or rec.path
     else:
         return None
     cf = classify_path(path)
     if cf is None:
         return None
-    value = value_text(rec) if rec.kind != L.VFW_KIND_OPEN_FAIL else ""
+    stage = "open" if rec.kind in (L.VFW_KIND_OPEN_FAIL, L.VFW_KIND_OPEN) else "write"
+    value = value_text(rec) if stage == "write" else ""
     bdf = cf.bdf
     driver = cf.driver
     if bdf is None and cf.control in ("bind", "unbind", "drivers_probe") and is_bdf(value.strip()):
@@ -191,4 +203,5 @@ def decode_record(
         driver=driver,
         result=rec.result,
         mode=mode,
+        stage=stage,
     )

@@ -39,8 +39,12 @@ from diag.sources.proc import ProcessTable, parse_cgroup
 
 SOURCE = "ebpf"
 MODES = ("auto", "kprobe", "tracepoint")
-OPTIONS = ("mode", "poll_ms", "gc_interval_s")
+OPTIONS = ("mode", "tracepoint_variant", "poll_ms", "gc_interval_s")
 TRACEPOINT_PROBE = "sysfs_write_tp.bpf.c"
+OPEN_ONLY_PROBE = "sysfs_open_tp.bpf.c"
+VARIANTS = ("complete", "open-only")
+READBACK_DELAY_S = 0.1
+"""The open-only variant reads driver_override & co. back this long after the open."""
 KPROBE_PROBE = "sysfs_store_kprobe.bpf.c"
 
 KPROBE_HANDLERS: dict[str, str] = {
@@ -225,8 +229,10 @@ class EbpfStats:
 class EbpfSource:
     """Attribution of sysfs driver-control writes by eBPF.
 
-    Options: `mode` (`auto` default, `kprobe`, `tracepoint`), `poll_ms` (ring-buffer poll,
-    default 100), `gc_interval_s` (drop tracked fds of exited processes, default 2).
+    Options: `mode` (`auto` default, `kprobe`, `tracepoint`), `tracepoint_variant` (`complete`
+    default: values and results of every write; `open-only`: cheaper, opens only, values read
+    back where the file keeps them), `poll_ms` (ring-buffer poll, default 100), `gc_interval_s`
+    (drop tracked fds of exited processes, default 2).
     """
 
     name = SOURCE
@@ -240,6 +246,10 @@ class EbpfSource:
         if self.requested not in MODES:
             raise ConfigError(f"unknown ebpf mode {self.requested!r}",
                               hint="[sources.ebpf] mode takes: " + ", ".join(MODES))
+        self.variant = str(opts.get("tracepoint_variant", "complete"))
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"unknown ebpf tracepoint_variant {self.variant!r}",
+                              hint="[sources.ebpf] tracepoint_variant takes: " + ", ".join(VARIANTS))
         self.poll_ms = int(opts.get("poll_ms", 100))
         self.gc_interval_s = float(opts.get("gc_interval_s", 2.0))
         self.stats = EbpfStats()
@@ -251,6 +261,7 @@ class EbpfSource:
         self._wall_offset_ns = 0
         self._emit: Emit | None = None
         self._facts: KernelFacts | None = None
+        self._delayed: list[tuple[float, ev.SysfsWriteObserved]] = []
         self.ready = threading.Event()
         """Set once the probe is attached (tests wait for it before writing)."""
 
@@ -260,16 +271,23 @@ class EbpfSource:
         return self._facts
 
     def probe(self) -> Availability:
-        choice = choose_mode(self.requested, self.facts())
+        choice = self._choice()
         return Availability(bool(choice.mode), reason=choice.reason, hint=choice.hint,
                             mode=choice.mode)
+
+    def _choice(self) -> ModeChoice:
+        choice = choose_mode(self.requested, self.facts())
+        if choice.mode == "tracepoint" and self.variant == "open-only":
+            return ModeChoice("tracepoint", choice.reason + "; open-only variant: values "
+                              "recovered by read-back where possible, write results not seen")
+        return choice
 
     # ---- loop -------------------------------------------------------------------------------
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         from diag.sources.ebpf import bcc_facade as bf
 
-        choice = choose_mode(self.requested, self.facts())
+        choice = self._choice()
         if not choice.mode:
             raise ProbeLoadError(choice.reason, hint=choice.hint)
         self._emit = emit
@@ -290,10 +308,13 @@ class EbpfSource:
                 if now >= next_check:
                     self._check_lost(prog)
                     next_check = now + 1.0
-                if mode == "tracepoint" and now >= next_gc:
+                if self._delayed:
+                    self._flush_delayed(now)
+                if mode == "tracepoint" and self.variant == "complete" and now >= next_gc:
                     self._gc(prog)
                     next_gc = now + self.gc_interval_s
             prog.consume()
+            self._flush_delayed(float("inf"))
             self._check_lost(prog)
         finally:
             self.ready.clear()
@@ -328,10 +349,15 @@ class EbpfSource:
                 raise ProbeLoadError(f"kprobes failed on {', '.join(missing)}: {'; '.join(failed)}",
                                      hint="use mode=tracepoint")
             choice = ModeChoice("tracepoint", f"kprobes failed on {', '.join(missing)}")
+        probe = TRACEPOINT_PROBE
+        if self.variant == "open-only":
+            probe = OPEN_ONLY_PROBE
+            if bcc_facade.tracepoint_exists("syscalls", "sys_enter_open"):
+                defines["HAVE_SYS_OPEN"] = 1
         try:
-            prog = bcc_facade.Program(d / TRACEPOINT_PROBE, include=d, defines=defines)
+            prog = bcc_facade.Program(d / probe, include=d, defines=defines)
         except Exception as exc:
-            raise ProbeLoadError(f"loading {TRACEPOINT_PROBE} failed: {exc}",
+            raise ProbeLoadError(f"loading {probe} failed: {exc}",
                                  hint="check kernel headers and tracefs (vfiowatch check)") from exc
         note = choice.reason if choice.reason.startswith("kprobes failed") else ""
         return prog, "tracepoint", note
@@ -351,9 +377,35 @@ class EbpfSource:
                                  reason=str(exc), sample_hex=data[:64].hex()))
             return
         out = self.handle(rec)
-        if out is not None:
-            self.stats.emitted += 1
-            emit(out)
+        if out is None:
+            return
+        if out.stage == "open" and out.result >= 0 and out.control in D.READBACK_CONTROLS:
+            self._delayed.append((time.monotonic() + READBACK_DELAY_S, out))
+            return
+        self.stats.emitted += 1
+        emit(out)
+
+    def _flush_delayed(self, now: float) -> None:
+        """Open-only variant: read back what the opener most likely wrote, and emit."""
+        emit = self._emit
+        keep = []
+        for due, e in self._delayed:
+            if due > now:
+                keep.append((due, e))
+                continue
+            try:
+                content = self.paths.host(e.path).read_text(errors="replace")
+            except OSError:
+                content = None
+            if content is not None:
+                value = D.readback_value(e.control, content)
+                e = dataclasses.replace(e, value=value, value_recovered=True,
+                                        driver=(value or None) if e.control == "driver_override"
+                                        else e.driver)
+            if emit is not None:
+                self.stats.emitted += 1
+                emit(e)
+        self._delayed = keep
 
     def handle(self, rec: D.RawRecord) -> ev.SysfsWriteObserved | None:
         """One parsed record -> an event (or None: a chdir, or a file outside sysfs)."""
@@ -376,7 +428,7 @@ class EbpfSource:
         # still report the write, with the kernel's basename classification.
         if resolved is not None or rec.path.startswith("/") or not rec.control_name:
             return None
-        if rec.kind not in (L.VFW_KIND_WRITE, L.VFW_KIND_OPEN_FAIL):
+        if rec.kind not in (L.VFW_KIND_WRITE, L.VFW_KIND_OPEN_FAIL, L.VFW_KIND_OPEN):
             return None
         value = D.value_text(rec) if rec.kind == L.VFW_KIND_WRITE else ""
         return ev.SysfsWriteObserved(
@@ -384,6 +436,7 @@ class EbpfSource:
             control=rec.control_name, value=value,
             bdf=value.strip() if D.is_bdf(value.strip()) else None,
             result=rec.result, mode=self.mode or "tracepoint",
+            stage="write" if rec.kind == L.VFW_KIND_WRITE else "open",
         )
 
     # ---- paths ------------------------------------------------------------------------------
