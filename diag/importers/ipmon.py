@@ -68,6 +68,14 @@ class _Msg:
         )
 
 
+def _physical(line: str) -> list[str]:
+    """`ip -o` puts a message's continuation lines on its first one after `\\`: split them."""
+    if "\\" not in line:
+        return [line]
+    head, *rest = line.split("\\")
+    return [head, *(" " + r if r and r[0] not in " \t" else r for r in rest)]
+
+
 def parse_ip_monitor(lines: Iterable[str], stats: FileStats | None = None) -> Iterator[ev.Event]:
     """Decode `ip monitor link` text into LinkChanged/LinkRemoved events.
 
@@ -80,6 +88,13 @@ def parse_ip_monitor(lines: Iterable[str], stats: FileStats | None = None) -> It
     ordinal = 0
     timed = untimed = 0
     skipping = False
+    last_bad = 0
+
+    def bad(lineno: int, why: str, line: str) -> None:
+        nonlocal last_bad
+        if lineno != last_bad:  # an `ip -o` line is several physical lines: count it once
+            last_bad = lineno
+            st.bad(lineno, why, line)
 
     def emit(m: _Msg) -> ev.Event:
         nonlocal ordinal, timed, untimed
@@ -93,19 +108,18 @@ def parse_ip_monitor(lines: Iterable[str], stats: FileStats | None = None) -> It
         st.events += 1
         return m.event(ts)
 
-    for lineno, raw in enumerate(lines, 1):
-        line = raw.rstrip("\r\n")
-        st.lines += 1
+    def _one(line: str, lineno: int) -> Iterator[ev.Event]:
+        nonlocal pending, next_ts, skipping
         if not line.strip():
-            continue
+            return
         if line[0] in " \t":
             if pending is not None:
                 mm = _MAC.match(line)
                 if mm and not pending.mac:
                     pending.mac = mm.group(1)
             elif not skipping:
-                st.bad(lineno, "continuation line without a message", line)
-            continue
+                bad(lineno, "continuation line without a message", line)
+            return
         if pending is not None:
             yield emit(pending)
             pending = None
@@ -114,10 +128,10 @@ def parse_ip_monitor(lines: Iterable[str], stats: FileStats | None = None) -> It
         if tl:
             mon, d, h, mi, s, y, us = tl.groups()
             if mon not in _MONTHS:
-                st.bad(lineno, "bad month in Timestamp line", line)
-                continue
+                bad(lineno, "bad month in Timestamp line", line)
+                return
             next_ts = _utc_ns(int(y), _MONTHS[mon], int(d), int(h), int(mi), int(s), int(us) * 1000)
-            continue
+            return
         rest = line
         ts = next_ts
         next_ts = None
@@ -128,8 +142,8 @@ def parse_ip_monitor(lines: Iterable[str], stats: FileStats | None = None) -> It
                 ts = _utc_ns(int(y), int(mo), int(d), int(h), int(mn), int(s),
                              int(frac.ljust(9, "0")[:9]))
             except (ValueError, OverflowError):
-                st.bad(lineno, "bad -ts timestamp", line)
-                continue
+                bad(lineno, "bad -ts timestamp", line)
+                return
             rest = rest[mi_.end():]
         nsid = None
         for _ in range(2):  # `[nsid N]` and `[LINK]` may come in either order
@@ -144,15 +158,20 @@ def parse_ip_monitor(lines: Iterable[str], stats: FileStats | None = None) -> It
                 nsid = mn_.group(1)
                 rest = rest[mn_.end():]
         if skipping:
-            continue
+            return
         m = _MSG.match(rest)
         if not m:
-            st.bad(lineno, "not an ip monitor link message", line)
-            continue
+            bad(lineno, "not an ip monitor link message", line)
+            return
         deleted, ifindex, name, flags, tail = m.groups()
         ifname = name.rsplit("@", 1)[0] if "@" in name else name
         pending = _Msg(ts, netns_for_nsid(nsid), bool(deleted), int(ifindex), ifname, flags,
                        tail, lineno)
+    for lineno, raw in enumerate(lines, 1):
+        st.lines += 1
+        for line in _physical(raw.rstrip("\r\n")):
+            yield from _one(line, lineno)
+
     if pending is not None:
         yield emit(pending)
     if timed and untimed:

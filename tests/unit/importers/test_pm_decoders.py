@@ -384,3 +384,12 @@ def test_an_endless_line_is_cut_not_held_in_memory(tmp_path: Path) -> None:
     assert any("cut" in n for n in st.notes)
     imp, err = sniff(str(p))
     assert imp is None and err == ""
+
+
+def test_ip_oneline_monitor_output_is_read() -> None:
+    """`ip -o monitor link`: continuation lines joined with a backslash on one line."""
+    text = ["[2026-11-27T14:52:51.223830] 3: eth1: <BROADCAST,MULTICAST> mtu 1500 qdisc noop "
+            "state DOWN group default \\    link/ether 4e:4b:10:de:fe:98 brd ff:ff:ff:ff:ff:ff"]
+    st = FileStats("x")
+    (e,) = list(parse_ip_monitor(text, st))
+    assert isinstance(e, ev.LinkChanged) and e.mac == "4e:4b:10:de:fe:98" and st.bad_lines == 0
