@@ -55,11 +55,12 @@ The exact list is below.
 
 def demo(guest: build.Guest, fx: Path, t0: float) -> int:
     """Boots agent scenario 1 and keeps its journal as the demo incident and a fixture."""
-    res = vm.boot(guest, "agent", build.DEFAULT_CACHE / "runs" / "demo", extra_append="lab.only=1")
-    body = res.payloads.get("journal-1.jsonl", b"")
+    res = vm.boot(guest, "agent", build.DEFAULT_CACHE / "runs" / "demo", extra_append="lab.only=1",
+                  timeout=1800)
+    body = res.payloads.get("journal-g0.jsonl", b"")  # with lab.only=1: scenario 1 alone
     if not res.ok or not body or b"vfio-bind-coldplug-disabled" not in body:
         print(res.console[-3000:])
-        print(res.payloads.get("agent-1.log", b"").decode()[-3000:])
+        print(res.payloads.get("agent-g0.log", b"").decode()[-3000:])
         print("no finding in scenario 1's journal: demo not written")
         return 1
     for dst in (build.REPO / "diag" / "data" / "demo.jsonl", fx / "journals" / "lab-scenario1.jsonl"):

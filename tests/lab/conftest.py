@@ -31,7 +31,8 @@ def boot_scenario(lab_guest: labbuild.Guest) -> Callable[[str], labvm.Boot]:
 
     def boot(name: str) -> labvm.Boot:
         if name not in done:
-            res = labvm.boot(lab_guest, name, labbuild.DEFAULT_CACHE / "runs" / name)
+            res = labvm.boot(lab_guest, name, labbuild.DEFAULT_CACHE / "runs" / name,
+                             timeout=1800)
             print(f"lab: scenario {name} took {res.seconds:.1f}s ({res.status.strip()})")
             if not res.ok:
                 err = res.payloads.get("error", b"").decode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap.add_argument("--no-build", action="store_true", help="boot the image as it is")
     ap.add_argument("--append", default="", help="extra kernel command line (lab.only=1,2 ...)")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds before the VM is killed")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     if args.no_build:
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         guest = build.build()
     t1 = time.monotonic()
     out = args.out or build.DEFAULT_CACHE / "runs" / args.scenario
-    res = vm.boot(guest, args.scenario, out, extra_append=args.append)
+    shutil.rmtree(out, ignore_errors=True)
+    res = vm.boot(guest, args.scenario, out, extra_append=args.append, timeout=args.timeout)
     out.mkdir(parents=True, exist_ok=True)
     for name, body in res.payloads.items():
         (out / name).write_bytes(body)

@@ -44,15 +44,19 @@ def timeline_ns(res: labvm.Boot, n: int, text: str) -> int:
 
 
 def journal(res: labvm.Boot, n: int) -> list[ev.Event]:
-    """Decodes scenario n's journal with the project's own codec (every line must decode)."""
-    body = res.payloads.get(f"journal-{n}.jsonl")
-    assert body, (f"scenario {n} wrote no journal; agent log:\n"
-                  + res.payloads.get(f"agent-{n}.log", b"").decode()[-3000:]
-                  + "\ntimeline:\n" + res.payloads.get(f"timeline-{n}.txt", b"").decode())
+    """Scenario n's part of its agent's journal, decoded with the project's own codec (every
+    line of the journal must decode)."""
+    bounds = {int(a): (b, int(c), int(d)) for a, b, c, d in
+              (line.split() for line in res.payloads.get("scenarios.txt", b"").decode().splitlines()
+               if line.strip())}
+    assert n in bounds, f"scenario {n} did not run{context(res, n)}"
+    group, start, end = bounds[n]
+    body = res.payloads.get(f"journal-g{group}.jsonl")
+    assert body, f"agent {group} wrote no journal{context(res, n)}"
     out = []
     for line in body.splitlines():
         rec = codec.loads(line)
-        if isinstance(rec, ev.Event):
+        if isinstance(rec, ev.Event) and start <= rec.ts_ns <= end:
             out.append(rec)
     return out
 
@@ -62,8 +66,10 @@ def findings(res: labvm.Boot, n: int, rule: str) -> list[ev.Finding]:
 
 
 def context(res: labvm.Boot, n: int) -> str:
+    group = "1" if n == 6 else "0"
     return ("\ntimeline:\n" + res.payloads.get(f"timeline-{n}.txt", b"").decode()
-            + "\nagent log tail:\n" + res.payloads.get(f"agent-{n}.log", b"").decode()[-2000:])
+            + "\nagent log tail:\n"
+            + res.payloads.get(f"agent-g{group}.log", b"").decode()[-2000:])
 
 
 def test_kata38_move_with_no_port_is_critical_and_names_actor_sandbox_netdev(
