@@ -119,7 +119,7 @@ def register(importer: Importer) -> Importer:
 
 BUILTIN: list[str] = [
     "journal", "journald", "snapshot", "katastate", "udevadm", "ipmon", "lspci", "kataconfig",
-    "logfmt",
+    "dmesg", "logfmt",
 ]
 """Built-in importer modules in sniffing order, one line each."""
 

@@ -393,3 +393,24 @@ def test_ip_oneline_monitor_output_is_read() -> None:
     st = FileStats("x")
     (e,) = list(parse_ip_monitor(text, st))
     assert isinstance(e, ev.LinkChanged) and e.mac == "4e:4b:10:de:fe:98" and st.bad_lines == 0
+
+
+def test_dmesg_vfio_lines_are_matched_on_the_monotonic_clock(tmp_path: Path) -> None:
+    """dmesg text: the kernel's vfio-pci request line is a signature, stamped since boot;
+    recognised by content, aligned like udevadm (here by --offset)."""
+    from diag.importers import postmortem as pm
+    from diag.importers.dmesg import parse_dmesg
+
+    text = ["[   12.812000] vfio-pci 0000:01:10.0: Relaying device request to user (#10)",
+            "[   12.900001] igbvf 0000:01:10.0: Intel(R) 82576 Virtual Function",
+            "garbage"]
+    st = FileStats("x")
+    (e,) = list(parse_dmesg(text, st))
+    assert isinstance(e, ev.LogLineMatched) and e.signature == "vfio-device-request"
+    assert e.ts_ns == 12_812_000_000 and e.bdf == "0000:01:10.0" and e.origin == "dmesg"
+    assert st.bad_lines == 1 and st.notes
+    p = tmp_path / "kern.txt"
+    p.write_text("\n".join(text[:2]) + "\n")
+    report = pm.run([str(p)], pm.Options(offsets={"*": 1_000 * 1_000_000_000}))
+    assert report.inputs[0].format == "dmesg"
+    assert [x.ts_ns for x in report.timeline if x.input == 0] == [1_012_812_000_000]

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from diag import events as ev
 from diag.importers import FileStats, iter_lines, sniff
+from diag.importers.dmesg import parse_dmesg
 from diag.importers.ipmon import parse_ip_monitor
 from diag.importers.journal import parse_journal
 from diag.importers.journald import parse_journald_json
@@ -60,7 +61,7 @@ def _all_events(it: object) -> list[ev.Event]:
 @given(text_lines)
 def test_text_parsers_survive_arbitrary_lines(lines: list[str]) -> None:
     """udevadm, ip monitor, logfmt and lspci parsers take any text; damage is counted."""
-    for parse in (parse_udevadm, parse_ip_monitor, parse_lspci):
+    for parse in (parse_udevadm, parse_ip_monitor, parse_lspci, parse_dmesg):
         stats = FileStats("x")
         _all_events(parse(lines, stats))
         assert stats.bad_lines <= stats.lines
