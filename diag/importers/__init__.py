@@ -249,6 +249,8 @@ def read_head(path: str, limit: int = HEAD_BYTES) -> tuple[list[str], str]:
             break
     if st.error:
         return [], st.error
+    if not buf and st.truncated:  # a .gz that gives nothing at all: cannot be read
+        return [], "; ".join(st.notes) or "compressed stream is corrupt"
     text = bytes(buf[:limit]).decode("utf-8", "replace")
     lines = text.split("\n")
     if len(buf) >= limit and lines:

@@ -290,7 +290,7 @@ def test_truncated_and_corrupt_gzip_never_raise(tmp_path: Path) -> None:
     bad.write_bytes(b"\x1f\x8b" + b"\xff" * 100)
     st2 = FileStats(str(bad))
     assert list(iter_lines(str(bad), st2)) == [] and st2.truncated
-    assert read_head(str(bad))[1] == ""
+    assert "corrupt" in read_head(str(bad))[1]  # nothing at all could be read: an error
 
 
 def test_unreadable_file_reports_an_error(tmp_path: Path) -> None:
