@@ -168,6 +168,25 @@ class TestChooseMode:
         c = choose_mode("auto", f)
         assert c.mode == "tracepoint" and "driver_override_store" in c.reason
 
+    def test_ambiguous_handler_names_are_not_kprobed(self) -> None:
+        """A handler kallsyms lists twice is never attached by name; the reason says so."""
+        f = KernelFacts(kprobe_pmu=True, config_kprobes="y",
+                        handlers=frozenset({"bind_store", "unbind_store", "drivers_probe_store"}),
+                        ambiguous=frozenset({"driver_override_store"}))
+        c = choose_mode("auto", f)
+        assert c.mode == "tracepoint"
+        assert c.reason == "no kprobes: store handlers ambiguous in kallsyms: driver_override_store"
+
+    def test_handlers_listed_twice_with_addresses_are_used(self) -> None:
+        """A handler kallsyms lists twice but with visible addresses is probed by address."""
+        f = KernelFacts(kprobe_pmu=True, config_kprobes="y",
+                        handlers=frozenset({"bind_store", "unbind_store", "drivers_probe_store",
+                                            "driver_override_store"}),
+                        addresses=(("driver_override_store", (0xffffffff81000000, 0xffffffff82000000)),))
+        c = choose_mode("auto", f)
+        assert c.mode == "kprobe" and c.reason.startswith("kprobes on 4 store handlers; not covered:")
+        assert "new_id_store (absent)" in c.reason
+
     @pytest.mark.parametrize(("facts", "words"), [
         (KernelFacts(bcc_error="ModuleNotFoundError: No module named 'bcc'"), "python3-bpfcc"),
         (KernelFacts(root=False), "root"),

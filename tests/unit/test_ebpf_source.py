@@ -79,6 +79,26 @@ class TestPaths:
         assert src.handle(_rec(L.VFW_KIND_WRITE, "/tmp/bind", value=b"x", control=L.VFW_CTL_BIND)) is None
 
 
+class TestKprobeRecordsOnTheHost:
+    def _store(self, control: int, name: str, bus: str, value: bytes) -> D.RawRecord:
+        return D.RawRecord(ts_ns=1, cgroup_id=0, result=len(value), kind=L.VFW_KIND_STORE,
+                           control=control, pid=4242, tid=4242, ppid=0, fd=-1, dirfd=0, flags=0,
+                           count=len(value), value=value, syscall_nr=0, truncated=0, comm="sh",
+                           name=name, bus=bus, path="")
+
+    def test_store_record_naming_a_real_driver_is_kept(self, tmp_path: Path) -> None:
+        """A bind_store record for a driver that exists under the root is an event."""
+        src = EbpfSource(SourceContext(paths=fake_root(tmp_path)))
+        out = src.handle(self._store(L.VFW_CTL_BIND, "vfio-pci", "pci", b"0000:01:10.0"))
+        assert out is not None and out.path == "/sys/bus/pci/drivers/vfio-pci/bind"
+
+    def test_store_record_from_a_same_named_handler_elsewhere_is_dropped(self, tmp_path: Path) -> None:
+        """A record whose driver/bus is not in sysfs (a same-named handler of another shape,
+        probed by address) is dropped."""
+        src = EbpfSource(SourceContext(paths=fake_root(tmp_path)))
+        assert src.handle(self._store(L.VFW_CTL_NEW_ID, "\x10garbage", "??", b"x")) is None
+
+
 class TestOpenOnlyReadBack:
     def test_driver_override_open_is_emitted_with_the_value_read_back(self, tmp_path: Path) -> None:
         """Open-only variant: an open of driver_override is emitted after a read-back, marked
@@ -132,3 +152,15 @@ class TestLoss:
         assert [(e.count, e.lost_source) for e in lost] == [(5, "ebpf"), (1, "ebpf")]
         assert "ring buffer" in lost[0].reason and "tracking table" in lost[1].reason
 
+
+
+def test_kallsyms_addresses_lists_every_text_address(tmp_path: Path) -> None:
+    """Each name maps to all of its text addresses (data symbols ignored)."""
+    from diag.sources.ebpf.bcc_facade import kallsyms_addresses
+
+    f = tmp_path / "kallsyms"
+    f.write_text("ffffffff81c532f0 t new_id_store\nffffffff81d51640 t driver_override_store\n"
+                 "ffffffff81d9e980 t new_id_store\n0000000000000000 d new_id_store\n")
+    got = kallsyms_addresses({"new_id_store", "driver_override_store", "bind_store"}, str(f))
+    assert got == {"new_id_store": [0xffffffff81c532f0, 0xffffffff81d9e980],
+                   "driver_override_store": [0xffffffff81d51640], "bind_store": []}

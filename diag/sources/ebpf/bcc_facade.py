@@ -63,20 +63,22 @@ def kprobe_functions(pattern: str) -> set[str]:
     return {f.decode() if isinstance(f, bytes) else str(f) for f in found}
 
 
-def kallsyms_counts(names: set[str], path: str = "/proc/kallsyms") -> dict[str, int]:
-    """How many times each name occurs in kallsyms (>1: a kprobe by name is ambiguous)."""
-    counts = dict.fromkeys(names, 0)
+def kallsyms_addresses(names: set[str], path: str = "/proc/kallsyms") -> dict[str, list[int]]:
+    """Text addresses of each name in kallsyms (several: static functions of the same name in
+    different files, which a kprobe by name refuses (>= 6.6) or could put on the wrong one).
+    Addresses read as 0 when kptr_restrict hides them."""
+    out: dict[str, list[int]] = {n: [] for n in names}
     try:
         with open(path, "rb") as fh:
             for line in fh:
                 parts = line.split()
-                if len(parts) >= 3:
+                if len(parts) >= 3 and parts[1] in (b"t", b"T"):
                     sym = parts[2].decode("ascii", "replace")
-                    if sym in counts:
-                        counts[sym] += 1
-    except OSError:
+                    if sym in out:
+                        out[sym].append(int(parts[0], 16))
+    except (OSError, ValueError):
         pass
-    return counts
+    return out
 
 
 class Program:
@@ -90,12 +92,30 @@ class Program:
         # bcc prints clang warnings about the mismatched headers to stderr: harmless noise.
         self._b = bcc.BPF(src_file=str(src).encode(), cflags=cflags)
         self._rings: list[Callable[..., Any]] = []
+        self._perf_fds: list[int] = []
+        self._kprobe_events: list[str] = []
 
     def attach_kprobe(self, event: str, fn: str) -> None:
         self._b.attach_kprobe(event=event.encode(), fn_name=fn.encode())
 
     def attach_kretprobe(self, event: str, fn: str) -> None:
         self._b.attach_kretprobe(event=event.encode(), fn_name=fn.encode())
+
+    def attach_kprobe_at(self, addr: int, fn: str, *, ret: bool, tag: str) -> None:
+        """A kprobe (or kretprobe) at a kernel text address, made through tracefs kprobe_events
+        (`p:vfiowatch/<event> 0x<addr>`) and attached as a perf tracepoint: how a handler whose
+        name kallsyms lists more than once is probed at each of its addresses."""
+        bcc = _load()
+        kevents = Path(getattr(bcc, "TRACEFS", "/sys/kernel/tracing")) / "kprobe_events"
+        event = f"vfw{os.getpid()}_{tag}"
+        with open(kevents, "a") as fh:
+            fh.write(f"{'r' if ret else 'p'}:vfiowatch/{event} 0x{addr:x}\n")
+        self._kprobe_events.append(event)
+        func = self._b.load_func(fn.encode(), bcc.BPF.KPROBE)
+        fd = bcc.libbcc.lib.bpf_attach_tracepoint(func.fd, b"vfiowatch", event.encode())
+        if fd < 0:
+            raise OSError(f"attaching {fn} to kprobe event vfiowatch/{event} (0x{addr:x}) failed")
+        self._perf_fds.append(fd)
 
     def load_kprobe(self, fn: str) -> None:
         """Load (verify) a kprobe program without attaching it: proves it on any kernel."""
@@ -151,6 +171,17 @@ class Program:
         t[t.Key(1)] = v
 
     def close(self) -> None:
+        for fd in self._perf_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._perf_fds.clear()
+        if self._kprobe_events:
+            bcc = _load()
+            kevents = Path(getattr(bcc, "TRACEFS", "/sys/kernel/tracing")) / "kprobe_events"
+            for event in self._kprobe_events:
+                with contextlib.suppress(OSError), open(kevents, "a") as fh:
+                    fh.write(f"-:vfiowatch/{event}\n")
+            self._kprobe_events.clear()
         with contextlib.suppress(Exception):  # a half-loaded program: nothing left to free
             self._b.cleanup()
 

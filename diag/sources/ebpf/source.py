@@ -95,7 +95,14 @@ class KernelFacts:
     config_kprobes: str | None = None
     """`y`, `n` (unset) or None (kernel config unreadable)."""
     handlers: frozenset[str] = frozenset()
-    """KPROBE_HANDLERS keys that kprobes can attach to here."""
+    """KPROBE_HANDLERS keys that kprobes can attach to here (present once in kallsyms)."""
+    ambiguous: frozenset[str] = frozenset()
+    """Handlers kallsyms lists more than once (static functions of the same name in other
+    files) whose addresses are hidden (kptr_restrict): a kprobe by name is refused (>= 6.6) or
+    could hit the wrong one, so they are not used."""
+    addresses: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    """Handlers listed more than once, with every address: each gets a kprobe by address
+    (records from a same-named handler elsewhere name no PCI device or driver: dropped)."""
     raw_syscalls: bool = True
     """raw_syscalls:sys_enter and sys_exit exist."""
 
@@ -115,7 +122,14 @@ def why_no_kprobes(f: KernelFacts) -> str:
         return "no kprobe PMU in /sys/bus/event_source/devices"
     missing = [h for h in ESSENTIAL_HANDLERS if h not in f.handlers]
     if missing:
-        return "store handlers not attachable: " + ", ".join(missing)
+        amb = [h for h in missing if h in f.ambiguous]
+        rest = [h for h in missing if h not in f.ambiguous]
+        parts = []
+        if rest:
+            parts.append("store handlers not attachable: " + ", ".join(rest))
+        if amb:
+            parts.append("store handlers ambiguous in kallsyms: " + ", ".join(amb))
+        return "; ".join(parts)
     return ""
 
 
@@ -139,7 +153,7 @@ def choose_mode(requested: str, f: KernelFacts) -> ModeChoice:
         if no_kp:
             return ModeChoice("", f"kprobe mode forced but unavailable: {no_kp}",
                               "use mode=auto or tracepoint, or a kernel with CONFIG_KPROBES=y")
-        return ModeChoice("kprobe", f"forced; kprobes on {len(f.handlers)} store handlers")
+        return ModeChoice("kprobe", f"forced; {_kprobe_coverage(f)}")
     if requested == "tracepoint" or no_kp:
         if not f.raw_syscalls:
             return ModeChoice("", "no raw_syscalls tracepoints (CONFIG_FTRACE_SYSCALLS unset?)"
@@ -147,7 +161,16 @@ def choose_mode(requested: str, f: KernelFacts) -> ModeChoice:
                               "use a kernel with CONFIG_KPROBES=y or CONFIG_FTRACE_SYSCALLS=y")
         why = "forced" if requested == "tracepoint" else f"no kprobes: {no_kp}"
         return ModeChoice("tracepoint", why)
-    return ModeChoice("kprobe", f"kprobes on {len(f.handlers)} store handlers")
+    return ModeChoice("kprobe", _kprobe_coverage(f))
+
+
+def _kprobe_coverage(f: KernelFacts) -> str:
+    text = f"kprobes on {len(f.handlers)} store handlers"
+    absent = sorted(set(KPROBE_HANDLERS) - f.handlers)
+    if absent:
+        text += "; not covered: " + ", ".join(
+            f"{h} ({'ambiguous' if h in f.ambiguous else 'absent'})" for h in absent)
+    return text
 
 
 def _kernel_config_kprobes(paths: HostPaths) -> str | None:
@@ -180,10 +203,17 @@ def gather_facts(paths: HostPaths) -> KernelFacts:
                   for d in ("kernel/tracing", "kernel/debug/tracing"))
     pmu = (paths.sys / "bus" / "event_source" / "devices" / "kprobe").exists()
     handlers: frozenset[str] = frozenset()
+    ambiguous: frozenset[str] = frozenset()
+    addresses: tuple[tuple[str, tuple[int, ...]], ...] = ()
     raw = True
     if err is None:
         if pmu:
-            handlers = frozenset(h for h in KPROBE_HANDLERS if bf.kprobe_functions(f"^{h}$"))
+            found = {h for h in KPROBE_HANDLERS if bf.kprobe_functions(f"^{h}$")}
+            addrs = bf.kallsyms_addresses(found, str(paths.proc / "kallsyms"))
+            several = {h: tuple(a) for h, a in addrs.items() if len(a) > 1}
+            ambiguous = frozenset(h for h, a in several.items() if not all(a))
+            addresses = tuple(sorted((h, a) for h, a in several.items() if all(a)))
+            handlers = frozenset(found - ambiguous)
         raw = bf.tracepoint_exists("raw_syscalls", "sys_enter") and bf.tracepoint_exists(
             "raw_syscalls", "sys_exit")
     return KernelFacts(
@@ -195,6 +225,8 @@ def gather_facts(paths: HostPaths) -> KernelFacts:
         kprobe_pmu=pmu,
         config_kprobes=_kernel_config_kprobes(paths),
         handlers=handlers,
+        ambiguous=ambiguous,
+        addresses=addresses,
         raw_syscalls=raw,
     )
 
@@ -332,10 +364,18 @@ class EbpfSource:
                 raise ProbeLoadError(f"compiling {KPROBE_PROBE} failed: {exc}",
                                      hint="check the kernel headers (vfiowatch check)") from exc
             attached, failed = [], []
+            by_addr = dict(self.facts().addresses)
             for sym in sorted(self.facts().handlers):
                 try:
-                    prog.attach_kprobe(sym, KPROBE_HANDLERS[sym])
-                    prog.attach_kretprobe(sym, "kr_store")
+                    if sym in by_addr:  # same name in several files: probe each address
+                        for i, addr in enumerate(by_addr[sym]):
+                            prog.attach_kprobe_at(addr, KPROBE_HANDLERS[sym], ret=False,
+                                                  tag=f"{sym}_{i}")
+                            prog.attach_kprobe_at(addr, "kr_store", ret=True,
+                                                  tag=f"{sym}_{i}_ret")
+                    else:
+                        prog.attach_kprobe(sym, KPROBE_HANDLERS[sym])
+                        prog.attach_kretprobe(sym, "kr_store")
                     attached.append(sym)
                 except Exception as exc:
                     failed.append(f"{sym} ({exc})")
@@ -416,6 +456,11 @@ class EbpfSource:
         actor = self.identify(rec)
         out = D.decode_record(rec, actor=actor, resolved_path=resolved,
                               wall_offset_ns=self._wall_offset_ns, mode=self.mode or "tracepoint")
+        if out is not None and rec.kind == L.VFW_KIND_STORE and not self.paths.host(
+                os.path.dirname(out.path)).is_dir():
+            # A same-named handler of another shape (probed by address): its "device" or
+            # "driver" is none of sysfs's.
+            out = None
         if out is None:
             out = self._unresolved(rec, actor, resolved)
         if out is None:
