@@ -15,9 +15,11 @@
  *           One entry program per handler (kp_<handler>, which knows its control file) and one
  *           shared return program (kr_store); user space attaches those whose symbol exists.
  *           tracepoint sched:sched_process_fork for the parent of short-lived writers.
- * Fallbacks Kernels without kprobes (CONFIG_KPROBES unset) use sysfs_write_tp.bpf.c instead;
- *           a handler missing from kallsyms (a different kernel, or static and inlined) is
- *           reported by name, and `vfiowatch check` shows which.
+ * Fallbacks Kernels without kprobes (CONFIG_KPROBES unset) use sysfs_write_tp.bpf.c instead.
+ *           A handler missing from kallsyms is reported by name (`vfiowatch check`, the mode
+ *           reason). A name kallsyms lists more than once (static functions of the same name in
+ *           other files; kprobes by name refuse them since 6.6) is probed at each address via
+ *           tracefs kprobe_events; user space drops records whose device/driver is not in sysfs.
  * Kernel    >= 5.8 (ring buffer). Struct reads: only the pointer at offset 0 of the handler's
  *           first argument, which is the name in all three shapes (device_driver.name,
  *           bus_type.name, device.kobj.name), and for a driver the pointer after it
