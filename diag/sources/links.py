@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from diag import events as ev
 from diag.paths import HostPaths
 from diag.sources import Availability, Emit, SourceContext, check_options, register
+from diag.sources._wake import StopRelay
 from diag.sources.sysfs import is_bdf
 
 log = logging.getLogger("vfiowatch.sources.links")
@@ -482,6 +483,8 @@ class LinksSource:
     def run(self, emit: Emit, stop: threading.Event) -> None:
         self.stats = LinksStats()
         poller = select.poll()
+        relay = StopRelay(stop)
+        poller.register(relay.fd, select.POLLIN)
         buf = bytearray(_RECV_SIZE)
         next_scan = 0.0
         try:
@@ -494,12 +497,14 @@ class LinksSource:
                     reason, self._resync_reason = self._resync_reason, None
                     for ns in list(self._ns.values()):
                         self._start_dump(ns, reason)
+                # Sleeps until the next namespace scan; the stop relay's fd wakes it at once.
                 timeout = max(0.0, next_scan - time.monotonic())
-                for fd, _mask in poller.poll(min(timeout, 0.5) * 1000):
+                for fd, _mask in poller.poll(timeout * 1000):
                     ns = self._by_fd.get(fd)
                     if ns is not None:
                         self._drain(ns, buf, emit)
         finally:
+            relay.close()
             for ns in list(self._ns.values()):
                 ns.sock.close()
             with self._lock:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import select
 import socket
 import threading
@@ -44,6 +45,7 @@ from typing import Any
 from diag import events as ev
 from diag.sources import Availability, Emit, SourceContext, check_options, register
 from diag.sources import sysfs as sysfs_mod
+from diag.sources._wake import StopRelay
 
 log = logging.getLogger("vfiowatch.sources.uevent")
 
@@ -367,6 +369,8 @@ class _Reader(threading.Thread):
     def __init__(self, sock: socket.socket, size: int, stats: UeventStats) -> None:
         super().__init__(name="vfiowatch-uevent-reader", daemon=True)
         self.sock = sock
+        self.wake_fd: int | None = None
+        """Also polled: readable when the source must stop (StopRelay)."""
         self.size = size
         self.stats = stats
         self.q: deque[tuple[int, bytes | None]] = deque()
@@ -381,17 +385,20 @@ class _Reader(threading.Thread):
         wake = self.wake
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
+        if self.wake_fd is not None:
+            poller.register(self.wake_fd, select.POLLIN)
+        halt = self.halt
         now = time.time_ns
         size = self.size
         trunc = socket.MSG_TRUNC
         try:
-            while not self.halt.is_set():
+            while not halt.is_set():
                 try:
                     data, _, flags, addr = recvmsg(_RECV_SIZE)
                 except BlockingIOError:
                     if not wake.is_set() and q:
                         wake.set()
-                    poller.poll(500)  # also how soon a stop is seen
+                    poller.poll(5000)  # the stop relay's fd wakes it at once
                     continue
                 except InterruptedError:
                     continue
@@ -446,6 +453,7 @@ class UeventSource:
         self.stats = UeventStats()
         self.tracker = DeviceTracker()
         self._resync_reason: str | None = None
+        self._reader: _Reader | None = None
         self._malformed_reported = 0
         self._last_decode_failed_ns = 0
         self.decode = decode_uevent
@@ -485,6 +493,9 @@ class UeventSource:
     def request_resync(self, reason: str) -> None:
         """Ask the running loop to re-scan sysfs and emit the difference (any thread)."""
         self._resync_reason = reason
+        reader = self._reader
+        if reader is not None:
+            reader.wake.set()
 
     # ---- the loop -------------------------------------------------------------------------------
 
@@ -494,6 +505,9 @@ class UeventSource:
         self.stats = st = UeventStats()
         sock, st.rcvbuf = open_socket(self.rcvbuf)
         reader = _Reader(sock, self.queue_size, st)
+        relay = StopRelay(stop, reader.halt.set, reader.wake.set)
+        reader.wake_fd = relay.fd
+        self._reader = reader
         try:
             devices = sysfs_mod.scan(self.paths)
             self.tracker.reset(devices)
@@ -501,10 +515,14 @@ class UeventSource:
             reader.start()
             self._loop(emit, stop, reader)
         finally:
+            self._reader = None
             reader.halt.set()
             if reader.is_alive():
+                if not stop.is_set():  # leaving on an error: wake the reader's poll ourselves
+                    os.eventfd_write(relay.fd, 1)
                 reader.join(1.0)
             sock.close()
+            relay.close()
 
     def _loop(self, emit: Emit, stop: threading.Event, reader: _Reader) -> None:
         st = self.stats
@@ -524,8 +542,9 @@ class UeventSource:
                     reason, self._resync_reason = self._resync_reason, None
                     self._resync(emit, reason)
                 reader.wake.clear()
-                if not q:
-                    reader.wake.wait(0.5)
+                # Re-check after the clear: a stop or resync request may have just set it.
+                if not q and not stop.is_set() and self._resync_reason is None:
+                    reader.wake.wait(5.0)  # set by the reader, the stop relay, request_resync
                 continue
             lost = False
             for _ in range(len(q)):

@@ -33,6 +33,7 @@ def _run(src: UeventSource, reader: FakeReader, until: type[ev.Event] | None) ->
         out.append(e)
         if until is not None and isinstance(e, until):
             stop.set()
+            reader.wake.set()  # what the stop relay does in run()
 
     t = threading.Thread(target=src._loop, args=(emit, stop, reader), daemon=True)
     t.start()
@@ -42,6 +43,7 @@ def _run(src: UeventSource, reader: FakeReader, until: type[ev.Event] | None) ->
                 break
             threading.Event().wait(0.01)
         stop.set()
+        reader.wake.set()
     t.join(5)
     assert not t.is_alive()
     return out
