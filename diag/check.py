@@ -116,16 +116,16 @@ def _sysfs(paths: HostPaths) -> CheckResult:
 
 @check
 def _bcc(paths: HostPaths) -> CheckResult:
-    try:
-        import bcc  # the import itself is the check
-    except ImportError as exc:
+    from diag.sources.ebpf import bcc_facade  # the only importer of bcc
+
+    err = bcc_facade.import_error()
+    if err is not None:
         return CheckResult(
-            "bcc", False, f"python module bcc not importable ({exc})",
+            "bcc", False, f"python module bcc not importable ({err})",
             fix="apt-get install python3-bpfcc and make the venv with --system-site-packages",
             level="warn",
         )
-    version = getattr(bcc, "__version__", "")
-    return CheckResult("bcc", True, f"bcc importable {version}".strip())
+    return CheckResult("bcc", True, f"bcc importable {bcc_facade.version()}".strip())
 
 
 @check

@@ -39,3 +39,22 @@ def test_probes_dir_holds_the_shared_header() -> None:
     d = probes_dir()
     assert {TRACEPOINT_PROBE, OPEN_ONLY_PROBE, KPROBE_PROBE, "vfiowatch.h", "vfw_classify.h"} <= {
         p.name for p in d.iterdir()}
+
+
+def test_only_the_facade_imports_bcc() -> None:
+    """bcc is imported by diag/sources/ebpf/bcc_facade.py and by no other module of diag."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "diag"
+    importers = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            if any(n == "bcc" or n.startswith("bcc.") for n in names):
+                importers.append(str(path.relative_to(root.parent)))
+    assert sorted(set(importers)) == ["diag/sources/ebpf/bcc_facade.py"]

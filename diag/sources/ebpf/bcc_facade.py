@@ -36,6 +36,12 @@ def import_error() -> str | None:
     return _import_error
 
 
+def version() -> str:
+    """bcc's version string, empty when unknown or not importable."""
+    bcc = _load()
+    return str(getattr(bcc, "__version__", "")) if bcc is not None else ""
+
+
 def tracepoint_exists(category: str, event: str) -> bool:
     """Whether tracefs lists the tracepoint (bcc's BPF.tracepoint_exists)."""
     bcc = _load()
