@@ -128,6 +128,32 @@ class TestOpenOnlyReadBack:
         assert D.readback_value("sriov_numvfs", "4\n") == "4"
 
 
+class TestNeverSilent:
+    def test_a_failure_while_handling_a_record_is_reported(self) -> None:
+        """An exception while handling a record (inside bcc's ctypes callback, where it would be
+        swallowed) becomes a DecodeFailed event."""
+        src = EbpfSource(SourceContext())
+        out: list[ev.Event] = []
+        src._emit = out.append
+
+        def boom(_rec: D.RawRecord) -> None:
+            raise RuntimeError("boom")
+
+        src.handle = boom  # type: ignore[method-assign,assignment]
+        src._on_raw(bytes(L.RECORD_SIZE))
+        (e,) = out
+        assert isinstance(e, ev.DecodeFailed) and "boom" in e.reason
+
+    def test_short_record_is_reported(self) -> None:
+        """A record of the wrong size becomes a DecodeFailed event with a hex sample."""
+        src = EbpfSource(SourceContext())
+        out: list[ev.Event] = []
+        src._emit = out.append
+        src._on_raw(b"\x01\x02")
+        (e,) = out
+        assert isinstance(e, ev.DecodeFailed) and e.sample_hex == "0102"
+
+
 class _FakeProg:
     def __init__(self) -> None:
         self.lost = [0, 0]

@@ -416,7 +416,14 @@ class EbpfSource:
             emit(ev.DecodeFailed(ts_ns=time.time_ns(), source=SOURCE, failed_source=SOURCE,
                                  reason=str(exc), sample_hex=data[:64].hex()))
             return
-        out = self.handle(rec)
+        try:
+            out = self.handle(rec)
+        except Exception as exc:  # raised inside a ctypes callback it would vanish: report it
+            self.stats.decode_failed += 1
+            emit(ev.DecodeFailed(ts_ns=time.time_ns(), source=SOURCE, failed_source=SOURCE,
+                                 reason=f"handling a record failed: {type(exc).__name__}: {exc}",
+                                 sample_hex=data[:64].hex()))
+            return
         if out is None:
             return
         if out.stage == "open" and out.result >= 0 and out.control in D.READBACK_CONTROLS:
