@@ -108,7 +108,9 @@ def _add_postmortem(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="text for a terminal, json for machines (findings in the journal's "
                         "schema), markdown to paste into a ticket")
     p.add_argument("--device", metavar="BDF", help="only this PCI device (0000:01:10.0)")
-    p.add_argument("--sandbox", metavar="ID", help="only this Kata sandbox and its devices")
+    p.add_argument("--sandbox", metavar="ID",
+                   help="only this Kata sandbox (its id, or the 12-character prefix the reports "
+                        "show) and its devices")
     p.add_argument("--since", metavar="TIME", help="show from this time (ISO 8601 UTC or epoch s)")
     p.add_argument("--until", metavar="TIME",
                    help="stop the replay at this time; for captures without ticks, time is "
@@ -396,7 +398,7 @@ def _finding_lines(f: ev.Finding, *, indent: str = "  ") -> list[str]:
 def _shown_findings(report: pm.Report) -> list[ev.Finding]:
     flt = pm._Filter(report.options)
     flt.sandbox_bdfs = {d.device.bdf for d in (report.state.devices if report.state else ())
-                        if d.sandbox_id == report.options.sandbox} if report.options.sandbox else set()
+                        if flt.is_mine(d.sandbox_id)} if report.options.sandbox else set()
     return sorted((f for f in report.findings if flt.shows_finding(f)),
                   key=lambda f: (-f.severity, f.first_ns))
 

@@ -485,10 +485,10 @@ class _Filter:
     def learn(self, e: ev.Event) -> None:
         if self.sandbox is None:
             return
-        if isinstance(e, ev.SandboxStarted) and e.sandbox_id == self.sandbox:
+        if isinstance(e, ev.SandboxStarted) and self.is_mine(e.sandbox_id):
             self.sandbox_bdfs.update(v.bdf for v in e.vfs)
             self.sandbox_bdfs.update(e.vmm_vfio_devices)
-        elif isinstance(e, ev.LogLineMatched) and e.sandbox_id == self.sandbox and e.bdf:
+        elif isinstance(e, ev.LogLineMatched) and self.is_mine(e.sandbox_id) and e.bdf:
             self.sandbox_bdfs.add(e.bdf)
 
     @property
@@ -506,7 +506,7 @@ class _Filter:
             return False
         if self.sandbox is not None:
             sid = getattr(e, "sandbox_id", None)
-            if sid != self.sandbox and (bdf is None or bdf not in self.sandbox_bdfs):
+            if not self.is_mine(sid) and (bdf is None or bdf not in self.sandbox_bdfs):
                 return False
         return True
 
@@ -515,8 +515,15 @@ class _Filter:
             return False
         if self.device is not None and (f.bdf or "").lower() != self.device:
             return False
-        return not (self.sandbox is not None and f.sandbox_id != self.sandbox
+        return not (self.sandbox is not None and not self.is_mine(f.sandbox_id)
                     and (f.bdf is None or f.bdf not in self.sandbox_bdfs))
+
+    def is_mine(self, sandbox_id: object) -> bool:
+        """The --sandbox id, whole or as the prefix the reports show (at least 6 characters)."""
+        want = self.sandbox
+        if want is None or not isinstance(sandbox_id, str):
+            return False
+        return sandbox_id == want or (len(want) >= 6 and sandbox_id.startswith(want))
 
 
 def _bdf_of(e: ev.Event) -> str | None:

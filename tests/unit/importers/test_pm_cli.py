@@ -86,6 +86,8 @@ def test_sandbox_filter_keeps_the_sandbox_and_its_devices(capsys: pytest.Capture
     assert "log_line_matched" in kinds
     assert all(e["event"].get("sandbox_id") == sid or e["event"].get("bdf") == "0000:01:10.0"
                for e in doc["timeline"])
+    _, short, _ = run(capsys, "--format", "json", "--sandbox", sid[:12], UDEV, JOURNALD)
+    assert json.loads(short)["timeline"] == doc["timeline"]  # the prefix the reports show
 
 
 def test_since_and_until_bound_the_replay(capsys: pytest.CaptureFixture[str]) -> None:
