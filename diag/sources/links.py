@@ -443,7 +443,10 @@ class LinksSource:
         check_options(self.name, opts, OPTIONS)
         self.rcvbuf = int(opts.get("rcvbuf", DEFAULT_RCVBUF))
         self.scan_interval_s = float(opts.get("scan_interval_s", 0.5))
-        self.only_host = str(opts.get("netns", "all")) == "host"
+        self.want_all = str(opts.get("netns", "all")) != "host"
+        # Entering another namespace needs CAP_SYS_ADMIN: without root, watch the host's only
+        # (probe() says so) rather than fail to open every namespace on every scan.
+        self.only_host = not self.want_all or os.geteuid() != 0
         self.stats = LinksStats()
         self._ns: dict[int, _Ns] = {}
         self._by_fd: dict[int, _Ns] = {}
@@ -453,6 +456,8 @@ class LinksSource:
         self._sysfs_bdf: dict[str, str | None] = {}
         self._pid_cache: dict[int, tuple[int | None, int]] = {}
         self._scans = 0
+        self._failed: dict[int, int] = {}
+        """Namespace inode -> scan number before which it is not tried again."""
         self.full_scan_every = int(opts.get("full_scan_every", 20))
         """Every Nth scan re-reads every process's namespace (default: every 10 s)."""
 
@@ -463,7 +468,7 @@ class LinksSource:
         except OSError as exc:
             return Availability(False, reason=f"cannot open an rtnetlink socket: {exc}",
                                 hint="run on Linux with AF_NETLINK")
-        if not self.only_host and os.geteuid() != 0:
+        if self.want_all and self.only_host:
             return Availability(True, mode="host-only",
                                 reason="not root: other network namespaces cannot be entered",
                                 hint="run as root (CAP_SYS_ADMIN for setns) to watch pod namespaces")
@@ -519,6 +524,8 @@ class LinksSource:
             full = self._scans % max(1, self.full_scan_every) == 0
             found = scan_netns(self.paths, self._pid_cache, full=full)
         self._scans += 1
+        for gone in [i for i in self._failed if i not in found]:
+            del self._failed[gone]
         now = time.time_ns()
         for ino in [i for i in self._ns if i not in found]:
             ns = self._ns[ino]
@@ -544,13 +551,18 @@ class LinksSource:
                     ns.cand, ns.ref = cand, cand.ref()
                     emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
                 continue
+            if self._failed.get(ino, 0) > self._scans:
+                continue
             try:
                 sock = open_rtnl_in(cand.path, rcvbuf=self.rcvbuf, expect_inode=ino)
             except OSError as exc:
-                # Gone between scan and open, or not enterable: try again on the next scan.
+                # Gone between scan and open (then it vanishes from the scan), or not enterable:
+                # try again in about 10 s rather than on every scan.
                 self.stats.netns_failed += 1
-                log.debug("cannot open netns %s (%s): %s", ino, cand.path, exc)
+                self._failed[ino] = self._scans + 20
+                log.warning("cannot watch netns %s (%s): %s", ino, cand.path, exc)
                 continue
+            self._failed.pop(ino, None)
             ns = _Ns(cand=cand, ref=cand.ref(), sock=sock)
             with self._lock:
                 self._ns[ino] = ns
