@@ -208,6 +208,12 @@ def open_inputs(paths: Iterable[str], options: Options) -> list[Input]:
             inputs.append(Input(index=len(inputs), path=path, stats=st))
             continue
         seen[real] = path
+        if os.path.exists(path) and not os.path.isfile(path):
+            # A FIFO, socket or device: reading it twice (sniff, then parse) would block or
+            # lose data.
+            st.format, st.error = "unreadable", "not a regular file"
+            inputs.append(Input(index=len(inputs), path=path, stats=st))
+            continue
         imp, err = sniff(path)
         inp = Input(index=len(inputs), path=path, stats=st, importer=imp)
         inputs.append(inp)

@@ -170,3 +170,13 @@ def test_bundle_without_state_file_gives_the_sandbox_and_its_annotation_verdict(
     assert any(i["format"] == "duplicate" for i in doc["inputs"])
     rules = {f["rule"] for f in doc["findings"]}
     assert ("kata-config-invalid" in rules) == invalid
+
+
+def test_fifo_among_inputs_is_refused_not_read(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A FIFO in an input directory is listed as not a regular file (never opened: no hang)."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "ip.txt").write_text(Path(IPTS).read_text())
+    code, out, _ = run(capsys, str(tmp_path))
+    assert code == 2 and "not a regular file" in out
