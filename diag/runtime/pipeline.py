@@ -14,11 +14,11 @@ The shape (DESIGN.md), as threads:
   `EventsLost(lost_source="queue")` and asks every source that can (`request_resync()`) to
   re-read the kernel's state, so a loss is never silent.
 * **Merge window.** Uevents and rtnetlink arrive on two sockets in varying order (sriov-lab.md:
-  RTM_DELLINK before or after `remove net`). Every event waits in a heap until the wall clock is
+  RTM_DELLINK before or after `remove net`). Every event waits until the wall clock is
   `merge_window_ns` past its `ts_ns`, then leaves in `(ts_ns, arrival)` order. Cost: every event
   reaches the core `merge_window_ns` later (default 75 ms; the TUI refresh is slower), and the
-  heap holds the events of one window (at 100,000 events/s, 7,500 events, about 2 MB); a heap
-  push + pop is about 1 µs. An event that arrives after its window has closed (its ts_ns is older
+  window holds the events of 75 ms (at 100,000 events/s, 7,500 events, about 2 MB); events
+  already in order cost a deque append + pop, only overtaking ones a heap push + pop (~1 µs). An event that arrives after its window has closed (its ts_ns is older
   than the last one released) is released at once and counted in `stats.late`.
 * **Core thread.** The only thread that touches the Correlator and the sinks. Time in the core
   comes from events; on a timer (`tick_interval_s`) the core thread calls
@@ -52,12 +52,11 @@ and for the dashboard: `feed = pipe.live_feed()` (a `SnapshotFeed`), `feed.subsc
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -219,6 +218,62 @@ class _Queue:
         self._wake.set()
 
 
+class _Merge:
+    """The merge window's store, in (ts_ns, arrival) order.
+
+    Most events arrive already in order (each socket's are stamped at receipt), so those go to
+    a FIFO for the cost of an append; only an event that overtakes the newest one held goes
+    through a heap. Release takes the smaller head of the two. Same order as one heap, about
+    1 µs less per event.
+    """
+
+    __slots__ = ("fifo", "heap", "seq")
+
+    def __init__(self) -> None:
+        self.fifo: deque[tuple[int, int, ev.Event]] = deque()
+        self.heap: list[tuple[int, int, ev.Event]] = []
+        self.seq = 0
+
+    def __len__(self) -> int:
+        return len(self.fifo) + len(self.heap)
+
+    def push(self, e: ev.Event) -> None:
+        self.seq += 1
+        ts = e.ts_ns
+        fifo = self.fifo
+        if not fifo or ts >= fifo[-1][0]:
+            fifo.append((ts, self.seq, e))
+        else:
+            heapq.heappush(self.heap, (ts, self.seq, e))
+
+    def oldest_ns(self) -> int | None:
+        fifo, heap = self.fifo, self.heap
+        if fifo and heap:
+            return min(fifo[0][0], heap[0][0])
+        if fifo:
+            return fifo[0][0]
+        return heap[0][0] if heap else None
+
+    def pop_until(self, until_ns: int | None) -> Iterator[tuple[int, ev.Event]]:
+        """Yield (ts_ns, event) in order while the oldest is at or before `until_ns` (all when
+        None)."""
+        fifo, heap = self.fifo, self.heap
+        popleft, heappop = fifo.popleft, heapq.heappop
+        while True:
+            # (ts, seq) tuples: seq is unique, so events themselves are never compared.
+            if fifo and (not heap or fifo[0] < heap[0]):
+                if until_ns is not None and fifo[0][0] > until_ns:
+                    return
+                ts, _, e = popleft()
+            elif heap:
+                if until_ns is not None and heap[0][0] > until_ns:
+                    return
+                ts, _, e = heappop(heap)
+            else:
+                return
+            yield ts, e
+
+
 class LiveFeed:
     """A `SnapshotFeed` over a running Pipeline: the newest HostState, at most every ~150 ms.
 
@@ -339,8 +394,7 @@ class Pipeline:
         self._core_thread: threading.Thread | None = None
         self._feeds: list[LiveFeed] = []
         self._listeners: list[Callable[[ev.Event], None]] = []
-        self._heap: list[tuple[int, int, ev.Event]] = []
-        self._seq = itertools.count()
+        self._merge = _Merge()
         self._last_released_ns = 0
         self._reported_dropped = 0
         self._dirty = True
@@ -431,7 +485,7 @@ class Pipeline:
         """Block until the queue and merge window are empty (tests, benchmarks). True if idle."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if self._queue.depth() == 0 and not self._heap:
+            if self._queue.depth() == 0 and not self._merge:
                 return True
             time.sleep(0.01)
         return False
@@ -522,8 +576,9 @@ class Pipeline:
                 wait = min(next_tick, next_flush) - mono
                 if self._dirty:
                     wait = min(wait, next_snap - mono)
-                if self._heap:
-                    wait = min(wait, (self._heap[0][0] + window - now_ns) / 1e9)
+                oldest = self._merge.oldest_ns()
+                if oldest is not None:
+                    wait = min(wait, (oldest + window - now_ns) / 1e9)
                 self._queue.wait(max(0.001, wait))
             self._advance(self._clock() - window)
             self._publish()
@@ -545,13 +600,12 @@ class Pipeline:
             depth = self._queue.depth() + len(batch)
             if depth > self.stats.max_queue_depth:
                 self.stats.max_queue_depth = depth
-            push = heapq.heappush
-            heap = self._heap
-            seq = self._seq
+            push = self._merge.push
             for e in batch:
-                push(heap, (e.ts_ns, next(seq), e))
-            if len(heap) > self.stats.max_merge_depth:
-                self.stats.max_merge_depth = len(heap)
+                push(e)
+            held = len(self._merge)
+            if held > self.stats.max_merge_depth:
+                self.stats.max_merge_depth = held
         self.stats.received = self._queue.received
         dropped = self._queue.dropped
         if dropped > self._reported_dropped:
@@ -559,20 +613,17 @@ class Pipeline:
             self._reported_dropped = dropped
             self.stats.dropped = dropped
             now = self._clock()
-            heapq.heappush(self._heap, (now, next(self._seq), ev.EventsLost(
+            self._merge.push(ev.EventsLost(
                 ts_ns=now, source=RUNTIME_SOURCE, lost_source="queue", count=n,
                 reason=f"the runtime queue was full ({self.options.queue_size} events)",
-            )))
+            ))
             for src in self.sources:
                 req = getattr(src, "request_resync", None)
                 if callable(req):
                     req("queue overflow")
 
     def _release(self, until_ns: int | None) -> None:
-        heap = self._heap
-        pop = heapq.heappop
-        while heap and (until_ns is None or heap[0][0] <= until_ns):
-            ts, _, e = pop(heap)
+        for ts, e in self._merge.pop_until(until_ns):
             if ts < self._last_released_ns:
                 self.stats.late += 1
             else:

@@ -249,3 +249,28 @@ def test_stop_keeps_its_budget_even_when_a_source_ignores_it() -> None:
         assert sink.closed
     finally:
         deaf.kill.set()
+
+
+def test_the_merge_store_releases_in_ts_then_arrival_order() -> None:
+    """Whatever the arrival order, events leave sorted by ts_ns, ties in arrival order, and
+    pop_until stops at the boundary."""
+    import random
+
+    from diag.runtime.pipeline import _Merge
+
+    rng = random.Random(7)
+    m = _Merge()
+    arrivals = []
+    base = 1_000
+    for i in range(2000):
+        base += rng.choice([0, 1, 5, -3, 20, -50])
+        e = ev.ClockTicked(ts_ns=max(base, 0), source=f"s{i}")
+        arrivals.append(e)
+        m.push(e)
+    want = sorted(arrivals, key=lambda e: e.ts_ns)  # sorted() is stable: ties keep arrival order
+    cut = want[len(want) // 2].ts_ns
+    first = [e for _, e in m.pop_until(cut)]
+    assert all(e.ts_ns <= cut for e in first)
+    rest = [e for _, e in m.pop_until(None)]
+    assert [e.source for e in first + rest] == [e.source for e in want]
+    assert len(m) == 0 and m.oldest_ns() is None
