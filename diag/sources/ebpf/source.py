@@ -28,11 +28,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from diag import events as ev
 from diag.errors import ConfigError, ProbeLoadError
 from diag.paths import HostPaths
 from diag.sources import Availability, Emit, SourceContext, check_options, register
+from diag.sources.ebpf import bcc_facade
 from diag.sources.ebpf import decode as D
 from diag.sources.ebpf import layouts as L
 from diag.sources.proc import ProcessTable, parse_cgroup
@@ -195,8 +197,7 @@ def _kernel_config_kprobes(paths: HostPaths) -> str | None:
 
 def gather_facts(paths: HostPaths) -> KernelFacts:
     """Ask this machine what exists: bcc, privileges, tracefs, headers, kprobes, tracepoints."""
-    from diag.sources.ebpf import bcc_facade as bf
-
+    bf = bcc_facade
     release = platform.release()
     err = bf.import_error()
     tracefs = any((paths.sys / d / "events").is_dir()
@@ -267,7 +268,7 @@ class EbpfSource:
     (drop tracked fds of exited processes, default 2).
     """
 
-    name = SOURCE
+    name: ClassVar[str] = SOURCE
 
     def __init__(self, ctx: SourceContext | None = None) -> None:
         ctx = ctx or SourceContext()
@@ -317,14 +318,12 @@ class EbpfSource:
     # ---- loop -------------------------------------------------------------------------------
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
-        from diag.sources.ebpf import bcc_facade as bf
-
         choice = self._choice()
         if not choice.mode:
             raise ProbeLoadError(choice.reason, hint=choice.hint)
         self._emit = emit
         self.table.seed()
-        prog, mode, note = self._load(bf, choice)
+        prog, mode, note = self._load(choice)
         self.mode = mode
         self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
         if note:
@@ -352,9 +351,7 @@ class EbpfSource:
             self.ready.clear()
             prog.close()
 
-    def _load(self, bf: object, choice: ModeChoice) -> tuple[object, str, str]:
-        from diag.sources.ebpf import bcc_facade
-
+    def _load(self, choice: ModeChoice) -> tuple[bcc_facade.Program, str, str]:
         d = probes_dir()
         defines: dict[str, int | str] = {"FILTER_TGID": os.getpid()}
         if choice.mode == "kprobe":
@@ -616,14 +613,14 @@ class EbpfSource:
 
     # ---- loss and housekeeping ----------------------------------------------------------------
 
-    def _check_lost(self, prog: object) -> None:
+    def _check_lost(self, prog: bcc_facade.Program) -> None:
         emit = self._emit
         if emit is None:
             return
         for idx, attr, why in ((0, "lost_ringbuf", "eBPF ring buffer full"),
                                (1, "lost_table", "eBPF tracking table full")):
             try:
-                total = prog.percpu_sum("lost", idx)  # type: ignore[attr-defined]
+                total = prog.percpu_sum("lost", idx)
             except Exception:
                 continue
             seen = getattr(self.stats, attr)
@@ -633,18 +630,18 @@ class EbpfSource:
                                    count=total - seen,
                                    reason=f"{why}: {total - seen} sysfs writes not attributed"))
 
-    def _gc(self, prog: object) -> None:
+    def _gc(self, prog: bcc_facade.Program) -> None:
         """Forget fds of processes that exited or exec'ed without closing them.
 
         The kernel counts what it inserts; what is deleted here is added to gate[1] (written
         only from here), so the kernel's live count stays exact without a racy reset.
         """
         removed = 0
-        for key in list(prog.keys("fds")):  # type: ignore[attr-defined]
+        for key in list(prog.keys("fds")):
             tgid, fd = key[0], key[1]
             link = self._readlink(f"/proc/{tgid}/fd/{fd}")
-            if (link is None or not link.startswith("/sys/")) and prog.delete("fds", key):  # type: ignore[attr-defined]
+            if (link is None or not link.startswith("/sys/")) and prog.delete("fds", key):
                 removed += 1
         if removed:
             self.stats.gc_removed += removed
-            prog.set_gate_deleted(self.stats.gc_removed)  # type: ignore[attr-defined]
+            prog.set_gate_deleted(self.stats.gc_removed)
