@@ -78,9 +78,9 @@ RUNTIME_SOURCE = "runtime"
 class PipelineOptions:
     """Tunables of the runtime; the defaults suit a production host."""
 
-    queue_size: int = 262_144
-    """Events waiting between sources and the core; beyond this, events are dropped and counted.
-    Sized for the 50,000-uevent burst of host-facts.md five times over (about 60 MB at most)."""
+    queue_size: int = 131_072
+    """Events waiting between sources and the core; beyond this, events are dropped, counted
+    and resynced. A 50,000-uevent burst peaks near 10,000 here; full, it is about 30 MB."""
     merge_window_ns: int = 75_000_000
     """How long an event waits so that events from other sockets can overtake it (time order)."""
     tick_interval_s: float = 0.5

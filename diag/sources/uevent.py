@@ -22,7 +22,8 @@ Split as every source is (DESIGN.md):
 
 Loss: the socket's receive buffer is raised with SO_RCVBUFFORCE (option `rcvbuf`, default
 128 MiB like systemd-udevd; netlink only uses it when a burst needs it). When the kernel still
-drops (ENOBUFS) or the bounded queue overflows, the source emits `EventsLost`, re-scans sysfs,
+drops (ENOBUFS; the reader's bounded queue never drops: when it is full the reader pauses and
+the kernel's buffer holds the rest), the source emits `EventsLost`, re-scans sysfs,
 emits the difference with its own view as `resync=True` events, then `Resynced(changes=N)`.
 Uevents from a sender other than the kernel (nl_pid != 0) are dropped and counted: any root
 process may send to the group.
@@ -53,8 +54,10 @@ NETLINK_KOBJECT_UEVENT = 15
 KERNEL_GROUP = 1
 """The kernel's broadcast group (udevd rebroadcasts on group 2, which pods never see)."""
 DEFAULT_RCVBUF = 128 * 1024 * 1024
-DEFAULT_QUEUE = 262_144
-"""Datagrams held between the reader thread and the decoder (about 300 bytes each)."""
+DEFAULT_QUEUE = 65_536
+"""Datagrams held between the reader thread and the decoder (about 400 bytes each). When it is
+full the reader stops reading, so the kernel's far larger socket buffer holds the rest: a slow
+decoder never drops here, only the kernel can (ENOBUFS, then a resync)."""
 MAX_UEVENT = 8192
 """Larger than any kernel uevent (UEVENT_BUFFER_SIZE is 2048 for the environment)."""
 _RECV_SIZE = 16384
@@ -355,7 +358,8 @@ class UeventStats:
     foreign: int = 0
     """Datagrams from a sender other than the kernel (dropped)."""
     enobufs: int = 0
-    queue_dropped: int = 0
+    backpressure: int = 0
+    """Times the reader paused because the decoder's queue was full (nothing is lost)."""
     resyncs: int = 0
     rcvbuf: int = 0
 
@@ -375,6 +379,8 @@ class _Reader(threading.Thread):
         self.stats = stats
         self.q: deque[tuple[int, bytes | None]] = deque()
         self.wake = threading.Event()
+        self.space = threading.Event()
+        """Set by the decoder after each batch: room in the queue again."""
         self.halt = threading.Event()
         self.error: BaseException | None = None
 
@@ -390,9 +396,18 @@ class _Reader(threading.Thread):
         halt = self.halt
         now = time.time_ns
         size = self.size
+        space = self.space
         trunc = socket.MSG_TRUNC
         try:
             while not halt.is_set():
+                if len(q) >= size:
+                    # Full: leave the datagrams in the kernel's (much larger) buffer.
+                    stats.backpressure += 1
+                    space.clear()
+                    if len(q) >= size:
+                        wake.set()
+                        space.wait(0.05)
+                    continue
                 try:
                     data, _, flags, addr = recvmsg(_RECV_SIZE)
                 except BlockingIOError:
@@ -416,9 +431,6 @@ class _Reader(threading.Thread):
                     continue
                 if flags & trunc:
                     data = data + b"\x00TRUNCATED"  # no trailing NUL: counted as malformed
-                if len(q) >= size:
-                    stats.queue_dropped += 1
-                    continue
                 append((ts, data))
                 if not wake.is_set():
                     wake.set()
@@ -436,7 +448,7 @@ class UeventSource:
     """Kernel uevents for PCI driver moves, netdevs, vfio nodes and PCI driver registration.
 
     Options (SourceContext.options): `rcvbuf` (bytes, default 128 MiB), `queue` (datagrams
-    held between reader and decoder, default 262,144), `decode_failed_interval_s` (how often a
+    held between reader and decoder, default 65,536), `decode_failed_interval_s` (how often a
     repeated DecodeFailed is re-reported with its count, default 60).
     """
 
@@ -531,7 +543,6 @@ class UeventSource:
         decode = self.decode
         track = self.tracker.apply
         name = self.name
-        seen_dropped = 0
         while True:
             if stop.is_set():
                 return
@@ -566,12 +577,7 @@ class UeventSource:
                     e = self._enrich_added(e)  # type: ignore[arg-type]
                 st.kept += 1
                 emit(track(e))
-            if st.queue_dropped > seen_dropped:
-                n = st.queue_dropped - seen_dropped
-                seen_dropped = st.queue_dropped
-                lost = True
-                emit(ev.EventsLost(ts_ns=time.time_ns(), source=name, lost_source=name, count=n,
-                                   reason="the uevent reader's queue was full"))
+            reader.space.set()
             if lost:
                 # Decode what was already received first, so the diff is against the newest view.
                 self._resync_reason = self._resync_reason or "events lost"

@@ -196,6 +196,7 @@ class _Preloaded(UeventSource):
         class Reader:
             q: deque[tuple[int, bytes | None]] = deque()
             wake = threading.Event()
+            space = threading.Event()
             error = None
 
         now = time.time_ns()

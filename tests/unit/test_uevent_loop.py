@@ -22,6 +22,7 @@ class FakeReader:
     def __init__(self, items: list[tuple[int, bytes | None]]) -> None:
         self.q: deque[tuple[int, bytes | None]] = deque(items)
         self.wake = threading.Event()
+        self.space = threading.Event()
         self.error: BaseException | None = None
 
 
