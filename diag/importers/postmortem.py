@@ -273,6 +273,13 @@ def _kata_pass(inputs: list[Input]) -> None:
     for i in confs.values():
         i.parsed = Parsed(events=i.events or [], clock="static")
         i.stats.clock = "static"
+    names = [c.handler for c in configs]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        paths = [c.path for c in configs if c.handler == name]
+        for i in confs.values():
+            if i.path in paths:
+                i.stats.note(f"{len(paths)} configurations for handler {name} were given; the "
+                             f"last one read ({paths[-1]}) is the one replayed")
     cfg = configs[0] if len(configs) == 1 else None
     texts = {i.path: _read_text(i) for i in inputs if i.format == "katastate"}
     bundles: dict[str, tuple[Input, sandboxes.BundleInfo]] = {}
