@@ -457,6 +457,8 @@ class LinksSource:
         self._pid_cache: dict[int, tuple[int | None, int]] = {}
         self._scans = 0
         self._failed: dict[int, int] = {}
+        self._previous: dict[int, tuple[ev.NetnsRef, dict[int, ev.LinkChanged]]] = {}
+        """Views of the last run (a restart after a crash): its first dumps diff against them."""
         """Namespace inode -> scan number before which it is not tried again."""
         self.full_scan_every = int(opts.get("full_scan_every", 20))
         """Every Nth scan re-reads every process's namespace (default: every 10 s)."""
@@ -510,6 +512,8 @@ class LinksSource:
                         self._drain(ns, buf, emit)
         finally:
             relay.close()
+            for ino, ns in self._ns.items():
+                self._previous[ino] = (ns.ref, ns.links)
             for ns in list(self._ns.values()):
                 ns.sock.close()
             with self._lock:
@@ -527,6 +531,9 @@ class LinksSource:
         for gone in [i for i in self._failed if i not in found]:
             del self._failed[gone]
         now = time.time_ns()
+        for ino in [i for i in self._previous if i not in found]:
+            ref, _ = self._previous.pop(ino)  # gone while the source was down
+            emit(ev.NetnsRemoved(ts_ns=now, source=self.name, netns=ref, resync=True))
         for ino in [i for i in self._ns if i not in found]:
             ns = self._ns[ino]
             poller.unregister(ns.sock.fileno())
@@ -564,13 +571,16 @@ class LinksSource:
                 continue
             self._failed.pop(ino, None)
             ns = _Ns(cand=cand, ref=cand.ref(), sock=sock)
+            prev = self._previous.pop(ino, None)
+            if prev is not None:  # seen by the last run: its dump is a resync against that view
+                ns.links, ns.initial = prev[1], False
             with self._lock:
                 self._ns[ino] = ns
             self._by_fd[sock.fileno()] = ns
             poller.register(sock.fileno(), select.POLLIN)
             self.stats.netns_opened += 1
             emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
-            self._start_dump(ns, "")
+            self._start_dump(ns, "source restarted" if prev is not None else "")
 
     def _start_dump(self, ns: _Ns, reason: str) -> None:
         if ns.dumping:

@@ -243,3 +243,40 @@ def test_a_held_namespace_is_renamed_to_another_holder_when_its_process_exits() 
         for pid in others:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
+
+
+def test_a_restarted_source_resyncs_against_what_it_saw_before() -> None:
+    """What changed while the source was down (a crash, then the runtime's restart) comes out
+    as resync events: a deleted veth as LinkRemoved, a deleted namespace as NetnsRemoved."""
+    pfx = prefix()
+    a, b = f"{pfx}a", f"{pfx}b"
+    with cleanup_netns(pfx):
+        sh(f"ip netns add {a} && ip netns add {b}")
+        sh(f"ip -n {a} link add {pfx}x type veth peer name {pfx}y")
+        src = LinksSource(SourceContext())
+        first, second = Collector(), Collector()
+        for out, between in ((first, f"ip -n {a} link del {pfx}x && ip netns del {b}"), (second, "")):
+            stop = threading.Event()
+            t = threading.Thread(target=src.run, args=(out, stop), daemon=True)
+            t.start()
+            try:
+                if out is first:
+                    assert wait_for(lambda: any(isinstance(e, ev.LinkChanged) and e.netns.name == a
+                                                and e.ifname == f"{pfx}y" for e in first.snapshot()),
+                                    timeout=3)
+                else:
+                    assert wait_for(lambda: any(isinstance(e, ev.Resynced) and a in e.reason
+                                                for e in second.snapshot()), timeout=3)
+            finally:
+                stop.set()
+                t.join(5)
+            if between:
+                sh(between)
+    got = second.snapshot()
+    removed = [e for e in got if isinstance(e, ev.LinkRemoved) and e.netns.name == a]
+    assert {e.ifname for e in removed} == {f"{pfx}x", f"{pfx}y"} and all(e.resync for e in removed)
+    assert any(isinstance(e, ev.NetnsRemoved) and e.netns.name == b and e.resync for e in got)
+    (res,) = [e for e in got if isinstance(e, ev.Resynced) and a in e.reason]
+    assert res.changes == 2 and "restarted" in res.reason
+    assert not [e for e in got if isinstance(e, ev.LinkChanged) and e.netns.name == a
+                and e.ifname == "lo"]  # unchanged links are not repeated
