@@ -95,7 +95,7 @@ def _add_postmortem(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
             "Read any mix of files or directories (plain or .gz; the format is recognised by "
             "content): the agent's journal (any rotated part), `udevadm monitor` output "
             "(--kernel/--udev, --property), `ip monitor link` output (plain, -t, -ts, all-nsid), "
-            "`journalctl -o json` exports (Kata, containerd, kernel), `dmesg`, containerd/Kata "
+            "`journalctl -o json`/`-o export` (Kata, containerd, kernel), `dmesg`, containerd/Kata "
             "logfmt logs, `lspci -nnk` listings, `vfiowatch snapshot --format json` output, Kata "
             "configuration files (with config.d) and sandbox state (persist.json, state.json). Put "
             "them on one timeline (aligning monotonic and untimed captures, and saying how sure "

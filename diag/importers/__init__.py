@@ -118,17 +118,19 @@ def register(importer: Importer) -> Importer:
 
 
 BUILTIN: list[str] = [
-    "journal", "journald", "snapshot", "katastate", "udevadm", "ipmon", "lspci", "kataconfig",
-    "dmesg", "logfmt",
+    "journal", "journald", "journal-export", "snapshot", "katastate", "udevadm", "ipmon", "lspci",
+    "kataconfig", "dmesg", "logfmt",
 ]
-"""Built-in importer modules in sniffing order, one line each."""
+"""Built-in importers in sniffing order, one line each (each is a module of that name, or
+`_MODULE` says which module registers it)."""
+_MODULE = {"journal-export": "journald"}
 
 
 def load_builtin() -> dict[str, Importer]:
     import importlib
 
     for mod in BUILTIN:
-        importlib.import_module(f"diag.importers.{mod}")
+        importlib.import_module(f"diag.importers.{_MODULE.get(mod, mod)}")
     return IMPORTERS
 
 

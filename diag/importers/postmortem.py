@@ -789,8 +789,9 @@ def replay(
         report.clock_notes.extend(_listing_notes(inputs, report.state))
     if dedupe is not None and dedupe.dropped:
         report.clock_notes.append(
-            f"{dedupe.dropped} event(s) seen by more than one input were merged into one "
-            f"(same happening within {dedupe.window / 1e6:.0f} ms)")
+            f"{dedupe.dropped} event(s) seen twice (by two inputs, or one log line in two "
+            "places) were merged into one: same happening, no conflicting field, stamps within "
+            "twice the clocks' uncertainty (at least 50 ms)")
     report.events_total = count
     report.timeline_total = total
     report.findings = list(findings.items.values())

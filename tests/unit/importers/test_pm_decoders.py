@@ -263,6 +263,7 @@ def test_snapshot_json_round_trips_the_scanner_inventory(tmp_path: Path) -> None
     ("postmortem/ip-ts-monitor-link.txt", "ipmon"),
     ("postmortem-kata/journalctl-kata-containerd-kernel.json", "journald"),
     ("postmortem-kata/containerd.log", "logfmt"),
+    ("postmortem-kata/entries.export", "journal-export"),
     ("postmortem/lab-actions.log", None),
 ])
 def test_format_is_recognised_by_content_not_name(tmp_path: Path, name: str, fmt: str | None) -> None:

@@ -14,7 +14,7 @@ from diag.importers import FileStats, iter_lines, sniff
 from diag.importers.dmesg import parse_dmesg
 from diag.importers.ipmon import parse_ip_monitor
 from diag.importers.journal import parse_journal
-from diag.importers.journald import parse_journald_json
+from diag.importers.journald import parse_journal_export, parse_journald_json
 from diag.importers.kataconfig import parse_group
 from diag.importers.katastate import parse_state
 from diag.importers.logfmt import parse_logfmt_lines
@@ -88,6 +88,8 @@ def test_binary_journal_and_journald_lines_never_raise(raw: list[bytes]) -> None
     with contextlib.suppress(JournalFormatError):  # a newer-schema header is refused on purpose
         _all_events(parse_journal(raw))
     _all_events(parse_journald_json(raw, FileStats("x"), []))
+    _all_events(parse_journal_export(raw, FileStats("x"), []))
+    _all_events(parse_journal_export([x + b"\n" for x in raw], FileStats("x"), []))
 
 
 @FUZZ
