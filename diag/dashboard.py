@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 from diag.cli import command
+from diag.core.state import HostState, SnapshotFeed
 from diag.errors import DiagError
 from diag.paths import HostPaths
 
@@ -108,19 +111,68 @@ def _replay(path: Path, args: argparse.Namespace, mode: str = "REPLAY") -> int:
     return 0
 
 
+class _BackgroundLiveFeed:
+    """The runtime's LiveFeed, built on a thread once the dashboard is up.
+
+    Probing the sources (bcc's import alone is a few hundred ms) and starting them overlaps
+    with Textual's own start-up, so the first frame does not wait for them; the header shows
+    each source as "not reported" until it is.
+    """
+
+    def __init__(self, paths: HostPaths) -> None:
+        self.paths = paths
+        self._listeners: list[Callable[[HostState], None]] = []
+        self._feed: SnapshotFeed | None = None
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def subscribe(self, listener: Callable[[HostState], None]) -> None:
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._build, name="vfiowatch-start", daemon=True)
+        self._thread.start()
+
+    def _build(self) -> None:
+        from diag.runtime import Pipeline, build_sources
+        from diag.sources import SourceContext
+
+        try:
+            sources, unavailable = build_sources(SourceContext(paths=self.paths))
+            feed = Pipeline(sources, unavailable=unavailable).live_feed()
+        except Exception as exc:  # shown by the CLI after the app exits
+            self.error = exc
+            return
+        for listener in self._listeners:
+            feed.subscribe(listener)
+        with self._lock:
+            if self._stopped:
+                return
+            self._feed = feed
+            feed.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            feed = self._feed
+        if feed is not None:
+            feed.stop()
+
+
 def _live(args: argparse.Namespace) -> int:
-    from diag.runtime import Pipeline, build_sources
-    from diag.sources import SourceContext
     from diag.tui.app import VfioWatchApp
 
     paths = HostPaths.at(args.root)
-    sources, unavailable = build_sources(SourceContext(paths=paths))
-    pipeline = Pipeline(sources, unavailable=unavailable)
-    feed = pipeline.live_feed()
+    feed = _BackgroundLiveFeed(paths)
     uname = os.uname()
     app = VfioWatchApp(feed, hostname=_read(paths, "etc/hostname") or uname.nodename,
                        kernel=_read(paths, "proc/sys/kernel/osrelease") or uname.release, mode="LIVE")
     app.run()
+    if feed.error is not None:
+        raise DiagError(f"the live sources could not start: {feed.error}",
+                        hint="run `vfiowatch check` to see what this host lacks")
     return 0
 
 

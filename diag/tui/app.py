@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import TypeVar, cast
 
 from rich.text import Text
 from textual import on
@@ -19,14 +20,26 @@ from textual.binding import Binding
 from textual.containers import Container
 from textual.events import Resize
 from textual.screen import Screen
-from textual.widgets import Footer, Input
+from textual.widgets import Input
 
+from diag import events as ev
 from diag.core.state import HostState, SnapshotFeed
 from diag.tui import format as fmt
 from diag.tui.feed import Playback
 from diag.tui.messages import OpenDevice, OpenFinding, SnapshotReady
 from diag.tui.screens import DetailScreen, DeviceScreen, FindingScreen, HelpScreen
-from diag.tui.widgets import DevicesTable, EventLog, FindingsTable, HostHeader
+from diag.tui.widgets import DevicesTable, EventLog, FindingsTable, HostHeader, KeyBar
+
+_D = TypeVar("_D", bound=DetailScreen)
+
+MAIN_KEYS = [
+    ("/", "Filter", "app.filter"),
+    ("f", "Findings", "app.findings_only"),
+    ("p", "Pause", "app.toggle_pause"),
+    ("⏎", "Detail", "app.noop"),
+    ("?", "Help", "app.help"),
+    ("q", "Quit", "app.quit"),
+]
 
 
 class VfioWatchApp(App[None]):
@@ -90,6 +103,7 @@ class VfioWatchApp(App[None]):
         self.frames = 0
         """Snapshots rendered (benchmarks and tests read it)."""
         self.first_frame_at: float | None = None
+        """time.monotonic() when the first frame with data was painted (benchmarks read it)."""
         self._pending: HostState | None = None
         self._render_timer_set = False
         self._last_render = 0.0
@@ -116,7 +130,7 @@ class VfioWatchApp(App[None]):
             yield FindingsTable(id="findings", classes="panel")
             yield EventLog(max_events=self.max_events, id="events", classes="panel")
         yield Input(placeholder="filter events: dev:01:10.0 kind:bound sandbox:ID source:uevent synthetic words (Enter applies, Esc cancels)", id="filter")
-        yield Footer()
+        yield KeyBar(MAIN_KEYS)
 
     def on_mount(self) -> None:
         self._main().query_one("#devices", DevicesTable).border_title = "Devices"
@@ -190,7 +204,11 @@ class VfioWatchApp(App[None]):
         if state.ts_ns or state.devices or state.sources:
             self.frames += 1
             if self.first_frame_at is None:
-                self.first_frame_at = time.monotonic()
+                self.first_frame_at = 0.0
+                self.call_after_refresh(self._first_painted)
+
+    def _first_painted(self) -> None:
+        self.first_frame_at = time.monotonic()
 
     def _update_note_only(self) -> None:
         self.screen_stack[0].query_one("#header", HostHeader).update_from(self.state, self.status_note)
@@ -220,25 +238,49 @@ class VfioWatchApp(App[None]):
 
     # ---- intents ------------------------------------------------------------------------------
 
+    # One instance of each detail screen is installed and re-shown: composing a screen (and
+    # its widgets) on every Enter cost more than the 100 ms key budget under load.
+
+    def show_device(self, bdf: str) -> None:
+        screen = self._detail("device", DeviceScreen)
+        screen.bdf = bdf
+        self._show(screen, "device")
+
+    def show_finding(self, finding: ev.Finding) -> None:
+        screen = self._detail("finding", FindingScreen)
+        screen.finding = finding
+        self._show(screen, "finding")
+
+    def _detail(self, name: str, cls: type[_D]) -> _D:
+        if not self.is_screen_installed(name):
+            self.install_screen(cls(), name)
+        return cast(_D, self.get_screen(name))
+
+    def _show(self, screen: DetailScreen, name: str) -> None:
+        if self.screen is screen:
+            screen.update_from(self.state)
+            return
+        if screen in self.screen_stack:  # under a help screen or the other detail screen
+            self._to_main()
+        self.push_screen(name)  # its on_screen_resume renders the current state
+
     @on(OpenDevice)
     def open_device(self, message: OpenDevice) -> None:
-        self.push_screen(DeviceScreen(message.bdf))
+        self.show_device(message.bdf)
 
     @on(OpenFinding)
     def open_finding(self, message: OpenFinding) -> None:
-        self.push_screen(FindingScreen(message.finding))
+        self.show_finding(message.finding)
 
     @on(EventLog.Selected)
     def open_event(self, message: EventLog.Selected) -> None:
         e = message.event
-        from diag import events as ev
-
         if isinstance(e, ev.Finding):
-            self.push_screen(FindingScreen(e))
+            self.show_finding(e)
             return
         bdf = fmt.event_bdf(e)
         if bdf is not None:
-            self.push_screen(DeviceScreen(bdf))
+            self.show_device(bdf)
         else:
             self.notify(fmt.safe(fmt.event_summary(e), 200), title=e.kind, markup=False)
 
@@ -289,6 +331,9 @@ class VfioWatchApp(App[None]):
             self._flush()
         else:
             self._update_note_only()
+
+    def action_noop(self) -> None:
+        """The Enter hint only tells; Enter acts on the focused list."""
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

@@ -84,12 +84,14 @@ def driver_text(driver: str | None) -> Text:
     if driver is None:
         return Text("(none)", style="dim")
     if driver == "vfio-pci":
-        return text(driver, VFIO_STYLE)
+        # A span, not the Text's base style: a base style would fill a whole table cell.
+        return Text.assemble((driver, VFIO_STYLE))
     return text(driver)
 
 
 def severity_text(sev: ev.Severity) -> Text:
-    return Text(sev.label.upper(), style=SEVERITY_STYLE.get(sev, ""))
+    """`CRITICAL` in its colour, as a span so that text appended after it stays plain."""
+    return Text.assemble((sev.label.upper(), SEVERITY_STYLE.get(sev, "")))
 
 
 def events_per_second(state: HostState, window_ns: int = 10 * NS) -> float:

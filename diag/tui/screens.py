@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from diag import events as ev
 from diag.core.state import DeviceView, HostState
@@ -176,17 +176,22 @@ class DetailScreen(Screen[None]):
     """
 
     def compose(self) -> ComposeResult:
-        from diag.tui.widgets import HostHeader
+        from diag.tui.widgets import HostHeader, KeyBar
 
         app = self.app
         yield HostHeader(getattr(app, "hostname", ""), getattr(app, "kernel", ""), getattr(app, "mode", ""), id="detail-header")
         with VerticalScroll():
             yield Static(id="story")
-        yield Footer()
+        yield KeyBar([("esc", "Back", "app.pop_screen"), ("/", "Filter", "app.filter"),
+                      ("f", "Findings", "app.findings_only"), ("p", "Pause", "app.toggle_pause"),
+                      ("?", "Help", "app.help"), ("q", "Quit", "app.quit")])
 
     def on_mount(self) -> None:
-        state = getattr(self.app, "state", HostState())
-        self.update_from(state)
+        self.update_from(getattr(self.app, "state", HostState()))
+
+    def on_screen_resume(self) -> None:
+        self.update_from(getattr(self.app, "state", HostState()))
+        self.query_one(VerticalScroll).scroll_home(animate=False)
 
     def update_from(self, state: HostState) -> None:
         from diag.tui.widgets import HostHeader
@@ -204,7 +209,7 @@ class DetailScreen(Screen[None]):
 class DeviceScreen(DetailScreen):
     """One device's story, live."""
 
-    def __init__(self, bdf: str) -> None:
+    def __init__(self, bdf: str = "") -> None:
         super().__init__()
         self.bdf = bdf
 
@@ -215,11 +220,13 @@ class DeviceScreen(DetailScreen):
 class FindingScreen(DetailScreen):
     """One finding's evidence, explanation and remedy (newest version of it)."""
 
-    def __init__(self, finding: ev.Finding) -> None:
+    def __init__(self, finding: ev.Finding | None = None) -> None:
         super().__init__()
         self.finding = finding
 
     def story(self, state: HostState) -> RenderableType:
+        if self.finding is None:
+            return Text("no finding selected", style="dim")
         newer = next((f for f in state.findings if f.finding_id == self.finding.finding_id), None)
         if newer is not None:
             self.finding = newer

@@ -77,7 +77,7 @@ class TestMainScreen:
         app = make_app()
 
         async def script(pilot: Pilot[None]) -> None:
-            for sel in ("#header", "#devices", "#findings", "#events", "Footer"):
+            for sel in ("#header", "#devices", "#findings", "#events", "KeyBar"):
                 region = app.query_one(sel).region
                 assert region.height > 0 and region.bottom <= 24 and region.right <= 80, sel
 

@@ -71,9 +71,9 @@ class TestDevices:
 
     def test_vfio_pci_stands_out(self) -> None:
         """vfio-pci is highlighted, no driver is dim, others are plain."""
-        assert fmt.driver_text("vfio-pci").style == fmt.VFIO_STYLE
+        assert [str(sp.style) for sp in fmt.driver_text("vfio-pci").spans] == [fmt.VFIO_STYLE]
         assert fmt.driver_text(None).plain == "(none)"
-        assert fmt.driver_text("igbvf").style == ""
+        assert fmt.driver_text("igbvf").style == "" and not fmt.driver_text("igbvf").spans
 
     def test_netdev_shows_pod_namespace(self) -> None:
         """A netdev moved into a pod's namespace shows the namespace and pod."""
