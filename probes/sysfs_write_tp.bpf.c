@@ -1,33 +1,36 @@
-/* sysfs_write_tp.bpf.c: who writes the PCI driver-control files, from raw syscall tracepoints.
+/* sysfs_write_tp.bpf.c: who writes the PCI driver-control files, from syscall tracepoints.
  *
  * Purpose   Attribute every write to a sysfs control file that moves a PCI device between
  *           drivers (driver_override, bind, unbind, drivers_probe, new_id, remove_id, remove,
  *           reset, sriov_numvfs, sriov_drivers_autoprobe, rescan): pid, tid, comm, cgroup id,
  *           parent, the path as opened, the value written and the result (bytes or -errno).
- * Hooks     raw_tracepoint sys_enter + sys_exit (one program each, filtered in-kernel by
- *           syscall number); tracepoints sched:sched_process_fork (parent of short-lived
- *           writers) and sched_process_exec/exit (forget fds that exec or exit closed, so a
- *           reused fd number is never taken for a control file).
- *           open/openat/openat2 with O_WRONLY|O_RDWR whose basename is a control file name put
- *           (tgid, fd) in `fds`; dup/dup2/dup3/fcntl(F_DUPFD) copy it, close drops it;
- *           write/pwrite64/writev on such an fd is reported at its exit with the value read from
- *           the caller's buffer (still mapped: the caller has not resumed). chdir/fchdir are
- *           reported so that user space can resolve relative paths of writers that have exited.
- * Fallbacks This IS the fallback of sysfs_store_kprobe.bpf.c (kernels without kprobes). Paths
- *           are classified by basename only: user space resolves them (cwd, symlinks) under the
- *           root and drops what is not in sysfs. Not seen: io_uring writes, a control file
- *           reached through a symlink whose own name is not the control file's, paths longer
- *           than VFW_PATH_LEN, fds inherited across fork or passed over unix sockets (kprobe
- *           mode sees all of these).
+ * Hooks     Entry: per-syscall tracepoints syscalls:sys_enter_{openat,openat2,open,chdir,
+ *           fchdir,close,dup,dup2,dup3,fcntl}; the kernel tests a bitmap, so write(2) and every
+ *           other syscall run no program on entry. An open for writing whose last path component
+ *           is a control file's name puts (tgid, fd) in `fds` at the open's exit; dup/dup2/dup3/
+ *           fcntl(F_DUPFD) copy it, close drops it.
+ *           Exit: one raw_tracepoint sys_exit program for every syscall, which returns after two
+ *           array reads unless a tracked call is in flight or a control fd is open somewhere;
+ *           then a write/pwrite64/writev on such an fd is reported with the value read from the
+ *           caller's buffer (still mapped: the caller has not resumed) and its result.
+ *           Tracepoints sched:sched_process_fork (parent of short-lived writers) and
+ *           sched_process_exec/exit (forget fds that exec or exit closed, so a reused fd number
+ *           is never taken for a control file). chdir/fchdir are reported so that user space can
+ *           resolve relative paths of writers that have exited.
+ * Fallbacks This IS the fallback of sysfs_store_kprobe.bpf.c (kernels without kprobes); the
+ *           cheaper sysfs_open_tp.bpf.c sees opens only. Paths are classified by basename only:
+ *           user space resolves them (cwd, symlinks) under the root and drops what is not in
+ *           sysfs. Not seen: io_uring writes, a control file reached through a symlink whose own
+ *           name is not the control file's, paths longer than VFW_PATH_LEN, fds inherited
+ *           across fork or passed over unix sockets (kprobe mode sees all of these).
  * Kernel    >= 5.8 (ring buffer, bpf_probe_read_user); x86_64 or arm64. Reads no kernel struct
  *           but struct pt_regs, whose layout is the ptrace ABI (identical in every header
  *           version), so the CI machine's mismatched 6.1 headers are safe.
  * Overhead  Any syscall tracepoint moves every syscall onto the slow path (about +40 ns here);
- *           each program run costs about +45 ns more on this VM (retpolines, SRSO return
- *           thunks). Unrelated syscalls run two tiny programs that compare the syscall number;
- *           sys_exit then reads one array slot (no helper call) and returns unless a tracked
- *           syscall is in flight. An unrelated 1-byte write measured 1.6x here (tests/bench).
- *           Only opens for writing copy a path (<= 256 bytes) and check its basename.
+ *           the sys_exit program adds about +45 ns per syscall on this VM (retpolines, SRSO
+ *           return thunks); it is what a failed write's value and errno cost. An unrelated
+ *           1-byte write measured 1.53x here (tests/bench; a raw sys_enter program as well
+ *           measured 1.66x). Opens for writing copy a path (<= 256 bytes) and check its name.
  */
 #include <linux/ptrace.h>
 #include <uapi/linux/bpf.h>
@@ -47,11 +50,15 @@
 #define PATH_MASK (VFW_PATH_LEN - 1)
 
 #if defined(__TARGET_ARCH_arm64) || defined(__aarch64__)
+#define SC_NR(r) ((r)->syscallno)
+#define SC_EXIT_ARG0(r) ((r)->orig_x0) /* x0 holds the return value at exit */
 #define SC_ARG0(r) ((r)->regs[0])
 #define SC_ARG1(r) ((r)->regs[1])
 #define SC_ARG2(r) ((r)->regs[2])
 #define SC_ARG3(r) ((r)->regs[3])
 #else /* x86_64: the syscall ABI's 4th argument is r10, not cx */
+#define SC_NR(r) ((r)->orig_ax)
+#define SC_EXIT_ARG0(r) ((r)->di)
 #define SC_ARG0(r) ((r)->di)
 #define SC_ARG1(r) ((r)->si)
 #define SC_ARG2(r) ((r)->dx)
@@ -205,129 +212,153 @@ static __always_inline int on_open(__u32 nr, __u64 tgid_tid, int dirfd, const ch
 #else
 #define IS_OPEN(nr) ((nr) == __NR_openat || (nr) == __NR_openat2)
 #endif
-#ifdef __NR_dup2
-#define IS_DUP2(nr) ((nr) == __NR_dup2 || (nr) == __NR_dup3)
-#else
-#define IS_DUP2(nr) ((nr) == __NR_dup3)
-#endif
 #define IS_WRITE(nr) ((nr) == __NR_write || (nr) == __NR_pwrite64 || (nr) == __NR_writev || \
 		      (nr) == __NR_pwritev || (nr) == __NR_pwritev2)
 
 /* if-chains, not switch, throughout: some clang versions emit jump tables the verifier rejects */
-RAW_TRACEPOINT_PROBE(sys_enter)
+static __always_inline int self_or_none(__u64 id)
 {
-	long nr = (long)ctx->args[1];
-	struct pt_regs regs; /* filled by one helper call; not zeroed on the hot path */
-	__u64 id;
-	__u32 tgid;
+	return FILTER_TGID && (id >> 32) == FILTER_TGID;
+}
 
-	if (!IS_OPEN(nr) && nr != __NR_chdir && nr != __NR_fchdir) {
-		if (!IS_WRITE(nr) && nr != __NR_close && !IS_DUP2(nr) && nr != __NR_dup &&
-		    nr != __NR_fcntl)
-			return 0;
-		if (!live_fds()) /* no control fd open anywhere: the common case */
-			return 0;
-	}
-
-	id = bpf_get_current_pid_tgid();
-	tgid = id >> 32;
-	if (FILTER_TGID && tgid == FILTER_TGID)
+/* Enter side: per-syscall tracepoints, so unrelated syscalls (write above all) run no program
+ * on entry, only the kernel's bitmap test of the enabled syscalls. */
+TRACEPOINT_PROBE(syscalls, sys_enter_openat)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (self_or_none(id))
 		return 0;
-	if (bpf_probe_read_kernel(&regs, sizeof(regs), (void *)ctx->args[0]))
-		return 0;
+	return on_open(__NR_openat, id, (int)args->dfd, (const char *)args->filename,
+		       (__u32)args->flags);
+}
 
-#ifdef __NR_open
-	if (nr == __NR_open)
-		return on_open(nr, id, AT_FDCWD_, (const char *)SC_ARG0(&regs), (__u32)SC_ARG1(&regs));
+TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 how_flags = 0; /* struct open_how starts with __u64 flags (uapi) */
+	if (self_or_none(id))
+		return 0;
+	bpf_probe_read_user(&how_flags, sizeof(how_flags), (void *)args->how);
+	return on_open(__NR_openat2, id, (int)args->dfd, (const char *)args->filename,
+		       (__u32)how_flags);
+}
+
+#ifdef HAVE_SYS_OPEN /* x86_64 has open(2); arm64 only openat */
+TRACEPOINT_PROBE(syscalls, sys_enter_open)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (self_or_none(id))
+		return 0;
+	return on_open(__NR_open, id, AT_FDCWD_, (const char *)args->filename, (__u32)args->flags);
+}
 #endif
-	if (nr == __NR_openat)
-		return on_open(nr, id, (int)SC_ARG0(&regs), (const char *)SC_ARG1(&regs),
-			       (__u32)SC_ARG2(&regs));
-	if (nr == __NR_openat2) {
-		__u64 how_flags = 0; /* struct open_how starts with __u64 flags (uapi) */
-		bpf_probe_read_user(&how_flags, sizeof(how_flags), (void *)SC_ARG2(&regs));
-		return on_open(nr, id, (int)SC_ARG0(&regs), (const char *)SC_ARG1(&regs),
-			       (__u32)how_flags);
-	}
-	if (nr == __NR_chdir || nr == __NR_fchdir) {
-		struct pending *p = scratch_slot();
-		if (!p)
-			return 0;
-		p->nr = nr;
-		p->fd = -1;
-		p->buf = 0;
-		p->count = 0;
-		p->fi.control = VFW_CTL_NONE;
-		p->fi.flags = 0;
-		p->fi.dirfd = AT_FDCWD_;
-		p->fi.truncated = 0;
-		p->fi.path[0] = 0;
-		if (nr == __NR_chdir) {
-			int len = bpf_probe_read_user_str(p->fi.path, sizeof(p->fi.path),
-							  (void *)SC_ARG0(&regs));
-			if (len <= 0)
-				return 0;
-			p->fi.truncated = (len >= VFW_PATH_LEN) ? 1 : 0;
-		} else {
-			p->fd = (int)SC_ARG0(&regs);
-			p->fi.dirfd = p->fd;
-		}
-		track((__u32)id, p);
-		return 0;
-	}
-	if (nr == __NR_close) {
-		struct fdkey k = {.tgid = tgid, .fd = (int)SC_ARG0(&regs)};
-		fd_drop(&k);
-		return 0;
-	}
-	if (IS_DUP2(nr)) {
-		/* done at enter: the kernel closes newfd first, and dup2 onto itself is a no-op */
-		struct fdkey oldk = {.tgid = tgid, .fd = (int)SC_ARG0(&regs)};
-		struct fdkey newk = {.tgid = tgid, .fd = (int)SC_ARG1(&regs)};
-		if (oldk.fd == newk.fd)
-			return 0;
-		fd_drop(&newk);
-		struct fdinfo *fi = fds.lookup(&oldk);
-		struct pending *p = scratch_slot();
-		if (!fi || !p)
-			return 0;
-		bpf_probe_read_kernel(&p->fi, sizeof(p->fi), fi);
-		/* dup2 clears close-on-exec on the new fd; dup3 sets it from its flags */
-		p->fi.flags &= ~O_CLOEXEC_;
-		if (nr == __NR_dup3 && (SC_ARG2(&regs) & O_CLOEXEC_))
-			p->fi.flags |= O_CLOEXEC_;
-		fd_put(&newk, &p->fi);
-		return 0;
-	}
-	long cmd = 0;
-	if (nr == __NR_fcntl) {
-		cmd = (long)SC_ARG1(&regs);
-		if (cmd != F_DUPFD_ && cmd != F_DUPFD_CLOEXEC_)
-			return 0;
-	}
-	struct fdkey k = {.tgid = tgid, .fd = (int)SC_ARG0(&regs)};
-	struct fdinfo *fi = fds.lookup(&k);
-	if (!fi)
+
+static __always_inline int on_cwd(__u32 nr, const char *upath, int fd)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (self_or_none(id))
 		return 0;
 	struct pending *p = scratch_slot();
 	if (!p)
 		return 0;
 	p->nr = nr;
-	p->fd = k.fd;
+	p->fd = fd;
 	p->buf = 0;
 	p->count = 0;
-	if (IS_WRITE(nr)) { /* (fd, buf | iov, count | iovcnt, ...) */
-		p->buf = SC_ARG1(&regs);
-		p->count = SC_ARG2(&regs);
+	p->fi.control = VFW_CTL_NONE;
+	p->fi.flags = 0;
+	p->fi.dirfd = fd;
+	p->fi.truncated = 0;
+	p->fi.path[0] = 0;
+	if (upath) {
+		int len = bpf_probe_read_user_str(p->fi.path, sizeof(p->fi.path), upath);
+		if (len <= 0)
+			return 0;
+		p->fi.truncated = (len >= VFW_PATH_LEN) ? 1 : 0;
 	}
-	bpf_probe_read_kernel(&p->fi, sizeof(p->fi), fi); /* large copies: a helper, not inline code */
-	if (nr == __NR_dup || nr == __NR_fcntl) { /* the new fd's close-on-exec */
-		p->fi.flags &= ~O_CLOEXEC_;
-		if (cmd == F_DUPFD_CLOEXEC_)
-			p->fi.flags |= O_CLOEXEC_;
-	}
-	track((__u32)id, p); /* a write, or dup/F_DUPFD whose new fd comes at exit */
+	track((__u32)id, p);
 	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_chdir)
+{
+	return on_cwd(__NR_chdir, (const char *)args->filename, AT_FDCWD_);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_fchdir) { return on_cwd(__NR_fchdir, 0, (int)args->fd); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+	if (!live_fds()) /* no control fd open anywhere: the common case */
+		return 0;
+	struct fdkey k = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (int)args->fd};
+	fd_drop(&k);
+	return 0;
+}
+
+/* dup2/dup3 are done at enter: the kernel closes newfd first; dup2 onto itself is a no-op. */
+static __always_inline int on_dup2(int oldfd, int newfd, int cloexec)
+{
+	if (!live_fds() || oldfd == newfd)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct fdkey oldk = {.tgid = tgid, .fd = oldfd};
+	struct fdkey newk = {.tgid = tgid, .fd = newfd};
+	fd_drop(&newk);
+	struct fdinfo *fi = fds.lookup(&oldk);
+	struct pending *p = scratch_slot();
+	if (!fi || !p)
+		return 0;
+	bpf_probe_read_kernel(&p->fi, sizeof(p->fi), fi);
+	p->fi.flags &= ~O_CLOEXEC_; /* the new fd's close-on-exec comes from the call */
+	if (cloexec)
+		p->fi.flags |= O_CLOEXEC_;
+	fd_put(&newk, &p->fi);
+	return 0;
+}
+
+#ifdef HAVE_SYS_DUP2 /* not on arm64 */
+TRACEPOINT_PROBE(syscalls, sys_enter_dup2)
+{
+	return on_dup2((int)args->oldfd, (int)args->newfd, 0);
+}
+#endif
+
+TRACEPOINT_PROBE(syscalls, sys_enter_dup3)
+{
+	return on_dup2((int)args->oldfd, (int)args->newfd, (args->flags & O_CLOEXEC_) != 0);
+}
+
+/* dup and fcntl(F_DUPFD*): the new fd is the result, so they are finished at exit. */
+static __always_inline int on_dup(__u32 nr, int oldfd, int cloexec)
+{
+	if (!live_fds())
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct fdkey k = {.tgid = id >> 32, .fd = oldfd};
+	struct fdinfo *fi = fds.lookup(&k);
+	struct pending *p = scratch_slot();
+	if (!fi || !p)
+		return 0;
+	p->nr = nr;
+	p->fd = oldfd;
+	p->buf = 0;
+	p->count = 0;
+	bpf_probe_read_kernel(&p->fi, sizeof(p->fi), fi); /* large copies: a helper, not inline code */
+	p->fi.flags &= ~O_CLOEXEC_;
+	if (cloexec)
+		p->fi.flags |= O_CLOEXEC_;
+	track((__u32)id, p);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_dup) { return on_dup(__NR_dup, (int)args->fildes, 0); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_fcntl)
+{
+	if (args->cmd != F_DUPFD_ && args->cmd != F_DUPFD_CLOEXEC_)
+		return 0;
+	return on_dup(__NR_fcntl, (int)args->fd, args->cmd == F_DUPFD_CLOEXEC_);
 }
 
 static __always_inline void fill_common(struct vfw_record *r, __u64 id, __u32 kind)
@@ -388,39 +419,66 @@ static __always_inline void emit(struct pending *p, __u64 id, __u32 kind, long r
 	events.ringbuf_submit(r, 0);
 }
 
+/* Exit side: one raw program for every syscall. It returns after two array reads unless a
+ * tracked syscall is in flight or a control fd is open somewhere; only then does it read the
+ * registers to see whether this is a write on such an fd (the arguments and the caller's buffer
+ * are still there: the caller has not resumed). */
 RAW_TRACEPOINT_PROBE(sys_exit)
 {
 	struct gate *g = get_gate();
-	if (!g || g->npending <= 0) /* nothing tracked in flight: the common case */
+	if (!g)
+		return 0;
+	int open_fds = live_fds();
+	if (g->npending <= 0 && !open_fds) /* the common case */
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
-	struct pending *p = pending.lookup(&tid);
+	long ret = (long)ctx->args[1];
+
+	if (g->npending > 0) {
+		struct pending *p = pending.lookup(&tid);
+		if (p) {
+			__u32 nr = p->nr;
+			if (IS_OPEN(nr)) {
+				if (ret >= 0) {
+					struct fdkey k = {.tgid = id >> 32, .fd = (int)ret};
+					fd_put(&k, &p->fi);
+				} else {
+					emit(p, id, VFW_KIND_OPEN_FAIL, ret);
+				}
+			} else if (nr == __NR_chdir || nr == __NR_fchdir) {
+				if (ret == 0)
+					emit(p, id, VFW_KIND_CHDIR, ret);
+			} else if (ret >= 0) { /* dup, fcntl(F_DUPFD*) */
+				struct fdkey k = {.tgid = id >> 32, .fd = (int)ret};
+				fd_put(&k, &p->fi);
+			}
+			if (pending.delete(&tid) == 0)
+				__sync_fetch_and_add(&g->npending, -1);
+			return 0;
+		}
+	}
+	if (!open_fds || self_or_none(id))
+		return 0;
+	struct pt_regs regs; /* filled by one helper call */
+	if (bpf_probe_read_kernel(&regs, sizeof(regs), (void *)ctx->args[0]))
+		return 0;
+	long nr = (long)SC_NR(&regs);
+	if (!IS_WRITE(nr))
+		return 0;
+	struct fdkey k = {.tgid = id >> 32, .fd = (int)SC_EXIT_ARG0(&regs)};
+	struct fdinfo *fi = fds.lookup(&k);
+	if (!fi)
+		return 0;
+	struct pending *p = scratch_slot();
 	if (!p)
 		return 0;
-	long ret = (long)ctx->args[1];
-	__u32 nr = p->nr;
-
-	if (IS_OPEN(nr)) {
-		if (ret >= 0) {
-			struct fdkey k = {.tgid = id >> 32, .fd = (int)ret};
-			fd_put(&k, &p->fi);
-		} else {
-			emit(p, id, VFW_KIND_OPEN_FAIL, ret);
-		}
-	} else if (nr == __NR_chdir || nr == __NR_fchdir) {
-		if (ret == 0)
-			emit(p, id, VFW_KIND_CHDIR, ret);
-	} else if (nr == __NR_dup || nr == __NR_fcntl) {
-		if (ret >= 0) {
-			struct fdkey k = {.tgid = id >> 32, .fd = (int)ret};
-			fd_put(&k, &p->fi);
-		}
-	} else {
-		emit(p, id, VFW_KIND_WRITE, ret);
-	}
-	if (pending.delete(&tid) == 0)
-		__sync_fetch_and_add(&g->npending, -1);
+	p->nr = nr;
+	p->fd = k.fd;
+	p->buf = SC_ARG1(&regs); /* (fd, buf | iov, count | iovcnt, ...) */
+	p->count = SC_ARG2(&regs);
+	bpf_probe_read_kernel(&p->fi, sizeof(p->fi), fi);
+	emit(p, id, VFW_KIND_WRITE, ret);
 	return 0;
 }
 

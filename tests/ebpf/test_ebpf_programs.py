@@ -12,7 +12,14 @@ import os
 import pytest
 
 from diag.sources.ebpf import bcc_facade
-from diag.sources.ebpf.source import KPROBE_HANDLERS, KPROBE_PROBE, TRACEPOINT_PROBE, probes_dir
+from diag.sources.ebpf.source import (
+    KPROBE_HANDLERS,
+    KPROBE_PROBE,
+    OPEN_ONLY_PROBE,
+    TRACEPOINT_PROBE,
+    probes_dir,
+    syscall_defines,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -34,10 +41,12 @@ def test_kprobe_programs_pass_the_verifier() -> None:
         prog.close()
 
 
-def test_tracepoint_program_loads_and_attaches() -> None:
-    """The tracepoint-mode file compiles against this machine's headers and attaches."""
+@pytest.mark.parametrize("name", [TRACEPOINT_PROBE, OPEN_ONLY_PROBE])
+def test_tracepoint_programs_load_and_attach(name: str) -> None:
+    """Both tracepoint-mode files compile against this machine's headers and attach."""
     d = probes_dir()
-    prog = bcc_facade.Program(d / TRACEPOINT_PROBE, include=d, defines={"FILTER_TGID": os.getpid()})
+    prog = bcc_facade.Program(d / name, include=d,
+                              defines={"FILTER_TGID": os.getpid(), **syscall_defines()})
     try:
         assert prog.percpu_sum("lost", 0) == 0
     finally:

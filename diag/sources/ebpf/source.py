@@ -6,9 +6,11 @@ the option `mode` (`auto`, `kprobe`, `tracepoint`):
 - `kprobe` (probes/sysfs_store_kprobe.bpf.c): kprobes on the driver core's and PCI's store
   handlers. They see the device or driver itself, every path and io_uring, and cost nothing on
   unrelated syscalls. Needs CONFIG_KPROBES.
-- `tracepoint` (probes/sysfs_write_tp.bpf.c): raw syscall tracepoints filtered in the kernel by
-  syscall number; opens of control files for writing are followed through dup/close to the
-  write, whose value and result are read at its exit. Paths are resolved here (cwd, symlinks).
+- `tracepoint` (probes/sysfs_write_tp.bpf.c): per-syscall tracepoints on the calls that open,
+  duplicate and close fds, and one raw sys_exit program; opens of control files for writing are
+  followed through dup/close to the write, whose value and result are read at its exit. Paths
+  are resolved here (cwd, symlinks). The `open-only` variant (probes/sysfs_open_tp.bpf.c) sees
+  the opens only, for less overhead.
 
 Process identity comes from diag.sources.proc.ProcessTable (seeded from /proc at start), plus
 what the probe saw (comm, parent tgid, cgroup id) for writers that exited before we looked.
@@ -232,6 +234,15 @@ def gather_facts(paths: HostPaths) -> KernelFacts:
     )
 
 
+def syscall_defines() -> dict[str, int | str]:
+    """-D flags for the syscall tracepoints this architecture lacks (open, dup2: not on arm64)."""
+    out: dict[str, int | str] = {}
+    for name in ("open", "dup2"):
+        if bcc_facade.tracepoint_exists("syscalls", f"sys_enter_{name}"):
+            out[f"HAVE_SYS_{name.upper()}"] = 1
+    return out
+
+
 # ---- the source ------------------------------------------------------------------------------
 
 
@@ -386,11 +397,8 @@ class EbpfSource:
                 raise ProbeLoadError(f"kprobes failed on {', '.join(missing)}: {'; '.join(failed)}",
                                      hint="use mode=tracepoint")
             choice = ModeChoice("tracepoint", f"kprobes failed on {', '.join(missing)}")
-        probe = TRACEPOINT_PROBE
-        if self.variant == "open-only":
-            probe = OPEN_ONLY_PROBE
-            if bcc_facade.tracepoint_exists("syscalls", "sys_enter_open"):
-                defines["HAVE_SYS_OPEN"] = 1
+        probe = OPEN_ONLY_PROBE if self.variant == "open-only" else TRACEPOINT_PROBE
+        defines.update(syscall_defines())
         try:
             prog = bcc_facade.Program(d / probe, include=d, defines=defines)
         except Exception as exc:
