@@ -58,21 +58,18 @@ def parse_group(
     main: tuple[str, str] | None, dropins: Iterable[tuple[str, str]], *,
     handler: str | None = None,
 ) -> list[ev.Event]:
-    """Events (stamp 0: static) for a main file and its drop-ins, each given as (path, text)."""
-    layers: list[kconfig.Layer] = []
-    events: list[ev.Event] = []
+    """Events (stamp 0: static) for a main file and its drop-ins, each given as (path, text).
+
+    Through the Kata source's `config_from_texts`: a file Kata could not parse makes the whole
+    configuration fail to load, as in Kata (only the error is reported then).
+    """
     name = handler or handler_name(main[0] if main else None)
-    items = ([(main[0], main[1], "file")] if main else []) + [(p, t, "drop-in") for p, t in dropins]
-    for path, text, kind in items:
-        got = kconfig.parse_layer(text, path, kind)
-        if isinstance(got, kconfig.ConfigError):
-            events.append(got.event(0, SOURCE))
-        else:
-            layers.append(got)
-    if layers:
-        cfg, errors = kconfig.effective_config(layers, handler=name)
-        events.insert(0, ev.KataConfigLoaded(ts_ns=0, source=SOURCE, config=cfg))
-        events.extend(e.event(0, SOURCE) for e in errors)
+    main_path, main_text = main if main is not None else ("", "")
+    cfg, errors = kconfig.config_from_texts(main_path, main_text, list(dropins), handler=name)
+    events: list[ev.Event] = []
+    if cfg is not None:
+        events.append(ev.KataConfigLoaded(ts_ns=0, source=SOURCE, config=cfg))
+    events.extend(e.event(0, SOURCE) for e in errors)
     return events
 
 

@@ -180,3 +180,16 @@ def test_fifo_among_inputs_is_refused_not_read(capsys: pytest.CaptureFixture[str
     (tmp_path / "ip.txt").write_text(Path(IPTS).read_text())
     code, out, _ = run(capsys, str(tmp_path))
     assert code == 2 and "not a regular file" in out
+
+
+def test_dropins_merge_in_name_order_over_the_main_file(capsys: pytest.CaptureFixture[str]) -> None:
+    """configuration.toml (symlink, read once) + config.d/10-vfio.toml then 20-ports.toml: the
+    effective values are root-port and 4 root ports, each with its drop-in as origin."""
+    _, out, _ = run(capsys, "--format", "json", str(FIX / "kata" / "dropins" / "usr"))
+    doc = json.loads(out)
+    (cfg,) = [e["event"]["config"] for e in doc["timeline"]
+              if e["event"]["kind"] == "kata_config_loaded"]
+    assert cfg["cold_plug_vfio"] == "root-port" and cfg["pcie_root_port"] == 4
+    origins = {s["key"]: s["origin"] for s in cfg["settings"]}
+    assert origins["pcie_root_port"].endswith("config.d/20-ports.toml")
+    assert origins["cold_plug_vfio"].endswith("config.d/10-vfio.toml")
