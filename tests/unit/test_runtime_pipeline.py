@@ -274,3 +274,31 @@ def test_the_merge_store_releases_in_ts_then_arrival_order() -> None:
     rest = [e for _, e in m.pop_until(None)]
     assert [e.source for e in first + rest] == [e.source for e in want]
     assert len(m) == 0 and m.oldest_ns() is None
+
+
+def test_a_rule_that_raises_does_not_stop_the_core() -> None:
+    """An exception in the Correlator is counted and logged; later events still flow."""
+
+    class Broken:
+        id = "broken"
+        events = None
+
+        def on_event(self, model: object, event: ev.Event) -> list[ev.Finding]:
+            if event.source == "bad":
+                raise RuntimeError("rule bug")
+            return []
+
+        def on_tick(self, model: object, now_ns: int) -> list[ev.Finding]:
+            return []
+
+    now = time.time_ns()
+    sink = ListSink()
+    p = Pipeline([], sinks=[sink], correlator=Correlator(rules=[Broken()]),  # type: ignore[list-item]
+                 options=PipelineOptions(merge_window_ns=0))
+    p.start()
+    p.emit(_bound(now, "bad"))
+    p.emit(_bound(now + 1, "good"))
+    assert p.wait_idle(5)
+    p.stop()
+    assert p.stats.core_errors == 1
+    assert [e.source for e in _payload(sink.items)] == ["bad", "good"]
