@@ -154,6 +154,13 @@ class TestObserverAndUnrelated:
         assert got.wait(lambda: len(got.writes(p.pid)) == 1)
         assert [w.path for w in got.writes(p.pid)] == [f"{DRV}/unbind"]
 
+    def test_attachment_is_announced_in_band(self, ebpf_source: tuple[EbpfSource, Collected]) -> None:
+        """Once the probe is attached the source says so (mode, time taken, why this mode)."""
+        src, got = ebpf_source
+        states = [e for e in got.events if type(e).__name__ == "SourceStateChanged"]
+        assert states and states[0].up and states[0].mode == src.mode
+        assert states[0].reason.startswith("attached in ")
+
     def test_no_loss_reported_under_normal_load(self, ebpf_source: tuple[EbpfSource, Collected]) -> None:
         """Nothing was lost, so no EventsLost was emitted."""
         src, got = ebpf_source

@@ -333,16 +333,19 @@ class EbpfSource:
         if not choice.mode:
             raise ProbeLoadError(choice.reason, hint=choice.hint)
         self._emit = emit
+        started = time.monotonic()
         self.table.seed()
         prog, mode, note = self._load(choice)
         self.mode = mode
         self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
-        if note:
-            emit(ev.SourceStateChanged(ts_ns=time.time_ns(), source=SOURCE, name=SOURCE, up=True,
-                                       mode=mode, reason=note))
         try:
             prog.open_ring_buffer("events", self._on_raw)
             self.ready.set()
+            # bcc compiles at start (seconds; minutes under emulation): attribution starts
+            # only now, so say so in-band; "attached" is what to wait for, not the first "up".
+            emit(ev.SourceStateChanged(
+                ts_ns=time.time_ns(), source=SOURCE, name=SOURCE, up=True, mode=mode,
+                reason=f"attached in {time.monotonic() - started:.1f} s: {note or choice.reason}"))
             next_check = next_gc = time.monotonic()
             while not stop.is_set():
                 prog.poll(self.poll_ms)
