@@ -91,16 +91,17 @@ def _run_demo(args: argparse.Namespace) -> int:
     if not path.exists():
         raise DiagError(f"the bundled demo journal is missing ({path})",
                         hint="reinstall vfiowatch; the wheel ships diag/data/demo.jsonl")
-    return _replay(path, args, mode="DEMO")
+    # The incident (the VF on vfio-pci) lasts 9.5 s in the journal: keep that pause whole.
+    return _replay(path, args, mode="DEMO", max_gap_s=10.0)
 
 
-def _replay(path: Path, args: argparse.Namespace, mode: str = "REPLAY") -> int:
+def _replay(path: Path, args: argparse.Namespace, mode: str = "REPLAY", max_gap_s: float = 2.0) -> int:
     from diag.runtime.replay import ReplayFeed
     from diag.tui.app import VfioWatchApp
 
     feed = ReplayFeed.open(
         path, speed=args.speed, autoplay=not (args.paused or args.at_end),
-        start_at=(1 << 62) if args.at_end else 0,
+        start_at=(1 << 62) if args.at_end else 0, max_gap_s=max_gap_s,
     )
     h = feed.header
     app = VfioWatchApp(

@@ -243,9 +243,10 @@ class ReplayFeed:
                     else:
                         vt = self._virtual_now()
                         nxt = self.events[self._pos].ts_ns
-                        if nxt - vt > self.max_gap_ns:
-                            # A long quiet stretch: jump to just before the next record.
-                            self._vt_anchor = nxt - self.max_gap_ns
+                        gap_ns = int(self.max_gap_ns * self.speed)  # max_gap_s is wall time
+                        if nxt - vt > gap_ns:
+                            # A long quiet stretch: jump to max_gap_s (wall) before the next record.
+                            self._vt_anchor = nxt - gap_ns
                             self._wall_anchor = time.monotonic()
                             vt = self._vt_anchor
                         n = 0

@@ -122,6 +122,7 @@ def test_time_to_first_frame() -> None:
             rows.append(("`lspci -k` in tmux (reference: the inventory alone)", *ref, "-"))
     else:
         rows.append(("(tmux rows need tmux and root)", "-", "-", "-"))
+    rows.append((f"(load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs)", "", "", ""))
     _table(f"Time to first frame, seconds ({runs} runs each; target <= {TARGET_FIRST_S} s)",
            ("what", "median", "max", "target"), rows)
 
@@ -241,6 +242,7 @@ def test_key_to_frame_under_10k_events_per_second() -> None:
     _table(f"Key-to-frame latency, ms: idle vs while the runtime streams {RATE:,} events/s",
            ("key", "n", "idle median", "median", "p95", "max", "target"), rows)
     _table("Stream during the key test", ("measure", "value"), [
+        ("load average (1 min) at the end", f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"),
         ("events/s emitted (achieved)", f"{info['rate']:,.0f}"),
         ("snapshots published by LiveFeed", info["snapshots"]),
         ("frames rendered (coalesced)", info["frames"]),
