@@ -53,19 +53,20 @@ def tracepoint_exists(category: str, event: str) -> bool:
         return False
 
 
-def kprobe_functions(pattern: str) -> set[str]:
-    """Kernel functions kprobes may attach to that match `pattern` (empty without kprobes).
+def kprobe_functions(pattern: str) -> set[str] | None:
+    """Kernel functions kprobes may attach to that match `pattern`; None when bcc cannot tell.
 
-    bcc's BPF.get_kprobe_functions reads kallsyms and the kprobe blacklist in debugfs; on kernels
-    without kprobes the blacklist is absent and bcc raises, which here means "none".
+    bcc's BPF.get_kprobe_functions reads kallsyms and the kprobe blacklist in debugfs; without
+    debugfs mounted (or without kprobes) the blacklist is absent and bcc raises: None, and the
+    caller falls back to kallsyms alone.
     """
     bcc = _load()
     if bcc is None:
-        return set()
+        return None
     try:
         found = bcc.BPF.get_kprobe_functions(pattern.encode())
     except Exception:
-        return set()
+        return None
     return {f.decode() if isinstance(f, bytes) else str(f) for f in found}
 
 

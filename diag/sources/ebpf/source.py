@@ -211,8 +211,15 @@ def gather_facts(paths: HostPaths) -> KernelFacts:
     raw = True
     if err is None:
         if pmu:
-            found = {h for h in KPROBE_HANDLERS if bf.kprobe_functions(f"^{h}$")}
-            addrs = bf.kallsyms_addresses(found, str(paths.proc / "kallsyms"))
+            addrs = bf.kallsyms_addresses(set(KPROBE_HANDLERS), str(paths.proc / "kallsyms"))
+            found = set()
+            for h in KPROBE_HANDLERS:
+                ok = bf.kprobe_functions(f"^{h}$")  # honours the kprobe blacklist
+                if ok is None:  # no debugfs: kallsyms alone
+                    ok = {h} if addrs.get(h) else set()
+                if ok:
+                    found.add(h)
+            addrs = {h: a for h, a in addrs.items() if h in found}
             several = {h: tuple(a) for h, a in addrs.items() if len(a) > 1}
             ambiguous = frozenset(h for h, a in several.items() if not all(a))
             addresses = tuple(sorted((h, a) for h, a in several.items() if all(a)))
