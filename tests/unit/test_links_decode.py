@@ -135,3 +135,51 @@ def test_dump_request_is_a_getlink_dump() -> None:
     length, mtype, flags, seq, pid = struct.unpack_from("=IHHII", req)
     assert (length, mtype, flags, seq, pid) == (len(req), 18, 0x301, 77, 0)
     assert RTM_NEWLINK == 16 and RTM_DELLINK == 17
+
+
+PHASE_ORDER = {
+    "kata38-bind-vfio": ["link_removed", "netdev_removed", "device_unbound", "vfio_device_added",
+                         "vfio_device_added", "device_bound"],
+    "kata38-restore": ["vfio_device_removed", "vfio_device_removed", "device_unbound",
+                       "netdev_added", "link_changed", "device_bound"],
+    "kata30-bind-vfio": ["link_removed", "netdev_removed", "device_unbound", "vfio_device_added",
+                         "vfio_device_added", "device_bound"],
+    "kata30-restore": ["vfio_device_removed", "vfio_device_removed", "device_unbound",
+                       "netdev_added", "link_changed", "device_bound"],
+    "sriov-destroy": ["link_removed", "netdev_removed", "device_unbound", "device_removed",
+                      "link_removed", "netdev_removed", "device_unbound", "device_removed",
+                      "link_changed", "link_changed"],
+}
+
+
+@pytest.mark.parametrize("phase", sorted(PHASE_ORDER))
+def test_the_pipeline_merges_two_sockets_of_a_lab_phase_into_kernel_time_order(phase: str) -> None:
+    """All of a phase's uevents arrive first, then all its rtnetlink messages (the worst case of
+    two sockets); the runtime's merge window hands them to the core in receive-time order."""
+    from dataclasses import replace
+
+    from diag.core.correlator import Correlator
+    from diag.paths import HostPaths
+    from diag.runtime import Pipeline, PipelineOptions
+    from diag.sources import sysfs
+
+    devs = sysfs.scan(HostPaths.at(FIXTURES / "sysfs" / "sriov-lab"))
+    if "bind-vfio" in phase or phase == "sriov-destroy":
+        devs = [replace(d, driver="igbvf", netdevs=("eth1",)) if d.bdf == VF0 else d for d in devs]
+    tr = DeviceTracker(devs)
+    uevents = [tr.apply(e) for r in load_dump(FIXTURES / "uevent" / f"{phase}.dump")
+               if (e := decode_uevent(r.data, r.t_real_ns)) is not None]
+    links = [e for r in load_dump(FIXTURES / "netlink" / f"{phase}.dump")
+             for e in decode_rtnl(r.data, r.t_real_ns, GUEST)]
+    first_ns = min(e.ts_ns for e in uevents + links)
+    released: list[ev.Event] = []
+    # The wall clock stands still at the first event, so nothing leaves before stop() flushes.
+    p = Pipeline([], correlator=Correlator(rules=[]), clock_ns=lambda: first_ns,
+                 options=PipelineOptions(merge_window_ns=10**9))
+    p.on_item(lambda e: released.append(e) if e.source != "runtime" else None)
+    p.start()
+    for e in uevents + links:
+        p.emit(e)
+    p.stop()
+    assert [e.kind for e in released] == PHASE_ORDER[phase]
+    assert p.stats.late == 0
