@@ -9,10 +9,12 @@ reopens the journal (logrotate).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,6 +135,25 @@ def _runtime_families(pipe: Any) -> Iterator[Any]:
     yield restarts
 
 
+class _ToStructlog(logging.Handler):
+    """Python `logging` records (the runtime's source crashes, library warnings) as JSON lines."""
+
+    def __init__(self, log: Any) -> None:
+        super().__init__(logging.INFO)
+        self._log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger": record.name, "message": record.getMessage()}
+            if record.exc_info:
+                fields["exception"] = "".join(traceback.format_exception(*record.exc_info))
+            level = record.levelname.lower()
+            level = level if level in ("debug", "info", "warning", "error", "critical") else "error"
+            getattr(self._log, level)("python_log", **fields)
+        except Exception:  # logging must never raise into the agent
+            self.handleError(record)
+
+
 def run(args: argparse.Namespace) -> int:
     """The `run` subcommand: build, start, wait for a signal, stop within 2 s."""
     from diag.core.correlator import Correlator
@@ -145,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
 
     logs = LogSink(fmt=args.log_format, log_events=args.log_events, level=args.log_level)
     log = logs.log
+    root_logger = logging.getLogger()
+    root_logger.addHandler(_ToStructlog(log))
+    root_logger.setLevel(logging.INFO)
     paths = HostPaths.at(args.root)
     paths.require_sysfs()
     core_config, source_options = _load_config(args.config)

@@ -49,3 +49,25 @@ def test_an_unknown_source_is_refused(capsys: pytest.CaptureFixture[str]) -> Non
     assert cli.main(["run", "--no-journal", "--sources", "uevent,nosuch"]) == 2
     err = capsys.readouterr().err
     assert "nosuch" in err and "uevent" in err
+
+
+def test_python_logging_records_become_json_lines() -> None:
+    """A source crash logged by the runtime through `logging` is one JSON line with its traceback."""
+    import io
+    import json
+    import logging
+
+    from diag.service import _ToStructlog
+    from diag.sinks.logs import LogSink
+
+    out = io.StringIO()
+    logger = logging.getLogger("vfiowatch.test")
+    logger.propagate = False
+    logger.addHandler(_ToStructlog(LogSink(stream=out).log))
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logger.exception("source %s crashed", "links")
+    doc = json.loads(out.getvalue())
+    assert (doc["event"], doc["level"], doc["logger"]) == ("python_log", "error", "vfiowatch.test")
+    assert doc["message"] == "source links crashed" and "RuntimeError: boom" in doc["exception"]
