@@ -18,8 +18,11 @@ The shape (DESIGN.md), as threads:
   `merge_window_ns` past its `ts_ns`, then leaves in `(ts_ns, arrival)` order. Cost: every event
   reaches the core `merge_window_ns` later (default 75 ms; the TUI refresh is slower), and the
   window holds the events of 75 ms (at 100,000 events/s, 7,500 events, about 2 MB); events
-  already in order cost a deque append + pop, only overtaking ones a heap push + pop (~1 µs). An event that arrives after its window has closed (its ts_ns is older
-  than the last one released) is released at once and counted in `stats.late`.
+  already in order cost a deque append + pop, only overtaking ones a heap push + pop (~1 µs).
+  An event that arrives after its window has closed (its ts_ns is older than the last one
+  released) is released at once and counted in `stats.late`.
+* **Robust core.** An exception raised by the Correlator (a rule bug) is logged and counted in
+  `stats.core_errors`; the event still reaches the sinks and the next one is processed.
 * **Core thread.** The only thread that touches the Correlator and the sinks. Time in the core
   comes from events; on a timer (`tick_interval_s`) the core thread calls
   `Correlator.advance(now - merge_window_ns)` so grace periods expire while nothing happens.
@@ -29,8 +32,8 @@ The shape (DESIGN.md), as threads:
   starts; an exception is logged, reported as `SourceStateChanged(up=False, reason, hint)` and
   the source is restarted with exponential backoff (`retry_initial_s` .. `retry_max_s`). A source
   whose `probe()` says it cannot run is reported once (up=False, reason + hint) and not started.
-* **Ordered start-up / teardown** (Falco `app.cpp`): start = core thread, publisher, then
-  sources in the given order (each begins with its own inventory/dump). stop = signal sources,
+* **Ordered start-up / teardown** (Falco `app.cpp`): start = unavailable sources reported, core
+  thread, then sources in the given order (each begins with its own inventory/dump). stop = signal sources,
   join them, drain the queue, release the whole merge window, final advance, publish the last
   snapshot, flush and close sinks; bounded by `stop_timeout_s` (2 s) in total.
 
