@@ -412,6 +412,10 @@ def _evicted_note(report: pm.Report) -> str:
             f"shown ({per})")
 
 
+def _n_entries(n: int) -> str:
+    return f"{n:,} entr{'y' if n == 1 else 'ies'}"
+
+
 def render_text(report: pm.Report) -> str:
     lines = [_headline(report), "", "Inputs"]
     lines += _input_lines(report)
@@ -435,7 +439,11 @@ def render_text(report: pm.Report) -> str:
                  if any(e.uncertainty_ns or e.order_uncertain for e in report.timeline) else ")")]
     width = max((len(_input_label(report, e.input)) for e in report.timeline), default=6)
     day = None
+    prev = 0
     for e in report.timeline:
+        if e.seq > prev + 1:
+            lines.append(f"  … {_n_entries(e.seq - prev - 1)} not shown")
+        prev = e.seq
         if e.ts_ns >= pm.BOOT_RELATIVE_NS and not e.static:
             d = fmt_time(e.ts_ns, date=True)[:10]
             if d != day:
@@ -445,8 +453,11 @@ def render_text(report: pm.Report) -> str:
         when = "(no time)" if e.static else fmt_time(e.ts_ns)
         lines.append(f"  {when:>17}{mark} {safe(_input_label(report, e.input)):<{width}}  "
                      f"{safe(describe(e.event), 240)}")
+    if report.timeline_total > prev:
+        lines.append(f"  … {report.timeline_total - prev:,} more")
     if report.timeline_total > shown:
-        lines.append(f"  … {report.timeline_total - shown:,} more (narrow with --device, --sandbox, "
+        lines.append(f"  ({report.timeline_total - shown:,} entries not shown: the start, each "
+                     "finding with its context and the end are; narrow with --device, --sandbox, "
                      "--since/--until or raise --limit)")
     lines += ["", _verdict(report)]
     return "\n".join(lines) + "\n"
@@ -502,7 +513,8 @@ def report_json(report: pm.Report) -> dict[str, Any]:
         "replay_matches_recording": report.replay_matches_recording,
         "timeline_total": report.timeline_total,
         "timeline": [
-            {"ts_ns": e.ts_ns, "input": None if e.input < 0 else report.inputs[e.input].path,
+            {"seq": e.seq, "ts_ns": e.ts_ns,
+             "input": None if e.input < 0 else report.inputs[e.input].path,
              "uncertainty_ns": e.uncertainty_ns, "order_uncertain": e.order_uncertain,
              "event": codec.to_record(e.event)}
             for e in report.timeline
@@ -569,13 +581,21 @@ def render_markdown(report: pm.Report) -> str:
     out.append("")
     if report.clock_notes:
         out += ["## Clock alignment", ""] + [f"- {_md(n)}" for n in report.clock_notes] + [""]
-    body = "\n".join(
-        f"{'(no time)' if e.static else fmt_time(e.ts_ns, date=True)}{'?' if e.order_uncertain else ' '}"
-        f"{'~' if e.uncertainty_ns else ' '} {safe(_input_label(report, e.input))}: "
-        f"{safe(describe(e.event), 240)}"
-        for e in report.timeline
-    )
-    more = (f"\n\n{report.timeline_total - len(report.timeline)} more entries not shown."
+    rows = []
+    prev = 0
+    for e in report.timeline:
+        if e.seq > prev + 1:
+            rows.append(f"… {_n_entries(e.seq - prev - 1)} not shown")
+        prev = e.seq
+        rows.append(
+            f"{'(no time)' if e.static else fmt_time(e.ts_ns, date=True)}"
+            f"{'?' if e.order_uncertain else ' '}{'~' if e.uncertainty_ns else ' '} "
+            f"{safe(_input_label(report, e.input))}: {safe(describe(e.event), 240)}")
+    if report.timeline_total > prev:
+        rows.append(f"… {report.timeline_total - prev} more")
+    body = "\n".join(rows)
+    more = (f"\n\n{report.timeline_total - len(report.timeline)} entries not shown (the start, "
+            "each finding with its context and the end are)."
             if report.timeline_total > len(report.timeline) else "")
     out += ["## Timeline", "", "<details><summary>"
             f"{len(report.timeline)} of {report.timeline_total} entries (UTC; ~ stamp uncertain, "

@@ -7,7 +7,8 @@ raised a finding, so its findings come out identical; for other inputs (which ha
 time is advanced in `TICK_NS` steps across gaps so grace periods expire as they would have live.
 
 Memory: the agent's journal is streamed (constant memory whatever its size); the other inputs
-are small and read whole. The timeline kept for the report is bounded (`timeline_limit`).
+are small and read whole. The timeline kept for the report is bounded (`timeline_limit`): all
+of it when it fits, else its start, every finding with its context, and its end.
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ class Entry:
     """Its order against a neighbour from another input is within the clocks' uncertainty."""
     static: bool = False
     """From a state listing with no time of its own (configuration, lspci): placed first."""
+    seq: int = 0
+    """Position among all the entries that passed the filters (1-based); a jump between two
+    kept entries is a stretch the bounded timeline left out."""
 
 
 class FindingBook:
@@ -142,7 +146,7 @@ class Report:
     inputs: list[Input]
     timeline: list[Entry]
     timeline_total: int = 0
-    """Entries that passed the filters (the kept list stops at `timeline_limit`)."""
+    """Entries that passed the filters (`timeline` keeps at most `timeline_limit` of them)."""
     events_total: int = 0
     findings: list[ev.Finding] = field(default_factory=list)
     """Final state of the findings the replay raised (all active, the newest resolved ones),
@@ -679,6 +683,71 @@ def _deduped(items: Iterator[Item], dd: _Dedupe) -> Iterator[Item]:
     yield from dd.flush()
 
 
+CONTEXT = 20
+"""Entries kept before and after each finding once the timeline is too long to keep whole
+(fewer for a small --limit: a sixteenth of it)."""
+
+
+class _Keeper:
+    """The bounded timeline: every entry while they fit in `limit`; past that, the first
+    quarter, each finding with CONTEXT entries either side (up to half), and the last quarter.
+
+    Entries are kept as the merge's cheap tuples with their sequence number and become `Entry`
+    objects only at the end, so a million-event replay pays a deque append per event.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seq = 0
+        self.items: list[tuple[int, Item]] = []
+        self.fits = True
+        quarter = max(1, limit // 4)
+        self.head_n = quarter
+        self.tail: deque[tuple[int, Item]] = deque(maxlen=quarter)
+        self.context = min(CONTEXT, max(1, limit // 16))
+        self.pre: deque[tuple[int, Item]] = deque(maxlen=self.context)
+        self.kept: list[tuple[int, Item]] = []
+        self.kept_cap = max(0, limit - 2 * quarter)
+        self.after = 0
+
+    def add(self, item: Item) -> None:
+        self.seq += 1
+        rec = (self.seq, item)
+        if self.fits:
+            self.items.append(rec)
+            if len(self.items) > self.limit:
+                self.fits = False
+                rest = self.items[self.head_n:]
+                self.items = self.items[: self.head_n]
+                for r in rest:
+                    self._stream(r)
+            return
+        self._stream(rec)
+
+    def _stream(self, rec: tuple[int, Item]) -> None:
+        self.tail.append(rec)
+        room = self.kept_cap - len(self.kept)
+        if rec[1][1] < 0 and room > 0:  # a finding opened or resolved
+            before = list(self.pre)[-(room - 1):] if room > 1 else []
+            self.kept.extend(before)
+            self.pre.clear()
+            self.kept.append(rec)
+            self.after = self.context
+        elif self.after and room > 0:
+            self.kept.append(rec)
+            self.after -= 1
+        else:
+            self.pre.append(rec)
+
+    def result(self) -> list[tuple[int, Item]]:
+        if self.fits:
+            return self.items
+        merged = dict(self.items)
+        merged.update(self.kept)
+        merged.update(self.tail)
+        return sorted(merged.items())
+
+
 def replay(
     inputs: list[Input], options: Options,
     progress: Callable[[int], None] | None = None,
@@ -723,8 +792,7 @@ def replay(
     keep = options.keep_resolved
     findings = FindingBook(keep)
     recorded = FindingBook(keep)
-    timeline = report.timeline
-    limit = options.timeline_limit
+    keeper = _Keeper(options.timeline_limit) if options.timeline_limit > 0 else None
     last_ts: int | None = None
     until = options.until_ns
     total = 0
@@ -736,8 +804,8 @@ def replay(
             findings.add(f)
             if f.status != "updated" and filt.shows_finding(f):
                 total += 1
-                if len(timeline) < limit:
-                    timeline.append(Entry(f.ts_ns, -1, f))
+                if keeper is not None:
+                    keeper.add((f.ts_ns, -1, 0, f))
 
     def advance_to(ts: int) -> None:
         assert last_ts is not None
@@ -773,12 +841,8 @@ def replay(
         transitions = corr.feed(e)
         if (type(e) is not ev.ClockTicked or options.include_ticks) if unfiltered else filt.shows(e):
             total += 1
-            if len(timeline) < limit:
-                u = unc_of.get(idx, 0)
-                pu = per_event_unc.get(idx)
-                if pu is not None and n < len(pu):
-                    u = pu[n]
-                timeline.append(Entry(ts, idx, e, u or 0, static=idx in static_idx))
+            if keeper is not None:
+                keeper.add((ts, idx, n, e))
         if transitions:
             note(transitions)
     if until is not None and last_ts is not None and until > last_ts and not has_journal:
@@ -798,6 +862,13 @@ def replay(
     report.book = findings
     report.recorded = recorded
     report.state = corr.snapshot()
+    timeline = report.timeline
+    for seq, (ts, idx, n, e) in keeper.result() if keeper is not None else ():
+        u = unc_of.get(idx, 0) if idx >= 0 else 0
+        pu = per_event_unc.get(idx)
+        if pu is not None and n < len(pu):
+            u = pu[n]
+        timeline.append(Entry(ts, idx, e, u or 0, static=idx in static_idx, seq=seq))
     _mark_order(timeline)
     for inp in inputs:
         if inp.format == "journal" and inp.stats.error:
@@ -833,7 +904,8 @@ def _mark_order(timeline: list[Entry]) -> None:
     """Flag neighbours from different inputs closer than their combined uncertainty."""
     for i in range(1, len(timeline)):
         a, b = timeline[i - 1], timeline[i]
-        if a.input == b.input or a.input < 0 or b.input < 0 or a.static or b.static:
+        if a.input == b.input or a.input < 0 or b.input < 0 or a.static or b.static \
+                or b.seq != a.seq + 1:
             continue
         if a.uncertainty_ns < 0 or b.uncertainty_ns < 0:
             unsure = True

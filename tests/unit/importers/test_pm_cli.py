@@ -193,3 +193,18 @@ def test_dropins_merge_in_name_order_over_the_main_file(capsys: pytest.CaptureFi
     origins = {s["key"]: s["origin"] for s in cfg["settings"]}
     assert origins["pcie_root_port"].endswith("config.d/20-ports.toml")
     assert origins["cold_plug_vfio"].endswith("config.d/10-vfio.toml")
+
+
+def test_a_long_timeline_keeps_its_start_each_finding_in_context_and_its_end(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """With --limit far below the entries: the first and last quarter, every finding with
+    entries around it, in order, the gaps counted in the text."""
+    _, out, _ = run(capsys, "--format", "json", "--limit", "16", UDEV)
+    doc = json.loads(out)
+    seqs = [e["seq"] for e in doc["timeline"]]
+    assert len(seqs) <= 16 and seqs == sorted(seqs) and doc["timeline_total"] > 16
+    assert seqs[:4] == [1, 2, 3, 4] and seqs[-1] == doc["timeline_total"]
+    opened = [e for e in doc["timeline"] if e["event"]["kind"] == "finding"]
+    assert opened, "a finding and its context must survive the cut"
+    _, text, _ = run(capsys, "--limit", "16", UDEV)
+    assert "entries not shown" in text
