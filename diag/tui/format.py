@@ -495,6 +495,13 @@ def findings_title(state: HostState) -> Text:
     return out
 
 
+def summary_without_device(f: ev.Finding) -> str:
+    """The summary without its leading BDF when the Device column already shows it."""
+    if f.bdf and f.summary.startswith(f.bdf):
+        return f.summary[len(f.bdf):].lstrip(" :")
+    return f.summary
+
+
 def finding_where(f: ev.Finding, limit: int = 40) -> Text:
     out = Text()
     if f.bdf:

@@ -56,6 +56,9 @@ def device_story(view: DeviceView | None, bdf: str, state: HostState) -> Rendera
     parts.append(_kv(ident))
 
     parts.append(_section(f"Driver timeline ({len(view.moves)})"))
+    story = last_move(view)
+    if story is not None:
+        parts.append(story)
     if view.moves:
         t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
         t.add_column("When (UTC)", no_wrap=True)
@@ -120,6 +123,24 @@ def device_story(view: DeviceView | None, bdf: str, state: HostState) -> Rendera
     for e in recent:
         parts.append(fmt.event_line(e))
     return Group(*parts)
+
+
+def last_move(view: DeviceView) -> Text | None:
+    """`igbvf → vfio-pci at T by X`: the last real move, an unbind and the bind after it joined."""
+    moves = [m for m in view.moves if not m.synthetic]
+    if not moves:
+        return None
+    last = moves[-1]
+    frm = last.from_driver
+    if frm is None and len(moves) >= 2 and moves[-2].to_driver is None:
+        frm = moves[-2].from_driver
+    out = Text("last move: ", style="bold")
+    out.append_text(fmt.driver_text(frm))
+    out.append(" → ")
+    out.append_text(fmt.driver_text(last.to_driver))
+    out.append(f" at {fmt.clock(last.ts_ns)} by ")
+    out.append_text(fmt.actor_text(last.actor))
+    return out
 
 
 def finding_story(f: ev.Finding) -> RenderableType:

@@ -265,7 +265,7 @@ class FindingsTable(_Table):
                 "st": Text("ongoing", style="bold") if f.active else Text("resolved", style="dim"),
                 "rule": fmt.text(f.rule, "" if f.active else "dim", 32),
                 "where": fmt.finding_where(f, 24) if wide else Text(f.bdf or "-"),
-                "summary": fmt.text(f.summary, "" if f.active else "dim", summary_w),
+                "summary": fmt.text(fmt.summary_without_device(f), "" if f.active else "dim", summary_w),
                 "last": Text(fmt.clock(f.resolved_ns or f.last_ns), style="dim"),
             }
             del style

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rich.text import Text
 
 from diag import events as ev
@@ -155,3 +157,10 @@ class TestFindings:
                                  f(3, ev.Severity.WARNING), f(4, ev.Severity.ERROR, "resolved")))
         assert fmt.finding_counts(st) == (3, 1, {ev.Severity.CRITICAL: 1, ev.Severity.WARNING: 2})
         assert fmt.findings_title(st).plain == "Findings 3 ongoing · 1 critical · 2 warning · 1 resolved"
+
+    def test_summary_drops_the_device_the_table_shows(self) -> None:
+        """A summary that starts with its BDF loses it in the table (the Device column has it)."""
+        f = ev.Finding(ts_ns=1, source="core", finding_id="1", rule="r", severity=ev.Severity.INFO,
+                       summary="0000:01:10.0 (VF 0) moved", bdf="0000:01:10.0")
+        assert fmt.summary_without_device(f) == "(VF 0) moved"
+        assert fmt.summary_without_device(replace(f, bdf=None)) == "0000:01:10.0 (VF 0) moved"
