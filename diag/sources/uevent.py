@@ -381,6 +381,10 @@ class _Reader(threading.Thread):
         self.wake = threading.Event()
         self.space = threading.Event()
         """Set by the decoder after each batch: room in the queue again."""
+        self.drained = False
+        """True when the last recv() found the kernel socket empty (a resync waits for it: the
+        kernel reports ENOBUFS before datagrams it had queued earlier, and those must not be
+        applied on top of a newer scan)."""
         self.halt = threading.Event()
         self.error: BaseException | None = None
 
@@ -411,8 +415,8 @@ class _Reader(threading.Thread):
                 try:
                     data, _, flags, addr = recvmsg(_RECV_SIZE)
                 except BlockingIOError:
-                    if not wake.is_set() and q:
-                        wake.set()
+                    self.drained = True
+                    wake.set()  # the decoder may be waiting for `drained` to resync
                     poller.poll(5000)  # the stop relay's fd wakes it at once
                     continue
                 except InterruptedError:
@@ -425,6 +429,7 @@ class _Reader(threading.Thread):
                         continue
                     raise
                 ts = now()
+                self.drained = False
                 stats.received += 1
                 if addr[0] != 0:
                     stats.foreign += 1
@@ -549,12 +554,13 @@ class UeventSource:
             if reader.error is not None:
                 raise reader.error
             if not q:
-                if self._resync_reason is not None:
+                if self._resync_reason is not None and reader.drained:
                     reason, self._resync_reason = self._resync_reason, None
                     self._resync(emit, reason)
                 reader.wake.clear()
                 # Re-check after the clear: a stop or resync request may have just set it.
-                if not q and not stop.is_set() and self._resync_reason is None:
+                if not q and not stop.is_set() and (self._resync_reason is None
+                                                    or not reader.drained):
                     reader.wake.wait(5.0)  # set by the reader, the stop relay, request_resync
                 continue
             lost = False
@@ -581,7 +587,7 @@ class UeventSource:
             if lost:
                 # Decode what was already received first, so the diff is against the newest view.
                 self._resync_reason = self._resync_reason or "events lost"
-                if not q:
+                if not q and reader.drained:
                     reason, self._resync_reason = self._resync_reason, None
                     self._resync(emit, reason)
 

@@ -197,6 +197,7 @@ class _Preloaded(UeventSource):
             q: deque[tuple[int, bytes | None]] = deque()
             wake = threading.Event()
             space = threading.Event()
+            drained = True
             error = None
 
         now = time.time_ns()

@@ -23,6 +23,7 @@ class FakeReader:
         self.q: deque[tuple[int, bytes | None]] = deque(items)
         self.wake = threading.Event()
         self.space = threading.Event()
+        self.drained = True
         self.error: BaseException | None = None
 
 
