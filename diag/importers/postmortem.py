@@ -337,6 +337,11 @@ def _order_journal_parts(inputs: list[Input]) -> None:
         h = jmod.first_header(inp.path)
         if h is None:
             continue
+        who = ", ".join(x for x in (
+            f"host {h.hostname}" if h.hostname else "", f"kernel {h.kernel}" if h.kernel else "",
+            f"vfiowatch {h.agent_version}" if h.agent_version else "",
+            f"boot {h.boot_id[:8]}" if h.boot_id else "", f"part {h.part}") if x)
+        inp.stats.note(f"written by the agent: {who}")
         runs.setdefault((h.boot_id, h.started_ns), []).append((h.part, inp))
     for parts in runs.values():
         parts.sort(key=lambda x: x[0])
