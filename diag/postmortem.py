@@ -128,20 +128,22 @@ def _add_postmortem(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _core_config(path: str | None) -> Any:
+    # The same loader as the live agent (errors name file, line and key). driverctl overrides are
+    # not read: they belong to the host under investigation, not to the one running this.
     if not path:
         return None
-    import tomllib
+    from pathlib import Path
 
-    from diag.core import config as core_config
+    from diag.config import parse_text
 
     try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
+        text = Path(path).read_text()
     except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return core_config.parse(doc, path)
+        raise ConfigError(
+            f"{path}: cannot read the configuration file: {exc.strerror or exc}",
+            hint="pass --config a readable TOML file, or leave it out to use the defaults",
+        ) from None
+    return parse_text(text, path).core
 
 
 def _run_postmortem(args: argparse.Namespace) -> int:
