@@ -40,6 +40,15 @@ READY_TIMEOUT = 420.0
 GROUPS = [[1, 2, 3, 4, 5], [6]]
 
 
+def kprobes_attached() -> bool:
+    """True once the kernel lists a kprobe on driver_override_store (the agent's probes)."""
+    try:
+        with open("/sys/kernel/debug/kprobes/list") as fh:
+            return "driver_override_store" in fh.read()
+    except OSError:
+        return False
+
+
 def registered_sources() -> list[str]:
     """The sources the installed agent registers (it reports a state for each at start)."""
     code = "from diag.sources import load_builtin; print(','.join(load_builtin()))"
@@ -102,6 +111,17 @@ class Agent:
             return want <= set(self.sources)
 
         self.wait(up, READY_TIMEOUT)
+        if "ebpf" in want:
+            # The runtime reports a source up when its thread starts; the eBPF source then
+            # compiles and attaches. The kernel's own kprobe list says when that is done.
+            def attached_or_down(rec: dict) -> bool:
+                if (rec.get("kind") == "source_state_changed" and rec.get("name") == "ebpf"
+                        and not rec.get("up")):
+                    self.sources["ebpf"] = "down: " + rec.get("reason", "")
+                    return True
+                return kprobes_attached()
+            if self.wait(attached_or_down, READY_TIMEOUT) is None and not kprobes_attached():
+                self.sources["ebpf"] = self.sources.get("ebpf", "") + " (no kprobe attached)"
         took = time.monotonic() - self.t0
         labio.say(f"agent ready after {took:.1f}s: {self.sources} (wanted {sorted(want)})")
         return took
