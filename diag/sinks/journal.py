@@ -11,12 +11,15 @@ Durability, and what it costs:
   kill -9 loses nothing written (it is in the page cache) and a crash can cut at most the
   last line, which replay reports as a truncated tail. A short write (disk full in the middle
   of a line) is undone with `ftruncate` so no half line is ever followed by another record.
-* `fdatasync` runs at most every `fsync_interval_s` (default 1 s) while records arrive, on every
-  flush (about once a second, from the runtime) and on rotation and close; so power loss loses
-  at most about a second. `fsync_interval_s=0` syncs every record (slow disks: ~ms each).
+* `fdatasync` runs on a syncer thread (a slow disk never stalls the core), on a duplicate of the
+  descriptor, every `fsync_interval_s` (default 1 s) while there is unsynced data, on every
+  flush (about once a second, from the runtime) and when a file is rotated or closed; so power
+  loss costs about the last second. Compressed parts are synced before they replace their
+  plain file. `fsync_interval_s=0` syncs every record inline (slow disks: ~ms each).
 * Rotation by size (`max_bytes`, and at least a quarter of it beyond the opening snapshot, so
-  a state larger than `max_bytes` cannot rotate on every record): the file is renamed to `<path>.<NNNNNN>` and gzip-compressed
-  to `<path>.<NNNNNN>.gz` on a background thread (never on the core thread); the newest `keep`
+  a state larger than `max_bytes` cannot rotate on every record): the file is renamed to
+  `<path>.<NNNNNN>` and gzip-compressed to `<path>.<NNNNNN>.gz` on a background thread; the
+  newest `keep`
   parts are kept. A part left uncompressed by a crash or a stop is compressed at the next start.
   A journal left by an earlier run is rotated away at start, so every run begins a new file.
 * Disk full (ENOSPC, EDQUOT): the agent keeps running; records are counted as dropped, one
@@ -171,7 +174,6 @@ class JournalSink:
         self._fail_errno = 0
         self._next_retry = 0.0
         self._dirty = False
-        self._last_sync = time.monotonic()
         self._last_state: HostState | None = None
         self._reopen = threading.Event()
         self._last_ts = 0
@@ -180,6 +182,11 @@ class JournalSink:
         self._compressor = threading.Thread(target=self._compress_loop, name="vfiowatch-gzip",
                                             daemon=True)
         self._compressor.start()
+        self._sync_q: queue.Queue[int] = queue.Queue()
+        """Duplicated descriptors to fdatasync and close; -1 stops the syncer."""
+        self._syncer = threading.Thread(target=self._sync_loop, name="vfiowatch-fsync",
+                                        daemon=True)
+        self._syncer.start()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for leftover in self._parts(compressed=False):
             self._compress_q.put(leftover)
@@ -210,14 +217,18 @@ class JournalSink:
                 self._do_reopen()
             elif self._failing:
                 self._emit([], self._clock())  # retry while idle, so space returning is noticed
-            self._sync()
+            self._hand_off_sync()
 
     def close(self) -> None:
         with self._lock:
-            self._sync()
+            self._hand_off_sync()
             self._close_fd()
+        self._sync_q.put(-1)
         self._compress_q.put(None)
-        self._compressor.join(timeout=0.5)  # a big part still compressing is finished next start
+        # Bounded: data not yet on disk is in the page cache and survives the process; a part
+        # still compressing is finished at the next start.
+        self._syncer.join(timeout=0.3)
+        self._compressor.join(timeout=0.2)
 
     def reopen(self) -> None:
         """SIGHUP: thread-safe; done on the core thread at the next write or flush."""
@@ -312,8 +323,11 @@ class JournalSink:
             self._failing = False
             self._fail_errno = 0
             st.writable = True
-        if self.fsync_interval_s == 0 or time.monotonic() - self._last_sync >= self.fsync_interval_s:
-            self._sync()
+        if self.fsync_interval_s == 0:
+            with contextlib.suppress(OSError):
+                os.fdatasync(fd)
+                st.syncs += 1
+            self._dirty = False
 
     def _drop(self, n: int) -> None:
         self._dropped += n
@@ -338,15 +352,31 @@ class JournalSink:
                      "keeps running, counts what it could not write and resumes by itself",
             )
 
-    def _sync(self) -> None:
+    def _hand_off_sync(self) -> None:
+        """(lock held) Queue the current file for an fdatasync by the syncer thread."""
         if self._fd is not None and self._dirty:
+            with contextlib.suppress(OSError):
+                self._sync_q.put(os.dup(self._fd))
+            self._dirty = False
+
+    def _sync_loop(self) -> None:
+        interval = self.fsync_interval_s or 1.0
+        while True:
             try:
-                os.fdatasync(self._fd)
+                fd = self._sync_q.get(timeout=interval)
+            except queue.Empty:
+                with self._lock:
+                    self._hand_off_sync()
+                continue
+            if fd < 0:
+                return
+            try:
+                os.fdatasync(fd)
                 self.stats.syncs += 1
             except OSError:
                 pass
-            self._dirty = False
-        self._last_sync = time.monotonic()
+            finally:
+                os.close(fd)
 
     # ---- rotation, reopen, compression ---------------------------------------------------------
 
@@ -374,7 +404,7 @@ class JournalSink:
         self._compress_q.put(target)
 
     def _rotate(self) -> None:
-        self._sync()
+        self._hand_off_sync()
         self._close_fd()
         try:
             self._rotate_away()
@@ -391,7 +421,7 @@ class JournalSink:
 
     def _do_reopen(self) -> None:
         self._reopen.clear()
-        self._sync()
+        self._hand_off_sync()
         self._close_fd()
         if self._open():
             if self._need_start:
@@ -408,8 +438,11 @@ class JournalSink:
             dst = src.with_name(src.name + ".gz")
             tmp = src.with_name(src.name + ".gz.tmp")
             try:
-                with open(src, "rb") as fi, gzip.open(tmp, "wb", compresslevel=6) as fo:
-                    shutil.copyfileobj(fi, fo, 1 << 20)
+                with open(src, "rb") as fi, open(tmp, "wb") as raw:
+                    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as fo:
+                        shutil.copyfileobj(fi, fo, 1 << 20)
+                    raw.flush()
+                    os.fsync(raw.fileno())  # durable before it replaces the plain part
                 os.rename(tmp, dst)
                 os.unlink(src)
             except OSError as exc:

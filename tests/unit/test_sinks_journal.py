@@ -252,3 +252,29 @@ def test_write_errors_are_named_by_errno(tmp_path: Path, monkeypatch: pytest.Mon
     a.feed(_moves(1, start=2))
     a.sink.close()
     assert a.sink.stats.writable
+
+
+def test_fdatasync_runs_off_the_core_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """flush() hands the file to the syncer thread; a slow disk does not block the writer."""
+    import threading
+
+    threads: list[str] = []
+    real = os.fdatasync
+
+    def slow_sync(fd: int) -> None:
+        threads.append(threading.current_thread().name)
+        time.sleep(0.2)
+        real(fd)
+
+    monkeypatch.setattr(journal_mod.os, "fdatasync", slow_sync)
+    a = Agent(tmp_path / "j.jsonl", fsync_interval_s=5.0)
+    a.feed(_moves(3))
+    t0 = time.monotonic()
+    a.sink.flush()
+    a.feed(_moves(3, start=4))
+    assert time.monotonic() - t0 < 0.1
+    end = time.monotonic() + 5
+    while not a.sink.stats.syncs and time.monotonic() < end:
+        time.sleep(0.01)
+    a.sink.close()
+    assert a.sink.stats.syncs >= 1 and set(threads) == {"vfiowatch-fsync"}
