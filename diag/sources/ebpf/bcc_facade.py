@@ -88,6 +88,16 @@ def kallsyms_addresses(names: set[str], path: str = "/proc/kallsyms") -> dict[st
     return out
 
 
+def _append_line(path: Path, line: str) -> None:
+    """One O_APPEND write to a tracefs control file. Not open(path, "a"): Python then seeks to
+    the end, which tracefs' seq files refuse with EINVAL (found in the QEMU lab, kernel 6.12)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
 class Program:
     """One compiled and loaded probe file (bcc autoattaches its TRACEPOINT/RAW_TRACEPOINT_PROBEs)."""
 
@@ -115,8 +125,7 @@ class Program:
         bcc = _load()
         kevents = Path(getattr(bcc, "TRACEFS", "/sys/kernel/tracing")) / "kprobe_events"
         event = f"vfw{os.getpid()}_{tag}"
-        with open(kevents, "a") as fh:
-            fh.write(f"{'r' if ret else 'p'}:vfiowatch/{event} 0x{addr:x}\n")
+        _append_line(kevents, f"{'r' if ret else 'p'}:vfiowatch/{event} 0x{addr:x}\n")
         self._kprobe_events.append(event)
         func = self._b.load_func(fn.encode(), bcc.BPF.KPROBE)
         fd = bcc.libbcc.lib.bpf_attach_tracepoint(func.fd, b"vfiowatch", event.encode())
@@ -186,8 +195,8 @@ class Program:
             bcc = _load()
             kevents = Path(getattr(bcc, "TRACEFS", "/sys/kernel/tracing")) / "kprobe_events"
             for event in self._kprobe_events:
-                with contextlib.suppress(OSError), open(kevents, "a") as fh:
-                    fh.write(f"-:vfiowatch/{event}\n")
+                with contextlib.suppress(OSError):
+                    _append_line(kevents, f"-:vfiowatch/{event}\n")
             self._kprobe_events.clear()
         with contextlib.suppress(Exception):  # a half-loaded program: nothing left to free
             self._b.cleanup()
