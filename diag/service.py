@@ -176,13 +176,8 @@ class _ToStructlog(logging.Handler):
 
 def run(args: argparse.Namespace) -> int:
     """The `run` subcommand: build, start, wait for a signal, stop within 2 s."""
-    from diag.core.correlator import Correlator
-    from diag.runtime import Pipeline, PipelineOptions, build_sources
-    from diag.sdnotify import Notifier
-    from diag.sinks.journal import JournalSink, default_header
     from diag.sinks.logs import LogSink
-    from diag.sinks.metrics import MetricsSink
-    from diag.sources import SourceContext, load_builtin
+    from diag.sources import load_builtin
 
     logs = LogSink(fmt=args.log_format, log_events=args.log_events, level=args.log_level)
     log = logs.log
@@ -200,6 +195,30 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown source(s): {', '.join(unknown)}",
                           hint="known sources: " + (", ".join(registry) or "(none registered)"))
     names = [n for n in names if n not in args.disable_source]
+
+    # Every thread made from here on (sinks, metrics server, sources, their helpers) inherits a
+    # mask that blocks these signals, so the kernel delivers them to the main thread, whose
+    # wait they interrupt at once. Otherwise a SIGTERM landing on a source thread would wait
+    # for the main loop's next wake-up (up to 5 s), past the 2 s stop promise.
+    handled = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, handled)
+    try:
+        return _serve(args, logs, paths, core_config, source_options, names, handled)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
+
+
+def _serve(args: argparse.Namespace, logs: Any, paths: HostPaths, core_config: Any,
+           source_options: dict[str, Any], names: list[str], handled: set[signal.Signals]) -> int:
+    """Build sources and sinks with `handled` signals blocked, start them, serve until stopped."""
+    from diag.core.correlator import Correlator
+    from diag.runtime import Pipeline, PipelineOptions, build_sources
+    from diag.sdnotify import Notifier
+    from diag.sinks.journal import JournalSink, default_header
+    from diag.sinks.metrics import MetricsSink
+    from diag.sources import SourceContext
+
+    log = logs.log
     sources, unavailable = build_sources(
         SourceContext(paths=paths, options=source_options), names
     )
@@ -275,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
                             title="Metrics unavailable") from None
 
     pipe.start()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)  # main thread only: threads keep it
     log.info(
         "agent_started", version=__version__, pid=os.getpid(), root=str(paths.root),
         sources=[s.name for s in sources],

@@ -94,7 +94,12 @@ class Agent:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
-        tail = self.out.read_text(errors="replace")[-3000:]
+        if self.proc.poll() is None:  # alive but silent: put its thread stacks in the report
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.5)
+        text = self.out.read_text(errors="replace")
+        stacks = text[text.find("Thread 0x"):] if "Thread 0x" in text else ""
+        tail = (stacks or text)[-6000:]
         raise AssertionError(f"no matching log line within {timeout} s (rc={self.proc.poll()}):\n{tail}")
 
     def metric(self, name: str) -> dict[str, float]:
