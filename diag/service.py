@@ -118,24 +118,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def _load_config(path: Path | None) -> tuple[Any, dict[str, Any]]:
-    from diag.core.config import CoreConfig
-    from diag.core.config import parse as parse_core
+def _load_config(path: Path | None, root: str) -> tuple[Any, dict[str, Any]]:
+    """[core] thresholds (plus driverctl's vfio-pci overrides under --root) and [sources] tables;
+    errors name the file, line and key (diag.config.load)."""
+    from diag.config import load
 
-    if path is None:
-        return CoreConfig(), {}
-    import tomllib
-
-    try:
-        doc = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}", hint="check --config") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}", hint="fix the TOML syntax") from None
-    options = doc.get("sources", {})
-    if not isinstance(options, dict):
-        raise ConfigError(f"{path}: [sources] must be a table")
-    return parse_core(doc, str(path)), options
+    cfg = load(path, root=root)
+    return cfg.core, cfg.sources
 
 
 def _runtime_families(pipe: Any) -> Iterator[Any]:
@@ -186,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     root_logger.setLevel(logging.INFO)
     paths = HostPaths.at(args.root)
     paths.require_sysfs()
-    core_config, source_options = _load_config(args.config)
+    core_config, source_options = _load_config(args.config, args.root)
 
     registry = load_builtin()
     names = args.sources if args.sources else list(registry)
