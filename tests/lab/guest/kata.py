@@ -50,18 +50,20 @@ vfio_mode = "guest-kernel"
 """
 
 
-def install_config(cold_plug: str) -> str:
-    """Writes the shipped-style configuration with cold_plug_vfio set; returns its path."""
+def install_config(cold_plug: str) -> bool:
+    """Writes the shipped-style configuration with cold_plug_vfio set; True if it changed."""
     os.makedirs(f"{DEFAULTS}/config.d", exist_ok=True)
     path = f"{DEFAULTS}/configuration-qemu.toml"
+    text = CONFIG_QEMU.format(cold_plug=cold_plug, root_ports=2 if cold_plug == "root-port" else 0)
+    if os.path.exists(path) and open(path).read() == text:  # noqa: SIM115
+        return False
     with open(path, "w") as fh:
-        fh.write(CONFIG_QEMU.format(cold_plug=cold_plug,
-                                    root_ports=2 if cold_plug == "root-port" else 0))
+        fh.write(text)
     link = f"{DEFAULTS}/configuration.toml"
     if os.path.lexists(link):
         os.unlink(link)
     os.symlink("configuration-qemu.toml", link)
-    return path
+    return True
 
 
 def install_binaries() -> None:

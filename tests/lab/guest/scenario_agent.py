@@ -40,11 +40,20 @@ READY_TIMEOUT = 420.0
 GROUPS = [[1, 2, 3, 4, 5], [6]]
 
 
-def kprobes_attached() -> bool:
-    """True once the kernel lists a kprobe on driver_override_store (the agent's probes)."""
+def kprobes_attached(pid: int) -> bool:
+    """True once agent `pid` has its probes in: its own tracefs events (named vfw<pid>_...,
+    made for handlers kallsyms lists twice) or, failing those, a kprobe on unbind_store (fd
+    based, so gone when an earlier agent exited; tracefs events of an agent that did not
+    clean up would stay listed and must not count)."""
     try:
+        with open("/sys/kernel/tracing/kprobe_events") as fh:
+            if f"vfw{pid}_" in fh.read():
+                return True
         with open("/sys/kernel/debug/kprobes/list") as fh:
-            return "driver_override_store" in fh.read()
+            listed = fh.read()
+        with open("/sys/kernel/tracing/kprobe_events") as fh:
+            any_events = "vfw" in fh.read()
+        return not any_events and "unbind_store" in listed
     except OSError:
         return False
 
@@ -119,8 +128,9 @@ class Agent:
                         and not rec.get("up")):
                     self.sources["ebpf"] = "down: " + rec.get("reason", "")
                     return True
-                return kprobes_attached()
-            if self.wait(attached_or_down, READY_TIMEOUT) is None and not kprobes_attached():
+                return kprobes_attached(self.proc.pid)
+            if (self.wait(attached_or_down, READY_TIMEOUT) is None
+                    and not kprobes_attached(self.proc.pid)):
                 self.sources["ebpf"] = self.sources.get("ebpf", "") + " (no kprobe attached)"
         took = time.monotonic() - self.t0
         labio.say(f"agent ready after {took:.1f}s: {self.sources} (wanted {sorted(want)})")
@@ -403,10 +413,10 @@ def main() -> int:
             reset_vf()
             tl = Timeline()
             start_ns = time.time_ns()
-            kata.install_config(cold_plug)
+            changed = kata.install_config(cold_plug)
             tl.note(f"scenario {n} {name}: cold_plug_vfio={cold_plug} (agent {gi}, ready after "
                     f"{ready:.1f}s, sources {sources})")
-            if not dry and not wait_config(agent, cold_plug, start_ns):
+            if changed and not dry and not wait_config(agent, cold_plug, start_ns):
                 tl.note("the agent reported no configuration load with this value within 20s")
             agent.since_ns = start_ns
             t1 = time.monotonic()
