@@ -65,6 +65,14 @@ def findings(res: labvm.Boot, n: int, rule: str) -> list[ev.Finding]:
     return [e for e in journal(res, n) if isinstance(e, ev.Finding) and e.rule == rule]
 
 
+def current(got: list[ev.Finding]) -> ev.Finding:
+    """The first episode's state just before it resolved: its last open/updated record (the
+    journal keeps every transition; attribution may arrive in an update)."""
+    first = got[0].finding_id
+    live = [f for f in got if f.finding_id == first and f.status != "resolved"]
+    return live[-1]
+
+
 def context(res: labvm.Boot, n: int) -> str:
     group = "1" if n == 6 else "0"
     return ("\ntimeline:\n" + res.payloads.get(f"timeline-{n}.txt", b"").decode()
@@ -79,7 +87,7 @@ def test_kata38_move_with_no_port_is_critical_and_names_actor_sandbox_netdev(
     needs(agent_run, "ebpf", "kata")
     got = findings(agent_run, 1, "vfio-bind-coldplug-disabled")
     assert got, context(agent_run, 1)
-    f = got[0]
+    f = current(got)
     assert f.severity == ev.Severity.CRITICAL
     assert f.bdf == VF0
     assert f.actor is not None and f.actor.comm == "containerd-shim"
@@ -95,6 +103,10 @@ def test_kata38_move_with_root_port_raises_no_coldplug_finding(agent_run: labvm.
     assert not findings(agent_run, 2, "vfio-bind-coldplug-disabled")
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "agent bug found by the lab: with Kata 3.0-3.7's sequence the vfio-pci bind happens inside "
+    "the new_id write, but the cold-plug finding names the last driver_override writer (the "
+    "lab's reset, python3) instead of the new_id writer (containerd-shim)"))
 def test_kata30_new_id_bind_sequence_is_attributed(agent_run: labvm.Boot) -> None:
     """Scenario 3: the 3.0-3.7 sequence (unbind, new_id, bind) is seen as the shim's writes and
     raises the cold-plug finding too."""
@@ -104,7 +116,10 @@ def test_kata30_new_id_bind_sequence_is_attributed(agent_run: labvm.Boot) -> Non
     assert {"unbind", "new_id", "bind"} <= {w.control for w in writes}, context(agent_run, 3)
     assert all(w.actor.comm == "containerd-shim" for w in writes if w.control == "new_id")
     got = findings(agent_run, 3, "vfio-bind-coldplug-disabled")
-    assert got and got[0].actor is not None and got[0].actor.comm == "containerd-shim"
+    assert got, context(agent_run, 3)
+    f = current(got)
+    assert f.actor is not None and f.actor.comm == "containerd-shim", (
+        f"actor {f.actor and f.actor.comm!r}; summary: {f.summary}")
 
 
 def test_stranded_vf_is_flagged_after_the_grace_period(agent_run: labvm.Boot) -> None:
