@@ -105,11 +105,12 @@ def test_kata38_move_with_root_port_raises_no_coldplug_finding(agent_run: labvm.
 
 @pytest.mark.xfail(strict=False, reason=(
     "agent bug found by the lab: with Kata 3.0-3.7's sequence the vfio-pci bind happens inside "
-    "the new_id write, but the cold-plug finding names the last driver_override writer (the "
-    "lab's reset, python3) instead of the new_id writer (containerd-shim)"))
+    "the new_id write, but the cold-plug finding names the last driver_override writer (here "
+    "driverctl clearing the override a second earlier) instead of the new_id writer "
+    "(containerd-shim)"))
 def test_kata30_new_id_bind_sequence_is_attributed(agent_run: labvm.Boot) -> None:
-    """Scenario 3: the 3.0-3.7 sequence (unbind, new_id, bind) is seen as the shim's writes and
-    raises the cold-plug finding too."""
+    """Scenario 3: after an operator cleared the override (driverctl), the 3.0-3.7 sequence
+    (unbind, new_id, bind) is seen as the shim's writes and its finding names the shim."""
     needs(agent_run, "ebpf", "kata")
     evs = journal(agent_run, 3)
     writes = [e for e in evs if isinstance(e, ev.SysfsWriteObserved)]

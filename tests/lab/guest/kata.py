@@ -21,6 +21,7 @@ DEFAULTS = f"{KATA_BASE}/share/defaults/kata-containers"
 BUNDLES = "/run/containerd/io.containerd.runtime.v2.task/k8s.io"
 SHIM = f"{KATA_BASE}/bin/containerd-shim-kata-v2"
 QEMU = f"{KATA_BASE}/bin/qemu-system-x86_64"
+DRIVERCTL = "/usr/sbin/driverctl"
 
 CONFIG_QEMU = """\
 # Kata Containers configuration for QEMU (as shipped by kata-deploy, trimmed), lab copy.
@@ -70,7 +71,8 @@ def install_binaries() -> None:
     """Puts the actor executables (tests/lab/guest/c/) at the paths the real ones have."""
     os.makedirs(f"{KATA_BASE}/bin", exist_ok=True)
     for dst, src in ((SHIM, "actor"), (QEMU, "vfioholder"),
-                     ("/usr/local/bin/sriov-network-config-daemon", "actor")):
+                     ("/usr/local/bin/sriov-network-config-daemon", "actor"),
+                     (DRIVERCTL, "actor")):
         if os.path.lexists(dst):
             os.unlink(dst)
         shutil.copy(f"/lab/bin/{src}", dst)

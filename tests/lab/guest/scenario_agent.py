@@ -203,7 +203,10 @@ def reset_vf() -> None:
     drv = sriov.driver_of(VF0)
     if drv and drv != "igbvf":
         sriov.write(f"{PCI}/devices/{VF0}/driver/unbind", VF0)
-    sriov.write(f"{PCI}/devices/{VF0}/driver_override", "\n")
+    with open(f"{PCI}/devices/{VF0}/driver_override") as fh:
+        override = fh.read().strip()
+    if override != "(null)":  # write only when needed: every write is an event to the agent
+        sriov.write(f"{PCI}/devices/{VF0}/driver_override", "\n")
     if sriov.driver_of(VF0) != "igbvf":
         sriov.write(f"{PCI}/drivers/igbvf/bind", VF0)
     sriov.wait_for(lambda: sriov.driver_of(VF0) == "igbvf", 5)
@@ -275,6 +278,12 @@ def s3_kata30(agent: Agent, tl: Timeline) -> None:
     """Kata Go 3.0-3.7 (unbind, new_id, bind; back: unbind, remove_id, bind) with no-port."""
     sid = kata.sandbox_id(3)
     kata.create_sandbox(sid)
+    # An operator first clears the VF's override (`driverctl unset-override`), as one does on
+    # a host that ran a newer Kata: the bind that follows is still Kata's (new_id), not theirs.
+    op = kata.start_actor(kata.DRIVERCTL, ["unset-override", VF0], f"clear-override:{VF0}")
+    kata.wait_steps_done(op)
+    tl.note(f"driverctl pid {op.pid}: unset-override {VF0}")
+    time.sleep(1.0)
     shim = kata.start_shim(sid, f"kata30-bind:{VF0};mark:bound;wait:stop;"
                                 f"kata30-restore:{VF0}:igbvf")
     tl.note(f"shim pid {shim.pid} sandbox {sid}: 3.0-3.7 bind({VF0})")
@@ -286,6 +295,7 @@ def s3_kata30(agent: Agent, tl: Timeline) -> None:
     kata.wait_steps_done(shim)
     time.sleep(1.5)
     kata.stop(shim)
+    kata.stop(op)
     kata.remove_sandbox(sid)
 
 

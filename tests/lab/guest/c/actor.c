@@ -1,13 +1,14 @@
 /*
  * Lab actor: a real executable that plays the sysfs steps in $LAB_STEPS, then stays alive.
  *
- * Installed in the guest as /opt/kata/bin/containerd-shim-kata-v2 and
- * /usr/local/bin/sriov-network-config-daemon, so exe, argv[0] and comm ("containerd-shim",
+ * Installed in the guest as /opt/kata/bin/containerd-shim-kata-v2,
+ * /usr/local/bin/sriov-network-config-daemon and /usr/sbin/driverctl, so exe, argv[0] and comm ("containerd-shim",
  * cut to 15 characters by the kernel) are what the real processes have. Every write is one
  * open(O_WRONLY) + one write() with no trailing newline, as Kata's Go runtime does it.
  *
  * Steps, ';'-separated: kata38-bind:<bdf>  kata38-restore:<bdf>:<drv>  kata30-bind:<bdf>
- * kata30-restore:<bdf>:<drv>  unbind:<bdf>  override:<bdf>:<value>  probe:<bdf>  sleep:<s>
+ * kata30-restore:<bdf>:<drv>  unbind:<bdf>  override:<bdf>:<value>  clear-override:<bdf>
+ * probe:<bdf>  sleep:<s>
  * mark:<name> (creates /run/lab-mark-<name>)  wait:<name> (waits for /run/lab-go-<name>).
  * When done it creates /run/lab-actor-<pid>.done and sleeps until SIGTERM.
  */
@@ -91,6 +92,8 @@ static void step(char *op, char *arg)
 		putf(arg, PCI "/devices/%s/driver/unbind%s", arg, "");
 	} else if (!strcmp(op, "override")) {
 		putf(drv, PCI "/devices/%s/driver_override%s", arg, "");
+	} else if (!strcmp(op, "clear-override")) { /* what `driverctl unset-override` writes */
+		putf("\n", PCI "/devices/%s/driver_override%s", arg, "");
 	} else if (!strcmp(op, "probe")) {
 		put(PCI "/drivers_probe", arg);
 	} else if (!strcmp(op, "sleep")) {
