@@ -423,9 +423,13 @@ class Model:
         out = []
         for bdf, ep in self.episodes.items():
             rec = self.devices.get(bdf)
+            # The kernel binds inside the new_id write, but uevents are stamped when read: the
+            # write can reach us before the unbind it follows. A device whose episode already
+            # holds an unbind write is moving now, whatever its driver looks like yet.
+            moving = rec is not None and (rec.driver is None or "unbind" in ep.controls)
             if (rec is not None and rec.device.vendor == vendor and rec.device.device == device
                     and abs(e.ts_ns - ep.last_ns) <= window
-                    and (rec.driver is None or e.control == "remove_id")):
+                    and (moving or e.control == "remove_id")):
                 out.append(bdf)
         return sorted(out)
 

@@ -179,3 +179,24 @@ def test_runtime_rs_sandbox_says_runtime_rs_has_no_check() -> None:
     _, out = run(_stream(head=(sandbox(T0, runtime="rs"),)))
     [f] = of_rule(out, RULE)
     assert "runtime-rs has no check" in f.explanation
+
+
+def test_kata30_new_id_write_seen_before_the_unbind_uevent_names_the_shim() -> None:
+    """Found by the lab: uevents are stamped when read, so the shim's new_id write (inside which
+    the kernel binds vfio-pci) can precede the unbind uevent; an earlier restore's writer
+    (python3 clearing driver_override) must not be named instead of the shim."""
+    base = _stream(("kata30-bind-vfio",), head=(kata_config(T0),))
+    first_write = min(e.ts_ns for e in base if isinstance(e, ev.SysfsWriteObserved))
+    new_id = next(e for e in base if isinstance(e, ev.SysfsWriteObserved) and e.control == "new_id")
+    late = (ev.DeviceUnbound, ev.VfioDeviceAdded, ev.DeviceBound)
+    shifted = [replace(e, ts_ns=new_id.ts_ns + 1_000 + i) if isinstance(e, late) else e
+               for i, e in enumerate(base)]
+    restorer = ev.Process(pid=172, comm="python3", exe="/usr/bin/python3.11")
+    clear = ev.SysfsWriteObserved(
+        ts_ns=first_write - 600_000_000, source="ebpf", actor=restorer,
+        path=f"/sys/bus/pci/devices/{VF}/driver_override", control="driver_override", value="",
+        bdf=VF, result=1, mode="kprobe")
+    stream = sorted([*shifted, clear], key=lambda e: e.ts_ns)
+    _, out = run(stream)
+    [f] = of_rule(out, RULE)
+    assert f.actor == KATA_SHIM and f.severity is ev.Severity.CRITICAL
