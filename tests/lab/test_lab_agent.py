@@ -103,11 +103,6 @@ def test_kata38_move_with_root_port_raises_no_coldplug_finding(agent_run: labvm.
     assert not findings(agent_run, 2, "vfio-bind-coldplug-disabled")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "agent bug found by the lab: with Kata 3.0-3.7's sequence the vfio-pci bind happens inside "
-    "the new_id write, but the cold-plug finding names the last driver_override writer (here "
-    "driverctl clearing the override a second earlier) instead of the new_id writer "
-    "(containerd-shim)"))
 def test_kata30_new_id_bind_sequence_is_attributed(agent_run: labvm.Boot) -> None:
     """Scenario 3: after an operator cleared the override (driverctl), the 3.0-3.7 sequence
     (unbind, new_id, bind) is seen as the shim's writes and its finding names the shim."""

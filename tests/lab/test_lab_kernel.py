@@ -75,6 +75,8 @@ def test_sysfs_copy_matches_the_moved_state(capture: dict[str, bytes]) -> None:
     """The in-guest sysfs copy saw VF 01:10.0 on vfio-pci with driver_override and a group node."""
     names = capture["__names__"].decode().split()
     top = "sysfs/sriov-lab"
-    assert capture[f"{top}/sys/bus/pci/devices/0000:01:10.0/driver_override"].strip() == b"vfio-pci"
-    assert f"{top}/sys/bus/pci/devices/0000:01:10.0/driver" in names
+    vf = f"{top}/sys/devices/pci0000:00/0000:00:02.0/0000:01:10.0"  # where devices/<bdf> points
+    assert f"{top}/sys/bus/pci/devices/0000:01:10.0" in names
+    assert capture[f"{vf}/driver_override"].strip() == b"vfio-pci"
+    assert f"{vf}/driver" in names
     assert any(n.startswith(f"{top}/dev/vfio/") and n[-1].isdigit() for n in names)
