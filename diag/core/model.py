@@ -385,7 +385,7 @@ class Model:
             targets = []
         starts = e.result >= 0 and e.control in _MOVE_CONTROLS
         for b in targets:
-            ep = self._join(b, e, starts_move=starts)
+            ep = self._join(b, e, starts_move=starts and not self._completes(b, e))
             if ep is None:
                 continue
             actor = e.actor
@@ -401,6 +401,19 @@ class Model:
                     and self._steers_to_vfio(b, e)):
                 ep.vfio_actor = actor
                 ep.facts += 1
+
+    def _completes(self, bdf: str, e: ev.SysfsWriteObserved) -> bool:
+        """True when `e` is the write inside which the kernel made the bind that completed the
+        current episode: bind/new_id/drivers_probe are stamped when the syscall returns, after
+        the bind they caused, so they must join that episode, not start the next one."""
+        ep = self.episodes.get(bdf)
+        if (ep is None or ep.done_ns is None or e.control not in _BINDING_CONTROLS
+                or not 0 <= e.ts_ns - ep.done_ns <= COMPLETION_SLACK_NS):
+            return False
+        if e.control == "drivers_probe":
+            rec = self.devices.get(bdf)
+            return rec is not None and rec.driver_override in (None, ep.to_driver)
+        return e.driver is not None and e.driver == ep.to_driver
 
     def _steers_to_vfio(self, bdf: str, e: ev.SysfsWriteObserved) -> bool:
         c = e.control
@@ -575,6 +588,10 @@ _NOT_A_MOVE_WHEN_SYNTHETIC = frozenset({
 """Kernel events whose synthetic copies (SYNTH_UUID) must not change the device state."""
 
 _MOVE_CONTROLS = frozenset({"driver_override", "unbind", "bind", "new_id", "drivers_probe"})
+_BINDING_CONTROLS = frozenset({"bind", "new_id", "drivers_probe"})
+"""Writes inside which the kernel binds a driver (so the bind uevent precedes their return)."""
+COMPLETION_SLACK_NS = 100_000_000
+"""How long after a bind its causing write may return (a probe can take tens of ms)."""
 """Control writes that begin a driver move of a device."""
 
 _HANDLERS: dict[type[ev.Event], Callable[[Model, Any], None]] = {

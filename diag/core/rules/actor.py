@@ -84,3 +84,23 @@ class VfioBindUnexpectedActor(ConditionRule):
             ),
             labels=(("actor_names", ",".join(names)), ("episode", ep.episode_id)),
         )]
+
+    def refresh(self, model: Model, key: str, finding: ev.Finding, episode: Episode | None,
+                now_ns: int) -> ev.Finding | None:
+        """A write that reached the core after the bind can name the real steering actor: an
+        expected one resolves the finding, another one updates it."""
+        if episode is None:
+            return None
+        actor = episode.vfio_actor or episode.actor
+        if actor is None or actor == finding.actor:
+            return None
+        names = actor_names(actor)
+        if any(n in self.config.expected_actors for n in names):
+            return self.resolve(key, now_ns, f"the steering write was by {actor_label(actor)}, "
+                                             "an expected actor")
+        return self.update(
+            key, now_ns, actor=actor,
+            summary=f"{device_label(model, key)} bound to vfio-pci by {actor_label(actor)}, "
+                    "which is not an expected actor",
+            labels=(("actor_names", ",".join(names)), ("episode", episode.episode_id)),
+        )

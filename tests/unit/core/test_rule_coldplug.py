@@ -200,3 +200,38 @@ def test_kata30_new_id_write_seen_before_the_unbind_uevent_names_the_shim() -> N
     _, out = run(stream)
     [f] = of_rule(out, RULE)
     assert f.actor == KATA_SHIM and f.severity is ev.Severity.CRITICAL
+
+
+def test_kata30_writes_arriving_after_the_bind_update_the_finding_to_the_shim() -> None:
+    """Found by the lab under TCG: the eBPF records reached the core after the bind uevent
+    (past the merge window), and new_id is stamped at its return, after the bind it caused.
+    The finding opens naming whoever wrote first, then is updated to name the shim."""
+    base = _stream(("kata30-bind-vfio",), head=(kata_config(T0),))
+    writes = [e for e in base if isinstance(e, ev.SysfsWriteObserved)]
+    kernel = [e for e in base if not isinstance(e, ev.SysfsWriteObserved)]
+    bound = next(e for e in kernel if isinstance(e, ev.DeviceBound) and e.driver == "vfio-pci")
+    late = []
+    for w in writes:
+        if w.control == "new_id":
+            w = replace(w, ts_ns=bound.ts_ns + 7_000_000)
+        elif w.control == "bind" and w.result < 0:
+            w = replace(w, ts_ns=bound.ts_ns + 9_000_000)
+        late.append(w)
+    restorer = ev.Process(pid=170, comm="python3", exe="/usr/bin/python3.11")
+    clear = ev.SysfsWriteObserved(
+        ts_ns=min(w.ts_ns for w in writes) - 900_000_000, source="ebpf", actor=restorer,
+        path=f"/sys/bus/pci/devices/{VF}/driver_override", control="driver_override", value="",
+        bdf=VF, result=1, mode="kprobe")
+    assert clear.ts_ns > T0
+    upto = [e for e in kernel if e.ts_ns <= bound.ts_ns]
+    after = [e for e in kernel if e.ts_ns > bound.ts_ns]
+    _, out = run([*upto[:2], clear, *upto[2:], *late, *after])
+    got = [f for f in out if f.rule == RULE]
+    assert got[0].status == "open" and got[0].actor == restorer  # all it knew at the bind
+    live = [f for f in got if f.finding_id == got[0].finding_id and f.status != "resolved"]
+    assert live[-1].actor == KATA_SHIM
+    assert live[-1].severity is ev.Severity.CRITICAL
+    # The unexpected-actor finding raised on the early guess resolves once the shim shows up.
+    odd = [f for f in out if f.rule == "vfio-bind-unexpected-actor"]
+    assert odd and odd[0].actor == restorer
+    assert odd[-1].status == "resolved" and "containerd-shim" in odd[-1].resolved_reason
