@@ -330,28 +330,20 @@ def read_state(paths: HostPaths) -> StateDirs:
           and os.path.isdir(paths.host(f"{RS_STATE}/{s}"))}
     states: dict[str, StateInfo] = {}
     errors: dict[str, DecodeError] = {}
-    for sid in sorted(go):
-        p = f"{GO_SBS}/{sid}/persist.json"
-        text, why = _read(paths, p)
-        if why:
-            errors[sid] = DecodeError(p, why)
-        elif text is not None:
-            r = decode_persist(text, p)
-            if isinstance(r, DecodeError):
-                errors[sid] = r
-            else:
-                states[sid] = r
-    for sid in sorted(rs):
-        p = f"{RS_STATE}/{sid}/state.json"
-        text, why = _read(paths, p)
-        if why:
-            errors[sid] = DecodeError(p, why)
-        elif text is not None:
-            r = decode_state(text, p)
-            if isinstance(r, DecodeError):
-                errors[sid] = r
-            else:
-                states[sid] = r
+    # Go's persist.json first, then runtime-rs's state.json (a later one wins a shared id).
+    sources = ((go, GO_SBS, "persist.json", decode_persist), (rs, RS_STATE, "state.json", decode_state))
+    for sids, base, name, decode in sources:
+        for sid in sorted(sids):
+            p = f"{base}/{sid}/{name}"
+            text, why = _read(paths, p)
+            if why:
+                errors[sid] = DecodeError(p, why)
+            elif text is not None:
+                r = decode(text, p)
+                if isinstance(r, DecodeError):
+                    errors[sid] = r
+                else:
+                    states[sid] = r
     vm_pids: dict[str, int] = {}
     for sid in _listdir(paths, GO_VM):
         text, _ = _read(paths, f"{GO_VM}/{sid}/pid", 64)
