@@ -297,3 +297,22 @@ def decode_line(raw: bytes) -> str:
 
 
 LineParser = Callable[[Iterable[str]], Iterator[ev.Event]]
+
+
+def first_json_object(head: list[str], limit: int = 20) -> dict[str, object] | None:
+    """The first non-blank line of `head` parsed as a JSON object; None when that line is not
+    one (sniffers of JSON-lines formats all start here)."""
+    from diag import codec
+
+    for line in head[:limit]:
+        s = line.strip()
+        if not s:
+            continue
+        if not s.startswith("{"):
+            return None
+        try:
+            rec = codec._loads(s)
+        except ValueError:
+            return None
+        return rec if isinstance(rec, dict) else None
+    return None

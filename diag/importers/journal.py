@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from diag import codec
 from diag import events as ev
 from diag.errors import JournalFormatError
-from diag.importers import FileStats, Parsed, iter_lines, register
+from diag.importers import FileStats, Parsed, first_json_object, iter_lines, register
 
 
 @dataclass(slots=True)
@@ -113,19 +113,9 @@ class _JournalImporter:
     description = "vfiowatch journal (JSON Lines, any rotated part)"
 
     def sniff(self, head: list[str]) -> bool:
-        for line in head:
-            s = line.strip()
-            if not s:
-                continue
-            if not s.startswith("{"):
-                return False
-            try:
-                rec = codec._loads(s)
-            except ValueError:
-                return False
-            kind = rec.get("kind") if isinstance(rec, dict) else None
-            return kind == "header" or kind in ev.EVENT_TYPES
-        return False
+        rec = first_json_object(head, limit=len(head))
+        kind = rec.get("kind") if rec is not None else None
+        return kind == "header" or (isinstance(kind, str) and kind in ev.EVENT_TYPES)
 
     def parse(self, lines: Iterable[bytes], stats: FileStats, origin: str) -> Parsed:
         st = codec.ReadStats()

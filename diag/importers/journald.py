@@ -18,7 +18,7 @@ from typing import Any
 
 from diag import codec
 from diag import events as ev
-from diag.importers import Anchor, FileStats, Parsed, register
+from diag.importers import Anchor, FileStats, Parsed, first_json_object, register
 from diag.importers.logfmt import match_record
 from diag.sources.kata import logs
 
@@ -193,18 +193,8 @@ class _JournaldImporter:
     description = "journalctl -o json export (Kata, containerd, kernel)"
 
     def sniff(self, head: list[str]) -> bool:
-        for line in head[:20]:
-            s = line.strip()
-            if not s:
-                continue
-            if not s.startswith("{"):
-                return False
-            try:
-                rec = codec._loads(s)
-            except ValueError:
-                return False
-            return isinstance(rec, dict) and "__REALTIME_TIMESTAMP" in rec
-        return False
+        rec = first_json_object(head)
+        return rec is not None and "__REALTIME_TIMESTAMP" in rec
 
     def parse(self, lines: Iterable[bytes], stats: FileStats, origin: str) -> Parsed:
         parsed = Parsed(events=(), clock="realtime", ordered=False)
