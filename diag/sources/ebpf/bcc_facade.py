@@ -98,6 +98,31 @@ def _append_line(path: Path, line: str) -> None:
         os.close(fd)
 
 
+def stale_kprobe_events(listing: str, alive: Callable[[int], bool]) -> list[str]:
+    """Our kprobe events in a `kprobe_events` listing whose agent is gone (`vfw<pid>_<tag>` of a
+    dead pid): an agent killed before it could remove them leaves them behind."""
+    out = []
+    for line in listing.splitlines():
+        head = line.split(" ", 1)[0]  # "p:vfiowatch/vfw123_tag" or "r5:vfiowatch/..."
+        group, _, event = head.partition(":")[2].partition("/")
+        if group != "vfiowatch" or not event.startswith("vfw"):
+            continue
+        pid = event[3:].split("_", 1)[0]
+        if pid.isdigit() and not alive(int(pid)):
+            out.append(event)
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Program:
     """One compiled and loaded probe file (bcc autoattaches its TRACEPOINT/RAW_TRACEPOINT_PROBEs)."""
 
@@ -124,6 +149,12 @@ class Program:
         name kallsyms lists more than once is probed at each of its addresses."""
         bcc = _load()
         kevents = Path(getattr(bcc, "TRACEFS", "/sys/kernel/tracing")) / "kprobe_events"
+        if not self._kprobe_events:
+            # Tidy what a killed earlier agent left behind (it could not remove its events).
+            with contextlib.suppress(OSError):
+                for stale in stale_kprobe_events(kevents.read_text(), _pid_alive):
+                    with contextlib.suppress(OSError):
+                        _append_line(kevents, f"-:vfiowatch/{stale}\n")
         event = f"vfw{os.getpid()}_{tag}"
         _append_line(kevents, f"{'r' if ret else 'p'}:vfiowatch/{event} 0x{addr:x}\n")
         self._kprobe_events.append(event)
