@@ -60,10 +60,20 @@ def demo_events() -> tuple[list[ev.Event], codec.Header | None]:
 
 
 def incident_position(events: list[ev.Event]) -> int:
-    """Just after the first bind to vfio-pci (the incident), or the whole journal."""
+    """Just after the first bind to vfio-pci (the incident) and what arrived late about it (eBPF
+    writes stamped before the bind, the sandbox), before anything new happens to the device; or
+    the whole journal when there is no such bind."""
     for i, e in enumerate(events):
         if isinstance(e, ev.DeviceBound) and e.driver == "vfio-pci" and not e.synthetic:
-            return i + 1
+            pos = i + 1
+            for later in events[pos:]:
+                if isinstance(later, ev.SysfsWriteObserved):
+                    if later.ts_ns > e.ts_ns:
+                        break  # the next action (a restore) begins
+                elif getattr(later, "bdf", None) == e.bdf:
+                    break
+                pos += 1
+            return pos
     return len(events)
 
 
