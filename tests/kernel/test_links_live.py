@@ -179,6 +179,18 @@ def test_with_a_tiny_buffer_link_loss_is_reported_and_the_redump_matches_the_ker
     with cleanup_netns(pfx):
         sh(f"ip netns add {n}")
         src = LinksSource(SourceContext(options={"rcvbuf": 4096}))
+        # A reader that keeps up would see no loss: hold the source's reads while the burst is
+        # written (as a busy agent would), so the 4 KiB buffer overflows every time, not only
+        # when the machine happens to be loaded.
+        hold = threading.Event()
+        hold.set()
+        drain = src._drain
+
+        def held_drain(*args: object) -> None:
+            hold.wait(30)
+            drain(*args)  # type: ignore[arg-type]
+
+        src._drain = held_drain  # type: ignore[method-assign]
         core = Correlator(rules=[])  # the model alone: rules belong to the core's tests
         p = Pipeline([src], correlator=core, options=PipelineOptions(merge_window_ns=10_000_000))
         items = Collector()
@@ -190,7 +202,11 @@ def test_with_a_tiny_buffer_link_loss_is_reported_and_the_redump_matches_the_ker
             batch = "".join(f"link add {pfx}a{i} type veth peer name {pfx}b{i}\n" for i in range(150))
             batch += "".join(f"link set {pfx}a{i} up\n" for i in range(0, 150, 2))
             batch += "".join(f"link del {pfx}a{i}\n" for i in range(0, 150, 3))
-            subprocess.run(["ip", "-n", n, "-batch", "-"], input=batch, text=True, check=True)
+            hold.clear()
+            try:
+                subprocess.run(["ip", "-n", n, "-batch", "-"], input=batch, text=True, check=True)
+            finally:
+                hold.set()
             assert wait_for(lambda: any(isinstance(e, ev.Resynced) for e in items.snapshot()), timeout=10)
             assert p.wait_idle(5)
             kernel = json.loads(sh(f"ip -n {n} -j link show").stdout)
