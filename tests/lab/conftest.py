@@ -33,6 +33,12 @@ def boot_scenario(lab_guest: labbuild.Guest) -> Callable[[str], labvm.Boot]:
         if name not in done:
             res = labvm.boot(lab_guest, name, labbuild.DEFAULT_CACHE / "runs" / name,
                              timeout=1800)
+            if res.stalled:
+                # A hung TCG guest (an RCU stall whose timer never fires) says nothing about
+                # the agent: boot it once more, and fail only if it hangs again.
+                print(f"lab: scenario {name} hung after {res.seconds:.0f}s; booting it again")
+                res = labvm.boot(lab_guest, name, labbuild.DEFAULT_CACHE / "runs" / name,
+                                 timeout=1800)
             print(f"lab: scenario {name} took {res.seconds:.1f}s ({res.status.strip()})")
             if not res.ok:
                 err = res.payloads.get("error", b"").decode()
