@@ -58,30 +58,29 @@ def iso_utc(ts_ns: int) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _pod(sandbox_id: str | None, pod: str | None, namespace: str | None) -> dict[str, Any]:
+    """The sandbox/pod keys, only those known."""
+    out: dict[str, Any] = {}
+    if sandbox_id:
+        out["sandbox_id"] = sandbox_id
+    if pod:
+        out["pod"] = pod
+    if namespace:
+        out["namespace"] = namespace
+    return out
+
+
 def _actor(p: ev.Process | None) -> dict[str, Any]:
     if p is None:
         return {}
     out: dict[str, Any] = {"actor_pid": p.pid, "actor_comm": p.comm}
     if p.exe:
         out["actor_exe"] = p.exe
-    if p.sandbox_id:
-        out["sandbox_id"] = p.sandbox_id
-    if p.pod:
-        out["pod"] = p.pod
-    if p.pod_namespace:
-        out["namespace"] = p.pod_namespace
-    return out
+    return out | _pod(p.sandbox_id, p.pod, p.pod_namespace)
 
 
 def _netns(ref: ev.NetnsRef) -> dict[str, Any]:
-    out: dict[str, Any] = {"netns": ref.label}
-    if ref.sandbox_id:
-        out["sandbox_id"] = ref.sandbox_id
-    if ref.pod:
-        out["pod"] = ref.pod
-    if ref.pod_namespace:
-        out["namespace"] = ref.pod_namespace
-    return out
+    return {"netns": ref.label} | _pod(ref.sandbox_id, ref.pod, ref.pod_namespace)
 
 
 def _health(item: ev.Event) -> Described | None:
