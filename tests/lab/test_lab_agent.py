@@ -95,6 +95,27 @@ def test_kata38_move_with_no_port_is_critical_and_names_actor_sandbox_netdev(
     assert f.netdev == "eth1"
 
 
+def test_kata38_move_every_write_is_attributed_to_the_shim(agent_run: labvm.Boot) -> None:
+    """Scenario 1: each of the three writes of Kata >=3.8's move (driver_override, the
+    device's driver/unbind leaving igbvf, drivers_probe) is seen with the shim as writer, the
+    device, the value and the kernel's result, in the order the shim made them."""
+    needs(agent_run, "ebpf", "kata")
+    bound = next((e.ts_ns for e in journal(agent_run, 1) if isinstance(e, ev.DeviceBound)
+                  and e.bdf == VF0 and e.driver == "vfio-pci"), None)
+    assert bound is not None, context(agent_run, 1)
+    writes = sorted((e for e in journal(agent_run, 1) if isinstance(e, ev.SysfsWriteObserved)
+                     and e.ts_ns <= bound + 100_000_000), key=lambda e: e.ts_ns)
+    seen = [(w.control, w.path, w.value, w.result) for w in writes]
+    want = [("driver_override", f"/sys/bus/pci/devices/{VF0}/driver_override", "vfio-pci", 8),
+            ("unbind", "/sys/bus/pci/drivers/igbvf/unbind", VF0, 12),
+            ("drivers_probe", "/sys/bus/pci/drivers_probe", VF0, 12)]
+    assert seen[-3:] == want, f"{seen}{context(agent_run, 1)}"
+    for w in writes[-3:]:
+        assert w.actor.comm == "containerd-shim" and w.mode == "kprobe", w
+        assert w.actor.sandbox_id == kata.sandbox_id(1), w.actor
+        assert w.bdf == VF0, w
+
+
 def test_kata38_move_with_root_port_raises_no_coldplug_finding(agent_run: labvm.Boot) -> None:
     """Scenario 2: the same move with cold_plug_vfio=root-port is a supported cold plug."""
     evs = journal(agent_run, 2)
