@@ -323,8 +323,11 @@ class EbpfSource:
 
     def probe(self) -> Availability:
         choice = self._choice()
-        return Availability(bool(choice.mode), reason=choice.reason, hint=choice.hint,
-                            mode=choice.mode)
+        # The runtime reports this as the source's first "up": say that attribution waits for
+        # the compile and attach (seconds; a minute under emulation), which end in "attached".
+        reason = f"compiling and attaching, writes are attributed once attached: {choice.reason}"
+        return Availability(bool(choice.mode), reason=reason if choice.mode else choice.reason,
+                            hint=choice.hint, mode=choice.mode)
 
     def _choice(self) -> ModeChoice:
         choice = choose_mode(self.requested, self.facts())
@@ -342,7 +345,10 @@ class EbpfSource:
         self._emit = emit
         started = time.monotonic()
         self.table.seed()
-        prog, mode, note = self._load(choice)
+        loaded = self._load_stoppable(choice, stop)
+        if loaded is None:  # stopped while bcc compiled: the loader closes what it made
+            return
+        prog, mode, note = loaded
         self.mode = mode
         self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
         try:
@@ -371,6 +377,42 @@ class EbpfSource:
         finally:
             self.ready.clear()
             prog.close()
+
+    def _load_stoppable(self, choice: ModeChoice, stop: threading.Event,
+                        ) -> tuple[bcc_facade.Program, str, str] | None:
+        """`_load` in a helper thread, so that a stop is obeyed within 0.1 s even while bcc
+        compiles (clang cannot be interrupted: seconds on a host, a minute under emulation).
+        Stopped first, the loader closes the program when it finishes (no probe stays in)."""
+        result: list[tuple[bcc_facade.Program, str, str]] = []
+        failed: list[BaseException] = []
+        lock = threading.Lock()
+        abandoned = threading.Event()
+
+        def load() -> None:
+            try:
+                got = self._load(choice)
+            except BaseException as exc:
+                failed.append(exc)
+                return
+            with lock:
+                if abandoned.is_set():
+                    got[0].close()
+                else:
+                    result.append(got)
+
+        t = threading.Thread(target=load, name="vfiowatch-ebpf-load", daemon=True)
+        t.start()
+        while t.is_alive():
+            t.join(0.1)
+            if stop.is_set():
+                with lock:
+                    if not result:
+                        abandoned.set()
+                        return None
+                break
+        if failed:
+            raise failed[0]
+        return result[0]
 
     def _load(self, choice: ModeChoice) -> tuple[bcc_facade.Program, str, str]:
         d = probes_dir()
