@@ -177,7 +177,16 @@ def describe(e: ev.Event) -> str:
 def _d_write(e: ev.Event) -> str:
     assert isinstance(e, ev.SysfsWriteObserved)
     res = "ok" if e.result >= 0 else f"failed ({e.result})"
+    if e.stage == "open":  # tracepoint mode, open-only variant: the write itself is unseen
+        text = f"{actor_label(e.actor)} opened {e.path} for writing: {res}"
+        if e.value_recovered:
+            text += f"; value {e.value!r} recovered ({_RECOVERED_FROM.get(e.control, 'read back')})"
+        return text
     return f"{actor_label(e.actor)} wrote {e.value!r} to {e.path}: {res}"
+
+
+_RECOVERED_FROM = {"unbind": "from the unbind that followed", "bind": "from the bind that followed",
+                   "drivers_probe": "from the bind that followed"}
 
 
 def _d_bound(e: ev.Event) -> str:

@@ -76,6 +76,12 @@ class Model:
         """IOMMU group -> BDFs of its members, from every device's `iommu_group`."""
         self._pending_group: tuple[int, int] | None = None
         """(group, ts_ns) of an `add vfio` group node not yet tied to a device."""
+        self._unclaimed: deque[ev.SysfsWriteObserved] = deque(maxlen=RECOVERY_BACKLOG)
+        """Opens of bind/unbind/drivers_probe whose value (the BDF) the probe could not read
+        (tracepoint mode, open-only variant), waiting for the uevent that names the device."""
+        self._kernel_moves: deque[list[Any]] = deque(maxlen=RECOVERY_BACKLOG)
+        """[ts_ns, bdf, driver, "bound"|"unbound", claimed] of recent binds and unbinds, for
+        such opens delivered after the uevent they caused."""
 
     # ---- helpers for rules -------------------------------------------------------------------
 
@@ -247,6 +253,8 @@ class Model:
 
     def _bound(self, e: ev.DeviceBound) -> None:
         rec = self._ensure(e.bdf, e.ts_ns)
+        if not e.synthetic:
+            self._recover_from_kernel(e.ts_ns, e.bdf, e.driver, "bound")
         rec.present = True
         if rec.driver is None and rec.last_driver is None and e.previous_driver:
             rec.last_driver = e.previous_driver
@@ -270,6 +278,8 @@ class Model:
 
     def _unbound(self, e: ev.DeviceUnbound) -> None:
         rec = self._ensure(e.bdf, e.ts_ns)
+        if not e.synthetic:
+            self._recover_from_kernel(e.ts_ns, e.bdf, e.previous_driver or rec.driver, "unbound")
         if rec.driver is None and e.previous_driver and rec.last_driver is None:
             rec.last_driver = e.previous_driver
         ep = self._join(e.bdf, e, starts_move=True)
@@ -371,7 +381,58 @@ class Model:
         for key in [k for k in self.links if k[0] == e.netns.inode]:
             del self.links[key]
 
+    # ---- the BDF of an open-only write, recovered from the uevent that follows ----------------
+
+    @staticmethod
+    def _recoverable(e: ev.SysfsWriteObserved) -> bool:
+        return (e.bdf is None and e.stage == "open" and e.result >= 0
+                and e.control in _RECOVERABLE_CONTROLS)
+
+    @staticmethod
+    def _caused(w: ev.SysfsWriteObserved, ts_ns: int, driver: str | None, what: str) -> bool:
+        """True when the kernel's `what` (bound/unbound) of a device to/from `driver` at
+        `ts_ns` can be what the write opened as `w` made the kernel do."""
+        if not 0 <= ts_ns - w.ts_ns <= RECOVERY_WINDOW_NS:
+            return False
+        if w.control == "unbind":
+            return what == "unbound" and (w.driver is None or driver is None or w.driver == driver)
+        if w.control in ("bind", "new_id"):  # new_id: the kernel binds inside that write
+            return what == "bound" and (w.driver is None or w.driver == driver)
+        return what == "bound"  # drivers_probe: whichever driver the device matched
+
+    def _recovered(self, w: ev.SysfsWriteObserved, bdf: str) -> ev.SysfsWriteObserved:
+        if w.control == "new_id":  # its value is "vendor device": only the device is learnt
+            return replace(w, bdf=bdf)
+        return replace(w, bdf=bdf, value=bdf, value_recovered=True)
+
+    def _recover_from_kernel(self, ts_ns: int, bdf: str, driver: str | None, what: str) -> None:
+        """A bind/unbind uevent: give its BDF to the oldest waiting open it can be the effect of
+        (that write then joins the device's episode before the uevent does)."""
+        for w in self._unclaimed:
+            if self._caused(w, ts_ns, driver, what):
+                self._unclaimed.remove(w)
+                self._write(self._recovered(w, bdf))
+                return
+        if len(self._kernel_moves) == self._kernel_moves.maxlen:
+            self._kernel_moves.popleft()
+        self._kernel_moves.append([ts_ns, bdf, driver, what, False])
+
+    def _recover_from_past(self, e: ev.SysfsWriteObserved) -> ev.SysfsWriteObserved | None:
+        """An open delivered after the uevent it caused (eBPF records can be late): the
+        earliest unclaimed bind/unbind after it that it can explain."""
+        for m in self._kernel_moves:
+            if not m[4] and self._caused(e, m[0], m[2], m[3]):
+                m[4] = True
+                return self._recovered(e, m[1])
+        return None
+
     def _write(self, e: ev.SysfsWriteObserved) -> None:
+        if self._recoverable(e):
+            found = self._recover_from_past(e)
+            if found is None:
+                self._unclaimed.append(e)
+                return
+            e = found
         bdf = e.bdf
         if bdf:
             self.last_actor[bdf] = e.actor
@@ -588,6 +649,13 @@ _NOT_A_MOVE_WHEN_SYNTHETIC = frozenset({
 """Kernel events whose synthetic copies (SYNTH_UUID) must not change the device state."""
 
 _MOVE_CONTROLS = frozenset({"driver_override", "unbind", "bind", "new_id", "drivers_probe"})
+_RECOVERABLE_CONTROLS = frozenset({"unbind", "bind", "drivers_probe", "new_id"})
+"""Controls whose device the kernel's following bind/unbind uevent names (for all but new_id,
+that BDF is the value written)."""
+RECOVERY_WINDOW_NS = 500_000_000
+"""How long after an open its write's uevent may be stamped (open, write, the driver's
+remove/probe, the uevent read: tens of ms on a host, hundreds under emulation)."""
+RECOVERY_BACKLOG = 64
 _BINDING_CONTROLS = frozenset({"bind", "new_id", "drivers_probe"})
 """Writes inside which the kernel binds a driver (so the bind uevent precedes their return)."""
 COMPLETION_SLACK_NS = 100_000_000

@@ -235,3 +235,72 @@ def test_kata30_writes_arriving_after_the_bind_update_the_finding_to_the_shim() 
     odd = [f for f in out if f.rule == "vfio-bind-unexpected-actor"]
     assert odd and odd[0].actor == restorer
     assert odd[-1].status == "resolved" and "containerd-shim" in odd[-1].resolved_reason
+
+
+def _open_only(e: ev.Event) -> ev.Event:
+    """A write as the tracepoint mode's open-only variant reports it: the open (result: its
+    fd), no value except driver_override's read back; bind/unbind/drivers_probe name no device."""
+    if not isinstance(e, ev.SysfsWriteObserved):
+        return e
+    if e.control == "driver_override":
+        return replace(e, stage="open", mode="tracepoint", result=3, value_recovered=True)
+    path, driver = e.path, e.driver
+    if path.endswith("/driver/unbind"):  # the source resolves the link: the driver's own file
+        path, driver = "/sys/bus/pci/drivers/igbvf/unbind", "igbvf"
+    return replace(e, stage="open", mode="tracepoint", result=3, value="", bdf=None, path=path,
+                   driver=driver)
+
+
+def test_open_only_kata38_move_recovers_each_bdf_from_the_uevent_that_follows() -> None:
+    """Open-only variant: the unbind and drivers_probe opens carry no BDF; each gets the one
+    named by the kernel's unbind/bind uevent after it, marked recovered, and the finding is
+    the same critical one naming the shim."""
+    _, out = run([_open_only(e) for e in _stream(head=(kata_config(T0),))])
+    [f] = of_rule(out, RULE)
+    assert f.severity is ev.Severity.CRITICAL and f.actor == KATA_SHIM and f.sandbox_id == SID
+    texts = [e.text for e in f.evidence if e.kind == "sysfs_write_observed"]
+    assert len(texts) == 3, texts
+    assert any(f"drivers/igbvf/unbind for writing: ok; value '{VF}' recovered (from the unbind"
+               in t for t in texts), texts
+    assert any(f"drivers_probe for writing: ok; value '{VF}' recovered (from the bind" in t
+               for t in texts), texts
+
+
+def test_open_only_opens_delivered_after_their_uevents_still_recover() -> None:
+    """eBPF records can reach the core after the uevents they caused: the opens still find
+    their device, and the finding is updated to name the shim."""
+    events = [_open_only(e) for e in _stream(head=(kata_config(T0),))]
+    opens = [e for e in events if isinstance(e, ev.SysfsWriteObserved)]
+    others = [e for e in events if not isinstance(e, ev.SysfsWriteObserved)]
+    c, out = run(others + opens)
+    got = of_rule(out, RULE)
+    assert got[-1].actor == KATA_SHIM and got[-1].severity is ev.Severity.CRITICAL
+    [f] = [x for x in c.snapshot().findings if x.rule == RULE]
+    assert sum("recovered (from the" in e.text for e in f.evidence) == 2
+
+
+def test_open_only_kata30_new_id_and_bind_find_their_device() -> None:
+    """Open-only 3.0-3.7 sequence: the new_id open (its "vendor device" unreadable) is tied to
+    the vfio-pci bind after it; the later bind open (EBUSY in truth) has no uevent after it
+    and stays unattached rather than being pinned on some other move."""
+    _, out = run([_open_only(e) for e in _stream(("kata30-bind-vfio",), head=(kata_config(T0),))])
+    [f] = of_rule(out, RULE)
+    assert f.severity is ev.Severity.CRITICAL and f.actor == KATA_SHIM
+    texts = [e.text for e in f.evidence if e.kind == "sysfs_write_observed"]
+    assert any("vfio-pci/new_id for writing" in t for t in texts), texts
+    assert not any("vfio-pci/bind for writing" in t for t in texts), texts
+
+
+def test_open_only_open_is_not_tied_to_an_unbind_long_after_it() -> None:
+    """An open whose write caused nothing (ENODEV) must not claim an unrelated unbind that
+    comes more than the recovery window later."""
+    events = [_open_only(e) for e in _stream(head=(kata_config(T0),))]
+    first_unbind = next(e for e in events if isinstance(e, ev.DeviceUnbound))
+    stray = ev.SysfsWriteObserved(
+        ts_ns=first_unbind.ts_ns - 2_000_000_000, source="ebpf", actor=STRANGER,
+        path="/sys/bus/pci/drivers/igbvf/unbind", control="unbind", value="", driver="igbvf",
+        result=3, mode="tracepoint", stage="open")
+    _, out = run(sorted([*events, stray], key=lambda e: e.ts_ns))
+    [f] = of_rule(out, RULE)
+    assert f.actor != STRANGER
+    assert not any(str(STRANGER.pid) in e.text for e in f.evidence)
