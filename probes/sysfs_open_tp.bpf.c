@@ -10,9 +10,12 @@
  * Hooks     syscall tracepoints sys_enter/sys_exit of openat, openat2 and (where it exists) open,
  *           chdir and fchdir (relative paths); tracepoint sched:sched_process_fork (parents).
  *           No hook runs on write(2) or on any other syscall.
- * Fallbacks Opt-in (`[sources.ebpf] tracepoint_variant = "open-only"`) instead of
- *           sysfs_write_tp.bpf.c, which also reads every value and result at 1.6x on
- *           unrelated writes; kprobe mode (sysfs_store_kprobe.bpf.c) is preferred when it exists.
+ * Fallbacks The default of tracepoint mode (kernels without kprobes; kprobe mode,
+ *           sysfs_store_kprobe.bpf.c, is preferred when it exists). `[sources.ebpf]
+ *           tracepoint_variant = "complete"` loads sysfs_write_tp.bpf.c instead, which also
+ *           reads every value and result, at about 1.5x on unrelated writes. The device a
+ *           bind/unbind/drivers_probe/new_id open was about is recovered by the core from the
+ *           kernel's bind/unbind uevent that follows.
  * Kernel    >= 5.8 (ring buffer). Reads no kernel struct: tracepoint arguments and helpers only.
  * Overhead  Any enabled syscall tracepoint moves every syscall onto the slow path: an unrelated
  *           1-byte write measured 1.23x here (+46 ns); opens for writing copy and check a path.
@@ -43,7 +46,7 @@ BPF_HASH(pending, __u32, struct pending, 4096);
 BPF_PERCPU_ARRAY(scratch, struct pending, 1);
 BPF_PERCPU_ARRAY(lost, __u64, 2); /* [0] ring buffer full, [1] tracking map full */
 BPF_TABLE("lru_hash", __u32, __u32, ppids, 16384);
-BPF_RINGBUF_OUTPUT(events, 64);
+BPF_RINGBUF_OUTPUT(events, 256); /* 1 MiB: ~2,200 records, a burst of 1,000 opens from 10 processes fits */
 
 static __always_inline void count_lost(int why)
 {

@@ -15,7 +15,8 @@
  *           One entry program per handler (kp_<handler>, which knows its control file) and one
  *           shared return program (kr_store); user space attaches those whose symbol exists.
  *           tracepoint sched:sched_process_fork for the parent of short-lived writers.
- * Fallbacks Kernels without kprobes (CONFIG_KPROBES unset) use sysfs_write_tp.bpf.c instead.
+ * Fallbacks Kernels without kprobes (CONFIG_KPROBES unset) use sysfs_open_tp.bpf.c (or, opted
+ *           into, sysfs_write_tp.bpf.c) instead.
  *           A handler missing from kallsyms is reported by name (`vfiowatch check`, the mode
  *           reason). A name kallsyms lists more than once (static functions of the same name in
  *           other files; kprobes by name refuse them since 6.6) is probed at each address via

@@ -17,8 +17,9 @@
  *           sched_process_exec/exit (forget fds that exec or exit closed, so a reused fd number
  *           is never taken for a control file). chdir/fchdir are reported so that user space can
  *           resolve relative paths of writers that have exited.
- * Fallbacks This IS the fallback of sysfs_store_kprobe.bpf.c (kernels without kprobes); the
- *           cheaper sysfs_open_tp.bpf.c sees opens only. Paths are classified by basename only:
+ * Fallbacks The opt-in `complete` variant of the fallback for kernels without kprobes
+ *           (`[sources.ebpf] tracepoint_variant = "complete"`); the default there is the
+ *           cheaper sysfs_open_tp.bpf.c, which sees opens only. Paths are classified by basename only:
  *           user space resolves them (cwd, symlinks) under the root and drops what is not in
  *           sysfs. Not seen: io_uring writes, a control file reached through a symlink whose own
  *           name is not the control file's, paths longer than VFW_PATH_LEN, fds inherited

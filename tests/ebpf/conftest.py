@@ -18,10 +18,14 @@ from diag.sources.ebpf.source import EbpfSource
 
 @pytest.fixture(scope="module")
 def ebpf_source() -> Iterator[tuple[EbpfSource, Collected]]:
-    """The `ebpf` source running in this process (mode from VFIOWATCH_EBPF_MODE, default auto)."""
+    """The `ebpf` source running in this process (mode from VFIOWATCH_EBPF_MODE, default auto).
+    In tracepoint mode it runs the `complete` variant: these tests check every write's value
+    and errno, which only that variant (and kprobe mode) sees; test_ebpf_open_only.py covers the
+    default `open-only` variant."""
     if os.geteuid() != 0:
         pytest.skip("needs root (CI runs every tier as root)")
-    src = EbpfSource(SourceContext(options={"mode": os.environ.get("VFIOWATCH_EBPF_MODE", "auto")}))
+    src = EbpfSource(SourceContext(options={"mode": os.environ.get("VFIOWATCH_EBPF_MODE", "auto"),
+                                            "tracepoint_variant": "complete"}))
     avail = src.probe()
     if not avail.ok:
         pytest.skip(f"ebpf unavailable here: {avail.reason} ({avail.hint})")

@@ -190,3 +190,35 @@ def test_kallsyms_addresses_lists_every_text_address(tmp_path: Path) -> None:
     got = kallsyms_addresses({"new_id_store", "driver_override_store", "bind_store"}, str(f))
     assert got == {"new_id_store": [0xffffffff81c532f0, 0xffffffff81d9e980],
                    "driver_override_store": [0xffffffff81d51640], "bind_store": []}
+
+
+class TestVariantChoice:
+    NO_KPROBES = dict(config_kprobes="n", release="6.18")
+
+    def test_tracepoint_mode_defaults_to_open_only_and_says_what_it_misses(self) -> None:
+        """Without kprobes the default variant is open-only (least overhead), and the mode's
+        reason says that a failed write's errno is not seen and how to get it."""
+        from diag.sources.ebpf.source import KernelFacts
+        src = EbpfSource(SourceContext())
+        src._facts = KernelFacts(**self.NO_KPROBES)  # type: ignore[arg-type]
+        assert src.variant == "open-only"
+        a = src.probe()
+        assert a.ok and a.mode == "tracepoint"
+        assert "CONFIG_KPROBES unset" in a.reason and "open-only variant" in a.reason
+        assert "errno not seen" in a.reason and 'tracepoint_variant = "complete"' in a.reason
+
+    def test_complete_variant_is_named_when_chosen(self) -> None:
+        """`tracepoint_variant = "complete"` is reported as such."""
+        from diag.sources.ebpf.source import KernelFacts
+        src = EbpfSource(SourceContext(options={"tracepoint_variant": "complete"}))
+        src._facts = KernelFacts(**self.NO_KPROBES)  # type: ignore[arg-type]
+        assert "complete variant: value and result of every write" in src.probe().reason
+
+    def test_kprobe_mode_has_no_variant_note(self) -> None:
+        """In kprobe mode the variant option does not apply and is not mentioned."""
+        from diag.sources.ebpf.source import ESSENTIAL_HANDLERS, KernelFacts
+        src = EbpfSource(SourceContext())
+        src._facts = KernelFacts(kprobe_pmu=True, config_kprobes="y",
+                                 handlers=frozenset(ESSENTIAL_HANDLERS))
+        a = src.probe()
+        assert a.mode == "kprobe" and "variant" not in a.reason
