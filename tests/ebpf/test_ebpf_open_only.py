@@ -101,9 +101,10 @@ def test_every_path_form_of_a_kata_shim_is_attributed(
     finally:
         p.communicate(b"done\n", timeout=10)
     writes = got.writes(p.pid)
+    link = f"/sys/bus/pci/devices/{real}/driver"
     assert [w.path for w in writes] == [
         f"{DRV}/bind", f"{DRV}/unbind", "/sys/bus/pci/drivers_probe",
-        f"{DRV}/bind", f"{DRV}/unbind", f"{DRV}/bind", f"{DRV}/unbind"]
+        f"{DRV}/bind", f"{DRV}/unbind", f"{link}/bind", f"{link}/unbind"]
     cg_ino = os.stat(test_cgroup).st_ino
     for w in writes:
         assert (w.stage, w.value, w.bdf, w.value_recovered) == ("open", "", None, False)

@@ -89,6 +89,9 @@ class TestClassifyPath:
         ("/sys/devices/pci0000:00/0000:01:10.0/remove", ("remove", "0000:01:10.0", None)),
         ("/sys/devices/pci0000:00/0000:01:10.0/reset", ("reset", "0000:01:10.0", None)),
         ("/sys/bus/pci/devices/0000:01:10.0/driver/unbind", ("unbind", None, None)),
+        # The sriovnet #26 form whose link the unbind removed before we could resolve it.
+        ("/sys/class/net/eth1/device/driver/unbind", ("unbind", None, None)),
+        ("/sys/class/net/eth1/device/driver_override", ("driver_override", None, None)),
     ])
     def test_control_files(self, path: str, want: tuple[str, str | None, str | None]) -> None:
         """Every control file form is classified with the device or driver its path names."""
@@ -96,7 +99,8 @@ class TestClassifyPath:
         assert cf is not None and (cf.control, cf.bdf, cf.driver) == want
 
     @pytest.mark.parametrize("path", [
-        "/tmp/bind", "bind", "/sys/class/net/eth0/device/driver/unbind",
+        "/tmp/bind", "bind", "/sys/class/net/eth0/unbind", "/sys/class/net/eth0/device/x/unbind",
+        "/sys/class/net/eth0/device/driver/driver_override",
         "/sys/bus/pci/drivers/vfio-pci/module", "/sys/devices/system/memory/memory0/remove",
         "/sys/kernel/debug/remove",
     ])

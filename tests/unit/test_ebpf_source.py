@@ -39,14 +39,47 @@ def fake_root(tmp: Path) -> HostPaths:
 
 
 class TestPaths:
-    def test_symlinked_device_path_resolves_under_the_root(self, tmp_path: Path) -> None:
-        """devices/<bdf>/driver/bind is resolved under --root to the driver's bind file."""
+    def test_device_driver_link_form_is_not_resolved_through_the_driver_link(
+            self, tmp_path: Path) -> None:
+        """devices/<bdf>/driver/unbind keeps naming the device: the driver link, read after the
+        write, points at whatever driver the device has now (found by the lab: the restore's
+        unbind leaving vfio-pci was reported as igbvf's)."""
         src = EbpfSource(SourceContext(paths=fake_root(tmp_path)))
-        out = src.handle(_rec(L.VFW_KIND_WRITE, "/sys/bus/pci/devices/0000:01:10.0/driver/bind",
-                              value=b"0000:01:10.0", result=12, control=L.VFW_CTL_BIND))
+        out = src.handle(_rec(L.VFW_KIND_WRITE, "/sys/bus/pci/devices/0000:01:10.0/driver/unbind",
+                              value=b"0000:01:10.0", result=12, control=L.VFW_CTL_UNBIND))
         assert out is not None
-        assert (out.path, out.driver, out.bdf) == ("/sys/bus/pci/drivers/vfio-pci/bind", "vfio-pci",
-                                                   "0000:01:10.0")
+        assert (out.path, out.control, out.driver, out.bdf) == (
+            "/sys/bus/pci/devices/0000:01:10.0/driver/unbind", "unbind", None, "0000:01:10.0")
+
+    def test_device_driver_link_form_of_an_unbound_device_is_kept(self, tmp_path: Path) -> None:
+        """Found by the lab: handled after the unbind removed the driver link, the open was
+        dropped as no control file; it is an unbind of that device."""
+        paths = fake_root(tmp_path)
+        (tmp_path / "sys/devices/pci0000:00/0000:01:10.0/driver").unlink()
+        src = EbpfSource(SourceContext(paths=paths))
+        out = src.handle(_rec(L.VFW_KIND_OPEN, "/sys/bus/pci/devices/0000:01:10.0/driver/unbind",
+                              result=3, control=L.VFW_CTL_UNBIND))
+        assert out is not None
+        assert (out.path, out.control, out.stage) == (
+            "/sys/bus/pci/devices/0000:01:10.0/driver/unbind", "unbind", "open")
+
+    def test_relative_driver_link_form_resolves_to_the_device(self, tmp_path: Path) -> None:
+        """`echo BDF > driver/unbind` from the device's directory names that device."""
+        src = EbpfSource(SourceContext(paths=fake_root(tmp_path)))
+        assert src.handle(_rec(L.VFW_KIND_CHDIR, "/sys/bus/pci/devices/0000:01:10.0")) is None
+        out = src.handle(_rec(L.VFW_KIND_WRITE, "driver/unbind", value=b"0000:01:10.0",
+                              result=12, control=L.VFW_CTL_UNBIND))
+        assert out is not None and out.path == "/sys/bus/pci/devices/0000:01:10.0/driver/unbind"
+
+    def test_netdev_link_form_whose_netdev_is_gone_is_kept(self, tmp_path: Path) -> None:
+        """/sys/class/net/<if>/device/driver/unbind (sriovnet #26) after the unbind removed the
+        netdev: reported as written, an unbind, the device from the value."""
+        src = EbpfSource(SourceContext(paths=fake_root(tmp_path)))
+        out = src.handle(_rec(L.VFW_KIND_WRITE, "/sys/class/net/eth1/device/driver/unbind",
+                              value=b"0000:01:10.0", result=12, control=L.VFW_CTL_UNBIND))
+        assert out is not None
+        assert (out.path, out.control, out.bdf) == (
+            "/sys/class/net/eth1/device/driver/unbind", "unbind", "0000:01:10.0")
 
     def test_relative_write_of_exited_child_uses_parent_cwd(self, tmp_path: Path) -> None:
         """A gone writer's relative path resolves against its parent's cwd (from the fork map)."""

@@ -97,8 +97,9 @@ def classify_path(path: str) -> ControlFile | None:
 
     Accepted forms: `/sys/bus/<bus>/drivers/<drv>/{bind,unbind,new_id,remove_id}`,
     `/sys/bus/<bus>/{drivers_probe,rescan}`, `/sys/devices/.../<bdf>/<device control>`, and the
-    unresolved link forms `/sys/bus/pci/devices/<bdf>/<device control>` and
-    `/sys/bus/pci/devices/<bdf>/driver/<driver control>`.
+    unresolved link forms `/sys/bus/pci/devices/<bdf>/<device control>`,
+    `/sys/bus/pci/devices/<bdf>/driver/<driver control>` and
+    `/sys/class/<class>/<name>/device/[driver/]<control>` (device unknown but for the value).
     """
     p = posixpath.normpath(path)
     parts = p.split("/")
@@ -122,6 +123,29 @@ def classify_path(path: str) -> ControlFile | None:
         return None
     if parts[2] == "devices" and ctl in _DEVICE_CONTROLS and is_bdf(parts[-2]):
         return ControlFile(ctl, bdf=parts[-2], bus="pci")
+    if parts[2] == "class" and len(parts) >= 7 and parts[5] == "device":
+        # `/sys/class/net/<if>/device/driver/unbind`, the form operators use (sriovnet #26),
+        # left unresolved because the link was gone when we looked: the unbind took the netdev,
+        # and its /sys/class/net entry, with it. The device acted on is the value.
+        rest = parts[6:]
+        if rest == ["driver", ctl] and ctl in _DRIVER_CONTROLS:
+            return ControlFile(ctl)
+        if rest == [ctl] and ctl in _DEVICE_CONTROLS:
+            return ControlFile(ctl)
+    return None
+
+
+def driver_link_form(path: str) -> tuple[str, str] | None:
+    """(device directory, control) of `<device>/driver/<driver control>`, the form Kata and
+    operators write (`/sys/bus/pci/devices/<bdf>/driver/unbind`,
+    `/sys/class/net/<if>/device/driver/unbind`); None for any other path.
+
+    Such a path must not be resolved through its `driver` link after the fact: by the time the
+    record is handled the unbind has removed the link, or a new bind has pointed it at another
+    driver. Only the device part is resolved."""
+    head, sep, ctl = path.rpartition("/driver/")
+    if sep and ctl in _DRIVER_CONTROLS and head.startswith("/sys/"):
+        return head, ctl
     return None
 
 

@@ -33,6 +33,7 @@ import gzip
 import importlib.resources
 import os
 import platform
+import posixpath
 import threading
 import time
 from collections import OrderedDict
@@ -608,6 +609,22 @@ class EbpfSource:
         return self._realpath(path)
 
     def _realpath(self, path: str) -> str:
+        """`path` without symlinks, except a device's `driver` link (see
+        decode.driver_link_form): `<device>/driver/unbind` becomes
+        `/sys/bus/pci/devices/<bdf>/driver/unbind` whatever the device's driver is now, or stays
+        as written when the device's own link has gone too (a netdev removed by the unbind)."""
+        form = D.driver_link_form(posixpath.normpath(path))
+        if form is not None:
+            head, ctl = form
+            dev = self._realpath_plain(head)
+            name = posixpath.basename(dev)
+            if dev.startswith("/sys/devices/") and D.is_bdf(name):
+                return f"/sys/bus/pci/devices/{name}/driver/{ctl}"
+            if not self.paths.host(dev).exists():
+                return posixpath.normpath(path)
+        return self._realpath_plain(path)
+
+    def _realpath_plain(self, path: str) -> str:
         root = str(self.paths.root)
         real = os.path.realpath(self.paths.host(path))
         if root in ("", "/"):
