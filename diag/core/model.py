@@ -389,10 +389,14 @@ class Model:
                 and e.control in _RECOVERABLE_CONTROLS)
 
     @staticmethod
-    def _caused(w: ev.SysfsWriteObserved, ts_ns: int, driver: str | None, what: str) -> bool:
-        """True when the kernel's `what` (bound/unbound) of a device to/from `driver` at
+    def _caused(w: ev.SysfsWriteObserved, ts_ns: int, bdf: str, driver: str | None,
+                what: str) -> bool:
+        """True when the kernel's `what` (bound/unbound) of device `bdf` to/from `driver` at
         `ts_ns` can be what the write opened as `w` made the kernel do."""
         if not 0 <= ts_ns - w.ts_ns <= RECOVERY_WINDOW_NS:
+            return False
+        via = _link_form_device(w.path)  # `/sys/bus/pci/devices/<bdf>/driver/unbind`
+        if via is not None and via != bdf:
             return False
         if w.control == "unbind":
             return what == "unbound" and (w.driver is None or driver is None or w.driver == driver)
@@ -409,7 +413,7 @@ class Model:
         """A bind/unbind uevent: give its BDF to the oldest waiting open it can be the effect of
         (that write then joins the device's episode before the uevent does)."""
         for w in self._unclaimed:
-            if self._caused(w, ts_ns, driver, what):
+            if self._caused(w, ts_ns, bdf, driver, what):
                 self._unclaimed.remove(w)
                 self._write(self._recovered(w, bdf))
                 return
@@ -421,7 +425,7 @@ class Model:
         """An open delivered after the uevent it caused (eBPF records can be late): the
         earliest unclaimed bind/unbind after it that it can explain."""
         for m in self._kernel_moves:
-            if not m[4] and self._caused(e, m[0], m[2], m[3]):
+            if not m[4] and self._caused(e, m[0], m[1], m[2], m[3]):
                 m[4] = True
                 return self._recovered(e, m[1])
         return None
@@ -656,6 +660,15 @@ RECOVERY_WINDOW_NS = 500_000_000
 """How long after an open its write's uevent may be stamped (open, write, the driver's
 remove/probe, the uevent read: tens of ms on a host, hundreds under emulation)."""
 RECOVERY_BACKLOG = 64
+
+
+def _link_form_device(path: str) -> str | None:
+    """The device named by `/sys/bus/pci/devices/<bdf>/driver/<control>`, else None."""
+    if path.startswith("/sys/bus/pci/devices/") and path.count("/") == 7:
+        parts = path.split("/")
+        if parts[6] == "driver":
+            return parts[5]
+    return None
 _BINDING_CONTROLS = frozenset({"bind", "new_id", "drivers_probe"})
 """Writes inside which the kernel binds a driver (so the bind uevent precedes their return)."""
 COMPLETION_SLACK_NS = 100_000_000

@@ -175,3 +175,29 @@ def test_disabled_rule_and_severity_override() -> None:
     fs = [f for f in out if f.rule == "vfio-bind-coldplug-disabled"]
     assert fs and all(f.severity is ev.Severity.WARNING for f in fs)
     assert replace(fs[0], severity=ev.Severity.CRITICAL).severity is ev.Severity.CRITICAL
+
+
+def test_open_only_unbinds_of_two_vfs_at_once_go_to_the_device_each_named() -> None:
+    """Two writers open `devices/<bdf>/driver/unbind` of two VFs a millisecond apart and the
+    kernel's unbinds come in the other order: each open is recovered with the device its path
+    names, not merely the oldest waiting open."""
+    a, b = "0000:01:10.0", "0000:01:10.2"
+    inv = ev.InventoryObserved(ts_ns=T0, source="sysfs", devices=(
+        ev.PciDevice(bdf=a, driver="igbvf", vendor="8086", device="10ca"),
+        ev.PciDevice(bdf=b, driver="igbvf", vendor="8086", device="10ca")))
+    pa, pb = ev.Process(pid=10, comm="writer-a"), ev.Process(pid=20, comm="writer-b")
+
+    def opened(bdf: str, who: ev.Process, ts: int) -> ev.SysfsWriteObserved:
+        return ev.SysfsWriteObserved(
+            ts_ns=ts, source="ebpf", actor=who, path=f"/sys/bus/pci/devices/{bdf}/driver/unbind",
+            control="unbind", value="", result=3, mode="tracepoint", stage="open")
+
+    t = T0 + NS
+    stream = [inv, opened(b, pb, t), opened(a, pa, t + 1_000_000),
+              ev.DeviceUnbound(ts_ns=t + 5_000_000, source="uevent", bdf=a, previous_driver="igbvf"),
+              ev.DeviceUnbound(ts_ns=t + 6_000_000, source="uevent", bdf=b, previous_driver="igbvf")]
+    for order in (stream, [stream[0], *stream[3:], *stream[1:3]]):  # opens first, or last
+        c, _ = run(order)
+        eps = c.model.episodes
+        assert [p.comm for p in eps[a].actors] == ["writer-a"], order
+        assert [p.comm for p in eps[b].actors] == ["writer-b"], order
