@@ -81,6 +81,17 @@ class TestPaths:
         assert (out.path, out.control, out.bdf) == (
             "/sys/class/net/eth1/device/driver/unbind", "unbind", "0000:01:10.0")
 
+    def test_device_files_are_named_as_kprobe_mode_names_them(self, tmp_path: Path) -> None:
+        """driver_override reached through /sys/devices/... or a relative path is reported as
+        /sys/bus/pci/devices/<bdf>/driver_override, the path kprobe mode and remedies use."""
+        src = EbpfSource(SourceContext(paths=fake_root(tmp_path)))
+        for path in ("/sys/devices/pci0000:00/0000:01:10.0/driver_override",
+                     "/sys/bus/pci/devices/0000:01:10.0/driver_override"):
+            out = src.handle(_rec(L.VFW_KIND_WRITE, path, value=b"vfio-pci", result=8,
+                                  control=L.VFW_CTL_DRIVER_OVERRIDE))
+            assert out is not None and out.path == "/sys/bus/pci/devices/0000:01:10.0/driver_override"
+            assert out.bdf == "0000:01:10.0"
+
     def test_relative_write_of_exited_child_uses_parent_cwd(self, tmp_path: Path) -> None:
         """A gone writer's relative path resolves against its parent's cwd (from the fork map)."""
         src = EbpfSource(SourceContext(paths=fake_root(tmp_path)))

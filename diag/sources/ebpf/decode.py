@@ -22,6 +22,7 @@ _DEVICE_CONTROLS = frozenset({
 })
 _DRIVER_CONTROLS = frozenset({"bind", "unbind", "new_id", "remove_id"})
 _BUS_CONTROLS = frozenset({"drivers_probe", "rescan"})
+DEVICE_CONTROLS = _DEVICE_CONTROLS
 CONTROLS = frozenset(L.CONTROL_NAMES.values())
 
 

@@ -609,8 +609,9 @@ class EbpfSource:
         return self._realpath(path)
 
     def _realpath(self, path: str) -> str:
-        """`path` without symlinks, except a device's `driver` link (see
-        decode.driver_link_form): `<device>/driver/unbind` becomes
+        """`path` without symlinks, a PCI device's files named `/sys/bus/pci/devices/<bdf>/...`,
+        and a device's `driver` link left alone (see decode.driver_link_form):
+        `<device>/driver/unbind` becomes
         `/sys/bus/pci/devices/<bdf>/driver/unbind` whatever the device's driver is now, or stays
         as written when the device's own link has gone too (a netdev removed by the unbind)."""
         form = D.driver_link_form(posixpath.normpath(path))
@@ -622,7 +623,13 @@ class EbpfSource:
                 return f"/sys/bus/pci/devices/{name}/driver/{ctl}"
             if not self.paths.host(dev).exists():
                 return posixpath.normpath(path)
-        return self._realpath_plain(path)
+        real = self._realpath_plain(path)
+        # A PCI device's own file, by the name kprobe mode and every remedy use.
+        parent, ctl = posixpath.split(real)
+        name = posixpath.basename(parent)
+        if real.startswith("/sys/devices/") and ctl in D.DEVICE_CONTROLS and D.is_bdf(name):
+            return f"/sys/bus/pci/devices/{name}/{ctl}"
+        return real
 
     def _realpath_plain(self, path: str) -> str:
         root = str(self.paths.root)
