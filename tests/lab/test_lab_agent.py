@@ -11,6 +11,7 @@ import pytest
 
 from diag import codec
 from diag import events as ev
+from diag.core.correlator import Correlator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "guest"))
 import kata  # guest helper; stdlib only, safe to import on the host
@@ -74,7 +75,7 @@ def current(got: list[ev.Finding]) -> ev.Finding:
 
 
 def context(res: labvm.Boot, n: int) -> str:
-    group = "1" if n == 6 else "0"
+    group = "1" if n == 6 else "2" if n in (7, 8) else "0"
     return ("\ntimeline:\n" + res.payloads.get(f"timeline-{n}.txt", b"").decode()
             + "\nagent log tail:\n"
             + res.payloads.get(f"agent-g{group}.log", b"").decode()[-2000:])
@@ -177,3 +178,73 @@ def test_driver_flapping_names_both_actors(agent_run: labvm.Boot) -> None:
         e.text for f in got for e in f.evidence)
     assert "containerd-shim" in text
     assert "sriov-network-c" in text  # comm is cut to 15 characters
+
+
+def _open_only_writes(res: labvm.Boot, n: int) -> list[ev.SysfsWriteObserved]:
+    writes = [e for e in journal(res, n) if isinstance(e, ev.SysfsWriteObserved)]
+    assert writes, f"no writes seen{context(res, n)}"
+    assert all(w.mode == "tracepoint" and w.stage == "open" for w in writes), writes[0]
+    return writes
+
+
+def test_open_only_tracepoint_mode_names_the_shim_of_the_kata38_move(agent_run: labvm.Boot) -> None:
+    """Scenario 7 (scenario 1 under an agent without kprobes, open-only variant): the shim's
+    three opens are seen, driver_override's value is read back, and the critical finding
+    names the shim with the device of its unbind and drivers_probe recovered from the real
+    igbvf/vfio-pci uevents that followed."""
+    needs(agent_run, "ebpf", "kata")
+    writes = _open_only_writes(agent_run, 7)
+    shim = [w for w in writes if w.actor.comm == "containerd-shim"]
+    assert {"driver_override", "unbind", "drivers_probe"} <= {w.control for w in shim}, writes
+    assert any(w.control == "driver_override" and w.value == "vfio-pci" and w.value_recovered
+               for w in shim), shim
+    got = findings(agent_run, 7, "vfio-bind-coldplug-disabled")
+    assert got, context(agent_run, 7)
+    f = current(got)
+    assert f.severity == ev.Severity.CRITICAL and f.bdf == VF0
+    assert f.actor is not None and f.actor.comm == "containerd-shim"
+    texts = [e.text for e in f.evidence if e.kind == "sysfs_write_observed"]
+    assert any(f"unbind for writing: ok; value '{VF0}' recovered (from the unbind that followed)"
+               in t for t in texts), texts
+    assert any(f"drivers_probe for writing: ok; value '{VF0}' recovered (from the bind that "
+               "followed)" in t for t in texts), texts
+
+
+def test_open_only_tracepoint_mode_names_the_shim_of_the_kata30_move(agent_run: labvm.Boot) -> None:
+    """Scenario 8 (scenario 3, open-only): unbind, new_id and bind are seen as the shim's opens,
+    and the critical finding names the shim although no value was read in the kernel."""
+    needs(agent_run, "ebpf", "kata")
+    writes = _open_only_writes(agent_run, 8)
+    assert {"unbind", "new_id", "bind"} <= {w.control for w in writes
+                                            if w.actor.comm == "containerd-shim"}, writes
+    got = findings(agent_run, 8, "vfio-bind-coldplug-disabled")
+    assert got, context(agent_run, 8)
+    f = current(got)
+    assert f.severity == ev.Severity.CRITICAL
+    assert f.actor is not None and f.actor.comm == "containerd-shim", f.summary
+
+
+def test_open_only_unbind_through_a_vanished_netdev_link_is_attributed(
+        agent_run: labvm.Boot) -> None:
+    """Scenario 9 (open-only): a daemon unbinds the VF through /sys/class/net/<if>/device/
+    driver/unbind, a link the unbind itself removes before the agent resolves the path. The open
+    is still reported as an unbind by the daemon, and the core, replaying the agent's journal,
+    puts it in the VF's episode with the device recovered from the real igbvf unbind."""
+    needs(agent_run, "ebpf")
+    writes = _open_only_writes(agent_run, 9)
+    mine = [w for w in writes if w.actor.comm == "sriov-network-c" and w.control == "unbind"]
+    assert mine, [(w.actor.comm, w.path) for w in writes]
+    # As written when the netdev was already gone, else through the (still present) link.
+    assert mine[0].path in (f"/sys/bus/pci/devices/{VF0}/driver/unbind",
+                            "/sys/class/net/eth1/device/driver/unbind"), mine[0].path
+    end = max(e.ts_ns for e in journal(agent_run, 9))
+    body = agent_run.payloads["journal-g2.jsonl"]
+    c = Correlator()
+    for line in body.splitlines():
+        rec = codec.loads(line)
+        if isinstance(rec, ev.Event) and rec.ts_ns <= end:
+            c.feed(rec)
+    ep = c.model.episodes[VF0]
+    texts = [x.text for x in ep.evidence()]
+    assert any(f"sriov-network-c[{mine[0].actor.pid}] opened" in t and f"value '{VF0}' recovered "
+               "(from the unbind that followed)" in t for t in texts), texts

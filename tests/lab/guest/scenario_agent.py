@@ -1,7 +1,7 @@
 """Agent scenarios: `vfiowatch run --journal` in the guest while real actors move a real VF.
 
 Scenarios 1-5 share one agent (its start-up, mostly bcc compiling the probes, is the slow
-part under TCG), 6 gets its own; the VF is put back on igbvf and the Kata configuration
+part under TCG), 6 gets its own, 7-8 (1 and 3 again) one forced into tracepoint mode; the VF is put back on igbvf and the Kata configuration
 rewritten before each. Sends `journal-g<group>.jsonl` and `agent-g<group>.log` per agent,
 `timeline-<n>.txt` per scenario, `scenarios.txt` (`<n> <group> <start_ns> <end_ns>` a line,
 wall clock, for slicing the journals), `sources.txt` and `agent-help.txt`.
@@ -36,8 +36,12 @@ flapping_window = 120
 # bcc compiles the agent's probes at start-up: minutes under TCG on a loaded 2-core host.
 READY_TIMEOUT = 420.0
 # Scenarios 1-5 share one agent (start-up is the slow part); 6 gets a fresh one so its
-# driver-flapping window holds only its own moves.
-GROUPS = [[1, 2, 3, 4, 5], [6]]
+# driver-flapping window holds only its own moves; 7 and 8 replay 1 and 3 under an agent
+# forced into tracepoint mode (kernels without kprobes), whose default open-only variant
+# sees the opens only: the devices must be recovered from the uevents that follow; 9 unbinds
+# through a netdev's link that the unbind removes before the agent can resolve it.
+GROUPS = [[1, 2, 3, 4, 5], [6], [7, 8, 9]]
+GROUP_CONFIG = {2: '\n[sources.ebpf]\nmode = "tracepoint"\n'}
 
 
 def registered_sources() -> list[str]:
@@ -50,13 +54,20 @@ def registered_sources() -> list[str]:
 class Agent:
     """One `vfiowatch run --journal` process and the journal it writes."""
 
-    def __init__(self, n: int, help_text: str, *, pipe: bool = False) -> None:
-        """Starts the agent; its output goes to /tmp/agent-<n>.log, or to a pipe if `pipe`."""
+    def __init__(self, n: int, help_text: str, *, pipe: bool = False, extra_config: str = "",
+                 ) -> None:
+        """Starts the agent; its output goes to /tmp/agent-<n>.log, or to a pipe if `pipe`.
+        `extra_config` is appended to the lab's configuration for this agent only."""
         self.journal = f"/tmp/journal-{n}.jsonl"
         self.logpath = f"/tmp/agent-{n}.log"
         cmd = ["vfiowatch", "run", "--journal", self.journal]
         if "--config" in help_text:
-            cmd += ["--config", LAB_CONFIG]
+            config = LAB_CONFIG
+            if extra_config:
+                config = f"/etc/vfiowatch/lab-{n}.toml"
+                with open(LAB_CONFIG) as src, open(config, "w") as dst:
+                    dst.write(src.read() + extra_config)
+            cmd += ["--config", config]
         self.cmd = cmd
         self.log = open(self.logpath, "wb")  # noqa: SIM115 (closed in stop)
         self.t0 = time.monotonic()
@@ -352,6 +363,21 @@ def s6_flapping(agent: Agent, tl: Timeline) -> None:
     kata.remove_sandbox(sid)
 
 
+def s9_netdev_unbind(agent: Agent, tl: Timeline) -> None:
+    """An operator's daemon unbinds the VF through its netdev's link
+    (/sys/class/net/<if>/device/driver/unbind), which the unbind itself removes, then probes
+    it back to igbvf."""
+    ifname = sorted(os.listdir(f"{PCI}/devices/{VF0}/net"))[0]
+    op = kata.start_actor("/usr/local/bin/sriov-network-config-daemon", [],
+                          f"netdev-unbind:{ifname}:{VF0};mark:unbound;sleep:1;probe:{VF0}")
+    tl.note(f"sriov-network-config-daemon pid {op.pid}: {VF0} > /sys/class/net/{ifname}/"
+            "device/driver/unbind, then drivers_probe")
+    wait_mark("unbound")
+    kata.wait_steps_done(op)
+    sriov.wait_for(lambda: sriov.driver_of(VF0) == "igbvf", 5)
+    kata.stop(op)
+
+
 SCENARIOS: dict[int, tuple[str, str, Callable[[Agent, Timeline], None]]] = {
     1: ("kata38-no-port", "no-port", s1_kata38_no_port),
     2: ("kata38-root-port", "root-port", s2_kata38_root_port),
@@ -359,6 +385,9 @@ SCENARIOS: dict[int, tuple[str, str, Callable[[Agent, Timeline], None]]] = {
     4: ("stranded", "root-port", s4_stranded),
     5: ("stuck-unbound", "root-port", s5_stuck_unbound),
     6: ("flapping", "root-port", s6_flapping),
+    7: ("kata38-no-port-open-only", "no-port", s1_kata38_no_port),
+    8: ("kata30-no-port-open-only", "no-port", s3_kata30),
+    9: ("netdev-link-unbind-open-only", "no-port", s9_netdev_unbind),
 }
 
 
@@ -402,7 +431,8 @@ def main() -> int:
         reset_vf()
         kata.install_config(SCENARIOS[group[0]][1])
         t0 = time.monotonic()
-        agent = DryAgent(gi, help_text) if dry else Agent(gi, help_text)
+        agent = (DryAgent(gi, help_text) if dry
+                 else Agent(gi, help_text, extra_config=GROUP_CONFIG.get(gi, "")))
         ready = agent.wait_ready()
         sources = getattr(agent, "sources", {})
         for n in group:

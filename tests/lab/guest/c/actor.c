@@ -8,7 +8,8 @@
  *
  * Steps, ';'-separated: kata38-bind:<bdf>  kata38-restore:<bdf>:<drv>  kata30-bind:<bdf>
  * kata30-restore:<bdf>:<drv>  unbind:<bdf>  override:<bdf>:<value>  clear-override:<bdf>
- * probe:<bdf>  sleep:<s>
+ * probe:<bdf>  sleep:<s>  netdev-unbind:<ifname>:<bdf> (through /sys/class/net/<ifname>/device/
+ * driver/unbind, the link form operators use: sriovnet #26)
  * mark:<name> (creates /run/lab-mark-<name>)  wait:<name> (waits for /run/lab-go-<name>).
  * When done it creates /run/lab-actor-<pid>.done and sleeps until SIGTERM.
  */
@@ -88,6 +89,14 @@ static void step(char *op, char *arg)
 		putf(arg, PCI "/devices/%s/driver/unbind%s", arg, "");
 		put(PCI "/drivers/vfio-pci/remove_id", VF_ID);
 		putf(arg, PCI "/drivers/%s/bind%s", drv, "");
+	} else if (!strcmp(op, "netdev-unbind")) {
+		char *bdf = strchr(arg, ':'); /* an interface name holds no ':' */
+		if (!bdf) {
+			fprintf(stderr, "lab actor: netdev-unbind:<ifname>:<bdf>\n");
+			exit(2);
+		}
+		*bdf++ = 0;
+		putf(bdf, "/sys/class/net/%s/device/driver/unbind%s", arg, "");
 	} else if (!strcmp(op, "unbind")) {
 		putf(arg, PCI "/devices/%s/driver/unbind%s", arg, "");
 	} else if (!strcmp(op, "override")) {
