@@ -159,8 +159,13 @@ def _raw(item: ev.Event) -> dict[str, Any] | None:
     elif isinstance(e, ev.NetnsAdded | ev.NetnsRemoved):
         f = {**_netns(e.netns), "netns_inode": e.netns.inode}
     elif isinstance(e, ev.SysfsWriteObserved):
+        # stage=open (tracepoint mode, open-only variant): result is the fd or the open's
+        # -errno, not bytes written; value_recovered marks a value read back or taken from the
+        # uevent that followed.
         f = {"bdf": e.bdf, "driver": e.driver, "control": e.control, "value": e.value,
-             "path": e.path, "result": e.result, **_actor(e.actor)}
+             "path": e.path, "result": e.result, "stage": e.stage,
+             "value_recovered": e.value_recovered or None, "ebpf_mode": e.mode,
+             **_actor(e.actor)}
     elif isinstance(e, ev.KataConfigLoaded):
         c = e.config
         f = {"handler": c.handler, "cold_plug_vfio": c.cold_plug_vfio,

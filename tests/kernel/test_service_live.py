@@ -210,17 +210,22 @@ def test_real_events_reach_the_logs_and_the_journal(
         if state["up"]:
             # The source says up before its programs are attached (bcc compiles for ~2 s): write
             # again until one write is attributed.
+            def mine(d: dict[str, Any]) -> bool:
+                return (d["event"] == "sysfs_write_observed" and d.get("actor_pid") == os.getpid()
+                        and d.get("path") == "/sys/bus/pci/drivers/virtio-pci/bind")
+
             end = time.monotonic() + 30
             seen = False
             while not seen and time.monotonic() < end:
                 harmless_write()
                 time.sleep(0.5)
-                seen = any(d["event"] == "sysfs_write_observed" and d.get("bdf") == NONEXISTENT_BDF
-                           for d in a.lines())
-            w = a.wait_for(lambda d: d["event"] == "sysfs_write_observed"
-                           and d.get("bdf") == NONEXISTENT_BDF, timeout=1)
-            assert w["actor_pid"] == os.getpid() and w["result"] == -19
+                seen = any(mine(d) for d in a.lines())
+            w = a.wait_for(mine, timeout=1)
             assert w["control"] == "bind" and w["driver"] == "virtio-pci"
+            if w["stage"] == "open":  # tracepoint mode's default open-only variant: the open
+                assert w["ebpf_mode"] == "tracepoint" and w["result"] >= 0 and "bdf" not in w
+            else:  # kprobe mode (or the complete variant): the write, its value and errno
+                assert w["stage"] == "write" and w["bdf"] == NONEXISTENT_BDF and w["result"] == -19
 
     rc, took = a.stop()
     assert rc == 0 and took < 2.0, (rc, took)
