@@ -275,6 +275,9 @@ def describe(e: ev.Event) -> str:
         assert isinstance(e, ev.SysfsWriteObserved)
         who = f"{e.actor.comm}[{e.actor.pid}]"
         res = "ok" if e.result >= 0 else f"error {-e.result}"
+        if e.stage == "open":  # tracepoint mode, open-only variant: only the open was seen
+            got = f", {e.value!r} read back" if e.value_recovered else ""
+            return f"{who} opened {e.path} for writing ({res}{got})"
         return f"{who} wrote {e.value!r} to {e.path} ({res})"
     if t is ev.LogLineMatched:
         assert isinstance(e, ev.LogLineMatched)

@@ -326,6 +326,9 @@ def event_summary(e: ev.Event) -> str:
             return f"netns {s(e.netns.label)} gone"
         case ev.SysfsWriteObserved():
             res = "" if e.result >= 0 else f" → error {e.result}"
+            if e.stage == "open":  # tracepoint mode, open-only variant: the write is unseen
+                got = f" ('{s(e.value, 24)}' read back)" if e.value_recovered else ""
+                return f"{s(e.actor.comm, 16)}[{e.actor.pid}] opened {s(e.control)}" + (f" of {e.bdf}" if e.bdf else "") + f" for writing{got}" + res
             return f"{s(e.actor.comm, 16)}[{e.actor.pid}] wrote {s(e.value, 24)!r} to {s(e.control)}" + (f" of {e.bdf}" if e.bdf else "") + res
         case ev.KataConfigLoaded():
             c = e.config

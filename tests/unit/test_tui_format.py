@@ -53,6 +53,21 @@ class TestEscaping:
                                   value="0000:01:10.0")
         assert "x\\x0dz[7]" in fmt.event_summary(w)
 
+    def test_open_only_events_say_opened_not_wrote(self) -> None:
+        """An open-only event (tracepoint mode's default) reads "opened ... for writing", with
+        a read-back value marked, and its hostile value escaped."""
+        p = ev.Process(pid=7, comm="shim")
+        o = ev.SysfsWriteObserved(ts_ns=1, source="ebpf", actor=p, control="unbind", value="",
+                                  path="/sys/bus/pci/devices/0000:01:10.0/driver/unbind",
+                                  result=3, stage="open", mode="tracepoint")
+        assert fmt.event_summary(o) == "shim[7] opened unbind for writing"
+        r = ev.SysfsWriteObserved(ts_ns=1, source="ebpf", actor=p, control="driver_override",
+                                  value="vfio\x1b", bdf="0000:01:10.0", value_recovered=True,
+                                  path="/sys/bus/pci/devices/0000:01:10.0/driver_override",
+                                  result=3, stage="open", mode="tracepoint")
+        assert fmt.event_summary(r) == (
+            "shim[7] opened driver_override of 0000:01:10.0 for writing ('vfio\\x1b' read back)")
+
     def test_tail_keeps_the_end_of_a_path(self) -> None:
         """Long paths are cut from the left."""
         assert fmt.tail("/opt/kata/share/defaults/configuration-qemu.toml", 25) == "…/configuration-qemu.toml"
