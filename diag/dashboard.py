@@ -44,6 +44,11 @@ def _add_replay_args(p: argparse.ArgumentParser, default_speed: float) -> None:
                    help="open paused at the first record (space plays, . steps)")
     p.add_argument("--at-end", action="store_true",
                    help="open at the end of the journal, every record applied")
+    p.add_argument("--at", metavar="TIME",
+                   help="open paused at this recorded time: HH:MM[:SS[.fff]] (UTC, the "
+                        "journal's day), 2026-11-27T10:41:07Z, or +SECONDS from its start "
+                        "(+1m30s); in the dashboard, g goes to a time, n / N to the next / "
+                        "previous finding")
 
 
 @command
@@ -57,7 +62,7 @@ def _add_tui(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "findings with evidence and remedy, and the live event stream. Keys: / filter, "
             "f findings only, p pause, Enter detail, Esc back, ? help, q quit, Ctrl+P commands. "
             "With --replay, plays a journal through the same screens (space, '.', ',', '[', "
-            "']', '<', '>', '+', '-')."
+            "']', '<', '>', '+', '-'; n / N next / previous finding, g go to a time)."
         ),
     )
     p.add_argument("--replay", type=Path, metavar="JOURNAL",
@@ -99,10 +104,18 @@ def _replay(path: Path, args: argparse.Namespace, mode: str = "REPLAY", max_gap_
     from diag.runtime.replay import ReplayFeed
     from diag.tui.app import VfioWatchApp
 
+    at = getattr(args, "at", None)
     feed = ReplayFeed.open(
-        path, speed=args.speed, autoplay=not (args.paused or args.at_end),
+        path, speed=args.speed, autoplay=not (args.paused or args.at_end or at),
         start_at=(1 << 62) if args.at_end else 0, max_gap_s=max_gap_s,
     )
+    if at:
+        from diag.when import parse_when
+        try:
+            when = parse_when(at, feed.events[0].ts_ns)
+        except ValueError as exc:
+            raise DiagError(f"--at: {exc}", hint="e.g. --at 10:41:07 or --at +90") from None
+        feed.start_at = feed.position_at(when)
     h = feed.header
     app = VfioWatchApp(
         feed, hostname=(h.hostname if h else "") or "?", kernel=(h.kernel if h else "") or "?",

@@ -7,7 +7,8 @@ the dashboard cannot tell the two apart. Recorded findings are not re-applied: t
 recomputes its own from the events.
 
 Playback controls (the dashboard's `diag.tui.feed.Playback`): play, pause, step (forward or
-back), seek to a record, change speed. Seeking backwards rebuilds the core from the first record
+back), seek to a record or to a recorded time, jump to the next or previous record at which a
+finding opened, change speed. Seeking backwards rebuilds the core from the first record
 (the core is deterministic, so the state is the same as when it was first reached). Idle gaps
 longer than `max_gap_s` of wall time are shortened to it, so a journal that was quiet for an hour
 does not make the viewer wait an hour; the header's clock still shows recorded time.
@@ -113,6 +114,8 @@ class ReplayFeed:
         self._wall_anchor = 0.0
         self._dirty = False
         self.published = 0
+        self._openings: set[int] = set()
+        """Positions (records applied) right after which a finding opened, as far as applied."""
 
     @classmethod
     def open(cls, path: str | Path, **kw: object) -> ReplayFeed:
@@ -181,6 +184,51 @@ class ReplayFeed:
                 self._anchor()
             self._lock.notify_all()
 
+    def first_ts_ns(self) -> int:
+        """Recorded time of the first record."""
+        return self.events[0].ts_ns if self.events else 0
+
+    def position_at(self, ts_ns: int) -> int:
+        """The position whose last applied record is the last one recorded at or before
+        `ts_ns` (0 when the journal starts later, the end when it ended earlier)."""
+        pos = 0
+        for i, e in enumerate(self.events):  # journal order: sorted but for late records
+            if e.ts_ns <= ts_ns:
+                pos = i + 1
+            elif e.ts_ns > ts_ns + NS:
+                break  # a second past it: a late record is never that far behind its place
+        return pos
+
+    def seek_time(self, ts_ns: int) -> None:
+        """Jump to recorded time `ts_ns`, keeping the play state."""
+        self.seek(self.position_at(ts_ns))
+
+    def next_finding(self, direction: int = 1) -> bool:
+        """Pause just after the next (direction > 0) or previous record at which a finding
+        opened; False (and no move) when there is none that way."""
+        with self._lock:
+            self._playing = False
+            self._dirty = True
+            if direction > 0:
+                start = self._pos
+                core, events = self._core, self.events
+                while self._pos < len(events):
+                    out = core.feed(events[self._pos])
+                    self._pos += 1
+                    if any(f.status == "open" for f in out):
+                        self._openings.add(self._pos)
+                        self._lock.notify_all()
+                        return True
+                self._seek_locked(start)  # none ahead: stay where we were
+                self._lock.notify_all()
+                return False
+            before = [p for p in self._openings if p < self._pos]
+            if not before:
+                return False
+            self._seek_locked(max(before))
+            self._lock.notify_all()
+            return True
+
     def set_speed(self, speed: float) -> None:
         with self._lock:
             self._anchor()
@@ -216,9 +264,12 @@ class ReplayFeed:
     def _apply_to(self, position: int) -> None:
         core = self._core
         events = self.events
+        openings = self._openings
         while self._pos < position:
-            core.feed(events[self._pos])
+            out = core.feed(events[self._pos])
             self._pos += 1
+            if out and any(f.status == "open" for f in out):
+                openings.add(self._pos)
 
     def _virtual_now(self) -> int:
         return self._vt_anchor + int((time.monotonic() - self._wall_anchor) * self.speed * NS)

@@ -29,6 +29,7 @@ from diag.tui.feed import Playback
 from diag.tui.messages import OpenDevice, OpenFinding, SnapshotReady
 from diag.tui.screens import DetailScreen, DeviceScreen, FindingScreen, HelpScreen
 from diag.tui.widgets import DevicesTable, EventLog, FindingsTable, HostHeader, KeyBar
+from diag.when import parse_when
 
 _D = TypeVar("_D", bound=DetailScreen)
 
@@ -60,8 +61,8 @@ class VfioWatchApp(App[None]):
     Screen.findings-only #devices, Screen.findings-only #events { display: none; }
     Screen.findings-only #body { layout: vertical; }
     Screen.findings-only #findings { height: 1fr; }
-    #filter { dock: bottom; display: none; margin-bottom: 1; }
-    #filter.visible { display: block; }
+    #filter, #goto { dock: bottom; display: none; margin-bottom: 1; }
+    #filter.visible, #goto.visible { display: block; }
     """
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
@@ -79,6 +80,9 @@ class VfioWatchApp(App[None]):
         Binding("less_than_sign", "replay_seek(-100)", "Start", show=False),
         Binding("plus", "replay_speed(2)", "Faster", show=False),
         Binding("minus", "replay_speed(0.5)", "Slower", show=False),
+        Binding("n", "replay_finding(1)", "Next finding", show=False),
+        Binding("N", "replay_finding(-1)", "Previous finding", show=False),
+        Binding("g", "replay_goto", "Go to time", show=False),
     ]
 
     def __init__(
@@ -130,6 +134,7 @@ class VfioWatchApp(App[None]):
             yield FindingsTable(id="findings", classes="panel")
             yield EventLog(max_events=self.max_events, id="events", classes="panel")
         yield Input(placeholder="filter events: dev:01:10.0 kind:bound sandbox:ID source:uevent synthetic words (Enter applies, Esc cancels)", id="filter")
+        yield Input(placeholder="go to recorded time: 10:41:07 (UTC, the journal's day), 2026-11-27T10:41:07Z or +90 (Enter jumps, Esc cancels)", id="goto")
         yield KeyBar(MAIN_KEYS)
 
     def on_mount(self) -> None:
@@ -305,6 +310,11 @@ class VfioWatchApp(App[None]):
         events.border_title = self._events_title(events)
 
     def action_clear_filter(self) -> None:
+        goto = self._main().query_one("#goto", Input)
+        if goto.has_class("visible"):
+            goto.remove_class("visible")
+            self._main().query_one("#events", EventLog).focus()
+            return
         box = self._main().query_one("#filter", Input)
         if box.has_class("visible"):
             box.remove_class("visible")
@@ -359,6 +369,39 @@ class VfioWatchApp(App[None]):
         st = pb.status()
         pos = st.position + (st.total * percent) // 100
         pb.seek(max(0, min(st.total, pos)))
+
+    def action_replay_finding(self, direction: int) -> None:
+        if (pb := self.playback) is None:
+            return
+        if not pb.next_finding(direction):
+            self.notify("no finding opens further on" if direction > 0 else
+                        "no finding opened earlier", title="replay", markup=False)
+        self._update_note_only()
+
+    def action_replay_goto(self) -> None:
+        if self.playback is None:
+            return
+        self._to_main()
+        box = self._main().query_one("#goto", Input)
+        box.value = ""
+        box.add_class("visible")
+        box.focus()
+
+    @on(Input.Submitted, "#goto")
+    def apply_goto(self, message: Input.Submitted) -> None:
+        pb = self.playback
+        if pb is None:
+            return
+        try:
+            when = parse_when(message.value, pb.first_ts_ns())
+        except ValueError as exc:
+            self.notify(fmt.safe(str(exc), 300), title="go to", severity="error", markup=False)
+            return
+        pb.seek_time(when)
+        box = self._main().query_one("#goto", Input)
+        box.remove_class("visible")
+        self._main().query_one("#events", EventLog).focus()
+        self._update_note_only()
 
     def action_replay_speed(self, factor: float) -> None:
         if (pb := self.playback) is not None:

@@ -37,3 +37,13 @@ class Playback(Protocol):
         """Jump to record `position` (0 = before the first), keeping the play state."""
 
     def set_speed(self, speed: float) -> None: ...
+
+    def first_ts_ns(self) -> int:
+        """Recorded time of the first record (what `+SECONDS` and a bare time of day mean)."""
+
+    def seek_time(self, ts_ns: int) -> None:
+        """Jump to just after the last record stamped at or before `ts_ns`."""
+
+    def next_finding(self, direction: int = 1) -> bool:
+        """Pause just after the next (1) or previous (-1) record at which a finding opened;
+        False when there is none that way."""

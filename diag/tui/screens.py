@@ -263,6 +263,7 @@ HELP = [
     ("f", "findings only (again: everything)"),
     ("p", "pause the view (live) or playback (replay)"),
     ("space . , [ ] < > + -", "replay: play/pause, step, step back, seek ∓10%, start, end, speed ×2 ÷2"),
+    ("n N g", "replay: next / previous finding, go to a recorded time (10:41:07, ISO, +90)"),
     ("Ctrl+P", "command palette: open a device, filter, pause, ..."),
     ("?", "this help"),
     ("q", "quit"),

@@ -62,3 +62,24 @@ def test_bad_speed_is_refused(speed: str) -> None:
     """--speed must be a positive number."""
     with pytest.raises(SystemExit):
         cli.main(["tui", "--replay", str(JOURNAL), "--speed", speed])
+
+
+def test_at_opens_paused_at_that_recorded_time(launched: list[VfioWatchApp]) -> None:
+    """--at +SECONDS (or a time of day) opens paused with every record up to that time applied."""
+    from diag.runtime.replay import read_journal
+    events, _, _ = read_journal(JOURNAL)
+    t = events[10].ts_ns
+    offset = (t - events[0].ts_ns) / 1e9
+    assert cli.main(["tui", "--replay", str(JOURNAL), "--at", f"+{offset:.9f}"]) == 0
+    feed = launched[0].feed
+    assert isinstance(feed, ReplayFeed) and not feed.autoplay
+    assert feed.start_at == feed.position_at(t) and feed.start_at >= 11
+
+
+def test_bad_at_is_a_titled_error(launched: list[VfioWatchApp],
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """An unreadable --at exits non-zero naming the accepted forms, no traceback."""
+    assert cli.main(["tui", "--replay", str(JOURNAL), "--at", "teatime"]) != 0
+    err = capsys.readouterr().err
+    assert "teatime" in err and "HH:MM" in err and "Traceback" not in err
+    assert not launched

@@ -319,6 +319,44 @@ class TestReplay:
         drive(app, script)
 
 
+    def test_n_and_shift_n_jump_between_findings_and_g_goes_to_a_time(self) -> None:
+        """`n` pauses just after the record at which the next finding opened, `N` goes back to
+        the previous one, and `g` + a recorded time + Enter jumps there; a bad time is refused
+        with a notice, the prompt kept open."""
+        from snapshot_app import stand_in_correlator
+        feed = replay_feed(0)
+        opened = []
+        c = stand_in_correlator()
+        for i, e in enumerate(feed.events):
+            if any(f.status == "open" for f in c.feed(e)):
+                opened.append(i + 1)
+        assert len(opened) >= 2
+        app = VfioWatchApp(feed, mode="REPLAY")
+        target = feed.events[7]
+
+        async def script(pilot: Pilot[None]) -> None:
+            await pilot.press("n")
+            assert feed.status().position == opened[0] and not feed.status().playing
+            await pilot.press("n")
+            assert feed.status().position == opened[1]
+            await pilot.press("N")
+            assert feed.status().position == opened[0]
+            await pilot.press("g")
+            box = app.query_one("#goto", Input)
+            assert box.has_focus
+            await pilot.press(*"teatime", "enter")
+            await pilot.pause()
+            assert box.has_class("visible") and feed.status().position == opened[0]
+            offset = (target.ts_ns - feed.events[0].ts_ns) / 1e9
+            box.value = ""
+            await pilot.press(*f"+{offset:.9f}", "enter")
+            await pilot.pause()
+            assert not box.has_class("visible")
+            assert feed.status().position == feed.position_at(target.ts_ns) >= 8
+
+        drive(app, script)
+
+
 class TestSnapshots:
     def test_stale_snapshots_are_replaced_not_queued(self) -> None:
         """A burst of snapshots renders far fewer frames than it posts, ending on the newest."""

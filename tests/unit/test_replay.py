@@ -167,3 +167,69 @@ class TestControls:
         feed.seek(1)
         feed.stop()
         assert len(made) == 2 and not made[0].snapshot().findings
+
+
+SESSION = Path(__file__).resolve().parents[1] / "golden" / "core" / "lab-session.events.jsonl"
+
+
+class TestFindingsAndTime:
+    """Postmortem navigation: to a recorded time, and from finding to finding."""
+
+    def _feed(self) -> ReplayFeed:
+        events, _, _ = read_journal(SESSION)
+        return ReplayFeed(events, autoplay=False)
+
+    def test_next_finding_stops_right_after_each_opening_in_turn(self) -> None:
+        """n: pauses just after the record at which a finding opened (the core says so), the
+        next call at the next one; past the last it stays put and says False."""
+        feed = self._feed()
+        truth = []
+        c = Correlator()
+        for i, e in enumerate(feed.events):
+            if any(f.status == "open" for f in c.feed(e)):
+                truth.append(i + 1)
+        assert len(truth) >= 3
+        feed.start()
+        try:
+            for want in truth:
+                assert feed.next_finding(1) and feed.status().position == want
+                assert not feed.status().playing
+            assert not feed.next_finding(1) and feed.status().position == truth[-1]
+            assert feed.next_finding(-1) and feed.status().position == truth[-2]
+            assert feed.next_finding(-1) and feed.status().position == truth[-3]
+        finally:
+            feed.stop()
+
+    def test_previous_finding_after_a_seek_finds_earlier_openings(self) -> None:
+        """N after seeking forward (never stepping through) still finds the opening before."""
+        feed = self._feed()
+        c = Correlator()
+        first = next(i + 1 for i, e in enumerate(feed.events)
+                     if any(f.status == "open" for f in c.feed(e)))
+        feed.start()
+        try:
+            feed.seek(first + 5)
+            assert feed.next_finding(-1) and feed.status().position <= first + 5
+            assert feed.status().position >= first
+        finally:
+            feed.stop()
+
+    def test_seek_time_lands_after_the_last_record_at_or_before_it(self) -> None:
+        """seek_time(t): every record stamped <= t applied, none after; before the journal 0,
+        after it the end."""
+        feed = self._feed()
+        ev_ = feed.events
+        feed.start()
+        try:
+            k = len(ev_) // 2
+            t = ev_[k].ts_ns
+            feed.seek_time(t)
+            pos = feed.status().position
+            assert all(e.ts_ns <= t for e in ev_[:pos])
+            assert ev_[pos].ts_ns > t
+            feed.seek_time(ev_[0].ts_ns - 1)
+            assert feed.status().position == 0
+            feed.seek_time(max(e.ts_ns for e in ev_) + 1)
+            assert feed.status().position == len(ev_)
+        finally:
+            feed.stop()
