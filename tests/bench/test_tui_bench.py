@@ -80,19 +80,22 @@ def _first_frame_in_process() -> float:
 def _tmux_until(command: str, ready: Callable[[str], bool], timeout: float = 20.0) -> float | None:
     """Seconds from starting `command` in a fresh 120x36 tmux terminal until `ready(screen)`."""
     name = f"vfiowatch-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    # A server of its own (-L): the default server exits when its last session is killed, and
+    # a new-session racing that exit fails ("server exited unexpectedly"; seen in make bench).
+    tmux = ["tmux", "-L", name]
     t0 = time.monotonic()
-    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "36",
+    subprocess.run([*tmux, "new-session", "-d", "-s", name, "-x", "120", "-y", "36",
                     f"cd {REPO} && TERM=xterm-256color {command}; sleep 30"], check=True, timeout=10)
     try:
         while time.monotonic() - t0 < timeout:
-            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", name],
+            screen = subprocess.run([*tmux, "capture-pane", "-p", "-t", name],
                                     capture_output=True, text=True, timeout=10).stdout
             if ready(screen):
                 return time.monotonic() - t0
             time.sleep(0.01)
         return None
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, timeout=10)
+        subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=10)
 
 
 def test_time_to_first_frame() -> None:

@@ -23,8 +23,11 @@ pytestmark = pytest.mark.usefixtures("require_root")
 PCI = "/sys/bus/pci/devices"
 
 
-def _tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=10, check=True).stdout
+def _tmux(server: str, *args: str) -> str:
+    """tmux on a server of its own (-L): a shared default server exits when its last session
+    ends, and a new session racing that exit fails."""
+    return subprocess.run(["tmux", "-L", server, *args], capture_output=True, text=True,
+                          timeout=10, check=True).stdout
 
 
 class Terminal:
@@ -33,19 +36,19 @@ class Terminal:
     def __init__(self, command: str) -> None:
         self.name = f"vfiowatch-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         # The shell prints the exit status so the test can see that `q` ended the app.
-        _tmux("new-session", "-d", "-s", self.name, "-x", "100", "-y", "30",
+        _tmux(self.name, "new-session", "-d", "-s", self.name, "-x", "100", "-y", "30",
               f"cd {shlex.quote(str(REPO))} && {command}; echo EXITED:$?; sleep 60")
 
     def screen(self) -> str:
-        return _tmux("capture-pane", "-p", "-t", self.name)
+        return _tmux(self.name, "capture-pane", "-p", "-t", self.name)
 
     def keys(self, *keys: str) -> None:
         for k in keys:
-            _tmux("send-keys", "-t", self.name, k)
+            _tmux(self.name, "send-keys", "-t", self.name, k)
             time.sleep(0.15)  # a person types; Textual reads each key as its own event
 
     def type(self, text: str) -> None:
-        _tmux("send-keys", "-t", self.name, "-l", text)
+        _tmux(self.name, "send-keys", "-t", self.name, "-l", text)
 
     def wait_for(self, cond: Callable[[str], bool], timeout: float = 20.0) -> str:
         end = time.monotonic() + timeout
@@ -58,7 +61,7 @@ class Terminal:
         raise AssertionError(f"timed out; the screen was:\n{screen}")
 
     def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True, timeout=10)
+        subprocess.run(["tmux", "-L", self.name, "kill-server"], capture_output=True, timeout=10)
 
 
 @pytest.fixture
