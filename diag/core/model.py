@@ -417,9 +417,7 @@ class Model:
                 self._unclaimed.remove(w)
                 self._write(self._recovered(w, bdf))
                 return
-        if len(self._kernel_moves) == self._kernel_moves.maxlen:
-            self._kernel_moves.popleft()
-        self._kernel_moves.append([ts_ns, bdf, driver, what, False])
+        self._kernel_moves.append([ts_ns, bdf, driver, what, False])  # bounded: maxlen
 
     def _recover_from_past(self, e: ev.SysfsWriteObserved) -> ev.SysfsWriteObserved | None:
         """An open delivered after the uevent it caused (eBPF records can be late): the
@@ -653,6 +651,11 @@ _NOT_A_MOVE_WHEN_SYNTHETIC = frozenset({
 """Kernel events whose synthetic copies (SYNTH_UUID) must not change the device state."""
 
 _MOVE_CONTROLS = frozenset({"driver_override", "unbind", "bind", "new_id", "drivers_probe"})
+"""Control writes that begin a driver move of a device."""
+_BINDING_CONTROLS = frozenset({"bind", "new_id", "drivers_probe"})
+"""Writes inside which the kernel binds a driver (so the bind uevent precedes their return)."""
+COMPLETION_SLACK_NS = 100_000_000
+"""How long after a bind its causing write may return (a probe can take tens of ms)."""
 _RECOVERABLE_CONTROLS = frozenset({"unbind", "bind", "drivers_probe", "new_id"})
 """Controls whose device the kernel's following bind/unbind uevent names (for all but new_id,
 that BDF is the value written)."""
@@ -660,6 +663,7 @@ RECOVERY_WINDOW_NS = 500_000_000
 """How long after an open its write's uevent may be stamped (open, write, the driver's
 remove/probe, the uevent read: tens of ms on a host, hundreds under emulation)."""
 RECOVERY_BACKLOG = 64
+"""Opens waiting for their uevent, and uevents waiting for a late open, kept at most."""
 
 
 def _link_form_device(path: str) -> str | None:
@@ -669,11 +673,7 @@ def _link_form_device(path: str) -> str | None:
         if parts[6] == "driver":
             return parts[5]
     return None
-_BINDING_CONTROLS = frozenset({"bind", "new_id", "drivers_probe"})
-"""Writes inside which the kernel binds a driver (so the bind uevent precedes their return)."""
-COMPLETION_SLACK_NS = 100_000_000
-"""How long after a bind its causing write may return (a probe can take tens of ms)."""
-"""Control writes that begin a driver move of a device."""
+
 
 _HANDLERS: dict[type[ev.Event], Callable[[Model, Any], None]] = {
     ev.InventoryObserved: Model._inventory,
