@@ -301,8 +301,8 @@ class EbpfSource:
 
     Options: `mode` (`auto` default, `kprobe`, `tracepoint`), `tracepoint_variant`
     (`open-only` default: opens only, values recovered afterwards; `complete`: values and
-    results of every write, at a cost on every syscall), `poll_ms` (the longest the loop sleeps when no record comes, default 500: a record
-    wakes it at once), `gc_interval_s`
+    results of every write, at a cost on every syscall), `poll_ms` (the longest the loop
+    sleeps when no record comes, default 500: a record wakes it at once), `gc_interval_s`
     (drop tracked fds of exited processes, default 2).
     """
 
