@@ -158,12 +158,26 @@ def test_journal_go_syslog_entry() -> None:
 
 
 def test_journal_runtime_rs_native_fields() -> None:
-    """runtime-rs (slog-journald): plain MESSAGE, SOURCE is the sandbox id, fields lower-cased."""
+    """runtime-rs (slog-journald, as its logging crate sets it up): plain MESSAGE, SOURCE is the
+    sandbox id, fields lower-cased; slog's Info arrives as PRIORITY 5 (notice) and is info."""
     entry = {"SYSLOG_IDENTIFIER": "kata", "MESSAGE": "echo vfio-pci > /sys/bus/pci/devices/0000:01:10.1/driver_override",
              "NAME": "kata-runtime", "SOURCE": SID, "SUBSYSTEM": "vfio", "PID": "777", "_PID": "777",
-             "PRIORITY": "6", "__REALTIME_TIMESTAMP": "5"}
+             "VERSION": "3.9.0", "COMPONENT": "runtime", "CODE_FILE": "crates/hypervisor/src/device/vfio.rs",
+             "CODE_LINE": "412", "CODE_MODULE": "hypervisor::device::vfio", "PRIORITY": "5",
+             "__REALTIME_TIMESTAMP": "5"}
     e = logs.to_event(logs.decode_journal_entry(entry), ts_ns=0)
     assert (e.signature, e.bdf, e.sandbox_id, e.level, e.pid) == ("vfio-bind-override", "0000:01:10.1", SID, "info", 777)
+
+
+@pytest.mark.parametrize(("priority", "level"), [("2", "critical"), ("3", "error"),
+                                                 ("4", "warning"), ("5", "info"), ("6", "debug")])
+def test_runtime_rs_priority_is_mapped_back_to_its_slog_level(priority: str, level: str) -> None:
+    """slog-journald sends slog levels one step down (Info as notice, Debug as info): a
+    runtime-rs entry gets its slog level back; another `kata` entry keeps syslog's names."""
+    rs = {"SYSLOG_IDENTIFIER": "kata", "NAME": "kata-runtime", "MESSAGE": "x", "PRIORITY": priority}
+    assert logs.decode_journal_entry(rs).level == level
+    other = {"SYSLOG_IDENTIFIER": "kata", "MESSAGE": "x", "PRIORITY": "5"}
+    assert logs.decode_journal_entry(other).level == "notice"
 
 
 def test_journal_kernel_and_containerd_and_binary_message() -> None:

@@ -123,7 +123,7 @@ class KataKnownError(ConditionRule):
             return known
         if e.signature.startswith(_CONFIG_PREFIXES):
             return None
-        if e.level.lower() in ("error", "fatal", "panic", "crit", "err"):
+        if e.level.lower() in ("error", "fatal", "panic", "crit", "critical", "err", "emerg", "alert"):
             return (_W, "A Kata/QEMU line at error level matched a catalogued signature.",
                     "See the line and the Kata documentation for its signature.")
         return None

@@ -192,6 +192,10 @@ def decode_text_line(line: str, origin: str = "") -> LogRecord | None:
 
 _PRIORITY = {"0": "emerg", "1": "alert", "2": "crit", "3": "error", "4": "warning",
              "5": "notice", "6": "info", "7": "debug"}
+_SLOG_PRIORITY = {"2": "critical", "3": "error", "4": "warning", "5": "info", "6": "debug",
+                  "7": "trace"}
+"""runtime-rs's journald PRIORITY back to its slog level: slog-journald writes Info as
+notice (5), Debug as info (6) and Trace as debug (7)."""
 
 
 def _journal_str(v: object) -> str:
@@ -208,8 +212,10 @@ def decode_journal_entry(entry: Mapping[str, object]) -> LogRecord | None:
     """One journald entry (`journalctl -o json`) -> LogRecord.
 
     - Go shim via syslog (`SYSLOG_IDENTIFIER=kata`): MESSAGE is a logfmt line.
-    - runtime-rs (slog-journald, `SYSLOG_IDENTIFIER=kata`): MESSAGE is the text; its keys are
-      upper-cased journald fields (SUBSYSTEM, SOURCE = sandbox id, NAME, PID, ...), lower-cased here.
+    - runtime-rs (slog-journald, `SYSLOG_IDENTIFIER=kata`, `NAME=kata-runtime`): MESSAGE is the
+      text; its slog keys arrive upper-cased with other characters as `_` (VERSION, SUBSYSTEM,
+      COMPONENT, PID, NAME, SOURCE = the sandbox id, CODE_FILE/LINE/MODULE/FUNCTION), lower-cased
+      here; PRIORITY is one step off slog's level (Info is sent as notice), mapped back.
     - containerd's unit: MESSAGE is a logfmt line (containerd's own, or a shim line it copied).
     - kernel (`_TRANSPORT=kernel`): MESSAGE is kernel text (`vfio-pci <BDF>: ...`).
     """
@@ -237,7 +243,9 @@ def decode_journal_entry(entry: Mapping[str, object]) -> LogRecord | None:
               if not k.startswith("_") and k not in ("MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER",
                                                       "SYSLOG_FACILITY", "SYSLOG_PID", "SYSLOG_TIMESTAMP")
               and k.isupper()}
-    level = fields.pop("level", "") or _PRIORITY.get(_journal_str(entry.get("PRIORITY")), "")
+    priority = _journal_str(entry.get("PRIORITY"))
+    runtime_rs = ident == "kata" and fields.get("name") == "kata-runtime"
+    level = fields.pop("level", "") or (_SLOG_PRIORITY if runtime_rs else _PRIORITY).get(priority, "")
     return LogRecord(message=msg, level=level.lower(), fields=fields, ts_ns=ts, origin=origin, pid=pid)
 
 

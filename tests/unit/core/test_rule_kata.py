@@ -139,3 +139,13 @@ def test_refused_annotation_resolves_when_its_sandbox_goes() -> None:
     [f] = of_rule(out, INVALID)
     assert "is not enabled" in f.summary and f.sandbox_id == SID
     assert f.status == "resolved" and "is gone" in f.resolved_reason
+
+
+@pytest.mark.parametrize("level", ["error", "critical", "crit"])
+def test_an_uncatalogued_line_at_error_level_or_above_opens_a_warning(level: str) -> None:
+    """A matched line with no rule of its own opens a warning at error level and above, whatever
+    the logger calls it (runtime-rs's slog says `critical`, syslog `crit`); not at info."""
+    events = _bound()
+    events.append(kata_line(events[-1].ts_ns + 10, "Write vfio-pci to driver_override", level))
+    _, out = run(events)
+    assert [f.severity for f in of_rule(out, KNOWN)] == [ev.Severity.WARNING]
