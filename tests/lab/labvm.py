@@ -84,11 +84,14 @@ def parse_payloads(text: str) -> dict[str, bytes]:
     return out
 
 
-def _lab_bytes(console: bytes) -> int:
-    """Bytes of the lab's own console lines (`lab:`, `lab-init:`): progress that a stalled
-    kernel's repeated RCU reports cannot fake."""
-    return sum(len(line) for line in console.splitlines()
-               if b"lab: " in line or b"lab-init: " in line)
+def progress(console: bytes, data_size: int) -> int:
+    """A number that grows while the guest makes progress: console and data output; once the
+    kernel has reported an RCU stall, only the lab's own console lines (`lab:`, `lab-init:`)
+    and data, since a stalled kernel repeats its report every 21 s for ever."""
+    if b"detected stalls" not in console:
+        return len(console) + data_size
+    return data_size + sum(len(line) for line in console.splitlines()
+                           if b"lab: " in line or b"lab-init: " in line)
 
 
 def boot(guest: Guest, scenario: str, workdir: Path, *, timeout: float = 600,
@@ -109,15 +112,11 @@ def boot(guest: Guest, scenario: str, workdir: Path, *, timeout: float = 600,
         proc = subprocess.Popen(qemu_cmd(guest, scenario, workdir, extra_append=extra_append),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         last_size, last_change = -1, time.monotonic()
-        rcu_stalled = False
         console, data = workdir / "console.log", workdir / "data.log"
         while proc.poll() is None:
             now = time.monotonic()
-            data_size = data.stat().st_size if data.exists() else 0
-            text = console.read_bytes() if console.exists() else b""
-            rcu_stalled = rcu_stalled or b"detected stalls" in text
-            # After an RCU stall report only the lab's own lines and data count as progress.
-            size = data_size + (_lab_bytes(text) if rcu_stalled else len(text))
+            size = progress(console.read_bytes() if console.exists() else b"",
+                            data.stat().st_size if data.exists() else 0)
             if size != last_size:
                 last_size, last_change = size, now
             if now - t0 > timeout or now - last_change > stall_s:
