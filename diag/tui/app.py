@@ -289,19 +289,30 @@ class VfioWatchApp(App[None]):
         else:
             self.notify(fmt.safe(fmt.event_summary(e), 200), title=e.kind, markup=False)
 
-    def action_filter(self) -> None:
+    def _open_prompt(self, selector: str) -> None:
+        """Show an empty prompt (the filter or go-to box) at the bottom and focus it."""
         self._to_main()
-        box = self._main().query_one("#filter", Input)
+        box = self._main().query_one(selector, Input)
         box.value = ""
         box.add_class("visible")
         box.focus()
 
+    def _close_prompt(self, selector: str) -> bool:
+        """Hide a prompt that is open (focus back on the events); False if it was not open."""
+        box = self._main().query_one(selector, Input)
+        if not box.has_class("visible"):
+            return False
+        box.remove_class("visible")
+        self._main().query_one("#events", EventLog).focus()
+        return True
+
+    def action_filter(self) -> None:
+        self._open_prompt("#filter")
+
     @on(Input.Submitted, "#filter")
     def apply_filter(self, message: Input.Submitted) -> None:
         self.set_filter(message.value)
-        box = self._main().query_one("#filter", Input)
-        box.remove_class("visible")
-        self._main().query_one("#events", EventLog).focus()
+        self._close_prompt("#filter")
 
     def set_filter(self, query: str) -> None:
         self._to_main()
@@ -310,15 +321,7 @@ class VfioWatchApp(App[None]):
         events.border_title = self._events_title(events)
 
     def action_clear_filter(self) -> None:
-        goto = self._main().query_one("#goto", Input)
-        if goto.has_class("visible"):
-            goto.remove_class("visible")
-            self._main().query_one("#events", EventLog).focus()
-            return
-        box = self._main().query_one("#filter", Input)
-        if box.has_class("visible"):
-            box.remove_class("visible")
-            self._main().query_one("#events", EventLog).focus()
+        if self._close_prompt("#goto") or self._close_prompt("#filter"):
             return
         events = self._main().query_one("#events", EventLog)
         if not events.filter.empty:
@@ -379,13 +382,8 @@ class VfioWatchApp(App[None]):
         self._update_note_only()
 
     def action_replay_goto(self) -> None:
-        if self.playback is None:
-            return
-        self._to_main()
-        box = self._main().query_one("#goto", Input)
-        box.value = ""
-        box.add_class("visible")
-        box.focus()
+        if self.playback is not None:
+            self._open_prompt("#goto")
 
     @on(Input.Submitted, "#goto")
     def apply_goto(self, message: Input.Submitted) -> None:
@@ -398,9 +396,7 @@ class VfioWatchApp(App[None]):
             self.notify(fmt.safe(str(exc), 300), title="go to", severity="error", markup=False)
             return
         pb.seek_time(when)
-        box = self._main().query_one("#goto", Input)
-        box.remove_class("visible")
-        self._main().query_one("#events", EventLog).focus()
+        self._close_prompt("#goto")
         self._update_note_only()
 
     def action_replay_speed(self, factor: float) -> None:
