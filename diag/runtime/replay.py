@@ -211,12 +211,8 @@ class ReplayFeed:
             self._dirty = True
             if direction > 0:
                 start = self._pos
-                core, events = self._core, self.events
-                while self._pos < len(events):
-                    out = core.feed(events[self._pos])
-                    self._pos += 1
-                    if any(f.status == "open" for f in out):
-                        self._openings.add(self._pos)
+                while self._pos < len(self.events):
+                    if self._apply_next():
                         self._lock.notify_all()
                         return True
                 self._seek_locked(start)  # none ahead: stay where we were
@@ -262,14 +258,17 @@ class ReplayFeed:
         self._dirty = True
 
     def _apply_to(self, position: int) -> None:
-        core = self._core
-        events = self.events
-        openings = self._openings
         while self._pos < position:
-            out = core.feed(events[self._pos])
-            self._pos += 1
-            if out and any(f.status == "open" for f in out):
-                openings.add(self._pos)
+            self._apply_next()
+
+    def _apply_next(self) -> bool:
+        """Apply the next record; True (and the position noted) when a finding opened."""
+        out = self._core.feed(self.events[self._pos])
+        self._pos += 1
+        if out and any(f.status == "open" for f in out):
+            self._openings.add(self._pos)
+            return True
+        return False
 
     def _virtual_now(self) -> int:
         return self._vt_anchor + int((time.monotonic() - self._wall_anchor) * self.speed * NS)

@@ -179,15 +179,18 @@ class TestFindingsAndTime:
         events, _, _ = read_journal(SESSION)
         return ReplayFeed(events, autoplay=False)
 
+    @staticmethod
+    def _openings(feed: ReplayFeed) -> list[int]:
+        """Ground truth from a fresh core: positions just after each record opening a finding."""
+        c = Correlator()
+        return [i + 1 for i, e in enumerate(feed.events)
+                if any(f.status == "open" for f in c.feed(e))]
+
     def test_next_finding_stops_right_after_each_opening_in_turn(self) -> None:
         """n: pauses just after the record at which a finding opened (the core says so), the
         next call at the next one; past the last it stays put and says False."""
         feed = self._feed()
-        truth = []
-        c = Correlator()
-        for i, e in enumerate(feed.events):
-            if any(f.status == "open" for f in c.feed(e)):
-                truth.append(i + 1)
+        truth = self._openings(feed)
         assert len(truth) >= 3
         feed.start()
         try:
@@ -203,9 +206,7 @@ class TestFindingsAndTime:
     def test_previous_finding_after_a_seek_finds_earlier_openings(self) -> None:
         """N after seeking forward (never stepping through) still finds the opening before."""
         feed = self._feed()
-        c = Correlator()
-        first = next(i + 1 for i, e in enumerate(feed.events)
-                     if any(f.status == "open" for f in c.feed(e)))
+        first = self._openings(feed)[0]
         feed.start()
         try:
             feed.seek(first + 5)
