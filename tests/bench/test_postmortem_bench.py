@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from benchtable import table
 
 PROBE = Path(__file__).resolve().parent / "pm_replay_probe.py"
 N = int(os.environ.get("VFIOWATCH_BENCH_PM_EVENTS", "1000000"))
@@ -25,14 +26,6 @@ def _probe(*args: str) -> list[str]:
     out = subprocess.run([sys.executable, str(PROBE), *args], check=True, capture_output=True,
                          text=True, timeout=1800)
     return out.stdout.split()
-
-
-def _table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
 
 
 @pytest.mark.bench
@@ -53,7 +46,7 @@ def test_replay_of_a_million_event_journal(tmp_path: Path) -> None:
         rows.append((mode, f"{n:,}", f"{secs:.2f}", f"{rate:,.0f}", f"{rate / floor_rate:.2f}",
                      f"{rss / 1024:.0f}", f"{(big if name == 'big.jsonl' else small).stat().st_size / 2**20:.0f}"))
     print()
-    print(_table(
+    print(table(
         f"postmortem replay of an agent journal ({N:,} events; target replay >= 150,000 events/s)",
         ("what", "events", "seconds", "events/s", "x floor", "peak RSS MB", "file MB"), rows))
     assert results["replay:big.jsonl"][0] == N + 1  # every event (and the opening inventory)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from benchtable import table
 
 from tests.conftest import vfiowatch_bin
 
@@ -35,14 +36,6 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def _table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
 
 
 def _start_agent(tmp: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -136,7 +129,7 @@ def test_idle_cpu_and_resident_memory(tmp_path: Path) -> None:
         for p in procs.values():
             _stop(p)
     print()
-    print(_table(f"Idle over {IDLE_SECONDS} s (machine shared with other tests: their events count)",
+    print(table(f"Idle over {IDLE_SECONDS} s (machine shared with other tests: their events count)",
                  ("process", "CPU of one core", "RSS MB", "events in window", "target"), rows))
     assert rows
 
@@ -233,7 +226,7 @@ def test_memory_is_bounded_by_state_not_by_events(tmp_path: Path) -> None:
     data = json.loads(res.stdout.strip().splitlines()[-1])
     rows = [(f"{int(k):,}", f"{data[k]:.1f}") for k in ("10000", "100000", "500000", "1000000")]
     print()
-    print(_table(
+    print(table(
         f"Agent RSS by events processed ({data['rules']}; {data['seconds']:.0f} s for 1M, "
         f"{1e6 / data['seconds']:,.0f} events/s, {data['findings']} finding transitions, "
         f"{data['dropped']} dropped)",
