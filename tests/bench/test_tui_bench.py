@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -96,6 +97,9 @@ def _tmux_until(command: str, ready: Callable[[str], bool], timeout: float = 20.
         return None
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=10)
+        # kill-server leaves the server's socket file behind
+        (Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}" / name).unlink(
+            missing_ok=True)
 
 
 def test_time_to_first_frame() -> None:
