@@ -52,11 +52,19 @@ class Boot:
         return self.status.startswith("rc=0")
 
     def explain(self, lines: int = 25) -> str:
-        """The failure, where the whole console is, and its last lines."""
+        """The failure, where the whole console is, and its last lines (for a panic, those up
+        to the panic: the backtrace after it says little)."""
         where = f"{self.workdir / 'console.log'}" if self.workdir else "the console"
-        tail = "\n".join(self.console.replace("\r", "").rstrip().splitlines()[-lines:])
         return (f"scenario {self.scenario}: {self.failure or 'failed'}; see {where}, "
-                f"last lines:\n{tail}")
+                f"last lines:\n{last_lines(self.console, lines)}")
+
+
+def last_lines(console: str, n: int) -> str:
+    """The console's last n lines, or when the kernel panicked the n lines ending a few after
+    the panic line."""
+    text = console.replace("\r", "").rstrip().splitlines()
+    end = next((i + 4 for i, line in enumerate(text) if PANIC in line), len(text))
+    return "\n".join(text[max(0, end - n):end])
 
 
 def qemu_cmd(guest: Guest, scenario: str, workdir: Path, *, memory: int = 1024,
@@ -123,6 +131,12 @@ def boot_failure(console: str, qemu_out: str, returncode: int | None) -> str:
     output; "" when they show no such thing (the scenario's status then tells)."""
     started = FIRST_LINE in console
     panic = _line_after(console, PANIC)
+    if panic:
+        # What user space said last before the panic (switch_root, our initrd's messages).
+        said = [line.strip() for line in console.replace("\r", "").split(PANIC, 1)[0].splitlines()
+                if line.strip() and not line.startswith("[")]
+        if said:
+            panic += f" (after: {said[-1]})"
     unpack = _line_after(console, "Initramfs unpacking failed")
     if unpack:
         then = f"; then: {panic}" if panic else ""
