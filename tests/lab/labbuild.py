@@ -68,7 +68,10 @@ def _tail(text: bytes, lines: int = 30) -> str:
 
 def package_hint(command: str) -> str:
     """Where deploy/packages.txt lists the package that ships `command` (or says it does not)."""
-    res = subprocess.run([str(PACKAGES), "table"], capture_output=True, text=True, check=False)
+    # The PATH may be the broken thing: read the list with the system's default one as well.
+    env = dict(os.environ, PATH=os.environ.get("PATH", "") + ":" + os.defpath)
+    res = subprocess.run([str(PACKAGES), "table"], capture_output=True, text=True, check=False,
+                         env=env)
     for line in res.stdout.splitlines():
         group, entry, *uses = line.split()
         if command in uses or any(u.rsplit("/", 1)[-1] == command for u in uses):
