@@ -28,6 +28,7 @@ The timeline (Go runtime unless said):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -415,3 +416,34 @@ def assess(f: HandlerFacts) -> Assessment:
             "No release fixes it yet (PR #13856 proposed); watch for vf-stuck-unbound.",
             (F_TEARDOWN,))
     return Assessment(handler=f.handler, rows=tuple(rows), notes=tuple(notes))
+
+
+# ---- what happened (postmortem) -------------------------------------------------------------
+
+LINE_ISSUES = (
+    # (signature id of diag.sources.kata.signatures, text that must appear, issue)
+    ("qemu-bus-not-found", "<unknown PCIePortBusPrefix", "10162"),
+    ("qemu-bus-not-found", "Bus 'rp", "5676"),
+    ("port-not-set", "", "9014"),
+    ("coldplug-disabled-refusal", "", "10210"),
+    ("rs-bind-to-vfio-failed", "", "10162"),
+    ("vfio-device-request", "", "13837"),
+    ("vfio-device-request-blocked", "", "13837"),
+)
+"""Which known issue a matched Kata/QEMU/kernel line is the symptom of."""
+
+
+def issue_of_line(signature: str, text: str) -> str | None:
+    """The known issue a catalogued log line shows, or None."""
+    return next((issue for sig, needle, issue in LINE_ISSUES if sig == signature and needle in text), None)
+
+
+def what_happened(a: Assessment, lines: Iterable[tuple[str, str]]) -> tuple[tuple[Exposure, str, str], ...]:
+    """(exposure row, signature, line) for each line that shows an issue the handler was exposed to."""
+    out = []
+    for sig, text in lines:
+        issue = issue_of_line(sig, text)
+        for row in a.rows:
+            if issue is not None and row.issue == issue:
+                out.append((row, sig, text))
+    return tuple(out)

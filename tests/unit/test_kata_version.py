@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -209,3 +210,37 @@ def test_the_real_shim_prints_what_the_decoder_reads(shim_389: dict[str, Path]) 
     """The "(Golang)" --version form, printed by a binary built with Kata's format string, decodes."""
     out = subprocess.run([str(shim_389["3.9.0"]), "--version"], capture_output=True, text=True, check=True).stdout
     assert kv.parse_shim_version(out) == kv.TextVersion("3.9.0", COMMIT, "containerd-shim-kata-v2 --version", "go")
+
+
+# ---- postmortem: a report says whether the node was exposed and which issue matches ---------
+
+
+def test_report_of_issue_10092_was_exposed_to_10162() -> None:
+    """#10092's collect-data report: Kata 3.6.0 with ColdPlugVFIO no-port: exposed to #10162."""
+    from diag.core import kata_exposure as kx
+    f = kv.facts_from_report((FIX / "kata-10092-collect-data-head.md").read_text(), origin="kata.log")
+    assert f is not None and str(f.version) == "3.6.0" and f.cold_plug_vfio == "no-port"
+    assert f.version_source is not None and f.version_source.detail == "kata.log: kata-collect-data.sh report 3.6.0"
+    a = kx.assess(dataclasses.replace(f, vfs=(kx.VfCandidate(bdf="0000:84:01.1"),)))
+    assert [r.issue for r in a.rows] == ["10162"]
+    line = ("qemu-system-x86_64: -device vfio-pci,host=0000:84:01.1,x-pci-vendor-id=0x15b3,x-pci-device-id=0x101e,"
+            "bus=<unknown PCIePortBusPrefix: >0: Bus '<unknown PCIePortBusPrefix: >0' not found")
+    (hit,) = kx.what_happened(a, [("qemu-bus-not-found", line), ("cannot-start-vm", "Cannot start VM")])
+    assert hit[0].issue == "10162" and hit[1] == "qemu-bus-not-found"
+
+
+def test_kata_env_alone_gives_version_and_cold_plug() -> None:
+    """kata-env of 1.11 (PR #314): version from [Runtime.Version.Version]; no ColdPlugVFIO there (pre-3.2)."""
+    f = kv.facts_from_report((FIX / "kata-pr314-kata-env-1.11.toml").read_text())
+    assert f is not None and str(f.version) == "1.11.0-rc0" and f.cold_plug_origin == "default (not in the report)"
+    assert kv.facts_from_report("nothing about Kata here\n") is None
+
+
+def test_lines_show_the_issue_they_belong_to() -> None:
+    """QEMU's no-port bus is #10162, its rp0 bus #5676, port-not-set #9014, the refusal #10210."""
+    from diag.core.kata_exposure import issue_of_line
+    assert issue_of_line("qemu-bus-not-found", "Bus '<unknown PCIePortBusPrefix: >0' not found") == "10162"
+    assert issue_of_line("qemu-bus-not-found", "-device vfio-pci,host=3b:04.1,bus=rp0: Bus 'rp0' not found") == "5676"
+    assert issue_of_line("port-not-set", "port is not set for device 0000:5e:02.1") == "9014"
+    assert issue_of_line("coldplug-disabled-refusal", "because cold_plug_vfio is disabled") == "10210"
+    assert issue_of_line("cannot-start-vm", "Cannot start VM") is None

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diag.core.kata_exposure import (
+    HandlerFacts,
     KataVersion,
     VersionReading,
     parse_version,
@@ -366,3 +367,54 @@ def handler_version(paths: HostPaths, handler: RuntimeHandler, *, packages: pkgd
     disagree = tuple(f"{r.detail} says {r.version}" for r in ranked[1:]
                      if version is not None and (parse_version(r.version) or version).line != version.line)
     return HandlerVersion(handler.name, version, winner, tuple(readings), shim, runtime, disagree)
+
+
+# ---- postmortem: the facts a report gives ---------------------------------------------------
+
+_TOML_BLOCK = re.compile(r"```toml\n(.*?)(?:\n```|\Z)", re.S)
+
+
+def _kata_env_block(text: str) -> dict[str, Any]:
+    """The TOML of kata-env in a collect-data report (or the text itself), leniently: {} when none."""
+    for chunk in [m.group(1) for m in _TOML_BLOCK.finditer(text)] + [text]:
+        try:
+            data = tomllib.loads(chunk)
+        except tomllib.TOMLDecodeError:
+            continue
+        if isinstance(data.get("Hypervisor"), Mapping) or isinstance(data.get("Runtime"), Mapping):
+            return data
+    return {}
+
+
+def facts_from_report(text: str, *, handler: str = "kata", origin: str = "report") -> HandlerFacts | None:
+    """A handler's facts from what an operator attached: kata-env, a collect-data report, a
+    `--version` output. None when the text names no Kata version and no configuration."""
+    env = parse_kata_env(text) or {}
+    readings: list[VersionReading] = []
+    if env.get("version"):
+        readings.append(VersionReading(source="kata-env", version=env["version"],
+                                       detail=f"{origin}: kata-env [Runtime.Version] {env['version']}"))
+    for parse, src in ((parse_collect_version, "collect-data"), (parse_shim_version, "shim --version"),
+                       (parse_runtime_version, "kata-runtime --version")):
+        tv = parse(text)
+        if tv is not None:
+            readings.append(VersionReading(source=src, version=tv.version, detail=f"{origin}: {tv.what} {tv.version}"))
+    for mgr, name, ver in parse_package_listing(text):
+        readings.append(VersionReading(source=mgr, version=upstream_of_package_version(ver), exact=False,
+                                       detail=f"{origin}: {mgr} listing {name} {ver}"))
+    hyp = _kata_env_block(text).get("Hypervisor") or {}
+    cold = hyp.get("ColdPlugVFIO") if isinstance(hyp, Mapping) else None
+    if not readings and cold is None:
+        return None
+    winner = next((r for r in readings if r.exact), readings[0] if readings else None)
+    shim = parse_shim_version(text)
+    rs = (shim is not None and shim.runtime == "rs") or "/runtime-rs/" in str(env.get("config_path", ""))
+    return HandlerFacts(
+        handler=handler, runtime="rs" if rs else "go", runtime_basis=origin,
+        version=parse_version(winner.version) if winner else None, version_source=winner, readings=tuple(readings),
+        config_path=env.get("config_path") or None,
+        cold_plug_vfio=str(cold) if cold is not None else "no-port",
+        cold_plug_origin=f"{origin}: kata-env ColdPlugVFIO" if cold is not None else "default (not in the report)",
+        hot_plug_vfio=str(hyp.get("HotPlugVFIO") or "no-port") if isinstance(hyp, Mapping) else "no-port",
+        pcie_root_port=int(hyp.get("PCIeRootPort") or 0) if isinstance(hyp, Mapping) else 0,
+        vfs_basis="VFs as the other inputs show them")
