@@ -32,9 +32,10 @@ def fixtures() -> Path:
     return FIXTURES
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def require_root() -> None:
-    """Kernel tiers need root; CI runs as root, so this only skips on a developer laptop."""
+    """Kernel, eBPF, lab and bench tiers need root; CI runs as root, so this only skips on a
+    developer laptop. Session-scoped, so module- and session-scoped fixtures can ask for it."""
     if os.geteuid() != 0:
         pytest.skip("needs root (CI runs every tier as root)")
 

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from benchtable import table
 
+from tests.bench.benchtable import table
 from tests.conftest import vfiowatch_bin
 
 pytestmark = pytest.mark.usefixtures("require_root")

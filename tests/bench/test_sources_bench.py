@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,9 +20,14 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernel"))
-
-from vw_kernel_helpers import (
+from diag import events as ev
+from diag.core.correlator import Correlator
+from diag.paths import HostPaths
+from diag.runtime import Pipeline
+from diag.sources import Emit, SourceContext, sysfs
+from diag.sources.links import LinksSource
+from diag.sources.uevent import DeviceTracker, UeventSource, decode_uevent
+from tests.kernel.vw_kernel_helpers import (
     Collector,
     RawCounter,
     build_storm_writer,
@@ -35,14 +39,6 @@ from vw_kernel_helpers import (
     storm_device,
     wait_for,
 )
-
-from diag import events as ev
-from diag.core.correlator import Correlator
-from diag.paths import HostPaths
-from diag.runtime import Pipeline
-from diag.sources import Emit, SourceContext, sysfs
-from diag.sources.links import LinksSource
-from diag.sources.uevent import DeviceTracker, UeventSource, decode_uevent
 
 ROWS: list[tuple[str, str, str]] = []
 
@@ -62,10 +58,7 @@ def _print_table() -> None:
     ROWS.clear()
 
 
-@pytest.fixture(autouse=True)
-def _root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("benchmarks of kernel sources need root")
+pytestmark = pytest.mark.usefixtures("require_root")
 
 
 def _cpu() -> float:

@@ -13,9 +13,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from vw_ebpf_helpers import DRV, HARMLESS_BDF, Collected, real_virtio_bdf
-
 from diag.sources.ebpf.source import EbpfSource
+from tests.ebpf.vw_ebpf_helpers import DRV, HARMLESS_BDF, Collected, real_virtio_bdf
 
 B = HARMLESS_BDF
 

@@ -11,17 +11,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from vw_ebpf_helpers import DRV, HARMLESS_BDF, Collected, real_virtio_bdf
 
 from diag.sources import SourceContext
 from diag.sources.ebpf.source import EbpfSource
+from tests.ebpf.vw_ebpf_helpers import DRV, HARMLESS_BDF, Collected, real_virtio_bdf
 
 
 @pytest.fixture(scope="module")
-def open_only() -> Iterator[tuple[EbpfSource, Collected]]:
+def open_only(require_root: None) -> Iterator[tuple[EbpfSource, Collected]]:
     """The `ebpf` source forced to tracepoint mode, open-only variant."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (CI runs every tier as root)")
     src = EbpfSource(SourceContext(options={"mode": "tracepoint",
                                             "tracepoint_variant": "open-only"}))
     avail = src.probe()

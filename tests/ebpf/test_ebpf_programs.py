@@ -23,9 +23,7 @@ from diag.sources.ebpf.source import (
 
 
 @pytest.fixture(autouse=True)
-def _needs_bcc() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (CI runs every tier as root)")
+def _needs_bcc(require_root: None) -> None:
     if bcc_facade.import_error():
         pytest.skip(f"bcc unavailable: {bcc_facade.import_error()}")
 

@@ -10,13 +10,20 @@ import threading
 from collections import Counter
 
 import pytest
-from vw_kernel_helpers import Collector, RawCounter, cleanup_netns, prefix, sh, wait_for
 
 from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.runtime import Pipeline, PipelineOptions
 from diag.sources import SourceContext
 from diag.sources.links import LinksSource
+from tests.kernel.vw_kernel_helpers import (
+    Collector,
+    RawCounter,
+    cleanup_netns,
+    prefix,
+    sh,
+    wait_for,
+)
 
 pytestmark = pytest.mark.usefixtures("require_root")
 

@@ -11,14 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vw_kernel_helpers import (
-    Collector,
-    build_storm_writer,
-    new_uuid,
-    storm,
-    storm_device,
-    wait_for,
-)
 
 from diag import events as ev
 from diag.core.correlator import Correlator
@@ -26,6 +18,14 @@ from diag.paths import HostPaths
 from diag.runtime import Pipeline, PipelineOptions
 from diag.sources import SourceContext, sysfs
 from diag.sources.uevent import UeventSource, decode_uevent
+from tests.kernel.vw_kernel_helpers import (
+    Collector,
+    build_storm_writer,
+    new_uuid,
+    storm,
+    storm_device,
+    wait_for,
+)
 
 pytestmark = pytest.mark.usefixtures("require_root")
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import struct
-import sys
 from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-sys.path.insert(0, str(FIXTURES))
+from tests.fixtures.dumps import Record, load_dump
 
-from dumps import Record, load_dump  # noqa: E402
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 DUMPS = sorted((FIXTURES / "uevent").glob("*.dump")) + sorted((FIXTURES / "netlink").glob("*.dump"))
 

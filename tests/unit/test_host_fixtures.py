@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from diag import events as ev
 from diag.sources.links import decode_rtnl
 from diag.sources.uevent import DeviceTracker, decode_uevent
+from tests.fixtures.dumps import load_dump
 
 HOST = Path(__file__).resolve().parents[1] / "fixtures" / "host"
-sys.path.insert(0, str(HOST.parent))
-
-from dumps import load_dump  # noqa: E402
 
 
 def test_synthetic_uevents_from_this_machine_decode_marked_synthetic() -> None:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
-import labvm
+from tests.lab import labvm
 
 BOOT = b"[    1.0] virtio_blk virtio1: [vda] 2457600 512-byte logical blocks\nlab-init: uptime 3.97s\n"
 STALL = (b"[  136.6] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n"

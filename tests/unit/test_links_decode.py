@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,9 @@ from diag.sources.links import (
     parse_rtnl,
 )
 from diag.sources.uevent import DeviceTracker, decode_uevent
+from tests.fixtures.dumps import load_dump
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-sys.path.insert(0, str(FIXTURES))
-
-from dumps import load_dump  # noqa: E402
 
 NETLINK = sorted((FIXTURES / "netlink").glob("*.dump"))
 GUEST = ev.NetnsRef(inode=4026531840, is_host=True)

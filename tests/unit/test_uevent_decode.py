@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,11 +11,9 @@ from diag import events as ev
 from diag.paths import HostPaths
 from diag.sources import sysfs
 from diag.sources.uevent import DeviceTracker, MalformedUevent, decode_uevent
+from tests.fixtures.dumps import load_dump
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-sys.path.insert(0, str(FIXTURES))
-
-from dumps import load_dump  # noqa: E402
 
 VF0 = "0000:01:10.0"
 VF2 = "0000:01:10.2"

@@ -16,6 +16,7 @@ from diag.runtime import Pipeline, PipelineOptions
 from diag.sinks.journal import JournalSink
 from diag.sources import Availability, Emit
 from diag.sources.uevent import DeviceTracker, decode_uevent
+from tests.fixtures.dumps import load_dump
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 PHASES = ("kata38-bind-vfio", "kata38-restore", "clear-override", "kata30-bind-vfio")
@@ -24,12 +25,7 @@ PHASES = ("kata38-bind-vfio", "kata38-restore", "clear-override", "kata30-bind-v
 
 def lab_events() -> list[ev.Event]:
     """The lab's real uevent datagrams decoded as the live uevent source does, wall-clock stamped."""
-    import sys
-
-    sys.path.insert(0, str(FIXTURES))
     from dataclasses import replace
-
-    from dumps import load_dump  # type: ignore[import-not-found]
 
     from diag.paths import HostPaths
     from diag.sources import sysfs
@@ -151,11 +147,6 @@ def test_journal_built_through_the_codec_replays_like_the_correlator_fed_directl
 def test_udevadm_is_aligned_to_the_agent_journal_of_the_same_session(tmp_path: Path) -> None:
     """The lab's raw uevents as an agent journal (wall clock) and its udevadm capture
     (monotonic): matched, the offset lands within its ± of the true one, and each move shows once."""
-    import sys
-
-    sys.path.insert(0, str(FIXTURES))
-    from dumps import load_dump  # type: ignore[import-not-found]
-
     lines = [codec.dumps(codec.Header(boot_id="lab", started_ns=1))]
     tracker = DeviceTracker()
     truth = None

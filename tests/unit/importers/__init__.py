@@ -1,0 +1,1 @@
+"""Unit tests of postmortem: importers, alignment, the engine and its command."""
