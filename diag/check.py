@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 
 NETLINK_KOBJECT_UEVENT = 15
 NETLINK_ROUTE = 0

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from diag import __version__
-from diag.errors import DiagError
-from diag.paths import HostPaths
-from diag.text import safe
+from diag.common.errors import DiagError
+from diag.common.paths import HostPaths
+from diag.common.text import safe
 
 Adder = Callable[[argparse._SubParsersAction], None]  # type: ignore[type-arg]
 COMMANDS: list[Adder] = []

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from diag import events as ev
-from diag.errors import JournalFormatError
+from diag.common.errors import JournalFormatError
 
 try:  # orjson is a declared dependency; the fallback keeps the pure tests independent of it.
     import orjson

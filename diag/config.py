@@ -18,10 +18,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from diag.common.errors import ConfigError
+from diag.common.paths import HostPaths
 from diag.core import config as core_config
 from diag.core.config import CoreConfig
-from diag.errors import ConfigError
-from diag.paths import HostPaths
 
 TOP_LEVEL = ("core", "sources")
 DRIVERCTL_DIR = "/etc/driverctl.d"

@@ -15,9 +15,9 @@ from importlib import resources
 from pathlib import Path
 
 from diag.cli import command
+from diag.common.errors import DiagError
+from diag.common.paths import HostPaths
 from diag.core.state import HostState, SnapshotFeed
-from diag.errors import DiagError
-from diag.paths import HostPaths
 
 DEMO_JOURNAL = "demo.jsonl"
 """Bundled incident journal in diag/data/ (see diag/data/README.md for how it was made)."""
@@ -110,7 +110,7 @@ def _replay(path: Path, args: argparse.Namespace, mode: str = "REPLAY", max_gap_
         start_at=(1 << 62) if args.at_end else 0, max_gap_s=max_gap_s,
     )
     if at:
-        from diag.when import parse_when
+        from diag.common.when import parse_when
         try:
             when = parse_when(at, feed.events[0].ts_ns)
         except ValueError as exc:

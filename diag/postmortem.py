@@ -2,7 +2,7 @@
 
 The command is thin: `diag.importers.postmortem` reads, aligns and replays through the live
 Correlator; this module parses the options and renders the report as text (a terminal, every
-outside string escaped with `diag.text.safe`), JSON (findings in the journal's schema with the
+outside string escaped with `diag.common.text.safe`), JSON (findings in the journal's schema with the
 live rule ids, plus the timeline) or Markdown (to paste into a ticket, like kata-collect-data).
 Exit status: 0 when no finding reaches warning, 1 when one does, 2 when an input could not be
 read (the report is still printed).
@@ -23,9 +23,9 @@ from typing import Any
 from diag import codec
 from diag import events as ev
 from diag.cli import command
-from diag.errors import ConfigError, DiagError
+from diag.common.errors import ConfigError, DiagError
+from diag.common.text import safe
 from diag.importers import postmortem as pm
-from diag.text import safe
 
 SCHEMA = 1
 KIND = "vfiowatch_postmortem"

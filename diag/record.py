@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 
 DEVICE_FILES = (
     "vendor", "device", "class", "subsystem_vendor", "subsystem_device", "revision",

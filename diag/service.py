@@ -21,8 +21,8 @@ from typing import Any
 
 from diag import __version__
 from diag.cli import command
-from diag.errors import ConfigError, DiagError
-from diag.paths import HostPaths
+from diag.common.errors import ConfigError, DiagError
+from diag.common.paths import HostPaths
 
 DEFAULT_JOURNAL = "/var/lib/vfiowatch/journal.jsonl"
 HEALTHY_WITHIN_S = 10.0

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from diag.errors import ConfigError
+from diag.common.errors import ConfigError
 
 NS = 1_000_000_000
 

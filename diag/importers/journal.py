@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from diag import codec
 from diag import events as ev
-from diag.errors import JournalFormatError
+from diag.common.errors import JournalFormatError
 from diag.importers import FileStats, Parsed, first_json_object, iter_lines, register
 
 

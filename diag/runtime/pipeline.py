@@ -64,10 +64,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from diag import events as ev
+from diag.common.errors import DiagError
 from diag.core.config import CoreConfig
 from diag.core.correlator import Correlator
 from diag.core.state import HostState, SnapshotListener
-from diag.errors import DiagError
 from diag.sinks import Sink
 from diag.sources import Availability, Source, SourceContext, load_builtin
 

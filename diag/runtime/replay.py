@@ -25,9 +25,9 @@ from pathlib import Path
 
 from diag import codec
 from diag import events as ev
+from diag.common.errors import JournalFormatError
 from diag.core.correlator import Correlator
 from diag.core.state import HostState, SnapshotListener
-from diag.errors import JournalFormatError
 
 NS = 1_000_000_000
 

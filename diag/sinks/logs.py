@@ -8,7 +8,7 @@ and flat domain keys named in DOMAIN_KEYS, so a log shipper needs no nested pars
 
 `describe()` is the pure half (event -> level, name, fields) and is what the tests check; the
 sink only renders. JSON goes out through orjson; the console format escapes every string with
-`diag.text.safe`, because interface names, comm and log text are attacker-controlled.
+`diag.common.text.safe`, because interface names, comm and log text are attacker-controlled.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any, ClassVar, TextIO
 import structlog
 
 from diag import events as ev
+from diag.common.text import safe
 from diag.core.state import DeviceView, HostState
-from diag.text import safe
 
 DOMAIN_KEYS: tuple[str, ...] = (
     "bdf", "pf", "vf_index", "driver", "previous_driver", "netdev", "netns", "sandbox_id", "pod",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 
 
 class Emit(Protocol):
@@ -76,7 +76,7 @@ def check_options(source: str, options: Mapping[str, Any], known: Sequence[str])
     """Raise ConfigError naming the first option `source` does not take, with the known ones."""
     for key in options:
         if key not in known:
-            from diag.errors import ConfigError
+            from diag.common.errors import ConfigError
 
             raise ConfigError(
                 f"unknown option {key!r} for source {source}",

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources import Availability, Emit, SourceContext, check_options, register
 from diag.sources._wake import StopRelay
 from diag.sources.sysfs import is_bdf

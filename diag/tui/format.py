@@ -1,7 +1,7 @@
 """Provides the dashboard's pure formatting helpers: HostState pieces -> Rich Text, no Textual.
 
 Every string that comes from the outside world (interface names, process names, log text,
-paths) goes through `diag.text.safe` and into a `rich.text.Text` built without markup parsing,
+paths) goes through `diag.common.text.safe` and into a `rich.text.Text` built without markup parsing,
 so `[red]x` shows as `[red]x` and an ESC shows as `\\x1b`. Times are formatted from the
 snapshot's own clock (event time), never from `now()`, so live and replay render alike and
 snapshot tests are deterministic. Unit-tested in tests/unit/test_tui_format.py.
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from rich.text import Text
 
 from diag import events as ev
+from diag.common.text import safe
 from diag.core.state import DeviceView, HostState, SourceHealth
-from diag.text import safe
 
 NS = 1_000_000_000
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources import SourceContext, proc
 from diag.sources.kata import config as kconfig
 from diag.sources.kata import sandboxes

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from diag import events as ev
+from diag.common.paths import HostPaths
 from diag.core.correlator import Correlator
-from diag.paths import HostPaths
 from diag.runtime import Pipeline
 from diag.sources import Emit, SourceContext, sysfs
 from diag.sources.links import LinksSource

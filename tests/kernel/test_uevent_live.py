@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from diag import events as ev
+from diag.common.paths import HostPaths
 from diag.core.correlator import Correlator
-from diag.paths import HostPaths
 from diag.runtime import Pipeline, PipelineOptions
 from diag.sources import SourceContext, sysfs
 from diag.sources.uevent import UeventSource, decode_uevent

@@ -9,7 +9,7 @@ import pytest
 
 from diag import codec
 from diag import events as ev
-from diag.errors import JournalFormatError
+from diag.common.errors import JournalFormatError
 
 
 def _sample(tp: typing.Any, name: str) -> typing.Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources import SourceContext
 from diag.sources.ebpf import decode as D
 from diag.sources.ebpf import layouts as L

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources.kata.check import kata_check
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "kata"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources.kata import config as kc
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "kata"

@@ -261,7 +261,7 @@ def test_error_field_is_matched_when_the_message_is_generic() -> None:
 
 def test_same_go_line_via_syslog_and_containerd_is_reported_once() -> None:
     """A Go shim line reaches journald twice (kata identifier, containerd's log): one LogLineMatched."""
-    from diag.paths import HostPaths
+    from diag.common.paths import HostPaths
     from diag.sources.kata.source import KataWatcher
 
     line = f'time="2026-11-27T15:00:00.123456789Z" {LINE_10162}'

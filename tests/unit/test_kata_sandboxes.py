@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources.kata import sandboxes as sb
 from diag.sources.kata.source import KataWatcher
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from diag import events as ev
-from diag.errors import ConfigError
-from diag.paths import HostPaths
+from diag.common.errors import ConfigError
+from diag.common.paths import HostPaths
 from diag.sources import SourceContext, load_builtin
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "kata"

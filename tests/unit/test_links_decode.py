@@ -97,7 +97,7 @@ def test_merged_by_time_the_two_sockets_give_the_sriov_lab_order() -> None:
     unbind (no DRIVER, previous driver from state), vfio nodes, bind vfio-pci."""
     from dataclasses import replace
 
-    from diag.paths import HostPaths
+    from diag.common.paths import HostPaths
     from diag.sources import sysfs
 
     devs = [replace(d, driver="igbvf", netdevs=("eth1",)) if d.bdf == VF0 else d
@@ -155,8 +155,8 @@ def test_the_pipeline_merges_two_sockets_of_a_lab_phase_into_kernel_time_order(p
     two sockets); the runtime's merge window hands them to the core in receive-time order."""
     from dataclasses import replace
 
+    from diag.common.paths import HostPaths
     from diag.core.correlator import Correlator
-    from diag.paths import HostPaths
     from diag.runtime import Pipeline, PipelineOptions
     from diag.sources import sysfs
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources.links import PID_SETTLE_READS, scan_netns
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources import proc
 
 

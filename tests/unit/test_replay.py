@@ -11,9 +11,9 @@ import pytest
 
 from diag import codec
 from diag import events as ev
+from diag.common.errors import JournalFormatError
 from diag.core.correlator import Correlator
 from diag.core.state import HostState
-from diag.errors import JournalFormatError
 from diag.runtime.replay import ReplayFeed, read_journal
 
 JOURNAL = Path(__file__).resolve().parents[1] / "fixtures" / "journals" / "demo-lab.jsonl"

@@ -201,7 +201,7 @@ def test_build_sources_hands_each_source_its_own_options_table() -> None:
     """`[sources.<name>]` tables go to their source; an unknown option is a ConfigError."""
     import pytest
 
-    from diag.errors import ConfigError
+    from diag.common.errors import ConfigError
     from diag.runtime import build_sources
     from diag.sources import SourceContext
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from diag import events as ev
-from diag.errors import RootError
-from diag.paths import HostPaths
+from diag.common.errors import RootError
+from diag.common.paths import HostPaths
 from diag.sources import sysfs
 
 

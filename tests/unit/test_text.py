@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from diag.text import safe
+from diag.common.text import safe
 
 
 def test_escape_sequences_and_controls_are_made_visible() -> None:

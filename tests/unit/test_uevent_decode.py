@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources import sysfs
 from diag.sources.uevent import DeviceTracker, MalformedUevent, decode_uevent
 from tests.fixtures.dumps import load_dump

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources import SourceContext, sysfs
 from diag.sources.uevent import UeventSource
 

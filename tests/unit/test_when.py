@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from diag.when import NS, parse_when
+from diag.common.when import NS, parse_when
 
 BASE = int(datetime(2026, 11, 27, 10, 40, 0, tzinfo=UTC).timestamp()) * NS + 5  # first record
 

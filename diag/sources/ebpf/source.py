@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from diag import events as ev
-from diag.errors import ConfigError, ProbeLoadError
-from diag.paths import HostPaths
+from diag.common.errors import ConfigError, ProbeLoadError
+from diag.common.paths import HostPaths
 from diag.sources import Availability, Emit, SourceContext, check_options, register
 from diag.sources.ebpf import bcc_facade
 from diag.sources.ebpf import decode as D

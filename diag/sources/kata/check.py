@@ -11,10 +11,10 @@ import time
 
 from diag import events as ev
 from diag.check import CheckResult, check
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
+from diag.common.text import safe
 from diag.sources.kata import config as kconfig
 from diag.sources.kata.source import KataWatcher
-from diag.text import safe
 
 
 def describe(c: ev.KataConfig) -> str:

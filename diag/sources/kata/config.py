@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 
 # ---- Kata's constants (kata-facts §1) -------------------------------------------------------
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources import proc
 from diag.sources.kata import config as kconfig
 from diag.sources.kata.signatures import normalise_bdf

@@ -31,7 +31,7 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources import Availability, Emit, SourceContext, check_options, proc, register
 from diag.sources.kata import config as kconfig
 from diag.sources.kata import logs, sandboxes

@@ -17,9 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from diag import events as ev
+from diag.common.paths import HostPaths
 from diag.core.config import CoreConfig
 from diag.core.correlator import Correlator
-from diag.paths import HostPaths
 from diag.sources import sysfs
 from diag.sources.links import decode_rtnl
 from diag.sources.uevent import DeviceTracker, decode_uevent

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from diag.common.errors import ConfigError
 from diag.config import load
 from diag.core.config import NS, CoreConfig
-from diag.errors import ConfigError
 
 GOOD = """\
 # vfiowatch configuration

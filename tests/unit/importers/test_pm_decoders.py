@@ -243,7 +243,7 @@ def test_lspci_listing_gives_inventory_with_sriov_roles() -> None:
 def test_snapshot_json_round_trips_the_scanner_inventory(tmp_path: Path) -> None:
     """`vfiowatch snapshot --format json` of the lab tree reads back as the same devices."""
     from diag.cli import _snapshot_json
-    from diag.paths import HostPaths
+    from diag.common.paths import HostPaths
     from diag.sources import sysfs
 
     root = Path(__file__).resolve().parents[2] / "fixtures" / "sysfs" / "sriov-lab"

@@ -83,7 +83,7 @@ def test_text_parsers_survive_mutated_real_captures(data: st.DataObject) -> None
 @given(st.lists(st.binary(max_size=300), max_size=20))
 def test_binary_journal_and_journald_lines_never_raise(raw: list[bytes]) -> None:
     """The agent's journal and journald readers take arbitrary bytes per line."""
-    from diag.errors import JournalFormatError
+    from diag.common.errors import JournalFormatError
 
     with contextlib.suppress(JournalFormatError):  # a newer-schema header is refused on purpose
         _all_events(parse_journal(raw))

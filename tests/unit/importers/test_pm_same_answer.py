@@ -27,7 +27,7 @@ def lab_events() -> list[ev.Event]:
     """The lab's real uevent datagrams decoded as the live uevent source does, wall-clock stamped."""
     from dataclasses import replace
 
-    from diag.paths import HostPaths
+    from diag.common.paths import HostPaths
     from diag.sources import sysfs
 
     # The state after `sriov-create` (the lab's sysfs tree, both VFs on igbvf), as the live

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from diag.errors import RootError
+from diag.common.errors import RootError
 
 
 @dataclass(frozen=True, slots=True)
