@@ -11,7 +11,6 @@ read (the report is still printed).
 from __future__ import annotations
 
 import argparse
-import calendar
 import json
 import os
 import re
@@ -25,6 +24,7 @@ from diag import events as ev
 from diag.cli import command
 from diag.common.errors import ConfigError, DiagError
 from diag.common.text import safe
+from diag.common.when import parse_when, seconds_ns
 from diag.importers import postmortem as pm
 
 SCHEMA = 1
@@ -35,41 +35,6 @@ KIND = "vfiowatch_postmortem"
 # Options
 # --------------------------------------------------------------------------------------------
 
-_ISO = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?\s*(Z|UTC|[+-]\d{2}:?\d{2})?$"
-)
-
-
-def _seconds_ns(text: str) -> int | None:
-    """Decimal seconds to integer nanoseconds, exactly (no float rounding at epoch scale)."""
-    from decimal import Decimal, InvalidOperation
-
-    try:
-        d = Decimal(text)
-    except InvalidOperation:
-        return None
-    if not d.is_finite():
-        return None
-    return int(d * 1_000_000_000)
-
-
-def parse_when(text: str) -> int:
-    """ISO 8601 (UTC unless an offset is given) or epoch seconds -> epoch nanoseconds."""
-    s = text.strip()
-    ns = _seconds_ns(s)
-    if ns is not None:
-        return ns
-    m = _ISO.match(s)
-    if not m:
-        raise ValueError(f"not a time: {text!r} (use 2026-11-27T14:52:48Z or epoch seconds)")
-    y, mo, d, h, mi, sec, frac, tz = m.groups()
-    secs = calendar.timegm((int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(sec or 0), 0, 0, 0))
-    if tz and tz not in ("Z", "UTC"):
-        sign = -1 if tz[0] == "+" else 1
-        z = tz[1:].replace(":", "")
-        secs += sign * (int(z[:2]) * 3600 + int(z[2:]) * 60)
-    return secs * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
-
 
 def parse_offset(text: str) -> tuple[str, int]:
     """`SECONDS`, `@BOOT-TIME`, `PATH=SECONDS` or `PATH=@BOOT-TIME` -> (path or '*', ns)."""
@@ -79,7 +44,7 @@ def parse_offset(text: str) -> tuple[str, int]:
     value = value.strip()
     if value.startswith("@"):
         return path or "*", parse_when(value[1:])
-    ns = _seconds_ns(value)
+    ns = seconds_ns(value)
     if ns is None:
         raise ValueError(f"bad --offset {text!r}: use SECONDS, @BOOT-TIME, PATH=SECONDS or "
                          "PATH=@BOOT-TIME")

@@ -1,4 +1,4 @@
-"""parse_when: the times an operator types to jump in a journal."""
+"""parse_when: the one parser of the times an operator types (journal jumps, postmortem bounds)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,21 @@ def test_bad_input_names_the_forms(text: str) -> None:
     """Anything else is a ValueError that says which forms are accepted."""
     with pytest.raises(ValueError, match="HH:MM"):
         parse_when(text, BASE)
+
+
+@pytest.mark.parametrize("base", [None, BASE])
+def test_absolute_forms_mean_the_same_with_or_without_a_start(base: int | None) -> None:
+    """Epoch seconds and ISO 8601 (offsets, ` UTC`, a bare date) read the same for postmortem
+    (no start) and the dashboard (a journal's start): one parser for every command."""
+    assert parse_when("1795791172.5", base) == 1_795_791_172_500_000_000
+    assert parse_when("2026-11-27T11:41:07+0100", base) == at(10, 41, 7)
+    assert parse_when("2026-11-27 10:41:07 UTC", base) == at(10, 41, 7)
+    assert parse_when("2026-11-27", base) == at(0, 0, 0)
+
+
+def test_relative_forms_need_a_start() -> None:
+    """Without a start a time of day is refused (naming the absolute forms) and a leading '+' is
+    the sign of epoch seconds, as postmortem has always read it."""
+    with pytest.raises(ValueError, match="epoch seconds"):
+        parse_when("16:07:58")
+    assert parse_when("+90") == 90 * NS
