@@ -19,7 +19,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from diag import codec
+from diag import codec, render
 from diag import events as ev
 from diag.cli import command
 from diag.common.errors import ConfigError, DiagError
@@ -179,7 +179,7 @@ def _size(path: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Describing events
+# Times and inputs
 # --------------------------------------------------------------------------------------------
 
 
@@ -189,103 +189,6 @@ def fmt_time(ts: int, *, date: bool = False) -> str:
     dt = datetime.fromtimestamp(ts // 1_000_000_000, UTC)
     frac = f"{ts % 1_000_000_000 // 1000:06d}"
     return dt.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S") + "." + frac
-
-
-def _drv(d: str | None) -> str:
-    return d if d else "(driver not recorded)"
-
-
-def describe(e: ev.Event) -> str:
-    """One line saying what an event means (raw: escape before printing)."""
-    t = type(e)
-    if t is ev.DeviceBound:
-        assert isinstance(e, ev.DeviceBound)
-        prev = f" (from {e.previous_driver})" if e.previous_driver else ""
-        return f"{e.bdf} bound to {_drv(e.driver)}{prev}"
-    if t is ev.DeviceUnbound:
-        assert isinstance(e, ev.DeviceUnbound)
-        return f"{e.bdf} unbound" + (f" from {e.previous_driver}" if e.previous_driver else "")
-    if t is ev.DeviceAdded:
-        assert isinstance(e, ev.DeviceAdded)
-        ids = f" [{e.vendor}:{e.device}]" if e.vendor else ""
-        return f"{e.bdf} added{ids}" + (f" (VF {e.vf_index} of {e.pf})" if e.pf else "")
-    if t is ev.DeviceRemoved:
-        assert isinstance(e, ev.DeviceRemoved)
-        return f"{e.bdf} removed"
-    if t is ev.DeviceChanged:
-        assert isinstance(e, ev.DeviceChanged)
-        what = f" {e.attribute}={e.value}" if e.attribute else ""
-        return f"{e.bdf} changed{what}" + (f" (driver {e.driver})" if e.driver else "")
-    if t is ev.NetdevAdded or t is ev.NetdevRemoved:
-        assert isinstance(e, (ev.NetdevAdded, ev.NetdevRemoved))
-        idx = f" (ifindex {e.ifindex})" if e.ifindex is not None else ""
-        verb = "appeared under" if t is ev.NetdevAdded else "removed from"
-        return f"netdev {e.ifname}{idx} {verb} {e.bdf or 'a non-PCI device'}"
-    if t is ev.VfioDeviceAdded or t is ev.VfioDeviceRemoved:
-        assert isinstance(e, (ev.VfioDeviceAdded, ev.VfioDeviceRemoved))
-        verb = "created" if t is ev.VfioDeviceAdded else "removed"
-        who = e.bdf or (f"group {e.group}" if e.group is not None else "?")
-        return f"/dev/{e.devname or 'vfio'} {verb} ({who})"
-    if t is ev.LinkChanged:
-        assert isinstance(e, ev.LinkChanged)
-        carrier = {True: "carrier", False: "no-carrier", None: ""}[e.carrier]
-        bits = [x for x in (e.operstate, carrier, "admin-up" if e.admin_up else "admin-down",
-                            e.mac) if x]
-        where = f" ({e.bdf})" if e.bdf else ""
-        return f"link {e.ifname} #{e.ifindex} in {e.netns.label}{where}: {' '.join(bits)}"
-    if t is ev.LinkRemoved:
-        assert isinstance(e, ev.LinkRemoved)
-        return f"link {e.ifname} #{e.ifindex} removed from {e.netns.label}"
-    if t is ev.SysfsWriteObserved:
-        assert isinstance(e, ev.SysfsWriteObserved)
-        who = f"{e.actor.comm}[{e.actor.pid}]"
-        res = "ok" if e.result >= 0 else f"error {-e.result}"
-        if e.stage == "open":  # tracepoint mode, open-only variant: only the open was seen
-            got = f", {e.value!r} read back" if e.value_recovered else ""
-            return f"{who} opened {e.path} for writing ({res}{got})"
-        return f"{who} wrote {e.value!r} to {e.path} ({res})"
-    if t is ev.LogLineMatched:
-        assert isinstance(e, ev.LogLineMatched)
-        sb = f" sandbox={e.sandbox_id[:12]}" if e.sandbox_id else ""
-        return f"[{e.signature}]{sb} {e.text}"
-    if t is ev.KataConfigLoaded:
-        assert isinstance(e, ev.KataConfigLoaded)
-        c = e.config
-        return (f"Kata config {c.handler}: cold_plug_vfio={c.cold_plug_vfio} "
-                f"hot_plug_vfio={c.hot_plug_vfio} pcie_root_port={c.pcie_root_port}"
-                + (f" ({c.path})" if c.path else "") + (" [assumed]" if c.assumed else ""))
-    if t is ev.KataConfigInvalid:
-        assert isinstance(e, ev.KataConfigInvalid)
-        return f"Kata config invalid: {e.path}: {e.message}"
-    if t is ev.SandboxStarted:
-        assert isinstance(e, ev.SandboxStarted)
-        vfs = ", ".join(v.bdf for v in e.vfs) or "no VFs"
-        return f"sandbox {e.sandbox_id[:12]} ({e.runtime}) cold_plug_vfio={e.cold_plug_vfio}: {vfs}"
-    if t is ev.SandboxStopped:
-        assert isinstance(e, ev.SandboxStopped)
-        return f"sandbox {e.sandbox_id[:12]} stopped"
-    if t is ev.InventoryObserved:
-        assert isinstance(e, ev.InventoryObserved)
-        n_vfio = sum(1 for d in e.devices if d.driver == "vfio-pci")
-        return f"inventory: {len(e.devices)} PCI devices, {n_vfio} on vfio-pci"
-    if t is ev.Finding:
-        assert isinstance(e, ev.Finding)
-        return f"FINDING {e.status} {e.severity.label} {e.rule}: {e.summary}"
-    if t is ev.EventsLost:
-        assert isinstance(e, ev.EventsLost)
-        n = "some" if e.count is None else str(e.count)
-        return f"{e.lost_source} lost {n} events" + (f": {e.reason}" if e.reason else "")
-    if t is ev.Resynced:
-        assert isinstance(e, ev.Resynced)
-        return f"{e.resynced_source} resynced ({e.changes} changes)"
-    if t is ev.SourceStateChanged:
-        assert isinstance(e, ev.SourceStateChanged)
-        return f"source {e.name} {'up' if e.up else 'down'}" + (f": {e.reason}" if e.reason else "")
-    rec = codec.to_record(e)
-    rec.pop("kind", None)
-    rec.pop("ts_ns", None)
-    rec.pop("source", None)
-    return e.kind + " " + " ".join(f"{k}={v}" for k, v in rec.items())
 
 
 def _input_label(report: pm.Report, idx: int) -> str:
@@ -422,7 +325,7 @@ def render_text(report: pm.Report) -> str:
         mark = ("?" if e.order_uncertain else " ") + ("~" if e.uncertainty_ns else " ")
         when = "(no time)" if e.static else fmt_time(e.ts_ns)
         lines.append(f"  {when:>17}{mark} {safe(_input_label(report, e.input)):<{width}}  "
-                     f"{safe(describe(e.event), 240)}")
+                     f"{safe(render.timeline(e.event), 240)}")
     if report.timeline_total > prev:
         lines.append(f"  … {report.timeline_total - prev:,} more")
     if report.timeline_total > shown:
@@ -560,7 +463,7 @@ def render_markdown(report: pm.Report) -> str:
         rows.append(
             f"{'(no time)' if e.static else fmt_time(e.ts_ns, date=True)}"
             f"{'?' if e.order_uncertain else ' '}{'~' if e.uncertainty_ns else ' '} "
-            f"{safe(_input_label(report, e.input))}: {safe(describe(e.event), 240)}")
+            f"{safe(_input_label(report, e.input))}: {safe(render.timeline(e.event), 240)}")
     if report.timeline_total > prev:
         rows.append(f"… {report.timeline_total - prev} more")
     body = "\n".join(rows)

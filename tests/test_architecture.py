@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PURE = [REPO / "diag" / "core", REPO / "diag" / "events.py", REPO / "diag" / "codec.py"]
+PURE = [REPO / "diag" / "core", REPO / "diag" / "render.py", REPO / "diag" / "events.py",
+        REPO / "diag" / "codec.py"]
 FORBIDDEN_CALLS = {
     "open", "time.time", "time.monotonic", "time.time_ns", "time.monotonic_ns", "time.sleep",
     "datetime.now", "datetime.utcnow", "os.listdir", "os.stat", "os.readlink",
@@ -57,7 +58,7 @@ def test_core_events_codec_do_no_io_and_read_no_clock() -> None:
 def test_importing_the_core_pulls_in_no_kernel_or_ui_library() -> None:
     """In a fresh interpreter, importing diag.core/events/codec loads no bcc, pyroute2, textual."""
     code = (
-        "import sys, diag.core.correlator, diag.events, diag.codec\n"
+        "import sys, diag.core.correlator, diag.render, diag.events, diag.codec\n"
         "bad = [m for m in ('bcc','pyroute2','textual','structlog','prometheus_client') if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )

@@ -23,6 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Input
 
 from diag import events as ev
+from diag import render
 from diag.common.when import parse_when
 from diag.core.state import HostState, SnapshotFeed
 from diag.tui import format as fmt
@@ -287,7 +288,7 @@ class VfioWatchApp(App[None]):
         if bdf is not None:
             self.show_device(bdf)
         else:
-            self.notify(fmt.safe(fmt.event_summary(e), 200), title=e.kind, markup=False)
+            self.notify(fmt.safe(render.stream(e), 200), title=e.kind, markup=False)
 
     def _open_prompt(self, selector: str) -> None:
         """Show an empty prompt (the filter or go-to box) at the bottom and focus it."""

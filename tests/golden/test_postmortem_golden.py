@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from diag import postmortem as cli_pm
+from diag import render
 from diag.importers import postmortem as pm
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ def digest(report: pm.Report) -> dict[str, object]:
         "timeline": [
             f"{e.ts_ns} {'replay' if e.input < 0 else _rel(report.inputs[e.input].path)}"
             f"{' ~' if e.uncertainty_ns else ''}{' ?' if e.order_uncertain else ''}: "
-            f"{cli_pm.describe(e.event)}"
+            f"{render.timeline(e.event)}"
             for e in report.timeline
         ],
     }

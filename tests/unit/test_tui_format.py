@@ -7,6 +7,7 @@ from dataclasses import replace
 from rich.text import Text
 
 from diag import events as ev
+from diag import render
 from diag.core.state import DeviceView, HostState, SourceHealth
 from diag.tui import format as fmt
 
@@ -47,11 +48,11 @@ class TestEscaping:
     def test_event_summary_escapes_hostile_names(self) -> None:
         """Interface and process names in summaries are made safe."""
         e = ev.LinkChanged(ts_ns=1, source="links", ifindex=3, ifname="a\x1bb", netns=HOST)
-        assert "a\\x1bb" in fmt.event_summary(e)
+        assert "a\\x1bb" in render.stream(e)
         w = ev.SysfsWriteObserved(ts_ns=1, source="ebpf", actor=ev.Process(pid=7, comm="x\rz"),
                                   path="/sys/bus/pci/drivers_probe", control="drivers_probe",
                                   value="0000:01:10.0")
-        assert "x\\x0dz[7]" in fmt.event_summary(w)
+        assert "x\\x0dz[7]" in render.stream(w)
 
     def test_open_only_events_say_opened_not_wrote(self) -> None:
         """An open-only event (tracepoint mode's default) reads "opened ... for writing", with
@@ -60,12 +61,12 @@ class TestEscaping:
         o = ev.SysfsWriteObserved(ts_ns=1, source="ebpf", actor=p, control="unbind", value="",
                                   path="/sys/bus/pci/devices/0000:01:10.0/driver/unbind",
                                   result=3, stage="open", mode="tracepoint")
-        assert fmt.event_summary(o) == "shim[7] opened unbind for writing"
+        assert render.stream(o) == "shim[7] opened unbind for writing"
         r = ev.SysfsWriteObserved(ts_ns=1, source="ebpf", actor=p, control="driver_override",
                                   value="vfio\x1b", bdf="0000:01:10.0", value_recovered=True,
                                   path="/sys/bus/pci/devices/0000:01:10.0/driver_override",
                                   result=3, stage="open", mode="tracepoint")
-        assert fmt.event_summary(r) == (
+        assert render.stream(r) == (
             "shim[7] opened driver_override of 0000:01:10.0 for writing ('vfio\\x1b' read back)")
 
     def test_tail_keeps_the_end_of_a_path(self) -> None:

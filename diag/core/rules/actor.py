@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from diag import events as ev
 from diag.core.config import CoreConfig
-from diag.core.episodes import VFIO_DRIVER, Episode, actor_label
+from diag.core.episodes import VFIO_DRIVER, Episode
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, actor_names, device_label
+from diag.render import actor_label
 
 
 @register("vfio-bind-unexpected-actor")

@@ -10,10 +10,11 @@ runtime-rs has no such check.
 from __future__ import annotations
 
 from diag import events as ev
-from diag.core.episodes import VFIO_DRIVER, Episode, actor_label
+from diag.core.episodes import VFIO_DRIVER, Episode
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, device_label, effective_cold_plug, is_kata_shim
+from diag.render import actor_label
 
 BUS_ERROR = "Bus '<unknown PCIePortBusPrefix: >0' not found"
 

@@ -13,10 +13,11 @@ from collections import deque
 
 from diag import events as ev
 from diag.core.config import NS, CoreConfig
-from diag.core.episodes import Episode, actor_label
+from diag.core.episodes import Episode
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers, _Open, device_label
+from diag.render import actor_label
 
 MAX_MOVES = 256
 """Moves remembered per device: `count` reads `256` (at least) during a storm."""

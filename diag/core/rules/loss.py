@@ -10,8 +10,8 @@ saying what changed. A source that cannot resync keeps its finding open.
 from __future__ import annotations
 
 from diag import events as ev
+from diag import render
 from diag.core.config import CoreConfig
-from diag.core.episodes import describe
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers
@@ -51,7 +51,7 @@ class EventLoss(ConditionRule):
                     ch = self.changes.setdefault(src, [])
                     if len(ch) < MAX_CHANGES:
                         ch.append(ev.Evidence(ts_ns=event.ts_ns, source=event.source,
-                                              kind=event.kind, text=describe(event)))
+                                              kind=event.kind, text=render.evidence(event)))
                     break
         return []
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from diag import events as ev
 from diag.core.config import NS, CoreConfig
-from diag.core.episodes import VFIO_DRIVER, actor_label
+from diag.core.episodes import VFIO_DRIVER
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers, device_label, is_vf
+from diag.render import actor_label
 
 
 @register("vf-stranded-on-vfio")

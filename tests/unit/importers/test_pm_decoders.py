@@ -421,14 +421,14 @@ def test_postmortem_timeline_says_opened_for_open_only_events() -> None:
     """A tracepoint-mode open-only event reads "opened ... for writing" in the timeline (its
     result is the fd, not bytes written), with a read-back value marked."""
     from diag import events as ev
-    from diag.postmortem import describe
+    from diag.render import timeline
     p = ev.Process(pid=7, comm="containerd-shim")
     o = ev.SysfsWriteObserved(ts_ns=1, source="ebpf", actor=p, control="unbind", value="",
                               path="/sys/bus/pci/devices/0000:01:10.0/driver/unbind", result=3,
                               stage="open", mode="tracepoint")
-    assert describe(o) == ("containerd-shim[7] opened /sys/bus/pci/devices/0000:01:10.0/driver/"
+    assert timeline(o) == ("containerd-shim[7] opened /sys/bus/pci/devices/0000:01:10.0/driver/"
                            "unbind for writing (ok)")
     r = ev.SysfsWriteObserved(ts_ns=1, source="ebpf", actor=p, control="driver_override",
                               value="vfio-pci", value_recovered=True, result=3, stage="open",
                               path="/sys/bus/pci/devices/0000:01:10.0/driver_override")
-    assert describe(r).endswith("for writing (ok, 'vfio-pci' read back)")
+    assert timeline(r).endswith("for writing (ok, 'vfio-pci' read back)")
