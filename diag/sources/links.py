@@ -426,7 +426,7 @@ OPTIONS = ("rcvbuf", "scan_interval_s", "netns", "full_scan_every")
 """The options this source takes (`[sources.links]` in the configuration file)."""
 
 
-@register("links")
+@register
 class LinksSource:
     """Link state in every network namespace, by one rtnetlink socket per namespace.
 

@@ -448,7 +448,7 @@ OPTIONS = ("rcvbuf", "queue", "decode_failed_interval_s")
 """The options this source takes (`[sources.uevent]` in the configuration file)."""
 
 
-@register("uevent")
+@register
 class UeventSource:
     """Kernel uevents for PCI driver moves, netdevs, vfio nodes and PCI driver registration.
 

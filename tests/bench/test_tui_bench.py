@@ -33,7 +33,7 @@ from textual import events
 from textual.widgets import DataTable
 
 from diag import events as ev
-from diag.dashboard import demo_journal_path
+from diag.commands.demo import demo_journal_path
 from diag.runtime import Pipeline, PipelineOptions
 from diag.runtime.replay import ReplayFeed
 from diag.sources import Availability

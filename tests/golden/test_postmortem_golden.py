@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from diag import postmortem as cli_pm
 from diag import render
+from diag.commands import postmortem as cli_pm
 from diag.importers import postmortem as pm
 
 TESTS = Path(__file__).resolve().parents[1]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from diag import cli, dashboard
+from diag import cli
+from diag.commands import demo
 from diag.runtime.replay import ReplayFeed
 from diag.tui.app import VfioWatchApp
 
@@ -34,7 +35,7 @@ def test_replay_of_a_gzip_journal(launched: list[VfioWatchApp], tmp_path: Path) 
 
 def test_demo_plays_the_bundled_journal(launched: list[VfioWatchApp]) -> None:
     """`vfiowatch demo` plays diag/data/demo.jsonl, shipped inside the package."""
-    assert dashboard.demo_journal_path().is_file()
+    assert demo.demo_journal_path().is_file()
     assert cli.main(["demo", "--at-end"]) == 0
     app = launched[0]
     assert app.mode == "DEMO" and isinstance(app.feed, ReplayFeed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from diag.common.paths import HostPaths
-from diag.sources.kata.check import kata_check
+from diag.sources.kata.preflight import kata_check
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "kata"
 

@@ -11,14 +11,14 @@ import pytest
 from diag import events as ev
 from diag.common.errors import ConfigError
 from diag.common.paths import HostPaths
-from diag.sources import SourceContext, load_builtin
+from diag.sources import SOURCES, SourceContext
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "kata"
 
 
 def test_registered_and_runs_on_a_fixture_root() -> None:
     """`kata` is in the registry; run() emits its state, config and sandbox, and returns soon after stop."""
-    factory = load_builtin()["kata"]
+    factory = SOURCES.load()["kata"]
     src = factory(SourceContext(paths=HostPaths.at(FIX / "go-physical"), options={"journal": False}))
     assert src.probe().ok
     got: list[ev.Event] = []
@@ -39,14 +39,14 @@ def test_registered_and_runs_on_a_fixture_root() -> None:
 
 def test_probe_says_when_kata_is_absent() -> None:
     """probe() is ok without Kata and says the built-in default is assumed."""
-    factory = load_builtin()["kata"]
+    factory = SOURCES.load()["kata"]
     a = factory(SourceContext(paths=HostPaths.at(FIX / "no-kata"))).probe()
     assert a.ok and a.mode == "assumed" and "cold_plug_vfio = no-port" in a.reason
 
 
 def test_unknown_option_names_the_known_ones() -> None:
     """A misspelt option is a ConfigError listing what [sources.kata] takes."""
-    factory = load_builtin()["kata"]
+    factory = SOURCES.load()["kata"]
     with pytest.raises(ConfigError) as exc:
         factory(SourceContext(options={"log_file": ["/x"]}))
     assert "log_files" in exc.value.hint

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from diag import cli
-from diag.service import parse_size
+from diag.commands.run import parse_size
 
 
 @pytest.mark.parametrize(("text", "n"), [("65536", 65536), ("64K", 65536), ("64M", 64 << 20),
@@ -57,7 +57,7 @@ def test_python_logging_records_become_json_lines() -> None:
     import json
     import logging
 
-    from diag.service import _ToStructlog
+    from diag.commands.run import _ToStructlog
     from diag.sinks.logs import LogSink
 
     out = io.StringIO()

@@ -17,7 +17,7 @@ from diag.core.rules._base import ConditionRule, actor_names, device_label
 from diag.render import actor_label
 
 
-@register("vfio-bind-unexpected-actor")
+@register
 class VfioBindUnexpectedActor(ConditionRule):
     """Open when the process that steered a device to vfio-pci is not an expected actor."""
 

@@ -45,7 +45,7 @@ def declared_intent(model: Model, cfg_allow: tuple[str, ...], driverctl: tuple[s
     return ""
 
 
-@register("vfio-bind-coldplug-disabled")
+@register
 class VfioBindColdplugDisabled(ConditionRule):
     """Open on a bind to vfio-pci from a host driver when the effective cold_plug_vfio is off."""
 

@@ -23,7 +23,7 @@ MAX_MOVES = 256
 """Moves remembered per device: `count` reads `256` (at least) during a storm."""
 
 
-@register("driver-flapping")
+@register
 class DriverFlapping(ConditionRule):
     """Open when a device's driver changes flapping_moves times within flapping_window_ns."""
 

@@ -24,7 +24,7 @@ def _offends(rec: DeviceRecord) -> bool:
     return not rec.device.class_code.startswith(("0600", "0604"))
 
 
-@register("iommu-group-not-viable")
+@register
 class IommuGroupNotViable(ConditionRule):
     """Open per IOMMU group that has a member on vfio-pci and a member on a host driver."""
 

@@ -74,7 +74,7 @@ def _key(path: str, message: str, sandbox_id: str | None) -> str:
     return f"{zlib.crc32(text.encode()):08x}"
 
 
-@register("kata-config-invalid")
+@register
 class KataConfigInvalid(ConditionRule):
     """Open per (file or sandbox, message) that Kata would reject."""
 

@@ -103,7 +103,7 @@ _CONFIG_PREFIXES = ("config-", "annotation-", "pcie-ports-", "rs-pcie-ports-", "
                     "rs-unsupported-cold-plug", "vfio-mode-unknown")
 
 
-@register("kata-known-error")
+@register
 class KataKnownError(ConditionRule):
     """Open per (signature, device or sandbox) on a line matching a known failure signature."""
 

@@ -19,7 +19,7 @@ from diag.core.rules._base import ConditionRule, Timers
 MAX_CHANGES = 20
 
 
-@register("event-loss")
+@register
 class EventLoss(ConditionRule):
     """Open per source that lost events; resolve after its resync, naming the changes."""
 

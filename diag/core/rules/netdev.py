@@ -18,7 +18,7 @@ from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers, device_label
 
 
-@register("vf-netdev-lost")
+@register
 class VfNetdevLost(ConditionRule):
     """Open when an unbound VF is still without its netdev after the grace period."""
 

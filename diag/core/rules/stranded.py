@@ -18,7 +18,7 @@ from diag.core.rules._base import ConditionRule, Timers, device_label, is_vf
 from diag.render import actor_label
 
 
-@register("vf-stranded-on-vfio")
+@register
 class VfStrandedOnVfio(ConditionRule):
     """Open when a VF sits on vfio-pci unused past the grace period."""
 

@@ -23,7 +23,7 @@ def _stuck(rec: DeviceRecord | None) -> bool:
             and rec.driver_override is not None and rec.driver_override != VFIO_DRIVER)
 
 
-@register("vf-stuck-unbound")
+@register
 class VfStuckUnbound(ConditionRule):
     """Open when a VF has had no driver but a host driver override past the grace period."""
 

@@ -2,7 +2,7 @@
 
 Modules: `layouts` (ctypes mirrors of probes/vfiowatch.h), `decode` (pure: raw record ->
 SysfsWriteObserved), `bcc_facade` (the only importer of bcc), `source` (the `ebpf` Source and
-its mode choice), `check` (the `vfiowatch check` line). Importing this package never imports bcc.
+its mode choice), `preflight` (the `vfiowatch check` line). Importing this package never imports bcc.
 """
 
 from __future__ import annotations

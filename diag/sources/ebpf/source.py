@@ -295,7 +295,7 @@ class EbpfStats:
     gc_removed: int = 0
 
 
-@register(SOURCE)
+@register
 class EbpfSource:
     """Attribution of sysfs driver-control writes by eBPF.
 

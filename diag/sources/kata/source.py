@@ -397,7 +397,7 @@ class KataWatcher:
             self.kmsg = None
 
 
-@register(NAME)
+@register
 class KataSource:
     """Kata configuration, sandboxes, VFIO group holders and Kata's log lines."""
 

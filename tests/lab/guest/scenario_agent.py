@@ -46,7 +46,7 @@ GROUP_CONFIG = {2: '\n[sources.ebpf]\nmode = "tracepoint"\n'}
 
 def registered_sources() -> list[str]:
     """The sources the installed agent registers (it reports a state for each at start)."""
-    code = "from diag.sources import load_builtin; print(','.join(load_builtin()))"
+    code = "from diag.sources import SOURCES; print(','.join(SOURCES.load()))"
     res = subprocess.run(["python3", "-c", code], capture_output=True, text=True, check=False)
     return [x for x in res.stdout.strip().split(",") if x] or ["uevent"]
 

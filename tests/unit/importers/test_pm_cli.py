@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from diag.cli import main
+from diag.commands.postmortem import parse_offset
 from diag.common.when import parse_when
-from diag.postmortem import parse_offset
 
 FIX = Path(__file__).resolve().parents[2] / "fixtures"
 UDEV = str(FIX / "postmortem" / "udevadm-monitor-kernel-property.txt")

@@ -242,12 +242,12 @@ def test_lspci_listing_gives_inventory_with_sriov_roles() -> None:
 
 def test_snapshot_json_round_trips_the_scanner_inventory(tmp_path: Path) -> None:
     """`vfiowatch snapshot --format json` of the lab tree reads back as the same devices."""
-    from diag.cli import _snapshot_json
+    from diag.commands.snapshot import snapshot_json
     from diag.common.paths import HostPaths
     from diag.sources import sysfs
 
     root = Path(__file__).resolve().parents[2] / "fixtures" / "sysfs" / "sriov-lab"
-    doc = _snapshot_json(HostPaths.at(root))
+    doc = snapshot_json(HostPaths.at(root))
     (inv,) = list(parse_snapshot(json.dumps(doc, indent=2)))
     assert isinstance(inv, ev.InventoryObserved)
     assert inv.devices == tuple(sysfs.scan(HostPaths.at(root)))
@@ -356,7 +356,7 @@ def test_progress_bar_draws_only_for_big_inputs(monkeypatch: pytest.MonkeyPatch)
     """No bar for a replay that ends quickly; after the delay it shows bytes read, then is erased."""
     import io
 
-    from diag import postmortem as cli_pm
+    from diag.commands import postmortem as cli_pm
     from diag.importers import postmortem as pm
 
     buf = io.StringIO()

@@ -21,7 +21,7 @@ from typing import Any
 
 from diag import codec, render
 from diag import events as ev
-from diag.cli import command
+from diag.commands import Command, register
 from diag.common.errors import ConfigError, DiagError
 from diag.common.text import safe
 from diag.common.when import parse_when, seconds_ns
@@ -51,23 +51,7 @@ def parse_offset(text: str) -> tuple[str, int]:
     return path or "*", ns
 
 
-@command
-def _add_postmortem(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser(
-        "postmortem",
-        help="timeline and findings from recorded journals and operators' captures",
-        description=(
-            "Read any mix of files or directories (plain or .gz; the format is recognised by "
-            "content): the agent's journal (any rotated part), `udevadm monitor` output "
-            "(--kernel/--udev, --property), `ip monitor link` output (plain, -t, -ts, all-nsid), "
-            "`journalctl -o json`/`-o export` (Kata, containerd, kernel), `dmesg`, containerd/Kata "
-            "logfmt logs, `lspci -nnk` listings, `vfiowatch snapshot --format json` output, Kata "
-            "configuration files (with config.d) and sandbox state (persist.json, state.json). Put "
-            "them on one timeline (aligning monotonic and untimed captures, and saying how sure "
-            "the order is) and replay them through the same engine as the live agent. Exit "
-            "status 0: no finding reached warning; 1: one did; 2: an input could not be read."
-        ),
-    )
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                    help="text for a terminal, json for machines (findings in the journal's "
@@ -89,7 +73,6 @@ def _add_postmortem(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--config", metavar="TOML",
                    help="the agent's configuration file ([core] thresholds), to replay with "
                         "the same settings as the live agent")
-    p.set_defaults(func=_run_postmortem)
 
 
 def _core_config(path: str | None) -> Any:
@@ -475,3 +458,21 @@ def render_markdown(report: pm.Report) -> str:
             "? order uncertain)</summary>", "", _fence(body) + more, "", "</details>", ""]
     return "\n".join(out)
 
+
+register(Command(
+    name="postmortem",
+    help="timeline and findings from recorded journals and operators' captures",
+    description=(
+        "Read any mix of files or directories (plain or .gz; the format is recognised by "
+        "content): the agent's journal (any rotated part), `udevadm monitor` output "
+        "(--kernel/--udev, --property), `ip monitor link` output (plain, -t, -ts, all-nsid), "
+        "`journalctl -o json`/`-o export` (Kata, containerd, kernel), `dmesg`, containerd/Kata "
+        "logfmt logs, `lspci -nnk` listings, `vfiowatch snapshot --format json` output, Kata "
+        "configuration files (with config.d) and sandbox state (persist.json, state.json). Put "
+        "them on one timeline (aligning monotonic and untimed captures, and saying how sure "
+        "the order is) and replay them through the same engine as the live agent. Exit "
+        "status 0: no finding reached warning; 1: one did; 2: an input could not be read."
+    ),
+    arguments=_arguments,
+    run=_run_postmortem,
+))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from diag import __version__
-from diag.cli import command
+from diag.commands import Command, register
 from diag.common.errors import ConfigError, DiagError
 from diag.common.paths import HostPaths
 
@@ -72,20 +72,7 @@ def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
-@command
-def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser(
-        "run",
-        help="run the agent as a service: structured logs, a journal, Prometheus metrics",
-        description=(
-            "Run every available source (kernel uevents, rtnetlink links, eBPF attribution, "
-            "Kata context), the core and the sinks until SIGTERM or SIGINT; then drain, flush "
-            "and exit 0 within 2 s. Logs go to stdout (one JSON object per line, README 'Logs'); "
-            "every event and finding goes to a rotating journal that `vfiowatch postmortem` and "
-            "the dashboard replay; metrics are served when --metrics-addr is given. SIGHUP "
-            "reopens the journal. Speaks systemd's notify protocol (Type=notify, WatchdogSec)."
-        ),
-    )
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--journal", metavar="PATH",
                    help=f"journal file (default {DEFAULT_JOURNAL} when run as root, none "
                         "otherwise); rotated parts are PATH.NNNNNN.gz beside it")
@@ -115,7 +102,6 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="comma-separated sources to run, in order (default: every registered one)")
     p.add_argument("--disable-source", type=_names, action="extend", default=[], metavar="NAMES",
                    help="comma-separated sources not to run (repeatable)")
-    p.set_defaults(func=run)
 
 
 def _load_config(path: Path | None, root: str) -> tuple[Any, dict[str, Any]]:
@@ -165,8 +151,9 @@ class _ToStructlog(logging.Handler):
 
 def run(args: argparse.Namespace) -> int:
     """The `run` subcommand: build, start, wait for a signal, stop within 2 s."""
+    from diag.core.rules import RULES
     from diag.sinks.logs import LogSink
-    from diag.sources import load_builtin
+    from diag.sources import SOURCES
 
     logs = LogSink(fmt=args.log_format, log_events=args.log_events, level=args.log_level)
     log = logs.log
@@ -177,7 +164,10 @@ def run(args: argparse.Namespace) -> int:
     paths.require_sysfs()
     core_config, source_options = _load_config(args.config, args.root)
 
-    registry = load_builtin()
+    registry = SOURCES.load()
+    for failure in (*registry.failures, *RULES.load().failures):
+        log.error("module_import_failed", registry=failure.registry, module=failure.module,
+                  error=failure.error)
     names = args.sources if args.sources else list(registry)
     unknown = [n for n in [*names, *args.disable_source] if n not in registry]
     if unknown:
@@ -346,3 +336,19 @@ def _serve(args: argparse.Namespace, logs: Any, paths: HostPaths, core_config: A
         # fds with the process, so leave now, with the status a clean stop has.
         os._exit(0)
     return 0
+
+
+register(Command(
+    name="run",
+    help="run the agent as a service: structured logs, a journal, Prometheus metrics",
+    description=(
+        "Run every available source (kernel uevents, rtnetlink links, eBPF attribution, "
+        "Kata context), the core and the sinks until SIGTERM or SIGINT; then drain, flush "
+        "and exit 0 within 2 s. Logs go to stdout (one JSON object per line, README 'Logs'); "
+        "every event and finding goes to a rotating journal that `vfiowatch postmortem` and "
+        "the dashboard replay; metrics are served when --metrics-addr is given. SIGHUP "
+        "reopens the journal. Speaks systemd's notify protocol (Type=notify, WatchdogSec)."
+    ),
+    arguments=_arguments,
+    run=run,
+))

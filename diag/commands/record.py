@@ -7,10 +7,12 @@ made. It reads the host and writes only under `out`.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 from pathlib import Path
 
+from diag.commands import Command, register
 from diag.common.paths import HostPaths
 
 DEVICE_FILES = (
@@ -119,3 +121,34 @@ def record_sysfs(paths: HostPaths, out: Path) -> int:
                 # Character devices cannot be copied; an empty file stands for the node.
                 (out / "dev" / "vfio" / name).touch()
     return c.files
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    what = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    s = what.add_parser(
+        "sysfs",
+        help="copy the sysfs files the PCI scanner reads into a directory tree",
+        description=(
+            "Copy exactly the sysfs files the PCI scanner reads (ids, class, driver links, "
+            "driver_override, IOMMU groups, SR-IOV links, net/) into OUT, keeping symlinks as "
+            "relative links, so `vfiowatch --root OUT snapshot` shows the same inventory. "
+            "Reads the host; writes only under OUT."
+        ),
+    )
+    s.add_argument("--out", required=True, type=Path, help="directory to write (replaced)")
+    s.set_defaults(func=_run_sysfs)
+
+
+def _run_sysfs(args: argparse.Namespace) -> int:
+    n = record_sysfs(HostPaths.at(args.root), args.out)
+    print(f"copied {n} files to {args.out}")
+    return 0
+
+
+register(Command(
+    name="record",
+    help="record kernel data as test fixtures",
+    description="Record what the agent reads, in the formats of tests/fixtures/.",
+    arguments=_arguments,
+    run=None,
+))

@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 
 from diag import events as ev
-from diag.check import CheckResult, check
 from diag.common.paths import HostPaths
 from diag.common.text import safe
 from diag.sources.kata import config as kconfig
 from diag.sources.kata.source import KataWatcher
+from diag.sources.preflight import CheckResult, check
 
 
 def describe(c: ev.KataConfig) -> str:
@@ -26,6 +26,7 @@ def describe(c: ev.KataConfig) -> str:
             f"cold_plug_vfio = {safe(c.cold_plug_vfio)}{via}")
 
 
+@check
 def kata_check(paths: HostPaths) -> CheckResult:
     w = KataWatcher(paths, {"journal": False})
     w.step(time.time_ns(), force=True)
@@ -47,5 +48,3 @@ def kata_check(paths: HostPaths) -> CheckResult:
         return CheckResult("kata config", False, "no usable Kata configuration", level="warn")
     return CheckResult("kata config", True, "; ".join(parts))
 
-
-check(kata_check)

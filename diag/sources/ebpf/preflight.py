@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from diag.check import CheckResult, check
 from diag.common.paths import HostPaths
 from diag.sources.ebpf.source import DEFAULT_VARIANT, choose_mode, gather_facts, variant_note
+from diag.sources.preflight import CheckResult, check
 
 
 @check

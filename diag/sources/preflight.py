@@ -1,7 +1,10 @@
-"""Provides `vfiowatch check`: a preflight of what this host lets the agent watch, with fixes.
+"""Provides the preflight of `vfiowatch check`: what this host lets the agent watch, with fixes.
 
-Each check is a function registered with `@check`; it returns a CheckResult (ok, detail, fix,
-and whether failing it stops the agent entirely). Checks only read: they never change the host.
+Each check is a function registered with `@check` (its name is the registry key) that returns
+a CheckResult (ok, detail, fix, and whether failing it stops the agent entirely). CHECKS lists
+the modules holding checks, one line each: the host-wide ones here, then each source's own
+(`diag/sources/<source>/preflight.py`); the list order is the order shown. Checks only read:
+they never change the host.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diag.common.paths import HostPaths
+from diag.common.registry import Registry
 
 NETLINK_KOBJECT_UEVENT = 15
 NETLINK_ROUTE = 0
@@ -41,13 +45,17 @@ class CheckResult:
 
 
 CheckFn = Callable[[HostPaths], CheckResult]
-CHECKS: list[CheckFn] = []
+CHECKS: Registry[CheckFn] = Registry("check", [
+    "diag.sources.preflight",
+    "diag.sources.kata.preflight",
+    "diag.sources.ebpf.preflight",
+])
+"""Check name -> check, in the order shown; one line per module of checks."""
 
 
 def check(fn: CheckFn) -> CheckFn:
-    """Register a preflight check (order of registration is the order shown)."""
-    CHECKS.append(fn)
-    return fn
+    """Register a preflight check under its function's name (leading underscores dropped)."""
+    return CHECKS.add(fn.__name__.lstrip("_"), fn)
 
 
 def _kernel_config(paths: HostPaths) -> dict[str, str]:
@@ -245,29 +253,12 @@ def _iommu(paths: HostPaths) -> CheckResult:
 
 def run_checks(paths: HostPaths) -> list[CheckResult]:
     """Run every registered check; a crashing check becomes a failed line, never an exception."""
-    _load_extra_checks()
     out = []
-    for fn in CHECKS:
+    for key, fn in CHECKS.load().items():
         try:
             out.append(fn(paths))
         except Exception as exc:  # a preflight must always finish
-            name = fn.__name__.lstrip("_").replace("_", " ")
-            out.append(CheckResult(name, False, f"check crashed: {exc!r}", level="warn"))
+            out.append(CheckResult(key.replace("_", " "), False, f"check crashed: {exc!r}",
+                                   level="warn"))
     return out
 
-
-EXTRA_CHECK_MODULES: list[str] = [
-    "diag.sources.kata.check",
-    "diag.sources.ebpf.check",
-]
-"""Modules that register more checks (eBPF mode, Kata configuration), one line each."""
-
-
-def _load_extra_checks() -> None:
-    import importlib
-
-    for mod in EXTRA_CHECK_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ImportError:
-            continue

@@ -1,8 +1,8 @@
-"""Provides the `vfiowatch tui` and `vfiowatch demo` subcommands: wire a feed to the dashboard.
+"""Provides `vfiowatch tui`: wire a feed to the dashboard, live or replaying a journal.
 
-This is composition-root code (it may import the runtime; the TUI itself may not): live mode
-builds the runtime's Pipeline and hands its LiveFeed to the app; `--replay` and `demo` hand it a
-ReplayFeed over a journal.
+This is composition code (it may import the runtime; the TUI itself may not): live mode builds
+the runtime's Pipeline and hands its LiveFeed to the app; `--replay` hands it a ReplayFeed over
+a journal (`replay()` and `add_replay_arguments()` serve `vfiowatch demo` too).
 """
 
 from __future__ import annotations
@@ -11,20 +11,12 @@ import argparse
 import os
 import threading
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 
-from diag.cli import command
+from diag.commands import Command, register
 from diag.common.errors import DiagError
 from diag.common.paths import HostPaths
 from diag.core.state import HostState, SnapshotFeed
-
-DEMO_JOURNAL = "demo.jsonl"
-"""Bundled incident journal in diag/data/ (see diag/data/README.md for how it was made)."""
-
-
-def demo_journal_path() -> Path:
-    return Path(str(resources.files("diag") / "data" / DEMO_JOURNAL))
 
 
 def _speed(text: str) -> float:
@@ -37,7 +29,8 @@ def _speed(text: str) -> float:
     return v
 
 
-def _add_replay_args(p: argparse.ArgumentParser, default_speed: float) -> None:
+def add_replay_arguments(p: argparse.ArgumentParser, default_speed: float) -> None:
+    """The options of a journal replay (`tui --replay`, `demo`)."""
     p.add_argument("--speed", type=_speed, default=default_speed, metavar="N",
                    help=f"play N times faster than recorded (default {default_speed:g})")
     p.add_argument("--paused", action="store_true",
@@ -51,56 +44,20 @@ def _add_replay_args(p: argparse.ArgumentParser, default_speed: float) -> None:
                         "previous finding")
 
 
-@command
-def _add_tui(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser(
-        "tui",
-        help="open the live dashboard (or replay a journal in it)",
-        description=(
-            "The dashboard: host, kernel, Kata handlers and their effective cold_plug_vfio, "
-            "each source's health, PFs with their VFs and drivers (vfio-pci stands out), "
-            "findings with evidence and remedy, and the live event stream. Keys: / filter, "
-            "f findings only, p pause, Enter detail, Esc back, ? help, q quit, Ctrl+P commands. "
-            "With --replay, plays a journal through the same screens (space, '.', ',', '[', "
-            "']', '<', '>', '+', '-'; n / N next / previous finding, g go to a time)."
-        ),
-    )
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay", type=Path, metavar="JOURNAL",
                    help="play a recorded journal (plain or .gz) instead of watching this host")
-    _add_replay_args(p, 1.0)
-    p.set_defaults(func=_run_tui)
+    add_replay_arguments(p, 1.0)
 
 
-@command
-def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser(
-        "demo",
-        help="play the bundled incident journal in the dashboard (no SR-IOV hardware needed)",
-        description=(
-            "Replays a Kata-style VF move to vfio-pci with cold_plug_vfio disabled, recorded "
-            "from real igb/igbvf/vfio-pci drivers in the QEMU lab, through the dashboard."
-        ),
-    )
-    _add_replay_args(p, 1.0)
-    p.set_defaults(func=_run_demo)
-
-
-def _run_tui(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     if args.replay is not None:
-        return _replay(args.replay, args)
+        return replay(args.replay, args)
     return _live(args)
 
 
-def _run_demo(args: argparse.Namespace) -> int:
-    path = demo_journal_path()
-    if not path.exists():
-        raise DiagError(f"the bundled demo journal is missing ({path})",
-                        hint="reinstall vfiowatch; the wheel ships diag/data/demo.jsonl")
-    # The incident (the VF on vfio-pci) lasts 9.5 s in the journal: keep that pause whole.
-    return _replay(path, args, mode="DEMO", max_gap_s=10.0)
-
-
-def _replay(path: Path, args: argparse.Namespace, mode: str = "REPLAY", max_gap_s: float = 2.0) -> int:
+def replay(path: Path, args: argparse.Namespace, mode: str = "REPLAY", max_gap_s: float = 2.0) -> int:
+    """Play the journal at `path` in the dashboard with the replay options in `args`."""
     from diag.runtime.replay import ReplayFeed
     from diag.tui.app import VfioWatchApp
 
@@ -195,3 +152,19 @@ def _read(paths: HostPaths, rel: str) -> str:
         return (Path(paths.root) / rel).read_text().strip()
     except OSError:
         return ""
+
+
+register(Command(
+    name="tui",
+    help="open the live dashboard (or replay a journal in it)",
+    description=(
+        "The dashboard: host, kernel, Kata handlers and their effective cold_plug_vfio, "
+        "each source's health, PFs with their VFs and drivers (vfio-pci stands out), "
+        "findings with evidence and remedy, and the live event stream. Keys: / filter, "
+        "f findings only, p pause, Enter detail, Esc back, ? help, q quit, Ctrl+P commands. "
+        "With --replay, plays a journal through the same screens (space, '.', ',', '[', "
+        "']', '<', '>', '+', '-'; n / N next / previous finding, g go to a time)."
+    ),
+    arguments=_arguments,
+    run=_run,
+))
