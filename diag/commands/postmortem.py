@@ -82,7 +82,7 @@ def _core_config(path: str | None) -> Any:
         return None
     from pathlib import Path
 
-    from diag.config import parse_text
+    from diag.runtime.settings import parse_text
 
     try:
         text = Path(path).read_text()

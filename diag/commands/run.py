@@ -106,8 +106,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 def _load_config(path: Path | None, root: str) -> tuple[Any, dict[str, Any]]:
     """[core] thresholds (plus driverctl's vfio-pci overrides under --root) and [sources] tables;
-    errors name the file, line and key (diag.config.load)."""
-    from diag.config import load
+    errors name the file, line and key (diag.runtime.settings.load)."""
+    from diag.runtime.settings import load
 
     cfg = load(path, root=root)
     return cfg.core, cfg.sources
@@ -192,7 +192,7 @@ def _serve(args: argparse.Namespace, logs: Any, paths: HostPaths, core_config: A
     """Build sources and sinks with `handled` signals blocked, start them, serve until stopped."""
     from diag.core.correlator import Correlator
     from diag.runtime import Pipeline, PipelineOptions, build_sources
-    from diag.sdnotify import Notifier
+    from diag.runtime.sdnotify import Notifier
     from diag.sinks.journal import JournalSink, default_header
     from diag.sinks.metrics import MetricsSink
     from diag.sources import SourceContext

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from diag import events as ev
-from diag.core.config import CoreConfig
 from diag.core.episodes import VFIO_DRIVER, Episode, LostNetdev
 from diag.core.state import DeviceView, DriverMove, HostState, LinkNote, LinkView, SourceHealth
+from diag.core.thresholds import CoreConfig
 
 
 @dataclass(slots=True)

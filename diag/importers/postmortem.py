@@ -22,9 +22,9 @@ from typing import Any
 
 from diag import codec
 from diag import events as ev
-from diag.core.config import CoreConfig
 from diag.core.correlator import Correlator
 from diag.core.state import HostState
+from diag.core.thresholds import CoreConfig
 from diag.importers import FileStats, Importer, Parsed, iter_lines, sniff, walk
 from diag.importers import align as al
 

@@ -65,9 +65,9 @@ from typing import Any
 
 from diag import events as ev
 from diag.common.errors import DiagError
-from diag.core.config import CoreConfig
 from diag.core.correlator import Correlator
 from diag.core.state import HostState, SnapshotListener
+from diag.core.thresholds import CoreConfig
 from diag.sinks import Sink
 from diag.sources import SOURCES, Availability, Source, SourceContext
 

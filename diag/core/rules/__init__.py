@@ -16,8 +16,8 @@ from diag import events as ev
 from diag.common.registry import Registry
 
 if TYPE_CHECKING:
-    from diag.core.config import CoreConfig
     from diag.core.model import Model
+    from diag.core.thresholds import CoreConfig
 
 
 class Rule(Protocol):

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections import deque
 
 from diag import events as ev
-from diag.core.config import NS, CoreConfig
 from diag.core.episodes import Episode
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers, _Open, device_label
+from diag.core.thresholds import NS, CoreConfig
 from diag.render import actor_label
 
 MAX_MOVES = 256

@@ -10,11 +10,11 @@ PciDevice.iommu_group of every device, from the inventory.
 from __future__ import annotations
 
 from diag import events as ev
-from diag.core.config import CoreConfig
 from diag.core.episodes import VFIO_DRIVER
 from diag.core.model import DeviceRecord, Model
 from diag.core.rules import register
 from diag.core.rules._base import HOST_RESTING_DRIVERS, ConditionRule, device_label
+from diag.core.thresholds import CoreConfig
 
 
 def _offends(rec: DeviceRecord) -> bool:

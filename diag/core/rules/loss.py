@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from diag import events as ev
 from diag import render
-from diag.core.config import CoreConfig
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers
+from diag.core.thresholds import CoreConfig
 
 MAX_CHANGES = 20
 

@@ -11,11 +11,11 @@ so this rule stays quiet for it: one story, told once.
 from __future__ import annotations
 
 from diag import events as ev
-from diag.core.config import NS, CoreConfig
 from diag.core.episodes import VFIO_DRIVER, Episode
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers, device_label
+from diag.core.thresholds import NS, CoreConfig
 
 
 @register

@@ -10,11 +10,11 @@ the override is cleared, or the device goes away.
 from __future__ import annotations
 
 from diag import events as ev
-from diag.core.config import NS, CoreConfig
 from diag.core.episodes import VFIO_DRIVER
 from diag.core.model import DeviceRecord, Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers, device_label, is_vf
+from diag.core.thresholds import NS, CoreConfig
 from diag.render import actor_label
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from diag import events as ev
 from diag.common.paths import HostPaths
-from diag.core.config import CoreConfig
 from diag.core.correlator import Correlator
+from diag.core.thresholds import CoreConfig
 from diag.sources import sysfs
 from diag.sources.links import decode_rtnl
 from diag.sources.uevent import DeviceTracker, decode_uevent

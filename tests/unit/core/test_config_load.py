@@ -1,4 +1,4 @@
-"""diag.config.load: the TOML file and driverctl overrides become AgentConfig; errors say where."""
+"""diag.runtime.settings.load: the TOML file and driverctl overrides become AgentConfig; errors say where."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from diag.common.errors import ConfigError
-from diag.config import load
-from diag.core.config import NS, CoreConfig
+from diag.core.thresholds import NS, CoreConfig
+from diag.runtime.settings import load
 
 GOOD = """\
 # vfiowatch configuration

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 from diag import codec
 from diag import events as ev
-from diag.core.config import NS, CoreConfig
 from diag.core.correlator import Correlator
+from diag.core.thresholds import NS, CoreConfig
 from diag.sources.uevent import decode_uevent
 from tests.fixtures.dumps import dump_path, load_dump
 from tests.unit.core.corelab import (

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from diag import events as ev
-from diag.core.config import CoreConfig
+from diag.core.thresholds import CoreConfig
 from tests.unit.core.corelab import (
     KATA_SHIM,
     KATA_SHIM_COMM_ONLY,

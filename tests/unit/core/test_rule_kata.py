@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from diag import events as ev
-from diag.core.config import NS
+from diag.core.thresholds import NS
 from diag.importers.logfmt import parse_logfmt_lines
 from tests.unit.core.corelab import (
     KATA_SHIM,

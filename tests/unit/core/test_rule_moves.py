@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from diag import events as ev
-from diag.core.config import NS, CoreConfig
+from diag.core.thresholds import NS, CoreConfig
 from tests.unit.core.corelab import (
     KATA_SHIM,
     OPERATOR,

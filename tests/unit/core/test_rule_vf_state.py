@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from diag import events as ev
-from diag.core.config import NS
+from diag.core.thresholds import NS
 from tests.unit.core.corelab import (
     KATA_SHIM,
     POD_NS,

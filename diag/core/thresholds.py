@@ -1,7 +1,7 @@
 """Provides CoreConfig: the core's thresholds and allow-lists, parsed purely from a TOML mapping.
 
-Reading the file is the caller's job (`diag.config.load`); `parse(mapping, path)` validates and
-names the key at fault.
+Reading the agent's settings file is the caller's job (`diag.runtime.settings.load`);
+`parse(mapping, path)` validates the `[core]` table and names the key at fault.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
-"""Provides load(): the agent's TOML configuration file plus driverctl's overrides, as AgentConfig.
+"""Provides load(): the agent's own settings (its TOML file plus driverctl's overrides), as AgentConfig.
+
+Not to be confused with the core's thresholds (`diag.core.thresholds`, the `[core]` table parsed
+purely) or with Kata's configuration (`diag.sources.kata`), which the agent watches.
 
 The file has two tables: `[core]` (the rules' thresholds and allow-lists, validated by the pure
-`diag.core.config.parse`) and `[sources.<name>]` (per-source options, handed to each source
+`diag.core.thresholds.parse`) and `[sources.<name>]` (per-source options, handed to each source
 as they are). Every error names the file, the line (tomllib's own message carries line and
 column for syntax errors; for a bad value the key's line is looked up) and the key, with a fix.
 
@@ -20,8 +23,8 @@ from typing import Any
 
 from diag.common.errors import ConfigError
 from diag.common.paths import HostPaths
-from diag.core import config as core_config
-from diag.core.config import CoreConfig
+from diag.core import thresholds
+from diag.core.thresholds import CoreConfig
 
 TOP_LEVEL = ("core", "sources")
 DRIVERCTL_DIR = "/etc/driverctl.d"
@@ -98,7 +101,7 @@ def parse_text(text: str, path: str) -> AgentConfig:
                 f"{where}: unknown table or key {key!r}",
                 hint="the file has two tables: [core] (rule thresholds) and [sources.<name>]",
             )
-    core = core_config.parse(doc, path, lines)
+    core = thresholds.parse(doc, path, lines)
     sources_doc = doc.get("sources", {})
     if not isinstance(sources_doc, dict):
         where = f"{path}:{lines['sources']}" if "sources" in lines else path
