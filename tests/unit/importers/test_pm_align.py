@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from diag import events as ev
 from diag.importers import Anchor
-from diag.importers import align as al
+from diag.postmortem import align as al
 
 S = 1_000_000_000
 

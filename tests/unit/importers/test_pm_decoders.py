@@ -336,7 +336,7 @@ def test_read_journal_counts_bad_lines_and_reports_a_cut_tail(tmp_path: Path) ->
 def test_later_rotated_part_skips_its_restated_state_when_the_earlier_part_is_given(tmp_path: Path) -> None:
     """Parts 0 and 1 of one run: part 1's opening restatement is skipped, not replayed twice."""
     from diag import codec
-    from diag.importers import postmortem as pm
+    from diag import postmortem as pm
 
     if "snapshot_records" not in codec.Header.__slots__:
         pytest.skip("journal header has no snapshot_records")
@@ -356,8 +356,8 @@ def test_progress_bar_draws_only_for_big_inputs(monkeypatch: pytest.MonkeyPatch)
     """No bar for a replay that ends quickly; after the delay it shows bytes read, then is erased."""
     import io
 
+    from diag import postmortem as pm
     from diag.commands import postmortem as cli_pm
-    from diag.importers import postmortem as pm
 
     buf = io.StringIO()
     monkeypatch.setattr("sys.stderr", buf)
@@ -399,7 +399,7 @@ def test_ip_oneline_monitor_output_is_read() -> None:
 def test_dmesg_vfio_lines_are_matched_on_the_monotonic_clock(tmp_path: Path) -> None:
     """dmesg text: the kernel's vfio-pci request line is a signature, stamped since boot;
     recognised by content, aligned like udevadm (here by --offset)."""
-    from diag.importers import postmortem as pm
+    from diag import postmortem as pm
     from diag.importers.dmesg import parse_dmesg
 
     text = ["[   12.812000] vfio-pci 0000:01:10.0: Relaying device request to user (#10)",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from diag import events as ev
-from diag.importers import postmortem as pm
+from diag import postmortem as pm
 
 REMOTE = Path("/lib/systemd/systemd-journal-remote")
 EXPORT = Path(__file__).resolve().parents[2] / "fixtures" / "postmortem-kata" / "entries.export"

@@ -9,9 +9,9 @@ from typing import ClassVar
 
 from diag import codec
 from diag import events as ev
+from diag import postmortem as pm
 from diag.importers import FileStats
 from diag.importers import journal as jmod
-from diag.importers import postmortem as pm
 from diag.runtime import Pipeline, PipelineOptions
 from diag.sinks.journal import JournalSink
 from diag.sources import Availability, Emit

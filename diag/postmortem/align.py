@@ -1,6 +1,7 @@
 """Provides clock alignment for postmortem inputs: monotonic captures and untimed ones onto the wall clock.
 
-Pure. Three ways, strongest first, and each says how sure it is:
+The matching is pure; `align_inputs` applies it to the inputs (reading the head of the agent's
+journals for reference events). Three ways, strongest first, and each says how sure it is:
 
 1. An explicit offset (`--offset`): wall = monotonic + offset, exact by the user's word.
 2. journald anchors: every journald entry has `__REALTIME_TIMESTAMP` and `__MONOTONIC_TIMESTAMP`
@@ -20,29 +21,18 @@ between their matched neighbours, and the uncertainty is the gap they sit in.
 from __future__ import annotations
 
 import bisect
+import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 
 from diag import events as ev
-from diag.importers import Anchor
+from diag.importers import Anchor, FileStats
+from diag.postmortem.inputs import Alignment, Input, Options
 
 CLUSTER_NS = 200_000_000
 """Matches closer than this (uevent vs rtnetlink arrive within milliseconds) are one cluster."""
 MAX_PAIRS_PER_KEY = 64
 Key = tuple[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Alignment:
-    """How one input was put on the common clock."""
-
-    offset_ns: int
-    """Added to the input's stamps."""
-    uncertainty_ns: int | None
-    """None: not aligned at all (order against other inputs unknown)."""
-    method: str
-    """One sentence for the report."""
-    support: int = 0
 
 
 def anchor_keys(events: Iterable[ev.Event]) -> list[tuple[int, Key, int]]:
@@ -193,3 +183,118 @@ def place_untimed(
             stamps.append(prev[1] + (n - prev[0]) * 1000)
             uncs.append(-1)
     return stamps, uncs, len(anchors)
+
+
+# --------------------------------------------------------------------------------------------
+# Aligning the inputs
+# --------------------------------------------------------------------------------------------
+
+
+
+def _journal_boot(inputs: list[Input]) -> str:
+    """The boot id in the header of the agent's journal among the inputs (first one)."""
+    from diag.importers import journal as jmod
+
+    for i in inputs:
+        if i.format == "journal":
+            h = jmod.first_header(i.path)
+            if h is not None and h.boot_id:
+                return h.boot_id
+    return ""
+
+
+def _journal_keyed(inp: Input, limit: int = 20000) -> list[tuple[int, Key, int]]:
+    """Keyed events of an agent journal (a second, bounded pass over its head)."""
+    from itertools import islice
+
+    from diag.importers import journal as jmod
+
+    events = jmod.parse_file(inp.path, FileStats(inp.path)).events
+    return anchor_keys(islice(events, limit * 10))[:limit]
+
+
+def align_inputs(inputs: list[Input], options: Options) -> list[str]:
+    """Give every monotonic and untimed input an offset (or say it has none); notes for the report."""
+    notes: list[str] = []
+    offsets = {k if k == "*" else os.path.realpath(k): v for k, v in options.offsets.items()}
+    anchors = [a for i in inputs if i.parsed is not None for a in i.parsed.anchors]
+    real_keyed: list[tuple[int, Key, int]] | None = None
+
+    def reference() -> list[tuple[int, Key, int]]:
+        nonlocal real_keyed
+        if real_keyed is None:
+            real_keyed = []
+            for i in inputs:
+                if i.clock != "realtime" or i.parsed is None:
+                    continue
+                if i.events is not None:
+                    real_keyed.extend(anchor_keys(i.events))
+                else:
+                    real_keyed.extend(_journal_keyed(i))
+        return real_keyed
+
+    has_wall = any(i.parsed is not None and i.clock == "realtime" for i in inputs)
+    monos = [i for i in inputs if i.parsed is not None and i.clock == "monotonic"]
+    for inp in monos:
+        explicit = offsets.get(os.path.realpath(inp.path), offsets.get("*"))
+        if explicit is not None:
+            inp.alignment = Alignment(explicit, 0, "explicit --offset")
+        elif not has_wall and not anchors:
+            inp.alignment = Alignment(0, 0, (
+                "kept on its own clock (no wall-clock input): times are since boot"
+                + ("; the monotonic inputs are assumed to come from one boot" if len(monos) > 1
+                   else "")))
+        else:
+            a, why = from_anchors(anchors, _journal_boot(inputs))
+            if a is None:
+                a = match_offset(anchor_keys(inp.events or ()), reference())
+                if a is None and why:
+                    why = f"{why}; no events matched the timed inputs"
+            inp.alignment = a or Alignment(
+                0, None, "NOT aligned: " + (why or "nothing to align with")
+                + "; stamps are time since boot, order against other inputs unknown"
+                + " (give --offset)",
+            )
+        if inp.alignment.offset_ns and inp.events is not None:
+            off = inp.alignment.offset_ns
+            inp.events = [replace(e, ts_ns=e.ts_ns + off) for e in inp.events]
+    # Untimed inputs go last: they can lean on the monotonic ones just aligned.
+    for inp in inputs:
+        if inp.parsed is None or inp.clock != "none" or inp.events is None:
+            continue
+        explicit = offsets.get(os.path.realpath(inp.path))
+        ref = list(reference())
+        for other in inputs:
+            if other is not inp and other.clock == "monotonic" and other.alignment and \
+                    other.alignment.uncertainty_ns is not None and other.events is not None:
+                ref.extend(anchor_keys(other.events))
+        stamps, uncs, matched = place_untimed(anchor_keys(inp.events), ref, len(inp.events))
+        if matched:
+            inp.events = [replace(e, ts_ns=t) for e, t in zip(inp.events, stamps, strict=True)]
+            inp.uncertainties = uncs
+            inp.alignment = Alignment(0, max((u for u in uncs if u >= 0), default=0),
+                                         f"no timestamps: placed by {matched} messages matched "
+                                         "with timed inputs, the others between them", matched)
+        else:
+            inp.alignment = Alignment(0, None, "no timestamps and nothing to match: only the "
+                                         "order within the file is known")
+        if explicit is not None:
+            notes.append(f"{inp.path}: --offset ignored (the file has no timestamps)")
+    for inp in inputs:
+        if inp.alignment is None:
+            continue
+        a = inp.alignment
+        if a.uncertainty_ns is None or a.offset_ns == 0:
+            notes.append(f"{inp.path}: {a.method}")
+        elif inp.clock == "monotonic":
+            notes.append(f"{inp.path}: monotonic clock {a.method}; offset {a.offset_ns / 1e9:.6f} s"
+                         f" (±{a.uncertainty_ns / 1e6:.1f} ms)")
+        else:
+            notes.append(f"{inp.path}: {a.method} (±{a.uncertainty_ns / 1e6:.1f} ms at worst)")
+    for inp in inputs:
+        if inp.format == "ipmon" and inp.clock == "realtime":
+            notes.append(f"{inp.path}: ip monitor stamps are the capturing host's local time, read "
+                         "as UTC (use --offset PATH=SECONDS if it was not UTC)")
+    return notes
+
+
