@@ -47,7 +47,7 @@ class ReplayStatus:
     """Every record has been applied."""
 
 
-def read_journal(path: str | Path) -> tuple[list[ev.Event], codec.Header | None, codec.ReadStats]:
+def load_journal(path: str | Path) -> tuple[list[ev.Event], codec.Header | None, codec.ReadStats]:
     """Load a journal file (plain or gzip) into (events without recorded findings, header, stats).
 
     Raises JournalFormatError when the file cannot be opened or holds no records.
@@ -120,7 +120,7 @@ class ReplayFeed:
     @classmethod
     def open(cls, path: str | Path, **kw: object) -> ReplayFeed:
         """A feed over the journal at `path` (plain or .gz)."""
-        events, header, stats = read_journal(path)
+        events, header, stats = load_journal(path)
         return cls(events, header=header, stats=stats, **kw)  # type: ignore[arg-type]
 
     # ---- SnapshotFeed ---------------------------------------------------------------------------

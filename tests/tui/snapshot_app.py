@@ -14,7 +14,7 @@ from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.core.model import Model
 from diag.core.state import HostState, SnapshotListener
-from diag.runtime.replay import ReplayFeed, read_journal
+from diag.runtime.replay import ReplayFeed, load_journal
 from diag.tui.app import VfioWatchApp
 
 JOURNAL = Path(__file__).resolve().parents[1] / "fixtures" / "journals" / "demo-lab.jsonl"
@@ -96,7 +96,7 @@ def stand_in_correlator() -> Correlator:
 
 
 def replay_feed(position: int = INCIDENT_AT, journal: Path = JOURNAL) -> ReplayFeed:
-    events, header, stats = read_journal(journal)
+    events, header, stats = load_journal(journal)
     return ReplayFeed(events, header=header, stats=stats, autoplay=False, start_at=position,
                       correlator_factory=stand_in_correlator)
 
@@ -133,7 +133,7 @@ class ManualFeed:
 
 def states(journal: Path = JOURNAL) -> list[HostState]:
     """The snapshot after each record of the journal (stand-in rules)."""
-    events, _, _ = read_journal(journal)
+    events, _, _ = load_journal(journal)
     core = stand_in_correlator()
     out = []
     for e in events:

@@ -67,8 +67,8 @@ def test_bad_speed_is_refused(speed: str) -> None:
 
 def test_at_opens_paused_at_that_recorded_time(launched: list[VfioWatchApp]) -> None:
     """--at +SECONDS (or a time of day) opens paused with every record up to that time applied."""
-    from diag.runtime.replay import read_journal
-    events, _, _ = read_journal(JOURNAL)
+    from diag.runtime.replay import load_journal
+    events, _, _ = load_journal(JOURNAL)
     t = events[10].ts_ns
     offset = (t - events[0].ts_ns) / 1e9
     assert cli.main(["tui", "--replay", str(JOURNAL), "--at", f"+{offset:.9f}"]) == 0

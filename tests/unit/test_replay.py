@@ -14,7 +14,7 @@ from diag import events as ev
 from diag.common.errors import JournalFormatError
 from diag.core.correlator import Correlator
 from diag.core.state import HostState
-from diag.runtime.replay import ReplayFeed, read_journal
+from diag.runtime.replay import ReplayFeed, load_journal
 
 JOURNAL = Path(__file__).resolve().parents[1] / "fixtures" / "journals" / "demo-lab.jsonl"
 MS = 1_000_000
@@ -46,8 +46,8 @@ class TestReadJournal:
         """A gzip journal gives the same events and header as the plain one."""
         gz = tmp_path / "j.jsonl.gz"
         gz.write_bytes(gzip.compress(JOURNAL.read_bytes()))
-        plain = read_journal(JOURNAL)
-        packed = read_journal(gz)
+        plain = load_journal(JOURNAL)
+        packed = load_journal(gz)
         assert plain[0] == packed[0] and plain[1] == packed[1]
         assert plain[1] is not None and plain[1].hostname == "sriov-lab"
 
@@ -59,17 +59,17 @@ class TestReadJournal:
         p.write_bytes(codec.dumps(codec.Header()) + b"{not json\n"
                       + codec.dumps(ev.ClockTicked(ts_ns=1, source="t")) + codec.dumps(f)
                       + b'{"kind":"clock_ti')
-        events, _, stats = read_journal(p)
+        events, _, stats = load_journal(p)
         assert [e.kind for e in events] == ["clock_ticked"]
         assert stats.bad_lines == 1 and stats.truncated_tail
 
     def test_missing_or_empty_journal_is_a_titled_error(self, tmp_path: Path) -> None:
         """A missing file or one without events raises JournalFormatError with a hint."""
         with pytest.raises(JournalFormatError):
-            read_journal(tmp_path / "nope.jsonl")
+            load_journal(tmp_path / "nope.jsonl")
         (tmp_path / "empty.jsonl").write_bytes(codec.dumps(codec.Header()))
         with pytest.raises(JournalFormatError):
-            read_journal(tmp_path / "empty.jsonl")
+            load_journal(tmp_path / "empty.jsonl")
 
 
 class TestControls:
@@ -176,7 +176,7 @@ class TestFindingsAndTime:
     """Postmortem navigation: to a recorded time, and from finding to finding."""
 
     def _feed(self) -> ReplayFeed:
-        events, _, _ = read_journal(SESSION)
+        events, _, _ = load_journal(SESSION)
         return ReplayFeed(events, autoplay=False)
 
     @staticmethod

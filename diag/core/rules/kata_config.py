@@ -75,7 +75,7 @@ def _key(path: str, message: str, sandbox_id: str | None) -> str:
 
 
 @register
-class KataConfigInvalid(ConditionRule):
+class KataConfigInvalidRule(ConditionRule):
     """Open per (file or sandbox, message) that Kata would reject."""
 
     id = "kata-config-invalid"
