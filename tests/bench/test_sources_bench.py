@@ -27,8 +27,8 @@ from diag.runtime import Pipeline
 from diag.sources import Emit, SourceContext, sysfs
 from diag.sources.links import LinksSource
 from diag.sources.uevent import DeviceTracker, UeventSource, decode_uevent
+from diag.testing import Collector, wait_for
 from tests.kernel.vw_kernel_helpers import (
-    Collector,
     RawCounter,
     build_storm_writer,
     cleanup_netns,
@@ -37,7 +37,6 @@ from tests.kernel.vw_kernel_helpers import (
     sh,
     storm,
     storm_device,
-    wait_for,
 )
 
 ROWS: list[tuple[str, str, str]] = []

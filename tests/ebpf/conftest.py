@@ -13,11 +13,12 @@ import pytest
 
 from diag.sources import SourceContext
 from diag.sources.ebpf.source import EbpfSource
-from tests.ebpf.vw_ebpf_helpers import Collected, cgroup2_mount
+from diag.testing import Collector
+from tests.ebpf.vw_ebpf_helpers import cgroup2_mount
 
 
 @pytest.fixture(scope="module")
-def ebpf_source(require_root: None) -> Iterator[tuple[EbpfSource, Collected]]:
+def ebpf_source(require_root: None) -> Iterator[tuple[EbpfSource, Collector]]:
     """The `ebpf` source running in this process (mode from VFIOWATCH_EBPF_MODE, default auto).
     In tracepoint mode it runs the `complete` variant: these tests check every write's value
     and errno, which only that variant (and kprobe mode) sees; test_ebpf_open_only.py covers the
@@ -27,7 +28,7 @@ def ebpf_source(require_root: None) -> Iterator[tuple[EbpfSource, Collected]]:
     avail = src.probe()
     if not avail.ok:
         pytest.skip(f"ebpf unavailable here: {avail.reason} ({avail.hint})")
-    got = Collected()
+    got = Collector()
     stop = threading.Event()
     errors: list[BaseException] = []
 

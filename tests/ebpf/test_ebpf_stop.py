@@ -10,7 +10,7 @@ import pytest
 
 from diag.sources import SourceContext
 from diag.sources.ebpf.source import EbpfSource
-from tests.ebpf.vw_ebpf_helpers import Collected
+from diag.testing import Collector
 
 pytestmark = pytest.mark.ebpf
 
@@ -40,7 +40,7 @@ def test_stop_during_compile_returns_at_once_and_nothing_stays_loaded() -> None:
         pytest.skip(f"ebpf unavailable here: {src.probe().reason}")
     before = _bpf_fds()
     stop = threading.Event()
-    t = threading.Thread(target=src.run, args=(Collected(), stop), daemon=True)
+    t = threading.Thread(target=src.run, args=(Collector(), stop), daemon=True)
     t.start()
     time.sleep(0.2)
     loader = _loader()

@@ -16,14 +16,8 @@ from diag.core.correlator import Correlator
 from diag.runtime import Pipeline, PipelineOptions
 from diag.sources import SourceContext
 from diag.sources.links import LinksSource
-from tests.kernel.vw_kernel_helpers import (
-    Collector,
-    RawCounter,
-    cleanup_netns,
-    prefix,
-    sh,
-    wait_for,
-)
+from diag.testing import Collector, wait_for
+from tests.kernel.vw_kernel_helpers import RawCounter, cleanup_netns, prefix, sh
 
 pytestmark = pytest.mark.usefixtures("require_root")
 

@@ -18,14 +18,8 @@ from diag.core.correlator import Correlator
 from diag.runtime import Pipeline, PipelineOptions
 from diag.sources import SourceContext, sysfs
 from diag.sources.uevent import UeventSource, decode_uevent
-from tests.kernel.vw_kernel_helpers import (
-    Collector,
-    build_storm_writer,
-    new_uuid,
-    storm,
-    storm_device,
-    wait_for,
-)
+from diag.testing import Collector, wait_for
+from tests.kernel.vw_kernel_helpers import build_storm_writer, new_uuid, storm, storm_device
 
 pytestmark = pytest.mark.usefixtures("require_root")
 

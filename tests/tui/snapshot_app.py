@@ -7,13 +7,12 @@ known severities with evidence, explanation and remedy.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.core.model import Model
-from diag.core.state import HostState, SnapshotListener
+from diag.core.state import HostState
 from diag.runtime.replay import ReplayFeed, load_journal
 from diag.tui.app import VfioWatchApp
 
@@ -104,31 +103,6 @@ def replay_feed(position: int = INCIDENT_AT, journal: Path = JOURNAL) -> ReplayF
 def make_app(position: int = INCIDENT_AT, **kw: object) -> VfioWatchApp:
     return VfioWatchApp(replay_feed(position), hostname="sriov-lab",
                         kernel="6.12.95+deb12-amd64", mode="REPLAY", **kw)  # type: ignore[arg-type]
-
-
-class ManualFeed:
-    """A SnapshotFeed the test drives: `push(state)` publishes from a thread of the caller's."""
-
-    def __init__(self, first: HostState | None = None) -> None:
-        self.listeners: list[SnapshotListener] = []
-        self.first = first
-        self.started = threading.Event()
-        self.stopped = threading.Event()
-
-    def subscribe(self, listener: SnapshotListener) -> None:
-        self.listeners.append(listener)
-
-    def start(self) -> None:
-        self.started.set()
-        if self.first is not None:
-            self.push(self.first)
-
-    def stop(self) -> None:
-        self.stopped.set()
-
-    def push(self, state: HostState) -> None:
-        for listener in self.listeners:
-            listener(state)
 
 
 def states(journal: Path = JOURNAL) -> list[HostState]:

@@ -12,11 +12,12 @@ from textual.widgets import Input
 
 from diag import events as ev
 from diag.core.state import HostState
+from diag.testing import ManualFeed
 from diag.tui.app import VfioWatchApp
 from diag.tui.messages import SnapshotReady
 from diag.tui.screens import DeviceScreen, FindingScreen, HelpScreen
 from diag.tui.widgets import DevicesTable, EventLog, FindingsTable, HostHeader
-from tests.tui.snapshot_app import INCIDENT_AT, ManualFeed, make_app, replay_feed, states
+from tests.tui.snapshot_app import INCIDENT_AT, make_app, replay_feed, states
 
 VF = "0000:01:10.0"
 

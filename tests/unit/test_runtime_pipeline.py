@@ -4,62 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import ClassVar
 
 from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.core.state import HostState
 from diag.runtime import Pipeline, PipelineOptions
 from diag.sources import Availability, Emit
-
-
-class ListSink:
-    """A sink that keeps everything (the test double the Sink protocol asks for)."""
-
-    name: ClassVar[str] = "list"
-
-    def __init__(self) -> None:
-        self.items: list[ev.Event] = []
-        self.snapshots = 0
-        self.flushed = 0
-        self.closed = False
-
-    def write(self, item: ev.Event, /) -> None:
-        self.items.append(item)
-
-    def snapshot(self, state: HostState, /) -> None:
-        self.snapshots += 1
-
-    def flush(self) -> None:
-        self.flushed += 1
-
-    def close(self) -> None:
-        self.closed = True
-
-    def reopen(self) -> None:
-        pass
-
-
-class Scripted:
-    """Emits a fixed list of events, then waits for stop."""
-
-    def __init__(self, name: str, events: list[ev.Event], delay_s: float = 0.0) -> None:
-        self.name = name  # type: ignore[misc]
-        self.events = events
-        self.delay_s = delay_s
-        self.resyncs: list[str] = []
-
-    def probe(self) -> Availability:
-        return Availability(True, mode="scripted")
-
-    def run(self, emit: Emit, stop: threading.Event) -> None:
-        time.sleep(self.delay_s)
-        for e in self.events:
-            emit(e)
-        stop.wait()
-
-    def request_resync(self, reason: str) -> None:
-        self.resyncs.append(reason)
+from diag.testing import ListSink, ScriptedSource, bound
 
 
 class Crashing:
@@ -82,10 +33,6 @@ def _pipeline(*args: object, **kw: object) -> Pipeline:
     return Pipeline(*args, **kw)  # type: ignore[arg-type]
 
 
-def _bound(ts: int, source: str, bdf: str = "0000:00:01.0") -> ev.DeviceBound:
-    return ev.DeviceBound(ts_ns=ts, source=source, bdf=bdf, driver="x")
-
-
 def _payload(items: list[ev.Event]) -> list[ev.Event]:
     return [i for i in items if i.source != "runtime"]
 
@@ -93,8 +40,8 @@ def _payload(items: list[ev.Event]) -> list[ev.Event]:
 def test_events_from_two_sources_reach_the_sinks_in_time_order() -> None:
     """A late-arriving event with an earlier stamp overtakes within the merge window."""
     now = time.time_ns()
-    a = Scripted("a", [_bound(now + i * 10, "a") for i in range(0, 100, 2)])
-    b = Scripted("b", [_bound(now + i * 10, "b") for i in range(1, 100, 2)], delay_s=0.02)
+    a = ScriptedSource("a", [bound("0000:00:01.0", "x", now + i * 10, source="a") for i in range(0, 100, 2)])
+    b = ScriptedSource("b", [bound("0000:00:01.0", "x", now + i * 10, source="b") for i in range(1, 100, 2)], delay_s=0.02)
     sink = ListSink()
     p = _pipeline([a, b], sinks=[sink], options=PipelineOptions(merge_window_ns=200_000_000))
     p.start()
@@ -110,12 +57,12 @@ def test_a_full_queue_drops_counts_reports_in_band_and_asks_for_resync() -> None
     """Queue overflow: the excess is dropped, EventsLost(queue) carries the count, sources that
     can resync are asked to."""
     now = time.time_ns()
-    src = Scripted("s", [_bound(now + i, "s") for i in range(500)])
+    src = ScriptedSource("s", [bound("0000:00:01.0", "x", now + i, source="s") for i in range(500)])
     sink = ListSink()
     p = _pipeline([src], sinks=[sink], options=PipelineOptions(queue_size=100, merge_window_ns=0))
     # Fill the queue before the core runs: start sources only by emitting directly.
     for i in range(300):
-        p.emit(_bound(now + i, "direct"))
+        p.emit(bound("0000:00:01.0", "x", now + i, source="direct"))
     p.start()
     assert p.wait_idle(5)
     p.stop()
@@ -156,7 +103,7 @@ def test_unavailable_sources_are_reported_once_with_reason_and_hint() -> None:
 def test_stop_drains_the_window_flushes_and_closes_within_two_seconds() -> None:
     """Events still held by a long merge window are released at stop; sinks are closed."""
     now = time.time_ns()
-    src = Scripted("s", [_bound(now + i, "s") for i in range(1000)])
+    src = ScriptedSource("s", [bound("0000:00:01.0", "x", now + i, source="s") for i in range(1000)])
     sink = ListSink()
     p = _pipeline([src], sinks=[sink], options=PipelineOptions(merge_window_ns=10 * 10**9))
     p.start()
@@ -170,7 +117,7 @@ def test_stop_drains_the_window_flushes_and_closes_within_two_seconds() -> None:
 def test_live_feed_delivers_the_newest_snapshot_and_replaces_stale_ones() -> None:
     """A slow listener sees fewer snapshots, never a queue of stale ones; the last one is final."""
     now = time.time_ns()
-    src = Scripted("s", [_bound(now + i, "s", bdf=f"0000:00:{i:02x}.0") for i in range(50)])
+    src = ScriptedSource("s", [bound(f"0000:00:{i:02x}.0", "x", now + i, source="s") for i in range(50)])
     p = _pipeline([src], options=PipelineOptions(snapshot_interval_s=0.01, merge_window_ns=0))
     feed = p.live_feed()
     seen: list[int] = []
@@ -229,7 +176,7 @@ class Deaf:
     def run(self, emit: Emit, stop: threading.Event) -> None:
         i = 0
         while not self.kill.is_set():
-            emit(_bound(time.time_ns(), "deaf", bdf=f"0000:00:{i % 32:02x}.0"))
+            emit(bound(f"0000:00:{i % 32:02x}.0", "x", time.time_ns(), source="deaf"))
             i += 1
             if i % 100 == 0:
                 time.sleep(0.001)
@@ -296,8 +243,8 @@ def test_a_rule_that_raises_does_not_stop_the_core() -> None:
     p = Pipeline([], sinks=[sink], correlator=Correlator(rules=[Broken()]),  # type: ignore[list-item]
                  options=PipelineOptions(merge_window_ns=0))
     p.start()
-    p.emit(_bound(now, "bad"))
-    p.emit(_bound(now + 1, "good"))
+    p.emit(bound("0000:00:01.0", "x", now, source="bad"))
+    p.emit(bound("0000:00:01.0", "x", now + 1, source="good"))
     assert p.wait_idle(5)
     p.stop()
     assert p.stats.core_errors == 1

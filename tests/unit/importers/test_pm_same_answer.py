@@ -16,6 +16,7 @@ from diag.runtime import Pipeline, PipelineOptions
 from diag.sinks.journal import JournalSink
 from diag.sources import Availability, Emit
 from diag.sources.uevent import DeviceTracker, decode_uevent
+from diag.testing import FakeClock
 from tests.fixtures.dumps import load_dump
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -47,20 +48,12 @@ def lab_events() -> list[ev.Event]:
     return out
 
 
-class _Clock:
-    def __init__(self, ns: int) -> None:
-        self.ns = ns
-
-    def __call__(self) -> int:
-        return self.ns
-
-
 class _Replayer:
     """A source that plays recorded events in real time order and moves the wall clock with them."""
 
     name: ClassVar[str] = "uevent"
 
-    def __init__(self, events: list[ev.Event], clock: _Clock, tail_ns: int) -> None:
+    def __init__(self, events: list[ev.Event], clock: FakeClock, tail_ns: int) -> None:
         self.events, self.clock, self.tail_ns = events, clock, tail_ns
         self.done = threading.Event()
 
@@ -93,7 +86,7 @@ def test_live_journal_replays_to_identical_findings(tmp_path: Path) -> None:
     """Lab moves through the live Pipeline into a JournalSink; postmortem of that journal gives
     the same findings (ids, transitions' final states), including one raised by a timer tick."""
     events = lab_events()
-    clock = _Clock(events[0].ts_ns)
+    clock = FakeClock(events[0].ts_ns)
     src = _Replayer(events, clock, tail_ns=180 * 1_000_000_000)
     holder: list[Pipeline] = []
     path = tmp_path / "journal.jsonl"
