@@ -11,7 +11,7 @@ Every view of an event asks its kind's renderer (`RENDERERS`, filled by `@render
 
 A renderer subclasses `Renderer[Kind]` and overrides the views whose words are its own; the
 base's methods are the generic forms (the kind's name, or its journal fields). A new event kind
-is one class here with one `@renders(...)` line; tests/unit/test_render.py fails for a kind in
+is one class here with one `@renders(...)` line; tests/unit/core/test_render.py fails for a kind in
 `ev.EVENT_TYPES` without one, so no kind falls through silently. The views keep the words each
 has always used (the golden files and snapshots hold them); where they differ for one kind,
 they differ side by side in its class.

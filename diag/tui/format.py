@@ -4,7 +4,7 @@ Every string that comes from the outside world (interface names, process names, 
 paths) goes through `diag.common.text.safe` and into a `rich.text.Text` built without markup parsing,
 so `[red]x` shows as `[red]x` and an ESC shows as `\\x1b`. Times are formatted from the
 snapshot's own clock (event time), never from `now()`, so live and replay render alike and
-snapshot tests are deterministic. Unit-tested in tests/unit/test_tui_format.py.
+snapshot tests are deterministic. Unit-tested in tests/unit/tui/test_tui_format.py.
 """
 
 from __future__ import annotations

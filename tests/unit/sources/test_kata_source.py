@@ -13,7 +13,7 @@ from diag.common.errors import ConfigError
 from diag.common.paths import HostPaths
 from diag.sources import SOURCES, SourceContext
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "kata"
+FIX = Path(__file__).resolve().parents[2] / "fixtures" / "kata"
 
 
 def test_registered_and_runs_on_a_fixture_root() -> None:

@@ -12,7 +12,7 @@ from diag.common.paths import HostPaths
 from diag.sources import SourceContext, sysfs
 from diag.sources.uevent import UeventSource
 
-LAB = Path(__file__).resolve().parents[1] / "fixtures" / "sysfs" / "sriov-lab"
+LAB = Path(__file__).resolve().parents[2] / "fixtures" / "sysfs" / "sriov-lab"
 VF0 = "0000:01:10.0"
 
 

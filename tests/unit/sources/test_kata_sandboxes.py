@@ -14,7 +14,7 @@ from diag.common.paths import HostPaths
 from diag.sources.kata import sandboxes as sb
 from diag.sources.kata.source import KataWatcher
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "kata"
+FIX = Path(__file__).resolve().parents[2] / "fixtures" / "kata"
 SID_GO = "3acfa8826f59dcc9bd876fd171a9abd9536433429c0028b1562c9370740b258f"
 SID_RS = "7d2e0c4b9a8f1e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d"
 SID_ANN = "b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2"

@@ -9,7 +9,7 @@ import pytest
 
 from tests.fixtures.dumps import Record, load_dump
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 DUMPS = sorted((FIXTURES / "uevent").glob("*.dump")) + sorted((FIXTURES / "netlink").glob("*.dump"))
 

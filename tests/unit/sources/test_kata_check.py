@@ -7,7 +7,7 @@ from pathlib import Path
 from diag.common.paths import HostPaths
 from diag.sources.kata.preflight import kata_check
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "kata"
+FIX = Path(__file__).resolve().parents[2] / "fixtures" / "kata"
 
 
 def test_handler_line() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from diag.sources.ebpf import layouts as L
 
-HEADER = Path(__file__).resolve().parents[2] / "probes" / "vfiowatch.h"
+HEADER = Path(__file__).resolve().parents[3] / "probes" / "vfiowatch.h"
 _STRUCT = re.compile(r"struct\s+(\w+)\s*\{(.*?)\};", re.S)
 _FIELD = re.compile(r"^\s*(?:const\s+)?([\w ]+?)\s+(\w+)\s*(?:\[(\w+)\])?\s*;", re.M)
 _DEFINE = re.compile(r"^#define\s+(VFW_\w+)\s+(-?\d+)", re.M)

@@ -19,7 +19,7 @@ from diag.sources.links import (
 from diag.sources.uevent import DeviceTracker, decode_uevent
 from tests.fixtures.dumps import load_dump
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 NETLINK = sorted((FIXTURES / "netlink").glob("*.dump"))
 GUEST = ev.NetnsRef(inode=4026531840, is_host=True)

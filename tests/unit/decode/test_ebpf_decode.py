@@ -12,7 +12,7 @@ from diag.sources.ebpf import decode as D
 from diag.sources.ebpf import layouts as L
 from diag.sources.ebpf.source import KernelFacts, choose_mode
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ebpf"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "ebpf"
 TRACEPOINT = sorted((FIXTURES / "tracepoint").glob("*.hex"))
 KPROBE = sorted((FIXTURES / "kprobe").glob("*.hex"))  # captured in the QEMU lab, when present
 

@@ -131,7 +131,7 @@ def test_json_format_keeps_hostile_strings_as_json_escapes() -> None:
 
 def test_readme_documents_every_domain_key() -> None:
     """README '## Logs' names each flat key of the schema."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     assert "## Logs" in readme
     section = readme.split("## Logs", 1)[1].split("\n## ", 1)[0]
     missing = [k for k in DOMAIN_KEYS if f"`{k}`" not in section]

@@ -16,7 +16,7 @@ from diag.core.correlator import Correlator
 from diag.core.state import HostState
 from diag.runtime.replay import ReplayFeed, load_journal
 
-JOURNAL = Path(__file__).resolve().parents[1] / "fixtures" / "journals" / "demo-lab.jsonl"
+JOURNAL = Path(__file__).resolve().parents[2] / "fixtures" / "journals" / "demo-lab.jsonl"
 MS = 1_000_000
 
 
@@ -169,7 +169,7 @@ class TestControls:
         assert len(made) == 2 and not made[0].snapshot().findings
 
 
-SESSION = Path(__file__).resolve().parents[1] / "golden" / "core" / "lab-session.events.jsonl"
+SESSION = Path(__file__).resolve().parents[2] / "golden" / "core" / "lab-session.events.jsonl"
 
 
 class TestFindingsAndTime:

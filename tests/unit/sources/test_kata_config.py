@@ -11,7 +11,7 @@ import pytest
 from diag.common.paths import HostPaths
 from diag.sources.kata import config as kc
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "kata"
+FIX = Path(__file__).resolve().parents[2] / "fixtures" / "kata"
 GO_MAIN = "/etc/kata-containers/configuration.toml"
 
 

@@ -13,7 +13,7 @@ from diag.sources import sysfs
 from diag.sources.uevent import DeviceTracker, MalformedUevent, decode_uevent
 from tests.fixtures.dumps import load_dump
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 VF0 = "0000:01:10.0"
 VF2 = "0000:01:10.2"

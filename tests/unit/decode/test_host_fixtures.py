@@ -9,7 +9,7 @@ from diag.sources.links import decode_rtnl
 from diag.sources.uevent import DeviceTracker, decode_uevent
 from tests.fixtures.dumps import load_dump
 
-HOST = Path(__file__).resolve().parents[1] / "fixtures" / "host"
+HOST = Path(__file__).resolve().parents[2] / "fixtures" / "host"
 
 
 def test_synthetic_uevents_from_this_machine_decode_marked_synthetic() -> None:

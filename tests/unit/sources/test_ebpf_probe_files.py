@@ -46,7 +46,7 @@ def test_only_the_facade_imports_bcc() -> None:
     import ast
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2] / "diag"
+    root = Path(__file__).resolve().parents[3] / "diag"
     importers = []
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

@@ -1,1 +1,0 @@
-"""Unit tests of postmortem: importers, alignment, the engine and its command."""
