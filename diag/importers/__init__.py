@@ -284,6 +284,15 @@ def walk(inputs: Iterable[str]) -> list[str]:
     return out
 
 
+def text_lines(lines: Iterable[str], stats: FileStats) -> Iterator[tuple[int, str]]:
+    """(line number, line without its newline) of every non-blank line; all lines are counted."""
+    for lineno, raw in enumerate(lines, 1):
+        stats.lines += 1
+        line = raw.rstrip("\r\n")
+        if line.strip():
+            yield lineno, line
+
+
 def decode_line(raw: bytes) -> str:
     """A line as text: invalid UTF-8 replaced, newline and carriage return stripped."""
     return raw.decode("utf-8", "replace").rstrip("\r\n")

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from diag import codec
 from diag import events as ev
-from diag.importers import FileStats, Parsed, decode_line, register
+from diag.importers import FileStats, Parsed, decode_line, register, text_lines
 from diag.sources.kata import logs
 
 SOURCE = "kata"
@@ -67,11 +67,7 @@ def parse_logfmt_lines(
     """
     st = stats if stats is not None else FileStats("<log>")
     unmatched = 0
-    for lineno, raw in enumerate(lines, 1):
-        st.lines += 1
-        line = raw.rstrip("\r\n")
-        if not line.strip():
-            continue
+    for lineno, line in text_lines(lines, st):
         if line.lstrip().startswith("{"):
             got = _json_record(line.strip(), origin)
             if isinstance(got, str):

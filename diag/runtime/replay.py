@@ -6,7 +6,7 @@ scaled by `speed`, and snapshots are published as they would be live (dolphie's 
 the dashboard cannot tell the two apart. Recorded findings are not re-applied: the core
 recomputes its own from the events.
 
-Playback controls (the dashboard's `diag.tui.feed.Playback`): play, pause, step (forward or
+Playback controls (`diag.core.state.Playback`, what the dashboard drives): play, pause, step (forward or
 back), seek to a record or to a recorded time, jump to the next or previous record at which a
 finding opened, change speed. Seeking backwards rebuilds the core from the first record
 (the core is deterministic, so the state is the same as when it was first reached). Idle gaps
@@ -20,31 +20,15 @@ import gzip
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from diag import codec
 from diag import events as ev
 from diag.common.errors import JournalFormatError
 from diag.core.correlator import Correlator
-from diag.core.state import HostState, SnapshotListener
+from diag.core.state import HostState, PlaybackStatus, SnapshotListener
 
 NS = 1_000_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayStatus:
-    """Where the replay is."""
-
-    position: int
-    """Records applied so far (0 = none)."""
-    total: int
-    ts_ns: int
-    """Recorded time of the last applied record (0 before the first)."""
-    playing: bool
-    speed: float
-    done: bool
-    """Every record has been applied."""
 
 
 def load_journal(path: str | Path) -> tuple[list[ev.Event], codec.Header | None, codec.ReadStats]:
@@ -151,9 +135,9 @@ class ReplayFeed:
 
     # ---- Playback -------------------------------------------------------------------------------
 
-    def status(self) -> ReplayStatus:
+    def status(self) -> PlaybackStatus:
         pos, total = self._pos, len(self.events)
-        return ReplayStatus(
+        return PlaybackStatus(
             position=pos, total=total, ts_ns=self.events[pos - 1].ts_ns if pos else 0,
             playing=self._playing, speed=self.speed, done=pos >= total,
         )

@@ -25,9 +25,8 @@ from textual.widgets import Input
 from diag import events as ev
 from diag import render
 from diag.common.when import parse_when
-from diag.core.state import HostState, SnapshotFeed
+from diag.core.state import HostState, Playback, SnapshotFeed
 from diag.tui import format as fmt
-from diag.tui.feed import Playback
 from diag.tui.messages import OpenDevice, OpenFinding, SnapshotReady
 from diag.tui.screens import DetailScreen, DeviceScreen, FindingScreen, HelpScreen
 from diag.tui.widgets import DevicesTable, EventLog, FindingsTable, HostHeader, KeyBar
