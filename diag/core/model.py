@@ -37,18 +37,6 @@ class DeviceRecord:
     """True when the device was first seen in an inventory scan (its driver then is not a move)."""
 
 
-@dataclass(slots=True)
-class SourceRecord:
-    name: str
-    up: bool = False
-    mode: str = ""
-    reason: str = ""
-    hint: str = ""
-    events: int = 0
-    lost: int = 0
-    resyncs: int = 0
-
-
 class Model:
     """The host as the core sees it."""
 
@@ -60,7 +48,11 @@ class Model:
         self.netns: dict[int, ev.NetnsRef] = {}
         self.sandboxes: dict[str, ev.SandboxStarted] = {}
         self.kata_configs: dict[str, ev.KataConfig] = {}
-        self.sources: dict[str, SourceRecord] = {}
+        self.sources: dict[str, SourceHealth] = {}
+        """Each source's health as last reported (replaced on change; `events` is filled in by
+        the snapshot from `source_events`)."""
+        self.source_events: dict[str, int] = {}
+        """Events per source (a dict increment on every event)."""
         self.recent: deque[ev.Event] = deque(maxlen=config.recent_events)
         self.events_total = 0
         self.lost_total = 0
@@ -131,10 +123,11 @@ class Model:
         if group is not None:
             self.groups.setdefault(group, set()).add(rec.device.bdf)
 
-    def _source(self, name: str) -> SourceRecord:
+    def _source(self, name: str) -> SourceHealth:
         rec = self.sources.get(name)
         if rec is None:
-            rec = self.sources[name] = SourceRecord(name)
+            rec = self.sources[name] = SourceHealth(name=name)
+            self.source_events.setdefault(name, 0)
         return rec
 
     def _ensure(self, bdf: str, ts_ns: int) -> DeviceRecord:
@@ -184,10 +177,12 @@ class Model:
         cls = type(event)
         if cls is not ev.ClockTicked:
             self.recent.append(event)
-        src = self.sources.get(event.source)
-        if src is None:
-            src = self._source(event.source)
-        src.events += 1
+        counts = self.source_events
+        n = counts.get(event.source)
+        if n is None:
+            self._source(event.source)
+            n = 0
+        counts[event.source] = n + 1
         if event.synthetic and cls in _NOT_A_MOVE_WHEN_SYNTHETIC:
             # `echo "unbind <uuid>" > .../uevent` reports a move that did not happen: rules see
             # it (findings marked synthetic), the episode keeps it, the device state does not.
@@ -588,17 +583,18 @@ class Model:
             del self.vfio_holders[e.group]
 
     def _source_state(self, e: ev.SourceStateChanged) -> None:
-        s = self._source(e.name)
-        s.up, s.mode, s.reason, s.hint = e.up, e.mode, e.reason, e.hint
+        self.sources[e.name] = replace(self._source(e.name), up=e.up, mode=e.mode,
+                                       reason=e.reason, hint=e.hint)
 
     def _lost(self, e: ev.EventsLost) -> None:
         s = self._source(e.lost_source)
         n = e.count if e.count is not None else 1
-        s.lost += n
+        self.sources[e.lost_source] = replace(s, lost=s.lost + n)
         self.lost_total += n
 
     def _resynced(self, e: ev.Resynced) -> None:
-        self._source(e.resynced_source).resyncs += 1
+        s = self._source(e.resynced_source)
+        self.sources[e.resynced_source] = replace(s, resyncs=s.resyncs + 1)
 
     # ---- snapshot ----------------------------------------------------------------------------
 
@@ -632,13 +628,8 @@ class Model:
             netns=tuple(self.netns.values()),
             sandboxes=tuple(self.sandboxes[k] for k in sorted(self.sandboxes)),
             kata_configs=tuple(self.kata_configs[k] for k in sorted(self.kata_configs)),
-            sources=tuple(
-                SourceHealth(
-                    name=s.name, up=s.up, mode=s.mode, reason=s.reason, hint=s.hint,
-                    events=s.events, lost=s.lost, resyncs=s.resyncs,
-                )
-                for s in sorted(self.sources.values(), key=lambda s: s.name)
-            ),
+            sources=tuple(replace(s, events=self.source_events[s.name])
+                          for s in sorted(self.sources.values(), key=lambda s: s.name)),
             recent=tuple(self.recent),
             events_total=self.events_total,
             lost_total=self.lost_total,
