@@ -1,1 +1,1 @@
-"""Unit tests of the command line: help texts, errors, options, the deploy files it ships with."""
+"""Unit tests of the command line: help texts, errors, options."""
