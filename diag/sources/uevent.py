@@ -39,7 +39,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -64,7 +64,6 @@ _RECV_SIZE = 16384
 
 SOURCE = "uevent"
 
-_KEEP = frozenset((b"pci", b"net", b"vfio", b"vfio-dev", b"drivers"))
 _SUB = b"\0SUBSYSTEM="
 _SUBLEN = len(_SUB)
 
@@ -127,10 +126,9 @@ def decode_uevent(data: bytes, ts_ns: int, *, source: str = SOURCE) -> ev.Event 
     if i < 0:
         raise MalformedUevent("no SUBSYSTEM field")
     j = data.find(b"\0", i + _SUBLEN)
-    sub = data[i + _SUBLEN : j]
-    if sub not in _KEEP:
+    decode = _BY_SUBSYSTEM.get(data[i + _SUBLEN : j])
+    if decode is None:
         return None
-
     first = data.find(b"\0")
     at = data.find(b"@", 0, first)
     if at <= 0:
@@ -144,76 +142,104 @@ def decode_uevent(data: bytes, ts_ns: int, *, source: str = SOURCE) -> ev.Event 
     action = data[:at].decode("ascii", "replace")
     devpath = data[at + 1 : first].decode("utf-8", "replace")
     synthetic = data.find(b"\0SYNTH_UUID=") >= 0
+    return decode(data, action, devpath, ts_ns, source, synthetic)
+
+
+def _pci(data: bytes, action: str, devpath: str, ts_ns: int, source: str,
+         synthetic: bool) -> ev.Event | None:
+    """`/devices/.../<bdf>`: the driver moves of a PCI device, its arrival and departure."""
+    bdf = devpath[devpath.rfind("/") + 1 :]  # = PCI_SLOT_NAME, without a search
+    if action == "bind":
+        return ev.DeviceBound(ts_ns=ts_ns, source=source, synthetic=synthetic, bdf=bdf,
+                              driver=_text(_field(data, b"\0DRIVER=") or b""))
     common: dict[str, Any] = {"ts_ns": ts_ns, "source": source, "synthetic": synthetic}
-
-    if sub == b"pci":
-        bdf = devpath[devpath.rfind("/") + 1 :]  # = PCI_SLOT_NAME, without a search
-        if action == "bind":
-            return ev.DeviceBound(ts_ns=ts_ns, source=source, synthetic=synthetic, bdf=bdf,
-                                  driver=_text(_field(data, b"\0DRIVER=") or b""))
-        if action == "unbind":
-            drv = _field(data, b"\0DRIVER=")  # real unbinds never carry it; synthetic ones do
-            return ev.DeviceUnbound(bdf=bdf, previous_driver=_text(drv) if drv else None, **common)
-        if action == "add":
-            vendor, _, device = (_field(data, b"\0PCI_ID=") or b"").partition(b":")
-            return ev.DeviceAdded(
-                bdf=bdf, vendor=_hexid(vendor, 4), device=_hexid(device, 4),
-                class_code=_hexid(_field(data, b"\0PCI_CLASS="), 6), **common,
-            )
-        if action == "remove":
-            return ev.DeviceRemoved(bdf=bdf, **common)
-        drv = _field(data, b"\0DRIVER=")
-        if action == "change":
-            return ev.DeviceChanged(bdf=bdf, driver=_text(drv) if drv else None, **common)
-        # move, online, offline: nothing about drivers, but the user asked the kernel for them.
-        return ev.DeviceChanged(
-            bdf=bdf, driver=_text(drv) if drv else None, attribute="action", value=action, **common
+    if action == "unbind":
+        drv = _field(data, b"\0DRIVER=")  # real unbinds never carry it; synthetic ones do
+        return ev.DeviceUnbound(bdf=bdf, previous_driver=_text(drv) if drv else None, **common)
+    if action == "add":
+        vendor, _, device = (_field(data, b"\0PCI_ID=") or b"").partition(b":")
+        return ev.DeviceAdded(
+            bdf=bdf, vendor=_hexid(vendor, 4), device=_hexid(device, 4),
+            class_code=_hexid(_field(data, b"\0PCI_CLASS="), 6), **common,
         )
+    if action == "remove":
+        return ev.DeviceRemoved(bdf=bdf, **common)
+    drv = _field(data, b"\0DRIVER=")
+    if action == "change":
+        return ev.DeviceChanged(bdf=bdf, driver=_text(drv) if drv else None, **common)
+    # move, online, offline: nothing about drivers, but the user asked the kernel for them.
+    return ev.DeviceChanged(
+        bdf=bdf, driver=_text(drv) if drv else None, attribute="action", value=action, **common
+    )
 
-    if sub == b"net":
-        bdf = _after(devpath, "/net/")
-        if bdf is None or not sysfs_mod.is_bdf(bdf):
-            return None  # a virtual or non-PCI netdev: the links source covers it
-        ifname = _text(_field(data, b"\0INTERFACE=") or devpath[devpath.rfind("/") + 1 :].encode())
-        ifindex = _int(_field(data, b"\0IFINDEX="))
-        if action in ("add", "move"):  # move = rename: the device's netdev now has this name
-            return ev.NetdevAdded(bdf=bdf, ifname=ifname, ifindex=ifindex, **common)
-        if action == "remove":
-            return ev.NetdevRemoved(bdf=bdf, ifname=ifname, ifindex=ifindex, **common)
-        return None
 
-    if sub == b"vfio":
-        # The group node: /devices/virtual/vfio/<group> (noiommu-<group> without an IOMMU).
-        name = devpath[devpath.rfind("/") + 1 :]
-        group = _int(name.removeprefix("noiommu-").encode())
-        devname = _text(_field(data, b"\0DEVNAME=") or b"")
-        if action == "add":
-            return ev.VfioDeviceAdded(bdf=None, group=group, devname=devname, **common)
-        if action == "remove":
-            return ev.VfioDeviceRemoved(bdf=None, group=group, devname=devname, **common)
-        return None
+def _net(data: bytes, action: str, devpath: str, ts_ns: int, source: str,
+         synthetic: bool) -> ev.Event | None:
+    """`.../<bdf>/net/<ifname>`: a PCI function's netdev registered, renamed or gone."""
+    bdf = _after(devpath, "/net/")
+    if bdf is None or not sysfs_mod.is_bdf(bdf):
+        return None  # a virtual or non-PCI netdev: the links source covers it
+    ifname = _text(_field(data, b"\0INTERFACE=") or devpath[devpath.rfind("/") + 1 :].encode())
+    ifindex = _int(_field(data, b"\0IFINDEX="))
+    if action in ("add", "move"):  # move = rename: the device's netdev now has this name
+        return ev.NetdevAdded(ts_ns=ts_ns, source=source, synthetic=synthetic, bdf=bdf,
+                              ifname=ifname, ifindex=ifindex)
+    if action == "remove":
+        return ev.NetdevRemoved(ts_ns=ts_ns, source=source, synthetic=synthetic, bdf=bdf,
+                                ifname=ifname, ifindex=ifindex)
+    return None
 
-    if sub == b"vfio-dev":
-        bdf = _after(devpath, "/vfio-dev/")
-        if bdf is not None and not sysfs_mod.is_bdf(bdf):
-            bdf = None
-        dn = _field(data, b"\0DEVNAME=")
-        devname = _text(dn) if dn else "vfio-dev/" + devpath[devpath.rfind("/") + 1 :]
-        if action == "add":
-            return ev.VfioDeviceAdded(bdf=bdf, devname=devname, **common)
-        if action == "remove":
-            return ev.VfioDeviceRemoved(bdf=bdf, devname=devname, **common)
-        return None
 
-    # sub == b"drivers": /bus/<bus>/drivers/<driver>
+def _vfio_group(data: bytes, action: str, devpath: str, ts_ns: int, source: str,
+                synthetic: bool) -> ev.Event | None:
+    """The group node: /devices/virtual/vfio/<group> (noiommu-<group> without an IOMMU)."""
+    name = devpath[devpath.rfind("/") + 1 :]
+    group = _int(name.removeprefix("noiommu-").encode())
+    devname = _text(_field(data, b"\0DEVNAME=") or b"")
+    return _vfio_node(action, None, group, devname, ts_ns, source, synthetic)
+
+
+def _vfio_dev(data: bytes, action: str, devpath: str, ts_ns: int, source: str,
+              synthetic: bool) -> ev.Event | None:
+    """The cdev node of one device: `.../<bdf>/vfio-dev/vfio<N>`."""
+    bdf = _after(devpath, "/vfio-dev/")
+    if bdf is not None and not sysfs_mod.is_bdf(bdf):
+        bdf = None
+    dn = _field(data, b"\0DEVNAME=")
+    devname = _text(dn) if dn else "vfio-dev/" + devpath[devpath.rfind("/") + 1 :]
+    return _vfio_node(action, bdf, None, devname, ts_ns, source, synthetic)
+
+
+def _vfio_node(action: str, bdf: str | None, group: int | None, devname: str, ts_ns: int,
+               source: str, synthetic: bool) -> ev.Event | None:
+    if action == "add":
+        return ev.VfioDeviceAdded(ts_ns=ts_ns, source=source, synthetic=synthetic, bdf=bdf,
+                                  group=group, devname=devname)
+    if action == "remove":
+        return ev.VfioDeviceRemoved(ts_ns=ts_ns, source=source, synthetic=synthetic, bdf=bdf,
+                                    group=group, devname=devname)
+    return None
+
+
+def _driver(data: bytes, action: str, devpath: str, ts_ns: int, source: str,
+            synthetic: bool) -> ev.Event | None:
+    """`/bus/<bus>/drivers/<driver>`: a PCI driver registered (module loaded) or gone."""
     bits = devpath.split("/")
     if len(bits) != 5 or bits[1] != "bus" or bits[3] != "drivers" or bits[2] != "pci":
         return None
     if action == "add":
-        return ev.DriverRegistered(bus=bits[2], driver=bits[4], **common)
+        return ev.DriverRegistered(ts_ns=ts_ns, source=source, synthetic=synthetic,
+                                   bus=bits[2], driver=bits[4])
     if action == "remove":
-        return ev.DriverUnregistered(bus=bits[2], driver=bits[4], **common)
+        return ev.DriverUnregistered(ts_ns=ts_ns, source=source, synthetic=synthetic,
+                                     bus=bits[2], driver=bits[4])
     return None
+
+
+_BY_SUBSYSTEM: dict[bytes, Callable[[bytes, str, str, int, str, bool], ev.Event | None]] = {
+    b"pci": _pci, b"net": _net, b"vfio": _vfio_group, b"vfio-dev": _vfio_dev, b"drivers": _driver,
+}
+"""The subsystems kept, each with its decoder (every other uevent is dropped unread)."""
 
 
 _NOT_A_MOVE_WHEN_SYNTHETIC = frozenset({
