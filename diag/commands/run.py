@@ -190,30 +190,70 @@ def run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, logs: Any, paths: HostPaths, core_config: Any,
            source_options: dict[str, Any], names: list[str], handled: set[signal.Signals]) -> int:
     """Build sources and sinks with `handled` signals blocked, start them, serve until stopped."""
-    from diag.core.correlator import Correlator
-    from diag.runtime import Pipeline, PipelineOptions, build_sources
-    from diag.runtime.sdnotify import Notifier
-    from diag.sinks.journal import JournalSink, default_header
-    from diag.sinks.metrics import MetricsSink
-    from diag.sources import SourceContext
+    agent = _Agent(args, logs, paths)
+    agent.build(core_config, source_options, names)
+    agent.handle_signals()
+    agent.start(handled)
+    agent.serve()
+    return agent.stop()
 
-    log = logs.log
-    sources, unavailable = build_sources(
-        SourceContext(paths=paths, options=source_options), names
-    )
-    correlator = Correlator(core_config)
 
-    def report(level: str, event: str, **fields: Any) -> None:
-        getattr(log, level)(event, **fields)
+class _Agent:
+    """One run of the agent as ordered steps (Falco's app: start-up and teardown in order):
+    build the sources, core, journal, pipeline and metrics; take the signals; start; serve
+    systemd's notify protocol until a signal; drain, flush and say what was done."""
 
-    journal: JournalSink | None = None
-    journal_path = args.journal
-    if journal_path is None and not args.no_journal and os.geteuid() == 0:
-        journal_path = DEFAULT_JOURNAL
-    if journal_path and not args.no_journal:
+    def __init__(self, args: argparse.Namespace, logs: Any, paths: HostPaths) -> None:
+        self.args = args
+        self.logs = logs
+        self.log = logs.log
+        self.paths = paths
+        self.stop_requested = threading.Event()
+        self.signals: list[str] = []
+        self.journal: Any = None
+        self.metrics_bound: tuple[str, int] | None = None
+
+    # ---- building -------------------------------------------------------------------------
+
+    def build(self, core_config: Any, source_options: dict[str, Any], names: list[str]) -> None:
+        from diag.core.correlator import Correlator
+        from diag.runtime import Pipeline, PipelineOptions, build_sources
+        from diag.sinks.metrics import MetricsSink
+        from diag.sources import SourceContext
+
+        self.sources, self.unavailable = build_sources(
+            SourceContext(paths=self.paths, options=source_options), names
+        )
+        correlator = Correlator(core_config)
+        self.journal = self._open_journal(correlator)
+        self.pipe = pipe = Pipeline(self.sources, correlator=correlator,
+                                    unavailable=self.unavailable,
+                                    options=PipelineOptions(stop_timeout_s=STOP_BUDGET_S))
+        self.metrics = MetricsSink(journal=self.journal.stats if self.journal else None,
+                                   extra=[lambda: _runtime_families(pipe)])
+        for sink in (self.journal, self.logs, self.metrics):
+            if sink is not None:
+                pipe.add_sink(sink)
+
+    def _open_journal(self, correlator: Any) -> Any:
+        """The journal sink (--journal, or the default path as root), or None."""
+        from diag.sinks.journal import JournalSink, default_header
+
+        args, log, paths = self.args, self.log, self.paths
+        journal_path = args.journal
+        if journal_path is None and not args.no_journal and os.geteuid() == 0:
+            journal_path = DEFAULT_JOURNAL
+        if not journal_path or args.no_journal:
+            log.info("journal_disabled",
+                     reason="--no-journal" if args.no_journal else "not root and no --journal")
+            return None
+
+        def report(level: str, event: str, **fields: Any) -> None:
+            getattr(log, level)(event, **fields)
+
         started_ns = time.time_ns()
         try:
-            journal = JournalSink(
+            return JournalSink(
                 journal_path, max_bytes=args.journal_max_bytes, keep=args.journal_keep,
                 fsync_interval_s=args.journal_fsync_interval, state=correlator.snapshot,
                 header=lambda part: default_header(part, root=str(paths.root),
@@ -224,118 +264,121 @@ def _serve(args: argparse.Namespace, logs: Any, paths: HostPaths, core_config: A
             raise DiagError(f"cannot open the journal {journal_path}: {exc.strerror or exc}",
                             hint="pass a writable --journal PATH, or --no-journal",
                             title="Journal unavailable") from None
-    else:
-        log.info("journal_disabled",
-                 reason="--no-journal" if args.no_journal else "not root and no --journal")
 
-    pipe = Pipeline(sources, correlator=correlator, unavailable=unavailable,
-                    options=PipelineOptions(stop_timeout_s=STOP_BUDGET_S))
-    metrics = MetricsSink(journal=journal.stats if journal else None,
-                          extra=[lambda: _runtime_families(pipe)])
-    for sink in (journal, logs, metrics):
-        if sink is not None:
-            pipe.add_sink(sink)
+    # ---- running --------------------------------------------------------------------------
 
-    def health() -> tuple[bool, str]:
-        age = time.monotonic() - metrics.last_beat
-        if not pipe.running:
+    def handle_signals(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reopens the journal, SIGUSR1 dumps every thread's stack."""
+        import faulthandler
+
+        def on_stop(signum: int, _frame: Any) -> None:
+            self.signals.append(signal.Signals(signum).name)
+            self.stop_requested.set()
+
+        def on_hup(_signum: int, _frame: Any) -> None:
+            if self.journal is not None:
+                self.journal.reopen()
+            self.log.info("sighup", action="journal reopen requested" if self.journal
+                          else "nothing to reopen")
+
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # a stuck agent shows its stacks
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def start(self, handled: set[signal.Signals]) -> None:
+        """Serve metrics (when asked), start the pipeline, let the main thread take signals."""
+        args = self.args
+        if args.metrics_addr is not None:
+            try:
+                self.metrics_bound = self.metrics.start_server(args.metrics_addr, self.health)
+            except (OSError, ValueError) as exc:
+                raise DiagError(f"cannot serve metrics on {args.metrics_addr}: {exc}",
+                                hint="pick a free HOST:PORT for --metrics-addr",
+                                title="Metrics unavailable") from None
+        self.pipe.start()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)  # main thread only: threads keep it
+        bound = self.metrics_bound
+        self.log.info(
+            "agent_started", version=__version__, pid=os.getpid(), root=str(self.paths.root),
+            sources=[s.name for s in self.sources],
+            unavailable={n: a.reason for n, a in self.unavailable},
+            journal=str(self.journal.path) if self.journal else None,
+            metrics=f"http://{bound[0]}:{bound[1]}/metrics" if bound else None,
+        )
+
+    def health(self) -> tuple[bool, str]:
+        """What /healthz and the watchdog report: the pipeline runs and the core is active."""
+        age = time.monotonic() - self.metrics.last_beat
+        if not self.pipe.running:
             return False, "the pipeline is not running"
         if age > HEALTHY_WITHIN_S:
             return False, f"the core thread has been silent for {age:.0f} s"
         return True, f"core active {age:.1f} s ago"
 
-    stop = threading.Event()
-    got: list[str] = []
-
-    def on_stop(signum: int, _frame: Any) -> None:
-        got.append(signal.Signals(signum).name)
-        stop.set()
-
-    def on_hup(_signum: int, _frame: Any) -> None:
-        if journal is not None:
-            journal.reopen()
-        log.info("sighup", action="journal reopen requested" if journal else "nothing to reopen")
-
-    import faulthandler
-
-    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a stuck agent shows its stacks
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, on_hup)
-
-    metrics_bound = None
-    if args.metrics_addr is not None:
-        try:
-            metrics_bound = metrics.start_server(args.metrics_addr, health)
-        except (OSError, ValueError) as exc:
-            raise DiagError(f"cannot serve metrics on {args.metrics_addr}: {exc}",
-                            hint="pick a free HOST:PORT for --metrics-addr",
-                            title="Metrics unavailable") from None
-
-    pipe.start()
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)  # main thread only: threads keep it
-    log.info(
-        "agent_started", version=__version__, pid=os.getpid(), root=str(paths.root),
-        sources=[s.name for s in sources],
-        unavailable={n: a.reason for n, a in unavailable},
-        journal=str(journal.path) if journal else None,
-        metrics=f"http://{metrics_bound[0]}:{metrics_bound[1]}/metrics" if metrics_bound else None,
-    )
-    notifier = Notifier()
-
-    def status() -> str:
+    def status(self) -> str:
+        """systemd's STATUS= line."""
+        pipe = self.pipe
         st = pipe.state()
         up = sum(1 for s in pipe.stats.sources.values() if s.up)
-        text = f"{up}/{len(sources)} sources up"
+        text = f"{up}/{len(self.sources)} sources up"
         if st is not None:
             text += f", {st.events_total} events, {len(st.active_findings)} active findings"
-        if journal is not None and not journal.stats.writable:
+        if self.journal is not None and not self.journal.stats.writable:
             text += ", journal writes FAILING"
         return text
 
-    notifier.ready(status())
-    period = min(notifier.watchdog_s or 5.0, 5.0)
-    last_status = ""
-    started = time.monotonic()
-    trims = [started + t for t in TRIM_AT_S]
-    while not stop.wait(min(period, max(0.1, trims[0] - time.monotonic()))):
-        if time.monotonic() >= trims[0]:
-            _trim_heap()
-            trims = trims[1:] or [time.monotonic() + TRIM_EVERY_S]
-        ok, detail = health()
-        if ok:
-            notifier.watchdog()
-        else:
-            log.error("agent_unhealthy", reason=detail)
-        text = status()
-        if text != last_status:
-            notifier.status(text)
-            last_status = text
+    def serve(self) -> None:
+        """Until a stop signal: watchdog pings while healthy, STATUS on change, heap trims."""
+        from diag.runtime.sdnotify import Notifier
 
-    t0 = time.monotonic()
-    notifier.stopping("draining and flushing")
-    pipe.stop()
-    # The metrics server is left to die with the process: a graceful shutdown waits for its
-    # poll loop (up to 0.25 s) and scrapes during the stop still see the final state.
-    notifier.close()
-    st = pipe.state()
-    lingering = sorted(n for n, s in pipe.stats.sources.items() if s.up)
-    log.info(
-        "agent_stopped", signal=got[0] if got else None,
-        stop_seconds=round(time.monotonic() - t0, 3),
-        events=st.events_total if st else 0, findings=st.findings_total if st else 0,
-        dropped=pipe.stats.dropped,
-        journal_records=journal.stats.records_written if journal else None,
-        sources_still_stopping=lingering or None,
-    )
-    logs.flush()
-    if lingering:
-        # A source still inside a blocking call (bcc's perf poll) would race the interpreter's
-        # exit handlers (bcc's atexit detach fails noisily on fds being closed under it). The
-        # journal is closed and the logs are flushed; the kernel releases probes, sockets and
-        # fds with the process, so leave now, with the status a clean stop has.
-        os._exit(0)
-    return 0
+        self.notifier = notifier = Notifier()
+        notifier.ready(self.status())
+        period = min(notifier.watchdog_s or 5.0, 5.0)
+        last_status = ""
+        trims = [time.monotonic() + t for t in TRIM_AT_S]
+        while not self.stop_requested.wait(min(period, max(0.1, trims[0] - time.monotonic()))):
+            if time.monotonic() >= trims[0]:
+                _trim_heap()
+                trims = trims[1:] or [time.monotonic() + TRIM_EVERY_S]
+            ok, detail = self.health()
+            if ok:
+                notifier.watchdog()
+            else:
+                self.log.error("agent_unhealthy", reason=detail)
+            text = self.status()
+            if text != last_status:
+                notifier.status(text)
+                last_status = text
+
+    def stop(self) -> int:
+        """Drain and flush within the stop budget, log what was done, exit 0."""
+        pipe, journal = self.pipe, self.journal
+        t0 = time.monotonic()
+        self.notifier.stopping("draining and flushing")
+        pipe.stop()
+        # The metrics server is left to die with the process: a graceful shutdown waits for its
+        # poll loop (up to 0.25 s) and scrapes during the stop still see the final state.
+        self.notifier.close()
+        st = pipe.state()
+        lingering = sorted(n for n, s in pipe.stats.sources.items() if s.up)
+        self.log.info(
+            "agent_stopped", signal=self.signals[0] if self.signals else None,
+            stop_seconds=round(time.monotonic() - t0, 3),
+            events=st.events_total if st else 0, findings=st.findings_total if st else 0,
+            dropped=pipe.stats.dropped,
+            journal_records=journal.stats.records_written if journal else None,
+            sources_still_stopping=lingering or None,
+        )
+        self.logs.flush()
+        if lingering:
+            # A source still inside a blocking call (bcc's perf poll) would race the
+            # interpreter's exit handlers (bcc's atexit detach fails noisily on fds being
+            # closed under it). The journal is closed and the logs are flushed; the kernel
+            # releases probes, sockets and fds with the process, so leave now, with the status
+            # a clean stop has.
+            os._exit(0)
+        return 0
 
 
 register(Command(
