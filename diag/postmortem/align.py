@@ -215,39 +215,57 @@ def _journal_keyed(inp: Input, limit: int = 20000) -> list[tuple[int, Key, int]]
 
 def align_inputs(inputs: list[Input], options: Options) -> list[str]:
     """Give every monotonic and untimed input an offset (or say it has none); notes for the report."""
+    aligner = _Aligner(inputs, options)
+    monos = [i for i in inputs if i.parsed is not None and i.clock == "monotonic"]
+    for inp in monos:
+        aligner.monotonic(inp, len(monos))
+    # Untimed inputs go last: they can lean on the monotonic ones just aligned.
     notes: list[str] = []
-    offsets = {k if k == "*" else os.path.realpath(k): v for k, v in options.offsets.items()}
-    anchors = [a for i in inputs if i.parsed is not None for a in i.parsed.anchors]
-    real_keyed: list[tuple[int, Key, int]] | None = None
+    for inp in inputs:
+        if inp.parsed is not None and inp.clock == "none" and inp.events is not None:
+            notes.extend(aligner.untimed(inp))
+    return notes + _alignment_notes(inputs)
 
-    def reference() -> list[tuple[int, Key, int]]:
-        nonlocal real_keyed
-        if real_keyed is None:
-            real_keyed = []
-            for i in inputs:
+
+class _Aligner:
+    """What the inputs offer to align with: journald's clock anchors, and the keyed events of
+    the wall-clock inputs (read once, when first needed)."""
+
+    def __init__(self, inputs: list[Input], options: Options) -> None:
+        self.inputs = inputs
+        self.offsets = {k if k == "*" else os.path.realpath(k): v
+                        for k, v in options.offsets.items()}
+        self.anchors = [a for i in inputs if i.parsed is not None for a in i.parsed.anchors]
+        self.has_wall = any(i.parsed is not None and i.clock == "realtime" for i in inputs)
+        self._reference: list[tuple[int, Key, int]] | None = None
+
+    def reference(self) -> list[tuple[int, Key, int]]:
+        """The keyed events of every wall-clock input."""
+        if self._reference is None:
+            self._reference = []
+            for i in self.inputs:
                 if i.clock != "realtime" or i.parsed is None:
                     continue
                 if i.events is not None:
-                    real_keyed.extend(anchor_keys(i.events))
+                    self._reference.extend(anchor_keys(i.events))
                 else:
-                    real_keyed.extend(_journal_keyed(i))
-        return real_keyed
+                    self._reference.extend(_journal_keyed(i))
+        return self._reference
 
-    has_wall = any(i.parsed is not None and i.clock == "realtime" for i in inputs)
-    monos = [i for i in inputs if i.parsed is not None and i.clock == "monotonic"]
-    for inp in monos:
-        explicit = offsets.get(os.path.realpath(inp.path), offsets.get("*"))
+    def monotonic(self, inp: Input, n_monotonic: int) -> None:
+        """An explicit --offset, else journald's anchors, else matched events, else not aligned."""
+        explicit = self.offsets.get(os.path.realpath(inp.path), self.offsets.get("*"))
         if explicit is not None:
             inp.alignment = Alignment(explicit, 0, "explicit --offset")
-        elif not has_wall and not anchors:
+        elif not self.has_wall and not self.anchors:
             inp.alignment = Alignment(0, 0, (
                 "kept on its own clock (no wall-clock input): times are since boot"
-                + ("; the monotonic inputs are assumed to come from one boot" if len(monos) > 1
-                   else "")))
+                + ("; the monotonic inputs are assumed to come from one boot"
+                   if n_monotonic > 1 else "")))
         else:
-            a, why = from_anchors(anchors, _journal_boot(inputs))
+            a, why = from_anchors(self.anchors, _journal_boot(self.inputs))
             if a is None:
-                a = match_offset(anchor_keys(inp.events or ()), reference())
+                a = match_offset(anchor_keys(inp.events or ()), self.reference())
                 if a is None and why:
                     why = f"{why}; no events matched the timed inputs"
             inp.alignment = a or Alignment(
@@ -258,13 +276,12 @@ def align_inputs(inputs: list[Input], options: Options) -> list[str]:
         if inp.alignment.offset_ns and inp.events is not None:
             off = inp.alignment.offset_ns
             inp.events = [replace(e, ts_ns=e.ts_ns + off) for e in inp.events]
-    # Untimed inputs go last: they can lean on the monotonic ones just aligned.
-    for inp in inputs:
-        if inp.parsed is None or inp.clock != "none" or inp.events is None:
-            continue
-        explicit = offsets.get(os.path.realpath(inp.path))
-        ref = list(reference())
-        for other in inputs:
+
+    def untimed(self, inp: Input) -> list[str]:
+        """Stamps placed by matching with the timed and aligned monotonic inputs; notes."""
+        assert inp.events is not None
+        ref = list(self.reference())
+        for other in self.inputs:
             if other is not inp and other.clock == "monotonic" and other.alignment and \
                     other.alignment.uncertainty_ns is not None and other.events is not None:
                 ref.extend(anchor_keys(other.events))
@@ -273,13 +290,19 @@ def align_inputs(inputs: list[Input], options: Options) -> list[str]:
             inp.events = [replace(e, ts_ns=t) for e, t in zip(inp.events, stamps, strict=True)]
             inp.uncertainties = uncs
             inp.alignment = Alignment(0, max((u for u in uncs if u >= 0), default=0),
-                                         f"no timestamps: placed by {matched} messages matched "
-                                         "with timed inputs, the others between them", matched)
+                                      f"no timestamps: placed by {matched} messages matched "
+                                      "with timed inputs, the others between them", matched)
         else:
             inp.alignment = Alignment(0, None, "no timestamps and nothing to match: only the "
-                                         "order within the file is known")
-        if explicit is not None:
-            notes.append(f"{inp.path}: --offset ignored (the file has no timestamps)")
+                                      "order within the file is known")
+        if self.offsets.get(os.path.realpath(inp.path)) is not None:
+            return [f"{inp.path}: --offset ignored (the file has no timestamps)"]
+        return []
+
+
+def _alignment_notes(inputs: list[Input]) -> list[str]:
+    """One line per aligned input saying how, and the caveat of ip monitor's local time."""
+    notes: list[str] = []
     for inp in inputs:
         if inp.alignment is None:
             continue
@@ -296,5 +319,3 @@ def align_inputs(inputs: list[Input], options: Options) -> list[str]:
             notes.append(f"{inp.path}: ip monitor stamps are the capturing host's local time, read "
                          "as UTC (use --offset PATH=SECONDS if it was not UTC)")
     return notes
-
-

@@ -132,10 +132,14 @@ def _read_text(inp: Input) -> str:
 
 def _kata_pass(inputs: list[Input]) -> None:
     """Kata configuration files merged per main file + config.d; state files read with them."""
-    from diag.importers import kataconfig, katastate
-    from diag.sources.kata import sandboxes
+    configs = _kata_configs({i.path: i for i in inputs if i.format == "kataconfig"})
+    _kata_states([i for i in inputs if i.format == "katastate"], configs)
 
-    confs = {i.path: i for i in inputs if i.format == "kataconfig"}
+
+def _kata_configs(confs: dict[str, Input]) -> list[ev.KataConfig]:
+    """Each main file with its config.d drop-ins as one handler's effective configuration."""
+    from diag.importers import kataconfig
+
     configs: list[ev.KataConfig] = []
     for main, drops in kataconfig.group_configs(list(confs)):
         texts = {p: _read_text(confs[p]) for p in ([main] if main else []) + drops}
@@ -159,11 +163,20 @@ def _kata_pass(inputs: list[Input]) -> None:
             if i.path in paths:
                 i.stats.note(f"{len(paths)} configurations for handler {name} were given; the "
                              f"last one read ({paths[-1]}) is the one replayed")
+    return configs
+
+
+def _kata_states(states: list[Input], configs: list[ev.KataConfig]) -> None:
+    """Sandbox state files (persist.json, state.json), each read with its sandbox's bundle and
+    the one configuration given (Kata's defaults when several or none)."""
+    from diag.importers import katastate
+    from diag.sources.kata import sandboxes
+
     cfg = configs[0] if len(configs) == 1 else None
-    texts = {i.path: _read_text(i) for i in inputs if i.format == "katastate"}
+    texts = {i.path: _read_text(i) for i in states}
     bundles: dict[str, tuple[Input, sandboxes.BundleInfo]] = {}
-    for i in inputs:
-        if i.format == "katastate" and katastate.is_bundle(texts[i.path]):
+    for i in states:
+        if katastate.is_bundle(texts[i.path]):
             b = katastate.parse_bundle(texts[i.path], i.path, i.stats)
             # Only the sandbox (pause) task's bundle describes the sandbox; a container's is noted.
             if b is not None and b.container_type in ("sandbox", ""):
@@ -172,8 +185,8 @@ def _kata_pass(inputs: list[Input]) -> None:
                 i.stats.note("a container's bundle: the sandbox's own bundle carries the pod")
             i.events, i.parsed, i.stats.clock = [], Parsed(events=[], clock="static"), "static"
     used: set[str] = set()
-    for i in inputs:
-        if i.format != "katastate" or katastate.is_bundle(texts[i.path]):
+    for i in states:
+        if katastate.is_bundle(texts[i.path]):
             continue
         sid = katastate.sandbox_id(i.path, texts[i.path])
         pair = bundles.get(sid)
@@ -186,10 +199,8 @@ def _kata_pass(inputs: list[Input]) -> None:
     for sid, (i, b) in bundles.items():
         if sid not in used:
             _set_static(i, katastate.parse_state(None, i.path, cfg, i.stats, b))
-    for i in inputs:
-        if i.format != "katastate":
-            continue
-        if len(configs) > 1:
+    if len(configs) > 1:
+        for i in states:
             i.stats.note(f"{len(configs)} Kata configurations given: which one this sandbox used "
                          "is unknown; Kata's defaults assumed")
 
