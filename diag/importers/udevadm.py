@@ -194,15 +194,9 @@ class _UdevadmImporter:
     description = "udevadm monitor output (--kernel/--udev, --property)"
 
     def sniff(self, head: list[str]) -> bool:
-        hits = 0
-        for line in head[:200]:
-            if line.startswith("monitor will print the received events"):
-                return True
-            if _HEAD.match(line):
-                hits += 1
-                if hits >= 1:
-                    return True
-        return False
+        """udevadm's banner or one record line within the first 200 lines."""
+        return any(line.startswith("monitor will print the received events") or _HEAD.match(line)
+                   for line in head[:200])
 
     def parse(self, lines: Iterable[bytes], stats: FileStats, origin: str) -> Parsed:
         return Parsed(events=parse_udevadm((decode_line(b) for b in lines), stats),

@@ -181,13 +181,10 @@ def _net(data: bytes, action: str, devpath: str, ts_ns: int, source: str,
         return None  # a virtual or non-PCI netdev: the links source covers it
     ifname = _text(_field(data, b"\0INTERFACE=") or devpath[devpath.rfind("/") + 1 :].encode())
     ifindex = _int(_field(data, b"\0IFINDEX="))
-    if action in ("add", "move"):  # move = rename: the device's netdev now has this name
-        return ev.NetdevAdded(ts_ns=ts_ns, source=source, synthetic=synthetic, bdf=bdf,
-                              ifname=ifname, ifindex=ifindex)
-    if action == "remove":
-        return ev.NetdevRemoved(ts_ns=ts_ns, source=source, synthetic=synthetic, bdf=bdf,
-                                ifname=ifname, ifindex=ifindex)
-    return None
+    # move = rename: the device's netdev now has this name
+    return _added_or_removed(action, ev.NetdevAdded, ev.NetdevRemoved, ("add", "move"),
+                             ts_ns=ts_ns, source=source, synthetic=synthetic, bdf=bdf,
+                             ifname=ifname, ifindex=ifindex)
 
 
 def _vfio_group(data: bytes, action: str, devpath: str, ts_ns: int, source: str,
@@ -196,7 +193,9 @@ def _vfio_group(data: bytes, action: str, devpath: str, ts_ns: int, source: str,
     name = devpath[devpath.rfind("/") + 1 :]
     group = _int(name.removeprefix("noiommu-").encode())
     devname = _text(_field(data, b"\0DEVNAME=") or b"")
-    return _vfio_node(action, None, group, devname, ts_ns, source, synthetic)
+    return _added_or_removed(action, ev.VfioDeviceAdded, ev.VfioDeviceRemoved, ts_ns=ts_ns,
+                             source=source, synthetic=synthetic, bdf=None, group=group,
+                             devname=devname)
 
 
 def _vfio_dev(data: bytes, action: str, devpath: str, ts_ns: int, source: str,
@@ -207,18 +206,8 @@ def _vfio_dev(data: bytes, action: str, devpath: str, ts_ns: int, source: str,
         bdf = None
     dn = _field(data, b"\0DEVNAME=")
     devname = _text(dn) if dn else "vfio-dev/" + devpath[devpath.rfind("/") + 1 :]
-    return _vfio_node(action, bdf, None, devname, ts_ns, source, synthetic)
-
-
-def _vfio_node(action: str, bdf: str | None, group: int | None, devname: str, ts_ns: int,
-               source: str, synthetic: bool) -> ev.Event | None:
-    if action == "add":
-        return ev.VfioDeviceAdded(ts_ns=ts_ns, source=source, synthetic=synthetic, bdf=bdf,
-                                  group=group, devname=devname)
-    if action == "remove":
-        return ev.VfioDeviceRemoved(ts_ns=ts_ns, source=source, synthetic=synthetic, bdf=bdf,
-                                    group=group, devname=devname)
-    return None
+    return _added_or_removed(action, ev.VfioDeviceAdded, ev.VfioDeviceRemoved, ts_ns=ts_ns,
+                             source=source, synthetic=synthetic, bdf=bdf, devname=devname)
 
 
 def _driver(data: bytes, action: str, devpath: str, ts_ns: int, source: str,
@@ -227,12 +216,17 @@ def _driver(data: bytes, action: str, devpath: str, ts_ns: int, source: str,
     bits = devpath.split("/")
     if len(bits) != 5 or bits[1] != "bus" or bits[3] != "drivers" or bits[2] != "pci":
         return None
-    if action == "add":
-        return ev.DriverRegistered(ts_ns=ts_ns, source=source, synthetic=synthetic,
-                                   bus=bits[2], driver=bits[4])
+    return _added_or_removed(action, ev.DriverRegistered, ev.DriverUnregistered, ts_ns=ts_ns,
+                             source=source, synthetic=synthetic, bus=bits[2], driver=bits[4])
+
+
+def _added_or_removed(action: str, added: type[ev.Event], removed: type[ev.Event],
+                      adds: tuple[str, ...] = ("add",), **fields: Any) -> ev.Event | None:
+    """`added` for an add (or another action in `adds`), `removed` for a remove, else None."""
+    if action in adds:
+        return added(**fields)
     if action == "remove":
-        return ev.DriverUnregistered(ts_ns=ts_ns, source=source, synthetic=synthetic,
-                                     bus=bits[2], driver=bits[4])
+        return removed(**fields)
     return None
 
 
