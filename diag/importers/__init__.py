@@ -209,7 +209,7 @@ def iter_lines(path: str, stats: FileStats) -> Iterator[bytes]:
         except OSError as exc:
             stats.error = f"{exc.strerror or exc}"
             return
-        chunks = _gunzip(raw, stats) if gz else _plain(raw, stats)  # type: ignore[arg-type]
+        chunks = _gunzip(raw, stats) if gz else _plain(raw, stats)
         pending = b""
         skipping = False  # inside a line longer than MAX_LINE: drop until its end
         try:

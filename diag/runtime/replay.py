@@ -42,7 +42,7 @@ def load_journal(path: str | Path) -> tuple[list[ev.Event], codec.Header | None,
         with p.open("rb") as fh:
             gz = fh.read(2) == b"\x1f\x8b"
         opener = gzip.open if gz else open
-        with opener(p, "rb") as fh:  # type: ignore[operator]
+        with opener(p, "rb") as fh:
             records = list(codec.iter_records(fh, stats))
     except OSError as exc:
         raise JournalFormatError(

@@ -125,7 +125,8 @@ def _timestamp(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
 
 def _order(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """timestamp, level, event first, so raw lines read well too."""
-    head = {k: event_dict.pop(k) for k in ("timestamp", "level", "event") if k in event_dict}
+    head: dict[str, Any] = {k: event_dict.pop(k) for k in ("timestamp", "level", "event")
+                            if k in event_dict}
     return {**head, **event_dict}
 
 
