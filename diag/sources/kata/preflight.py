@@ -12,7 +12,7 @@ import time
 from diag import events as ev
 from diag.common.paths import HostPaths
 from diag.common.text import safe
-from diag.sources.kata import config as kconfig
+from diag.sources.kata import discovery
 from diag.sources.kata.source import KataWatcher
 from diag.sources.preflight import CheckResult, check
 
@@ -30,7 +30,7 @@ def describe(c: ev.KataConfig) -> str:
 def kata_check(paths: HostPaths) -> CheckResult:
     w = KataWatcher(paths, {"journal": False})
     w.step(time.time_ns(), force=True)
-    disc = w.discovery or kconfig.Discovery()
+    disc = w.discovery or discovery.Discovery()
     errors = disc.errors
     configs = list(w.configs.values())
     if configs and all(c.assumed for c in configs):

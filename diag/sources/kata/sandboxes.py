@@ -24,7 +24,7 @@ from typing import Any
 from diag import events as ev
 from diag.common.paths import HostPaths
 from diag.sources import proc
-from diag.sources.kata import config as kconfig
+from diag.sources.kata import discovery, effective
 from diag.sources.kata.signatures import normalise_bdf
 
 GO_SBS = "/run/vc/sbs"
@@ -169,7 +169,7 @@ def decode_state(text: str, path: str) -> StateInfo | DecodeError:
     hyp = _d(data.get("hypervisor"))
     hcfg = _d(hyp.get("config"))
     settings = {}
-    for key in kconfig.VFIO_KEYS:
+    for key in effective.VFIO_KEYS:
         v = hcfg.get(key)
         if v is None:
             v = _d(hcfg.get("device_info")).get(key)
@@ -275,7 +275,7 @@ def vfio_group_of_link(target: str) -> int | None:
 
 def _read(paths: HostPaths, host_path: str, limit: int = MAX_STATE_BYTES) -> tuple[str | None, str]:
     try:
-        raw = kconfig.read_regular(paths.host(host_path), limit + 1)
+        raw = discovery.read_regular(paths.host(host_path), limit + 1)
     except FileNotFoundError:
         return None, ""
     except OSError as exc:
@@ -583,7 +583,7 @@ def netns_names(paths: HostPaths) -> dict[int, str]:
 
 
 def handler_for(
-    handlers: Sequence[kconfig.RuntimeHandler], *, shim_exe: str = "", shim_argv0: str = "",
+    handlers: Sequence[effective.RuntimeHandler], *, shim_exe: str = "", shim_argv0: str = "",
     annotations: Mapping[str, str] | None = None, runtime: str | None = None,
     hypervisor: str = "", configs: Mapping[str, ev.KataConfig] | None = None,
 ) -> str | None:
@@ -621,7 +621,7 @@ def netns_ref(inode: int | None, names: Mapping[int, str], *, host: int | None, 
 @dataclass(frozen=True, slots=True)
 class Assembled:
     event: ev.SandboxStarted
-    errors: tuple[kconfig.ConfigError, ...] = ()
+    errors: tuple[effective.ConfigError, ...] = ()
 
 
 def assemble(
@@ -635,8 +635,8 @@ def assemble(
     runtime = (shim.runtime if shim and shim.runtime else None) or (state.runtime if state else None) \
         or runtime_hint or "go"
     annotations: Mapping[str, str] = (bundle.annotations if bundle else None) or (state.annotations if state else {})
-    base = cfg or kconfig.default_config(handler or "default", runtime=runtime, assumed=True)
-    applied = kconfig.apply_annotations(base, annotations, path=bundle.path if bundle else (state.path if state else ""),
+    base = cfg or effective.default_config(handler or "default", runtime=runtime, assumed=True)
+    applied = effective.apply_annotations(base, annotations, path=bundle.path if bundle else (state.path if state else ""),
                                         sandbox_id=sid)
     settings = list(applied.settings)
     if state is not None and state.runtime == "rs" and state.settings:  # saved after annotations
@@ -644,7 +644,7 @@ def assemble(
                                     origin=f"state:{state.path}" if s.key in state.settings else s.origin)
                     for s in settings]
     vals = {s.key: s for s in settings}
-    cold = vals["cold_plug_vfio"].value or kconfig.NO_PORT
+    cold = vals["cold_plug_vfio"].value or effective.NO_PORT
     vmm_pid = (vmm.pid if vmm else None) or vm_pid or (state.vmm_pid if state else None)
     vfio = vmm.vfio if vmm else (state.vfio_devs if state else ())
     pod = bundle.pod if bundle else (state.annotations.get(CRI_NAME) if state else None)
@@ -658,9 +658,9 @@ def assemble(
                         pod=pod, pod_namespace=pod_ns),
         shim_pid=shim.pid if shim else None, vmm_pid=vmm_pid,
         cold_plug_vfio=cold, cold_plug_origin=vals["cold_plug_vfio"].origin,
-        hot_plug_vfio=vals["hot_plug_vfio"].value or kconfig.NO_PORT,
-        pcie_root_port=kconfig._int(vals["pcie_root_port"].value),
-        pcie_switch_port=kconfig._int(vals["pcie_switch_port"].value),
+        hot_plug_vfio=vals["hot_plug_vfio"].value or effective.NO_PORT,
+        pcie_root_port=effective._int(vals["pcie_root_port"].value),
+        pcie_switch_port=effective._int(vals["pcie_switch_port"].value),
         vfs=state.vfs if state else (),
         vmm_vfio_devices=tuple(d.bdf for d in vfio), vmm_vfio_buses=tuple(d.bus for d in vfio),
         state_file=state.path if state else None, config_path=base.path, settings=tuple(settings),

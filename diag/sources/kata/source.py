@@ -33,8 +33,7 @@ from typing import Any, ClassVar
 from diag import events as ev
 from diag.common.paths import HostPaths
 from diag.sources import Availability, Emit, SourceContext, check_options, proc, register
-from diag.sources.kata import config as kconfig
-from diag.sources.kata import logs, sandboxes
+from diag.sources.kata import discovery, logs, sandboxes
 
 NAME = "kata"
 OPTIONS = ("log_files", "logs_from_start", "journal", "kmsg", "containerd_config", "sandbox_interval_s",
@@ -87,7 +86,7 @@ class KataWatcher:
 
         self.configs: dict[str, ev.KataConfig] = {}
         """Last good configuration per handler."""
-        self.discovery: kconfig.Discovery | None = None
+        self.discovery: discovery.Discovery | None = None
         self._config_fp: tuple[Any, ...] | None = None
         self._reported_errors: set[tuple[Any, ...]] = set()
         self._assumed_reported = False
@@ -157,7 +156,7 @@ class KataWatcher:
             return []
         envs, default_env = self._envs()
         ctd = self.containerd_config or sandboxes.containerd_config_arg(self.procs.containerd)
-        disc = kconfig.discover(self.paths, containerd_config=ctd, envs=envs, default_env=default_env,
+        disc = discovery.discover(self.paths, containerd_config=ctd, envs=envs, default_env=default_env,
                                 runtimes=self._runtimes() if self.discovery else None)
         self.discovery = disc
         self._config_fp = self.config_fingerprint()
@@ -409,7 +408,7 @@ class KataSource:
         self.watcher: KataWatcher | None = None
 
     def probe(self) -> Availability:
-        disc = kconfig.discover(self.ctx.paths)
+        disc = discovery.discover(self.ctx.paths)
         if not disc.installed:
             return Availability(True, "no Kata installed: assuming built-in default cold_plug_vfio = no-port",
                                 mode="assumed")

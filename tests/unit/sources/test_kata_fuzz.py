@@ -8,8 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diag import events as ev
-from diag.sources.kata import config as kc
-from diag.sources.kata import logs, sandboxes, signatures
+from diag.sources.kata import effective, logs, sandboxes, signatures
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -68,8 +67,8 @@ def test_state_files(doc: object) -> None:
        st.sampled_from(["go", "rs"]))
 def test_config_trees(table: dict, hyp: str, runtime: str) -> None:
     """Any value types under [hypervisor.<h>]: a KataConfig plus Kata-style errors, never an exception."""
-    layer = kc.Layer("/c.toml", "file", "", {"hypervisor": {hyp: table}})
-    cfg, errors = kc.effective_config([layer], handler="h", runtime=runtime)
+    layer = effective.Layer("/c.toml", "file", "", {"hypervisor": {hyp: table}})
+    cfg, errors = effective.effective_config([layer], handler="h", runtime=runtime)
     assert isinstance(cfg, ev.KataConfig)
     assert all(e.path == "/c.toml" for e in errors)
-    kc.apply_annotations(cfg, {kc.ANN_COLD: str(table.get("x", "")), kc.ANN_ROOT_PORT: str(table.get("x", ""))})
+    effective.apply_annotations(cfg, {effective.ANN_COLD: str(table.get("x", "")), effective.ANN_ROOT_PORT: str(table.get("x", ""))})

@@ -262,7 +262,7 @@ def test_absurd_bundle_values(tmp_path: Path) -> None:
 
 def test_handler_for_disambiguates() -> None:
     """Same shim binary for two handlers: the runtime-handler annotation, then the hypervisor, decide."""
-    from diag.sources.kata.config import RuntimeHandler
+    from diag.sources.kata.effective import RuntimeHandler
     shim = "/opt/kata/bin/containerd-shim-kata-v2"
     hs = [RuntimeHandler(name="kata-clh", runtime_path=shim), RuntimeHandler(name="kata-qemu", runtime_path=shim)]
     assert sb.handler_for(hs, shim_exe=shim, annotations={sb.CRI_RUNTIME_HANDLER: "kata-qemu"}) == "kata-qemu"
