@@ -241,20 +241,15 @@ def find_key_line(text: str, table: Sequence[str], key: str) -> int | None:
     return fallback
 
 
+_TOML_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "bool"), (int, "int64"), (float, "float64"), (str, "string"), (list, "array"),
+    (Mapping, "table"),
+)
+"""How Kata's Go TOML decoder names a value's type (bool before int: a bool is an int here)."""
+
+
 def _toml_type(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int64"
-    if isinstance(v, float):
-        return "float64"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    if isinstance(v, Mapping):
-        return "table"
-    return type(v).__name__
+    return next((name for t, name in _TOML_TYPES if isinstance(v, t)), type(v).__name__)
 
 
 def _type_error(path: str, line: int | None, dotted: str, v: Any, dest: str) -> str:
@@ -292,64 +287,14 @@ def effective_config(
     main = layers[0]
     merged, origins = merge_layers(layers)
     errors: list[ConfigError] = []
-
-    hyp_tables = merged.get("hypervisor", {})
-    if not isinstance(hyp_tables, Mapping):
-        layer = origins.get(("hypervisor",), main)
-        errors.append(ConfigError(layer.path, _type_error(layer.path, find_key_line(layer.text, (), "hypervisor"),
-                                                           "hypervisor", hyp_tables, "map"),
-                                  key="hypervisor", handler=handler))
-        hyp_tables = {}
-    names = [k for k, v in hyp_tables.items() if isinstance(v, Mapping)]
-    hyp = "qemu" if "qemu" in names or not names else sorted(names)[-1]
-    if runtime == "go":
-        for name in names:
-            if name not in GO_HYPERVISORS:
-                line = find_key_line(main.text, (), "hypervisor")
-                errors.append(ConfigError(main.path, f"{main.path}: {ERR_INVALID_HYPERVISOR}: {go_quote(name)}",
-                                          line=_table_line(main.text, ("hypervisor", name)) or line,
-                                          key=f"hypervisor.{name}", handler=handler))
-    table: Mapping[str, Any] = hyp_tables.get(hyp, {}) if isinstance(hyp_tables.get(hyp), Mapping) else {}
-
-    def read(key: str, default: Any, kind: str) -> _Read:
-        keypath = ("hypervisor", hyp, key)
-        layer = origins.get(keypath)
-        if layer is None and key in table:  # a table where a value belongs: its leaves name the file
-            layer = next((lay for kp, lay in reversed(list(origins.items())) if kp[:3] == keypath), None)
-        if key not in table or layer is None:
-            return _Read(default, "default", None, None)
-        v = table[key]
-        line = find_key_line(layer.text, keypath[:-1], key)
-        dotted = ".".join(keypath)
-        ok = True
-        if kind == "str":
-            ok = isinstance(v, str)
-            dest = "config.PCIePort" if key.endswith("_vfio") else "string"
-        elif kind == "uint32":
-            ok = isinstance(v, int) and not isinstance(v, bool)
-            dest = "uint32"
-            if ok and not (0 <= v <= UINT32_MAX):
-                errors.append(ConfigError(layer.path, f"toml: line {line or 0} (last key {go_quote(dotted)}): "
-                                          f"{v} is out of range for uint32",
-                                          line=line, key=key, handler=handler))
-                return _Read(default, "default", None, None)
-        elif kind == "list":
-            ok = isinstance(v, list) and all(isinstance(x, str) for x in v)
-            dest = "[]string"
-        else:
-            dest = kind
-        if not ok:
-            errors.append(ConfigError(layer.path, _type_error(layer.path, line, dotted, v, dest),
-                                      line=line, key=key, handler=handler))
-            return _Read(default, "default", None, None)
-        return _Read(v, _origin(layer), layer, line)
-
-    cold = read("cold_plug_vfio", NO_PORT, "str")
-    hot = read("hot_plug_vfio", NO_PORT, "str") if runtime == "go" else _Read(NO_PORT, "default", None, None)
-    root = read("pcie_root_port", 0, "uint32")
-    switch = read("pcie_switch_port", 0, "uint32")
-    ann = read("enable_annotations", [], "list")
-    machine = read("machine_type", DEFAULT_MACHINE_TYPE if hyp in ("qemu", "clh") else "", "str")
+    hyp, table = _hypervisor(merged, origins, main, handler, runtime, errors)
+    r = _TypedReader(hyp, table, origins, handler, errors)
+    cold = r.read("cold_plug_vfio", NO_PORT, "str")
+    hot = r.read("hot_plug_vfio", NO_PORT, "str") if runtime == "go" else _Read(NO_PORT, "default", None, None)
+    root = r.read("pcie_root_port", 0, "uint32")
+    switch = r.read("pcie_switch_port", 0, "uint32")
+    ann = r.read("enable_annotations", [], "list")
+    machine = r.read("machine_type", DEFAULT_MACHINE_TYPE if hyp in ("qemu", "clh") else "", "str")
 
     cold_v = cold.value or NO_PORT  # coldPlugVFIO(): "" -> no-port
     hot_v = hot.value or NO_PORT
@@ -370,31 +315,109 @@ def effective_config(
             ev.SettingValue(key="pcie_switch_port", value=str(switch_v), origin=switch.origin),
         ),
     )
-
     if errors:  # Kata stops at its TOML decoder's first error: no semantic checks after it
         return cfg, errors
+    return cfg, _kata_checks(cfg, merged, origins, main, runtime, cold, hot, root, switch)
+
+
+def _hypervisor(merged: Mapping[str, Any], origins: Mapping[tuple[str, ...], Layer], main: Layer,
+                handler: str, runtime: str,
+                errors: list[ConfigError]) -> tuple[str, Mapping[str, Any]]:
+    """The hypervisor Kata uses (qemu unless the file names only another) and its table."""
+    hyp_tables = merged.get("hypervisor", {})
+    if not isinstance(hyp_tables, Mapping):
+        layer = origins.get(("hypervisor",), main)
+        errors.append(ConfigError(layer.path, _type_error(layer.path, find_key_line(layer.text, (), "hypervisor"),
+                                                           "hypervisor", hyp_tables, "map"),
+                                  key="hypervisor", handler=handler))
+        hyp_tables = {}
+    names = [k for k, v in hyp_tables.items() if isinstance(v, Mapping)]
+    hyp = "qemu" if "qemu" in names or not names else sorted(names)[-1]
+    if runtime == "go":
+        for name in names:
+            if name not in GO_HYPERVISORS:
+                line = find_key_line(main.text, (), "hypervisor")
+                errors.append(ConfigError(main.path, f"{main.path}: {ERR_INVALID_HYPERVISOR}: {go_quote(name)}",
+                                          line=_table_line(main.text, ("hypervisor", name)) or line,
+                                          key=f"hypervisor.{name}", handler=handler))
+    table: Mapping[str, Any] = hyp_tables.get(hyp, {}) if isinstance(hyp_tables.get(hyp), Mapping) else {}
+    return hyp, table
+
+
+class _TypedReader:
+    """Reads `[hypervisor.<hyp>]` keys as Kata's decoder would: a value of the wrong type is
+    Kata's type error (and the default is used), with the file and line of the layer that set it."""
+
+    def __init__(self, hyp: str, table: Mapping[str, Any],
+                 origins: Mapping[tuple[str, ...], Layer], handler: str,
+                 errors: list[ConfigError]) -> None:
+        self.hyp, self.table, self.origins = hyp, table, origins
+        self.handler, self.errors = handler, errors
+
+    def read(self, key: str, default: Any, kind: str) -> _Read:
+        keypath = ("hypervisor", self.hyp, key)
+        layer = self.origins.get(keypath)
+        if layer is None and key in self.table:  # a table where a value belongs: its leaves name the file
+            layer = next((lay for kp, lay in reversed(list(self.origins.items())) if kp[:3] == keypath), None)
+        if key not in self.table or layer is None:
+            return _Read(default, "default", None, None)
+        v = self.table[key]
+        line = find_key_line(layer.text, keypath[:-1], key)
+        dotted = ".".join(keypath)
+        ok = True
+        if kind == "str":
+            ok = isinstance(v, str)
+            dest = "config.PCIePort" if key.endswith("_vfio") else "string"
+        elif kind == "uint32":
+            ok = isinstance(v, int) and not isinstance(v, bool)
+            dest = "uint32"
+            if ok and not (0 <= v <= UINT32_MAX):
+                self.errors.append(ConfigError(layer.path, f"toml: line {line or 0} (last key {go_quote(dotted)}): "
+                                               f"{v} is out of range for uint32",
+                                               line=line, key=key, handler=self.handler))
+                return _Read(default, "default", None, None)
+        elif kind == "list":
+            ok = isinstance(v, list) and all(isinstance(x, str) for x in v)
+            dest = "[]string"
+        else:
+            dest = kind
+        if not ok:
+            self.errors.append(ConfigError(layer.path, _type_error(layer.path, line, dotted, v, dest),
+                                           line=line, key=key, handler=self.handler))
+            return _Read(default, "default", None, None)
+        return _Read(v, _origin(layer), layer, line)
+
+
+def _kata_checks(cfg: ev.KataConfig, merged: Mapping[str, Any],
+                 origins: Mapping[tuple[str, ...], Layer], main: Layer, runtime: str,
+                 cold: _Read, hot: _Read, root: _Read, switch: _Read) -> list[ConfigError]:
+    """Kata's semantic checks once the file decoded: vfio_mode, then Go's `checkPCIeConfig` or
+    runtime-rs's rule against root and switch ports together."""
+    handler = cfg.handler
     rt = merged.get("runtime", {})
     vfio_mode = rt.get("vfio_mode") if isinstance(rt, Mapping) else None
     if vfio_mode not in (None, "") and vfio_mode not in VFIO_MODES:
         layer = origins.get(("runtime", "vfio_mode"), main)
         line = find_key_line(layer.text, ("runtime",), "vfio_mode")
         msg = (ERR_GO_VFIO_MODE if runtime == "go" else ERR_RS_VFIO_MODE).format(vfio_mode)
-        return cfg, [ConfigError(layer.path, msg, line=line, key="vfio_mode", handler=handler)]
+        return [ConfigError(layer.path, msg, line=line, key="vfio_mode", handler=handler)]
     if runtime == "go":
-        msg, which = check_pcie_config(cold_v, hot_v, cfg.machine_type, hyp)
-        if msg:
-            src = {"cold": cold, "hot": hot}[which]
-            if src.layer is None:  # the offending key was defaulted: point at the other one
-                src = hot if which == "cold" else cold
-            layer = src.layer or main
-            key = "cold_plug_vfio" if src is cold else "hot_plug_vfio"
-            errors.append(ConfigError(layer.path, msg, line=src.line, key=key, handler=handler))
-    elif root_v > 0 and switch_v > 0:
+        msg, which = check_pcie_config(cfg.cold_plug_vfio, cfg.hot_plug_vfio, cfg.machine_type,
+                                       cfg.hypervisor)
+        if not msg:
+            return []
+        src = {"cold": cold, "hot": hot}[which]
+        if src.layer is None:  # the offending key was defaulted: point at the other one
+            src = hot if which == "cold" else cold
+        layer = src.layer or main
+        key = "cold_plug_vfio" if src is cold else "hot_plug_vfio"
+        return [ConfigError(layer.path, msg, line=src.line, key=key, handler=handler)]
+    if cfg.pcie_root_port > 0 and cfg.pcie_switch_port > 0:
         layer = switch.layer or root.layer or main
-        errors.append(ConfigError(layer.path, ERR_RS_ROOT_SWITCH,
-                                  line=(switch.line if switch.layer else root.line),
-                                  key="pcie_switch_port", handler=handler))
-    return cfg, errors
+        return [ConfigError(layer.path, ERR_RS_ROOT_SWITCH,
+                            line=(switch.line if switch.layer else root.line),
+                            key="pcie_switch_port", handler=handler)]
+    return []
 
 
 def config_from_texts(
@@ -500,64 +523,85 @@ def apply_annotations(
     then cold_plug_vfio, each forcing the other to no-port. runtime-rs skips non-enabled
     annotations silently and has no cold/hot_plug_vfio annotation handler (kata-facts §1.5).
     """
-    cur = {s.key: s for s in cfg.settings} or {s.key: s for s in default_config().settings}
-    vals: dict[str, str] = {k: cur[k].value if k in cur else "" for k in VFIO_KEYS}
-    origins: dict[str, str] = {k: cur[k].origin if k in cur else "default" for k in VFIO_KEYS}
-    errors: list[ConfigError] = []
-
-    def err(msg: str, key: str) -> None:
-        errors.append(ConfigError(path, msg, key=key, handler=cfg.handler, sandbox_id=sandbox_id))
-
-    hyp_keys = sorted(k for k in annotations if k.startswith(ANNOTATION_PREFIX))
+    applied = _Annotated(cfg, path, sandbox_id)
     if cfg.runtime == "go":
-        for key in hyp_keys:
-            if not annotation_enabled(cfg.enable_annotations, key):
-                err(ERR_NOT_ENABLED.format(key), key)
-                break  # Kata returns on the first one
-        if not errors:
-            if ANN_HOT in annotations:
-                v = annotations[ANN_HOT] or NO_PORT
-                if v not in PORTS:
-                    err(ERR_ANN_PORT.format(annotations[ANN_HOT]), ANN_HOT)
-                else:
-                    vals["hot_plug_vfio"], origins["hot_plug_vfio"] = v, f"annotation:{ANN_HOT}"
-                    vals["cold_plug_vfio"], origins["cold_plug_vfio"] = NO_PORT, f"annotation:{ANN_HOT}"
-            if not errors and ANN_COLD in annotations:
-                v = annotations[ANN_COLD] or NO_PORT
-                if v not in PORTS:
-                    err(ERR_ANN_PORT.format(annotations[ANN_COLD]), ANN_COLD)
-                else:
-                    vals["cold_plug_vfio"], origins["cold_plug_vfio"] = v, f"annotation:{ANN_COLD}"
-                    vals["hot_plug_vfio"], origins["hot_plug_vfio"] = NO_PORT, f"annotation:{ANN_COLD}"
-            for ann, key, too_many in ((ANN_ROOT_PORT, "pcie_root_port", ERR_TOO_MANY_ROOT),
-                                       (ANN_SWITCH_PORT, "pcie_switch_port", ERR_TOO_MANY_SWITCH)):
-                if errors or ann not in annotations:
-                    continue
-                raw = annotations[ann]
-                if not raw.isdigit() or int(raw) > 2**64 - 1:
-                    err(ERR_ANN_UINT.format(ann), ann)
-                    continue
-                n = int(raw)
-                if n > 0:
-                    vals[key], origins[key] = str(n), f"annotation:{ann}"
-                    if n > MAX_PCIE_PORTS:  # createPCIeTopology refuses it when the VM starts
-                        err(too_many, ann)
+        applied.go(annotations)
     else:
+        applied.rs(annotations)
+    return applied.result()
+
+
+class _Annotated:
+    """A handler's four VFIO settings, with their origins, as annotations change them."""
+
+    def __init__(self, cfg: ev.KataConfig, path: str, sandbox_id: str | None) -> None:
+        self.cfg, self.path, self.sandbox_id = cfg, path, sandbox_id
+        cur = {s.key: s for s in cfg.settings} or {s.key: s for s in default_config().settings}
+        self.vals: dict[str, str] = {k: cur[k].value if k in cur else "" for k in VFIO_KEYS}
+        self.origins: dict[str, str] = {k: cur[k].origin if k in cur else "default"
+                                        for k in VFIO_KEYS}
+        self.errors: list[ConfigError] = []
+
+    def err(self, msg: str, key: str) -> None:
+        self.errors.append(ConfigError(self.path, msg, key=key, handler=self.cfg.handler,
+                                       sandbox_id=self.sandbox_id))
+
+    def set(self, key: str, value: str, ann: str) -> None:
+        self.vals[key], self.origins[key] = value, f"annotation:{ann}"
+
+    def go(self, annotations: Mapping[str, str]) -> None:
+        """The Go shim: refuse on the first annotation not enabled; hot, then cold, then ports."""
+        for key in sorted(k for k in annotations if k.startswith(ANNOTATION_PREFIX)):
+            if not annotation_enabled(self.cfg.enable_annotations, key):
+                self.err(ERR_NOT_ENABLED.format(key), key)
+                return  # Kata returns on the first one
+        for ann, key, other in ((ANN_HOT, "hot_plug_vfio", "cold_plug_vfio"),
+                                (ANN_COLD, "cold_plug_vfio", "hot_plug_vfio")):
+            if self.errors or ann not in annotations:
+                continue
+            v = annotations[ann] or NO_PORT
+            if v not in PORTS:
+                self.err(ERR_ANN_PORT.format(annotations[ann]), ann)
+            else:
+                self.set(key, v, ann)
+                self.set(other, NO_PORT, ann)
+        for ann, key, too_many in ((ANN_ROOT_PORT, "pcie_root_port", ERR_TOO_MANY_ROOT),
+                                   (ANN_SWITCH_PORT, "pcie_switch_port", ERR_TOO_MANY_SWITCH)):
+            if self.errors or ann not in annotations:
+                continue
+            raw = annotations[ann]
+            if not raw.isdigit() or int(raw) > 2**64 - 1:
+                self.err(ERR_ANN_UINT.format(ann), ann)
+                continue
+            n = int(raw)
+            if n > 0:
+                self.set(key, str(n), ann)
+                if n > MAX_PCIE_PORTS:  # createPCIeTopology refuses it when the VM starts
+                    self.err(too_many, ann)
+
+    def rs(self, annotations: Mapping[str, str]) -> None:
+        """runtime-rs: enabled port annotations only; no cold/hot_plug_vfio annotation."""
         for ann, key in ((ANN_ROOT_PORT, "pcie_root_port"), (ANN_SWITCH_PORT, "pcie_switch_port")):
-            if ann in annotations and annotation_enabled(cfg.enable_annotations, ann):
+            if ann in annotations and annotation_enabled(self.cfg.enable_annotations, ann):
                 raw = annotations[ann]
                 if raw.isdigit():
                     n = int(raw)
-                    vals[key], origins[key] = str(n), f"annotation:{ann}"
+                    self.set(key, str(n), ann)
                     if n > MAX_PCIE_PORTS:
                         kind = "root" if key == "pcie_root_port" else "switch"
-                        err(f"{kind} ports allocated exceeds the max {MAX_PCIE_PORTS}", ann)
-    settings = tuple(ev.SettingValue(key=k, value=vals[k], origin=origins[k]) for k in VFIO_KEYS)
-    return SandboxSettings(
-        cold_plug_vfio=vals["cold_plug_vfio"] or NO_PORT, hot_plug_vfio=vals["hot_plug_vfio"] or NO_PORT,
-        pcie_root_port=_int(vals["pcie_root_port"]), pcie_switch_port=_int(vals["pcie_switch_port"]),
-        settings=settings, errors=tuple(errors), refused=bool(errors) and cfg.runtime == "go",
-    )
+                        self.err(f"{kind} ports allocated exceeds the max {MAX_PCIE_PORTS}", ann)
+
+    def result(self) -> SandboxSettings:
+        vals, errors = self.vals, self.errors
+        settings = tuple(ev.SettingValue(key=k, value=vals[k], origin=self.origins[k])
+                         for k in VFIO_KEYS)
+        return SandboxSettings(
+            cold_plug_vfio=vals["cold_plug_vfio"] or NO_PORT,
+            hot_plug_vfio=vals["hot_plug_vfio"] or NO_PORT,
+            pcie_root_port=_int(vals["pcie_root_port"]),
+            pcie_switch_port=_int(vals["pcie_switch_port"]),
+            settings=settings, errors=tuple(errors), refused=bool(errors) and self.cfg.runtime == "go",
+        )
 
 
 def _int(s: str) -> int:
