@@ -68,6 +68,16 @@ def _json(text: str, path: str) -> tuple[Any, DecodeError | None]:
                                  exc.lineno, exc.colno)
 
 
+def _json_object(text: str, path: str) -> Mapping[str, Any] | DecodeError:
+    """A state file's text as its top-level JSON object, or what is wrong with it."""
+    data, err = _json(text, path)
+    if err is not None:
+        return err
+    if not isinstance(data, Mapping):
+        return DecodeError(path, f"{path}: top level is {type(data).__name__}, not an object")
+    return data
+
+
 def _d(v: Any) -> Mapping[str, Any]:
     return v if isinstance(v, Mapping) else {}
 
@@ -113,11 +123,9 @@ class StateInfo:
 
 def decode_persist(text: str, path: str) -> StateInfo | DecodeError:
     """Go runtime persist.json (kata-facts §3.1; CapitalCase keys, no JSON tags)."""
-    data, err = _json(text, path)
-    if err is not None:
-        return err
-    if not isinstance(data, Mapping):
-        return DecodeError(path, f"{path}: top level is {type(data).__name__}, not an object")
+    data = _json_object(text, path)
+    if isinstance(data, DecodeError):
+        return data
     vfs = []
     for ep in _l(_d(data.get("Network")).get("Endpoints")):
         ep = _d(ep)
@@ -155,11 +163,9 @@ def decode_persist(text: str, path: str) -> StateInfo | DecodeError:
 
 def decode_state(text: str, path: str) -> StateInfo | DecodeError:
     """runtime-rs state.json (kata-facts §3.3; snake_case keys; config saved under hypervisor)."""
-    data, err = _json(text, path)
-    if err is not None:
-        return err
-    if not isinstance(data, Mapping):
-        return DecodeError(path, f"{path}: top level is {type(data).__name__}, not an object")
+    data = _json_object(text, path)
+    if isinstance(data, DecodeError):
+        return data
     vfs = []
     for ep in _l(_d(data.get("resource")).get("endpoint")):
         phys = _d(_d(ep).get("physical_endpoint"))
@@ -207,11 +213,9 @@ def _key_lines(text: str, prefix: str) -> dict[str, int]:
 
 
 def decode_bundle(text: str, path: str, shim_binary: str = "") -> BundleInfo | DecodeError:
-    data, err = _json(text, path)
-    if err is not None:
-        return err
-    if not isinstance(data, Mapping):
-        return DecodeError(path, f"{path}: top level is {type(data).__name__}, not an object")
+    data = _json_object(text, path)
+    if isinstance(data, DecodeError):
+        return data
     ann = {str(k): str(v) for k, v in _d(data.get("annotations")).items()}
     netns = ""
     for ns in _l(_d(data.get("linux")).get("namespaces")):
