@@ -58,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def replay(path: Path, args: argparse.Namespace, mode: str = "REPLAY", max_gap_s: float = 2.0) -> int:
     """Play the journal at `path` in the dashboard with the replay options in `args`."""
-    from diag.runtime.replay import ReplayFeed
+    from diag.runtime.playback import ReplayFeed
     from diag.tui.app import VfioWatchApp
 
     at = getattr(args, "at", None)

@@ -13,7 +13,7 @@ from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.core.model import Model
 from diag.core.state import HostState
-from diag.runtime.replay import ReplayFeed, load_journal
+from diag.runtime.playback import ReplayFeed, load_journal
 from diag.tui.app import VfioWatchApp
 
 JOURNAL = Path(__file__).resolve().parents[1] / "fixtures" / "journals" / "demo-lab.jsonl"

@@ -9,7 +9,7 @@ import pytest
 
 from diag import cli
 from diag.commands import demo
-from diag.runtime.replay import ReplayFeed
+from diag.runtime.playback import ReplayFeed
 from diag.tui.app import VfioWatchApp
 
 JOURNAL = Path(__file__).resolve().parents[1] / "fixtures" / "journals" / "demo-lab.jsonl"
@@ -67,7 +67,7 @@ def test_bad_speed_is_refused(speed: str) -> None:
 
 def test_at_opens_paused_at_that_recorded_time(launched: list[VfioWatchApp]) -> None:
     """--at +SECONDS (or a time of day) opens paused with every record up to that time applied."""
-    from diag.runtime.replay import load_journal
+    from diag.runtime.playback import load_journal
     events, _, _ = load_journal(JOURNAL)
     t = events[10].ts_ns
     offset = (t - events[0].ts_ns) / 1e9

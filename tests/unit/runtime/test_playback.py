@@ -14,7 +14,7 @@ from diag import events as ev
 from diag.common.errors import JournalFormatError
 from diag.core.correlator import Correlator
 from diag.core.state import HostState
-from diag.runtime.replay import ReplayFeed, load_journal
+from diag.runtime.playback import ReplayFeed, load_journal
 
 JOURNAL = Path(__file__).resolve().parents[2] / "fixtures" / "journals" / "demo-lab.jsonl"
 MS = 1_000_000
