@@ -7,7 +7,7 @@ Modules, bottom-up (the pure ones may be imported by `diag.importers` for postmo
   pod annotations (what the postmortem importer runs on copied files).
 - `discovery`: which configuration files each runtime handler uses (containerd's runtimes,
   KATA_CONF_FILE, the defaults, config.d), read under the root.
-- `logs`: logfmt and journald-JSON decoders, journal and file followers.
+- `loglines`: Kata's log lines: logfmt and journald-JSON decoders, journald and file followers.
 - `sandboxes`: persist.json / state.json / bundle decoders, shim/QEMU/VFIO-holder scans.
 - `source`: the `kata` Source (registered in `diag.sources`), a thin polling loop over the above.
 - `preflight`: the `vfiowatch check` line for Kata (each handler's cold_plug_vfio).

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 from diag import events as ev
 from diag.common.paths import HostPaths
 from diag.sources import Availability, Emit, SourceContext, check_options, proc, register
-from diag.sources.kata import discovery, logs, sandboxes
+from diag.sources.kata import discovery, loglines, sandboxes
 
 NAME = "kata"
 OPTIONS = ("log_files", "logs_from_start", "journal", "kmsg", "containerd_config", "sandbox_interval_s",
@@ -72,15 +72,15 @@ class KataWatcher:
         self.config_interval = float(opts.get("config_interval_s", 1.0))
         self.holder_interval = float(opts.get("holder_interval_s", 2.0))
         self.holder_full_interval = float(opts.get("holder_full_interval_s", 10.0))
-        self.log_files = [logs.FileFollower(p, from_start=bool(opts.get("logs_from_start", False)))
+        self.log_files = [loglines.FileFollower(p, from_start=bool(opts.get("logs_from_start", False)))
                           for p in opts.get("log_files", ())]
         self.use_journal = bool(opts.get("journal", True))
-        self.journal: logs.JournalFollower | None = None
+        self.journal: loglines.JournalFollower | None = None
         self.journal_reason = ""
         self.use_kmsg = bool(opts.get("kmsg", True))
-        self.kmsg: logs.KmsgFollower | None = None
+        self.kmsg: loglines.KmsgFollower | None = None
         self.boot_ns = 0
-        self.dedup = logs.Deduper()
+        self.dedup = loglines.Deduper()
         self.journal_restarts = 0
         self.journal_retry_s = 5.0
 
@@ -207,7 +207,7 @@ class KataWatcher:
             self._sb_config[sid] = (handler, cfg)
             if shim is not None:
                 if not self.boot_ns:
-                    self.boot_ns = logs.boot_time_ns(self.paths.proc)
+                    self.boot_ns = loglines.boot_time_ns(self.paths.proc)
                 started = sandboxes.process_start_ns(self.paths, shim.pid, self.boot_ns)
                 changed = sandboxes.config_mtime_ns(self.paths, cfg)
                 # btime has 1 s resolution, so only a change clearly after the start counts.
@@ -316,9 +316,9 @@ class KataWatcher:
     def start_journal(self) -> None:
         """Follow the journal; without one, the kernel's lines come from /dev/kmsg instead."""
         if self.use_journal and self.journal is None:
-            ok, why = logs.JournalFollower.available(self.paths.root)
+            ok, why = loglines.JournalFollower.available(self.paths.root)
             if ok:
-                self.journal = logs.JournalFollower(self.paths.root)
+                self.journal = loglines.JournalFollower(self.paths.root)
                 try:
                     self.journal.start()
                 except OSError as exc:
@@ -326,15 +326,15 @@ class KataWatcher:
                     self.journal = None
             self.journal_reason = why
         if self.journal is None and self.use_kmsg and self.kmsg is None:
-            k = logs.KmsgFollower(self.paths.dev / "kmsg")
+            k = loglines.KmsgFollower(self.paths.dev / "kmsg")
             if k.start():
                 self.kmsg = k
-                self.boot_ns = logs.boot_time_ns(self.paths.proc)
+                self.boot_ns = loglines.boot_time_ns(self.paths.proc)
 
-    def _matched(self, rec: logs.LogRecord | None, ts_ns: int, out: list[ev.Event]) -> None:
+    def _matched(self, rec: loglines.LogRecord | None, ts_ns: int, out: list[ev.Event]) -> None:
         if rec is None or self.dedup.seen(rec):
             return
-        e = logs.to_event(rec, ts_ns=ts_ns, source=NAME)
+        e = loglines.to_event(rec, ts_ns=ts_ns, source=NAME)
         if e is not None:
             out.append(e)
 
@@ -342,13 +342,13 @@ class KataWatcher:
         out: list[ev.Event] = []
         for f in self.log_files:
             for line in f.poll():
-                self._matched(logs.decode_text_line(line, f.origin), ts_ns, out)
+                self._matched(loglines.decode_text_line(line, f.origin), ts_ns, out)
         if self.kmsg is not None:
             for raw in self.kmsg.poll():
-                self._matched(logs.decode_kmsg(raw, self.boot_ns), ts_ns, out)
+                self._matched(loglines.decode_kmsg(raw, self.boot_ns), ts_ns, out)
         if self.journal is not None:
             for entry in self.journal.poll(timeout):
-                self._matched(logs.decode_journal_entry(entry), ts_ns, out)
+                self._matched(loglines.decode_journal_entry(entry), ts_ns, out)
             if self.journal.proc is None:  # journalctl exited: start it again a little later
                 self.journal_reason = self.journal.reason or "journalctl exited"
                 self.journal = None

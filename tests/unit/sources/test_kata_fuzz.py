@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diag import events as ev
-from diag.sources.kata import effective, logs, sandboxes, signatures
+from diag.sources.kata import effective, loglines, sandboxes, signatures
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -36,9 +36,9 @@ HYP_KEYS = st.sampled_from(["cold_plug_vfio", "hot_plug_vfio", "pcie_root_port",
 @given(st.text(max_size=300))
 def test_text_lines(line: str) -> None:
     """Any text line decodes (or is None) and matching never raises."""
-    rec = logs.decode_text_line(line)
+    rec = loglines.decode_text_line(line)
     if rec is not None:
-        logs.to_event(rec, ts_ns=0)
+        loglines.to_event(rec, ts_ns=0)
     signatures.match(line)
 
 
@@ -47,9 +47,9 @@ def test_text_lines(line: str) -> None:
                                         "__REALTIME_TIMESTAMP", "SOURCE", "LEVEL"]), JSON, max_size=6))
 def test_journal_entries(entry: dict) -> None:
     """Any journald-shaped object decodes without raising."""
-    rec = logs.decode_journal_entry(entry)
+    rec = loglines.decode_journal_entry(entry)
     if rec is not None:
-        logs.to_event(rec, ts_ns=0)
+        loglines.to_event(rec, ts_ns=0)
 
 
 @settings(max_examples=150, deadline=None)

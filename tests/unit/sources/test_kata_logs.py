@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from diag.sources.kata import logs, signatures
+from diag.sources.kata import loglines, signatures
 
 SID = "3acfa8826f59dcc9bd876fd171a9abd9536433429c0028b1562c9370740b258f"
 # Verbatim from Kata issue #10162 (the reporter's shim log, time= omitted there).
@@ -23,9 +23,9 @@ LINE_10162 = (
 
 def test_issue_10162_line_is_qemu_bus_not_found() -> None:
     """The exact #10162 line: signature, VF, sandbox, qemuPid and shim pid are all extracted."""
-    rec = logs.decode_text_line(LINE_10162, "file:/var/log/kata.log")
+    rec = loglines.decode_text_line(LINE_10162, "file:/var/log/kata.log")
     assert rec is not None and rec.level == "error"
-    e = logs.to_event(rec, ts_ns=1)
+    e = loglines.to_event(rec, ts_ns=1)
     assert e is not None
     assert (e.signature, e.bdf, e.sandbox_id, e.qemu_pid, e.pid) == (
         "qemu-bus-not-found", "0000:84:01.1", SID, 2462877, 2462858)
@@ -34,23 +34,23 @@ def test_issue_10162_line_is_qemu_bus_not_found() -> None:
 
 def test_logfmt_quoting_and_escapes() -> None:
     """Go-quoted values keep spaces, escaped quotes, backslashes and \\n; bare values end at a space."""
-    f = logs.parse_logfmt(r'time="2024-08-14T10:00:00.123456789Z" level=info msg="a \"b\" c\\d\ne" k=v empty= x="\u00e9"')
+    f = loglines.parse_logfmt(r'time="2024-08-14T10:00:00.123456789Z" level=info msg="a \"b\" c\\d\ne" k=v empty= x="\u00e9"')
     assert f == {"time": "2024-08-14T10:00:00.123456789Z", "level": "info", "msg": 'a "b" c\\d\ne',
                  "k": "v", "empty": "", "x": "é"}
 
 
 def test_time_is_parsed_to_ns() -> None:
     """RFC3339Nano with an offset becomes epoch nanoseconds."""
-    assert logs.parse_time_ns("1970-01-01T01:00:01.5+01:00") == 1_500_000_000
-    assert logs.parse_time_ns("garbage") is None
+    assert loglines.parse_time_ns("1970-01-01T01:00:01.5+01:00") == 1_500_000_000
+    assert loglines.parse_time_ns("garbage") is None
 
 
 def test_syslog_prefixed_line() -> None:
     """`journalctl -t kata` short output: the `kata[pid]:` prefix gives the shim pid."""
     line = (f'Aug 14 10:00:00 node1 kata[4242]: time="2024-08-14T10:00:00Z" level=error '
             f'msg="unable to add PhysicalEndpoint net1 because cold_plug_vfio is disabled" sandbox={SID}')
-    rec = logs.decode_text_line(line)
-    e = logs.to_event(rec, ts_ns=5)
+    rec = loglines.decode_text_line(line)
+    e = loglines.to_event(rec, ts_ns=5)
     assert (e.signature, e.pid, e.sandbox_id, e.ts_ns) == ("coldplug-disabled-refusal", 4242, SID, 1723629600 * 10**9)
 
 
@@ -127,12 +127,12 @@ def test_unrelated_lines_do_not_match() -> None:
 
 def test_fields_fill_bdf_and_group() -> None:
     """`device-bdf=` and `device-group=/dev/vfio/N` fields fill what the message lacks."""
-    rec = logs.decode_text_line('level=info msg="Write vfio-pci to driver_override" device-bdf=0000:01:10.0 '
+    rec = loglines.decode_text_line('level=info msg="Write vfio-pci to driver_override" device-bdf=0000:01:10.0 '
                                 f'driver-override-path=/sys/bus/pci/devices/0000:01:10.0/driver_override sandbox={SID} subsystem=device')
-    e = logs.to_event(rec, ts_ns=1)
+    e = loglines.to_event(rec, ts_ns=1)
     assert (e.signature, e.bdf, e.sandbox_id) == ("vfio-bind-override", "0000:01:10.0", SID)
-    rec = logs.decode_text_line('level=info msg="Device group attached" device-group=/dev/vfio/42 device-type=vfio-passthrough')
-    assert logs.to_event(rec, ts_ns=1).iommu_group == 42
+    rec = loglines.decode_text_line('level=info msg="Device group attached" device-group=/dev/vfio/42 device-type=vfio-passthrough')
+    assert loglines.to_event(rec, ts_ns=1).iommu_group == 42
 
 
 def test_ids_are_unique_and_described() -> None:
@@ -151,8 +151,8 @@ def test_journal_go_syslog_entry() -> None:
     """Go shim via syslog: SYSLOG_IDENTIFIER=kata, MESSAGE is logfmt; journald time used when none inside."""
     entry = {"__REALTIME_TIMESTAMP": "1723629600000001", "SYSLOG_IDENTIFIER": "kata", "_PID": "2462858",
              "PRIORITY": "6", "MESSAGE": LINE_10162}
-    rec = logs.decode_journal_entry(entry)
-    e = logs.to_event(rec, ts_ns=0)
+    rec = loglines.decode_journal_entry(entry)
+    e = loglines.to_event(rec, ts_ns=0)
     assert (e.signature, e.origin, e.sandbox_id, e.qemu_pid, e.ts_ns) == (
         "qemu-bus-not-found", "journald:kata", SID, 2462877, 1723629600000001000)
 
@@ -165,7 +165,7 @@ def test_journal_runtime_rs_native_fields() -> None:
              "VERSION": "3.9.0", "COMPONENT": "runtime", "CODE_FILE": "crates/hypervisor/src/device/vfio.rs",
              "CODE_LINE": "412", "CODE_MODULE": "hypervisor::device::vfio", "PRIORITY": "5",
              "__REALTIME_TIMESTAMP": "5"}
-    e = logs.to_event(logs.decode_journal_entry(entry), ts_ns=0)
+    e = loglines.to_event(loglines.decode_journal_entry(entry), ts_ns=0)
     assert (e.signature, e.bdf, e.sandbox_id, e.level, e.pid) == ("vfio-bind-override", "0000:01:10.1", SID, "info", 777)
 
 
@@ -175,19 +175,19 @@ def test_runtime_rs_priority_is_mapped_back_to_its_slog_level(priority: str, lev
     """slog-journald sends slog levels one step down (Info as notice, Debug as info): a
     runtime-rs entry gets its slog level back; another `kata` entry keeps syslog's names."""
     rs = {"SYSLOG_IDENTIFIER": "kata", "NAME": "kata-runtime", "MESSAGE": "x", "PRIORITY": priority}
-    assert logs.decode_journal_entry(rs).level == level
+    assert loglines.decode_journal_entry(rs).level == level
     other = {"SYSLOG_IDENTIFIER": "kata", "MESSAGE": "x", "PRIORITY": "5"}
-    assert logs.decode_journal_entry(other).level == "notice"
+    assert loglines.decode_journal_entry(other).level == "notice"
 
 
 def test_journal_kernel_and_containerd_and_binary_message() -> None:
     """Kernel lines, containerd's unit (copied shim lines) and byte-array MESSAGEs all decode."""
     k = {"_TRANSPORT": "kernel", "MESSAGE": "vfio-pci 0000:01:10.0: Relaying device request to user (#20)"}
-    assert logs.to_event(logs.decode_journal_entry(k), ts_ns=0).origin == "journald:kernel"
+    assert loglines.to_event(loglines.decode_journal_entry(k), ts_ns=0).origin == "journald:kernel"
     c = {"_SYSTEMD_UNIT": "containerd.service", "MESSAGE": LINE_10162}
-    assert logs.to_event(logs.decode_journal_entry(c), ts_ns=0).origin == "journald:containerd.service"
+    assert loglines.to_event(loglines.decode_journal_entry(c), ts_ns=0).origin == "journald:containerd.service"
     b = {"SYSLOG_IDENTIFIER": "kata", "MESSAGE": list(b"Cannot start VM\xff")}
-    assert logs.to_event(logs.decode_journal_entry(b), ts_ns=0).signature == "cannot-start-vm"
+    assert loglines.to_event(loglines.decode_journal_entry(b), ts_ns=0).signature == "cannot-start-vm"
 
 
 @pytest.mark.parametrize("garbage", [
@@ -195,18 +195,18 @@ def test_journal_kernel_and_containerd_and_binary_message() -> None:
 ])
 def test_garbage_lines_never_raise(garbage: str) -> None:
     """Malformed logfmt decodes to something (or None) without raising."""
-    rec = logs.decode_text_line(garbage)
+    rec = loglines.decode_text_line(garbage)
     if rec is not None:
-        logs.to_event(rec, ts_ns=0)
-        assert len(rec.message) <= logs.MAX_LINE
+        loglines.to_event(rec, ts_ns=0)
+        assert len(rec.message) <= loglines.MAX_LINE
 
 
 def test_journal_garbage_entries() -> None:
     """Odd journald values (None, numbers, nested) do not raise."""
     for entry in ({}, {"MESSAGE": None}, {"MESSAGE": 5}, {"MESSAGE": [[1, 2]]}, {"MESSAGE": "x", "PRIORITY": None}):
-        rec = logs.decode_journal_entry(entry)  # type: ignore[arg-type]
+        rec = loglines.decode_journal_entry(entry)  # type: ignore[arg-type]
         if rec is not None:
-            logs.to_event(rec, ts_ns=0)
+            loglines.to_event(rec, ts_ns=0)
 
 
 # ---- file follower ------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def test_file_follower_partial_lines_truncation_rotation(tmp_path: Path) -> None
     """A half-written line waits for its newline; truncation and rotation restart from the top."""
     p = tmp_path / "kata.log"
     p.write_text("old line\n")
-    f = logs.FileFollower(p)
+    f = loglines.FileFollower(p)
     assert f.poll() == []  # starts at the end
     with open(p, "a") as fh:
         fh.write('level=error msg="Cannot start')
@@ -238,23 +238,23 @@ def test_journal_follower_command_under_root(tmp_path: Path) -> None:
     d = tmp_path / "var" / "log" / "journal" / "abc"
     d.mkdir(parents=True)
     (d / "system.journal").write_bytes(b"")
-    cmd = logs.JournalFollower(tmp_path).command()
+    cmd = loglines.JournalFollower(tmp_path).command()
     assert cmd[:4] == ["journalctl", "-f", "-o", "json"]
     assert ["-D", str(d)] == cmd[cmd.index("-D"):cmd.index("-D") + 2]
-    assert cmd[-5:] == list(logs.JOURNAL_MATCHES)
+    assert cmd[-5:] == list(loglines.JOURNAL_MATCHES)
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "machine-id").write_text("abc\n")
-    cmd = logs.JournalFollower(tmp_path).command()
+    cmd = loglines.JournalFollower(tmp_path).command()
     assert ["--root", str(tmp_path)] == cmd[cmd.index("--root"):cmd.index("--root") + 2]
     assert json.dumps(cmd)
 
 
 def test_error_field_is_matched_when_the_message_is_generic() -> None:
     """containerd logs the runtime's error in `error=`: it is matched when `msg` is not."""
-    rec = logs.decode_text_line('time="2026-11-27T15:00:00Z" level=error msg="RunPodSandbox for \\"pod\\" failed" '
+    rec = loglines.decode_text_line('time="2026-11-27T15:00:00Z" level=error msg="RunPodSandbox for \\"pod\\" failed" '
                                 'error="failed to create shim task: cold_plug_vfio= or hot_plug_vfio= port is not set '
                                 'for device 0000:5e:02.1 (BridgePort | RootPort | SwitchPort): unknown"')
-    e = logs.to_event(rec, ts_ns=0)
+    e = loglines.to_event(rec, ts_ns=0)
     assert (e.signature, e.bdf) == ("port-not-set", "0000:5e:02.1")
     assert e.text.startswith('RunPodSandbox for "pod" failed: failed to create shim task')
 
@@ -268,16 +268,16 @@ def test_same_go_line_via_syslog_and_containerd_is_reported_once() -> None:
     w = KataWatcher(HostPaths.at("/nonexistent"), {"journal": False})
     out: list = []
     for origin in ("journald:kata", "journald:containerd.service"):
-        w._matched(logs.decode_text_line(line, origin), 0, out)
-    w._matched(logs.decode_text_line(line.replace(".123456789", ".123456790"), "journald:kata"), 0, out)
+        w._matched(loglines.decode_text_line(line, origin), 0, out)
+    w._matched(loglines.decode_text_line(line.replace(".123456789", ".123456790"), "journald:kata"), 0, out)
     assert [e.origin for e in out] == ["journald:kata", "journald:kata"] and w.dedup.dropped == 1
 
 
 def test_kmsg_record() -> None:
     """A /dev/kmsg record: priority, boot-relative time made wall-clock, escaped bytes restored."""
     raw = b"4,1234,5000000,-;vfio-pci 0000:01:10.0: Relaying device request to user (#10)\n SUBSYSTEM=pci\n"
-    rec = logs.decode_kmsg(raw, boot_ns=1_000_000_000_000)
+    rec = loglines.decode_kmsg(raw, boot_ns=1_000_000_000_000)
     assert (rec.level, rec.ts_ns, rec.origin) == ("warning", 1_005_000_000_000, "kmsg")
-    assert logs.to_event(rec, ts_ns=0).signature == "vfio-device-request"
-    assert logs.decode_kmsg(b"6,1,2,-;a\\x1bb\n").message == "a\x1bb"
-    assert logs.decode_kmsg(b"garbage") is None
+    assert loglines.to_event(rec, ts_ns=0).signature == "vfio-device-request"
+    assert loglines.decode_kmsg(b"6,1,2,-;a\\x1bb\n").message == "a\x1bb"
+    assert loglines.decode_kmsg(b"garbage") is None
