@@ -21,7 +21,7 @@ from diag.common.paths import HostPaths
 from diag.core.correlator import Correlator
 from diag.core.thresholds import CoreConfig
 from diag.sources import sysfs
-from diag.sources.links import decode_rtnl
+from diag.sources.rtnl import decode_rtnl
 from diag.sources.uevent import DeviceTracker, decode_uevent
 from tests.fixtures.dumps import dump_path, load_dump
 

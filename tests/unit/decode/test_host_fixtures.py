@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from diag import events as ev
-from diag.sources.links import decode_rtnl
+from diag.sources.rtnl import decode_rtnl
 from diag.sources.uevent import DeviceTracker, decode_uevent
 from tests.fixtures.dumps import load_dump
 

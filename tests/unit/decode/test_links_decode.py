@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from diag import events as ev
-from diag.sources.links import (
+from diag.sources.rtnl import (
     RTM_DELLINK,
     RTM_NEWLINK,
     MalformedRtnl,

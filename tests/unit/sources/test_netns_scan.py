@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from diag.common.paths import HostPaths
-from diag.sources.links import PID_SETTLE_READS, scan_netns
+from diag.sources.netns import PID_SETTLE_READS, scan_netns
 
 
 def _proc(root: Path, pid: int | str, inode: int) -> None:
