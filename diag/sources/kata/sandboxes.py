@@ -78,6 +78,14 @@ def _json_object(text: str, path: str) -> Mapping[str, Any] | DecodeError:
     return data
 
 
+def _sandbox_vf(phys: Mapping[str, Any], bdf_key: str, driver_key: str) -> ev.SandboxVf | None:
+    """A physical endpoint's VF (Go: `BDF`/`Driver`, runtime-rs: `bdf`/`driver`), if its BDF is one."""
+    bdf = _s(phys.get(bdf_key))
+    if not _BDF_OK.match(bdf):
+        return None
+    return ev.SandboxVf(bdf=normalise_bdf(bdf), host_driver=_s(phys.get(driver_key)) or None)
+
+
 def _d(v: Any) -> Mapping[str, Any]:
     return v if isinstance(v, Mapping) else {}
 
@@ -126,14 +134,9 @@ def decode_persist(text: str, path: str) -> StateInfo | DecodeError:
     data = _json_object(text, path)
     if isinstance(data, DecodeError):
         return data
-    vfs = []
-    for ep in _l(_d(data.get("Network")).get("Endpoints")):
-        ep = _d(ep)
-        if ep.get("Type") == "physical":
-            phys = _d(ep.get("Physical"))
-            bdf = _s(phys.get("BDF"))
-            if _BDF_OK.match(bdf):
-                vfs.append(ev.SandboxVf(bdf=normalise_bdf(bdf), host_driver=_s(phys.get("Driver")) or None))
+    vfs = [vf for ep in map(_d, _l(_d(data.get("Network")).get("Endpoints")))
+           if ep.get("Type") == "physical"
+           and (vf := _sandbox_vf(_d(ep.get("Physical")), "BDF", "Driver")) is not None]
     devs = []
     for dev in _l(data.get("Devices")):
         dev = _d(dev)
@@ -166,12 +169,8 @@ def decode_state(text: str, path: str) -> StateInfo | DecodeError:
     data = _json_object(text, path)
     if isinstance(data, DecodeError):
         return data
-    vfs = []
-    for ep in _l(_d(data.get("resource")).get("endpoint")):
-        phys = _d(_d(ep).get("physical_endpoint"))
-        bdf = _s(phys.get("bdf"))
-        if _BDF_OK.match(bdf):
-            vfs.append(ev.SandboxVf(bdf=normalise_bdf(bdf), host_driver=_s(phys.get("driver")) or None))
+    vfs = [vf for ep in _l(_d(data.get("resource")).get("endpoint"))
+           if (vf := _sandbox_vf(_d(_d(ep).get("physical_endpoint")), "bdf", "driver")) is not None]
     hyp = _d(data.get("hypervisor"))
     hcfg = _d(hyp.get("config"))
     settings = {}
