@@ -48,6 +48,18 @@ class SourceContext:
     """Source-specific options from the CLI/config (`rcvbuf`, `mode`, ...)."""
 
 
+@dataclass(slots=True)
+class SocketCounters:
+    """What every source reading a kernel socket counts (read from any thread; plain ints)."""
+
+    malformed: int = 0
+    """Messages its decoder refused (reported in-band as DecodeFailed)."""
+    enobufs: int = 0
+    """Times the kernel said the socket's buffer overflowed (each an EventsLost, then a resync)."""
+    resyncs: int = 0
+    """Re-reads of the kernel's state after a loss."""
+
+
 class Source(Protocol):
     """A producer of events from one kernel or host interface."""
 

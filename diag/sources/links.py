@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from diag import events as ev
-from diag.sources import Availability, Emit, SourceContext, check_options, register
+from diag.sources import Availability, Emit, SocketCounters, SourceContext, check_options, register
 from diag.sources._wake import StopRelay
 from diag.sources.netns import DEFAULT_RCVBUF, NetnsCandidate, host_netns, open_rtnl_in, scan_netns
 from diag.sources.rtnl import (
@@ -85,18 +85,18 @@ class _Ns:
 
 
 @dataclass(slots=True)
-class LinksStats:
+class LinksStats(SocketCounters):
     """Counters of one run (read from any thread)."""
 
     messages: int = 0
     """RTM_NEWLINK/RTM_DELLINK messages received live (not from dumps)."""
     dumped: int = 0
-    enobufs: int = 0
-    malformed: int = 0
-    resyncs: int = 0
+    """Link messages received as replies to RTM_GETLINK dumps."""
     netns_opened: int = 0
     netns_closed: int = 0
     netns_failed: int = 0
+    """Times a namespace could not be entered (gone since the scan, or not enterable; retried
+    about 10 s later)."""
 
 
 OPTIONS = ("rcvbuf", "scan_interval_s", "netns", "full_scan_every")

@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from diag import events as ev
-from diag.sources import Availability, Emit, SourceContext, check_options, register
+from diag.sources import Availability, Emit, SocketCounters, SourceContext, check_options, register
 from diag.sources import sysfs as sysfs_mod
 from diag.sources._wake import StopRelay
 
@@ -367,21 +367,19 @@ def open_socket(rcvbuf: int = DEFAULT_RCVBUF) -> tuple[socket.socket, int]:
 
 
 @dataclass(slots=True)
-class UeventStats:
+class UeventStats(SocketCounters):
     """Counters of one run of the source (read from any thread)."""
 
     received: int = 0
     """Datagrams read from the socket."""
     kept: int = 0
     """Events emitted from live datagrams."""
-    malformed: int = 0
     foreign: int = 0
     """Datagrams from a sender other than the kernel (dropped)."""
-    enobufs: int = 0
     backpressure: int = 0
     """Times the reader paused because the decoder's queue was full (nothing is lost)."""
-    resyncs: int = 0
     rcvbuf: int = 0
+    """The receive buffer the kernel granted, bytes."""
 
 
 _LOST = None  # marker put in the queue by the reader where the kernel reported ENOBUFS
