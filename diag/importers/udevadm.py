@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 
 from diag import events as ev
 from diag.importers import FileStats, Parsed, decode_line, register
-from diag.sources import uevent
+from diag.sources.uevent import decode as uevent
 
 _HEAD = re.compile(r"^(KERNEL|UDEV)\s*\[(\d{1,12})\.(\d{1,9})\]\s+(\S+)\s+(\S+)\s+\((\S*)\)\s*$")
 _PROP = re.compile(r"^([A-Za-z0-9_.]+)=(.*)$")

@@ -76,7 +76,7 @@ class Source(Protocol):
 
 SourceFactory = Callable[[SourceContext], Source]
 SOURCES: Registry[SourceFactory] = Registry("source", [
-    "diag.sources.uevent",
+    "diag.sources.uevent.source",
     "diag.sources.links",
     "diag.sources.kata.source",
     "diag.sources.ebpf.source",

@@ -26,7 +26,8 @@ from diag.core.correlator import Correlator
 from diag.runtime import Pipeline
 from diag.sources import Emit, SourceContext, sysfs
 from diag.sources.links import LinksSource
-from diag.sources.uevent import DeviceTracker, UeventSource, decode_uevent
+from diag.sources.uevent.decode import DeviceTracker, decode_uevent
+from diag.sources.uevent.source import UeventSource
 from diag.testing import Collector, wait_for
 from tests.kernel.vw_kernel_helpers import (
     RawCounter,

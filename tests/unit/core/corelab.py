@@ -22,7 +22,7 @@ from diag.core.correlator import Correlator
 from diag.core.thresholds import CoreConfig
 from diag.sources import sysfs
 from diag.sources.rtnl import decode_rtnl
-from diag.sources.uevent import DeviceTracker, decode_uevent
+from diag.sources.uevent.decode import DeviceTracker, decode_uevent
 from tests.fixtures.dumps import dump_path, load_dump
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"

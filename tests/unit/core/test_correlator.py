@@ -8,7 +8,7 @@ from diag import codec
 from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.core.thresholds import NS, CoreConfig
-from diag.sources.uevent import decode_uevent
+from diag.sources.uevent.decode import decode_uevent
 from tests.fixtures.dumps import dump_path, load_dump
 from tests.unit.core.corelab import (
     KATA_SHIM,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from diag import events as ev
 from diag.sources.rtnl import decode_rtnl
-from diag.sources.uevent import DeviceTracker, decode_uevent
+from diag.sources.uevent.decode import DeviceTracker, decode_uevent
 from tests.fixtures.dumps import load_dump
 
 HOST = Path(__file__).resolve().parents[2] / "fixtures" / "host"

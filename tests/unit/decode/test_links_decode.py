@@ -16,7 +16,7 @@ from diag.sources.rtnl import (
     dump_request,
     parse_rtnl,
 )
-from diag.sources.uevent import DeviceTracker, decode_uevent
+from diag.sources.uevent.decode import DeviceTracker, decode_uevent
 from tests.fixtures.dumps import load_dump
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"

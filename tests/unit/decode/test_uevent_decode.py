@@ -10,7 +10,7 @@ import pytest
 from diag import events as ev
 from diag.common.paths import HostPaths
 from diag.sources import sysfs
-from diag.sources.uevent import DeviceTracker, MalformedUevent, decode_uevent
+from diag.sources.uevent.decode import DeviceTracker, MalformedUevent, decode_uevent
 from tests.fixtures.dumps import load_dump
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"

@@ -15,7 +15,7 @@ from diag.importers import journal as jmod
 from diag.runtime import Pipeline, PipelineOptions
 from diag.sinks.journal import JournalSink
 from diag.sources import Availability, Emit
-from diag.sources.uevent import DeviceTracker, decode_uevent
+from diag.sources.uevent.decode import DeviceTracker, decode_uevent
 from diag.testing import FakeClock
 from tests.fixtures.dumps import load_dump
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from diag import events as ev
 from diag.common.paths import HostPaths
 from diag.sources import SourceContext, sysfs
-from diag.sources.uevent import UeventSource
+from diag.sources.uevent.source import UeventSource
 
 LAB = Path(__file__).resolve().parents[2] / "fixtures" / "sysfs" / "sriov-lab"
 VF0 = "0000:01:10.0"
