@@ -170,11 +170,11 @@ def _kata_states(states: list[Input], configs: list[ev.KataConfig]) -> None:
     """Sandbox state files (persist.json, state.json), each read with its sandbox's bundle and
     the one configuration given (Kata's defaults when several or none)."""
     from diag.importers import katastate
-    from diag.sources.kata import sandboxes
+    from diag.sources.kata import decode as kata_decode
 
     cfg = configs[0] if len(configs) == 1 else None
     texts = {i.path: _read_text(i) for i in states}
-    bundles: dict[str, tuple[Input, sandboxes.BundleInfo]] = {}
+    bundles: dict[str, tuple[Input, kata_decode.BundleInfo]] = {}
     for i in states:
         if katastate.is_bundle(texts[i.path]):
             b = katastate.parse_bundle(texts[i.path], i.path, i.stats)

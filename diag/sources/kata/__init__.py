@@ -8,7 +8,10 @@ Modules, bottom-up (the pure ones may be imported by `diag.importers` for postmo
 - `discovery`: which configuration files each runtime handler uses (containerd's runtimes,
   KATA_CONF_FILE, the defaults, config.d), read under the root.
 - `loglines`: Kata's log lines: logfmt and journald-JSON decoders, journald and file followers.
-- `sandboxes`: persist.json / state.json / bundle decoders, shim/QEMU/VFIO-holder scans.
+- `decode`: persist.json / state.json / bundle / QEMU argv decoders and the assembly of a
+  SandboxStarted (pure).
+- `sandboxes`: the state directories, bundles, shim/QEMU processes and VFIO holders read
+  under the root.
 - `source`: the `kata` Source (registered in `diag.sources`), a thin polling loop over the above.
 - `preflight`: the `vfiowatch check` line for Kata (each handler's cold_plug_vfio).
 """

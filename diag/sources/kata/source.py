@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 from diag import events as ev
 from diag.common.paths import HostPaths
 from diag.sources import Availability, Emit, SourceContext, check_options, proc, register
+from diag.sources.kata import decode as kata_decode
 from diag.sources.kata import discovery, loglines, sandboxes
 
 NAME = "kata"
@@ -94,7 +95,7 @@ class KataWatcher:
         self.sandboxes: dict[str, ev.SandboxStarted] = {}
         self._sb_config: dict[str, tuple[str | None, ev.KataConfig | None]] = {}
         """Configuration each sandbox started with (frozen at first sight)."""
-        self._states: dict[str, sandboxes.StateInfo] = {}
+        self._states: dict[str, kata_decode.StateInfo] = {}
         """Last good state file per sandbox (a half-written file keeps the previous one)."""
         self._state_fp: tuple[Any, ...] | None = None
         self._state_dirs = sandboxes.StateDirs()
@@ -111,10 +112,10 @@ class KataWatcher:
 
     # ---- configuration --------------------------------------------------------------------
 
-    def _shim_handler(self, shim: sandboxes.ProcInfo) -> str:
+    def _shim_handler(self, shim: kata_decode.ProcInfo) -> str:
         handlers = self.discovery.containerd.handlers if self.discovery else ()
         # By binary only: a runtime-rs shim found on PATH must still map to its handler.
-        h = sandboxes.handler_for(handlers, shim_exe=shim.exe, shim_argv0=shim.argv[0] if shim.argv else "")
+        h = kata_decode.handler_for(handlers, shim_exe=shim.exe, shim_argv0=shim.argv[0] if shim.argv else "")
         if h is not None:
             return h
         has_rs = self.discovery is not None and any(ld.handler == "default-rs" for ld in self.discovery.loads)
@@ -184,8 +185,8 @@ class KataWatcher:
 
     # ---- sandboxes ------------------------------------------------------------------------
 
-    def _handler_config(self, sid: str, bundle: sandboxes.BundleInfo | None,
-                        state: sandboxes.StateInfo | None) -> tuple[str | None, ev.KataConfig | None]:
+    def _handler_config(self, sid: str, bundle: kata_decode.BundleInfo | None,
+                        state: kata_decode.StateInfo | None) -> tuple[str | None, ev.KataConfig | None]:
         if sid in self._sb_config:
             return self._sb_config[sid]
         handlers = self.discovery.containerd.handlers if self.discovery else ()
@@ -193,7 +194,7 @@ class KataWatcher:
         runtime = (shim.runtime if shim else None) or (state.runtime if state else None) or (
             "rs" if sid in self._state_dirs.rs else "go")
         exe = shim.exe if shim else (bundle.shim_binary if bundle else "")
-        handler = sandboxes.handler_for(
+        handler = kata_decode.handler_for(
             handlers, shim_exe=exe, shim_argv0=shim.argv[0] if shim and shim.argv else "",
             annotations=bundle.annotations if bundle else None, runtime=runtime,
             hypervisor=state.hypervisor if state else "", configs=self.configs)
@@ -241,7 +242,7 @@ class KataWatcher:
         for sid in sorted(ids):
             state = self._states.get(sid)
             bundle = sandboxes.read_bundle(self.paths, sid, cache=self._bundles)
-            if isinstance(bundle, sandboxes.DecodeError):
+            if isinstance(bundle, kata_decode.DecodeError):
                 key = (bundle.path, bundle.message)
                 if key not in self._sb_errors:
                     self._sb_errors.add(key)
@@ -255,7 +256,7 @@ class KataWatcher:
                     inode = os.stat(self.paths.host(bundle.netns_path)).st_ino
             if inode is None and shim is not None and shim.netns != self.procs.host_netns:
                 inode = shim.netns
-            asm = sandboxes.assemble(
+            asm = kata_decode.assemble(
                 sid, ts_ns=ts_ns, state=state, bundle=bundle, shim=shim, vmm=vmm,
                 vm_pid=dirs.vm_pids.get(sid), handler=handler, cfg=cfg,
                 runtime_hint="rs" if sid in dirs.rs else None, netns_inode=inode, names=names,

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diag import events as ev
-from diag.sources.kata import effective, loglines, sandboxes, signatures
+from diag.sources.kata import decode as kata_decode
+from diag.sources.kata import effective, loglines, signatures
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -57,9 +58,9 @@ def test_journal_entries(entry: dict) -> None:
 def test_state_files(doc: object) -> None:
     """Any JSON document as persist.json / state.json: a StateInfo or a DecodeError, never an exception."""
     text = json.dumps(doc)
-    for decode in (sandboxes.decode_persist, sandboxes.decode_state, sandboxes.decode_bundle):
+    for decode in (kata_decode.decode_persist, kata_decode.decode_state, kata_decode.decode_bundle):
         out = decode(text, "/x.json")
-        assert isinstance(out, (sandboxes.StateInfo, sandboxes.BundleInfo, sandboxes.DecodeError))
+        assert isinstance(out, (kata_decode.StateInfo, kata_decode.BundleInfo, kata_decode.DecodeError))
 
 
 @settings(max_examples=150, deadline=None)

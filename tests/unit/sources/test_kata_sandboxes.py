@@ -11,7 +11,7 @@ import pytest
 
 from diag import events as ev
 from diag.common.paths import HostPaths
-from diag.sources.kata import sandboxes as sb
+from diag.sources.kata import decode as sb
 from diag.sources.kata.source import KataWatcher
 
 FIX = Path(__file__).resolve().parents[2] / "fixtures" / "kata"
