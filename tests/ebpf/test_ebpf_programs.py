@@ -12,14 +12,8 @@ import os
 import pytest
 
 from diag.sources.ebpf import bcc_facade
-from diag.sources.ebpf.source import (
-    KPROBE_HANDLERS,
-    KPROBE_PROBE,
-    OPEN_ONLY_PROBE,
-    TRACEPOINT_PROBE,
-    probes_dir,
-    syscall_defines,
-)
+from diag.sources.ebpf.mode import KPROBE_HANDLERS, syscall_defines
+from diag.sources.ebpf.source import KPROBE_PROBE, OPEN_ONLY_PROBE, TRACEPOINT_PROBE, probes_dir
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from diag.common.paths import HostPaths
-from diag.sources.ebpf.source import DEFAULT_VARIANT, choose_mode, gather_facts, variant_note
+from diag.sources.ebpf.mode import choose_mode, gather_facts, variant_note
+from diag.sources.ebpf.source import DEFAULT_VARIANT
 from diag.sources.preflight import CheckResult, check
 
 

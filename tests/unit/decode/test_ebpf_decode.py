@@ -10,7 +10,7 @@ import pytest
 from diag import events as ev
 from diag.sources.ebpf import decode as D
 from diag.sources.ebpf import layouts as L
-from diag.sources.ebpf.source import KernelFacts, choose_mode
+from diag.sources.ebpf.mode import KernelFacts, choose_mode
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "ebpf"
 TRACEPOINT = sorted((FIXTURES / "tracepoint").glob("*.hex"))

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from diag.sources.ebpf.mode import KPROBE_HANDLERS
 from diag.sources.ebpf.source import (
-    KPROBE_HANDLERS,
     KPROBE_PROBE,
     OPEN_ONLY_PROBE,
     TRACEPOINT_PROBE,

@@ -242,7 +242,7 @@ class TestVariantChoice:
     def test_tracepoint_mode_defaults_to_open_only_and_says_what_it_misses(self) -> None:
         """Without kprobes the default variant is open-only (least overhead), and the mode's
         reason says that a failed write's errno is not seen and how to get it."""
-        from diag.sources.ebpf.source import KernelFacts
+        from diag.sources.ebpf.mode import KernelFacts
         src = EbpfSource(SourceContext())
         src._facts = KernelFacts(**self.NO_KPROBES)  # type: ignore[arg-type]
         assert src.variant == "open-only"
@@ -253,14 +253,14 @@ class TestVariantChoice:
 
     def test_complete_variant_is_named_when_chosen(self) -> None:
         """`tracepoint_variant = "complete"` is reported as such."""
-        from diag.sources.ebpf.source import KernelFacts
+        from diag.sources.ebpf.mode import KernelFacts
         src = EbpfSource(SourceContext(options={"tracepoint_variant": "complete"}))
         src._facts = KernelFacts(**self.NO_KPROBES)  # type: ignore[arg-type]
         assert "complete variant: value and result of every write" in src.probe().reason
 
     def test_kprobe_mode_has_no_variant_note(self) -> None:
         """In kprobe mode the variant option does not apply and is not mentioned."""
-        from diag.sources.ebpf.source import ESSENTIAL_HANDLERS, KernelFacts
+        from diag.sources.ebpf.mode import ESSENTIAL_HANDLERS, KernelFacts
         src = EbpfSource(SourceContext())
         src._facts = KernelFacts(kprobe_pmu=True, config_kprobes="y",
                                  handlers=frozenset(ESSENTIAL_HANDLERS))
