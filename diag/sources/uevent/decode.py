@@ -240,35 +240,15 @@ class DeviceTracker:
         return owners[0] if len(owners) == 1 else None
 
     def apply(self, e: ev.Event) -> ev.Event:
+        """Follow `e` in the view; `e` completed from it (the driver an unbind left, the device
+        of a vfio group node, the group of a vfio-dev node)."""
         t = type(e)
         if t is ev.DeviceBound:
             assert isinstance(e, ev.DeviceBound)
-            d = self.devices.get(e.bdf)
-            cur = d.driver if d else None
-            prev = cur if cur and cur != e.driver else self.last_driver.get(e.bdf)
-            if prev != e.previous_driver:
-                e = replace(e, previous_driver=prev)
-            if not e.synthetic and (d is None or cur != e.driver):
-                d = d or ev.PciDevice(bdf=e.bdf)
-                self.devices[e.bdf] = replace(
-                    d, driver=e.driver,
-                    vfio_group_path=f"/dev/vfio/{d.iommu_group}"
-                    if e.driver == "vfio-pci" and d.iommu_group is not None else None,
-                )
-            return e
+            return self._bound(e)
         if t is ev.DeviceUnbound:
             assert isinstance(e, ev.DeviceUnbound)
-            d = self.devices.get(e.bdf)
-            prev = e.previous_driver or (d.driver if d else None) or self.last_driver.get(e.bdf)
-            if prev != e.previous_driver:
-                e = replace(e, previous_driver=prev)
-            if e.synthetic:
-                return e
-            if prev:
-                self.last_driver[e.bdf] = prev
-            if d is not None and d.driver is not None:
-                self.devices[e.bdf] = replace(d, driver=None, vfio_group_path=None)
-            return e
+            return self._unbound(e)
         if e.synthetic and t in _NOT_A_MOVE_WHEN_SYNTHETIC:
             return e
         if t is ev.DeviceAdded:
@@ -284,22 +264,57 @@ class DeviceTracker:
             self.last_driver.pop(e.bdf, None)
         elif t is ev.NetdevAdded or t is ev.NetdevRemoved:
             assert isinstance(e, (ev.NetdevAdded, ev.NetdevRemoved))
-            d = self.devices.get(e.bdf or "")
-            if d is not None:
-                names = set(d.netdevs)
-                if t is ev.NetdevAdded:
-                    names.add(e.ifname)
-                else:
-                    names.discard(e.ifname)
-                self.devices[d.bdf] = replace(d, netdevs=tuple(sorted(names)))
+            self._netdev(e)
         elif t is ev.VfioDeviceAdded or t is ev.VfioDeviceRemoved:
             assert isinstance(e, (ev.VfioDeviceAdded, ev.VfioDeviceRemoved))
-            if e.bdf is None and e.group is not None:
-                owner = self._group_owner(e.group)
-                if owner:
-                    e = replace(e, bdf=owner)
-            elif e.bdf is not None and e.group is None:
-                d = self.devices.get(e.bdf)
-                if d is not None and d.iommu_group is not None:
-                    e = replace(e, group=d.iommu_group)
+            return self._vfio(e)
+        return e
+
+    def _bound(self, e: ev.DeviceBound) -> ev.DeviceBound:
+        d = self.devices.get(e.bdf)
+        cur = d.driver if d else None
+        prev = cur if cur and cur != e.driver else self.last_driver.get(e.bdf)
+        if prev != e.previous_driver:
+            e = replace(e, previous_driver=prev)
+        if not e.synthetic and (d is None or cur != e.driver):
+            d = d or ev.PciDevice(bdf=e.bdf)
+            self.devices[e.bdf] = replace(
+                d, driver=e.driver,
+                vfio_group_path=f"/dev/vfio/{d.iommu_group}"
+                if e.driver == "vfio-pci" and d.iommu_group is not None else None,
+            )
+        return e
+
+    def _unbound(self, e: ev.DeviceUnbound) -> ev.DeviceUnbound:
+        d = self.devices.get(e.bdf)
+        prev = e.previous_driver or (d.driver if d else None) or self.last_driver.get(e.bdf)
+        if prev != e.previous_driver:
+            e = replace(e, previous_driver=prev)
+        if e.synthetic:
+            return e
+        if prev:
+            self.last_driver[e.bdf] = prev
+        if d is not None and d.driver is not None:
+            self.devices[e.bdf] = replace(d, driver=None, vfio_group_path=None)
+        return e
+
+    def _netdev(self, e: ev.NetdevAdded | ev.NetdevRemoved) -> None:
+        d = self.devices.get(e.bdf or "")
+        if d is not None:
+            names = set(d.netdevs)
+            if type(e) is ev.NetdevAdded:
+                names.add(e.ifname)
+            else:
+                names.discard(e.ifname)
+            self.devices[d.bdf] = replace(d, netdevs=tuple(sorted(names)))
+
+    def _vfio(self, e: ev.VfioDeviceAdded | ev.VfioDeviceRemoved) -> ev.Event:
+        if e.bdf is None and e.group is not None:
+            owner = self._group_owner(e.group)
+            if owner:
+                return replace(e, bdf=owner)
+        elif e.bdf is not None and e.group is None:
+            d = self.devices.get(e.bdf)
+            if d is not None and d.iommu_group is not None:
+                return replace(e, group=d.iommu_group)
         return e
