@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from diag.commands import COMMANDS, Command, register
 from diag.common.paths import HostPaths
 from diag.common.registry import LoadFailure
 from diag.common.text import safe
-from diag.sources.preflight import CheckResult
+
+if TYPE_CHECKING:  # the checks are imported when the command runs: building the CLI stays cheap
+    from diag.sources.preflight import CheckResult
 
 
 def load_failures() -> list[LoadFailure]:
@@ -34,6 +37,8 @@ def load_failures() -> list[LoadFailure]:
 
 def failure_line(f: LoadFailure) -> CheckResult:
     """A module that cannot be imported, as a failed preflight line naming it and the error."""
+    from diag.sources.preflight import CheckResult
+
     return CheckResult(f"{f.registry} module", False, f"{f.module} cannot be imported: {f.error}",
                        fix="reinstall vfiowatch (pip install --force-reinstall vfiowatch), or "
                            "fix the module named")

@@ -2,7 +2,8 @@
 
 The command is thin: the engine (`diag.postmortem`) reads, aligns and replays through the live
 Correlator and `diag.postmortem.output` renders the report as text, JSON or Markdown; this
-module parses the options, shows progress on a terminal and picks the output. Exit status: 0 when no finding reaches warning, 1 when one does, 2 when an input could not be
+module parses the options, shows progress on a terminal and picks the output. Exit status: 0
+when no finding reaches warning, 1 when one does, 2 when an input could not be
 read (the report is still printed).
 """
 
@@ -12,13 +13,14 @@ import argparse
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from diag import postmortem as pm
 from diag.commands import Command, register
 from diag.common.errors import ConfigError, DiagError
 from diag.common.when import parse_when, seconds_ns
-from diag.postmortem import output
+
+if TYPE_CHECKING:  # the engine is imported when the command runs: building the CLI stays cheap
+    from diag import postmortem as pm
 
 # --------------------------------------------------------------------------------------------
 # Options
@@ -90,6 +92,9 @@ def _run_postmortem(args: argparse.Namespace) -> int:
         until = parse_when(args.until) if args.until else None
     except ValueError as exc:
         raise DiagError(str(exc), title="Bad option", hint="see vfiowatch postmortem --help") from None
+    from diag import postmortem as pm
+    from diag.postmortem import output
+
     options = pm.Options(
         device=args.device, sandbox=args.sandbox, since_ns=since, until_ns=until,
         offsets=offsets, timeline_limit=max(0, args.limit), config=_core_config(args.config),
