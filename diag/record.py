@@ -23,98 +23,105 @@ NET_FILES = ("address", "operstate", "ifindex", "carrier")
 
 
 class _Copier:
-    def __init__(self, src_root: Path, dst_root: Path) -> None:
-        self.src = src_root
+    """Copies host paths (read under the root, confined) to the same paths under `dst`."""
+
+    def __init__(self, paths: HostPaths, dst_root: Path) -> None:
+        self.paths = paths
         self.dst = dst_root
         self.files = 0
 
-    def _target(self, real: Path) -> Path:
-        return self.dst / real.relative_to(self.src)
+    def _target(self, real: str) -> Path:
+        # `real` comes from paths.resolve: absolute, without `..`, so it stays under dst.
+        return self.dst / real.lstrip("/")
 
-    def dir(self, real: Path) -> None:
+    def dir(self, host: str) -> None:
+        try:
+            real = self.paths.resolve(host)
+        except OSError:
+            return
         self._target(real).mkdir(parents=True, exist_ok=True)
 
-    def file(self, path: Path) -> None:
-        real = Path(os.path.realpath(path))
-        if not real.is_file():
-            return
+    def file(self, host: str) -> None:
         try:
-            with open(real, "rb") as fh:
-                data = fh.read(65536)
+            real = self.paths.resolve(host)
+            data = self.paths.read_bytes(real, 65536, regular=True)
         except OSError:
-            return  # write-only or unreadable attribute: the scanner records it the same way
+            return  # missing, write-only or refused: the scanner meets it the same way
         out = self._target(real)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
         self.files += 1
 
-    def link(self, path: Path) -> None:
-        """Recreate the symlink `path` (inside the copy) pointing at the same relative target."""
-        if not path.is_symlink():
+    def link(self, host: str) -> None:
+        """Recreate the symlink `host` (inside the copy) pointing at the same relative target."""
+        if not self.paths.is_link(host):
             return
-        parent_real = Path(os.path.realpath(path.parent))
-        target_real = Path(os.path.realpath(path))
-        out = self._target(parent_real) / path.name
+        try:
+            parent_real = self.paths.resolve(os.path.dirname(host))
+            target_real = self.paths.resolve(host, strict=False)
+        except OSError:
+            return
+        out = self._target(parent_real) / os.path.basename(host)
         out.parent.mkdir(parents=True, exist_ok=True)
         rel = os.path.relpath(self._target(target_real), out.parent)
         if out.is_symlink() or out.exists():
             out.unlink()
         out.symlink_to(rel)
-        if target_real.is_dir():
+        if self.paths.is_dir(target_real):
             self._target(target_real).mkdir(parents=True, exist_ok=True)
+
+    def listdir(self, host: str) -> list[str]:
+        try:
+            return sorted(self.paths.listdir(host))
+        except OSError:
+            return []
 
 
 def record_sysfs(paths: HostPaths, out: Path) -> int:
-    """Copy the PCI view of `paths` into `out`; returns the number of files copied."""
+    """Copy the PCI view of `paths` into `out`; returns the number of files copied. Paths that
+    lead outside the root are not copied (they are in `paths.refusals`)."""
     paths.require_sysfs()
     if out.exists() and any(out.iterdir()):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    c = _Copier(paths.root, out)
-    devs = paths.pci_devices
-    c.dir(Path(os.path.realpath(devs)))
-    for bdf in sorted(os.listdir(devs)):
-        link = devs / bdf
+    c = _Copier(paths, out)
+    devs = "/sys/bus/pci/devices"
+    c.dir(devs)
+    for bdf in c.listdir(devs):
+        link = f"{devs}/{bdf}"
         c.link(link)
-        real = Path(os.path.realpath(link))
+        try:
+            real = paths.resolve(link)
+        except OSError:
+            continue
         c.dir(real)
         for name in DEVICE_FILES:
-            c.file(real / name)
+            c.file(f"{real}/{name}")
         for name in DEVICE_LINKS:
-            c.link(real / name)
-        for name in os.listdir(real):
+            c.link(f"{real}/{name}")
+        for name in c.listdir(real):
             if name.startswith("virtfn"):
-                c.link(real / name)
-        group = real / "iommu_group"
-        if group.is_symlink():
-            gdir = Path(os.path.realpath(group))
-            if (gdir / "devices").is_dir():
-                for member in os.listdir(gdir / "devices"):
-                    c.link(gdir / "devices" / member)
-        if (real / "net").is_dir():
-            for ifname in os.listdir(real / "net"):
-                nd = real / "net" / ifname
-                c.dir(nd)
-                for name in NET_FILES:
-                    c.file(nd / name)
-                c.link(paths.sys / "class" / "net" / ifname)
-        if (real / "vfio-dev").is_dir():
-            for name in os.listdir(real / "vfio-dev"):
-                c.dir(real / "vfio-dev" / name)
-    for sub in ("drivers",):
-        d = paths.sys / "bus" / "pci" / sub
-        if d.is_dir():
-            for name in os.listdir(d):
-                c.dir(d / name)
-    iommu = paths.sys / "class" / "iommu"
+                c.link(f"{real}/{name}")
+        group = f"{real}/iommu_group"
+        if paths.is_link(group):
+            for member in c.listdir(f"{group}/devices"):
+                c.link(f"{group}/devices/{member}")
+        for ifname in c.listdir(f"{real}/net"):
+            nd = f"{real}/net/{ifname}"
+            c.dir(nd)
+            for name in NET_FILES:
+                c.file(f"{nd}/{name}")
+            c.link(f"/sys/class/net/{ifname}")
+        for name in c.listdir(f"{real}/vfio-dev"):
+            c.dir(f"{real}/vfio-dev/{name}")
+    for name in c.listdir("/sys/bus/pci/drivers"):
+        c.dir(f"/sys/bus/pci/drivers/{name}")
     (out / "sys" / "class" / "iommu").mkdir(parents=True, exist_ok=True)
-    if iommu.is_dir():
-        for name in os.listdir(iommu):
-            c.link(iommu / name)
-    vfio = paths.dev / "vfio"
-    if vfio.is_dir():
+    for name in c.listdir("/sys/class/iommu"):
+        c.link(f"/sys/class/iommu/{name}")
+    if paths.is_dir("/dev/vfio"):
         (out / "dev" / "vfio").mkdir(parents=True, exist_ok=True)
-        for name in os.listdir(vfio):
+        for name in c.listdir("/dev/vfio"):
             if name.isdigit():
                 # Character devices cannot be copied; an empty file stands for the node.
                 (out / "dev" / "vfio" / name).touch()

@@ -46,11 +46,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from diag import codec
 from diag import events as ev
 from diag.core.state import HostState
+
+if TYPE_CHECKING:
+    from diag.paths import HostPaths
 
 Report = Callable[..., None]
 """`report(level, event, **fields)`: how the sink tells the agent's log about its trouble."""
@@ -91,15 +94,17 @@ def state_records(state: HostState, ts_ns: int) -> list[ev.Event]:
     return out
 
 
-def default_header(part: int, *, root: str = "/", started_ns: int | None = None) -> codec.Header:
+def default_header(part: int, *, root: str = "/", started_ns: int | None = None,
+                   paths: HostPaths | None = None) -> codec.Header:
     """A header for this host: agent version, hostname (or $NODE_NAME), kernel, boot id."""
     import socket
 
     from diag import __version__
+    from diag.paths import HostPaths
 
     boot_id = ""
-    with contextlib.suppress(OSError):
-        boot_id = Path(root, "proc/sys/kernel/random/boot_id").read_text().strip()
+    with contextlib.suppress(OSError):  # under --root, confined (`paths` keeps the refusal)
+        boot_id = (paths or HostPaths.at(root)).read_text("/proc/sys/kernel/random/boot_id", 256).strip()
     return codec.Header(
         agent_version=__version__,
         hostname=os.environ.get("NODE_NAME") or socket.gethostname(),
