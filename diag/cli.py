@@ -198,10 +198,13 @@ def _add_record(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
             "Copy exactly the sysfs files the PCI scanner reads (ids, class, driver links, "
             "driver_override, IOMMU groups, SR-IOV links, net/) into OUT, keeping symlinks as "
             "relative links, so `vfiowatch --root OUT snapshot` shows the same inventory. "
-            "Reads the host; writes only under OUT."
+            "Reads the host; writes only under OUT, and deletes nothing it did not write: OUT "
+            "must be new, empty, or an earlier recording (marked by OUT/.vfiowatch-recording, "
+            "which lists what it wrote; only that is replaced)."
         ),
     )
-    s.add_argument("--out", required=True, type=Path, help="directory to write (replaced)")
+    s.add_argument("--out", required=True, type=Path,
+                   help="directory to write: new, empty, or an earlier recording (replaced)")
     s.set_defaults(func=_run_record_sysfs)
 
 
