@@ -88,7 +88,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--journal", metavar="PATH",
                    help=f"journal file (default {DEFAULT_JOURNAL} when run as root, none "
-                        "otherwise); rotated parts are PATH.NNNNNN.gz beside it")
+                        "otherwise); rotated parts are PATH.NNNNNN.gz beside it; PATH.lock "
+                        "holds it for one agent at a time (a second one exits 2 naming the first)")
     p.add_argument("--no-journal", action="store_true", help="write no journal")
     p.add_argument("--journal-max-bytes", type=parse_size, default=64 * 1024 * 1024,
                    metavar="SIZE", help="rotate the journal at this size (default 64M)")
@@ -208,9 +209,6 @@ def _serve(args: argparse.Namespace, logs: Any, paths: HostPaths, core_config: A
     from diag.sources import SourceContext
 
     log = logs.log
-    sources, unavailable = build_sources(
-        SourceContext(paths=paths, options=source_options), names
-    )
     correlator = Correlator(core_config)
 
     def report(level: str, event: str, **fields: Any) -> None:
@@ -237,6 +235,11 @@ def _serve(args: argparse.Namespace, logs: Any, paths: HostPaths, core_config: A
     else:
         log.info("journal_disabled",
                  reason="--no-journal" if args.no_journal else "not root and no --journal")
+    # Sources only after the journal: a second agent on the same journal (JournalInUse) stops
+    # before it has started or probed anything.
+    sources, unavailable = build_sources(
+        SourceContext(paths=paths, options=source_options), names
+    )
 
     pipe = Pipeline(sources, correlator=correlator, unavailable=unavailable,
                     options=PipelineOptions(stop_timeout_s=STOP_BUDGET_S))
