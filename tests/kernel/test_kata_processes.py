@@ -42,7 +42,7 @@ def root(tmp_path: Path, netns: str) -> Iterator[Path]:
     lead outside the root), Kata's config, actors at kata-deploy paths."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
-        pytest.skip("needs a C compiler (gcc is in APT_PACKAGES)")
+        pytest.skip("needs a C compiler (gcc is in deploy/packages.txt)")
     r = tmp_path / "root"
     (r / "opt/kata/bin").mkdir(parents=True)
     subprocess.run([cc, "-O2", "-o", str(r / "opt/kata/bin/containerd-shim-kata-v2"), str(HERE / "kata" / "actor.c")],
