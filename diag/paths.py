@@ -19,8 +19,8 @@ descriptors (`openat` with O_NOFOLLOW), reading each symlink met (at most 40, li
   links there, and procfs's absolute-looking links (`exe`, `cwd`, `fd/N`, `ns/net`) are magic
   links whose text is a name, read with `readlink`, never followed as a path;
 * what confined reads open must be a regular file (no FIFO, no device node of the agent's host);
-  /proc namespace links are opened as links only when their directory is a real procfs
-  (`open_nsfs`).
+  only `open` (for /dev/kmsg) opens another kind; /proc namespace links are opened as links
+  only when their directory is a real procfs (`open_nsfs`).
 
 A refusal raises OutsideRoot (an OSError, so no reader can crash on it) and is noted in
 `refusals`, which each consumer reports where the user looks: a device's `errors` and the
