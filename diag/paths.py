@@ -217,8 +217,6 @@ class HostPaths:
         self.refusals.note(exc)
         return exc
 
-    _refuse = refuse
-
     def _walk(self, host_path: str, op: Callable[[int, str, list[str]], T]) -> T:
         """Resolve all but the last component of `host_path` inside the root, then return
         `op(dirfd, name, parts)` (`parts`: the host path of `dirfd`). When `op` raises _Link,
@@ -236,7 +234,7 @@ class HostPaths:
                 name = todo.pop()
                 if name == "..":
                     if len(stack) == 1:
-                        raise self._refuse(host_path, f"{last}: climbs above --root" if last
+                        raise self.refuse(host_path, f"{last}: climbs above --root" if last
                                            else "`..` climbs above --root")
                     os.close(stack.pop())
                     parts.pop()
@@ -267,7 +265,7 @@ class HostPaths:
                 if target.startswith("/"):
                     top = parts[0] if parts else name
                     if top in KERNEL_TREES:
-                        raise self._refuse(host_path, f"{last}: an absolute link in /{top}, "
+                        raise self.refuse(host_path, f"{last}: an absolute link in /{top}, "
                                                       "where kernel links are relative")
                     for fd in stack[1:]:
                         os.close(fd)
@@ -618,13 +616,13 @@ class HostDir:
         parts = _parts(self.host_path)
         if target.startswith("/"):
             if parts and parts[0] in KERNEL_TREES:
-                raise self.paths._refuse(where, f"{where} -> {target}: an absolute link in /{parts[0]}, "
+                raise self.paths.refuse(where, f"{where} -> {target}: an absolute link in /{parts[0]}, "
                                                 "where kernel links are relative")
             parts = []
         for p in _parts(target):
             if p == "..":
                 if not parts:
-                    raise self.paths._refuse(where, f"{where} -> {target}: climbs above --root")
+                    raise self.paths.refuse(where, f"{where} -> {target}: climbs above --root")
                 parts.pop()
             else:
                 parts.append(p)
