@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--root", default=os.environ.get("VFIOWATCH_ROOT", "/"), metavar="DIR",
         help="read every host path (/sys, /proc, /run, /etc, /opt, /usr/share, /dev) under DIR, "
              "like node_exporter's --path.rootfs; e.g. /host in a container "
-             "(default: $VFIOWATCH_ROOT or /)",
+             "(default: $VFIOWATCH_ROOT or /). Links resolve inside DIR as in a chroot; a path "
+             "that would lead outside it is refused and reported (README 'Security model')",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS.load().values():

@@ -75,7 +75,8 @@ def _names(text: str) -> list[str]:
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--journal", metavar="PATH",
                    help=f"journal file (default {DEFAULT_JOURNAL} when run as root, none "
-                        "otherwise); rotated parts are PATH.NNNNNN.gz beside it")
+                        "otherwise); rotated parts are PATH.NNNNNN.gz beside it; PATH.lock "
+                        "holds it for one agent at a time (a second one exits 2 naming the first)")
     p.add_argument("--no-journal", action="store_true", help="write no journal")
     p.add_argument("--journal-max-bytes", type=parse_size, default=64 * 1024 * 1024,
                    metavar="SIZE", help="rotate the journal at this size (default 64M)")
@@ -104,12 +105,12 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated sources not to run (repeatable)")
 
 
-def _load_config(path: Path | None, root: str) -> tuple[Any, dict[str, Any]]:
+def _load_config(path: Path | None, paths: HostPaths) -> tuple[Any, dict[str, Any]]:
     """[core] thresholds (plus driverctl's vfio-pci overrides under --root) and [sources] tables;
     errors name the file, line and key (diag.runtime.settings.load)."""
     from diag.runtime.settings import load
 
-    cfg = load(path, root=root)
+    cfg = load(path, paths=paths)
     return cfg.core, cfg.sources
 
 
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     root_logger.setLevel(logging.INFO)
     paths = HostPaths.at(args.root)
     paths.require_sysfs()
-    core_config, source_options = _load_config(args.config, args.root)
+    core_config, source_options = _load_config(args.config, paths)
 
     registry = SOURCES.load()
     for failure in (*registry.failures, *RULES.load().failures):
@@ -221,11 +222,13 @@ class _Agent:
         from diag.sinks.metrics import MetricsSink
         from diag.sources import SourceContext
 
+        correlator = Correlator(core_config)
+        self.journal = self._open_journal(correlator)
+        # Sources only after the journal: a second agent on the same journal (JournalInUse)
+        # stops before it has started or probed anything.
         self.sources, self.unavailable = build_sources(
             SourceContext(paths=self.paths, options=source_options), names
         )
-        correlator = Correlator(core_config)
-        self.journal = self._open_journal(correlator)
         self.pipe = pipe = Pipeline(self.sources, correlator=correlator,
                                     unavailable=self.unavailable,
                                     options=PipelineOptions(stop_timeout_s=STOP_BUDGET_S))
@@ -256,7 +259,7 @@ class _Agent:
             return JournalSink(
                 journal_path, max_bytes=args.journal_max_bytes, keep=args.journal_keep,
                 fsync_interval_s=args.journal_fsync_interval, state=correlator.snapshot,
-                header=lambda part: default_header(part, root=str(paths.root),
+                header=lambda part: default_header(part, root=str(paths.root), paths=paths,
                                                    started_ns=started_ns),
                 report=report,
             )
@@ -298,6 +301,8 @@ class _Agent:
                                 title="Metrics unavailable") from None
         self.pipe.start()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)  # main thread only: threads keep it
+        for text in self.paths.refusals.take():  # the agent's own reads (driverctl, boot id)
+            self.log.warning("path_refused", reason=f"refused to read outside --root: {text}")
         bound = self.metrics_bound
         self.log.info(
             "agent_started", version=__version__, pid=os.getpid(), root=str(self.paths.root),

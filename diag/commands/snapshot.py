@@ -29,6 +29,7 @@ def snapshot_json(paths: HostPaths) -> dict[str, Any]:
         "agent_version": __version__,
         "root": str(paths.root),
         "devices": [asdict(d) for d in devices],
+        "refused": paths.refusals.all(),
     }
 
 
@@ -72,6 +73,10 @@ def snapshot_table(paths: HostPaths, color: bool) -> str:
             lines.append("      ! " + safe("; ".join(d.errors)))
     n_vfio = sum(1 for r in rows if r[-1].driver == "vfio-pci")
     lines.append(f"{len(rows)} PCI devices, {n_vfio} on vfio-pci")
+    refused = paths.refusals.all()
+    if refused:
+        lines.append(f"{len(refused)} paths refused: they lead outside --root {safe(str(paths.root))}")
+        lines.extend(f"  ! {safe(r)}" for r in refused)
     return "\n".join(lines)
 
 

@@ -32,7 +32,15 @@ import time
 from dataclasses import dataclass, field, replace
 
 from diag import events as ev
-from diag.sources import Availability, Emit, SocketCounters, SourceContext, check_options, register
+from diag.sources import (
+    Availability,
+    Emit,
+    SocketCounters,
+    SourceContext,
+    check_options,
+    refusal_events,
+    register,
+)
 from diag.sources._wake import StopRelay
 from diag.sources.netns import DEFAULT_RCVBUF, NetnsCandidate, host_netns, open_rtnl_in, scan_netns
 from diag.sources.rtnl import (
@@ -208,6 +216,8 @@ class LinksSource:
         for gone in [i for i in self._failed if i not in found]:
             del self._failed[gone]
         now = time.time_ns()
+        for e in refusal_events(self.paths, self.name, now):  # paths leading outside --root
+            emit(e)
         for ino in [i for i in self._previous if i not in found]:
             ref, _ = self._previous.pop(ino)  # gone while the source was down
             emit(ev.NetnsRemoved(ts_ns=now, source=self.name, netns=ref, resync=True))
@@ -238,7 +248,8 @@ class LinksSource:
             if self._failed.get(ino, 0) > self._scans:
                 continue
             try:
-                sock = open_rtnl_in(cand.path, rcvbuf=self.rcvbuf, expect_inode=ino)
+                sock = open_rtnl_in(cand.path, rcvbuf=self.rcvbuf, expect_inode=ino,
+                                    opener=self.paths.open_nsfs)
             except OSError as exc:
                 # Gone between scan and open (then it vanishes from the scan), or not enterable:
                 # try again in about 10 s rather than on every scan.
@@ -399,7 +410,7 @@ class LinksSource:
         if m.ifname in self._sysfs_bdf and m.type == RTM_NEWLINK:
             return self._sysfs_bdf[m.ifname]
         try:
-            target = os.readlink(self.paths.sys / "class" / "net" / m.ifname / "device")
+            target = self.paths.readlink(f"/sys/class/net/{m.ifname}/device")
             bdf: str | None = os.path.basename(target)
         except OSError:
             bdf = None

@@ -9,7 +9,6 @@ reason and the fix. `vfiowatch check` shows the same choice (`diag.sources.ebpf.
 
 from __future__ import annotations
 
-import gzip
 import os
 import platform
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from diag.common.paths import HostPaths
 from diag.sources.ebpf import bcc_facade
+from diag.sources.preflight import read_kernel_config
 
 MODES = ("auto", "kprobe", "tracepoint")
 KPROBE_HANDLERS: dict[str, str] = {
@@ -141,15 +141,15 @@ def _kprobe_coverage(f: KernelFacts) -> str:
     return text
 
 
+KALLSYMS_LIMIT = 256 << 20
+"""/proc/kallsyms is about 5 MB here (120,000 symbols); a larger one is not read."""
+
+
 def _kernel_config_kprobes(paths: HostPaths) -> str | None:
     release = platform.release()
-    for p in (paths.proc / "config.gz", paths.root / "boot" / f"config-{release}"):
+    for p in ("/proc/config.gz", f"/boot/config-{release}"):
         try:
-            if p.suffix == ".gz":
-                with gzip.open(p, "rt") as fh:
-                    text = fh.read()
-            else:
-                text = p.read_text()
+            text = read_kernel_config(paths, p)
         except OSError:
             continue
         for line in text.splitlines():
@@ -166,16 +166,19 @@ def gather_facts(paths: HostPaths) -> KernelFacts:
     bf = bcc_facade
     release = platform.release()
     err = bf.import_error()
-    tracefs = any((paths.sys / d / "events").is_dir()
-                  for d in ("kernel/tracing", "kernel/debug/tracing"))
-    pmu = (paths.sys / "bus" / "event_source" / "devices" / "kprobe").exists()
+    tracefs = any(paths.is_dir(f"/sys/{d}/events") for d in ("kernel/tracing", "kernel/debug/tracing"))
+    pmu = paths.exists("/sys/bus/event_source/devices/kprobe")
     handlers: frozenset[str] = frozenset()
     ambiguous: frozenset[str] = frozenset()
     addresses: tuple[tuple[str, tuple[int, ...]], ...] = ()
     raw = True
     if err is None:
         if pmu:
-            addrs = bf.kallsyms_addresses(set(KPROBE_HANDLERS), str(paths.proc / "kallsyms"))
+            try:
+                kallsyms = paths.read_bytes("/proc/kallsyms", KALLSYMS_LIMIT, regular=True)
+            except OSError:
+                kallsyms = b""
+            addrs = bf.parse_kallsyms(set(KPROBE_HANDLERS), kallsyms.splitlines())
             found = set()
             for h in KPROBE_HANDLERS:
                 ok = bf.kprobe_functions(f"^{h}$")  # honours the kprobe blacklist
@@ -212,5 +215,3 @@ def syscall_defines() -> dict[str, int | str]:
         if bcc_facade.tracepoint_exists("syscalls", f"sys_enter_{name}"):
             out[f"HAVE_SYS_{name.upper()}"] = 1
     return out
-
-

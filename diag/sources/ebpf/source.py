@@ -41,7 +41,7 @@ from typing import ClassVar
 
 from diag import events as ev
 from diag.common.errors import ConfigError, ProbeLoadError
-from diag.sources import Availability, Emit, SourceContext, check_options, register
+from diag.sources import Availability, Emit, SourceContext, check_options, refusal_events, register
 from diag.sources.ebpf import bcc_facade
 from diag.sources.ebpf import decode as D
 from diag.sources.ebpf import layouts as L
@@ -203,6 +203,7 @@ class EbpfSource:
                 now = time.monotonic()
                 if now >= next_check:
                     self._check_lost(prog)
+                    self._report_refused(emit)
                     next_check = now + 1.0
                 if self._delayed:
                     self._flush_delayed(now)
@@ -336,8 +337,8 @@ class EbpfSource:
                 keep.append((due, e))
                 continue
             try:
-                content = self.paths.host(e.path).read_text(errors="replace")
-            except OSError:
+                content: str | None = self.paths.read_text(e.path, 4096)
+            except OSError:  # gone, or refused (reported with the next loss check)
                 content = None
             if content is not None:
                 value = D.readback_value(e.control, content)
@@ -358,8 +359,8 @@ class EbpfSource:
         actor = self.identify(rec)
         out = D.decode_record(rec, actor=actor, resolved_path=resolved,
                               wall_offset_ns=self._wall_offset_ns, mode=self.mode or "tracepoint")
-        if out is not None and rec.kind == L.VFW_KIND_STORE and not self.paths.host(
-                os.path.dirname(out.path)).is_dir():
+        if out is not None and rec.kind == L.VFW_KIND_STORE and not self.paths.is_dir(
+                os.path.dirname(out.path)):
             # A same-named handler of another shape (probed by address): its "device" or
             # "driver" is none of sysfs's.
             out = None
@@ -390,7 +391,7 @@ class EbpfSource:
 
     def _readlink(self, path: str) -> str | None:
         try:
-            return os.readlink(self.paths.host(path))
+            return self.paths.readlink(path)  # a magic link's name (cwd, fd/N): never followed
         except OSError:
             return None
 
@@ -441,7 +442,7 @@ class EbpfSource:
             name = posixpath.basename(dev)
             if dev.startswith("/sys/devices/") and D.is_bdf(name):
                 return f"/sys/bus/pci/devices/{name}/driver/{ctl}"
-            if not self.paths.host(dev).exists():
+            if not self.paths.exists(dev):
                 return posixpath.normpath(path)
         real = self._realpath_plain(path)
         # A PCI device's own file, by the name kprobe mode and every remedy use.
@@ -452,25 +453,27 @@ class EbpfSource:
         return real
 
     def _realpath_plain(self, path: str) -> str:
-        root = str(self.paths.root)
-        real = os.path.realpath(self.paths.host(path))
-        if root in ("", "/"):
-            return real
-        rel = os.path.relpath(real, root)
-        return "/" + rel if not rel.startswith("..") else real
+        try:
+            return self.paths.resolve(path, strict=False)
+        except OSError:  # refused (reported): the path as the writer gave it
+            return posixpath.normpath(path)
 
     # ---- identity ---------------------------------------------------------------------------
 
     def _cgroup2_mount(self) -> Path | None:
-        """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid)."""
+        """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid),
+        resolved inside the root (os.walk then never follows a link out of it)."""
         try:
-            text = (self.paths.proc / "self" / "mountinfo").read_text()
+            text = self.paths.read_text("/proc/self/mountinfo")
         except OSError:
             return None
         for line in text.splitlines():
             left, sep, right = line.partition(" - ")
             if sep and right.split(" ", 1)[0] == "cgroup2":
-                return self.paths.host(left.split()[4])
+                try:
+                    return Path(self.paths.real(left.split()[4]))
+                except OSError:
+                    return None
         return None
 
     def _cgroup_path(self, cgroup_id: int) -> str:
@@ -550,6 +553,12 @@ class EbpfSource:
                 emit(ev.EventsLost(ts_ns=time.time_ns(), source=SOURCE, lost_source=SOURCE,
                                    count=total - seen,
                                    reason=f"{why}: {total - seen} sysfs writes not attributed"))
+
+    def _report_refused(self, emit: Emit) -> None:
+        """Paths read for attribution that lead outside --root: in-band, counted."""
+        for e in refusal_events(self.paths, SOURCE, time.time_ns()):
+            self.stats.decode_failed += 1
+            emit(e)
 
     def _gc(self, prog: bcc_facade.Program) -> None:
         """Forget fds of processes that exited or exec'ed without closing them.
