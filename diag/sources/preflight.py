@@ -74,7 +74,9 @@ def read_kernel_config(paths: HostPaths, host_path: str) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _kernel_config(paths: HostPaths) -> dict[str, str]:
+def kernel_config(paths: HostPaths) -> dict[str, str]:
+    """The running kernel's configuration (`/proc/config.gz`, else `/boot/config-<release>`):
+    `CONFIG_X` -> its value, `n` for one not set; empty when neither is readable."""
     cfg: dict[str, str] = {}
     release = platform.release()
     for p in ("/proc/config.gz", f"/boot/config-{release}"):
@@ -189,7 +191,7 @@ def _tracefs(paths: HostPaths) -> CheckResult:
 def _kprobes(paths: HostPaths) -> CheckResult:
     if paths.exists("/sys/bus/event_source/devices/kprobe"):
         return CheckResult("kprobes", True, "kprobe PMU present: eBPF uses kprobe mode")
-    cfg = _kernel_config(paths)
+    cfg = kernel_config(paths)
     why = "CONFIG_KPROBES is not set in this kernel" if cfg.get("CONFIG_KPROBES") == "n" else (
         "no kprobe PMU (/sys/bus/event_source/devices/kprobe)"
     )
@@ -218,38 +220,31 @@ def _tracepoints(paths: HostPaths) -> CheckResult:
     return CheckResult("syscall tracepoints", True, "openat/write enter+exit available")
 
 
-def _netlink_bind(proto: int, groups: int) -> str:
+def _netlink_bound(name: str, proto: int, what: str, bound: str, fix: str) -> CheckResult:
+    """Whether this process may bind group 1 of a netlink protocol (the sources must)."""
     s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
     try:
-        s.bind((0, groups))
+        s.bind((0, 1))
+    except OSError as exc:
+        return CheckResult(name, False, f"cannot bind {what}: {os.strerror(exc.errno or errno.EPERM)}",
+                           fix=fix, level="warn")
     finally:
         s.close()
-    return ""
+    return CheckResult(name, True, bound)
 
 
 @check
 def _uevent(paths: HostPaths) -> CheckResult:
-    try:
-        _netlink_bind(NETLINK_KOBJECT_UEVENT, 1)
-    except OSError as exc:
-        return CheckResult(
-            "uevent socket", False, f"cannot bind NETLINK_KOBJECT_UEVENT group 1: {os.strerror(exc.errno or errno.EPERM)}",
-            fix="run in the host's network namespace (hostNetwork: true) without a user namespace",
-            level="warn",
-        )
-    return CheckResult("uevent socket", True, "kernel uevent group bound")
+    return _netlink_bound(
+        "uevent socket", NETLINK_KOBJECT_UEVENT, "NETLINK_KOBJECT_UEVENT group 1",
+        "kernel uevent group bound",
+        "run in the host's network namespace (hostNetwork: true) without a user namespace")
 
 
 @check
 def _rtnetlink(paths: HostPaths) -> CheckResult:
-    try:
-        _netlink_bind(NETLINK_ROUTE, 1)
-    except OSError as exc:
-        return CheckResult(
-            "rtnetlink", False, f"cannot bind NETLINK_ROUTE: {os.strerror(exc.errno or errno.EPERM)}",
-            fix="grant CAP_NET_ADMIN", level="warn",
-        )
-    return CheckResult("rtnetlink", True, "RTNLGRP_LINK bound")
+    return _netlink_bound("rtnetlink", NETLINK_ROUTE, "NETLINK_ROUTE", "RTNLGRP_LINK bound",
+                          "grant CAP_NET_ADMIN")
 
 
 @check

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from diag.common.paths import HostPaths
 from diag.sources.ebpf import bcc_facade
-from diag.sources.preflight import read_kernel_config
+from diag.sources.preflight import kernel_config
 
 MODES = ("auto", "kprobe", "tracepoint")
 KPROBE_HANDLERS: dict[str, str] = {
@@ -146,19 +146,9 @@ KALLSYMS_LIMIT = 256 << 20
 
 
 def _kernel_config_kprobes(paths: HostPaths) -> str | None:
-    release = platform.release()
-    for p in ("/proc/config.gz", f"/boot/config-{release}"):
-        try:
-            text = read_kernel_config(paths, p)
-        except OSError:
-            continue
-        for line in text.splitlines():
-            if line.startswith("CONFIG_KPROBES="):
-                return "y"
-            if line == "# CONFIG_KPROBES is not set":
-                return "n"
-        return None
-    return None
+    """`y` or `n` (CONFIG_KPROBES set or not), None when the configuration does not say."""
+    value = kernel_config(paths).get("CONFIG_KPROBES")
+    return None if value is None else ("n" if value == "n" else "y")
 
 
 def gather_facts(paths: HostPaths) -> KernelFacts:
