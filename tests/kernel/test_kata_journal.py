@@ -2,7 +2,7 @@
 
 The host journal is not used: a --root holds `etc/machine-id` and
 `var/log/journal/<machine-id>/remote.journal`, which systemd-journal-remote appends to while the
-kata source's JournalFollower follows it, as on a node where the agent reads the host's journal
+kata source's JournaldFollower follows it, as on a node where the agent reads the host's journal
 through /host.
 """
 

@@ -6,7 +6,7 @@ prefix), `decode_journal_entry` (one `journalctl -o json` object: the Go shim's 
 runtime-rs's native journald fields, containerd's unit, kernel lines) and `to_event` (a
 LogRecord that matches a signature -> LogLineMatched).
 
-Followers are thin: `JournalFollower` runs `journalctl -f -o json` with matches for the `kata`
+Followers are thin: `JournaldFollower` runs `journalctl -f -o json` with matches for the `kata`
 identifier, containerd's unit and the kernel; `FileFollower` tails a file across truncation and
 rotation, holding back a partial last line until its newline arrives.
 """
@@ -360,7 +360,7 @@ def _journal_files(paths: HostPaths, host_dir: str, depth: int, out: list[str]) 
     return True
 
 
-def journal_dirs(root: HostPaths | Path | str) -> list[Path]:
+def journald_dirs(root: HostPaths | Path | str) -> list[Path]:
     """Directories under the root that directly hold journal files (`<base>/<machine-id>/`), as
     the agent's paths for `journalctl -D`; none from a journal tree that holds a link."""
     paths = _as_paths(root)
@@ -457,7 +457,7 @@ JOURNAL_MATCHES = ("SYSLOG_IDENTIFIER=kata", "+", "_SYSTEMD_UNIT=containerd.serv
                    "_TRANSPORT=kernel")
 
 
-class JournalFollower:
+class JournaldFollower:
     """`journalctl -f -o json` on the host journal (or the journal files under --root)."""
 
     def __init__(self, root: HostPaths | Path, *, since_now: bool = True, units: tuple[str, ...] = ()) -> None:
@@ -475,12 +475,12 @@ class JournalFollower:
         root = paths.root
         if shutil.which("journalctl") is None:
             return False, "journalctl not found"
-        if paths.confined and not journal_dirs(paths):
+        if paths.confined and not journald_dirs(paths):
             refused = [r for r in paths.refusals.all() if "journal" in r]
             if refused:
                 return False, f"journal refused: {refused[0]}"
             return False, f"no journal files under {root}/var/log/journal or {root}/run/log/journal"
-        if not paths.confined and not (Path("/run/systemd/journal").is_dir() or journal_dirs(paths)):
+        if not paths.confined and not (Path("/run/systemd/journal").is_dir() or journald_dirs(paths)):
             return False, "no systemd journal on this host"
         return True, ""
 
@@ -491,7 +491,7 @@ class JournalFollower:
             if self.paths.is_file("/etc/machine-id"):
                 cmd += ["--root", str(self.root)]  # journalctl finds <root>/var/log/journal/<machine-id>
             else:
-                dirs = journal_dirs(self.paths)
+                dirs = journald_dirs(self.paths)
                 cmd += ["-D", str(dirs[0])] if dirs else []
         matches = list(JOURNAL_MATCHES)
         for u in self.units:

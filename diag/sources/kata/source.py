@@ -83,7 +83,7 @@ class KataWatcher:
         self.log_files = [loglines.FileFollower(p, from_start=bool(opts.get("logs_from_start", False)))
                           for p in opts.get("log_files", ())]
         self.use_journal = bool(opts.get("journal", True))
-        self.journal: loglines.JournalFollower | None = None
+        self.journal: loglines.JournaldFollower | None = None
         self.journal_reason = ""
         self.use_kmsg = bool(opts.get("kmsg", True))
         self.kmsg: loglines.KmsgFollower | None = None
@@ -323,9 +323,9 @@ class KataWatcher:
     def start_journal(self) -> None:
         """Follow the journal; without one, the kernel's lines come from /dev/kmsg instead."""
         if self.use_journal and self.journal is None:
-            ok, why = loglines.JournalFollower.available(self.paths)
+            ok, why = loglines.JournaldFollower.available(self.paths)
             if ok:
-                self.journal = loglines.JournalFollower(self.paths)
+                self.journal = loglines.JournaldFollower(self.paths)
                 try:
                     self.journal.start()
                 except OSError as exc:

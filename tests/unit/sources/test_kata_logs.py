@@ -238,13 +238,13 @@ def test_journal_follower_command_under_root(tmp_path: Path) -> None:
     d = tmp_path / "var" / "log" / "journal" / "abc"
     d.mkdir(parents=True)
     (d / "system.journal").write_bytes(b"")
-    cmd = loglines.JournalFollower(tmp_path).command()
+    cmd = loglines.JournaldFollower(tmp_path).command()
     assert cmd[:4] == ["journalctl", "-f", "-o", "json"]
     assert ["-D", str(d)] == cmd[cmd.index("-D"):cmd.index("-D") + 2]
     assert cmd[-5:] == list(loglines.JOURNAL_MATCHES)
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "machine-id").write_text("abc\n")
-    cmd = loglines.JournalFollower(tmp_path).command()
+    cmd = loglines.JournaldFollower(tmp_path).command()
     assert ["--root", str(tmp_path)] == cmd[cmd.index("--root"):cmd.index("--root") + 2]
     assert json.dumps(cmd)
 
