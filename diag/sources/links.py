@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from diag import events as ev
+from diag.common.bdf import is_bdf
 from diag.sources import (
     Availability,
     Emit,
@@ -58,7 +59,6 @@ from diag.sources.rtnl import (
     link_key,
     parse_link,
 )
-from diag.sources.sysfs import is_bdf
 
 log = logging.getLogger("vfiowatch.sources.links")
 

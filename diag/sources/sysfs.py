@@ -16,17 +16,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from diag import events as ev
+from diag.common.bdf import is_bdf
 from diag.common.paths import HostDir, HostPaths, OutsideRoot
 
-_BDF = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _VIRTFN = re.compile(r"^virtfn(\d+)$")
 
 PCI_IDS_CANDIDATES = ("usr/share/misc/pci.ids", "usr/share/hwdata/pci.ids", "usr/share/pci.ids")
-
-
-def is_bdf(text: str) -> bool:
-    """True for a full PCI address with domain (`0000:01:10.0`)."""
-    return bool(_BDF.match(text))
 
 
 PCI_DEVICES = "/sys/bus/pci/devices"

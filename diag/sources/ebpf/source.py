@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from diag import events as ev
+from diag.common.bdf import is_bdf
 from diag.common.errors import ConfigError, ProbeLoadError
 from diag.sources import Availability, Emit, SourceContext, check_options, refusal_events, register
 from diag.sources.ebpf import bcc_facade
@@ -382,7 +383,7 @@ class EbpfSource:
         return ev.SysfsWriteObserved(
             ts_ns=rec.ts_ns + self._wall_offset_ns, source=SOURCE, actor=actor, path=rec.path,
             control=rec.control_name, value=value,
-            bdf=value.strip() if D.is_bdf(value.strip()) else None,
+            bdf=value.strip() if is_bdf(value.strip()) else None,
             result=rec.result, mode=self.mode or "tracepoint",
             stage="write" if rec.kind == L.VFW_KIND_WRITE else "open",
         )
@@ -440,7 +441,7 @@ class EbpfSource:
             head, ctl = form
             dev = self._realpath_plain(head)
             name = posixpath.basename(dev)
-            if dev.startswith("/sys/devices/") and D.is_bdf(name):
+            if dev.startswith("/sys/devices/") and is_bdf(name):
                 return f"/sys/bus/pci/devices/{name}/driver/{ctl}"
             if not self.paths.exists(dev):
                 return posixpath.normpath(path)
@@ -448,7 +449,7 @@ class EbpfSource:
         # A PCI device's own file, by the name kprobe mode and every remedy use.
         parent, ctl = posixpath.split(real)
         name = posixpath.basename(parent)
-        if real.startswith("/sys/devices/") and ctl in D.DEVICE_CONTROLS and D.is_bdf(name):
+        if real.startswith("/sys/devices/") and ctl in D.DEVICE_CONTROLS and is_bdf(name):
             return f"/sys/bus/pci/devices/{name}/{ctl}"
         return real
 

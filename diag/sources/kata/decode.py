@@ -19,9 +19,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from diag import events as ev
+from diag.common.bdf import normalise_bdf
 from diag.sources import proc
 from diag.sources.kata import effective
-from diag.sources.kata.signatures import normalise_bdf
 
 CRI_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 CRI_SANDBOX_ID = "io.kubernetes.cri.sandbox-id"

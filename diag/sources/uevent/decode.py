@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from diag import events as ev
-from diag.sources import sysfs as sysfs_mod
+from diag.common.bdf import is_bdf
 
 MAX_UEVENT = 8192
 """Larger than any kernel uevent (UEVENT_BUFFER_SIZE is 2048 for the environment)."""
@@ -142,7 +142,7 @@ def _net(data: bytes, action: str, devpath: str, ts_ns: int, source: str,
          synthetic: bool) -> ev.Event | None:
     """`.../<bdf>/net/<ifname>`: a PCI function's netdev registered, renamed or gone."""
     bdf = _after(devpath, "/net/")
-    if bdf is None or not sysfs_mod.is_bdf(bdf):
+    if bdf is None or not is_bdf(bdf):
         return None  # a virtual or non-PCI netdev: the links source covers it
     ifname = _text(_field(data, b"\0INTERFACE=") or devpath[devpath.rfind("/") + 1 :].encode())
     ifindex = _int(_field(data, b"\0IFINDEX="))
@@ -167,7 +167,7 @@ def _vfio_dev(data: bytes, action: str, devpath: str, ts_ns: int, source: str,
               synthetic: bool) -> ev.Event | None:
     """The cdev node of one device: `.../<bdf>/vfio-dev/vfio<N>`."""
     bdf = _after(devpath, "/vfio-dev/")
-    if bdf is not None and not sysfs_mod.is_bdf(bdf):
+    if bdf is not None and not is_bdf(bdf):
         bdf = None
     dn = _field(data, b"\0DEVNAME=")
     devname = _text(dn) if dn else "vfio-dev/" + devpath[devpath.rfind("/") + 1 :]
