@@ -206,6 +206,7 @@ class LinksSource:
             self._by_fd.clear()
 
     def _rescan(self, emit: Emit, poller: select.poll) -> None:
+        """Find the namespaces now: close the gone ones, rename the known ones, open the new."""
         if self.only_host:
             host = host_netns(self.paths)
             found = {host.inode: host} if host else {}
@@ -222,53 +223,63 @@ class LinksSource:
             ref, _ = self._previous.pop(ino)  # gone while the source was down
             emit(ev.NetnsRemoved(ts_ns=now, source=self.name, netns=ref, resync=True))
         for ino in [i for i in self._ns if i not in found]:
-            ns = self._ns[ino]
-            poller.unregister(ns.sock.fileno())
-            del self._by_fd[ns.sock.fileno()]
-            ns.sock.close()
-            with self._lock:
-                del self._ns[ino]
-            self.stats.netns_closed += 1
-            emit(ev.NetnsRemoved(ts_ns=now, source=self.name, netns=ns.ref))
+            self._close(ino, poller, emit, now)
         for ino, cand in found.items():
             ns = self._ns.get(ino)
             if ns is not None:
-                if ns.redump and not ns.dumping:
-                    ns.redump = False
-                    self._start_dump(ns, ns.resync_reason)
-                if cand.name and ns.ref.name != cand.name:  # a held namespace got a name
-                    ns.cand, ns.ref = cand, cand.ref()
-                    emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
-                elif (not ns.ref.name and ns.ref.pid is not None and cand.pid is not None
-                      and (self._pid_cache.get(ns.ref.pid) or (None, 0))[0] != ino):
-                    # The process we named it by is gone (or left it); another holds it now.
-                    ns.cand, ns.ref = cand, cand.ref()
-                    emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
-                continue
-            if self._failed.get(ino, 0) > self._scans:
-                continue
-            try:
-                sock = open_rtnl_in(cand.path, rcvbuf=self.rcvbuf, expect_inode=ino,
-                                    opener=self.paths.open_nsfs)
-            except OSError as exc:
-                # Gone between scan and open (then it vanishes from the scan), or not enterable:
-                # try again in about 10 s rather than on every scan.
-                self.stats.netns_failed += 1
-                self._failed[ino] = self._scans + 20
-                log.warning("cannot watch netns %s (%s): %s", ino, cand.path, exc)
-                continue
-            self._failed.pop(ino, None)
-            ns = _Ns(cand=cand, ref=cand.ref(), sock=sock)
-            prev = self._previous.pop(ino, None)
-            if prev is not None:  # seen by the last run: its dump is a resync against that view
-                ns.links, ns.initial = prev[1], False
-            with self._lock:
-                self._ns[ino] = ns
-            self._by_fd[sock.fileno()] = ns
-            poller.register(sock.fileno(), select.POLLIN)
-            self.stats.netns_opened += 1
+                self._known(ns, ino, cand, emit, now)
+            elif self._failed.get(ino, 0) <= self._scans:
+                self._open(ino, cand, poller, emit, now)
+
+    def _close(self, ino: int, poller: select.poll, emit: Emit, now: int) -> None:
+        ns = self._ns[ino]
+        poller.unregister(ns.sock.fileno())
+        del self._by_fd[ns.sock.fileno()]
+        ns.sock.close()
+        with self._lock:
+            del self._ns[ino]
+        self.stats.netns_closed += 1
+        emit(ev.NetnsRemoved(ts_ns=now, source=self.name, netns=ns.ref))
+
+    def _known(self, ns: _Ns, ino: int, cand: NetnsCandidate, emit: Emit, now: int) -> None:
+        """A namespace already watched: a redump due, or a better name for it."""
+        if ns.redump and not ns.dumping:
+            ns.redump = False
+            self._start_dump(ns, ns.resync_reason)
+        if cand.name and ns.ref.name != cand.name:  # a held namespace got a name
+            ns.cand, ns.ref = cand, cand.ref()
             emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
-            self._start_dump(ns, "source restarted" if prev is not None else "")
+        elif (not ns.ref.name and ns.ref.pid is not None and cand.pid is not None
+              and (self._pid_cache.get(ns.ref.pid) or (None, 0))[0] != ino):
+            # The process we named it by is gone (or left it); another holds it now.
+            ns.cand, ns.ref = cand, cand.ref()
+            emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
+
+    def _open(self, ino: int, cand: NetnsCandidate, poller: select.poll, emit: Emit,
+              now: int) -> None:
+        """A new namespace: its socket, then a dump of its links."""
+        try:
+            sock = open_rtnl_in(cand.path, rcvbuf=self.rcvbuf, expect_inode=ino,
+                                opener=self.paths.open_nsfs)
+        except OSError as exc:
+            # Gone between scan and open (then it vanishes from the scan), or not enterable:
+            # try again in about 10 s rather than on every scan.
+            self.stats.netns_failed += 1
+            self._failed[ino] = self._scans + 20
+            log.warning("cannot watch netns %s (%s): %s", ino, cand.path, exc)
+            return
+        self._failed.pop(ino, None)
+        ns = _Ns(cand=cand, ref=cand.ref(), sock=sock)
+        prev = self._previous.pop(ino, None)
+        if prev is not None:  # seen by the last run: its dump is a resync against that view
+            ns.links, ns.initial = prev[1], False
+        with self._lock:
+            self._ns[ino] = ns
+        self._by_fd[sock.fileno()] = ns
+        poller.register(sock.fileno(), select.POLLIN)
+        self.stats.netns_opened += 1
+        emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
+        self._start_dump(ns, "source restarted" if prev is not None else "")
 
     def _start_dump(self, ns: _Ns, reason: str) -> None:
         if ns.dumping:
