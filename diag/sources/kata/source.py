@@ -224,22 +224,12 @@ class KataWatcher:
         return handler, cfg
 
     def step_sandboxes(self, ts_ns: int, *, rescan: bool = True) -> list[ev.Event]:
+        """Every sandbox that a state directory, a shim or a VMM shows, as SandboxStarted when
+        new or changed; SandboxStopped for the ones gone."""
         out: list[ev.Event] = []
         if rescan:
             self.procs = sandboxes.scan_processes(self.paths, self.proc_cache)
-        fp = sandboxes.state_signature(self.paths)
-        if fp != self._state_fp:
-            self._state_fp = fp
-            self._state_dirs = sandboxes.read_state(self.paths)
-            for sid, err in self._state_dirs.errors.items():
-                key = (err.path, err.message)
-                if key not in self._sb_errors:
-                    self._sb_errors.add(key)
-                    self.decode_failures += 1
-                    out.append(ev.DecodeFailed(ts_ns=ts_ns, source=NAME, failed_source=NAME,
-                                               reason=err.message + (
-                                                   "; keeping the last good state" if sid in self._states else "")))
-            self._states.update(self._state_dirs.states)
+        self._read_states(ts_ns, out)
         dirs = self._state_dirs
         ids = set(dirs.go) | set(dirs.rs) | set(self.procs.shims) | set(self.procs.vmms)
         for gone in [s for s in self._states if s not in dirs.go and s not in dirs.rs]:
@@ -247,35 +237,10 @@ class KataWatcher:
         names = sandboxes.netns_names(self.paths) if ids else {}
         current: dict[str, ev.SandboxStarted] = {}
         for sid in sorted(ids):
-            state = self._states.get(sid)
-            bundle = sandboxes.read_bundle(self.paths, sid, cache=self._bundles)
-            if isinstance(bundle, kata_decode.DecodeError):
-                key = (bundle.path, bundle.message)
-                if key not in self._sb_errors:
-                    self._sb_errors.add(key)
-                    out.append(ev.DecodeFailed(ts_ns=ts_ns, source=NAME, failed_source=NAME, reason=bundle.message))
-                bundle = None
-            handler, cfg = self._handler_config(sid, bundle, state)
-            shim, vmm = self.procs.shims.get(sid), self.procs.vmms.get(sid)
-            inode = vmm.netns if vmm else None
-            if inode is None and bundle and bundle.netns_path:
-                inode = proc.ns_inode(self.paths, bundle.netns_path)
-            if inode is None and shim is not None and shim.netns != self.procs.host_netns:
-                inode = shim.netns
-            asm = kata_decode.assemble(
-                sid, ts_ns=ts_ns, state=state, bundle=bundle, shim=shim, vmm=vmm,
-                vm_pid=dirs.vm_pids.get(sid), handler=handler, cfg=cfg,
-                runtime_hint="rs" if sid in dirs.rs else None, netns_inode=inode, names=names,
-                host_netns=self.procs.host_netns, config_changed=sid in self._sb_stale)
-            for cerr in asm.errors:
-                key = (sid, cerr.message)
-                if key not in self._sb_errors:
-                    self._sb_errors.add(key)
-                    out.append(cerr.event(ts_ns, NAME))
-            current[sid] = asm.event
+            current[sid] = event = self._sandbox(sid, ts_ns, names, out)
             prev = self.sandboxes.get(sid)
-            if prev is None or replace(prev, ts_ns=ts_ns) != asm.event:
-                out.append(asm.event)
+            if prev is None or replace(prev, ts_ns=ts_ns) != event:
+                out.append(event)
         for sid in self.sandboxes:
             if sid not in current:
                 out.append(ev.SandboxStopped(ts_ns=ts_ns, source=NAME, sandbox_id=sid))
@@ -285,6 +250,55 @@ class KataWatcher:
                 self._sb_errors = {k for k in self._sb_errors if k[0] != sid}
         self.sandboxes = current
         return out
+
+    def _read_states(self, ts_ns: int, out: list[ev.Event]) -> None:
+        """Re-read the state directories when they changed; a damaged file is reported once and
+        its last good state kept."""
+        fp = sandboxes.state_signature(self.paths)
+        if fp == self._state_fp:
+            return
+        self._state_fp = fp
+        self._state_dirs = sandboxes.read_state(self.paths)
+        for sid, err in self._state_dirs.errors.items():
+            key = (err.path, err.message)
+            if key not in self._sb_errors:
+                self._sb_errors.add(key)
+                self.decode_failures += 1
+                out.append(ev.DecodeFailed(ts_ns=ts_ns, source=NAME, failed_source=NAME,
+                                           reason=err.message + (
+                                               "; keeping the last good state" if sid in self._states else "")))
+        self._states.update(self._state_dirs.states)
+
+    def _sandbox(self, sid: str, ts_ns: int, names: dict[int, str],
+                 out: list[ev.Event]) -> ev.SandboxStarted:
+        """One sandbox from its state, bundle, shim and VMM (errors reported once each)."""
+        state = self._states.get(sid)
+        bundle = sandboxes.read_bundle(self.paths, sid, cache=self._bundles)
+        if isinstance(bundle, kata_decode.DecodeError):
+            key = (bundle.path, bundle.message)
+            if key not in self._sb_errors:
+                self._sb_errors.add(key)
+                out.append(ev.DecodeFailed(ts_ns=ts_ns, source=NAME, failed_source=NAME, reason=bundle.message))
+            bundle = None
+        handler, cfg = self._handler_config(sid, bundle, state)
+        shim, vmm = self.procs.shims.get(sid), self.procs.vmms.get(sid)
+        inode = vmm.netns if vmm else None
+        if inode is None and bundle and bundle.netns_path:
+            inode = proc.ns_inode(self.paths, bundle.netns_path)
+        if inode is None and shim is not None and shim.netns != self.procs.host_netns:
+            inode = shim.netns
+        dirs = self._state_dirs
+        asm = kata_decode.assemble(
+            sid, ts_ns=ts_ns, state=state, bundle=bundle, shim=shim, vmm=vmm,
+            vm_pid=dirs.vm_pids.get(sid), handler=handler, cfg=cfg,
+            runtime_hint="rs" if sid in dirs.rs else None, netns_inode=inode, names=names,
+            host_netns=self.procs.host_netns, config_changed=sid in self._sb_stale)
+        for cerr in asm.errors:
+            key = (sid, cerr.message)
+            if key not in self._sb_errors:
+                self._sb_errors.add(key)
+                out.append(cerr.event(ts_ns, NAME))
+        return asm.event
 
     # ---- VFIO holders ---------------------------------------------------------------------
 
