@@ -15,6 +15,9 @@ APT_PACKAGES=(
   systemd systemd-journal-remote      # systemd-analyze verify; real journal files for tests
   gzip make git ca-certificates
   gcc                                 # tests: the uevent storm writer is compiled at test time
+  # image: make image and the image tier (tests/image); promtool comes with prometheus above
+  podman buildah mmdebstrap           # build the agent image; a Debian base without a registry
+  runc                                # podman run where crun refuses (cgroup v1/v2 hybrid hosts)
 )
 if [ -n "${VFIOWATCH_EXTRA_APT:-}" ]; then
   read -r -a extra <<<"$VFIOWATCH_EXTRA_APT"
