@@ -12,7 +12,8 @@
 #      --timestamp, so the same inputs give the same layers.
 # Settings (environment): IMAGE (name:tag), IMAGE_BASE (auto | mmdebstrap | an image reference),
 # IMAGE_CACHE (work directory), IMAGE_ISOLATION (chroot | oci), IMAGE_NO_CACHE=1 (rebuild all
-# layers). Prints the image name, its size and what the base was.
+# layers), IMAGE_REBUILD_BASE=1 (make the mmdebstrap base again even when it is cached). Prints
+# the image name, its size and what the base was.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,7 +54,7 @@ export SOURCE_DATE_EPOCH
 
 ctx="$IMAGE_CACHE/context"
 mkdir -p "$IMAGE_CACHE"
-t0=$(date +%s)
+t0=$(date +%s.%N)
 
 # ---- 1. wheels, on this machine (its pip configuration applies), pinned to the tested venv.
 rm -rf "$ctx" && mkdir -p "$ctx/wheels"
@@ -61,6 +62,8 @@ rm -rf "$ctx" && mkdir -p "$ctx/wheels"
 "$PY" -m pip wheel -q --disable-pip-version-check --wheel-dir "$ctx/wheels" \
   -c "$IMAGE_CACHE/constraints.txt" . \
   || die "building the wheels failed (pip uses this machine's pip configuration: see README, Running fleet-wide)"
+
+t1=$(date +%s.%N)
 
 # ---- 2. the base.
 image_exists() { "$tool" image exists "$1" 2>/dev/null || "$tool" images -q "$1" 2>/dev/null | grep -q .; }
@@ -82,7 +85,9 @@ mmdebstrap_base() {
   local key
   key=$( { echo "$SUITE ${opts[*]} $base_epoch"; cat "${sources[@]}"; } | sha256sum | cut -c1-12)
   base="localhost/vfiowatch-base:$SUITE-$key"
-  if image_exists "$base"; then base_kind="mmdebstrap (cached: $base)"; return; fi
+  if image_exists "$base" && [ "${IMAGE_REBUILD_BASE:-0}" != 1 ]; then
+    base_kind="mmdebstrap (cached: $base)"; return
+  fi
   echo "make image: making the base with mmdebstrap from ${sources[*]}" >&2
   local tar="$IMAGE_CACHE/base-$key.tar"
   # Container images carry an empty /dev: the runtime provides it.
@@ -90,14 +95,11 @@ mmdebstrap_base() {
     | mmtarfilter --path-exclude='/dev/*' >"$tar.part"
   mv "$tar.part" "$tar"
   sha256sum "$tar" | cut -d' ' -f1 >"$IMAGE_CACHE/base-$key.sha256"
-  if [ "$tool" = podman ]; then
-    podman import -q "$tar" "$base" >/dev/null
-  else
-    local c; c=$(buildah from scratch)
-    buildah add -q "$c" "$tar" / >/dev/null && buildah commit -q "$c" "$base" >/dev/null
-    buildah rm "$c" >/dev/null
-  fi
-  rm -f "$tar"
+  # Built, not imported: --timestamp makes the base's own configuration reproducible too.
+  printf 'FROM scratch\nADD %s /\n' "$(basename "$tar")" >"$IMAGE_CACHE/Containerfile.base"
+  "$tool" build -q --isolation "$IMAGE_ISOLATION" --timestamp "$base_epoch" \
+    -f "$IMAGE_CACHE/Containerfile.base" -t "$base" "$IMAGE_CACHE" >/dev/null
+  rm -f "$tar" "$IMAGE_CACHE/Containerfile.base"
   base_kind="mmdebstrap (made: $base, tarball sha256 $(cat "$IMAGE_CACHE/base-$key.sha256"))"
 }
 
@@ -114,6 +116,8 @@ case "$IMAGE_BASE" in
   *) base=$IMAGE_BASE; base_kind="$IMAGE_BASE (IMAGE_BASE)" ;;
 esac
 
+t2=$(date +%s.%N)
+
 # ---- 3. the image.
 build=("$tool" build)
 [ "$tool" = buildah ] && build+=(--layers)
@@ -124,4 +128,7 @@ build=("$tool" build)
   -f deploy/Containerfile -t "$IMAGE" "$ctx" >/dev/null
 
 size=$("$tool" image inspect --format '{{.Size}}' "$IMAGE")
-echo "make image: $IMAGE ($((size / 1000000)) MB) from $base_kind in $(( $(date +%s) - t0 )) s"
+t3=$(date +%s.%N)
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+echo "make image: $IMAGE ($((size / 1000000)) MB) from $base_kind in $(secs "$t0" "$t3") s" \
+  "(wheels $(secs "$t0" "$t1") s, base $(secs "$t1" "$t2") s, build $(secs "$t2" "$t3") s)"
