@@ -15,9 +15,10 @@ APT_PACKAGES=(
   systemd systemd-journal-remote      # systemd-analyze verify; real journal files for tests
   gzip make git ca-certificates
   gcc                                 # tests: the uevent storm writer is compiled at test time
-  # image: make image and the image tier (tests/image); promtool comes with prometheus above
+  # deploy: make image, the image tier, the unit's sandbox (promtool comes with prometheus)
   podman buildah mmdebstrap           # build the agent image; a Debian base without a registry
   runc                                # podman run where crun refuses (cgroup v1/v2 hybrid hosts)
+  strace                              # the unit's sandbox test traces the agent's system calls
 )
 if [ -n "${VFIOWATCH_EXTRA_APT:-}" ]; then
   read -r -a extra <<<"$VFIOWATCH_EXTRA_APT"
