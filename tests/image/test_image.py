@@ -241,6 +241,11 @@ def test_the_agent_runs_from_the_image_as_the_daemonset_runs_it(
         for src in ("uevent", "links"):
             pod.wait_for(lambda d, s=src: d["event"] == "source_state_changed"
                          and d["source"] == s and d["up"], timeout=60)
+        # The Kata source follows the node's journal with the image's journalctl (this host has
+        # no journal files, so it says so; it must not say the tool is missing).
+        kata = pod.wait_for(lambda d: d["event"] == "source_state_changed"
+                            and d["source"] == "kata" and d.get("mode") != "assumed")
+        assert "journalctl not found" not in kata.get("reason", ""), kata
         bdf = sorted(os.listdir("/sys/bus/pci/devices"))[0]
         journal = tmp_path / "hostpath-journal" / "journal.jsonl"
         # Re-send until seen: the journal is written by the agent's core a moment later.
