@@ -1,5 +1,6 @@
-"""deploy/daemonset.yaml against the Kubernetes API schemas of every version the README claims,
-offline (the `kubernetes-validate` package ships the schemas)."""
+"""deploy/daemonset.yaml: valid against the Kubernetes API schemas of every version the README
+claims, offline (the `kubernetes-validate` package ships the schemas), and the pod it makes
+sees what the code's list (diag.needs) says the agent needs: no less, no more."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from diag import needs
 from tests.conftest import REPO
-from tests.image.vw_pod import load_manifest
+from tests.image.vw_pod import PodView, load_manifest, pod_view
 
 
 def claimed_versions() -> list[str]:
@@ -49,3 +51,63 @@ def test_a_broken_manifest_is_refused() -> None:
     pod["hostPID"] = "yes"
     with pytest.raises(kubernetes_validate.ValidationError, match="boolean"):
         kubernetes_validate.validate(ds, claimed_versions()[-1], strict=True)
+
+
+# ---- what the pod sees, against what the code says it needs (diag.needs) --------------------
+
+
+def test_the_pod_gets_exactly_the_capabilities_the_code_lists() -> None:
+    """Capabilities: ALL dropped, exactly diag.needs' list added, nothing privileged."""
+    view = pod_view()
+    assert view.drop_all and not view.privileged and view.no_new_privs
+    assert view.caps == needs.capabilities(), (
+        f"missing {sorted(needs.capabilities() - view.caps)}, "
+        f"not needed {sorted(view.caps - needs.capabilities())}")
+
+
+def test_the_pod_shares_the_host_namespaces_the_code_lists() -> None:
+    """hostNetwork and hostPID exactly when diag.needs names `net` and `pid`."""
+    view = pod_view()
+    assert needs.namespaces() == {"net", "pid"}
+    assert view.host_network and view.host_pid and not view.host_ipc
+
+
+def _container_path(view: PodView, p: needs.HostPath) -> str:
+    root = view.args[view.args.index("--root") + 1]
+    return f"{root}{p.path}" if p.under_root else p.path
+
+
+def test_every_needed_host_path_is_there_as_the_pod_needs_it() -> None:
+    """Each path of diag.needs resolves, in the pod, to that host path (through /host for
+    those read under --root), read-only unless it is to be written; scratch paths are tmpfs."""
+    view = pod_view()
+    assert view.host_path_of("/host") == "/" and view.mount_for("/host").read_only  # type: ignore[union-attr]
+    for p in needs.paths():
+        where = _container_path(view, p)
+        m = view.mount_for(where)
+        assert m is not None, f"{p.path} ({p.why}) is not mounted in the pod"
+        if p.host:
+            assert view.host_path_of(where) == p.path, (p, m)
+        else:
+            assert m.host_path is None and m.memory, (p, m)
+        assert view.writable(where) == p.writable, (p, m)
+
+
+def test_every_mount_of_the_pod_is_needed() -> None:
+    """No hostPath is mounted that diag.needs does not name (the host's / at /host aside,
+    which carries every path read under --root)."""
+    view = pod_view()
+    by_container = {_container_path(view, p): p for p in needs.paths()}
+    for m in view.mounts:
+        if m.path == "/host":
+            continue
+        assert m.path in by_container, f"{m.path} ({m.name}) is mounted but nothing needs it"
+
+
+def test_the_journal_argument_is_on_the_journals_host_path() -> None:
+    """--journal points into the writable hostPath diag.needs gives the journal."""
+    view = pod_view()
+    journal = view.args[view.args.index("--journal") + 1]
+    (jdir,) = [p for n in needs.NEEDS if n.part == "journal" for p in n.paths]
+    assert journal.startswith(jdir.path + "/") and view.writable(journal)
+    assert view.host_path_of(journal) == journal

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 import yaml
 
+from diag import needs
 from tests.conftest import REPO, vfiowatch_bin
 
 DEPLOY = REPO / "deploy"
-CAPS = {"BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"}
+CAPS = needs.capabilities()
 
 
 def _unit() -> dict[str, list[tuple[str, str]]]:
@@ -71,16 +72,36 @@ def test_the_units_security_exposure_is_at_most_the_stated_number(tmp_path: Path
 
 
 def test_the_unit_is_notify_with_watchdog_and_minimal_capabilities() -> None:
-    """Type=notify, a watchdog, ProtectSystem=strict, RW only the journal, the six capabilities."""
+    """Type=notify, a watchdog, ProtectSystem=strict, RW only the journal, and exactly the
+    capabilities the code's list (diag.needs) says the agent needs."""
     svc = dict(_unit()["Service"])
     assert svc["Type"] == "notify" and svc["WatchdogSec"]
     assert svc["ProtectSystem"] == "strict" and svc["ReadWritePaths"] == "/var/lib/vfiowatch"
     assert set(svc["CapabilityBoundingSet"].split()) == {f"CAP_{c}" for c in CAPS}
+    assert set(svc["AmbientCapabilities"].split()) == {f"CAP_{c}" for c in CAPS}
     assert svc["NoNewPrivileges"] == "yes"
     assert "run" in svc["ExecStart"].split() and "/var/lib/vfiowatch/" in svc["ExecStart"]
     text = (DEPLOY / "vfiowatch.service").read_text()
     for cap in CAPS:  # each capability is explained in a comment
         assert re.search(rf"^# CAP_{cap}\s+\S", text, re.M), cap
+
+
+def test_the_unit_lets_the_agent_write_where_it_needs_to() -> None:
+    """Every writable path of diag.needs is writable under the unit's ProtectSystem=strict:
+    the API file systems (/sys: tracefs) stay writable, /tmp is PrivateTmp, the rest is in
+    ReadWritePaths; and nothing it needs is hidden (ProtectHome, InaccessiblePaths)."""
+    svc = dict(_unit()["Service"])
+    rw = svc["ReadWritePaths"].split()
+    for p in needs.paths():
+        if not p.writable:
+            continue
+        if p.path == "/tmp":
+            assert svc["PrivateTmp"] == "yes"
+        elif p.path.split("/")[1] not in ("sys", "proc", "dev"):
+            assert p.path in rw, p
+        assert not p.path.startswith("/home"), p
+    assert "InaccessiblePaths" not in svc and "PrivateNetwork" not in svc
+    assert svc["RestrictNamespaces"] == "net"  # setns() into pod network namespaces
 
 
 def _daemonset() -> dict[str, Any]:
