@@ -1,8 +1,8 @@
 """Provides load(): the agent's TOML configuration file plus driverctl's overrides, as AgentConfig.
 
-The file has two tables: `[core]` (the rules' thresholds and allow-lists, validated by the pure
-`diag.core.config.parse`) and `[sources.<name>]` (per-source options, handed to each source
-as they are). Every error names the file, the line (tomllib's own message carries line and
+The file has three tables: `[core]` (the rules' thresholds and allow-lists, validated by the
+pure `diag.core.config.parse`), `[sources.<name>]` (per-source options, handed to each source
+as they are) and `[k8s]` (Kubernetes Events, diag.sinks.k8s_events). Every error names the file, the line (tomllib's own message carries line and
 column for syntax errors; for a bad value the key's line is looked up) and the key, with a fix.
 
 driverctl keeps its persistent overrides as files `/etc/driverctl.d/<bus>-<bdf>` holding the
@@ -23,7 +23,7 @@ from diag.core.config import CoreConfig
 from diag.errors import ConfigError
 from diag.paths import HostPaths
 
-TOP_LEVEL = ("core", "sources")
+TOP_LEVEL = ("core", "sources", "k8s")
 DRIVERCTL_DIR = "/etc/driverctl.d"
 _BDF = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 _TABLE = re.compile(r"^\s*\[\s*([^\]\[]+?)\s*\]\s*(?:#.*)?$")
@@ -37,6 +37,8 @@ class AgentConfig:
     core: CoreConfig = field(default_factory=CoreConfig)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     """`[sources.<name>]` tables by source name, as parsed."""
+    k8s: dict[str, Any] = field(default_factory=dict)
+    """The `[k8s]` table (Kubernetes Events; checked by diag.sinks.k8s_events.parse_options)."""
     path: str | None = None
     """The file it came from; None when defaults are used."""
 
@@ -96,7 +98,7 @@ def parse_text(text: str, path: str) -> AgentConfig:
             where = f"{path}:{lines[key]}" if key in lines else path
             raise ConfigError(
                 f"{where}: unknown table or key {key!r}",
-                hint="the file has two tables: [core] (rule thresholds) and [sources.<name>]",
+                hint="the file has [core] (rule thresholds), [sources.<name>] and [k8s] tables",
             )
     core = core_config.parse(doc, path, lines)
     sources_doc = doc.get("sources", {})
@@ -112,7 +114,14 @@ def parse_text(text: str, path: str) -> AgentConfig:
             raise ConfigError(f"{where}: {key} must be a table, got {table!r}",
                               hint=f"write it as [sources.{name}] with its options below")
         sources[name] = dict(table)
-    return AgentConfig(core=core, sources=sources, path=path)
+    k8s = doc.get("k8s", {})
+    if not isinstance(k8s, dict):
+        where = f"{path}:{lines['k8s']}" if "k8s" in lines else path
+        raise ConfigError(f"{where}: k8s must be a table", hint="write it as [k8s] then events = true")
+    from diag.sinks.k8s_events import parse_options
+
+    parse_options(k8s, path, lines)  # errors name the file, line and key now, not at start
+    return AgentConfig(core=core, sources=sources, k8s=dict(k8s), path=path)
 
 
 def load(path: str | Path | None, *, root: str | Path = "/") -> AgentConfig:

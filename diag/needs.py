@@ -24,7 +24,8 @@ class HostPath:
     """Read under `--root` (the host's `/` at `/host` in the pod). False for what the agent or
     bcc opens at its own path: tracefs, the kernel headers, the journal's directory."""
     host: bool = True
-    """False for a scratch directory of the agent's own (a memory emptyDir in the pod)."""
+    """False for what the pod provides, not the node: a scratch directory (a memory emptyDir)
+    or the configuration file's directory (a ConfigMap)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,17 @@ NEEDS: tuple[Needs, ...] = (
     Needs(
         "metrics",
         namespaces=(("net", "/metrics and /healthz on the node's own address"),),
+    ),
+    Needs(
+        "config",
+        paths=(HostPath("/etc/vfiowatch", "the configuration file (--config): [core] thresholds, "
+                                          "[sources], [k8s] events", under_root=False,
+                        host=False),),
+    ),
+    Needs(
+        "k8s-events",
+        # No host path or capability: the API server over the network, with the pod's service
+        # account (diag.sinks.k8s_events.API_PERMISSIONS says what it may do).
     ),
 )
 """Every part of the agent, in the order it starts."""

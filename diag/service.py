@@ -118,13 +118,21 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def _load_config(path: Path | None, root: str) -> tuple[Any, dict[str, Any]]:
-    """[core] thresholds (plus driverctl's vfio-pci overrides under --root) and [sources] tables;
-    errors name the file, line and key (diag.config.load)."""
+def _load_config(path: Path | None, root: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """[core] thresholds (plus driverctl's vfio-pci overrides under --root), [sources] and [k8s]
+    tables; errors name the file, line and key (diag.config.load)."""
     from diag.config import load
 
     cfg = load(path, root=root)
-    return cfg.core, cfg.sources
+    return cfg.core, cfg.sources, cfg.k8s
+
+
+def _k8s_events_sink(table: dict[str, Any], report: Any) -> Any:
+    """The Kubernetes Events sink when `[k8s] events = true`, else None."""
+    from diag.sinks.k8s_events import K8sEventsSink, parse_options
+
+    opts = parse_options(table)
+    return K8sEventsSink(opts, report=report) if opts.events else None
 
 
 def _runtime_families(pipe: Any) -> Iterator[Any]:
@@ -175,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     root_logger.setLevel(logging.INFO)
     paths = HostPaths.at(args.root)
     paths.require_sysfs()
-    core_config, source_options = _load_config(args.config, args.root)
+    core_config, source_options, k8s_table = _load_config(args.config, args.root)
 
     registry = load_builtin()
     names = args.sources if args.sources else list(registry)
@@ -192,13 +200,15 @@ def run(args: argparse.Namespace) -> int:
     handled = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
     signal.pthread_sigmask(signal.SIG_BLOCK, handled)
     try:
-        return _serve(args, logs, paths, core_config, source_options, names, handled)
+        return _serve(args, logs, paths, core_config, source_options, names, handled,
+                      k8s_table)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
 
 
 def _serve(args: argparse.Namespace, logs: Any, paths: HostPaths, core_config: Any,
-           source_options: dict[str, Any], names: list[str], handled: set[signal.Signals]) -> int:
+           source_options: dict[str, Any], names: list[str], handled: set[signal.Signals],
+           k8s_table: dict[str, Any] | None = None) -> int:
     """Build sources and sinks with `handled` signals blocked, start them, serve until stopped."""
     from diag.core.correlator import Correlator
     from diag.runtime import Pipeline, PipelineOptions, build_sources
@@ -240,9 +250,11 @@ def _serve(args: argparse.Namespace, logs: Any, paths: HostPaths, core_config: A
 
     pipe = Pipeline(sources, correlator=correlator, unavailable=unavailable,
                     options=PipelineOptions(stop_timeout_s=STOP_BUDGET_S))
+    k8s_events = _k8s_events_sink(k8s_table or {}, report)
     metrics = MetricsSink(journal=journal.stats if journal else None,
-                          extra=[lambda: _runtime_families(pipe)])
-    for sink in (journal, logs, metrics):
+                          extra=[lambda: _runtime_families(pipe),
+                                 *([k8s_events.families] if k8s_events else [])])
+    for sink in (journal, logs, metrics, k8s_events):
         if sink is not None:
             pipe.add_sink(sink)
 

@@ -30,7 +30,9 @@ from diag import __version__
 from diag import events as ev
 from diag.sinks.journal import journal_records
 from tests.conftest import REPO
-from tests.image.vw_pod import PodView, chroot_argv, pod_view, podman_argv
+from tests.image.vw_pod import PodView, chroot_argv, config_maps, pod_view, podman_argv
+from tests.kernel.vw_kernel_helpers import build_storm_writer, storm
+from tests.unit.vw_k8s_api import FakeApiServer
 
 pytestmark = pytest.mark.usefixtures("require_root")
 
@@ -187,10 +189,33 @@ def kubelet_dirs() -> Iterator[list[str]]:
             os.rmdir(d)
 
 
+def _kubelet_volumes(view: PodView, tmp: Path, api: FakeApiServer) -> dict[str, str]:
+    """What the kubelet fills: each ConfigMap volume (the config gets a tiny uevent receive
+    buffer here, so that a storm makes the `event-loss` finding the Events path needs), and
+    the service account's token and CA (those of the local API server of this test)."""
+    out: dict[str, str] = {}
+    maps = config_maps()
+    for m in view.mounts:
+        if m.kind == "configMap":
+            d = tmp / f"configmap-{m.name}"
+            d.mkdir()
+            for key, text in maps[m.source].items():
+                (d / key).write_text(text + "\n[sources.uevent]\nrcvbuf = 4096\n")
+            out[m.name] = str(d)
+    sa = tmp / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text(api.token)
+    (sa / "ca.crt").write_bytes(api.ca.read_bytes())
+    (sa / "namespace").write_text("kube-system")
+    out["serviceaccount"] = str(sa)
+    return out
+
+
 def _start(mode: str, image: str, view: PodView, tmp: Path, port: int, made: list[str],
-           options: tuple[str, ...]) -> Pod:
+           options: tuple[str, ...], api: FakeApiServer) -> Pod:
     journal_dir = tmp / "hostpath-journal"
     journal_dir.mkdir()
+    volume_dirs = _kubelet_volumes(view, tmp, api)
     # The journal's hostPath is a directory of this test (the host's own is left alone);
     # every other hostPath is this host's own.
     host_paths = {"/var/lib/vfiowatch": str(journal_dir)}
@@ -205,15 +230,19 @@ def _start(mode: str, image: str, view: PodView, tmp: Path, port: int, made: lis
     i = args.index("--metrics-addr") + 1
     assert args[i] == f"127.0.0.1:{view.port}"
     args[i] = f"127.0.0.1:{port}"
-    env = {k: values[v] for k, v in view.env.items()}
+    host, api_port = api.url.removeprefix("https://").split(":")
+    env = {**{k: values[v] for k, v in view.env.items()},
+           # the kubelet's service environment for the API server (here: this test's)
+           "KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": api_port}
     if mode == "podman":
         argv = podman_argv(view, image, tuple(args), env=env, host_paths=host_paths,
+                           volume_dirs=volume_dirs,
                            options=(*options, "--name", f"vfiowatch-test-{uuid.uuid4().hex[:8]}"))
     else:
         cfg = json.loads(_podman("image", "inspect", image))[0]["Config"]
         rootfs = _podman("image", "mount", image)
         argv = chroot_argv(view, rootfs, tmp / "container", cfg["Entrypoint"], cfg["Env"],
-                           tuple(args), env=env, host_paths=host_paths)
+                           tuple(args), env=env, host_paths=host_paths, volume_dirs=volume_dirs)
     return Pod(argv, tmp / "pod.log")
 
 
@@ -221,9 +250,10 @@ def _start(mode: str, image: str, view: PodView, tmp: Path, port: int, made: lis
 def test_the_agent_runs_from_the_image_as_the_daemonset_runs_it(
     image: str, mode: str, tmp_path: Path, kubelet_dirs: list[str]
 ) -> None:
-    """Started with the pod spec of deploy/daemonset.yaml: its sources come up, a synthetic
-    uevent becomes a journal record in the hostPath directory, /metrics and /healthz answer,
-    SIGTERM stops it with 0."""
+    """Started with the pod spec of deploy/daemonset.yaml: its sources come up (eBPF with only
+    the manifest's capabilities), a synthetic uevent becomes a journal record in the hostPath
+    directory, a sysfs write is attributed, a finding reaches the (local) Kubernetes API as an
+    Event on the node, /metrics and /healthz answer, SIGTERM stops it with 0."""
     options: tuple[str, ...] = ()
     if mode == "podman":
         found, refused = _podman_run_options(image)
@@ -234,7 +264,10 @@ def test_the_agent_runs_from_the_image_as_the_daemonset_runs_it(
         print(f"\npodman run {' '.join(options)}; refused before: {refused}")
     view = pod_view()
     port = _free_port()
-    pod = _start(mode, image, view, tmp_path, port, kubelet_dirs, options)
+    (tmp_path / "pki").mkdir()
+    api = FakeApiServer(tmp_path / "pki", token=f"token-{uuid.uuid4().hex}", versions=["1.25", "1.37"],
+                        handler=lambda m, p, b: (201, api.created(b)))
+    pod = _start(mode, image, view, tmp_path, port, kubelet_dirs, options, api)
     try:
         started = pod.wait_for(lambda d: d["event"] == "agent_started", timeout=60)
         assert started.get("version", __version__) == __version__
@@ -277,14 +310,35 @@ def test_the_agent_runs_from_the_image_as_the_daemonset_runs_it(
         assert w is not None, f"no attributed write:\n{pod.log.read_text()[-4000:]}"
         assert w.control == "bind" and w.actor.exe.startswith("/usr/bin/python3"), w
         print(f"\n{mode}: ebpf {attached['mode']}: {w.path} by pid {w.actor.pid} ({w.actor.exe})")
+
+        # Kubernetes Events: a uevent storm overflows the (test-sized) receive buffer, the
+        # event-loss finding opens, and the agent posts it on the node, with the pod's token
+        # and CA, to the API server the kubelet's environment names.
+        storm_exe = build_storm_writer(tmp_path)
+        end = time.monotonic() + 60
+        while not _posted(api, "EventLoss") and time.monotonic() < end:
+            storm(storm_exe, bdf, 20000, f"change {uuid.uuid4()}")
+            time.sleep(1)
+        (event,) = _posted(api, "EventLoss")[:1]
+        assert event["regarding"] == {"apiVersion": "v1", "kind": "Node",
+                                      "name": socket.gethostname(), "uid": socket.gethostname()}
+        assert event["type"] == "Warning" and event["metadata"]["namespace"] == "default"
+        assert not api.problems, api.problems
     finally:
         rc = pod.stop()
         if mode == "chroot":
             _podman("image", "unmount", image, check=False)
+    api.close()
     assert rc == 0, pod.log.read_text()[-4000:]
     _, st = journal_records(journal)
     assert st.bad_lines == 0 and not st.truncated_tail
     assert pod.lines()[-1]["event"] == "agent_stopped"
+
+
+def _posted(api: FakeApiServer, reason: str) -> list[dict[str, Any]]:
+    """The Events with this reason the agent created on the local API server."""
+    return [r["body"] for r in list(api.requests) if r["method"] == "POST" and r["body"]
+            and r["body"].get("reason") == reason]
 
 
 def _my_writes(journal: Path, path: str) -> list[ev.SysfsWriteObserved]:

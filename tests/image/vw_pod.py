@@ -38,6 +38,10 @@ class Mount:
     """`None`, `HostToContainer` or `Bidirectional` (Kubernetes' names)."""
     memory: bool = False
     size_limit: str = ""
+    kind: str = "hostPath"
+    """The volume's type: `hostPath`, `emptyDir`, `configMap`."""
+    source: str = ""
+    """For a configMap volume, the ConfigMap's name."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class PodView:
     env: Mapping[str, str]
     """Variable -> the fieldPath it is taken from (the downward API)."""
     port: int
+    service_account: str
+    """The pod's service account ("" when its token is not mounted)."""
 
     def mount_for(self, path: str) -> Mount | None:
         """The mount that serves `path` inside the container (the deepest one), or None."""
@@ -109,13 +115,15 @@ def pod_view(path: Path = DAEMONSET) -> PodView:
         v = vols[m["name"]]
         hp = v.get("hostPath")
         ed = v.get("emptyDir")
+        kind = next(k for k in ("hostPath", "emptyDir", "configMap") if k in v)
         mounts.append(Mount(
             path=m["mountPath"], name=m["name"],
             host_path=hp["path"] if hp else None, host_type=(hp or {}).get("type", ""),
-            read_only=bool(m.get("readOnly", False)),
+            read_only=bool(m.get("readOnly", False)) or kind == "configMap",
             propagation=m.get("mountPropagation", "None"),
             memory=bool(ed and ed.get("medium") == "Memory"),
             size_limit=(ed or {}).get("sizeLimit", ""),
+            kind=kind, source=v.get("configMap", {}).get("name", ""),
         ))
     sc = c.get("securityContext", {})
     caps = sc.get("capabilities", {})
@@ -134,6 +142,8 @@ def pod_view(path: Path = DAEMONSET) -> PodView:
         seccomp=sc.get("seccompProfile", {}).get("type", "RuntimeDefault"),
         args=tuple(c.get("args", [])), env=env,
         port={p["name"]: p["containerPort"] for p in c.get("ports", [])}.get("metrics", 0),
+        service_account=(spec.get("serviceAccountName", "default")
+                         if spec.get("automountServiceAccountToken", True) else ""),
     )
 
 
@@ -144,11 +154,22 @@ def _size_bytes(limit: str) -> int:
     return int(m[1]) * units.get(m[2] or "", 1)
 
 
+SA_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+"""Where the kubelet mounts the service account's token, ca.crt and namespace."""
+
+
+def config_maps(path: Path = DAEMONSET) -> dict[str, dict[str, str]]:
+    """The manifest's ConfigMaps: name -> {key: content}."""
+    return {d["metadata"]["name"]: dict(d.get("data", {}))
+            for d in load_manifest(path) if d["kind"] == "ConfigMap"}
+
+
 def podman_argv(view: PodView, image: str, args: tuple[str, ...], *,
                 env: Mapping[str, str], host_paths: Mapping[str, str],
-                options: tuple[str, ...] = ()) -> list[str]:
-    """`podman run` of `image` as the DaemonSet runs it (host_paths: the node paths to use;
-    options: more `podman run` options, such as the runtime and limits this machine needs)."""
+                volume_dirs: Mapping[str, str] = {}, options: tuple[str, ...] = ()) -> list[str]:
+    """`podman run` of `image` as the DaemonSet runs it. host_paths: the node paths to use;
+    volume_dirs: a directory for each volume the kubelet would fill (configMap, the service
+    account as `serviceaccount`); options: more `podman run` options (runtime, limits)."""
     cmd = ["podman", "run", "--rm", *options]
     if view.host_pid:
         cmd.append("--pid=host")
@@ -170,22 +191,55 @@ def podman_argv(view: PodView, image: str, args: tuple[str, ...], *,
     if view.seccomp == "Unconfined":
         cmd += ["--security-opt", "seccomp=unconfined"]
     for m in view.mounts:
-        if m.host_path is None:
+        if m.kind == "emptyDir":
             size = f",tmpfs-size={_size_bytes(m.size_limit)}" if m.size_limit else ""
             cmd += ["--mount", f"type=tmpfs,destination={m.path}{size}"]
+            continue
+        if m.kind != "hostPath":
+            cmd += ["-v", f"{volume_dirs[m.name]}:{m.path}:ro"]
             continue
         opts = ["ro"] if m.read_only else ["rw"]
         opts.append({"HostToContainer": "rslave", "Bidirectional": "rshared"}.get(m.propagation,
                                                                                    "rprivate"))
         cmd += ["-v", f"{host_paths.get(m.host_path, m.host_path)}:{m.path}:{','.join(opts)}"]
+    if view.service_account and "serviceaccount" in volume_dirs:
+        cmd += ["-v", f"{volume_dirs['serviceaccount']}:{SA_PATH}:ro"]
     for k, v in env.items():
         cmd += ["-e", f"{k}={v}"]
     return [*cmd, image, *args]
 
 
+def in_root(rootfs: str, path: str) -> str:
+    """`path` inside the container with the image's symlinks followed inside `rootfs` (as
+    runc's securejoin does): /var/run/x -> /run/x. Never a path outside the root: a mount
+    target must not follow an absolute symlink out to this machine's own directories."""
+    parts = [p for p in path.split("/") if p]
+    out: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            out = out[:-1]
+            continue
+        if part == ".":
+            continue
+        here = Path(rootfs, *out, part)
+        if here.is_symlink():
+            hops += 1
+            assert hops < 40, f"symlink loop at {path}"
+            target = str(here.readlink())
+            if target.startswith("/"):
+                out = []
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        out.append(part)
+    return "/" + "/".join(out)
+
+
 def chroot_argv(view: PodView, rootfs: str, work: Path, entrypoint: list[str],
                 image_env: list[str], args: tuple[str, ...], *,
-                env: Mapping[str, str], host_paths: Mapping[str, str]) -> list[str]:
+                env: Mapping[str, str], host_paths: Mapping[str, str],
+                volume_dirs: Mapping[str, str] = {}) -> list[str]:
     """The same container made by hand: a new mount (and IPC) namespace, nothing else new.
 
     The image's root file system (`podman image mount`) is the lower layer of an overlay whose
@@ -216,14 +270,20 @@ def chroot_argv(view: PodView, rootfs: str, work: Path, entrypoint: list[str],
     if view.host_network:  # the runtime bind-mounts the node's resolver files
         lines += ['for f in hosts resolv.conf; do touch "$R/etc/$f"; '
                   'mount --bind -o ro "/etc/$f" "$R/etc/$f"; done']
-    for m in view.mounts:
-        tgt = f'"$R"{q(m.path)}'
+    binds = [(m, host_paths.get(m.host_path, m.host_path) if m.host_path else
+              volume_dirs.get(m.name, "")) for m in view.mounts]
+    if view.service_account and "serviceaccount" in volume_dirs:
+        binds.append((Mount(path=SA_PATH, name="serviceaccount", host_path=None, host_type="",
+                            read_only=True, propagation="None", kind="projected"),
+                      volume_dirs["serviceaccount"]))
+    for m, source in binds:
+        tgt = f'"$R"{q(in_root(rootfs, m.path))}'
         lines.append(f"mkdir -p {tgt}")
-        if m.host_path is None:
+        if m.kind == "emptyDir":
             size = f",size={_size_bytes(m.size_limit)}" if m.size_limit else ""
             lines.append(f"mount -t tmpfs -o nosuid,nodev{size} tmpfs {tgt}")
             continue
-        src = q(host_paths.get(m.host_path, m.host_path))
+        src = q(source)
         lines.append(f"mount --rbind {src} {tgt}")
         if m.read_only:
             lines.append(f"mount -o remount,bind,ro {tgt}")

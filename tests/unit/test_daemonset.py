@@ -88,8 +88,9 @@ def test_every_needed_host_path_is_there_as_the_pod_needs_it() -> None:
         assert m is not None, f"{p.path} ({p.why}) is not mounted in the pod"
         if p.host:
             assert view.host_path_of(where) == p.path, (p, m)
-        else:
-            assert m.host_path is None and m.memory, (p, m)
+        else:  # the pod's own: a memory emptyDir to write, a ConfigMap to read
+            assert m.kind == ("emptyDir" if p.writable else "configMap"), (p, m)
+            assert m.memory or not p.writable, (p, m)
         assert view.writable(where) == p.writable, (p, m)
 
 
@@ -111,3 +112,34 @@ def test_the_journal_argument_is_on_the_journals_host_path() -> None:
     (jdir,) = [p for n in needs.NEEDS if n.part == "journal" for p in n.paths]
     assert journal.startswith(jdir.path + "/") and view.writable(journal)
     assert view.host_path_of(journal) == journal
+
+
+def test_the_config_argument_is_the_configmaps_file() -> None:
+    """--config names a key of the ConfigMap mounted there, and that file is a valid
+    configuration with Kubernetes Events on."""
+    from diag.config import parse_text
+    from tests.image.vw_pod import config_maps
+
+    view = pod_view()
+    cfg = view.args[view.args.index("--config") + 1]
+    m = view.mount_for(cfg)
+    assert m is not None and m.kind == "configMap" and m.read_only
+    text = config_maps()[m.source][cfg.removeprefix(m.path + "/")]
+    assert parse_text(text, cfg).k8s["events"] is True
+
+
+def test_the_rbac_grants_exactly_what_the_events_sink_uses() -> None:
+    """The ClusterRole bound to the pod's service account allows what
+    diag.sinks.k8s_events.API_PERMISSIONS lists, and nothing else."""
+    from diag.sinks.k8s_events import API_PERMISSIONS
+
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in load_manifest()}
+    view = pod_view()
+    (binding,) = [d for (k, _), d in docs.items() if k == "ClusterRoleBinding"]
+    assert {"kind": "ServiceAccount", "name": view.service_account,
+            "namespace": "kube-system"} in binding["subjects"]
+    role = docs[("ClusterRole", binding["roleRef"]["name"])]
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"] for v in rule["verbs"]}
+    assert granted == set(API_PERMISSIONS)
+    assert ("ServiceAccount", view.service_account) in docs

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from diag import needs
 from tests.conftest import REPO, vfiowatch_bin
+from tests.image.vw_pod import daemonset
 
 DEPLOY = REPO / "deploy"
 CAPS = needs.capabilities()
@@ -105,7 +105,7 @@ def test_the_unit_lets_the_agent_write_where_it_needs_to() -> None:
 
 
 def _daemonset() -> dict[str, Any]:
-    return yaml.safe_load((DEPLOY / "daemonset.yaml").read_text())
+    return daemonset()
 
 
 def test_the_daemonset_shares_the_hosts_namespaces_and_mounts_it_read_only() -> None:
