@@ -21,7 +21,7 @@ help:
 setup: host venv
 
 host:
-	@deploy/setup-host.sh
+	@deploy/setup-host.sh run test image
 
 # The venv comes from the system Python so that Debian's bcc (python3-bpfcc) is importable.
 $(STAMP): pyproject.toml | host

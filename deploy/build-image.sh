@@ -54,7 +54,7 @@ export SOURCE_DATE_EPOCH
 
 ctx="$IMAGE_CACHE/context"
 mkdir -p "$IMAGE_CACHE"
-t0=$(date +%s.%N)
+t0=$(date +%s%N)
 
 # ---- 1. wheels, on this machine (its pip configuration applies), pinned to the tested venv.
 rm -rf "$ctx" && mkdir -p "$ctx/wheels"
@@ -63,7 +63,7 @@ rm -rf "$ctx" && mkdir -p "$ctx/wheels"
   -c "$IMAGE_CACHE/constraints.txt" . \
   || die "building the wheels failed (pip uses this machine's pip configuration: see README, Running fleet-wide)"
 
-t1=$(date +%s.%N)
+t1=$(date +%s%N)
 
 # ---- 2. the base.
 image_exists() { "$tool" image exists "$1" 2>/dev/null || "$tool" images -q "$1" 2>/dev/null | grep -q .; }
@@ -85,6 +85,7 @@ mmdebstrap_base() {
   local key
   key=$( { echo "$SUITE ${opts[*]} $base_epoch"; cat "${sources[@]}"; } | sha256sum | cut -c1-12)
   base="localhost/vfiowatch-base:$SUITE-$key"
+  apt_install=no  # mmdebstrap included the image's apt packages
   if image_exists "$base" && [ "${IMAGE_REBUILD_BASE:-0}" != 1 ]; then
     base_kind="mmdebstrap (cached: $base)"; return
   fi
@@ -103,6 +104,7 @@ mmdebstrap_base() {
   base_kind="mmdebstrap (made: $base, tarball sha256 $(cat "$IMAGE_CACHE/base-$key.sha256"))"
 }
 
+apt_install=yes
 case "$IMAGE_BASE" in
   mmdebstrap) mmdebstrap_base ;;
   auto)
@@ -116,7 +118,7 @@ case "$IMAGE_BASE" in
   *) base=$IMAGE_BASE; base_kind="$IMAGE_BASE (IMAGE_BASE)" ;;
 esac
 
-t2=$(date +%s.%N)
+t2=$(date +%s%N)
 
 # ---- 3. the image.
 build=("$tool" build)
@@ -124,11 +126,11 @@ build=("$tool" build)
 [ "${IMAGE_NO_CACHE:-0}" = 1 ] && build+=(--no-cache)
 "${build[@]}" -q --isolation "$IMAGE_ISOLATION" --timestamp "$SOURCE_DATE_EPOCH" \
   --build-arg "BASE=$base" --build-arg "SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH" \
-  --build-arg "VERSION=$version" \
+  --build-arg "VERSION=$version" --build-arg "APT_INSTALL=$apt_install" \
   -f deploy/Containerfile -t "$IMAGE" "$ctx" >/dev/null
 
 size=$("$tool" image inspect --format '{{.Size}}' "$IMAGE")
-t3=$(date +%s.%N)
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+t3=$(date +%s%N)
+secs() { local d=$(( ($2 - $1) / 100000000 )); echo "$((d / 10)).$((d % 10))"; }
 echo "make image: $IMAGE ($((size / 1000000)) MB) from $base_kind in $(secs "$t0" "$t3") s" \
   "(wheels $(secs "$t0" "$t1") s, base $(secs "$t1" "$t2") s, build $(secs "$t2" "$t3") s)"
