@@ -143,3 +143,27 @@ def test_the_rbac_grants_exactly_what_the_events_sink_uses() -> None:
                for r in rule["resources"] for v in rule["verbs"]}
     assert granted == set(API_PERMISSIONS)
     assert ("ServiceAccount", view.service_account) in docs
+
+
+def test_the_readmes_podman_run_is_the_daemonsets_pod() -> None:
+    """The `podman run` the README documents carries every namespace, capability, security and
+    host-mount option the DaemonSet's pod has (rendered by the image tier's podman_argv)."""
+    import itertools
+    import shlex
+
+    from tests.image.vw_pod import podman_argv
+
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("podman run --rm --pid=host"):]
+    block = block[:block.index("```")].replace("\\\n", " ")
+    readme = set(shlex.split(block.replace("$(hostname)", "NODE")))
+    view = pod_view()
+    rendered = podman_argv(view, "IMAGE", (), env={}, host_paths={},
+                           volume_dirs={m.name: "DIR" for m in view.mounts if m.kind == "configMap"})
+    wanted = {a for a in rendered if a.startswith("--") and a not in ("--rm", "--mount")}
+    # the host mounts and security options; not the ConfigMap (no cluster) or the tmpfs's size
+    wanted |= {v for a, v in itertools.pairwise(rendered)
+               if a in ("-v", "--security-opt") and "DIR" not in v}
+    missing = sorted(wanted - readme)
+    assert not missing, missing
+    assert "type=tmpfs,destination=/tmp" in readme
