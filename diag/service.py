@@ -99,7 +99,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "flush (default 1; 0 = after every record)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="TOML configuration: [core] thresholds and allow-lists (README, "
-                        "Configuration), [sources] options passed to the sources")
+                        "Configuration), [sources] options passed to the sources, [k8s] "
+                        "Kubernetes Events (README, Running fleet-wide)")
     p.add_argument("--log-events", action="store_true",
                    help="log every raw event too, not only findings and the agent's health")
     p.add_argument("--log-format", choices=("json", "console"), default="json",
