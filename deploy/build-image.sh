@@ -105,6 +105,11 @@ mmdebstrap_base() {
   "$tool" build -q --no-cache --isolation "$IMAGE_ISOLATION" --timestamp "$base_epoch" \
     -f "$IMAGE_CACHE/Containerfile.base" -t "$base" "$IMAGE_CACHE" >/dev/null
   rm -f "$tar" "$IMAGE_CACHE/Containerfile.base"
+  # Bases of earlier definitions are 400+ MB each: untag them (images still built on one keep it).
+  local old
+  for old in $("$tool" images --format '{{.Repository}}:{{.Tag}}' localhost/vfiowatch-base); do
+    [ "$old" = "$base" ] || "$tool" rmi "$old" >/dev/null 2>&1 || true
+  done
   base_kind="mmdebstrap (made: $base, tarball sha256 $(cat "$IMAGE_CACHE/base-$key.sha256"))"
 }
 
