@@ -2,8 +2,9 @@
 
 The file has three tables: `[core]` (the rules' thresholds and allow-lists, validated by the
 pure `diag.core.config.parse`), `[sources.<name>]` (per-source options, handed to each source
-as they are) and `[k8s]` (Kubernetes Events, diag.sinks.k8s_events). Every error names the file, the line (tomllib's own message carries line and
-column for syntax errors; for a bad value the key's line is looked up) and the key, with a fix.
+as they are) and `[k8s]` (Kubernetes Events, diag.sinks.k8s_events). Every error names the
+file, the line (tomllib's own message carries line and column for syntax errors; for a bad
+value the key's line is looked up) and the key, with a fix.
 
 driverctl keeps its persistent overrides as files `/etc/driverctl.d/<bus>-<bdf>` holding the
 driver name; a `pci-<bdf>` file saying `vfio-pci` declares that binding intended, so it is read
@@ -64,18 +65,17 @@ def key_lines(text: str) -> dict[str, int]:
 
 def read_driverctl(paths: HostPaths) -> tuple[str, ...]:
     """BDFs that driverctl persistently overrides to vfio-pci (`/etc/driverctl.d/pci-<bdf>`)."""
-    d = paths.host(DRIVERCTL_DIR)
     try:
-        entries = sorted(d.iterdir())
+        names = sorted(paths.listdir(DRIVERCTL_DIR))
     except OSError:
         return ()
     out = []
-    for p in entries:
-        bus, _, bdf = p.name.partition("-")
+    for name in names:
+        bus, _, bdf = name.partition("-")
         if bus != "pci" or not _BDF.match(bdf):
             continue
         try:
-            driver = p.read_text(errors="replace").strip()
+            driver = paths.read_text(f"{DRIVERCTL_DIR}/{name}", 4096, regular=True).strip()
         except OSError:
             continue
         if driver == "vfio-pci":
@@ -124,8 +124,9 @@ def parse_text(text: str, path: str) -> AgentConfig:
     return AgentConfig(core=core, sources=sources, k8s=dict(k8s), path=path)
 
 
-def load(path: str | Path | None, *, root: str | Path = "/") -> AgentConfig:
-    """Read the configuration file (None: defaults) and driverctl's overrides under `root`.
+def load(path: str | Path | None, *, root: str | Path = "/", paths: HostPaths | None = None) -> AgentConfig:
+    """Read the configuration file (None: defaults) and driverctl's overrides under `root`
+    (or `paths`, whose refusals the caller then reports).
 
     Raises ConfigError naming the file, line and key, with a hint, for anything wrong.
     """
@@ -141,7 +142,7 @@ def load(path: str | Path | None, *, root: str | Path = "/") -> AgentConfig:
                 hint="pass --config a readable TOML file, or leave it out to use the defaults",
             ) from None
         cfg = parse_text(text, str(p))
-    overrides = read_driverctl(HostPaths.at(root))
+    overrides = read_driverctl(paths or HostPaths.at(root))
     if overrides:
         merged = tuple(dict.fromkeys((*cfg.core.driverctl_overrides, *overrides)))
         cfg = replace(cfg, core=replace(cfg.core, driverctl_overrides=merged))
