@@ -17,7 +17,7 @@ REPO = TESTS.parent
 
 _TIER_BY_DIR = {
     "unit": "unit", "golden": "golden", "tui": "tui", "kernel": "kernel",
-    "ebpf": "ebpf", "lab": "lab", "bench": "bench",
+    "ebpf": "ebpf", "lab": "lab", "bench": "bench", "image": "image",
 }
 
 

@@ -87,7 +87,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                         "flush (default 1; 0 = after every record)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="TOML configuration: [core] thresholds and allow-lists (README, "
-                        "Configuration), [sources] options passed to the sources")
+                        "Configuration), [sources] options passed to the sources, [k8s] "
+                        "Kubernetes Events (README, Running fleet-wide)")
     p.add_argument("--log-events", action="store_true",
                    help="log every raw event too, not only findings and the agent's health")
     p.add_argument("--log-format", choices=("json", "console"), default="json",
@@ -105,13 +106,21 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated sources not to run (repeatable)")
 
 
-def _load_config(path: Path | None, paths: HostPaths) -> tuple[Any, dict[str, Any]]:
-    """[core] thresholds (plus driverctl's vfio-pci overrides under --root) and [sources] tables;
-    errors name the file, line and key (diag.runtime.settings.load)."""
+def _load_config(path: Path | None, paths: HostPaths) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """[core] thresholds (plus driverctl's vfio-pci overrides under --root), [sources] and [k8s]
+    tables; errors name the file, line and key (diag.runtime.settings.load)."""
     from diag.runtime.settings import load
 
     cfg = load(path, paths=paths)
-    return cfg.core, cfg.sources
+    return cfg.core, cfg.sources, cfg.k8s
+
+
+def _k8s_events_sink(table: dict[str, Any], report: Any) -> Any:
+    """The Kubernetes Events sink when `[k8s] events = true`, else None."""
+    from diag.sinks.k8s_events import K8sEventsSink, parse_options
+
+    opts = parse_options(table)
+    return K8sEventsSink(opts, report=report) if opts.events else None
 
 
 def _runtime_families(pipe: Any) -> Iterator[Any]:
@@ -163,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     root_logger.setLevel(logging.INFO)
     paths = HostPaths.at(args.root)
     paths.require_sysfs()
-    core_config, source_options = _load_config(args.config, paths)
+    core_config, source_options, k8s_table = _load_config(args.config, paths)
 
     registry = SOURCES.load()
     for failure in (*registry.failures, *RULES.load().failures):
@@ -183,16 +192,18 @@ def run(args: argparse.Namespace) -> int:
     handled = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
     signal.pthread_sigmask(signal.SIG_BLOCK, handled)
     try:
-        return _serve(args, logs, paths, core_config, source_options, names, handled)
+        return _serve(args, logs, paths, core_config, source_options, names, handled,
+                      k8s_table)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
 
 
 def _serve(args: argparse.Namespace, logs: Any, paths: HostPaths, core_config: Any,
-           source_options: dict[str, Any], names: list[str], handled: set[signal.Signals]) -> int:
+           source_options: dict[str, Any], names: list[str], handled: set[signal.Signals],
+           k8s_table: dict[str, Any] | None = None) -> int:
     """Build sources and sinks with `handled` signals blocked, start them, serve until stopped."""
     agent = _Agent(args, logs, paths)
-    agent.build(core_config, source_options, names)
+    agent.build(core_config, source_options, names, k8s_table or {})
     agent.handle_signals()
     agent.start(handled)
     agent.serve()
@@ -216,7 +227,8 @@ class _Agent:
 
     # ---- building -------------------------------------------------------------------------
 
-    def build(self, core_config: Any, source_options: dict[str, Any], names: list[str]) -> None:
+    def build(self, core_config: Any, source_options: dict[str, Any], names: list[str],
+              k8s_table: dict[str, Any]) -> None:
         from diag.core.correlator import Correlator
         from diag.runtime import Pipeline, PipelineOptions, build_sources
         from diag.sinks.metrics import MetricsSink
@@ -232,11 +244,17 @@ class _Agent:
         self.pipe = pipe = Pipeline(self.sources, correlator=correlator,
                                     unavailable=self.unavailable,
                                     options=PipelineOptions(stop_timeout_s=STOP_BUDGET_S))
+        k8s_events = _k8s_events_sink(k8s_table, self._report)
         self.metrics = MetricsSink(journal=self.journal.stats if self.journal else None,
-                                   extra=[lambda: _runtime_families(pipe)])
-        for sink in (self.journal, self.logs, self.metrics):
+                                   extra=[lambda: _runtime_families(pipe),
+                                          *([k8s_events.families] if k8s_events else [])])
+        for sink in (self.journal, self.logs, self.metrics, k8s_events):
             if sink is not None:
                 pipe.add_sink(sink)
+
+    def _report(self, level: str, event: str, **fields: Any) -> None:
+        """How a sink reports trouble: a log line at `level`."""
+        getattr(self.log, level)(event, **fields)
 
     def _open_journal(self, correlator: Any) -> Any:
         """The journal sink (--journal, or the default path as root), or None."""
@@ -251,9 +269,6 @@ class _Agent:
                      reason="--no-journal" if args.no_journal else "not root and no --journal")
             return None
 
-        def report(level: str, event: str, **fields: Any) -> None:
-            getattr(log, level)(event, **fields)
-
         started_ns = time.time_ns()
         try:
             return JournalSink(
@@ -261,7 +276,7 @@ class _Agent:
                 fsync_interval_s=args.journal_fsync_interval, state=correlator.snapshot,
                 header=lambda part: default_header(part, root=str(paths.root), paths=paths,
                                                    started_ns=started_ns),
-                report=report,
+                report=self._report,
             )
         except OSError as exc:
             raise DiagError(f"cannot open the journal {journal_path}: {exc.strerror or exc}",

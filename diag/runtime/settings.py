@@ -3,10 +3,11 @@
 Not to be confused with the core's thresholds (`diag.core.thresholds`, the `[core]` table parsed
 purely) or with Kata's configuration (`diag.sources.kata`), which the agent watches.
 
-The file has two tables: `[core]` (the rules' thresholds and allow-lists, validated by the pure
-`diag.core.thresholds.parse`) and `[sources.<name>]` (per-source options, handed to each source
-as they are). Every error names the file, the line (tomllib's own message carries line and
-column for syntax errors; for a bad value the key's line is looked up) and the key, with a fix.
+The file has three tables: `[core]` (the rules' thresholds and allow-lists, validated by the
+pure `diag.core.thresholds.parse`), `[sources.<name>]` (per-source options, handed to each source
+as they are) and `[k8s]` (Kubernetes Events, diag.sinks.k8s_events). Every error names the
+file, the line (tomllib's own message carries line and column for syntax errors; for a bad
+value the key's line is looked up) and the key, with a fix.
 
 driverctl keeps its persistent overrides as files `/etc/driverctl.d/<bus>-<bdf>` holding the
 driver name; a `pci-<bdf>` file saying `vfio-pci` declares that binding intended, so it is read
@@ -26,7 +27,7 @@ from diag.common.paths import HostPaths
 from diag.core import thresholds
 from diag.core.thresholds import CoreConfig
 
-TOP_LEVEL = ("core", "sources")
+TOP_LEVEL = ("core", "sources", "k8s")
 DRIVERCTL_DIR = "/etc/driverctl.d"
 _BDF = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 _TABLE = re.compile(r"^\s*\[\s*([^\]\[]+?)\s*\]\s*(?:#.*)?$")
@@ -40,6 +41,8 @@ class AgentConfig:
     core: CoreConfig = field(default_factory=CoreConfig)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     """`[sources.<name>]` tables by source name, as parsed."""
+    k8s: dict[str, Any] = field(default_factory=dict)
+    """The `[k8s]` table (Kubernetes Events; checked by diag.sinks.k8s_events.parse_options)."""
     path: str | None = None
     """The file it came from; None when defaults are used."""
 
@@ -98,7 +101,7 @@ def parse_text(text: str, path: str) -> AgentConfig:
             where = f"{path}:{lines[key]}" if key in lines else path
             raise ConfigError(
                 f"{where}: unknown table or key {key!r}",
-                hint="the file has two tables: [core] (rule thresholds) and [sources.<name>]",
+                hint="the file has [core] (rule thresholds), [sources.<name>] and [k8s] tables",
             )
     core = thresholds.parse(doc, path, lines)
     sources_doc = doc.get("sources", {})
@@ -114,7 +117,14 @@ def parse_text(text: str, path: str) -> AgentConfig:
             raise ConfigError(f"{where}: {key} must be a table, got {table!r}",
                               hint=f"write it as [sources.{name}] with its options below")
         sources[name] = dict(table)
-    return AgentConfig(core=core, sources=sources, path=path)
+    k8s = doc.get("k8s", {})
+    if not isinstance(k8s, dict):
+        where = f"{path}:{lines['k8s']}" if "k8s" in lines else path
+        raise ConfigError(f"{where}: k8s must be a table", hint="write it as [k8s] then events = true")
+    from diag.sinks.k8s_events import parse_options
+
+    parse_options(k8s, path, lines)  # errors name the file, line and key now, not at start
+    return AgentConfig(core=core, sources=sources, k8s=dict(k8s), path=path)
 
 
 def load(path: str | Path | None, *, root: str | Path = "/", paths: HostPaths | None = None) -> AgentConfig:

@@ -17,7 +17,8 @@ LAB = REPO / "tests" / "lab"
 # The host side of the lab and the set-up scripts: every command they run must be listed.
 PY_SCRIPTS = [LAB / "labbuild.py", LAB / "labvm.py", LAB / "labctl.py",
               LAB / "capture_fixtures.py", LAB / "capture_boot_failures.py"]
-SH_SCRIPTS = [REPO / "deploy" / "setup-host.sh", REPO / "deploy" / "packages.sh"]
+SH_SCRIPTS = [REPO / "deploy" / "setup-host.sh", REPO / "deploy" / "packages.sh",
+              REPO / "deploy" / "build-image.sh"]
 
 # dpkg's status file as dpkg writes it, one stanza per state the check must tell apart.
 STATUS = """\
@@ -111,11 +112,11 @@ def test_the_installed_check_is_written_once() -> None:
 
 
 def test_the_list_has_the_three_groups_and_known_suites() -> None:
-    """Groups are run, test and lab; the only suite named is the one the lab configures."""
+    """Groups are run, test, lab and image; the only suite named is the one the lab configures."""
     from tests.lab import labbuild
 
     entries = table()
-    assert {e.group for e in entries} == {"run", "test", "lab"}
+    assert {e.group for e in entries} == {"run", "test", "lab", "image"}
     assert {e.suite for e in entries} - {""} == {labbuild.BACKPORTS}
     assert [e.name for e in entries if e.suite] == ["qemu-system-x86"]
 
