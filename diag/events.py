@@ -508,6 +508,79 @@ class SandboxStopped(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class KataVersionReading:
+    """One reading of a Kata handler's version (or of its absence), and where it was read."""
+
+    source: str
+    """`binary`, `dpkg`, `rpm`, `kata-deploy`, `collect-script`, `kata-env`, `log`, ..."""
+    detail: str
+    """What was read, where: `dpkg kata-containers 3.8.0-1 (/var/lib/dpkg/status) owns ...`."""
+    version: str = ""
+    """The version text as read; empty when this source gave none (`detail` says why)."""
+    exact: bool = True
+    """False for a heuristic or indirect reading (a stripped binary, a package not owning the
+    shim, a package listing): it wins only when nothing exact gave a version."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VfCandidate:
+    """A VF that pods can be given as a network interface."""
+
+    bdf: str
+    pf: str | None = None
+    driver: str | None = None
+    netdevs: tuple[str, ...] = ()
+    resource: str = ""
+    """The SR-IOV device plugin resource that selects it, empty when none is configured."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KataHandlerFacts:
+    """What one Kata runtime handler's exposure to the known VFIO bugs depends on (kata-facts §0)."""
+
+    handler: str
+    runtime: str = "go"
+    """`go` or `rs` (runtime-rs)."""
+    runtime_basis: str = ""
+    """How the runtime was told: containerd's runtime_path, the shim's install path, a report."""
+    version: str = ""
+    """Kata's version as the winning reading gave it; empty when unknown."""
+    version_source: KataVersionReading | None = None
+    """The reading that won, None when none gave a version."""
+    readings: tuple[KataVersionReading, ...] = ()
+    """Every source consulted, the winner included."""
+    config_path: str | None = None
+    cold_plug_vfio: str = "no-port"
+    cold_plug_origin: str = "default"
+    hot_plug_vfio: str = "no-port"
+    pcie_root_port: int = 0
+    pcie_root_port_origin: str = "default"
+    hypervisor: str = "qemu"
+    annotation_enabled: bool = False
+    """`enable_annotations` lets a pod set `cold_plug_vfio` and containerd passes it on."""
+    vfs: tuple[VfCandidate, ...] = ()
+    vfs_basis: str = ""
+    """How the VFs were chosen (the device plugin's selectors, or every VF on a host driver)."""
+    vfs_known: bool = True
+    """False when nothing said which VFs exist (a postmortem without an inventory): judged as
+    if pods could be given one."""
+    assumed: bool = False
+    """No Kata installed: nothing to assess."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KataFactsObserved(Event):
+    """A Kata handler's version (and where it was read), effective cold_plug_vfio and the VFs pods
+    can be given, read at start and again whenever one of them changes; the core judges from
+    them which known Kata VFIO bug the handler is exposed to (rule `kata-vfio-exposure`)."""
+
+    kind: ClassVar[str] = "kata_facts_observed"
+    facts: KataHandlerFacts
+    gone: bool = False
+    """The handler is no longer configured: its exposure ends."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class VfioGroupHeld(Event):
     """A process holds /dev/vfio/<group> open (QEMU, or anything else)."""
 

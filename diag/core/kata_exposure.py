@@ -34,8 +34,6 @@ from typing import Literal
 
 from diag import events as ev
 
-Runtime = Literal["go", "rs"]
-
 NO_PORT = "no-port"
 PORT_VALUES = ("no-port", "bridge-port", "root-port", "switch-port")
 ANN_COLD = "io.katacontainers.config.hypervisor.cold_plug_vfio"
@@ -122,59 +120,15 @@ def upstream_of_package_version(version: str) -> str:
 # ---- the facts about one handler ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VersionReading:
-    """One reading of a handler's Kata version (or of its absence), with where it was read."""
-
-    source: str
-    """`binary`, `dpkg`, `rpm`, `kata-deploy`, `collect-script`, `log`, `kata-env`, ..."""
-    detail: str
-    """What was read, where: `dpkg kata-containers 3.8.0-1 owns /usr/bin/containerd-shim-kata-v2`."""
-    version: str = ""
-    """The version text as read; empty when this source gave none (detail says why)."""
-    exact: bool = True
-    """False for a heuristic or an indirect reading (a package not owning the shim, a log line)."""
+VersionReading = ev.KataVersionReading
+VfCandidate = ev.VfCandidate
+HandlerFacts = ev.KataHandlerFacts
+"""The facts are event records (`ev.KataFactsObserved` carries them to the core and the journal)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VfCandidate:
-    """A VF that pods can be given as a network interface."""
-
-    bdf: str
-    pf: str | None = None
-    driver: str | None = None
-    netdevs: tuple[str, ...] = ()
-    resource: str = ""
-    """The SR-IOV device plugin resource that selects it, empty when none is configured."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HandlerFacts:
-    """What the exposure of one Kata runtime handler depends on."""
-
-    handler: str
-    runtime: Runtime = "go"
-    runtime_basis: str = ""
-    """How the runtime was told: install path, state dir, containerd's runtime_path."""
-    version: KataVersion | None = None
-    version_source: VersionReading | None = None
-    """The reading that won, None when none gave a version."""
-    readings: tuple[VersionReading, ...] = ()
-    """Every source consulted, winner included."""
-    config_path: str | None = None
-    cold_plug_vfio: str = NO_PORT
-    cold_plug_origin: str = "default"
-    hot_plug_vfio: str = NO_PORT
-    pcie_root_port: int = 0
-    pcie_root_port_origin: str = "default"
-    hypervisor: str = "qemu"
-    annotation_enabled: bool = False
-    """`enable_annotations` lets a pod set `cold_plug_vfio` (and containerd passes it)."""
-    vfs: tuple[VfCandidate, ...] = ()
-    vfs_basis: str = ""
-    """How the VFs were chosen (device plugin selectors, or every VF on a host driver)."""
-    assumed: bool = False
-    """No Kata installed: nothing to assess."""
+def handler_version(f: HandlerFacts) -> KataVersion | None:
+    """The handler's Kata version, parsed; None when unknown or not a version."""
+    return parse_version(f.version) if f.version else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,7 +184,7 @@ class Assessment:
 
 
 def _version_why(f: HandlerFacts) -> str:
-    if f.version is None:
+    if handler_version(f) is None:
         tried = "; ".join(r.detail for r in f.readings) or "no source found"
         return f"Kata version unknown ({tried})"
     src = f.version_source
@@ -244,6 +198,8 @@ def _cold_why(f: HandlerFacts) -> str:
 
 
 def _vf_why(f: HandlerFacts) -> str:
+    if not f.vfs and not f.vfs_known:
+        return f"which VFs pods can be given is not known ({f.vfs_basis or 'no inventory'}): judged as if one can"
     if not f.vfs:
         return f"no VF pods could be given now ({f.vfs_basis or 'none found'})"
     names = ", ".join(v.bdf + (f" ({v.netdevs[0]})" if v.netdevs else "") for v in f.vfs[:6])
@@ -310,9 +266,10 @@ def assess(f: HandlerFacts) -> Assessment:
     """The exposure rows of one handler: the table of this module's docstring, row by row."""
     if f.assumed:
         return Assessment(handler=f.handler, notes=("no Kata installed: nothing to assess",))
-    notes: list[str] = list(f.version.notes) if f.version else []
+    v = handler_version(f)
+    notes: list[str] = list(v.notes) if v else []
     rows: list[Exposure] = []
-    exposed = bool(f.vfs)
+    exposed = bool(f.vfs) or not f.vfs_known
     cold = f.cold_plug_vfio or NO_PORT
     base_why = (_version_why(f), _cold_why(f), _vf_why(f))
     if f.runtime == "go" and f.hypervisor not in ("qemu", ""):
@@ -328,7 +285,6 @@ def assess(f: HandlerFacts) -> Assessment:
 
     lose = ("the VF leaves its network driver for vfio-pci (its netdev vanishes from the pod's "
             "namespace), then the pod fails; the VF may stay on vfio-pci with no network")
-    v = f.version
     if f.runtime == "rs":
         if cold == NO_PORT:
             row("10162", ev.Severity.ERROR, "runtime-rs moves the VF to vfio-pci with cold_plug_vfio = "

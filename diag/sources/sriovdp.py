@@ -9,11 +9,11 @@ pure (`diag.core.sriovdp`).
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from diag.common.paths import HostPaths, OutsideRoot
 from diag.core.sriovdp import DpConfig, parse_config
-from diag.paths import HostPaths
 
 DEFAULT_CONFIG = "/etc/pcidp/config.json"
 PLUGIN_COMM = "sriovdp"
@@ -39,24 +39,42 @@ def _config_arg(argv: list[str]) -> str:
     return DEFAULT_CONFIG
 
 
-def find_files(paths: HostPaths) -> list[DpFile]:
-    """The configuration files a running plugin (or a host install) uses."""
+def plugin_pids(paths: HostPaths, comms: Mapping[int, str] | None = None) -> list[int]:
+    """Pids of running plugins (`comm` = sriovdp): from `comms` when the caller already read
+    every pid's comm (the Kata source's process cache), else from /proc under the root."""
+    if comms is not None:
+        return sorted(p for p, c in comms.items() if c == PLUGIN_COMM)
     out = []
-    if os.path.isfile(paths.host(DEFAULT_CONFIG)):
-        out.append(DpFile(DEFAULT_CONFIG, "host"))
     try:
-        pids = [p for p in os.listdir(paths.proc) if p.isdigit()]
+        pids = [p for p in paths.listdir("/proc") if p.isdigit()]
     except OSError:
-        pids = []
+        return []
     for pid in pids:
         try:
-            with open(paths.proc / pid / "comm", "rb") as fh:
-                if fh.read(32).strip() != PLUGIN_COMM.encode():
-                    continue
-            with open(paths.proc / pid / "cmdline", "rb") as fh:
-                argv = [a.decode("utf-8", "replace") for a in fh.read(65536).split(b"\0") if a]
+            if paths.read_bytes(f"/proc/{pid}/comm", 64).strip() == PLUGIN_COMM.encode():
+                out.append(int(pid))
         except OSError:
             continue
+    return sorted(out)
+
+
+def find_files(paths: HostPaths, comms: Mapping[int, str] | None = None) -> list[DpFile]:
+    """The configuration files a running plugin (or a host install) uses.
+
+    A plugin's own file is `/proc/<pid>/root<--config-file>`: with --root / the kernel follows
+    that link into the plugin's mount namespace; under another --root, HostPaths refuses the
+    absolute link in /proc (it cannot tell a copied tree's link from the kernel's) and the
+    refusal is reported with the file (a tree may hold it as a plain directory).
+    """
+    out = []
+    if paths.is_file(DEFAULT_CONFIG):
+        out.append(DpFile(DEFAULT_CONFIG, "host"))
+    for pid in plugin_pids(paths, comms):
+        try:
+            raw = paths.read_bytes(f"/proc/{pid}/cmdline", 65536)
+        except OSError:
+            continue
+        argv = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
         cfg = _config_arg(argv)
         if not cfg.startswith("/"):
             continue  # relative to the plugin's cwd: not followed
@@ -64,16 +82,29 @@ def find_files(paths: HostPaths) -> list[DpFile]:
     return out
 
 
-def read_configs(paths: HostPaths) -> list[DpConfig]:
+def signature(paths: HostPaths, comms: Mapping[int, str] | None = None) -> tuple[object, ...]:
+    """What changes when the configuration the plugins use can have changed: their pids and
+    each file's stat (the Kata source re-reads the files only then)."""
+    out: list[object] = []
+    for f in find_files(paths, comms):
+        try:
+            st = paths.stat(f.host_path)
+            out.append((f.host_path, st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError as exc:
+            out.append((f.host_path, exc.errno))
+    return tuple(out)
+
+
+def read_configs(paths: HostPaths, comms: Mapping[int, str] | None = None) -> list[DpConfig]:
     """Every configuration found, parsed (an unreadable or bad file is a DpConfig with `error`)."""
     out = []
-    for f in find_files(paths):
+    for f in find_files(paths, comms):
         label = f.host_path if f.origin == "host" else f"{f.host_path} ({f.origin})"
         try:
-            with open(paths.host(f.host_path), "rb") as fh:
-                raw = fh.read(MAX_BYTES + 1)
+            raw = paths.read_bytes(f.host_path, MAX_BYTES + 1, regular=True)
         except OSError as exc:
-            out.append(DpConfig(path=label, error=f"{label}: {exc.strerror or exc}"))
+            why = str(exc) if isinstance(exc, OutsideRoot) else (exc.strerror or str(exc))
+            out.append(DpConfig(path=label, error=f"{label}: {why}"))
             continue
         if len(raw) > MAX_BYTES:
             out.append(DpConfig(path=label, error=f"{label}: larger than {MAX_BYTES} bytes, not read"))

@@ -350,19 +350,26 @@ def read_elf_info(buf: mmap.mmap | bytes) -> GoBuildInfo:
                        kata_version=version, kata_commit=commit, kata_how=how, notes=notes)
 
 
+def read_fd(fd: int) -> GoBuildInfo:
+    """`read_elf_info` of an open file, mapped read-only (raises OSError, NotElf); the caller
+    opened it (through HostPaths under --root) and closes it."""
+    st = os.fstat(fd)
+    if not (st.st_mode & 0o170000) == 0o100000:
+        raise NotElf("not a regular file")
+    if st.st_size < 64:
+        head = os.pread(fd, 4, 0)
+        raise NotElf("not an ELF file (too short)" if head == b"\x7fELF" else "not an ELF file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise NotElf(f"larger than {MAX_FILE_BYTES} bytes, not read")
+    with mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ) as m:
+        return read_elf_info(m)
+
+
 def read_file(real_path: str | os.PathLike[str]) -> GoBuildInfo:
-    """`read_elf_info` of a file, mapped read-only (raises OSError, NotElf)."""
+    """`read_elf_info` of a file of the agent's own file system (tests; the agent reads host
+    files with `read_fd` on a descriptor HostPaths opened)."""
     fd = os.open(real_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
-        st = os.fstat(fd)
-        if not (st.st_mode & 0o170000) == 0o100000:
-            raise NotElf("not a regular file")
-        if st.st_size < 64:
-            head = os.pread(fd, 4, 0)
-            raise NotElf("not an ELF file (too short)" if head == b"\x7fELF" else "not an ELF file")
-        if st.st_size > MAX_FILE_BYTES:
-            raise NotElf(f"larger than {MAX_FILE_BYTES} bytes, not read")
-        with mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ) as m:
-            return read_elf_info(m)
+        return read_fd(fd)
     finally:
         os.close(fd)

@@ -8,8 +8,8 @@ Read as files under the root; dpkg and rpm are never run.
 - rpm, sqlite format (`rpmdb.sqlite`, rpm >= 4.16: Fedora >= 33, RHEL/CentOS Stream 9,
   openSUSE since 2024): table `Packages(hnum, blob)`, each blob an rpm header (index entries +
   data store, big-endian) read for NAME, VERSION, RELEASE, EPOCH and the file list (BASENAMES,
-  DIRNAMES, DIRINDEXES). Opened `immutable` (no lock, no -shm written beside it), or, when its
-  WAL holds frames not yet checkpointed, a private copy of the file and its WAL is read.
+  DIRNAMES, DIRINDEXES). The file (and its WAL) is copied through HostPaths into a private
+  directory and SQLite opens the copy: nothing is ever written beside the host's database.
 - rpm, Berkeley DB (`Packages`, RHEL <= 8) and ndb (`Packages.db`): found and named, not read.
   Python has no reader of either format, and the rpm available to this project's tests
   (Debian's 4.18) writes only sqlite ("invalid %_db_backend: bdb/ndb"), so a reader could not be
@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sqlite3
 import struct
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 from urllib.parse import quote
 
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths, OutsideRoot
 
 DPKG_ADMINDIR = "/var/lib/dpkg"
 RPM_DIRS = ("/var/lib/rpm", "/usr/lib/sysimage/rpm")
@@ -38,6 +38,8 @@ KATA_NAME = re.compile(r"^(kata-containers|kata-runtime|kata|kata-containers-run
 MAX_STATUS_BYTES = 64 << 20
 MAX_LIST_BYTES = 8 << 20
 MAX_HEADER_BYTES = 32 << 20
+MAX_DB_BYTES = 512 << 20
+"""An rpm database larger than this is not copied (Fedora's is some tens of MiB)."""
 
 TAG_NAME, TAG_VERSION, TAG_RELEASE, TAG_EPOCH, TAG_ARCH = 1000, 1001, 1002, 1003, 1022
 TAG_DIRINDEXES, TAG_BASENAMES, TAG_DIRNAMES = 1116, 1117, 1118
@@ -103,8 +105,7 @@ def dpkg_upstream(version: str) -> str:
 
 def _read(paths: HostPaths, host_path: str, limit: int) -> bytes | None:
     try:
-        with open(paths.host(host_path), "rb") as fh:
-            return fh.read(limit)
+        return paths.read_bytes(host_path, limit, regular=True)
     except OSError:
         return None
 
@@ -214,33 +215,50 @@ def read_rpm(paths: HostPaths, want_paths: Iterable[str]) -> PackageScan:
     notes: list[str] = []
     for d in RPM_DIRS:
         sqlite_db = f"{d}/rpmdb.sqlite"
-        real = str(paths.host(sqlite_db))
-        if os.path.isfile(real):
-            return _read_rpm_sqlite(real, sqlite_db, want)
+        if paths.is_file(sqlite_db):
+            return _read_rpm_sqlite(paths, sqlite_db, want)
         for other, fmt in (("Packages", "Berkeley DB"), ("Packages.db", "ndb")):
-            if os.path.isfile(str(paths.host(f"{d}/{other}"))):
+            if paths.is_file(f"{d}/{other}"):
                 notes.append(f"rpm database {d}/{other} is in {fmt} format: not read (only rpmdb.sqlite "
                              "is); the version comes from the other sources")
     return PackageScan(notes=tuple(notes))
 
 
-def _read_rpm_sqlite(real: str, host_path: str, want: set[str]) -> PackageScan:
-    # Even `mode=ro` makes SQLite write the WAL index (-shm) beside the database; the agent
-    # writes nothing there. Without pending WAL frames the file is opened immutable (no lock,
-    # no -shm); with them, a private copy of the database and its WAL is read instead.
-    try:
-        wal = os.path.getsize(real + "-wal")
-    except OSError:
-        wal = 0
-    if wal == 0:
-        return _query_rpm(f"file:{quote(real)}?immutable=1", host_path, want)
+def _read_rpm_sqlite(paths: HostPaths, host_path: str, want: set[str]) -> PackageScan:
+    # Read through HostPaths (under --root no link out of the root is followed, no FIFO or
+    # device opened) into a private copy, with its WAL when it has one: SQLite is never handed
+    # a host path (it would reopen it by name, and even `mode=ro` writes the WAL index beside
+    # the database). The copy is made only when the database's stat changed (the caller caches).
     with tempfile.TemporaryDirectory(prefix="vfiowatch-rpmdb-") as tmp:
-        try:
-            shutil.copyfile(real, os.path.join(tmp, "rpmdb.sqlite"))
-            shutil.copyfile(real + "-wal", os.path.join(tmp, "rpmdb.sqlite-wal"))
-        except OSError as exc:
-            return PackageScan(notes=(f"{host_path}: {exc.strerror or exc}",))
+        for suffix in ("", "-wal"):
+            try:
+                with paths.open_file(host_path + suffix) as src, \
+                        open(os.path.join(tmp, "rpmdb.sqlite" + suffix), "wb") as out:
+                    copied = _copy(src, out, MAX_DB_BYTES)
+            except FileNotFoundError:
+                if suffix:
+                    continue
+                return PackageScan(notes=(f"{host_path}: not found",))
+            except OSError as exc:
+                why = str(exc) if isinstance(exc, OutsideRoot) else (exc.strerror or str(exc))
+                return PackageScan(notes=(f"{host_path + suffix}: {why}",))
+            if not copied:
+                return PackageScan(notes=(f"{host_path + suffix}: larger than {MAX_DB_BYTES >> 20} MiB, "
+                                          "not read; the version comes from the other sources",))
         return _query_rpm(f"file:{quote(os.path.join(tmp, 'rpmdb.sqlite'))}", host_path, want)
+
+
+def _copy(src: BinaryIO, out: BinaryIO, limit: int) -> bool:
+    """Copy at most `limit` bytes; False when the source is larger."""
+    left = limit
+    while True:
+        chunk = src.read(min(1 << 20, left + 1))
+        if not chunk:
+            return True
+        if len(chunk) > left:
+            return False
+        out.write(chunk)
+        left -= len(chunk)
 
 
 def _query_rpm(uri: str, host_path: str, want: set[str]) -> PackageScan:
@@ -280,3 +298,32 @@ def scan(paths: HostPaths, want_paths: Iterable[str]) -> PackageScan:
     want = list(want_paths)
     d, r = read_dpkg(paths, want), read_rpm(paths, want)
     return PackageScan(d.packages + r.packages, d.owners + r.owners, d.notes + r.notes)
+
+
+DB_FILES = (f"{DPKG_ADMINDIR}/status", *(f"{d}/{n}" for d in RPM_DIRS
+                                         for n in ("rpmdb.sqlite", "rpmdb.sqlite-wal", "Packages", "Packages.db")))
+"""The database files whose change can change a scan."""
+
+
+class ScanCache:
+    """`scan` again only when a database file's stat or the paths asked about changed."""
+
+    def __init__(self) -> None:
+        self._key: tuple[object, ...] | None = None
+        self._scan = PackageScan()
+        self.scans = 0
+
+    def scan(self, paths: HostPaths, want_paths: Iterable[str]) -> PackageScan:
+        want = tuple(dict.fromkeys(want_paths))
+        stats: list[object] = []
+        for f in DB_FILES:
+            try:
+                st = paths.stat(f)
+                stats.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                stats.append(None)
+        key = (want, *stats)
+        if key != self._key:
+            self._key, self._scan = key, scan(paths, want)
+            self.scans += 1
+        return self._scan

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from diag.common.paths import HostPaths, OutsideRoot
 from diag.core.kata_exposure import (
     HandlerFacts,
     KataVersion,
@@ -37,9 +38,9 @@ from diag.core.kata_exposure import (
     parse_version,
     upstream_of_package_version,
 )
-from diag.paths import HostPaths
 from diag.sources.kata import gobinary, pkgdb
-from diag.sources.kata.config import RuntimeHandler, resolve
+from diag.sources.kata.discovery import resolve
+from diag.sources.kata.effective import RuntimeHandler
 
 SHIM_NAME = "containerd-shim-kata-v2"
 PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -205,8 +206,7 @@ class ShimBinary:
 def _script_target(paths: HostPaths, host_path: str) -> str:
     """The Kata shim a kata-deploy wrapper script execs (absolute path in the script), or ''."""
     try:
-        with open(paths.host(host_path), "rb") as fh:
-            head = fh.read(MAX_SCRIPT_BYTES)
+        head = paths.read_bytes(host_path, MAX_SCRIPT_BYTES, regular=True)
     except OSError:
         return ""
     if not head.startswith(b"#!"):
@@ -215,16 +215,21 @@ def _script_target(paths: HostPaths, host_path: str) -> str:
     return m.group(1).decode() if m else ""
 
 
+def shim_candidates(wanted: str) -> list[str]:
+    """Where containerd would find the shim `wanted` (an absolute runtime_path, else on PATH)."""
+    if wanted.startswith("/"):
+        return [wanted]
+    return [f"{d}/{wanted}" for d in PATH_DIRS] + ([f"{KATA_DEPLOY_BASE}/bin/{wanted}"] if wanted == SHIM_NAME else [])
+
+
 def find_shim(paths: HostPaths, handler: RuntimeHandler) -> ShimBinary:
     """The shim binary this handler runs, as containerd finds it, under the root."""
     wanted = handler.shim_binary or SHIM_NAME
     chain: list[str] = []
-    cands = [wanted] if wanted.startswith("/") else [f"{d}/{wanted}" for d in PATH_DIRS] + (
-        [f"{KATA_DEPLOY_BASE}/bin/{wanted}"] if wanted == SHIM_NAME else [])
     found = ""
-    for c in cands:
+    for c in shim_candidates(wanted):
         r = resolve(paths, c)
-        if r is not None and os.path.isfile(paths.host(r)):
+        if r is not None and paths.is_file(r):
             chain.append(c)
             if r != c:
                 chain.append(r)
@@ -242,33 +247,41 @@ def find_shim(paths: HostPaths, handler: RuntimeHandler) -> ShimBinary:
     return ShimBinary(wanted, found, tuple(dict.fromkeys(chain)), runtime)
 
 
-def _stat_key(real: str) -> tuple[int, int, int] | None:
+def _stat_key(paths: HostPaths, host_path: str) -> tuple[int, int, int, int] | None:
     try:
-        st = os.stat(real)
+        st = paths.stat(host_path)
     except OSError:
         return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class BinaryCache:
     """Build information per binary, re-read only when its inode, size or mtime changes."""
 
     def __init__(self) -> None:
-        self._by_path: dict[str, tuple[tuple[int, int, int] | None, gobinary.GoBuildInfo | str]] = {}
+        self._by_path: dict[str, tuple[tuple[int, int, int, int] | None, gobinary.GoBuildInfo | str]] = {}
+        self.reads = 0
+        """Binaries read (parsed) so far: the tests see that an unchanged one is not read again."""
+
+    def key(self, paths: HostPaths, host_path: str) -> tuple[int, int, int, int] | None:
+        """What a change of the binary changes (device, inode, size, mtime); None when absent."""
+        return _stat_key(paths, host_path)
 
     def read(self, paths: HostPaths, host_path: str) -> gobinary.GoBuildInfo | str:
-        """GoBuildInfo, or why the file could not be read."""
-        real = str(paths.host(host_path))
-        key = _stat_key(real)
+        """GoBuildInfo, or why the file could not be read (opened through HostPaths: under
+        --root a link leading outside is refused, a FIFO or device node never opened)."""
+        key = _stat_key(paths, host_path)
         hit = self._by_path.get(host_path)
         if hit is not None and hit[0] == key and key is not None:
             return hit[1]
+        self.reads += 1
         try:
-            info: gobinary.GoBuildInfo | str = gobinary.read_file(real)
+            with paths.open_file(host_path) as fh:
+                info: gobinary.GoBuildInfo | str = gobinary.read_fd(fh.fileno())
         except gobinary.NotElf as exc:
             info = str(exc)
         except OSError as exc:
-            info = exc.strerror or str(exc)
+            info = str(exc) if isinstance(exc, OutsideRoot) else (exc.strerror or str(exc))
         self._by_path[host_path] = (key, info)
         return info
 
@@ -285,12 +298,13 @@ class HandlerVersion:
     runtime: str = ""
     """Runtime as the binary shows it (`go` from Go build info, `rs` from the install path)."""
     disagreements: tuple[str, ...] = ()
+    watch: tuple[str, ...] = ()
+    """Host paths whose change can change the readings (the shim and its links, VERSION, ...)."""
 
 
 def _read_text(paths: HostPaths, host_path: str, limit: int = MAX_SCRIPT_BYTES) -> str | None:
     try:
-        with open(paths.host(host_path), "rb") as fh:
-            return fh.read(limit).decode("utf-8", "replace")
+        return paths.read_text(host_path, limit, regular=True)
     except OSError:
         return None
 
@@ -311,6 +325,7 @@ def handler_version(paths: HostPaths, handler: RuntimeHandler, *, packages: pkgd
     cache = cache or BinaryCache()
     shim = find_shim(paths, handler)
     readings: list[VersionReading] = []
+    watch: list[str] = [*shim.chain, shim.path] if shim.path else list(shim_candidates(shim.wanted))
     runtime = shim.runtime
     if not shim.path:
         readings.append(VersionReading(source="binary", detail=shim.note, exact=False))
@@ -341,12 +356,14 @@ def handler_version(paths: HostPaths, handler: RuntimeHandler, *, packages: pkgd
     if shim.path:
         prefix = _deploy_prefix(shim.path)
         vf = f"{prefix}/VERSION"
+        watch.append(vf)
         text = _read_text(paths, vf, 4096)
         tv = parse_deploy_version(text) if text else None
         if tv is not None:
             readings.append(VersionReading(source="kata-deploy", version=tv.version,
                                            detail=f"{vf} (kata-deploy, git describe {tv.version})"))
         script = f"{os.path.dirname(shim.path)}/kata-collect-data.sh"
+        watch.append(script)
         text = _read_text(paths, script)
         cv = parse_collect_version(text) if text else None
         if cv is not None:
@@ -366,7 +383,8 @@ def handler_version(paths: HostPaths, handler: RuntimeHandler, *, packages: pkgd
     version = parse_version(winner.version) if winner else None
     disagree = tuple(f"{r.detail} says {r.version}" for r in ranked[1:]
                      if version is not None and (parse_version(r.version) or version).line != version.line)
-    return HandlerVersion(handler.name, version, winner, tuple(readings), shim, runtime, disagree)
+    return HandlerVersion(handler.name, version, winner, tuple(readings), shim, runtime, disagree,
+                          tuple(dict.fromkeys(watch)))
 
 
 # ---- postmortem: the facts a report gives ---------------------------------------------------
@@ -411,10 +429,11 @@ def facts_from_report(text: str, *, handler: str = "kata", origin: str = "report
     rs = (shim is not None and shim.runtime == "rs") or "/runtime-rs/" in str(env.get("config_path", ""))
     return HandlerFacts(
         handler=handler, runtime="rs" if rs else "go", runtime_basis=origin,
-        version=parse_version(winner.version) if winner else None, version_source=winner, readings=tuple(readings),
+        version=str(parse_version(winner.version) or "") if winner else "", version_source=winner,
+        readings=tuple(readings),
         config_path=env.get("config_path") or None,
         cold_plug_vfio=str(cold) if cold is not None else "no-port",
         cold_plug_origin=f"{origin}: kata-env ColdPlugVFIO" if cold is not None else "default (not in the report)",
         hot_plug_vfio=str(hyp.get("HotPlugVFIO") or "no-port") if isinstance(hyp, Mapping) else "no-port",
         pcie_root_port=int(hyp.get("PCIeRootPort") or 0) if isinstance(hyp, Mapping) else 0,
-        vfs_basis="VFs as the other inputs show them")
+        vfs_basis="the report names no VFs", vfs_known=False)

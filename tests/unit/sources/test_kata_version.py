@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources.kata import version as kv
-from diag.sources.kata.config import RuntimeHandler
+from diag.sources.kata.effective import RuntimeHandler
+from tests.conftest import REPO
 from tests.katabins import build_kata_go, build_rust, go_missing
 from tests.katapkgs import CONFIG, SHIM, dpkg_install
 
-REPO = Path(__file__).resolve().parents[2]
 FIX = REPO / "tests" / "fixtures" / "kata-version"
 COMMIT = "b7051890af22f80a9f9d8bb9b48b2e3e2a9fee52"
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from diag import events as ev
+from diag.common.paths import HostPaths
 from diag.core import sriovdp
-from diag.paths import HostPaths
 from diag.sources import sriovdp as reader
 from diag.sources.sysfs import scan
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 FIX = REPO / "tests" / "fixtures" / "sriovdp"
 LAB = REPO / "tests" / "fixtures" / "sysfs" / "sriov-lab"
 

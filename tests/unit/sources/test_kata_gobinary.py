@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from diag.sources.kata import gobinary
+from tests.conftest import REPO
 from tests.katabins import (
     FORMS,
     build_kata_go,
@@ -18,7 +19,6 @@ from tests.katabins import (
     go_missing,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 COMMIT = "b7051890af22f80a9f9d8bb9b48b2e3e2a9fee52"
 
 

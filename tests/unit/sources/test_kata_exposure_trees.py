@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources.kata.exposure import host_exposure
 from diag.sources.sysfs import scan
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 TREES = REPO / "tests" / "fixtures" / "kata-exposure"
 SYSFS = REPO / "tests" / "fixtures" / "sysfs"
 

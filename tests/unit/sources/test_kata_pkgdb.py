@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources.kata import pkgdb
 from tests.katapkgs import CONFIG, SHIM, dpkg_install, rpm_install, rpm_missing
 
