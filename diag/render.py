@@ -450,6 +450,46 @@ class _ConfigInvalid(Renderer[ev.KataConfigInvalid]):
                          "line": e.line, "key": e.key, "sandbox_id": e.sandbox_id})
 
 
+def _facts_version(f: ev.KataHandlerFacts) -> str:
+    rt = "runtime-rs" if f.runtime == "rs" else "Go"
+    if not f.version:
+        return f"Kata version unknown ({rt})"
+    src = f.version_source.source if f.version_source else "?"
+    return f"Kata {f.version} ({rt}, from {src})"
+
+
+@renders(ev.KataFactsObserved)
+class _FactsObserved(Renderer[ev.KataFactsObserved]):
+    def evidence(self, e: ev.KataFactsObserved) -> str:
+        f = e.facts
+        if e.gone:
+            return f"kata handler {f.handler} no longer configured"
+        if f.assumed:
+            return "no Kata installed"
+        vfs = f"{len(f.vfs)} VF(s) pods can be given" if f.vfs_known else "VFs not known"
+        return f"kata handler {f.handler}: {_facts_version(f)}, cold_plug_vfio={f.cold_plug_vfio}, {vfs}"
+
+    def timeline(self, e: ev.KataFactsObserved) -> str:
+        f = e.facts
+        if e.gone or f.assumed:
+            return self.evidence(e)
+        src = f" read from {f.version_source.detail}" if f.version_source else ""
+        return (f"Kata handler {f.handler}: {_facts_version(f)}{src}; cold_plug_vfio={f.cold_plug_vfio} "
+                f"({f.cold_plug_origin}) pcie_root_port={f.pcie_root_port}; "
+                + (f"{len(f.vfs)} VF(s) pods can be given" if f.vfs_known else "VFs not known"))
+
+    def stream(self, e: ev.KataFactsObserved) -> str:
+        return safe(self.evidence(e), 120)
+
+    def fields(self, e: ev.KataFactsObserved) -> dict[str, Any]:
+        f = e.facts
+        return _compact({"handler": f.handler, "runtime": f.runtime, "version": f.version or None,
+                         "version_source": f.version_source.source if f.version_source else None,
+                         "cold_plug_vfio": f.cold_plug_vfio, "pcie_root_port": f.pcie_root_port,
+                         "vfs": len(f.vfs) if f.vfs_known else None, "assumed": f.assumed or None,
+                         "gone": e.gone or None})
+
+
 @renders(ev.SandboxStarted)
 class _SandboxStarted(Renderer[ev.SandboxStarted]):
     def evidence(self, e: ev.SandboxStarted) -> str:

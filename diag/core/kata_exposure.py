@@ -207,6 +207,11 @@ def _vf_why(f: HandlerFacts) -> str:
     return f"{len(f.vfs)} VF(s) pods can be given: {names}{more} ({f.vfs_basis})"
 
 
+def version_and_config(f: HandlerFacts) -> tuple[str, str]:
+    """The version (and where it was read) and the effective cold_plug_vfio (and its origin), in words."""
+    return _version_why(f), _cold_why(f)
+
+
 def dropin_path(config_path: str | None, name: str = "90-vfiowatch-vfio-cold-plug.toml") -> str:
     """Where Kata reads a drop-in for this handler: `config.d/` beside its main file."""
     base = config_path.rsplit("/", 1)[0] if config_path and "/" in config_path else \
@@ -291,7 +296,7 @@ def assess(f: HandlerFacts) -> Assessment:
                 "no-port, and has no early refusal",
                 "Kata runtime-rs unbinds the VF from its network driver and binds it to vfio-pci whatever "
                 "cold_plug_vfio says; with no-port the VM cannot take it: " + lose + "." + _pods_annotated(f),
-                "Give runtime-rs cold plug on a root port (the drop-in below), or run the VF pods with the Go "
+                "Give runtime-rs cold plug on a root port (the suggested drop-in), or run the VF pods with the Go "
                 "runtime >= 3.9, which refuses such pods before touching the VF.",
                 (F_RS_NO_CHECK, F_RS_FAILS, F_ROLLBACK), dropin=root_port_dropin(f))
         return Assessment(handler=f.handler, rows=tuple(rows), notes=tuple(notes))
@@ -312,7 +317,7 @@ def assess(f: HandlerFacts) -> Assessment:
             "Let the agent read the version (it reads the shim binary, the package database, "
             "<prefix>/VERSION of kata-deploy and Kata's log lines), or check by hand with "
             "`containerd-shim-kata-v2 --version`; then apply the fix for that version"
-            + (" (for 3.3-3.8: the drop-in below; better, Kata >= 3.9)." if cold == NO_PORT else "."),
+            + (" (for 3.3-3.8: the suggested drop-in; better, Kata >= 3.9)." if cold == NO_PORT else "."),
             (F_PORT_NOT_SET, F_NO_PORT_BUS, F_REFUSAL, F_TEARDOWN),
             dropin=root_port_dropin(f) if cold == NO_PORT else "",
             extra=("versions at risk: " + "; ".join(risk),))
@@ -329,7 +334,7 @@ def assess(f: HandlerFacts) -> Assessment:
             "not set for device <BDF>' whatever cold_plug_vfio says; the endpoint was never listed, so "
             "nothing gives the VF back: it stays on vfio-pci with no network.",
             "Upgrade Kata: 3.3.0 sets the port (PR #8552); >= 3.9 with cold_plug_vfio = no-port refuses "
-            "VF pods before touching the VF, and with root-port (drop-in below) runs them. No "
+            "VF pods before touching the VF, and with root-port (the suggested drop-in) runs them. No "
             "configuration fixes 3.2.",
             (F_PORT_NOT_SET, F_ROLLBACK))
         return Assessment(handler=f.handler, rows=tuple(rows), notes=tuple(notes))
@@ -339,7 +344,7 @@ def assess(f: HandlerFacts) -> Assessment:
             "no-port, then QEMU fails",
             "Kata unbinds the VF from its network driver and binds it to vfio-pci, then QEMU exits with "
             "\"Bus '<unknown PCIePortBusPrefix: >0' not found\": " + lose + "." + _pods_annotated(f),
-            "Write the drop-in below (cold plug on a root port), or upgrade to Kata >= 3.9, which "
+            "Write the suggested drop-in (cold plug on a root port), or upgrade to Kata >= 3.9, which "
             "refuses such pods before touching the VF (PR #10210).",
             (F_NO_PORT_BUS, F_ROLLBACK, F_ROOT_PORTS), dropin=root_port_dropin(f))
     elif cold == NO_PORT:
@@ -348,13 +353,13 @@ def assess(f: HandlerFacts) -> Assessment:
             "Pod creation fails with 'unable to add PhysicalEndpoint <iface> because cold_plug_vfio is "
             "disabled' before any sysfs write: the VF keeps its driver and network, the pod never "
             "starts." + _pods_annotated(f),
-            "Write the drop-in below to run VF pods (cold plug on a root port).",
+            "Write the suggested drop-in to run VF pods (cold plug on a root port).",
             (F_REFUSAL,), dropin=root_port_dropin(f))
     if cold == "root-port" and f.pcie_root_port == 0:
         row("5676", ev.Severity.ERROR, f"Kata {v} cold-plugs VFs on root ports but creates none "
             "(pcie_root_port = 0)",
             "Kata moves the VF to vfio-pci, then QEMU exits with \"Bus 'rp0' not found\": " + lose + ".",
-            "Set pcie_root_port to the number of VFs a pod is given (drop-in below).",
+            "Set pcie_root_port to the number of VFs a pod is given (the suggested drop-in).",
             (F_ROOT_PORTS, F_RP0, F_ROLLBACK), dropin=root_port_dropin(f))
     if cold != NO_PORT and v.at_least(4, 0):
         row("13837", ev.Severity.ERROR, f"Kata {v}'s teardown may leave a VF with no driver",

@@ -14,6 +14,7 @@ from typing import Any
 from diag import events as ev
 from diag.core.attribution import WriteAttribution
 from diag.core.episodes import VFIO_DRIVER, Episode, LostNetdev
+from diag.core.kata_exposure import Assessment, assess
 from diag.core.state import DeviceView, DriverMove, HostState, LinkNote, LinkView, SourceHealth
 from diag.core.thresholds import CoreConfig
 
@@ -49,6 +50,9 @@ class Model:
         self.netns: dict[int, ev.NetnsRef] = {}
         self.sandboxes: dict[str, ev.SandboxStarted] = {}
         self.kata_configs: dict[str, ev.KataConfig] = {}
+        self.kata_facts: dict[str, ev.KataHandlerFacts] = {}
+        self.kata_exposure: dict[str, Assessment] = {}
+        """Handler -> its exposure to the known Kata VFIO bugs (judged when its facts change)."""
         self.sources: dict[str, SourceHealth] = {}
         """Each source's health as last reported (replaced on change; `events` is filled in by
         the snapshot from `source_events`)."""
@@ -427,6 +431,15 @@ class Model:
     def _config(self, e: ev.KataConfigLoaded) -> None:
         self.kata_configs[e.config.handler] = e.config
 
+    def _facts(self, e: ev.KataFactsObserved) -> None:
+        h = e.facts.handler
+        if e.gone:
+            self.kata_facts.pop(h, None)
+            self.kata_exposure.pop(h, None)
+        elif self.kata_facts.get(h) != e.facts:
+            self.kata_facts[h] = e.facts
+            self.kata_exposure[h] = assess(e.facts)
+
     def _sandbox(self, e: ev.SandboxStarted) -> None:
         self.sandboxes[e.sandbox_id] = e
 
@@ -497,6 +510,8 @@ class Model:
             netns=tuple(self.netns.values()),
             sandboxes=tuple(self.sandboxes[k] for k in sorted(self.sandboxes)),
             kata_configs=tuple(self.kata_configs[k] for k in sorted(self.kata_configs)),
+            kata_facts=tuple(self.kata_facts[k] for k in sorted(self.kata_facts)),
+            kata_exposure=tuple(self.kata_exposure[k] for k in sorted(self.kata_exposure)),
             sources=tuple(replace(s, events=self.source_events[s.name])
                           for s in sorted(self.sources.values(), key=lambda s: s.name)),
             recent=tuple(self.recent),
@@ -528,6 +543,7 @@ _HANDLERS: dict[type[ev.Event], Callable[[Model, Any], None]] = {
     ev.VfioDeviceRemoved: Model._vfio_removed,
     ev.LogLineMatched: Model._log,
     ev.KataConfigLoaded: Model._config,
+    ev.KataFactsObserved: Model._facts,
     ev.SandboxStarted: Model._sandbox,
     ev.SandboxStopped: Model._sandbox_stopped,
     ev.VfioGroupHeld: Model._held,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from diag import events as ev
+from diag.core.kata_exposure import Assessment
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +109,10 @@ class HostState:
     netns: tuple[ev.NetnsRef, ...] = ()
     sandboxes: tuple[ev.SandboxStarted, ...] = ()
     kata_configs: tuple[ev.KataConfig, ...] = ()
+    kata_facts: tuple[ev.KataHandlerFacts, ...] = ()
+    """Each Kata handler's version, effective cold_plug_vfio and VFs pods can be given."""
+    kata_exposure: tuple[Assessment, ...] = ()
+    """Each handler's exposure to the known Kata VFIO bugs (rows exposed now or latent)."""
     findings: tuple[ev.Finding, ...] = ()
     """Active findings and the most recently resolved ones, newest first."""
     sources: tuple[SourceHealth, ...] = ()

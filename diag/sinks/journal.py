@@ -84,6 +84,7 @@ def state_records(state: HostState, ts_ns: int) -> list[ev.Event]:
                           for d in state.devices),
         ))
     out.extend(ev.KataConfigLoaded(ts_ns=ts_ns, source="kata", config=c) for c in state.kata_configs)
+    out.extend(ev.KataFactsObserved(ts_ns=ts_ns, source="kata", facts=f) for f in state.kata_facts)
     out.extend(ev.NetnsAdded(ts_ns=ts_ns, source="links", netns=n) for n in state.netns)
     out.extend(
         ev.LinkChanged(ts_ns=ts_ns, source="links", ifindex=lk.ifindex, ifname=lk.ifname,
