@@ -51,6 +51,7 @@ RULES: Registry[RuleFactory] = Registry("rule", [
     "diag.core.rules.iommu",
     "diag.core.rules.kata_config",
     "diag.core.rules.kata_errors",
+    "diag.core.rules.kata_exposure",
     "diag.core.rules.loss",
     "diag.core.rules.netdev",
     "diag.core.rules.stranded",
