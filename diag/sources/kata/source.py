@@ -15,6 +15,12 @@ waits on the journal pipe in between. What each round costs is bounded and measu
 - VFIO holders: every `holder_interval_s` (2 s) a readlink of the fds of shims, VMMs and current
   holders; every `holder_full_interval_s` (10 s) of every process. Skipped entirely while no
   /dev/vfio/<group> node exists.
+- exposure (rule `kata-vfio-exposure`): each handler's facts (Kata version and its source,
+  effective cold_plug_vfio, the VFs pods can be given) at start, in the same round as any
+  configuration change, and every `exposure_interval_s` (5 s): a readlink of each PCI device's
+  driver and a stat of the version sources; binaries, package databases, the inventory and the
+  device plugin's configuration are read again only when those changed. A KataFactsObserved is
+  sent per handler whose facts changed (and `gone` for a handler no longer configured).
 
 Errors never escape: a bad file is an event naming file and position, and the last good view
 (configuration per handler, state per sandbox) is kept.
@@ -41,11 +47,12 @@ from diag.sources import (
     register,
 )
 from diag.sources.kata import decode as kata_decode
-from diag.sources.kata import discovery, loglines, sandboxes
+from diag.sources.kata import discovery, exposure, loglines, sandboxes
 
 NAME = "kata"
 OPTIONS = ("log_files", "logs_from_start", "journal", "kmsg", "containerd_config", "sandbox_interval_s",
-           "config_interval_s", "holder_interval_s", "holder_full_interval_s", "proc_full_every")
+           "config_interval_s", "holder_interval_s", "holder_full_interval_s", "proc_full_every",
+           "exposure_interval_s")
 """`[sources.kata]` options (see README, "Kata")."""
 START_SLACK_NS = 1_500_000_000
 """A process's wall-clock start is known to about a second (boot time is whole seconds)."""
@@ -80,6 +87,7 @@ class KataWatcher:
         self.config_interval = float(opts.get("config_interval_s", 1.0))
         self.holder_interval = float(opts.get("holder_interval_s", 2.0))
         self.holder_full_interval = float(opts.get("holder_full_interval_s", 10.0))
+        self.exposure_interval = float(opts.get("exposure_interval_s", 5.0))
         self.log_files = [loglines.FileFollower(p, from_start=bool(opts.get("logs_from_start", False)))
                           for p in opts.get("log_files", ())]
         self.use_journal = bool(opts.get("journal", True))
@@ -114,7 +122,14 @@ class KataWatcher:
         self.proc_cache = sandboxes.ProcCache(full_every=int(opts.get("proc_full_every", 10)))
 
         self.holders: dict[int, tuple[int, ...]] = {}
-        self._next = {"config": 0.0, "sandbox": 0.0, "holders": 0.0, "holders_full": 0.0, "journal": 0.0}
+        self.exposure_watch = exposure.ExposureWatch()
+        self.exposure: exposure.HostExposure | None = None
+        """The last assessment of every handler (what `check` shows)."""
+        self.facts: dict[str, ev.KataHandlerFacts] = {}
+        """Last facts sent per handler."""
+        self._exposure_due = True
+        self._next = {"config": 0.0, "sandbox": 0.0, "holders": 0.0, "holders_full": 0.0, "journal": 0.0,
+                      "exposure": 0.0}
         self.decode_failures = 0
 
     # ---- configuration --------------------------------------------------------------------
@@ -168,6 +183,7 @@ class KataWatcher:
                                 runtimes=self._runtimes() if self.discovery else None)
         self.discovery = disc
         self._config_fp = self.config_fingerprint()
+        self._exposure_due = True  # judged again in this same round
         out: list[ev.Event] = []
         current: set[tuple[Any, ...]] = set()
         for err in disc.errors:
@@ -188,6 +204,29 @@ class KataWatcher:
                 out.append(ev.KataConfigLoaded(ts_ns=ts_ns, source=NAME, config=cfg, changed=prev is not None))
         for gone in [h for h in self.configs if h not in seen]:
             del self.configs[gone]
+        return out
+
+    # ---- exposure -------------------------------------------------------------------------
+
+    def step_exposure(self, ts_ns: int) -> list[ev.Event]:
+        """Each handler's facts again (unchanged inputs are not read again); a KataFactsObserved
+        for each handler whose facts changed, `gone` for one no longer configured."""
+        self._exposure_due = False
+        disc = self.discovery
+        if disc is None:
+            return []
+        he = exposure.host_exposure(self.paths, disc=disc, watch=self.exposure_watch,
+                                    comms=self.proc_cache.comms if self.proc_cache.comms else None)
+        self.exposure = he
+        out: list[ev.Event] = []
+        configured = {load.handler for load in disc.loads} if disc.installed else {"default"}
+        for f in he.facts:
+            if self.facts.get(f.handler) != f:
+                self.facts[f.handler] = f
+                out.append(ev.KataFactsObserved(ts_ns=ts_ns, source=NAME, facts=f))
+        # A handler whose file Kata would refuse keeps its last facts (kata-config-invalid says why).
+        for gone in sorted(h for h in self.facts if h not in configured):
+            out.append(ev.KataFactsObserved(ts_ns=ts_ns, source=NAME, facts=self.facts.pop(gone), gone=True))
         return out
 
     # ---- sandboxes ------------------------------------------------------------------------
@@ -392,6 +431,9 @@ class KataWatcher:
         if cfg_due:
             self._next["config"] = mono + self.config_interval
             out += self.step_config(ts_ns)
+        if self._exposure_due or force or mono >= self._next["exposure"]:
+            self._next["exposure"] = mono + self.exposure_interval
+            out += self.step_exposure(ts_ns)
         if sb_due:
             self._next["sandbox"] = mono + self.sandbox_interval
             out += self.step_sandboxes(ts_ns, rescan=False)
@@ -422,6 +464,17 @@ class KataWatcher:
         if self.kmsg is not None:
             self.kmsg.stop()
             self.kmsg = None
+
+
+def exposure_now(paths: HostPaths) -> exposure.HostExposure | None:
+    """Every handler's exposure as the agent would judge it at start (for `check` and `snapshot`):
+    one forced round of the watcher, so running shims' KATA_CONF_FILE counts too."""
+    w = KataWatcher(paths, {"journal": False, "kmsg": False})
+    try:
+        w.step(time.time_ns(), force=True)
+    finally:
+        w.close()
+    return w.exposure
 
 
 @register

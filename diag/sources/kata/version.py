@@ -262,6 +262,17 @@ class BinaryCache:
         self._by_path: dict[str, tuple[tuple[int, int, int, int] | None, gobinary.GoBuildInfo | str]] = {}
         self.reads = 0
         """Binaries read (parsed) so far: the tests see that an unchanged one is not read again."""
+        self._texts: dict[str, tuple[tuple[int, int, int, int] | None, str | None]] = {}
+
+    def text(self, paths: HostPaths, host_path: str, limit: int = MAX_SCRIPT_BYTES) -> str | None:
+        """A small text file (VERSION, the collect script), read again only when its stat changed."""
+        key = _stat_key(paths, host_path)
+        hit = self._texts.get(host_path)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        text = _read_text(paths, host_path, limit) if key is not None else None
+        self._texts[host_path] = (key, text)
+        return text
 
     def key(self, paths: HostPaths, host_path: str) -> tuple[int, int, int, int] | None:
         """What a change of the binary changes (device, inode, size, mtime); None when absent."""
@@ -357,14 +368,14 @@ def handler_version(paths: HostPaths, handler: RuntimeHandler, *, packages: pkgd
         prefix = _deploy_prefix(shim.path)
         vf = f"{prefix}/VERSION"
         watch.append(vf)
-        text = _read_text(paths, vf, 4096)
+        text = cache.text(paths, vf, 4096)
         tv = parse_deploy_version(text) if text else None
         if tv is not None:
             readings.append(VersionReading(source="kata-deploy", version=tv.version,
                                            detail=f"{vf} (kata-deploy, git describe {tv.version})"))
         script = f"{os.path.dirname(shim.path)}/kata-collect-data.sh"
         watch.append(script)
-        text = _read_text(paths, script)
+        text = cache.text(paths, script)
         cv = parse_collect_version(text) if text else None
         if cv is not None:
             readings.append(VersionReading(source="collect-script", version=cv.version,
