@@ -1,8 +1,13 @@
-"""Provides the `vfiowatch check` line for Kata: which configuration each handler uses, cold_plug_vfio.
+"""Provides the `vfiowatch check` lines for Kata: each handler's configuration, and its exposure.
 
-One line (name `kata config`): for each runtime handler `<path> (handler <name>), cold_plug_vfio =
-<value>`; `no Kata installed: assuming built-in default cold_plug_vfio = no-port` when there is
-none; a failing line naming file, line and Kata's own error when a configuration is invalid.
+`kata config`: for each runtime handler `<path> (handler <name>), cold_plug_vfio = <value>`;
+`no Kata installed: assuming built-in default cold_plug_vfio = no-port` when there is none; a
+failing line naming file, line and Kata's own error when a configuration is invalid.
+
+`kata exposure`: each handler exposed to a known Kata VFIO bug (rule `kata-vfio-exposure`),
+with why (the version and where it was read, the effective cold_plug_vfio and its origin, the
+VFs pods can be given) and the fix (the drop-in to write, or the release that fixes it); ✗ (fail)
+for a VF that will be stranded, a warning for a pod Kata will refuse or an unknown version.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import time
 from diag import events as ev
 from diag.common.paths import HostPaths
 from diag.common.text import safe
+from diag.core import kata_exposure as kx
 from diag.sources.kata import discovery
-from diag.sources.kata.source import KataWatcher
+from diag.sources.kata.source import KataWatcher, exposure_now
 from diag.sources.preflight import CheckResult, check
 
 
@@ -48,3 +54,52 @@ def kata_check(paths: HostPaths) -> CheckResult:
         return CheckResult("kata config", False, "no usable Kata configuration", level="warn")
     return CheckResult("kata config", True, "; ".join(parts))
 
+
+
+def _dropin_line(row: kx.Exposure) -> str:
+    """The drop-in of a row on one line: `write <path>: [table] key = value; key = value`."""
+    lines = [x.split("#", 1)[0].strip() if not x.startswith("#") else x for x in row.dropin.splitlines()]
+    path = lines[0].removeprefix("# ").strip() if lines and lines[0].startswith("#") else ""
+    body = [x for x in lines[1:] if x]
+    table = next((x for x in body if x.startswith("[")), "")
+    keys = "; ".join(x for x in body if not x.startswith("["))
+    return f"write {path}: {table} {keys}".strip()
+
+
+def exposure_line(he_facts: tuple[ev.KataHandlerFacts, ...],
+                  assessments: tuple[kx.Assessment, ...]) -> CheckResult:
+    """The `kata exposure` line from every handler's facts and assessment (pure)."""
+    if he_facts and all(f.assumed for f in he_facts):
+        return CheckResult("kata exposure", True, "no Kata installed: nothing to assess")
+    facts = {f.handler: f for f in he_facts}
+    exposed = [r for a in assessments for r in a.rows if r.exposed]
+    latent = [r for a in assessments for r in a.rows if not r.exposed]
+    if not exposed:
+        parts = [f"{safe(a.handler)}: not exposed to a known Kata VFIO bug ("
+                 + "; ".join(kx.version_and_config(facts[a.handler])) + ")"
+                 for a in assessments if a.handler in facts]
+        parts += [f"{safe(r.handler)} would be exposed to {_issue(r)} once a VF can be given to pods"
+                  for r in latent]
+        return CheckResult("kata exposure", True, "; ".join(parts) or "no Kata handler to assess")
+    parts, fixes = [], []
+    for r in sorted(exposed, key=lambda r: (-r.severity, r.handler, r.issue)):
+        f = facts[r.handler]
+        parts.append(f"handler {safe(r.handler)} exposed to {_issue(r)} ({r.severity.label}): "
+                     + "; ".join(safe(x) for x in r.why[:3]))
+        fix = safe(r.fix) + (f" [{safe(_dropin_line(r))}]" if r.dropin else "")
+        fixes.append(f"{safe(f.handler)}: {fix}")
+    worst = max(r.severity for r in exposed)
+    return CheckResult("kata exposure", False, " | ".join(parts), fix=" | ".join(dict.fromkeys(fixes)),
+                       level="fail" if worst >= ev.Severity.ERROR else "warn")
+
+
+def _issue(r: kx.Exposure) -> str:
+    return f"Kata #{r.issue}" if r.issue.isdigit() else "an unknown Kata version's bugs"
+
+
+@check
+def kata_exposure(paths: HostPaths) -> CheckResult:
+    he = exposure_now(paths)
+    if he is None:
+        return CheckResult("kata exposure", False, "no Kata configuration read", level="warn")
+    return exposure_line(he.facts, he.assessments)
