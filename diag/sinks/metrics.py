@@ -148,6 +148,16 @@ def state_families(st: HostState) -> Iterator[Metric]:
                             value=vfio_vfs)
     yield GaugeMetricFamily("vfiowatch_sandboxes", "Kata sandboxes known now",
                             value=len(st.sandboxes))
+    exposure = GaugeMetricFamily(
+        "vfiowatch_kata_exposure",
+        "per Kata runtime handler and known Kata VFIO issue (Kata issue number, or "
+        "unknown-version): 1 when the handler is exposed to it now (VFs pods can be given), "
+        "0 when it would be once a VF can be given; absent when not exposed",
+        labels=["handler", "issue"])
+    for a in st.kata_exposure:
+        for r in a.rows:
+            exposure.add_metric([r.handler, r.issue], 1.0 if r.exposed else 0.0)
+    yield exposure
     yield GaugeMetricFamily("vfiowatch_state_timestamp_seconds",
                             "time of the newest event in the snapshot (Unix seconds)",
                             value=st.ts_ns / 1e9)
