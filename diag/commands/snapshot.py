@@ -1,4 +1,5 @@
-"""Provides `vfiowatch snapshot`: the PCI devices that matter for VF passthrough, table or JSON."""
+"""Provides `vfiowatch snapshot`: the PCI devices that matter for VF passthrough and each Kata
+handler's exposure to the known Kata VFIO bugs, as a table or JSON."""
 
 from __future__ import annotations
 
@@ -17,20 +18,73 @@ from diag.common.text import safe
 SNAPSHOT_SCHEMA = 1
 
 
+def _exposure(paths: HostPaths) -> Any:
+    from diag.sources.kata.source import exposure_now
+
+    return exposure_now(paths)
+
+
+def kata_json(he: Any) -> list[dict[str, Any]]:
+    """Each Kata handler: its facts and the known issues it is (or would be) exposed to."""
+    if he is None:
+        return []
+    out = []
+    for f, a in zip(he.facts, he.assessments, strict=True):
+        out.append({
+            "handler": f.handler,
+            "facts": asdict(f),
+            "exposure": [
+                {"issue": r.issue, "severity": r.severity.label, "exposed": r.exposed,
+                 "title": r.title, "why": list(r.why), "first_pod": r.first_pod, "fix": r.fix,
+                 "dropin": r.dropin, "url": r.url, "inference": r.inference,
+                 "facts": [{"text": x.text, "basis": x.basis} for x in r.facts]}
+                for r in a.rows],
+            "notes": list(a.notes),
+        })
+    return out
+
+
 def snapshot_json(paths: HostPaths) -> dict[str, Any]:
-    """The inventory as JSON; the schema lists every field, defaults included, so consumers
-    need no defaults."""
+    """The inventory and each Kata handler's exposure as JSON; the schema lists every field,
+    defaults included, so consumers need no defaults."""
     from diag.sources import sysfs
 
     devices = sysfs.scan(paths)
+    kata = kata_json(_exposure(paths))
     return {
         "schema": SNAPSHOT_SCHEMA,
         "kind": "vfiowatch_snapshot",
         "agent_version": __version__,
         "root": str(paths.root),
         "devices": [asdict(d) for d in devices],
+        "kata": kata,
         "refused": paths.refusals.all(),
     }
+
+
+def kata_lines(he: Any) -> list[str]:
+    """Each Kata handler, its version and where it was read, cold_plug_vfio, and its exposure."""
+    from diag.core import kata_exposure as kx
+
+    if he is None or not he.facts:
+        return []
+    if all(f.assumed for f in he.facts):
+        return []  # no Kata: nothing to say (`check` says it)
+    lines = []
+    for f, a in zip(he.facts, he.assessments, strict=True):
+        version, cold = kx.version_and_config(f)
+        rt = "runtime-rs" if f.runtime == "rs" else "Go"
+        lines.append(f"Kata handler {safe(f.handler)} ({rt}): {safe(version)}; {safe(cold)}")
+        for r in a.rows:
+            what = f"Kata #{r.issue}" if r.issue.isdigit() else "an unknown Kata version's bugs"
+            state = "exposed to" if r.exposed else "would be exposed (no VF pods can be given now) to"
+            lines.append(f"  {'✗' if r.exposed else '·'} {state} {what} ({r.severity.label}): {safe(r.title)}")
+            lines.append(f"    fix: {safe(r.fix)}")
+            lines.extend(f"      {safe(x)}" for x in r.dropin.splitlines())
+        if not a.rows:
+            lines.append("  ✓ not exposed to a known Kata VFIO bug")
+        lines.extend(f"  note: {safe(n)}" for n in a.notes)
+    return lines
 
 
 def snapshot_table(paths: HostPaths, color: bool) -> str:
@@ -73,6 +127,7 @@ def snapshot_table(paths: HostPaths, color: bool) -> str:
             lines.append("      ! " + safe("; ".join(d.errors)))
     n_vfio = sum(1 for r in rows if r[-1].driver == "vfio-pci")
     lines.append(f"{len(rows)} PCI devices, {n_vfio} on vfio-pci")
+    lines.extend(kata_lines(_exposure(paths)))
     refused = paths.refusals.all()
     if refused:
         lines.append(f"{len(refused)} paths refused: they lead outside --root {safe(str(paths.root))}")
@@ -103,7 +158,10 @@ register(Command(
     description=(
         "List every PCI device with its id and class, bound driver, driver_override, IOMMU "
         "group, NUMA node, SR-IOV role (PF with its VFs nested, VF with its PF and index), "
-        "network interfaces and, on vfio-pci, its /dev/vfio group. Reads sysfs only."
+        "network interfaces and, on vfio-pci, its /dev/vfio group; then each Kata runtime "
+        "handler with its Kata version (and where it was read), effective cold_plug_vfio and "
+        "the known Kata VFIO bugs it is exposed to, with the fix. Reads files only (sysfs, "
+        "/proc, Kata's and containerd's configuration, the package database); runs nothing."
     ),
     arguments=_arguments,
     run=_run,

@@ -18,6 +18,7 @@ from rich.text import Text
 from diag import events as ev
 from diag import render
 from diag.common.text import safe
+from diag.core.kata_exposure import Assessment, Exposure
 from diag.core.state import DeviceView, HostState, SourceHealth
 
 NS = 1_000_000_000
@@ -155,8 +156,17 @@ def source_text(s: SourceHealth, *, reason_limit: int = 40) -> Text:
     return out
 
 
-def kata_text(configs: Iterable[ev.KataConfig], *, path_limit: int = 48) -> Text:
-    """Each Kata handler with its config path and effective cold_plug_vfio."""
+def exposure_label(rows: Iterable[Exposure]) -> str:
+    """`exposed to Kata #10162` (the issues a handler is exposed to now), empty when none."""
+    issues = [f"#{r.issue}" if r.issue.isdigit() else "unknown-version" for r in rows if r.exposed]
+    return "exposed to Kata " + ", ".join(dict.fromkeys(issues)) if issues else ""
+
+
+def kata_text(configs: Iterable[ev.KataConfig], *, path_limit: int = 48,
+              exposure: Iterable[Assessment] = ()) -> Text:
+    """Each Kata handler with its config path and effective cold_plug_vfio, and the known Kata
+    VFIO bugs it is exposed to (rule kata-vfio-exposure) before its path."""
+    exposed = {a.handler: exposure_label(a.rows) for a in exposure}
     configs = list(configs)
     out = Text()
     if not configs:
@@ -171,6 +181,8 @@ def kata_text(configs: Iterable[ev.KataConfig], *, path_limit: int = 48) -> Text
         out.append(" cold_plug_vfio=")
         style = "bold yellow" if c.cold_plug_vfio == "no-port" else "green"
         out.append(safe(c.cold_plug_vfio, 16), style=style)
+        if exposed.get(c.handler):
+            out.append(" " + exposed[c.handler], style="bold red")
         if c.assumed or c.path is None:
             out.append(" assumed default", style="dim italic")
         else:

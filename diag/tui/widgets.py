@@ -60,7 +60,7 @@ class HostHeader(Static):
         if self.status_note:
             one.append("  ")
             one.append(self.status_note)
-        two = fmt.kata_text(st.kata_configs, path_limit=max(12, width - 50))
+        two = fmt.kata_text(st.kata_configs, path_limit=max(12, width - 50), exposure=st.kata_exposure)
         items: list[Text] = []
         for src in fmt.sources_for_header(st):
             # Narrow terminals keep only eBPF's mode (it says how writes are attributed).
