@@ -25,11 +25,14 @@ def _exposure(paths: HostPaths) -> Any:
 
 
 def kata_json(he: Any) -> list[dict[str, Any]]:
-    """Each Kata handler: its facts and the known issues it is (or would be) exposed to."""
+    """Each Kata handler: its facts and the known issues it is (or would be) exposed to (none
+    when no Kata is installed)."""
     if he is None:
         return []
     out = []
     for f, a in zip(he.facts, he.assessments, strict=True):
+        if f.assumed:
+            continue  # no Kata installed: an empty list
         out.append({
             "handler": f.handler,
             "facts": asdict(f),

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from diag import events as ev
@@ -126,6 +126,27 @@ HandlerFacts = ev.KataHandlerFacts
 """The facts are event records (`ev.KataFactsObserved` carries them to the core and the journal)."""
 
 
+NOT_IN_REPORT = "default (not in the report)"
+"""cold_plug_origin of facts read from a text that showed no configuration (`--version` output)."""
+
+
+def with_config(f: HandlerFacts, cfg: ev.KataConfig, *, annotation_enabled: bool) -> HandlerFacts:
+    """`f` with the handler name and VFIO settings of an effective configuration."""
+    def origin(key: str) -> str:
+        return next((s.origin for s in cfg.settings if s.key == key), "default")
+
+    return replace(f, handler=cfg.handler, runtime="rs" if cfg.runtime == "rs" else f.runtime,
+                   config_path=cfg.path, cold_plug_vfio=cfg.cold_plug_vfio or NO_PORT,
+                   cold_plug_origin=origin("cold_plug_vfio"), hot_plug_vfio=cfg.hot_plug_vfio,
+                   pcie_root_port=cfg.pcie_root_port, pcie_root_port_origin=origin("pcie_root_port"),
+                   hypervisor=cfg.hypervisor, annotation_enabled=annotation_enabled)
+
+
+def with_vfs(f: HandlerFacts, vfs: tuple[VfCandidate, ...], basis: str) -> HandlerFacts:
+    """`f` with the VFs pods can be given (now known)."""
+    return replace(f, vfs=vfs, vfs_basis=basis, vfs_known=True)
+
+
 def handler_version(f: HandlerFacts) -> KataVersion | None:
     """The handler's Kata version, parsed; None when unknown or not a version."""
     return parse_version(f.version) if f.version else None
@@ -217,6 +238,16 @@ def dropin_path(config_path: str | None, name: str = "90-vfiowatch-vfio-cold-plu
     base = config_path.rsplit("/", 1)[0] if config_path and "/" in config_path else \
         "/etc/kata-containers"
     return f"{base}/config.d/{name}"
+
+
+def dropin_line(dropin: str) -> str:
+    """A drop-in on one line: `write <path>: [table] key = value; key = value` (comments dropped)."""
+    lines = dropin.splitlines()
+    path = lines[0].removeprefix("#").strip() if lines and lines[0].startswith("#") else ""
+    body = [x.split("#", 1)[0].strip() for x in lines[1 if path else 0:]]
+    table = next((x for x in body if x.startswith("[")), "")
+    keys = "; ".join(x for x in body if x and not x.startswith("["))
+    return " ".join(x for x in (f"write {path}:" if path else "write:", table, keys) if x)
 
 
 def root_port_dropin(f: HandlerFacts) -> str:

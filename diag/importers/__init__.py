@@ -117,6 +117,7 @@ IMPORTERS: Registry[Importer] = Registry("importer", [
     "diag.importers.udevadm",
     "diag.importers.ipmon",
     "diag.importers.lspci",
+    "diag.importers.kataversion",
     "diag.importers.kataconfig",
     "diag.importers.dmesg",
     "diag.importers.logfmt",

@@ -1,4 +1,5 @@
-"""Provides the importer of `vfiowatch snapshot --format json` output: one static InventoryObserved."""
+"""Provides the importer of `vfiowatch snapshot --format json` output: one static InventoryObserved,
+and a KataFactsObserved per Kata handler it lists."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ KIND = "vfiowatch_snapshot"
 
 
 def parse_snapshot(text: bytes | str, stats: FileStats | None = None) -> Iterator[ev.Event]:
-    """Decode a snapshot document into one InventoryObserved (stamp 0: static)."""
+    """Decode a snapshot document into one InventoryObserved and each Kata handler's facts (stamp 0:
+    static)."""
     st = stats if stats is not None else FileStats("<snapshot>")
     try:
         doc: Any = codec._loads(text)
@@ -37,6 +39,17 @@ def parse_snapshot(text: bytes | str, stats: FileStats | None = None) -> Iterato
             st.bad(i, f"device {i}: {exc}", str(rec)[:120])
     st.events += 1
     yield ev.InventoryObserved(ts_ns=0, source=SOURCE, devices=tuple(devices))
+    facts = codec.decode_value(ev.KataHandlerFacts)
+    for i, k in enumerate(doc.get("kata") or [], 1):
+        try:
+            if not isinstance(k, dict) or not isinstance(k.get("facts"), dict):
+                raise TypeError("no facts object")
+            e = ev.KataFactsObserved(ts_ns=0, source="kata", facts=facts(k["facts"]))
+        except (TypeError, ValueError) as exc:
+            st.bad(i, f"kata handler {i}: {exc}", str(k)[:120])
+            continue
+        st.events += 1
+        yield e
 
 
 class _SnapshotImporter:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from diag import events as ev
 from diag.core.thresholds import CoreConfig
@@ -104,7 +104,7 @@ def open_inputs(paths: Iterable[str], options: Options) -> list[Input]:
             continue
         st.format = imp.name
     _order_journal_parts(inputs)
-    _kata_pass(inputs)
+    configs = _kata_pass(inputs)
     for inp in inputs:
         if inp.importer is None or inp.parsed is not None:
             continue
@@ -118,6 +118,7 @@ def open_inputs(paths: Iterable[str], options: Options) -> list[Input]:
         events.sort(key=lambda e: e.ts_ns)  # stable; linear when already in order
         inp.parsed, inp.events = parsed, events
         st.clock = parsed.clock if inp.format != "ipmon" else st.clock
+    _kata_facts(inputs, configs)
     return inputs
 
 
@@ -130,10 +131,57 @@ def _read_text(inp: Input) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _kata_pass(inputs: list[Input]) -> None:
+def _kata_pass(inputs: list[Input]) -> list[ev.KataConfig]:
     """Kata configuration files merged per main file + config.d; state files read with them."""
     configs = _kata_configs({i.path: i for i in inputs if i.format == "kataconfig"})
     _kata_states([i for i in inputs if i.format == "katastate"], configs)
+    return configs
+
+
+def _kata_facts(inputs: list[Input], configs: list[ev.KataConfig]) -> None:
+    """A Kata version given as text (kata-env, `--version`, a package listing) is judged with the
+    configuration files and the inventory (lspci, a snapshot) given beside it: each facts event
+    that shows no configuration takes each configuration given (Kata's default no-port when
+    none), and facts that name no VFs take the inventory's (unknown when none is given)."""
+    from diag.core import kata_exposure as kx
+    from diag.sources.kata import effective
+    from diag.sources.kata.exposure import vf_facts
+
+    holders = [i for i in inputs if i.format != "journal" and i.events
+               and any(isinstance(e, ev.KataFactsObserved) for e in i.events)]
+    if not holders:
+        return
+    devices: dict[str, ev.PciDevice] = {}
+    for i in inputs:
+        for e in i.events or () if i.format != "journal" else ():
+            if isinstance(e, ev.InventoryObserved):
+                devices.update((d.bdf, d) for d in e.devices)
+    vfs = vf_facts([devices[b] for b in sorted(devices)], []) if devices else None
+    for i in holders:
+        out: list[ev.Event] = []
+        for e in i.events or ():
+            if not isinstance(e, ev.KataFactsObserved) or e.gone:
+                out.append(e)
+                continue
+            facts = [e.facts]
+            if e.facts.cold_plug_origin == kx.NOT_IN_REPORT and configs:
+                facts = [kx.with_config(e.facts, c, annotation_enabled=effective.annotation_enabled(
+                    c.enable_annotations, effective.ANN_COLD)) for c in configs]
+                i.stats.note("judged with the Kata configuration given: "
+                             + ", ".join(c.path or c.handler for c in configs))
+            elif e.facts.cold_plug_origin == kx.NOT_IN_REPORT:
+                i.stats.note("no Kata configuration among the inputs: Kata's default "
+                             "cold_plug_vfio = no-port assumed")
+            if not e.facts.vfs_known:
+                if vfs is not None:
+                    facts = [kx.with_vfs(f, *vfs) for f in facts]
+                else:
+                    i.stats.note("no inventory among the inputs (lspci, a snapshot): judged as if "
+                                 "a VF could be given to pods")
+            out.extend(replace(e, facts=f) for f in facts)
+        i.events = out
+        i.parsed = Parsed(events=out, clock="static")
+        i.stats.events = len(out)
 
 
 def _kata_configs(confs: dict[str, Input]) -> list[ev.KataConfig]:

@@ -166,7 +166,7 @@ def _explain(row: kx.Exposure, f: ev.KataHandlerFacts) -> str:
 
 
 def _remedy(row: kx.Exposure) -> str:
-    return row.fix + (f"\n{row.dropin}" if row.dropin else "")
+    return row.fix + (f" Drop-in: {kx.dropin_line(row.dropin)}" if row.dropin else "")
 
 
 def _labels(row: kx.Exposure, f: ev.KataHandlerFacts, happened: str | None) -> tuple[tuple[str, str], ...]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from diag import events as ev
 from diag.common.errors import RootError
 from diag.common.paths import HostPaths
+from diag.core import kata_exposure as kx
 from diag.core import sriovdp
 from diag.core.kata_exposure import Assessment, HandlerFacts, VfCandidate, assess
 from diag.sources import sriovdp as dp_reader
@@ -32,9 +33,6 @@ from diag.sources.kata.effective import RuntimeHandler
 PASSING_ANNOTATIONS = ("*", "io.katacontainers.*", "io.katacontainers.config.*",
                        "io.katacontainers.config.hypervisor.*", effective.ANN_COLD)
 
-
-def _origin(cfg: ev.KataConfig, key: str) -> str:
-    return next((s.origin for s in cfg.settings if s.key == key), "default")
 
 
 def passes_kata_annotations(h: RuntimeHandler | None) -> bool:
@@ -75,16 +73,12 @@ def facts_of(cfg: ev.KataConfig, hv: kversion.HandlerVersion | None, h: RuntimeH
     basis = ("containerd's runtime_path/ConfigPath" if runtime_path or cfg.runtime == "rs"
              else f"the shim's install path {shim_path}" if shim_path else "Kata's default (Go)")
     version = hv.version if hv else None
-    return HandlerFacts(
-        handler=cfg.handler, runtime="rs" if runtime == "rs" else "go", runtime_basis=basis,
-        version=str(version) if version else "", version_source=hv.winner if hv else None,
-        readings=hv.readings if hv else (), config_path=cfg.path,
-        cold_plug_vfio=cfg.cold_plug_vfio, cold_plug_origin=_origin(cfg, "cold_plug_vfio"),
-        hot_plug_vfio=cfg.hot_plug_vfio, pcie_root_port=cfg.pcie_root_port,
-        pcie_root_port_origin=_origin(cfg, "pcie_root_port"), hypervisor=cfg.hypervisor,
-        annotation_enabled=(effective.annotation_enabled(cfg.enable_annotations, effective.ANN_COLD)
-                            and passes_kata_annotations(h)),
-        vfs=vfs, vfs_basis=vfs_basis)
+    base = HandlerFacts(handler=cfg.handler, runtime="rs" if runtime == "rs" else "go", runtime_basis=basis,
+                        version=str(version) if version else "", version_source=hv.winner if hv else None,
+                        readings=hv.readings if hv else ())
+    enabled = (effective.annotation_enabled(cfg.enable_annotations, effective.ANN_COLD)
+               and passes_kata_annotations(h))
+    return kx.with_vfs(kx.with_config(base, cfg, annotation_enabled=enabled), vfs, vfs_basis)
 
 
 @dataclass(slots=True)

@@ -56,16 +56,6 @@ def kata_check(paths: HostPaths) -> CheckResult:
 
 
 
-def _dropin_line(row: kx.Exposure) -> str:
-    """The drop-in of a row on one line: `write <path>: [table] key = value; key = value`."""
-    lines = [x.split("#", 1)[0].strip() if not x.startswith("#") else x for x in row.dropin.splitlines()]
-    path = lines[0].removeprefix("# ").strip() if lines and lines[0].startswith("#") else ""
-    body = [x for x in lines[1:] if x]
-    table = next((x for x in body if x.startswith("[")), "")
-    keys = "; ".join(x for x in body if not x.startswith("["))
-    return f"write {path}: {table} {keys}".strip()
-
-
 def exposure_line(he_facts: tuple[ev.KataHandlerFacts, ...],
                   assessments: tuple[kx.Assessment, ...]) -> CheckResult:
     """The `kata exposure` line from every handler's facts and assessment (pure)."""
@@ -86,7 +76,7 @@ def exposure_line(he_facts: tuple[ev.KataHandlerFacts, ...],
         f = facts[r.handler]
         parts.append(f"handler {safe(r.handler)} exposed to {_issue(r)} ({r.severity.label}): "
                      + "; ".join(safe(x) for x in r.why[:3]))
-        fix = safe(r.fix) + (f" [{safe(_dropin_line(r))}]" if r.dropin else "")
+        fix = safe(r.fix) + (f" [{safe(kx.dropin_line(r.dropin))}]" if r.dropin else "")
         fixes.append(f"{safe(f.handler)}: {fix}")
     worst = max(r.severity for r in exposed)
     return CheckResult("kata exposure", False, " | ".join(parts), fix=" | ".join(dict.fromkeys(fixes)),

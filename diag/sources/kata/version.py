@@ -32,6 +32,7 @@ from typing import Any
 
 from diag.common.paths import HostPaths, OutsideRoot
 from diag.core.kata_exposure import (
+    NOT_IN_REPORT,
     HandlerFacts,
     KataVersion,
     VersionReading,
@@ -444,7 +445,7 @@ def facts_from_report(text: str, *, handler: str = "kata", origin: str = "report
         readings=tuple(readings),
         config_path=env.get("config_path") or None,
         cold_plug_vfio=str(cold) if cold is not None else "no-port",
-        cold_plug_origin=f"{origin}: kata-env ColdPlugVFIO" if cold is not None else "default (not in the report)",
+        cold_plug_origin=f"{origin}: kata-env ColdPlugVFIO" if cold is not None else NOT_IN_REPORT,
         hot_plug_vfio=str(hyp.get("HotPlugVFIO") or "no-port") if isinstance(hyp, Mapping) else "no-port",
         pcie_root_port=int(hyp.get("PCIeRootPort") or 0) if isinstance(hyp, Mapping) else 0,
         vfs_basis="the report names no VFs", vfs_known=False)
