@@ -25,7 +25,8 @@ SOURCE = "kata"
 MAX_BYTES = 4 << 20
 COLLECT_MARKERS = re.compile(r"kata-collect-data\.sh|^#\s+`kata-env`|Recent\s+(?:runtime\s+|shim\s+)?problems "
                              r"found in system journal")
-_ENV_TOML = re.compile(r"^\s*\[(?:Runtime\.Version(?:\.Version)?|Meta)\]\s*$")
+_ENV_TOML = re.compile(r"^\s*\[Runtime\.Version(?:\.Version)?\]\s*$")
+"""A table only kata-env writes (its `[Meta]` and `[Hypervisor]` are too common alone)."""
 _RUNTIME_VERSION = re.compile(r"^\s*kata-runtime\s*:\s*v?\d+\.\d+")
 _SHIM_VERSION = re.compile(r"Kata Containers containerd shim(?: \((?:Golang|Rust)\))?: id: ")
 
@@ -46,7 +47,7 @@ class _KataVersionImporter:
             return False
         if any(_RUNTIME_VERSION.match(x) or _SHIM_VERSION.search(x) for x in head[:200]):
             return True
-        if sum(1 for x in head[:400] if _ENV_TOML.match(x)) >= 2:
+        if any(_ENV_TOML.match(x) for x in head[:400]):
             return True
         text = "\n".join(head)
         if text.lstrip().startswith("{") and '"Runtime"' in text and ('"Meta"' in text or '"Hypervisor"' in text):
