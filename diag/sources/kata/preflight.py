@@ -56,11 +56,15 @@ def kata_check(paths: HostPaths) -> CheckResult:
 
 
 
-def exposure_line(he_facts: tuple[ev.KataHandlerFacts, ...],
-                  assessments: tuple[kx.Assessment, ...]) -> CheckResult:
+def exposure_line(he_facts: tuple[ev.KataHandlerFacts, ...], assessments: tuple[kx.Assessment, ...],
+                  config_errors: tuple[str, ...] = ()) -> CheckResult:
     """The `kata exposure` line from every handler's facts and assessment (pure)."""
     if he_facts and all(f.assumed for f in he_facts):
         return CheckResult("kata exposure", True, "no Kata installed: nothing to assess")
+    if not he_facts and config_errors:
+        return CheckResult("kata exposure", False, "not assessed: no handler has a configuration Kata "
+                           "would load (the kata config line says why; Kata refuses every sandbox then)",
+                           level="warn")
     facts = {f.handler: f for f in he_facts}
     exposed = [r for a in assessments for r in a.rows if r.exposed]
     latent = [r for a in assessments for r in a.rows if not r.exposed]
@@ -92,4 +96,4 @@ def kata_exposure(paths: HostPaths) -> CheckResult:
     he = exposure_now(paths)
     if he is None:
         return CheckResult("kata exposure", False, "no Kata configuration read", level="warn")
-    return exposure_line(he.facts, he.assessments)
+    return exposure_line(he.facts, he.assessments, he.config_errors)
