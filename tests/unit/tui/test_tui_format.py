@@ -119,6 +119,23 @@ class TestHeader:
         assert fmt.kata_text([c]).plain == "kata (go) cold_plug_vfio=root-port /etc/kata-containers/configuration.toml"
         assert "assumed default" in fmt.kata_text([ev.KataConfig(handler="default", assumed=True)]).plain
 
+    def test_kata_header_names_the_exposure_beside_its_handler(self) -> None:
+        """A handler exposed to #10162 (VFs present) says so, in red, beside its cold_plug_vfio; latent rows
+        (no VF pods can be given) and other handlers say nothing."""
+        from diag.core import kata_exposure as kx
+
+        vf = ev.VfCandidate(bdf="0000:01:10.2")
+        exposed = kx.assess(ev.KataHandlerFacts(handler="kata", version="3.8.0", vfs=(vf,)))
+        latent = kx.assess(ev.KataHandlerFacts(handler="kata-rs", runtime="rs", version="4.1.0"))
+        configs = [ev.KataConfig(handler="kata", path="/etc/kata-containers/configuration.toml"),
+                   ev.KataConfig(handler="kata-rs", runtime="rs", path="/opt/kata/x.toml")]
+        t = fmt.kata_text(configs, exposure=[exposed, latent])
+        assert t.plain == ("kata (go) cold_plug_vfio=no-port exposed to Kata #10162 "
+                           "/etc/kata-containers/configuration.toml  "
+                           "kata-rs (rs) cold_plug_vfio=no-port /opt/kata/x.toml")
+        start = t.plain.index("exposed")
+        assert any(sp.start <= start < sp.end and "red" in str(sp.style) for sp in t.spans)
+
     def test_events_per_second_from_event_time(self) -> None:
         """The rate counts recent events in the last 10 s of event time."""
         recent = tuple(ev.ClockTicked(ts_ns=i * S // 10, source="t") for i in range(1, 201))
