@@ -392,47 +392,75 @@ def test_a_full_disk_is_reported_and_writing_resumes(
     assert any(isinstance(r, ev.DeviceBound) and r.bdf == bdf for r in recs[recs.index(lost[0]):])
 
 
-def test_a_real_prometheus_scrapes_the_agent(agents: Callable[..., Agent], tmp_path: Path) -> None:
-    """Debian's prometheus, on loopback with a 1 s interval, stores the agent's series."""
-    prom = shutil.which("prometheus")
-    if prom is None:
-        pytest.skip("prometheus missing (deploy/setup-host.sh installs it)")
-    a = agents()
-    web = free_port()
-    cfg = tmp_path / "prometheus.yml"
-    cfg.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: vfiowatch\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{a.port}']}}]\n"
-    )
-    p = subprocess.Popen(
-        [prom, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{web}"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "wb"),  # noqa: SIM115
-    )
+class Prometheus:
+    """Debian's prometheus on loopback, scraping the given targets every second; `query` is its HTTP API."""
 
-    def query(q: str) -> list[dict[str, Any]]:
-        url = f"http://127.0.0.1:{web}/api/v1/query?query={urllib.request.quote(q)}"
+    def __init__(self, tmp: Path, targets: list[str]) -> None:
+        prom = shutil.which("prometheus")
+        if prom is None:
+            pytest.fail("prometheus missing: deploy/setup-host.sh installs it (make setup)")
+        self.port = free_port()
+        self.log = tmp / "prometheus.log"
+        cfg = tmp / "prometheus.yml"
+        cfg.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            "scrape_configs:\n"
+            "  - job_name: vfiowatch\n"
+            f"    static_configs: [{{targets: {json.dumps(targets)}}}]\n"
+        )
+        self.proc = subprocess.Popen(
+            [prom, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),  # noqa: SIM115 - closed with the process
+        )
+
+    def query(self, q: str) -> list[dict[str, Any]]:
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?query={urllib.request.quote(q)}"
         doc = json.loads(urllib.request.urlopen(url, timeout=5).read())
         assert doc["status"] == "success"
         return list(doc["data"]["result"])
 
-    try:
-        end = time.monotonic() + 60
+    def until(self, q: str, pred: Callable[[list[dict[str, Any]]], bool],
+              timeout: float = 60) -> list[dict[str, Any]]:
+        """The query's result once `pred` holds (Prometheus starting, scrapes, staleness take seconds)."""
+        end = time.monotonic() + timeout
         result: list[dict[str, Any]] = []
         while time.monotonic() < end:
             with contextlib.suppress(OSError, ValueError):
-                result = query("vfiowatch_source_up")
-                if result:
-                    break
+                result = self.query(q)
+                if pred(result):
+                    return result
             time.sleep(0.5)
-        assert result, (tmp_path / "prometheus.log").read_text()[-2000:]
-        up = {r["metric"]["source"]: r["value"][1] for r in result}
-        assert up.get("uevent") == "1" and up.get("links") == "1"
-        assert query('up{job="vfiowatch"}')[0]["value"][1] == "1"
-        assert query("vfiowatch_build_info")[0]["metric"]["version"]
-        assert float(query("sum(vfiowatch_devices)")[0]["value"][1]) == len(os.listdir(PCI))
-    finally:
-        p.terminate()
-        p.wait(30)
+        raise AssertionError(f"{q}: {result}\n{self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Callable[[list[str]], Prometheus]]:
+    """Start a real Prometheus scraping the given `host:port` targets; stopped after the test."""
+    started: list[Prometheus] = []
+
+    def start(targets: list[str]) -> Prometheus:
+        p = Prometheus(tmp_path, targets)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+def test_a_real_prometheus_scrapes_the_agent(agents: Callable[..., Agent],
+                                             prometheus: Callable[[list[str]], Prometheus]) -> None:
+    """Debian's prometheus, on loopback with a 1 s interval, stores the agent's series."""
+    a = agents()
+    prom = prometheus([f"127.0.0.1:{a.port}"])
+    result = prom.until("vfiowatch_source_up", bool)
+    up = {r["metric"]["source"]: r["value"][1] for r in result}
+    assert up.get("uevent") == "1" and up.get("links") == "1"
+    assert prom.query('up{job="vfiowatch"}')[0]["value"][1] == "1"
+    assert prom.query("vfiowatch_build_info")[0]["metric"]["version"]
+    assert float(prom.query("sum(vfiowatch_devices)")[0]["value"][1]) == len(os.listdir(PCI))
