@@ -84,7 +84,9 @@ register(Command(
     description=(
         "Check privileges, PCI sysfs, bcc and kernel headers, tracefs, kprobes, syscall "
         "tracepoints, the kernel uevent socket, rtnetlink, the IOMMU, the eBPF mode that "
-        "would be chosen and the Kata configuration with its effective cold_plug_vfio. "
+        "would be chosen, the Kata configuration with its effective cold_plug_vfio, and each "
+        "Kata handler's exposure to the known Kata VFIO bugs (#10162 and its kin: the Kata "
+        "version and where it was read, cold_plug_vfio, the VFs pods can be given; the fix). "
         "Each line is ✓ or ✗ with a one-line fix. Exit status 0 when the agent can run "
         "(fully or degraded), 1 when it cannot run at all."
     ),
