@@ -8,6 +8,9 @@ failing line naming file, line and Kata's own error when a configuration is inva
 with why (the version and where it was read, the effective cold_plug_vfio and its origin, the
 VFs pods can be given) and the fix (the drop-in to write, or the release that fixes it); ✗ (fail)
 for a VF that will be stranded, a warning for a pod Kata will refuse or an unknown version.
+
+Texts are returned raw: `vfiowatch check` escapes each line once as it prints it (and JSON
+escapes on its own), so a hostile handler name is shown escaped once, not twice.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import time
 
 from diag import events as ev
 from diag.common.paths import HostPaths
-from diag.common.text import safe
 from diag.core import kata_exposure as kx
 from diag.sources.kata import discovery
 from diag.sources.kata.source import KataWatcher, exposure_now
@@ -28,8 +30,8 @@ def describe(c: ev.KataConfig) -> str:
     origin = next((s.origin for s in c.settings if s.key == "cold_plug_vfio"), "default")
     via = f" (from {origin})" if origin.startswith("drop-in:") else ""
     rt = " runtime-rs" if c.runtime == "rs" else ""
-    return (f"kata config: {safe(c.path)} (handler {safe(c.handler)}{rt}), "
-            f"cold_plug_vfio = {safe(c.cold_plug_vfio)}{via}")
+    return (f"kata config: {c.path} (handler {c.handler}{rt}), "
+            f"cold_plug_vfio = {c.cold_plug_vfio}{via}")
 
 
 @check
@@ -46,7 +48,7 @@ def kata_check(paths: HostPaths) -> CheckResult:
     if errors:
         e = errors[0]
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        parts.append(f"invalid: {safe(e.where())}: {safe(e.message)}{more}")
+        parts.append(f"invalid: {e.where()}: {e.message}{more}")
         return CheckResult("kata config", False, "; ".join(parts),
                            fix="fix the file Kata names (Kata itself refuses to start sandboxes with it)",
                            level="fail" if not configs else "warn")
@@ -69,19 +71,19 @@ def exposure_line(he_facts: tuple[ev.KataHandlerFacts, ...], assessments: tuple[
     exposed = [r for a in assessments for r in a.rows if r.exposed]
     latent = [r for a in assessments for r in a.rows if not r.exposed]
     if not exposed:
-        parts = [f"{safe(a.handler)}: not exposed to a known Kata VFIO bug ("
+        parts = [f"{a.handler}: not exposed to a known Kata VFIO bug ("
                  + "; ".join(kx.version_and_config(facts[a.handler])) + ")"
                  for a in assessments if a.handler in facts]
-        parts += [f"{safe(r.handler)} would be exposed to {_issue(r)} once a VF can be given to pods"
+        parts += [f"{r.handler} would be exposed to {_issue(r)} once a VF can be given to pods"
                   for r in latent]
         return CheckResult("kata exposure", True, "; ".join(parts) or "no Kata handler to assess")
     parts, fixes = [], []
     for r in sorted(exposed, key=lambda r: (-r.severity, r.handler, r.issue)):
         f = facts[r.handler]
-        parts.append(f"handler {safe(r.handler)} exposed to {_issue(r)} ({r.severity.label}): "
-                     + "; ".join(safe(x) for x in r.why[:3]))
-        fix = safe(r.fix) + (f" [{safe(kx.dropin_line(r.dropin))}]" if r.dropin else "")
-        fixes.append(f"{safe(f.handler)}: {fix}")
+        parts.append(f"handler {r.handler} exposed to {_issue(r)} ({r.severity.label}): "
+                     + "; ".join(r.why[:3]))
+        fix = r.fix + (f" [{kx.dropin_line(r.dropin)}]" if r.dropin else "")
+        fixes.append(f"{f.handler}: {fix}")
     worst = max(r.severity for r in exposed)
     return CheckResult("kata exposure", False, " | ".join(parts), fix=" | ".join(dict.fromkeys(fixes)),
                        level="fail" if worst >= ev.Severity.ERROR else "warn")
