@@ -315,3 +315,20 @@ def test_postmortem_reads_a_journal_being_written_and_leaves_the_lock_out(tmp_pa
     a.sink.close()
     assert res.returncode in (0, 1), res.stderr  # 1: findings; 2 would be an unreadable input
     assert "j.jsonl  [journal]" in res.stdout and ".lock" not in res.stdout
+
+
+def test_a_part_restates_each_kata_handlers_facts_so_it_replays_the_exposure_alone() -> None:
+    """The opening snapshot holds KataFactsObserved per handler: replayed alone, a rotated part gives the same
+    exposure (model and finding) as the agent had."""
+    c = Correlator()
+    vf = ev.VfCandidate(bdf="0000:01:10.2", pf=PF, driver="igbvf")
+    c.feed(ev.KataFactsObserved(ts_ns=T0, source="kata",
+                                facts=ev.KataHandlerFacts(handler="kata", version="3.8.0", vfs=(vf,))))
+    recs = state_records(c.snapshot(), T0 + 1)
+    assert [r.facts.handler for r in recs if isinstance(r, ev.KataFactsObserved)] == ["kata"]
+    again = Correlator()
+    for r in recs:
+        again.feed(codec.loads(codec.dumps(r)))
+    assert again.snapshot().kata_exposure == c.snapshot().kata_exposure
+    assert [f.summary for f in again.active if f.rule == "kata-vfio-exposure"] == \
+        [f.summary for f in c.active if f.rule == "kata-vfio-exposure"]

@@ -118,3 +118,20 @@ def test_http_serves_metrics_and_healthz() -> None:
         assert exc.value.code == 503
     finally:
         sink.stop_server()
+
+
+def test_kata_exposure_is_1_when_exposed_0_when_latent_and_absent_when_not() -> None:
+    """vfiowatch_kata_exposure{handler,issue}: Kata 3.8 no-port with a VF is 1 (#10162), runtime-rs with no VF
+    pods can be given is 0 (latent), a fixed handler (root-port with a root port) has no series."""
+    c = _state()
+    vf = ev.VfCandidate(bdf="0000:01:10.2", pf=PF, driver="igbvf")
+    for f in (ev.KataHandlerFacts(handler="kata", version="3.8.0", vfs=(vf,)),
+              ev.KataHandlerFacts(handler="kata-rs", runtime="rs", version="4.1.0"),
+              ev.KataHandlerFacts(handler="kata-fixed", version="3.8.0", vfs=(vf,), cold_plug_vfio="root-port",
+                                  pcie_root_port=1)):
+        c.feed(ev.KataFactsObserved(ts_ns=T0, source="kata", facts=f))
+    sink = MetricsSink(process_metrics=False)
+    sink.snapshot(c.snapshot())
+    got = {k[1]: v for k, v in _samples(sink).items() if k[0] == "vfiowatch_kata_exposure"}
+    assert got == {(("handler", "kata"), ("issue", "10162")): 1.0,
+                   (("handler", "kata-rs"), ("issue", "10162")): 0.0}
