@@ -138,3 +138,30 @@ def test_a_configuration_kata_would_refuse_is_not_called_safe(tmp_path: Path) ->
     line = kata_exposure(HostPaths.at(root))
     assert (line.status, line.name) == ("warn", "kata exposure"), line
     assert line.detail.startswith("not assessed: no handler has a configuration Kata would load")
+
+
+def test_an_upgrade_then_a_vf_leaving_are_judged_in_the_next_exposure_round(tmp_path: Path) -> None:
+    """The running source: dpkg's status upgraded to 3.9 resolves #10162 and opens #10210 at the next
+    exposure round (not before); the VF leaving its network driver then resolves #10210 (no VF to give)."""
+    root = host(tmp_path, "go38-noport", "vfs")
+    w = KataWatcher(HostPaths.at(root), {"journal": False, "kmsg": False, "exposure_interval_s": 5})
+    c = Correlator()
+
+    def round_(ts: int, mono: float) -> list[ev.Finding]:
+        return [f for e in w.step(ts, mono) for f in c.feed(e) if f.rule == "kata-vfio-exposure"]
+
+    for e in w.step(1, 0.0, force=True):
+        c.feed(e)
+    assert [dict(f.labels)["issue"] for f in c.active if f.rule == "kata-vfio-exposure"] == ["10162"]
+    status = root / "var/lib/dpkg/status"
+    status.write_text(status.read_text().replace("Version: 3.8.0-1", "Version: 3.9.0-1"))
+    assert round_(2, 2.0) == []  # the configuration round does not read versions
+    out = round_(3, 5.5)
+    assert [(f.status, dict(f.labels)["issue"]) for f in out] == [("resolved", "10162"), ("open", "10210")]
+    assert out[0].resolved_reason.startswith("Kata is now 3.9.0 (read from dpkg kata-containers 3.9.0-1")
+    vf = root / "sys/bus/pci/devices/0000:01:10.2"
+    (vf / "driver").unlink()
+    shutil.rmtree(vf / "net")
+    (f,) = round_(4, 11.0)
+    assert f.status == "resolved" and f.resolved_reason.startswith("no VF can be given to pods now")
+    assert [a.rows[0].exposed for a in c.snapshot().kata_exposure] == [False]
