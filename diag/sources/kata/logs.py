@@ -263,9 +263,14 @@ def to_event(rec: LogRecord, *, ts_ns: int, source: str = "kata") -> ev.LogLineM
     fields = dict(rec.fields)
     text = rec.message
     m = signatures.match(text, fields)
-    if m is None and fields.get("error"):  # containerd/kubelet put the runtime's error in error=
-        text = f"{rec.message}: {fields['error']}" if rec.message else fields["error"]
-        m = signatures.match(fields["error"], fields)
+    err = fields.get("error")
+    # containerd/kubelet put the runtime's error in error=; a wrapper message ("failed to
+    # hotplug VFIO device") is reported by its error's own signature when that has one.
+    if err and (m is None or m.signature.id in signatures.WRAPPERS):
+        inner = signatures.match(err, fields)
+        if inner is not None or m is not None:
+            text = f"{rec.message}: {err}" if rec.message else err
+            m = inner or m
     if m is None:
         return None
     qpid = rec.fields.get("qemuPid", "") or rec.fields.get("qemu_pid", "")
