@@ -91,6 +91,10 @@ class Parsed:
     """Filled while `events` is consumed (journald entries with both clocks)."""
     ordered: bool = True
     """True when `events` come sorted by stamp (streamed straight into the merge)."""
+    untimed: list[bool] = field(default_factory=list)
+    """Filled while `events` is consumed, one flag per event: True when its line had no time
+    of its own (a known line in a pasted fragment); it borrowed its neighbour's stamp to keep
+    its place in the input's order, and the report marks it time unknown."""
 
 
 class Importer(Protocol):
@@ -119,7 +123,7 @@ def register(importer: Importer) -> Importer:
 
 BUILTIN: list[str] = [
     "journal", "journald", "journal-export", "snapshot", "katastate", "udevadm", "ipmon", "lspci",
-    "kataconfig", "dmesg", "logfmt",
+    "kataconfig", "journalctl", "klog", "dmesg", "logfmt",
 ]
 """Built-in importers in sniffing order, one line each (each is a module of that name, or
 `_MODULE` says which module registers it)."""
