@@ -123,11 +123,11 @@ def register(importer: Importer) -> Importer:
 
 BUILTIN: list[str] = [
     "journal", "journald", "journal-export", "snapshot", "katastate", "udevadm", "ipmon", "lspci",
-    "kataconfig", "journalctl", "klog", "dmesg", "logfmt",
+    "kataconfig", "kubectl-describe", "journalctl", "klog", "dmesg", "logfmt", "text",
 ]
 """Built-in importers in sniffing order, one line each (each is a module of that name, or
 `_MODULE` says which module registers it)."""
-_MODULE = {"journal-export": "journald"}
+_MODULE = {"journal-export": "journald", "kubectl-describe": "describe"}
 
 
 def load_builtin() -> dict[str, Importer]:

@@ -16,6 +16,7 @@ from dataclasses import replace
 from diag import codec
 from diag import events as ev
 from diag.importers import FileStats, Parsed, decode_line, register
+from diag.importers.textlog import Emitter
 from diag.sources.kata import logs
 
 SOURCE = "kata"
@@ -57,16 +58,18 @@ def _json_record(line: str, origin: str) -> logs.LogRecord | str:
 
 
 def parse_logfmt_lines(
-    lines: Iterable[str], stats: FileStats | None = None, origin: str = "file"
+    lines: Iterable[str], stats: FileStats | None = None, origin: str = "file",
+    parsed: Parsed | None = None,
 ) -> Iterator[ev.Event]:
-    """Decode a logfmt/JSON log file into LogLineMatched events (realtime stamps).
+    """Decode a logfmt/JSON log file into events (realtime stamps).
 
-    Decoding is the Kata source's own (`diag.sources.kata.logs`), so a line gives the same event
-    live and in a postmortem. A line with neither a time nor a known message is not counted as
-    damage; a line with a known message but no time is (it cannot be placed).
+    Decoding is the Kata source's own (`diag.sources.kata.logs`), so a line gives the same
+    events live and in a postmortem. A known line without a time field is kept in its place
+    with its time unknown (`Parsed.untimed`); a line with neither is not damage.
     """
     st = stats if stats is not None else FileStats("<log>")
-    unmatched = 0
+    out = parsed if parsed is not None else Parsed(events=(), clock="realtime", ordered=False)
+    emit = Emitter(st, out, source=SOURCE)
     for lineno, raw in enumerate(lines, 1):
         st.lines += 1
         line = raw.rstrip("\r\n")
@@ -82,17 +85,10 @@ def parse_logfmt_lines(
             rec = logs.decode_text_line(line, origin)
         if rec is None:
             continue
-        e = match_record(rec, rec.ts_ns or 0)
-        if e is None:
-            unmatched += 1
-            continue
-        if rec.ts_ns is None:
-            st.bad(lineno, f"known message ({e.signature}) without a time field", line)
-            continue
-        st.events += 1
-        yield e
-    if unmatched:
-        st.note(f"{unmatched} line(s) matched no known Kata/QEMU signature")
+        if rec.ts_ns is not None and not rec.line_ts:
+            rec = replace(rec, line_ts=True)
+        yield from emit.emit(rec, rec.ts_ns)
+    yield from emit.finish("line")
 
 
 def looks_logfmt(line: str) -> bool:
@@ -110,10 +106,10 @@ class _LogfmtImporter:
         return bool(lines) and sum(looks_logfmt(x) for x in lines) * 2 >= len(lines)
 
     def parse(self, lines: Iterable[bytes], stats: FileStats, origin: str) -> Parsed:
-        return Parsed(
-            events=parse_logfmt_lines((decode_line(b) for b in lines), stats, f"file:{origin}"),
-            clock="realtime", ordered=False,
-        )
+        parsed = Parsed(events=(), clock="realtime", ordered=False)
+        parsed.events = parse_logfmt_lines((decode_line(b) for b in lines), stats,
+                                           f"file:{origin}", parsed)
+        return parsed
 
 
 register(_LogfmtImporter())

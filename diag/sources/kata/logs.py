@@ -21,7 +21,7 @@ import select
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -353,8 +353,10 @@ def write_of(rec: LogRecord, m: signatures.SignatureMatch, ts_ns: int,
 
 
 def to_events(rec: LogRecord, *, ts_ns: int, source: str = "kata") -> list[ev.Event]:
-    """What a log record is evidence of: the sysfs write a Kata line announces (one witness of
-    the move, like an eBPF record), else the matched line itself; [] when nothing matched."""
+    """What a log record is evidence of: every failure its line reports (one line often wraps
+    another: `failed to launch qemu: ... Bus 'rp0' not found`), else the sysfs write a Kata line
+    announces (one witness of the move, like an eBPF record), else its informational match;
+    [] when nothing matched."""
     e = to_event(rec, ts_ns=ts_ns, source=source)
     if e is None:
         return []
@@ -364,7 +366,18 @@ def to_events(rec: LogRecord, *, ts_ns: int, source: str = "kata") -> list[ev.Ev
             w = write_of(rec, m, ts_ns, source)
             if w is not None:
                 return [w]
-    return [e]
+        return [e]
+    out: list[ev.Event] = [e]
+    seen = {e.signature}
+    for m in signatures.match_all(e.text, dict(rec.fields)):
+        sid = m.signature.id
+        if sid in seen or m.signature.severity == "info" or sid in signatures.WRAPPERS:
+            continue
+        seen.add(sid)
+        out.append(replace(e, signature=sid, bdf=m.bdf or e.bdf,
+                           iommu_group=m.iommu_group if m.iommu_group is not None
+                           else e.iommu_group))
+    return out
 
 
 # ---- Followers ----------------------------------------------------------------------------------

@@ -199,11 +199,21 @@ def test_logfmt_file_with_syslog_prefix_and_exact_10162_line() -> None:
     assert e.text == LINE_10162 and e.ts_ns == 1795791172570905000 and e.sandbox_id == "abc"
 
 
-def test_logfmt_known_line_without_time_is_counted_bad() -> None:
-    """A known message without time= cannot be placed: counted, not raised."""
+def test_logfmt_known_line_without_time_is_kept_in_place_time_unknown() -> None:
+    """A known line without time= is evidence, never skipped (issue 17): between timed lines
+    it keeps its place with its neighbour's stamp, flagged untimed; alone, the input has no
+    time (clock none)."""
+    from diag.importers import Parsed
+
     st = FileStats("x")
-    assert list(parse_logfmt_lines(['level=info msg="Unbinding device from driver"'], st)) == []
-    assert st.bad_lines == 1
+    parsed = Parsed(events=(), clock="realtime")
+    timed = f'time="2026-11-27T14:52:52.1Z" level=error msg="{LINE_10162}" sandbox=abc'
+    got = list(parse_logfmt_lines([timed, 'level=error msg="Cannot start VM"'], st, "f", parsed))
+    assert [e.kind for e in got] == ["log_line_matched", "log_line_matched"]
+    assert got[1].ts_ns == got[0].ts_ns and parsed.untimed == [False, True] and st.bad_lines == 0
+    alone = Parsed(events=(), clock="realtime")
+    (e,) = list(parse_logfmt_lines(['level=error msg="Cannot start VM"'], FileStats("y"), "f", alone))
+    assert e.signature == "cannot-start-vm" and alone.clock == "none"
 
 
 # ---- lspci and snapshot -------------------------------------------------------------------
@@ -264,7 +274,7 @@ def test_snapshot_json_round_trips_the_scanner_inventory(tmp_path: Path) -> None
     ("postmortem-kata/journalctl-kata-containerd-kernel.json", "journald"),
     ("postmortem-kata/containerd.log", "logfmt"),
     ("postmortem-kata/entries.export", "journal-export"),
-    ("postmortem/lab-actions.log", None),
+    ("postmortem/lab-actions.log", "text"),  # no importer of its own: searched as text
 ])
 def test_format_is_recognised_by_content_not_name(tmp_path: Path, name: str, fmt: str | None) -> None:
     """Each capture is recognised under a meaningless name, plain and gzip-compressed."""
