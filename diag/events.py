@@ -86,6 +86,9 @@ class PciDevice:
     """Interface names under the device's `net/` directory (host namespace only)."""
     vfio_group_path: str | None = None
     """`/dev/vfio/<group>` for a device bound to vfio-pci (whether or not the node exists)."""
+    modules: tuple[str, ...] = ()
+    """Kernel modules that can drive it (`lspci -k`'s `Kernel modules:`): names the host driver
+    of a VF that no event names (its driver moved before the capture began)."""
     errors: tuple[str, ...] = ()
     """`attribute: why` for every attribute that could not be read."""
 

@@ -24,6 +24,7 @@ ROW = re.compile(rf"^\s*(?P<type>Normal|Warning)\s+(?P<reason>[A-Za-z][\w]*)\s+(
                  r"\s+(?P<rest>.*)$")
 HEADER = re.compile(r"^\s*Type\s+Reason\s+Age\s+From\s+Message\s*$")
 _FIELD = re.compile(r"^(Name|Namespace):\s+(\S+)\s*$")
+_KEY = re.compile(r"^(?:\S+# kubectl describe .*|([A-Z][A-Za-z ]{1,30}):(?:\s.*)?)$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "y": 31536000}
 
 
@@ -100,8 +101,14 @@ class _DescribeImporter:
 
     def sniff(self, head: list[str]) -> bool:
         lines = [x for x in head[:400] if x.strip()]
-        return any(HEADER.match(x) for x in lines) or (
-            bool(lines) and sum(bool(ROW.match(x)) for x in lines) * 3 >= len(lines))
+        if any(HEADER.match(x) for x in lines):
+            return True
+        if bool(lines) and sum(bool(ROW.match(x)) for x in lines) * 3 >= len(lines):
+            return True
+        # The object part of a describe (no Events yet): its fields at the left margin.
+        keys = {m.group(1) for x in lines[:60] if (m := _KEY.match(x))}
+        return {"Name", "Namespace"} <= keys and bool(keys & {"Containers", "Conditions",
+                                                               "Status", "Events"})
 
     def parse(self, lines: Iterable[bytes], stats: FileStats, origin: str) -> Parsed:
         parsed = Parsed(events=(), clock="none", ordered=True)

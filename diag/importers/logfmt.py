@@ -10,6 +10,7 @@ message (or `error` field) matches a signature of the Kata catalogue become even
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
@@ -91,8 +92,13 @@ def parse_logfmt_lines(
     yield from emit.finish("line")
 
 
+_FIRST = re.compile(r"^(?:.{0,200}?[\w.@/-]{1,64}\[\d{1,10}\]:\s)?\s*(?:time|level|ts)=")
+"""logfmt starts the line (behind a syslog prefix at most): `level=` quoted inside another
+format (a JSON `content` field) is not a logfmt file."""
+
+
 def looks_logfmt(line: str) -> bool:
-    return ("level=" in line and ("msg=" in line or "time=" in line)) or (
+    return (("level=" in line and ("msg=" in line or "time=" in line)) and bool(_FIRST.match(line))) or (
         line.lstrip().startswith("{") and '"msg"' in line and ('"time"' in line or '"ts"' in line)
     )
 

@@ -255,6 +255,16 @@ def _read_text(inp: Input) -> str:
     return data.decode("utf-8", "replace")
 
 
+def _config_text(inp: Input) -> str:
+    """A configuration file's text; a pasted fragment made loadable (and said so)."""
+    from diag.importers import kataconfig
+
+    text, notes = kataconfig.fragment_text(_read_text(inp))
+    for n in notes:
+        inp.stats.note(n)
+    return text
+
+
 def _kata_pass(inputs: list[Input]) -> None:
     """Kata configuration files merged per main file + config.d; state files read with them."""
     from diag.importers import kataconfig, katastate
@@ -263,7 +273,7 @@ def _kata_pass(inputs: list[Input]) -> None:
     confs = {i.path: i for i in inputs if i.format == "kataconfig"}
     configs: list[ev.KataConfig] = []
     for main, drops in kataconfig.group_configs(list(confs)):
-        texts = {p: _read_text(confs[p]) for p in ([main] if main else []) + drops}
+        texts = {p: _config_text(confs[p]) for p in ([main] if main else []) + drops}
         events = kataconfig.parse_group((main, texts[main]) if main else None,
                                         [(d, texts[d]) for d in drops])
         owner = confs[main] if main else confs[drops[0]]
