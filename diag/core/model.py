@@ -35,6 +35,13 @@ class DeviceRecord:
     present: bool = True
     from_inventory: bool = False
     """True when the device was first seen in an inventory scan (its driver then is not a move)."""
+    host_driver: str | None = None
+    """The device's host (non-vfio) driver as any witness named it, for a move whose own events
+    name none: a bind or unbind that named it, a restore writing it to driver_override, a
+    listing's `Kernel driver in use`/`Kernel modules`."""
+    host_driver_from: str = ""
+    """Which witness named `host_driver` (said in the finding)."""
+    host_driver_rank: int = 0
 
 
 @dataclass(slots=True)
@@ -163,6 +170,12 @@ class Model:
         rec.driver = to
         rec.since_ns = event.ts_ns
 
+    @staticmethod
+    def _hint(rec: DeviceRecord, driver: str | None, origin: str, rank: int) -> None:
+        """Remember a witness naming the device's host driver (the better witness wins)."""
+        if driver and driver != VFIO_DRIVER and rank > rec.host_driver_rank:
+            rec.host_driver, rec.host_driver_from, rec.host_driver_rank = driver, origin, rank
+
     def _link_note(self, bdf: str | None, note: LinkNote) -> None:
         rec = self.device(bdf)
         if rec is None:
@@ -205,7 +218,7 @@ class Model:
             seen.add(d.bdf)
             rec = self.devices.get(d.bdf)
             if rec is None:
-                self.devices[d.bdf] = DeviceRecord(
+                rec = self.devices[d.bdf] = DeviceRecord(
                     device=d, driver=d.driver, driver_override=d.driver_override,
                     driver_at_start=d.driver, since_ns=None,
                     netdev=d.netdevs[0] if d.netdevs else None,
@@ -214,7 +227,13 @@ class Model:
                 )
                 if d.iommu_group is not None:
                     self.groups.setdefault(d.iommu_group, set()).add(d.bdf)
+                self._hint(rec, d.driver, f"{e.source} (driver in use)", 2)
+                self._hint(rec, d.modules[0] if d.modules else None,
+                           f"{e.source} (Kernel modules)", 1)
             else:
+                self._hint(rec, d.driver, f"{e.source} (driver in use)", 2)
+                self._hint(rec, d.modules[0] if d.modules else None,
+                           f"{e.source} (Kernel modules)", 1)
                 group = d.iommu_group if d.iommu_group is not None else rec.device.iommu_group
                 rec.device = d
                 if d.iommu_group != group:
@@ -258,6 +277,8 @@ class Model:
         rec.present = True
         if rec.driver is None and rec.last_driver is None and e.previous_driver:
             rec.last_driver = e.previous_driver
+        self._hint(rec, e.driver, "a bind to it", 3)
+        self._hint(rec, e.previous_driver, "the driver it left", 3)
         ep = self._join(e.bdf, e)
         if rec.driver != e.driver:
             self._move(rec, e, e.driver)
@@ -282,6 +303,7 @@ class Model:
             self._recover_from_kernel(e.ts_ns, e.bdf, e.previous_driver or rec.driver, "unbound")
         if rec.driver is None and e.previous_driver and rec.last_driver is None:
             rec.last_driver = e.previous_driver
+        self._hint(rec, e.previous_driver or rec.driver, "the driver it was unbound from", 3)
         ep = self._join(e.bdf, e, starts_move=True)
         if ep is not None:
             if ep.from_driver is None and ep.unbind_ns is None:
@@ -438,9 +460,15 @@ class Model:
         bdf = e.bdf
         if bdf:
             self.last_actor[bdf] = e.actor
-            rec = self.device(bdf)
+            rec = self._ensure(bdf, e.ts_ns)  # a write naming a device makes it known
             if e.control == "driver_override" and e.result >= 0 and rec is not None:
                 rec.driver_override = e.value.strip() or None
+            if rec is not None and e.result >= 0:
+                who = "Kata's log" if e.mode == "kata-log" else "a write"
+                if e.control == "driver_override":
+                    self._hint(rec, e.value.strip(), f"{who} (driver_override <- {e.value.strip()})", 2)
+                elif e.control in ("unbind", "bind") and e.driver:
+                    self._hint(rec, e.driver, f"{who} ({e.control} of {e.driver})", 2)
             targets = [bdf]
         elif e.control in ("new_id", "remove_id"):
             targets = self._new_id_targets(e)
@@ -534,6 +562,8 @@ class Model:
                 self._join(rec.device.bdf, e)
 
     def _log(self, e: ev.LogLineMatched) -> None:
+        if e.bdf:  # a line naming a PCI device makes it known (its episode holds the line)
+            self._ensure(e.bdf, e.ts_ns)
         for bdf in self.log_targets(e):
             ep = self._join(bdf, e)
             if ep is not None:

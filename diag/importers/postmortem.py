@@ -71,6 +71,9 @@ class Input:
     alignment: al.Alignment | None = None
     uncertainties: list[int] | None = None
     """Per-event uncertainty for untimed inputs placed by matching (-1: unknown)."""
+    at: str | None = None
+    """When a state listing was taken, as the user said it (`PATH@end`, `PATH@TIME`)."""
+    at_ns: int | None = None
 
     @property
     def format(self) -> str:
@@ -160,11 +163,30 @@ class Report:
     state: HostState | None = None
     first_ns: int | None = None
     last_ns: int | None = None
+    end_ns: int | None = None
+    """The moment the replay ended at (the last event, a listing's time, --until, or later)."""
+    finding_inputs: dict[str, list[str]] = field(default_factory=dict)
+    """Finding id -> the inputs whose events are about its device or sandbox."""
     options: Options = field(default_factory=Options)
 
     @property
     def unreadable(self) -> list[Input]:
         return [i for i in self.inputs if i.stats.error]
+
+    @property
+    def untimed_only(self) -> bool:
+        """No input has times (pasted fragments, listings): every stamp is an ordinal."""
+        return not any(i.parsed is not None and i.clock in ("realtime", "monotonic")
+                       for i in self.inputs)
+
+    @property
+    def not_fully_read(self) -> list[Input]:
+        """Inputs not read as a known artifact whole: unrecognised, read only as text
+        (signatures only), cut short, or with malformed lines skipped (named at the top of the
+        report; exit status 2)."""
+        return [i for i in self.inputs if not i.stats.error and (
+            i.stats.format in ("unrecognised", "text") or i.stats.truncated
+            or i.stats.bad_lines)]
 
     @property
     def worst(self) -> ev.Severity | None:
@@ -178,8 +200,8 @@ class Report:
 
     @property
     def exit_status(self) -> int:
-        """2 when an input could not be read, 1 when a finding reached warning, else 0."""
-        if self.unreadable:
+        """2 when an input could not be read whole, 1 when a finding reached warning, else 0."""
+        if self.unreadable or self.not_fully_read:
             return 2
         worst = self.worst
         return 1 if worst is not None and worst >= ev.Severity.WARNING else 0
@@ -203,7 +225,15 @@ def open_inputs(paths: Iterable[str], options: Options) -> list[Input]:
 
     inputs: list[Input] = []
     seen: dict[str, str] = {}
-    for path in walk(paths):
+    at_of: dict[str, str] = {}
+    named: list[str] = []
+    for item in paths:
+        base, sep, when = item.rpartition("@")
+        if sep and not os.path.exists(item) and os.path.exists(base):
+            at_of[base] = when  # `lspci-after.txt@end`: when the listing was taken
+            item = base
+        named.append(item)
+    for path in walk(named):
         st = FileStats(path)
         real = os.path.realpath(path)
         if real in seen:  # a symlink (configuration.toml -> configuration-qemu.toml) or repeat
@@ -218,8 +248,13 @@ def open_inputs(paths: Iterable[str], options: Options) -> list[Input]:
             st.format, st.error = "unreadable", "not a regular file"
             inputs.append(Input(index=len(inputs), path=path, stats=st))
             continue
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            st.format = "empty"
+            st.note("empty: nothing was captured")
+            inputs.append(Input(index=len(inputs), path=path, stats=st))
+            continue
         imp, err = sniff(path)
-        inp = Input(index=len(inputs), path=path, stats=st, importer=imp)
+        inp = Input(index=len(inputs), path=path, stats=st, importer=imp, at=at_of.get(path))
         inputs.append(inp)
         if err:
             st.format, st.error = "unreadable", err
@@ -240,7 +275,12 @@ def open_inputs(paths: Iterable[str], options: Options) -> list[Input]:
             continue
         parsed = inp.importer.parse(iter_lines(inp.path, st), st, inp.path)
         events = list(parsed.events)
-        events.sort(key=lambda e: e.ts_ns)  # stable; linear when already in order
+        if parsed.untimed and len(parsed.untimed) == len(events) and any(parsed.untimed):
+            pairs = sorted(zip(events, parsed.untimed, strict=True), key=lambda p: p[0].ts_ns)
+            events = [e for e, _ in pairs]
+            inp.uncertainties = [-1 if u else 0 for _, u in pairs]
+        else:
+            events.sort(key=lambda e: e.ts_ns)  # stable; linear when already in order
         inp.parsed, inp.events = parsed, events
         st.clock = parsed.clock if inp.format != "ipmon" else st.clock
     return inputs
@@ -490,7 +530,14 @@ def _stream(inp: Input, base_ns: int | None) -> Iterator[Item]:
     if inp.events is not None:
         static = inp.clock == "static"
         for n, e in enumerate(inp.events):
-            if static:
+            if static and inp.at_ns is not None:
+                # Taken when the user said: who the devices are is known from the start, the
+                # drivers it shows are the state at that moment.
+                if isinstance(e, ev.InventoryObserved) and base_ns is not None \
+                        and base_ns <= inp.at_ns:
+                    yield (base_ns - 1, idx, -1 - n, replace(_identity_only(e), ts_ns=base_ns - 1))
+                e = replace(e, ts_ns=inp.at_ns)
+            elif static:
                 ts = (base_ns - 1) if base_ns is not None else 0
                 if base_ns is not None and isinstance(e, ev.InventoryObserved):
                     # When it was listed is unknown; its drivers would claim the state at the
@@ -607,6 +654,10 @@ def _identity(e: ev.Event) -> tuple[object, ...] | None:
         return (t, e.signature, e.text, e.sandbox_id)
     if t is ev.DriverRegistered or t is ev.DriverUnregistered:
         return (t, e.driver)  # type: ignore[attr-defined]
+    if t is ev.SysfsWriteObserved:
+        assert isinstance(e, ev.SysfsWriteObserved)
+        if e.mode == KATA_LOG:  # one Kata line read from two places (kata syslog, containerd)
+            return (t, e.bdf, e.control, e.value, e.actor.pid)
     return None
 
 
@@ -628,6 +679,8 @@ def _compatible(a: dict[str, object], b: dict[str, object]) -> bool:
 
 def _same_line_elsewhere(a: ev.Event, b: ev.Event) -> bool:
     """One log line read from two places of one input (Kata's syslog and containerd's unit)."""
+    if isinstance(a, ev.SysfsWriteObserved) and isinstance(b, ev.SysfsWriteObserved):
+        return a.mode == KATA_LOG and b.mode == KATA_LOG and a.ts_ns == b.ts_ns
     return isinstance(a, ev.LogLineMatched) and isinstance(b, ev.LogLineMatched) and \
         a.origin != b.origin
 
@@ -801,6 +854,15 @@ def replay(
                 first_stamps.append(head[0])
                 timed_streams.append(_chain(head, it))
     base = min(first_stamps) if first_stamps else None
+    last_stamps = [i.events[-1].ts_ns for i in inputs if i.parsed is not None
+                   and i.clock != "static" and i.events]
+    for i in inputs:
+        if i.at == "end" and i.clock == "static":
+            i.at_ns = (max(last_stamps) + 1) if last_stamps else None
+        if i.at_ns is not None:
+            report.clock_notes.append(
+                f"{i.path}: taken {'at the end of the other inputs' if i.at == 'end' else 'at ' + i.at if i.at else 'then'}"
+                " (as given): its drivers are the state at that moment")
     static = [_stream(i, base) for i in inputs
               if i.parsed is not None and i.clock == "static" and i.events]
     streams = [*static, *timed_streams]
@@ -811,8 +873,13 @@ def replay(
                           if i.alignment is not None and i.alignment.uncertainty_ns is not None})
         merged = _deduped(merged, dedupe)
 
+    kernel = _KernelFromKata(inputs)
+    if kernel.active:
+        merged = kernel.transform(merged)
     corr = Correlator(options.config)
     filt = _Filter(options)
+    seen_by: dict[str, set[int]] = {}
+    """Device or sandbox -> the inputs whose events are about it (what a finding rests on)."""
     enrich = _LinkEnricher() if any(i.format == "ipmon" for i in inputs) else None
     unc_of = {i.index: (i.alignment.uncertainty_ns if i.alignment and i.alignment.uncertainty_ns
                         is not None else (-1 if i.alignment else 0)) for i in inputs}
@@ -867,6 +934,9 @@ def replay(
         last_ts = ts
         if sandbox_filter:
             filt.learn(e)
+        if idx >= 0:
+            for key in _subjects(e):
+                seen_by.setdefault(key, set()).add(idx)
         transitions = corr.feed(e)
         if (type(e) is not ev.ClockTicked or options.include_ticks) if unfiltered else filt.shows(e):
             total += 1
@@ -877,6 +947,19 @@ def replay(
     if until is not None and last_ts is not None and until > last_ts and not has_journal:
         advance_to(until)
         note(corr.advance(until))
+        report.clock_notes.append(f"conditions judged at --until ({until} ns): time let run on "
+                                  "to it")
+    elif until is None and last_ts is not None and not has_journal:
+        later = _end_is_later(inputs, corr.snapshot())
+        if later:
+            cfg = corr.config
+            end = last_ts + max(cfg.stranded_grace_ns, cfg.stuck_grace_ns,
+                                cfg.netdev_grace_ns) + TICK_NS
+            advance_to(end)
+            note(corr.advance(end))
+            report.clock_notes.append(later + "; conditions with a grace period (stranded, "
+                                      "stuck, netdev lost) are judged there as lasting past it")
+    report.end_ns = corr.model.now_ns
     report.last_ns = last_ts if report.first_ns is not None else None
     if base is not None:
         report.clock_notes.extend(_listing_notes(inputs, report.state))
@@ -889,6 +972,13 @@ def replay(
     report.timeline_total = total
     report.findings = list(findings.items.values())
     report.book = findings
+    names = {i.index: i.path for i in inputs}
+    for f in report.findings:
+        idxs: set[int] = set()
+        for key in (f.bdf, f.sandbox_id):
+            if key:
+                idxs |= seen_by.get(key, set())
+        report.finding_inputs[f.finding_id] = sorted(names[i] for i in idxs)
     report.recorded = recorded
     report.state = corr.snapshot()
     timeline = report.timeline
@@ -944,6 +1034,133 @@ def _mark_order(timeline: list[Entry]) -> None:
         if unsure:
             timeline[i - 1] = replace(a, order_uncertain=True)
             timeline[i] = replace(b, order_uncertain=True)
+
+
+def _subjects(e: ev.Event) -> tuple[str, ...]:
+    """The device and sandbox an event is about (for what a finding rests on)."""
+    out = []
+    bdf = getattr(e, "bdf", None)
+    if isinstance(bdf, str):
+        out.append(bdf)
+    sid = getattr(e, "sandbox_id", None)
+    if isinstance(e, ev.SysfsWriteObserved):
+        sid = e.actor.sandbox_id
+    if isinstance(sid, str):
+        out.append(sid)
+    if isinstance(e, ev.SandboxStarted):
+        out.extend(e.vmm_vfio_devices)
+    if isinstance(e, ev.InventoryObserved):
+        out.extend(d.bdf for d in e.devices)
+    return tuple(out)
+
+
+def _end_is_later(inputs: list[Input], state: HostState) -> str:
+    """Why the end of the inputs is later than their last event ('' when it is not known to be):
+    an untimed listing whose drivers agree with the end of the events was taken after them; an
+    incident known only from lines without time was pasted after it."""
+    end = {d.device.bdf: d.driver for d in state.devices}
+    for inp in inputs:
+        if inp.clock != "static" or inp.at_ns is not None or inp.events is None:
+            continue
+        for e in inp.events:
+            if not isinstance(e, ev.InventoryObserved):
+                continue
+            listed = {d.bdf: d.driver for d in e.devices if d.bdf in end}
+            if listed and all(end[b] == drv for b, drv in listed.items()):
+                return (f"the end of the inputs: {inp.path} (no time) agrees with the last "
+                        "events, so it was taken after them (assumed)")
+    timed = [i for i in inputs if i.parsed is not None and i.clock not in ("static", "none")
+             and i.events]
+    untimed = [i for i in inputs if i.parsed is not None and i.clock == "none" and i.events]
+    if untimed and not timed:
+        return ("the end of the inputs: no line has a time; they were pasted after the "
+                "incident, at a moment they do not say (assumed later)")
+    return ""
+
+
+KATA_LOG = "kata-log"
+"""Source of the kernel facts inferred from Kata's own lines where no kernel capture speaks."""
+COVER_NS = 2_000_000_000
+"""A kernel capture is taken to cover this much before its first and after its last event."""
+
+
+class _KernelFromKata:
+    """The kernel's side of a move, from Kata's own lines, where no kernel capture covers it.
+
+    Kata announces each write (override, unbind, drivers_probe, bind); the kernel's answer is
+    what the write asks for. Where a udevadm capture or the agent's journal covers that time
+    they are the witness and nothing is inferred; elsewhere each write gives the unbind or bind
+    it makes (source `kata-log`, after the write), and a QEMU line about a VF Kata cold-plugged
+    (`Bus '<unknown PCIePortBusPrefix: >0' not found`, `port is not set`) gives the bind to
+    vfio-pci that must have come before it.
+    """
+
+    IMPLY_VFIO = ("qemu-bus-not-found", "port-not-set")
+
+    def __init__(self, inputs: list[Input]) -> None:
+        self.ranges: list[tuple[int, int]] = []
+        kernel = (ev.DeviceBound, ev.DeviceUnbound, ev.DeviceAdded, ev.DeviceRemoved)
+        for i in inputs:
+            if i.format == "journal":
+                self.ranges.append((-(1 << 62), 1 << 62))
+            elif i.events and any(isinstance(e, kernel) for e in i.events):
+                self.ranges.append((i.events[0].ts_ns - COVER_NS, i.events[-1].ts_ns + COVER_NS))
+        self.active = any(i.format in ("journalctl", "journald", "journal-export", "logfmt",
+                                       "text", "kubectl-describe", "klog", "kata-collect-data")
+                          for i in inputs)
+        self.override: dict[str, str] = {}
+        self.driver: dict[str, str | None] = {}
+
+    def covered(self, ts: int) -> bool:
+        return any(a <= ts <= b for a, b in self.ranges)
+
+    def transform(self, items: Iterator[Item]) -> Iterator[Item]:
+        for item in items:
+            yield item
+            _, idx, n, e = item
+            for d in self.derive(e):
+                yield (d.ts_ns, idx, n, d)
+
+    def derive(self, e: ev.Event) -> list[ev.Event]:
+        if isinstance(e, ev.DeviceBound):
+            self.driver[e.bdf] = e.driver
+            return []
+        if isinstance(e, ev.DeviceUnbound):
+            self.driver[e.bdf] = None
+            return []
+        if isinstance(e, ev.LogLineMatched):
+            if (e.signature in self.IMPLY_VFIO and e.bdf and not self.covered(e.ts_ns)
+                    and self.driver.get(e.bdf) != "vfio-pci"
+                    and (e.signature != "qemu-bus-not-found" or "PCIePortBusPrefix" in e.text)):
+                self.driver[e.bdf] = "vfio-pci"
+                return [ev.DeviceBound(ts_ns=max(0, e.ts_ns - 1), source=KATA_LOG, bdf=e.bdf,
+                                       driver="vfio-pci")]
+            return []
+        if not isinstance(e, ev.SysfsWriteObserved) or e.mode != KATA_LOG or e.bdf is None \
+                or self.covered(e.ts_ns):
+            return []
+        bdf, t = e.bdf, e.ts_ns + 1000
+        if e.control == "driver_override":
+            self.override[bdf] = e.value.strip()
+            return []
+        if e.control == "unbind":
+            prev = self.driver.get(bdf)
+            if bdf in self.driver and prev is None:
+                return []  # already unbound: the kernel has nothing to do
+            self.driver[bdf] = None
+            left = prev if prev else (e.driver if e.driver != "vfio-pci" or not prev else None)
+            return [ev.DeviceUnbound(ts_ns=t, source=KATA_LOG, bdf=bdf, previous_driver=left)]
+        drv = None
+        if e.control == "drivers_probe":
+            drv = self.override.get(bdf)
+        elif e.control == "bind":
+            drv = e.driver
+        if not drv or self.driver.get(bdf) == drv:
+            return []
+        prev = self.driver.get(bdf)
+        self.driver[bdf] = drv
+        return [ev.DeviceBound(ts_ns=t, source=KATA_LOG, bdf=bdf, driver=drv,
+                               previous_driver=prev)]
 
 
 def run(paths: Iterable[str], options: Options,

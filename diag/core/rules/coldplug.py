@@ -9,6 +9,8 @@ runtime-rs has no such check.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from diag import events as ev
 from diag.core.episodes import VFIO_DRIVER, Episode, actor_label
 from diag.core.model import Model
@@ -16,6 +18,12 @@ from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, device_label, effective_cold_plug, is_kata_shim
 
 BUS_ERROR = "Bus '<unknown PCIePortBusPrefix: >0' not found"
+UNNAMED = "its host driver (not named in these inputs)"
+KATA_LOG = "kata-log"
+"""Source of the kernel facts a postmortem infers from Kata's own lines (no kernel capture)."""
+OTHER_FAILURES = frozenset({"port-not-set", "coldplug-disabled-refusal"})
+"""Failures that are not #10162 although the VF moved with cold plug off: Kata 3.2's missing
+port (#9014) fails before QEMU; >= 3.9 refuses before any write."""
 
 
 def method_of(ep: Episode | None) -> str:
@@ -42,6 +50,15 @@ def declared_intent(model: Model, cfg_allow: tuple[str, ...], driverctl: tuple[s
     if pf is not None and pf in cfg_allow:
         return f"allow_vfio entry {pf} (its PF)"
     return ""
+
+
+def _logging_shim(ep: Episode) -> ev.Process | None:
+    """The Kata shim whose log line (with its `pid=` and sandbox) is in the episode."""
+    for x in ep.events:
+        if isinstance(x, ev.LogLineMatched) and x.sandbox_id and x.pid and x.origin != "dmesg":
+            return ev.Process(pid=x.pid, comm="containerd-shim", sandbox_id=x.sandbox_id,
+                              kata_runtime="go")
+    return None
 
 
 @register("vfio-bind-coldplug-disabled")
@@ -78,9 +95,19 @@ class VfioBindColdplugDisabled(ConditionRule):
         if rec is None or e.bdf in self._by_bdf:
             return []
         prev = e.previous_driver or rec.last_driver
-        if prev is None or prev == VFIO_DRIVER:
-            return []  # not a move from a host driver (inventory, or first bind of a new VF)
+        if prev == VFIO_DRIVER:
+            return []
         ep = model.episode(e.bdf)
+        if prev is None:
+            # A move from an unnamed driver is still a move: an unbind before this bind, the
+            # netdev removed under the device, or a bind Kata made (known from its own lines).
+            # Only a first bind of a new VF is not.
+            moved = ep is not None and (
+                (ep.unbind_ns is not None and ep.unbind_ns <= e.ts_ns) or ep.lost is not None
+                or e.source == KATA_LOG)
+            if not moved:
+                return []
+            prev = rec.host_driver or UNNAMED
         fields = self._assess(model, e.bdf, ep, prev)
         if fields is None:
             return []
@@ -103,17 +130,26 @@ class VfioBindColdplugDisabled(ConditionRule):
     def _assess(self, model: Model, bdf: str, ep: Episode | None,
                 prev: str) -> dict[str, object] | None:
         actor = ep.actor if ep is not None else model.last_actor.get(bdf)
+        logged_by = None
+        if actor is None and ep is not None:
+            # No write attributed: the shim that logged about this VF (its `pid=`) moved it.
+            logged_by = _logging_shim(ep)
+            actor = logged_by
         cp = effective_cold_plug(model, bdf, actor, ep.sandbox_id if ep else None)
         if not cp.disabled:
             return None
+        if ep is not None and OTHER_FAILURES.intersection(ep.signatures):
+            return None
         cfg = self.config
         intent = declared_intent(model, cfg.allow_vfio, cfg.driverctl_overrides, bdf)
-        kata = is_kata_shim(actor) or cp.sandbox is not None
+        named_by_kata = ep.sandbox_id if ep is not None else None
+        kata = is_kata_shim(actor) or cp.sandbox is not None or named_by_kata is not None
         if kata:
             severity = ev.Severity.CRITICAL
             why = ("the actor is a Kata shim" if is_kata_shim(actor)
                    else f"the device belongs to Kata sandbox {cp.sandbox.sandbox_id[:12]}"
-                   if cp.sandbox else "")
+                   if cp.sandbox else
+                   f"Kata's lines give the device to sandbox {(named_by_kata or '')[:12]}")
         elif intent:
             severity = ev.Severity.INFO
             why = f"declared intent: {intent}"
@@ -126,9 +162,13 @@ class VfioBindColdplugDisabled(ConditionRule):
         pod_ns = (sb.pod_namespace if sb else None) or (lost.pod_namespace if lost else None)
         sandbox_id = (sb.sandbox_id if sb else None) or (ep.sandbox_id if ep else None) or (
             actor.sandbox_id if actor else None) or (lost.sandbox_id if lost else None)
+        confirmed = ep is not None and "qemu-bus-not-found" in ep.signatures
+        if cp.assumed and confirmed:
+            cp = replace(cp, assumed=False,
+                         origin="QEMU's line: bus <unknown PCIePortBusPrefix: >0 is what "
+                                "cold_plug_vfio = no-port gives")
         assumed = " (assumed: Kata's built-in default)" if cp.assumed else ""
         dev = device_label(model, bdf)
-        confirmed = ep is not None and "qemu-bus-not-found" in ep.signatures
         outcome = ("QEMU failed as predicted" if confirmed
                    else "QEMU will fail") + " and the VF's network is gone"
         summary = (f"{dev} moved from {prev} to vfio-pci by {actor_label(actor)} while "
@@ -163,6 +203,19 @@ class VfioBindColdplugDisabled(ConditionRule):
             f"echo {bdf} > /sys/bus/pci/drivers/vfio-pci/unbind; "
             f"echo {bdf} > /sys/bus/pci/drivers_probe."
         )
+        rec = model.device(bdf)
+        inferred = []
+        if prev == UNNAMED:
+            inferred.append("the driver it left: no input names it")
+        elif rec is not None and rec.host_driver == prev and rec.host_driver_from and \
+                rec.host_driver_from not in ("a bind to it", "the driver it left",
+                                             "the driver it was unbound from"):
+            inferred.append(f"the driver it left, {prev}: from {rec.host_driver_from}")
+        if ep is not None and any(getattr(x, "source", "") == KATA_LOG for x in ep.events):
+            inferred.append("the kernel's unbind/bind: from Kata's own lines (no kernel capture)")
+        if logged_by is not None:
+            inferred.append(f"the actor: the Kata shim (pid {logged_by.pid}) that logged about "
+                            "this VF, no write attributed")
         labels = [("from_driver", prev), ("cold_plug_vfio", cp.value),
                   ("cold_plug_origin", cp.origin),
                   ("cold_plug_assumed", "true" if cp.assumed else "false"),
@@ -173,6 +226,8 @@ class VfioBindColdplugDisabled(ConditionRule):
             labels.append(("intent", intent))
         if confirmed:
             labels.append(("confirmed_by", "qemu-bus-not-found"))
+        if inferred:
+            labels.append(("inferred", "; ".join(inferred)))
         return {
             "severity": severity, "summary": summary, "explanation": explanation,
             "remedy": remedy, "actor": actor, "netdev": lost.ifname if lost else None,

@@ -277,7 +277,7 @@ def to_event(rec: LogRecord, *, ts_ns: int, source: str = "kata") -> ev.LogLineM
     return ev.LogLineMatched(
         ts_ns=rec.ts_ns or ts_ns, source=source, signature=m.signature.id, text=text,
         origin=rec.origin, level=rec.level, sandbox_id=sandbox_of(rec), bdf=m.bdf,
-        pid=rec.pid, qemu_pid=int(qpid) if qpid.isdigit() else None, iommu_group=m.iommu_group,
+        pid=int(fields["pid"]) if fields.get("pid", "").isdigit() else rec.pid, qemu_pid=int(qpid) if qpid.isdigit() else None, iommu_group=m.iommu_group,
     )
 
 

@@ -169,14 +169,20 @@ def test_journald_export_from_a_real_journal_file_matches_kata_signatures() -> N
     events = list(parse_journald_json(iter_lines(str(KATA / "journalctl-kata-containerd-kernel.json"), st), st, anchors))
     sigs = [e.signature for e in events if isinstance(e, ev.LogLineMatched)]
     assert "qemu-bus-not-found" in sigs and "vfio-device-request" in sigs
-    bus = next(e for e in events if e.signature == "qemu-bus-not-found")  # type: ignore[attr-defined]
+    lines = [e for e in events if isinstance(e, ev.LogLineMatched)]
+    bus = next(e for e in lines if e.signature == "qemu-bus-not-found")
     assert isinstance(bus, ev.LogLineMatched)
     assert bus.text == LINE_10162 and bus.bdf == "0000:01:10.0" and bus.qemu_pid == 4242
     assert bus.sandbox_id and bus.sandbox_id.startswith("7f3c9a1e")
-    kernel = next(e for e in events if e.signature == "vfio-device-request")  # type: ignore[attr-defined]
+    kernel = next(e for e in lines if e.signature == "vfio-device-request")
     assert kernel.origin == "journald:kernel"  # type: ignore[attr-defined]
     assert len({a.boot_id for a in anchors}) == 1 and len(anchors) == st.lines
     assert {a.realtime_ns - a.monotonic_ns for a in anchors} == {1795791160912205000}
+    # Kata's write lines are the writes they announce, attributed to the shim (issue 17).
+    writes = [e for e in events if isinstance(e, ev.SysfsWriteObserved)]
+    assert {(w.control, w.value, w.mode, w.actor.pid) for w in writes} >= {
+        ("driver_override", "vfio-pci", "kata-log", 3131), ("drivers_probe", "0000:01:10.0",
+                                                              "kata-log", 3131)}
 
 
 def test_containerd_wrapped_kata_error_is_matched_in_its_error_field() -> None:
