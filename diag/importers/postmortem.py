@@ -1058,7 +1058,8 @@ def _end_is_later(inputs: list[Input], state: HostState) -> str:
     """Why the end of the inputs is later than their last event ('' when it is not known to be):
     an untimed listing whose drivers agree with the end of the events was taken after them; an
     incident known only from lines without time was pasted after it."""
-    end = {d.device.bdf: d.driver for d in state.devices}
+    # Only the devices the events moved: the others' drivers are unknown to the replay.
+    end = {d.device.bdf: d.driver for d in state.devices if d.since_ns is not None}
     for inp in inputs:
         if inp.clock != "static" or inp.at_ns is not None or inp.events is None:
             continue
