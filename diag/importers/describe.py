@@ -18,6 +18,7 @@ from diag import events as ev
 from diag.importers import FileStats, Parsed, register
 from diag.importers.textlog import Emitter, bounded_lines
 from diag.sources.kata import logs
+from diag.sources.kata.logs import MAX_LINE
 
 _AGE = r"(?:<unknown>|\d+[smhdy](?:\d+[smhd])?)(?: \(x\d+ over \S+\))?"
 ROW = re.compile(rf"^\s*(?P<type>Normal|Warning)\s+(?P<reason>[A-Za-z][\w]*)\s+(?P<age>{_AGE})"
@@ -59,7 +60,7 @@ def rows(lines: Iterable[str], st: FileStats) -> tuple[list[Row], dict[str, str]
     meta: dict[str, str] = {}
     for lineno, raw in enumerate(lines, 1):
         st.lines += 1
-        line = raw.rstrip("\r\n")
+        line = raw.rstrip("\r\n")[:MAX_LINE]
         m = ROW.match(line)
         if m is not None:
             out.append(Row(m.group("type"), m.group("reason"), age_seconds(m.group("age")),

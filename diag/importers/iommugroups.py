@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from diag import events as ev
 from diag.importers import FileStats, Parsed, register
 from diag.importers.textlog import bounded_lines
+from diag.sources.kata.logs import MAX_LINE
 from diag.sources.kata.signatures import normalise_bdf
 
 SOURCE = "iommu-groups"
@@ -44,7 +45,7 @@ def parse_iommu_groups(lines: Iterable[str], stats: FileStats | None = None) -> 
     group: int | None = None
     for raw in lines:
         st.lines += 1
-        line = raw.rstrip("\r\n")
+        line = raw.rstrip("\r\n")[:MAX_LINE]
         if not line.strip():
             continue
         for rx in (ONE_LINE, SYSFS):

@@ -27,6 +27,7 @@ from diag.importers import Anchor, FileStats, Parsed, register
 from diag.importers import klog as klogmod
 from diag.importers.textlog import Emitter, bounded_lines
 from diag.sources.kata import logs
+from diag.sources.kata.logs import MAX_LINE
 
 _MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
 _IDENT = r"(?P<ident>[\w.@/-]{1,64})(?:\[(?P<pid>\d{1,10})\])?:[ \t]"
@@ -72,7 +73,7 @@ def entries(lines: Iterable[str], st: FileStats) -> Iterator[Entry | tuple[int, 
     prev: Entry | None = None
     for lineno, raw in enumerate(lines, 1):
         st.lines += 1
-        line = raw.rstrip("\r\n")
+        line = raw.rstrip("\r\n")[:MAX_LINE]
         if not line.strip() or _MARKER.match(line):
             continue
         for part in _split_joined(line):

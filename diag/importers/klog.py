@@ -19,6 +19,7 @@ from diag import events as ev
 from diag.importers import FileStats, Parsed, register
 from diag.importers.textlog import Emitter, bounded_lines
 from diag.sources.kata import logs
+from diag.sources.kata.logs import MAX_LINE
 
 HEADER = re.compile(
     r"^(?P<lvl>[IWEF])(?P<mm>\d{2})(?P<dd>\d{2}) (?P<hms>\d{2}:\d{2}:\d{2})\.(?P<us>\d{6})\s+"
@@ -73,7 +74,7 @@ def parse_klog(lines: Iterable[str], stats: FileStats | None = None,
 
     for raw in lines:
         st.lines += 1
-        line = raw.rstrip("\r\n")
+        line = raw.rstrip("\r\n")[:MAX_LINE]
         if not line.strip():
             continue
         k = decode(line)

@@ -20,9 +20,13 @@ from diag.importers.textlog import bounded_lines
 from diag.sources.kata.signatures import normalise_bdf
 
 SOURCE = "ps"
+MAX_LINE = 65536
+"""A process's command line is cut here (QEMU's is a few KiB)."""
 _SID = r"(?P<sid>[0-9a-zA-Z][\w.-]{0,127})"
-SHIM = re.compile(rf"(?P<exe>\S*containerd-shim-kata-v2)\b.*?\s-id\s+{_SID}")
-VMM = re.compile(rf"(?P<exe>\S*(?:qemu-system-\S+|qemu-kvm|cloud-hypervisor))\b.*?-name\s+sandbox-{_SID}")
+SHIM = re.compile(rf"(?P<exe>[^\s/]{{0,64}}(?:/[^\s/]{{0,64}}){{0,12}}containerd-shim-kata-v2)\b"
+                  rf"[^\n]{{0,4096}}?\s-id\s+{_SID}")
+VMM = re.compile(r"(?P<exe>[^\s/]{0,64}(?:/[^\s/]{0,64}){0,12}(?:qemu-system-\S{1,40}|qemu-kvm|"
+                 rf"cloud-hypervisor))\b[^\n]{{0,4096}}?-name\s+sandbox-{_SID}")
 DEVICE = re.compile(r"-device\s+vfio-pci,(?P<args>\S+)")
 _PID = re.compile(r"^\s*(?:\S+\s+)?(?P<pid>\d{1,10})\s")
 ROW = re.compile(r"^\s*\S+\s+\d{1,10}\s+(?:[\d.]+\s+[\d.]+\s+\d+\s+\d+\s+\S+\s+\S+\s+\S+\s+"
@@ -52,7 +56,9 @@ def parse_ps(lines: Iterable[str], stats: FileStats | None = None) -> Iterator[e
     found: dict[str, _Sandbox] = {}
     for raw in lines:
         st.lines += 1
-        line = raw.rstrip("\r\n")
+        line = raw.rstrip("\r\n")[:MAX_LINE]
+        if "containerd-shim-kata" not in line and "sandbox-" not in line:
+            continue  # cheap test first: most of a listing is other processes
         m = SHIM.search(line)
         if m is not None:
             sb = found.setdefault(m.group("sid"), _Sandbox(m.group("sid")))

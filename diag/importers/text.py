@@ -16,6 +16,7 @@ from diag import events as ev
 from diag.importers import FileStats, Parsed, register
 from diag.importers.textlog import Emitter, bounded_lines
 from diag.sources.kata import logs
+from diag.sources.kata.logs import MAX_LINE
 
 NAME = "text"
 
@@ -28,7 +29,7 @@ def parse_text(lines: Iterable[str], stats: FileStats | None = None,
     emit = Emitter(st, out)
     for raw in lines:
         st.lines += 1
-        line = raw.rstrip("\r\n")
+        line = raw.rstrip("\r\n")[:MAX_LINE]
         if not line.strip():
             continue
         rec = logs.decode_text_line(line, "text")
