@@ -93,17 +93,22 @@ def _add_postmortem(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="timeline and findings from recorded journals and operators' captures",
         description=(
             "Read any mix of files or directories (plain or .gz; the format is recognised by "
-            "content): the agent's journal (any rotated part), `udevadm monitor` output "
-            "(--kernel/--udev, --property), `ip monitor link` output (plain, -t, -ts, all-nsid), "
-            "`journalctl -o json`/`-o export` (Kata, containerd, kernel), `dmesg`, containerd/Kata "
-            "logfmt logs, `lspci -nnk` listings, `vfiowatch snapshot --format json` output, Kata "
-            "configuration files (with config.d) and sandbox state (persist.json, state.json). Put "
-            "them on one timeline (aligning monotonic and untimed captures, and saying how sure "
-            "the order is) and replay them through the same engine as the live agent. Exit "
-            "status 0: no finding reached warning; 1: one did; 2: an input could not be read."
+            "content; kata-collect-data reports, sosreports and must-gathers are walked): the "
+            "agent's journal, journalctl text (short, -precise, -iso, -monotonic) and "
+            "-o json/export, containerd/Kata logfmt logs, klog (kubelet), kubectl describe "
+            "Events, dmesg and dmesg -T, udevadm monitor, ip monitor, lspci (with or without "
+            "-D), IOMMU group listings, ps aux/-ef, crictl, Kata configuration files (or pasted "
+            "parts), persist.json/state.json, snapshots; any other text is searched line by "
+            "line for known failures. Kata's own write lines count as the writes. Put them on "
+            "one timeline (saying how sure the order is) and replay them through the same "
+            "engine as the live agent. A listing can be given as PATH@end or PATH@TIME (when it "
+            "was taken). Exit status 0: no finding reached warning; 1: one did; 2: an input "
+            "was not read whole (named first)."
         ),
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="files or directories; PATH@end or PATH@TIME says when a listing was "
+                        "taken")
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                    help="text for a terminal, json for machines (findings in the journal's "
                         "schema), markdown to paste into a ticket")
