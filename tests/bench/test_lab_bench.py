@@ -21,6 +21,7 @@ def test_lab_bench_prints_overhead_and_latency_side_by_side() -> None:
         pytest.skip("the lab needs root")
     guest = labbuild.build()
     res = labvm.boot(guest, "bench", labbuild.DEFAULT_CACHE / "runs" / "bench", timeout=900)
+    assert not res.failure, res.explain()
     assert res.ok, res.console[-3000:] + res.payloads.get("error", b"").decode()
     print()
     print(res.payloads["bench.txt"].decode())

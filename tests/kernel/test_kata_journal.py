@@ -50,7 +50,7 @@ def test_journal_follow_go_rs_kernel_and_containerd(tmp_path: Path) -> None:
     """New entries (Go logfmt via syslog, runtime-rs fields, kernel, containerd unit) decode to signatures;
     old ones are skipped; a journalctl that exits is started again."""
     if not (Path(REMOTE).exists() and shutil.which("journalctl")):
-        pytest.skip("needs systemd-journal-remote and journalctl (APT_PACKAGES)")
+        pytest.skip("needs systemd-journal-remote and journalctl (deploy/packages.txt)")
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     (root / "etc/machine-id").write_text(MID + "\n")

@@ -40,7 +40,7 @@ def root(tmp_path: Path) -> Path:
     """A --root with the real /proc and /run/netns, Kata's config, actors at kata-deploy paths."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
-        pytest.skip("needs a C compiler (gcc is in APT_PACKAGES)")
+        pytest.skip("needs a C compiler (gcc is in deploy/packages.txt)")
     r = tmp_path / "root"
     (r / "opt/kata/bin").mkdir(parents=True)
     subprocess.run([cc, "-O2", "-o", str(r / "opt/kata/bin/containerd-shim-kata-v2"), str(HERE / "kata" / "actor.c")],

@@ -24,14 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800, help="seconds before the VM is killed")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
-    if args.no_build:
-        build.lab_lock()
-        c = build.DEFAULT_CACHE
-        rel = next((c / "kernel" / "boot").glob("vmlinuz-*")).name.removeprefix("vmlinuz-")
-        guest = build.Guest(release=rel, kernel=c / "kernel" / "boot" / f"vmlinuz-{rel}",
-                            initrd=c / "initrd.img", image=c / "root.img")  # as last built
-    else:
-        guest = build.build()
+    try:
+        guest = build.last_built() if args.no_build else build.build()
+    except build.LabBuildError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     t1 = time.monotonic()
     out = args.out or build.DEFAULT_CACHE / "runs" / args.scenario
     shutil.rmtree(out, ignore_errors=True)
@@ -39,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for name, body in res.payloads.items():
         (out / name).write_bytes(body)
-    print(res.console[-3000:])
+    print(res.explain() if res.failure else res.console[-3000:])
     print(f"build {t1 - t0:.1f}s, boot+scenario {res.seconds:.1f}s, status {res.status.strip()!r}, "
           f"payloads {sorted(res.payloads)} in {out}")
     return 0 if res.ok else 1

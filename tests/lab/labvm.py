@@ -2,6 +2,8 @@
 
 The guest prints progress and kernel messages on ttyS0 (saved as ``console.log``) and sends
 results framed by markers on ttyS1 (see tests/lab/guest/labio.py), saved as ``data.log``.
+A guest whose kernel panics, or that stops before the lab's init prints its first line, is
+reported as such (`Boot.failure`, from `boot_failure`), with the console's last lines, at once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ from pathlib import Path
 from labbuild import Guest
 
 BEGIN = re.compile(r"^=====BEGIN (\S+) (\d+) ([0-9a-f]{64})=====$")
+PANIC = "Kernel panic - not syncing"
+FIRST_LINE = "lab-init: "  # tests/lab/guest/init.sh's first line: the lab's own code runs
+# How long a panicked guest may go on printing (its backtrace) before it is killed; with
+# panic=-1 and -no-reboot QEMU exits by itself at once.
+PANIC_GRACE_S = 3.0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -32,6 +39,9 @@ class Boot:
     stalled: bool = False
     """The guest stopped making progress (no console or data output for `stall_s`) and was
     killed: seen once under TCG as an RCU stall whose timer interrupt never came."""
+    failure: str = ""
+    """Why the guest died or never ran the scenario (`boot_failure`), or "" when it did run."""
+    workdir: Path | None = None
 
     @property
     def status(self) -> str:
@@ -40,6 +50,21 @@ class Boot:
     @property
     def ok(self) -> bool:
         return self.status.startswith("rc=0")
+
+    def explain(self, lines: int = 25) -> str:
+        """The failure, where the whole console is, and its last lines (for a panic, those up
+        to the panic: the backtrace after it says little)."""
+        where = f"{self.workdir / 'console.log'}" if self.workdir else "the console"
+        return (f"scenario {self.scenario}: {self.failure or 'failed'}; see {where}, "
+                f"last lines:\n{last_lines(self.console, lines)}")
+
+
+def last_lines(console: str, n: int) -> str:
+    """The console's last n lines, or when the kernel panicked the n lines ending a few after
+    the panic line."""
+    text = console.replace("\r", "").rstrip().splitlines()
+    end = next((i + 4 for i, line in enumerate(text) if PANIC in line), len(text))
+    return "\n".join(text[max(0, end - n):end])
 
 
 def qemu_cmd(guest: Guest, scenario: str, workdir: Path, *, memory: int = 1024,
@@ -94,6 +119,44 @@ def progress(console: bytes, data_size: int) -> int:
                            if b"lab: " in line or b"lab-init: " in line)
 
 
+def _line_after(text: str, marker: str) -> str:
+    for line in text.splitlines():
+        if marker in line:
+            return line.split(marker, 1)[1].strip(" :\r")
+    return ""
+
+
+def boot_failure(console: str, qemu_out: str, returncode: int | None) -> str:
+    """Why a guest died or never reached the lab's init, read from its console and QEMU's own
+    output; "" when they show no such thing (the scenario's status then tells)."""
+    started = FIRST_LINE in console
+    panic = _line_after(console, PANIC)
+    if panic:
+        # What user space said last before the panic (switch_root, our initrd's messages).
+        said = [line.strip() for line in console.replace("\r", "").split(PANIC, 1)[0].splitlines()
+                if line.strip() and not line.startswith("[")]
+        if said:
+            panic += f" (after: {said[-1]})"
+    unpack = _line_after(console, "Initramfs unpacking failed")
+    if unpack:
+        then = f"; then: {panic}" if panic else ""
+        return (f"the guest kernel panicked while unpacking the initrd (Initramfs unpacking "
+                f"failed: {unpack}{then}): the initrd is not a whole gzip'd cpio archive"
+                if panic else f"the guest kernel could not unpack the initrd ({unpack})")
+    if panic and not started:
+        return f"the guest kernel panicked before the lab's init ran: {panic}"
+    if panic:
+        return f"the guest kernel panicked during the scenario: {panic}"
+    if "initrd: cannot mount /dev/vda" in console:
+        return "the initrd could not mount the root disk /dev/vda"
+    if returncode is not None and returncode > 0 and not console.strip():
+        last = qemu_out.strip().splitlines()[-1:] or ["(no output)"]
+        return f"QEMU exited {returncode} before the guest printed anything: {last[0]}"
+    if returncode == 0 and not started:
+        return f"the guest stopped before the lab's init ran (no {FIRST_LINE.strip()!r} line)"
+    return ""
+
+
 def boot(guest: Guest, scenario: str, workdir: Path, *, timeout: float = 600,
          extra_append: str = "", stall_s: float = 240) -> Boot:
     """Boots the guest with lab.scenario=<scenario>, waits for it to power off, parses output.
@@ -102,7 +165,8 @@ def boot(guest: Guest, scenario: str, workdir: Path, *, timeout: float = 600,
     (the longest quiet stretch, bcc compiling under TCG, is under two minutes): it is killed
     and the result says `stalled`. Once the guest kernel has reported an RCU stall, its
     repeated stall reports (every 21 s, for ever: the hang seen under TCG, a timer interrupt
-    that never comes) are not progress; only the lab's own lines and data output are."""
+    that never comes) are not progress; only the lab's own lines and data output are.
+    A kernel panic ends the boot at once (`Boot.failure` says what happened)."""
     workdir.mkdir(parents=True, exist_ok=True)
     for f in ("console.log", "data.log", "qemu.out"):
         (workdir / f).unlink(missing_ok=True)
@@ -112,13 +176,20 @@ def boot(guest: Guest, scenario: str, workdir: Path, *, timeout: float = 600,
         proc = subprocess.Popen(qemu_cmd(guest, scenario, workdir, extra_append=extra_append),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         last_size, last_change = -1, time.monotonic()
+        panic_at: float | None = None
         console, data = workdir / "console.log", workdir / "data.log"
         while proc.poll() is None:
             now = time.monotonic()
-            size = progress(console.read_bytes() if console.exists() else b"",
-                            data.stat().st_size if data.exists() else 0)
+            text = console.read_bytes() if console.exists() else b""
+            size = progress(text, data.stat().st_size if data.exists() else 0)
             if size != last_size:
                 last_size, last_change = size, now
+            if panic_at is None and PANIC.encode() in text:
+                panic_at = now
+            if panic_at is not None and now - panic_at > PANIC_GRACE_S:
+                proc.kill()
+                proc.wait()
+                break
             if now - t0 > timeout or now - last_change > stall_s:
                 stalled = now - last_change > stall_s
                 proc.kill()
@@ -127,10 +198,11 @@ def boot(guest: Guest, scenario: str, workdir: Path, *, timeout: float = 600,
             time.sleep(2)
     qout = (workdir / "qemu.out").read_bytes()
     res = Boot(scenario=scenario, seconds=time.monotonic() - t0, returncode=proc.returncode,
-               stalled=stalled)
+               stalled=stalled, workdir=workdir)
     console = (workdir / "console.log").read_text(errors="replace") if (
         workdir / "console.log").exists() else ""
     res.console = console + qout.decode(errors="replace")
+    res.failure = boot_failure(console, qout.decode(errors="replace"), proc.returncode)
     data = workdir / "data.log"
     if data.exists():
         res.payloads = parse_payloads(data.read_text(errors="replace"))

@@ -51,7 +51,11 @@ def registered_sources() -> list[str]:
     """The sources the installed agent registers (it reports a state for each at start)."""
     code = "from diag.sources import load_builtin; print(','.join(load_builtin()))"
     res = subprocess.run(["python3", "-c", code], capture_output=True, text=True, check=False)
-    return [x for x in res.stdout.strip().split(",") if x] or ["uevent"]
+    names = [x for x in res.stdout.strip().split(",") if x]
+    if res.returncode != 0 or not names:  # a broken install must fail the lab, not shrink it
+        raise RuntimeError(f"cannot list the agent's sources (rc={res.returncode}): "
+                           f"{res.stderr.strip()[-1500:]}")
+    return names
 
 
 class Agent:
@@ -495,8 +499,8 @@ def main() -> int:
     labio.send("sources.txt", (",".join(registered_sources()) + "\n").encode())
     dry = cmdline_flag("dry") == "1"
     if res.returncode != 0 and not dry:
-        labio.send("agent-unavailable", b"`vfiowatch run` is not in this tree yet\n")
-        return 0
+        labio.fail(f"`vfiowatch run --help` exited {res.returncode} in the guest:\n{help_text}")
+        return 1
     chosen = selected()
     bounds: list[str] = []
     for gi, group in enumerate(GROUPS):

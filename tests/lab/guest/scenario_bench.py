@@ -123,7 +123,14 @@ def main() -> int:
         fh.write(scenario_agent.LAB_CORE + "episode_window = 1\n")
     res = subprocess.run(["vfiowatch", "run", "--help"], capture_output=True, text=True)
     help_text = res.stdout + res.stderr
-    have_agent = res.returncode == 0
+    if res.returncode != 0:  # the agent is part of the project: no agent, no benchmark
+        labio.fail(f"`vfiowatch run --help` exited {res.returncode} in the guest:\n{help_text}")
+        return 1
+    sources = scenario_agent.registered_sources()
+    # The cold-plug finding needs the actor (eBPF) and the sandbox's configuration (Kata).
+    if not {"ebpf", "kata"} <= set(sources):
+        labio.fail(f"the agent in the guest lacks the ebpf or kata source (has {sources})")
+        return 1
     over: dict[str, list[float]] = {}
     # Rounds alternate (A, B, A, B, ...) so drift on the shared host hits both sides alike.
     from bcc import BPF
@@ -136,62 +143,48 @@ def main() -> int:
         over.setdefault("bare kprobe (bcc)", []).append(writeloop())
         b.detach_kprobe(event=fn)
     b.cleanup()
-    if have_agent:
-        measure("no probe (before)", over)
+    measure("no probe (before)", over)
     labio.say(f"no probe {statistics.median(over['no probe']):.1f} ns/write, bare kprobe "
               f"{statistics.median(over['bare kprobe (bcc)']):.1f} ns/write")
     mode = ""
-    if have_agent:
-        # The agent cannot be switched on and off per round (start-up compiles its probes), so
-        # its rounds are bracketed by no-probe rounds right before and right after.
-        agent = scenario_agent.Agent(99, help_text)
-        agent.wait_ready()
-        for r in agent.records():
-            if r.get("kind") == "source_state_changed" and r.get("name") == "ebpf":
-                mode = r.get("mode", "") or mode
-        # Paused (SIGSTOP) the agent's probes stay attached but its user space uses no CPU:
-        # that isolates the eBPF cost from the agent's own work, which under TCG competes with
-        # the benchmark for the same two emulated CPUs.
-        for _ in range(ROUNDS):
-            over.setdefault("vfiowatch run", []).append(writeloop())
-            agent.proc.send_signal(signal.SIGSTOP)
-            over.setdefault("probes, agent paused", []).append(writeloop())
-            agent.proc.send_signal(signal.SIGCONT)
-        agent.stop()
-        measure("no probe (after)", over)
-    sources = scenario_agent.registered_sources() if have_agent else []
-    # The cold-plug finding needs the actor (eBPF) and the sandbox's configuration (Kata).
-    can_latency = have_agent and {"ebpf", "kata"} <= set(sources)
-    lat = latency(help_text) if can_latency else {}
+    # The agent cannot be switched on and off per round (start-up compiles its probes), so
+    # its rounds are bracketed by no-probe rounds right before and right after.
+    agent = scenario_agent.Agent(99, help_text)
+    agent.wait_ready()
+    for r in agent.records():
+        if r.get("kind") == "source_state_changed" and r.get("name") == "ebpf":
+            mode = r.get("mode", "") or mode
+    # Paused (SIGSTOP) the agent's probes stay attached but its user space uses no CPU:
+    # that isolates the eBPF cost from the agent's own work, which under TCG competes with
+    # the benchmark for the same two emulated CPUs.
+    for _ in range(ROUNDS):
+        over.setdefault("vfiowatch run", []).append(writeloop())
+        agent.proc.send_signal(signal.SIGSTOP)
+        over.setdefault("probes, agent paused", []).append(writeloop())
+        agent.proc.send_signal(signal.SIGCONT)
+    agent.stop()
+    measure("no probe (after)", over)
+    lat = latency(help_text)
     base = statistics.median(over["no probe"])
-    over_ratio = paused_ratio = float("nan")
-    if "vfiowatch run" in over:  # the agent's ratios are against its own bracket
-        bracket = statistics.median(over["no probe (before)"] + over["no probe (after)"])
-        over_ratio = statistics.median(over["vfiowatch run"]) / bracket
-        paused_ratio = statistics.median(over["probes, agent paused"]) / bracket
+    # The agent's ratios are against its own bracket.
+    bracket = statistics.median(over["no probe (before)"] + over["no probe (after)"])
+    over_ratio = statistics.median(over["vfiowatch run"]) / bracket
+    paused_ratio = statistics.median(over["probes, agent paused"]) / bracket
     lines = [f"eBPF overhead on 1-byte write()s to /dev/null ({WRITES} per round, "
              f"{ROUNDS} rounds, median ns/write; guest under TCG):"]
     for label, xs in over.items():
         lines.append(f"  {label:<22} {statistics.median(xs):9.1f} ns   "
                      f"x{statistics.median(xs) / base:.3f} vs interleaved no probe")
-    if have_agent:
-        lines.append(f"  vs the no-probe rounds bracketing the agent: eBPF probes alone (agent "
-                     f"paused) x{paused_ratio:.3f} (target <= 1.02); whole agent running "
-                     f"x{over_ratio:.3f}")
-    if have_agent:
-        lines.append(f"  (agent sources: {','.join(sources)}; eBPF mode: {mode or 'no eBPF source'})")
-    if can_latency:
-        lines.append(f"detection latency, bind uevent -> line ({LATENCY_RUNS} moves):")
-        for key, label in (("agent_ms", "vfiowatch finding log"), ("udevadm_ms",
-                                                                    "udevadm monitor")):
-            xs = lat.get(key, [])
-            lines.append(f"  {label:<22} median {pct(xs, 0.5):8.1f} ms   p99 {pct(xs, 0.99):8.1f} ms"
-                         f"   (n={len(xs)})")
-        lines.append(f"  missed: {len(lat.get('missed', []))}")
-    elif have_agent:
-        lines.append("detection latency: n/a (needs the agent's ebpf and kata sources)")
-    else:
-        lines.append("  vfiowatch run: not in this tree yet (no agent numbers)")
+    lines.append(f"  vs the no-probe rounds bracketing the agent: eBPF probes alone (agent "
+                 f"paused) x{paused_ratio:.3f} (target <= 1.02); whole agent running "
+                 f"x{over_ratio:.3f}")
+    lines.append(f"  (agent sources: {','.join(sources)}; eBPF mode: {mode or 'no eBPF source'})")
+    lines.append(f"detection latency, bind uevent -> line ({LATENCY_RUNS} moves):")
+    for key, label in (("agent_ms", "vfiowatch finding log"), ("udevadm_ms", "udevadm monitor")):
+        xs = lat.get(key, [])
+        lines.append(f"  {label:<22} median {pct(xs, 0.5):8.1f} ms   p99 {pct(xs, 0.99):8.1f} ms"
+                     f"   (n={len(xs)})")
+    lines.append(f"  missed: {len(lat.get('missed', []))}")
     text = "\n".join(lines) + "\n"
     print(text, flush=True)
     labio.send("bench.txt", text.encode())
