@@ -60,7 +60,7 @@ def test_entries_pasted_on_one_line_are_split_and_wrapped_lines_joined() -> None
 def test_short_monotonic_is_put_on_the_wall_clock_by_its_own_time_fields() -> None:
     """The lab's `journalctl -o short-monotonic`: the lines' time= give the boot time, and the
     pairs become clock anchors (for udevadm of the same boot)."""
-    events, parsed, st = _journalctl(
+    events, parsed, _ = _journalctl(
         INC / "go32-port-not-set-stranded" / "journalctl-kata-short-monotonic.txt")
     assert parsed.clock == "realtime" and len(parsed.anchors) == 4
     assert all(abs((a.realtime_ns - a.monotonic_ns) - 1796279314556545000) < 1000
