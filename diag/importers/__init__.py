@@ -122,14 +122,16 @@ def register(importer: Importer) -> Importer:
 
 
 BUILTIN: list[str] = [
-    "journal", "journald", "journal-export", "snapshot", "katastate", "udevadm", "ipmon", "lspci",
+    "journal", "journald", "journal-export", "kubectl-events", "snapshot", "katastate", "udevadm",
+    "ipmon", "lspci",
     "kataconfig", "kata-collect-data", "iommu-groups", "crictl", "kubectl-describe",
     "journalctl", "ps", "klog", "dmesg", "logfmt", "text",
 ]
 """Built-in importers in sniffing order, one line each (each is a module of that name, or
 `_MODULE` says which module registers it)."""
 _MODULE = {"journal-export": "journald", "kubectl-describe": "describe",
-           "kata-collect-data": "collect", "iommu-groups": "iommugroups"}
+           "kata-collect-data": "collect", "iommu-groups": "iommugroups",
+           "kubectl-events": "kubeevents"}
 
 
 def load_builtin() -> dict[str, Importer]:

@@ -15,6 +15,7 @@ from diag.importers.describe import parse_describe
 from diag.importers.iommugroups import parse_iommu_groups
 from diag.importers.journalctl import parse_journalctl
 from diag.importers.kataconfig import fragment_text
+from diag.importers.kubeevents import parse_kube_events
 from diag.importers.klog import parse_klog
 from diag.importers.ps import parse_ps
 from diag.importers.text import parse_text
@@ -33,6 +34,7 @@ SAMPLES = {
     "ps": (INC / "go40-stuck-unbound" / "ps-aux-before.txt").read_text().splitlines(),
     "iommu": (REAL / "vmra1n-4-group-not-viable" / "lsiommu.txt").read_text().splitlines(),
     "text": (REAL / "kata-9129-dragonball-invalid-operation" / "ctr-error.txt").read_text().splitlines(),
+    "events": (INC / "kubectl-events-9014" / "events.yaml").read_text().splitlines(),
 }
 PARSERS = {
     "journalctl": lambda lines: parse_journalctl(lines, FileStats("x"), Parsed(events=(), clock="realtime")),
@@ -41,6 +43,7 @@ PARSERS = {
     "ps": lambda lines: parse_ps(lines, FileStats("x")),
     "iommu": lambda lines: parse_iommu_groups(lines, FileStats("x")),
     "text": lambda lines: parse_text(lines, FileStats("x")),
+    "events": lambda lines: parse_kube_events("\n".join(lines), FileStats("x")),
 }
 HOSTILE = ["\x00", "\x1b[2J", "\r", "'", '"', "=", "[", "]", "\\", "\u202e", "月", "\ufffd",
            " kata[1]: ", "-device vfio-pci,host=", "IOMMU Group 9:", "Warning Failed 1s "]

@@ -147,3 +147,19 @@ def test_a_pasted_fragment_is_text_signatures_only(tmp_path: Path) -> None:
     events = list(imp.parse(iter_lines(str(p), st), st, str(p)).events)
     assert [e.signature for e in events if isinstance(e, ev.LogLineMatched)] == [
         "dragonball-vfio-create-failed"]
+
+
+def test_kubectl_events_yaml_and_json_give_the_failure_at_its_time() -> None:
+    """`kubectl get events -o yaml|json` (as kubectl prints Events): the FailedCreatePodSandBox
+    message at its lastTimestamp; YAML anchors (a billion-laughs file) are refused, counted."""
+    from diag.importers.kubeevents import parse_kube_events
+
+    folder = INC / "kubectl-events-9014"
+    for name in ("events.yaml", "events.json"):
+        st = FileStats(name)
+        (e,) = list(parse_kube_events((folder / name).read_text(), st))
+        assert isinstance(e, ev.LogLineMatched) and e.signature == "port-not-set"
+        assert e.bdf == "0000:5e:02.1" and e.ts_ns == 1707034265000000000
+    bomb = 'a: &a ["x","x"]\nb: &b [*a,*a]\nc: [*b,*b]\nkind: Event\nreason: x\ninvolvedObject: {}\n'
+    st = FileStats("bomb")
+    assert list(parse_kube_events(bomb, st)) == [] and st.bad_lines == 1
