@@ -15,8 +15,8 @@ from diag.importers.describe import parse_describe
 from diag.importers.iommugroups import parse_iommu_groups
 from diag.importers.journalctl import parse_journalctl
 from diag.importers.kataconfig import fragment_text
-from diag.importers.kubeevents import parse_kube_events
 from diag.importers.klog import parse_klog
+from diag.importers.kubeevents import parse_kube_events
 from diag.importers.ps import parse_ps
 from diag.importers.text import parse_text
 from diag.importers.textlog import bounded_lines
