@@ -75,9 +75,14 @@ def test_journal_follow_go_rs_kernel_and_containerd(tmp_path: Path) -> None:
             {"SYSLOG_IDENTIFIER": "sshd", "MESSAGE": "Cannot start VM"},  # not matched by the follower
         ], now_us)
         got: list[ev.LogLineMatched] = []
+        writes: list[ev.SysfsWriteObserved] = []
         end = time.monotonic() + 10
-        while len(got) < 4 and time.monotonic() < end:
-            got += [e for e in w.step_logs(time.time_ns(), timeout=0.2) if isinstance(e, ev.LogLineMatched)]
+        while len(got) + len(writes) < 4 and time.monotonic() < end:
+            for e in w.step_logs(time.time_ns(), timeout=0.2):
+                if isinstance(e, ev.LogLineMatched):
+                    got.append(e)
+                elif isinstance(e, ev.SysfsWriteObserved):
+                    writes.append(e)
 
         # journalctl dies (we started it; ended by its pid): the watcher starts it again.
         assert w.journal is not None and w.journal.proc is not None
@@ -99,10 +104,13 @@ def test_journal_follow_go_rs_kernel_and_containerd(tmp_path: Path) -> None:
         w.close()
     assert [(e.signature, e.origin) for e in got] == [
         ("qemu-bus-not-found", "journald:kata"),
-        ("vfio-bind-override", "journald:kata"),
         ("vfio-device-request", "journald:kernel"),
         ("coldplug-disabled-refusal", "journald:containerd.service"),
     ]
-    assert got[3].text.startswith("RunPodSandbox failed: failed to create containerd task")
+    assert got[2].text.startswith("RunPodSandbox failed: failed to create containerd task")
     assert (got[0].sandbox_id, got[0].qemu_pid, got[0].bdf) == (SID, 2462877, "0000:84:01.1")
-    assert (got[1].sandbox_id, got[1].bdf) == (SID, "0000:01:10.1")
+    # runtime-rs's `echo vfio-pci > .../driver_override` is the write it announces (issue 17).
+    (wr,) = writes
+    assert (wr.mode, wr.control, wr.value, wr.bdf) == ("kata-log", "driver_override", "vfio-pci",
+                                                      "0000:01:10.1")
+    assert (wr.actor.sandbox_id, wr.actor.kata_runtime) == (SID, "rs")
