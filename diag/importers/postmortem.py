@@ -289,8 +289,23 @@ def open_inputs(paths: Iterable[str], options: Options) -> list[Input]:
 _CONTINUES = "continues an earlier part given here: its restated state was skipped"
 
 
+# A Kata configuration or state file is a few KiB; more than this is not one, and is not
+# held whole in memory (the lines past it are left, and the input says so).
+MAX_WHOLE_FILE = 16 * 1024 * 1024
+
+
 def _read_text(inp: Input) -> str:
-    data = b"".join(iter_lines(inp.path, inp.stats))
+    parts: list[bytes] = []
+    size = 0
+    for line in iter_lines(inp.path, inp.stats):
+        if size + len(line) > MAX_WHOLE_FILE:
+            inp.stats.truncated = True
+            inp.stats.note(f"read only its first {MAX_WHOLE_FILE // (1024 * 1024)} MiB "
+                           "(larger than any configuration or state file)")
+            break
+        parts.append(line)
+        size += len(line)
+    data = b"".join(parts)
     inp.stats.lines = data.count(b"\n")
     return data.decode("utf-8", "replace")
 

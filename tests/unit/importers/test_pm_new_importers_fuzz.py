@@ -103,3 +103,17 @@ def test_text_inputs_are_cut_at_their_byte_limit() -> None:
     lines = [b"x" * 1000 + b"\n"] * 200
     got = list(bounded_lines(lines, st_, limit=50_000))
     assert len(got) == 49 and st_.truncated and "only the first" in st_.notes[0]
+
+
+def test_whole_file_inputs_are_cut_at_their_limit(tmp_path: Path, monkeypatch) -> None:
+    """A configuration (read whole, not line by line) larger than any real one is cut there,
+    and the report names it as partly read."""
+    from diag.importers import postmortem as pm
+
+    monkeypatch.setattr(pm, "MAX_WHOLE_FILE", 4096)
+    conf = tmp_path / "configuration.toml"
+    conf.write_text("[hypervisor.qemu]\npath = \"/usr/bin/qemu\"\n" + "# filler\n" * 2000)
+    rep = pm.run([str(conf)], pm.Options())
+    cut = rep.not_fully_read
+    assert [i.path for i in cut] == [str(conf)]
+    assert any("first" in n for n in cut[0].stats.notes)
