@@ -35,6 +35,7 @@ flapping_window = 120
 """
 # bcc compiles the agent's probes at start-up: minutes under TCG on a loaded 2-core host.
 READY_TIMEOUT = 420.0
+HEARTBEAT_S = 60.0
 # Scenarios 1-5 share one agent (start-up is the slow part); 6 gets a fresh one so its
 # driver-flapping window holds only its own moves; 7 and 8 replay 1 and 3 under an agent
 # forced into tracepoint mode (kernels without kprobes), whose default open-only variant
@@ -100,13 +101,20 @@ class Agent:
         return out
 
     def wait(self, pred: Callable[[dict], bool], timeout: float) -> dict | None:
-        end = time.monotonic() + timeout
+        start = time.monotonic()
+        end, beat = start + timeout, start + HEARTBEAT_S
         while time.monotonic() < end:
             for rec in self.records():
                 if rec.get("ts_ns", 0) >= self.since_ns and pred(rec):
                     return rec
             if self.proc.poll() is not None:
                 return None
+            if time.monotonic() >= beat:
+                # A long wait (bcc compiling under TCG on a loaded host) is not a hung guest:
+                # the host kills a guest silent for 240 s, and a hung guest cannot say this.
+                waited = time.monotonic() - start
+                labio.say(f"agent ({self.journal}): still waiting after {waited:.0f}s")
+                beat += HEARTBEAT_S
             time.sleep(0.1)
         return None
 
