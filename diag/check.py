@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import gzip
 import os
 import platform
 import socket
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from diag.paths import HostPaths
+from diag.paths import HostPaths, OutsideRoot
 
 NETLINK_KOBJECT_UEVENT = 15
 NETLINK_ROUTE = 0
@@ -50,17 +50,28 @@ def check(fn: CheckFn) -> CheckFn:
     return fn
 
 
+KERNEL_CONFIG_LIMIT = 64 << 20
+"""A kernel configuration is about 300 KB; more than this (read or inflated) is not read."""
+
+
+def read_kernel_config(paths: HostPaths, host_path: str) -> str:
+    """A kernel configuration file under the root (`.gz` inflated), bounded; OSError if unreadable."""
+    raw = paths.read_bytes(host_path, KERNEL_CONFIG_LIMIT, regular=True)
+    if host_path.endswith(".gz"):
+        try:
+            d = zlib.decompressobj(wbits=31)
+            raw = d.decompress(raw, KERNEL_CONFIG_LIMIT)
+        except zlib.error as exc:
+            raise OSError(errno.EINVAL, f"{host_path}: {exc}") from None
+    return raw.decode("utf-8", "replace")
+
+
 def _kernel_config(paths: HostPaths) -> dict[str, str]:
     cfg: dict[str, str] = {}
     release = platform.release()
-    candidates = [paths.proc / "config.gz", paths.root / "boot" / f"config-{release}"]
-    for p in candidates:
+    for p in ("/proc/config.gz", f"/boot/config-{release}"):
         try:
-            if p.suffix == ".gz":
-                with gzip.open(p, "rt", errors="replace") as fh:
-                    text = fh.read()
-            else:
-                text = p.read_text(errors="replace")
+            text = read_kernel_config(paths, p)
         except OSError:
             continue
         for line in text.splitlines():
@@ -73,10 +84,10 @@ def _kernel_config(paths: HostPaths) -> dict[str, str]:
     return cfg
 
 
-def tracefs_dir(paths: HostPaths) -> Path | None:
-    """The mounted tracefs (`/sys/kernel/tracing`, or debugfs's `tracing`), or None."""
-    for p in (paths.sys / "kernel" / "tracing", paths.sys / "kernel" / "debug" / "tracing"):
-        if (p / "events").is_dir():
+def tracefs_dir(paths: HostPaths) -> str | None:
+    """The mounted tracefs (host path `/sys/kernel/tracing`, or debugfs's `tracing`), or None."""
+    for p in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
+        if paths.is_dir(f"{p}/events"):
             return p
     return None
 
@@ -105,8 +116,8 @@ def _privileges(paths: HostPaths) -> CheckResult:
 
 @check
 def _sysfs(paths: HostPaths) -> CheckResult:
-    if paths.pci_devices.is_dir():
-        n = sum(1 for _ in paths.pci_devices.iterdir())
+    if paths.is_dir("/sys/bus/pci/devices"):
+        n = len(paths.listdir("/sys/bus/pci/devices"))
         return CheckResult("pci sysfs", True, f"{paths.pci_devices}: {n} PCI devices")
     return CheckResult(
         "pci sysfs", False, f"{paths.pci_devices} does not exist",
@@ -131,18 +142,21 @@ def _bcc(paths: HostPaths) -> CheckResult:
 @check
 def _headers(paths: HostPaths) -> CheckResult:
     release = platform.release()
-    build = paths.root / "lib" / "modules" / release / "build"
-    if not build.exists():
+    build = f"/lib/modules/{release}/build"
+    try:
+        target = paths.resolve(build)
+    except OSError as exc:
+        why = str(exc) if isinstance(exc, OutsideRoot) else "missing"
         return CheckResult(
-            "kernel headers", False, f"{build} missing: bcc cannot compile probes",
+            "kernel headers", False, f"{paths.host(build)} {why}: bcc cannot compile probes",
             fix=f"apt-get install linux-headers-{release} (or run deploy/setup-host.sh)",
             level="warn",
         )
-    target = os.path.realpath(build)
-    version_h = Path(target) / "include" / "generated" / "utsrelease.h"
     hdr_release = ""
     with contextlib.suppress(OSError, IndexError):
-        hdr_release = version_h.read_text().split('"')[1]
+        hdr_release = paths.read_text(f"{target}/include/generated/utsrelease.h", 65536,
+                                      regular=True).split('"')[1]
+    build = str(paths.host(build))
     if hdr_release and hdr_release != release:
         return CheckResult(
             "kernel headers", True,
@@ -165,7 +179,7 @@ def _tracefs(paths: HostPaths) -> CheckResult:
 
 @check
 def _kprobes(paths: HostPaths) -> CheckResult:
-    if (paths.sys / "bus" / "event_source" / "devices" / "kprobe").exists():
+    if paths.exists("/sys/bus/event_source/devices/kprobe"):
         return CheckResult("kprobes", True, "kprobe PMU present: eBPF uses kprobe mode")
     cfg = _kernel_config(paths)
     why = "CONFIG_KPROBES is not set in this kernel" if cfg.get("CONFIG_KPROBES") == "n" else (
@@ -187,7 +201,7 @@ def _tracepoints(paths: HostPaths) -> CheckResult:
             fix="mount -t tracefs nodev /sys/kernel/tracing", level="warn",
         )
     needed = ["sys_enter_openat", "sys_exit_openat", "sys_enter_write", "sys_exit_write"]
-    missing = [n for n in needed if not (t / "events" / "syscalls" / n).is_dir()]
+    missing = [n for n in needed if not paths.is_dir(f"{t}/events/syscalls/{n}")]
     if missing:
         return CheckResult(
             "syscall tracepoints", False, "missing: " + ", ".join(missing),
@@ -232,8 +246,10 @@ def _rtnetlink(paths: HostPaths) -> CheckResult:
 
 @check
 def _iommu(paths: HostPaths) -> CheckResult:
-    d = paths.sys / "class" / "iommu"
-    units = sorted(os.listdir(d)) if d.is_dir() else []
+    try:
+        units = sorted(paths.listdir("/sys/class/iommu"))
+    except OSError:
+        units = []
     if units:
         return CheckResult("iommu", True, f"enabled: {', '.join(units)}")
     return CheckResult(
@@ -253,7 +269,22 @@ def run_checks(paths: HostPaths) -> list[CheckResult]:
         except Exception as exc:  # a preflight must always finish
             name = fn.__name__.lstrip("_").replace("_", " ")
             out.append(CheckResult(name, False, f"check crashed: {exc!r}", level="warn"))
+    if paths.confined:
+        out.append(_confinement(paths))
     return out
+
+
+def _confinement(paths: HostPaths) -> CheckResult:
+    """Whether every read of the checks stayed inside --root; the refused paths when not."""
+    refused = paths.refusals.all()
+    if not refused:
+        return CheckResult("root confinement", True, f"every read stayed inside {paths.root}")
+    shown = "; ".join(refused[:5]) + (f" (+{len(refused) - 5} more)" if len(refused) > 5 else "")
+    return CheckResult(
+        "root confinement", False, f"{len(refused)} paths refused, they lead outside --root: {shown}",
+        fix="these links point outside the tree; copy the host without them, or fix them to "
+            "relative links inside it", level="warn",
+    )
 
 
 EXTRA_CHECK_MODULES: list[str] = [

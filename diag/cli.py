@@ -49,6 +49,7 @@ def _snapshot_json(paths: HostPaths) -> dict[str, Any]:
         "agent_version": __version__,
         "root": str(paths.root),
         "devices": [asdict(d) for d in devices],
+        "refused": paths.refusals.all(),
     }
 
 
@@ -91,6 +92,10 @@ def _snapshot_table(paths: HostPaths, color: bool) -> str:
             lines.append("      ! " + safe("; ".join(d.errors)))
     n_vfio = sum(1 for r in rows if r[-1].driver == "vfio-pci")
     lines.append(f"{len(rows)} PCI devices, {n_vfio} on vfio-pci")
+    refused = paths.refusals.all()
+    if refused:
+        lines.append(f"{len(refused)} paths refused: they lead outside --root {safe(str(paths.root))}")
+        lines.extend(f"  ! {safe(r)}" for r in refused)
     return "\n".join(lines)
 
 
@@ -193,18 +198,28 @@ def _add_record(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
             "Copy exactly the sysfs files the PCI scanner reads (ids, class, driver links, "
             "driver_override, IOMMU groups, SR-IOV links, net/) into OUT, keeping symlinks as "
             "relative links, so `vfiowatch --root OUT snapshot` shows the same inventory. "
-            "Reads the host; writes only under OUT."
+            "Reads the host; writes only under OUT, and deletes nothing it did not write: OUT "
+            "must be new, empty, or an earlier recording (marked by OUT/.vfiowatch-recording, "
+            "which lists what it wrote; only that is replaced)."
         ),
     )
-    s.add_argument("--out", required=True, type=Path, help="directory to write (replaced)")
+    s.add_argument("--out", required=True, type=Path,
+                   help="directory to write: new, empty, or an earlier recording (replaced)")
     s.set_defaults(func=_run_record_sysfs)
 
 
 def _run_record_sysfs(args: argparse.Namespace) -> int:
     from diag.record import record_sysfs
 
-    n = record_sysfs(HostPaths.at(args.root), args.out)
+    paths = HostPaths.at(args.root)
+    n = record_sysfs(paths, args.out)
     print(f"copied {n} files to {args.out}")
+    refused = paths.refusals.all()
+    if refused:
+        print(f"{len(refused)} paths refused: they lead outside --root {safe(str(paths.root))} "
+              "(not copied)", file=sys.stderr)
+        for r in refused:
+            print(f"  ! {safe(r)}", file=sys.stderr)
     return 0
 
 
@@ -241,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--root", default=os.environ.get("VFIOWATCH_ROOT", "/"), metavar="DIR",
         help="read every host path (/sys, /proc, /run, /etc, /opt, /usr/share, /dev) under DIR, "
              "like node_exporter's --path.rootfs; e.g. /host in a container "
-             "(default: $VFIOWATCH_ROOT or /)",
+             "(default: $VFIOWATCH_ROOT or /). Links resolve inside DIR as in a chroot; a path "
+             "that would lead outside it is refused and reported (README 'Security model')",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:

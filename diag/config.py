@@ -62,18 +62,17 @@ def key_lines(text: str) -> dict[str, int]:
 
 def read_driverctl(paths: HostPaths) -> tuple[str, ...]:
     """BDFs that driverctl persistently overrides to vfio-pci (`/etc/driverctl.d/pci-<bdf>`)."""
-    d = paths.host(DRIVERCTL_DIR)
     try:
-        entries = sorted(d.iterdir())
+        names = sorted(paths.listdir(DRIVERCTL_DIR))
     except OSError:
         return ()
     out = []
-    for p in entries:
-        bus, _, bdf = p.name.partition("-")
+    for name in names:
+        bus, _, bdf = name.partition("-")
         if bus != "pci" or not _BDF.match(bdf):
             continue
         try:
-            driver = p.read_text(errors="replace").strip()
+            driver = paths.read_text(f"{DRIVERCTL_DIR}/{name}", 4096, regular=True).strip()
         except OSError:
             continue
         if driver == "vfio-pci":
@@ -115,8 +114,9 @@ def parse_text(text: str, path: str) -> AgentConfig:
     return AgentConfig(core=core, sources=sources, path=path)
 
 
-def load(path: str | Path | None, *, root: str | Path = "/") -> AgentConfig:
-    """Read the configuration file (None: defaults) and driverctl's overrides under `root`.
+def load(path: str | Path | None, *, root: str | Path = "/", paths: HostPaths | None = None) -> AgentConfig:
+    """Read the configuration file (None: defaults) and driverctl's overrides under `root`
+    (or `paths`, whose refusals the caller then reports).
 
     Raises ConfigError naming the file, line and key, with a hint, for anything wrong.
     """
@@ -132,7 +132,7 @@ def load(path: str | Path | None, *, root: str | Path = "/") -> AgentConfig:
                 hint="pass --config a readable TOML file, or leave it out to use the defaults",
             ) from None
         cfg = parse_text(text, str(p))
-    overrides = read_driverctl(HostPaths.at(root))
+    overrides = read_driverctl(paths or HostPaths.at(root))
     if overrides:
         merged = tuple(dict.fromkeys((*cfg.core.driverctl_overrides, *overrides)))
         cfg = replace(cfg, core=replace(cfg.core, driverctl_overrides=merged))

@@ -192,6 +192,6 @@ def _live(args: argparse.Namespace) -> int:
 
 def _read(paths: HostPaths, rel: str) -> str:
     try:
-        return (Path(paths.root) / rel).read_text().strip()
+        return paths.read_text("/" + rel, 4096, regular=True).strip()
     except OSError:
         return ""

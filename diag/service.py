@@ -88,7 +88,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--journal", metavar="PATH",
                    help=f"journal file (default {DEFAULT_JOURNAL} when run as root, none "
-                        "otherwise); rotated parts are PATH.NNNNNN.gz beside it")
+                        "otherwise); rotated parts are PATH.NNNNNN.gz beside it; PATH.lock "
+                        "holds it for one agent at a time (a second one exits 2 naming the first)")
     p.add_argument("--no-journal", action="store_true", help="write no journal")
     p.add_argument("--journal-max-bytes", type=parse_size, default=64 * 1024 * 1024,
                    metavar="SIZE", help="rotate the journal at this size (default 64M)")
@@ -118,12 +119,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def _load_config(path: Path | None, root: str) -> tuple[Any, dict[str, Any]]:
+def _load_config(path: Path | None, paths: HostPaths) -> tuple[Any, dict[str, Any]]:
     """[core] thresholds (plus driverctl's vfio-pci overrides under --root) and [sources] tables;
     errors name the file, line and key (diag.config.load)."""
     from diag.config import load
 
-    cfg = load(path, root=root)
+    cfg = load(path, paths=paths)
     return cfg.core, cfg.sources
 
 
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     root_logger.setLevel(logging.INFO)
     paths = HostPaths.at(args.root)
     paths.require_sysfs()
-    core_config, source_options = _load_config(args.config, args.root)
+    core_config, source_options = _load_config(args.config, paths)
 
     registry = load_builtin()
     names = args.sources if args.sources else list(registry)
@@ -208,9 +209,6 @@ def _serve(args: argparse.Namespace, logs: Any, paths: HostPaths, core_config: A
     from diag.sources import SourceContext
 
     log = logs.log
-    sources, unavailable = build_sources(
-        SourceContext(paths=paths, options=source_options), names
-    )
     correlator = Correlator(core_config)
 
     def report(level: str, event: str, **fields: Any) -> None:
@@ -226,7 +224,7 @@ def _serve(args: argparse.Namespace, logs: Any, paths: HostPaths, core_config: A
             journal = JournalSink(
                 journal_path, max_bytes=args.journal_max_bytes, keep=args.journal_keep,
                 fsync_interval_s=args.journal_fsync_interval, state=correlator.snapshot,
-                header=lambda part: default_header(part, root=str(paths.root),
+                header=lambda part: default_header(part, root=str(paths.root), paths=paths,
                                                    started_ns=started_ns),
                 report=report,
             )
@@ -237,6 +235,11 @@ def _serve(args: argparse.Namespace, logs: Any, paths: HostPaths, core_config: A
     else:
         log.info("journal_disabled",
                  reason="--no-journal" if args.no_journal else "not root and no --journal")
+    # Sources only after the journal: a second agent on the same journal (JournalInUse) stops
+    # before it has started or probed anything.
+    sources, unavailable = build_sources(
+        SourceContext(paths=paths, options=source_options), names
+    )
 
     pipe = Pipeline(sources, correlator=correlator, unavailable=unavailable,
                     options=PipelineOptions(stop_timeout_s=STOP_BUDGET_S))
@@ -284,6 +287,8 @@ def _serve(args: argparse.Namespace, logs: Any, paths: HostPaths, core_config: A
 
     pipe.start()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)  # main thread only: threads keep it
+    for text in paths.refusals.take():  # the agent's own reads (driverctl, boot id); sources report theirs
+        log.warning("path_refused", reason=f"refused to read outside --root: {text}")
     log.info(
         "agent_started", version=__version__, pid=os.getpid(), root=str(paths.root),
         sources=[s.name for s in sources],

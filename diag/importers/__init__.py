@@ -286,14 +286,16 @@ def sniff(path: str) -> tuple[Importer | None, str]:
 
 
 def walk(inputs: Iterable[str]) -> list[str]:
-    """Expand directories (recursively, sorted) into files; files stay in the order given."""
+    """Expand directories (recursively, sorted) into files; files stay in the order given.
+    A directory's `*.lock` files (the agent's journal lock: a pid, no events) are left out."""
     out: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
             for dirpath, dirnames, filenames in os.walk(item):
                 dirnames.sort()
                 for name in sorted(filenames):
-                    out.append(os.path.join(dirpath, name))
+                    if not name.endswith(".lock"):
+                        out.append(os.path.join(dirpath, name))
         else:
             out.append(item)
     return out

@@ -156,6 +156,7 @@ def build_sources(
         if name not in registry:
             raise KeyError(f"unknown source {name!r}; known: {', '.join(registry)}")
         sctx = replace(ctx, options=opts.get(name, {})) if per_source else ctx
+        sctx = replace(sctx, paths=ctx.paths.fresh())  # each source reports its own refusals
         try:
             src = registry[name](sctx)
             avail = src.probe()

@@ -72,6 +72,14 @@ def register(name: str) -> Callable[[SourceFactory], SourceFactory]:
     return deco
 
 
+def refusal_events(paths: HostPaths, source: str, ts_ns: int) -> list[ev.Event]:
+    """The paths `paths` refused since the last call (they lead outside --root), one in-band
+    DecodeFailed each, so a source never drops a refusal silently."""
+    return [ev.DecodeFailed(ts_ns=ts_ns, source=source, failed_source=source,
+                            reason=f"refused to read outside --root: {text}")
+            for text in paths.refusals.take()]
+
+
 def check_options(source: str, options: Mapping[str, Any], known: Sequence[str]) -> None:
     """Raise ConfigError naming the first option `source` does not take, with the known ones."""
     for key in options:

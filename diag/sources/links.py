@@ -36,13 +36,14 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from diag import events as ev
 from diag.paths import HostPaths
-from diag.sources import Availability, Emit, SourceContext, check_options, register
+from diag.sources import Availability, Emit, SourceContext, check_options, refusal_events, register
 from diag.sources._wake import StopRelay
+from diag.sources.proc import ns_inode
 from diag.sources.sysfs import is_bdf
 
 log = logging.getLogger("vfiowatch.sources.links")
@@ -215,6 +216,7 @@ class NetnsCandidate:
 
     inode: int
     path: str
+    """Host path (`/proc/<pid>/ns/net`, `/run/netns/<name>`), opened with HostPaths.open_nsfs."""
     name: str | None = None
     pid: int | None = None
     is_host: bool = False
@@ -224,28 +226,11 @@ class NetnsCandidate:
                            pid=None if self.name or self.is_host else self.pid, is_host=self.is_host)
 
 
-def _ns_inode(path: str) -> int | None:
-    try:
-        link = os.readlink(path)  # "net:[4026531833]"; cheaper than stat on a busy /proc
-    except OSError:
-        try:
-            return os.stat(path).st_ino  # a bind mount under /run/netns is no link
-        except OSError:
-            return None
-    if link.startswith("net:[") and link.endswith("]"):
-        try:
-            return int(link[5:-1])
-        except ValueError:
-            return None
-    return None
-
-
 def host_netns(paths: HostPaths) -> NetnsCandidate | None:
     """The host's namespace: pid 1's, or the agent's own when pid 1's is unreadable (another
     user namespace, as in some sandboxes; the agent then runs with hostNetwork)."""
-    proc = str(paths.proc)
-    for path in (f"{proc}/1/ns/net", f"{proc}/self/ns/net"):
-        ino = _ns_inode(path)
+    for path in ("/proc/1/ns/net", "/proc/self/ns/net"):
+        ino = ns_inode(paths, path)
         if ino is not None:
             return NetnsCandidate(inode=ino, path=path, is_host=True)
     return None
@@ -268,25 +253,24 @@ def scan_netns(
     every process, catching the rare old one that changed namespace itself (setns, unshare).
     """
     found: dict[int, NetnsCandidate] = {}
-    proc = str(paths.proc)
     host = host_netns(paths)
     if host is not None:
         found[host.inode] = host
-    netns_dir = str(paths.run / "netns")
+    netns_dir = "/run/netns"
     try:
-        names = sorted(os.listdir(netns_dir))
+        names = sorted(paths.listdir(netns_dir))
     except OSError:
         names = []
     for name in names:
         p = f"{netns_dir}/{name}"
         try:
-            ino = os.stat(p).st_ino
+            ino = paths.stat(p).st_ino
         except OSError:
             continue
         if ino not in found or (not found[ino].is_host and found[ino].name is None):
             found[ino] = NetnsCandidate(inode=ino, path=p, name=name)
     try:
-        pids = os.listdir(proc)
+        pids = paths.listdir("/proc")
     except OSError:
         pids = []
     live: set[int] = set()
@@ -295,12 +279,12 @@ def scan_netns(
             continue
         pid = int(entry)
         live.add(pid)
-        p = f"{proc}/{entry}/ns/net"
+        p = f"/proc/{entry}/ns/net"
         cached = pid_cache.get(pid) if pid_cache is not None else None
         if cached is not None and not full and cached[1] >= PID_SETTLE_READS:
             ino = cached[0]
         else:
-            ino = _ns_inode(p)
+            ino = ns_inode(paths, p)
             if pid_cache is not None:
                 pid_cache[pid] = (ino, (cached[1] if cached else 0) + 1)
         if ino is None or ino in found:
@@ -344,11 +328,13 @@ def _new_rtnl_socket(rcvbuf: int) -> socket.socket:
     return sock
 
 
-def open_rtnl_in(path: str, *, rcvbuf: int = DEFAULT_RCVBUF, expect_inode: int | None = None) -> socket.socket:
+def open_rtnl_in(path: str, *, rcvbuf: int = DEFAULT_RCVBUF, expect_inode: int | None = None,
+                 opener: Callable[[str], int] | None = None) -> socket.socket:
     """A non-blocking NETLINK_ROUTE socket subscribed to RTMGRP_LINK inside the namespace at
     `path`, made by a helper thread that setns()es (the caller's namespace never changes).
-    With `expect_inode`, fails (ESTALE) if the path now names another namespace (pid reuse)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    `opener` opens `path` (HostPaths.open_nsfs: inside --root); with `expect_inode`, fails
+    (ESTALE) if the path now names another namespace (pid reuse)."""
+    fd = opener(path) if opener is not None else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         if expect_inode is not None and os.fstat(fd).st_ino != expect_inode:
             raise OSError(errno.ESTALE, f"{path} is no longer namespace {expect_inode}")
@@ -531,6 +517,8 @@ class LinksSource:
         for gone in [i for i in self._failed if i not in found]:
             del self._failed[gone]
         now = time.time_ns()
+        for e in refusal_events(self.paths, self.name, now):  # paths leading outside --root
+            emit(e)
         for ino in [i for i in self._previous if i not in found]:
             ref, _ = self._previous.pop(ino)  # gone while the source was down
             emit(ev.NetnsRemoved(ts_ns=now, source=self.name, netns=ref, resync=True))
@@ -561,7 +549,8 @@ class LinksSource:
             if self._failed.get(ino, 0) > self._scans:
                 continue
             try:
-                sock = open_rtnl_in(cand.path, rcvbuf=self.rcvbuf, expect_inode=ino)
+                sock = open_rtnl_in(cand.path, rcvbuf=self.rcvbuf, expect_inode=ino,
+                                    opener=self.paths.open_nsfs)
             except OSError as exc:
                 # Gone between scan and open (then it vanishes from the scan), or not enterable:
                 # try again in about 10 s rather than on every scan.
@@ -722,7 +711,7 @@ class LinksSource:
         if m.ifname in self._sysfs_bdf and m.type == RTM_NEWLINK:
             return self._sysfs_bdf[m.ifname]
         try:
-            target = os.readlink(self.paths.sys / "class" / "net" / m.ifname / "device")
+            target = self.paths.readlink(f"/sys/class/net/{m.ifname}/device")
             bdf: str | None = os.path.basename(target)
         except OSError:
             bdf = None

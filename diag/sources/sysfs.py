@@ -8,13 +8,15 @@ two scans into the events a resync emits.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.paths import HostDir, HostPaths, OutsideRoot
 
 _BDF = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _VIRTFN = re.compile(r"^virtfn(\d+)$")
@@ -27,7 +29,12 @@ def is_bdf(text: str) -> bool:
     return bool(_BDF.match(text))
 
 
+PCI_DEVICES = "/sys/bus/pci/devices"
+
+
 def _why(exc: OSError) -> str:
+    if isinstance(exc, OutsideRoot):
+        return str(exc)
     if exc.errno is not None and exc.errno in errno.errorcode:
         return f"{errno.errorcode[exc.errno]} ({os.strerror(exc.errno)})"
     return str(exc)
@@ -36,16 +43,17 @@ def _why(exc: OSError) -> str:
 class _Reader:
     """Reads one device directory, collecting per-attribute errors instead of raising."""
 
-    __slots__ = ("base", "errors")
+    __slots__ = ("dir", "errors")
 
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.errors: list[str] = []
+    def __init__(self, d: HostDir | None, errors: list[str]) -> None:
+        self.dir = d
+        self.errors = errors
 
     def text(self, name: str, *, optional: bool = False) -> str | None:
+        if self.dir is None:
+            return None
         try:
-            with open(self.base / name, "rb") as fh:
-                return fh.read(4096).decode("utf-8", "replace").strip()
+            return self.dir.read_bytes(name, 4096).decode("utf-8", "replace").strip()
         except FileNotFoundError:
             if not optional:
                 self.errors.append(f"{name}: missing")
@@ -72,12 +80,16 @@ class _Reader:
             return None
 
     def link(self, name: str) -> str | None:
+        """The name a link points at (its target's last component); nothing is followed, and a
+        link that leads outside --root is refused like a read through it would be."""
+        if self.dir is None:
+            return None
         try:
-            return os.readlink(self.base / name)
+            return self.dir.link_name(name)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if exc.errno == errno.EINVAL:  # exists but is not a link
+            if exc.errno == errno.EINVAL and not isinstance(exc, OutsideRoot):  # not a link
                 self.errors.append(f"{name}: not a symlink")
             else:
                 self.errors.append(f"{name}: {_why(exc)}")
@@ -87,28 +99,36 @@ class _Reader:
 class PciIds:
     """Vendor and device names from pci.ids, parsed once on first use."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, opener: Callable[[], BinaryIO] | None = None) -> None:
         self.path = path
+        self._open = opener
         self._vendors: dict[str, str] | None = None
         self._devices: dict[tuple[str, str], str] = {}
 
     @classmethod
     def under(cls, paths: HostPaths) -> PciIds:
         for rel in PCI_IDS_CANDIDATES:
-            p = paths.root / rel
-            if p.is_file():
-                return cls(p)
+            host = "/" + rel
+            if paths.is_file(host):
+                return cls(paths.host(host), opener=lambda h=host: paths.open_file(h))
         return cls(None)
 
     def _load(self) -> dict[str, str]:
         if self._vendors is not None:
             return self._vendors
         vendors: dict[str, str] = {}
-        if self.path is not None:
+        try:
+            if self._open is not None:
+                fh: BinaryIO | None = self._open()
+            else:
+                fh = open(self.path, "rb") if self.path is not None else None  # noqa: SIM115
+        except OSError:
+            fh = None
+        if fh is not None:
             try:
-                with open(self.path, encoding="utf-8", errors="replace") as fh:
+                with io.TextIOWrapper(fh, encoding="utf-8", errors="replace") as text:
                     vendor = ""
-                    for line in fh:
+                    for line in text:  # streamed: about 1.4 MB, stopped at the classes
                         if not line or line[0] == "#" or line == "\n":
                             continue
                         if line.startswith("C "):  # device classes follow: nothing more we need
@@ -132,27 +152,38 @@ class PciIds:
 
 
 def _scan_one(paths: HostPaths, bdf: str, ids: PciIds | None) -> ev.PciDevice:
-    base = paths.pci_devices / bdf
-    r = _Reader(base)
+    errors: list[str] = []
+    try:
+        d: HostDir | None = paths.opendir(f"{PCI_DEVICES}/{bdf}")
+    except OSError as exc:
+        d = None
+        errors.append(f".: {_why(exc)}")
+    try:
+        return _read_device(paths, bdf, ids, _Reader(d, errors))
+    finally:
+        if d is not None:
+            d.close()
+
+
+def _read_device(paths: HostPaths, bdf: str, ids: PciIds | None, r: _Reader) -> ev.PciDevice:
     vendor = r.hexid("vendor", 4)
     device = r.hexid("device", 4)
     class_code = r.hexid("class", 6)
     sub_vendor = r.hexid("subsystem_vendor", 4)
     sub_device = r.hexid("subsystem_device", 4)
 
-    drv_link = r.link("driver")
-    driver = os.path.basename(drv_link) if drv_link else None
+    driver = r.link("driver")
 
     override_raw = r.text("driver_override", optional=True)
     override = None if override_raw in (None, "", "(null)") else override_raw
 
-    group_link = r.link("iommu_group")
+    group_name = r.link("iommu_group")
     group: int | None = None
-    if group_link:
+    if group_name:
         try:
-            group = int(os.path.basename(group_link))
+            group = int(group_name)
         except ValueError:
-            r.errors.append(f"iommu_group: unexpected target {group_link!r}")
+            r.errors.append(f"iommu_group: unexpected target {group_name!r}")
 
     numa = r.integer("numa_node")
     if numa is not None and numa < 0:
@@ -164,22 +195,23 @@ def _scan_one(paths: HostPaths, bdf: str, ids: PciIds | None) -> ev.PciDevice:
     vfs: list[tuple[int, str]] = []
     numvfs = totalvfs = None
     physfn = r.link("physfn")
-    try:
-        entries = os.listdir(base)
-    except OSError as exc:
-        entries = []
-        r.errors.append(f".: {_why(exc)}")
+    entries: list[str] = []
+    if r.dir is not None:
+        try:
+            entries = r.dir.listdir()
+        except OSError as exc:
+            r.errors.append(f".: {_why(exc)}")
     if physfn:
         role = "vf"
-        pf = os.path.basename(physfn)
+        pf = physfn
         # Our index is the PF's virtfnN that points back at us.
-        pf_dir = paths.pci_devices / pf
         try:
-            for name in os.listdir(pf_dir):
-                m = _VIRTFN.match(name)
-                if m and os.path.basename(os.readlink(pf_dir / name)) == bdf:
-                    vf_index = int(m.group(1))
-                    break
+            with paths.opendir(f"{PCI_DEVICES}/{pf}") as pf_dir:
+                for name in pf_dir.listdir():
+                    m = _VIRTFN.match(name)
+                    if m and pf_dir.link_name(name) == bdf:
+                        vf_index = int(m.group(1))
+                        break
         except OSError as exc:
             r.errors.append(f"physfn: {_why(exc)}")
     if "sriov_totalvfs" in entries:
@@ -191,13 +223,13 @@ def _scan_one(paths: HostPaths, bdf: str, ids: PciIds | None) -> ev.PciDevice:
             if m:
                 target = r.link(name)
                 if target:
-                    vfs.append((int(m.group(1)), os.path.basename(target)))
+                    vfs.append((int(m.group(1)), target))
         vfs.sort()
 
     netdevs: tuple[str, ...] = ()
-    if "net" in entries:
+    if "net" in entries and r.dir is not None:
         try:
-            netdevs = tuple(sorted(os.listdir(base / "net")))
+            netdevs = tuple(sorted(r.dir.listdir("net")))
         except OSError as exc:
             r.errors.append(f"net: {_why(exc)}")
 
@@ -236,7 +268,7 @@ def scan(paths: HostPaths, *, names: bool = True) -> list[ev.PciDevice]:
     paths.require_sysfs()
     ids = PciIds.under(paths) if names else None
     out = []
-    for bdf in sorted(os.listdir(paths.pci_devices)):
+    for bdf in sorted(paths.listdir(PCI_DEVICES)):
         if is_bdf(bdf):
             out.append(_scan_one(paths, bdf, ids))
     return out
@@ -244,15 +276,16 @@ def scan(paths: HostPaths, *, names: bool = True) -> list[ev.PciDevice]:
 
 def scan_device(paths: HostPaths, bdf: str) -> ev.PciDevice | None:
     """Read one device; None when it does not exist (any more)."""
-    if not (paths.pci_devices / bdf).exists():
+    if not paths.lexists(f"{PCI_DEVICES}/{bdf}"):
         return None
     return _scan_one(paths, bdf, None)
 
 
 def read_driver(paths: HostPaths, bdf: str) -> str | None:
-    """The driver bound to `bdf` right now, None when unbound or gone."""
+    """The driver bound to `bdf` right now, None when unbound, gone, or refused."""
     try:
-        return os.path.basename(os.readlink(paths.pci_devices / bdf / "driver"))
+        with paths.opendir(f"{PCI_DEVICES}/{bdf}") as d:
+            return d.link_name("driver")
     except OSError:
         return None
 

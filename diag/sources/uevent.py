@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from diag import events as ev
-from diag.sources import Availability, Emit, SourceContext, check_options, register
+from diag.sources import Availability, Emit, SourceContext, check_options, refusal_events, register
 from diag.sources import sysfs as sysfs_mod
 from diag.sources._wake import StopRelay
 
@@ -494,7 +494,7 @@ class UeventSource:
                                 hint="run in the host's network namespace (hostNetwork: true)")
         finally:
             sock.close()
-        if not self.paths.pci_devices.is_dir():
+        if not self.paths.is_dir("/sys/bus/pci/devices"):
             return Availability(False, reason=f"{self.paths.pci_devices} does not exist",
                                 hint="mount the host's /sys and pass --root")
         if not forced:
@@ -529,6 +529,7 @@ class UeventSource:
             devices = sysfs_mod.scan(self.paths)
             self.tracker.reset(devices)
             emit(ev.InventoryObserved(ts_ns=time.time_ns(), source=self.name, devices=tuple(devices)))
+            self._refused(emit)
             reader.start()
             self._loop(emit, stop, reader)
         finally:
@@ -584,6 +585,8 @@ class UeventSource:
                 st.kept += 1
                 emit(track(e))
             reader.space.set()
+            if self.paths.confined:  # a device scanned for its PF may have met a refused link
+                self._refused(emit)
             if lost:
                 # Decode what was already received first, so the diff is against the newest view.
                 self._resync_reason = self._resync_reason or "events lost"
@@ -599,6 +602,11 @@ class UeventSource:
         self.tracker.devices[e.bdf] = replace(d, driver=None)
         return replace(e, pf=d.pf, vf_index=d.vf_index, vendor=e.vendor or d.vendor,
                        device=e.device or d.device, class_code=e.class_code or d.class_code)
+
+    def _refused(self, emit: Emit) -> None:
+        """Sysfs paths refused since the last call (they lead outside --root), in-band."""
+        for e in refusal_events(self.paths, self.name, time.time_ns()):
+            emit(e)
 
     def _malformed(self, emit: Emit, ts: int, data: bytes, why: str) -> None:
         st = self.stats
@@ -627,3 +635,4 @@ class UeventSource:
         self.stats.resyncs += 1
         emit(ev.Resynced(ts_ns=ts, source=self.name, resynced_source=self.name,
                          changes=len(changes), reason=reason))
+        self._refused(emit)

@@ -188,6 +188,7 @@ def test_a_failed_open_is_retried(tmp_path: Path) -> None:
     d = tmp_path / "d"
     a = Agent(d / "j.jsonl", retry_interval_s=0.0)
     os.unlink(d / "j.jsonl")
+    os.unlink(d / "j.jsonl.lock")  # the whole directory is gone (rm -rf)
     a.sink._close_fd()
     os.rmdir(d)
     a.feed(_moves(1))
@@ -278,3 +279,39 @@ def test_fdatasync_runs_off_the_core_thread(tmp_path: Path, monkeypatch: pytest.
         time.sleep(0.01)
     a.sink.close()
     assert a.sink.stats.syncs >= 1 and set(threads) == {"vfiowatch-fsync"}
+
+
+def test_a_second_writer_is_refused_before_it_touches_anything(tmp_path: Path) -> None:
+    """While a sink holds the journal, another one (here in the same process: flock is per open
+    file) raises JournalInUse naming the holder's pid, and the journal directory is unchanged;
+    once the first is closed, the lock is free."""
+    path = tmp_path / "j.jsonl"
+    a = Agent(path)
+    a.feed([_inventory(), *_moves(3)])
+    a.sink.flush()
+    before = {p.name: p.stat().st_ino for p in tmp_path.iterdir()}
+    with pytest.raises(journal_mod.JournalInUse) as info:
+        JournalSink(path)
+    assert f"(pid {os.getpid()}, started " in info.value.message and info.value.hint
+    assert {p.name: p.stat().st_ino for p in tmp_path.iterdir()} == before
+    a.sink.close()
+    b = JournalSink(path)  # the earlier run's file is rotated away, as before
+    b.close()
+    assert (tmp_path / "j.jsonl.lock").read_text().split("\n")[0] == str(os.getpid())
+
+
+def test_postmortem_reads_a_journal_being_written_and_leaves_the_lock_out(tmp_path: Path) -> None:
+    """Readers take no lock: postmortem of the directory of a journal whose writer still holds
+    it reads the journal, and does not list the lock file as an unrecognised input."""
+    import subprocess
+
+    from tests.conftest import vfiowatch_bin
+
+    a = Agent(tmp_path / "j.jsonl")
+    a.feed([_inventory(), *_moves(3)])
+    a.sink.flush()
+    res = subprocess.run([vfiowatch_bin(), "postmortem", str(tmp_path)], capture_output=True,
+                         text=True, timeout=60)
+    a.sink.close()
+    assert res.returncode in (0, 1), res.stderr  # 1: findings; 2 would be an unreadable input
+    assert "j.jsonl  [journal]" in res.stdout and ".lock" not in res.stdout

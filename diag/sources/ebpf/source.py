@@ -29,7 +29,6 @@ as EventsLost.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import importlib.resources
 import os
 import platform
@@ -42,9 +41,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from diag import events as ev
+from diag.check import read_kernel_config
 from diag.errors import ConfigError, ProbeLoadError
 from diag.paths import HostPaths
-from diag.sources import Availability, Emit, SourceContext, check_options, register
+from diag.sources import Availability, Emit, SourceContext, check_options, refusal_events, register
 from diag.sources.ebpf import bcc_facade
 from diag.sources.ebpf import decode as D
 from diag.sources.ebpf import layouts as L
@@ -196,15 +196,15 @@ def _kprobe_coverage(f: KernelFacts) -> str:
     return text
 
 
+KALLSYMS_LIMIT = 256 << 20
+"""/proc/kallsyms is about 5 MB here (120,000 symbols); a larger one is not read."""
+
+
 def _kernel_config_kprobes(paths: HostPaths) -> str | None:
     release = platform.release()
-    for p in (paths.proc / "config.gz", paths.root / "boot" / f"config-{release}"):
+    for p in ("/proc/config.gz", f"/boot/config-{release}"):
         try:
-            if p.suffix == ".gz":
-                with gzip.open(p, "rt") as fh:
-                    text = fh.read()
-            else:
-                text = p.read_text()
+            text = read_kernel_config(paths, p)
         except OSError:
             continue
         for line in text.splitlines():
@@ -221,16 +221,19 @@ def gather_facts(paths: HostPaths) -> KernelFacts:
     bf = bcc_facade
     release = platform.release()
     err = bf.import_error()
-    tracefs = any((paths.sys / d / "events").is_dir()
-                  for d in ("kernel/tracing", "kernel/debug/tracing"))
-    pmu = (paths.sys / "bus" / "event_source" / "devices" / "kprobe").exists()
+    tracefs = any(paths.is_dir(f"/sys/{d}/events") for d in ("kernel/tracing", "kernel/debug/tracing"))
+    pmu = paths.exists("/sys/bus/event_source/devices/kprobe")
     handlers: frozenset[str] = frozenset()
     ambiguous: frozenset[str] = frozenset()
     addresses: tuple[tuple[str, tuple[int, ...]], ...] = ()
     raw = True
     if err is None:
         if pmu:
-            addrs = bf.kallsyms_addresses(set(KPROBE_HANDLERS), str(paths.proc / "kallsyms"))
+            try:
+                kallsyms = paths.read_bytes("/proc/kallsyms", KALLSYMS_LIMIT, regular=True)
+            except OSError:
+                kallsyms = b""
+            addrs = bf.parse_kallsyms(set(KPROBE_HANDLERS), kallsyms.splitlines())
             found = set()
             for h in KPROBE_HANDLERS:
                 ok = bf.kprobe_functions(f"^{h}$")  # honours the kprobe blacklist
@@ -391,6 +394,7 @@ class EbpfSource:
                 now = time.monotonic()
                 if now >= next_check:
                     self._check_lost(prog)
+                    self._report_refused(emit)
                     next_check = now + 1.0
                 if self._delayed:
                     self._flush_delayed(now)
@@ -524,8 +528,8 @@ class EbpfSource:
                 keep.append((due, e))
                 continue
             try:
-                content = self.paths.host(e.path).read_text(errors="replace")
-            except OSError:
+                content: str | None = self.paths.read_text(e.path, 4096)
+            except OSError:  # gone, or refused (reported with the next loss check)
                 content = None
             if content is not None:
                 value = D.readback_value(e.control, content)
@@ -546,8 +550,8 @@ class EbpfSource:
         actor = self.identify(rec)
         out = D.decode_record(rec, actor=actor, resolved_path=resolved,
                               wall_offset_ns=self._wall_offset_ns, mode=self.mode or "tracepoint")
-        if out is not None and rec.kind == L.VFW_KIND_STORE and not self.paths.host(
-                os.path.dirname(out.path)).is_dir():
+        if out is not None and rec.kind == L.VFW_KIND_STORE and not self.paths.is_dir(
+                os.path.dirname(out.path)):
             # A same-named handler of another shape (probed by address): its "device" or
             # "driver" is none of sysfs's.
             out = None
@@ -578,7 +582,7 @@ class EbpfSource:
 
     def _readlink(self, path: str) -> str | None:
         try:
-            return os.readlink(self.paths.host(path))
+            return self.paths.readlink(path)  # a magic link's name (cwd, fd/N): never followed
         except OSError:
             return None
 
@@ -629,7 +633,7 @@ class EbpfSource:
             name = posixpath.basename(dev)
             if dev.startswith("/sys/devices/") and D.is_bdf(name):
                 return f"/sys/bus/pci/devices/{name}/driver/{ctl}"
-            if not self.paths.host(dev).exists():
+            if not self.paths.exists(dev):
                 return posixpath.normpath(path)
         real = self._realpath_plain(path)
         # A PCI device's own file, by the name kprobe mode and every remedy use.
@@ -640,25 +644,27 @@ class EbpfSource:
         return real
 
     def _realpath_plain(self, path: str) -> str:
-        root = str(self.paths.root)
-        real = os.path.realpath(self.paths.host(path))
-        if root in ("", "/"):
-            return real
-        rel = os.path.relpath(real, root)
-        return "/" + rel if not rel.startswith("..") else real
+        try:
+            return self.paths.resolve(path, strict=False)
+        except OSError:  # refused (reported): the path as the writer gave it
+            return posixpath.normpath(path)
 
     # ---- identity ---------------------------------------------------------------------------
 
     def _cgroup2_mount(self) -> Path | None:
-        """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid)."""
+        """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid),
+        resolved inside the root (os.walk then never follows a link out of it)."""
         try:
-            text = (self.paths.proc / "self" / "mountinfo").read_text()
+            text = self.paths.read_text("/proc/self/mountinfo")
         except OSError:
             return None
         for line in text.splitlines():
             left, sep, right = line.partition(" - ")
             if sep and right.split(" ", 1)[0] == "cgroup2":
-                return self.paths.host(left.split()[4])
+                try:
+                    return Path(self.paths.real(left.split()[4]))
+                except OSError:
+                    return None
         return None
 
     def _cgroup_path(self, cgroup_id: int) -> str:
@@ -738,6 +744,12 @@ class EbpfSource:
                 emit(ev.EventsLost(ts_ns=time.time_ns(), source=SOURCE, lost_source=SOURCE,
                                    count=total - seen,
                                    reason=f"{why}: {total - seen} sysfs writes not attributed"))
+
+    def _report_refused(self, emit: Emit) -> None:
+        """Paths read for attribution that lead outside --root: in-band, counted."""
+        for e in refusal_events(self.paths, SOURCE, time.time_ns()):
+            self.stats.decode_failed += 1
+            emit(e)
 
     def _gc(self, prog: bcc_facade.Program) -> None:
         """Forget fds of processes that exited or exec'ed without closing them.

@@ -27,18 +27,15 @@ API for importers:
 
 from __future__ import annotations
 
-import errno
-import glob
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.paths import HostPaths, OutsideRoot
 
 # ---- Kata's constants (kata-facts §1) -------------------------------------------------------
 
@@ -646,69 +643,23 @@ def handlers_from_containerd(data: Mapping[str, Any], defined_in: str = "",
 # ---- Readers (under the root) ------------------------------------------------------------------
 
 
-def resolve(paths: HostPaths, host_path: str, *, max_links: int = 40) -> str | None:
-    """The host path after following symlinks inside the root (like EvalSymlinks); None if absent."""
+def resolve(paths: HostPaths, host_path: str) -> str | None:
+    """The host path after following symlinks inside the root (like EvalSymlinks); None if
+    absent or refused (a link that leads outside --root: HostPaths notes it)."""
     if not host_path.startswith("/"):
         return None
-    todo = [p for p in host_path.split("/") if p]
-    done: list[str] = []
-    links = 0
-    while todo:
-        part = todo.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        cand = "/" + "/".join([*done, part])
-        real = paths.host(cand)
-        try:
-            st = os.lstat(real)
-        except OSError:
-            return None
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > max_links:
-                return None
-            try:
-                target = os.readlink(real)
-            except OSError:
-                return None
-            if target.startswith("/"):
-                done = []
-            todo = [p for p in target.split("/") if p] + todo
-            continue
-        done.append(part)
-    return "/" + "/".join(done)
-
-
-def read_regular(real: str | os.PathLike[str], limit: int) -> bytes:
-    """Read at most `limit` bytes of a regular file; never blocks on a FIFO or a device."""
-    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise OSError(errno.EINVAL, f"is {kind}")
-        chunks, left = [], limit
-        while left > 0:
-            b = os.read(fd, min(left, 1 << 20))
-            if not b:
-                break
-            chunks.append(b)
-            left -= len(b)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+        return paths.resolve(host_path)
+    except OSError:
+        return None
 
 
 def _read_text(paths: HostPaths, host_path: str) -> tuple[str | None, ConfigError | None]:
-    real = paths.host(host_path)
     try:
-        raw = read_regular(real, MAX_FILE_BYTES + 1)
+        raw = paths.read_bytes(host_path, MAX_FILE_BYTES + 1, regular=True)
     except OSError as exc:
-        return None, ConfigError(host_path, f"open {host_path}: {exc.strerror or exc}")
+        why = str(exc) if isinstance(exc, OutsideRoot) else (exc.strerror or str(exc))
+        return None, ConfigError(host_path, f"open {host_path}: {why}")
     if len(raw) > MAX_FILE_BYTES:
         return None, ConfigError(host_path, f"{host_path}: larger than {MAX_FILE_BYTES} bytes, not read")
     try:
@@ -738,7 +689,7 @@ def read_containerd(paths: HostPaths, config_file: str | None = None) -> Contain
     each file once), every one merged over the previous ones.
     """
     candidates = [config_file] if config_file else list(CONTAINERD_CONFIGS)
-    main = next((c for c in candidates if os.path.isfile(paths.host(c))), None)
+    main = next((c for c in candidates if paths.is_file(c)), None)
     if main is None:
         return ContainerdView()
     files: list[str] = []
@@ -773,9 +724,7 @@ def read_containerd(paths: HostPaths, config_file: str | None = None) -> Contain
                 imp = os.path.join(os.path.dirname(cur), imp)
             if "*" in imp:
                 dirs.append(os.path.dirname(imp))
-                root = str(paths.root).rstrip("/")
-                for hit in sorted(glob.glob(str(paths.host(imp)))):
-                    pending.append(hit[len(root):] if root and hit.startswith(root) else hit)
+                pending.extend(paths.glob(imp))
             else:
                 pending.append(imp)
     handlers = handlers_from_containerd(merged, main, handler_origin)
@@ -886,15 +835,16 @@ def read_layers(paths: HostPaths, resolved_main: str) -> tuple[list[Layer], list
     dropdir = os.path.join(os.path.dirname(resolved_main), "config.d")
     files.append(dropdir)
     try:
-        names = sorted(os.listdir(paths.host(dropdir)))
+        names = sorted(paths.listdir(dropdir))
     except FileNotFoundError:
         return layers, [], files
     except OSError as exc:
-        return layers, [ConfigError(dropdir, f"error reading {go_quote(dropdir)} directory: {exc.strerror}")], files
+        why = str(exc) if isinstance(exc, OutsideRoot) else exc.strerror
+        return layers, [ConfigError(dropdir, f"error reading {go_quote(dropdir)} directory: {why}")], files
     for name in names:
         p = os.path.join(dropdir, name)
         files.append(p)
-        if os.path.isdir(paths.host(p)):
+        if paths.is_dir(p):
             return layers, [ConfigError(p, f"error reading file {go_quote(p)}: read {p}: is a directory")], files
         text, err = _read_text(paths, p)
         if err is not None:

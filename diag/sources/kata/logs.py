@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from diag import events as ev
+from diag.paths import HostPaths
 from diag.sources.kata import signatures
 
 SANDBOX_ID_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -439,14 +440,46 @@ class FileFollower:
         return [ln.decode("utf-8", "replace") for ln in lines]
 
 
-def journal_dirs(root: Path) -> list[Path]:
-    """Directories under the root that directly hold journal files (`<base>/<machine-id>/`)."""
+def _as_paths(root: HostPaths | Path | str) -> HostPaths:
+    return root if isinstance(root, HostPaths) else HostPaths(Path(root))
+
+
+def _journal_files(paths: HostPaths, host_dir: str, depth: int, out: list[str]) -> bool:
+    """Collect `*.journal` host paths under `host_dir`; False when, confined, a link is met
+    (journalctl, a program of its own, would follow it wherever it leads: refused)."""
+    try:
+        names = sorted(paths.listdir(host_dir))
+    except OSError:
+        return True
+    for name in names:
+        p = f"{host_dir}/{name}"
+        if paths.confined and paths.is_link(p):
+            paths.refuse(p, f"{p} is a symlink in a journal directory: journalctl would follow it "
+                            "outside --root")
+            return False
+        if name.endswith(".journal"):
+            out.append(p)
+        elif depth > 0 and paths.is_dir(p) and not _journal_files(paths, p, depth - 1, out):
+            return False
+    return True
+
+
+def journal_dirs(root: HostPaths | Path | str) -> list[Path]:
+    """Directories under the root that directly hold journal files (`<base>/<machine-id>/`), as
+    the agent's paths for `journalctl -D`; none from a journal tree that holds a link."""
+    paths = _as_paths(root)
+    files: list[str] = []
+    for base in ("/var/log/journal", "/run/log/journal"):
+        if paths.is_dir(base) and not _journal_files(paths, base, 3, files):
+            return []
     out: list[Path] = []
-    for base in (root / "var" / "log" / "journal", root / "run" / "log" / "journal"):
-        if base.is_dir():
-            for f in sorted(base.rglob("*.journal")):
-                if f.parent not in out:
-                    out.append(f.parent)
+    for f in sorted(files):
+        try:
+            d = Path(paths.real(os.path.dirname(f)))
+        except OSError:
+            continue
+        if d not in out:
+            out.append(d)
     return out
 
 
@@ -470,15 +503,18 @@ def decode_kmsg(record: bytes, boot_ns: int = 0) -> LogRecord | None:
 class KmsgFollower:
     """New records of /dev/kmsg (read from its end); for hosts without a journal."""
 
-    def __init__(self, path: str | Path = "/dev/kmsg") -> None:
+    def __init__(self, path: str | Path = "/dev/kmsg", *, paths: HostPaths | None = None) -> None:
+        """`paths`: open `path` (a host path then) inside that root."""
         self.path = str(path)
+        self.paths = paths
         self.fd: int | None = None
         self.reason = ""
         self.lost = 0
 
     def start(self) -> bool:
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            self.fd = self.paths.open(self.path, flags) if self.paths else os.open(self.path, flags)
             os.lseek(self.fd, 0, os.SEEK_END)
         except OSError as exc:
             self.reason = f"{self.path}: {exc.strerror or exc}"
@@ -507,10 +543,13 @@ class KmsgFollower:
             self.fd = None
 
 
-def boot_time_ns(proc_root: Path) -> int:
-    """Wall-clock time of boot from `<proc>/stat` btime (seconds), 0 when unknown."""
+def boot_time_ns(proc_root: Path | HostPaths) -> int:
+    """Wall-clock time of boot from `<proc>/stat` btime (seconds), 0 when unknown; given
+    HostPaths, `/proc/stat` is read inside its root."""
     try:
-        for line in (proc_root / "stat").read_text().splitlines():
+        text = (proc_root.read_text("/proc/stat") if isinstance(proc_root, HostPaths)
+                else (proc_root / "stat").read_text())
+        for line in text.splitlines():
             if line.startswith("btime "):
                 return int(line.split()[1]) * 1_000_000_000
     except (OSError, ValueError):
@@ -525,8 +564,9 @@ JOURNAL_MATCHES = ("SYSLOG_IDENTIFIER=kata", "+", "_SYSTEMD_UNIT=containerd.serv
 class JournalFollower:
     """`journalctl -f -o json` on the host journal (or the journal files under --root)."""
 
-    def __init__(self, root: Path, *, since_now: bool = True, units: tuple[str, ...] = ()) -> None:
-        self.root = root
+    def __init__(self, root: HostPaths | Path, *, since_now: bool = True, units: tuple[str, ...] = ()) -> None:
+        self.paths = _as_paths(root)
+        self.root = self.paths.root
         self.since_now = since_now
         self.units = units
         self.proc: subprocess.Popen[bytes] | None = None
@@ -534,23 +574,28 @@ class JournalFollower:
         self.reason = ""
 
     @staticmethod
-    def available(root: Path) -> tuple[bool, str]:
+    def available(root: HostPaths | Path) -> tuple[bool, str]:
+        paths = _as_paths(root)
+        root = paths.root
         if shutil.which("journalctl") is None:
             return False, "journalctl not found"
-        if str(root) != "/" and not journal_dirs(root):
+        if paths.confined and not journal_dirs(paths):
+            refused = [r for r in paths.refusals.all() if "journal" in r]
+            if refused:
+                return False, f"journal refused: {refused[0]}"
             return False, f"no journal files under {root}/var/log/journal or {root}/run/log/journal"
-        if str(root) == "/" and not (Path("/run/systemd/journal").is_dir() or journal_dirs(root)):
+        if not paths.confined and not (Path("/run/systemd/journal").is_dir() or journal_dirs(paths)):
             return False, "no systemd journal on this host"
         return True, ""
 
     def command(self) -> list[str]:
         cmd = ["journalctl", "-f", "-o", "json", "--no-pager", "-q"]
         cmd += ["-n", "0"] if self.since_now else ["--no-tail"]
-        if str(self.root) != "/":
-            if (self.root / "etc" / "machine-id").is_file():
+        if self.paths.confined:
+            if self.paths.is_file("/etc/machine-id"):
                 cmd += ["--root", str(self.root)]  # journalctl finds <root>/var/log/journal/<machine-id>
             else:
-                dirs = journal_dirs(self.root)
+                dirs = journal_dirs(self.paths)
                 cmd += ["-D", str(dirs[0])] if dirs else []
         matches = list(JOURNAL_MATCHES)
         for u in self.units:

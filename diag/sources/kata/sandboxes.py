@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.paths import HostPaths, OutsideRoot
 from diag.sources import proc
 from diag.sources.kata import config as kconfig
 from diag.sources.kata.signatures import normalise_bdf
@@ -275,11 +275,12 @@ def vfio_group_of_link(target: str) -> int | None:
 
 def _read(paths: HostPaths, host_path: str, limit: int = MAX_STATE_BYTES) -> tuple[str | None, str]:
     try:
-        raw = kconfig.read_regular(paths.host(host_path), limit + 1)
+        raw = paths.read_bytes(host_path, limit + 1, regular=True)
     except FileNotFoundError:
         return None, ""
     except OSError as exc:
-        return None, f"{host_path}: cannot read: {exc.strerror or exc}"
+        why = str(exc) if isinstance(exc, OutsideRoot) else (exc.strerror or str(exc))
+        return None, f"{host_path}: cannot read: {why}"
     if len(raw) > limit:
         return None, f"{host_path}: larger than {limit} bytes, not read"
     return raw.decode("utf-8", "replace"), ""
@@ -287,7 +288,7 @@ def _read(paths: HostPaths, host_path: str, limit: int = MAX_STATE_BYTES) -> tup
 
 def _listdir(paths: HostPaths, host_dir: str) -> list[str]:
     try:
-        return sorted(os.listdir(paths.host(host_dir)))
+        return sorted(paths.listdir(host_dir))
     except OSError:
         return []
 
@@ -309,7 +310,7 @@ def state_signature(paths: HostPaths) -> tuple[Any, ...]:
     sig: list[Any] = []
     for d in (GO_SBS, GO_VM, RS_STATE):
         try:
-            st = os.stat(paths.host(d))
+            st = paths.stat(d)
         except OSError:
             sig.append(None)
             continue
@@ -317,7 +318,7 @@ def state_signature(paths: HostPaths) -> tuple[Any, ...]:
         for sid in _listdir(paths, d):
             for f in ("persist.json", "state.json", "pid"):
                 try:
-                    fs = os.stat(paths.host(f"{d}/{sid}/{f}"))
+                    fs = paths.stat(f"{d}/{sid}/{f}")
                     sig.append((d, sid, f, fs.st_mtime_ns, fs.st_size, fs.st_ino))
                 except OSError:
                     pass
@@ -327,7 +328,7 @@ def state_signature(paths: HostPaths) -> tuple[Any, ...]:
 def read_state(paths: HostPaths) -> StateDirs:
     go = {s for s in _listdir(paths, GO_SBS) if _SID_OK.match(s)}
     rs = {s for s in _listdir(paths, RS_STATE) if _SID_OK.match(s)
-          and os.path.isdir(paths.host(f"{RS_STATE}/{s}"))}
+          and paths.is_dir(f"{RS_STATE}/{s}")}
     states: dict[str, StateInfo] = {}
     errors: dict[str, DecodeError] = {}
     # Go's persist.json first, then runtime-rs's state.json (a later one wins a shared id).
@@ -366,7 +367,7 @@ def read_bundle(paths: HostPaths, sandbox_id: str, namespaces: Iterable[str] | N
     for ns in nss:
         p = f"{BUNDLES}/{ns}/{sandbox_id}/config.json"
         try:
-            st = os.stat(paths.host(p))
+            st = paths.stat(p)
         except FileNotFoundError:
             continue
         except OSError as exc:
@@ -507,8 +508,7 @@ def process_start_ns(paths: HostPaths, pid: int, boot_ns: int) -> int | None:
     if not boot_ns:
         return None
     try:
-        with open(f"{paths.proc}/{pid}/stat", "rb") as fh:
-            text = fh.read(4096).decode("utf-8", "replace")
+        text = paths.read_text(f"/proc/{pid}/stat", 4096)
         ticks = int(text[text.rfind(")") + 2:].split()[19])
     except (OSError, ValueError, IndexError):
         return None
@@ -521,7 +521,7 @@ def config_mtime_ns(paths: HostPaths, cfg: ev.KataConfig) -> int | None:
     for p in (cfg.path, *cfg.dropins):
         if p:
             try:
-                m = os.stat(paths.host(p)).st_mtime_ns
+                m = paths.stat(p).st_mtime_ns
             except OSError:
                 continue
             latest = m if latest is None else max(latest, m)
@@ -545,12 +545,11 @@ def scan_vfio_holders(paths: HostPaths, pids: Iterable[int] | None = None) -> di
     """VFIO group -> pids holding `/dev/vfio/<group>` open (readlink of every /proc/<pid>/fd/*)."""
     out: dict[int, set[int]] = {}
     for pid in (pids if pids is not None else proc.iter_pids(paths)):
-        fd_dir = f"{paths.proc}/{pid}/fd"
         try:
-            with os.scandir(fd_dir) as it:
-                for entry in it:
+            with paths.opendir(f"/proc/{pid}/fd") as d:
+                for name in d.listdir():
                     try:
-                        target = os.readlink(entry.path)
+                        target = d.readlink(name)  # a magic link's name: never followed
                     except OSError:
                         continue
                     if target.startswith("/dev/vfio/"):
@@ -573,7 +572,7 @@ def netns_names(paths: HostPaths) -> dict[int, str]:
     for d in NETNS_DIRS:
         for name in _listdir(paths, d):
             try:
-                out.setdefault(os.stat(paths.host(f"{d}/{name}")).st_ino, name)
+                out.setdefault(paths.stat(f"{d}/{name}").st_ino, name)
             except OSError:
                 continue
     return out

@@ -22,8 +22,7 @@ Errors never escape: a bad file is an event naming file and position, and the la
 
 from __future__ import annotations
 
-import contextlib
-import os
+import stat
 import threading
 import time
 from collections.abc import Mapping
@@ -32,7 +31,15 @@ from typing import Any, ClassVar
 
 from diag import events as ev
 from diag.paths import HostPaths
-from diag.sources import Availability, Emit, SourceContext, check_options, proc, register
+from diag.sources import (
+    Availability,
+    Emit,
+    SourceContext,
+    check_options,
+    proc,
+    refusal_events,
+    register,
+)
 from diag.sources.kata import config as kconfig
 from diag.sources.kata import logs, sandboxes
 
@@ -46,16 +53,16 @@ START_SLACK_NS = 1_500_000_000
 
 def _stat_key(paths: HostPaths, host_path: str) -> tuple[Any, ...] | None:
     try:
-        st = os.stat(paths.host(host_path))
+        st = paths.stat(host_path)
     except OSError:
         try:
-            lst = os.lstat(paths.host(host_path))  # a dangling symlink still counts
+            lst = paths.stat(host_path, follow=False)  # a dangling symlink still counts
             return ("L", lst.st_mtime_ns, lst.st_ino)
         except OSError:
             return None
-    if os.path.isdir(paths.host(host_path)):
+    if stat.S_ISDIR(st.st_mode):
         try:
-            names = tuple(sorted(os.listdir(paths.host(host_path))))
+            names = tuple(sorted(paths.listdir(host_path)))
         except OSError:
             names = ()
         return ("D", st.st_mtime_ns, st.st_ino, names)
@@ -208,7 +215,7 @@ class KataWatcher:
             self._sb_config[sid] = (handler, cfg)
             if shim is not None:
                 if not self.boot_ns:
-                    self.boot_ns = logs.boot_time_ns(self.paths.proc)
+                    self.boot_ns = logs.boot_time_ns(self.paths)
                 started = sandboxes.process_start_ns(self.paths, shim.pid, self.boot_ns)
                 changed = sandboxes.config_mtime_ns(self.paths, cfg)
                 # btime has 1 s resolution, so only a change clearly after the start counts.
@@ -252,8 +259,7 @@ class KataWatcher:
             shim, vmm = self.procs.shims.get(sid), self.procs.vmms.get(sid)
             inode = vmm.netns if vmm else None
             if inode is None and bundle and bundle.netns_path:
-                with contextlib.suppress(OSError):
-                    inode = os.stat(self.paths.host(bundle.netns_path)).st_ino
+                inode = proc.ns_inode(self.paths, bundle.netns_path)
             if inode is None and shim is not None and shim.netns != self.procs.host_netns:
                 inode = shim.netns
             asm = sandboxes.assemble(
@@ -317,9 +323,9 @@ class KataWatcher:
     def start_journal(self) -> None:
         """Follow the journal; without one, the kernel's lines come from /dev/kmsg instead."""
         if self.use_journal and self.journal is None:
-            ok, why = logs.JournalFollower.available(self.paths.root)
+            ok, why = logs.JournalFollower.available(self.paths)
             if ok:
-                self.journal = logs.JournalFollower(self.paths.root)
+                self.journal = logs.JournalFollower(self.paths)
                 try:
                     self.journal.start()
                 except OSError as exc:
@@ -327,10 +333,10 @@ class KataWatcher:
                     self.journal = None
             self.journal_reason = why
         if self.journal is None and self.use_kmsg and self.kmsg is None:
-            k = logs.KmsgFollower(self.paths.dev / "kmsg")
+            k = logs.KmsgFollower("/dev/kmsg", paths=self.paths)
             if k.start():
                 self.kmsg = k
-                self.boot_ns = logs.boot_time_ns(self.paths.proc)
+                self.boot_ns = logs.boot_time_ns(self.paths)
 
     def _matched(self, rec: logs.LogRecord | None, ts_ns: int, out: list[ev.Event]) -> None:
         if rec is None or self.dedup.seen(rec):
@@ -386,6 +392,13 @@ class KataWatcher:
             if self.journal is None:
                 self._next["journal"] = mono + self.journal_retry_s
         out += self.step_logs(ts_ns)
+        out += self.refused(ts_ns)
+        return out
+
+    def refused(self, ts_ns: int) -> list[ev.Event]:
+        """Each path refused since the last round (it leads outside --root), as a DecodeFailed."""
+        out = refusal_events(self.paths, NAME, ts_ns)
+        self.decode_failures += len(out)
         return out
 
     def close(self) -> None:
