@@ -17,7 +17,7 @@ REPO = TESTS.parent
 
 _TIER_BY_DIR = {
     "unit": "unit", "golden": "golden", "tui": "tui", "kernel": "kernel",
-    "ebpf": "ebpf", "lab": "lab", "bench": "bench",
+    "ebpf": "ebpf", "lab": "lab", "bench": "bench", "image": "image",
 }
 
 
@@ -35,9 +35,10 @@ def fixtures() -> Path:
     return FIXTURES
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def require_root() -> None:
-    """Kernel tiers need root; CI runs as root, so this only skips on a developer laptop."""
+    """Kernel, eBPF, lab and bench tiers need root; CI runs as root, so this only skips on a
+    developer laptop. Session-scoped, so module- and session-scoped fixtures can ask for it."""
     if os.geteuid() != 0:
         pytest.skip("needs root (CI runs every tier as root)")
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from diag import events as ev
 from diag.importers import FileStats, Parsed, register
 from diag.importers.textlog import Emitter, bounded_lines
-from diag.sources.kata import logs
-from diag.sources.kata.logs import MAX_LINE
+from diag.sources.kata import loglines
+from diag.sources.kata.loglines import MAX_LINE
 
 _AGE = r"(?:<unknown>|\d+[smhdy](?:\d+[smhd])?)(?: \(x\d+ over \S+\))?"
 ROW = re.compile(rf"^\s*(?P<type>Normal|Warning)\s+(?P<reason>[A-Za-z][\w]*)\s+(?P<age>{_AGE})"
@@ -90,7 +90,7 @@ def parse_describe(lines: Iterable[str], stats: FileStats | None = None,
                 "the output): put oldest first, time unknown")
     emit = Emitter(st, out)
     for r in sorted(found, key=lambda r: (-r.age_s, r.lineno)):
-        rec = logs.LogRecord(message=r.message, level="error" if r.type == "Warning" else "info",
+        rec = loglines.LogRecord(message=r.message, level="error" if r.type == "Warning" else "info",
                              fields={"reason": r.reason}, origin=f"kubectl-describe:{r.reason}")
         yield from emit.emit(rec, None)
     yield from emit.finish("event row")

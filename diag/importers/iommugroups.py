@@ -12,10 +12,10 @@ import re
 from collections.abc import Iterable, Iterator
 
 from diag import events as ev
+from diag.common.bdf import normalise_bdf
 from diag.importers import FileStats, Parsed, register
 from diag.importers.textlog import bounded_lines
-from diag.sources.kata.logs import MAX_LINE
-from diag.sources.kata.signatures import normalise_bdf
+from diag.sources.kata.loglines import MAX_LINE
 
 SOURCE = "iommu-groups"
 _BDF = r"(?P<bdf>(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])"

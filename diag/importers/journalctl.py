@@ -26,8 +26,8 @@ from diag import events as ev
 from diag.importers import Anchor, FileStats, Parsed, register
 from diag.importers import klog as klogmod
 from diag.importers.textlog import Emitter, bounded_lines
-from diag.sources.kata import logs
-from diag.sources.kata.logs import MAX_LINE
+from diag.sources.kata import loglines
+from diag.sources.kata.loglines import MAX_LINE
 
 _MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
 _IDENT = r"(?P<ident>[\w.@/-]{1,64})(?:\[(?P<pid>\d{1,10})\])?:[ \t]"
@@ -127,20 +127,20 @@ def _prefix_ns(e: Entry, year: int) -> int | None:
         return None
 
 
-def _record(e: Entry, origin_prefix: str = "journalctl") -> logs.LogRecord | None:
+def _record(e: Entry, origin_prefix: str = "journalctl") -> loglines.LogRecord | None:
     ident = e.prefix.group("ident")
     pid = e.prefix.group("pid")
     origin = f"{origin_prefix}:{ident}"
     text = e.text
     if ident == "kernel":
-        return logs.LogRecord(message=text, origin=origin)
+        return loglines.LogRecord(message=text, origin=origin)
     k = klogmod.decode(text)
     if k is not None:
-        return logs.LogRecord(message=k.message, level=k.level, origin=origin,
+        return loglines.LogRecord(message=k.message, level=k.level, origin=origin,
                               pid=int(pid) if pid else None)
-    rec = logs.decode_text_line(text, origin)
+    rec = loglines.decode_text_line(text, origin)
     if rec is not None and rec.pid is None and pid:
-        rec = logs.LogRecord(message=rec.message, level=rec.level, fields=rec.fields,
+        rec = loglines.LogRecord(message=rec.message, level=rec.level, fields=rec.fields,
                              ts_ns=rec.ts_ns, origin=origin, pid=int(pid), line_ts=rec.line_ts)
     return rec
 
@@ -161,14 +161,14 @@ def parse_journalctl(
     st = stats if stats is not None else FileStats("<journalctl>")
     out = parsed if parsed is not None else Parsed(events=(), clock="realtime", ordered=False)
     items = list(entries(lines, st))
-    recs: list[tuple[Entry | None, int, logs.LogRecord | None]] = []
+    recs: list[tuple[Entry | None, int, loglines.LogRecord | None]] = []
     forms: dict[str, int] = {}
     for it in items:
         if isinstance(it, Entry):
             forms[it.form] = forms.get(it.form, 0) + 1
             recs.append((it, it.lineno, _record(it)))
         else:
-            recs.append((None, it[0], logs.decode_text_line(it[1], "journalctl")))
+            recs.append((None, it[0], loglines.decode_text_line(it[1], "journalctl")))
     form = max(forms, key=lambda f: forms[f]) if forms else "short"
     # The inner `time=` of Kata/containerd lines fixes the prefix: year and zone (short), zone
     # check (iso), boot time (monotonic).

@@ -20,7 +20,7 @@ from diag import codec
 from diag import events as ev
 from diag.importers import Anchor, FileStats, Parsed, first_json_object, register
 from diag.importers.logfmt import match_record
-from diag.sources.kata import logs
+from diag.sources.kata import loglines
 
 MAX_ANCHORS = 256
 """Clock anchors kept per boot (the first ones)."""
@@ -36,17 +36,17 @@ def _int(value: Any) -> int | None:
 def entry_events(rec: dict[str, Any]) -> tuple[list[ev.Event], int | None, str]:
     """One journald entry -> (its events, realtime ns or None, why it is bad or '').
 
-    Decoding is the Kata source's own (`decode_journal_entry`, then `to_events`: a Kata write
-    line is the write it announces), as live.
+    Decoding is the Kata source's own (`diag.sources.kata.loglines.decode_journal_entry`,
+    then `to_events`: a Kata write line is the write it announces), as live.
     """
     real = _int(rec.get("__REALTIME_TIMESTAMP"))
     if real is None:
         return [], None, "no __REALTIME_TIMESTAMP"
     ts = real * 1000
-    lr = logs.decode_journal_entry(rec)
+    lr = loglines.decode_journal_entry(rec)
     if lr is None:
         return [], ts, ""
-    out = logs.to_events(lr, ts_ns=ts, source="kata")
+    out = loglines.to_events(lr, ts_ns=ts, source="kata")
     if not out:
         e = match_record(lr, ts)  # the error= of a containerd line wrapping Kata's
         out = [e] if e is not None else []

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from diag import events as ev
 from diag.importers import FileStats, Parsed, register
 from diag.importers.textlog import Emitter, bounded_lines
-from diag.sources.kata import logs
-from diag.sources.kata.logs import MAX_LINE
+from diag.sources.kata import loglines
+from diag.sources.kata.loglines import MAX_LINE
 
 HEADER = re.compile(
     r"^(?P<lvl>[IWEF])(?P<mm>\d{2})(?P<dd>\d{2}) (?P<hms>\d{2}:\d{2}:\d{2})\.(?P<us>\d{6})\s+"
@@ -47,8 +47,8 @@ def decode(text: str) -> KlogLine | None:
     msg = m.group("msg")
     fields: dict[str, str] = {}
     if msg.startswith('"'):  # structured: "message" key=value ...
-        head, end = logs._unquote_go(msg, 0)
-        fields = logs.parse_logfmt(msg[end:].strip())
+        head, end = loglines._unquote_go(msg, 0)
+        fields = loglines.parse_logfmt(msg[end:].strip())
         if "err" in fields and "error" not in fields:
             fields["error"] = fields["err"]
         msg = head
@@ -69,7 +69,7 @@ def parse_klog(lines: Iterable[str], stats: FileStats | None = None,
         if cur is None:
             return
         msg = cur.message + ("\n" + "\n".join(extra) if extra else "")
-        rec = logs.LogRecord(message=msg, level=cur.level, fields=cur.fields, origin="klog")
+        rec = loglines.LogRecord(message=msg, level=cur.level, fields=cur.fields, origin="klog")
         yield from emit.emit(rec, None)
 
     for raw in lines:
@@ -84,7 +84,7 @@ def parse_klog(lines: Iterable[str], stats: FileStats | None = None,
         elif cur is not None and len(extra) < MAX_CONTINUATION:
             extra.append(line)
         elif cur is None:
-            yield from emit.emit(logs.LogRecord(message=line, origin="klog"), None)
+            yield from emit.emit(loglines.LogRecord(message=line, origin="klog"), None)
     yield from flush()
     yield from emit.finish("klog line")
     out.clock = "none"

@@ -17,7 +17,7 @@ from typing import Any
 from diag import events as ev
 from diag.importers import FileStats, Parsed, register
 from diag.importers.textlog import Emitter, bounded_lines
-from diag.sources.kata import logs
+from diag.sources.kata import loglines
 
 MAX_BYTES = 32 * 1024 * 1024
 _ANCHOR = re.compile(r"(?:^|[\s\[{,:-])[&*][\w-]+", re.M)
@@ -62,7 +62,7 @@ def _stamp(item: dict[str, Any]) -> int | None:
     for v in (item.get("lastTimestamp"), item.get("eventTime"), item.get("firstTimestamp"),
               meta.get("creationTimestamp") if isinstance(meta, dict) else None):
         if isinstance(v, str) and v:
-            ts = logs.parse_time_ns(v)
+            ts = loglines.parse_time_ns(v)
             if ts is not None:
                 return ts
     return None
@@ -88,7 +88,7 @@ def parse_kube_events(text: str, stats: FileStats | None = None,
         obj = item.get("involvedObject") if isinstance(item.get("involvedObject"), dict) else {}
         if isinstance(obj, dict) and obj.get("name"):
             pods.add(f"{obj.get('kind', '?')} {obj.get('namespace', '?')}/{obj['name']}")
-        rec = logs.LogRecord(message=msg, level="error" if item.get("type") == "Warning" else "info",
+        rec = loglines.LogRecord(message=msg, level="error" if item.get("type") == "Warning" else "info",
                              fields={"reason": str(item.get("reason", ""))}, ts_ns=ts,
                              origin=f"kubectl-events:{item.get('reason', '')}", line_ts=ts is not None)
         yield from emit.emit(rec, ts)

@@ -16,9 +16,9 @@ from dataclasses import replace
 
 from diag import codec
 from diag import events as ev
-from diag.importers import FileStats, Parsed, decode_line, register
+from diag.importers import FileStats, Parsed, decode_line, register, text_lines
 from diag.importers.textlog import Emitter
-from diag.sources.kata import logs
+from diag.sources.kata import loglines
 
 SOURCE = "kata"
 _WRAPPED = ("error", "err")
@@ -26,24 +26,24 @@ _WRAPPED = ("error", "err")
 <kata error>: unknown`): matched when the message itself is not a known one."""
 
 
-def match_record(rec: logs.LogRecord, ts_ns: int) -> ev.LogLineMatched | None:
+def match_record(rec: loglines.LogRecord, ts_ns: int) -> ev.LogLineMatched | None:
     """The LogLineMatched for a decoded log record, looking into its error fields too."""
-    e = logs.to_event(rec, ts_ns=ts_ns, source=SOURCE)
+    e = loglines.to_event(rec, ts_ns=ts_ns, source=SOURCE)
     if e is not None:
         return e
     for key in _WRAPPED:
         val = rec.fields.get(key)
         if val:
-            inner = logs.LogRecord(message=val, level=rec.level, fields=rec.fields,
+            inner = loglines.LogRecord(message=val, level=rec.level, fields=rec.fields,
                                    ts_ns=rec.ts_ns, origin=rec.origin, pid=rec.pid)
-            e = logs.to_event(inner, ts_ns=ts_ns, source=SOURCE)
+            e = loglines.to_event(inner, ts_ns=ts_ns, source=SOURCE)
             if e is not None:
                 text = f"{rec.message}: {val}" if rec.message else val
                 return replace(e, text=text)
     return None
 
 
-def _json_record(line: str, origin: str) -> logs.LogRecord | str:
+def _json_record(line: str, origin: str) -> loglines.LogRecord | str:
     try:
         obj = codec._loads(line)
     except ValueError:
@@ -52,9 +52,9 @@ def _json_record(line: str, origin: str) -> logs.LogRecord | str:
         return "JSON line is not an object"
     fields = {str(k): v if isinstance(v, str) else str(v) for k, v in obj.items()}
     msg = fields.pop("msg", "") or fields.pop("message", "")
-    ts = logs.parse_time_ns(fields.pop("time", "") or fields.pop("ts", ""))
+    ts = loglines.parse_time_ns(fields.pop("time", "") or fields.pop("ts", ""))
     pid = fields.get("pid", "")
-    return logs.LogRecord(message=msg, level=fields.pop("level", ""), fields=fields, ts_ns=ts,
+    return loglines.LogRecord(message=msg, level=fields.pop("level", ""), fields=fields, ts_ns=ts,
                           origin=origin, pid=int(pid) if pid.isdigit() else None)
 
 
@@ -64,26 +64,22 @@ def parse_logfmt_lines(
 ) -> Iterator[ev.Event]:
     """Decode a logfmt/JSON log file into events (realtime stamps).
 
-    Decoding is the Kata source's own (`diag.sources.kata.logs`), so a line gives the same
-    events live and in a postmortem. A known line without a time field is kept in its place
-    with its time unknown (`Parsed.untimed`); a line with neither is not damage.
+    Decoding is the Kata source's own (`diag.sources.kata.loglines`), so a line gives the
+    same events live and in a postmortem. A known line without a time field is kept in its
+    place with its time unknown (`Parsed.untimed`); a line with neither is not damage.
     """
     st = stats if stats is not None else FileStats("<log>")
     out = parsed if parsed is not None else Parsed(events=(), clock="realtime", ordered=False)
     emit = Emitter(st, out, source=SOURCE)
-    for lineno, raw in enumerate(lines, 1):
-        st.lines += 1
-        line = raw.rstrip("\r\n")
-        if not line.strip():
-            continue
+    for lineno, line in text_lines(lines, st):
         if line.lstrip().startswith("{"):
             got = _json_record(line.strip(), origin)
             if isinstance(got, str):
                 st.bad(lineno, got, line)
                 continue
-            rec: logs.LogRecord | None = got
+            rec: loglines.LogRecord | None = got
         else:
-            rec = logs.decode_text_line(line, origin)
+            rec = loglines.decode_text_line(line, origin)
         if rec is None:
             continue
         if rec.ts_ns is not None and not rec.line_ts:

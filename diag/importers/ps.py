@@ -15,9 +15,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from diag import events as ev
+from diag.common.bdf import normalise_bdf
 from diag.importers import FileStats, Parsed, register
 from diag.importers.textlog import bounded_lines
-from diag.sources.kata.signatures import normalise_bdf
 
 SOURCE = "ps"
 MAX_LINE = 65536

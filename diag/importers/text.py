@@ -15,8 +15,8 @@ from collections.abc import Iterable, Iterator
 from diag import events as ev
 from diag.importers import FileStats, Parsed, register
 from diag.importers.textlog import Emitter, bounded_lines
-from diag.sources.kata import logs
-from diag.sources.kata.logs import MAX_LINE
+from diag.sources.kata import loglines
+from diag.sources.kata.loglines import MAX_LINE
 
 NAME = "text"
 
@@ -32,7 +32,7 @@ def parse_text(lines: Iterable[str], stats: FileStats | None = None,
         line = raw.rstrip("\r\n")[:MAX_LINE]
         if not line.strip():
             continue
-        rec = logs.decode_text_line(line, "text")
+        rec = loglines.decode_text_line(line, "text")
         yield from emit.emit(rec, rec.ts_ns if rec is not None and rec.line_ts else None)
     yield from emit.finish("line")
 

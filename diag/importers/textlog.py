@@ -3,7 +3,7 @@
 Every importer of log-like text (journalctl output, klog, kubectl events, pasted fragments)
 decodes its lines into `LogRecord`s and hands them here with the time it could give each one
 (None when the line has none). The record becomes what it is evidence of
-(`diag.sources.kata.logs.to_events`: the sysfs write a Kata line announces, else the matched
+(`diag.sources.kata.loglines.to_events`: the sysfs write a Kata line announces, else the matched
 line), exactly as the live Kata source does. A known line without a time is never dropped: it
 borrows its neighbour's stamp to keep its place in the input's order and is flagged in
 `Parsed.untimed`, so the report can say its time is unknown. An input where no line had a time
@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from diag import events as ev
 from diag.importers import FileStats, Parsed, decode_line
-from diag.sources.kata import logs
+from diag.sources.kata import loglines
 
 SOURCE = "kata"
 MAX_BYTES = 64 * 1024 * 1024
@@ -56,11 +56,11 @@ class Emitter:
         self.st.events += 1
         return e
 
-    def emit(self, rec: logs.LogRecord | None, ts_ns: int | None) -> Iterator[ev.Event]:
+    def emit(self, rec: loglines.LogRecord | None, ts_ns: int | None) -> Iterator[ev.Event]:
         """The events of one record; `ts_ns` is the line's time, None when it has none."""
         if rec is None:
             return
-        events = logs.to_events(rec, ts_ns=ts_ns or 0, source=self.source)
+        events = loglines.to_events(rec, ts_ns=ts_ns or 0, source=self.source)
         if not events:
             self.unmatched += 1
             return

@@ -56,11 +56,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from diag import codec
 from diag import events as ev
+from diag.common.errors import DiagError
 from diag.core.state import HostState
-from diag.errors import DiagError
 
 if TYPE_CHECKING:
-    from diag.paths import HostPaths
+    from diag.common.paths import HostPaths
 
 Report = Callable[..., None]
 """`report(level, event, **fields)`: how the sink tells the agent's log about its trouble."""
@@ -107,7 +107,7 @@ def default_header(part: int, *, root: str = "/", started_ns: int | None = None,
     import socket
 
     from diag import __version__
-    from diag.paths import HostPaths
+    from diag.common.paths import HostPaths
 
     boot_id = ""
     with contextlib.suppress(OSError):  # under --root, confined (`paths` keeps the refusal)
@@ -242,14 +242,22 @@ class JournalSink:
         self._last_ts = 0
         self.stats = JournalStats(path=str(self.path))
         self._compress_q: queue.Queue[Path | None] = queue.Queue()
+        self._sync_q: queue.Queue[int] = queue.Queue()
+        """Duplicated descriptors to fdatasync and close; -1 stops the syncer."""
+        self._start_workers()
+        self._take_over()
+
+    def _start_workers(self) -> None:
+        """The gzip and fdatasync threads (the core thread never waits for either)."""
         self._compressor = threading.Thread(target=self._worker(self._compress_loop),
                                             name="vfiowatch-gzip", daemon=True)
         self._compressor.start()
-        self._sync_q: queue.Queue[int] = queue.Queue()
-        """Duplicated descriptors to fdatasync and close; -1 stops the syncer."""
         self._syncer = threading.Thread(target=self._worker(self._sync_loop), name="vfiowatch-fsync",
                                         daemon=True)
         self._syncer.start()
+
+    def _take_over(self) -> None:
+        """An earlier run's parts are compressed and its file kept as a part; then a new file."""
         for leftover in self._parts(compressed=False):
             self._compress_q.put(leftover)
         if self.path.exists() and self.path.stat().st_size > 0:
@@ -359,23 +367,8 @@ class JournalSink:
                 return
         fd = self._fd
         assert fd is not None
-        lines: list[bytes] = []
-        n_pre = 0
-        if self._need_start or self._dropped:
-            state = self._state()
-            restated = [codec.dumps(r) for r in state_records(state, ts_ns)] if state else []
-            if self._need_start:
-                hdr = replace(self._header_fn(self._part), part=self._part,
-                              snapshot_records=len(restated))
-                lines.append(codec.dumps(hdr))
-            if self._dropped:
-                lines.append(codec.dumps(ev.EventsLost(
-                    ts_ns=ts_ns, source="journal", lost_source="journal", count=self._dropped,
-                    reason=f"journal writes failed: {errno_mod.errorcode.get(self._fail_errno, '?')}"
-                           f" ({os.strerror(self._fail_errno) if self._fail_errno else ''})",
-                )))
-            lines.extend(restated)
-            n_pre = len(lines)
+        lines = self._preamble(ts_ns) if self._need_start or self._dropped else []
+        n_pre = len(lines)
         if not lines and not payload:
             return
         data = b"".join(lines + payload) if lines or len(payload) != 1 else payload[0]
@@ -390,12 +383,34 @@ class JournalSink:
                 self._close_fd()  # EIO, EBADF, a vanished file system: reopen on retry
             self._fail(exc, len(payload))
             return
+        self._written(fd, n, n_pre + len(payload))
+
+    def _preamble(self, ts_ns: int) -> list[bytes]:
+        """What goes before the records: a new part's header, the loss after a failure, and the
+        state restated (the part then replays on its own)."""
+        lines: list[bytes] = []
+        state = self._state()
+        restated = [codec.dumps(r) for r in state_records(state, ts_ns)] if state else []
+        if self._need_start:
+            hdr = replace(self._header_fn(self._part), part=self._part,
+                          snapshot_records=len(restated))
+            lines.append(codec.dumps(hdr))
+        if self._dropped:
+            lines.append(codec.dumps(ev.EventsLost(
+                ts_ns=ts_ns, source="journal", lost_source="journal", count=self._dropped,
+                reason=f"journal writes failed: {errno_mod.errorcode.get(self._fail_errno, '?')}"
+                       f" ({os.strerror(self._fail_errno) if self._fail_errno else ''})",
+            )))
+        return lines + restated
+
+    def _written(self, fd: int, n: int, records: int) -> None:
+        """Account for `n` bytes of `records` written; a recovery is told, a sync done if due."""
         self._size += n
         self._dirty = True
         st = self.stats
         st.size_bytes = self._size
         st.bytes_written += n
-        st.records_written += n_pre + len(payload)
+        st.records_written += records
         if self._need_start:
             self._start_size = self._size
         self._need_start = False

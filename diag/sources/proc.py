@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 
 KATA_SHIM_NAMES = ("containerd-shim-kata-v2",)
 KATA_SHIM_COMM = "containerd-shim"  # /proc/<pid>/comm is truncated to 15 characters

@@ -13,20 +13,15 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from diag import events as ev
-from diag.paths import HostDir, HostPaths, OutsideRoot
+from diag.common.bdf import is_bdf
+from diag.common.paths import HostDir, HostPaths, OutsideRoot
 
-_BDF = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _VIRTFN = re.compile(r"^virtfn(\d+)$")
 
 PCI_IDS_CANDIDATES = ("usr/share/misc/pci.ids", "usr/share/hwdata/pci.ids", "usr/share/pci.ids")
-
-
-def is_bdf(text: str) -> bool:
-    """True for a full PCI address with domain (`0000:01:10.0`)."""
-    return bool(_BDF.match(text))
 
 
 PCI_DEVICES = "/sys/bus/pci/devices"
@@ -166,34 +161,9 @@ def _scan_one(paths: HostPaths, bdf: str, ids: PciIds | None) -> ev.PciDevice:
 
 
 def _read_device(paths: HostPaths, bdf: str, ids: PciIds | None, r: _Reader) -> ev.PciDevice:
-    vendor = r.hexid("vendor", 4)
-    device = r.hexid("device", 4)
-    class_code = r.hexid("class", 6)
-    sub_vendor = r.hexid("subsystem_vendor", 4)
-    sub_device = r.hexid("subsystem_device", 4)
-
-    driver = r.link("driver")
-
-    override_raw = r.text("driver_override", optional=True)
-    override = None if override_raw in (None, "", "(null)") else override_raw
-
-    group_name = r.link("iommu_group")
-    group: int | None = None
-    if group_name:
-        try:
-            group = int(group_name)
-        except ValueError:
-            r.errors.append(f"iommu_group: unexpected target {group_name!r}")
-
-    numa = r.integer("numa_node")
-    if numa is not None and numa < 0:
-        numa = None
-
-    role = "none"
-    pf: str | None = None
-    vf_index: int | None = None
-    vfs: list[tuple[int, str]] = []
-    numvfs = totalvfs = None
+    """One device's attributes, in the order they are read; what cannot be read is in `errors`."""
+    identity = _identity(r, ids)
+    binding = _binding(r)
     physfn = r.link("physfn")
     entries: list[str] = []
     if r.dir is not None:
@@ -201,63 +171,84 @@ def _read_device(paths: HostPaths, bdf: str, ids: PciIds | None, r: _Reader) -> 
             entries = r.dir.listdir()
         except OSError as exc:
             r.errors.append(f".: {_why(exc)}")
+    sriov = _sriov(paths, bdf, r, physfn, entries)
+    return ev.PciDevice(bdf=bdf, **identity, **binding, **sriov, netdevs=_netdevs(r, entries),
+                        errors=tuple(r.errors))
+
+
+def _identity(r: _Reader, ids: PciIds | None) -> dict[str, Any]:
+    """Vendor, device, class and subsystem ids, and their names from pci.ids."""
+    vendor, device = r.hexid("vendor", 4), r.hexid("device", 4)
+    return {
+        "vendor": vendor, "device": device, "class_code": r.hexid("class", 6),
+        "subsystem_vendor": r.hexid("subsystem_vendor", 4),
+        "subsystem_device": r.hexid("subsystem_device", 4),
+        "vendor_name": ids.vendor(vendor) if ids and vendor else "",
+        "device_name": ids.device(vendor, device) if ids and vendor and device else "",
+    }
+
+
+def _binding(r: _Reader) -> dict[str, Any]:
+    """The driver, driver_override, IOMMU group (and its /dev/vfio node) and NUMA node."""
+    driver = r.link("driver")
+    override_raw = r.text("driver_override", optional=True)
+    group_name = r.link("iommu_group")
+    group: int | None = None
+    if group_name:
+        try:
+            group = int(group_name)
+        except ValueError:
+            r.errors.append(f"iommu_group: unexpected target {group_name!r}")
+    numa = r.integer("numa_node")
+    return {
+        "driver": driver,
+        "driver_override": None if override_raw in (None, "", "(null)") else override_raw,
+        "iommu_group": group,
+        "numa_node": None if numa is not None and numa < 0 else numa,
+        "vfio_group_path": f"/dev/vfio/{group}" if driver == "vfio-pci" and group is not None
+        else None,
+    }
+
+
+def _sriov(paths: HostPaths, bdf: str, r: _Reader, physfn: str | None,
+           entries: list[str]) -> dict[str, Any]:
+    """The SR-IOV role: a VF's PF and index, a PF's VF counts and VFs in index order."""
+    out: dict[str, Any] = {"role": "none"}
     if physfn:
-        role = "vf"
-        pf = physfn
+        out.update(role="vf", pf=physfn)
         # Our index is the PF's virtfnN that points back at us.
         try:
-            with paths.opendir(f"{PCI_DEVICES}/{pf}") as pf_dir:
+            with paths.opendir(f"{PCI_DEVICES}/{physfn}") as pf_dir:
                 for name in pf_dir.listdir():
                     m = _VIRTFN.match(name)
                     if m and pf_dir.link_name(name) == bdf:
-                        vf_index = int(m.group(1))
+                        out["vf_index"] = int(m.group(1))
                         break
         except OSError as exc:
             r.errors.append(f"physfn: {_why(exc)}")
     if "sriov_totalvfs" in entries:
-        role = "pf"
-        totalvfs = r.integer("sriov_totalvfs")
-        numvfs = r.integer("sriov_numvfs")
+        vfs: list[tuple[int, str]] = []
+        out.update(role="pf", sriov_totalvfs=r.integer("sriov_totalvfs"),
+                   sriov_numvfs=r.integer("sriov_numvfs"))
         for name in entries:
             m = _VIRTFN.match(name)
             if m:
                 target = r.link(name)
                 if target:
                     vfs.append((int(m.group(1)), target))
-        vfs.sort()
+        out["vfs"] = tuple(b for _, b in sorted(vfs))
+    return out
 
-    netdevs: tuple[str, ...] = ()
-    if "net" in entries and r.dir is not None:
-        try:
-            netdevs = tuple(sorted(r.dir.listdir("net")))
-        except OSError as exc:
-            r.errors.append(f"net: {_why(exc)}")
 
-    vfio_path = f"/dev/vfio/{group}" if driver == "vfio-pci" and group is not None else None
-
-    return ev.PciDevice(
-        bdf=bdf,
-        vendor=vendor,
-        device=device,
-        class_code=class_code,
-        subsystem_vendor=sub_vendor,
-        subsystem_device=sub_device,
-        vendor_name=ids.vendor(vendor) if ids and vendor else "",
-        device_name=ids.device(vendor, device) if ids and vendor and device else "",
-        driver=driver,
-        driver_override=override,
-        iommu_group=group,
-        numa_node=numa,
-        role=role,
-        pf=pf,
-        vf_index=vf_index,
-        sriov_numvfs=numvfs,
-        sriov_totalvfs=totalvfs,
-        vfs=tuple(b for _, b in vfs),
-        netdevs=netdevs,
-        vfio_group_path=vfio_path,
-        errors=tuple(r.errors),
-    )
+def _netdevs(r: _Reader, entries: list[str]) -> tuple[str, ...]:
+    """The interfaces under the device's `net/` (host namespace only)."""
+    if "net" not in entries or r.dir is None:
+        return ()
+    try:
+        return tuple(sorted(r.dir.listdir("net")))
+    except OSError as exc:
+        r.errors.append(f"net: {_why(exc)}")
+        return ()
 
 
 def scan(paths: HostPaths, *, names: bool = True) -> list[ev.PciDevice]:

@@ -28,10 +28,9 @@ import pytest
 from diag import codec
 from diag import events as ev
 from diag.core.correlator import Correlator
+from tests.unit.core import corelab
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "unit" / "core"))
-import corelab  # noqa: E402
 
 REPEAT = 200
 TARGET = 200_000

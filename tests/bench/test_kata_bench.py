@@ -21,10 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources import SourceContext, proc
-from diag.sources.kata import config as kconfig
-from diag.sources.kata import sandboxes
+from diag.sources.kata import discovery, sandboxes
 from diag.sources.kata.source import KataSource, KataWatcher
 from tests.conftest import bind_mounts
 
@@ -88,7 +87,7 @@ def _measure(root: Path) -> None:
     w = KataWatcher(paths, {"journal": False})
     w.step(time.time_ns(), force=True)
     fp = _per_call(w.config_fingerprint, 200)
-    full = _per_call(lambda: kconfig.discover(paths), 50)
+    full = _per_call(lambda: discovery.discover(paths), 50)
     state = _per_call(lambda: sandboxes.state_signature(paths), 200)
     ROWS.append(("config round, unchanged (stat fingerprint)", f"{fp * 1e6:.0f} µs", f"{len(w.discovery.watch)} paths"))
     ROWS.append(("config round, changed (full discovery)", f"{full * 1e3:.2f} ms", "containerd + Kata TOML + drop-ins"))

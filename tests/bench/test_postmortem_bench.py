@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from benchtable import table
+
+from tests.bench.benchtable import table
 
 PROBE = Path(__file__).resolve().parent / "pm_replay_probe.py"
 N = int(os.environ.get("VFIOWATCH_BENCH_PM_EVENTS", "1000000"))

@@ -19,15 +19,15 @@ import time
 from pathlib import Path
 
 import pytest
-from benchtable import table
 
+from tests.bench.benchtable import table
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.usefixtures("require_root")
 
 PROBE = textwrap.dedent("""
     import json, statistics, sys, time
-    from diag.paths import HostPaths
+    from diag.common.paths import HostPaths
     from diag.sources import sysfs
     roots = sys.argv[1:]
     times = {r: [] for r in roots}

@@ -9,6 +9,7 @@ regenerate with `UPDATE_GOLDEN=1` and review the diff.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -17,14 +18,19 @@ from pathlib import Path
 
 import pytest
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures"
-REAL = FIX / "postmortem-real"
-INCIDENTS = FIX / "postmortem-incidents"
+from tests.conftest import FIXTURES
+
+REAL = FIXTURES / "postmortem-real"
+INCIDENTS = FIXTURES / "postmortem-incidents"
 GOLDEN = Path(__file__).resolve().parent / "postmortem"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
-sys.path.insert(0, str(REAL))
-import evaluate  # noqa: E402  (the measurement script, used as a library)
+# The measurement script, used as a library (it lives beside the corpus it measures, in a folder
+# that is not a package).
+_SPEC = importlib.util.spec_from_file_location("evaluate", REAL / "evaluate.py")
+assert _SPEC is not None and _SPEC.loader is not None
+evaluate = sys.modules["evaluate"] = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(evaluate)
 
 
 @pytest.mark.parametrize("manifest", [REAL / "expected.toml", INCIDENTS / "expected.toml"],

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources.kata.source import KataWatcher
 from tests.conftest import bind_mounts
 

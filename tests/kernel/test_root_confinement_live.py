@@ -90,8 +90,8 @@ def test_namespaces_open_through_a_real_procfs_under_the_root(tmp_path: Path) ->
     host.mkdir()
     probe = textwrap.dedent(f"""
         import os, sys
-        from diag.paths import HostPaths
-        from diag.sources.links import scan_netns
+        from diag.common.paths import HostPaths
+        from diag.sources.netns import scan_netns
         paths = HostPaths.at({str(host)!r})
         mine = os.stat("/proc/self/ns/net").st_ino
         found = scan_netns(paths)

@@ -10,11 +10,12 @@ sandbox claims it, or the VF goes back to a host driver (or is removed).
 from __future__ import annotations
 
 from diag import events as ev
-from diag.core.config import NS, CoreConfig
-from diag.core.episodes import VFIO_DRIVER, actor_label
+from diag.core.episodes import VFIO_DRIVER
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers, device_label, is_vf
+from diag.core.thresholds import NS, CoreConfig
+from diag.render import actor_label
 
 
 def _moved_by_kata(model: Model, bdf: str) -> bool:
@@ -25,10 +26,10 @@ def _moved_by_kata(model: Model, bdf: str) -> bool:
         return False
     if ep.sandbox_id is not None or any(a.kata_runtime for a in ep.actors):
         return True
-    return any(getattr(x, "source", "") == "kata-log" for x in ep.events)
+    return any(getattr(x, "source", "") == ev.KATA_LOG for x in ep.events)
 
 
-@register("vf-stranded-on-vfio")
+@register
 class VfStrandedOnVfio(ConditionRule):
     """Open when a VF sits on vfio-pci unused past the grace period."""
 

@@ -35,7 +35,8 @@ flapping_window = 120
 """
 # bcc compiles the agent's probes at start-up: minutes under TCG on a loaded 2-core host.
 READY_TIMEOUT = 420.0
-HEARTBEAT_S = 60.0
+PROGRESS_EVERY_S = 60.0
+"""While waiting for the agent, a progress line this often (the host's hang detector waits 240 s)."""
 # Scenarios 1-5 share one agent (start-up is the slow part); 6 gets a fresh one so its
 # driver-flapping window holds only its own moves; 7 and 8 replay 1 and 3 under an agent
 # forced into tracepoint mode (kernels without kprobes), whose default open-only variant
@@ -50,7 +51,7 @@ own lines, read from the journal, are the only witness of who moved the VF."""
 
 def registered_sources() -> list[str]:
     """The sources the installed agent registers (it reports a state for each at start)."""
-    code = "from diag.sources import load_builtin; print(','.join(load_builtin()))"
+    code = "from diag.sources import SOURCES; print(','.join(SOURCES.load()))"
     res = subprocess.run(["python3", "-c", code], capture_output=True, text=True, check=False)
     names = [x for x in res.stdout.strip().split(",") if x]
     if res.returncode != 0 or not names:  # a broken install must fail the lab, not shrink it
@@ -101,20 +102,19 @@ class Agent:
         return out
 
     def wait(self, pred: Callable[[dict], bool], timeout: float) -> dict | None:
-        start = time.monotonic()
-        end, beat = start + timeout, start + HEARTBEAT_S
+        end = time.monotonic() + timeout
+        said = time.monotonic()
         while time.monotonic() < end:
+            if time.monotonic() - said > PROGRESS_EVERY_S:
+                # A line now and then: the host takes a guest silent for 240 s as hung, and on a
+                # loaded host the agent's start-up (Python, then bcc's compile) is longer.
+                said = time.monotonic()
+                labio.say(f"waiting for the agent: {len(self.records())} journal records so far")
             for rec in self.records():
                 if rec.get("ts_ns", 0) >= self.since_ns and pred(rec):
                     return rec
             if self.proc.poll() is not None:
                 return None
-            if time.monotonic() >= beat:
-                # A long wait (bcc compiling under TCG on a loaded host) is not a hung guest:
-                # the host kills a guest silent for 240 s, and a hung guest cannot say this.
-                waited = time.monotonic() - start
-                labio.say(f"agent ({self.journal}): still waiting after {waited:.0f}s")
-                beat += HEARTBEAT_S
             time.sleep(0.1)
         return None
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from corelab import VF, kata_config, of_rule, run, start_ns
-
 from diag import events as ev
+from tests.unit.core.corelab import VF, kata_config, of_rule, run, start_ns
 
 RULE = "vfio-bind-coldplug-disabled"
 T0 = start_ns()
