@@ -154,26 +154,46 @@ def _offset(pairs: list[tuple[int, int]], step: int) -> int | None:
     return round(mid / step) * step
 
 
+Rec = tuple[Entry | None, int, loglines.LogRecord | None]
+"""(the journalctl entry, or None for a bare line; its line number; its decoded record)."""
+
+
 def parse_journalctl(
     lines: Iterable[str], stats: FileStats | None = None, parsed: Parsed | None = None,
 ) -> Iterator[ev.Event]:
     """Decode journalctl text output (see the module docstring)."""
     st = stats if stats is not None else FileStats("<journalctl>")
     out = parsed if parsed is not None else Parsed(events=(), clock="realtime", ordered=False)
-    items = list(entries(lines, st))
-    recs: list[tuple[Entry | None, int, loglines.LogRecord | None]] = []
+    recs, form = _records(lines, st)
+    # The inner `time=` of Kata/containerd lines fixes the prefix: year and zone (short), zone
+    # check (iso), boot time (monotonic).
+    years = [r.ts_ns for _, _, r in recs if r is not None and r.line_ts and r.ts_ns]
+    year = _year(years[0]) if years else None
+    shift = _shift(form, recs, year, st, out)
+    emit = Emitter(st, out)
+    for e, _, r in recs:
+        if r is not None:
+            yield from emit.emit(r, _stamp(e, r, form, year, shift, out))
+    yield from emit.finish("line")
+
+
+def _records(lines: Iterable[str], st: FileStats) -> tuple[list[Rec], str]:
+    """Every entry (or bare line) with its decoded record, and the output mode most entries
+    are in."""
+    recs: list[Rec] = []
     forms: dict[str, int] = {}
-    for it in items:
+    for it in entries(lines, st):
         if isinstance(it, Entry):
             forms[it.form] = forms.get(it.form, 0) + 1
             recs.append((it, it.lineno, _record(it)))
         else:
             recs.append((None, it[0], loglines.decode_text_line(it[1], "journalctl")))
-    form = max(forms, key=lambda f: forms[f]) if forms else "short"
-    # The inner `time=` of Kata/containerd lines fixes the prefix: year and zone (short), zone
-    # check (iso), boot time (monotonic).
-    years = [r.ts_ns for _, _, r in recs if r is not None and r.line_ts and r.ts_ns]
-    year = _year(years[0]) if years else None
+    return recs, (max(forms, key=lambda f: forms[f]) if forms else "short")
+
+
+def _shift(form: str, recs: list[Rec], year: int | None, st: FileStats, out: Parsed) -> int:
+    """What to add to the prefixes: the boot time (short-monotonic) or the capturing host's
+    zone (short), from the lines carrying their own time=; said in the notes."""
     pairs: list[tuple[int, int]] = []
     for e, _, r in recs:
         if e is None or r is None or not r.line_ts or not r.ts_ns:
@@ -189,43 +209,38 @@ def parse_journalctl(
                     f"{boot // 1_000_000_000} s after the epoch)")
         else:
             out.clock = "monotonic"
-        shift = boot or 0
-    elif form == "short":
-        zone = _offset(pairs, 900 * 1_000_000_000)
-        if zone is not None:
-            if zone:
-                st.note(f"journalctl prints the capturing host's local time: UTC{_fmt_zone(-zone)}"
-                        f", from {len(pairs)} line(s) carrying their own time=")
-        elif year is None:
-            st.note("the short format carries no year and no line has a time= of its own: the "
-                    "lines keep their order, their time is unknown")
-        else:
-            st.note("journalctl's prefixes read as UTC (no line tells the capturing host's zone)")
-        shift = zone or 0
+        return boot or 0
+    if form != "short":
+        return 0
+    zone = _offset(pairs, 900 * 1_000_000_000)
+    if zone is not None:
+        if zone:
+            st.note(f"journalctl prints the capturing host's local time: UTC{_fmt_zone(-zone)}"
+                    f", from {len(pairs)} line(s) carrying their own time=")
+    elif year is None:
+        st.note("the short format carries no year and no line has a time= of its own: the "
+                "lines keep their order, their time is unknown")
     else:
-        shift = 0
-    emit = Emitter(st, out)
-    anchors = out.anchors
-    for e, _, r in recs:
-        if r is None:
-            continue
-        ts: int | None = None
-        if r.line_ts and r.ts_ns:
-            ts = r.ts_ns
-            if form == "short-monotonic" and e is not None and e.form == form:
-                pre = _prefix_ns(e, 0)
-                if pre is not None and len(anchors) < 256:
-                    anchors.append(Anchor("", ts, pre))
-        elif e is not None:
-            if e.form == "short" and year is None:
-                ts = None
-            else:
-                pre = _prefix_ns(e, year or 1970)
-                if pre is not None and (e.form != "short-monotonic" or out.clock == "monotonic"
-                                        or shift):
-                    ts = pre + (shift if e.form in ("short", "short-monotonic") else 0)
-        yield from emit.emit(r, ts)
-    yield from emit.finish("line")
+        st.note("journalctl's prefixes read as UTC (no line tells the capturing host's zone)")
+    return zone or 0
+
+
+def _stamp(e: Entry | None, r: loglines.LogRecord, form: str, year: int | None, shift: int,
+           out: Parsed) -> int | None:
+    """One record's time: its own time= (a short-monotonic prefix beside it is an anchor),
+    else its prefix put on the wall clock, else None (time unknown)."""
+    if r.line_ts and r.ts_ns:
+        if form == "short-monotonic" and e is not None and e.form == form:
+            pre = _prefix_ns(e, 0)
+            if pre is not None and len(out.anchors) < 256:
+                out.anchors.append(Anchor("", r.ts_ns, pre))
+        return r.ts_ns
+    if e is None or (e.form == "short" and year is None):
+        return None
+    pre = _prefix_ns(e, year or 1970)
+    if pre is not None and (e.form != "short-monotonic" or out.clock == "monotonic" or shift):
+        return pre + (shift if e.form in ("short", "short-monotonic") else 0)
+    return None
 
 
 def _year(ns: int) -> int:

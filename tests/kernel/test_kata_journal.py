@@ -46,6 +46,16 @@ def write(root: Path, entries: list[dict[str, str]], start_us: int) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def collect(w: KataWatcher, n: int, seconds: float = 10.0) -> list[ev.Event]:
+    """The watcher's matched lines and Kata write lines, until `n` of them came (or time ran out)."""
+    out: list[ev.Event] = []
+    end = time.monotonic() + seconds
+    while len(out) < n and time.monotonic() < end:
+        out += [e for e in w.step_logs(time.time_ns(), timeout=0.2)
+                if isinstance(e, (ev.LogLineMatched, ev.SysfsWriteObserved))]
+    return out
+
+
 def test_journal_follow_go_rs_kernel_and_containerd(tmp_path: Path) -> None:
     """New entries (Go logfmt via syslog, runtime-rs fields, kernel, containerd unit) decode to signatures;
     old ones are skipped; a journalctl that exits is started again."""
@@ -74,15 +84,9 @@ def test_journal_follow_go_rs_kernel_and_containerd(tmp_path: Path) -> None:
                         'cold_plug_vfio is disabled: unknown"'},
             {"SYSLOG_IDENTIFIER": "sshd", "MESSAGE": "Cannot start VM"},  # not matched by the follower
         ], now_us)
-        got: list[ev.LogLineMatched] = []
-        writes: list[ev.SysfsWriteObserved] = []
-        end = time.monotonic() + 10
-        while len(got) + len(writes) < 4 and time.monotonic() < end:
-            for e in w.step_logs(time.time_ns(), timeout=0.2):
-                if isinstance(e, ev.LogLineMatched):
-                    got.append(e)
-                elif isinstance(e, ev.SysfsWriteObserved):
-                    writes.append(e)
+        new = collect(w, 4)
+        got = [e for e in new if isinstance(e, ev.LogLineMatched)]
+        writes = [e for e in new if isinstance(e, ev.SysfsWriteObserved)]
 
         # journalctl dies (we started it; ended by its pid): the watcher starts it again.
         assert w.journal is not None and w.journal.proc is not None
@@ -95,11 +99,8 @@ def test_journal_follow_go_rs_kernel_and_containerd(tmp_path: Path) -> None:
         assert w.journal is not None
         time.sleep(0.5)
         write(root, [{"SYSLOG_IDENTIFIER": "kata", "MESSAGE": 'level=error msg="Cannot start VM"'}], now_us + 100)
-        again: list[ev.Event] = []
-        end = time.monotonic() + 10
-        while not again and time.monotonic() < end:
-            again += [e for e in w.step_logs(time.time_ns(), timeout=0.2) if isinstance(e, ev.LogLineMatched)]
-        assert [e.signature for e in again] == ["cannot-start-vm"]
+        again = collect(w, 1)
+        assert [e.signature for e in again if isinstance(e, ev.LogLineMatched)] == ["cannot-start-vm"]
     finally:
         w.close()
     assert [(e.signature, e.origin) for e in got] == [
