@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -71,13 +70,7 @@ class Incident:
 
     def stop_monitors(self) -> None:
         time.sleep(0.5)
-        for p, fh in self.procs:
-            p.send_signal(signal.SIGINT)
-            try:
-                p.wait(3)
-            except subprocess.TimeoutExpired:
-                p.kill()
-            fh.close()
+        sriov.stop_monitors(self.procs)
         self.procs = []
         self.mark("monitors stopped")
 
@@ -126,74 +119,60 @@ def kata_rs_restore(bdf: str, host_driver: str) -> None:
     sriov.write(f"{PCI}/drivers_probe", bdf)
 
 
-def go38_no_port() -> None:
-    """#10162 with Kata Go 3.8: bind with no-port, QEMU refuses the bus, rollback restores."""
-    sid = kata.sandbox_id(0x21)
-    inc = Incident("go38-no-port", {"udevadm-monitor-property.txt": UDEV_PROP,
-                                    "ip-monitor.txt": IP})
+def _no_port_move(name: str, sid_n: int, monitors: dict[str, list[str]],
+                  bind: Callable[[str], None], restore: Callable[[str, str], None],
+                  restore_mark: str, lspci_flags: str, *, ps: bool = False,
+                  dmesg: bool = False) -> None:
+    """A #10162 incident: `bind` moves the VF to vfio-pci for a sandbox with no-port, QEMU
+    refuses the bus, `restore` gives it back to igbvf; then lspci `lspci_flags` (and, when
+    asked, `ps -ef` before the move and `dmesg` after)."""
+    sid = kata.sandbox_id(sid_n)
+    inc = Incident(name, monitors)
     kata.create_sandbox(sid)
     shim = kata.start_shim(sid, "")
     inc.mark(f"shim pid {shim.pid} sandbox {sid}")
-    inc.run("ps-ef.txt", "ps", "-ef")
-    sriov.kata38_bind(VF0)
+    if ps:
+        inc.run("ps-ef.txt", "ps", "-ef")
+    bind(VF0)
     sriov.wait_for(lambda: sriov.driver_of(VF0) == "vfio-pci", 5)
     inc.mark("qemu started and exited: Bus not found")
     time.sleep(1.2)
-    inc.mark("rollback: Removing network after failure in createSandbox")
-    sriov.kata38_restore(VF0, "igbvf")
+    inc.mark(restore_mark)
+    restore(VF0, "igbvf")
     sriov.wait_for(lambda: sriov.driver_of(VF0) == "igbvf", 5)
     time.sleep(1.0)
     inc.stop_monitors()
     kata.stop(shim)
     kata.remove_sandbox(sid)
-    inc.run("lspci-nnk-after.txt", "lspci", "-nnk")
-    inc.dmesg("dmesg.txt")
+    inc.run(f"lspci-{lspci_flags.lstrip('-')}-after.txt", "lspci", lspci_flags)
+    if dmesg:
+        inc.dmesg("dmesg.txt")
     inc.close()
+
+
+ROLLBACK = "rollback: Removing network after failure in createSandbox"
+
+
+def go38_no_port() -> None:
+    """#10162 with Kata Go 3.8: bind with no-port, QEMU refuses the bus, rollback restores."""
+    _no_port_move("go38-no-port", 0x21, {"udevadm-monitor-property.txt": UDEV_PROP,
+                                         "ip-monitor.txt": IP},
+                  sriov.kata38_bind, sriov.kata38_restore, ROLLBACK, "-nnk", ps=True, dmesg=True)
 
 
 def go30_legacy_no_port() -> None:
     """#10162 with Kata Go 3.3-3.7: the new_id/bind sequence, then the rollback."""
-    sid = kata.sandbox_id(0x22)
-    inc = Incident("go30-legacy-no-port", {"udevadm-monitor.txt": UDEV, "ip-ts-monitor.txt": IPTS})
-    kata.create_sandbox(sid)
-    shim = kata.start_shim(sid, "")
-    inc.mark(f"shim pid {shim.pid} sandbox {sid}")
-    sriov.kata30_bind(VF0)
-    sriov.wait_for(lambda: sriov.driver_of(VF0) == "vfio-pci", 5)
-    inc.mark("qemu started and exited: Bus not found")
-    time.sleep(1.2)
-    inc.mark("rollback: Removing network after failure in createSandbox")
-    sriov.kata30_restore(VF0, "igbvf")
-    sriov.wait_for(lambda: sriov.driver_of(VF0) == "igbvf", 5)
-    time.sleep(1.0)
-    inc.stop_monitors()
-    kata.stop(shim)
-    kata.remove_sandbox(sid)
-    inc.run("lspci-vnnk-after.txt", "lspci", "-vnnk")
-    inc.close()
+    _no_port_move("go30-legacy-no-port", 0x22, {"udevadm-monitor.txt": UDEV,
+                                                "ip-ts-monitor.txt": IPTS},
+                  sriov.kata30_bind, sriov.kata30_restore, ROLLBACK, "-vnnk")
 
 
 def rs_no_port() -> None:
-    """runtime-rs (no PR #10210 check at all): bind with no-port, QEMU fails, restore."""
-    sid = kata.sandbox_id(0x23)
-    inc = Incident("rs-no-port", {"udevadm-monitor-property.txt": UDEV_PROP,
-                                  "ip-ts-monitor.txt": IPTS})
-    kata.create_sandbox(sid)
-    shim = kata.start_shim(sid, "")
-    inc.mark(f"shim pid {shim.pid} sandbox {sid}")
-    sriov.kata38_bind(VF0)  # bind_device_to_vfio: the same three writes
-    sriov.wait_for(lambda: sriov.driver_of(VF0) == "vfio-pci", 5)
-    inc.mark("qemu started and exited: Bus not found")
-    time.sleep(1.2)
-    inc.mark("restore: bind_device_to_host")
-    kata_rs_restore(VF0, "igbvf")
-    sriov.wait_for(lambda: sriov.driver_of(VF0) == "igbvf", 5)
-    time.sleep(1.0)
-    inc.stop_monitors()
-    kata.stop(shim)
-    kata.remove_sandbox(sid)
-    inc.run("lspci-Dnnk-after.txt", "lspci", "-Dnnk")
-    inc.close()
+    """runtime-rs (no PR #10210 check at all): bind with no-port, QEMU fails, restore (its
+    bind_device_to_vfio makes the same three writes as Go 3.8)."""
+    _no_port_move("rs-no-port", 0x23, {"udevadm-monitor-property.txt": UDEV_PROP,
+                                       "ip-ts-monitor.txt": IPTS},
+                  sriov.kata38_bind, kata_rs_restore, "restore: bind_device_to_host", "-Dnnk")
 
 
 def go32_port_not_set() -> None:
