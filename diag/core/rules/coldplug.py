@@ -252,11 +252,12 @@ def _explanation(bdf: str, prev: str, ep: Episode | None, cp: ColdPlug, severity
 def _remedy(bdf: str, prev: str, cp: ColdPlug) -> str:
     """The configuration fix, then the commands that give the VF back to its host driver."""
     where = f" of handler {', '.join(cp.handlers)}" if cp.handlers else ""
+    driver = "<host driver>" if prev == UNNAMED else prev  # a command to paste, not a phrase
     return (
         f'Set cold_plug_vfio = "root-port" with pcie_root_port >= 1 in [hypervisor.qemu]'
         f"{where} (a config.d drop-in works), or run the Kata Go runtime >= 3.9, which "
         f"refuses such pods before touching the VF (runtime-rs has no such check). Then "
-        f"give the VF back: echo {prev} > /sys/bus/pci/devices/{bdf}/driver_override; "
+        f"give the VF back: echo {driver} > /sys/bus/pci/devices/{bdf}/driver_override; "
         f"echo {bdf} > /sys/bus/pci/drivers/vfio-pci/unbind; "
         f"echo {bdf} > /sys/bus/pci/drivers_probe."
     )

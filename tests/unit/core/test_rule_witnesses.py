@@ -24,6 +24,8 @@ def test_a_move_from_an_unnamed_driver_is_still_a_move() -> None:
     (f,) = of_rule(found, RULE)
     assert "its host driver (not named in these inputs)" in f.summary
     assert "no input names it" in dict(f.labels)["inferred"]
+    # The fix is commands to paste: the unnamed driver is a placeholder there, not a phrase.
+    assert f"echo <host driver> > /sys/bus/pci/devices/{VF}/driver_override" in f.remedy
 
 
 def test_a_first_bind_of_a_new_vf_is_not_a_move() -> None:
