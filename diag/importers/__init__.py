@@ -96,6 +96,13 @@ class Parsed:
     """Filled while `events` is consumed, one flag per event: True when its line had no time
     of its own (a known line in a pasted fragment); it borrowed its neighbour's stamp to keep
     its place in the input's order, and the report marks it time unknown."""
+    resolution_ns: int = 0
+    """The stamps are truncated to this (`dmesg -T`: whole seconds): the input is placed on the
+    common clock only to within it, and its copies of a happening another input saw are merged
+    within it."""
+    pods: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Sandbox id, or the prefix a listing shows (crictl: 13 characters) -> (namespace, pod):
+    a listing that ties sandboxes to pods names the pod of a finding's sandbox."""
 
 
 class Importer(Protocol):

@@ -1,8 +1,9 @@
 """Provides the importer of `crictl` output: `crictl pods`/`crictl ps` tables and `crictl inspectp` (table or JSON).
 
 They tie a sandbox id (the one Kata's lines and QEMU's `-name sandbox-<id>` carry, or its
-13-character prefix) to its pod; the report lists each pair. No event: a listing says which
-pods exist, not what a VF did.
+13-character prefix) to its pod; the report lists each pair, and a finding about a sandbox one
+of them names carries its pod (`Parsed.pods`). No event: a listing says which pods exist, not
+what a VF did.
 """
 
 from __future__ import annotations
@@ -67,9 +68,11 @@ class _CrictlImporter:
     def parse(self, lines: Iterable[bytes], stats: FileStats, origin: str) -> Parsed:
         text = "\n".join(bounded_lines(lines, stats))
         stats.lines = text.count("\n") + 1
+        parsed = Parsed(events=[], clock="static")
         for sid, (ns, name, state) in sorted(pods(text).items()):
             stats.note(f"sandbox {sid[:13]} is pod {ns}/{name}" + (f" ({state})" if state else ""))
-        return Parsed(events=[], clock="static")
+            parsed.pods[sid] = (ns, name)
+        return parsed
 
 
 register(_CrictlImporter())

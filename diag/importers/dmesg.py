@@ -75,7 +75,8 @@ class _DmesgImporter:
             stats.note("dmesg -T: wall-clock times of the capturing host, to the second, read "
                        "as UTC")
         return Parsed(events=parse_dmesg(decoded, stats),
-                      clock="realtime" if human else "monotonic")
+                      clock="realtime" if human else "monotonic",
+                      resolution_ns=1_000_000_000 if human else 0)
 
 
 def bounded_lines_bytes(lines: Iterable[bytes], st: FileStats) -> Iterable[bytes]:

@@ -15,6 +15,7 @@ of it when it fits, else its start, every finding with its context, and its end.
 from __future__ import annotations
 
 import heapq
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -336,6 +337,7 @@ class _Feed:
         report.findings = list(self.findings.items.values())
         report.book = self.findings
         report.finding_inputs = self._finding_inputs()
+        _name_pods(report)
         report.recorded = self.recorded
         report.timeline.extend(self._entries())
         _mark_order(report.timeline)
@@ -369,6 +371,33 @@ class _Feed:
                 u = pu[n]
             out.append(Entry(ts, idx, e, u or 0, static=idx in self.static_idx, seq=seq))
         return out
+
+
+def _pod_of(sandbox_id: str, inputs: list[Input]) -> tuple[str, str, str] | None:
+    """(namespace, pod, input) of a sandbox as a listing that ties sandboxes to pods names it
+    (its full id, or the prefix of at least 12 characters crictl shows)."""
+    for inp in inputs:
+        for key, (ns, pod) in (inp.parsed.pods if inp.parsed is not None else {}).items():
+            if key == sandbox_id or (min(len(key), len(sandbox_id)) >= 12 and (
+                    sandbox_id.startswith(key) or key.startswith(sandbox_id))):
+                return ns, pod, inp.path
+    return None
+
+
+def _name_pods(report: Report) -> None:
+    """A finding about a sandbox without its pod gets the pod a listing names (crictl); the
+    finding says where it came from and rests on that listing too."""
+    for n, f in enumerate(report.findings):
+        found = _pod_of(f.sandbox_id, report.inputs) if f.sandbox_id and not f.pod else None
+        if found is None:
+            continue
+        ns, pod, path = found
+        said = dict(f.labels).get("inferred")
+        inferred = (f"{said}; " if said else "") + f"the pod: from {os.path.basename(path)}"
+        labels = (*(kv for kv in f.labels if kv[0] != "inferred"), ("inferred", inferred))
+        report.findings[n] = replace(f, pod=pod, pod_namespace=ns or None, labels=labels)
+        report.finding_inputs[f.finding_id] = sorted(
+            {*report.finding_inputs.get(f.finding_id, []), path})
 
 
 def _subjects(e: ev.Event) -> tuple[str, ...]:

@@ -164,3 +164,42 @@ def test_kubectl_events_yaml_and_json_give_the_failure_at_its_time() -> None:
     bomb = 'a: &a ["x","x"]\nb: &b [*a,*a]\nc: [*b,*b]\nkind: Event\nreason: x\ninvolvedObject: {}\n'
     st = FileStats("bomb")
     assert list(parse_kube_events(bomb, st)) == [] and st.bad_lines == 1
+
+
+def test_a_finding_about_a_sandbox_crictl_names_carries_its_pod(tmp_path: Path) -> None:
+    """Kata #10162's QEMU line names only the sandbox; `crictl pods` (its 13-character id) ties
+    it to a pod: the finding carries pod and namespace, says so, and rests on the listing too."""
+    line = (REAL / "kata-10162-qemu-bus-no-port" / "kata-qemu-line.log").read_text()
+    (tmp_path / "kata.log").write_text(line)
+    (tmp_path / "crictl-pods.txt").write_text(
+        "POD ID              CREATED             STATE               NAME                "
+        "NAMESPACE           ATTEMPT\n"
+        "3acfa8826f59d       2 minutes ago       NotReady            sriov-pod           "
+        "tenant-a            0\n"
+        "ab863e4ae6f33       3 days ago          Ready               kube-proxy-x        "
+        "kube-system         6\n")
+    rep = pm.run([str(tmp_path / "kata.log"), str(tmp_path / "crictl-pods.txt")], pm.Options())
+    (f,) = [f for f in rep.findings if f.rule == "kata-known-error"]
+    assert (f.sandbox_id or "").startswith("3acfa8826f59d")
+    assert all(g.pod == "sriov-pod" for g in rep.findings if g.sandbox_id)
+    assert (f.pod, f.pod_namespace) == ("sriov-pod", "tenant-a")
+    assert "the pod: from crictl-pods.txt" in dict(f.labels)["inferred"]
+    assert str(tmp_path / "crictl-pods.txt") in rep.finding_inputs[f.finding_id]
+    alone = pm.run([str(tmp_path / "kata.log")], pm.Options())
+    assert alone.findings and all(g.pod is None for g in alone.findings)
+
+
+def test_dmesg_T_and_the_journal_give_one_kernel_line_once() -> None:
+    """`dmesg -T` (to the second) and the journal (to the microsecond) both hold the kernel's
+    `blocked until released` line: one happening, one event, one piece of evidence."""
+    folder = INC / "go40-stuck-unbound"
+    rep = pm.run([str(folder / "dmesg-T.txt"), str(folder / "journalctl-short-iso-precise.txt")],
+                 pm.Options())
+    blocked = [e for e in rep.timeline if isinstance(e.event, ev.LogLineMatched)
+               and e.event.signature == "vfio-device-request-blocked"]
+    assert len(blocked) == 1
+    (f,) = [f for f in rep.findings if f.rule == "kata-known-error"
+            and dict(f.labels).get("signature") == "vfio-device-request-blocked"]
+    assert len([x for x in f.evidence if "blocked until released" in x.text]) == 1
+    dmesg = rep.inputs[0]
+    assert dmesg.alignment is not None and dmesg.alignment.uncertainty_ns == 1_000_000_000
