@@ -9,7 +9,7 @@ configuration files and the inventory given beside it (`diag.postmortem.inputs`)
 replay judges the exposure (rule `kata-vfio-exposure`).
 
 A `kata-collect-data.sh` report (which embeds kata-env) is not claimed here: its importer reads
-it, and calls `facts_event` for the same facts.
+its journal lines, and the postmortem engine calls `facts_event` on it for the same facts.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from diag.importers import FileStats, Parsed, register
 from diag.sources.kata import version as kversion
 
 SOURCE = "kata"
+NAME = "kataversion"
 MAX_BYTES = 4 << 20
 COLLECT_MARKERS = re.compile(r"kata-collect-data\.sh|^#\s+`kata-env`|Recent\s+(?:runtime\s+|shim\s+)?problems "
                              r"found in system journal")
@@ -39,7 +40,7 @@ def facts_event(text: str, origin: str, *, handler: str = "kata") -> ev.KataFact
 
 
 class _KataVersionImporter:
-    name = "kataversion"
+    name = NAME
     description = "Kata's version: kata-env (TOML/JSON), kata-runtime/shim --version, dpkg -l/rpm -qa"
 
     def sniff(self, head: list[str]) -> bool:

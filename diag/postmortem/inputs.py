@@ -92,6 +92,7 @@ def open_inputs(paths: Iterable[str], options: Options) -> list[Input]:
     for inp in inputs:
         if inp.importer is not None and inp.parsed is None:
             _parse(inp)
+    _collect_facts(inputs)
     _kata_facts(inputs, configs)
     return inputs
 
@@ -202,6 +203,37 @@ def _kata_pass(inputs: list[Input]) -> list[ev.KataConfig]:
     configs = _kata_configs({i.path: i for i in inputs if i.format == "kataconfig"})
     _kata_states([i for i in inputs if i.format == "katastate"], configs)
     return configs
+
+
+COLLECT_REPORT = "kata-collect-data"
+MAX_REPORT = 4 << 20
+
+
+def _collect_facts(inputs: list[Input]) -> None:
+    """A kata-collect-data.sh report embeds kata-env and its own version line: the handler's facts
+    they give become an input of their own, `<report>#kata-env`, a state listing judged like a
+    pasted kata-env (the report's journal lines keep their own clock in the report's input)."""
+    from diag.importers import IMPORTERS, kataversion
+
+    for inp in [i for i in inputs if i.format == COLLECT_REPORT]:
+        parts, size = [], 0
+        for line in iter_lines(inp.path, FileStats(inp.path)):
+            if size >= MAX_REPORT:
+                break
+            parts.append(line)
+            size += len(line)
+        e = kataversion.facts_event(b"".join(parts).decode("utf-8", "replace"), inp.path)
+        if e is None:
+            continue
+        st = FileStats(f"{inp.path}#kata-env", format=kataversion.NAME, clock="static", events=1,
+                       lines=inp.stats.lines)
+        f = e.facts
+        st.note(f"the Kata version and configuration the report's kata-env gives: Kata "
+                f"{f.version or 'version unknown'}"
+                + (f" ({f.version_source.detail})" if f.version_source else ""))
+        inputs.append(Input(index=len(inputs), path=st.path, stats=st,
+                            importer=IMPORTERS.get(kataversion.NAME),
+                            parsed=Parsed(events=[e], clock="static"), events=[e]))
 
 
 def _kata_facts(inputs: list[Input], configs: list[ev.KataConfig]) -> None:

@@ -51,12 +51,19 @@ def test_pasted_versions_are_recognised_by_content(name: str, version: str, sour
     assert (e.facts.version, e.facts.version_source.source if e.facts.version_source else None) == (version, source)
 
 
-def test_a_collect_data_report_is_left_to_its_own_importer() -> None:
-    """kata-collect-data.sh embeds kata-env, but it is not claimed here (its importer calls facts_event)."""
-    head = (VERSIONS / "kata-10092-collect-data-head.md").read_text().splitlines()
-    assert not kv._KataVersionImporter().sniff(head)
-    e = kv.facts_event((VERSIONS / "kata-10092-collect-data-head.md").read_text(), "report.md")
-    assert e is not None and e.facts.version == "3.6.0"
+def test_a_collect_data_report_gives_its_facts_as_an_input_of_their_own(capsys: pytest.CaptureFixture[str]) -> None:
+    """kata-collect-data.sh embeds kata-env: the report stays the collect importer's (its journal lines), and
+    its Kata facts become `<report>#kata-env`: #10092's report (3.6.0, ColdPlugVFIO no-port) is exposed to #10162."""
+    report_path = str(VERSIONS / "kata-10092-collect-data-head.md")
+    imp, _ = sniff(report_path)
+    assert imp is not None and imp.name == "kata-collect-data"
+    doc = report(capsys, report_path)
+    formats = {i["path"]: i["format"] for i in doc["inputs"]}  # type: ignore[attr-defined]
+    assert formats == {report_path: "kata-collect-data", report_path + "#kata-env": "kataversion"}
+    (f,) = exposure(doc)
+    labels = dict(f["labels"])  # type: ignore[call-overload]
+    assert (labels["issue"], labels["version"], labels["version_source"]) == ("10162", "3.6.0", "collect-data")
+    assert "kata-env ColdPlugVFIO" in str(f["explanation"])
 
 
 def test_runtime_rs_log_versions_are_not_kata_versions() -> None:
