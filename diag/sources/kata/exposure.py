@@ -141,8 +141,10 @@ def host_exposure(paths: HostPaths, *, containerd_config: str | None = None,
                   devices: Sequence[ev.PciDevice] | None = None,
                   disc: discovery.Discovery | None = None,
                   watch: ExposureWatch | None = None,
-                  comms: Mapping[int, str] | None = None) -> HostExposure:
-    """The exposure of every Kata handler on the host tree under `paths`."""
+                  comms: Mapping[int, str] | None = None,
+                  log_readings: Sequence[ev.KataVersionReading] = ()) -> HostExposure:
+    """The exposure of every Kata handler on the host tree under `paths`; `log_readings` are the
+    versions Kata's own log lines gave (not exact: they win only when nothing else says)."""
     w = watch or ExposureWatch()
     disc = disc or discovery.discover(paths, containerd_config=containerd_config)
     if devices is None:
@@ -169,7 +171,7 @@ def host_exposure(paths: HostPaths, *, containerd_config: str | None = None,
         if cfg is None:
             continue  # Kata would not load it: kata-config-invalid says why
         h, _shim = shims[load.handler]
-        hv = kversion.handler_version(paths, h, packages=packages, cache=w.binaries)
+        hv = kversion.handler_version(paths, h, packages=packages, cache=w.binaries, extra=log_readings)
         versions.append(hv)
         watched.extend(hv.watch)
         facts.append(facts_of(cfg, hv, handlers.get(load.handler), vfs, basis))

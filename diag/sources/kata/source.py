@@ -19,7 +19,8 @@ waits on the journal pipe in between. What each round costs is bounded and measu
   effective cold_plug_vfio, the VFs pods can be given) at start, in the same round as any
   configuration change, and every `exposure_interval_s` (5 s): a readlink of each PCI device's
   driver and a stat of the version sources; binaries, package databases, the inventory and the
-  device plugin's configuration are read again only when those changed. A KataFactsObserved is
+  device plugin's configuration are read again only when those changed; a Kata log line with a
+  new `version=` (Go kata-runtime, with its commit) is judged in the next round. A KataFactsObserved is
   sent per handler whose facts changed (and `gone` for a handler no longer configured).
 
 Errors never escape: a bad file is an event naming file and position, and the last good view
@@ -48,6 +49,7 @@ from diag.sources import (
 )
 from diag.sources.kata import decode as kata_decode
 from diag.sources.kata import discovery, exposure, loglines, sandboxes
+from diag.sources.kata import version as kversion
 
 NAME = "kata"
 OPTIONS = ("log_files", "logs_from_start", "journal", "kmsg", "containerd_config", "sandbox_interval_s",
@@ -126,6 +128,9 @@ class KataWatcher:
         self.exposure: exposure.HostExposure | None = None
         """The last assessment of every handler (what `check` shows)."""
         self.facts: dict[str, ev.KataHandlerFacts] = {}
+        self.log_versions: dict[bool, ev.KataVersionReading] = {}
+        """The newest version reading Kata's log lines gave (True) and the newest refused one
+        (False: runtime-rs's crate version), for the exposure (never exact)."""
         """Last facts sent per handler."""
         self._exposure_due = True
         self._next = {"config": 0.0, "sandbox": 0.0, "holders": 0.0, "holders_full": 0.0, "journal": 0.0,
@@ -216,6 +221,7 @@ class KataWatcher:
         if disc is None:
             return []
         he = exposure.host_exposure(self.paths, disc=disc, watch=self.exposure_watch,
+                                    log_readings=tuple(self.log_versions[k] for k in sorted(self.log_versions)),
                                     comms=self.proc_cache.comms if self.proc_cache.comms else None)
         self.exposure = he
         out: list[ev.Event] = []
@@ -394,6 +400,12 @@ class KataWatcher:
     def _matched(self, rec: loglines.LogRecord | None, ts_ns: int, out: list[ev.Event]) -> None:
         if rec is None or self.dedup.seen(rec):
             return
+        reading = kversion.version_from_log_fields(rec.fields) if rec.fields else None
+        if reading is not None:
+            known = bool(reading.version)
+            if self.log_versions.get(known) != reading:
+                self.log_versions[known] = reading
+                self._exposure_due = True  # judged in the next round, not in a later exposure round
         # Every witness counts: a Kata line announcing a write is that write (attributed to
         # the shim, mode kata-log), beside or instead of eBPF's record of it.
         out.extend(loglines.to_events(rec, ts_ns=ts_ns, source=NAME))

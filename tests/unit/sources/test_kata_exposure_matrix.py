@@ -165,3 +165,33 @@ def test_an_upgrade_then_a_vf_leaving_are_judged_in_the_next_exposure_round(tmp_
     (f,) = round_(4, 11.0)
     assert f.status == "resolved" and f.resolved_reason.startswith("no VF can be given to pods now")
     assert [a.rows[0].exposed for a in c.snapshot().kata_exposure] == [False]
+
+
+def test_a_kata_runtime_log_line_gives_the_version_when_nothing_else_does(tmp_path: Path) -> None:
+    """No version source on the host, a followed log file: the Go kata-runtime CLI's line (real, version=1.0.0
+    with its commit) is a reading (not exact) that wins alone, judged in the next round: the unknown-version
+    finding resolves naming it (1.0.0 predates cold_plug_vfio: not assessed). A crate's 0.1.0 (runtime-rs's form,
+    #12235) is no version: the finding stays, the refusal is among the readings."""
+    root = host(tmp_path, "unknown-noport", "vfs")
+    log = tmp_path / "kata.log"
+    log.write_text("")
+    w = KataWatcher(HostPaths.at(root), {"journal": False, "kmsg": False, "log_files": [str(log)],
+                                         "exposure_interval_s": 60})
+    c = Correlator()
+    for e in w.step(1, 0.0, force=True):
+        c.feed(e)
+    (opened,) = [f for f in c.active if f.rule == "kata-vfio-exposure"]
+    assert dict(opened.labels)["issue"] == "unknown-version"
+    with log.open("a") as fh:
+        fh.write('time="2025-12-15T19:55:10Z" level=info msg="x" name=kata-runtime version=0.1.0 source=agent\n')
+    for e in w.step_logs(2) + w.step(3, 0.2):
+        c.feed(e)
+    assert [f.finding_id for f in c.active if f.rule == "kata-vfio-exposure"] == [opened.finding_id]
+    assert "not Kata's (ignored)" in " ".join(r.detail for r in c.snapshot().kata_facts[0].readings)
+    with log.open("a") as fh:
+        fh.write((FIXTURES / "kata-version" / "kata-packaging62-runtime-journal.txt").read_text())
+    out = [f for e in w.step_logs(4) + w.step(5, 0.4) for f in c.feed(e) if f.rule == "kata-vfio-exposure"]
+    (f,) = out
+    assert f.status == "resolved" and f.resolved_reason.startswith("Kata is now 1.0.0 (read from a kata-runtime log line")
+    (facts,) = c.snapshot().kata_facts
+    assert facts.version_source is not None and (facts.version_source.source, facts.version_source.exact) == ("log", False)
