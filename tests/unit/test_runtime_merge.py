@@ -1,0 +1,217 @@
+"""The watermark merge: an event leaves when every live source's watermark has passed it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from diag import events as ev
+from diag.runtime.merge import WatermarkMerge
+from diag.sources.watermark import Watermark
+
+MS = 1_000_000
+
+
+class Clock:
+    def __init__(self, t: int = 1_000 * MS) -> None:
+        self.t = t
+
+    def __call__(self) -> int:
+        return self.t
+
+
+def bound(ts: int, src: str = "uevent") -> ev.DeviceBound:
+    return ev.DeviceBound(ts_ns=ts, source=src, bdf="0000:01:10.0", driver="vfio-pci")
+
+
+def released(m: WatermarkMerge, now: int) -> list[int]:
+    return [ts for ts, _ in m.release(now)]
+
+
+def test_an_event_waits_only_while_another_source_may_still_deliver_an_older_one() -> None:
+    """A working source holds newer events back; the moment it waits they are released."""
+    clock = Clock()
+    ue, bpf = Watermark(clock_ns=clock), Watermark(clock_ns=clock)
+    m = WatermarkMerge()
+    m.add_source("uevent", ue)
+    m.add_source("ebpf", bpf)
+    m.set_running("uevent", True)
+    m.set_running("ebpf", True)
+    ue.waiting()
+    bpf.working()  # woke at t0: may still emit records stamped t0 or later
+    t0 = clock.t
+    clock.t += 3 * MS
+    m.push(bound(t0 + 1 * MS))
+    assert released(m, clock.t) == []
+    bpf.emitted(t0 + 1 * MS - 10)  # an older record, then nothing more to read
+    m.push(ev.SysfsWriteObserved(ts_ns=t0 + 1 * MS - 10, source="ebpf", actor=ev.Process(pid=1),
+                                 path="/sys/bus/pci/drivers_probe", control="drivers_probe",
+                                 value="0000:01:10.0"))
+    bpf.waiting()
+    assert released(m, clock.t) == [t0 + 1 * MS - 10, t0 + 1 * MS]
+    assert m.stats.late == 0 and m.stats.stalled_total == 0
+
+
+def test_a_source_in_a_storm_that_never_waits_advances_with_what_it_emits() -> None:
+    """`emitted` raises the watermark of a busy source, so the others are not held to the bound."""
+    clock = Clock()
+    a, b = Watermark(clock_ns=clock), Watermark(clock_ns=clock)
+    m = WatermarkMerge()
+    for name, wm in (("a", a), ("b", b)):
+        m.add_source(name, wm)
+        m.set_running(name, True)
+    a.working()
+    b.working()
+    t0 = clock.t
+    out = []
+    for i in range(1, 100):
+        clock.t = t0 + i * MS
+        m.push(bound(clock.t, "a"))
+        a.emitted(clock.t)
+        m.push(bound(clock.t, "b"))
+        b.emitted(clock.t)
+        out += released(m, clock.t)
+    assert out == sorted(out) and len(out) == 2 * 99
+    assert m.stats.stalled_total == 0
+
+
+def test_a_lagged_source_holds_events_for_its_lag_only() -> None:
+    """eBPF records are stamped in the kernel before the thread reads them: a waiting eBPF source
+    holds the others back by its lag, then lets them go with time alone."""
+    clock = Clock()
+    bpf = Watermark(lag_ns=2 * MS, clock_ns=clock)
+    m = WatermarkMerge()
+    m.add_source("ebpf", bpf)
+    m.set_running("ebpf", True)
+    m.add_source("uevent", None)  # not running: not considered
+    bpf.waiting()
+    t = clock.t
+    m.push(bound(t))
+    assert released(m, t + 1 * MS) == []
+    assert m.due_in_ns(t + 1 * MS) == 1 * MS
+    assert released(m, t + 2 * MS) == [t]
+
+
+def test_a_held_read_back_pins_the_watermark_until_it_is_emitted() -> None:
+    """An opened control file whose value is read back later keeps newer events behind it."""
+    clock = Clock()
+    bpf = Watermark(clock_ns=clock)
+    m = WatermarkMerge(max_lateness_ns=10**12)
+    m.add_source("ebpf", bpf)
+    m.set_running("ebpf", True)
+    t = clock.t
+    bpf.working()
+    bpf.hold(t + 1)
+    bpf.waiting()
+    m.push(bound(t + 5))
+    clock.t += 100 * MS
+    assert released(m, clock.t) == []
+    bpf.working()
+    m.push(bound(t + 1, "ebpf"))
+    bpf.hold(None)
+    bpf.waiting()
+    assert released(m, clock.t) == [t + 1, t + 5]
+
+
+def test_a_source_that_is_not_running_holds_nothing() -> None:
+    """A crashed or stopped source is not live: its old mark does not hold the others."""
+    clock = Clock()
+    dead, ue = Watermark(clock_ns=clock), Watermark(clock_ns=clock)
+    m = WatermarkMerge()
+    m.add_source("dead", dead)
+    m.add_source("uevent", ue)
+    m.set_running("dead", True)
+    m.set_running("uevent", True)
+    dead.working()  # mark at t: would hold everything after t
+    ue.waiting()
+    clock.t += 10 * MS
+    m.push(bound(clock.t - 1))
+    assert released(m, clock.t) == []
+    m.set_running("dead", False)
+    assert released(m, clock.t) == [clock.t - 1]
+
+
+def test_a_stalled_watermark_holds_nothing_past_the_maximum_lateness_and_is_counted() -> None:
+    """A source stuck working is bounded: events older than max lateness go, counted against it."""
+    clock = Clock()
+    stuck, ue = Watermark(clock_ns=clock), Watermark(clock_ns=clock)
+    m = WatermarkMerge(max_lateness_ns=50 * MS)
+    for name, wm in (("stuck", stuck), ("uevent", ue)):
+        m.add_source(name, wm)
+        m.set_running(name, True)
+    stuck.working()
+    ue.waiting()
+    t = clock.t
+    m.push(bound(t + 1 * MS))
+    m.push(bound(t + 30 * MS))
+    clock.t = t + 40 * MS
+    assert released(m, clock.t) == []
+    assert m.due_in_ns(clock.t) == 11 * MS
+    clock.t = t + 60 * MS
+    assert released(m, clock.t) == [t + 1 * MS]
+    assert m.stats.stalled == {"stuck": 1}
+    # The stuck source finally emits what it read long ago: out of order, counted as late.
+    m.push(bound(t + 2, "stuck"))
+    stuck.waiting()
+    assert released(m, clock.t) == [t + 2, t + 30 * MS]
+    assert m.stats.late == 1
+
+
+def test_a_source_without_a_watermark_is_assumed_complete_after_the_fallback_window() -> None:
+    """Sources that report no watermark keep the former fixed window."""
+    m = WatermarkMerge(unmarked_lateness_ns=75 * MS)
+    m.add_source("legacy", None)
+    m.set_running("legacy", True)
+    t = 10_000 * MS
+    m.push(bound(t))
+    assert released(m, t + 74 * MS) == []
+    assert released(m, t + 75 * MS) == [t]
+    m.set_running("legacy", False)
+    m.push(bound(t + 80 * MS))
+    assert released(m, t + 80 * MS) == [t + 80 * MS]
+
+
+def test_threads_that_stamp_on_read_are_merged_in_time_order_without_waiting_a_window() -> None:
+    """Two real threads stamp with the wall clock and follow the protocol; a consumer reads the
+    clock, then the watermarks, then the queue: what it releases is in stamp order, none late,
+    with no window to wait out (the fallback window here is 1000 s)."""
+    m = WatermarkMerge(unmarked_lateness_ns=10**12, max_lateness_ns=10**12)
+    q: list[ev.Event] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    marks = {name: Watermark() for name in ("a", "b")}
+    for name, wm in marks.items():
+        m.add_source(name, wm)
+        m.set_running(name, True)
+
+    def produce(name: str) -> None:
+        wm = marks[name]
+        for i in range(3000):
+            wm.working()
+            e = bound(time.time_ns(), name)
+            with lock:
+                q.append(e)
+            wm.emitted(e.ts_ns)
+            if i % 7 == 0:
+                wm.waiting()
+                time.sleep(0)
+        wm.waiting()
+
+    threads = [threading.Thread(target=produce, args=(n,)) for n in marks]
+    for t in threads:
+        t.start()
+    out: list[int] = []
+    while not stop.is_set():
+        now = time.time_ns()
+        low = m.watermark(now)
+        with lock:
+            batch, q[:] = list(q), []
+        for e in batch:
+            m.push(e)
+        got = [ts for ts, _ in m.release(now, low)]
+        out += got
+        if not any(t.is_alive() for t in threads) and not q and not len(m):
+            stop.set()
+    assert len(out) == 6000
+    assert out == sorted(out)
+    assert m.stats.late == 0
