@@ -7,20 +7,21 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help setup host venv run test test-fast lint bench lab screenshots clean
+.PHONY: help setup host venv run test test-fast lint bench lab image screenshots clean
 
 help:
 	@echo "make run          set up, then open the live dashboard (vfiowatch tui)"
 	@echo "make test         set up, then run every test tier (unit, golden, tui, kernel, ebpf, lab)"
 	@echo "make bench        set up, then run the benchmarks side by side with the usual tools"
 	@echo "make lab          the QEMU SR-IOV lab alone"
+	@echo "make image        the agent's container image (podman/buildah; no registry needed)"
 	@echo "make screenshots  regenerate screenshots/ from the bundled demo journal"
 	@echo "make lint         ruff, mypy --strict on the pure core, import-linter contracts"
 
 setup: host venv
 
 host:
-	@deploy/setup-host.sh
+	@deploy/setup-host.sh run test image
 
 # The venv comes from the system Python so that Debian's bcc (python3-bpfcc) is importable.
 $(STAMP): pyproject.toml | host
@@ -54,6 +55,10 @@ lab: setup
 
 bench: setup
 	$(PY) -m pytest -m bench -s -p no:randomly tests/bench
+
+# The agent's container image, localhost/vfiowatch:<version> (README: Running fleet-wide).
+image: setup
+	@deploy/build-image.sh
 
 screenshots: setup
 	$(PY) -m diag.tui.screenshots screenshots

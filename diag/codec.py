@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from diag import events as ev
-from diag.errors import JournalFormatError
+from diag.common.errors import JournalFormatError
 
 try:  # orjson is a declared dependency; the fallback keeps the pure tests independent of it.
     import orjson
@@ -73,26 +73,38 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, vars(ev))
 
 
-def _value_encoder(tp: Any) -> _Encoder | None:
-    """Return a converter for values of type `tp`, or None when the value is JSON as it is."""
+def _converter(tp: Any, leaf: Callable[[type], _Encoder | None],
+               seq: Callable[[Iterable[Any]], Any]) -> _Encoder | None:
+    """A converter for values of type `tp`, or None when they pass as they are: `leaf` makes
+    the one of a class (a record, an enum), carried through Optional and tuple types (`seq`
+    makes the sequence: a list to encode, a tuple to decode)."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        enc_one = _value_encoder(inner[0]) if len(inner) == 1 else None
-        if enc_one is None:
+        one = _converter(inner[0], leaf, seq) if len(inner) == 1 else None
+        if one is None:
             return None
-        return lambda v: None if v is None else enc_one(v)
+        return lambda v: None if v is None else one(v)
     if origin is tuple:
         args = typing.get_args(tp)
-        enc = _value_encoder(args[0]) if args else None
-        if enc is None:
-            return list
-        return lambda v: [enc(x) for x in v]
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        each = _converter(args[0], leaf, seq) if args else None
+        if each is None:
+            return seq
+        return lambda v: seq(each(x) for x in v)
+    return leaf(tp) if isinstance(tp, type) else None
+
+
+def _encoder_leaf(tp: type) -> _Encoder | None:
+    if dataclasses.is_dataclass(tp):
         return _record_encoder(tp)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+    if issubclass(tp, enum.Enum):
         return lambda v: v.name.lower()
     return None
+
+
+def _value_encoder(tp: Any) -> _Encoder | None:
+    """Return a converter for values of type `tp`, or None when the value is JSON as it is."""
+    return _converter(tp, _encoder_leaf, list)
 
 
 def _record_encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
@@ -142,27 +154,19 @@ def dumps(obj: ev.Event | Header) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
-def _value_decoder(tp: Any) -> _Encoder | None:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        dec_one = _value_decoder(inner[0]) if len(inner) == 1 else None
-        if dec_one is None:
-            return None
-        return lambda v: None if v is None else dec_one(v)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        dec = _value_decoder(args[0]) if args else None
-        if dec is None:
-            return tuple
-        return lambda v: tuple(dec(x) for x in v)
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+def _decoder_leaf(tp: type) -> _Encoder | None:
+    if dataclasses.is_dataclass(tp):
         if not issubclass(tp, ev.Event) and _all_scalar(tp):
             return _interned(_record_decoder(tp))
         return _record_decoder(tp)
     if tp is ev.Severity:
         return ev.Severity.parse
     return None
+
+
+def _value_decoder(tp: Any) -> _Encoder | None:
+    """Return the converter from JSON for values of type `tp`, or None when none is needed."""
+    return _converter(tp, _decoder_leaf, tuple)
 
 
 _SCALARS = (int, str, bool, float, type(None))

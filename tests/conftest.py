@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ REPO = TESTS.parent
 
 _TIER_BY_DIR = {
     "unit": "unit", "golden": "golden", "tui": "tui", "kernel": "kernel",
-    "ebpf": "ebpf", "lab": "lab", "bench": "bench",
+    "ebpf": "ebpf", "lab": "lab", "bench": "bench", "image": "image",
 }
 
 
@@ -32,9 +35,10 @@ def fixtures() -> Path:
     return FIXTURES
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def require_root() -> None:
-    """Kernel tiers need root; CI runs as root, so this only skips on a developer laptop."""
+    """Kernel, eBPF, lab and bench tiers need root; CI runs as root, so this only skips on a
+    developer laptop. Session-scoped, so module- and session-scoped fixtures can ask for it."""
     if os.geteuid() != 0:
         pytest.skip("needs root (CI runs every tier as root)")
 
@@ -42,3 +46,21 @@ def require_root() -> None:
 def vfiowatch_bin() -> str:
     exe = REPO / ".venv" / "bin" / "vfiowatch"
     return str(exe) if exe.exists() else (shutil.which("vfiowatch") or "vfiowatch")
+
+
+@contextlib.contextmanager
+def bind_mounts(*pairs: tuple[Path, Path]) -> Iterator[None]:
+    """Bind-mount each (source, target) for the block's life (root only), then unmount them.
+
+    A --root tree cannot reach the real /proc or a real namespace by a symlink (it would lead
+    outside the root: refused), so tests that need them inside a tree mount them there.
+    """
+    done: list[Path] = []
+    try:
+        for src, dst in pairs:
+            subprocess.run(["mount", "--bind", str(src), str(dst)], check=True, capture_output=True)
+            done.append(dst)
+        yield
+    finally:
+        for dst in reversed(done):
+            subprocess.run(["umount", str(dst)], check=False, capture_output=True)

@@ -19,11 +19,11 @@ from dataclasses import replace
 from typing import Any
 
 from diag import events as ev
-from diag.core.config import CoreConfig
 from diag.core.model import Model
 from diag.core.rules import Rule, build_rules
 from diag.core.rules._base import Timers, Wake
 from diag.core.state import HostState
+from diag.core.thresholds import CoreConfig
 
 
 class Correlator:

@@ -10,8 +10,8 @@ device is bound again, the next successful control write, unbind or netdev remov
 after that bind starts a new episode (a restore 1.6 s after a bind is its own story), while what follows the
 bind without moving the device (QEMU's error, a late RTM_DELLINK) still joins it.
 
-Episodes keep the events themselves and render Evidence lines only when a finding needs them:
-the hot path appends a reference, it formats nothing. Each episode holds at most
+Episodes keep the events themselves and render Evidence lines (`diag.render.evidence`) only
+when a finding needs them: the hot path appends a reference, it formats nothing. Each episode holds at most
 `CoreConfig.history_per_device` events; each device keeps only its current episode, so memory
 is bounded by the number of devices, not by uptime.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from diag import events as ev
+from diag import render
 
 VFIO_DRIVER = "vfio-pci"
 MAX_ACTORS = 8
@@ -130,7 +131,7 @@ class Episode:
         """The events as Evidence lines, in time order (ties broken by content, not arrival)."""
         done = self._lines
         for e in self.events[len(done):]:
-            done.append(ev.Evidence(ts_ns=e.ts_ns, source=e.source, kind=e.kind, text=describe(e)))
+            done.append(ev.Evidence(ts_ns=e.ts_ns, source=e.source, kind=e.kind, text=render.evidence(e)))
         lines = sorted(done, key=_order)
         if self.dropped:
             last = lines[-1].ts_ns if lines else self.last_ns
@@ -141,161 +142,3 @@ class Episode:
 
 def _order(x: ev.Evidence) -> tuple[int, str, str, str]:
     return (x.ts_ns, x.source, x.kind, x.text)
-
-
-def actor_label(p: ev.Process | None) -> str:
-    """`comm[pid]`, with the pod when known; `unknown process` for None."""
-    if p is None:
-        return "unknown process"
-    name = p.comm or (p.exe.rsplit("/", 1)[-1] if p.exe else "?")
-    text = f"{name}[{p.pid}]"
-    if p.sandbox_id:
-        text += f" (sandbox {p.sandbox_id[:12]})"
-    elif p.pod:
-        text += f" (pod {p.pod_namespace or '?'}/{p.pod})"
-    return text
-
-
-def _netns_label(n: ev.NetnsRef) -> str:
-    text = n.label
-    if n.pod:
-        text += f" (pod {n.pod_namespace or '?'}/{n.pod})"
-    return text
-
-
-def describe(e: ev.Event) -> str:
-    """One line saying what an event reports, for a finding's evidence (deterministic)."""
-    fn = _DESCRIBE.get(type(e))
-    text = fn(e) if fn is not None else e.kind.replace("_", " ")
-    if e.synthetic:
-        text += " [synthetic]"
-    if e.resync:
-        text += " [resync]"
-    return text
-
-
-def _d_write(e: ev.Event) -> str:
-    assert isinstance(e, ev.SysfsWriteObserved)
-    res = "ok" if e.result >= 0 else f"failed ({e.result})"
-    if e.stage == "open":  # tracepoint mode, open-only variant: the write itself is unseen
-        text = f"{actor_label(e.actor)} opened {e.path} for writing: {res}"
-        if e.value_recovered:
-            text += f"; value {e.value!r} recovered ({_RECOVERED_FROM.get(e.control, 'read back')})"
-        return text
-    return f"{actor_label(e.actor)} wrote {e.value!r} to {e.path}: {res}"
-
-
-_RECOVERED_FROM = {"unbind": "from the unbind that followed", "bind": "from the bind that followed",
-                   "drivers_probe": "from the bind that followed"}
-
-
-def _d_bound(e: ev.Event) -> str:
-    assert isinstance(e, ev.DeviceBound)
-    frm = f" (was {e.previous_driver})" if e.previous_driver else ""
-    return f"{e.bdf} bound to {e.driver}{frm}"
-
-
-def _d_unbound(e: ev.Event) -> str:
-    assert isinstance(e, ev.DeviceUnbound)
-    frm = f" from {e.previous_driver}" if e.previous_driver else ""
-    return f"{e.bdf} unbound{frm}"
-
-
-def _d_changed(e: ev.Event) -> str:
-    assert isinstance(e, ev.DeviceChanged)
-    if e.attribute:
-        return f"{e.bdf} {e.attribute} = {e.value!r}"
-    return f"{e.bdf} changed (driver {e.driver or 'none'})"
-
-
-def _d_netdev_removed(e: ev.Event) -> str:
-    assert isinstance(e, ev.NetdevRemoved)
-    idx = f" (ifindex {e.ifindex})" if e.ifindex is not None else ""
-    return f"netdev {e.ifname}{idx} of {e.bdf} removed"
-
-
-def _d_netdev_added(e: ev.Event) -> str:
-    assert isinstance(e, ev.NetdevAdded)
-    idx = f" (ifindex {e.ifindex})" if e.ifindex is not None else ""
-    return f"netdev {e.ifname}{idx} of {e.bdf} added"
-
-
-def _d_link_removed(e: ev.Event) -> str:
-    assert isinstance(e, ev.LinkRemoved)
-    return f"link {e.ifname} (ifindex {e.ifindex}) removed from netns {_netns_label(e.netns)}"
-
-
-def _d_link_changed(e: ev.Event) -> str:
-    assert isinstance(e, ev.LinkChanged)
-    state = f" {e.operstate}" if e.operstate else ""
-    return f"link {e.ifname} (ifindex {e.ifindex}){state} in netns {_netns_label(e.netns)}"
-
-
-def _d_vfio_added(e: ev.Event) -> str:
-    assert isinstance(e, ev.VfioDeviceAdded)
-    return f"vfio node {e.devname or '?'} added" + (f" (group {e.group})" if e.group is not None else "")
-
-
-def _d_vfio_removed(e: ev.Event) -> str:
-    assert isinstance(e, ev.VfioDeviceRemoved)
-    return f"vfio node {e.devname or '?'} removed" + (f" (group {e.group})" if e.group is not None else "")
-
-
-def _d_log(e: ev.Event) -> str:
-    assert isinstance(e, ev.LogLineMatched)
-    where = f" ({e.origin})" if e.origin else ""
-    return f"[{e.signature}]{where} {e.text}"
-
-
-def _d_held(e: ev.Event) -> str:
-    assert isinstance(e, ev.VfioGroupHeld)
-    return f"/dev/vfio/{e.group} held by {actor_label(e.holder)}"
-
-
-def _d_released(e: ev.Event) -> str:
-    assert isinstance(e, ev.VfioGroupReleased)
-    who = f" by pid {e.pid}" if e.pid is not None else ""
-    return f"/dev/vfio/{e.group} released{who}"
-
-
-def _d_added(e: ev.Event) -> str:
-    assert isinstance(e, ev.DeviceAdded)
-    vf = f" (VF {e.vf_index} of {e.pf})" if e.pf else ""
-    return f"{e.bdf} appeared{vf}"
-
-
-def _d_removed(e: ev.Event) -> str:
-    assert isinstance(e, ev.DeviceRemoved)
-    return f"{e.bdf} removed"
-
-
-def _d_sandbox(e: ev.Event) -> str:
-    assert isinstance(e, ev.SandboxStarted)
-    pod = f" pod {e.pod_namespace or '?'}/{e.pod}" if e.pod else ""
-    return f"sandbox {e.sandbox_id[:12]} ({e.runtime}){pod} cold_plug_vfio={e.cold_plug_vfio}"
-
-
-def _d_sandbox_stopped(e: ev.Event) -> str:
-    assert isinstance(e, ev.SandboxStopped)
-    return f"sandbox {e.sandbox_id[:12]} stopped"
-
-
-_DESCRIBE = {
-    ev.SysfsWriteObserved: _d_write,
-    ev.DeviceBound: _d_bound,
-    ev.DeviceUnbound: _d_unbound,
-    ev.DeviceChanged: _d_changed,
-    ev.NetdevRemoved: _d_netdev_removed,
-    ev.NetdevAdded: _d_netdev_added,
-    ev.LinkRemoved: _d_link_removed,
-    ev.LinkChanged: _d_link_changed,
-    ev.VfioDeviceAdded: _d_vfio_added,
-    ev.VfioDeviceRemoved: _d_vfio_removed,
-    ev.LogLineMatched: _d_log,
-    ev.VfioGroupHeld: _d_held,
-    ev.VfioGroupReleased: _d_released,
-    ev.DeviceAdded: _d_added,
-    ev.DeviceRemoved: _d_removed,
-    ev.SandboxStarted: _d_sandbox,
-    ev.SandboxStopped: _d_sandbox_stopped,
-}

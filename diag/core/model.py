@@ -12,9 +12,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from diag import events as ev
-from diag.core.config import CoreConfig
+from diag.core.attribution import WriteAttribution
 from diag.core.episodes import VFIO_DRIVER, Episode, LostNetdev
 from diag.core.state import DeviceView, DriverMove, HostState, LinkNote, LinkView, SourceHealth
+from diag.core.thresholds import CoreConfig
 
 
 @dataclass(slots=True)
@@ -37,18 +38,6 @@ class DeviceRecord:
     """True when the device was first seen in an inventory scan (its driver then is not a move)."""
 
 
-@dataclass(slots=True)
-class SourceRecord:
-    name: str
-    up: bool = False
-    mode: str = ""
-    reason: str = ""
-    hint: str = ""
-    events: int = 0
-    lost: int = 0
-    resyncs: int = 0
-
-
 class Model:
     """The host as the core sees it."""
 
@@ -60,7 +49,11 @@ class Model:
         self.netns: dict[int, ev.NetnsRef] = {}
         self.sandboxes: dict[str, ev.SandboxStarted] = {}
         self.kata_configs: dict[str, ev.KataConfig] = {}
-        self.sources: dict[str, SourceRecord] = {}
+        self.sources: dict[str, SourceHealth] = {}
+        """Each source's health as last reported (replaced on change; `events` is filled in by
+        the snapshot from `source_events`)."""
+        self.source_events: dict[str, int] = {}
+        """Events per source (a dict increment on every event)."""
         self.recent: deque[ev.Event] = deque(maxlen=config.recent_events)
         self.events_total = 0
         self.lost_total = 0
@@ -76,12 +69,8 @@ class Model:
         """IOMMU group -> BDFs of its members, from every device's `iommu_group`."""
         self._pending_group: tuple[int, int] | None = None
         """(group, ts_ns) of an `add vfio` group node not yet tied to a device."""
-        self._unclaimed: deque[ev.SysfsWriteObserved] = deque(maxlen=RECOVERY_BACKLOG)
-        """Opens of bind/unbind/drivers_probe whose value (the BDF) the probe could not read
-        (tracepoint mode, open-only variant), waiting for the uevent that names the device."""
-        self._kernel_moves: deque[list[Any]] = deque(maxlen=RECOVERY_BACKLOG)
-        """[ts_ns, bdf, driver, "bound"|"unbound", claimed] of recent binds and unbinds, for
-        such opens delivered after the uevent they caused."""
+        self.writes = WriteAttribution(self)
+        """Joins each sysfs write to the episodes of the devices it moves."""
 
     # ---- helpers for rules -------------------------------------------------------------------
 
@@ -98,7 +87,7 @@ class Model:
             return []
         return [self.devices[b] for b in sorted(self.groups.get(group, ())) if b in self.devices]
 
-    def _join(self, bdf: str, event: ev.Event, starts_move: bool = False) -> Episode | None:
+    def join(self, bdf: str, event: ev.Event, starts_move: bool = False) -> Episode | None:
         """Add `event` to the current episode of `bdf`: a new one when outside the window, or
         when the event starts a move (`starts_move`) after the current move completed."""
         rec = self.devices.get(bdf)
@@ -131,10 +120,11 @@ class Model:
         if group is not None:
             self.groups.setdefault(group, set()).add(rec.device.bdf)
 
-    def _source(self, name: str) -> SourceRecord:
+    def _source(self, name: str) -> SourceHealth:
         rec = self.sources.get(name)
         if rec is None:
-            rec = self.sources[name] = SourceRecord(name)
+            rec = self.sources[name] = SourceHealth(name=name)
+            self.source_events.setdefault(name, 0)
         return rec
 
     def _ensure(self, bdf: str, ts_ns: int) -> DeviceRecord:
@@ -184,16 +174,18 @@ class Model:
         cls = type(event)
         if cls is not ev.ClockTicked:
             self.recent.append(event)
-        src = self.sources.get(event.source)
-        if src is None:
-            src = self._source(event.source)
-        src.events += 1
+        counts = self.source_events
+        n = counts.get(event.source)
+        if n is None:
+            self._source(event.source)
+            n = 0
+        counts[event.source] = n + 1
         if event.synthetic and cls in _NOT_A_MOVE_WHEN_SYNTHETIC:
             # `echo "unbind <uuid>" > .../uevent` reports a move that did not happen: rules see
             # it (findings marked synthetic), the episode keeps it, the device state does not.
             bdf = getattr(event, "bdf", None)
             if bdf:
-                self._join(bdf, event)
+                self.join(bdf, event)
             return
         handler = _HANDLERS.get(cls)
         if handler is not None:
@@ -221,7 +213,7 @@ class Model:
                     rec.device = replace(d, iommu_group=None)
                 self._set_group(rec, group)
                 if rec.driver != d.driver:
-                    self._join(d.bdf, e)
+                    self.join(d.bdf, e)
                     self._move(rec, e, d.driver)
                 rec.driver_override = d.driver_override
                 rec.present = True
@@ -239,12 +231,12 @@ class Model:
             vf_index=e.vf_index if e.vf_index is not None else d.vf_index,
             role="vf" if e.pf else d.role,
         )
-        self._join(e.bdf, e)
+        self.join(e.bdf, e)
 
     def _removed(self, e: ev.DeviceRemoved) -> None:
         rec = self.devices.get(e.bdf)
         if rec is not None:
-            ep = self._join(e.bdf, e)
+            ep = self.join(e.bdf, e)
             if ep is not None:
                 ep.done_ns = e.ts_ns
             rec.present = False
@@ -254,11 +246,11 @@ class Model:
     def _bound(self, e: ev.DeviceBound) -> None:
         rec = self._ensure(e.bdf, e.ts_ns)
         if not e.synthetic:
-            self._recover_from_kernel(e.ts_ns, e.bdf, e.driver, "bound")
+            self.writes.kernel_move(e.ts_ns, e.bdf, e.driver, "bound")
         rec.present = True
         if rec.driver is None and rec.last_driver is None and e.previous_driver:
             rec.last_driver = e.previous_driver
-        ep = self._join(e.bdf, e)
+        ep = self.join(e.bdf, e)
         if rec.driver != e.driver:
             self._move(rec, e, e.driver)
         if ep is not None:
@@ -279,10 +271,10 @@ class Model:
     def _unbound(self, e: ev.DeviceUnbound) -> None:
         rec = self._ensure(e.bdf, e.ts_ns)
         if not e.synthetic:
-            self._recover_from_kernel(e.ts_ns, e.bdf, e.previous_driver or rec.driver, "unbound")
+            self.writes.kernel_move(e.ts_ns, e.bdf, e.previous_driver or rec.driver, "unbound")
         if rec.driver is None and e.previous_driver and rec.last_driver is None:
             rec.last_driver = e.previous_driver
-        ep = self._join(e.bdf, e, starts_move=True)
+        ep = self.join(e.bdf, e, starts_move=True)
         if ep is not None:
             if ep.from_driver is None and ep.unbind_ns is None:
                 ep.from_driver = rec.driver or e.previous_driver
@@ -297,12 +289,12 @@ class Model:
         if e.attribute == "driver_override":
             rec.driver_override = e.value
         if e.attribute:
-            self._join(e.bdf, e)
+            self.join(e.bdf, e)
 
     def _netdev_added(self, e: ev.NetdevAdded) -> None:
         rec = self.device(e.bdf)
         if rec is not None:
-            self._join(rec.device.bdf, e)
+            self.join(rec.device.bdf, e)
             rec.netdev = e.ifname
             rec.netns = rec.netns or "host"
             self._link_note(e.bdf, LinkNote(ts_ns=e.ts_ns, ifname=e.ifname, netns=rec.netns, what="added"))
@@ -312,7 +304,7 @@ class Model:
         if rec is None:
             return
         # The netdev goes because its device is being unbound: it opens that move's episode.
-        ep = self._join(rec.device.bdf, e, starts_move=True)
+        ep = self.join(rec.device.bdf, e, starts_move=True)
         if ep is not None and (ep.lost is None or not ep.lost.from_link):
             netns = rec.netns if rec.netdev == e.ifname and rec.netns else "host"
             sb = self.sandbox_for(rec.device.bdf)
@@ -346,7 +338,7 @@ class Model:
             if old is None or moved or old.operstate != e.operstate or old.ifname != e.ifname:
                 self._link_note(e.bdf, LinkNote(ts_ns=e.ts_ns, ifname=e.ifname, netns=e.netns.label, what=what))
             if appeared and e.bdf is not None:
-                self._join(e.bdf, e)
+                self.join(e.bdf, e)
 
     def _link_removed(self, e: ev.LinkRemoved) -> None:
         old = self.links.pop((e.netns.inode, e.ifindex), None)
@@ -354,7 +346,7 @@ class Model:
         rec = self.device(bdf)
         if rec is None or bdf is None:
             return
-        ep = self._join(bdf, e, starts_move=True)
+        ep = self.join(bdf, e, starts_move=True)
         if ep is not None:
             netns = self.netns.get(e.netns.inode, e.netns)
             sb = self.sandbox_for(bdf)
@@ -381,161 +373,33 @@ class Model:
         for key in [k for k in self.links if k[0] == e.netns.inode]:
             del self.links[key]
 
-    # ---- the BDF of an open-only write, recovered from the uevent that follows ----------------
-
-    @staticmethod
-    def _recoverable(e: ev.SysfsWriteObserved) -> bool:
-        return (e.bdf is None and e.stage == "open" and e.result >= 0
-                and e.control in _RECOVERABLE_CONTROLS)
-
-    @staticmethod
-    def _caused(w: ev.SysfsWriteObserved, ts_ns: int, bdf: str, driver: str | None,
-                what: str) -> bool:
-        """True when the kernel's `what` (bound/unbound) of device `bdf` to/from `driver` at
-        `ts_ns` can be what the write opened as `w` made the kernel do."""
-        if not 0 <= ts_ns - w.ts_ns <= RECOVERY_WINDOW_NS:
-            return False
-        via = _link_form_device(w.path)  # `/sys/bus/pci/devices/<bdf>/driver/unbind`
-        if via is not None and via != bdf:
-            return False
-        if w.control == "unbind":
-            return what == "unbound" and (w.driver is None or driver is None or w.driver == driver)
-        if w.control in ("bind", "new_id"):  # new_id: the kernel binds inside that write
-            return what == "bound" and (w.driver is None or w.driver == driver)
-        return what == "bound"  # drivers_probe: whichever driver the device matched
-
-    def _recovered(self, w: ev.SysfsWriteObserved, bdf: str) -> ev.SysfsWriteObserved:
-        if w.control == "new_id":  # its value is "vendor device": only the device is learnt
-            return replace(w, bdf=bdf)
-        return replace(w, bdf=bdf, value=bdf, value_recovered=True)
-
-    def _recover_from_kernel(self, ts_ns: int, bdf: str, driver: str | None, what: str) -> None:
-        """A bind/unbind uevent: give its BDF to the oldest waiting open it can be the effect of
-        (that write then joins the device's episode before the uevent does)."""
-        for w in self._unclaimed:
-            if self._caused(w, ts_ns, bdf, driver, what):
-                self._unclaimed.remove(w)
-                self._write(self._recovered(w, bdf))
-                return
-        self._kernel_moves.append([ts_ns, bdf, driver, what, False])  # bounded: maxlen
-
-    def _recover_from_past(self, e: ev.SysfsWriteObserved) -> ev.SysfsWriteObserved | None:
-        """An open delivered after the uevent it caused (eBPF records can be late): the
-        earliest unclaimed bind/unbind after it that it can explain."""
-        for m in self._kernel_moves:
-            if not m[4] and self._caused(e, m[0], m[1], m[2], m[3]):
-                m[4] = True
-                return self._recovered(e, m[1])
-        return None
-
-    def _write(self, e: ev.SysfsWriteObserved) -> None:
-        if self._recoverable(e):
-            found = self._recover_from_past(e)
-            if found is None:
-                self._unclaimed.append(e)
-                return
-            e = found
-        bdf = e.bdf
-        if bdf:
-            self.last_actor[bdf] = e.actor
-            rec = self.device(bdf)
-            if e.control == "driver_override" and e.result >= 0 and rec is not None:
-                rec.driver_override = e.value.strip() or None
-            targets = [bdf]
-        elif e.control in ("new_id", "remove_id"):
-            targets = self._new_id_targets(e)
-        else:
-            targets = []
-        starts = e.result >= 0 and e.control in _MOVE_CONTROLS
-        for b in targets:
-            ep = self._join(b, e, starts_move=starts and not self._completes(b, e))
-            if ep is None:
-                continue
-            actor = e.actor
-            ep.add_actor(actor)
-            if e.control not in ep.controls:
-                ep.facts += 1
-                ep.controls.append(e.control)
-            if actor.sandbox_id and ep.sandbox_id is None:
-                ep.sandbox_id = actor.sandbox_id
-                ep.facts += 1
-            va = ep.vfio_actor
-            if (e.result >= 0 and (va is None or va.pid != actor.pid or va.comm != actor.comm)
-                    and self._steers_to_vfio(b, e)):
-                ep.vfio_actor = actor
-                ep.facts += 1
-
-    def _completes(self, bdf: str, e: ev.SysfsWriteObserved) -> bool:
-        """True when `e` is the write inside which the kernel made the bind that completed the
-        current episode: bind/new_id/drivers_probe are stamped when the syscall returns, after
-        the bind they caused, so they must join that episode, not start the next one."""
-        ep = self.episodes.get(bdf)
-        if (ep is None or ep.done_ns is None or e.control not in _BINDING_CONTROLS
-                or not 0 <= e.ts_ns - ep.done_ns <= COMPLETION_SLACK_NS):
-            return False
-        if e.control == "drivers_probe":
-            rec = self.devices.get(bdf)
-            return rec is not None and rec.driver_override in (None, ep.to_driver)
-        return e.driver is not None and e.driver == ep.to_driver
-
-    def _steers_to_vfio(self, bdf: str, e: ev.SysfsWriteObserved) -> bool:
-        c = e.control
-        if c == "driver_override":
-            return e.value.strip() == VFIO_DRIVER
-        if c in ("bind", "new_id"):
-            return e.driver == VFIO_DRIVER or "/drivers/vfio-pci/" in e.path
-        if c == "drivers_probe":
-            rec = self.devices.get(bdf)
-            return rec is not None and rec.driver_override == VFIO_DRIVER
-        return False
-
-    def _new_id_targets(self, e: ev.SysfsWriteObserved) -> list[str]:
-        """Devices a `new_id` write ("8086 10ca") is about: matching ids, unbound, moving now."""
-        parts = e.value.lower().replace("0x", "").split()
-        if len(parts) < 2:
-            return []
-        vendor, device = parts[0], parts[1]
-        window = self.config.episode_window_ns
-        out = []
-        for bdf, ep in self.episodes.items():
-            rec = self.devices.get(bdf)
-            # The kernel binds inside the new_id write, but uevents are stamped when read: the
-            # write can reach us before the unbind it follows. A device whose episode already
-            # holds an unbind write is moving now, whatever its driver looks like yet.
-            moving = rec is not None and (rec.driver is None or "unbind" in ep.controls)
-            if (rec is not None and rec.device.vendor == vendor and rec.device.device == device
-                    and abs(e.ts_ns - ep.last_ns) <= window
-                    and (moving or e.control == "remove_id")):
-                out.append(bdf)
-        return sorted(out)
-
     def _vfio_added(self, e: ev.VfioDeviceAdded) -> None:
         if e.bdf is not None:
             rec = self.device(e.bdf)
             if rec is not None:
                 if e.group is not None:
                     self._set_group(rec, e.group)
-                self._join(e.bdf, e)
+                self.join(e.bdf, e)
             return
         if e.group is None:
             return
         members = self.group_members(e.group)
         if members:
             for rec in members:
-                self._join(rec.device.bdf, e)
+                self.join(rec.device.bdf, e)
         else:
             self._pending_group = (e.group, e.ts_ns)
 
     def _vfio_removed(self, e: ev.VfioDeviceRemoved) -> None:
         if e.bdf is not None:
-            self._join(e.bdf, e)
+            self.join(e.bdf, e)
         elif e.group is not None:
             for rec in self.group_members(e.group):
-                self._join(rec.device.bdf, e)
+                self.join(rec.device.bdf, e)
 
     def _log(self, e: ev.LogLineMatched) -> None:
         for bdf in self.log_targets(e):
-            ep = self._join(bdf, e)
+            ep = self.join(bdf, e)
             if ep is not None:
                 if e.signature not in ep.signatures:
                     ep.signatures.append(e.signature)
@@ -572,12 +436,12 @@ class Model:
     def _held(self, e: ev.VfioGroupHeld) -> None:
         self.vfio_holders.setdefault(e.group, {})[e.holder.pid] = e.holder
         for rec in self.group_members(e.group):
-            self._join(rec.device.bdf, e)
+            self.join(rec.device.bdf, e)
 
     def _released(self, e: ev.VfioGroupReleased) -> None:
         holders = self.vfio_holders.get(e.group)
         for rec in self.group_members(e.group):
-            self._join(rec.device.bdf, e)
+            self.join(rec.device.bdf, e)
         if holders is None:
             return
         if e.pid is None:
@@ -588,17 +452,18 @@ class Model:
             del self.vfio_holders[e.group]
 
     def _source_state(self, e: ev.SourceStateChanged) -> None:
-        s = self._source(e.name)
-        s.up, s.mode, s.reason, s.hint = e.up, e.mode, e.reason, e.hint
+        self.sources[e.name] = replace(self._source(e.name), up=e.up, mode=e.mode,
+                                       reason=e.reason, hint=e.hint)
 
     def _lost(self, e: ev.EventsLost) -> None:
         s = self._source(e.lost_source)
         n = e.count if e.count is not None else 1
-        s.lost += n
+        self.sources[e.lost_source] = replace(s, lost=s.lost + n)
         self.lost_total += n
 
     def _resynced(self, e: ev.Resynced) -> None:
-        self._source(e.resynced_source).resyncs += 1
+        s = self._source(e.resynced_source)
+        self.sources[e.resynced_source] = replace(s, resyncs=s.resyncs + 1)
 
     # ---- snapshot ----------------------------------------------------------------------------
 
@@ -632,13 +497,8 @@ class Model:
             netns=tuple(self.netns.values()),
             sandboxes=tuple(self.sandboxes[k] for k in sorted(self.sandboxes)),
             kata_configs=tuple(self.kata_configs[k] for k in sorted(self.kata_configs)),
-            sources=tuple(
-                SourceHealth(
-                    name=s.name, up=s.up, mode=s.mode, reason=s.reason, hint=s.hint,
-                    events=s.events, lost=s.lost, resyncs=s.resyncs,
-                )
-                for s in sorted(self.sources.values(), key=lambda s: s.name)
-            ),
+            sources=tuple(replace(s, events=self.source_events[s.name])
+                          for s in sorted(self.sources.values(), key=lambda s: s.name)),
             recent=tuple(self.recent),
             events_total=self.events_total,
             lost_total=self.lost_total,
@@ -649,31 +509,6 @@ _NOT_A_MOVE_WHEN_SYNTHETIC = frozenset({
     ev.DeviceBound, ev.DeviceUnbound, ev.DeviceRemoved, ev.NetdevAdded, ev.NetdevRemoved,
 })
 """Kernel events whose synthetic copies (SYNTH_UUID) must not change the device state."""
-
-_MOVE_CONTROLS = frozenset({"driver_override", "unbind", "bind", "new_id", "drivers_probe"})
-"""Control writes that begin a driver move of a device."""
-_BINDING_CONTROLS = frozenset({"bind", "new_id", "drivers_probe"})
-"""Writes inside which the kernel binds a driver (so the bind uevent precedes their return)."""
-COMPLETION_SLACK_NS = 100_000_000
-"""How long after a bind its causing write may return (a probe can take tens of ms)."""
-_RECOVERABLE_CONTROLS = frozenset({"unbind", "bind", "drivers_probe", "new_id"})
-"""Controls whose device the kernel's following bind/unbind uevent names (for all but new_id,
-that BDF is the value written)."""
-RECOVERY_WINDOW_NS = 500_000_000
-"""How long after an open its write's uevent may be stamped (open, write, the driver's
-remove/probe, the uevent read: tens of ms on a host, hundreds under emulation)."""
-RECOVERY_BACKLOG = 64
-"""Opens waiting for their uevent, and uevents waiting for a late open, kept at most."""
-
-
-def _link_form_device(path: str) -> str | None:
-    """The device named by `/sys/bus/pci/devices/<bdf>/driver/<control>`, else None."""
-    if path.startswith("/sys/bus/pci/devices/") and path.count("/") == 7:
-        parts = path.split("/")
-        if parts[6] == "driver":
-            return parts[5]
-    return None
-
 
 _HANDLERS: dict[type[ev.Event], Callable[[Model, Any], None]] = {
     ev.InventoryObserved: Model._inventory,
@@ -688,7 +523,7 @@ _HANDLERS: dict[type[ev.Event], Callable[[Model, Any], None]] = {
     ev.LinkRemoved: Model._link_removed,
     ev.NetnsAdded: Model._netns_added,
     ev.NetnsRemoved: Model._netns_removed,
-    ev.SysfsWriteObserved: Model._write,
+    ev.SysfsWriteObserved: lambda m, e: m.writes.write(e),
     ev.VfioDeviceAdded: Model._vfio_added,
     ev.VfioDeviceRemoved: Model._vfio_removed,
     ev.LogLineMatched: Model._log,

@@ -1,4 +1,7 @@
-"""Provides HostState, the frozen snapshot every consumer reads, and the SnapshotFeed protocol.
+"""Provides HostState, the frozen snapshot every consumer reads, and the feeds' protocols.
+
+SnapshotFeed is what publishes snapshots (the live pipeline, a journal replay); Playback and
+PlaybackStatus are the controls a replay adds, which the dashboard drives.
 
 The correlator owns mutable internals; what leaves the core is this immutable view. The TUI,
 the metrics collector and postmortem reports read only snapshots, so live and replay look the
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from diag import events as ev
 
@@ -139,3 +142,47 @@ class SnapshotFeed(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackStatus:
+    """Where a journal replay is; read by the dashboard's header on every frame."""
+
+    position: int
+    """Records applied so far (0 = none)."""
+    total: int
+    ts_ns: int
+    """Recorded time of the last applied record (0 before the first)."""
+    playing: bool
+    speed: float
+    done: bool
+    """Every record has been applied."""
+
+
+@runtime_checkable
+class Playback(Protocol):
+    """Controls of a journal replay (play/pause/step/seek/speed)."""
+
+    def status(self) -> PlaybackStatus: ...
+
+    def play(self) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def step(self, n: int = 1) -> None:
+        """Apply `n` more records (negative: go back), then pause."""
+
+    def seek(self, position: int) -> None:
+        """Jump to record `position` (0 = before the first), keeping the play state."""
+
+    def set_speed(self, speed: float) -> None: ...
+
+    def first_ts_ns(self) -> int:
+        """Recorded time of the first record (what `+SECONDS` and a bare time of day mean)."""
+
+    def seek_time(self, ts_ns: int) -> None:
+        """Jump to just after the last record stamped at or before `ts_ns`."""
+
+    def next_finding(self, direction: int = 1) -> bool:
+        """Pause just after the next (1) or previous (-1) record at which a finding opened;
+        False when there is none that way."""

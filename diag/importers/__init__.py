@@ -4,7 +4,7 @@ An importer turns one kind of file an operator already has (the agent's journal,
 monitor`, `ip monitor`, `journalctl -o json`, logfmt logs, `lspci`, a snapshot, Kata's
 configuration and state files) into the same events the live sources emit. Each is one module
 with a pure `parse_<fmt>(lines) -> events` plus `sniff(head) -> bool`, registered with one
-`@register(...)` line and one entry in BUILTIN. The format is recognised from content, never
+`register(...)` line and one line in IMPORTERS' module list. The format is recognised from content, never
 from the file name; `.gz` input is read transparently and a truncated or corrupt stream ends
 the file with a note instead of an exception.
 """
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from diag import events as ev
+from diag.common.registry import Registry
 
 Clock = Literal["realtime", "monotonic", "none", "static"]
 """How a file's event stamps are to be read.
@@ -108,30 +109,25 @@ class Importer(Protocol):
         ...
 
 
-IMPORTERS: dict[str, Importer] = {}
-"""Importer name -> importer; sniffing follows BUILTIN's order (most specific first)."""
+IMPORTERS: Registry[Importer] = Registry("importer", [
+    "diag.importers.journal",
+    "diag.importers.journald",  # journald (-o json) and journal-export (-o export)
+    "diag.importers.snapshot",
+    "diag.importers.katastate",
+    "diag.importers.udevadm",
+    "diag.importers.ipmon",
+    "diag.importers.lspci",
+    "diag.importers.kataconfig",
+    "diag.importers.dmesg",
+    "diag.importers.logfmt",
+])
+"""Importer name -> importer, in registration order, which is the sniffing order (most specific
+first); one line per importer module."""
 
 
 def register(importer: Importer) -> Importer:
-    IMPORTERS[importer.name] = importer
-    return importer
-
-
-BUILTIN: list[str] = [
-    "journal", "journald", "journal-export", "snapshot", "katastate", "udevadm", "ipmon", "lspci",
-    "kataconfig", "dmesg", "logfmt",
-]
-"""Built-in importers in sniffing order, one line each (each is a module of that name, or
-`_MODULE` says which module registers it)."""
-_MODULE = {"journal-export": "journald"}
-
-
-def load_builtin() -> dict[str, Importer]:
-    import importlib
-
-    for mod in BUILTIN:
-        importlib.import_module(f"diag.importers.{_MODULE.get(mod, mod)}")
-    return IMPORTERS
+    """Register an importer under its `name` (written once, on the importer)."""
+    return IMPORTERS.add(importer.name, importer)
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,7 +209,7 @@ def iter_lines(path: str, stats: FileStats) -> Iterator[bytes]:
         except OSError as exc:
             stats.error = f"{exc.strerror or exc}"
             return
-        chunks = _gunzip(raw, stats) if gz else _plain(raw, stats)  # type: ignore[arg-type]
+        chunks = _gunzip(raw, stats) if gz else _plain(raw, stats)
         pending = b""
         skipping = False  # inside a line longer than MAX_LINE: drop until its end
         try:
@@ -265,10 +261,7 @@ def sniff(path: str) -> tuple[Importer | None, str]:
     head, err = read_head(path)
     if err:
         return None, err
-    load_builtin()
-    order = [IMPORTERS[n] for n in BUILTIN if n in IMPORTERS]
-    order += [i for n, i in IMPORTERS.items() if n not in BUILTIN]
-    for imp in order:
+    for imp in IMPORTERS.load().values():
         try:
             if imp.sniff(head):
                 return imp, ""
@@ -278,17 +271,28 @@ def sniff(path: str) -> tuple[Importer | None, str]:
 
 
 def walk(inputs: Iterable[str]) -> list[str]:
-    """Expand directories (recursively, sorted) into files; files stay in the order given."""
+    """Expand directories (recursively, sorted) into files; files stay in the order given.
+    A directory's `*.lock` files (the agent's journal lock: a pid, no events) are left out."""
     out: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
             for dirpath, dirnames, filenames in os.walk(item):
                 dirnames.sort()
                 for name in sorted(filenames):
-                    out.append(os.path.join(dirpath, name))
+                    if not name.endswith(".lock"):
+                        out.append(os.path.join(dirpath, name))
         else:
             out.append(item)
     return out
+
+
+def text_lines(lines: Iterable[str], stats: FileStats) -> Iterator[tuple[int, str]]:
+    """(line number, line without its newline) of every non-blank line; all lines are counted."""
+    for lineno, raw in enumerate(lines, 1):
+        stats.lines += 1
+        line = raw.rstrip("\r\n")
+        if line.strip():
+            yield lineno, line
 
 
 def decode_line(raw: bytes) -> str:

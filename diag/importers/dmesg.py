@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from diag import events as ev
-from diag.importers import FileStats, Parsed, decode_line, register
+from diag.importers import FileStats, Parsed, decode_line, register, text_lines
 from diag.importers.logfmt import SOURCE
 from diag.sources.kata import signatures
 
@@ -24,11 +24,7 @@ def parse_dmesg(lines: Iterable[str], stats: FileStats | None = None) -> Iterato
     """Decode `dmesg` lines; the ones matching a signature become LogLineMatched (monotonic ns)."""
     st = stats if stats is not None else FileStats("<dmesg>")
     unmatched = 0
-    for lineno, raw in enumerate(lines, 1):
-        st.lines += 1
-        line = raw.rstrip("\r\n")
-        if not line.strip():
-            continue
+    for lineno, line in text_lines(lines, st):
         m = _LINE.match(line)
         if not m:
             st.bad(lineno, "not a dmesg line ([seconds] text)", line)

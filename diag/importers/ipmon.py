@@ -83,58 +83,94 @@ def parse_ip_monitor(lines: Iterable[str], stats: FileStats | None = None) -> It
     ordinals (1, 2, 3, ...) and `stats.clock` says `none`.
     """
     st = stats if stats is not None else FileStats("<ip monitor>")
-    pending: _Msg | None = None
-    next_ts: int | None = None
-    ordinal = 0
-    timed = untimed = 0
-    skipping = False
-    last_bad = 0
+    parser = _Parser(st)
+    for lineno, raw in enumerate(lines, 1):
+        st.lines += 1
+        for line in _physical(raw.rstrip("\r\n")):
+            yield from parser.line(line, lineno)
+    yield from parser.end()
 
-    def bad(lineno: int, why: str, line: str) -> None:
-        nonlocal last_bad
-        if lineno != last_bad:  # an `ip -o` line is several physical lines: count it once
-            last_bad = lineno
-            st.bad(lineno, why, line)
 
-    def emit(m: _Msg) -> ev.Event:
-        nonlocal ordinal, timed, untimed
-        ordinal += 1
+class _Parser:
+    """The state of one `ip monitor` text: the message being read (its continuation lines may
+    follow), the stamp a `Timestamp:` line gave the next one, and the counts of timed and
+    untimed messages."""
+
+    def __init__(self, st: FileStats) -> None:
+        self.st = st
+        self.pending: _Msg | None = None
+        self.next_ts: int | None = None
+        self.ordinal = 0
+        self.timed = self.untimed = 0
+        self.skipping = False
+        """Inside a message that is not about links (`[ADDR]`, `[ROUTE]`): its lines are skipped."""
+        self.last_bad = 0
+
+    def bad(self, lineno: int, why: str, line: str) -> None:
+        if lineno != self.last_bad:  # an `ip -o` line is several physical lines: count it once
+            self.last_bad = lineno
+            self.st.bad(lineno, why, line)
+
+    def emit(self, m: _Msg) -> ev.Event:
+        self.ordinal += 1
         if m.ts is None:
-            untimed += 1
-            ts = ordinal
+            self.untimed += 1
+            ts = self.ordinal
         else:
-            timed += 1
+            self.timed += 1
             ts = m.ts
-        st.events += 1
+        self.st.events += 1
         return m.event(ts)
 
-    def _one(line: str, lineno: int) -> Iterator[ev.Event]:
-        nonlocal pending, next_ts, skipping
+    def line(self, line: str, lineno: int) -> Iterator[ev.Event]:
+        """One physical line: a continuation, a `Timestamp:` line or a new message."""
         if not line.strip():
             return
         if line[0] in " \t":
-            if pending is not None:
-                mm = _MAC.match(line)
-                if mm and not pending.mac:
-                    pending.mac = mm.group(1)
-            elif not skipping:
-                bad(lineno, "continuation line without a message", line)
+            self._continuation(line, lineno)
             return
-        if pending is not None:
-            yield emit(pending)
-            pending = None
-        skipping = False
+        if self.pending is not None:
+            yield self.emit(self.pending)
+            self.pending = None
+        self.skipping = False
         tl = _TS_LINE.match(line)
         if tl:
-            mon, d, h, mi, s, y, us = tl.groups()
-            if mon not in _MONTHS:
-                bad(lineno, "bad month in Timestamp line", line)
-                return
-            next_ts = _utc_ns(int(y), _MONTHS[mon], int(d), int(h), int(mi), int(s), int(us) * 1000)
+            self._timestamp(tl, line, lineno)
             return
+        self._message(line, lineno)
+
+    def end(self) -> Iterator[ev.Event]:
+        """The last message, and what the file's clock is."""
+        st = self.st
+        if self.pending is not None:
+            yield self.emit(self.pending)
+        timed, untimed = self.timed, self.untimed
+        if timed and untimed:
+            st.note(f"{untimed} message(s) had no timestamp among {timed} stamped ones")
+        st.clock = ("realtime" if timed and not untimed else
+                    ("none" if untimed and not timed else st.clock))
+
+    def _continuation(self, line: str, lineno: int) -> None:
+        if self.pending is not None:
+            mm = _MAC.match(line)
+            if mm and not self.pending.mac:
+                self.pending.mac = mm.group(1)
+        elif not self.skipping:
+            self.bad(lineno, "continuation line without a message", line)
+
+    def _timestamp(self, tl: re.Match[str], line: str, lineno: int) -> None:
+        """`ip -t`'s `Timestamp: <ctime> <usec> usec` line: the next message's stamp."""
+        mon, d, h, mi, s, y, us = tl.groups()
+        if mon not in _MONTHS:
+            self.bad(lineno, "bad month in Timestamp line", line)
+            return
+        self.next_ts = _utc_ns(int(y), _MONTHS[mon], int(d), int(h), int(mi), int(s),
+                               int(us) * 1000)
+
+    def _message(self, line: str, lineno: int) -> None:
+        """`[-ts stamp] [nsid N] [LINK] [Deleted ]<ifindex>: <ifname>: <FLAGS> ...`."""
         rest = line
-        ts = next_ts
-        next_ts = None
+        ts, self.next_ts = self.next_ts, None
         mi_ = _TS_ISO.match(rest)
         if mi_:
             y, mo, d, h, mn, s, frac = mi_.groups()
@@ -142,7 +178,7 @@ def parse_ip_monitor(lines: Iterable[str], stats: FileStats | None = None) -> It
                 ts = _utc_ns(int(y), int(mo), int(d), int(h), int(mn), int(s),
                              int(frac.ljust(9, "0")[:9]))
             except (ValueError, OverflowError):
-                bad(lineno, "bad -ts timestamp", line)
+                self.bad(lineno, "bad -ts timestamp", line)
                 return
             rest = rest[mi_.end():]
         nsid = None
@@ -150,33 +186,21 @@ def parse_ip_monitor(lines: Iterable[str], stats: FileStats | None = None) -> It
             mt = _TAG.match(rest)
             if mt:
                 if mt.group(1) != "LINK":
-                    skipping = True
-                    break
+                    self.skipping = True
+                    return
                 rest = rest[mt.end():]
             mn_ = _NSID.match(rest)
             if mn_:
                 nsid = mn_.group(1)
                 rest = rest[mn_.end():]
-        if skipping:
-            return
         m = _MSG.match(rest)
         if not m:
-            bad(lineno, "not an ip monitor link message", line)
+            self.bad(lineno, "not an ip monitor link message", line)
             return
         deleted, ifindex, name, flags, tail = m.groups()
         ifname = name.rsplit("@", 1)[0] if "@" in name else name
-        pending = _Msg(ts, netns_for_nsid(nsid), bool(deleted), int(ifindex), ifname, flags,
-                       tail, lineno)
-    for lineno, raw in enumerate(lines, 1):
-        st.lines += 1
-        for line in _physical(raw.rstrip("\r\n")):
-            yield from _one(line, lineno)
-
-    if pending is not None:
-        yield emit(pending)
-    if timed and untimed:
-        st.note(f"{untimed} message(s) had no timestamp among {timed} stamped ones")
-    st.clock = "realtime" if timed and not untimed else ("none" if untimed and not timed else st.clock)
+        self.pending = _Msg(ts, netns_for_nsid(nsid), bool(deleted), int(ifindex), ifname,
+                            flags, tail, lineno)
 
 
 class _IpMonImporter:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from diag import codec
 from diag import events as ev
-from diag.errors import JournalFormatError
+from diag.common.errors import JournalFormatError
 from diag.importers import FileStats, Parsed, first_json_object, iter_lines, register
 
 
@@ -65,25 +65,30 @@ def first_header(path: str) -> codec.Header | None:
 
 def parse_file(path: str, file_stats: FileStats, *, skip_restatement: bool = False) -> Parsed:
     """A journal file as a lazy, stamp-ordered stream; `file_stats` is filled as it is read."""
-    fs = file_stats
+    return _parsed(iter_lines(path, file_stats), file_stats, skip_restatement=skip_restatement,
+                   note_cut=True)
+
+
+def _parsed(lines: Iterable[bytes], fs: FileStats, *, skip_restatement: bool = False,
+            note_cut: bool = False) -> Parsed:
+    """Journal lines as a lazy stream; `fs` is filled once it has been read (`note_cut`: say
+    so when the last line was cut)."""
     st = codec.ReadStats()
     headers: list[codec.Header] = []
     parsed = Parsed(events=iter(()), clock="realtime")
 
     def gen() -> Iterator[ev.Event]:
         try:
-            yield from parse_journal(iter_lines(path, fs), st, headers,
-                                     skip_restatement=skip_restatement)
+            yield from parse_journal(lines, st, headers, skip_restatement=skip_restatement)
         except JournalFormatError as exc:
             fs.error = exc.message
         finally:
-            fs.lines = st.lines
-            fs.events = st.records - len(headers)
-            fs.bad_lines = st.bad_lines
-            fs.first_bad = st.first_bad
+            fs.lines, fs.events = st.lines, st.records - len(headers)
+            fs.bad_lines, fs.first_bad = st.bad_lines, st.first_bad
             if st.truncated_tail:
                 fs.truncated = True
-                fs.note("the last line was cut (crash or copy while writing); it was skipped")
+                if note_cut:
+                    fs.note("the last line was cut (crash or copy while writing); it was skipped")
             if headers:
                 fs.boot_id = parsed.boot_id = headers[0].boot_id
 
@@ -118,24 +123,7 @@ class _JournalImporter:
         return kind == "header" or (isinstance(kind, str) and kind in ev.EVENT_TYPES)
 
     def parse(self, lines: Iterable[bytes], stats: FileStats, origin: str) -> Parsed:
-        st = codec.ReadStats()
-        headers: list[codec.Header] = []
-        parsed = Parsed(events=iter(()), clock="realtime")
-
-        def gen() -> Iterator[ev.Event]:
-            try:
-                yield from parse_journal(lines, st, headers)
-            except JournalFormatError as exc:
-                stats.error = exc.message
-            finally:
-                stats.lines, stats.events = st.lines, st.records - len(headers)
-                stats.bad_lines, stats.first_bad = st.bad_lines, st.first_bad
-                stats.truncated = stats.truncated or st.truncated_tail
-                if headers:
-                    stats.boot_id = parsed.boot_id = headers[0].boot_id
-
-        parsed.events = gen()
-        return parsed
+        return _parsed(lines, stats)
 
 
 register(_JournalImporter())

@@ -20,7 +20,7 @@ from diag import codec
 from diag import events as ev
 from diag.importers import Anchor, FileStats, Parsed, first_json_object, register
 from diag.importers.logfmt import match_record
-from diag.sources.kata import logs
+from diag.sources.kata import loglines
 
 MAX_ANCHORS = 256
 """Clock anchors kept per boot (the first ones)."""
@@ -36,13 +36,13 @@ def _int(value: Any) -> int | None:
 def entry_event(rec: dict[str, Any]) -> tuple[ev.LogLineMatched | None, int | None, str]:
     """One journald entry -> (event or None, realtime ns or None, why it is bad or '').
 
-    Decoding is the Kata source's own (`diag.sources.kata.logs.decode_journal_entry`).
+    Decoding is the Kata source's own (`diag.sources.kata.loglines.decode_journal_entry`).
     """
     real = _int(rec.get("__REALTIME_TIMESTAMP"))
     if real is None:
         return None, None, "no __REALTIME_TIMESTAMP"
     ts = real * 1000
-    lr = logs.decode_journal_entry(rec)
+    lr = loglines.decode_journal_entry(rec)
     if lr is None:
         return None, ts, ""
     return match_record(lr, ts), ts, ""

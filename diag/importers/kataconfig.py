@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 from diag import events as ev
 from diag.importers import FileStats, Parsed, register
-from diag.sources.kata import config as kconfig
+from diag.sources.kata import effective
 
 SOURCE = "kata"
 _SECTION = re.compile(
@@ -65,7 +65,7 @@ def parse_group(
     """
     name = handler or handler_name(main[0] if main else None)
     main_path, main_text = main if main is not None else ("", "")
-    cfg, errors = kconfig.config_from_texts(main_path, main_text, list(dropins), handler=name)
+    cfg, errors = effective.config_from_texts(main_path, main_text, list(dropins), handler=name)
     events: list[ev.Event] = []
     if cfg is not None:
         events.append(ev.KataConfigLoaded(ts_ns=0, source=SOURCE, config=cfg))

@@ -1,7 +1,7 @@
 """Provides the importer of Kata sandbox state: Go `persist.json`, runtime-rs `state.json`, bundles.
 
 Decoding and the sandbox's effective settings are the Kata source's (`diag.sources.kata.
-sandboxes.decode_persist/decode_state/assemble`): the VFs of its physical endpoints with their
+kata_decode.decode_persist/decode_state/assemble`): the VFs of its physical endpoints with their
 host drivers, the VFIO devices its VMM was given, the QEMU pid, and `cold_plug_vfio` derived
 from the Kata configuration given alongside (persist.json does not hold the real value) plus
 the pod's annotations. containerd's bundle `config.json` of the sandbox task (its OCI spec)
@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 from diag import events as ev
 from diag.importers import FileStats, Parsed, register
-from diag.sources.kata import sandboxes
+from diag.sources.kata import decode as kata_decode
 
 _SID = re.compile(r"^[0-9a-zA-Z][0-9a-zA-Z_.-]{5,127}$")
 _MARKERS = ('"PersistVersion"', '"HypervisorState"', '"sandbox_type"', '"physical_endpoint"')
@@ -39,10 +39,10 @@ def is_bundle(text: str) -> bool:
     return all(m in text for m in _BUNDLE_MARKERS)
 
 
-def parse_bundle(text: str, path: str, stats: FileStats | None = None) -> sandboxes.BundleInfo | None:
+def parse_bundle(text: str, path: str, stats: FileStats | None = None) -> kata_decode.BundleInfo | None:
     """containerd's OCI config.json of a task, or None (counted) when it cannot be decoded."""
-    got = sandboxes.decode_bundle(text, path)
-    if isinstance(got, sandboxes.DecodeError):
+    got = kata_decode.decode_bundle(text, path)
+    if isinstance(got, kata_decode.DecodeError):
         if stats is not None:
             stats.bad(got.line or 1, got.message)
         return None
@@ -51,15 +51,15 @@ def parse_bundle(text: str, path: str, stats: FileStats | None = None) -> sandbo
 
 def parse_state(
     text: str | None, path: str, cfg: ev.KataConfig | None = None,
-    stats: FileStats | None = None, bundle: sandboxes.BundleInfo | None = None,
+    stats: FileStats | None = None, bundle: kata_decode.BundleInfo | None = None,
 ) -> list[ev.Event]:
     """Events (stamp 0: static) for one persist.json / state.json, or a bundle alone (text None)."""
     st = stats if stats is not None else FileStats(path)
-    info: sandboxes.StateInfo | None = None
+    info: kata_decode.StateInfo | None = None
     if text is not None:
         rs = '"sandbox_type"' in text or ('"resource"' in text and '"PersistVersion"' not in text)
-        got = sandboxes.decode_state(text, path) if rs else sandboxes.decode_persist(text, path)
-        if isinstance(got, sandboxes.DecodeError):
+        got = kata_decode.decode_state(text, path) if rs else kata_decode.decode_persist(text, path)
+        if isinstance(got, kata_decode.DecodeError):
             st.bad(got.line or 1, got.message)
             return []
         info = got
@@ -70,7 +70,7 @@ def parse_state(
                 "running VM (or the state file was not given)")
     else:
         return []
-    assembled = sandboxes.assemble(
+    assembled = kata_decode.assemble(
         sid, ts_ns=0, state=info, bundle=bundle, shim=None, vmm=None, vm_pid=None,
         handler=cfg.handler if cfg else None, cfg=cfg,
         runtime_hint=info.runtime if info else None,

@@ -15,8 +15,8 @@ from dataclasses import replace
 
 from diag import codec
 from diag import events as ev
-from diag.importers import FileStats, Parsed, decode_line, register
-from diag.sources.kata import logs
+from diag.importers import FileStats, Parsed, decode_line, register, text_lines
+from diag.sources.kata import loglines
 
 SOURCE = "kata"
 _WRAPPED = ("error", "err")
@@ -24,24 +24,24 @@ _WRAPPED = ("error", "err")
 <kata error>: unknown`): matched when the message itself is not a known one."""
 
 
-def match_record(rec: logs.LogRecord, ts_ns: int) -> ev.LogLineMatched | None:
+def match_record(rec: loglines.LogRecord, ts_ns: int) -> ev.LogLineMatched | None:
     """The LogLineMatched for a decoded log record, looking into its error fields too."""
-    e = logs.to_event(rec, ts_ns=ts_ns, source=SOURCE)
+    e = loglines.to_event(rec, ts_ns=ts_ns, source=SOURCE)
     if e is not None:
         return e
     for key in _WRAPPED:
         val = rec.fields.get(key)
         if val:
-            inner = logs.LogRecord(message=val, level=rec.level, fields=rec.fields,
+            inner = loglines.LogRecord(message=val, level=rec.level, fields=rec.fields,
                                    ts_ns=rec.ts_ns, origin=rec.origin, pid=rec.pid)
-            e = logs.to_event(inner, ts_ns=ts_ns, source=SOURCE)
+            e = loglines.to_event(inner, ts_ns=ts_ns, source=SOURCE)
             if e is not None:
                 text = f"{rec.message}: {val}" if rec.message else val
                 return replace(e, text=text)
     return None
 
 
-def _json_record(line: str, origin: str) -> logs.LogRecord | str:
+def _json_record(line: str, origin: str) -> loglines.LogRecord | str:
     try:
         obj = codec._loads(line)
     except ValueError:
@@ -50,9 +50,9 @@ def _json_record(line: str, origin: str) -> logs.LogRecord | str:
         return "JSON line is not an object"
     fields = {str(k): v if isinstance(v, str) else str(v) for k, v in obj.items()}
     msg = fields.pop("msg", "") or fields.pop("message", "")
-    ts = logs.parse_time_ns(fields.pop("time", "") or fields.pop("ts", ""))
+    ts = loglines.parse_time_ns(fields.pop("time", "") or fields.pop("ts", ""))
     pid = fields.get("pid", "")
-    return logs.LogRecord(message=msg, level=fields.pop("level", ""), fields=fields, ts_ns=ts,
+    return loglines.LogRecord(message=msg, level=fields.pop("level", ""), fields=fields, ts_ns=ts,
                           origin=origin, pid=int(pid) if pid.isdigit() else None)
 
 
@@ -61,25 +61,21 @@ def parse_logfmt_lines(
 ) -> Iterator[ev.Event]:
     """Decode a logfmt/JSON log file into LogLineMatched events (realtime stamps).
 
-    Decoding is the Kata source's own (`diag.sources.kata.logs`), so a line gives the same event
+    Decoding is the Kata source's own (`diag.sources.kata.loglines`), so a line gives the same event
     live and in a postmortem. A line with neither a time nor a known message is not counted as
     damage; a line with a known message but no time is (it cannot be placed).
     """
     st = stats if stats is not None else FileStats("<log>")
     unmatched = 0
-    for lineno, raw in enumerate(lines, 1):
-        st.lines += 1
-        line = raw.rstrip("\r\n")
-        if not line.strip():
-            continue
+    for lineno, line in text_lines(lines, st):
         if line.lstrip().startswith("{"):
             got = _json_record(line.strip(), origin)
             if isinstance(got, str):
                 st.bad(lineno, got, line)
                 continue
-            rec: logs.LogRecord | None = got
+            rec: loglines.LogRecord | None = got
         else:
-            rec = logs.decode_text_line(line, origin)
+            rec = loglines.decode_text_line(line, origin)
         if rec is None:
             continue
         e = match_record(rec, rec.ts_ns or 0)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 from diag import events as ev
-from diag.importers import FileStats, Parsed, decode_line, register
+from diag.importers import FileStats, Parsed, decode_line, register, text_lines
 
 SOURCE = "lspci"
 _REC = re.compile(
@@ -46,57 +46,69 @@ def parse_lspci(lines: Iterable[str], stats: FileStats | None = None) -> Iterato
     st = stats if stats is not None else FileStats("<lspci>")
     devices: list[ev.PciDevice] = []
     offsets: dict[str, tuple[int, int]] = {}
+    """PF -> (first VF offset, stride), from `-vvv`'s SR-IOV capability."""
     cur: ev.PciDevice | None = None
     fields: dict[str, object] = {}
-
-    def close() -> None:
-        if cur is not None:
-            devices.append(replace(cur, **fields))  # type: ignore[arg-type]
-
-    for lineno, raw in enumerate(lines, 1):
-        line = raw.rstrip("\r\n")
-        st.lines += 1
-        if not line.strip():
-            continue
+    for lineno, line in text_lines(lines, st):
         if line[0] not in " \t":
             m = _REC.match(line)
             if not m:
-                if line.startswith("lspci:"):
-                    continue  # lspci's own warnings (libkmod) on stderr captured with 2>&1
-                st.bad(lineno, "not an lspci device line", line)
+                if not line.startswith("lspci:"):  # lspci's own warnings (libkmod), 2>&1
+                    st.bad(lineno, "not an lspci device line", line)
                 continue
-            close()
-            dom, bus, dev, fn, rest = m.groups()
-            cls = _CLASS.search(rest)
-            ids = _IDS.search(rest)
-            cur = ev.PciDevice(
-                bdf=_bdf(dom, bus, dev, fn),
-                vendor=ids.group(1).lower() if ids else "",
-                device=ids.group(2).lower() if ids else "",
-                class_code=(cls.group(1).lower() + "00") if cls else "",
-            )
-            fields = {}
-            continue
-        if cur is None:
+            if cur is not None:
+                devices.append(replace(cur, **fields))  # type: ignore[arg-type]
+            cur, fields = _device(m), {}
+        elif cur is None:
             st.bad(lineno, "indented line before any device", line)
-            continue
-        s = line.strip()
-        key, _, val = s.partition(":")
-        val = val.strip()
-        if key == "Kernel driver in use":
-            fields["driver"] = val or None
-        elif key == "IOMMU group" and val.isdigit():
-            fields["iommu_group"] = int(val)
-        elif key == "NUMA node" and val.lstrip("-").isdigit():
-            fields["numa_node"] = int(val) if int(val) >= 0 else None
-        elif (m2 := _SRIOV.search(s)) is not None:
-            fields["sriov_totalvfs"] = int(m2.group(1))
-            fields["sriov_numvfs"] = int(m2.group(2))
-            fields["role"] = "pf"
-        elif (m3 := _VFOFF.search(s)) is not None:
-            offsets[cur.bdf] = (int(m3.group(1)), int(m3.group(2)))
-    close()
-    by_bdf = {d.bdf: d for d in devices}
+        else:
+            _detail(line.strip(), fields, offsets, cur.bdf)
+    if cur is not None:
+        devices.append(replace(cur, **fields))  # type: ignore[arg-type]
+    by_bdf = _with_vfs({d.bdf: d for d in devices}, offsets)
+    if not by_bdf:
+        return
+    if not any(d.driver for d in by_bdf.values()):
+        st.note("no `Kernel driver in use` lines: was lspci run without -k?")
+    st.events += 1
+    yield ev.InventoryObserved(ts_ns=0, source=SOURCE, devices=tuple(by_bdf[b] for b in sorted(by_bdf)))
+
+
+def _device(m: re.Match[str]) -> ev.PciDevice:
+    """A device line: `[dddd:]bb:dd.f Class [cccc]: Vendor Device [vvvv:dddd] (rev nn)`."""
+    dom, bus, dev, fn, rest = m.groups()
+    cls = _CLASS.search(rest)
+    ids = _IDS.search(rest)
+    return ev.PciDevice(
+        bdf=_bdf(dom, bus, dev, fn),
+        vendor=ids.group(1).lower() if ids else "",
+        device=ids.group(2).lower() if ids else "",
+        class_code=(cls.group(1).lower() + "00") if cls else "",
+    )
+
+
+def _detail(s: str, fields: dict[str, object], offsets: dict[str, tuple[int, int]],
+            bdf: str) -> None:
+    """An indented line of the device `bdf`: driver (-k), IOMMU group, NUMA node, SR-IOV."""
+    key, _, val = s.partition(":")
+    val = val.strip()
+    if key == "Kernel driver in use":
+        fields["driver"] = val or None
+    elif key == "IOMMU group" and val.isdigit():
+        fields["iommu_group"] = int(val)
+    elif key == "NUMA node" and val.lstrip("-").isdigit():
+        fields["numa_node"] = int(val) if int(val) >= 0 else None
+    elif (m2 := _SRIOV.search(s)) is not None:
+        fields["sriov_totalvfs"] = int(m2.group(1))
+        fields["sriov_numvfs"] = int(m2.group(2))
+        fields["role"] = "pf"
+    elif (m3 := _VFOFF.search(s)) is not None:
+        offsets[bdf] = (int(m3.group(1)), int(m3.group(2)))
+
+
+def _with_vfs(by_bdf: dict[str, ev.PciDevice],
+              offsets: dict[str, tuple[int, int]]) -> dict[str, ev.PciDevice]:
+    """Each PF's VFs (from its VF offset and stride) named, and each VF its PF and index."""
     for pf, (off, stride) in offsets.items():
         d = by_bdf.get(pf)
         if d is None or not d.sriov_numvfs:
@@ -109,12 +121,7 @@ def parse_lspci(lines: Iterable[str], stats: FileStats | None = None) -> Iterato
             if vf in by_bdf:
                 by_bdf[vf] = replace(by_bdf[vf], role="vf", pf=pf, vf_index=i)
         by_bdf[pf] = replace(by_bdf[pf], vfs=tuple(vfs))
-    if not by_bdf:
-        return
-    if not any(d.driver for d in by_bdf.values()):
-        st.note("no `Kernel driver in use` lines: was lspci run without -k?")
-    st.events += 1
-    yield ev.InventoryObserved(ts_ns=0, source=SOURCE, devices=tuple(by_bdf[b] for b in sorted(by_bdf)))
+    return by_bdf
 
 
 class _LspciImporter:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 
 from diag import events as ev
 from diag.importers import FileStats, Parsed, decode_line, register
-from diag.sources import uevent
+from diag.sources.uevent import decode as uevent
 
 _HEAD = re.compile(r"^(KERNEL|UDEV)\s*\[(\d{1,12})\.(\d{1,9})\]\s+(\S+)\s+(\S+)\s+\((\S*)\)\s*$")
 _PROP = re.compile(r"^([A-Za-z0-9_.]+)=(.*)$")
@@ -79,13 +79,101 @@ class _Inference:
 def parse_udevadm(lines: Iterable[str], stats: FileStats | None = None) -> Iterator[ev.Event]:
     """Decode `udevadm monitor` text lines into events, stamped in monotonic nanoseconds."""
     st = stats if stats is not None else FileStats("<udevadm>")
-    infer = _Inference()
-    tracker = uevent.DeviceTracker()
-    unknown: set[str] = set()
+    records = _Records(st)
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.rstrip("\r\n")
+        st.lines += 1
+        if not line.strip():
+            yield from records.close()
+            continue
+        m = _HEAD.match(line)
+        if m:
+            yield from records.close()
+            records.open(m, lineno)
+            continue
+        if records.head is not None and records.property(line, lineno):
+            continue
+        if line.startswith(("monitor will print", "KERNEL - ", "UDEV - ")):
+            continue
+        st.bad(lineno, "not a udevadm monitor record or property", line)
+    yield from records.close()
+    if records.infer.inferred:
+        st.note(f"{records.infer.inferred} bind line(s) without --property: driver inferred "
+                "from the device's vfio-dev or netdev nodes")
 
-    def forget(e: ev.Event) -> ev.Event:
-        # A bind printed without its driver leaves the tracker guessing from an older driver;
-        # until the next bind the previous driver is honestly unknown.
+
+class _Records:
+    """The records of one capture: the one being read (its header line and --property lines),
+    the KERNEL records already taken (so UDEV's copy of each is dropped), and the device state
+    that completes binds and unbinds."""
+
+    def __init__(self, st: FileStats) -> None:
+        self.st = st
+        self.infer = _Inference()
+        self.tracker = uevent.DeviceTracker()
+        self.unknown: set[str] = set()
+        """Devices whose driver a bind printed without --property left unknown."""
+        self.kernel_seen: deque[tuple[str, str, str]] = deque(maxlen=512)
+        self.kernel_keys: set[tuple[str, str, str]] = set()
+        self.any_kernel = False
+        self.head: tuple[str, int, dict[str, str]] | None = None
+        self.head_line = 0
+
+    def open(self, m: re.Match[str], lineno: int) -> None:
+        """A record's header line: `KERNEL[secs] action devpath (subsystem)`."""
+        origin, sec, frac, action, devpath, subsystem = m.groups()
+        self.head = (origin, _stamp(sec, frac),
+                     {"ACTION": action, "DEVPATH": devpath, "SUBSYSTEM": subsystem})
+        self.head_line = lineno
+
+    def property(self, line: str, lineno: int) -> bool:
+        """A `KEY=VALUE` line of the open record (--property); False when it is not one."""
+        assert self.head is not None
+        p = _PROP.match(line)
+        if not p:
+            return False
+        k, v = p.groups()
+        env = self.head[2]
+        if k in ("ACTION", "DEVPATH", "SUBSYSTEM") and env.get(k) not in (None, v):
+            self.st.bad(lineno, f"{k} disagrees with the record line {self.head_line}", line)
+            return True
+        if k == "DEVNAME" and v.startswith("/dev/"):
+            v = v[5:]  # udevadm prints the node path; the kernel sends it relative
+        env[k] = v
+        return True
+
+    def close(self) -> Iterator[ev.Event]:
+        """The open record as its event (none for UDEV's copy of a kernel record taken)."""
+        head, self.head = self.head, None
+        if head is None:
+            return
+        origin, ts, env = head
+        key = (env.get("SEQNUM", ""), env.get("ACTION", ""), env.get("DEVPATH", ""))
+        if origin == "KERNEL":
+            self.any_kernel = True
+            if len(self.kernel_seen) == self.kernel_seen.maxlen:
+                self.kernel_keys.discard(self.kernel_seen[0])
+            self.kernel_seen.append(key)
+            self.kernel_keys.add(key)
+        elif self.any_kernel and (key in self.kernel_keys
+                                  or ("", key[1], key[2]) in self.kernel_keys):
+            # UDEV's copy of a kernel event already taken (SEQNUM matches with --property;
+            # action + devpath without it).
+            return
+        try:
+            e = events_from_env(env, ts)
+        except uevent.MalformedUevent as exc:
+            self.st.bad(self.head_line, str(exc), f"{origin}[{ts / 1e9:.6f}] {key[1]} {key[2]}")
+            return
+        if e is None:
+            return
+        self.st.events += 1
+        yield self._forget(self.tracker.apply(self.infer.see(e)))
+
+    def _forget(self, e: ev.Event) -> ev.Event:
+        """A bind printed without its driver leaves the tracker guessing from an older driver;
+        until the next bind the previous driver is honestly unknown."""
+        unknown = self.unknown
         if isinstance(e, ev.DeviceBound):
             was_unknown = e.bdf in unknown
             if e.driver:
@@ -99,73 +187,6 @@ def parse_udevadm(lines: Iterable[str], stats: FileStats | None = None) -> Itera
             return ev.DeviceUnbound(ts_ns=e.ts_ns, source=e.source, synthetic=e.synthetic,
                                     bdf=e.bdf)
         return e
-    kernel_seen: deque[tuple[str, str, str]] = deque(maxlen=512)
-    kernel_keys: set[tuple[str, str, str]] = set()
-    any_kernel = False
-    head: tuple[str, int, dict[str, str]] | None = None
-    head_line = 0
-
-    def flush() -> Iterator[ev.Event]:
-        nonlocal any_kernel
-        if head is None:
-            return
-        origin, ts, env = head
-        key = (env.get("SEQNUM", ""), env.get("ACTION", ""), env.get("DEVPATH", ""))
-        if origin == "KERNEL":
-            any_kernel = True
-            if len(kernel_seen) == kernel_seen.maxlen:
-                kernel_keys.discard(kernel_seen[0])
-            kernel_seen.append(key)
-            kernel_keys.add(key)
-        elif any_kernel and (key in kernel_keys or ("", key[1], key[2]) in kernel_keys):
-            # UDEV's copy of a kernel event already taken (SEQNUM matches with --property;
-            # action + devpath without it).
-            return
-        try:
-            e = events_from_env(env, ts)
-        except uevent.MalformedUevent as exc:
-            st.bad(head_line, str(exc), f"{origin}[{ts / 1e9:.6f}] {key[1]} {key[2]}")
-            return
-        if e is None:
-            return
-        st.events += 1
-        yield forget(tracker.apply(infer.see(e)))
-
-    lineno = 0
-    for lineno, raw in enumerate(lines, 1):
-        line = raw.rstrip("\r\n")
-        st.lines += 1
-        if not line.strip():
-            yield from flush()
-            head = None
-            continue
-        m = _HEAD.match(line)
-        if m:
-            yield from flush()
-            origin, sec, frac, action, devpath, subsystem = m.groups()
-            head = (origin, _stamp(sec, frac),
-                    {"ACTION": action, "DEVPATH": devpath, "SUBSYSTEM": subsystem})
-            head_line = lineno
-            continue
-        if head is not None:
-            p = _PROP.match(line)
-            if p:
-                k, v = p.groups()
-                env = head[2]
-                if k in ("ACTION", "DEVPATH", "SUBSYSTEM") and env.get(k) not in (None, v):
-                    st.bad(lineno, f"{k} disagrees with the record line {head_line}", line)
-                    continue
-                if k == "DEVNAME" and v.startswith("/dev/"):
-                    v = v[5:]  # udevadm prints the node path; the kernel sends it relative
-                env[k] = v
-                continue
-        if line.startswith(("monitor will print", "KERNEL - ", "UDEV - ")):
-            continue
-        st.bad(lineno, "not a udevadm monitor record or property", line)
-    yield from flush()
-    if infer.inferred:
-        st.note(f"{infer.inferred} bind line(s) without --property: driver inferred from the "
-                "device's vfio-dev or netdev nodes")
 
 
 class _UdevadmImporter:
@@ -173,15 +194,9 @@ class _UdevadmImporter:
     description = "udevadm monitor output (--kernel/--udev, --property)"
 
     def sniff(self, head: list[str]) -> bool:
-        hits = 0
-        for line in head[:200]:
-            if line.startswith("monitor will print the received events"):
-                return True
-            if _HEAD.match(line):
-                hits += 1
-                if hits >= 1:
-                    return True
-        return False
+        """udevadm's banner or one record line within the first 200 lines."""
+        return any(line.startswith("monitor will print the received events") or _HEAD.match(line)
+                   for line in head[:200])
 
     def parse(self, lines: Iterable[bytes], stats: FileStats, origin: str) -> Parsed:
         return Parsed(events=parse_udevadm((decode_line(b) for b in lines), stats),

@@ -64,12 +64,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from diag import events as ev
-from diag.core.config import CoreConfig
+from diag.common.errors import DiagError
 from diag.core.correlator import Correlator
 from diag.core.state import HostState, SnapshotListener
-from diag.errors import DiagError
+from diag.core.thresholds import CoreConfig
 from diag.sinks import Sink
-from diag.sources import Availability, Source, SourceContext, load_builtin
+from diag.sources import SOURCES, Availability, Source, SourceContext
 
 log = logging.getLogger("vfiowatch.runtime")
 
@@ -137,7 +137,8 @@ def build_sources(
     """Instantiate the registered sources (all, or `names` in that order) and probe each.
 
     Returns (runnable sources, [(name, Availability) for each that cannot run here]). The
-    second list goes to `Pipeline(unavailable=...)`, which reports each once, in-band.
+    second list goes to `Pipeline(unavailable=...)`, which reports each once, in-band; with
+    every source asked for, a source module that failed to import is in it (named by module).
 
     Options: when `ctx.options` is a table of tables keyed by source names (the
     `[sources.<name>]` tables of the configuration file), each source gets its own table (or
@@ -145,10 +146,15 @@ def build_sources(
     and lets a source's ConfigError (an unknown or bad option) through: that is the user's to
     fix, not a source to skip.
     """
-    registry = load_builtin()
+    registry = SOURCES.load()
     wanted = list(names) if names is not None else list(registry)
     runnable: list[Source] = []
     unavailable: list[tuple[str, Availability]] = []
+    if names is None:  # every source: those whose module cannot be imported are reported too
+        unavailable.extend(
+            (f.module, Availability(False, reason=f.text(),
+                                    hint="reinstall vfiowatch; `vfiowatch check` lists it"))
+            for f in registry.failures)
     opts = ctx.options
     per_source = bool(opts) and any(k in registry for k in opts) and all(
         isinstance(v, Mapping) for v in opts.values())
@@ -156,6 +162,7 @@ def build_sources(
         if name not in registry:
             raise KeyError(f"unknown source {name!r}; known: {', '.join(registry)}")
         sctx = replace(ctx, options=opts.get(name, {})) if per_source else ctx
+        sctx = replace(sctx, paths=ctx.paths.fresh())  # each source reports its own refusals
         try:
             src = registry[name](sctx)
             avail = src.probe()

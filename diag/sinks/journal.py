@@ -30,12 +30,18 @@ Durability, and what it costs:
 * SIGHUP (`reopen()`): the file is closed and the path opened again (after logrotate moved it,
   a new file starts with a header and a snapshot). It happens on the core thread at the next
   write or flush, within about a second.
+* One writer: `<path>.lock` is flock()ed for the sink's life, with the writer's pid in it. A
+  second agent on the same path is refused (JournalInUse, naming that pid) before it writes,
+  rotates or deletes anything; otherwise it would rotate the first one's file away while the
+  first kept writing to the deleted file. The kernel drops the lock with the process, kill -9
+  included. Readers (postmortem, replay) take no lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno as errno_mod
+import fcntl
 import gzip
 import os
 import queue
@@ -46,11 +52,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from diag import codec
 from diag import events as ev
+from diag.common.errors import DiagError
 from diag.core.state import HostState
+
+if TYPE_CHECKING:
+    from diag.common.paths import HostPaths
 
 Report = Callable[..., None]
 """`report(level, event, **fields)`: how the sink tells the agent's log about its trouble."""
@@ -91,15 +101,17 @@ def state_records(state: HostState, ts_ns: int) -> list[ev.Event]:
     return out
 
 
-def default_header(part: int, *, root: str = "/", started_ns: int | None = None) -> codec.Header:
+def default_header(part: int, *, root: str = "/", started_ns: int | None = None,
+                   paths: HostPaths | None = None) -> codec.Header:
     """A header for this host: agent version, hostname (or $NODE_NAME), kernel, boot id."""
     import socket
 
     from diag import __version__
+    from diag.common.paths import HostPaths
 
     boot_id = ""
-    with contextlib.suppress(OSError):
-        boot_id = Path(root, "proc/sys/kernel/random/boot_id").read_text().strip()
+    with contextlib.suppress(OSError):  # under --root, confined (`paths` keeps the refusal)
+        boot_id = (paths or HostPaths.at(root)).read_text("/proc/sys/kernel/random/boot_id", 256).strip()
     return codec.Header(
         agent_version=__version__,
         hostname=os.environ.get("NODE_NAME") or socket.gethostname(),
@@ -108,6 +120,50 @@ def default_header(part: int, *, root: str = "/", started_ns: int | None = None)
         started_ns=started_ns if started_ns is not None else time.time_ns(),
         part=part,
     )
+
+
+class JournalInUse(DiagError):
+    """Another agent holds this journal's lock: a second writer would rotate its file away."""
+
+    title = "Journal in use"
+
+
+def lock_path(journal: Path) -> Path:
+    """The lock file beside a journal: `<journal>.lock`."""
+    return journal.with_name(journal.name + ".lock")
+
+
+def lock_journal(journal: Path) -> int:
+    """Take the journal's lock (flock, exclusive, never waiting) and write our pid into it;
+    returns the descriptor, held for the agent's life. The kernel drops the lock when the
+    process ends however it ends (kill -9 included), so a stale lock file is no obstacle.
+
+    Raises JournalInUse naming the holder's pid when another process holds it; the lock file
+    is then only opened (created if absent), never written. Readers (postmortem, replay, the
+    dashboard) never take it.
+    """
+    path = lock_path(journal)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").split("\n")
+        finally:
+            os.close(fd)
+        pid = holder[0].strip() if holder and holder[0].strip().isdigit() else "unknown"
+        since = f", {holder[1].strip()}" if len(holder) > 1 and holder[1].strip() else ""
+        raise JournalInUse(
+            f"{journal} is being written by another vfiowatch agent (pid {pid}{since}); "
+            f"lock {path}", hint="stop that agent first (systemctl stop vfiowatch for the service), "
+                                 "or give this one its own --journal PATH, or --no-journal") from None
+    except OSError:
+        os.close(fd)
+        raise
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\nstarted {started}\n".encode(), 0)
+    return fd
 
 
 @dataclass(slots=True)
@@ -149,8 +205,15 @@ class JournalSink:
         """`state`: the current HostState (the correlator's `snapshot`, called on the core
         thread), used for each file's opening snapshot; without it, the newest `snapshot()`
         given. `header(part)`: builds each file's header. `report(level, event, **fields)`:
-        where trouble is told (the log sink's logger)."""
+        where trouble is told (the log sink's logger). Raises JournalInUse when another agent
+        holds the journal (see `lock_journal`); nothing is written, rotated or deleted then."""
         self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd: int | None = lock_journal(self.path)
+        self._unlock = threading.Lock()
+        self._workers = 2
+        """Background threads (gzip, fsync) still running: the lock is kept while any writes."""
+        self._closed = False
         self.max_bytes = max_bytes
         self.keep = keep
         self.fsync_interval_s = fsync_interval_s
@@ -179,15 +242,22 @@ class JournalSink:
         self._last_ts = 0
         self.stats = JournalStats(path=str(self.path))
         self._compress_q: queue.Queue[Path | None] = queue.Queue()
-        self._compressor = threading.Thread(target=self._compress_loop, name="vfiowatch-gzip",
-                                            daemon=True)
-        self._compressor.start()
         self._sync_q: queue.Queue[int] = queue.Queue()
         """Duplicated descriptors to fdatasync and close; -1 stops the syncer."""
-        self._syncer = threading.Thread(target=self._sync_loop, name="vfiowatch-fsync",
+        self._start_workers()
+        self._take_over()
+
+    def _start_workers(self) -> None:
+        """The gzip and fdatasync threads (the core thread never waits for either)."""
+        self._compressor = threading.Thread(target=self._worker(self._compress_loop),
+                                            name="vfiowatch-gzip", daemon=True)
+        self._compressor.start()
+        self._syncer = threading.Thread(target=self._worker(self._sync_loop), name="vfiowatch-fsync",
                                         daemon=True)
         self._syncer.start()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _take_over(self) -> None:
+        """An earlier run's parts are compressed and its file kept as a part; then a new file."""
         for leftover in self._parts(compressed=False):
             self._compress_q.put(leftover)
         if self.path.exists() and self.path.stat().st_size > 0:
@@ -229,6 +299,27 @@ class JournalSink:
         # still compressing is finished at the next start.
         self._syncer.join(timeout=0.3)
         self._compressor.join(timeout=0.2)
+        with self._unlock:
+            self._closed = True
+            self._release_if_done()
+
+    def _worker(self, loop: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                loop()
+            finally:
+                with self._unlock:
+                    self._workers -= 1
+                    self._release_if_done()
+
+        return run
+
+    def _release_if_done(self) -> None:
+        """Drop the journal's lock once closed and no thread of ours still writes here (a
+        part still compressing keeps it): a next agent never compresses a part beside us."""
+        if self._closed and self._workers == 0 and self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def reopen(self) -> None:
         """SIGHUP: thread-safe; done on the core thread at the next write or flush."""
@@ -276,23 +367,8 @@ class JournalSink:
                 return
         fd = self._fd
         assert fd is not None
-        lines: list[bytes] = []
-        n_pre = 0
-        if self._need_start or self._dropped:
-            state = self._state()
-            restated = [codec.dumps(r) for r in state_records(state, ts_ns)] if state else []
-            if self._need_start:
-                hdr = replace(self._header_fn(self._part), part=self._part,
-                              snapshot_records=len(restated))
-                lines.append(codec.dumps(hdr))
-            if self._dropped:
-                lines.append(codec.dumps(ev.EventsLost(
-                    ts_ns=ts_ns, source="journal", lost_source="journal", count=self._dropped,
-                    reason=f"journal writes failed: {errno_mod.errorcode.get(self._fail_errno, '?')}"
-                           f" ({os.strerror(self._fail_errno) if self._fail_errno else ''})",
-                )))
-            lines.extend(restated)
-            n_pre = len(lines)
+        lines = self._preamble(ts_ns) if self._need_start or self._dropped else []
+        n_pre = len(lines)
         if not lines and not payload:
             return
         data = b"".join(lines + payload) if lines or len(payload) != 1 else payload[0]
@@ -307,12 +383,34 @@ class JournalSink:
                 self._close_fd()  # EIO, EBADF, a vanished file system: reopen on retry
             self._fail(exc, len(payload))
             return
+        self._written(fd, n, n_pre + len(payload))
+
+    def _preamble(self, ts_ns: int) -> list[bytes]:
+        """What goes before the records: a new part's header, the loss after a failure, and the
+        state restated (the part then replays on its own)."""
+        lines: list[bytes] = []
+        state = self._state()
+        restated = [codec.dumps(r) for r in state_records(state, ts_ns)] if state else []
+        if self._need_start:
+            hdr = replace(self._header_fn(self._part), part=self._part,
+                          snapshot_records=len(restated))
+            lines.append(codec.dumps(hdr))
+        if self._dropped:
+            lines.append(codec.dumps(ev.EventsLost(
+                ts_ns=ts_ns, source="journal", lost_source="journal", count=self._dropped,
+                reason=f"journal writes failed: {errno_mod.errorcode.get(self._fail_errno, '?')}"
+                       f" ({os.strerror(self._fail_errno) if self._fail_errno else ''})",
+            )))
+        return lines + restated
+
+    def _written(self, fd: int, n: int, records: int) -> None:
+        """Account for `n` bytes of `records` written; a recovery is told, a sync done if due."""
         self._size += n
         self._dirty = True
         st = self.stats
         st.size_bytes = self._size
         st.bytes_written += n
-        st.records_written += n_pre + len(payload)
+        st.records_written += records
         if self._need_start:
             self._start_size = self._size
         self._need_start = False

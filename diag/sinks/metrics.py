@@ -190,7 +190,7 @@ class MetricsSink:
         self.journal = journal
         self.extra = list(extra)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(StateCollector(self))  # type: ignore[arg-type]
+        self.registry.register(StateCollector(self))
         if process_metrics:
             ProcessCollector(namespace="vfiowatch", registry=self.registry)
         self.last_beat = time.monotonic()

@@ -1,5 +1,9 @@
 """Provides the Source protocol and the source registry: one module plus one line per source.
 
+A source module decorates its class with `@register` (its `name` is the registry name) and
+adds one line to `SOURCES`'s module list; a module that fails to import is reported by the
+registry (`SOURCES.failures`), never skipped.
+
 Every source splits into pure `decode_*()` functions (tested on recorded kernel bytes) and a thin
 `run(emit, stop)` loop that only reads. `probe()` asks the machine whether the source can run and
 says why not, with a fix, without side effects.
@@ -10,10 +14,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
+from diag.common.registry import Registry
 
 
 class Emit(Protocol):
@@ -43,6 +48,18 @@ class SourceContext:
     """Source-specific options from the CLI/config (`rcvbuf`, `mode`, ...)."""
 
 
+@dataclass(slots=True)
+class SocketCounters:
+    """What every source reading a kernel socket counts (read from any thread; plain ints)."""
+
+    malformed: int = 0
+    """Messages its decoder refused (reported in-band as DecodeFailed)."""
+    enobufs: int = 0
+    """Times the kernel said the socket's buffer overflowed (each an EventsLost, then a resync)."""
+    resyncs: int = 0
+    """Re-reads of the kernel's state after a loss."""
+
+
 class Source(Protocol):
     """A producer of events from one kernel or host interface."""
 
@@ -58,48 +75,38 @@ class Source(Protocol):
 
 
 SourceFactory = Callable[[SourceContext], Source]
-SOURCES: dict[str, SourceFactory] = {}
-"""Source name -> factory, in registration order."""
+SOURCES: Registry[SourceFactory] = Registry("source", [
+    "diag.sources.uevent.source",
+    "diag.sources.links",
+    "diag.sources.kata.source",
+    "diag.sources.ebpf.source",
+])
+"""Source name -> factory, in registration order; one line per built-in source module."""
+
+_S = TypeVar("_S", bound=Source)
 
 
-def register(name: str) -> Callable[[SourceFactory], SourceFactory]:
-    """Decorator registering a source factory (usually the class) under `name`."""
+def register(cls: type[_S]) -> type[_S]:
+    """Class decorator registering a source under its `name` (written once, on the class)."""
+    SOURCES.add(cls.name, cls)
+    return cls
 
-    def deco(factory: SourceFactory) -> SourceFactory:
-        SOURCES[name] = factory
-        return factory
 
-    return deco
+def refusal_events(paths: HostPaths, source: str, ts_ns: int) -> list[ev.Event]:
+    """The paths `paths` refused since the last call (they lead outside --root), one in-band
+    DecodeFailed each, so a source never drops a refusal silently."""
+    return [ev.DecodeFailed(ts_ns=ts_ns, source=source, failed_source=source,
+                            reason=f"refused to read outside --root: {text}")
+            for text in paths.refusals.take()]
 
 
 def check_options(source: str, options: Mapping[str, Any], known: Sequence[str]) -> None:
     """Raise ConfigError naming the first option `source` does not take, with the known ones."""
     for key in options:
         if key not in known:
-            from diag.errors import ConfigError
+            from diag.common.errors import ConfigError
 
             raise ConfigError(
                 f"unknown option {key!r} for source {source}",
                 hint=f"[sources.{source}] takes: {', '.join(known)}",
             )
-
-
-def load_builtin() -> dict[str, SourceFactory]:
-    """Import the built-in source modules (registering them) and return the registry."""
-    import importlib
-
-    for mod in BUILTIN:
-        try:
-            importlib.import_module(f"diag.sources.{mod}")
-        except ImportError:  # a source whose module cannot even import is reported by probe
-            continue
-    return SOURCES
-
-
-BUILTIN: list[str] = [
-    "uevent",
-    "links",
-    "kata.source",
-    "ebpf",
-]
-"""Built-in source modules, one line each (appended by each source's author)."""

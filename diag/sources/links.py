@@ -1,19 +1,13 @@
 """Provides the `links` source: RTM_NEWLINK/RTM_DELLINK in every network namespace of the host.
 
-* `decode_rtnl(data, ts_ns, netns)` is pure: one raw NETLINK_ROUTE datagram (one or more
-  `nlmsghdr` + `ifinfomsg` + attributes) to LinkChanged / LinkRemoved events. It is a minimal
-  parser of just the attributes we need (name, MAC, operstate, carrier, kind, parent device),
-  about ten times faster than a general marshal; tests check it against pyroute2's marshal on
-  the recorded lab messages. The PCI address comes from IFLA_PARENT_DEV_NAME when
-  IFLA_PARENT_DEV_BUS_NAME is `pci` (kernel >= 5.16), which works in every namespace; only when
-  a kernel lacks them does the source fall back to `/sys/class/net/<if>/device`, and only for
-  the host namespace (another namespace's netdevs are not in the host's sysfs).
-* Namespaces: the host's (`/proc/1/ns/net`, else the agent's own), the named ones
-  (`/run/netns/*`) and every namespace only held by a process (`/proc/<pid>/ns/net`), found by
-  a scan every `scan_interval_s` (default 0.5 s, so within a second). NETLINK_LISTEN_ALL_NSID is
-  not used: it misses namespaces without an id (anchors.md). Each namespace gets its own raw
-  socket, created by a short helper thread that `setns()`s into it (a socket stays in the
-  namespace it was created in), then an RTM_GETLINK dump gives its current links.
+* Decoding is pure (`diag.sources.rtnl.decode_rtnl`): one raw datagram to LinkChanged /
+  LinkRemoved events. The PCI address comes from IFLA_PARENT_DEV_NAME when the kernel sends it
+  (>= 5.16); only when a kernel lacks it does the source fall back to
+  `/sys/class/net/<if>/device`, and only for the host namespace (another namespace's netdevs
+  are not in the host's sysfs).
+* Namespaces (`diag.sources.netns`): the host's, the named ones and every one only held by a
+  process, found by a scan every `scan_interval_s` (default 0.5 s, so within a second); each
+  gets its own socket, then an RTM_GETLINK dump gives its current links.
 * Reading: one thread polls every socket and drains each ready one until EAGAIN, so nothing stays
   buffered out of sight (the failure of pyroute2's sync API under select(), host-facts.md).
   Every message gives exactly one event: counts equal a raw socket's.
@@ -27,7 +21,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -36,348 +29,40 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from diag import events as ev
-from diag.paths import HostPaths
-from diag.sources import Availability, Emit, SourceContext, check_options, register
+from diag.common.bdf import is_bdf
+from diag.sources import (
+    Availability,
+    Emit,
+    SocketCounters,
+    SourceContext,
+    check_options,
+    refusal_events,
+    register,
+)
 from diag.sources._wake import StopRelay
-from diag.sources.sysfs import is_bdf
+from diag.sources.netns import DEFAULT_RCVBUF, NetnsCandidate, host_netns, open_rtnl_in, scan_netns
+from diag.sources.rtnl import (
+    NETLINK_ROUTE,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    RTM_DELLINK,
+    RTM_NEWLINK,
+    SOURCE,
+    LinkMsg,
+    MalformedRtnl,
+    dump_request,
+    iter_messages,
+    link_event,
+    link_key,
+    parse_link,
+)
 
 log = logging.getLogger("vfiowatch.sources.links")
 
-SOURCE = "links"
-NETLINK_ROUTE = 0
-RTMGRP_LINK = 1
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
-RTM_GETLINK = 18
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 0x1
-NLM_F_DUMP = 0x300
-CLONE_NEWNET = 0x40000000
-SO_RCVBUFFORCE = 33
-DEFAULT_RCVBUF = 32 * 1024 * 1024
 _RECV_SIZE = 1 << 16
-
-IFLA_ADDRESS = 1
-IFLA_IFNAME = 3
-IFLA_OPERSTATE = 16
-IFLA_LINKINFO = 18
-IFLA_INFO_KIND = 1
-IFLA_CARRIER = 33
-IFLA_PARENT_DEV_NAME = 56
-IFLA_PARENT_DEV_BUS_NAME = 57
-IFF_UP = 0x1
-NLA_TYPE_MASK = 0x3FFF  # strips NLA_F_NESTED / NLA_F_NET_BYTEORDER
-
-OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
-
-_NLMSGHDR = struct.Struct("=IHHII")
-_IFINFOMSG = struct.Struct("=BxHiII")
-_RTA = struct.Struct("=HH")
-
-
-class MalformedRtnl(ValueError):
-    """A NETLINK_ROUTE datagram that cannot be parsed."""
-
-
-@dataclass(frozen=True, slots=True)
-class LinkMsg:
-    """One parsed RTM_NEWLINK/RTM_DELLINK (what decode_rtnl turns into events)."""
-
-    type: int
-    ifindex: int
-    flags: int
-    ifname: str = ""
-    mac: str = ""
-    operstate: str = ""
-    carrier: bool | None = None
-    link_kind: str = ""
-    parent: str | None = None
-    parent_bus: str | None = None
-    seq: int = 0
-    pid: int = 0
-
-    @property
-    def bdf(self) -> str | None:
-        return self.parent if self.parent_bus == "pci" else None
-
-
-def _cstr(b: bytes | memoryview) -> str:
-    raw = bytes(b)
-    end = raw.find(b"\0")
-    return (raw if end < 0 else raw[:end]).decode("utf-8", "replace")
-
-
-def iter_messages(data: bytes) -> Iterator[tuple[int, int, int, int, int, memoryview]]:
-    """(type, flags, seq, pid, offset, payload) for each nlmsghdr in a datagram.
-
-    Raises MalformedRtnl on a header that runs past the datagram or is shorter than itself.
-    """
-    mv = memoryview(data)
-    off, n = 0, len(data)
-    while off + 16 <= n:
-        length, mtype, flags, seq, pid = _NLMSGHDR.unpack_from(data, off)
-        if length < 16 or off + length > n:
-            raise MalformedRtnl(f"nlmsghdr at {off}: length {length} does not fit {n} bytes")
-        yield mtype, flags, seq, pid, off, mv[off + 16 : off + length]
-        off += (length + 3) & ~3
-    if off < n and n - off >= 4:
-        raise MalformedRtnl(f"{n - off} trailing bytes after the last message")
-
-
-def parse_link(mtype: int, payload: memoryview | bytes, seq: int = 0, pid: int = 0) -> LinkMsg:
-    """Parse one ifinfomsg + attributes (the payload after the nlmsghdr)."""
-    if len(payload) < 16:
-        raise MalformedRtnl(f"ifinfomsg needs 16 bytes, got {len(payload)}")
-    _family, _type, ifindex, flags, _change = _IFINFOMSG.unpack_from(payload, 0)
-    ifname = mac = operstate = kind = ""
-    carrier: bool | None = None
-    parent = parent_bus = None
-    off, n = 16, len(payload)
-    while off + 4 <= n:
-        alen, atype = _RTA.unpack_from(payload, off)
-        if alen < 4 or off + alen > n:
-            raise MalformedRtnl(f"rtattr at {off}: length {alen} does not fit {n} bytes")
-        atype &= NLA_TYPE_MASK
-        val = payload[off + 4 : off + alen]
-        if atype == IFLA_IFNAME:
-            ifname = _cstr(val)
-        elif atype == IFLA_ADDRESS:
-            mac = bytes(val).hex(":")
-        elif atype == IFLA_OPERSTATE and len(val) >= 1:
-            v = val[0]
-            operstate = OPERSTATES[v] if v < len(OPERSTATES) else str(v)
-        elif atype == IFLA_CARRIER and len(val) >= 1:
-            carrier = bool(val[0])
-        elif atype == IFLA_PARENT_DEV_NAME:
-            parent = _cstr(val)
-        elif atype == IFLA_PARENT_DEV_BUS_NAME:
-            parent_bus = _cstr(val)
-        elif atype == IFLA_LINKINFO:
-            ioff = 0
-            while ioff + 4 <= len(val):
-                ilen, itype = _RTA.unpack_from(val, ioff)
-                if ilen < 4:
-                    break
-                if itype & NLA_TYPE_MASK == IFLA_INFO_KIND:
-                    kind = _cstr(val[ioff + 4 : ioff + ilen])
-                ioff += (ilen + 3) & ~3
-        off += (alen + 3) & ~3
-    return LinkMsg(type=mtype, ifindex=ifindex, flags=flags, ifname=ifname, mac=mac,
-                   operstate=operstate, carrier=carrier, link_kind=kind, parent=parent,
-                   parent_bus=parent_bus, seq=seq, pid=pid)
-
-
-def parse_rtnl(data: bytes) -> list[LinkMsg]:
-    """Every RTM_NEWLINK/RTM_DELLINK in a datagram (other message types are skipped)."""
-    out = []
-    for mtype, _flags, seq, pid, _off, payload in iter_messages(data):
-        if mtype in (RTM_NEWLINK, RTM_DELLINK):
-            out.append(parse_link(mtype, payload, seq, pid))
-    return out
-
-
-def link_event(m: LinkMsg, ts_ns: int, netns: ev.NetnsRef, *, source: str = SOURCE,
-               resync: bool = False, bdf: str | None = None) -> ev.Event:
-    """The event for one parsed message."""
-    if m.type == RTM_DELLINK:
-        return ev.LinkRemoved(ts_ns=ts_ns, source=source, resync=resync, ifindex=m.ifindex,
-                              ifname=m.ifname, netns=netns, bdf=bdf or m.bdf)
-    return ev.LinkChanged(
-        ts_ns=ts_ns, source=source, resync=resync, ifindex=m.ifindex, ifname=m.ifname,
-        netns=netns, operstate=m.operstate, carrier=m.carrier, admin_up=bool(m.flags & IFF_UP),
-        mac=m.mac, bdf=bdf or m.bdf, link_kind=m.link_kind,
-    )
-
-
-def decode_rtnl(data: bytes, ts_ns: int, netns: ev.NetnsRef, *, source: str = SOURCE) -> list[ev.Event]:
-    """Pure: one raw NETLINK_ROUTE datagram to its link events (raises MalformedRtnl)."""
-    return [link_event(m, ts_ns, netns, source=source) for m in parse_rtnl(data)]
-
-
-def link_key(e: ev.LinkChanged) -> tuple[object, ...]:
-    """What a re-dump compares to decide that a link changed."""
-    return (e.ifname, e.operstate, e.carrier, e.admin_up, e.mac, e.bdf, e.link_kind)
-
-
-# --------------------------------------------------------------------------------------------
-# Namespaces
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class NetnsCandidate:
-    """A namespace found by a scan, and a path to open it by."""
-
-    inode: int
-    path: str
-    name: str | None = None
-    pid: int | None = None
-    is_host: bool = False
-
-    def ref(self) -> ev.NetnsRef:
-        return ev.NetnsRef(inode=self.inode, name=self.name,
-                           pid=None if self.name or self.is_host else self.pid, is_host=self.is_host)
-
-
-def _ns_inode(path: str) -> int | None:
-    try:
-        link = os.readlink(path)  # "net:[4026531833]"; cheaper than stat on a busy /proc
-    except OSError:
-        try:
-            return os.stat(path).st_ino  # a bind mount under /run/netns is no link
-        except OSError:
-            return None
-    if link.startswith("net:[") and link.endswith("]"):
-        try:
-            return int(link[5:-1])
-        except ValueError:
-            return None
-    return None
-
-
-def host_netns(paths: HostPaths) -> NetnsCandidate | None:
-    """The host's namespace: pid 1's, or the agent's own when pid 1's is unreadable (another
-    user namespace, as in some sandboxes; the agent then runs with hostNetwork)."""
-    proc = str(paths.proc)
-    for path in (f"{proc}/1/ns/net", f"{proc}/self/ns/net"):
-        ino = _ns_inode(path)
-        if ino is not None:
-            return NetnsCandidate(inode=ino, path=path, is_host=True)
-    return None
-
-
-PID_SETTLE_READS = 10
-"""A process's namespace is re-read on this many scans before the cache is trusted: container
-runtimes start a process and then unshare() it into its new namespace."""
-
-
-def scan_netns(
-    paths: HostPaths, pid_cache: dict[int, tuple[int | None, int]] | None = None, *,
-    full: bool = True,
-) -> dict[int, NetnsCandidate]:
-    """Every network namespace visible under `paths`: host, named, held by processes.
-
-    `pid_cache` (pid -> (namespace inode, times read)) makes a scan cost one readlink per young
-    process only (a host with 2,000 processes would otherwise pay 2,000 readlinks a scan): a
-    process is re-read for its first PID_SETTLE_READS scans, then trusted. `full=True` re-reads
-    every process, catching the rare old one that changed namespace itself (setns, unshare).
-    """
-    found: dict[int, NetnsCandidate] = {}
-    proc = str(paths.proc)
-    host = host_netns(paths)
-    if host is not None:
-        found[host.inode] = host
-    netns_dir = str(paths.run / "netns")
-    try:
-        names = sorted(os.listdir(netns_dir))
-    except OSError:
-        names = []
-    for name in names:
-        p = f"{netns_dir}/{name}"
-        try:
-            ino = os.stat(p).st_ino
-        except OSError:
-            continue
-        if ino not in found or (not found[ino].is_host and found[ino].name is None):
-            found[ino] = NetnsCandidate(inode=ino, path=p, name=name)
-    try:
-        pids = os.listdir(proc)
-    except OSError:
-        pids = []
-    live: set[int] = set()
-    for entry in pids:
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        live.add(pid)
-        p = f"{proc}/{entry}/ns/net"
-        cached = pid_cache.get(pid) if pid_cache is not None else None
-        if cached is not None and not full and cached[1] >= PID_SETTLE_READS:
-            ino = cached[0]
-        else:
-            ino = _ns_inode(p)
-            if pid_cache is not None:
-                pid_cache[pid] = (ino, (cached[1] if cached else 0) + 1)
-        if ino is None or ino in found:
-            continue
-        found[ino] = NetnsCandidate(inode=ino, path=p, pid=pid)
-    if pid_cache is not None:
-        for gone in pid_cache.keys() - live:
-            del pid_cache[gone]
-    return found
-
-
-_libc: ctypes.CDLL | None = None
-
-
-def _setns(fd: int, nstype: int) -> None:
-    fn = getattr(os, "setns", None)
-    if fn is not None:  # Python >= 3.12
-        fn(fd, nstype)
-        return
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.setns(fd, nstype) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-
-
-def _new_rtnl_socket(rcvbuf: int) -> socket.socket:
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
-    try:
-        if rcvbuf > 0:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
-            except OSError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.bind((0, RTMGRP_LINK))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def open_rtnl_in(path: str, *, rcvbuf: int = DEFAULT_RCVBUF, expect_inode: int | None = None) -> socket.socket:
-    """A non-blocking NETLINK_ROUTE socket subscribed to RTMGRP_LINK inside the namespace at
-    `path`, made by a helper thread that setns()es (the caller's namespace never changes).
-    With `expect_inode`, fails (ESTALE) if the path now names another namespace (pid reuse)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if expect_inode is not None and os.fstat(fd).st_ino != expect_inode:
-            raise OSError(errno.ESTALE, f"{path} is no longer namespace {expect_inode}")
-        if os.fstat(fd).st_ino == os.stat("/proc/thread-self/ns/net").st_ino:
-            return _new_rtnl_socket(rcvbuf)
-        box: dict[str, object] = {}
-
-        def work() -> None:
-            try:
-                _setns(fd, CLONE_NEWNET)
-                box["sock"] = _new_rtnl_socket(rcvbuf)
-            except BaseException as exc:
-                box["err"] = exc
-
-        t = threading.Thread(target=work, name="vfiowatch-setns", daemon=True)
-        t.start()
-        t.join()
-        if "err" in box:
-            raise box["err"]  # type: ignore[misc]
-        return box["sock"]  # type: ignore[return-value]
-    finally:
-        os.close(fd)
-
-
-def dump_request(seq: int) -> bytes:
-    """RTM_GETLINK with NLM_F_DUMP: every link of the socket's namespace."""
-    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-    return _NLMSGHDR.pack(16 + len(body), RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
-
 
 # --------------------------------------------------------------------------------------------
 # The source
@@ -408,25 +93,25 @@ class _Ns:
 
 
 @dataclass(slots=True)
-class LinksStats:
+class LinksStats(SocketCounters):
     """Counters of one run (read from any thread)."""
 
     messages: int = 0
     """RTM_NEWLINK/RTM_DELLINK messages received live (not from dumps)."""
     dumped: int = 0
-    enobufs: int = 0
-    malformed: int = 0
-    resyncs: int = 0
+    """Link messages received as replies to RTM_GETLINK dumps."""
     netns_opened: int = 0
     netns_closed: int = 0
     netns_failed: int = 0
+    """Times a namespace could not be entered (gone since the scan, or not enterable; retried
+    about 10 s later)."""
 
 
 OPTIONS = ("rcvbuf", "scan_interval_s", "netns", "full_scan_every")
 """The options this source takes (`[sources.links]` in the configuration file)."""
 
 
-@register("links")
+@register
 class LinksSource:
     """Link state in every network namespace, by one rtnetlink socket per namespace.
 
@@ -521,6 +206,7 @@ class LinksSource:
             self._by_fd.clear()
 
     def _rescan(self, emit: Emit, poller: select.poll) -> None:
+        """Find the namespaces now: close the gone ones, rename the known ones, open the new."""
         if self.only_host:
             host = host_netns(self.paths)
             found = {host.inode: host} if host else {}
@@ -531,56 +217,69 @@ class LinksSource:
         for gone in [i for i in self._failed if i not in found]:
             del self._failed[gone]
         now = time.time_ns()
+        for e in refusal_events(self.paths, self.name, now):  # paths leading outside --root
+            emit(e)
         for ino in [i for i in self._previous if i not in found]:
             ref, _ = self._previous.pop(ino)  # gone while the source was down
             emit(ev.NetnsRemoved(ts_ns=now, source=self.name, netns=ref, resync=True))
         for ino in [i for i in self._ns if i not in found]:
-            ns = self._ns[ino]
-            poller.unregister(ns.sock.fileno())
-            del self._by_fd[ns.sock.fileno()]
-            ns.sock.close()
-            with self._lock:
-                del self._ns[ino]
-            self.stats.netns_closed += 1
-            emit(ev.NetnsRemoved(ts_ns=now, source=self.name, netns=ns.ref))
+            self._close(ino, poller, emit, now)
         for ino, cand in found.items():
             ns = self._ns.get(ino)
             if ns is not None:
-                if ns.redump and not ns.dumping:
-                    ns.redump = False
-                    self._start_dump(ns, ns.resync_reason)
-                if cand.name and ns.ref.name != cand.name:  # a held namespace got a name
-                    ns.cand, ns.ref = cand, cand.ref()
-                    emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
-                elif (not ns.ref.name and ns.ref.pid is not None and cand.pid is not None
-                      and (self._pid_cache.get(ns.ref.pid) or (None, 0))[0] != ino):
-                    # The process we named it by is gone (or left it); another holds it now.
-                    ns.cand, ns.ref = cand, cand.ref()
-                    emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
-                continue
-            if self._failed.get(ino, 0) > self._scans:
-                continue
-            try:
-                sock = open_rtnl_in(cand.path, rcvbuf=self.rcvbuf, expect_inode=ino)
-            except OSError as exc:
-                # Gone between scan and open (then it vanishes from the scan), or not enterable:
-                # try again in about 10 s rather than on every scan.
-                self.stats.netns_failed += 1
-                self._failed[ino] = self._scans + 20
-                log.warning("cannot watch netns %s (%s): %s", ino, cand.path, exc)
-                continue
-            self._failed.pop(ino, None)
-            ns = _Ns(cand=cand, ref=cand.ref(), sock=sock)
-            prev = self._previous.pop(ino, None)
-            if prev is not None:  # seen by the last run: its dump is a resync against that view
-                ns.links, ns.initial = prev[1], False
-            with self._lock:
-                self._ns[ino] = ns
-            self._by_fd[sock.fileno()] = ns
-            poller.register(sock.fileno(), select.POLLIN)
-            self.stats.netns_opened += 1
+                self._known(ns, ino, cand, emit, now)
+            elif self._failed.get(ino, 0) <= self._scans:
+                self._open(ino, cand, poller, emit, now)
+
+    def _close(self, ino: int, poller: select.poll, emit: Emit, now: int) -> None:
+        ns = self._ns[ino]
+        poller.unregister(ns.sock.fileno())
+        del self._by_fd[ns.sock.fileno()]
+        ns.sock.close()
+        with self._lock:
+            del self._ns[ino]
+        self.stats.netns_closed += 1
+        emit(ev.NetnsRemoved(ts_ns=now, source=self.name, netns=ns.ref))
+
+    def _known(self, ns: _Ns, ino: int, cand: NetnsCandidate, emit: Emit, now: int) -> None:
+        """A namespace already watched: a redump due, or a better name for it."""
+        if ns.redump and not ns.dumping:
+            ns.redump = False
+            self._start_dump(ns, ns.resync_reason)
+        if cand.name and ns.ref.name != cand.name:  # a held namespace got a name
+            ns.cand, ns.ref = cand, cand.ref()
             emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
-            self._start_dump(ns, "source restarted" if prev is not None else "")
+        elif (not ns.ref.name and ns.ref.pid is not None and cand.pid is not None
+              and (self._pid_cache.get(ns.ref.pid) or (None, 0))[0] != ino):
+            # The process we named it by is gone (or left it); another holds it now.
+            ns.cand, ns.ref = cand, cand.ref()
+            emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
+
+    def _open(self, ino: int, cand: NetnsCandidate, poller: select.poll, emit: Emit,
+              now: int) -> None:
+        """A new namespace: its socket, then a dump of its links."""
+        try:
+            sock = open_rtnl_in(cand.path, rcvbuf=self.rcvbuf, expect_inode=ino,
+                                opener=self.paths.open_nsfs)
+        except OSError as exc:
+            # Gone between scan and open (then it vanishes from the scan), or not enterable:
+            # try again in about 10 s rather than on every scan.
+            self.stats.netns_failed += 1
+            self._failed[ino] = self._scans + 20
+            log.warning("cannot watch netns %s (%s): %s", ino, cand.path, exc)
+            return
+        self._failed.pop(ino, None)
+        ns = _Ns(cand=cand, ref=cand.ref(), sock=sock)
+        prev = self._previous.pop(ino, None)
+        if prev is not None:  # seen by the last run: its dump is a resync against that view
+            ns.links, ns.initial = prev[1], False
+        with self._lock:
+            self._ns[ino] = ns
+        self._by_fd[sock.fileno()] = ns
+        poller.register(sock.fileno(), select.POLLIN)
+        self.stats.netns_opened += 1
+        emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
+        self._start_dump(ns, "source restarted" if prev is not None else "")
 
     def _start_dump(self, ns: _Ns, reason: str) -> None:
         if ns.dumping:
@@ -722,7 +421,7 @@ class LinksSource:
         if m.ifname in self._sysfs_bdf and m.type == RTM_NEWLINK:
             return self._sysfs_bdf[m.ifname]
         try:
-            target = os.readlink(self.paths.sys / "class" / "net" / m.ifname / "device")
+            target = self.paths.readlink(f"/sys/class/net/{m.ifname}/device")
             bdf: str | None = os.path.basename(target)
         except OSError:
             bdf = None
@@ -730,4 +429,5 @@ class LinksSource:
             bdf = None
         self._sysfs_bdf[m.ifname] = bdf
         return bdf
+
 

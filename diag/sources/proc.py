@@ -7,13 +7,14 @@ Everything is read under the injectable root (`--root /host` with hostPID works)
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 
 KATA_SHIM_NAMES = ("containerd-shim-kata-v2",)
 KATA_SHIM_COMM = "containerd-shim"  # /proc/<pid>/comm is truncated to 15 characters
@@ -100,37 +101,37 @@ def vmm_sandbox(argv: list[str]) -> str | None:
     return None
 
 
-def _read(path: str, limit: int = 65536) -> bytes | None:
+def _read(paths: HostPaths, host_path: str, limit: int = 65536) -> bytes | None:
     try:
-        with open(path, "rb") as fh:
-            return fh.read(limit)
-    except OSError:
+        return paths.read_bytes(host_path, limit)
+    except OSError:  # exited, or refused (noted in paths.refusals for the source to report)
         return None
 
 
 def read_comm(paths: HostPaths, pid: int) -> str | None:
     """`/proc/<pid>/comm` (one small read; the cheapest per-process look); None when it exited."""
-    raw = _read(f"{paths.proc}/{pid}/comm", 64)
+    raw = _read(paths, f"/proc/{pid}/comm", 64)
     return raw.decode("utf-8", "replace").rstrip("\n") if raw is not None else None
 
 
 def read_link(paths: HostPaths, pid: int, name: str) -> str:
-    """Target of `/proc/<pid>/<name>` (`exe`, `cwd`, `root`), empty when unreadable."""
+    """Target of `/proc/<pid>/<name>` (`exe`, `cwd`, `root`): a magic link's name, read as a
+    link, never followed; empty when unreadable."""
     try:
-        return os.readlink(f"{paths.proc}/{pid}/{name}")
+        return paths.readlink(f"/proc/{pid}/{name}")
     except OSError:
         return ""
 
 
 def read_argv(paths: HostPaths, pid: int) -> list[str]:
-    raw = _read(f"{paths.proc}/{pid}/cmdline")
+    raw = _read(paths, f"/proc/{pid}/cmdline")
     if not raw:
         return []
     return [a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0")]
 
 
 def read_environ(paths: HostPaths, pid: int) -> dict[str, str]:
-    raw = _read(f"{paths.proc}/{pid}/environ", 1 << 20)
+    raw = _read(paths, f"/proc/{pid}/environ", 1 << 20)
     out: dict[str, str] = {}
     if raw:
         for item in raw.split(b"\0"):
@@ -140,16 +141,33 @@ def read_environ(paths: HostPaths, pid: int) -> dict[str, str]:
     return out
 
 
-def netns_inode(paths: HostPaths, pid: int) -> int | None:
+def ns_inode(paths: HostPaths, host_path: str) -> int | None:
+    """The namespace inode of `/proc/<pid>/ns/net` (its magic link's text, `net:[4026531833]`:
+    cheaper than a stat on a busy /proc) or of a bind-mounted `/run/netns/<name>` (its inode)."""
     try:
-        return os.stat(f"{paths.proc}/{pid}/ns/net").st_ino
-    except OSError:
-        return None
+        link = paths.readlink(host_path)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: no link, a bind mount
+            return None
+        try:
+            return paths.stat(host_path).st_ino
+        except OSError:
+            return None
+    if link.startswith("net:[") and link.endswith("]"):
+        try:
+            return int(link[5:-1])
+        except ValueError:
+            return None
+    return None
+
+
+def netns_inode(paths: HostPaths, pid: int) -> int | None:
+    return ns_inode(paths, f"/proc/{pid}/ns/net")
 
 
 def iter_pids(paths: HostPaths) -> Iterator[int]:
     try:
-        names = os.listdir(paths.proc)
+        names = paths.listdir("/proc")
     except OSError:
         return
     for n in names:
@@ -159,16 +177,13 @@ def iter_pids(paths: HostPaths) -> Iterator[int]:
 
 def read_process(paths: HostPaths, pid: int, *, with_ancestry: bool = True) -> ev.Process | None:
     """Everything /proc says about `pid`; None when it has exited."""
-    stat = _read(f"{paths.proc}/{pid}/stat")
+    stat = _read(paths, f"/proc/{pid}/stat")
     if stat is None:
         return None
     comm, ppid = parse_stat(stat.decode("utf-8", "replace"))
-    try:
-        exe = os.readlink(f"{paths.proc}/{pid}/exe")
-    except OSError:
-        exe = ""
+    exe = read_link(paths, pid, "exe")
     argv = read_argv(paths, pid)
-    cg_raw = _read(f"{paths.proc}/{pid}/cgroup")
+    cg_raw = _read(paths, f"/proc/{pid}/cgroup")
     cg = parse_cgroup(cg_raw.decode("utf-8", "replace")) if cg_raw else CgroupIdentity()
     sid, runtime = kata_shim_identity(argv, exe, comm)
     if sid is None and comm in VMM_COMMS:
@@ -180,10 +195,10 @@ def read_process(paths: HostPaths, pid: int, *, with_ancestry: bool = True) -> e
         for _ in range(8):
             if not cur or cur <= 1:
                 if cur == 1:
-                    st = _read(f"{paths.proc}/1/stat")
+                    st = _read(paths, "/proc/1/stat")
                     chain.append(parse_stat(st.decode("utf-8", "replace"))[0] if st else "init")
                 break
-            st = _read(f"{paths.proc}/{cur}/stat")
+            st = _read(paths, f"/proc/{cur}/stat")
             if st is None:
                 break
             c, cur = parse_stat(st.decode("utf-8", "replace"))

@@ -8,26 +8,28 @@ two scans into the events a resync emits.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.bdf import is_bdf
+from diag.common.paths import HostDir, HostPaths, OutsideRoot
 
-_BDF = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _VIRTFN = re.compile(r"^virtfn(\d+)$")
 
 PCI_IDS_CANDIDATES = ("usr/share/misc/pci.ids", "usr/share/hwdata/pci.ids", "usr/share/pci.ids")
 
 
-def is_bdf(text: str) -> bool:
-    """True for a full PCI address with domain (`0000:01:10.0`)."""
-    return bool(_BDF.match(text))
+PCI_DEVICES = "/sys/bus/pci/devices"
 
 
 def _why(exc: OSError) -> str:
+    if isinstance(exc, OutsideRoot):
+        return str(exc)
     if exc.errno is not None and exc.errno in errno.errorcode:
         return f"{errno.errorcode[exc.errno]} ({os.strerror(exc.errno)})"
     return str(exc)
@@ -36,16 +38,17 @@ def _why(exc: OSError) -> str:
 class _Reader:
     """Reads one device directory, collecting per-attribute errors instead of raising."""
 
-    __slots__ = ("base", "errors")
+    __slots__ = ("dir", "errors")
 
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.errors: list[str] = []
+    def __init__(self, d: HostDir | None, errors: list[str]) -> None:
+        self.dir = d
+        self.errors = errors
 
     def text(self, name: str, *, optional: bool = False) -> str | None:
+        if self.dir is None:
+            return None
         try:
-            with open(self.base / name, "rb") as fh:
-                return fh.read(4096).decode("utf-8", "replace").strip()
+            return self.dir.read_bytes(name, 4096).decode("utf-8", "replace").strip()
         except FileNotFoundError:
             if not optional:
                 self.errors.append(f"{name}: missing")
@@ -72,12 +75,16 @@ class _Reader:
             return None
 
     def link(self, name: str) -> str | None:
+        """The name a link points at (its target's last component); nothing is followed, and a
+        link that leads outside --root is refused like a read through it would be."""
+        if self.dir is None:
+            return None
         try:
-            return os.readlink(self.base / name)
+            return self.dir.link_name(name)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if exc.errno == errno.EINVAL:  # exists but is not a link
+            if exc.errno == errno.EINVAL and not isinstance(exc, OutsideRoot):  # not a link
                 self.errors.append(f"{name}: not a symlink")
             else:
                 self.errors.append(f"{name}: {_why(exc)}")
@@ -87,28 +94,36 @@ class _Reader:
 class PciIds:
     """Vendor and device names from pci.ids, parsed once on first use."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, opener: Callable[[], BinaryIO] | None = None) -> None:
         self.path = path
+        self._open = opener
         self._vendors: dict[str, str] | None = None
         self._devices: dict[tuple[str, str], str] = {}
 
     @classmethod
     def under(cls, paths: HostPaths) -> PciIds:
         for rel in PCI_IDS_CANDIDATES:
-            p = paths.root / rel
-            if p.is_file():
-                return cls(p)
+            host = "/" + rel
+            if paths.is_file(host):
+                return cls(paths.host(host), opener=lambda h=host: paths.open_file(h))
         return cls(None)
 
     def _load(self) -> dict[str, str]:
         if self._vendors is not None:
             return self._vendors
         vendors: dict[str, str] = {}
-        if self.path is not None:
+        try:
+            if self._open is not None:
+                fh: BinaryIO | None = self._open()
+            else:
+                fh = open(self.path, "rb") if self.path is not None else None  # noqa: SIM115
+        except OSError:
+            fh = None
+        if fh is not None:
             try:
-                with open(self.path, encoding="utf-8", errors="replace") as fh:
+                with io.TextIOWrapper(fh, encoding="utf-8", errors="replace") as text:
                     vendor = ""
-                    for line in fh:
+                    for line in text:  # streamed: about 1.4 MB, stopped at the classes
                         if not line or line[0] == "#" or line == "\n":
                             continue
                         if line.startswith("C "):  # device classes follow: nothing more we need
@@ -132,100 +147,108 @@ class PciIds:
 
 
 def _scan_one(paths: HostPaths, bdf: str, ids: PciIds | None) -> ev.PciDevice:
-    base = paths.pci_devices / bdf
-    r = _Reader(base)
-    vendor = r.hexid("vendor", 4)
-    device = r.hexid("device", 4)
-    class_code = r.hexid("class", 6)
-    sub_vendor = r.hexid("subsystem_vendor", 4)
-    sub_device = r.hexid("subsystem_device", 4)
-
-    drv_link = r.link("driver")
-    driver = os.path.basename(drv_link) if drv_link else None
-
-    override_raw = r.text("driver_override", optional=True)
-    override = None if override_raw in (None, "", "(null)") else override_raw
-
-    group_link = r.link("iommu_group")
-    group: int | None = None
-    if group_link:
-        try:
-            group = int(os.path.basename(group_link))
-        except ValueError:
-            r.errors.append(f"iommu_group: unexpected target {group_link!r}")
-
-    numa = r.integer("numa_node")
-    if numa is not None and numa < 0:
-        numa = None
-
-    role = "none"
-    pf: str | None = None
-    vf_index: int | None = None
-    vfs: list[tuple[int, str]] = []
-    numvfs = totalvfs = None
-    physfn = r.link("physfn")
+    errors: list[str] = []
     try:
-        entries = os.listdir(base)
+        d: HostDir | None = paths.opendir(f"{PCI_DEVICES}/{bdf}")
     except OSError as exc:
-        entries = []
-        r.errors.append(f".: {_why(exc)}")
-    if physfn:
-        role = "vf"
-        pf = os.path.basename(physfn)
-        # Our index is the PF's virtfnN that points back at us.
-        pf_dir = paths.pci_devices / pf
+        d = None
+        errors.append(f".: {_why(exc)}")
+    try:
+        return _read_device(paths, bdf, ids, _Reader(d, errors))
+    finally:
+        if d is not None:
+            d.close()
+
+
+def _read_device(paths: HostPaths, bdf: str, ids: PciIds | None, r: _Reader) -> ev.PciDevice:
+    """One device's attributes, in the order they are read; what cannot be read is in `errors`."""
+    identity = _identity(r, ids)
+    binding = _binding(r)
+    physfn = r.link("physfn")
+    entries: list[str] = []
+    if r.dir is not None:
         try:
-            for name in os.listdir(pf_dir):
-                m = _VIRTFN.match(name)
-                if m and os.path.basename(os.readlink(pf_dir / name)) == bdf:
-                    vf_index = int(m.group(1))
-                    break
+            entries = r.dir.listdir()
+        except OSError as exc:
+            r.errors.append(f".: {_why(exc)}")
+    sriov = _sriov(paths, bdf, r, physfn, entries)
+    return ev.PciDevice(bdf=bdf, **identity, **binding, **sriov, netdevs=_netdevs(r, entries),
+                        errors=tuple(r.errors))
+
+
+def _identity(r: _Reader, ids: PciIds | None) -> dict[str, Any]:
+    """Vendor, device, class and subsystem ids, and their names from pci.ids."""
+    vendor, device = r.hexid("vendor", 4), r.hexid("device", 4)
+    return {
+        "vendor": vendor, "device": device, "class_code": r.hexid("class", 6),
+        "subsystem_vendor": r.hexid("subsystem_vendor", 4),
+        "subsystem_device": r.hexid("subsystem_device", 4),
+        "vendor_name": ids.vendor(vendor) if ids and vendor else "",
+        "device_name": ids.device(vendor, device) if ids and vendor and device else "",
+    }
+
+
+def _binding(r: _Reader) -> dict[str, Any]:
+    """The driver, driver_override, IOMMU group (and its /dev/vfio node) and NUMA node."""
+    driver = r.link("driver")
+    override_raw = r.text("driver_override", optional=True)
+    group_name = r.link("iommu_group")
+    group: int | None = None
+    if group_name:
+        try:
+            group = int(group_name)
+        except ValueError:
+            r.errors.append(f"iommu_group: unexpected target {group_name!r}")
+    numa = r.integer("numa_node")
+    return {
+        "driver": driver,
+        "driver_override": None if override_raw in (None, "", "(null)") else override_raw,
+        "iommu_group": group,
+        "numa_node": None if numa is not None and numa < 0 else numa,
+        "vfio_group_path": f"/dev/vfio/{group}" if driver == "vfio-pci" and group is not None
+        else None,
+    }
+
+
+def _sriov(paths: HostPaths, bdf: str, r: _Reader, physfn: str | None,
+           entries: list[str]) -> dict[str, Any]:
+    """The SR-IOV role: a VF's PF and index, a PF's VF counts and VFs in index order."""
+    out: dict[str, Any] = {"role": "none"}
+    if physfn:
+        out.update(role="vf", pf=physfn)
+        # Our index is the PF's virtfnN that points back at us.
+        try:
+            with paths.opendir(f"{PCI_DEVICES}/{physfn}") as pf_dir:
+                for name in pf_dir.listdir():
+                    m = _VIRTFN.match(name)
+                    if m and pf_dir.link_name(name) == bdf:
+                        out["vf_index"] = int(m.group(1))
+                        break
         except OSError as exc:
             r.errors.append(f"physfn: {_why(exc)}")
     if "sriov_totalvfs" in entries:
-        role = "pf"
-        totalvfs = r.integer("sriov_totalvfs")
-        numvfs = r.integer("sriov_numvfs")
+        vfs: list[tuple[int, str]] = []
+        out.update(role="pf", sriov_totalvfs=r.integer("sriov_totalvfs"),
+                   sriov_numvfs=r.integer("sriov_numvfs"))
         for name in entries:
             m = _VIRTFN.match(name)
             if m:
                 target = r.link(name)
                 if target:
-                    vfs.append((int(m.group(1)), os.path.basename(target)))
-        vfs.sort()
+                    vfs.append((int(m.group(1)), target))
+        out["vfs"] = tuple(b for _, b in sorted(vfs))
+    return out
 
-    netdevs: tuple[str, ...] = ()
-    if "net" in entries:
-        try:
-            netdevs = tuple(sorted(os.listdir(base / "net")))
-        except OSError as exc:
-            r.errors.append(f"net: {_why(exc)}")
 
-    vfio_path = f"/dev/vfio/{group}" if driver == "vfio-pci" and group is not None else None
-
-    return ev.PciDevice(
-        bdf=bdf,
-        vendor=vendor,
-        device=device,
-        class_code=class_code,
-        subsystem_vendor=sub_vendor,
-        subsystem_device=sub_device,
-        vendor_name=ids.vendor(vendor) if ids and vendor else "",
-        device_name=ids.device(vendor, device) if ids and vendor and device else "",
-        driver=driver,
-        driver_override=override,
-        iommu_group=group,
-        numa_node=numa,
-        role=role,
-        pf=pf,
-        vf_index=vf_index,
-        sriov_numvfs=numvfs,
-        sriov_totalvfs=totalvfs,
-        vfs=tuple(b for _, b in vfs),
-        netdevs=netdevs,
-        vfio_group_path=vfio_path,
-        errors=tuple(r.errors),
-    )
+def _netdevs(r: _Reader, entries: list[str]) -> tuple[str, ...]:
+    """The interfaces under the device's `net/` (host namespace only)."""
+    if "net" not in entries or r.dir is None:
+        return ()
+    try:
+        return tuple(sorted(r.dir.listdir("net")))
+    except OSError as exc:
+        r.errors.append(f"net: {_why(exc)}")
+        return ()
 
 
 def scan(paths: HostPaths, *, names: bool = True) -> list[ev.PciDevice]:
@@ -236,7 +259,7 @@ def scan(paths: HostPaths, *, names: bool = True) -> list[ev.PciDevice]:
     paths.require_sysfs()
     ids = PciIds.under(paths) if names else None
     out = []
-    for bdf in sorted(os.listdir(paths.pci_devices)):
+    for bdf in sorted(paths.listdir(PCI_DEVICES)):
         if is_bdf(bdf):
             out.append(_scan_one(paths, bdf, ids))
     return out
@@ -244,15 +267,16 @@ def scan(paths: HostPaths, *, names: bool = True) -> list[ev.PciDevice]:
 
 def scan_device(paths: HostPaths, bdf: str) -> ev.PciDevice | None:
     """Read one device; None when it does not exist (any more)."""
-    if not (paths.pci_devices / bdf).exists():
+    if not paths.lexists(f"{PCI_DEVICES}/{bdf}"):
         return None
     return _scan_one(paths, bdf, None)
 
 
 def read_driver(paths: HostPaths, bdf: str) -> str | None:
-    """The driver bound to `bdf` right now, None when unbound or gone."""
+    """The driver bound to `bdf` right now, None when unbound, gone, or refused."""
     try:
-        return os.path.basename(os.readlink(paths.pci_devices / bdf / "driver"))
+        with paths.opendir(f"{PCI_DEVICES}/{bdf}") as d:
+            return d.link_name("driver")
     except OSError:
         return None
 

@@ -23,13 +23,13 @@ from textual.screen import Screen
 from textual.widgets import Input
 
 from diag import events as ev
-from diag.core.state import HostState, SnapshotFeed
+from diag import render
+from diag.common.when import parse_when
+from diag.core.state import HostState, Playback, SnapshotFeed
 from diag.tui import format as fmt
-from diag.tui.feed import Playback
 from diag.tui.messages import OpenDevice, OpenFinding, SnapshotReady
 from diag.tui.screens import DetailScreen, DeviceScreen, FindingScreen, HelpScreen
 from diag.tui.widgets import DevicesTable, EventLog, FindingsTable, HostHeader, KeyBar
-from diag.when import parse_when
 
 _D = TypeVar("_D", bound=DetailScreen)
 
@@ -287,7 +287,7 @@ class VfioWatchApp(App[None]):
         if bdf is not None:
             self.show_device(bdf)
         else:
-            self.notify(fmt.safe(fmt.event_summary(e), 200), title=e.kind, markup=False)
+            self.notify(fmt.safe(render.stream(e), 200), title=e.kind, markup=False)
 
     def _open_prompt(self, selector: str) -> None:
         """Show an empty prompt (the filter or go-to box) at the bottom and focus it."""

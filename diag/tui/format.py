@@ -1,10 +1,10 @@
 """Provides the dashboard's pure formatting helpers: HostState pieces -> Rich Text, no Textual.
 
 Every string that comes from the outside world (interface names, process names, log text,
-paths) goes through `diag.text.safe` and into a `rich.text.Text` built without markup parsing,
+paths) goes through `diag.common.text.safe` and into a `rich.text.Text` built without markup parsing,
 so `[red]x` shows as `[red]x` and an ESC shows as `\\x1b`. Times are formatted from the
 snapshot's own clock (event time), never from `now()`, so live and replay render alike and
-snapshot tests are deterministic. Unit-tested in tests/unit/test_tui_format.py.
+snapshot tests are deterministic. Unit-tested in tests/unit/tui/test_tui_format.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from rich.text import Text
 
 from diag import events as ev
+from diag import render
+from diag.common.text import safe
 from diag.core.state import DeviceView, HostState, SourceHealth
-from diag.text import safe
 
 NS = 1_000_000_000
 
@@ -288,80 +289,6 @@ def event_sandbox(e: ev.Event) -> str | None:
     return None
 
 
-def _arrow(frm: str | None, to: str | None) -> str:
-    return f"{frm or '(none)'} → {to or '(none)'}"
-
-
-def event_summary(e: ev.Event) -> str:
-    """One line saying what happened, outside strings already made safe."""
-    s = safe
-    match e:
-        case ev.DeviceBound():
-            return f"{e.bdf} bound to {s(e.driver)}" + (f" (was {s(e.previous_driver)})" if e.previous_driver else "")
-        case ev.DeviceUnbound():
-            return f"{e.bdf} unbound from {s(e.previous_driver or '?')}"
-        case ev.DeviceAdded():
-            return f"{e.bdf} added {e.vendor}:{e.device}" + (f" VF {e.vf_index} of {e.pf}" if e.pf else "")
-        case ev.DeviceRemoved():
-            return f"{e.bdf} removed"
-        case ev.DeviceChanged():
-            what = f" {s(e.attribute)}={s(e.value)}" if e.attribute else ""
-            return f"{e.bdf} changed{what}"
-        case ev.NetdevAdded():
-            return f"netdev {s(e.ifname)} added" + (f" on {e.bdf}" if e.bdf else "")
-        case ev.NetdevRemoved():
-            return f"netdev {s(e.ifname)} removed" + (f" from {e.bdf}" if e.bdf else "")
-        case ev.VfioDeviceAdded():
-            return f"vfio {s(e.devname)} added" + (f" for {e.bdf}" if e.bdf else "")
-        case ev.VfioDeviceRemoved():
-            return f"vfio {s(e.devname)} removed" + (f" for {e.bdf}" if e.bdf else "")
-        case ev.LinkChanged():
-            state = e.operstate or ("up" if e.admin_up else "down")
-            return f"link {s(e.ifname)}#{e.ifindex} {s(state)} in {s(e.netns.label)}" + (f" ({e.bdf})" if e.bdf else "")
-        case ev.LinkRemoved():
-            return f"link {s(e.ifname)}#{e.ifindex} removed from {s(e.netns.label)}"
-        case ev.NetnsAdded():
-            return f"netns {s(e.netns.label)} appeared"
-        case ev.NetnsRemoved():
-            return f"netns {s(e.netns.label)} gone"
-        case ev.SysfsWriteObserved():
-            res = "" if e.result >= 0 else f" → error {e.result}"
-            if e.stage == "open":  # tracepoint mode, open-only variant: the write is unseen
-                got = f" ('{s(e.value, 24)}' read back)" if e.value_recovered else ""
-                return f"{s(e.actor.comm, 16)}[{e.actor.pid}] opened {s(e.control)}" + (f" of {e.bdf}" if e.bdf else "") + f" for writing{got}" + res
-            return f"{s(e.actor.comm, 16)}[{e.actor.pid}] wrote {s(e.value, 24)!r} to {s(e.control)}" + (f" of {e.bdf}" if e.bdf else "") + res
-        case ev.KataConfigLoaded():
-            c = e.config
-            return f"kata {s(c.handler)} config: cold_plug_vfio={s(c.cold_plug_vfio)}" + (" (assumed default)" if c.assumed else "")
-        case ev.KataConfigInvalid():
-            return f"kata config invalid: {s(e.path)}: {s(e.message, 80)}"
-        case ev.SandboxStarted():
-            return f"sandbox {s(e.sandbox_id, 16)} started" + (f" pod {s(e.pod_namespace or '')}/{s(e.pod)}" if e.pod else "") + f" cold_plug_vfio={s(e.cold_plug_vfio)}"
-        case ev.SandboxStopped():
-            return f"sandbox {s(e.sandbox_id, 16)} stopped"
-        case ev.VfioGroupHeld():
-            return f"/dev/vfio/{e.group} held by {s(e.holder.comm)}[{e.holder.pid}]"
-        case ev.VfioGroupReleased():
-            return f"/dev/vfio/{e.group} released"
-        case ev.LogLineMatched():
-            return f"{s(e.signature)}: {s(e.text, 100)}"
-        case ev.SourceStateChanged():
-            st = "up" if e.up else "down"
-            return f"source {s(e.name)} {st}" + (f" ({s(e.mode)})" if e.mode else "") + (f": {s(e.reason, 80)}" if e.reason else "")
-        case ev.EventsLost():
-            n = "some" if e.count is None else str(e.count)
-            return f"{s(e.lost_source)} lost {n} events" + (f": {s(e.reason)}" if e.reason else "")
-        case ev.Resynced():
-            return f"{s(e.resynced_source)} resynced, {e.changes} changes"
-        case ev.DecodeFailed():
-            return f"{s(e.failed_source)} could not decode: {s(e.reason, 80)}"
-        case ev.InventoryObserved():
-            return f"inventory: {len(e.devices)} PCI devices"
-        case ev.Finding():
-            return f"{e.severity.label} {s(e.rule)}: {s(e.summary, 100)}"
-    return s(e.kind)
-
-
 KIND_STYLE = {
     "device_bound": "bold",
     "device_unbound": "bold",
@@ -386,7 +313,7 @@ def event_line(e: ev.Event, width: int = 0) -> Text:
     style = KIND_STYLE.get(e.kind, "")
     if e.kind in ("device_bound",) and getattr(e, "driver", None) == "vfio-pci":
         style = VFIO_STYLE
-    out.append(event_summary(e), style=style)
+    out.append(render.stream(e), style=style)
     if width:
         out.truncate(width, overflow="ellipsis")
     return out
@@ -463,7 +390,7 @@ class EventFilter:
             if not any(s in sid.lower() or (pod and s in str(pod).lower()) for s in self.sandboxes):
                 return False
         if self.words:
-            hay = (event_summary(e) + " " + e.kind + " " + e.source).lower()
+            hay = (render.stream(e) + " " + e.kind + " " + e.source).lower()
             if not all(w in hay for w in self.words):
                 return False
         return True

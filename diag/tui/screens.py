@@ -33,13 +33,16 @@ def device_story(view: DeviceView | None, bdf: str, state: HostState) -> Rendera
     """Everything about one device: identity, driver timeline, link history, sandbox, findings."""
     if view is None:
         return Text(f"{bdf}: not present in the current snapshot (removed?)", style="bold red")
+    return Group(*_identity(view, state), *_driver_timeline(view), *_link_history(view),
+                 *_sandbox(view, state), *_findings(view, state), *_recent(view, state))
+
+
+def _identity(view: DeviceView, state: HostState) -> list[RenderableType]:
     d = view.device
-    parts: list[RenderableType] = []
     title = Text(d.bdf, style="bold")
     title.append("  " + fmt.device_name(view, 60))
     if d.role != "none":
         title.append("  " + fmt.role_tag(view) + (f" of {d.pf}" if d.pf else ""), style="cyan")
-    parts.append(title)
     ident = [
         ("driver", fmt.driver_text(view.driver)),
         ("since", Text(f"{fmt.clock(view.since_ns)} ({fmt.since(view, state.ts_ns)} ago)" if view.since_ns else "agent start")),
@@ -53,76 +56,84 @@ def device_story(view: DeviceView | None, bdf: str, state: HostState) -> Rendera
     ]
     if d.vfs:
         ident.append(("VFs", Text(", ".join(d.vfs))))
-    parts.append(_kv(ident))
+    return [title, _kv(ident)]
 
-    parts.append(_section(f"Driver timeline ({len(view.moves)})"))
+
+def _driver_timeline(view: DeviceView) -> list[RenderableType]:
+    parts: list[RenderableType] = [_section(f"Driver timeline ({len(view.moves)})")]
     story = last_move(view)
     if story is not None:
         parts.append(story)
-    if view.moves:
-        t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-        t.add_column("When (UTC)", no_wrap=True)
-        t.add_column("From → to", no_wrap=True)
-        t.add_column("Who")
-        t.add_column("")
-        for m in view.moves:
-            arrow = fmt.driver_text(m.from_driver)
-            arrow.append(" → ")
-            arrow.append_text(fmt.driver_text(m.to_driver))
-            marks = Text()
-            if m.synthetic:
-                marks.append("SYNTH ", style="bold magenta")
-            if m.resync:
-                marks.append("RESYNC", style="bold cyan")
-            t.add_row(fmt.clock(m.ts_ns), arrow, fmt.actor_text(m.actor), marks)
-        parts.append(t)
-    else:
+    if not view.moves:
         parts.append(Text("no driver change seen since the agent started", style="dim"))
+        return parts
+    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    t.add_column("When (UTC)", no_wrap=True)
+    t.add_column("From → to", no_wrap=True)
+    t.add_column("Who")
+    t.add_column("")
+    for m in view.moves:
+        arrow = fmt.driver_text(m.from_driver)
+        arrow.append(" → ")
+        arrow.append_text(fmt.driver_text(m.to_driver))
+        marks = Text()
+        if m.synthetic:
+            marks.append("SYNTH ", style="bold magenta")
+        if m.resync:
+            marks.append("RESYNC", style="bold cyan")
+        t.add_row(fmt.clock(m.ts_ns), arrow, fmt.actor_text(m.actor), marks)
+    parts.append(t)
+    return parts
 
-    parts.append(_section(f"Link history ({len(view.links)})"))
-    if view.links:
-        t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-        t.add_column("When (UTC)", no_wrap=True)
-        t.add_column("Netdev")
-        t.add_column("Namespace")
-        t.add_column("What")
-        for n in view.links:
-            t.add_row(fmt.clock(n.ts_ns), fmt.text(n.ifname, limit=24), fmt.text(n.netns, limit=32), fmt.text(n.what))
-        parts.append(t)
-    else:
+
+def _link_history(view: DeviceView) -> list[RenderableType]:
+    parts: list[RenderableType] = [_section(f"Link history ({len(view.links)})")]
+    if not view.links:
         parts.append(Text("no link change seen", style="dim"))
+        return parts
+    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    t.add_column("When (UTC)", no_wrap=True)
+    t.add_column("Netdev")
+    t.add_column("Namespace")
+    t.add_column("What")
+    for n in view.links:
+        t.add_row(fmt.clock(n.ts_ns), fmt.text(n.ifname, limit=24), fmt.text(n.netns, limit=32), fmt.text(n.what))
+    parts.append(t)
+    return parts
 
+
+def _sandbox(view: DeviceView, state: HostState) -> list[RenderableType]:
     sb = next((s for s in state.sandboxes if s.sandbox_id == view.sandbox_id), None) if view.sandbox_id else None
-    parts.append(_section("Sandbox"))
-    if sb is not None:
-        parts.append(_kv([
-            ("sandbox", fmt.text(sb.sandbox_id)),
-            ("pod", fmt.text(f"{sb.pod_namespace or ''}/{sb.pod or ''}" if sb.pod else "-")),
-            ("runtime", fmt.text(f"{sb.runtime} handler {sb.handler or '?'}")),
-            ("cold_plug_vfio", fmt.text(f"{sb.cold_plug_vfio} ({sb.cold_plug_origin})", "bold yellow" if sb.cold_plug_vfio == "no-port" else "")),
-            ("shim / VMM pid", Text(f"{sb.shim_pid or '-'} / {sb.vmm_pid or '-'}")),
-        ]))
-    else:
-        parts.append(Text("not used by any known sandbox", style="dim"))
+    if sb is None:
+        return [_section("Sandbox"), Text("not used by any known sandbox", style="dim")]
+    return [_section("Sandbox"), _kv([
+        ("sandbox", fmt.text(sb.sandbox_id)),
+        ("pod", fmt.text(f"{sb.pod_namespace or ''}/{sb.pod or ''}" if sb.pod else "-")),
+        ("runtime", fmt.text(f"{sb.runtime} handler {sb.handler or '?'}")),
+        ("cold_plug_vfio", fmt.text(f"{sb.cold_plug_vfio} ({sb.cold_plug_origin})", "bold yellow" if sb.cold_plug_vfio == "no-port" else "")),
+        ("shim / VMM pid", Text(f"{sb.shim_pid or '-'} / {sb.vmm_pid or '-'}")),
+    ])]
 
-    mine = [f for f in state.findings if f.bdf == d.bdf or (f.pf == d.bdf)]
-    parts.append(_section(f"Findings ({len(mine)})"))
-    if mine:
-        for f in mine:
-            line = fmt.severity_text(f.severity) if f.active else Text("resolved", style="dim")
-            line.append(" ")
-            line.append_text(fmt.text(f.rule, "bold"))
-            line.append(": ")
-            line.append_text(fmt.text(f.summary))
-            parts.append(line)
-    else:
+
+def _findings(view: DeviceView, state: HostState) -> list[RenderableType]:
+    bdf = view.device.bdf
+    mine = [f for f in state.findings if f.bdf == bdf or (f.pf == bdf)]
+    parts: list[RenderableType] = [_section(f"Findings ({len(mine)})")]
+    for f in mine:
+        line = fmt.severity_text(f.severity) if f.active else Text("resolved", style="dim")
+        line.append(" ")
+        line.append_text(fmt.text(f.rule, "bold"))
+        line.append(": ")
+        line.append_text(fmt.text(f.summary))
+        parts.append(line)
+    if not mine:
         parts.append(Text("none", style="dim"))
+    return parts
 
-    recent = [e for e in state.recent if fmt.event_bdf(e) == d.bdf][-15:]
-    parts.append(_section(f"Recent events ({len(recent)})"))
-    for e in recent:
-        parts.append(fmt.event_line(e))
-    return Group(*parts)
+
+def _recent(view: DeviceView, state: HostState) -> list[RenderableType]:
+    recent = [e for e in state.recent if fmt.event_bdf(e) == view.device.bdf][-15:]
+    return [_section(f"Recent events ({len(recent)})"), *(fmt.event_line(e) for e in recent)]
 
 
 def last_move(view: DeviceView) -> Text | None:

@@ -129,7 +129,7 @@ def measure(mode: str, path: str) -> tuple[int, float, float]:
         for _ in parse_journal(iter_lines(path, FileStats(path))):
             n += 1
     elif mode == "replay":
-        from diag.importers import postmortem as pm
+        from diag import postmortem as pm
 
         report = pm.run([path], pm.Options())
         n = report.events_total

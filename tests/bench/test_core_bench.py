@@ -25,21 +25,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from benchprofile import profile
-from benchtable import table
 
 from diag import codec
 from diag import events as ev
 from diag.core.correlator import Correlator
+from tests.bench.benchprofile import profile
+from tests.bench.benchtable import table
+from tests.unit.core import corelab
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "unit" / "core"))
-import corelab  # noqa: E402
 
 PROFILED = """
 import sys
-sys.path.insert(0, "tests/bench")
-import test_core_bench as b
+from tests.bench import test_core_bench as b
 from diag.core.correlator import Correlator
 stream = {"lab session": b.lab_stream, "healthy host": b.healthy_stream,
           "flapping": b.flapping_stream}[sys.argv[1]]()

@@ -91,9 +91,7 @@ def _print_table() -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
+def _root(require_root: None) -> None:
     if bcc_facade.import_error():
         pytest.skip(f"bcc: {bcc_facade.import_error()}")
 

@@ -10,20 +10,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources import SourceContext, proc
-from diag.sources.kata import config as kconfig
-from diag.sources.kata import sandboxes
+from diag.sources.kata import discovery, sandboxes
 from diag.sources.kata.source import KataSource, KataWatcher
+from tests.conftest import bind_mounts
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "kata"
 ROWS: list[tuple[str, str, str]] = []
@@ -43,16 +45,22 @@ def _tool(argv: list[str], n: int = 5) -> float:
     return (time.perf_counter() - t) / n
 
 
-def _root(tmp: Path) -> Path:
+@contextlib.contextmanager
+def _root(tmp: Path) -> Iterator[Path]:
     r = tmp / "root"
     shutil.copytree(FIX / "go-physical", r, symlinks=True)
-    os.symlink("/proc", r / "proc")
-    return r
+    (r / "proc").mkdir()  # the real /proc, bind-mounted: a link to it would lead outside --root
+    with bind_mounts((Path("/proc"), r / "proc")):
+        yield r
 
 
 def test_kata_poll_cost_and_latency(tmp_path: Path) -> None:
     """Prints the table; checks only that every measurement ran."""
-    root = _root(tmp_path)
+    with _root(tmp_path) as root:
+        _measure(root)
+
+
+def _measure(root: Path) -> None:
     paths = HostPaths.at(root)
     npids = sum(1 for _ in proc.iter_pids(HostPaths()))
     nfds = sum(len(os.listdir(f"/proc/{p}/fd")) for p in proc.iter_pids(HostPaths()) if os.path.isdir(f"/proc/{p}/fd"))
@@ -79,7 +87,7 @@ def test_kata_poll_cost_and_latency(tmp_path: Path) -> None:
     w = KataWatcher(paths, {"journal": False})
     w.step(time.time_ns(), force=True)
     fp = _per_call(w.config_fingerprint, 200)
-    full = _per_call(lambda: kconfig.discover(paths), 50)
+    full = _per_call(lambda: discovery.discover(paths), 50)
     state = _per_call(lambda: sandboxes.state_signature(paths), 200)
     ROWS.append(("config round, unchanged (stat fingerprint)", f"{fp * 1e6:.0f} µs", f"{len(w.discovery.watch)} paths"))
     ROWS.append(("config round, changed (full discovery)", f"{full * 1e3:.2f} ms", "containerd + Kata TOML + drop-ins"))

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from benchtable import table
 
+from tests.bench.benchtable import table
 from tests.conftest import vfiowatch_bin
 
 pytestmark = pytest.mark.usefixtures("require_root")
@@ -82,9 +82,9 @@ def _stop(p: subprocess.Popen[bytes]) -> None:
 
 
 def _has_ebpf() -> bool:
-    from diag.sources import load_builtin
+    from diag.sources import SOURCES
 
-    return "ebpf" in load_builtin()
+    return "ebpf" in SOURCES.load()
 
 
 def test_idle_cpu_and_resident_memory(tmp_path: Path) -> None:
@@ -99,11 +99,11 @@ def test_idle_cpu_and_resident_memory(tmp_path: Path) -> None:
         name = "vfiowatch run" + (" (no eBPF)" if no_ebpf else " (no eBPF source registered)")
         ports: dict[str, int] = {name: _free_port()}
         procs[name] = _start_agent(tmp_path / "a", *no_ebpf, "--metrics-addr", str(ports[name]))
-        from diag.sources import load_builtin
+        from diag.sources import SOURCES
 
         bare = "vfiowatch run (no sources: core + sinks)"
         ports[bare] = _free_port()
-        procs[bare] = _start_agent(tmp_path / "n", "--disable-source", ",".join(load_builtin()),
+        procs[bare] = _start_agent(tmp_path / "n", "--disable-source", ",".join(SOURCES.load()),
                                    "--metrics-addr", str(ports[bare]))
         if no_ebpf:
             ports["vfiowatch run (with eBPF)"] = _free_port()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,10 +20,16 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernel"))
-
-from vw_kernel_helpers import (
-    Collector,
+from diag import events as ev
+from diag.common.paths import HostPaths
+from diag.core.correlator import Correlator
+from diag.runtime import Pipeline
+from diag.sources import Emit, SourceContext, sysfs
+from diag.sources.links import LinksSource
+from diag.sources.uevent.decode import DeviceTracker, decode_uevent
+from diag.sources.uevent.source import UeventSource
+from diag.testing import Collector, wait_for
+from tests.kernel.vw_kernel_helpers import (
     RawCounter,
     build_storm_writer,
     cleanup_netns,
@@ -33,16 +38,7 @@ from vw_kernel_helpers import (
     sh,
     storm,
     storm_device,
-    wait_for,
 )
-
-from diag import events as ev
-from diag.core.correlator import Correlator
-from diag.paths import HostPaths
-from diag.runtime import Pipeline
-from diag.sources import Emit, SourceContext, sysfs
-from diag.sources.links import LinksSource
-from diag.sources.uevent import DeviceTracker, UeventSource, decode_uevent
 
 ROWS: list[tuple[str, str, str]] = []
 
@@ -62,10 +58,7 @@ def _print_table() -> None:
     ROWS.clear()
 
 
-@pytest.fixture(autouse=True)
-def _root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("benchmarks of kernel sources need root")
+pytestmark = pytest.mark.usefixtures("require_root")
 
 
 def _cpu() -> float:

@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from benchprofile import profile
-from benchtable import table
+
+from tests.bench.benchprofile import profile
+from tests.bench.benchtable import table
 
 PROBE = Path(__file__).resolve().parent / "storm_probe.py"
 N = int(os.environ.get("VFIOWATCH_BENCH_STORM_EVENTS", "1000000"))

@@ -33,9 +33,9 @@ from textual import events
 from textual.widgets import DataTable
 
 from diag import events as ev
-from diag.dashboard import demo_journal_path
+from diag.commands.demo import demo_journal_path
 from diag.runtime import Pipeline, PipelineOptions
-from diag.runtime.replay import ReplayFeed
+from diag.runtime.playback import ReplayFeed
 from diag.sources import Availability
 from diag.tui.app import VfioWatchApp
 from diag.tui.screens import DeviceScreen

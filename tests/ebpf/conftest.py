@@ -10,26 +10,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vw_ebpf_helpers import Collected, cgroup2_mount
 
 from diag.sources import SourceContext
 from diag.sources.ebpf.source import EbpfSource
+from diag.testing import Collector
+from tests.ebpf.vw_ebpf_helpers import cgroup2_mount
 
 
 @pytest.fixture(scope="module")
-def ebpf_source() -> Iterator[tuple[EbpfSource, Collected]]:
+def ebpf_source(require_root: None) -> Iterator[tuple[EbpfSource, Collector]]:
     """The `ebpf` source running in this process (mode from VFIOWATCH_EBPF_MODE, default auto).
     In tracepoint mode it runs the `complete` variant: these tests check every write's value
     and errno, which only that variant (and kprobe mode) sees; test_ebpf_open_only.py covers the
     default `open-only` variant."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (CI runs every tier as root)")
     src = EbpfSource(SourceContext(options={"mode": os.environ.get("VFIOWATCH_EBPF_MODE", "auto"),
                                             "tracepoint_variant": "complete"}))
     avail = src.probe()
     if not avail.ok:
         pytest.skip(f"ebpf unavailable here: {avail.reason} ({avail.hint})")
-    got = Collected()
+    got = Collector()
     stop = threading.Event()
     errors: list[BaseException] = []
 

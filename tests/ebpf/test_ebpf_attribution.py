@@ -13,9 +13,9 @@ import sys
 import uuid
 from pathlib import Path
 
-from vw_ebpf_helpers import DRV, HARMLESS_BDF, Collected, real_virtio_bdf
-
 from diag.sources.ebpf.source import EbpfSource
+from diag.testing import Collector
+from tests.ebpf.vw_ebpf_helpers import DRV, HARMLESS_BDF, real_virtio_bdf
 
 B = HARMLESS_BDF
 
@@ -28,7 +28,7 @@ def _join_cgroup(cg: Path):  # runs in the child before exec
 
 class TestKataShimWrites:
     def test_every_path_form_attributed_to_the_shim(
-        self, ebpf_source: tuple[EbpfSource, Collected], shim_exe: Path, test_cgroup: Path,
+        self, ebpf_source: tuple[EbpfSource, Collector], shim_exe: Path, test_cgroup: Path,
     ) -> None:
         """A containerd-shim-kata-v2 in its own cgroup writes bind/unbind/drivers_probe by absolute,
         relative and symlinked paths: each is one event with its pid, comm, exe, sandbox, cgroup,
@@ -77,7 +77,7 @@ class TestKataShimWrites:
 
 class TestShortLivedWriters:
     def test_exited_writer_keeps_pid_comm_parent_and_cgroup(
-        self, ebpf_source: tuple[EbpfSource, Collected], test_cgroup: Path,
+        self, ebpf_source: tuple[EbpfSource, Collector], test_cgroup: Path,
     ) -> None:
         """`sh -c 'echo BDF > bind'` exits at once: the event still has its pid, comm, parent,
         cgroup and the value with echo's newline stripped."""
@@ -93,7 +93,7 @@ class TestShortLivedWriters:
         assert w.actor.cgroup.endswith("/" + test_cgroup.name)
 
     def test_relative_write_of_an_exited_child_resolves_its_cwd(
-        self, ebpf_source: tuple[EbpfSource, Collected],
+        self, ebpf_source: tuple[EbpfSource, Collector],
     ) -> None:
         """A child started with cwd=the driver directory writes `unbind`: resolved from its chdir."""
         _src, got = ebpf_source
@@ -104,7 +104,7 @@ class TestShortLivedWriters:
         (w,) = got.writes(p.pid)
         assert (w.path, w.control, w.driver, w.value) == (f"{DRV}/unbind", "unbind", "virtio-pci", B)
 
-    def test_go_style_write_without_newline(self, ebpf_source: tuple[EbpfSource, Collected]) -> None:
+    def test_go_style_write_without_newline(self, ebpf_source: tuple[EbpfSource, Collector]) -> None:
         """open(O_WRONLY|O_CLOEXEC) + one write without newline (Go's os.WriteFile) to drivers_probe."""
         _src, got = ebpf_source
         code = ("import os\nfd = os.open('/sys/bus/pci/drivers_probe', os.O_WRONLY | os.O_CLOEXEC)\n"
@@ -117,7 +117,7 @@ class TestShortLivedWriters:
             "/sys/bus/pci/drivers_probe", "drivers_probe", B, B, -errno.ENODEV)
 
     def test_failed_open_is_reported_with_its_errno(
-        self, ebpf_source: tuple[EbpfSource, Collected],
+        self, ebpf_source: tuple[EbpfSource, Collector],
     ) -> None:
         """Opening a control file that does not exist is reported with -ENOENT and no value."""
         _src, got = ebpf_source
@@ -132,7 +132,7 @@ class TestShortLivedWriters:
 
 
 class TestObserverAndUnrelated:
-    def test_the_agent_itself_never_appears(self, ebpf_source: tuple[EbpfSource, Collected]) -> None:
+    def test_the_agent_itself_never_appears(self, ebpf_source: tuple[EbpfSource, Collector]) -> None:
         """A write by the agent's own process is filtered in the kernel (it only observes)."""
         _src, got = ebpf_source
         try:
@@ -146,7 +146,7 @@ class TestObserverAndUnrelated:
         assert got.writes(os.getpid()) == []
 
     def test_files_named_like_control_files_elsewhere_are_ignored(
-        self, ebpf_source: tuple[EbpfSource, Collected], tmp_path: Path,
+        self, ebpf_source: tuple[EbpfSource, Collector], tmp_path: Path,
     ) -> None:
         """Writing a file called `bind` outside sysfs yields no event (and leaves no tracked fd)."""
         _src, got = ebpf_source
@@ -156,14 +156,14 @@ class TestObserverAndUnrelated:
         assert got.wait(lambda: len(got.writes(p.pid)) == 1)
         assert [w.path for w in got.writes(p.pid)] == [f"{DRV}/unbind"]
 
-    def test_attachment_is_announced_in_band(self, ebpf_source: tuple[EbpfSource, Collected]) -> None:
+    def test_attachment_is_announced_in_band(self, ebpf_source: tuple[EbpfSource, Collector]) -> None:
         """Once the probe is attached the source says so (mode, time taken, why this mode)."""
         src, got = ebpf_source
         states = [e for e in got.events if type(e).__name__ == "SourceStateChanged"]
         assert states and states[0].up and states[0].mode == src.mode
         assert states[0].reason.startswith("attached in ")
 
-    def test_no_loss_reported_under_normal_load(self, ebpf_source: tuple[EbpfSource, Collected]) -> None:
+    def test_no_loss_reported_under_normal_load(self, ebpf_source: tuple[EbpfSource, Collector]) -> None:
         """Nothing was lost, so no EventsLost was emitted."""
         src, got = ebpf_source
         assert src.stats.lost_ringbuf == 0 and src.stats.lost_table == 0

@@ -11,23 +11,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from vw_ebpf_helpers import DRV, HARMLESS_BDF, Collected, real_virtio_bdf
 
 from diag.sources import SourceContext
 from diag.sources.ebpf.source import EbpfSource
+from diag.testing import Collector
+from tests.ebpf.vw_ebpf_helpers import DRV, HARMLESS_BDF, real_virtio_bdf
 
 
 @pytest.fixture(scope="module")
-def open_only() -> Iterator[tuple[EbpfSource, Collected]]:
+def open_only(require_root: None) -> Iterator[tuple[EbpfSource, Collector]]:
     """The `ebpf` source forced to tracepoint mode, open-only variant."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (CI runs every tier as root)")
     src = EbpfSource(SourceContext(options={"mode": "tracepoint",
                                             "tracepoint_variant": "open-only"}))
     avail = src.probe()
     if not avail.ok:
         pytest.skip(f"ebpf unavailable here: {avail.reason} ({avail.hint})")
-    got = Collected()
+    got = Collector()
     stop = threading.Event()
     t = threading.Thread(target=src.run, args=(got, stop), daemon=True)
     t.start()
@@ -37,14 +36,14 @@ def open_only() -> Iterator[tuple[EbpfSource, Collected]]:
     t.join(10)
 
 
-def test_mode_reason_says_open_only(open_only: tuple[EbpfSource, Collected]) -> None:
+def test_mode_reason_says_open_only(open_only: tuple[EbpfSource, Collector]) -> None:
     """probe() reports tracepoint mode and that only opens are seen."""
     src, _ = open_only
     a = src.probe()
     assert a.mode == "tracepoint" and "open-only" in a.reason
 
 
-def test_open_of_a_control_file_is_attributed(open_only: tuple[EbpfSource, Collected]) -> None:
+def test_open_of_a_control_file_is_attributed(open_only: tuple[EbpfSource, Collector]) -> None:
     """`echo BDF > bind` from a child: one stage=open event with its pid, comm, file and fd; no value."""
     _src, got = open_only
     p = subprocess.Popen(["sh", "-c", f"echo {HARMLESS_BDF} > bind"], cwd=DRV,
@@ -57,7 +56,7 @@ def test_open_of_a_control_file_is_attributed(open_only: tuple[EbpfSource, Colle
     assert w.result >= 0 and w.value == "" and not w.value_recovered
 
 
-def test_failed_open_has_its_errno(open_only: tuple[EbpfSource, Collected]) -> None:
+def test_failed_open_has_its_errno(open_only: tuple[EbpfSource, Collector]) -> None:
     """An open of a control file that does not exist: stage=open, -ENOENT."""
     _src, got = open_only
     p = subprocess.Popen(["sh", "-c", "echo x > /sys/bus/pci/drivers/no-such-driver/unbind"],
@@ -75,7 +74,7 @@ def _join_cgroup(cg: Path) -> Callable[[], None]:
 
 
 def test_every_path_form_of_a_kata_shim_is_attributed(
-        open_only: tuple[EbpfSource, Collected], shim_exe: Path, test_cgroup: Path) -> None:
+        open_only: tuple[EbpfSource, Collector], shim_exe: Path, test_cgroup: Path) -> None:
     """The default variant: a containerd-shim-kata-v2 in its own cgroup opens bind/unbind/
     drivers_probe by absolute, relative and symlinked paths; each open is one event with its
     pid, comm, exe, sandbox, cgroup and resolved file, stage=open, an fd, and no value (the

@@ -12,20 +12,12 @@ import os
 import pytest
 
 from diag.sources.ebpf import bcc_facade
-from diag.sources.ebpf.source import (
-    KPROBE_HANDLERS,
-    KPROBE_PROBE,
-    OPEN_ONLY_PROBE,
-    TRACEPOINT_PROBE,
-    probes_dir,
-    syscall_defines,
-)
+from diag.sources.ebpf.mode import KPROBE_HANDLERS, syscall_defines
+from diag.sources.ebpf.source import KPROBE_PROBE, OPEN_ONLY_PROBE, TRACEPOINT_PROBE, probes_dir
 
 
 @pytest.fixture(autouse=True)
-def _needs_bcc() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (CI runs every tier as root)")
+def _needs_bcc(require_root: None) -> None:
     if bcc_facade.import_error():
         pytest.skip(f"bcc unavailable: {bcc_facade.import_error()}")
 

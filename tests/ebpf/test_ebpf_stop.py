@@ -7,10 +7,10 @@ import threading
 import time
 
 import pytest
-from vw_ebpf_helpers import Collected
 
 from diag.sources import SourceContext
 from diag.sources.ebpf.source import EbpfSource
+from diag.testing import Collector
 
 pytestmark = pytest.mark.ebpf
 
@@ -31,17 +31,16 @@ def _loader() -> threading.Thread | None:
     return next((t for t in threading.enumerate() if t.name == "vfiowatch-ebpf-load"), None)
 
 
+@pytest.mark.usefixtures("require_root")
 def test_stop_during_compile_returns_at_once_and_nothing_stays_loaded() -> None:
     """A stop 0.2 s into start-up (bcc still compiling) ends run() well inside the agent's 2 s
     stop budget; the loader then closes what it built, so no program or map fd is left."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (CI runs every tier as root)")
     src = EbpfSource(SourceContext(options={"mode": os.environ.get("VFIOWATCH_EBPF_MODE", "auto")}))
     if not src.probe().ok:
         pytest.skip(f"ebpf unavailable here: {src.probe().reason}")
     before = _bpf_fds()
     stop = threading.Event()
-    t = threading.Thread(target=src.run, args=(Collected(), stop), daemon=True)
+    t = threading.Thread(target=src.run, args=(Collector(), stop), daemon=True)
     t.start()
     time.sleep(0.2)
     loader = _loader()

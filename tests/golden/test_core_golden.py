@@ -9,16 +9,14 @@ review the diff.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from diag import codec
 from diag import events as ev
 from diag.core.correlator import Correlator
+from tests.unit.core import corelab
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "unit" / "core"))
-import corelab  # noqa: E402
 
 EVENTS = HERE / "core" / "lab-session.events.jsonl"
 FINDINGS = HERE / "core" / "lab-session.findings.jsonl"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from diag import codec
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources.kata.source import KataWatcher
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "kata"

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from diag import postmortem as cli_pm
-from diag.importers import postmortem as pm
+from diag import postmortem as pm
+from diag import render
+from diag.postmortem import output
 
 TESTS = Path(__file__).resolve().parents[1]
 FIX = TESTS / "fixtures"
@@ -50,7 +51,7 @@ def _rel(path: str) -> str:
 
 def digest(report: pm.Report) -> dict[str, object]:
     """What the golden file pins: inputs, clocks, findings and the timeline, path-independent."""
-    doc = cli_pm.report_json(report)
+    doc = output.report_json(report)
     return {
         "exit_status": doc["exit_status"],
         "inputs": [
@@ -68,7 +69,7 @@ def digest(report: pm.Report) -> dict[str, object]:
         "timeline": [
             f"{e.ts_ns} {'replay' if e.input < 0 else _rel(report.inputs[e.input].path)}"
             f"{' ~' if e.uncertainty_ns else ''}{' ?' if e.order_uncertain else ''}: "
-            f"{cli_pm.describe(e.event)}"
+            f"{render.timeline(e.event)}"
             for e in report.timeline
         ],
     }
@@ -100,8 +101,8 @@ def test_10162_text_and_markdown_reports_match_golden(monkeypatch: pytest.Monkey
     """The terminal text and the ticket Markdown of the #10162 case equal their golden files."""
     monkeypatch.chdir(FIX)
     report = pm.run(CASES["kata-10162-no-port"], pm.Options())
-    _check("kata-10162-no-port.txt", cli_pm.render_text(report))
-    _check("kata-10162-no-port.md", cli_pm.render_markdown(report))
+    _check("kata-10162-no-port.txt", output.render_text(report))
+    _check("kata-10162-no-port.md", output.render_markdown(report))
 
 
 def test_10162_case_tells_the_whole_story() -> None:

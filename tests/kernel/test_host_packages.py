@@ -1,5 +1,6 @@
-"""The fresh-machine check: after `make setup` every package of deploy/packages.txt's run and
-test groups is installed on this machine, ships what the list says, and the set-up steps ran."""
+"""The fresh-machine check: after `make setup` every package of deploy/packages.txt's run, test
+and image groups is installed on this machine, ships what the list says, and the set-up steps
+ran."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import pytest
 
 from tests.hostpackages import lacks, packages_sh, table
 
-GROUPS = ("run", "test")
+GROUPS = ("run", "test", "image")  # what the Makefile's `host` target installs
 
 
 def test_every_run_and_test_package_is_installed() -> None:
-    """`deploy/packages.sh missing run test` names nothing: set-up installed each package
+    """`deploy/packages.sh missing run test image` names nothing: set-up installed each package
     (so one the code needs but set-up does not install cannot hide on a developer machine
     that happens to have it: see tests/unit/test_packages.py for the other half)."""
     res = packages_sh("missing", *GROUPS)

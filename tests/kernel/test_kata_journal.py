@@ -2,7 +2,7 @@
 
 The host journal is not used: a --root holds `etc/machine-id` and
 `var/log/journal/<machine-id>/remote.journal`, which systemd-journal-remote appends to while the
-kata source's JournalFollower follows it, as on a node where the agent reads the host's journal
+kata source's JournaldFollower follows it, as on a node where the agent reads the host's journal
 through /host.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources.kata.source import KataWatcher
 
 REMOTE = "/lib/systemd/systemd-journal-remote"

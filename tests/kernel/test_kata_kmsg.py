@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from diag.sources.kata import logs
+from diag.sources.kata import loglines
 
 pytestmark = pytest.mark.usefixtures("require_root")
 
 
 def test_kmsg_follower_reads_new_records_only() -> None:
     """A marker line written to /dev/kmsg (not a catalogue message) is read back once; older ones are not."""
-    k = logs.KmsgFollower("/dev/kmsg")
+    k = loglines.KmsgFollower("/dev/kmsg")
     if not k.start():
         pytest.skip(k.reason)
     try:
@@ -26,14 +26,14 @@ def test_kmsg_follower_reads_new_records_only() -> None:
             os.write(fd, f"{marker}\n".encode())
         finally:
             os.close(fd)
-        got: list[logs.LogRecord] = []
+        got: list[loglines.LogRecord] = []
         end = time.monotonic() + 5
         while not any(marker in r.message for r in got) and time.monotonic() < end:
-            got += [r for r in (logs.decode_kmsg(b, logs.boot_time_ns(Path("/proc")))
+            got += [r for r in (loglines.decode_kmsg(b, loglines.boot_time_ns(Path("/proc")))
                                 for b in k.poll()) if r is not None]
             time.sleep(0.02)
         hits = [r for r in got if marker in r.message]
         assert len(hits) == 1 and hits[0].ts_ns and abs(hits[0].ts_ns - time.time_ns()) < 60 * 10**9
-        assert logs.to_event(hits[0], ts_ns=0) is None
+        assert loglines.to_event(hits[0], ts_ns=0) is None
     finally:
         k.stop()

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from diag import events as ev
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources.kata.source import KataWatcher
+from tests.conftest import bind_mounts
 
 pytestmark = pytest.mark.usefixtures("require_root")
 
@@ -36,8 +37,9 @@ cold_plug_vfio = "no-port"
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    """A --root with the real /proc and /run/netns, Kata's config, actors at kata-deploy paths."""
+def root(tmp_path: Path, netns: str) -> Iterator[Path]:
+    """A --root with the real /proc and the test's namespace (bind-mounted: a link to them would
+    lead outside the root), Kata's config, actors at kata-deploy paths."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("needs a C compiler (gcc is in deploy/packages.txt)")
@@ -46,9 +48,9 @@ def root(tmp_path: Path) -> Path:
     subprocess.run([cc, "-O2", "-o", str(r / "opt/kata/bin/containerd-shim-kata-v2"), str(HERE / "kata" / "actor.c")],
                    check=True)
     shutil.copy(r / "opt/kata/bin/containerd-shim-kata-v2", r / "opt/kata/bin/qemu-system-x86_64")
-    os.symlink("/proc", r / "proc")
-    (r / "run").mkdir()
-    os.symlink("/run/netns", r / "run/netns")
+    (r / "proc").mkdir()
+    (r / "run/netns").mkdir(parents=True)
+    (r / "run/netns" / netns).write_text("")
     (r / "dev/vfio").mkdir(parents=True)
     (r / "dev/vfio/42").write_text("")  # the node exists on "the host", so holders are scanned
     d = r / "opt/kata/share/defaults/kata-containers"
@@ -59,7 +61,8 @@ def root(tmp_path: Path) -> Path:
     (r / "etc/containerd/config.toml").write_text(
         'version = 3\n[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.kata]\n'
         'runtime_type = "io.containerd.kata.v2"\nruntime_path = "/opt/kata/bin/containerd-shim-kata-v2"\n')
-    return r
+    with bind_mounts((Path("/proc"), r / "proc"), (Path("/run/netns") / netns, r / "run/netns" / netns)):
+        yield r
 
 
 @pytest.fixture

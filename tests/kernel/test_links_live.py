@@ -10,13 +10,14 @@ import threading
 from collections import Counter
 
 import pytest
-from vw_kernel_helpers import Collector, RawCounter, cleanup_netns, prefix, sh, wait_for
 
 from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.runtime import Pipeline, PipelineOptions
 from diag.sources import SourceContext
 from diag.sources.links import LinksSource
+from diag.testing import Collector, wait_for
+from tests.kernel.vw_kernel_helpers import RawCounter, cleanup_netns, prefix, sh
 
 pytestmark = pytest.mark.usefixtures("require_root")
 

@@ -6,13 +6,14 @@ import itertools
 import time
 
 import pytest
-from vw_kernel_helpers import Collector, cleanup_netns, new_uuid, prefix, sh, storm_device, wait_for
 
 from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.core.state import HostState
 from diag.runtime import Pipeline, build_sources
 from diag.sources import SourceContext
+from diag.testing import Collector, wait_for
+from tests.kernel.vw_kernel_helpers import cleanup_netns, new_uuid, prefix, sh, storm_device
 
 pytestmark = pytest.mark.usefixtures("require_root")
 

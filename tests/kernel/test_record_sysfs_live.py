@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from diag.paths import HostPaths
+from diag.common.paths import HostPaths
 from diag.sources import sysfs
 from tests.conftest import vfiowatch_bin
 

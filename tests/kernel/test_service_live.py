@@ -196,7 +196,7 @@ def test_real_events_reach_the_logs_and_the_journal(
     assert in_ns["source"] == "links"
     a.wait_for(lambda d: d["event"] == "link_changed" and d.get("netdev") == host_end)
 
-    from diag.sources import load_builtin
+    from diag.sources import SOURCES
 
     def harmless_write() -> None:
         with pytest.raises(OSError) as exc, open("/sys/bus/pci/drivers/virtio-pci/bind", "w") as fh:
@@ -204,7 +204,7 @@ def test_real_events_reach_the_logs_and_the_journal(
         assert exc.value.errno == 19  # ENODEV: nothing was bound
 
     harmless_write()
-    if "ebpf" in load_builtin():  # attribution needs bcc; without it the write is still harmless
+    if "ebpf" in SOURCES.load():  # attribution needs bcc; without it the write is still harmless
         state = a.wait_for(lambda d: d["event"] == "source_state_changed"
                            and d.get("source") == "ebpf", timeout=60)
         if state["up"]:

@@ -11,21 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vw_kernel_helpers import (
-    Collector,
-    build_storm_writer,
-    new_uuid,
-    storm,
-    storm_device,
-    wait_for,
-)
 
 from diag import events as ev
+from diag.common.paths import HostPaths
 from diag.core.correlator import Correlator
-from diag.paths import HostPaths
 from diag.runtime import Pipeline, PipelineOptions
 from diag.sources import SourceContext, sysfs
-from diag.sources.uevent import UeventSource, decode_uevent
+from diag.sources.uevent.decode import decode_uevent
+from diag.sources.uevent.source import UeventSource
+from diag.testing import Collector, wait_for
+from tests.kernel.vw_kernel_helpers import build_storm_writer, new_uuid, storm, storm_device
 
 pytestmark = pytest.mark.usefixtures("require_root")
 

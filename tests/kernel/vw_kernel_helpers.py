@@ -12,10 +12,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 STORM_C = r"""
@@ -155,31 +153,6 @@ class RawCounter:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 5.0, step: float = 0.02) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
-
-
-class Collector:
-    """A thread-safe list an Emit can append to."""
-
-    def __init__(self) -> None:
-        self.items: list[object] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, e: object) -> None:
-        with self._lock:
-            self.items.append(e)
-
-    def snapshot(self) -> list[object]:
-        with self._lock:
-            return list(self.items)
 
 
 def cpu_seconds(pid: int | None = None) -> float:

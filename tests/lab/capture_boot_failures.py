@@ -1,6 +1,7 @@
 """Records real consoles of lab guests that fail on purpose, the fixtures of labvm.boot_failure.
 
-Usage: ``python3 tests/lab/capture_boot_failures.py [--out DIR] [CASE...]`` (root). Builds the
+Usage: ``python3 -m tests.lab.capture_boot_failures [--out DIR] [CASE...]`` (root, from the
+repository root). Builds the
 lab guest as the tests do, then boots it (scenario ``smoke``) once per case below with one
 artifact swapped for a broken one, and writes what came back to
 ``tests/fixtures/lab-console/<case>.console.log`` (the guest's ttyS0) and, when QEMU itself said
@@ -12,14 +13,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import labbuild as build
-import labvm as vm
+from tests.lab import labbuild as build
+from tests.lab import labvm as vm
 
 OUT = build.REPO / "tests" / "fixtures" / "lab-console"
 

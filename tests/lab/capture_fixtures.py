@@ -1,7 +1,7 @@
 """Re-captures the lab's real-kernel fixtures: boots the ``capture`` scenario and unpacks into
 tests/fixtures/ (uevent/, netlink/, postmortem/, sysfs/sriov-lab/).
 
-Usage: ``python3 tests/lab/capture_fixtures.py [--fixtures DIR] [--demo]``. Overwrites the
+Usage: ``python3 -m tests.lab.capture_fixtures [--fixtures DIR] [--demo]``. Overwrites the
 lab-made files only; hand-written READMEs are kept, the sysfs file list is regenerated.
 With ``--demo`` it instead boots agent scenario 1 (Kata >=3.8 move with cold_plug_vfio=no-port)
 and keeps its journal as diag/data/demo.jsonl (the bundled demo incident, `vfiowatch demo`) and
@@ -13,19 +13,16 @@ from __future__ import annotations
 import argparse
 import io
 import shutil
-import sys
 import tarfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import labbuild as build
-import labvm as vm
+from tests.lab import labbuild as build
+from tests.lab import labvm as vm
 
 SYSFS_README = """# sysfs/sriov-lab: the scanner's view of the QEMU SR-IOV lab guest
 
-Captured by `python3 tests/lab/capture_fixtures.py` (scenario `capture`; the copy was made
+Captured by `python3 -m tests.lab.capture_fixtures` (scenario `capture`; the copy was made
 inside the guest by `{how}`) on guest kernel {kernel}, {started}.
 Use it as a root: `--root tests/fixtures/sysfs/sriov-lab`.
 

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-LAB = Path(__file__).resolve().parent
-sys.path.insert(0, str(LAB))
-
-import labbuild  # noqa: E402
-import labvm  # noqa: E402
+from tests.lab import labbuild, labvm
 
 
 @pytest.fixture(scope="session")
-def lab_guest() -> labbuild.Guest:
-    """The built guest (root file system cached under .cache/lab, image rebuilt per session)."""
-    if os.geteuid() != 0:
-        pytest.skip("the lab installs QEMU and builds a root file system: needs root")
+def lab_guest(require_root: None) -> labbuild.Guest:
+    """The built guest (root file system cached under .cache/lab, image rebuilt per session);
+    building it installs QEMU and makes a root file system, hence root."""
     try:
         return labbuild.build()
     except labbuild.LabBuildError as exc:

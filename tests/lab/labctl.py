@@ -1,4 +1,4 @@
-"""Command line for the lab: ``python3 tests/lab/lab.py SCENARIO`` builds, boots and saves payloads."""
+"""Command line for the lab: ``python3 -m tests.lab.labctl SCENARIO`` (from the repository root) builds, boots and saves payloads."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import labbuild as build
-import labvm as vm
+from tests.lab import labbuild as build
+from tests.lab import labvm as vm
 
 
 def main(argv: list[str] | None = None) -> int:

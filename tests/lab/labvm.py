@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labbuild import Guest
+from tests.lab.labbuild import Guest
 
 BEGIN = re.compile(r"^=====BEGIN (\S+) (\d+) ([0-9a-f]{64})=====$")
 PANIC = "Kernel panic - not syncing"

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
-import labvm
 import pytest
 
 from diag import codec
 from diag import events as ev
 from diag.core.correlator import Correlator
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "guest"))
-import kata  # guest helper; stdlib only, safe to import on the host
+from tests.lab import labvm
+from tests.lab.guest import kata  # guest helper; stdlib only, safe to import on the host
 
 VF0 = "0000:01:10.0"
 

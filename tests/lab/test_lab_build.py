@@ -7,11 +7,10 @@ import gzip
 import shutil
 from pathlib import Path
 
-import labbuild
-import labvm
 import pytest
 
 from tests.hostpackages import lacks, packages_sh, table
+from tests.lab import labbuild, labvm
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lab-console"
 

@@ -6,8 +6,9 @@ import io
 import tarfile
 from collections.abc import Callable
 
-import labvm
 import pytest
+
+from tests.lab import labvm
 
 
 @pytest.fixture(scope="module")

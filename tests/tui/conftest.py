@@ -1,13 +1,8 @@
-"""TUI test set-up: no cursor blink (harlequin's no_cursor_blink), the snapshot app on sys.path."""
+"""TUI test set-up: no cursor blink (harlequin's no_cursor_blink)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(autouse=True)

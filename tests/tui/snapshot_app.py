@@ -7,14 +7,13 @@ known severities with evidence, explanation and remedy.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.core.model import Model
-from diag.core.state import HostState, SnapshotListener
-from diag.runtime.replay import ReplayFeed, read_journal
+from diag.core.state import HostState
+from diag.runtime.playback import ReplayFeed, load_journal
 from diag.tui.app import VfioWatchApp
 
 JOURNAL = Path(__file__).resolve().parents[1] / "fixtures" / "journals" / "demo-lab.jsonl"
@@ -96,7 +95,7 @@ def stand_in_correlator() -> Correlator:
 
 
 def replay_feed(position: int = INCIDENT_AT, journal: Path = JOURNAL) -> ReplayFeed:
-    events, header, stats = read_journal(journal)
+    events, header, stats = load_journal(journal)
     return ReplayFeed(events, header=header, stats=stats, autoplay=False, start_at=position,
                       correlator_factory=stand_in_correlator)
 
@@ -106,34 +105,9 @@ def make_app(position: int = INCIDENT_AT, **kw: object) -> VfioWatchApp:
                         kernel="6.12.95+deb12-amd64", mode="REPLAY", **kw)  # type: ignore[arg-type]
 
 
-class ManualFeed:
-    """A SnapshotFeed the test drives: `push(state)` publishes from a thread of the caller's."""
-
-    def __init__(self, first: HostState | None = None) -> None:
-        self.listeners: list[SnapshotListener] = []
-        self.first = first
-        self.started = threading.Event()
-        self.stopped = threading.Event()
-
-    def subscribe(self, listener: SnapshotListener) -> None:
-        self.listeners.append(listener)
-
-    def start(self) -> None:
-        self.started.set()
-        if self.first is not None:
-            self.push(self.first)
-
-    def stop(self) -> None:
-        self.stopped.set()
-
-    def push(self, state: HostState) -> None:
-        for listener in self.listeners:
-            listener(state)
-
-
 def states(journal: Path = JOURNAL) -> list[HostState]:
     """The snapshot after each record of the journal (stand-in rules)."""
-    events, _, _ = read_journal(journal)
+    events, _, _ = load_journal(journal)
     core = stand_in_correlator()
     out = []
     for e in events:

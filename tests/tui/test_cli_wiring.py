@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from diag import cli, dashboard
-from diag.runtime.replay import ReplayFeed
+from diag import cli
+from diag.commands import demo
+from diag.runtime.playback import ReplayFeed
 from diag.tui.app import VfioWatchApp
 
 JOURNAL = Path(__file__).resolve().parents[1] / "fixtures" / "journals" / "demo-lab.jsonl"
@@ -34,7 +35,7 @@ def test_replay_of_a_gzip_journal(launched: list[VfioWatchApp], tmp_path: Path) 
 
 def test_demo_plays_the_bundled_journal(launched: list[VfioWatchApp]) -> None:
     """`vfiowatch demo` plays diag/data/demo.jsonl, shipped inside the package."""
-    assert dashboard.demo_journal_path().is_file()
+    assert demo.demo_journal_path().is_file()
     assert cli.main(["demo", "--at-end"]) == 0
     app = launched[0]
     assert app.mode == "DEMO" and isinstance(app.feed, ReplayFeed)
@@ -66,8 +67,8 @@ def test_bad_speed_is_refused(speed: str) -> None:
 
 def test_at_opens_paused_at_that_recorded_time(launched: list[VfioWatchApp]) -> None:
     """--at +SECONDS (or a time of day) opens paused with every record up to that time applied."""
-    from diag.runtime.replay import read_journal
-    events, _, _ = read_journal(JOURNAL)
+    from diag.runtime.playback import load_journal
+    events, _, _ = load_journal(JOURNAL)
     t = events[10].ts_ns
     offset = (t - events[0].ts_ns) / 1e9
     assert cli.main(["tui", "--replay", str(JOURNAL), "--at", f"+{offset:.9f}"]) == 0

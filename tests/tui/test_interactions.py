@@ -7,16 +7,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import pytest
-from snapshot_app import INCIDENT_AT, ManualFeed, make_app, replay_feed, states
 from textual.pilot import Pilot
 from textual.widgets import Input
 
 from diag import events as ev
 from diag.core.state import HostState
+from diag.testing import ManualFeed
 from diag.tui.app import VfioWatchApp
 from diag.tui.messages import SnapshotReady
 from diag.tui.screens import DeviceScreen, FindingScreen, HelpScreen
 from diag.tui.widgets import DevicesTable, EventLog, FindingsTable, HostHeader
+from tests.tui.snapshot_app import INCIDENT_AT, make_app, replay_feed, states
 
 VF = "0000:01:10.0"
 
@@ -323,7 +324,7 @@ class TestReplay:
         """`n` pauses just after the record at which the next finding opened, `N` goes back to
         the previous one, and `g` + a recorded time + Enter jumps there; a bad time is refused
         with a notice, the prompt kept open."""
-        from snapshot_app import stand_in_correlator
+        from tests.tui.snapshot_app import stand_in_correlator
         feed = replay_feed(0)
         opened = []
         c = stand_in_correlator()

@@ -6,10 +6,10 @@ and review the SVG diffs (they open in a browser).
 
 from __future__ import annotations
 
-from snapshot_app import make_app
 from textual.pilot import Pilot
 
 from diag.tui.widgets import DevicesTable
+from tests.tui.snapshot_app import make_app
 
 VF = "0000:01:10.0"
 

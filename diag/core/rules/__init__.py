@@ -1,5 +1,8 @@
 """Provides the Rule protocol and the rule registry: one module plus one line per rule.
 
+A rule module decorates its class with `@register` (its `id` is the registry key) and adds one
+line to `RULES`'s module list.
+
 A rule reads the core's Model and returns Finding transitions. Rule ids are a public contract
 (logs, metrics, journal, postmortem JSON all carry them).
 """
@@ -7,13 +10,14 @@ A rule reads the core's Model and returns Finding transitions. Rule ids are a pu
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from diag import events as ev
+from diag.common.registry import Registry
 
 if TYPE_CHECKING:
-    from diag.core.config import CoreConfig
     from diag.core.model import Model
+    from diag.core.thresholds import CoreConfig
 
 
 class Rule(Protocol):
@@ -40,25 +44,32 @@ class Rule(Protocol):
 
 
 RuleFactory = Callable[["CoreConfig"], Rule]
-RULES: dict[str, RuleFactory] = {}
-"""Rule id -> factory, in registration order."""
+RULES: Registry[RuleFactory] = Registry("rule", [
+    "diag.core.rules.actor",
+    "diag.core.rules.coldplug",
+    "diag.core.rules.flapping",
+    "diag.core.rules.iommu",
+    "diag.core.rules.kata_config",
+    "diag.core.rules.kata_errors",
+    "diag.core.rules.loss",
+    "diag.core.rules.netdev",
+    "diag.core.rules.stranded",
+    "diag.core.rules.stuck",
+])
+"""Rule id -> factory, in registration order (the order rules see each event); one line per
+built-in rule module."""
+
+_R = TypeVar("_R", bound=type)
 
 
-def register(rule_id: str) -> Callable[[RuleFactory], RuleFactory]:
-    """Class/function decorator that registers a rule factory under its stable id."""
-
-    def deco(factory: RuleFactory) -> RuleFactory:
-        if rule_id in RULES:
-            raise ValueError(f"rule {rule_id!r} registered twice")
-        RULES[rule_id] = factory
-        return factory
-
-    return deco
+def register(cls: _R) -> _R:
+    """Class decorator registering a rule under its `id` (the stable id, written once, on the
+    class)."""
+    RULES.add(cls.id, cls)  # type: ignore[attr-defined]
+    return cls
 
 
 def build_rules(config: CoreConfig) -> list[Rule]:
-    """Instantiate every registered rule that the configuration does not disable."""
-    # Importing the modules runs their @register lines; one line per rule module.
-    from diag.core.rules import builtin  # noqa: F401
-
-    return [f(config) for rid, f in RULES.items() if rid not in config.disabled_rules]
+    """Instantiate every registered rule that the configuration does not disable (a rule module
+    that cannot be imported is in `RULES.failures`, for the agent to log and `check` to show)."""
+    return [f(config) for rid, f in RULES.load().items() if rid not in config.disabled_rules]

@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from diag import events as ev
-from diag.core.config import CoreConfig
 from diag.core.episodes import Episode
 from diag.core.model import Model
+from diag.core.thresholds import CoreConfig
 
 KATA_SHIM_EXE = "containerd-shim-kata-v2"
 KATA_SHIM_COMM = "containerd-shim"

@@ -9,14 +9,15 @@ waits in its episode until the write joins it.
 from __future__ import annotations
 
 from diag import events as ev
-from diag.core.config import CoreConfig
-from diag.core.episodes import VFIO_DRIVER, Episode, actor_label
+from diag.core.episodes import VFIO_DRIVER, Episode
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, actor_names, device_label
+from diag.core.thresholds import CoreConfig
+from diag.render import actor_label
 
 
-@register("vfio-bind-unexpected-actor")
+@register
 class VfioBindUnexpectedActor(ConditionRule):
     """Open when the process that steered a device to vfio-pci is not an expected actor."""
 

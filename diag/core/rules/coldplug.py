@@ -10,10 +10,17 @@ runtime-rs has no such check.
 from __future__ import annotations
 
 from diag import events as ev
-from diag.core.episodes import VFIO_DRIVER, Episode, actor_label
+from diag.core.episodes import VFIO_DRIVER, Episode
 from diag.core.model import Model
 from diag.core.rules import register
-from diag.core.rules._base import ConditionRule, device_label, effective_cold_plug, is_kata_shim
+from diag.core.rules._base import (
+    ColdPlug,
+    ConditionRule,
+    device_label,
+    effective_cold_plug,
+    is_kata_shim,
+)
+from diag.render import actor_label
 
 BUS_ERROR = "Bus '<unknown PCIePortBusPrefix: >0' not found"
 
@@ -44,7 +51,7 @@ def declared_intent(model: Model, cfg_allow: tuple[str, ...], driverctl: tuple[s
     return ""
 
 
-@register("vfio-bind-coldplug-disabled")
+@register
 class VfioBindColdplugDisabled(ConditionRule):
     """Open on a bind to vfio-pci from a host driver when the effective cold_plug_vfio is off."""
 
@@ -102,24 +109,15 @@ class VfioBindColdplugDisabled(ConditionRule):
 
     def _assess(self, model: Model, bdf: str, ep: Episode | None,
                 prev: str) -> dict[str, object] | None:
+        """The finding's fields for a move of `bdf` from `prev` to vfio-pci; None when cold plug
+        is enabled (the bind is an expected cold plug)."""
         actor = ep.actor if ep is not None else model.last_actor.get(bdf)
         cp = effective_cold_plug(model, bdf, actor, ep.sandbox_id if ep else None)
         if not cp.disabled:
             return None
         cfg = self.config
         intent = declared_intent(model, cfg.allow_vfio, cfg.driverctl_overrides, bdf)
-        kata = is_kata_shim(actor) or cp.sandbox is not None
-        if kata:
-            severity = ev.Severity.CRITICAL
-            why = ("the actor is a Kata shim" if is_kata_shim(actor)
-                   else f"the device belongs to Kata sandbox {cp.sandbox.sandbox_id[:12]}"
-                   if cp.sandbox else "")
-        elif intent:
-            severity = ev.Severity.INFO
-            why = f"declared intent: {intent}"
-        else:
-            severity = ev.Severity.WARNING
-            why = "the actor is unknown" if actor is None else "the actor is not a Kata shim"
+        severity, why = _severity(actor, cp, intent)
         lost = ep.lost if ep is not None else None
         sb = cp.sandbox
         pod = (sb.pod if sb else None) or (lost.pod if lost else None)
@@ -127,42 +125,11 @@ class VfioBindColdplugDisabled(ConditionRule):
         sandbox_id = (sb.sandbox_id if sb else None) or (ep.sandbox_id if ep else None) or (
             actor.sandbox_id if actor else None) or (lost.sandbox_id if lost else None)
         assumed = " (assumed: Kata's built-in default)" if cp.assumed else ""
-        dev = device_label(model, bdf)
         confirmed = ep is not None and "qemu-bus-not-found" in ep.signatures
         outcome = ("QEMU failed as predicted" if confirmed
                    else "QEMU will fail") + " and the VF's network is gone"
-        summary = (f"{dev} moved from {prev} to vfio-pci by {actor_label(actor)} while "
-                   f"cold_plug_vfio={cp.value}{assumed}: {outcome}")
-        netdev_text = ""
-        if lost is not None:
-            owner = f" of pod {lost.pod_namespace or '?'}/{lost.pod}" if lost.pod else ""
-            netdev_text = (f" Its netdev {lost.ifname} vanished from netns {lost.netns}{owner} "
-                           f"when it left {prev}; that network is gone until the VF is rebound "
-                           f"to {prev} (it returns with a new ifindex and MAC).")
-        else:
-            netdev_text = (f" Its netdev (if it had one) vanished when it left {prev}; that "
-                           "network is gone until the VF is rebound.")
-        runtime_note = ""
-        if cp.runtime == "rs":
-            runtime_note = " runtime-rs has no check that refuses such pods."
-        explanation = (
-            f"Severity {severity.label}: {why}. The effective cold_plug_vfio is {cp.value}, from "
-            f"{cp.origin}. Write sequence: {method_of(ep)}. With cold_plug_vfio=no-port Kata "
-            f"cold-plugs the VF with an empty PCIe port prefix, so QEMU will exit with "
-            f"`-device vfio-pci,host={bdf},...: {BUS_ERROR}` (Kata issue #10162) and the sandbox "
-            f"fails to start.{netdev_text}{runtime_note}"
-        )
-        where = ""
-        if cp.handlers:
-            where = f" of handler {', '.join(cp.handlers)}"
-        remedy = (
-            f'Set cold_plug_vfio = "root-port" with pcie_root_port >= 1 in [hypervisor.qemu]'
-            f"{where} (a config.d drop-in works), or run the Kata Go runtime >= 3.9, which "
-            f"refuses such pods before touching the VF (runtime-rs has no such check). Then "
-            f"give the VF back: echo {prev} > /sys/bus/pci/devices/{bdf}/driver_override; "
-            f"echo {bdf} > /sys/bus/pci/drivers/vfio-pci/unbind; "
-            f"echo {bdf} > /sys/bus/pci/drivers_probe."
-        )
+        summary = (f"{device_label(model, bdf)} moved from {prev} to vfio-pci by "
+                   f"{actor_label(actor)} while cold_plug_vfio={cp.value}{assumed}: {outcome}")
         labels = [("from_driver", prev), ("cold_plug_vfio", cp.value),
                   ("cold_plug_origin", cp.origin),
                   ("cold_plug_assumed", "true" if cp.assumed else "false"),
@@ -174,8 +141,60 @@ class VfioBindColdplugDisabled(ConditionRule):
         if confirmed:
             labels.append(("confirmed_by", "qemu-bus-not-found"))
         return {
-            "severity": severity, "summary": summary, "explanation": explanation,
-            "remedy": remedy, "actor": actor, "netdev": lost.ifname if lost else None,
-            "netns": lost.netns if lost else None, "sandbox_id": sandbox_id, "pod": pod,
-            "pod_namespace": pod_ns, "labels": tuple(labels),
+            "severity": severity, "summary": summary,
+            "explanation": _explanation(bdf, prev, ep, cp, severity, why),
+            "remedy": _remedy(bdf, prev, cp), "actor": actor,
+            "netdev": lost.ifname if lost else None, "netns": lost.netns if lost else None,
+            "sandbox_id": sandbox_id, "pod": pod, "pod_namespace": pod_ns,
+            "labels": tuple(labels),
         }
+
+
+def _severity(actor: ev.Process | None, cp: ColdPlug, intent: str) -> tuple[ev.Severity, str]:
+    """Critical when Kata moved it (a Kata shim, or a sandbox's VF), info when the move was
+    declared, warning otherwise; with the reason."""
+    if is_kata_shim(actor) or cp.sandbox is not None:
+        why = ("the actor is a Kata shim" if is_kata_shim(actor)
+               else f"the device belongs to Kata sandbox {cp.sandbox.sandbox_id[:12]}"
+               if cp.sandbox else "")
+        return ev.Severity.CRITICAL, why
+    if intent:
+        return ev.Severity.INFO, f"declared intent: {intent}"
+    return ev.Severity.WARNING, ("the actor is unknown" if actor is None
+                                 else "the actor is not a Kata shim")
+
+
+def _explanation(bdf: str, prev: str, ep: Episode | None, cp: ColdPlug, severity: ev.Severity,
+                 why: str) -> str:
+    """Why it is that severity, where cold_plug_vfio came from, and what QEMU and the VF's
+    network will do."""
+    lost = ep.lost if ep is not None else None
+    if lost is not None:
+        owner = f" of pod {lost.pod_namespace or '?'}/{lost.pod}" if lost.pod else ""
+        netdev_text = (f" Its netdev {lost.ifname} vanished from netns {lost.netns}{owner} "
+                       f"when it left {prev}; that network is gone until the VF is rebound "
+                       f"to {prev} (it returns with a new ifindex and MAC).")
+    else:
+        netdev_text = (f" Its netdev (if it had one) vanished when it left {prev}; that "
+                       "network is gone until the VF is rebound.")
+    runtime_note = " runtime-rs has no check that refuses such pods." if cp.runtime == "rs" else ""
+    return (
+        f"Severity {severity.label}: {why}. The effective cold_plug_vfio is {cp.value}, from "
+        f"{cp.origin}. Write sequence: {method_of(ep)}. With cold_plug_vfio=no-port Kata "
+        f"cold-plugs the VF with an empty PCIe port prefix, so QEMU will exit with "
+        f"`-device vfio-pci,host={bdf},...: {BUS_ERROR}` (Kata issue #10162) and the sandbox "
+        f"fails to start.{netdev_text}{runtime_note}"
+    )
+
+
+def _remedy(bdf: str, prev: str, cp: ColdPlug) -> str:
+    """The configuration fix, then the commands that give the VF back to its host driver."""
+    where = f" of handler {', '.join(cp.handlers)}" if cp.handlers else ""
+    return (
+        f'Set cold_plug_vfio = "root-port" with pcie_root_port >= 1 in [hypervisor.qemu]'
+        f"{where} (a config.d drop-in works), or run the Kata Go runtime >= 3.9, which "
+        f"refuses such pods before touching the VF (runtime-rs has no such check). Then "
+        f"give the VF back: echo {prev} > /sys/bus/pci/devices/{bdf}/driver_override; "
+        f"echo {bdf} > /sys/bus/pci/drivers/vfio-pci/unbind; "
+        f"echo {bdf} > /sys/bus/pci/drivers_probe."
+    )

@@ -12,17 +12,18 @@ from __future__ import annotations
 from collections import deque
 
 from diag import events as ev
-from diag.core.config import NS, CoreConfig
-from diag.core.episodes import Episode, actor_label
+from diag.core.episodes import Episode
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers, _Open, device_label
+from diag.core.thresholds import NS, CoreConfig
+from diag.render import actor_label
 
 MAX_MOVES = 256
 """Moves remembered per device: `count` reads `256` (at least) during a storm."""
 
 
-@register("driver-flapping")
+@register
 class DriverFlapping(ConditionRule):
     """Open when a device's driver changes flapping_moves times within flapping_window_ns."""
 
@@ -61,9 +62,16 @@ class DriverFlapping(ConditionRule):
         last = rec.moves[-1]
         if last.ts_ns != event.ts_ns or last.to_driver != event.driver:
             return []  # a bind that changed nothing (duplicate, synthetic `bind` of the same driver)
+        ep = model.episode(event.bdf)
+        q = self._count(event, ep)
+        if len(q) < self.config.flapping_moves:
+            return []
+        return self._flapping(model, event, ep, q)
+
+    def _count(self, event: ev.DeviceBound, ep: Episode | None) -> deque[tuple[int, str, str]]:
+        """Remember the move and its episode; the moves of the device within the window."""
         bdf = event.bdf
         window = self.config.flapping_window_ns
-        ep = model.episode(bdf)
         actor = ep.actor if ep is not None else None
         q = self.moves.get(bdf)
         if q is None:
@@ -78,13 +86,18 @@ class DriverFlapping(ConditionRule):
         cut = event.ts_ns - window
         eps[:] = [x for x in eps if x.last_ns >= cut][-self.config.flapping_moves:]
         self.timers.set(bdf, event.ts_ns + window)
-        if len(q) < self.config.flapping_moves:
-            return []
+        return q
+
+    def _flapping(self, model: Model, event: ev.DeviceBound, ep: Episode | None,
+                  q: deque[tuple[int, str, str]]) -> list[ev.Finding]:
+        """Open the finding, or update it with the new count, drivers and actors."""
+        bdf = event.bdf
+        actor = ep.actor if ep is not None else None
         actors = list(dict.fromkeys(a for _, _, a in q if a))
         drivers = list(dict.fromkeys(d for _, d, _ in q))
         turns = (f"; actors taking turns: {' and '.join(actors)}" if len(actors) > 1
                  else f"; actor: {actors[0]}" if actors else "")
-        secs = window // NS
+        secs = self.config.flapping_window_ns // NS
         summary = (f"{device_label(model, bdf)} moved between drivers {len(q)} times within "
                    f"{secs}s ({' <-> '.join(drivers)}){turns}")
         labels = (("count", str(len(q))), ("drivers", ",".join(drivers)),

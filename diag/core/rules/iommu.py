@@ -10,11 +10,11 @@ PciDevice.iommu_group of every device, from the inventory.
 from __future__ import annotations
 
 from diag import events as ev
-from diag.core.config import CoreConfig
 from diag.core.episodes import VFIO_DRIVER
 from diag.core.model import DeviceRecord, Model
 from diag.core.rules import register
 from diag.core.rules._base import HOST_RESTING_DRIVERS, ConditionRule, device_label
+from diag.core.thresholds import CoreConfig
 
 
 def _offends(rec: DeviceRecord) -> bool:
@@ -24,7 +24,7 @@ def _offends(rec: DeviceRecord) -> bool:
     return not rec.device.class_code.startswith(("0600", "0604"))
 
 
-@register("iommu-group-not-viable")
+@register
 class IommuGroupNotViable(ConditionRule):
     """Open per IOMMU group that has a member on vfio-pci and a member on a host driver."""
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import zlib
 
 from diag import events as ev
-from diag.core.config import CoreConfig
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule
+from diag.core.thresholds import CoreConfig
 
 PORTS = ("bridge-port", "root-port", "switch-port")
 MAX_PORTS = 16
@@ -74,8 +74,8 @@ def _key(path: str, message: str, sandbox_id: str | None) -> str:
     return f"{zlib.crc32(text.encode()):08x}"
 
 
-@register("kata-config-invalid")
-class KataConfigInvalid(ConditionRule):
+@register
+class KataConfigInvalidRule(ConditionRule):
     """Open per (file or sandbox, message) that Kata would reject."""
 
     id = "kata-config-invalid"

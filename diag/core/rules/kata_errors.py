@@ -14,11 +14,11 @@ import zlib
 from collections.abc import Sequence
 
 from diag import events as ev
-from diag.core.config import NS, CoreConfig
 from diag.core.episodes import VFIO_DRIVER
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers, device_label
+from diag.core.thresholds import NS, CoreConfig
 
 _C, _E, _W = ev.Severity.CRITICAL, ev.Severity.ERROR, ev.Severity.WARNING
 COLDPLUG_REMEDY = ('Set cold_plug_vfio = "root-port" with pcie_root_port >= 1, or run the Kata Go '
@@ -103,7 +103,7 @@ _CONFIG_PREFIXES = ("config-", "annotation-", "pcie-ports-", "rs-pcie-ports-", "
                     "rs-unsupported-cold-plug", "vfio-mode-unknown")
 
 
-@register("kata-known-error")
+@register
 class KataKnownError(ConditionRule):
     """Open per (signature, device or sandbox) on a line matching a known failure signature."""
 

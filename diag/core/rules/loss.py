@@ -10,16 +10,16 @@ saying what changed. A source that cannot resync keeps its finding open.
 from __future__ import annotations
 
 from diag import events as ev
-from diag.core.config import CoreConfig
-from diag.core.episodes import describe
+from diag import render
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers
+from diag.core.thresholds import CoreConfig
 
 MAX_CHANGES = 20
 
 
-@register("event-loss")
+@register
 class EventLoss(ConditionRule):
     """Open per source that lost events; resolve after its resync, naming the changes."""
 
@@ -51,7 +51,7 @@ class EventLoss(ConditionRule):
                     ch = self.changes.setdefault(src, [])
                     if len(ch) < MAX_CHANGES:
                         ch.append(ev.Evidence(ts_ns=event.ts_ns, source=event.source,
-                                              kind=event.kind, text=describe(event)))
+                                              kind=event.kind, text=render.evidence(event)))
                     break
         return []
 

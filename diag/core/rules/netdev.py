@@ -11,14 +11,14 @@ so this rule stays quiet for it: one story, told once.
 from __future__ import annotations
 
 from diag import events as ev
-from diag.core.config import NS, CoreConfig
 from diag.core.episodes import VFIO_DRIVER, Episode
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers, device_label
+from diag.core.thresholds import NS, CoreConfig
 
 
-@register("vf-netdev-lost")
+@register
 class VfNetdevLost(ConditionRule):
     """Open when an unbound VF is still without its netdev after the grace period."""
 

@@ -10,14 +10,15 @@ sandbox claims it, or the VF goes back to a host driver (or is removed).
 from __future__ import annotations
 
 from diag import events as ev
-from diag.core.config import NS, CoreConfig
-from diag.core.episodes import VFIO_DRIVER, actor_label
+from diag.core.episodes import VFIO_DRIVER
 from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers, device_label, is_vf
+from diag.core.thresholds import NS, CoreConfig
+from diag.render import actor_label
 
 
-@register("vf-stranded-on-vfio")
+@register
 class VfStrandedOnVfio(ConditionRule):
     """Open when a VF sits on vfio-pci unused past the grace period."""
 

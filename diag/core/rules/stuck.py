@@ -10,11 +10,12 @@ the override is cleared, or the device goes away.
 from __future__ import annotations
 
 from diag import events as ev
-from diag.core.config import NS, CoreConfig
-from diag.core.episodes import VFIO_DRIVER, actor_label
+from diag.core.episodes import VFIO_DRIVER
 from diag.core.model import DeviceRecord, Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers, device_label, is_vf
+from diag.core.thresholds import NS, CoreConfig
+from diag.render import actor_label
 
 
 def _stuck(rec: DeviceRecord | None) -> bool:
@@ -22,7 +23,7 @@ def _stuck(rec: DeviceRecord | None) -> bool:
             and rec.driver_override is not None and rec.driver_override != VFIO_DRIVER)
 
 
-@register("vf-stuck-unbound")
+@register
 class VfStuckUnbound(ConditionRule):
     """Open when a VF has had no driver but a host driver override past the grace period."""
 

@@ -1,8 +1,9 @@
 """Provides the eBPF attribution source package: who wrote each PCI driver-control file in sysfs.
 
 Modules: `layouts` (ctypes mirrors of probes/vfiowatch.h), `decode` (pure: raw record ->
-SysfsWriteObserved), `bcc_facade` (the only importer of bcc), `source` (the `ebpf` Source and
-its mode choice), `check` (the `vfiowatch check` line). Importing this package never imports bcc.
+SysfsWriteObserved), `bcc_facade` (the only importer of bcc), `mode` (what the kernel offers and
+the mode that follows), `source` (the `ebpf` Source), `preflight` (the `vfiowatch check` line).
+Importing this package never imports bcc.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,16 +74,24 @@ def kallsyms_addresses(names: set[str], path: str = "/proc/kallsyms") -> dict[st
     """Text addresses of each name in kallsyms (several: static functions of the same name in
     different files, which a kprobe by name refuses (>= 6.6) or could put on the wrong one).
     Addresses read as 0 when kptr_restrict hides them."""
-    out: dict[str, list[int]] = {n: [] for n in names}
     try:
         with open(path, "rb") as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) >= 3 and parts[1] in (b"t", b"T"):
-                    sym = parts[2].decode("ascii", "replace")
-                    if sym in out:
-                        out[sym].append(int(parts[0], 16))
-    except (OSError, ValueError):
+            return parse_kallsyms(names, fh)
+    except OSError:
+        return {n: [] for n in names}
+
+
+def parse_kallsyms(names: set[str], lines: Iterable[bytes]) -> dict[str, list[int]]:
+    """`kallsyms_addresses` on lines already read (under --root: HostPaths.read_bytes)."""
+    out: dict[str, list[int]] = {n: [] for n in names}
+    try:
+        for line in lines:
+            parts = line.split()
+            if len(parts) >= 3 and parts[1] in (b"t", b"T"):
+                sym = parts[2].decode("ascii", "replace")
+                if sym in out:
+                    out[sym].append(int(parts[0], 16))
+    except ValueError:
         pass
     return out
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import ctypes
 import posixpath
-import re
 from dataclasses import dataclass
 
 from diag import events as ev
+from diag.common.bdf import is_bdf
 from diag.sources.ebpf import layouts as L
 
 SOURCE = "ebpf"
 
-_BDF = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _DEVICE_CONTROLS = frozenset({
     "driver_override", "remove", "reset", "sriov_numvfs", "sriov_drivers_autoprobe", "rescan",
 })
@@ -77,10 +76,6 @@ def parse_record(data: bytes) -> RawRecord:
         comm=_s(bytes(r.comm)), name=_s(bytes(r.name)), bus=_s(bytes(r.bus)),
         path=_s(bytes(r.path)),
     )
-
-
-def is_bdf(text: str) -> bool:
-    return bool(_BDF.match(text))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Provides ctypes mirrors of the probes' shared header (probes/vfiowatch.h) and its constants.
 
-The unit test tests/unit/test_ebpf_layouts.py parses the header and compares every struct's field
+The unit test tests/unit/decode/test_ebpf_layouts.py parses the header and compares every struct's field
 names and order (and the #define constants) with this module, so a change on one side that is
 not made on the other fails on any machine, without a kernel.
 """

@@ -29,10 +29,8 @@ as EventsLost.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import importlib.resources
 import os
-import platform
 import posixpath
 import threading
 import time
@@ -42,16 +40,26 @@ from pathlib import Path
 from typing import ClassVar
 
 from diag import events as ev
-from diag.errors import ConfigError, ProbeLoadError
-from diag.paths import HostPaths
-from diag.sources import Availability, Emit, SourceContext, check_options, register
+from diag.common.bdf import is_bdf
+from diag.common.errors import ConfigError, ProbeLoadError
+from diag.sources import Availability, Emit, SourceContext, check_options, refusal_events, register
 from diag.sources.ebpf import bcc_facade
 from diag.sources.ebpf import decode as D
 from diag.sources.ebpf import layouts as L
+from diag.sources.ebpf.mode import (
+    ESSENTIAL_HANDLERS,
+    KPROBE_HANDLERS,
+    MODES,
+    KernelFacts,
+    ModeChoice,
+    choose_mode,
+    gather_facts,
+    syscall_defines,
+    variant_note,
+)
 from diag.sources.proc import ProcessTable, parse_cgroup
 
 SOURCE = "ebpf"
-MODES = ("auto", "kprobe", "tracepoint")
 OPTIONS = ("mode", "tracepoint_variant", "poll_ms", "gc_interval_s")
 TRACEPOINT_PROBE = "sysfs_write_tp.bpf.c"
 OPEN_ONLY_PROBE = "sysfs_open_tp.bpf.c"
@@ -61,25 +69,6 @@ READBACK_DELAY_S = 0.1
 """The open-only variant reads driver_override & co. back this long after the open."""
 KPROBE_PROBE = "sysfs_store_kprobe.bpf.c"
 
-KPROBE_HANDLERS: dict[str, str] = {
-    "bind_store": "kp_bind_store",
-    "unbind_store": "kp_unbind_store",
-    "new_id_store": "kp_new_id_store",
-    "remove_id_store": "kp_remove_id_store",
-    "drivers_probe_store": "kp_drivers_probe_store",
-    "rescan_store": "kp_rescan_store",
-    "driver_override_store": "kp_driver_override_store",
-    "remove_store": "kp_remove_store",
-    "reset_store": "kp_reset_store",
-    "dev_rescan_store": "kp_dev_rescan_store",
-    "sriov_numvfs_store": "kp_sriov_numvfs_store",
-    "sriov_drivers_autoprobe_store": "kp_sriov_drivers_autoprobe_store",
-}
-"""Kernel store handler -> the entry program in sysfs_store_kprobe.bpf.c."""
-ESSENTIAL_HANDLERS = ("bind_store", "unbind_store", "drivers_probe_store", "driver_override_store")
-"""Without these (Kata's whole write sequence) kprobe mode is not chosen."""
-
-BCC_HINT = "apt-get install python3-bpfcc, and make the venv with --system-site-packages"
 
 
 def probes_dir() -> Path:
@@ -91,182 +80,6 @@ def probes_dir() -> Path:
     except (ModuleNotFoundError, OSError, TypeError):
         pass
     return Path(__file__).resolve().parents[3] / "probes"
-
-
-# ---- what the kernel offers, and the mode that follows (pure) -------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KernelFacts:
-    """What this machine offers the probes; gathered by `gather_facts`, judged by `choose_mode`."""
-
-    bcc_error: str | None = None
-    root: bool = True
-    tracefs: bool = True
-    headers: bool = True
-    release: str = ""
-    kprobe_pmu: bool = False
-    config_kprobes: str | None = None
-    """`y`, `n` (unset) or None (kernel config unreadable)."""
-    handlers: frozenset[str] = frozenset()
-    """KPROBE_HANDLERS keys that kprobes can attach to here (present once in kallsyms)."""
-    ambiguous: frozenset[str] = frozenset()
-    """Handlers kallsyms lists more than once (static functions of the same name in other
-    files) whose addresses are hidden (kptr_restrict): a kprobe by name is refused (>= 6.6) or
-    could hit the wrong one, so they are not used."""
-    addresses: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    """Handlers listed more than once, with every address: each gets a kprobe by address
-    (records from a same-named handler elsewhere name no PCI device or driver: dropped)."""
-    raw_syscalls: bool = True
-    """raw_syscalls:sys_enter and sys_exit exist."""
-
-
-@dataclass(frozen=True, slots=True)
-class ModeChoice:
-    mode: str
-    """`kprobe` or `tracepoint`; empty when the source cannot run."""
-    reason: str
-    hint: str = ""
-
-
-def why_no_kprobes(f: KernelFacts) -> str:
-    if f.config_kprobes == "n":
-        return "CONFIG_KPROBES unset"
-    if not f.kprobe_pmu:
-        return "no kprobe PMU in /sys/bus/event_source/devices"
-    missing = [h for h in ESSENTIAL_HANDLERS if h not in f.handlers]
-    if missing:
-        amb = [h for h in missing if h in f.ambiguous]
-        rest = [h for h in missing if h not in f.ambiguous]
-        parts = []
-        if rest:
-            parts.append("store handlers not attachable: " + ", ".join(rest))
-        if amb:
-            parts.append("store handlers ambiguous in kallsyms: " + ", ".join(amb))
-        return "; ".join(parts)
-    return ""
-
-
-def choose_mode(requested: str, f: KernelFacts) -> ModeChoice:
-    """The mode to run in, and why (what `vfiowatch check` and SourceStateChanged say)."""
-    if requested not in MODES:
-        return ModeChoice("", f"unknown ebpf mode {requested!r}", "use auto, kprobe or tracepoint")
-    if f.bcc_error:
-        return ModeChoice("", f"bcc is not importable ({f.bcc_error})", BCC_HINT)
-    if not f.root:
-        return ModeChoice("", "loading eBPF programs needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN)",
-                          "run the agent as root")
-    if not f.tracefs:
-        return ModeChoice("", "tracefs is not mounted (bcc attaches through it)",
-                          "mount -t tracefs nodev /sys/kernel/tracing")
-    if not f.headers:
-        return ModeChoice("", f"no kernel headers at /lib/modules/{f.release}/build: bcc cannot compile",
-                          f"apt-get install linux-headers-{f.release} (or run deploy/setup-host.sh)")
-    no_kp = why_no_kprobes(f)
-    if requested == "kprobe":
-        if no_kp:
-            return ModeChoice("", f"kprobe mode forced but unavailable: {no_kp}",
-                              "use mode=auto or tracepoint, or a kernel with CONFIG_KPROBES=y")
-        return ModeChoice("kprobe", f"forced; {_kprobe_coverage(f)}")
-    if requested == "tracepoint" or no_kp:
-        if not f.raw_syscalls:
-            return ModeChoice("", "no raw_syscalls tracepoints (CONFIG_FTRACE_SYSCALLS unset?)"
-                              + (f" and no kprobes: {no_kp}" if no_kp else ""),
-                              "use a kernel with CONFIG_KPROBES=y or CONFIG_FTRACE_SYSCALLS=y")
-        why = "forced" if requested == "tracepoint" else f"no kprobes: {no_kp}"
-        return ModeChoice("tracepoint", why)
-    return ModeChoice("kprobe", _kprobe_coverage(f))
-
-
-def variant_note(variant: str) -> str:
-    """What a tracepoint variant sees and misses (check, logs, dashboard)."""
-    if variant == "open-only":
-        return ("open-only variant: opens seen, values recovered afterwards (read back, or the "
-                "device from the uevent that follows), a failed write's errno not seen; "
-                'tracepoint_variant = "complete" sees it at about 1.5x per syscall')
-    return "complete variant: value and result of every write, one program on every syscall"
-
-
-def _kprobe_coverage(f: KernelFacts) -> str:
-    text = f"kprobes on {len(f.handlers)} store handlers"
-    absent = sorted(set(KPROBE_HANDLERS) - f.handlers)
-    if absent:
-        text += "; not covered: " + ", ".join(
-            f"{h} ({'ambiguous' if h in f.ambiguous else 'absent'})" for h in absent)
-    return text
-
-
-def _kernel_config_kprobes(paths: HostPaths) -> str | None:
-    release = platform.release()
-    for p in (paths.proc / "config.gz", paths.root / "boot" / f"config-{release}"):
-        try:
-            if p.suffix == ".gz":
-                with gzip.open(p, "rt") as fh:
-                    text = fh.read()
-            else:
-                text = p.read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            if line.startswith("CONFIG_KPROBES="):
-                return "y"
-            if line == "# CONFIG_KPROBES is not set":
-                return "n"
-        return None
-    return None
-
-
-def gather_facts(paths: HostPaths) -> KernelFacts:
-    """Ask this machine what exists: bcc, privileges, tracefs, headers, kprobes, tracepoints."""
-    bf = bcc_facade
-    release = platform.release()
-    err = bf.import_error()
-    tracefs = any((paths.sys / d / "events").is_dir()
-                  for d in ("kernel/tracing", "kernel/debug/tracing"))
-    pmu = (paths.sys / "bus" / "event_source" / "devices" / "kprobe").exists()
-    handlers: frozenset[str] = frozenset()
-    ambiguous: frozenset[str] = frozenset()
-    addresses: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    raw = True
-    if err is None:
-        if pmu:
-            addrs = bf.kallsyms_addresses(set(KPROBE_HANDLERS), str(paths.proc / "kallsyms"))
-            found = set()
-            for h in KPROBE_HANDLERS:
-                ok = bf.kprobe_functions(f"^{h}$")  # honours the kprobe blacklist
-                if ok is None:  # no debugfs: kallsyms alone
-                    ok = {h} if addrs.get(h) else set()
-                if ok:
-                    found.add(h)
-            addrs = {h: a for h, a in addrs.items() if h in found}
-            several = {h: tuple(a) for h, a in addrs.items() if len(a) > 1}
-            ambiguous = frozenset(h for h, a in several.items() if not all(a))
-            addresses = tuple(sorted((h, a) for h, a in several.items() if all(a)))
-            handlers = frozenset(found - ambiguous)
-        raw = bf.tracepoint_exists("raw_syscalls", "sys_enter") and bf.tracepoint_exists(
-            "raw_syscalls", "sys_exit")
-    return KernelFacts(
-        bcc_error=err,
-        root=os.geteuid() == 0,
-        tracefs=tracefs,
-        headers=Path(f"/lib/modules/{release}/build").exists(),
-        release=release,
-        kprobe_pmu=pmu,
-        config_kprobes=_kernel_config_kprobes(paths),
-        handlers=handlers,
-        ambiguous=ambiguous,
-        addresses=addresses,
-        raw_syscalls=raw,
-    )
-
-
-def syscall_defines() -> dict[str, int | str]:
-    """-D flags for the syscall tracepoints this architecture lacks (open, dup2: not on arm64)."""
-    out: dict[str, int | str] = {}
-    for name in ("open", "dup2"):
-        if bcc_facade.tracepoint_exists("syscalls", f"sys_enter_{name}"):
-            out[f"HAVE_SYS_{name.upper()}"] = 1
-    return out
 
 
 # ---- the source ------------------------------------------------------------------------------
@@ -295,7 +108,7 @@ class EbpfStats:
     gc_removed: int = 0
 
 
-@register(SOURCE)
+@register
 class EbpfSource:
     """Attribution of sysfs driver-control writes by eBPF.
 
@@ -391,6 +204,7 @@ class EbpfSource:
                 now = time.monotonic()
                 if now >= next_check:
                     self._check_lost(prog)
+                    self._report_refused(emit)
                     next_check = now + 1.0
                 if self._delayed:
                     self._flush_delayed(now)
@@ -524,8 +338,8 @@ class EbpfSource:
                 keep.append((due, e))
                 continue
             try:
-                content = self.paths.host(e.path).read_text(errors="replace")
-            except OSError:
+                content: str | None = self.paths.read_text(e.path, 4096)
+            except OSError:  # gone, or refused (reported with the next loss check)
                 content = None
             if content is not None:
                 value = D.readback_value(e.control, content)
@@ -546,8 +360,8 @@ class EbpfSource:
         actor = self.identify(rec)
         out = D.decode_record(rec, actor=actor, resolved_path=resolved,
                               wall_offset_ns=self._wall_offset_ns, mode=self.mode or "tracepoint")
-        if out is not None and rec.kind == L.VFW_KIND_STORE and not self.paths.host(
-                os.path.dirname(out.path)).is_dir():
+        if out is not None and rec.kind == L.VFW_KIND_STORE and not self.paths.is_dir(
+                os.path.dirname(out.path)):
             # A same-named handler of another shape (probed by address): its "device" or
             # "driver" is none of sysfs's.
             out = None
@@ -569,7 +383,7 @@ class EbpfSource:
         return ev.SysfsWriteObserved(
             ts_ns=rec.ts_ns + self._wall_offset_ns, source=SOURCE, actor=actor, path=rec.path,
             control=rec.control_name, value=value,
-            bdf=value.strip() if D.is_bdf(value.strip()) else None,
+            bdf=value.strip() if is_bdf(value.strip()) else None,
             result=rec.result, mode=self.mode or "tracepoint",
             stage="write" if rec.kind == L.VFW_KIND_WRITE else "open",
         )
@@ -578,7 +392,7 @@ class EbpfSource:
 
     def _readlink(self, path: str) -> str | None:
         try:
-            return os.readlink(self.paths.host(path))
+            return self.paths.readlink(path)  # a magic link's name (cwd, fd/N): never followed
         except OSError:
             return None
 
@@ -627,38 +441,40 @@ class EbpfSource:
             head, ctl = form
             dev = self._realpath_plain(head)
             name = posixpath.basename(dev)
-            if dev.startswith("/sys/devices/") and D.is_bdf(name):
+            if dev.startswith("/sys/devices/") and is_bdf(name):
                 return f"/sys/bus/pci/devices/{name}/driver/{ctl}"
-            if not self.paths.host(dev).exists():
+            if not self.paths.exists(dev):
                 return posixpath.normpath(path)
         real = self._realpath_plain(path)
         # A PCI device's own file, by the name kprobe mode and every remedy use.
         parent, ctl = posixpath.split(real)
         name = posixpath.basename(parent)
-        if real.startswith("/sys/devices/") and ctl in D.DEVICE_CONTROLS and D.is_bdf(name):
+        if real.startswith("/sys/devices/") and ctl in D.DEVICE_CONTROLS and is_bdf(name):
             return f"/sys/bus/pci/devices/{name}/{ctl}"
         return real
 
     def _realpath_plain(self, path: str) -> str:
-        root = str(self.paths.root)
-        real = os.path.realpath(self.paths.host(path))
-        if root in ("", "/"):
-            return real
-        rel = os.path.relpath(real, root)
-        return "/" + rel if not rel.startswith("..") else real
+        try:
+            return self.paths.resolve(path, strict=False)
+        except OSError:  # refused (reported): the path as the writer gave it
+            return posixpath.normpath(path)
 
     # ---- identity ---------------------------------------------------------------------------
 
     def _cgroup2_mount(self) -> Path | None:
-        """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid)."""
+        """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid),
+        resolved inside the root (os.walk then never follows a link out of it)."""
         try:
-            text = (self.paths.proc / "self" / "mountinfo").read_text()
+            text = self.paths.read_text("/proc/self/mountinfo")
         except OSError:
             return None
         for line in text.splitlines():
             left, sep, right = line.partition(" - ")
             if sep and right.split(" ", 1)[0] == "cgroup2":
-                return self.paths.host(left.split()[4])
+                try:
+                    return Path(self.paths.real(left.split()[4]))
+                except OSError:
+                    return None
         return None
 
     def _cgroup_path(self, cgroup_id: int) -> str:
@@ -738,6 +554,12 @@ class EbpfSource:
                 emit(ev.EventsLost(ts_ns=time.time_ns(), source=SOURCE, lost_source=SOURCE,
                                    count=total - seen,
                                    reason=f"{why}: {total - seen} sysfs writes not attributed"))
+
+    def _report_refused(self, emit: Emit) -> None:
+        """Paths read for attribution that lead outside --root: in-band, counted."""
+        for e in refusal_events(self.paths, SOURCE, time.time_ns()):
+            self.stats.decode_failed += 1
+            emit(e)
 
     def _gc(self, prog: bcc_facade.Program) -> None:
         """Forget fds of processes that exited or exec'ed without closing them.

@@ -3,9 +3,15 @@
 Modules, bottom-up (the pure ones may be imported by `diag.importers` for postmortem use):
 
 - `signatures`: the catalogue of Kata/QEMU/kernel log signatures (pure).
-- `config`: Kata configuration discovery, TOML parse, drop-in merge and Kata's validation (the
-  parse/merge/validate functions are pure; `discover()` only reads files under the root).
-- `logs`: logfmt and journald-JSON decoders, journal and file followers.
-- `sandboxes`: persist.json / state.json / bundle decoders, shim/QEMU/VFIO-holder scans.
+- `effective`: Kata's configuration, pure: TOML parse, drop-in merge, Kata's validation and
+  pod annotations (what the postmortem importer runs on copied files).
+- `discovery`: which configuration files each runtime handler uses (containerd's runtimes,
+  KATA_CONF_FILE, the defaults, config.d), read under the root.
+- `loglines`: Kata's log lines: logfmt and journald-JSON decoders, journald and file followers.
+- `decode`: persist.json / state.json / bundle / QEMU argv decoders and the assembly of a
+  SandboxStarted (pure).
+- `sandboxes`: the state directories, bundles, shim/QEMU processes and VFIO holders read
+  under the root.
 - `source`: the `kata` Source (registered in `diag.sources`), a thin polling loop over the above.
+- `preflight`: the `vfiowatch check` line for Kata (each handler's cold_plug_vfio).
 """

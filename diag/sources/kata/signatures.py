@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from diag.common.bdf import normalise_bdf
+
 BDF_RE = r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"
 """A full PCI address with its domain (`0000:84:01.1`)."""
 _BDF = rf"(?P<bdf>{BDF_RE})"
@@ -291,12 +293,6 @@ BY_ID: dict[str, Signature] = {s.id: s for s in CATALOGUE}
 
 _BDF_FIELDS = ("device-bdf", "bdf", "BDF", "device_bdf", "host-bdf")
 _GROUP_FIELDS = ("device-group", "group", "iommu_group")
-
-
-def normalise_bdf(text: str) -> str:
-    """`84:01.1` -> `0000:84:01.1`; lower-case hex."""
-    text = text.strip().lower()
-    return text if text.count(":") == 2 else f"0000:{text}"
 
 
 def match(message: str, fields: dict[str, str] | None = None) -> SignatureMatch | None:

@@ -22,8 +22,7 @@ Errors never escape: a bad file is an event naming file and position, and the la
 
 from __future__ import annotations
 
-import contextlib
-import os
+import stat
 import threading
 import time
 from collections.abc import Mapping
@@ -31,10 +30,18 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from diag import events as ev
-from diag.paths import HostPaths
-from diag.sources import Availability, Emit, SourceContext, check_options, proc, register
-from diag.sources.kata import config as kconfig
-from diag.sources.kata import logs, sandboxes
+from diag.common.paths import HostPaths
+from diag.sources import (
+    Availability,
+    Emit,
+    SourceContext,
+    check_options,
+    proc,
+    refusal_events,
+    register,
+)
+from diag.sources.kata import decode as kata_decode
+from diag.sources.kata import discovery, loglines, sandboxes
 
 NAME = "kata"
 OPTIONS = ("log_files", "logs_from_start", "journal", "kmsg", "containerd_config", "sandbox_interval_s",
@@ -46,16 +53,16 @@ START_SLACK_NS = 1_500_000_000
 
 def _stat_key(paths: HostPaths, host_path: str) -> tuple[Any, ...] | None:
     try:
-        st = os.stat(paths.host(host_path))
+        st = paths.stat(host_path)
     except OSError:
         try:
-            lst = os.lstat(paths.host(host_path))  # a dangling symlink still counts
+            lst = paths.stat(host_path, follow=False)  # a dangling symlink still counts
             return ("L", lst.st_mtime_ns, lst.st_ino)
         except OSError:
             return None
-    if os.path.isdir(paths.host(host_path)):
+    if stat.S_ISDIR(st.st_mode):
         try:
-            names = tuple(sorted(os.listdir(paths.host(host_path))))
+            names = tuple(sorted(paths.listdir(host_path)))
         except OSError:
             names = ()
         return ("D", st.st_mtime_ns, st.st_ino, names)
@@ -73,21 +80,21 @@ class KataWatcher:
         self.config_interval = float(opts.get("config_interval_s", 1.0))
         self.holder_interval = float(opts.get("holder_interval_s", 2.0))
         self.holder_full_interval = float(opts.get("holder_full_interval_s", 10.0))
-        self.log_files = [logs.FileFollower(p, from_start=bool(opts.get("logs_from_start", False)))
+        self.log_files = [loglines.FileFollower(p, from_start=bool(opts.get("logs_from_start", False)))
                           for p in opts.get("log_files", ())]
         self.use_journal = bool(opts.get("journal", True))
-        self.journal: logs.JournalFollower | None = None
+        self.journal: loglines.JournaldFollower | None = None
         self.journal_reason = ""
         self.use_kmsg = bool(opts.get("kmsg", True))
-        self.kmsg: logs.KmsgFollower | None = None
+        self.kmsg: loglines.KmsgFollower | None = None
         self.boot_ns = 0
-        self.dedup = logs.Deduper()
+        self.dedup = loglines.Deduper()
         self.journal_restarts = 0
         self.journal_retry_s = 5.0
 
         self.configs: dict[str, ev.KataConfig] = {}
         """Last good configuration per handler."""
-        self.discovery: kconfig.Discovery | None = None
+        self.discovery: discovery.Discovery | None = None
         self._config_fp: tuple[Any, ...] | None = None
         self._reported_errors: set[tuple[Any, ...]] = set()
         self._assumed_reported = False
@@ -95,7 +102,7 @@ class KataWatcher:
         self.sandboxes: dict[str, ev.SandboxStarted] = {}
         self._sb_config: dict[str, tuple[str | None, ev.KataConfig | None]] = {}
         """Configuration each sandbox started with (frozen at first sight)."""
-        self._states: dict[str, sandboxes.StateInfo] = {}
+        self._states: dict[str, kata_decode.StateInfo] = {}
         """Last good state file per sandbox (a half-written file keeps the previous one)."""
         self._state_fp: tuple[Any, ...] | None = None
         self._state_dirs = sandboxes.StateDirs()
@@ -112,10 +119,10 @@ class KataWatcher:
 
     # ---- configuration --------------------------------------------------------------------
 
-    def _shim_handler(self, shim: sandboxes.ProcInfo) -> str:
+    def _shim_handler(self, shim: kata_decode.ProcInfo) -> str:
         handlers = self.discovery.containerd.handlers if self.discovery else ()
         # By binary only: a runtime-rs shim found on PATH must still map to its handler.
-        h = sandboxes.handler_for(handlers, shim_exe=shim.exe, shim_argv0=shim.argv[0] if shim.argv else "")
+        h = kata_decode.handler_for(handlers, shim_exe=shim.exe, shim_argv0=shim.argv[0] if shim.argv else "")
         if h is not None:
             return h
         has_rs = self.discovery is not None and any(ld.handler == "default-rs" for ld in self.discovery.loads)
@@ -157,7 +164,7 @@ class KataWatcher:
             return []
         envs, default_env = self._envs()
         ctd = self.containerd_config or sandboxes.containerd_config_arg(self.procs.containerd)
-        disc = kconfig.discover(self.paths, containerd_config=ctd, envs=envs, default_env=default_env,
+        disc = discovery.discover(self.paths, containerd_config=ctd, envs=envs, default_env=default_env,
                                 runtimes=self._runtimes() if self.discovery else None)
         self.discovery = disc
         self._config_fp = self.config_fingerprint()
@@ -185,8 +192,8 @@ class KataWatcher:
 
     # ---- sandboxes ------------------------------------------------------------------------
 
-    def _handler_config(self, sid: str, bundle: sandboxes.BundleInfo | None,
-                        state: sandboxes.StateInfo | None) -> tuple[str | None, ev.KataConfig | None]:
+    def _handler_config(self, sid: str, bundle: kata_decode.BundleInfo | None,
+                        state: kata_decode.StateInfo | None) -> tuple[str | None, ev.KataConfig | None]:
         if sid in self._sb_config:
             return self._sb_config[sid]
         handlers = self.discovery.containerd.handlers if self.discovery else ()
@@ -194,7 +201,7 @@ class KataWatcher:
         runtime = (shim.runtime if shim else None) or (state.runtime if state else None) or (
             "rs" if sid in self._state_dirs.rs else "go")
         exe = shim.exe if shim else (bundle.shim_binary if bundle else "")
-        handler = sandboxes.handler_for(
+        handler = kata_decode.handler_for(
             handlers, shim_exe=exe, shim_argv0=shim.argv[0] if shim and shim.argv else "",
             annotations=bundle.annotations if bundle else None, runtime=runtime,
             hypervisor=state.hypervisor if state else "", configs=self.configs)
@@ -208,7 +215,7 @@ class KataWatcher:
             self._sb_config[sid] = (handler, cfg)
             if shim is not None:
                 if not self.boot_ns:
-                    self.boot_ns = logs.boot_time_ns(self.paths.proc)
+                    self.boot_ns = loglines.boot_time_ns(self.paths)
                 started = sandboxes.process_start_ns(self.paths, shim.pid, self.boot_ns)
                 changed = sandboxes.config_mtime_ns(self.paths, cfg)
                 # btime has 1 s resolution, so only a change clearly after the start counts.
@@ -217,22 +224,12 @@ class KataWatcher:
         return handler, cfg
 
     def step_sandboxes(self, ts_ns: int, *, rescan: bool = True) -> list[ev.Event]:
+        """Every sandbox that a state directory, a shim or a VMM shows, as SandboxStarted when
+        new or changed; SandboxStopped for the ones gone."""
         out: list[ev.Event] = []
         if rescan:
             self.procs = sandboxes.scan_processes(self.paths, self.proc_cache)
-        fp = sandboxes.state_signature(self.paths)
-        if fp != self._state_fp:
-            self._state_fp = fp
-            self._state_dirs = sandboxes.read_state(self.paths)
-            for sid, err in self._state_dirs.errors.items():
-                key = (err.path, err.message)
-                if key not in self._sb_errors:
-                    self._sb_errors.add(key)
-                    self.decode_failures += 1
-                    out.append(ev.DecodeFailed(ts_ns=ts_ns, source=NAME, failed_source=NAME,
-                                               reason=err.message + (
-                                                   "; keeping the last good state" if sid in self._states else "")))
-            self._states.update(self._state_dirs.states)
+        self._read_states(ts_ns, out)
         dirs = self._state_dirs
         ids = set(dirs.go) | set(dirs.rs) | set(self.procs.shims) | set(self.procs.vmms)
         for gone in [s for s in self._states if s not in dirs.go and s not in dirs.rs]:
@@ -240,36 +237,10 @@ class KataWatcher:
         names = sandboxes.netns_names(self.paths) if ids else {}
         current: dict[str, ev.SandboxStarted] = {}
         for sid in sorted(ids):
-            state = self._states.get(sid)
-            bundle = sandboxes.read_bundle(self.paths, sid, cache=self._bundles)
-            if isinstance(bundle, sandboxes.DecodeError):
-                key = (bundle.path, bundle.message)
-                if key not in self._sb_errors:
-                    self._sb_errors.add(key)
-                    out.append(ev.DecodeFailed(ts_ns=ts_ns, source=NAME, failed_source=NAME, reason=bundle.message))
-                bundle = None
-            handler, cfg = self._handler_config(sid, bundle, state)
-            shim, vmm = self.procs.shims.get(sid), self.procs.vmms.get(sid)
-            inode = vmm.netns if vmm else None
-            if inode is None and bundle and bundle.netns_path:
-                with contextlib.suppress(OSError):
-                    inode = os.stat(self.paths.host(bundle.netns_path)).st_ino
-            if inode is None and shim is not None and shim.netns != self.procs.host_netns:
-                inode = shim.netns
-            asm = sandboxes.assemble(
-                sid, ts_ns=ts_ns, state=state, bundle=bundle, shim=shim, vmm=vmm,
-                vm_pid=dirs.vm_pids.get(sid), handler=handler, cfg=cfg,
-                runtime_hint="rs" if sid in dirs.rs else None, netns_inode=inode, names=names,
-                host_netns=self.procs.host_netns, config_changed=sid in self._sb_stale)
-            for cerr in asm.errors:
-                key = (sid, cerr.message)
-                if key not in self._sb_errors:
-                    self._sb_errors.add(key)
-                    out.append(cerr.event(ts_ns, NAME))
-            current[sid] = asm.event
+            current[sid] = event = self._sandbox(sid, ts_ns, names, out)
             prev = self.sandboxes.get(sid)
-            if prev is None or replace(prev, ts_ns=ts_ns) != asm.event:
-                out.append(asm.event)
+            if prev is None or replace(prev, ts_ns=ts_ns) != event:
+                out.append(event)
         for sid in self.sandboxes:
             if sid not in current:
                 out.append(ev.SandboxStopped(ts_ns=ts_ns, source=NAME, sandbox_id=sid))
@@ -279,6 +250,55 @@ class KataWatcher:
                 self._sb_errors = {k for k in self._sb_errors if k[0] != sid}
         self.sandboxes = current
         return out
+
+    def _read_states(self, ts_ns: int, out: list[ev.Event]) -> None:
+        """Re-read the state directories when they changed; a damaged file is reported once and
+        its last good state kept."""
+        fp = sandboxes.state_signature(self.paths)
+        if fp == self._state_fp:
+            return
+        self._state_fp = fp
+        self._state_dirs = sandboxes.read_state(self.paths)
+        for sid, err in self._state_dirs.errors.items():
+            key = (err.path, err.message)
+            if key not in self._sb_errors:
+                self._sb_errors.add(key)
+                self.decode_failures += 1
+                out.append(ev.DecodeFailed(ts_ns=ts_ns, source=NAME, failed_source=NAME,
+                                           reason=err.message + (
+                                               "; keeping the last good state" if sid in self._states else "")))
+        self._states.update(self._state_dirs.states)
+
+    def _sandbox(self, sid: str, ts_ns: int, names: dict[int, str],
+                 out: list[ev.Event]) -> ev.SandboxStarted:
+        """One sandbox from its state, bundle, shim and VMM (errors reported once each)."""
+        state = self._states.get(sid)
+        bundle = sandboxes.read_bundle(self.paths, sid, cache=self._bundles)
+        if isinstance(bundle, kata_decode.DecodeError):
+            key = (bundle.path, bundle.message)
+            if key not in self._sb_errors:
+                self._sb_errors.add(key)
+                out.append(ev.DecodeFailed(ts_ns=ts_ns, source=NAME, failed_source=NAME, reason=bundle.message))
+            bundle = None
+        handler, cfg = self._handler_config(sid, bundle, state)
+        shim, vmm = self.procs.shims.get(sid), self.procs.vmms.get(sid)
+        inode = vmm.netns if vmm else None
+        if inode is None and bundle and bundle.netns_path:
+            inode = proc.ns_inode(self.paths, bundle.netns_path)
+        if inode is None and shim is not None and shim.netns != self.procs.host_netns:
+            inode = shim.netns
+        dirs = self._state_dirs
+        asm = kata_decode.assemble(
+            sid, ts_ns=ts_ns, state=state, bundle=bundle, shim=shim, vmm=vmm,
+            vm_pid=dirs.vm_pids.get(sid), handler=handler, cfg=cfg,
+            runtime_hint="rs" if sid in dirs.rs else None, netns_inode=inode, names=names,
+            host_netns=self.procs.host_netns, config_changed=sid in self._sb_stale)
+        for cerr in asm.errors:
+            key = (sid, cerr.message)
+            if key not in self._sb_errors:
+                self._sb_errors.add(key)
+                out.append(cerr.event(ts_ns, NAME))
+        return asm.event
 
     # ---- VFIO holders ---------------------------------------------------------------------
 
@@ -317,9 +337,9 @@ class KataWatcher:
     def start_journal(self) -> None:
         """Follow the journal; without one, the kernel's lines come from /dev/kmsg instead."""
         if self.use_journal and self.journal is None:
-            ok, why = logs.JournalFollower.available(self.paths.root)
+            ok, why = loglines.JournaldFollower.available(self.paths)
             if ok:
-                self.journal = logs.JournalFollower(self.paths.root)
+                self.journal = loglines.JournaldFollower(self.paths)
                 try:
                     self.journal.start()
                 except OSError as exc:
@@ -327,15 +347,15 @@ class KataWatcher:
                     self.journal = None
             self.journal_reason = why
         if self.journal is None and self.use_kmsg and self.kmsg is None:
-            k = logs.KmsgFollower(self.paths.dev / "kmsg")
+            k = loglines.KmsgFollower("/dev/kmsg", paths=self.paths)
             if k.start():
                 self.kmsg = k
-                self.boot_ns = logs.boot_time_ns(self.paths.proc)
+                self.boot_ns = loglines.boot_time_ns(self.paths)
 
-    def _matched(self, rec: logs.LogRecord | None, ts_ns: int, out: list[ev.Event]) -> None:
+    def _matched(self, rec: loglines.LogRecord | None, ts_ns: int, out: list[ev.Event]) -> None:
         if rec is None or self.dedup.seen(rec):
             return
-        e = logs.to_event(rec, ts_ns=ts_ns, source=NAME)
+        e = loglines.to_event(rec, ts_ns=ts_ns, source=NAME)
         if e is not None:
             out.append(e)
 
@@ -343,13 +363,13 @@ class KataWatcher:
         out: list[ev.Event] = []
         for f in self.log_files:
             for line in f.poll():
-                self._matched(logs.decode_text_line(line, f.origin), ts_ns, out)
+                self._matched(loglines.decode_text_line(line, f.origin), ts_ns, out)
         if self.kmsg is not None:
             for raw in self.kmsg.poll():
-                self._matched(logs.decode_kmsg(raw, self.boot_ns), ts_ns, out)
+                self._matched(loglines.decode_kmsg(raw, self.boot_ns), ts_ns, out)
         if self.journal is not None:
             for entry in self.journal.poll(timeout):
-                self._matched(logs.decode_journal_entry(entry), ts_ns, out)
+                self._matched(loglines.decode_journal_entry(entry), ts_ns, out)
             if self.journal.proc is None:  # journalctl exited: start it again a little later
                 self.journal_reason = self.journal.reason or "journalctl exited"
                 self.journal = None
@@ -386,6 +406,13 @@ class KataWatcher:
             if self.journal is None:
                 self._next["journal"] = mono + self.journal_retry_s
         out += self.step_logs(ts_ns)
+        out += self.refused(ts_ns)
+        return out
+
+    def refused(self, ts_ns: int) -> list[ev.Event]:
+        """Each path refused since the last round (it leads outside --root), as a DecodeFailed."""
+        out = refusal_events(self.paths, NAME, ts_ns)
+        self.decode_failures += len(out)
         return out
 
     def close(self) -> None:
@@ -397,7 +424,7 @@ class KataWatcher:
             self.kmsg = None
 
 
-@register(NAME)
+@register
 class KataSource:
     """Kata configuration, sandboxes, VFIO group holders and Kata's log lines."""
 
@@ -409,7 +436,7 @@ class KataSource:
         self.watcher: KataWatcher | None = None
 
     def probe(self) -> Availability:
-        disc = kconfig.discover(self.ctx.paths)
+        disc = discovery.discover(self.ctx.paths)
         if not disc.installed:
             return Availability(True, "no Kata installed: assuming built-in default cold_plug_vfio = no-port",
                                 mode="assumed")

@@ -35,6 +35,8 @@ flapping_window = 120
 """
 # bcc compiles the agent's probes at start-up: minutes under TCG on a loaded 2-core host.
 READY_TIMEOUT = 420.0
+PROGRESS_EVERY_S = 60.0
+"""While waiting for the agent, a progress line this often (the host's hang detector waits 240 s)."""
 # Scenarios 1-5 share one agent (start-up is the slow part); 6 gets a fresh one so its
 # driver-flapping window holds only its own moves; 7 and 8 replay 1 and 3 under an agent
 # forced into tracepoint mode (kernels without kprobes), whose default open-only variant
@@ -46,7 +48,7 @@ GROUP_CONFIG = {2: '\n[sources.ebpf]\nmode = "tracepoint"\n'}
 
 def registered_sources() -> list[str]:
     """The sources the installed agent registers (it reports a state for each at start)."""
-    code = "from diag.sources import load_builtin; print(','.join(load_builtin()))"
+    code = "from diag.sources import SOURCES; print(','.join(SOURCES.load()))"
     res = subprocess.run(["python3", "-c", code], capture_output=True, text=True, check=False)
     names = [x for x in res.stdout.strip().split(",") if x]
     if res.returncode != 0 or not names:  # a broken install must fail the lab, not shrink it
@@ -95,7 +97,13 @@ class Agent:
 
     def wait(self, pred: Callable[[dict], bool], timeout: float) -> dict | None:
         end = time.monotonic() + timeout
+        said = time.monotonic()
         while time.monotonic() < end:
+            if time.monotonic() - said > PROGRESS_EVERY_S:
+                # A line now and then: the host takes a guest silent for 240 s as hung, and on a
+                # loaded host the agent's start-up (Python, then bcc's compile) is longer.
+                said = time.monotonic()
+                labio.say(f"waiting for the agent: {len(self.records())} journal records so far")
             for rec in self.records():
                 if rec.get("ts_ns", 0) >= self.since_ns and pred(rec):
                     return rec

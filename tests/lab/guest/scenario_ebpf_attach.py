@@ -14,6 +14,7 @@ import labio
 def main() -> int:
     from diag.sources import SourceContext
     from diag.sources.ebpf import bcc_facade
+    from diag.sources.ebpf import mode as M
     from diag.sources.ebpf import source as S
 
     out: list[str] = []
@@ -33,11 +34,11 @@ def main() -> int:
         try:
             if sym in by_addr:
                 for i, addr in enumerate(by_addr[sym]):
-                    prog.attach_kprobe_at(addr, S.KPROBE_HANDLERS[sym], ret=False, tag=f"{sym}_{i}")
+                    prog.attach_kprobe_at(addr, M.KPROBE_HANDLERS[sym], ret=False, tag=f"{sym}_{i}")
                     prog.attach_kprobe_at(addr, "kr_store", ret=True, tag=f"{sym}_{i}_ret")
                 out.append(f"ok   {sym} at {[hex(a) for a in by_addr[sym]]}")
             else:
-                prog.attach_kprobe(sym, S.KPROBE_HANDLERS[sym])
+                prog.attach_kprobe(sym, M.KPROBE_HANDLERS[sym])
                 prog.attach_kretprobe(sym, "kr_store")
                 out.append(f"ok   {sym}")
         except Exception as exc:
@@ -45,6 +46,6 @@ def main() -> int:
     out.append("kprobes/list:\n" + Path("/sys/kernel/debug/kprobes/list").read_text())
     out.append("grep store kallsyms:\n" + "\n".join(
         line for line in Path("/proc/kallsyms").read_text().splitlines()
-        if line.split()[2] in S.KPROBE_HANDLERS))
+        if line.split()[2] in M.KPROBE_HANDLERS))
     labio.send("ebpf-attach.txt", "\n".join(out).encode())
     return 0

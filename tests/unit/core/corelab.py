@@ -12,23 +12,20 @@ lab guest (tests/fixtures/sysfs/sriov-lab, taken after the Kata 3.8 bind), turne
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
 from diag import events as ev
-from diag.core.config import CoreConfig
+from diag.common.paths import HostPaths
 from diag.core.correlator import Correlator
-from diag.paths import HostPaths
+from diag.core.thresholds import CoreConfig
 from diag.sources import sysfs
-from diag.sources.links import decode_rtnl
-from diag.sources.uevent import DeviceTracker, decode_uevent
+from diag.sources.rtnl import decode_rtnl
+from diag.sources.uevent.decode import DeviceTracker, decode_uevent
+from tests.fixtures.dumps import dump_path, load_dump
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-if str(FIXTURES) not in sys.path:
-    sys.path.insert(0, str(FIXTURES))
-from dumps import dump_path, load_dump  # noqa: E402
 
 VF = "0000:01:10.0"
 VF2 = "0000:01:10.2"

@@ -1,4 +1,4 @@
-"""diag.config.load: the TOML file and driverctl overrides become AgentConfig; errors say where."""
+"""diag.runtime.settings.load: the TOML file and driverctl overrides become AgentConfig; errors say where."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from diag.config import load
-from diag.core.config import NS, CoreConfig
-from diag.errors import ConfigError
+from diag.common.errors import ConfigError
+from diag.core.thresholds import NS, CoreConfig
+from diag.runtime.settings import load
 
 GOOD = """\
 # vfiowatch configuration

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from corelab import (
+from diag import codec
+from diag import events as ev
+from diag.core.correlator import Correlator
+from diag.core.thresholds import NS, CoreConfig
+from diag.sources.uevent.decode import decode_uevent
+from tests.fixtures.dumps import dump_path, load_dump
+from tests.unit.core.corelab import (
     KATA_SHIM,
     VF,
     final,
@@ -15,13 +21,6 @@ from corelab import (
     start_ns,
     tracker_for,
 )
-from dumps import dump_path, load_dump
-
-from diag import codec
-from diag import events as ev
-from diag.core.config import NS, CoreConfig
-from diag.core.correlator import Correlator
-from diag.sources.uevent import decode_uevent
 
 T0 = start_ns()
 PHASES = ("kata38-bind-vfio", "kata38-restore", "clear-override", "kata30-bind-vfio",

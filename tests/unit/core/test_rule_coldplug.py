@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from corelab import (
+
+from diag import events as ev
+from diag.core.thresholds import CoreConfig
+from tests.unit.core.corelab import (
     KATA_SHIM,
     KATA_SHIM_COMM_ONLY,
     POD_NS,
@@ -21,9 +24,6 @@ from corelab import (
     start_ns,
     tracker_for,
 )
-
-from diag import events as ev
-from diag.core.config import CoreConfig
 
 RULE = "vfio-bind-coldplug-disabled"
 T0 = start_ns()

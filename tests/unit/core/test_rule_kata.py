@@ -5,7 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from corelab import (
+
+from diag import events as ev
+from diag.core.thresholds import NS
+from diag.importers.logfmt import parse_logfmt_lines
+from tests.unit.core.corelab import (
     KATA_SHIM,
     SID,
     VF,
@@ -18,10 +22,6 @@ from corelab import (
     start_ns,
     tracker_for,
 )
-
-from diag import events as ev
-from diag.core.config import NS
-from diag.importers.logfmt import parse_logfmt_lines
 
 T0 = start_ns()
 KNOWN = "kata-known-error"

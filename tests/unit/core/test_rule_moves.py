@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from corelab import (
+from diag import events as ev
+from diag.core.thresholds import NS, CoreConfig
+from tests.unit.core.corelab import (
     KATA_SHIM,
     OPERATOR,
     STRANGER,
@@ -18,9 +20,6 @@ from corelab import (
     start_ns,
     tracker_for,
 )
-
-from diag import events as ev
-from diag.core.config import NS, CoreConfig
 
 T0 = start_ns()
 

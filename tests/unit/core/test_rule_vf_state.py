@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from corelab import (
+from diag import events as ev
+from diag.core.thresholds import NS
+from tests.unit.core.corelab import (
     KATA_SHIM,
     POD_NS,
     VF,
@@ -15,9 +17,6 @@ from corelab import (
     start_ns,
     tracker_for,
 )
-
-from diag import events as ev
-from diag.core.config import NS
 
 T0 = start_ns()
 QEMU = ev.Process(pid=5150, comm="qemu-system-x86", exe="/opt/kata/bin/qemu-system-x86_64")

@@ -1,0 +1,170 @@
+"""Provides `vfiowatch tui`: wire a feed to the dashboard, live or replaying a journal.
+
+This is composition code (it may import the runtime; the TUI itself may not): live mode builds
+the runtime's Pipeline and hands its LiveFeed to the app; `--replay` hands it a ReplayFeed over
+a journal (`replay()` and `add_replay_arguments()` serve `vfiowatch demo` too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from diag.commands import Command, register
+from diag.common.errors import DiagError
+from diag.common.paths import HostPaths
+from diag.core.state import HostState, SnapshotFeed
+
+
+def _speed(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < v <= 10_000:
+        raise argparse.ArgumentTypeError("speed must be > 0 and <= 10000")
+    return v
+
+
+def add_replay_arguments(p: argparse.ArgumentParser, default_speed: float) -> None:
+    """The options of a journal replay (`tui --replay`, `demo`)."""
+    p.add_argument("--speed", type=_speed, default=default_speed, metavar="N",
+                   help=f"play N times faster than recorded (default {default_speed:g})")
+    p.add_argument("--paused", action="store_true",
+                   help="open paused at the first record (space plays, . steps)")
+    p.add_argument("--at-end", action="store_true",
+                   help="open at the end of the journal, every record applied")
+    p.add_argument("--at", metavar="TIME",
+                   help="open paused at this recorded time: HH:MM[:SS[.fff]] (UTC, the "
+                        "journal's day), 2026-11-27T10:41:07Z, or +SECONDS from its start "
+                        "(+1m30s); in the dashboard, g goes to a time, n / N to the next / "
+                        "previous finding")
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replay", type=Path, metavar="JOURNAL",
+                   help="play a recorded journal (plain or .gz) instead of watching this host")
+    add_replay_arguments(p, 1.0)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.replay is not None:
+        return replay(args.replay, args)
+    return _live(args)
+
+
+def replay(path: Path, args: argparse.Namespace, mode: str = "REPLAY", max_gap_s: float = 2.0) -> int:
+    """Play the journal at `path` in the dashboard with the replay options in `args`."""
+    from diag.runtime.playback import ReplayFeed
+    from diag.tui.app import VfioWatchApp
+
+    at = getattr(args, "at", None)
+    feed = ReplayFeed.open(
+        path, speed=args.speed, autoplay=not (args.paused or args.at_end or at),
+        start_at=(1 << 62) if args.at_end else 0, max_gap_s=max_gap_s,
+    )
+    if at:
+        from diag.common.when import parse_when
+        try:
+            when = parse_when(at, feed.events[0].ts_ns)
+        except ValueError as exc:
+            raise DiagError(f"--at: {exc}", hint="e.g. --at 10:41:07 or --at +90") from None
+        feed.start_at = feed.position_at(when)
+    h = feed.header
+    app = VfioWatchApp(
+        feed, hostname=(h.hostname if h else "") or "?", kernel=(h.kernel if h else "") or "?",
+        mode=mode,
+    )
+    app.run()
+    return 0
+
+
+class _BackgroundLiveFeed:
+    """The runtime's LiveFeed, built on a thread once the dashboard is up.
+
+    Probing the sources (bcc's import alone is a few hundred ms) and starting them overlaps
+    with Textual's own start-up, so the first frame does not wait for them; the header shows
+    each source as "not reported" until it is.
+    """
+
+    def __init__(self, paths: HostPaths) -> None:
+        self.paths = paths
+        self._listeners: list[Callable[[HostState], None]] = []
+        self._feed: SnapshotFeed | None = None
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def subscribe(self, listener: Callable[[HostState], None]) -> None:
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._build, name="vfiowatch-start", daemon=True)
+        self._thread.start()
+
+    def _build(self) -> None:
+        from diag.runtime import Pipeline, build_sources
+        from diag.sources import SourceContext
+
+        try:
+            sources, unavailable = build_sources(SourceContext(paths=self.paths))
+            feed = Pipeline(sources, unavailable=unavailable).live_feed()
+        except Exception as exc:  # shown by the CLI after the app exits
+            self.error = exc
+            return
+        for listener in self._listeners:
+            feed.subscribe(listener)
+        with self._lock:
+            if self._stopped:
+                return
+            self._feed = feed
+            feed.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            feed = self._feed
+        if feed is not None:
+            feed.stop()
+
+
+def _live(args: argparse.Namespace) -> int:
+    from diag.tui.app import VfioWatchApp
+
+    paths = HostPaths.at(args.root)
+    feed = _BackgroundLiveFeed(paths)
+    uname = os.uname()
+    app = VfioWatchApp(feed, hostname=_read(paths, "etc/hostname") or uname.nodename,
+                       kernel=_read(paths, "proc/sys/kernel/osrelease") or uname.release, mode="LIVE")
+    app.run()
+    if feed.error is not None:
+        raise DiagError(f"the live sources could not start: {feed.error}",
+                        hint="run `vfiowatch check` to see what this host lacks")
+    return 0
+
+
+def _read(paths: HostPaths, rel: str) -> str:
+    try:
+        return paths.read_text("/" + rel, 4096, regular=True).strip()
+    except OSError:
+        return ""
+
+
+register(Command(
+    name="tui",
+    help="open the live dashboard (or replay a journal in it)",
+    description=(
+        "The dashboard: host, kernel, Kata handlers and their effective cold_plug_vfio, "
+        "each source's health, PFs with their VFs and drivers (vfio-pci stands out), "
+        "findings with evidence and remedy, and the live event stream. Keys: / filter, "
+        "f findings only, p pause, Enter detail, Esc back, ? help, q quit, Ctrl+P commands. "
+        "With --replay, plays a journal through the same screens (space, '.', ',', '[', "
+        "']', '<', '>', '+', '-'; n / N next / previous finding, g go to a time)."
+    ),
+    arguments=_arguments,
+    run=_run,
+))

@@ -1,0 +1,236 @@
+"""Provides the postmortem's inputs: what the user asked for (Options) and each file, sniffed and read.
+
+Every file (directories expanded) is recognised by content and parsed by its importer into the
+events the live sources emit; Kata's configuration files are merged per main file + config.d
+and its state files read with them; the agent's own journals stay lazy (streamed by the
+replay) and their rotated parts are put in order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from diag import events as ev
+from diag.core.thresholds import CoreConfig
+from diag.importers import FileStats, Importer, Parsed, iter_lines, sniff, walk
+
+
+@dataclass(frozen=True, slots=True)
+class Alignment:
+    """How one input was put on the common clock."""
+
+    offset_ns: int
+    """Added to the input's stamps."""
+    uncertainty_ns: int | None
+    """None: not aligned at all (order against other inputs unknown)."""
+    method: str
+    """One sentence for the report."""
+    support: int = 0
+
+
+@dataclass(slots=True)
+class Options:
+    """What the user asked for."""
+
+    device: str | None = None
+    sandbox: str | None = None
+    since_ns: int | None = None
+    until_ns: int | None = None
+    offsets: dict[str, int] = field(default_factory=dict)
+    """Path (or `*` for every input without wall-clock time) -> seconds-to-wall offset in ns."""
+    timeline_limit: int = 2000
+    config: CoreConfig | None = None
+    include_ticks: bool = False
+    keep_resolved: int = 1000
+    """Resolved findings kept for the report (memory stays bounded); totals count them all."""
+
+
+@dataclass(slots=True)
+class Input:
+    """One input file and how it was read and placed."""
+
+    index: int
+    path: str
+    stats: FileStats
+    importer: Importer | None = None
+    parsed: Parsed | None = None
+    events: list[ev.Event] | None = None
+    """Materialised events (every input but the agent's journal)."""
+    alignment: Alignment | None = None
+    uncertainties: list[int] | None = None
+    """Per-event uncertainty for untimed inputs placed by matching (-1: unknown)."""
+
+    @property
+    def format(self) -> str:
+        return self.stats.format
+
+    @property
+    def clock(self) -> str:
+        return self.stats.clock
+
+
+
+def open_inputs(paths: Iterable[str], options: Options) -> list[Input]:
+    """Sniff and parse every file (directories expanded); the agent's journals stay lazy."""
+    from diag.importers import journal as jmod
+
+    inputs: list[Input] = []
+    seen: dict[str, str] = {}
+    for path in walk(paths):
+        st = FileStats(path)
+        real = os.path.realpath(path)
+        if real in seen:  # a symlink (configuration.toml -> configuration-qemu.toml) or repeat
+            st.format = "duplicate"
+            st.note(f"the same file as {seen[real]}: read once")
+            inputs.append(Input(index=len(inputs), path=path, stats=st))
+            continue
+        seen[real] = path
+        if os.path.exists(path) and not os.path.isfile(path):
+            # A FIFO, socket or device: reading it twice (sniff, then parse) would block or
+            # lose data.
+            st.format, st.error = "unreadable", "not a regular file"
+            inputs.append(Input(index=len(inputs), path=path, stats=st))
+            continue
+        imp, err = sniff(path)
+        inp = Input(index=len(inputs), path=path, stats=st, importer=imp)
+        inputs.append(inp)
+        if err:
+            st.format, st.error = "unreadable", err
+            continue
+        if imp is None:
+            st.format = "unrecognised"
+            continue
+        st.format = imp.name
+    _order_journal_parts(inputs)
+    _kata_pass(inputs)
+    for inp in inputs:
+        if inp.importer is None or inp.parsed is not None:
+            continue
+        st = inp.stats
+        if inp.format == "journal":
+            inp.parsed = jmod.parse_file(inp.path, st, skip_restatement=inp.stats.notes.count(_CONTINUES) > 0)
+            st.clock = "realtime"
+            continue
+        parsed = inp.importer.parse(iter_lines(inp.path, st), st, inp.path)
+        events = list(parsed.events)
+        events.sort(key=lambda e: e.ts_ns)  # stable; linear when already in order
+        inp.parsed, inp.events = parsed, events
+        st.clock = parsed.clock if inp.format != "ipmon" else st.clock
+    return inputs
+
+
+_CONTINUES = "continues an earlier part given here: its restated state was skipped"
+
+
+def _read_text(inp: Input) -> str:
+    data = b"".join(iter_lines(inp.path, inp.stats))
+    inp.stats.lines = data.count(b"\n")
+    return data.decode("utf-8", "replace")
+
+
+def _kata_pass(inputs: list[Input]) -> None:
+    """Kata configuration files merged per main file + config.d; state files read with them."""
+    configs = _kata_configs({i.path: i for i in inputs if i.format == "kataconfig"})
+    _kata_states([i for i in inputs if i.format == "katastate"], configs)
+
+
+def _kata_configs(confs: dict[str, Input]) -> list[ev.KataConfig]:
+    """Each main file with its config.d drop-ins as one handler's effective configuration."""
+    from diag.importers import kataconfig
+
+    configs: list[ev.KataConfig] = []
+    for main, drops in kataconfig.group_configs(list(confs)):
+        texts = {p: _read_text(confs[p]) for p in ([main] if main else []) + drops}
+        events = kataconfig.parse_group((main, texts[main]) if main else None,
+                                        [(d, texts[d]) for d in drops])
+        owner = confs[main] if main else confs[drops[0]]
+        owner.events = events
+        owner.stats.events = len(events)
+        for d in drops:
+            if confs[d] is not owner:
+                confs[d].events = []
+                confs[d].stats.note(f"drop-in merged into {main or drops[0]}")
+        configs.extend(e.config for e in events if isinstance(e, ev.KataConfigLoaded))
+    for i in confs.values():
+        i.parsed = Parsed(events=i.events or [], clock="static")
+        i.stats.clock = "static"
+    names = [c.handler for c in configs]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        paths = [c.path for c in configs if c.handler == name]
+        for i in confs.values():
+            if i.path in paths:
+                i.stats.note(f"{len(paths)} configurations for handler {name} were given; the "
+                             f"last one read ({paths[-1]}) is the one replayed")
+    return configs
+
+
+def _kata_states(states: list[Input], configs: list[ev.KataConfig]) -> None:
+    """Sandbox state files (persist.json, state.json), each read with its sandbox's bundle and
+    the one configuration given (Kata's defaults when several or none)."""
+    from diag.importers import katastate
+    from diag.sources.kata import decode as kata_decode
+
+    cfg = configs[0] if len(configs) == 1 else None
+    texts = {i.path: _read_text(i) for i in states}
+    bundles: dict[str, tuple[Input, kata_decode.BundleInfo]] = {}
+    for i in states:
+        if katastate.is_bundle(texts[i.path]):
+            b = katastate.parse_bundle(texts[i.path], i.path, i.stats)
+            # Only the sandbox (pause) task's bundle describes the sandbox; a container's is noted.
+            if b is not None and b.container_type in ("sandbox", ""):
+                bundles[b.sandbox_id or os.path.basename(os.path.dirname(i.path))] = (i, b)
+            elif b is not None:
+                i.stats.note("a container's bundle: the sandbox's own bundle carries the pod")
+            i.events, i.parsed, i.stats.clock = [], Parsed(events=[], clock="static"), "static"
+    used: set[str] = set()
+    for i in states:
+        if katastate.is_bundle(texts[i.path]):
+            continue
+        sid = katastate.sandbox_id(i.path, texts[i.path])
+        pair = bundles.get(sid)
+        if pair is not None:
+            used.add(sid)
+            pair[0].stats.note(f"read with {i.path}")
+        events = katastate.parse_state(texts[i.path], i.path, cfg, i.stats,
+                                       pair[1] if pair else None)
+        _set_static(i, events)
+    for sid, (i, b) in bundles.items():
+        if sid not in used:
+            _set_static(i, katastate.parse_state(None, i.path, cfg, i.stats, b))
+    if len(configs) > 1:
+        for i in states:
+            i.stats.note(f"{len(configs)} Kata configurations given: which one this sandbox used "
+                         "is unknown; Kata's defaults assumed")
+
+
+def _set_static(i: Input, events: list[ev.Event]) -> None:
+    i.events = events
+    i.stats.events = len(events)
+    i.parsed = Parsed(events=events, clock="static")
+    i.stats.clock = "static"
+
+
+def _order_journal_parts(inputs: list[Input]) -> None:
+    """Mark rotated journal parts that follow an earlier part of the same run among the inputs."""
+    from diag.importers import journal as jmod
+
+    runs: dict[tuple[str, int], list[tuple[int, Input]]] = {}
+    for inp in inputs:
+        if inp.format != "journal":
+            continue
+        h = jmod.first_header(inp.path)
+        if h is None:
+            continue
+        who = ", ".join(x for x in (
+            f"host {h.hostname}" if h.hostname else "", f"kernel {h.kernel}" if h.kernel else "",
+            f"vfiowatch {h.agent_version}" if h.agent_version else "",
+            f"boot {h.boot_id[:8]}" if h.boot_id else "", f"part {h.part}") if x)
+        inp.stats.note(f"written by the agent: {who}")
+        runs.setdefault((h.boot_id, h.started_ns), []).append((h.part, inp))
+    for parts in runs.values():
+        parts.sort(key=lambda x: x[0])
+        for _, inp in parts[1:]:
+            inp.stats.note(_CONTINUES)
+

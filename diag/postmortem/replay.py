@@ -1,0 +1,366 @@
+"""Provides the postmortem engine: inputs -> importers -> one aligned timeline -> the live Correlator.
+
+Same engine, same answer: the events the importers produce go through the very `Correlator`
+the live agent runs, in stamp order, and time advances only from their stamps. Replaying the
+agent's own journal uses the `ClockTicked` records the live pipeline wrote whenever a timer tick
+raised a finding, so its findings come out identical; for other inputs (which have no ticks)
+time is advanced in `TICK_NS` steps across gaps so grace periods expire as they would have live.
+
+Memory: the agent's journal is streamed (constant memory whatever its size); the other inputs
+are small and read whole. The timeline kept for the report is bounded (`timeline_limit`): all
+of it when it fits, else its start, every finding with its context, and its end.
+"""
+
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+
+from diag import events as ev
+from diag.core.correlator import Correlator
+from diag.core.state import HostState
+from diag.postmortem.align import align_inputs
+from diag.postmortem.dedupe import Dedupe, Item, deduped
+from diag.postmortem.inputs import Input, Options, open_inputs
+from diag.postmortem.report import Entry, Filter, FindingBook, Report
+
+TICK_NS = 1_000_000_000
+"""Step of synthetic time advance across gaps (inputs other than the agent's journal)."""
+MAX_TICKS_PER_GAP = 3600
+"""Beyond this many steps in one gap the step grows (a day-long gap costs 3,600 advances)."""
+
+
+
+
+def _identity_only(e: ev.InventoryObserved) -> ev.InventoryObserved:
+    """An untimed listing's devices without their drivers: who they are, not what they did."""
+    return replace(e, devices=tuple(
+        replace(d, driver=None, driver_override=None, vfio_group_path=None) for d in e.devices))
+
+
+def _stream(inp: Input, base_ns: int | None) -> Iterator[Item]:
+    idx = inp.index
+    if inp.events is not None:
+        static = inp.clock == "static"
+        for n, e in enumerate(inp.events):
+            if static:
+                ts = (base_ns - 1) if base_ns is not None else 0
+                if base_ns is not None and isinstance(e, ev.InventoryObserved):
+                    # When it was listed is unknown; its drivers would claim the state at the
+                    # start (and hide a rebind as "already on vfio-pci at start").
+                    e = _identity_only(e)
+                e = replace(e, ts_ns=ts)
+            yield (e.ts_ns, idx, n, e)
+        return
+    assert inp.parsed is not None
+    for n, e in enumerate(inp.parsed.events):
+        yield (e.ts_ns, idx, n, e)
+
+
+
+
+class _LinkEnricher:
+    """Fills the PCI address of imported link events (ip monitor knows none) from netdev events."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, str] = {}
+
+    def __call__(self, e: ev.Event) -> ev.Event:
+        t = type(e)
+        if t is ev.NetdevAdded:
+            assert isinstance(e, ev.NetdevAdded)
+            if e.bdf:
+                self.by_name[e.ifname] = e.bdf
+        elif (t is ev.LinkChanged or t is ev.LinkRemoved) and e.source == "links":
+            assert isinstance(e, (ev.LinkChanged, ev.LinkRemoved))
+            if e.bdf is None and e.netns.is_host and e.netns.inode == 0:
+                bdf = self.by_name.get(e.ifname)
+                if bdf:
+                    return replace(e, bdf=bdf)
+        return e
+
+
+
+
+CONTEXT = 20
+"""Entries kept before and after each finding once the timeline is too long to keep whole
+(fewer for a small --limit: a sixteenth of it)."""
+
+
+class _Keeper:
+    """The bounded timeline: every entry while they fit in `limit`; past that, the first
+    quarter, each finding with CONTEXT entries either side (up to half), and the last quarter.
+
+    Entries are kept as the merge's cheap tuples with their sequence number and become `Entry`
+    objects only at the end, so a million-event replay pays a deque append per event.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seq = 0
+        self.items: list[tuple[int, Item]] = []
+        self.fits = True
+        quarter = max(1, limit // 4)
+        self.head_n = quarter
+        self.tail: deque[tuple[int, Item]] = deque(maxlen=quarter)
+        self.context = min(CONTEXT, max(1, limit // 16))
+        self.pre: deque[tuple[int, Item]] = deque(maxlen=self.context)
+        self.kept: list[tuple[int, Item]] = []
+        self.kept_cap = max(0, limit - 2 * quarter)
+        self.after = 0
+
+    def add(self, item: Item) -> None:
+        self.seq += 1
+        rec = (self.seq, item)
+        if self.fits:
+            self.items.append(rec)
+            if len(self.items) > self.limit:
+                self.fits = False
+                rest = self.items[self.head_n:]
+                self.items = self.items[: self.head_n]
+                for r in rest:
+                    self._stream(r)
+            return
+        self._stream(rec)
+
+    def _stream(self, rec: tuple[int, Item]) -> None:
+        self.tail.append(rec)
+        room = self.kept_cap - len(self.kept)
+        if rec[1][1] < 0 and room > 0:  # a finding opened or resolved
+            before = list(self.pre)[-(room - 1):] if room > 1 else []
+            self.kept.extend(before)
+            self.pre.clear()
+            self.kept.append(rec)
+            self.after = self.context
+        elif self.after and room > 0:
+            self.kept.append(rec)
+            self.after -= 1
+        else:
+            self.pre.append(rec)
+
+    def result(self) -> list[tuple[int, Item]]:
+        if self.fits:
+            return self.items
+        merged = dict(self.items)
+        merged.update(self.kept)
+        merged.update(self.tail)
+        return sorted(merged.items())
+
+
+def replay(
+    inputs: list[Input], options: Options,
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    """Feed every input's events, merged by stamp, through a fresh Correlator."""
+    report = Report(inputs=inputs, timeline=[], options=options)
+    report.clock_notes = align_inputs(inputs, options)
+    merged, base, dedupe = _merged(inputs)
+    feed = _Feed(inputs, options, report)
+    feed.run(merged, progress)
+    feed.finish(base, dedupe)
+    return report
+
+
+def _merged(inputs: list[Input]) -> tuple[Iterator[Item], int | None, Dedupe | None]:
+    """Every input's events as one stream in stamp order (state listings first, at the earliest
+    stamp), copies of one happening merged; with the earliest stamp and the merger."""
+    timed_streams = []
+    first_stamps = []
+    for inp in inputs:
+        if inp.parsed is None or inp.clock == "static":
+            continue
+        if inp.events is not None:
+            if inp.events:
+                first_stamps.append(inp.events[0].ts_ns)
+            timed_streams.append(_stream(inp, None))
+        else:
+            it = _stream(inp, None)
+            head = next(it, None)
+            if head is not None:
+                first_stamps.append(head[0])
+                timed_streams.append(_chain(head, it))
+    base = min(first_stamps) if first_stamps else None
+    static = [_stream(i, base) for i in inputs
+              if i.parsed is not None and i.clock == "static" and i.events]
+    streams = [*static, *timed_streams]
+    merged: Iterator[Item] = streams[0] if len(streams) == 1 else heapq.merge(*streams)
+    dedupe: Dedupe | None = None
+    if any(i.parsed is not None and i.format != "journal" for i in inputs):
+        dedupe = Dedupe({i.index: i.alignment.uncertainty_ns for i in inputs
+                          if i.alignment is not None and i.alignment.uncertainty_ns is not None})
+        merged = deduped(merged, dedupe)
+    return merged, base, dedupe
+
+
+class _Feed:
+    """One replay: the merged stream through a Correlator, the findings it raises and the
+    timeline the report keeps."""
+
+    def __init__(self, inputs: list[Input], options: Options, report: Report) -> None:
+        self.inputs = inputs
+        self.options = options
+        self.report = report
+        self.corr = Correlator(options.config)
+        self.filt = Filter(options)
+        self.findings = FindingBook(options.keep_resolved)
+        self.recorded = FindingBook(options.keep_resolved)
+        """The findings a replayed agent journal carried (to compare with the replay's)."""
+        self.keeper = _Keeper(options.timeline_limit) if options.timeline_limit > 0 else None
+        self.has_journal = any(i.format == "journal" and i.parsed is not None for i in inputs)
+        self.static_idx = {i.index for i in inputs if i.clock == "static"}
+        self.last_ts: int | None = None
+        self.total = 0
+        """Timeline entries that passed the filters."""
+        self.count = 0
+        """Events read."""
+
+    def note(self, transitions: list[ev.Finding]) -> None:
+        """Book finding transitions; opened and resolved ones join the timeline."""
+        for f in transitions:
+            self.report.transitions += 1
+            self.findings.add(f)
+            if f.status != "updated" and self.filt.shows_finding(f):
+                self.total += 1
+                if self.keeper is not None:
+                    self.keeper.add((f.ts_ns, -1, 0, f))
+
+    def advance_to(self, ts: int) -> None:
+        """Tick the core across a gap so grace periods expire as they would have live."""
+        assert self.last_ts is not None
+        gap = ts - self.last_ts
+        step = TICK_NS if gap <= TICK_NS * MAX_TICKS_PER_GAP else gap // MAX_TICKS_PER_GAP
+        t = (self.last_ts // step + 1) * step
+        while t < ts:
+            self.note(self.corr.advance(t))
+            t += step
+
+    def run(self, merged: Iterator[Item], progress: Callable[[int], None] | None) -> None:
+        """Feed the stream up to --until (the hot loop: locals, no attribute lookups per event)."""
+        options, report, filt, keeper = self.options, self.report, self.filt, self.keeper
+        feed, recorded, static_idx = self.corr.feed, self.recorded, self.static_idx
+        enrich = _LinkEnricher() if any(i.format == "ipmon" for i in self.inputs) else None
+        until = options.until_ns
+        ticks_needed = not self.has_journal
+        unfiltered = filt.open
+        sandbox_filter = filt.sandbox is not None
+        count = 0
+        for ts, idx, n, e in merged:
+            if until is not None and ts > until:
+                break
+            count += 1
+            if progress is not None and not count & 0x3FFF:
+                progress(count)
+            if type(e) is ev.Finding:
+                assert isinstance(e, ev.Finding)
+                recorded.add(e)
+                continue
+            if enrich is not None:
+                e = enrich(e)
+            if ticks_needed and self.last_ts is not None and ts - self.last_ts > TICK_NS:
+                self.advance_to(ts)
+            if report.first_ns is None and idx not in static_idx:
+                report.first_ns = ts
+            self.last_ts = ts
+            if sandbox_filter:
+                filt.learn(e)
+            transitions = feed(e)
+            if (type(e) is not ev.ClockTicked or options.include_ticks) if unfiltered else filt.shows(e):
+                self.total += 1
+                if keeper is not None:
+                    keeper.add((ts, idx, n, e))
+            if transitions:
+                self.note(transitions)
+        self.count = count
+        last = self.last_ts
+        if until is not None and last is not None and until > last and ticks_needed:
+            self.advance_to(until)
+            self.note(self.corr.advance(until))
+
+    def finish(self, base: int | None, dedupe: Dedupe | None) -> None:
+        """Fill the report: span, notes, totals, findings, final state and the timeline."""
+        report, inputs = self.report, self.inputs
+        report.last_ns = self.last_ts if report.first_ns is not None else None
+        if base is not None:
+            report.clock_notes.extend(_listing_notes(inputs, report.state))
+        if dedupe is not None and dedupe.dropped:
+            report.clock_notes.append(
+                f"{dedupe.dropped} event(s) seen twice (by two inputs, or one log line in two "
+                "places) were merged into one: same happening, no conflicting field, stamps "
+                "within twice the clocks' uncertainty (at least 50 ms)")
+        report.events_total = self.count
+        report.timeline_total = self.total
+        report.findings = list(self.findings.items.values())
+        report.book = self.findings
+        report.recorded = self.recorded
+        report.state = self.corr.snapshot()
+        report.timeline.extend(self._entries())
+        _mark_order(report.timeline)
+        for inp in inputs:
+            if inp.format == "journal" and inp.stats.error:
+                report.clock_notes.append(f"{inp.path}: {inp.stats.error}")
+
+    def _entries(self) -> list[Entry]:
+        """The kept timeline as Entries, each with its stamp's uncertainty."""
+        inputs = self.inputs
+        unc_of = {i.index: (i.alignment.uncertainty_ns if i.alignment and i.alignment.uncertainty_ns
+                            is not None else (-1 if i.alignment else 0)) for i in inputs}
+        per_event_unc = {i.index: i.uncertainties for i in inputs if i.uncertainties}
+        out = []
+        for seq, (ts, idx, n, e) in self.keeper.result() if self.keeper is not None else ():
+            u = unc_of.get(idx, 0) if idx >= 0 else 0
+            pu = per_event_unc.get(idx)
+            if pu is not None and n < len(pu):
+                u = pu[n]
+            out.append(Entry(ts, idx, e, u or 0, static=idx in self.static_idx, seq=seq))
+        return out
+
+
+def _listing_notes(inputs: list[Input], state: HostState | None) -> list[str]:
+    """Compare untimed listings' drivers with the replay's end (they were taken some time)."""
+    notes: list[str] = []
+    end = {d.device.bdf: d.driver for d in (state.devices if state else ())}
+    for inp in inputs:
+        for e in inp.events or ():
+            if inp.clock != "static" or not isinstance(e, ev.InventoryObserved):
+                continue
+            notes.append(f"{inp.path}: a listing with no time: its devices' identities (ids, "
+                         "PF/VF, IOMMU groups) are used from the start, its drivers are not")
+            differ = [f"{d.bdf} {d.driver or '(none)'} (replay ends with {end[d.bdf] or '(none)'})"
+                      for d in e.devices if d.bdf in end and end[d.bdf] != d.driver]
+            if differ:
+                notes.append(f"{inp.path}: drivers differ from the end of the replay, so it was "
+                             "not taken at the end: " + "; ".join(differ[:8])
+                             + (f"; … {len(differ) - 8} more" if len(differ) > 8 else ""))
+    return notes
+
+
+def _chain(head: Item, rest: Iterator[Item]) -> Iterator[Item]:
+    yield head
+    yield from rest
+
+
+def _mark_order(timeline: list[Entry]) -> None:
+    """Flag neighbours from different inputs closer than their combined uncertainty."""
+    for i in range(1, len(timeline)):
+        a, b = timeline[i - 1], timeline[i]
+        if a.input == b.input or a.input < 0 or b.input < 0 or a.static or b.static \
+                or b.seq != a.seq + 1:
+            continue
+        if a.uncertainty_ns < 0 or b.uncertainty_ns < 0:
+            unsure = True
+        else:
+            unsure = b.ts_ns - a.ts_ns <= max(a.uncertainty_ns, b.uncertainty_ns) and \
+                max(a.uncertainty_ns, b.uncertainty_ns) > 0
+        if unsure:
+            timeline[i - 1] = replace(a, order_uncertain=True)
+            timeline[i] = replace(b, order_uncertain=True)
+
+
+def run(paths: Iterable[str], options: Options,
+        progress: Callable[[int], None] | None = None) -> Report:
+    """Read, align and replay: the whole postmortem."""
+    inputs = open_inputs(paths, options)
+    return replay(inputs, options, progress)

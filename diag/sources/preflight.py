@@ -1,0 +1,289 @@
+"""Provides the preflight of `vfiowatch check`: what this host lets the agent watch, with fixes.
+
+Each check is a function registered with `@check` (its name is the registry key) that returns
+a CheckResult (ok, detail, fix, and whether failing it stops the agent entirely). CHECKS lists
+the modules holding checks, one line each: the host-wide ones here, then each source's own
+(`diag/sources/<source>/preflight.py`); the list order is the order shown. Checks only read:
+they never change the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import platform
+import socket
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from diag.common.paths import HostPaths, OutsideRoot
+from diag.common.registry import Registry
+
+NETLINK_KOBJECT_UEVENT = 15
+NETLINK_ROUTE = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One preflight line."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    fatal: bool = False
+    """When failing this check means the agent cannot run at all."""
+    level: str = ""
+    """`ok`, `fail` or `warn` (degraded but fine); derived from ok when empty."""
+
+    @property
+    def status(self) -> str:
+        return self.level or ("ok" if self.ok else "fail")
+
+
+CheckFn = Callable[[HostPaths], CheckResult]
+CHECKS: Registry[CheckFn] = Registry("check", [
+    "diag.sources.preflight",
+    "diag.sources.kata.preflight",
+    "diag.sources.ebpf.preflight",
+])
+"""Check name -> check, in the order shown; one line per module of checks."""
+
+
+def check(fn: CheckFn) -> CheckFn:
+    """Register a preflight check under its function's name (leading underscores dropped)."""
+    return CHECKS.add(fn.__name__.lstrip("_"), fn)
+
+
+KERNEL_CONFIG_LIMIT = 64 << 20
+"""A kernel configuration is about 300 KB; more than this (read or inflated) is not read."""
+
+
+def read_kernel_config(paths: HostPaths, host_path: str) -> str:
+    """A kernel configuration file under the root (`.gz` inflated), bounded; OSError if unreadable."""
+    raw = paths.read_bytes(host_path, KERNEL_CONFIG_LIMIT, regular=True)
+    if host_path.endswith(".gz"):
+        try:
+            d = zlib.decompressobj(wbits=31)
+            raw = d.decompress(raw, KERNEL_CONFIG_LIMIT)
+        except zlib.error as exc:
+            raise OSError(errno.EINVAL, f"{host_path}: {exc}") from None
+    return raw.decode("utf-8", "replace")
+
+
+def kernel_config(paths: HostPaths) -> dict[str, str]:
+    """The running kernel's configuration (`/proc/config.gz`, else `/boot/config-<release>`):
+    `CONFIG_X` -> its value, `n` for one not set; empty when neither is readable."""
+    cfg: dict[str, str] = {}
+    release = platform.release()
+    for p in ("/proc/config.gz", f"/boot/config-{release}"):
+        try:
+            text = read_kernel_config(paths, p)
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("CONFIG_"):
+                k, _, v = line.partition("=")
+                cfg[k] = v
+            elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+                cfg[line[2:].split()[0]] = "n"
+        break
+    return cfg
+
+
+def tracefs_dir(paths: HostPaths) -> str | None:
+    """The mounted tracefs (host path `/sys/kernel/tracing`, or debugfs's `tracing`), or None."""
+    for p in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
+        if paths.is_dir(f"{p}/events"):
+            return p
+    return None
+
+
+@check
+def _privileges(paths: HostPaths) -> CheckResult:
+    if os.geteuid() == 0:
+        return CheckResult("privileges", True, "running as root (all capabilities)")
+    caps = ""
+    try:
+        for line in (Path("/proc/self/status")).read_text().splitlines():
+            if line.startswith("CapEff:"):
+                caps = line.split()[1]
+    except OSError:
+        pass
+    eff = int(caps, 16) if caps else 0
+    names = {21: "CAP_SYS_ADMIN", 38: "CAP_PERFMON", 39: "CAP_BPF", 12: "CAP_NET_ADMIN"}
+    have = [n for bit, n in sorted(names.items()) if eff & (1 << bit)]
+    return CheckResult(
+        "privileges", False,
+        f"not root; effective capabilities: {', '.join(have) or 'none of the needed'}",
+        fix="run as root, or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE",
+        level="warn",
+    )
+
+
+@check
+def _sysfs(paths: HostPaths) -> CheckResult:
+    if paths.is_dir("/sys/bus/pci/devices"):
+        n = len(paths.listdir("/sys/bus/pci/devices"))
+        return CheckResult("pci sysfs", True, f"{paths.pci_devices}: {n} PCI devices")
+    return CheckResult(
+        "pci sysfs", False, f"{paths.pci_devices} does not exist",
+        fix="mount sysfs (mount -t sysfs sysfs /sys) or pass --root the host's root", fatal=True,
+    )
+
+
+@check
+def _bcc(paths: HostPaths) -> CheckResult:
+    from diag.sources.ebpf import bcc_facade  # the only importer of bcc
+
+    err = bcc_facade.import_error()
+    if err is not None:
+        return CheckResult(
+            "bcc", False, f"python module bcc not importable ({err})",
+            fix="apt-get install python3-bpfcc and make the venv with --system-site-packages",
+            level="warn",
+        )
+    return CheckResult("bcc", True, f"bcc importable {bcc_facade.version()}".strip())
+
+
+@check
+def _headers(paths: HostPaths) -> CheckResult:
+    release = platform.release()
+    build = f"/lib/modules/{release}/build"
+    try:
+        target = paths.resolve(build)
+    except OSError as exc:
+        why = str(exc) if isinstance(exc, OutsideRoot) else "missing"
+        return CheckResult(
+            "kernel headers", False, f"{paths.host(build)} {why}: bcc cannot compile probes",
+            fix=f"apt-get install linux-headers-{release} (or run deploy/setup-host.sh)",
+            level="warn",
+        )
+    hdr_release = ""
+    with contextlib.suppress(OSError, IndexError):
+        hdr_release = paths.read_text(f"{target}/include/generated/utsrelease.h", 65536,
+                                      regular=True).split('"')[1]
+    build = str(paths.host(build))
+    if hdr_release and hdr_release != release:
+        return CheckResult(
+            "kernel headers", True,
+            f"{build} -> headers of {hdr_release}, not {release}: usable, probes read no kernel structs",
+            level="ok",
+        )
+    return CheckResult("kernel headers", True, f"{build} -> {target}")
+
+
+@check
+def _tracefs(paths: HostPaths) -> CheckResult:
+    t = tracefs_dir(paths)
+    if t is not None:
+        return CheckResult("tracefs", True, f"mounted at {t}")
+    return CheckResult(
+        "tracefs", False, "tracefs is not mounted",
+        fix="mount -t tracefs nodev /sys/kernel/tracing", level="warn",
+    )
+
+
+@check
+def _kprobes(paths: HostPaths) -> CheckResult:
+    if paths.exists("/sys/bus/event_source/devices/kprobe"):
+        return CheckResult("kprobes", True, "kprobe PMU present: eBPF uses kprobe mode")
+    cfg = kernel_config(paths)
+    why = "CONFIG_KPROBES is not set in this kernel" if cfg.get("CONFIG_KPROBES") == "n" else (
+        "no kprobe PMU (/sys/bus/event_source/devices/kprobe)"
+    )
+    return CheckResult(
+        "kprobes", False, f"{why}: eBPF falls back to syscall tracepoints",
+        fix="use a kernel with CONFIG_KPROBES=y for zero-overhead attribution (optional)",
+        level="warn",
+    )
+
+
+@check
+def _tracepoints(paths: HostPaths) -> CheckResult:
+    t = tracefs_dir(paths)
+    if t is None:
+        return CheckResult(
+            "syscall tracepoints", False, "unknown: tracefs not mounted",
+            fix="mount -t tracefs nodev /sys/kernel/tracing", level="warn",
+        )
+    needed = ["sys_enter_openat", "sys_exit_openat", "sys_enter_write", "sys_exit_write"]
+    missing = [n for n in needed if not paths.is_dir(f"{t}/events/syscalls/{n}")]
+    if missing:
+        return CheckResult(
+            "syscall tracepoints", False, "missing: " + ", ".join(missing),
+            fix="use a kernel with CONFIG_FTRACE_SYSCALLS=y", level="warn",
+        )
+    return CheckResult("syscall tracepoints", True, "openat/write enter+exit available")
+
+
+def _netlink_bound(name: str, proto: int, what: str, bound: str, fix: str) -> CheckResult:
+    """Whether this process may bind group 1 of a netlink protocol (the sources must)."""
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
+    try:
+        s.bind((0, 1))
+    except OSError as exc:
+        return CheckResult(name, False, f"cannot bind {what}: {os.strerror(exc.errno or errno.EPERM)}",
+                           fix=fix, level="warn")
+    finally:
+        s.close()
+    return CheckResult(name, True, bound)
+
+
+@check
+def _uevent(paths: HostPaths) -> CheckResult:
+    return _netlink_bound(
+        "uevent socket", NETLINK_KOBJECT_UEVENT, "NETLINK_KOBJECT_UEVENT group 1",
+        "kernel uevent group bound",
+        "run in the host's network namespace (hostNetwork: true) without a user namespace")
+
+
+@check
+def _rtnetlink(paths: HostPaths) -> CheckResult:
+    return _netlink_bound("rtnetlink", NETLINK_ROUTE, "NETLINK_ROUTE", "RTNLGRP_LINK bound",
+                          "grant CAP_NET_ADMIN")
+
+
+@check
+def _iommu(paths: HostPaths) -> CheckResult:
+    try:
+        units = sorted(paths.listdir("/sys/class/iommu"))
+    except OSError:
+        units = []
+    if units:
+        return CheckResult("iommu", True, f"enabled: {', '.join(units)}")
+    return CheckResult(
+        "iommu", False, "no IOMMU (/sys/class/iommu is empty): vfio-pci cannot pass VFs through",
+        fix="boot with intel_iommu=on iommu=pt (or amd_iommu=on) if this host runs VF pods",
+        level="warn",
+    )
+
+
+def run_checks(paths: HostPaths) -> list[CheckResult]:
+    """Run every registered check; a crashing check becomes a failed line, never an exception."""
+    out = []
+    for key, fn in CHECKS.load().items():
+        try:
+            out.append(fn(paths))
+        except Exception as exc:  # a preflight must always finish
+            out.append(CheckResult(key.replace("_", " "), False, f"check crashed: {exc!r}",
+                                   level="warn"))
+    if paths.confined:
+        out.append(_confinement(paths))
+    return out
+
+
+def _confinement(paths: HostPaths) -> CheckResult:
+    """Whether every read of the checks stayed inside --root; the refused paths when not."""
+    refused = paths.refusals.all()
+    if not refused:
+        return CheckResult("root confinement", True, f"every read stayed inside {paths.root}")
+    shown = "; ".join(refused[:5]) + (f" (+{len(refused) - 5} more)" if len(refused) > 5 else "")
+    return CheckResult(
+        "root confinement", False, f"{len(refused)} paths refused, they lead outside --root: {shown}",
+        fix="these links point outside the tree; copy the host without them, or fix them to "
+            "relative links inside it", level="warn",
+    )

@@ -1,0 +1,375 @@
+"""Provides the `uevent` source: kernel uevents (NETLINK_KOBJECT_UEVENT, group 1) -> PCI events.
+
+Split as every source is (DESIGN.md):
+
+* `decode_uevent` and `DeviceTracker` are pure (`diag.sources.uevent.decode`): a raw datagram
+  to one event (or None for what the agent does not keep), and the source's own view of the
+  PCI devices that completes unbinds with their driver.
+* `UeventSource.run` is thin: a reader thread that only `recv()`s into a bounded queue (the
+  kernel socket must be drained faster than a storm fills it: pyroute2's UeventSocket read with
+  select()/get() lost half of a 50,000-event burst, host-facts.md), and the calling thread that
+  decodes, tracks and emits.
+
+Loss: the socket's receive buffer is raised with SO_RCVBUFFORCE (option `rcvbuf`, default
+128 MiB like systemd-udevd; netlink only uses it when a burst needs it). When the kernel still
+drops (ENOBUFS; the reader's bounded queue never drops: when it is full the reader pauses and
+the kernel's buffer holds the rest), the source emits `EventsLost`, re-scans sysfs,
+emits the difference with its own view as `resync=True` events, then `Resynced(changes=N)`.
+Uevents from a sender other than the kernel (nl_pid != 0) are dropped and counted: any root
+process may send to the group.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+
+from diag import events as ev
+from diag.sources import (
+    Availability,
+    Emit,
+    SocketCounters,
+    SourceContext,
+    check_options,
+    refusal_events,
+    register,
+)
+from diag.sources import sysfs as sysfs_mod
+from diag.sources._wake import StopRelay
+from diag.sources.uevent.decode import SOURCE, DeviceTracker, MalformedUevent, decode_uevent
+
+log = logging.getLogger("vfiowatch.sources.uevent")
+
+NETLINK_KOBJECT_UEVENT = 15
+KERNEL_GROUP = 1
+"""The kernel's broadcast group (udevd rebroadcasts on group 2, which pods never see)."""
+DEFAULT_RCVBUF = 128 * 1024 * 1024
+DEFAULT_QUEUE = 65_536
+"""Datagrams held between the reader thread and the decoder (about 400 bytes each). When it is
+full the reader stops reading, so the kernel's far larger socket buffer holds the rest: a slow
+decoder never drops here, only the kernel can (ENOBUFS, then a resync)."""
+_RECV_SIZE = 16384
+
+
+
+# --------------------------------------------------------------------------------------------
+# I/O: the socket, the reader thread, the loop
+# --------------------------------------------------------------------------------------------
+
+
+def open_socket(rcvbuf: int = DEFAULT_RCVBUF) -> tuple[socket.socket, int]:
+    """A non-blocking raw uevent socket bound to the kernel group; returns (socket, the buffer
+    the kernel granted). SO_RCVBUFFORCE (CAP_NET_ADMIN) ignores net.core.rmem_max; without the
+    capability, SO_RCVBUF is capped by it."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                         NETLINK_KOBJECT_UEVENT)
+    try:
+        if rcvbuf > 0:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.bind((0, KERNEL_GROUP))
+        sock.setblocking(False)
+        granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, granted
+
+
+@dataclass(slots=True)
+class UeventStats(SocketCounters):
+    """Counters of one run of the source (read from any thread)."""
+
+    received: int = 0
+    """Datagrams read from the socket."""
+    kept: int = 0
+    """Events emitted from live datagrams."""
+    foreign: int = 0
+    """Datagrams from a sender other than the kernel (dropped)."""
+    backpressure: int = 0
+    """Times the reader paused because the decoder's queue was full (nothing is lost)."""
+    rcvbuf: int = 0
+    """The receive buffer the kernel granted, bytes."""
+
+
+_LOST = None  # marker put in the queue by the reader where the kernel reported ENOBUFS
+
+
+class _Reader(threading.Thread):
+    """Only reads: recv() into a bounded deque, stamping each datagram with the wall clock."""
+
+    def __init__(self, sock: socket.socket, size: int, stats: UeventStats) -> None:
+        super().__init__(name="vfiowatch-uevent-reader", daemon=True)
+        self.sock = sock
+        self.wake_fd: int | None = None
+        """Also polled: readable when the source must stop (StopRelay)."""
+        self.size = size
+        self.stats = stats
+        self.q: deque[tuple[int, bytes | None]] = deque()
+        self.wake = threading.Event()
+        self.space = threading.Event()
+        """Set by the decoder after each batch: room in the queue again."""
+        self.drained = False
+        """True when the last recv() found the kernel socket empty (a resync waits for it: the
+        kernel reports ENOBUFS before datagrams it had queued earlier, and those must not be
+        applied on top of a newer scan)."""
+        self.halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        sock, q, stats = self.sock, self.q, self.stats
+        recvmsg = sock.recvmsg
+        append = q.append
+        wake = self.wake
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        if self.wake_fd is not None:
+            poller.register(self.wake_fd, select.POLLIN)
+        halt = self.halt
+        now = time.time_ns
+        size = self.size
+        space = self.space
+        trunc = socket.MSG_TRUNC
+        try:
+            while not halt.is_set():
+                if len(q) >= size:
+                    # Full: leave the datagrams in the kernel's (much larger) buffer.
+                    stats.backpressure += 1
+                    space.clear()
+                    if len(q) >= size:
+                        wake.set()
+                        space.wait(0.05)
+                    continue
+                try:
+                    data, _, flags, addr = recvmsg(_RECV_SIZE)
+                except BlockingIOError:
+                    self.drained = True
+                    wake.set()  # the decoder may be waiting for `drained` to resync
+                    poller.poll(5000)  # the stop relay's fd wakes it at once
+                    continue
+                except InterruptedError:
+                    continue
+                except OSError as exc:
+                    if exc.errno == errno.ENOBUFS:
+                        stats.enobufs += 1
+                        append((now(), _LOST))
+                        wake.set()
+                        continue
+                    raise
+                ts = now()
+                self.drained = False
+                stats.received += 1
+                if addr[0] != 0:
+                    stats.foreign += 1
+                    continue
+                if flags & trunc:
+                    data = data + b"\x00TRUNCATED"  # no trailing NUL: counted as malformed
+                append((ts, data))
+                if not wake.is_set():
+                    wake.set()
+        except BaseException as exc:  # handed to the decoding thread, which raises it
+            self.error = exc
+            wake.set()
+
+
+OPTIONS = ("rcvbuf", "queue", "decode_failed_interval_s")
+"""The options this source takes (`[sources.uevent]` in the configuration file)."""
+
+
+@register
+class UeventSource:
+    """Kernel uevents for PCI driver moves, netdevs, vfio nodes and PCI driver registration.
+
+    Options (SourceContext.options): `rcvbuf` (bytes, default 128 MiB), `queue` (datagrams
+    held between reader and decoder, default 65,536), `decode_failed_interval_s` (how often a
+    repeated DecodeFailed is re-reported with its count, default 60).
+    """
+
+    name = SOURCE
+
+    def __init__(self, ctx: SourceContext | None = None) -> None:
+        ctx = ctx or SourceContext()
+        self.paths = ctx.paths
+        opts = ctx.options
+        check_options(self.name, opts, OPTIONS)
+        self.rcvbuf = int(opts.get("rcvbuf", DEFAULT_RCVBUF))
+        self.queue_size = int(opts.get("queue", DEFAULT_QUEUE))
+        self.decode_failed_interval_ns = int(float(opts.get("decode_failed_interval_s", 60)) * 1e9)
+        self.stats = UeventStats()
+        self.tracker = DeviceTracker()
+        self._resync_reason: str | None = None
+        self._reader: _Reader | None = None
+        self._malformed_reported = 0
+        self._last_decode_failed_ns = 0
+        self.decode = decode_uevent
+        """The decoder the loop calls (a seam: tests wrap it to count their own datagrams)."""
+
+    def probe(self) -> Availability:
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_KOBJECT_UEVENT)
+        except OSError as exc:
+            return Availability(False, reason=f"cannot open a uevent netlink socket: {exc}",
+                                hint="run on Linux with AF_NETLINK (not inside a sandbox that forbids it)")
+        forced = True
+        try:
+            sock.bind((0, KERNEL_GROUP))
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, 33, self.rcvbuf)  # SO_RCVBUFFORCE
+            except OSError:
+                forced = False
+        except OSError as exc:
+            return Availability(False, reason=f"cannot join the kernel uevent group: {exc}",
+                                hint="run in the host's network namespace (hostNetwork: true)")
+        finally:
+            sock.close()
+        if not self.paths.is_dir("/sys/bus/pci/devices"):
+            return Availability(False, reason=f"{self.paths.pci_devices} does not exist",
+                                hint="mount the host's /sys and pass --root")
+        if not forced:
+            # Still useful: bursts beyond the smaller buffer are reported and resynced.
+            return Availability(
+                True, mode="netlink",
+                reason="receive buffer capped by net.core.rmem_max (no CAP_NET_ADMIN): a large "
+                       "uevent burst will be lost and resynced",
+                hint="grant CAP_NET_ADMIN, or raise net.core.rmem_max",
+            )
+        return Availability(True, mode="netlink")
+
+    def request_resync(self, reason: str) -> None:
+        """Ask the running loop to re-scan sysfs and emit the difference (any thread)."""
+        self._resync_reason = reason
+        reader = self._reader
+        if reader is not None:
+            reader.wake.set()
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        """Open the socket first, then scan (so nothing falls between), emit the inventory,
+        then decode what the reader queues until `stop`."""
+        self.stats = st = UeventStats()
+        sock, st.rcvbuf = open_socket(self.rcvbuf)
+        reader = _Reader(sock, self.queue_size, st)
+        relay = StopRelay(stop, reader.halt.set, reader.wake.set)
+        reader.wake_fd = relay.fd
+        self._reader = reader
+        try:
+            devices = sysfs_mod.scan(self.paths)
+            self.tracker.reset(devices)
+            emit(ev.InventoryObserved(ts_ns=time.time_ns(), source=self.name, devices=tuple(devices)))
+            self._refused(emit)
+            reader.start()
+            self._loop(emit, stop, reader)
+        finally:
+            self._reader = None
+            reader.halt.set()
+            if reader.is_alive():
+                if not stop.is_set():  # leaving on an error: wake the reader's poll ourselves
+                    os.eventfd_write(relay.fd, 1)
+                reader.join(1.0)
+            sock.close()
+            relay.close()
+
+    def _loop(self, emit: Emit, stop: threading.Event, reader: _Reader) -> None:
+        st = self.stats
+        q = reader.q
+        popleft = q.popleft
+        decode = self.decode
+        track = self.tracker.apply
+        name = self.name
+        while True:
+            if stop.is_set():
+                return
+            if reader.error is not None:
+                raise reader.error
+            if not q:
+                if self._resync_reason is not None and reader.drained:
+                    reason, self._resync_reason = self._resync_reason, None
+                    self._resync(emit, reason)
+                reader.wake.clear()
+                # Re-check after the clear: a stop or resync request may have just set it.
+                if not q and not stop.is_set() and (self._resync_reason is None
+                                                    or not reader.drained):
+                    reader.wake.wait(5.0)  # set by the reader, the stop relay, request_resync
+                continue
+            lost = False
+            for _ in range(len(q)):
+                ts, data = popleft()
+                if data is None:
+                    if not lost:  # one report per gap: a storm can overflow many times a batch
+                        emit(ev.EventsLost(ts_ns=ts, source=name, lost_source=name, count=None,
+                                           reason="ENOBUFS: the kernel dropped uevents (receive buffer full)"))
+                    lost = True
+                    continue
+                try:
+                    e = decode(data, ts)
+                except MalformedUevent as exc:
+                    self._malformed(emit, ts, data, str(exc))
+                    continue
+                if e is None:
+                    continue
+                if e.__class__ is ev.DeviceAdded and not e.synthetic:
+                    e = self._enrich_added(e)  # type: ignore[arg-type]
+                st.kept += 1
+                emit(track(e))
+            reader.space.set()
+            if self.paths.confined:  # a device scanned for its PF may have met a refused link
+                self._refused(emit)
+            if lost:
+                # Decode what was already received first, so the diff is against the newest view.
+                self._resync_reason = self._resync_reason or "events lost"
+                if not q and reader.drained:
+                    reason, self._resync_reason = self._resync_reason, None
+                    self._resync(emit, reason)
+
+    def _enrich_added(self, e: ev.DeviceAdded) -> ev.DeviceAdded:
+        # A new device (usually a VF from sriov_numvfs): its PF and VF index are only in sysfs.
+        d = sysfs_mod.scan_device(self.paths, e.bdf)
+        if d is None:
+            return e
+        self.tracker.devices[e.bdf] = replace(d, driver=None)
+        return replace(e, pf=d.pf, vf_index=d.vf_index, vendor=e.vendor or d.vendor,
+                       device=e.device or d.device, class_code=e.class_code or d.class_code)
+
+    def _refused(self, emit: Emit) -> None:
+        """Sysfs paths refused since the last call (they lead outside --root), in-band."""
+        for e in refusal_events(self.paths, self.name, time.time_ns()):
+            emit(e)
+
+    def _malformed(self, emit: Emit, ts: int, data: bytes, why: str) -> None:
+        st = self.stats
+        st.malformed += 1
+        due = ts - self._last_decode_failed_ns >= self.decode_failed_interval_ns
+        if self._malformed_reported == 0 or due:
+            count = st.malformed - self._malformed_reported
+            self._malformed_reported = st.malformed
+            self._last_decode_failed_ns = ts
+            if self._malformed_reported == count:
+                log.warning("malformed uevent (%s): %s", why, data[:64].hex())
+            emit(ev.DecodeFailed(ts_ns=ts, source=self.name, failed_source=self.name,
+                                 reason=why, sample_hex=data[:64].hex(), count=count))
+
+    def _resync(self, emit: Emit, reason: str) -> None:
+        ts = time.time_ns()
+        try:
+            after = sysfs_mod.scan(self.paths)
+        except Exception as exc:
+            log.warning("uevent resync failed: %s", exc)
+            return
+        changes = sysfs_mod.diff(self.tracker.view(), after, ts_ns=ts, source=self.name)
+        for e in changes:
+            emit(e)
+        self.tracker.reset(after)
+        self.stats.resyncs += 1
+        emit(ev.Resynced(ts_ns=ts, source=self.name, resynced_source=self.name,
+                         changes=len(changes), reason=reason))
+        self._refused(emit)

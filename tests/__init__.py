@@ -1,0 +1,1 @@
+"""The test suite: tiers by directory (unit, golden, tui, kernel, ebpf, lab, bench)."""

@@ -1,0 +1,1 @@
+"""Benchmarks, side by side with the tools an operator would use (make bench)."""

@@ -1,0 +1,1 @@
+"""eBPF tier: the real probes on harmless sysfs writes, as root."""

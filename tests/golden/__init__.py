@@ -1,0 +1,1 @@
+"""Golden tier: whole outputs compared with committed files."""

@@ -1,0 +1,1 @@
+"""The image tier: the agent's container image, built and run as the DaemonSet runs it."""

@@ -1,0 +1,1 @@
+"""Kernel tier: real netlink, sysfs and network namespaces, as root."""

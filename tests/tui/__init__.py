@@ -1,0 +1,1 @@
+"""TUI tier: Textual pilot and snapshot tests."""

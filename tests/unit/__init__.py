@@ -1,0 +1,1 @@
+"""Unit tier: pure tests, no privileges."""

@@ -1,0 +1,1 @@
+"""Unit tests of the runtime: the pipeline with stand-in sources, journal replay, sd_notify."""

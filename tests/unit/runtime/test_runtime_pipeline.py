@@ -1,0 +1,251 @@
+"""The runtime pipeline with stand-in sources: time order, loss accounting, health, feed, teardown."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from diag import events as ev
+from diag.core.correlator import Correlator
+from diag.core.state import HostState
+from diag.runtime import Pipeline, PipelineOptions
+from diag.sources import Availability, Emit
+from diag.testing import ListSink, ScriptedSource, bound
+
+
+class Crashing:
+    name = "crashy"
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def probe(self) -> Availability:
+        return Availability(True)
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        self.runs += 1
+        raise RuntimeError("kaput")
+
+
+def _pipeline(*args: object, **kw: object) -> Pipeline:
+    """A pipeline over the core's model alone (rules are tested by the core's own tests)."""
+    kw.setdefault("correlator", Correlator(rules=[]))
+    return Pipeline(*args, **kw)  # type: ignore[arg-type]
+
+
+def _payload(items: list[ev.Event]) -> list[ev.Event]:
+    return [i for i in items if i.source != "runtime"]
+
+
+def test_events_from_two_sources_reach_the_sinks_in_time_order() -> None:
+    """A late-arriving event with an earlier stamp overtakes within the merge window."""
+    now = time.time_ns()
+    a = ScriptedSource("a", [bound("0000:00:01.0", "x", now + i * 10, source="a") for i in range(0, 100, 2)])
+    b = ScriptedSource("b", [bound("0000:00:01.0", "x", now + i * 10, source="b") for i in range(1, 100, 2)], delay_s=0.02)
+    sink = ListSink()
+    p = _pipeline([a, b], sinks=[sink], options=PipelineOptions(merge_window_ns=200_000_000))
+    p.start()
+    assert p.wait_idle(5)
+    p.stop()
+    got = _payload(sink.items)
+    assert len(got) == 100
+    assert [e.ts_ns for e in got] == sorted(e.ts_ns for e in got)
+    assert p.stats.late == 0
+
+
+def test_a_full_queue_drops_counts_reports_in_band_and_asks_for_resync() -> None:
+    """Queue overflow: the excess is dropped, EventsLost(queue) carries the count, sources that
+    can resync are asked to."""
+    now = time.time_ns()
+    src = ScriptedSource("s", [bound("0000:00:01.0", "x", now + i, source="s") for i in range(500)])
+    sink = ListSink()
+    p = _pipeline([src], sinks=[sink], options=PipelineOptions(queue_size=100, merge_window_ns=0))
+    # Fill the queue before the core runs: start sources only by emitting directly.
+    for i in range(300):
+        p.emit(bound("0000:00:01.0", "x", now + i, source="direct"))
+    p.start()
+    assert p.wait_idle(5)
+    p.stop()
+    lost = [e for e in sink.items if isinstance(e, ev.EventsLost)]
+    assert lost and lost[0].lost_source == "queue"
+    assert sum(e.count or 0 for e in lost) == p.stats.dropped > 0
+    assert p.stats.received + p.stats.dropped >= 300
+    assert src.resyncs and p.correlator.snapshot().lost_total == p.stats.dropped
+
+
+def test_a_crashing_source_is_reported_down_and_retried_with_backoff() -> None:
+    """Each crash is a SourceStateChanged(up=False) with the reason; the source is restarted."""
+    crashy = Crashing()
+    sink = ListSink()
+    p = _pipeline([crashy], sinks=[sink], options=PipelineOptions(retry_initial_s=0.05, retry_max_s=0.1))
+    p.start()
+    time.sleep(0.5)
+    p.stop()
+    states = [e for e in sink.items if isinstance(e, ev.SourceStateChanged)]
+    downs = [s for s in states if not s.up and "kaput" in s.reason]
+    assert crashy.runs >= 3 and len(downs) >= 3
+    assert "restarted" in downs[0].hint
+    assert states[-1].up is False and states[-1].reason == "stopped"
+    health = {h.name: h for h in p.correlator.snapshot().sources}
+    assert health["crashy"].up is False
+
+
+def test_unavailable_sources_are_reported_once_with_reason_and_hint() -> None:
+    """A source that cannot run is reported in-band, with the fix."""
+    sink = ListSink()
+    p = _pipeline([], sinks=[sink], unavailable=[("ebpf", Availability(False, "no bcc", "apt-get install python3-bpfcc"))])
+    p.start()
+    p.stop()
+    (s,) = [e for e in sink.items if isinstance(e, ev.SourceStateChanged)]
+    assert (s.name, s.up, s.reason, s.hint) == ("ebpf", False, "no bcc", "apt-get install python3-bpfcc")
+
+
+def test_stop_drains_the_window_flushes_and_closes_within_two_seconds() -> None:
+    """Events still held by a long merge window are released at stop; sinks are closed."""
+    now = time.time_ns()
+    src = ScriptedSource("s", [bound("0000:00:01.0", "x", now + i, source="s") for i in range(1000)])
+    sink = ListSink()
+    p = _pipeline([src], sinks=[sink], options=PipelineOptions(merge_window_ns=10 * 10**9))
+    p.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    p.stop()
+    assert time.monotonic() - t0 < 2.0
+    assert len(_payload(sink.items)) == 1000 and sink.closed and sink.flushed >= 1
+
+
+def test_live_feed_delivers_the_newest_snapshot_and_replaces_stale_ones() -> None:
+    """A slow listener sees fewer snapshots, never a queue of stale ones; the last one is final."""
+    now = time.time_ns()
+    src = ScriptedSource("s", [bound(f"0000:00:{i:02x}.0", "x", now + i, source="s") for i in range(50)])
+    p = _pipeline([src], options=PipelineOptions(snapshot_interval_s=0.01, merge_window_ns=0))
+    feed = p.live_feed()
+    seen: list[int] = []
+
+    def slow(state: HostState) -> None:
+        seen.append(state.events_total)
+        time.sleep(0.05)
+
+    feed.subscribe(slow)
+    feed.start()
+    assert p.wait_idle(5)
+    time.sleep(0.2)
+    feed.stop()
+    assert seen and seen == sorted(seen)
+    assert feed.latest is not None and len(feed.latest.devices) == 50
+
+
+def test_timer_advances_the_core_without_events() -> None:
+    """With no events the core's clock still moves (advance on the wall clock)."""
+    p = _pipeline([], options=PipelineOptions(tick_interval_s=0.02, merge_window_ns=0))
+    p.start()
+    time.sleep(0.2)
+    p.stop()
+    assert p.correlator.model.now_ns > time.time_ns() - 2 * 10**9
+
+
+def test_build_sources_hands_each_source_its_own_options_table() -> None:
+    """`[sources.<name>]` tables go to their source; an unknown option is a ConfigError."""
+    import pytest
+
+    from diag.common.errors import ConfigError
+    from diag.runtime import build_sources
+    from diag.sources import SourceContext
+
+    opts = {"uevent": {"rcvbuf": 1 << 20, "queue": 10}, "links": {"netns": "host"}}
+    sources, _ = build_sources(SourceContext(options=opts), ["uevent", "links"])
+    by_name = {s.name: s for s in sources}
+    assert by_name["uevent"].rcvbuf == 1 << 20 and by_name["uevent"].queue_size == 10  # type: ignore[attr-defined]
+    assert by_name["links"].only_host  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="rcvbuff"):
+        build_sources(SourceContext(options={"uevent": {"rcvbuff": 1}}), ["uevent"])
+
+
+class Deaf:
+    """Ignores stop and keeps emitting (a misbehaving source)."""
+
+    name = "deaf"
+
+    def __init__(self) -> None:
+        self.kill = threading.Event()
+        """The test's own switch, so the thread does not outlive the test."""
+
+    def probe(self) -> Availability:
+        return Availability(True)
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        i = 0
+        while not self.kill.is_set():
+            emit(bound(f"0000:00:{i % 32:02x}.0", "x", time.time_ns(), source="deaf"))
+            i += 1
+            if i % 100 == 0:
+                time.sleep(0.001)
+
+
+def test_stop_keeps_its_budget_even_when_a_source_ignores_it() -> None:
+    """A source that never returns cannot hold stop() past its budget; sinks still close."""
+    sink = ListSink()
+    deaf = Deaf()
+    p = _pipeline([deaf], sinks=[sink], options=PipelineOptions(merge_window_ns=0))
+    p.start()
+    try:
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        p.stop()
+        assert time.monotonic() - t0 < 2.2
+        assert sink.closed
+    finally:
+        deaf.kill.set()
+
+
+def test_the_merge_store_releases_in_ts_then_arrival_order() -> None:
+    """Whatever the arrival order, events leave sorted by ts_ns, ties in arrival order, and
+    pop_until stops at the boundary."""
+    import random
+
+    from diag.runtime.pipeline import _Merge
+
+    rng = random.Random(7)
+    m = _Merge()
+    arrivals = []
+    base = 1_000
+    for i in range(2000):
+        base += rng.choice([0, 1, 5, -3, 20, -50])
+        e = ev.ClockTicked(ts_ns=max(base, 0), source=f"s{i}")
+        arrivals.append(e)
+        m.push(e)
+    want = sorted(arrivals, key=lambda e: e.ts_ns)  # sorted() is stable: ties keep arrival order
+    cut = want[len(want) // 2].ts_ns
+    first = [e for _, e in m.pop_until(cut)]
+    assert all(e.ts_ns <= cut for e in first)
+    rest = [e for _, e in m.pop_until(None)]
+    assert [e.source for e in first + rest] == [e.source for e in want]
+    assert len(m) == 0 and m.oldest_ns() is None
+
+
+def test_a_rule_that_raises_does_not_stop_the_core() -> None:
+    """An exception in the Correlator is counted and logged; later events still flow."""
+
+    class Broken:
+        id = "broken"
+        events = None
+
+        def on_event(self, model: object, event: ev.Event) -> list[ev.Finding]:
+            if event.source == "bad":
+                raise RuntimeError("rule bug")
+            return []
+
+        def on_tick(self, model: object, now_ns: int) -> list[ev.Finding]:
+            return []
+
+    now = time.time_ns()
+    sink = ListSink()
+    p = Pipeline([], sinks=[sink], correlator=Correlator(rules=[Broken()]),  # type: ignore[list-item]
+                 options=PipelineOptions(merge_window_ns=0))
+    p.start()
+    p.emit(bound("0000:00:01.0", "x", now, source="bad"))
+    p.emit(bound("0000:00:01.0", "x", now + 1, source="good"))
+    assert p.wait_idle(5)
+    p.stop()
+    assert p.stats.core_errors == 1
+    assert [e.source for e in _payload(sink.items)] == ["bad", "good"]

@@ -1,0 +1,1 @@
+"""Unit tests of the sinks: journal (rotation, damage), logs (fields, escaping), metrics."""

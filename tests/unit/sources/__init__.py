@@ -1,0 +1,1 @@
+"""Unit tests of the sources' readers and loops on fixture trees (sysfs, /proc, Kata)."""

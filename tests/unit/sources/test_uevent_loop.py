@@ -1,0 +1,101 @@
+"""The uevent source's decode loop without a socket: loss -> resync against a sysfs root, bad input."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import replace
+from pathlib import Path
+
+from diag import events as ev
+from diag.common.paths import HostPaths
+from diag.sources import SourceContext, sysfs
+from diag.sources.uevent.source import UeventSource
+
+LAB = Path(__file__).resolve().parents[2] / "fixtures" / "sysfs" / "sriov-lab"
+VF0 = "0000:01:10.0"
+
+
+class FakeReader:
+    """Stands in for the reader thread: a queue of (ts_ns, datagram or None for ENOBUFS)."""
+
+    def __init__(self, items: list[tuple[int, bytes | None]]) -> None:
+        self.q: deque[tuple[int, bytes | None]] = deque(items)
+        self.wake = threading.Event()
+        self.space = threading.Event()
+        self.drained = True
+        self.error: BaseException | None = None
+
+
+def _run(src: UeventSource, reader: FakeReader, until: type[ev.Event] | None) -> list[ev.Event]:
+    out: list[ev.Event] = []
+    stop = threading.Event()
+
+    def emit(e: ev.Event) -> None:
+        out.append(e)
+        if until is not None and isinstance(e, until):
+            stop.set()
+            reader.wake.set()  # what the stop relay does in run()
+
+    t = threading.Thread(target=src._loop, args=(emit, stop, reader), daemon=True)
+    t.start()
+    if until is None:
+        for _ in range(100):
+            if not reader.q:
+                break
+            threading.Event().wait(0.01)
+        stop.set()
+        reader.wake.set()
+    t.join(5)
+    assert not t.is_alive()
+    return out
+
+
+def test_enobufs_is_reported_then_sysfs_is_rescanned_and_the_difference_emitted() -> None:
+    """The source believed VF0 on igbvf with eth1; sysfs says vfio-pci with an override: after
+    EventsLost come exactly those differences (resync=True), then Resynced(changes=N)."""
+    src = UeventSource(SourceContext(paths=HostPaths.at(LAB)))
+    truth = sysfs.scan(HostPaths.at(LAB))
+    stale = [replace(d, driver="igbvf", driver_override=None, netdevs=("eth1",), vfio_group_path=None)
+             if d.bdf == VF0 else d for d in truth]
+    src.tracker.reset(stale)
+    out = _run(src, FakeReader([(1, None)]), until=ev.Resynced)
+    assert isinstance(out[0], ev.EventsLost) and out[0].lost_source == "uevent"
+    assert out[0].count is None and "ENOBUFS" in out[0].reason
+    diff = out[1:-1]
+    assert all(e.resync and e.source == "uevent" for e in diff)
+    assert [(e.kind, getattr(e, "driver", None) or getattr(e, "ifname", None)) for e in diff] == [
+        ("device_unbound", None), ("device_bound", "vfio-pci"), ("device_changed", "vfio-pci"),
+        ("netdev_removed", "eth1"),
+    ]
+    assert isinstance(out[-1], ev.Resynced) and out[-1].changes == len(diff) == 4
+    assert {d.bdf: d.driver for d in src.tracker.view()} == {d.bdf: d.driver for d in truth}
+    assert src.stats.resyncs == 1
+
+
+def test_malformed_datagrams_are_counted_and_only_the_first_is_emitted_with_a_hex_sample() -> None:
+    """Three bad datagrams among good ones: one DecodeFailed (sample = the first's bytes), the
+    count in stats, and the good datagram after them still decoded."""
+    good = (b"bind@/devices/pci0000:00/0000:01:10.0\0ACTION=bind\0DEVPATH=/devices/pci0000:00/"
+            b"0000:01:10.0\0SUBSYSTEM=pci\0DRIVER=igbvf\0SEQNUM=1\0")
+    src = UeventSource(SourceContext(paths=HostPaths.at(LAB)))
+    src.tracker.reset(sysfs.scan(HostPaths.at(LAB)))
+    reader = FakeReader([(1, b"junk-without-nul"), (2, b""), (3, b"x" * 10000 + b"\0"), (4, good)])
+    out = _run(src, reader, until=ev.DeviceBound)
+    failed = [e for e in out if isinstance(e, ev.DecodeFailed)]
+    assert len(failed) == 1 and failed[0].failed_source == "uevent"
+    assert failed[0].sample_hex == b"junk-without-nul".hex() and "NUL" in failed[0].reason
+    assert src.stats.malformed == 3
+    (bound,) = [e for e in out if isinstance(e, ev.DeviceBound)]
+    assert (bound.bdf, bound.driver, bound.previous_driver) == (VF0, "igbvf", "vfio-pci")
+
+
+def test_a_requested_resync_runs_when_the_queue_is_empty() -> None:
+    """request_resync() (the runtime's answer to its own queue overflow) re-scans and reports
+    Resynced with the reason, with no EventsLost of its own."""
+    src = UeventSource(SourceContext(paths=HostPaths.at(LAB)))
+    src.tracker.reset(sysfs.scan(HostPaths.at(LAB)))
+    src.request_resync("queue overflow")
+    out = _run(src, FakeReader([]), until=ev.Resynced)
+    assert [e.kind for e in out] == ["resynced"]
+    assert isinstance(out[0], ev.Resynced) and out[0].changes == 0 and out[0].reason == "queue overflow"
