@@ -6,8 +6,9 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict
 from typing import Any
+
+import msgspec
 
 from diag import __version__
 from diag.commands import Command, register
@@ -28,7 +29,7 @@ def snapshot_json(paths: HostPaths) -> dict[str, Any]:
         "kind": "vfiowatch_snapshot",
         "agent_version": __version__,
         "root": str(paths.root),
-        "devices": [asdict(d) for d in devices],
+        "devices": [msgspec.structs.asdict(d) for d in devices],
         "refused": paths.refusals.all(),
     }
 

@@ -165,7 +165,7 @@ class Correlator:
                 for f in now():
                     if f.finding_id in current:
                         current[f.finding_id] = f
-        active = sorted(current.values(), key=lambda f: (-f.severity, -f.last_ns, f.finding_id))
+        active = sorted(current.values(), key=lambda f: (-f.severity.rank, -f.last_ns, f.finding_id))
         counts: dict[tuple[str, str], int] = {}
         for f in active:
             key = (f.rule, f.severity.label)

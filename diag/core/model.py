@@ -116,7 +116,7 @@ class Model:
             self.groups[old].discard(rec.device.bdf)
             if not self.groups[old]:
                 del self.groups[old]
-        rec.device = replace(rec.device, iommu_group=group)
+        rec.device = ev.replace(rec.device, iommu_group=group)
         if group is not None:
             self.groups.setdefault(group, set()).add(rec.device.bdf)
 
@@ -210,7 +210,7 @@ class Model:
                 group = d.iommu_group if d.iommu_group is not None else rec.device.iommu_group
                 rec.device = d
                 if d.iommu_group != group:
-                    rec.device = replace(d, iommu_group=None)
+                    rec.device = ev.replace(d, iommu_group=None)
                 self._set_group(rec, group)
                 if rec.driver != d.driver:
                     self.join(d.bdf, e)
@@ -225,7 +225,7 @@ class Model:
         rec = self._ensure(e.bdf, e.ts_ns)
         rec.present = True
         d = rec.device
-        rec.device = replace(
+        rec.device = ev.replace(
             d, vendor=e.vendor or d.vendor, device=e.device or d.device,
             class_code=e.class_code or d.class_code, pf=e.pf or d.pf,
             vf_index=e.vf_index if e.vf_index is not None else d.vf_index,

@@ -37,8 +37,8 @@ MAX_TICKS_PER_GAP = 3600
 
 def _identity_only(e: ev.InventoryObserved) -> ev.InventoryObserved:
     """An untimed listing's devices without their drivers: who they are, not what they did."""
-    return replace(e, devices=tuple(
-        replace(d, driver=None, driver_override=None, vfio_group_path=None) for d in e.devices))
+    return ev.replace(e, devices=tuple(
+        ev.replace(d, driver=None, driver_override=None, vfio_group_path=None) for d in e.devices))
 
 
 def _stream(inp: Input, base_ns: int | None) -> Iterator[Item]:
@@ -52,7 +52,7 @@ def _stream(inp: Input, base_ns: int | None) -> Iterator[Item]:
                     # When it was listed is unknown; its drivers would claim the state at the
                     # start (and hide a rebind as "already on vfio-pci at start").
                     e = _identity_only(e)
-                e = replace(e, ts_ns=ts)
+                e = ev.replace(e, ts_ns=ts)
             yield (e.ts_ns, idx, n, e)
         return
     assert inp.parsed is not None
@@ -79,7 +79,7 @@ class _LinkEnricher:
             if e.bdf is None and e.netns.is_host and e.netns.inode == 0:
                 bdf = self.by_name.get(e.ifname)
                 if bdf:
-                    return replace(e, bdf=bdf)
+                    return ev.replace(e, bdf=bdf)
         return e
 
 

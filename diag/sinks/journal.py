@@ -50,7 +50,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -80,7 +80,7 @@ def state_records(state: HostState, ts_ns: int) -> list[ev.Event]:
     if state.devices:
         out.append(ev.InventoryObserved(
             ts_ns=ts_ns, source="sysfs",
-            devices=tuple(replace(d.device, driver=d.driver, driver_override=d.driver_override)
+            devices=tuple(ev.replace(d.device, driver=d.driver, driver_override=d.driver_override)
                           for d in state.devices),
         ))
     out.extend(ev.KataConfigLoaded(ts_ns=ts_ns, source="kata", config=c) for c in state.kata_configs)
@@ -392,7 +392,7 @@ class JournalSink:
         state = self._state()
         restated = [codec.dumps(r) for r in state_records(state, ts_ns)] if state else []
         if self._need_start:
-            hdr = replace(self._header_fn(self._part), part=self._part,
+            hdr = ev.replace(self._header_fn(self._part), part=self._part,
                           snapshot_records=len(restated))
             lines.append(codec.dumps(hdr))
         if self._dropped:

@@ -29,10 +29,11 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from diag import events as ev
 from diag.common.bdf import is_bdf
+from diag.events import replace
 from diag.sources import (
     Availability,
     Emit,

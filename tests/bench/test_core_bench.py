@@ -21,7 +21,6 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ import pytest
 from diag import codec
 from diag import events as ev
 from diag.core.correlator import Correlator
+from diag.events import replace
 from tests.bench.benchprofile import profile
 from tests.bench.benchtable import table
 from tests.unit.core import corelab

@@ -12,13 +12,14 @@ Also shared helpers: who counts as a Kata shim, and the effective `cold_plug_vfi
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
 from diag import events as ev
 from diag.core.episodes import Episode
 from diag.core.model import Model
 from diag.core.thresholds import CoreConfig
+from diag.events import replace
 
 KATA_SHIM_EXE = "containerd-shim-kata-v2"
 KATA_SHIM_COMM = "containerd-shim"
@@ -166,7 +167,7 @@ class ConditionRule:
         """The finding with its evidence up to date."""
         stale = self._stale(st)
         if stale:
-            st.finding = replace(st.finding, **stale)  # type: ignore[arg-type]
+            st.finding = replace(st.finding, **stale)
         return st.finding
 
     # ---- the Rule protocol -------------------------------------------------------------------
@@ -258,14 +259,14 @@ class ConditionRule:
             return None
         visible = any(k not in QUIET_FIELDS for k in changed)
         if not visible:
-            st.finding = replace(old, **changes)  # type: ignore[arg-type]
+            st.finding = replace(old, **changes)
             if "evidence" in changes and st.episode is not None:
                 st.rendered = st.episode.version
             return None
         ep = st.episode
         merged = {**self._stale(st), **changes}
         merged["last_ns"] = max(old.last_ns, ts_ns, ep.last_ns if ep else 0)
-        f = replace(old, ts_ns=ts_ns, status="updated", **merged)  # type: ignore[arg-type]
+        f = replace(old, ts_ns=ts_ns, status="updated", **merged)
         st.finding = f
         return f
 
@@ -282,7 +283,7 @@ class ConditionRule:
         stale = self._stale(st)
         last = max(old.last_ns, ts_ns, st.episode.last_ns if st.episode else 0)
         f = replace(old, ts_ns=ts_ns, status="resolved", resolved_ns=ts_ns,
-                    resolved_reason=reason, **{**stale, "last_ns": last})  # type: ignore[arg-type]
+                    resolved_reason=reason, **{**stale, "last_ns": last})
         if f.bdf:
             keys = self._by_bdf.get(f.bdf)
             if keys is not None and key in keys:

@@ -28,7 +28,6 @@ as EventsLost.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.resources
 import os
 import posixpath
@@ -343,7 +342,7 @@ class EbpfSource:
                 content = None
             if content is not None:
                 value = D.readback_value(e.control, content)
-                e = dataclasses.replace(e, value=value, value_recovered=True,
+                e = ev.replace(e, value=value, value_recovered=True,
                                         driver=(value or None) if e.control == "driver_override"
                                         else e.driver)
             if emit is not None:
@@ -534,7 +533,7 @@ class EbpfSource:
                 parent = self.table.lookup(ppid, refresh=True)
             if parent.comm:
                 changes["ancestry"] = (parent.comm, *parent.ancestry)[:8]
-        return dataclasses.replace(p, **changes)  # type: ignore[arg-type]
+        return ev.replace(p, **changes)
 
     # ---- loss and housekeeping ----------------------------------------------------------------
 

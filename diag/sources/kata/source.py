@@ -26,11 +26,11 @@ import stat
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any, ClassVar
 
 from diag import events as ev
 from diag.common.paths import HostPaths
+from diag.events import replace
 from diag.sources import (
     Availability,
     Emit,

@@ -29,9 +29,10 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from diag import events as ev
+from diag.events import replace
 from diag.sources import (
     Availability,
     Emit,
