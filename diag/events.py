@@ -219,8 +219,9 @@ class KataConfig(Record, frozen=True, kw_only=True):
                           ("hot_plug_vfio", NO_PORT), ("hypervisor", QEMU)))
 
 
-class Evidence(Record, frozen=True, kw_only=True):
-    """One line of a finding's story: an event, summarised."""
+class Evidence(Record, frozen=True, kw_only=True, order=True):
+    """One line of a finding's story: an event, summarised. Ordered by its fields in turn
+    (time, then source, kind and text): a story sorts the same whatever the arrival order."""
 
     ts_ns: int
     source: str

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from diag import events as ev
@@ -71,6 +71,13 @@ class Model:
         """(group, ts_ns) of an `add vfio` group node not yet tied to a device."""
         self.writes = WriteAttribution(self)
         """Joins each sysfs write to the episodes of the devices it moves."""
+        self._sandbox_of: dict[str, ev.SandboxStarted] | None = None
+        """BDF -> the first sandbox that uses it (`sandbox_for`), rebuilt after sandboxes change."""
+        self.kata_derived: dict[Any, Any] = {}
+        """What rules derive from the Kata configurations and sandboxes alone (the effective
+        cold_plug_vfio of a device and actor), cleared whenever either changes."""
+        self._window = config.episode_window_ns
+        self._history = config.history_per_device
 
     # ---- helpers for rules -------------------------------------------------------------------
 
@@ -95,15 +102,16 @@ class Model:
             return None
         ts = event.ts_ns
         ep = self.episodes.get(bdf)
-        window = self.config.episode_window_ns
+        window = self._window
         if (ep is None or ts > ep.last_ns + window or ts < ep.first_ns - window
                 or (starts_move and ep.done_ns is not None and ts > ep.done_ns)):
             ep = Episode(bdf=bdf, first_ns=ts, last_ns=ts, from_driver=rec.driver,
                          to_driver=rec.driver)
             self.episodes[bdf] = ep
-        ep.add(event, self.config.history_per_device)
-        if not self.touched or self.touched[-1] is not ep:
-            self.touched.append(ep)
+        ep.add(event, self._history)
+        touched = self.touched
+        if not touched or touched[-1] is not ep:
+            touched.append(ep)
         return ep
 
     def _set_group(self, rec: DeviceRecord, group: int | None) -> None:
@@ -140,14 +148,15 @@ class Model:
     def _move(self, rec: DeviceRecord, event: ev.Event, to: str | None) -> None:
         frm = rec.driver
         actor = self.last_actor.get(rec.device.bdf)
-        rec.moves.append(
+        moves = rec.moves
+        moves.append(
             DriverMove(
                 ts_ns=event.ts_ns, from_driver=frm, to_driver=to, actor=actor,
                 synthetic=event.synthetic, resync=event.resync,
             )
         )
-        while len(rec.moves) > self.config.history_per_device:
-            rec.moves.popleft()
+        while len(moves) > self._history:
+            moves.popleft()
         if frm is not None:
             rec.last_driver = frm
         rec.driver = to
@@ -172,14 +181,15 @@ class Model:
         if self.touched:
             self.touched = []
         cls = type(event)
-        if cls is not ev.ClockTicked:
+        if cls is not _CLOCK_TICKED:
             self.recent.append(event)
         counts = self.source_events
-        n = counts.get(event.source)
+        source = event.source
+        n = counts.get(source)
         if n is None:
-            self._source(event.source)
+            self._source(source)
             n = 0
-        counts[event.source] = n + 1
+        counts[source] = n + 1
         if event.synthetic and cls in _NOT_A_MOVE_WHEN_SYNTHETIC:
             # `echo "unbind <uuid>" > .../uevent` reports a move that did not happen: rules see
             # it (findings marked synthetic), the episode keeps it, the device state does not.
@@ -426,12 +436,17 @@ class Model:
 
     def _config(self, e: ev.KataConfigLoaded) -> None:
         self.kata_configs[e.config.handler] = e.config
+        self.kata_derived.clear()
 
     def _sandbox(self, e: ev.SandboxStarted) -> None:
         self.sandboxes[e.sandbox_id] = e
+        self._sandbox_of = None
+        self.kata_derived.clear()
 
     def _sandbox_stopped(self, e: ev.SandboxStopped) -> None:
         self.sandboxes.pop(e.sandbox_id, None)
+        self._sandbox_of = None
+        self.kata_derived.clear()
 
     def _held(self, e: ev.VfioGroupHeld) -> None:
         self.vfio_holders.setdefault(e.group, {})[e.holder.pid] = e.holder
@@ -452,27 +467,34 @@ class Model:
             del self.vfio_holders[e.group]
 
     def _source_state(self, e: ev.SourceStateChanged) -> None:
-        self.sources[e.name] = replace(self._source(e.name), up=e.up, mode=e.mode,
-                                       reason=e.reason, hint=e.hint)
+        self.sources[e.name] = ev.replace(self._source(e.name), up=e.up, mode=e.mode,
+                                          reason=e.reason, hint=e.hint)
 
     def _lost(self, e: ev.EventsLost) -> None:
         s = self._source(e.lost_source)
         n = e.count if e.count is not None else 1
-        self.sources[e.lost_source] = replace(s, lost=s.lost + n)
+        self.sources[e.lost_source] = ev.replace(s, lost=s.lost + n)
         self.lost_total += n
 
     def _resynced(self, e: ev.Resynced) -> None:
         s = self._source(e.resynced_source)
-        self.sources[e.resynced_source] = replace(s, resyncs=s.resyncs + 1)
+        self.sources[e.resynced_source] = ev.replace(s, resyncs=s.resyncs + 1)
 
     # ---- snapshot ----------------------------------------------------------------------------
 
     def sandbox_for(self, bdf: str) -> ev.SandboxStarted | None:
-        """The sandbox that uses `bdf` (physical endpoint, VFIO device or VMM argument)."""
-        for sb in self.sandboxes.values():
-            if any(v.bdf == bdf for v in sb.vfs) or bdf in sb.vmm_vfio_devices:
-                return sb
-        return None
+        """The sandbox that uses `bdf` (physical endpoint, VFIO device or VMM argument); the
+        first one known when several name it."""
+        index = self._sandbox_of
+        if index is None:
+            index = {}
+            for sb in self.sandboxes.values():
+                for v in sb.vfs:
+                    index.setdefault(v.bdf, sb)
+                for b in sb.vmm_vfio_devices:
+                    index.setdefault(b, sb)
+            self._sandbox_of = index
+        return index.get(bdf)
 
     def snapshot(self) -> HostState:
         devices = []
@@ -497,7 +519,7 @@ class Model:
             netns=tuple(self.netns.values()),
             sandboxes=tuple(self.sandboxes[k] for k in sorted(self.sandboxes)),
             kata_configs=tuple(self.kata_configs[k] for k in sorted(self.kata_configs)),
-            sources=tuple(replace(s, events=self.source_events[s.name])
+            sources=tuple(ev.replace(s, events=self.source_events[s.name])
                           for s in sorted(self.sources.values(), key=lambda s: s.name)),
             recent=tuple(self.recent),
             events_total=self.events_total,
@@ -505,6 +527,7 @@ class Model:
         )
 
 
+_CLOCK_TICKED = ev.ClockTicked
 _NOT_A_MOVE_WHEN_SYNTHETIC = frozenset({
     ev.DeviceBound, ev.DeviceUnbound, ev.DeviceRemoved, ev.NetdevAdded, ev.NetdevRemoved,
 })
