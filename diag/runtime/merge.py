@@ -61,6 +61,21 @@ class MergeStore:
         else:
             heapq.heappush(self.heap, (ts, self.seq, e))
 
+    def push_all(self, events: list[ev.Event]) -> None:
+        """`push` each, in order (one call for a drained batch)."""
+        fifo, heap, seq = self.fifo, self.heap, self.seq
+        append, heappush = fifo.append, heapq.heappush
+        tail = fifo[-1][0] if fifo else None
+        for e in events:
+            seq += 1
+            ts = e.ts_ns
+            if tail is None or ts >= tail:
+                append((ts, seq, e))
+                tail = ts
+            else:
+                heappush(heap, (ts, seq, e))
+        self.seq = seq
+
     def oldest_ns(self) -> int | None:
         fifo, heap = self.fifo, self.heap
         if fifo and heap:
@@ -114,8 +129,9 @@ class WatermarkMerge:
         self.max_lateness_ns = max_lateness_ns
         self.sources: dict[str, Watermark | None] = {}
         """Source name -> its watermark (None: the source reports none)."""
-        self.running: set[str] = set()
-        """Sources without a watermark that are running (the others say so with `live`)."""
+        self.running: frozenset[str] = frozenset()
+        """Sources without a watermark that are running (the others say so with `live`);
+        replaced, never changed in place: source threads set it while the core reads it."""
         self.stats = MergeStats()
         self.last_released_ns = 0
         self.low_ns = 0
@@ -130,9 +146,9 @@ class WatermarkMerge:
         if wm is not None:
             wm.live = running
         elif running:
-            self.running.add(name)
+            self.running = self.running | {name}
         else:
-            self.running.discard(name)
+            self.running = self.running - {name}
 
     def __len__(self) -> int:
         return len(self.store)
@@ -140,12 +156,16 @@ class WatermarkMerge:
     def push(self, e: ev.Event) -> None:
         self.store.push(e)
 
+    def push_all(self, events: list[ev.Event]) -> None:
+        self.store.push_all(events)
+
     def watermark(self, now_ns: int) -> tuple[int, str | None]:
         """The lowest watermark of the live sources at `now_ns` (the clock, read before), and
         the name of the source that sets it (None: none holds anything back)."""
         low, who = now_ns, None
-        if self.running:
-            low, who = now_ns - self.unmarked_lateness_ns, min(self.running)
+        running = self.running
+        if running:
+            low, who = now_ns - self.unmarked_lateness_ns, min(running)
         for name, wm in self.sources.items():
             if wm is None or not wm.live:
                 continue

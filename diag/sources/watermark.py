@@ -9,7 +9,9 @@ The source's threads keep it; the core thread reads it. No lock: each field is o
 under the GIL, and the order of the stores is what makes a read safe:
 
 * `working()` (the thread woke up, or starts) stores the mark, then clears `waiting`;
-  `waiting()` (it is about to block for input, everything it read is emitted) sets `waiting`.
+  `waiting()` (it is about to block for input, everything it read is emitted) sets `waiting`;
+  `busy()` clears it without moving the mark (a thread that wakes to emit what another thread
+  read and stamped earlier: the uevent decoder).
   A source that stamps events with the clock when it reads them (uevents, rtnetlink, Kata's
   scans) takes its stamps after `working()`, so while `waiting` is seen set, anything it
   emits later is stamped after the reader's clock: its watermark is the clock.
@@ -60,6 +62,11 @@ class Watermark:
         """The thread woke (or starts): events it emits from now are stamped at or after the
         clock now (or `mark_ns`, when it knows better). Call before taking any stamp."""
         self._mark = self._clock() if mark_ns is None else mark_ns
+        self._waiting = False
+
+    def busy(self) -> None:
+        """The thread woke with events read earlier still to emit (they carry older stamps):
+        the mark stays where `emitted` left it."""
         self._waiting = False
 
     def waiting(self) -> None:

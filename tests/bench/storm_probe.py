@@ -167,7 +167,7 @@ def run_agent(events: list[Any], rate: float | None) -> dict[str, Any]:
     core = Correlator()
     # What `vfiowatch run` composes (diag's run command): journal with its defaults, the log
     # sink without raw-event logging, metrics fed by the journal's stats.
-    journal = JournalSink(os.path.join(tmp, "journal.jsonl"), state=core.snapshot)
+    journal = JournalSink(os.path.join(tmp, "journal.jsonl"), state=core.snapshot, batch=True)
     devnull = open(os.devnull, "w")  # noqa: SIM115 - closed below
     logs = LogSink(stream=devnull, log_events=False)
     metrics = MetricsSink(journal=journal.stats)

@@ -1,4 +1,5 @@
-"""The watermark merge: an event leaves when every live source's watermark has passed it."""
+"""The watermark merge: an event leaves when every live source's watermark has passed it; in
+the running pipeline, without a fixed window, bounded when a source stalls."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import threading
 import time
 
 from diag import events as ev
+from diag.core.correlator import Correlator
+from diag.runtime import Pipeline, PipelineOptions
 from diag.runtime.merge import WatermarkMerge
+from diag.sources import Availability, Emit
 from diag.sources.watermark import Watermark
+from diag.testing import ListSink
 
 MS = 1_000_000
 
@@ -215,3 +220,129 @@ def test_threads_that_stamp_on_read_are_merged_in_time_order_without_waiting_a_w
     assert len(out) == 6000
     assert out == sorted(out)
     assert m.stats.late == 0
+
+
+# ---- the merge in the running pipeline --------------------------------------------------------
+
+
+class PingPong:
+    """A source with a watermark that stamps on read: it emits one event, then waits until the
+    sink has it before the next (a conversation that a fixed window would stall)."""
+
+    def __init__(self, name: str, n: int, seen: threading.Event) -> None:
+        self.name, self.n, self.seen = name, n, seen
+        self.watermark = Watermark()
+
+    def probe(self) -> Availability:
+        return Availability(True)
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        wm = self.watermark
+        for _ in range(self.n):
+            wm.working()
+            self.seen.clear()
+            emit(bound(time.time_ns(), self.name))
+            wm.waiting()
+            if not self.seen.wait(5) or stop.is_set():
+                return
+        wm.waiting()
+        stop.wait()
+
+
+class Stuck:
+    """A source that starts working and never emits or waits again (a stuck read)."""
+
+    name = "stuck"
+
+    def __init__(self) -> None:
+        self.watermark = Watermark()
+
+    def probe(self) -> Availability:
+        return Availability(True)
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        stop.wait()
+
+
+class Seen(ListSink):
+    def __init__(self, seen: threading.Event) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def write(self, item: ev.Event, /) -> None:
+        super().write(item)
+        if item.source != "runtime":
+            self.seen.set()
+
+
+def test_events_of_sources_with_watermarks_reach_the_core_without_the_fallback_window() -> None:
+    """Each event of a source that keeps its watermark reaches the sink while the source waits
+    for it (the fallback window is 60 s: without the watermark the first event would take a
+    minute and the source give up after 5 s), in time order, none late."""
+    seen = threading.Event()
+    sink = Seen(seen)
+    a = PingPong("a", 30, seen)
+    p = Pipeline([a], sinks=[sink], correlator=Correlator(rules=[]),
+                 options=PipelineOptions(merge_window_ns=60 * 10**9, max_lateness_ns=60 * 10**9))
+    p.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len([e for e in sink.items if e.source == "a"]) < 30 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        p.stop()
+    got = [e.ts_ns for e in sink.items if e.source == "a"]
+    assert len(got) == 30 and got == sorted(got)
+    assert p.stats.late == 0 and p.stats.stalled == 0
+
+
+def test_a_stalled_source_holds_the_others_for_the_maximum_lateness_only_and_is_named() -> None:
+    """A source stuck working: the other's events still come, after max_lateness_ns, and each
+    is counted against the stuck source."""
+    seen = threading.Event()
+    sink = Seen(seen)
+    a, stuck = PingPong("a", 5, seen), Stuck()
+    p = Pipeline([stuck, a], sinks=[sink], correlator=Correlator(rules=[]),
+                 options=PipelineOptions(merge_window_ns=60 * 10**9, max_lateness_ns=50_000_000))
+    p.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len([e for e in sink.items if e.source == "a"]) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        p.stop()
+    assert len([e for e in sink.items if e.source == "a"]) == 5
+    assert p.merge_stats.stalled.get("stuck", 0) >= 5 and p.stats.stalled >= 5
+
+
+def test_a_source_that_crashed_holds_nothing_back() -> None:
+    """A source whose run() raised is not running: its stale watermark does not hold the
+    others while it waits for its restart."""
+    seen = threading.Event()
+    sink = Seen(seen)
+
+    class Dies:
+        name = "dies"
+
+        def __init__(self) -> None:
+            self.watermark = Watermark()
+
+        def probe(self) -> Availability:
+            return Availability(True)
+
+        def run(self, emit: Emit, stop: threading.Event) -> None:
+            raise RuntimeError("gone")
+
+    a = PingPong("a", 10, seen)
+    p = Pipeline([Dies(), a], sinks=[sink], correlator=Correlator(rules=[]),
+                 options=PipelineOptions(merge_window_ns=60 * 10**9, max_lateness_ns=60 * 10**9,
+                                         retry_initial_s=60))
+    p.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len([e for e in sink.items if e.source == "a"]) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        p.stop()
+    assert len([e for e in sink.items if e.source == "a"]) == 10
+    assert p.stats.stalled == 0
