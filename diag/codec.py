@@ -50,7 +50,7 @@ class Header(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="h
     inventory, Kata configs, links, sandboxes, source health, active findings); not observed live."""
 
 
-Record = ev.Event | Header
+Line = ev.Event | Header
 """What a journal line decodes to."""
 
 # --------------------------------------------------------------------------------------------
@@ -60,20 +60,17 @@ Record = ev.Event | Header
 _ENCODER = msgspec.json.Encoder()
 
 
-def dumps(obj: ev.Event | Header) -> bytes:
+def dumps(obj: Line) -> bytes:
     """Encode one record as a journal line, newline included."""
-    buf = bytearray()
-    _ENCODER.encode_into(obj, buf)
-    buf += b"\n"
-    return bytes(buf)
+    return _ENCODER.encode(obj) + b"\n"
 
 
-def dumps_lines(objs: Iterable[ev.Event | Header]) -> bytes:
+def dumps_lines(objs: Iterable[Line]) -> bytes:
     """Encode records as journal lines (one buffer: what a sink writes in one call)."""
     return _ENCODER.encode_lines(list(objs))
 
 
-def to_record(obj: ev.Event | Header) -> dict[str, Any]:
+def to_record(obj: Line) -> dict[str, Any]:
     """The JSON-ready dict of an event, finding or header (what its line holds)."""
     rec: dict[str, Any] = msgspec.to_builtins(obj)
     return rec
@@ -101,7 +98,7 @@ def _typed() -> msgspec.json.Decoder[Any]:
     return _DECODER
 
 
-def _checked(rec: Any) -> ev.Event | Header:
+def _checked(rec: Any) -> Line:
     if type(rec) is Header and rec.schema > SCHEMA_VERSION:
         raise JournalFormatError(
             f"journal schema {rec.schema} is newer than this vfiowatch understands "
@@ -111,13 +108,13 @@ def _checked(rec: Any) -> ev.Event | Header:
     return rec  # type: ignore[no-any-return]
 
 
-def loads(line: bytes | str) -> ev.Event | Header:
-    """Decode one journal line; raises DecodeError (a ValueError-like bad line) or
+def loads(line: bytes | str) -> Line:
+    """Decode one journal line; raises DecodeError (a ValueError: a bad line) or
     JournalFormatError (a newer schema)."""
     return _checked(_typed().decode(line))
 
 
-def from_record(rec: dict[str, Any]) -> ev.Event | Header:
+def from_record(rec: dict[str, Any]) -> Line:
     """Rebuild an event, finding or header from its dict; raises DecodeError when it cannot."""
     return _checked(msgspec.convert(rec, Union[(Header, *ev.EVENT_TYPES.values())]))
 
@@ -137,7 +134,7 @@ def parse_json(data: bytes | str) -> Any:
     return msgspec.json.decode(data)
 
 
-def why(exc: Exception) -> str:
+def _why(exc: Exception) -> str:
     """What is wrong with a bad line, in words (msgspec's message, and the unknown kind)."""
     text = str(exc)
     if text.startswith("Invalid value ") and text.endswith("- at `$.kind`"):
@@ -160,7 +157,7 @@ class ReadStats:
 
 def iter_records(
     lines: Iterable[bytes], stats: ReadStats | None = None
-) -> Iterator[ev.Event | Header]:
+) -> Iterator[Line]:
     """Decode journal lines; bad lines are counted in `stats` and skipped, never raised.
 
     A newer schema in a header raises JournalFormatError: nothing after it can be trusted.
@@ -183,7 +180,7 @@ def iter_records(
                 else:
                     st.bad_lines += 1
                     if not st.first_bad:
-                        st.first_bad = f"line {n}: {why(exc)}"
+                        st.first_bad = f"line {n}: {_why(exc)}"
                 continue
             if type(rec) is header:
                 st.lines = n
