@@ -8,9 +8,9 @@ core comes only from these stamps. `kind` is the stable wire name used by the jo
 
 The records are msgspec Structs (frozen, keyword-only): the journal codec decodes a line
 straight into its typed record, validating every field, and encodes one without building a
-dict; a record costs a tenth of a frozen dataclass to make or `replace`
-(`replace` here). Fields equal to their default are
-left out of the wire (`omit_defaults`), and `kind` is the tag that says which record a line is.
+dict; a record costs a tenth of a frozen dataclass to make or to copy with `replace` (below).
+Fields equal to their default are left out of the wire (`omit_defaults`), and `kind` is the tag
+that says which record a line is.
 
 Field names keep the kernel's names where they exist (`ifindex`, `comm`, `pid`) and put units
 in the name (`ts_ns`, `count`). Every field has a one-line docstring: they double as the
@@ -27,6 +27,7 @@ import msgspec
 from msgspec.structs import replace as _struct_replace
 
 T = TypeVar("T")
+
 
 def replace(obj: T, /, **changes: Any) -> T:
     """A copy of a record with `changes` (also of a frozen dataclass, such as the core's
