@@ -150,6 +150,9 @@ class PciDevice(Record, frozen=True, kw_only=True):
     """Interface names under the device's `net/` directory (host namespace only)."""
     vfio_group_path: str | None = None
     """`/dev/vfio/<group>` for a device bound to vfio-pci (whether or not the node exists)."""
+    modules: tuple[str, ...] = ()
+    """Kernel modules that can drive it (`lspci -k`'s `Kernel modules:`): names the host driver
+    of a VF that no event names (its driver moved before the capture began)."""
     errors: tuple[str, ...] = ()
     """`attribute: why` for every attribute that could not be read."""
 
@@ -445,6 +448,12 @@ class LinkRemoved(Event, frozen=True, kw_only=True, tag="link_removed"):
 # ---- Attribution (eBPF) ---------------------------------------------------------------------
 
 
+KATA_LOG = "kata-log"
+"""Where a fact comes from when Kata's own log lines give it: the `mode` of a write a Kata line
+announces, and the `source` of the kernel's unbind/bind a postmortem infers from such writes
+where no kernel capture covers them."""
+
+
 class SysfsWriteObserved(Event, frozen=True, kw_only=True, tag="sysfs_write_observed"):
     """A process wrote to a PCI driver-control file in sysfs."""
 
@@ -466,7 +475,8 @@ class SysfsWriteObserved(Event, frozen=True, kw_only=True, tag="sysfs_write_obse
     value_recovered: bool = False
     """True when the value was not read in the kernel but recovered afterwards."""
     mode: str = ""
-    """Probe mode that saw it: `kprobe` or `tracepoint`."""
+    """Probe mode that saw it: `kprobe` or `tracepoint`; `kata-log` (KATA_LOG) when the write is
+    known from Kata's own log line announcing it, not seen by eBPF."""
     stage: str = WRITE
     """`write` (value and result are the write's) or `open` (only the open was seen: it failed,
     or the open-only tracepoint variant ran; the value is empty unless recovered)."""
