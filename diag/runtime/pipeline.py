@@ -381,7 +381,7 @@ class Pipeline:
         for src in self.sources:
             wm = getattr(src, "watermark", None)
             if isinstance(wm, Watermark):
-                wm.kick = self._queue.kick
+                wm.kick = self._kick_if_holding
                 self._merge.add_source(src.name, wm)
             else:
                 self._merge.add_source(src.name, None)
@@ -547,6 +547,15 @@ class Pipeline:
         merge.set_running(src.name, False)
         self._queue.kick()
 
+    def _kick_if_holding(self) -> None:
+        """A source's watermark moved (it waits for input): wake the core thread only if the
+        merge holds events the move may release. Idle, sources wake often (the Kata log poll,
+        eBPF records of other files) and the core thread sleeps on. No race: the core thread
+        puts what it takes in the merge, then reads the watermarks again before it sleeps; a
+        source sets its watermark, then looks here: one of the two sees the other."""
+        if self._merge.store:
+            self._queue.kick()
+
     def _core_loop(self) -> None:
         opts = self.options
         merge = self._merge
@@ -584,7 +593,13 @@ class Pipeline:
                 wait = min(next_tick, next_flush) - mono
                 if self._dirty:
                     wait = min(wait, next_snap - mono)
-                due = merge.due_in_ns(self._clock())
+                now_ns = self._clock()
+                oldest = merge.store.oldest_ns()
+                if oldest is not None and oldest <= merge.watermark(now_ns)[0]:
+                    # A watermark moved while this batch was taken in: a source that started
+                    # waiting before it saw anything held did not kick (_kick_if_holding).
+                    continue
+                due = merge.due_in_ns(now_ns)
                 if due is not None:
                     wait = min(wait, due / 1e9)
                 self._queue.wait(max(0.0002, wait), kicks)

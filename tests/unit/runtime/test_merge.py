@@ -346,3 +346,37 @@ def test_a_source_that_crashed_holds_nothing_back() -> None:
         p.stop()
     assert len([e for e in sink.items if e.source == "a"]) == 10
     assert p.stats.stalled == 0
+
+
+def test_a_source_that_wakes_with_nothing_to_say_does_not_wake_the_core_thread() -> None:
+    """Idle, sources wake often (Kata's log poll every 100 ms, eBPF records of files nobody
+    follows) and each wake-up moves their watermark: with nothing held the core thread sleeps
+    on (once it woke for every one of them: idle CPU grew)."""
+    done = threading.Event()
+
+    class Poller:
+        name = "poller"
+
+        def __init__(self) -> None:
+            self.watermark = Watermark()
+
+        def probe(self) -> Availability:
+            return Availability(True)
+
+        def run(self, emit: Emit, stop: threading.Event) -> None:
+            for _ in range(200):
+                self.watermark.working()
+                self.watermark.waiting()
+                time.sleep(0.0005)
+            done.set()
+            stop.wait()
+
+    p = Pipeline([Poller()], sinks=[ListSink()], correlator=Correlator(rules=[]),
+                 options=PipelineOptions(tick_interval_s=60, flush_interval_s=60))
+    p.start()
+    try:
+        assert done.wait(30)
+        kicks = p._queue.kicks
+    finally:
+        p.stop()
+    assert kicks < 10, f"{kicks} wake-ups of the core thread for 200 idle polls"
