@@ -1,10 +1,16 @@
-"""Provides the catalogue of every event record and the Finding, as frozen dataclasses.
+"""Provides the catalogue of every event record and the Finding, as frozen msgspec Structs.
 
 Events are named in the past tense and are immutable, so they cross threads without copying.
 Every event carries `ts_ns` (wall-clock nanoseconds since the epoch when the kernel or the
 agent observed it) and `source` (the registry name of the source that produced it). Time in the
 core comes only from these stamps. `kind` is the stable wire name used by the journal
 (`diag.codec`); renaming a field or a kind is a schema change.
+
+The records are msgspec Structs (frozen, keyword-only): the journal codec decodes a line
+straight into its typed record, validating every field, and encodes one without building a
+dict; a record costs a tenth of a frozen dataclass to make or to copy with `replace` (below).
+Fields equal to their default are left out of the wire (`omit_defaults`), and `kind` is the tag
+that says which record a line is.
 
 Field names keep the kernel's names where they exist (`ifindex`, `comm`, `pid`) and put units
 in the name (`ts_ns`, `count`). Every field has a one-line docstring: they double as the
@@ -13,25 +19,57 @@ journal schema documentation (README "Journal format").
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
+
+import msgspec
+from msgspec.structs import replace as _struct_replace
+
+T = TypeVar("T")
+
+
+def replace(obj: T, /, **changes: Any) -> T:
+    """A copy of a record with `changes` (also of a frozen dataclass, such as the core's
+    snapshot views): what `dataclasses.replace` is for dataclasses."""
+    if isinstance(obj, msgspec.Struct):
+        return _struct_replace(obj, **changes)
+    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+
 
 EVENT_TYPES: dict[str, type[Event]] = {}
 """Every concrete event class by its wire `kind`, filled by `Event.__init_subclass__`."""
 
 
-class Severity(enum.IntEnum):
-    """How urgent a finding is; ordered so that severities compare."""
+class Severity(enum.Enum):
+    """How urgent a finding is; ordered so that severities compare (`rank`). On the wire and in
+    logs a severity is its lower-case name (its value)."""
 
-    INFO = 10
-    WARNING = 20
-    ERROR = 30
-    CRITICAL = 40
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
 
     @property
     def label(self) -> str:
-        return self.name.lower()
+        return self.value
+
+    @property
+    def rank(self) -> int:
+        """10, 20, 30, 40: higher is more urgent."""
+        return _RANK[self]
+
+    def __lt__(self, other: Severity) -> bool:
+        return _RANK[self] < _RANK[other]
+
+    def __le__(self, other: Severity) -> bool:
+        return _RANK[self] <= _RANK[other]
+
+    def __gt__(self, other: Severity) -> bool:
+        return _RANK[self] > _RANK[other]
+
+    def __ge__(self, other: Severity) -> bool:
+        return _RANK[self] >= _RANK[other]
 
     @classmethod
     def parse(cls, text: str) -> Severity:
@@ -43,13 +81,39 @@ class Severity(enum.IntEnum):
             ) from None
 
 
+_RANK = {Severity.INFO: 10, Severity.WARNING: 20, Severity.ERROR: 30, Severity.CRITICAL: 40}
+
+
+# String defaults, shared by the field and by `__post_init__`: msgspec omits a field from the
+# wire when it *is* its default (identity, not equality), so a value equal to the default but
+# made elsewhere (parsed from TOML, decoded from a journal line) is replaced by the default
+# object when the record is made. Only classes with a non-empty string default need it.
+NONE_ROLE = "none"
+GO = "go"
+NO_PORT = "no-port"
+QEMU = "qemu"
+DEFAULT = "default"
+WRITE = "write"
+OPEN = "open"
+
+
+def _canonical(obj: msgspec.Struct, defaults: tuple[tuple[str, str], ...]) -> None:
+    for name, default in defaults:
+        value = getattr(obj, name)
+        if value is not default and value == default:
+            msgspec.structs.force_setattr(obj, name, default)
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Base of the value records embedded in events (a device, a process, a namespace, ...)."""
+
+
 # --------------------------------------------------------------------------------------------
 # Value records embedded in events (not events themselves)
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PciDevice:
+class PciDevice(Record, frozen=True, kw_only=True):
     """One PCI function as read from sysfs (`/sys/bus/pci/devices/<bdf>`)."""
 
     bdf: str
@@ -72,7 +136,7 @@ class PciDevice:
     iommu_group: int | None = None
     numa_node: int | None = None
     """None when the kernel reports -1 (no NUMA affinity) or the file is absent."""
-    role: str = "none"
+    role: str = NONE_ROLE
     """`pf` (has SR-IOV capability), `vf` (has a `physfn` link) or `none`."""
     pf: str | None = None
     """For a VF, the BDF of its PF."""
@@ -92,9 +156,12 @@ class PciDevice:
     errors: tuple[str, ...] = ()
     """`attribute: why` for every attribute that could not be read."""
 
+    def __post_init__(self) -> None:
+        if self.role is not NONE_ROLE and self.role == NONE_ROLE:
+            msgspec.structs.force_setattr(self, "role", NONE_ROLE)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Process:
+
+class Process(Record, frozen=True, kw_only=True):
     """A process identity as far as the agent knows it."""
 
     pid: int
@@ -120,8 +187,7 @@ class Process:
     """comm of parent, grandparent, ... (nearest first), at most 8."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SettingValue:
+class SettingValue(Record, frozen=True, kw_only=True):
     """One effective Kata setting and where its value came from."""
 
     key: str
@@ -130,33 +196,36 @@ class SettingValue:
     """`file:<path>`, `drop-in:<path>`, `annotation:<key>`, or `default` (Kata's built-in)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KataConfig:
+class KataConfig(Record, frozen=True, kw_only=True):
     """The effective VFIO-relevant configuration of one Kata runtime handler."""
 
     handler: str
     """containerd runtime handler name (`kata`, `kata-qemu`), or `default` when none is known."""
-    runtime: str = "go"
+    runtime: str = GO
     """`go` or `rs` (runtime-rs)."""
     path: str | None = None
     """Main configuration file; None when no Kata is installed."""
     dropins: tuple[str, ...] = ()
-    cold_plug_vfio: str = "no-port"
-    hot_plug_vfio: str = "no-port"
+    cold_plug_vfio: str = NO_PORT
+    hot_plug_vfio: str = NO_PORT
     pcie_root_port: int = 0
     pcie_switch_port: int = 0
     enable_annotations: tuple[str, ...] = ()
     machine_type: str = ""
-    hypervisor: str = "qemu"
+    hypervisor: str = QEMU
     settings: tuple[SettingValue, ...] = ()
     """Origin of each of the four VFIO settings."""
     assumed: bool = False
     """True when no Kata configuration was found and Kata's built-in defaults are assumed."""
 
+    def __post_init__(self) -> None:
+        _canonical(self, (("runtime", GO), ("cold_plug_vfio", NO_PORT),
+                          ("hot_plug_vfio", NO_PORT), ("hypervisor", QEMU)))
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Evidence:
-    """One line of a finding's story: an event, summarised."""
+
+class Evidence(Record, frozen=True, kw_only=True, order=True):
+    """One line of a finding's story: an event, summarised. Ordered by its fields in turn
+    (time, then source, kind and text): a story sorts the same whatever the arrival order."""
 
     ts_ns: int
     source: str
@@ -169,8 +238,7 @@ class Evidence:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Event:
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind"):
     """Base of every event. Never instantiated directly."""
 
     kind: ClassVar[str] = ""
@@ -184,7 +252,6 @@ class Event:
     """True when the event was produced by a resynchronisation after loss, not observed live."""
 
     def __init_subclass__(cls, **kwargs: object) -> None:
-        # No zero-argument super(): slots=True rebuilds the class and breaks its __class__ cell.
         kind = cls.__dict__.get("kind")
         if kind:
             other = EVENT_TYPES.get(kind)
@@ -196,16 +263,14 @@ class Event:
 # ---- PCI devices (uevents, sysfs scan) -----------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InventoryObserved(Event):
+class InventoryObserved(Event, frozen=True, kw_only=True, tag="inventory_observed"):
     """A full scan of the PCI devices; the state every journal starts from."""
 
     kind: ClassVar[str] = "inventory_observed"
     devices: tuple[PciDevice, ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeviceAdded(Event):
+class DeviceAdded(Event, frozen=True, kw_only=True, tag="device_added"):
     """A PCI device appeared (hot-plug, VF creation via sriov_numvfs, rescan)."""
 
     kind: ClassVar[str] = "device_added"
@@ -217,16 +282,14 @@ class DeviceAdded(Event):
     vf_index: int | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeviceRemoved(Event):
+class DeviceRemoved(Event, frozen=True, kw_only=True, tag="device_removed"):
     """A PCI device disappeared (VF destroyed, hot-unplug, `remove`)."""
 
     kind: ClassVar[str] = "device_removed"
     bdf: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeviceBound(Event):
+class DeviceBound(Event, frozen=True, kw_only=True, tag="device_bound"):
     """A driver was bound to a PCI device (kernel `bind` uevent)."""
 
     kind: ClassVar[str] = "device_bound"
@@ -236,8 +299,7 @@ class DeviceBound(Event):
     """The driver the device had before its last unbind, from the agent's state."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeviceUnbound(Event):
+class DeviceUnbound(Event, frozen=True, kw_only=True, tag="device_unbound"):
     """A PCI device lost its driver (kernel `unbind` uevent, which carries no DRIVER)."""
 
     kind: ClassVar[str] = "device_unbound"
@@ -246,8 +308,7 @@ class DeviceUnbound(Event):
     """The driver the device left, from the agent's state; None when never known."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeviceChanged(Event):
+class DeviceChanged(Event, frozen=True, kw_only=True, tag="device_changed"):
     """A `change` uevent for a PCI device, or a sysfs attribute changed (seen on resync)."""
 
     kind: ClassVar[str] = "device_changed"
@@ -258,8 +319,7 @@ class DeviceChanged(Event):
     value: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NetdevAdded(Event):
+class NetdevAdded(Event, frozen=True, kw_only=True, tag="netdev_added"):
     """A network interface was registered under a PCI device (`add net` uevent)."""
 
     kind: ClassVar[str] = "netdev_added"
@@ -268,8 +328,7 @@ class NetdevAdded(Event):
     ifindex: int | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NetdevRemoved(Event):
+class NetdevRemoved(Event, frozen=True, kw_only=True, tag="netdev_removed"):
     """A network interface was unregistered (`remove net` uevent)."""
 
     kind: ClassVar[str] = "netdev_removed"
@@ -278,8 +337,7 @@ class NetdevRemoved(Event):
     ifindex: int | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VfioDeviceAdded(Event):
+class VfioDeviceAdded(Event, frozen=True, kw_only=True, tag="vfio_device_added"):
     """vfio created its nodes for a device (`add vfio` group and/or `add vfio-dev`)."""
 
     kind: ClassVar[str] = "vfio_device_added"
@@ -289,8 +347,7 @@ class VfioDeviceAdded(Event):
     """`vfio/<group>` or `vfio/devices/vfio0`."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VfioDeviceRemoved(Event):
+class VfioDeviceRemoved(Event, frozen=True, kw_only=True, tag="vfio_device_removed"):
     """vfio removed a node (`remove vfio` / `remove vfio-dev`)."""
 
     kind: ClassVar[str] = "vfio_device_removed"
@@ -299,8 +356,7 @@ class VfioDeviceRemoved(Event):
     devname: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DriverRegistered(Event):
+class DriverRegistered(Event, frozen=True, kw_only=True, tag="driver_registered"):
     """A driver registered with a bus (`add` uevent on `/bus/<bus>/drivers/<driver>`: the module
     was loaded); devices waiting for it may bind next."""
 
@@ -311,8 +367,7 @@ class DriverRegistered(Event):
     """Driver name as the bus knows it (`vfio-pci`, `igbvf`)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DriverUnregistered(Event):
+class DriverUnregistered(Event, frozen=True, kw_only=True, tag="driver_unregistered"):
     """A driver left a bus (`remove` uevent on `/bus/<bus>/drivers/<driver>`: module unloaded)."""
 
     kind: ClassVar[str] = "driver_unregistered"
@@ -323,8 +378,7 @@ class DriverUnregistered(Event):
 # ---- Links (rtnetlink) ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NetnsRef:
+class NetnsRef(Record, frozen=True, kw_only=True):
     """A network namespace identity a user can act on."""
 
     inode: int
@@ -349,24 +403,21 @@ class NetnsRef:
         return f"net:[{self.inode}]"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NetnsAdded(Event):
+class NetnsAdded(Event, frozen=True, kw_only=True, tag="netns_added"):
     """A network namespace was discovered (named, or held only by a process)."""
 
     kind: ClassVar[str] = "netns_added"
     netns: NetnsRef
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NetnsRemoved(Event):
+class NetnsRemoved(Event, frozen=True, kw_only=True, tag="netns_removed"):
     """A network namespace is gone."""
 
     kind: ClassVar[str] = "netns_removed"
     netns: NetnsRef
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LinkChanged(Event):
+class LinkChanged(Event, frozen=True, kw_only=True, tag="link_changed"):
     """RTM_NEWLINK: a link appeared or changed (state, name, namespace)."""
 
     kind: ClassVar[str] = "link_changed"
@@ -384,8 +435,7 @@ class LinkChanged(Event):
     """IFLA_INFO_KIND (`veth`, ...), empty for physical devices."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LinkRemoved(Event):
+class LinkRemoved(Event, frozen=True, kw_only=True, tag="link_removed"):
     """RTM_DELLINK: a link was removed (or left this namespace)."""
 
     kind: ClassVar[str] = "link_removed"
@@ -404,8 +454,7 @@ announces, and the `source` of the kernel's unbind/bind a postmortem infers from
 where no kernel capture covers them."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SysfsWriteObserved(Event):
+class SysfsWriteObserved(Event, frozen=True, kw_only=True, tag="sysfs_write_observed"):
     """A process wrote to a PCI driver-control file in sysfs."""
 
     kind: ClassVar[str] = "sysfs_write_observed"
@@ -428,16 +477,19 @@ class SysfsWriteObserved(Event):
     mode: str = ""
     """Probe mode that saw it: `kprobe` or `tracepoint`; `kata-log` (KATA_LOG) when the write is
     known from Kata's own log line announcing it, not seen by eBPF."""
-    stage: str = "write"
+    stage: str = WRITE
     """`write` (value and result are the write's) or `open` (only the open was seen: it failed,
     or the open-only tracepoint variant ran; the value is empty unless recovered)."""
 
 
 # ---- Kata context -----------------------------------------------------------------------------
 
+    def __post_init__(self) -> None:
+        if self.stage is not WRITE and self.stage == WRITE:
+            msgspec.structs.force_setattr(self, "stage", WRITE)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KataConfigLoaded(Event):
+
+class KataConfigLoaded(Event, frozen=True, kw_only=True, tag="kata_config_loaded"):
     """The effective configuration of a Kata runtime handler was read (at start or on change)."""
 
     kind: ClassVar[str] = "kata_config_loaded"
@@ -446,8 +498,7 @@ class KataConfigLoaded(Event):
     """True when this replaces an earlier view of the same handler."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KataConfigInvalid(Event):
+class KataConfigInvalid(Event, frozen=True, kw_only=True, tag="kata_config_invalid"):
     """A Kata configuration (file or pod annotation) that Kata itself would reject."""
 
     kind: ClassVar[str] = "kata_config_invalid"
@@ -463,21 +514,19 @@ class KataConfigInvalid(Event):
     """1-based column when the TOML parser gave one."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SandboxVf:
+class SandboxVf(Record, frozen=True, kw_only=True):
     """A VF a sandbox uses (physical endpoint or VFIO device)."""
 
     bdf: str
     host_driver: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SandboxStarted(Event):
+class SandboxStarted(Event, frozen=True, kw_only=True, tag="sandbox_started"):
     """A Kata sandbox was discovered (state file, shim or VMM process); re-sent on change."""
 
     kind: ClassVar[str] = "sandbox_started"
     sandbox_id: str
-    runtime: str = "go"
+    runtime: str = GO
     handler: str | None = None
     pod: str | None = None
     pod_namespace: str | None = None
@@ -485,10 +534,10 @@ class SandboxStarted(Event):
     netns: NetnsRef | None = None
     shim_pid: int | None = None
     vmm_pid: int | None = None
-    cold_plug_vfio: str = "no-port"
+    cold_plug_vfio: str = NO_PORT
     """Effective value for this sandbox (config + enabled annotations)."""
-    cold_plug_origin: str = "default"
-    hot_plug_vfio: str = "no-port"
+    cold_plug_origin: str = DEFAULT
+    hot_plug_vfio: str = NO_PORT
     pcie_root_port: int = 0
     vfs: tuple[SandboxVf, ...] = ()
     vmm_vfio_devices: tuple[str, ...] = ()
@@ -508,17 +557,19 @@ class SandboxStarted(Event):
     """The handler's configuration files changed after this sandbox's shim started (before the
     agent saw it): the sandbox may run with older values than the ones shown."""
 
+    def __post_init__(self) -> None:
+        _canonical(self, (("runtime", GO), ("cold_plug_vfio", NO_PORT),
+                          ("cold_plug_origin", DEFAULT), ("hot_plug_vfio", NO_PORT)))
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SandboxStopped(Event):
+
+class SandboxStopped(Event, frozen=True, kw_only=True, tag="sandbox_stopped"):
     """A Kata sandbox is gone (state file and processes)."""
 
     kind: ClassVar[str] = "sandbox_stopped"
     sandbox_id: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KataVersionReading:
+class KataVersionReading(Record, frozen=True, kw_only=True):
     """One reading of a Kata handler's version (or of its absence), and where it was read."""
 
     source: str
@@ -532,8 +583,7 @@ class KataVersionReading:
     shim, a package listing): it wins only when nothing exact gave a version."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VfCandidate:
+class VfCandidate(Record, frozen=True, kw_only=True):
     """A VF that pods can be given as a network interface."""
 
     bdf: str
@@ -544,12 +594,11 @@ class VfCandidate:
     """The SR-IOV device plugin resource that selects it, empty when none is configured."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KataHandlerFacts:
+class KataHandlerFacts(Record, frozen=True, kw_only=True):
     """What one Kata runtime handler's exposure to the known VFIO bugs depends on (kata-facts §0)."""
 
     handler: str
-    runtime: str = "go"
+    runtime: str = GO
     """`go` or `rs` (runtime-rs)."""
     runtime_basis: str = ""
     """How the runtime was told: containerd's runtime_path, the shim's install path, a report."""
@@ -560,12 +609,12 @@ class KataHandlerFacts:
     readings: tuple[KataVersionReading, ...] = ()
     """Every source consulted, the winner included."""
     config_path: str | None = None
-    cold_plug_vfio: str = "no-port"
-    cold_plug_origin: str = "default"
-    hot_plug_vfio: str = "no-port"
+    cold_plug_vfio: str = NO_PORT
+    cold_plug_origin: str = DEFAULT
+    hot_plug_vfio: str = NO_PORT
     pcie_root_port: int = 0
-    pcie_root_port_origin: str = "default"
-    hypervisor: str = "qemu"
+    pcie_root_port_origin: str = DEFAULT
+    hypervisor: str = QEMU
     annotation_enabled: bool = False
     """`enable_annotations` lets a pod set `cold_plug_vfio` and containerd passes it on."""
     vfs: tuple[VfCandidate, ...] = ()
@@ -577,9 +626,13 @@ class KataHandlerFacts:
     assumed: bool = False
     """No Kata installed: nothing to assess."""
 
+    def __post_init__(self) -> None:
+        _canonical(self, (("runtime", GO), ("cold_plug_vfio", NO_PORT),
+                          ("cold_plug_origin", DEFAULT), ("hot_plug_vfio", NO_PORT),
+                          ("pcie_root_port_origin", DEFAULT), ("hypervisor", QEMU)))
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KataFactsObserved(Event):
+
+class KataFactsObserved(Event, frozen=True, kw_only=True, tag="kata_facts_observed"):
     """A Kata handler's version (and where it was read), effective cold_plug_vfio and the VFs pods
     can be given, read at start and again whenever one of them changes; the core judges from
     them which known Kata VFIO bug the handler is exposed to (rule `kata-vfio-exposure`)."""
@@ -590,8 +643,7 @@ class KataFactsObserved(Event):
     """The handler is no longer configured: its exposure ends."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VfioGroupHeld(Event):
+class VfioGroupHeld(Event, frozen=True, kw_only=True, tag="vfio_group_held"):
     """A process holds /dev/vfio/<group> open (QEMU, or anything else)."""
 
     kind: ClassVar[str] = "vfio_group_held"
@@ -599,8 +651,7 @@ class VfioGroupHeld(Event):
     holder: Process
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VfioGroupReleased(Event):
+class VfioGroupReleased(Event, frozen=True, kw_only=True, tag="vfio_group_released"):
     """No process holds /dev/vfio/<group> any more (or the given holder let go)."""
 
     kind: ClassVar[str] = "vfio_group_released"
@@ -608,8 +659,7 @@ class VfioGroupReleased(Event):
     pid: int | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LogLineMatched(Event):
+class LogLineMatched(Event, frozen=True, kw_only=True, tag="log_line_matched"):
     """A Kata, QEMU, containerd or kernel log line matched a known signature."""
 
     kind: ClassVar[str] = "log_line_matched"
@@ -630,8 +680,7 @@ class LogLineMatched(Event):
 # ---- Health, loss and resync ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SourceStateChanged(Event):
+class SourceStateChanged(Event, frozen=True, kw_only=True, tag="source_state_changed"):
     """A source started, stopped, failed or is unavailable (with the reason and the fix)."""
 
     kind: ClassVar[str] = "source_state_changed"
@@ -643,8 +692,7 @@ class SourceStateChanged(Event):
     hint: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EventsLost(Event):
+class EventsLost(Event, frozen=True, kw_only=True, tag="events_lost"):
     """A source lost events (ENOBUFS, perf/ring buffer loss, queue overflow)."""
 
     kind: ClassVar[str] = "events_lost"
@@ -654,8 +702,7 @@ class EventsLost(Event):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Resynced(Event):
+class Resynced(Event, frozen=True, kw_only=True, tag="resynced"):
     """A source re-read the kernel's state after a loss; the differences follow as events."""
 
     kind: ClassVar[str] = "resynced"
@@ -664,8 +711,7 @@ class Resynced(Event):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DecodeFailed(Event):
+class DecodeFailed(Event, frozen=True, kw_only=True, tag="decode_failed"):
     """Raw input a decoder could not parse; counted, and the first of each source is kept."""
 
     kind: ClassVar[str] = "decode_failed"
@@ -675,8 +721,7 @@ class DecodeFailed(Event):
     count: int = 1
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ClockTicked(Event):
+class ClockTicked(Event, frozen=True, kw_only=True, tag="clock_ticked"):
     """Time advanced with nothing else happening; lets grace periods expire in replay."""
 
     kind: ClassVar[str] = "clock_ticked"
@@ -687,8 +732,7 @@ class ClockTicked(Event):
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Finding(Event):
+class Finding(Event, frozen=True, kw_only=True, tag="finding"):
     """A condition an operator should act on, with its lifecycle (open -> update -> resolve).
 
     Emitted on every transition; the journal keeps each one, so the last record of a
@@ -702,7 +746,7 @@ class Finding(Event):
     """Rule id, a public contract (`vfio-bind-coldplug-disabled`)."""
     severity: Severity
     summary: str
-    status: str = "open"
+    status: str = OPEN
     """`open`, `updated` or `resolved`."""
     bdf: str | None = None
     pf: str | None = None
@@ -720,9 +764,15 @@ class Finding(Event):
     evidence: tuple[Evidence, ...] = ()
     explanation: str = ""
     remedy: str = ""
-    labels: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    labels: tuple[tuple[str, str], ...] = ()
     """Extra rule-specific key/value pairs (`count`, `actors`, `group`, ...)."""
 
     @property
     def active(self) -> bool:
         return self.status != "resolved"
+
+    def __post_init__(self) -> None:
+        if self.status is not OPEN and self.status == OPEN:
+            msgspec.structs.force_setattr(self, "status", OPEN)
+
+

@@ -1,7 +1,7 @@
 """Provides `vfiowatch run`: the long-running agent (sources -> core -> journal, logs, metrics).
 
-Composition only: the runtime (`diag.runtime.Pipeline`) runs sources, the merge window and the
-core; this module builds the sinks from the command line, starts everything in order, speaks
+Composition only: the runtime (`diag.runtime.Pipeline`) runs sources, the watermark merge and
+the core; this module builds the sinks from the command line, starts everything in order, speaks
 systemd's notify protocol, and on SIGTERM/SIGINT drains, flushes and exits 0 within 2 s. SIGHUP
 reopens the journal (logrotate).
 """
@@ -128,7 +128,15 @@ def _runtime_families(pipe: Any) -> Iterator[Any]:
 
     s = pipe.stats
     yield CounterMetricFamily("vfiowatch_runtime_late_events",
-                              "events that arrived after their merge window closed", value=s.late)
+                              "events older than one already released (fed out of order)",
+                              value=s.late)
+    stalled = CounterMetricFamily(
+        "vfiowatch_runtime_stalled_events",
+        "events released after max_lateness although this source's watermark had not passed them",
+        labels=["source"])
+    for name, n in sorted(pipe.merge_stats.stalled.items()):
+        stalled.add_metric([name], n)
+    yield stalled
     yield CounterMetricFamily("vfiowatch_runtime_sink_errors",
                               "exceptions raised by sinks (each logged)", value=s.sink_errors)
     yield GaugeMetricFamily("vfiowatch_runtime_queue_depth_max_events",
@@ -276,7 +284,7 @@ class _Agent:
                 fsync_interval_s=args.journal_fsync_interval, state=correlator.snapshot,
                 header=lambda part: default_header(part, root=str(paths.root), paths=paths,
                                                    started_ns=started_ns),
-                report=self._report,
+                report=self._report, batch=True,
             )
         except OSError as exc:
             raise DiagError(f"cannot open the journal {journal_path}: {exc.strerror or exc}",

@@ -7,8 +7,9 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict
 from typing import Any
+
+import msgspec
 
 from diag import __version__
 from diag.commands import Command, register
@@ -24,6 +25,18 @@ def _exposure(paths: HostPaths) -> Any:
     return exposure_now(paths)
 
 
+def _every_field(obj: Any) -> Any:
+    """A record as plain JSON values, every field present (the wire leaves defaults out; a
+    snapshot's consumers get them all)."""
+    if isinstance(obj, msgspec.Struct):
+        return {name: _every_field(getattr(obj, name)) for name in obj.__struct_fields__}
+    if isinstance(obj, (tuple, list)):
+        return [_every_field(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _every_field(v) for k, v in obj.items()}
+    return msgspec.to_builtins(obj)
+
+
 def kata_json(he: Any) -> list[dict[str, Any]]:
     """Each Kata handler: its facts and the known issues it is (or would be) exposed to (none
     when no Kata is installed)."""
@@ -35,7 +48,7 @@ def kata_json(he: Any) -> list[dict[str, Any]]:
             continue  # no Kata installed: an empty list
         out.append({
             "handler": f.handler,
-            "facts": asdict(f),
+            "facts": _every_field(f),
             "exposure": [
                 {"issue": r.issue, "severity": r.severity.label, "exposed": r.exposed,
                  "title": r.title, "why": list(r.why), "first_pod": r.first_pod, "fix": r.fix,
@@ -59,7 +72,7 @@ def snapshot_json(paths: HostPaths) -> dict[str, Any]:
         "kind": "vfiowatch_snapshot",
         "agent_version": __version__,
         "root": str(paths.root),
-        "devices": [asdict(d) for d in devices],
+        "devices": [_every_field(d) for d in devices],
         "kata": kata,
         "refused": paths.refusals.all(),
     }

@@ -11,11 +11,11 @@ The Model owns one and hands it the writes and the kernel's moves; pure like the
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from diag import events as ev
 from diag.core.episodes import VFIO_DRIVER
+from diag.events import replace
 
 if TYPE_CHECKING:
     from diag.core.model import DeviceRecord, Model

@@ -14,7 +14,7 @@ by type from a table built once per event class, so an event costs only the rule
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +24,8 @@ from diag.core.rules import Rule, build_rules
 from diag.core.rules._base import Timers, Wake
 from diag.core.state import HostState
 from diag.core.thresholds import CoreConfig
+
+_FINDING = ev.Finding
 
 
 class Correlator:
@@ -37,7 +39,8 @@ class Correlator:
         self._resolved: deque[ev.Finding] = deque(maxlen=self.config.resolved_kept)
         self.findings_total = 0
         self._snapshot: HostState | None = None
-        self._dispatch: dict[type[ev.Event], list[Rule]] = {}
+        self._dispatch: dict[type[ev.Event], list[Callable[[Model, Any], list[ev.Finding]]]] = {}
+        """Event class -> the bound `on_event` of each rule that reacts to it, built once."""
         self._wake = Wake()
         self._timed: list[Rule] = []
         self._tickers: list[Rule] = []
@@ -57,21 +60,35 @@ class Correlator:
         self._followers: list[tuple[Any, dict[str, int] | None]] = [
             (r, getattr(r, "follow", None)) for r in self.rules if hasattr(r, "on_episode")
         ]
+        self._followers_of: dict[str, list[Any]] = {}
+        """BDF -> the rules that follow its episodes, in rule order (the rules keep it)."""
+        self._every_episode = any(follow is None or not hasattr(r, "followed")
+                                  for r, follow in self._followers)
+        """True when some follower cannot say which devices it follows: every follower is then
+        offered every episode, checked against its `follow` as it comes."""
+        if not self._every_episode:
+            for rank, (r, follow) in enumerate(self._followers):
+                r.followed, r.follow_rank = self._followers_of, rank
+                for bdf in follow or ():
+                    self._followers_of.setdefault(bdf, []).append(r)
 
     def _rules_for(self, cls: type[ev.Event]) -> list[Rule]:
-        rules = self._dispatch.get(cls)
-        if rules is None:
-            rules = [r for r in self.rules
-                     if (evs := getattr(r, "events", None)) is None or issubclass(cls, evs)]
-            self._dispatch[cls] = rules
-        return rules
+        """The rules that react to events of `cls` (their `events` include it, or are None)."""
+        return [r for r in self.rules
+                if (evs := getattr(r, "events", None)) is None or issubclass(cls, evs)]
+
+    def _handlers_for(self, cls: type[ev.Event]) -> list[Callable[[Model, Any], list[ev.Finding]]]:
+        handlers = self._dispatch.get(cls)
+        if handlers is None:
+            handlers = self._dispatch[cls] = [r.on_event for r in self._rules_for(cls)]
+        return handlers
 
     # ---- input -------------------------------------------------------------------------------
 
     def feed(self, event: ev.Event) -> list[ev.Finding]:
         """Apply one event; return the finding transitions it caused (open/update/resolve)."""
         cls = type(event)
-        if cls is ev.Finding:
+        if cls is _FINDING:
             # A replayed journal holds the findings the live agent raised; the core recomputes
             # its own, so recorded findings are not re-applied.
             return []
@@ -79,33 +96,48 @@ class Correlator:
         model = self.model
         model.apply(event)
         out: list[ev.Finding] = []
-        rules = self._dispatch.get(cls)
-        if rules is None:
-            rules = self._rules_for(cls)
-        for rule in rules:
-            found = rule.on_event(model, event)
+        handlers = self._dispatch.get(cls)
+        if handlers is None:
+            handlers = self._handlers_for(cls)
+        for on_event in handlers:
+            found = on_event(model, event)
             if found:
                 out.extend(found)
         if event.resync:
             for rule in self._resync_rules:
-                if rule not in rules:
+                if rule.on_event not in handlers:
                     found = rule.on_event(model, event)
                     if found:
                         out.extend(found)
         if model.touched:
             now = model.now_ns
-            for ep in model.touched:
-                bdf = ep.bdf
-                for rule, follow in self._followers:
-                    if follow is not None and bdf not in follow:
-                        continue
-                    found = rule.on_episode(model, ep, now)
-                    if found:
-                        out.extend(found)
+            if not self._every_episode:
+                index = self._followers_of
+                for ep in model.touched:
+                    following = index.get(ep.bdf)
+                    if following:
+                        # A copy: a rule that resolves its finding unfollows on the way.
+                        for rule in tuple(following):
+                            found = rule.on_episode(model, ep, now)
+                            if found:
+                                out.extend(found)
+            else:
+                self._offer_everyone(model, out, now)
         w = self._wake.at
         if self._tickers or (w is not None and model.now_ns >= w):
             out.extend(self._tick(model.now_ns))
         return self._record(out) if out else out
+
+    def _offer_everyone(self, model: Model, out: list[ev.Finding], now: int) -> None:
+        """The touched episodes to every follower that follows their device (or all of them)."""
+        for ep in model.touched:
+            bdf = ep.bdf
+            for rule, follow in self._followers:
+                if follow is not None and bdf not in follow:
+                    continue
+                found = rule.on_episode(model, ep, now)
+                if found:
+                    out.extend(found)
 
     def advance(self, now_ns: int) -> list[ev.Finding]:
         """Let time pass with no event (grace periods, windows); return transitions."""
@@ -165,7 +197,7 @@ class Correlator:
                 for f in now():
                     if f.finding_id in current:
                         current[f.finding_id] = f
-        active = sorted(current.values(), key=lambda f: (-f.severity, -f.last_ns, f.finding_id))
+        active = sorted(current.values(), key=lambda f: (-f.severity.rank, -f.last_ns, f.finding_id))
         counts: dict[tuple[str, str], int] = {}
         for f in active:
             key = (f.rule, f.severity.label)

@@ -18,7 +18,7 @@ is bounded by the number of devices, not by uptime.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import msgspec
 
 from diag import events as ev
 from diag import render
@@ -28,8 +28,7 @@ MAX_ACTORS = 8
 """Distinct writers kept per episode (a storm of writers does not grow it)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LostNetdev:
+class LostNetdev(msgspec.Struct, frozen=True, kw_only=True):
     """The netdev a device lost when it was unbound, and who had it."""
 
     ts_ns: int
@@ -44,14 +43,13 @@ class LostNetdev:
     """True when rtnetlink (which names the namespace) reported it, not only a host uevent."""
 
 
-@dataclass(slots=True)
-class Episode:
+class Episode(msgspec.Struct, kw_only=True):
     """One device move as told by every source (mutable; only the Model changes it)."""
 
     bdf: str
     first_ns: int
     last_ns: int
-    events: list[ev.Event] = field(default_factory=list)
+    events: list[ev.Event] = msgspec.field(default_factory=list)
     """Events that joined, in arrival order (render with `evidence()` for time order)."""
     dropped: int = 0
     """Events that did not fit (bounded by CoreConfig.history_per_device)."""
@@ -68,16 +66,16 @@ class Episode:
     done_ns: int | None = None
     """When the move completed (a bind, or the device's removal): a later write or unbind
     starts the next episode even within the window; later log lines still join this one."""
-    actors: list[ev.Process] = field(default_factory=list)
+    actors: list[ev.Process] = msgspec.field(default_factory=list)
     """Distinct processes that wrote a control file about this device, first writer first."""
     vfio_actor: ev.Process | None = None
     """The process whose write steered the device to vfio-pci (override, new_id, bind, probe)."""
-    controls: list[str] = field(default_factory=list)
+    controls: list[str] = msgspec.field(default_factory=list)
     """Distinct controls written, first written first (`driver_override`, `unbind`, ...)."""
     lost: LostNetdev | None = None
     sandbox_id: str | None = None
     """A sandbox named by the actor or a log line."""
-    signatures: list[str] = field(default_factory=list)
+    signatures: list[str] = msgspec.field(default_factory=list)
     """Kata/QEMU/kernel log signatures seen, first seen first."""
     synthetic: bool = False
     """True when a kernel event of the episode was synthetic (SYNTH_UUID)."""
@@ -87,8 +85,11 @@ class Episode:
     facts: int = 0
     """Bumped when what the episode says changes (actor, lost netdev, signature, sandbox);
     rules reassess a finding only then, and otherwise just mark its evidence stale."""
-    _lines: list[ev.Evidence] = field(default_factory=list)
+    _lines: list[ev.Evidence] = msgspec.field(default_factory=list)
     """Evidence rendered so far, parallel to `events` (each event is described once)."""
+    _told: tuple[ev.Evidence, ...] | None = None
+    """`evidence()` as of `_told_version` (several findings follow one episode: told once)."""
+    _told_version: int = -1
 
     @property
     def episode_id(self) -> str:
@@ -102,21 +103,22 @@ class Episode:
         return self.actors[0] if self.actors else None
 
     def add(self, event: ev.Event, limit: int) -> None:
-        if len(self.events) >= limit:
+        events = self.events
+        if len(events) >= limit:
             # Keep the beginning of the story (the writes and the unbind) and the newest event.
-            self.events[-1] = event
+            events[-1] = event
             del self._lines[limit - 1:]
             self.dropped += 1
         else:
-            self.events.append(event)
-        if event.ts_ns > self.last_ns:
-            self.last_ns = event.ts_ns
-        if event.ts_ns < self.first_ns:
-            self.first_ns = event.ts_ns
-        if event.synthetic:
-            self.synthetic = True
-        if event.resync:
-            self.resync = True
+            events.append(event)
+        ts = event.ts_ns
+        if ts > self.last_ns:
+            self.last_ns = ts
+        elif ts < self.first_ns:
+            self.first_ns = ts
+        if event.synthetic or event.resync:
+            self.synthetic = self.synthetic or event.synthetic
+            self.resync = self.resync or event.resync
         self.version += 1
 
     def add_actor(self, actor: ev.Process) -> None:
@@ -129,16 +131,16 @@ class Episode:
 
     def evidence(self) -> tuple[ev.Evidence, ...]:
         """The events as Evidence lines, in time order (ties broken by content, not arrival)."""
+        if self._told_version == self.version and self._told is not None:
+            return self._told
         done = self._lines
         for e in self.events[len(done):]:
             done.append(ev.Evidence(ts_ns=e.ts_ns, source=e.source, kind=e.kind, text=render.evidence(e)))
-        lines = sorted(done, key=_order)
+        lines = sorted(done)  # Evidence orders by (ts_ns, source, kind, text)
         if self.dropped:
             last = lines[-1].ts_ns if lines else self.last_ns
             lines.append(ev.Evidence(ts_ns=last, source="core", kind="evidence_dropped",
                                      text=f"{self.dropped} more event(s) not kept"))
-        return tuple(lines)
-
-
-def _order(x: ev.Evidence) -> tuple[int, str, str, str]:
-    return (x.ts_ns, x.source, x.kind, x.text)
+        told = self._told = tuple(lines)
+        self._told_version = self.version
+        return told

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from diag import events as ev
@@ -135,7 +135,7 @@ def with_config(f: HandlerFacts, cfg: ev.KataConfig, *, annotation_enabled: bool
     def origin(key: str) -> str:
         return next((s.origin for s in cfg.settings if s.key == key), "default")
 
-    return replace(f, handler=cfg.handler, runtime="rs" if cfg.runtime == "rs" else f.runtime,
+    return ev.replace(f, handler=cfg.handler, runtime="rs" if cfg.runtime == "rs" else f.runtime,
                    config_path=cfg.path, cold_plug_vfio=cfg.cold_plug_vfio or NO_PORT,
                    cold_plug_origin=origin("cold_plug_vfio"), hot_plug_vfio=cfg.hot_plug_vfio,
                    pcie_root_port=cfg.pcie_root_port, pcie_root_port_origin=origin("pcie_root_port"),
@@ -144,7 +144,7 @@ def with_config(f: HandlerFacts, cfg: ev.KataConfig, *, annotation_enabled: bool
 
 def with_vfs(f: HandlerFacts, vfs: tuple[VfCandidate, ...], basis: str) -> HandlerFacts:
     """`f` with the VFs pods can be given (now known)."""
-    return replace(f, vfs=vfs, vfs_basis=basis, vfs_known=True)
+    return ev.replace(f, vfs=vfs, vfs_basis=basis, vfs_known=True)
 
 
 def handler_version(f: HandlerFacts) -> KataVersion | None:

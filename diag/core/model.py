@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from diag import events as ev
@@ -87,6 +87,13 @@ class Model:
         """(group, ts_ns) of an `add vfio` group node not yet tied to a device."""
         self.writes = WriteAttribution(self)
         """Joins each sysfs write to the episodes of the devices it moves."""
+        self._sandbox_of: dict[str, ev.SandboxStarted] | None = None
+        """BDF -> the first sandbox that uses it (`sandbox_for`), rebuilt after sandboxes change."""
+        self.kata_derived: dict[Any, Any] = {}
+        """What rules derive from the Kata configurations and sandboxes alone (the effective
+        cold_plug_vfio of a device and actor), cleared whenever either changes."""
+        self._window = config.episode_window_ns
+        self._history = config.history_per_device
 
     # ---- helpers for rules -------------------------------------------------------------------
 
@@ -111,15 +118,16 @@ class Model:
             return None
         ts = event.ts_ns
         ep = self.episodes.get(bdf)
-        window = self.config.episode_window_ns
+        window = self._window
         if (ep is None or ts > ep.last_ns + window or ts < ep.first_ns - window
                 or (starts_move and ep.done_ns is not None and ts > ep.done_ns)):
             ep = Episode(bdf=bdf, first_ns=ts, last_ns=ts, from_driver=rec.driver,
                          to_driver=rec.driver)
             self.episodes[bdf] = ep
-        ep.add(event, self.config.history_per_device)
-        if not self.touched or self.touched[-1] is not ep:
-            self.touched.append(ep)
+        ep.add(event, self._history)
+        touched = self.touched
+        if not touched or touched[-1] is not ep:
+            touched.append(ep)
         return ep
 
     def _set_group(self, rec: DeviceRecord, group: int | None) -> None:
@@ -132,7 +140,7 @@ class Model:
             self.groups[old].discard(rec.device.bdf)
             if not self.groups[old]:
                 del self.groups[old]
-        rec.device = replace(rec.device, iommu_group=group)
+        rec.device = ev.replace(rec.device, iommu_group=group)
         if group is not None:
             self.groups.setdefault(group, set()).add(rec.device.bdf)
 
@@ -156,14 +164,15 @@ class Model:
     def _move(self, rec: DeviceRecord, event: ev.Event, to: str | None) -> None:
         frm = rec.driver
         actor = self.last_actor.get(rec.device.bdf)
-        rec.moves.append(
+        moves = rec.moves
+        moves.append(
             DriverMove(
                 ts_ns=event.ts_ns, from_driver=frm, to_driver=to, actor=actor,
                 synthetic=event.synthetic, resync=event.resync,
             )
         )
-        while len(rec.moves) > self.config.history_per_device:
-            rec.moves.popleft()
+        while len(moves) > self._history:
+            moves.popleft()
         if frm is not None:
             rec.last_driver = frm
         rec.driver = to
@@ -188,14 +197,15 @@ class Model:
         if self.touched:
             self.touched = []
         cls = type(event)
-        if cls is not ev.ClockTicked:
+        if cls is not _CLOCK_TICKED:
             self.recent.append(event)
         counts = self.source_events
-        n = counts.get(event.source)
+        source = event.source
+        n = counts.get(source)
         if n is None:
-            self._source(event.source)
+            self._source(source)
             n = 0
-        counts[event.source] = n + 1
+        counts[source] = n + 1
         if event.synthetic and cls in _NOT_A_MOVE_WHEN_SYNTHETIC:
             # `echo "unbind <uuid>" > .../uevent` reports a move that did not happen: rules see
             # it (findings marked synthetic), the episode keeps it, the device state does not.
@@ -226,7 +236,7 @@ class Model:
                 group = d.iommu_group if d.iommu_group is not None else rec.device.iommu_group
                 rec.device = d
                 if d.iommu_group != group:
-                    rec.device = replace(d, iommu_group=None)
+                    rec.device = ev.replace(d, iommu_group=None)
                 self._set_group(rec, group)
                 if rec.driver != d.driver:
                     self.join(d.bdf, e)
@@ -244,7 +254,7 @@ class Model:
         rec = self.ensure(e.bdf, e.ts_ns)
         rec.present = True
         d = rec.device
-        rec.device = replace(
+        rec.device = ev.replace(
             d, vendor=e.vendor or d.vendor, device=e.device or d.device,
             class_code=e.class_code or d.class_code, pf=e.pf or d.pf,
             vf_index=e.vf_index if e.vf_index is not None else d.vf_index,
@@ -450,6 +460,7 @@ class Model:
 
     def _config(self, e: ev.KataConfigLoaded) -> None:
         self.kata_configs[e.config.handler] = e.config
+        self.kata_derived.clear()
 
     def _facts(self, e: ev.KataFactsObserved) -> None:
         h = e.facts.handler
@@ -462,9 +473,13 @@ class Model:
 
     def _sandbox(self, e: ev.SandboxStarted) -> None:
         self.sandboxes[e.sandbox_id] = e
+        self._sandbox_of = None
+        self.kata_derived.clear()
 
     def _sandbox_stopped(self, e: ev.SandboxStopped) -> None:
         self.sandboxes.pop(e.sandbox_id, None)
+        self._sandbox_of = None
+        self.kata_derived.clear()
 
     def _held(self, e: ev.VfioGroupHeld) -> None:
         self.vfio_holders.setdefault(e.group, {})[e.holder.pid] = e.holder
@@ -485,27 +500,34 @@ class Model:
             del self.vfio_holders[e.group]
 
     def _source_state(self, e: ev.SourceStateChanged) -> None:
-        self.sources[e.name] = replace(self._source(e.name), up=e.up, mode=e.mode,
-                                       reason=e.reason, hint=e.hint)
+        self.sources[e.name] = ev.replace(self._source(e.name), up=e.up, mode=e.mode,
+                                          reason=e.reason, hint=e.hint)
 
     def _lost(self, e: ev.EventsLost) -> None:
         s = self._source(e.lost_source)
         n = e.count if e.count is not None else 1
-        self.sources[e.lost_source] = replace(s, lost=s.lost + n)
+        self.sources[e.lost_source] = ev.replace(s, lost=s.lost + n)
         self.lost_total += n
 
     def _resynced(self, e: ev.Resynced) -> None:
         s = self._source(e.resynced_source)
-        self.sources[e.resynced_source] = replace(s, resyncs=s.resyncs + 1)
+        self.sources[e.resynced_source] = ev.replace(s, resyncs=s.resyncs + 1)
 
     # ---- snapshot ----------------------------------------------------------------------------
 
     def sandbox_for(self, bdf: str) -> ev.SandboxStarted | None:
-        """The sandbox that uses `bdf` (physical endpoint, VFIO device or VMM argument)."""
-        for sb in self.sandboxes.values():
-            if any(v.bdf == bdf for v in sb.vfs) or bdf in sb.vmm_vfio_devices:
-                return sb
-        return None
+        """The sandbox that uses `bdf` (physical endpoint, VFIO device or VMM argument); the
+        first one known when several name it."""
+        index = self._sandbox_of
+        if index is None:
+            index = {}
+            for sb in self.sandboxes.values():
+                for v in sb.vfs:
+                    index.setdefault(v.bdf, sb)
+                for b in sb.vmm_vfio_devices:
+                    index.setdefault(b, sb)
+            self._sandbox_of = index
+        return index.get(bdf)
 
     def snapshot(self) -> HostState:
         devices = []
@@ -532,7 +554,7 @@ class Model:
             kata_configs=tuple(self.kata_configs[k] for k in sorted(self.kata_configs)),
             kata_facts=tuple(self.kata_facts[k] for k in sorted(self.kata_facts)),
             kata_exposure=tuple(self.kata_exposure[k] for k in sorted(self.kata_exposure)),
-            sources=tuple(replace(s, events=self.source_events[s.name])
+            sources=tuple(ev.replace(s, events=self.source_events[s.name])
                           for s in sorted(self.sources.values(), key=lambda s: s.name)),
             recent=tuple(self.recent),
             events_total=self.events_total,
@@ -540,6 +562,7 @@ class Model:
         )
 
 
+_CLOCK_TICKED = ev.ClockTicked
 _NOT_A_MOVE_WHEN_SYNTHETIC = frozenset({
     ev.DeviceBound, ev.DeviceUnbound, ev.DeviceRemoved, ev.NetdevAdded, ev.NetdevRemoved,
 })

@@ -14,12 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+import msgspec
+
 from diag import events as ev
 from diag.core.kata_exposure import Assessment
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DriverMove:
+class DriverMove(msgspec.Struct, frozen=True, kw_only=True):
     """One step of a device's driver timeline."""
 
     ts_ns: int
@@ -30,8 +31,7 @@ class DriverMove:
     resync: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LinkNote:
+class LinkNote(msgspec.Struct, frozen=True, kw_only=True):
     """One step of a device's link history (netdev appeared, vanished, changed state)."""
 
     ts_ns: int
@@ -69,8 +69,7 @@ class DeviceView:
         return self.device.bdf
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LinkView:
+class LinkView(msgspec.Struct, frozen=True, kw_only=True):
     """One network interface in one namespace."""
 
     ifindex: int
@@ -84,8 +83,7 @@ class LinkView:
     since_ns: int = 0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SourceHealth:
+class SourceHealth(msgspec.Struct, frozen=True, kw_only=True):
     """One source's health as the dashboard header and the metrics show it."""
 
     name: str

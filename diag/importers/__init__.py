@@ -336,7 +336,7 @@ def first_json_object(head: list[str], limit: int = 20) -> dict[str, object] | N
         if not s.startswith("{"):
             return None
         try:
-            rec = codec._loads(s)
+            rec = codec.parse_json(s)
         except ValueError:
             return None
         return rec if isinstance(rec, dict) else None

@@ -109,7 +109,7 @@ def parse_journald_json(
         if not raw.strip():
             continue
         try:
-            rec = codec._loads(raw)
+            rec = codec.parse_json(raw)
         except ValueError:
             if isinstance(raw, bytes) and not raw.endswith(b"\n"):
                 st.truncated = True

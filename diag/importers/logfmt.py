@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 
 from diag import codec
 from diag import events as ev
+from diag.events import replace
 from diag.importers import FileStats, Parsed, decode_line, register, text_lines
 from diag.importers.textlog import Emitter
 from diag.sources.kata import loglines
@@ -45,7 +45,7 @@ def match_record(rec: loglines.LogRecord, ts_ns: int) -> ev.LogLineMatched | Non
 
 def _json_record(line: str, origin: str) -> loglines.LogRecord | str:
     try:
-        obj = codec._loads(line)
+        obj = codec.parse_json(line)
     except ValueError:
         return "not valid JSON"
     if not isinstance(obj, dict):

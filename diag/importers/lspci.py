@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 
 from diag import events as ev
+from diag.events import replace
 from diag.importers import FileStats, Parsed, decode_line, register, text_lines
 
 SOURCE = "lspci"
@@ -64,14 +64,14 @@ def parse_lspci(lines: Iterable[str], stats: FileStats | None = None) -> Iterato
                 st.bad(lineno, "not an lspci device line", line)
                 continue
             if cur is not None:
-                devices.append(replace(cur, **fields))  # type: ignore[arg-type]
+                devices.append(replace(cur, **fields))
             cur, fields = _device(m), {}
         elif cur is None:
             st.bad(lineno, "indented line before any device", line)
         else:
             _detail(line.strip(), fields, offsets, cur.bdf)
     if cur is not None:
-        devices.append(replace(cur, **fields))  # type: ignore[arg-type]
+        devices.append(replace(cur, **fields))
     by_bdf = _with_vfs({d.bdf: d for d in devices}, offsets)
     if not by_bdf:
         return

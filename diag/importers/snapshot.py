@@ -19,7 +19,7 @@ def parse_snapshot(text: bytes | str, stats: FileStats | None = None) -> Iterato
     static)."""
     st = stats if stats is not None else FileStats("<snapshot>")
     try:
-        doc: Any = codec._loads(text)
+        doc: Any = codec.parse_json(text)
     except ValueError as exc:
         st.bad(1, f"not valid JSON ({exc})")
         return

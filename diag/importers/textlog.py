@@ -13,7 +13,6 @@ ends with clock `none` (ordinal stamps, placed by matching like plain `ip monito
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 
 from diag import events as ev
 from diag.importers import FileStats, Parsed, decode_line
@@ -70,12 +69,12 @@ class Emitter:
                 if self.last_ts is None:
                     self.pending.append(e)
                     continue
-                yield self._out(replace(e, ts_ns=self.last_ts), True)
+                yield self._out(ev.replace(e, ts_ns=self.last_ts), True)
                 continue
             t = e.ts_ns
             self.timed += 1
             for p in self.pending:
-                yield self._out(replace(p, ts_ns=t), True)
+                yield self._out(ev.replace(p, ts_ns=t), True)
             self.pending = []
             self.last_ts = t
             yield self._out(e, False)
@@ -86,7 +85,7 @@ class Emitter:
             if self.timed == 0:
                 self.parsed.clock = "none"
                 for n, p in enumerate(self.pending):
-                    yield self._out(replace(p, ts_ns=n), False)
+                    yield self._out(ev.replace(p, ts_ns=n), False)
             else:  # cannot happen (a timed line flushes them); kept for safety
                 for p in self.pending:
                     yield self._out(p, True)

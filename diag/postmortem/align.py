@@ -23,9 +23,9 @@ from __future__ import annotations
 import bisect
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 
 from diag import events as ev
+from diag.events import replace
 from diag.importers import Anchor, FileStats
 from diag.postmortem.inputs import Alignment, Input, Options
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 from diag import codec
 from diag import events as ev
+from diag.events import replace
 
 DEDUPE_MIN_NS = 50_000_000
 DEDUPE_MAX_NS = 1_000_000_000

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from diag import events as ev
 from diag.core.thresholds import CoreConfig
@@ -276,7 +276,7 @@ def _kata_facts(inputs: list[Input], configs: list[ev.KataConfig]) -> None:
                 else:
                     i.stats.note("no inventory among the inputs (lspci, a snapshot): judged as if "
                                  "a VF could be given to pods")
-            out.extend(replace(e, facts=f) for f in facts)
+            out.extend(ev.replace(e, facts=f) for f in facts)
         i.events = out
         i.parsed = Parsed(events=out, clock="static")
         i.stats.events = len(out)

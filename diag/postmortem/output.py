@@ -135,7 +135,7 @@ def _shown_findings(report: Report) -> list[ev.Finding]:
     flt.sandbox_bdfs = {d.device.bdf for d in (report.state.devices if report.state else ())
                         if flt.is_mine(d.sandbox_id)} if report.options.sandbox else set()
     return sorted((f for f in report.findings if flt.shows_finding(f)),
-                  key=lambda f: (-f.severity, f.first_ns))
+                  key=lambda f: (-f.severity.rank, f.first_ns))
 
 
 def _evicted_note(report: Report) -> str:

@@ -18,7 +18,6 @@ import heapq
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
 
 from diag import events as ev
 from diag.core.correlator import Correlator
@@ -39,8 +38,8 @@ MAX_TICKS_PER_GAP = 3600
 
 def _identity_only(e: ev.InventoryObserved) -> ev.InventoryObserved:
     """An untimed listing's devices without their drivers: who they are, not what they did."""
-    return replace(e, devices=tuple(
-        replace(d, driver=None, driver_override=None, vfio_group_path=None) for d in e.devices))
+    return ev.replace(e, devices=tuple(
+        ev.replace(d, driver=None, driver_override=None, vfio_group_path=None) for d in e.devices))
 
 
 def _stream(inp: Input, base_ns: int | None) -> Iterator[Item]:
@@ -53,15 +52,15 @@ def _stream(inp: Input, base_ns: int | None) -> Iterator[Item]:
                 # drivers it shows are the state at that moment.
                 if isinstance(e, ev.InventoryObserved) and base_ns is not None \
                         and base_ns <= inp.at_ns:
-                    yield (base_ns - 1, idx, -1 - n, replace(_identity_only(e), ts_ns=base_ns - 1))
-                e = replace(e, ts_ns=inp.at_ns)
+                    yield (base_ns - 1, idx, -1 - n, ev.replace(_identity_only(e), ts_ns=base_ns - 1))
+                e = ev.replace(e, ts_ns=inp.at_ns)
             elif static:
                 ts = (base_ns - 1) if base_ns is not None else 0
                 if base_ns is not None and isinstance(e, ev.InventoryObserved):
                     # When it was listed is unknown; its drivers would claim the state at the
                     # start (and hide a rebind as "already on vfio-pci at start").
                     e = _identity_only(e)
-                e = replace(e, ts_ns=ts)
+                e = ev.replace(e, ts_ns=ts)
             yield (e.ts_ns, idx, n, e)
         return
     assert inp.parsed is not None
@@ -88,7 +87,7 @@ class _LinkEnricher:
             if e.bdf is None and e.netns.is_host and e.netns.inode == 0:
                 bdf = self.by_name.get(e.ifname)
                 if bdf:
-                    return replace(e, bdf=bdf)
+                    return ev.replace(e, bdf=bdf)
         return e
 
 
@@ -400,7 +399,7 @@ def _name_pods(report: Report) -> None:
         said = dict(f.labels).get("inferred")
         inferred = (f"{said}; " if said else "") + f"the pod: from {os.path.basename(path)}"
         labels = (*(kv for kv in f.labels if kv[0] != "inferred"), ("inferred", inferred))
-        report.findings[n] = replace(f, pod=pod, pod_namespace=ns or None, labels=labels)
+        report.findings[n] = ev.replace(f, pod=pod, pod_namespace=ns or None, labels=labels)
         report.finding_inputs[f.finding_id] = sorted(
             {*report.finding_inputs.get(f.finding_id, []), path})
 
@@ -440,8 +439,8 @@ def _mark_order(timeline: list[Entry]) -> None:
             unsure = b.ts_ns - a.ts_ns <= max(a.uncertainty_ns, b.uncertainty_ns) and \
                 max(a.uncertainty_ns, b.uncertainty_ns) > 0
         if unsure:
-            timeline[i - 1] = replace(a, order_uncertain=True)
-            timeline[i] = replace(b, order_uncertain=True)
+            timeline[i - 1] = ev.replace(a, order_uncertain=True)
+            timeline[i] = ev.replace(b, order_uncertain=True)
 
 
 def run(paths: Iterable[str], options: Options,

@@ -1,4 +1,4 @@
-"""Provides the live runtime: Pipeline (sources -> queue -> merge window -> core -> sinks), LiveFeed."""
+"""Provides the live runtime: Pipeline (sources -> queue -> watermark merge -> core -> sinks), LiveFeed."""
 
 from __future__ import annotations
 

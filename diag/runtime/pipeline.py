@@ -1,10 +1,10 @@
-"""Provides Pipeline: sources on threads -> bounded queue -> merge window -> Correlator -> sinks.
+"""Provides Pipeline: sources on threads -> bounded queue -> watermark merge -> Correlator -> sinks.
 
 The shape (DESIGN.md), as threads:
 
 ```
  source thread(s)  --emit-->  bounded queue  --drain-->  core thread  --write-->  sinks
- (one supervisor                (drops and                merge window        +--> LiveFeed
+ (one supervisor                (drops and                watermark merge     +--> LiveFeed
   per source)                    counts)                  Correlator.feed        (publisher
                                                           advance on a timer      thread)
 ```
@@ -13,19 +13,22 @@ The shape (DESIGN.md), as threads:
   event is dropped and counted; the core thread turns the count into an in-band
   `EventsLost(lost_source="queue")` and asks every source that can (`request_resync()`) to
   re-read the kernel's state, so a loss is never silent.
-* **Merge window.** Uevents and rtnetlink arrive on two sockets in varying order (sriov-lab.md:
-  RTM_DELLINK before or after `remove net`). Every event waits until the wall clock is
-  `merge_window_ns` past its `ts_ns`, then leaves in `(ts_ns, arrival)` order. Cost: every event
-  reaches the core `merge_window_ns` later (default 75 ms; the TUI refresh is slower), and the
-  window holds the events of 75 ms (at 100,000 events/s, 7,500 events, about 2 MB); events
-  already in order cost a deque append + pop, only overtaking ones a heap push + pop (~1 µs).
-  An event that arrives after its window has closed (its ts_ns is older than the last one
-  released) is released at once and counted in `stats.late`.
+* **Watermark merge** (diag/runtime/merge.py). Uevents, rtnetlink and eBPF records arrive on
+  different sockets in varying order (sriov-lab.md: RTM_DELLINK before or after `remove net`;
+  the eBPF record of a write after the uevent it caused). Each source keeps a `Watermark`
+  (diag/sources/watermark.py): every event it emits from now on is stamped at or after it; a
+  source waiting for input is complete up to the clock at once. An event leaves for the core
+  when every running source's watermark has passed it, in `(ts_ns, arrival)` order: a few
+  milliseconds, not a fixed window. A source without a watermark is assumed complete up to
+  `merge_window_ns` ago; a watermark that stalls holds nothing longer than `max_lateness_ns`
+  (those releases are counted per source in `stats.stalled`). An event older than one already
+  released is released at once and counted in `stats.late`. Events already in order cost a
+  deque append + pop, only overtaking ones a heap push + pop.
 * **Robust core.** An exception raised by the Correlator (a rule bug) is logged and counted in
   `stats.core_errors`; the event still reaches the sinks and the next one is processed.
 * **Core thread.** The only thread that touches the Correlator and the sinks. Time in the core
   comes from events; on a timer (`tick_interval_s`) the core thread calls
-  `Correlator.advance(now - merge_window_ns)` so grace periods expire while nothing happens.
+  `Correlator.advance(watermark)` so grace periods expire while nothing happens.
   When a timer tick produces findings, a `ClockTicked` is written to the sinks before them, so a
   journal replay reproduces them.
 * **Source health.** Each source runs under a supervisor: `SourceStateChanged(up=True)` when it
@@ -34,8 +37,10 @@ The shape (DESIGN.md), as threads:
   whose `probe()` says it cannot run is reported once (up=False, reason + hint) and not started.
 * **Ordered start-up / teardown** (Falco `app.cpp`): start = unavailable sources reported, core
   thread, then sources in the given order (each begins with its own inventory/dump). stop = signal sources,
-  join them, drain the queue, release the whole merge window, final advance, publish the last
-  snapshot, flush and close sinks; bounded by `stop_timeout_s` (2 s) in total.
+  join them, drain the queue, release everything the merge holds, final advance, publish the
+  last snapshot, flush and close sinks; bounded by `stop_timeout_s` (2 s) in total.
+* **Batched sinks.** After each batch of events the core thread calls `end_batch()` on the
+  sinks that have one (the journal writes the batch's lines in one system call there).
 
 Typical use (service mode, `vfiowatch run`):
 
@@ -54,12 +59,11 @@ and for the dashboard: `feed = pipe.live_feed()` (a `SnapshotFeed`), `feed.subsc
 
 from __future__ import annotations
 
-import heapq
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -68,8 +72,10 @@ from diag.common.errors import DiagError
 from diag.core.correlator import Correlator
 from diag.core.state import HostState, SnapshotListener
 from diag.core.thresholds import CoreConfig
+from diag.runtime.merge import WatermarkMerge
 from diag.sinks import Sink
 from diag.sources import SOURCES, Availability, Source, SourceContext
+from diag.sources.watermark import Watermark
 
 log = logging.getLogger("vfiowatch.runtime")
 
@@ -85,7 +91,11 @@ class PipelineOptions:
     """Events waiting between sources and the core; beyond this, events are dropped, counted
     and resynced. A 50,000-uevent burst peaks near 10,000 here; full, it is about 30 MB."""
     merge_window_ns: int = 75_000_000
-    """How long an event waits so that events from other sockets can overtake it (time order)."""
+    """How long the events of a source that reports no watermark may take to arrive: such a
+    source is assumed complete up to this long ago (the built-in sources report theirs)."""
+    max_lateness_ns: int = 500_000_000
+    """The longest an event waits for a source whose watermark stalls (a source busy that long);
+    it is then released, and counted against that source in `stats.stalled`."""
     tick_interval_s: float = 0.5
     """How often the core advances time with no event (grace periods)."""
     snapshot_interval_s: float = 0.15
@@ -120,7 +130,10 @@ class PipelineStats:
     released: int = 0
     """Events fed to the core."""
     late: int = 0
-    """Events that arrived after their merge window closed (fed out of order, at once)."""
+    """Events older than one already released (fed out of order, at once)."""
+    stalled: int = 0
+    """Events released after `max_lateness_ns` although a source's watermark had not passed
+    them (per source: `merge_stats.stalled`)."""
     findings: int = 0
     snapshots: int = 0
     sink_errors: int = 0
@@ -187,13 +200,16 @@ class _Queue:
     closure over locals: it runs once per event on every source thread.
     """
 
-    __slots__ = ("_dq", "_wake", "dropped", "put", "size")
+    __slots__ = ("_dq", "_wake", "dropped", "kicks", "put", "size")
 
     def __init__(self, size: int) -> None:
         self._dq: deque[ev.Event] = deque()
         self._wake = threading.Event()
         self.size = size
         self.dropped = 0
+        self.kicks = 0
+        """Wake-ups that are not events (a source's watermark moved, stop): counted, so the
+        core thread never sleeps through one that came while it was busy."""
         self.put: Callable[[ev.Event], None] = self._make_put()
 
     def _make_put(self) -> Callable[[ev.Event], None]:
@@ -224,72 +240,19 @@ class _Queue:
     def depth(self) -> int:
         return len(self._dq)
 
-    def wait(self, timeout: float) -> None:
-        if self._dq:
+    def wait(self, timeout: float, kicks: int = -1) -> None:
+        """Sleep until an event or a kick comes, or `timeout`; `kicks`: the count the caller saw
+        before it last looked (a kick since then returns at once)."""
+        if self._dq or self.kicks != kicks >= 0:
             return
         self._wake.clear()
-        if self._dq:  # an event slipped in between the check and the clear
+        if self._dq or self.kicks != kicks >= 0:  # slipped in between the check and the clear
             return
         self._wake.wait(timeout)
 
     def kick(self) -> None:
+        self.kicks += 1
         self._wake.set()
-
-
-class _Merge:
-    """The merge window's store, in (ts_ns, arrival) order.
-
-    Most events arrive already in order (each socket's are stamped at receipt), so those go to
-    a FIFO for the cost of an append; only an event that overtakes the newest one held goes
-    through a heap. Release takes the smaller head of the two. Same order as one heap, about
-    1 µs less per event.
-    """
-
-    __slots__ = ("fifo", "heap", "seq")
-
-    def __init__(self) -> None:
-        self.fifo: deque[tuple[int, int, ev.Event]] = deque()
-        self.heap: list[tuple[int, int, ev.Event]] = []
-        self.seq = 0
-
-    def __len__(self) -> int:
-        return len(self.fifo) + len(self.heap)
-
-    def push(self, e: ev.Event) -> None:
-        self.seq += 1
-        ts = e.ts_ns
-        fifo = self.fifo
-        if not fifo or ts >= fifo[-1][0]:
-            fifo.append((ts, self.seq, e))
-        else:
-            heapq.heappush(self.heap, (ts, self.seq, e))
-
-    def oldest_ns(self) -> int | None:
-        fifo, heap = self.fifo, self.heap
-        if fifo and heap:
-            return min(fifo[0][0], heap[0][0])
-        if fifo:
-            return fifo[0][0]
-        return heap[0][0] if heap else None
-
-    def pop_until(self, until_ns: int | None) -> Iterator[tuple[int, ev.Event]]:
-        """Yield (ts_ns, event) in order while the oldest is at or before `until_ns` (all when
-        None)."""
-        fifo, heap = self.fifo, self.heap
-        popleft, heappop = fifo.popleft, heapq.heappop
-        while True:
-            # (ts, seq) tuples: seq is unique, so events themselves are never compared.
-            if fifo and (not heap or fifo[0] < heap[0]):
-                if until_ns is not None and fifo[0][0] > until_ns:
-                    return
-                ts, _, e = popleft()
-            elif heap:
-                if until_ns is not None and heap[0][0] > until_ns:
-                    return
-                ts, _, e = heappop(heap)
-            else:
-                return
-            yield ts, e
 
 
 class LiveFeed:
@@ -412,8 +375,17 @@ class Pipeline:
         self._core_thread: threading.Thread | None = None
         self._feeds: list[LiveFeed] = []
         self._listeners: list[Callable[[ev.Event], None]] = []
-        self._merge = _Merge()
-        self._last_released_ns = 0
+        self._merge = WatermarkMerge(unmarked_lateness_ns=self.options.merge_window_ns,
+                                     max_lateness_ns=self.options.max_lateness_ns)
+        self.merge_stats = self._merge.stats
+        for src in self.sources:
+            wm = getattr(src, "watermark", None)
+            if isinstance(wm, Watermark):
+                wm.kick = self._kick_if_holding
+                self._merge.add_source(src.name, wm)
+            else:
+                self._merge.add_source(src.name, None)
+        self._batch_ends: list[Any] = []
         self._reported_dropped = 0
         self._dirty = True
         self._started = False
@@ -529,9 +501,17 @@ class Pipeline:
         mode = avail.mode
 
         emit = self._queue.put  # per-source event counts are the core's (HostState.sources)
+        wm = getattr(src, "watermark", None)
+        if not isinstance(wm, Watermark):
+            wm = None
+        merge = self._merge
 
         while not self._stop_sources.is_set():
             st.up = True
+            # Running from here: the source's next stamps (this thread's first) come later.
+            if wm is not None:
+                wm.working()
+            merge.set_running(src.name, True)
             # Up, with the probe's note when it has one (a degraded mode and its fix).
             self.emit(ev.SourceStateChanged(ts_ns=self._clock(), source=RUNTIME_SOURCE,
                                             name=src.name, up=True, mode=mode,
@@ -555,23 +535,43 @@ class Pipeline:
                 ts_ns=self._clock(), source=RUNTIME_SOURCE, name=src.name, up=False, mode=mode,
                 reason=reason, hint=f"{hint} (next try in {delay:g} s)",
             ))
+            # Down: a source that is not running holds nothing back (it emits nothing).
+            merge.set_running(src.name, False)
+            self._queue.kick()
             if self._stop_sources.wait(delay):
                 break
             delay = min(delay * 2, self.options.retry_max_s)
         st.up = False
         self.emit(ev.SourceStateChanged(ts_ns=self._clock(), source=RUNTIME_SOURCE,
                                         name=src.name, up=False, mode=mode, reason="stopped"))
+        merge.set_running(src.name, False)
+        self._queue.kick()
+
+    def _kick_if_holding(self) -> None:
+        """A source's watermark moved (it waits for input): wake the core thread only if the
+        merge holds events the move may release. Idle, sources wake often (the Kata log poll,
+        eBPF records of other files) and the core thread sleeps on. No race: the core thread
+        puts what it takes in the merge, then reads the watermarks again before it sleeps; a
+        source sets its watermark, then looks here: one of the two sees the other."""
+        if self._merge.store:
+            self._queue.kick()
 
     def _core_loop(self) -> None:
         opts = self.options
-        window = opts.merge_window_ns
+        merge = self._merge
+        self._batch_ends = [fn for sink in self.sinks
+                            if callable(fn := getattr(sink, "end_batch", None))]
         next_tick = next_snap = next_flush = time.monotonic()
         try:
             while True:
                 stopping = self._stop_core.is_set()
-                self._pull()
+                kicks = self._queue.kicks
+                # The clock, then the watermarks, then the queue: a watermark read after the
+                # drain could promise what the drained batch does not hold.
                 now_ns = self._clock()
-                self._release(None if stopping else now_ns - window)
+                low = merge.watermark(now_ns)
+                self._pull()
+                self._release(now_ns, None if stopping else low)
                 mono = time.monotonic()
                 if stopping:
                     # A source that ignored stop may still be emitting: drain only until the
@@ -580,7 +580,7 @@ class Pipeline:
                         break
                     continue
                 if mono >= next_tick:
-                    self._advance(now_ns - window)
+                    self._advance(self._complete_ns(now_ns))
                     next_tick = mono + opts.tick_interval_s
                 if mono >= next_snap and self._dirty:
                     self._publish()
@@ -588,15 +588,22 @@ class Pipeline:
                 if mono >= next_flush:
                     self._flush()
                     next_flush = mono + opts.flush_interval_s
-                # Sleep until the oldest held event is due, or the next timer.
+                # Sleep until an event or a watermark moves, time alone lets the oldest held
+                # event go, or the next timer.
                 wait = min(next_tick, next_flush) - mono
                 if self._dirty:
                     wait = min(wait, next_snap - mono)
-                oldest = self._merge.oldest_ns()
-                if oldest is not None:
-                    wait = min(wait, (oldest + window - now_ns) / 1e9)
-                self._queue.wait(max(0.001, wait))
-            self._advance(self._clock() - window)
+                now_ns = self._clock()
+                oldest = merge.store.oldest_ns()
+                if oldest is not None and oldest <= merge.watermark(now_ns)[0]:
+                    # A watermark moved while this batch was taken in: a source that started
+                    # waiting before it saw anything held did not kick (_kick_if_holding).
+                    continue
+                due = merge.due_in_ns(now_ns)
+                if due is not None:
+                    wait = min(wait, due / 1e9)
+                self._queue.wait(max(0.0002, wait), kicks)
+            self._advance(self._complete_ns(self._clock()))
             self._publish()
         except Exception:
             log.exception("core thread crashed")
@@ -617,9 +624,7 @@ class Pipeline:
             depth = self._queue.depth() + len(batch)
             if depth > self.stats.max_queue_depth:
                 self.stats.max_queue_depth = depth
-            push = self._merge.push
-            for e in batch:
-                push(e)
+            self._merge.push_all(batch)
             held = len(self._merge)
             if held > self.stats.max_merge_depth:
                 self.stats.max_merge_depth = held
@@ -638,19 +643,20 @@ class Pipeline:
                 if callable(req):
                     req("queue overflow")
 
-    def _release(self, until_ns: int | None) -> None:
+    def _complete_ns(self, now_ns: int) -> int:
+        """Up to when the stream is complete: the watermark (or the lateness bound)."""
+        return min(now_ns, max(self._merge.low_ns, now_ns - self.options.max_lateness_ns))
+
+    def _release(self, now_ns: int, low: tuple[int, str | None] | None) -> None:
+        """Feed the core what the watermark `low` passed (all that is held when None)."""
         # The per-event hot path of the core thread: locals only.
         stats = self.stats
         feed = self.correlator.feed
         out = self._out
-        last = self._last_released_ns
+        merge = self._merge
         n = 0
-        for ts, e in self._merge.pop_until(until_ns):
+        for _, e in merge.release(now_ns, low) if low is not None else merge.release_all():
             n += 1
-            if ts < last:
-                stats.late += 1
-            else:
-                last = ts
             try:
                 findings = feed(e)
             except Exception:
@@ -664,9 +670,16 @@ class Pipeline:
                 stats.findings += 1
                 out(f)
         if n:
-            self._last_released_ns = last
             stats.released += n
+            stats.late = merge.stats.late
+            stats.stalled = merge.stats.stalled_total
             self._dirty = True
+            for end_batch in self._batch_ends:
+                try:
+                    end_batch()
+                except Exception:
+                    stats.sink_errors += 1
+                    log.exception("sink %r failed to end a batch", end_batch)
 
     def _advance(self, now_ns: int) -> None:
         findings = self.correlator.advance(now_ns)

@@ -188,6 +188,8 @@ class LogSink:
         self._lock = threading.Lock()
 
     def write(self, item: ev.Event, /) -> None:
+        if not self.log_events and type(item) is not ev.Finding and type(item) not in _HEALTH_LEVEL:
+            return  # not logged: skip the device views (a lock) and the renderer
         d = describe(item, log_events=self.log_events, views=self._device_views())
         if d is None:
             return

@@ -213,6 +213,10 @@ class MetricsSink:
     def write(self, item: ev.Event, /) -> None:
         self.last_beat = time.monotonic()
 
+    def end_batch(self) -> None:
+        """The runtime finished a batch: the core thread is alive (the heartbeat of /healthz)."""
+        self.last_beat = time.monotonic()
+
     def snapshot(self, state: HostState, /) -> None:
         self.state = state
         self.last_beat = time.monotonic()

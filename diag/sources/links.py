@@ -29,10 +29,11 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from diag import events as ev
 from diag.common.bdf import is_bdf
+from diag.events import replace
 from diag.sources import (
     Availability,
     Emit,
@@ -59,6 +60,7 @@ from diag.sources.rtnl import (
     link_key,
     parse_link,
 )
+from diag.sources.watermark import Watermark
 
 log = logging.getLogger("vfiowatch.sources.links")
 
@@ -147,6 +149,8 @@ class LinksSource:
         """Namespace inode -> scan number before which it is not tried again."""
         self.full_scan_every = int(opts.get("full_scan_every", 20))
         """Every Nth scan re-reads every process's namespace (default: every 10 s)."""
+        self.watermark = Watermark()
+        """How far this source's stream is complete (the runtime's merge reads it)."""
 
     def probe(self) -> Availability:
         try:
@@ -179,6 +183,7 @@ class LinksSource:
         poller.register(relay.fd, select.POLLIN)
         buf = bytearray(_RECV_SIZE)
         next_scan = 0.0
+        wm = self.watermark
         try:
             while not stop.is_set():
                 mono = time.monotonic()
@@ -190,8 +195,13 @@ class LinksSource:
                     for ns in list(self._ns.values()):
                         self._start_dump(ns, reason)
                 # Sleeps until the next namespace scan; the stop relay's fd wakes it at once.
+                # Messages are stamped when read, after the wake: while it sleeps, this source
+                # is complete up to the clock.
                 timeout = max(0.0, next_scan - time.monotonic())
-                for fd, _mask in poller.poll(timeout * 1000):
+                wm.waiting()
+                ready = poller.poll(timeout * 1000)
+                wm.working()
+                for fd, _mask in ready:
                     ns = self._by_fd.get(fd)
                     if ns is not None:
                         self._drain(ns, buf, emit)

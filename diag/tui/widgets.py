@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 
 from rich.text import Text
 from textual.binding import Binding
@@ -22,6 +21,7 @@ from textual.widgets import DataTable, Static
 
 from diag import events as ev
 from diag.core.state import HostState
+from diag.events import replace
 from diag.tui import format as fmt
 from diag.tui.messages import OpenDevice, OpenFinding
 

@@ -5,23 +5,31 @@ a header, the inventory (a PF with 64 VFs), then events 1 ms apart. MIX `typical
 events, one Kata-style VF round trip (Kata log line, link and netdev gone, unbind, vfio nodes,
 bind to vfio-pci, back to iavf: 12 events) and 228 link changes of 400 pod veths in 40
 namespaces; MIX `dense`: VF round trips only (a finding every few events).
-`MODE PATH`: read it as MODE and print `events seconds maxrss_kb` (maxrss of this process):
+`MODE PATH`: read it as MODE and print `events cpu_seconds wall_seconds maxrss_kb` (CPU time
+and peak RSS (VmHWM) of this process: the machine is shared, CPU time is the stable figure):
 `floor` = orjson.loads of every line and nothing else; `decode` = diag.codec into events;
 `replay` = `vfiowatch postmortem`'s engine (streaming reader, merge, the live Correlator).
 """
 
 from __future__ import annotations
 
-import resource
 import sys
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-
-def make(path: str, n: int, mix: str = "typical") -> None:
-    from diag import codec
+if TYPE_CHECKING:  # imported where used: the floor's peak RSS holds only orjson
     from diag import events as ev
 
-    t0 = 1_795_791_000_000_000_000
+
+T0 = 1_795_791_000_000_000_000
+"""Stamp of the first event (the inventory); events follow 1 ms apart."""
+
+
+def inventory() -> ev.InventoryObserved:
+    """A PF with 64 VFs, as the sysfs scan reports it."""
+    from diag import events as ev
+
     vfs = [f"0000:3b:{(i >> 3) + 2:02x}.{i & 7}" for i in range(64)]
     pf = "0000:3b:00.0"
     inv = [ev.PciDevice(bdf=pf, vendor="8086", device="1592", class_code="020000", driver="ice",
@@ -29,59 +37,85 @@ def make(path: str, n: int, mix: str = "typical") -> None:
     inv += [ev.PciDevice(bdf=b, vendor="8086", device="1889", class_code="020000", driver="iavf",
                          role="vf", pf=pf, vf_index=i, iommu_group=100 + i,
                          netdevs=(f"ens1f0v{i}",)) for i, b in enumerate(vfs)]
+    return ev.InventoryObserved(ts_ns=T0, source="sysfs", devices=tuple(inv))
+
+
+def events(n: int, mix: str = "typical", t0: int = T0) -> Iterator[ev.Event]:
+    """The `n` events after the inventory (see the module docstring for the mixes), stamped
+    `t0` + k ms."""
+    from diag import events as ev
+
+    vfs = [f"0000:3b:{(i >> 3) + 2:02x}.{i & 7}" for i in range(64)]
     host = ev.NetnsRef(inode=4026531840, is_host=True)
     pods = [ev.NetnsRef(inode=4026532000 + p, pid=20000 + p) for p in range(40)]
     filler = 0 if mix == "dense" else 228
+    k = 0
+    cycle = 0
+    while k < n:
+        i = cycle % 64
+        bdf, name, group = vfs[i], f"ens1f0v{i}", 100 + i
+        idx = 1000 + cycle
+        batch: list[dict[str, Any]] = [
+            dict(cls=ev.LogLineMatched, source="kata", signature="vfio-bind-override",
+                 text="Write vfio-pci to driver_override", origin="journald:kata",
+                 level="info", sandbox_id=f"{cycle:064x}", bdf=bdf, pid=3131),
+            dict(cls=ev.LinkRemoved, source="links", ifindex=idx, ifname=name, netns=host, bdf=bdf),
+            dict(cls=ev.NetdevRemoved, source="uevent", bdf=bdf, ifname=name, ifindex=idx),
+            dict(cls=ev.DeviceUnbound, source="uevent", bdf=bdf, previous_driver="iavf"),
+            dict(cls=ev.VfioDeviceAdded, source="uevent", bdf=None, group=group,
+                 devname=f"vfio/{group}"),
+            dict(cls=ev.VfioDeviceAdded, source="uevent", bdf=bdf, devname="vfio-dev/vfio0"),
+            dict(cls=ev.DeviceBound, source="uevent", bdf=bdf, driver="vfio-pci",
+                 previous_driver="iavf"),
+            dict(cls=ev.VfioDeviceRemoved, source="uevent", bdf=bdf, devname="vfio-dev/vfio0"),
+            dict(cls=ev.DeviceUnbound, source="uevent", bdf=bdf, previous_driver="vfio-pci"),
+            dict(cls=ev.NetdevAdded, source="uevent", bdf=bdf, ifname=name, ifindex=idx + 1),
+            dict(cls=ev.DeviceBound, source="uevent", bdf=bdf, driver="iavf",
+                 previous_driver="vfio-pci"),
+            dict(cls=ev.LinkChanged, source="links", ifindex=idx + 1, ifname=name, netns=host,
+                 operstate="UP", carrier=True, admin_up=True,
+                 mac=f"02:00:00:00:{i:02x}:{cycle & 0xFF:02x}", bdf=bdf),
+        ]
+        for j in range(filler):
+            v = (cycle * filler + j) % 400
+            up = (cycle + j) % 2 == 0
+            batch.append(dict(
+                cls=ev.LinkChanged, source="links", ifindex=10 + v % 10, ifname=f"eth{v % 10}",
+                netns=pods[v // 10], operstate="UP" if up else "DOWN", carrier=up,
+                admin_up=True, mac=f"0a:58:0a:00:{v >> 8:02x}:{v & 0xFF:02x}", link_kind="veth"))
+        for fields in batch:
+            if k >= n:
+                return
+            k += 1
+            cls = fields.pop("cls")
+            yield cls(ts_ns=t0 + k * 1_000_000, **fields)
+        cycle += 1
+
+
+def make(path: str, n: int, mix: str = "typical") -> None:
+    from diag import codec
+
     with open(path, "wb") as fh:
-        fh.write(codec.dumps(codec.Header(boot_id="bench", started_ns=t0, hostname="bench")))
-        fh.write(codec.dumps(ev.InventoryObserved(ts_ns=t0, source="sysfs", devices=tuple(inv))))
-        k = 0
-        cycle = 0
-        while k < n:
-            i = cycle % 64
-            bdf, name, group = vfs[i], f"ens1f0v{i}", 100 + i
-            idx = 1000 + cycle
-            batch: list[ev.Event] = [
-                ev.LogLineMatched(ts_ns=0, source="kata", signature="vfio-bind-override",
-                                  text="Write vfio-pci to driver_override", origin="journald:kata",
-                                  level="info", sandbox_id=f"{cycle:064x}", bdf=bdf, pid=3131),
-                ev.LinkRemoved(ts_ns=0, source="links", ifindex=idx, ifname=name, netns=host, bdf=bdf),
-                ev.NetdevRemoved(ts_ns=0, source="uevent", bdf=bdf, ifname=name, ifindex=idx),
-                ev.DeviceUnbound(ts_ns=0, source="uevent", bdf=bdf, previous_driver="iavf"),
-                ev.VfioDeviceAdded(ts_ns=0, source="uevent", bdf=None, group=group,
-                                   devname=f"vfio/{group}"),
-                ev.VfioDeviceAdded(ts_ns=0, source="uevent", bdf=bdf, devname="vfio-dev/vfio0"),
-                ev.DeviceBound(ts_ns=0, source="uevent", bdf=bdf, driver="vfio-pci",
-                               previous_driver="iavf"),
-                ev.VfioDeviceRemoved(ts_ns=0, source="uevent", bdf=bdf, devname="vfio-dev/vfio0"),
-                ev.DeviceUnbound(ts_ns=0, source="uevent", bdf=bdf, previous_driver="vfio-pci"),
-                ev.NetdevAdded(ts_ns=0, source="uevent", bdf=bdf, ifname=name, ifindex=idx + 1),
-                ev.DeviceBound(ts_ns=0, source="uevent", bdf=bdf, driver="iavf",
-                               previous_driver="vfio-pci"),
-                ev.LinkChanged(ts_ns=0, source="links", ifindex=idx + 1, ifname=name, netns=host,
-                               operstate="UP", carrier=True, admin_up=True,
-                               mac=f"02:00:00:00:{i:02x}:{cycle & 0xFF:02x}", bdf=bdf),
-            ]
-            for j in range(filler):
-                v = (cycle * filler + j) % 400
-                up = (cycle + j) % 2 == 0
-                batch.append(ev.LinkChanged(
-                    ts_ns=0, source="links", ifindex=10 + v % 10, ifname=f"eth{v % 10}",
-                    netns=pods[v // 10], operstate="UP" if up else "DOWN", carrier=up,
-                    admin_up=True, mac=f"0a:58:0a:00:{v >> 8:02x}:{v & 0xFF:02x}", link_kind="veth"))
-            for e in batch:
-                if k >= n:
-                    break
-                k += 1
-                object.__setattr__(e, "ts_ns", t0 + k * 1_000_000)
-                fh.write(codec.dumps(e))
-            cycle += 1
+        fh.write(codec.dumps(codec.Header(boot_id="bench", started_ns=T0, hostname="bench")))
+        fh.write(codec.dumps(inventory()))
+        for e in events(n, mix):
+            fh.write(codec.dumps(e))
 
 
-def measure(mode: str, path: str) -> tuple[int, float]:
+def peak_rss_kb() -> int:
+    """VmHWM: this process's peak RSS. Not getrusage's ru_maxrss, which Linux keeps across
+    fork+exec, so a probe started by pytest would report pytest's own peak."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def measure(mode: str, path: str) -> tuple[int, float, float]:
     from diag.importers import FileStats, iter_lines
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     n = 0
     if mode == "floor":
         import orjson
@@ -101,12 +135,12 @@ def measure(mode: str, path: str) -> tuple[int, float]:
         n = report.events_total
     else:
         raise SystemExit(f"unknown mode {mode}")
-    return n, time.perf_counter() - t
+    return n, time.process_time() - c, time.perf_counter() - t
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2], int(sys.argv[3]), *sys.argv[4:5])
     else:
-        n, secs = measure(sys.argv[1], sys.argv[2])
-        print(n, f"{secs:.3f}", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        n, cpu, wall = measure(sys.argv[1], sys.argv[2])
+        print(n, f"{cpu:.3f}", f"{wall:.3f}", peak_rss_kb())

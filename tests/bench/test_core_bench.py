@@ -3,10 +3,11 @@ an event entering the core to its finding. Prints a table; never asserts a time.
 
 Streams (all from the lab's real recordings, see tests/unit/core/corelab.py):
 - `lab session`: the golden session (tests/golden/core/lab-session.events.jsonl): both Kata
-  sequences, #10162 lines, an unexpected actor, a loss; about one finding transition for every
-  six events (the worst case: every event is part of a driver move that is a problem).
+  sequences, #10162 lines, an unexpected actor, a loss; one finding transition for every three
+  events (the finding-dense worst case: every event is part of a driver move that is a
+  problem). Target 200,000 events per CPU second.
 - `healthy host`: pods come and go: the recorded Kata 3.8 bind and restore, by the Kata shim,
-  with cold_plug_vfio=root-port (what the remedy asks for): no finding at all.
+  with cold_plug_vfio=root-port (what the remedy asks for): no finding at all. Target 500,000.
 - `flapping`: all four recorded moves (3.8 and 3.0-3.7 pairs) by the Kata shim with root-port:
   one driver-flapping finding per replay (the lab moves the VF 4 times in 3 s).
 Each is replayed 200 times, 200 s apart (new episodes each time). Side by side: the same core
@@ -20,7 +21,6 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,12 +28,29 @@ import pytest
 from diag import codec
 from diag import events as ev
 from diag.core.correlator import Correlator
+from diag.events import replace
+from tests.bench.benchprofile import profile
+from tests.bench.benchtable import table
 from tests.unit.core import corelab
 
 HERE = Path(__file__).resolve().parent
 
+PROFILED = """
+import sys
+from tests.bench import test_core_bench as b
+from diag.core.correlator import Correlator
+stream = {"lab session": b.lab_stream, "healthy host": b.healthy_stream,
+          "flapping": b.flapping_stream}[sys.argv[1]]()
+for _ in range(50):
+    c = Correlator()
+    for e in stream:
+        c.feed(e)
+"""
+"""A stream replayed 50 times in a fresh interpreter (what py-spy profiles on a miss)."""
+
 REPEAT = 200
-TARGET = 200_000
+TARGETS = {"lab session": 200_000, "healthy host": 500_000, "flapping": 200_000}
+"""Events per CPU second (issue 19): the finding-dense stream, and a host with no finding."""
 SETUP = (ev.InventoryObserved, ev.KataConfigLoaded, ev.SourceStateChanged)
 
 
@@ -139,12 +156,13 @@ def test_core_throughput_and_latency() -> None:
 
     print()
     print("core throughput, events per CPU second (best of 5 in-process replays; wall clock in "
-          f"brackets; target {TARGET:,} events/s)")
+          "brackets)")
     print(f"{'stream':<14}{'events':>8}{'findings':>9}{'vfiowatch core':>26}"
-          f"{'every rule/event':>26}{'ratio':>7}{'vs target':>10}")
+          f"{'every rule/event':>26}{'ratio':>7}{'target':>9}{'vs target':>10}")
     for name, n, nf, ours, base, *_ in rows:
         print(f"{name:<14}{n:>8,}{nf:>9,}{ours[0]:>11,.0f} ev/s ({ours[1]:>8,.0f}){base[0]:>11,.0f}"
-              f" ev/s ({base[1]:>8,.0f}){ours[0] / base[0]:>6.1f}x{ours[0] / TARGET:>9.2f}x")
+              f" ev/s ({base[1]:>8,.0f}){ours[0] / base[0]:>6.1f}x{TARGETS[name]:>9,}"
+              f"{ours[0] / TARGETS[name]:>9.2f}x")
     print()
     print("time from an event entering the core to its finding (one feed() call, µs of CPU; "
           "wall p99 in the last column)")
@@ -158,3 +176,8 @@ def test_core_throughput_and_latency() -> None:
     print("median over the lab session: {:.1f} µs (python {}.{}; load average {:.1f} on {} CPUs)"
           .format(statistics.median(rows[0][5]) / 1000, *sys.version_info[:2],
                   os.getloadavg()[0], os.cpu_count()))
+    for name, _, _, ours, *_ in rows:
+        if ours[0] < TARGETS[name]:  # a miss is explained by where the time goes
+            print(table(f"{name} missed its target: py-spy profile of 50 replays (share of "
+                        "samples)", ("function", "own %", "under it %"),
+                        profile([sys.executable, "-c", PROFILED, name], under="Correlator.feed")))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from diag.common.paths import HostPaths
+from diag.events import replace
 from diag.sources import sysfs
 from tests.conftest import vfiowatch_bin
 
@@ -20,6 +20,6 @@ def test_recorded_tree_scans_like_the_live_host(tmp_path: Path) -> None:
     res = subprocess.run([vfiowatch_bin(), "record", "sysfs", "--out", str(out)],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    strip = lambda d: dataclasses.replace(d, vendor_name="", device_name="")  # noqa: E731
+    strip = lambda d: replace(d, vendor_name="", device_name="")  # noqa: E731
     live = [strip(d) for d in sysfs.scan(HostPaths())]
     assert [strip(d) for d in sysfs.scan(HostPaths(out))] == live

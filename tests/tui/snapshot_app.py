@@ -51,7 +51,7 @@ class StandInVfioRule:
             return [f]
         if event.driver != "vfio-pci" and f is not None:
             del self.open[event.bdf]
-            from dataclasses import replace
+            from diag.events import replace
 
             return [replace(f, ts_ns=event.ts_ns, status="resolved", resolved_ns=event.ts_ns,
                             last_ns=event.ts_ns, resolved_reason="back on a host driver")]
@@ -70,7 +70,7 @@ class StandInLinkRule:
         self.open: dict[str, ev.Finding] = {}
 
     def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
-        from dataclasses import replace
+        from diag.events import replace
 
         if isinstance(event, ev.LinkRemoved) and event.bdf and event.bdf not in self.open:
             f = ev.Finding(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 import pytest
 from textual.pilot import Pilot
@@ -12,6 +11,7 @@ from textual.widgets import Input
 
 from diag import events as ev
 from diag.core.state import HostState
+from diag.events import replace
 from diag.testing import ManualFeed
 from diag.tui.app import VfioWatchApp
 from diag.tui.messages import SnapshotReady

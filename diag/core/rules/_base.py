@@ -12,13 +12,15 @@ Also shared helpers: who counts as a Kata shim, and the effective `cold_plug_vfi
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import Any, ClassVar
+
+import msgspec
 
 from diag import events as ev
 from diag.core.episodes import Episode
 from diag.core.model import Model
 from diag.core.thresholds import CoreConfig
+from diag.events import replace
 
 KATA_SHIM_EXE = "containerd-shim-kata-v2"
 KATA_SHIM_COMM = "containerd-shim"
@@ -56,8 +58,7 @@ def actor_names(p: ev.Process) -> tuple[str, ...]:
     return tuple(names)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ColdPlug:
+class ColdPlug(msgspec.Struct, frozen=True, kw_only=True):
     """The effective cold_plug_vfio that applies to a device move, and where it came from."""
 
     value: str
@@ -77,7 +78,25 @@ class ColdPlug:
 def effective_cold_plug(model: Model, bdf: str, actor: ev.Process | None,
                         sandbox_id: str | None = None) -> ColdPlug:
     """cold_plug_vfio of the device's sandbox, else of the host's Kata handler(s), else Kata's
-    built-in default `no-port` (marked assumed)."""
+    built-in default `no-port` (marked assumed). Derived from the Kata configurations and
+    sandboxes alone, so it is kept until either changes (`Model.kata_derived`)."""
+    key = ("cold_plug", bdf, actor.sandbox_id if actor else None,
+           actor.kata_runtime if actor else None, sandbox_id)
+    derived = model.kata_derived
+    cp: ColdPlug | None = derived.get(key)
+    if cp is None:
+        if len(derived) >= DERIVED_MAX:
+            derived.clear()
+        cp = derived[key] = _effective_cold_plug(model, bdf, actor, sandbox_id)
+    return cp
+
+
+DERIVED_MAX = 4096
+"""Cold plug answers kept between Kata changes (devices x writers; a storm only refills it)."""
+
+
+def _effective_cold_plug(model: Model, bdf: str, actor: ev.Process | None,
+                         sandbox_id: str | None) -> ColdPlug:
     sb = model.sandbox_for(bdf)
     if sb is None:
         for sid in (actor.sandbox_id if actor else None, sandbox_id):
@@ -118,8 +137,7 @@ def effective_cold_plug(model: Model, bdf: str, actor: ev.Process | None,
     )
 
 
-@dataclass(slots=True)
-class _Open:
+class _Open(msgspec.Struct):
     finding: ev.Finding
     episode: Episode | None
     seen_version: int
@@ -128,6 +146,8 @@ class _Open:
     """Episode version `finding.evidence` was rendered at (rendered again only when shown)."""
     dirty: bool = False
     """Set by rules whose evidence is not one episode's (they override `_stale`)."""
+    facts: Any = None
+    """What the rule last worded the finding from (a rule may compare before rewording)."""
 
 
 class ConditionRule:
@@ -145,17 +165,36 @@ class ConditionRule:
         self._by_bdf: dict[str, list[str]] = {}
         self.follow: dict[str, int] = {}
         """BDFs whose episodes this rule wants to hear about (the correlator skips the rest)."""
+        self.followed: dict[str, list[Any]] | None = None
+        """Set by the correlator: BDF -> the rules that follow it, in rule order, kept by each
+        rule as it follows and unfollows; an episode costs only the rules that follow it."""
+        self.follow_rank = 0
+        """This rule's place in that order (set by the correlator)."""
         self._severity = dict(config.severity_overrides).get(self.id)
 
     def _follow(self, bdf: str) -> None:
-        self.follow[bdf] = self.follow.get(bdf, 0) + 1
+        n = self.follow.get(bdf, 0)
+        self.follow[bdf] = n + 1
+        index = self.followed
+        if n == 0 and index is not None:
+            rules = index.setdefault(bdf, [])
+            i = len(rules)
+            while i and rules[i - 1].follow_rank > self.follow_rank:
+                i -= 1
+            rules.insert(i, self)
 
     def _unfollow(self, bdf: str) -> None:
         n = self.follow.get(bdf, 0) - 1
         if n > 0:
             self.follow[bdf] = n
-        else:
-            self.follow.pop(bdf, None)
+            return
+        self.follow.pop(bdf, None)
+        index = self.followed
+        rules = index.get(bdf) if index is not None else None
+        if rules is not None and index is not None and self in rules:
+            rules.remove(self)
+            if not rules:
+                del index[bdf]
 
     def _stale(self, st: _Open) -> dict[str, object]:
         """The changes that bring a finding's evidence up to date with its episode (none when
@@ -171,7 +210,7 @@ class ConditionRule:
         """The finding with its evidence up to date."""
         stale = self._stale(st)
         if stale:
-            st.finding = replace(st.finding, **stale)  # type: ignore[arg-type]
+            st.finding = replace(st.finding, **stale)
         return st.finding
 
     # ---- the Rule protocol -------------------------------------------------------------------
@@ -258,19 +297,24 @@ class ConditionRule:
             changes["severity"] = ev.Severity.parse(self._severity)
         if "summary" in changes and old.synthetic:
             changes["summary"] = f"{changes['summary']} [synthetic]"
-        changed = [k for k, v in changes.items() if getattr(old, k) != v]
+        changed = visible = False
+        for k, v in changes.items():
+            if getattr(old, k) != v:
+                changed = True
+                if k not in QUIET_FIELDS:
+                    visible = True
+                    break
         if not changed:
             return None
-        visible = any(k not in QUIET_FIELDS for k in changed)
         if not visible:
-            st.finding = replace(old, **changes)  # type: ignore[arg-type]
+            st.finding = replace(old, **changes)
             if "evidence" in changes and st.episode is not None:
                 st.rendered = st.episode.version
             return None
         ep = st.episode
         merged = {**self._stale(st), **changes}
         merged["last_ns"] = max(old.last_ns, ts_ns, ep.last_ns if ep else 0)
-        f = replace(old, ts_ns=ts_ns, status="updated", **merged)  # type: ignore[arg-type]
+        f = replace(old, ts_ns=ts_ns, status="updated", **merged)
         st.finding = f
         return f
 
@@ -287,7 +331,7 @@ class ConditionRule:
         stale = self._stale(st)
         last = max(old.last_ns, ts_ns, st.episode.last_ns if st.episode else 0)
         f = replace(old, ts_ns=ts_ns, status="resolved", resolved_ns=ts_ns,
-                    resolved_reason=reason, **{**stale, "last_ns": last})  # type: ignore[arg-type]
+                    resolved_reason=reason, **{**stale, "last_ns": last})
         if f.bdf:
             keys = self._by_bdf.get(f.bdf)
             if keys is not None and key in keys:

@@ -45,6 +45,8 @@ class VfioBindUnexpectedActor(ConditionRule):
         bdf = event.bdf
         if self._waiting.pop(bdf, None) is not None:
             self._unfollow(bdf)
+        if bdf not in self._by_bdf:
+            return []
         why = ("device removed" if isinstance(event, ev.DeviceRemoved)
                else f"left vfio-pci (now {getattr(event, 'driver', None) or 'unbound'})")
         return self.resolve_all(self.keys_for(bdf), event.ts_ns, why)

@@ -9,8 +9,6 @@ runtime-rs has no such check.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from diag import events as ev
 from diag.core.episodes import VFIO_DRIVER, Episode
 from diag.core.model import Model
@@ -77,13 +75,16 @@ class VfioBindColdplugDisabled(ConditionRule):
         if isinstance(event, ev.DeviceBound):
             if event.driver == VFIO_DRIVER:
                 return self._bound_vfio(model, event)
+            if event.bdf not in self._by_bdf:  # nothing open: no reason to word
+                return []
             return self.resolve_all(self.keys_for(event.bdf), event.ts_ns,
                                     f"returned to host driver {event.driver}")
-        if isinstance(event, ev.DeviceUnbound):
+        if isinstance(event, ev.DeviceUnbound | ev.DeviceRemoved):
+            if event.bdf not in self._by_bdf:
+                return []
             return self.resolve_all(self.keys_for(event.bdf), event.ts_ns,
-                                    "unbound from vfio-pci (left vfio-pci)")
-        if isinstance(event, ev.DeviceRemoved):
-            return self.resolve_all(self.keys_for(event.bdf), event.ts_ns, "device removed")
+                                    "unbound from vfio-pci (left vfio-pci)"
+                                    if isinstance(event, ev.DeviceUnbound) else "device removed")
         if isinstance(event, ev.SandboxStarted):
             out = []
             for bdf in sorted({v.bdf for v in event.vfs} | set(event.vmm_vfio_devices)):
@@ -119,12 +120,34 @@ class VfioBindColdplugDisabled(ConditionRule):
         severity = fields.pop("severity")
         summary = fields.pop("summary")
         assert isinstance(severity, ev.Severity) and isinstance(summary, str)
-        return [self.open(model, e.bdf, ts_ns=e.ts_ns, trigger_ns=e.ts_ns, bdf=e.bdf,
-                          episode=ep, severity=severity, summary=summary, **fields)]
+        f = self.open(model, e.bdf, ts_ns=e.ts_ns, trigger_ns=e.ts_ns, bdf=e.bdf,
+                      episode=ep, severity=severity, summary=summary, **fields)
+        self.open_[e.bdf].facts = self._facts(model, e.bdf, ep, prev)
+        return [f]
+
+    def _facts(self, model: Model, bdf: str, ep: Episode | None, prev: str) -> tuple[object, ...]:
+        """Everything `_assess` words a finding from: equal facts give an equal finding, so a
+        reassessment whose facts did not change words nothing (most of them: a move's later
+        writes and uevents join the episode without changing what it says)."""
+        actor = ep.actor if ep is not None else model.last_actor.get(bdf)
+        rec = model.devices.get(bdf)
+        dev = rec.device if rec is not None else None
+        if ep is None:
+            return (prev, actor, effective_cold_plug(model, bdf, actor, None),
+                    dev.pf if dev else None, dev.vf_index if dev else None)
+        return (prev, actor, effective_cold_plug(model, bdf, actor, ep.sandbox_id),
+                dev.pf if dev else None, dev.vf_index if dev else None, ep.lost, ep.sandbox_id,
+                "qemu-bus-not-found" in ep.signatures, tuple(ep.controls), ep.first_ns)
 
     def refresh(self, model: Model, key: str, finding: ev.Finding, episode: Episode | None,
                 now_ns: int) -> ev.Finding | None:
         prev = dict(finding.labels).get("from_driver", "?")
+        st = self.open_.get(key)
+        if st is not None:
+            facts = self._facts(model, key, episode, prev)
+            if facts == st.facts:
+                return None
+            st.facts = facts
         fields = self._assess(model, key, episode, prev)
         if fields is None:
             cp = effective_cold_plug(model, key, episode.actor if episode else None)
@@ -159,7 +182,7 @@ class VfioBindColdplugDisabled(ConditionRule):
             actor.sandbox_id if actor else None) or (lost.sandbox_id if lost else None)
         confirmed = ep is not None and "qemu-bus-not-found" in ep.signatures
         if cp.assumed and confirmed:
-            cp = replace(cp, assumed=False,
+            cp = ev.replace(cp, assumed=False,
                          origin="QEMU's line: bus <unknown PCIePortBusPrefix: >0 is what "
                                 "cold_plug_vfio = no-port gives")
         assumed = " (assumed: Kata's built-in default)" if cp.assumed else ""

@@ -33,8 +33,9 @@ class DriverFlapping(ConditionRule):
 
     def __init__(self, config: CoreConfig) -> None:
         super().__init__(config)
-        self.moves: dict[str, deque[tuple[int, str, str]]] = {}
-        """BDF -> (time, driver, actor label) of its recent binds, bounded by the window."""
+        self.moves: dict[str, deque[tuple[int, str, ev.Process | None]]] = {}
+        """BDF -> (time, driver, actor) of its recent binds, bounded by the window (the actors
+        are named only when a flap is reported)."""
         self.timers = Timers()
         self.episodes: dict[str, list[Episode]] = {}
         """BDF -> the episodes of its recent moves (their evidence is the flap's story)."""
@@ -44,7 +45,7 @@ class DriverFlapping(ConditionRule):
         lines: list[ev.Evidence] = []
         for ep in self.episodes.get(bdf, ()):
             lines.extend(ep.evidence())
-        lines.sort(key=lambda x: (x.ts_ns, x.source, x.kind, x.text))
+        lines.sort()  # Evidence orders by (ts_ns, source, kind, text)
         return tuple(lines[-self.config.history_per_device:])
 
     def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
@@ -68,7 +69,8 @@ class DriverFlapping(ConditionRule):
             return []
         return self._flapping(model, event, ep, q)
 
-    def _count(self, event: ev.DeviceBound, ep: Episode | None) -> deque[tuple[int, str, str]]:
+    def _count(self, event: ev.DeviceBound,
+               ep: Episode | None) -> deque[tuple[int, str, ev.Process | None]]:
         """Remember the move and its episode; the moves of the device within the window."""
         bdf = event.bdf
         window = self.config.flapping_window_ns
@@ -77,7 +79,7 @@ class DriverFlapping(ConditionRule):
         if q is None:
             # Enough to count a flap and name its actors; a storm saturates the count here.
             q = self.moves[bdf] = deque(maxlen=max(self.config.flapping_moves, MAX_MOVES))
-        q.append((event.ts_ns, event.driver, actor_label(actor) if actor else ""))
+        q.append((event.ts_ns, event.driver, actor))
         while q and q[0][0] < event.ts_ns - window:
             q.popleft()
         eps = self.episodes.setdefault(bdf, [])
@@ -89,11 +91,11 @@ class DriverFlapping(ConditionRule):
         return q
 
     def _flapping(self, model: Model, event: ev.DeviceBound, ep: Episode | None,
-                  q: deque[tuple[int, str, str]]) -> list[ev.Finding]:
+                  q: deque[tuple[int, str, ev.Process | None]]) -> list[ev.Finding]:
         """Open the finding, or update it with the new count, drivers and actors."""
         bdf = event.bdf
         actor = ep.actor if ep is not None else None
-        actors = list(dict.fromkeys(a for _, _, a in q if a))
+        actors = list(dict.fromkeys(actor_label(a) for _, _, a in q if a))
         drivers = list(dict.fromkeys(d for _, d, _ in q))
         turns = (f"; actors taking turns: {' and '.join(actors)}" if len(actors) > 1
                  else f"; actor: {actors[0]}" if actors else "")

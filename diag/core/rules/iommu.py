@@ -43,10 +43,14 @@ class IommuGroupNotViable(ConditionRule):
                             | set(self.by_group))
         elif isinstance(event, self.events):
             bdf = getattr(event, "bdf", None)
-            rec = model.device(bdf) if isinstance(bdf, str) else None
-            if rec is None or rec.device.iommu_group is None:
+            rec = model.devices.get(bdf) if isinstance(bdf, str) else None
+            if rec is None:
                 return []
-            groups = [rec.device.iommu_group]
+            group = rec.device.iommu_group
+            if group is None or (len(model.groups.get(group, ())) < 2
+                                 and group not in self.by_group):
+                return []  # a group of one is always viable
+            groups = [group]
         else:
             return []
         out = []

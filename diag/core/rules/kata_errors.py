@@ -191,6 +191,8 @@ class KataKnownError(ConditionRule):
         if not isinstance(event, (ev.DeviceBound, ev.DeviceRemoved)):
             return []
         bdf = event.bdf
+        if bdf not in self._by_bdf:
+            return []
         if isinstance(event, ev.DeviceBound):
             if event.driver == VFIO_DRIVER:
                 return []

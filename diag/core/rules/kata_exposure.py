@@ -21,8 +21,6 @@ joins that finding as evidence and its summary says it happened.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from diag import events as ev
 from diag.core import kata_exposure as kx
 from diag.core.model import Model
@@ -101,7 +99,7 @@ class KataExposureRule(ConditionRule):
                     out.append(changed)
             else:  # only the VFs changed: kept quietly (snapshots show the current list)
                 st = self.open_[key]
-                st.finding = replace(st.finding, explanation=explanation,
+                st.finding = ev.replace(st.finding, explanation=explanation,
                                      labels=_labels(row, f, self.happened.get(key)))
         return out
 
@@ -139,7 +137,7 @@ class KataExposureRule(ConditionRule):
                                text=f"{e.signature}: {e.text[:300]}")
             if key in self.happened:  # already said: the line joins the evidence quietly
                 if len(st.finding.evidence) < 20:
-                    st.finding = replace(st.finding, evidence=(*st.finding.evidence, line))
+                    st.finding = ev.replace(st.finding, evidence=(*st.finding.evidence, line))
                 continue
             self.happened[key] = f"{e.signature} at {e.origin or e.source}"
             old = st.finding

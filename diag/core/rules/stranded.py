@@ -56,8 +56,9 @@ class VfStrandedOnVfio(ConditionRule):
         self.timers.set(bdf, since_ns + self.config.stranded_grace_ns)
 
     def _unwatch(self, bdf: str) -> None:
-        self.timers.cancel(bdf)
-        self.since.pop(bdf, None)
+        if bdf in self.since:
+            self.timers.cancel(bdf)
+            del self.since[bdf]
 
     def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
         if isinstance(event, ev.DeviceBound):
@@ -65,15 +66,17 @@ class VfStrandedOnVfio(ConditionRule):
                 self._watch(model, event.bdf, event.ts_ns)
                 return []
             self._unwatch(event.bdf)
+            if event.bdf not in self._by_bdf:
+                return []
             return self.resolve_all(self.keys_for(event.bdf), event.ts_ns,
                                     f"the VF returned to host driver {event.driver}")
-        if isinstance(event, ev.DeviceUnbound):
+        if isinstance(event, ev.DeviceUnbound | ev.DeviceRemoved):
             self._unwatch(event.bdf)
+            if event.bdf not in self._by_bdf:
+                return []
             return self.resolve_all(self.keys_for(event.bdf), event.ts_ns,
-                                    "the VF was unbound from vfio-pci")
-        if isinstance(event, ev.DeviceRemoved):
-            self._unwatch(event.bdf)
-            return self.resolve_all(self.keys_for(event.bdf), event.ts_ns, "the VF was removed")
+                                    "the VF was unbound from vfio-pci"
+                                    if isinstance(event, ev.DeviceUnbound) else "the VF was removed")
         if isinstance(event, ev.InventoryObserved):
             for d in event.devices:
                 if d.driver == VFIO_DRIVER:

@@ -58,24 +58,23 @@ class VfStuckUnbound(ConditionRule):
         return self.resolve_all(self.keys_for(bdf), ts_ns, why)
 
     def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
-        cls = type(event)
-        if cls is ev.SysfsWriteObserved and event.control != "driver_override":  # type: ignore[attr-defined]
-            return []
+        if isinstance(event, ev.SysfsWriteObserved | ev.DeviceChanged):
+            if (event.control if isinstance(event, ev.SysfsWriteObserved)
+                    else event.attribute) != "driver_override" or not isinstance(event.bdf, str):
+                return []
+            return self._check(model, event.bdf, event.ts_ns)
         if isinstance(event, ev.InventoryObserved):
             out = []
             for d in event.devices:
                 if d.driver is None or d.bdf in self._by_bdf:
                     out.extend(self._check(model, d.bdf, event.ts_ns))
             return out
-        if not isinstance(event, self.events):
+        if not isinstance(event, ev.DeviceUnbound | ev.DeviceBound | ev.DeviceRemoved):
             return []
-        bdf = getattr(event, "bdf", None)
-        if not isinstance(bdf, str):
-            return []
-        if isinstance(event, ev.SysfsWriteObserved) and event.control != "driver_override":
-            return []
-        if isinstance(event, ev.DeviceChanged) and event.attribute != "driver_override":
-            return []
+        bdf = event.bdf
+        if (isinstance(event, ev.DeviceBound) and not event.synthetic
+                and bdf not in self.timers and bdf not in self._by_bdf):
+            return []  # bound (the model applied it): not stuck, nothing to stop or resolve
         return self._check(model, bdf, event.ts_ns)
 
     def on_tick(self, model: Model, now_ns: int) -> list[ev.Finding]:

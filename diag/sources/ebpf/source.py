@@ -28,7 +28,6 @@ as EventsLost.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.resources
 import os
 import posixpath
@@ -58,9 +57,15 @@ from diag.sources.ebpf.mode import (
     variant_note,
 )
 from diag.sources.proc import ProcessTable, parse_cgroup
+from diag.sources.watermark import Watermark
 
 SOURCE = "ebpf"
-OPTIONS = ("mode", "tracepoint_variant", "poll_ms", "gc_interval_s")
+OPTIONS = ("mode", "tracepoint_variant", "poll_ms", "gc_interval_s", "lag_ms")
+LAG_MS = 5.0
+"""Default longest time from a record's kernel stamp to this thread reading it (the ring
+buffer's wake-up, and the interpreter switch interval of 5 ms): the other sources' events wait
+this long for the eBPF records stamped before them. Raise it on a slow or overloaded machine
+(`[sources.ebpf] lag_ms`); a record later than that is merged as late (counted)."""
 TRACEPOINT_PROBE = "sysfs_write_tp.bpf.c"
 OPEN_ONLY_PROBE = "sysfs_open_tp.bpf.c"
 VARIANTS = ("open-only", "complete")
@@ -116,7 +121,7 @@ class EbpfSource:
     (`open-only` default: opens only, values recovered afterwards; `complete`: values and
     results of every write, at a cost on every syscall), `poll_ms` (the longest the loop
     sleeps when no record comes, default 500: a record wakes it at once), `gc_interval_s`
-    (drop tracked fds of exited processes, default 2).
+    (drop tracked fds of exited processes, default 2), `lag_ms` (see LAG_MS, default 5).
     """
 
     name: ClassVar[str] = SOURCE
@@ -136,6 +141,10 @@ class EbpfSource:
                               hint="[sources.ebpf] tracepoint_variant takes: " + ", ".join(VARIANTS))
         self.poll_ms = int(opts.get("poll_ms", 500))
         self.gc_interval_s = float(opts.get("gc_interval_s", 2.0))
+        self.watermark = Watermark(lag_ns=int(float(opts.get("lag_ms", LAG_MS)) * 1_000_000))
+        """How far this source's stream is complete: records are stamped in the kernel and
+        read when the poll wakes, so it lags the clock by `lag_ms`; a record held for its
+        read-back holds it at that record's stamp."""
         self.stats = EbpfStats()
         self.mode = ""
         self.table = ProcessTable(self.paths)
@@ -176,7 +185,11 @@ class EbpfSource:
             raise ProbeLoadError(choice.reason, hint=choice.hint)
         self._emit = emit
         started = time.monotonic()
+        wm = self.watermark
         self.table.seed()
+        # Nothing is attached while bcc compiles (seconds; minutes under emulation): no record
+        # can come older than the clock. The loader marks the source working as it attaches.
+        wm.waiting()
         loaded = self._load_stoppable(choice, stop)
         if loaded is None:  # stopped while bcc compiled: the loader closes what it made
             return
@@ -200,6 +213,12 @@ class EbpfSource:
                 if self._delayed:
                     due = min(d for d, _ in self._delayed) - time.monotonic()
                     timeout = max(1, min(timeout, int(due * 1000) + 1))
+                # Whatever the ring buffer holds now is read before the source says it waits
+                # (ring_buffer__consume reads shared memory, no system call); a record that
+                # comes during the poll wakes it within `lag_ms` (the first one marks it
+                # working, in _on_raw).
+                prog.consume()
+                wm.waiting()
                 prog.poll(timeout)
                 now = time.monotonic()
                 if now >= next_check:
@@ -260,6 +279,7 @@ class EbpfSource:
         if choice.mode == "kprobe":
             try:
                 prog = bcc_facade.Program(d / KPROBE_PROBE, include=d, defines=defines)
+                self.watermark.working()  # records may come from the first attach on
             except Exception as exc:
                 raise ProbeLoadError(f"compiling {KPROBE_PROBE} failed: {exc}",
                                      hint="check the kernel headers (vfiowatch check)") from exc
@@ -293,6 +313,7 @@ class EbpfSource:
         defines.update(syscall_defines())
         try:
             prog = bcc_facade.Program(d / probe, include=d, defines=defines)
+            self.watermark.working()  # bcc attached the tracepoints as it loaded them
         except Exception as exc:
             raise ProbeLoadError(f"loading {probe} failed: {exc}",
                                  hint="check kernel headers and tracefs (vfiowatch check)") from exc
@@ -305,6 +326,9 @@ class EbpfSource:
         emit = self._emit
         if emit is None:
             return
+        wm = self.watermark
+        if wm.is_waiting:
+            wm.working()
         self.stats.records += 1
         try:
             rec = D.parse_record(data)
@@ -325,6 +349,7 @@ class EbpfSource:
             return
         if out.stage == "open" and out.result >= 0 and out.control in D.READBACK_CONTROLS:
             self._delayed.append((time.monotonic() + READBACK_DELAY_S, out))
+            self._hold()
             return
         self.stats.emitted += 1
         emit(out)
@@ -343,13 +368,18 @@ class EbpfSource:
                 content = None
             if content is not None:
                 value = D.readback_value(e.control, content)
-                e = dataclasses.replace(e, value=value, value_recovered=True,
+                e = ev.replace(e, value=value, value_recovered=True,
                                         driver=(value or None) if e.control == "driver_override"
                                         else e.driver)
             if emit is not None:
                 self.stats.emitted += 1
                 emit(e)
         self._delayed = keep
+        self._hold()
+
+    def _hold(self) -> None:
+        """Events after the oldest record held for its read-back wait for it."""
+        self.watermark.hold(min((e.ts_ns for _, e in self._delayed), default=None))
 
     def handle(self, rec: D.RawRecord) -> ev.SysfsWriteObserved | None:
         """One parsed record -> an event (or None: a chdir, or a file outside sysfs)."""
@@ -534,7 +564,7 @@ class EbpfSource:
                 parent = self.table.lookup(ppid, refresh=True)
             if parent.comm:
                 changes["ancestry"] = (parent.comm, *parent.ancestry)[:8]
-        return dataclasses.replace(p, **changes)  # type: ignore[arg-type]
+        return ev.replace(p, **changes)
 
     # ---- loss and housekeeping ----------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import select
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -374,7 +374,7 @@ def to_events(rec: LogRecord, *, ts_ns: int, source: str = "kata") -> list[ev.Ev
         if sid in seen or m.signature.severity == "info" or sid in signatures.WRAPPERS:
             continue
         seen.add(sid)
-        out.append(replace(e, signature=sid, bdf=m.bdf or e.bdf,
+        out.append(ev.replace(e, signature=sid, bdf=m.bdf or e.bdf,
                            iommu_group=m.iommu_group if m.iommu_group is not None
                            else e.iommu_group))
     return out

@@ -78,7 +78,7 @@ def exposure_line(he_facts: tuple[ev.KataHandlerFacts, ...], assessments: tuple[
                   for r in latent]
         return CheckResult("kata exposure", True, "; ".join(parts) or "no Kata handler to assess")
     parts, fixes = [], []
-    for r in sorted(exposed, key=lambda r: (-r.severity, r.handler, r.issue)):
+    for r in sorted(exposed, key=lambda r: (-r.severity.rank, r.handler, r.issue)):
         f = facts[r.handler]
         parts.append(f"handler {r.handler} exposed to {_issue(r)} ({r.severity.label}): "
                      + "; ".join(r.why[:3]))

@@ -33,11 +33,11 @@ import stat
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any, ClassVar
 
 from diag import events as ev
 from diag.common.paths import HostPaths
+from diag.events import replace
 from diag.sources import (
     Availability,
     Emit,
@@ -50,6 +50,7 @@ from diag.sources import (
 from diag.sources.kata import decode as kata_decode
 from diag.sources.kata import discovery, exposure, loglines, sandboxes
 from diag.sources.kata import version as kversion
+from diag.sources.watermark import Watermark
 
 NAME = "kata"
 OPTIONS = ("log_files", "logs_from_start", "journal", "kmsg", "containerd_config", "sandbox_interval_s",
@@ -410,7 +411,10 @@ class KataWatcher:
         # the shim, mode kata-log), beside or instead of eBPF's record of it.
         out.extend(loglines.to_events(rec, ts_ns=ts_ns, source=NAME))
 
-    def step_logs(self, ts_ns: int, timeout: float = 0.0) -> list[ev.Event]:
+    def step_logs(self, ts_ns: int, timeout: float = 0.0,
+                  watermark: Watermark | None = None) -> list[ev.Event]:
+        """New log lines as events: files and kmsg stamped `ts_ns`; the journal waited on for
+        up to `timeout`, its lines stamped when read (`watermark` says it waits meanwhile)."""
         out: list[ev.Event] = []
         for f in self.log_files:
             for line in f.poll():
@@ -419,7 +423,13 @@ class KataWatcher:
             for raw in self.kmsg.poll():
                 self._matched(loglines.decode_kmsg(raw, self.boot_ns), ts_ns, out)
         if self.journal is not None:
-            for entry in self.journal.poll(timeout):
+            if watermark is not None:
+                watermark.waiting()
+            entries = self.journal.poll(timeout)
+            if watermark is not None:
+                watermark.working()
+                ts_ns = time.time_ns()  # read now: after the watermark's mark
+            for entry in entries:
                 self._matched(loglines.decode_journal_entry(entry), ts_ns, out)
             if self.journal.proc is None:  # journalctl exited: start it again a little later
                 self.journal_reason = self.journal.reason or "journalctl exited"
@@ -427,7 +437,11 @@ class KataWatcher:
                 self.journal_restarts += 1
                 self._next["journal"] = time.monotonic() + self.journal_retry_s
         elif timeout:
+            if watermark is not None:
+                watermark.waiting()
             time.sleep(timeout)
+            if watermark is not None:
+                watermark.working()
         return out
 
     # ---- one round ------------------------------------------------------------------------
@@ -499,6 +513,8 @@ class KataSource:
         self.ctx = ctx or SourceContext()
         check_options(self.name, self.ctx.options, OPTIONS)
         self.watcher: KataWatcher | None = None
+        self.watermark = Watermark()
+        """How far this source's stream is complete (the runtime's merge reads it)."""
 
     def probe(self) -> Availability:
         disc = discovery.discover(self.ctx.paths)
@@ -518,9 +534,12 @@ class KataSource:
             "name Kata's log files in [sources.kata] log_files, or mount the host's journal under --root",
         ))
         first = True
+        wm = self.watermark
         try:
             while not stop.is_set():
                 try:
+                    # Stamped after the mark: the merge never waits for this round's events.
+                    wm.working()
                     for e in w.step(time.time_ns(), force=first):
                         emit(e)
                 except Exception as exc:  # a source never dies of one bad round
@@ -528,7 +547,7 @@ class KataSource:
                                          reason=f"kata round failed: {exc!r}"))
                 first = False
                 try:
-                    for e in w.step_logs(time.time_ns(), timeout=0.1):
+                    for e in w.step_logs(time.time_ns(), timeout=0.1, watermark=wm):
                         emit(e)
                 except Exception as exc:
                     emit(ev.DecodeFailed(ts_ns=time.time_ns(), source=NAME, failed_source=NAME,

@@ -18,11 +18,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any
 
 from diag import events as ev
 from diag.common.bdf import is_bdf
+from diag.events import replace
 
 MAX_UEVENT = 8192
 """Larger than any kernel uevent (UEVENT_BUFFER_SIZE is 2048 for the environment)."""

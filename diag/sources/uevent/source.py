@@ -29,9 +29,10 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from diag import events as ev
+from diag.events import replace
 from diag.sources import (
     Availability,
     Emit,
@@ -44,6 +45,7 @@ from diag.sources import (
 from diag.sources import sysfs as sysfs_mod
 from diag.sources._wake import StopRelay
 from diag.sources.uevent.decode import SOURCE, DeviceTracker, MalformedUevent, decode_uevent
+from diag.sources.watermark import Watermark
 
 log = logging.getLogger("vfiowatch.sources.uevent")
 
@@ -102,6 +104,27 @@ class UeventStats(SocketCounters):
 
 
 _LOST = None  # marker put in the queue by the reader where the kernel reported ENOBUFS
+
+
+class _ReaderWatermark(Watermark):
+    """The uevent source's watermark: two threads, the reader stamping datagrams as it reads
+    them and the decoder emitting them in that order. Complete up to the clock only when the
+    reader found the socket empty, nothing waits between the two, and the decoder waits; else
+    up to the stamp of the last datagram emitted (the next one is stamped no earlier)."""
+
+    __slots__ = ("reader",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reader: _Reader | None = None
+
+    def value(self, now_ns: int) -> int:
+        r = self.reader
+        # Upstream to downstream: the reader clears `drained` before it stamps and queues, the
+        # decoder leaves `waiting` only after it emitted all it popped (see watermark.py).
+        if r is not None and r.drained and not r.q and self._waiting:
+            return now_ns
+        return super().value(now_ns) if r is None else self._mark
 
 
 class _Reader(threading.Thread):
@@ -165,8 +188,10 @@ class _Reader(threading.Thread):
                         wake.set()
                         continue
                     raise
-                ts = now()
+                # Not drained before the stamp: a watermark that saw `drained` set may promise
+                # the clock it read before, and this stamp comes after.
                 self.drained = False
+                ts = now()
                 stats.received += 1
                 if addr[0] != 0:
                     stats.foreign += 1
@@ -212,6 +237,8 @@ class UeventSource:
         self._last_decode_failed_ns = 0
         self.decode = decode_uevent
         """The decoder the loop calls (a seam: tests wrap it to count their own datagrams)."""
+        self.watermark = _ReaderWatermark()
+        """How far this source's stream is complete (the runtime's merge reads it)."""
 
     def probe(self) -> Availability:
         try:
@@ -286,6 +313,8 @@ class UeventSource:
         decode = self.decode
         track = self.tracker.apply
         name = self.name
+        wm = self.watermark
+        wm.reader = reader
         while True:
             if stop.is_set():
                 return
@@ -299,7 +328,9 @@ class UeventSource:
                 # Re-check after the clear: a stop or resync request may have just set it.
                 if not q and not stop.is_set() and (self._resync_reason is None
                                                     or not reader.drained):
+                    wm.waiting()  # with the reader drained: complete up to the clock
                     reader.wake.wait(5.0)  # set by the reader, the stop relay, request_resync
+                    wm.busy()  # what the reader queued meanwhile carries older stamps
                 continue
             lost = False
             for _ in range(len(q)):
@@ -321,6 +352,7 @@ class UeventSource:
                     e = self._enrich_added(e)  # type: ignore[arg-type]
                 st.kept += 1
                 emit(track(e))
+            wm.emitted(ts)
             reader.space.set()
             if self.paths.confined:  # a device scanned for its PF may have met a refused link
                 self._refused(emit)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import replace
 from pathlib import Path
 
 from diag import events as ev
 from diag.common.paths import HostPaths
 from diag.core.correlator import Correlator
 from diag.core.thresholds import CoreConfig
+from diag.events import replace
 from diag.sources import sysfs
 from diag.sources.rtnl import decode_rtnl
 from diag.sources.uevent.decode import DeviceTracker, decode_uevent

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from diag import codec
 from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.core.thresholds import NS, CoreConfig
+from diag.events import replace
 from diag.sources.uevent.decode import decode_uevent
 from tests.fixtures.dumps import dump_path, load_dump
 from tests.unit.core.corelab import (

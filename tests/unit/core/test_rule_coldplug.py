@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from diag import events as ev
 from diag.core.thresholds import CoreConfig
+from diag.events import replace
 from tests.unit.core.corelab import (
     KATA_SHIM,
     KATA_SHIM_COMM_ONLY,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+
 
 from diag import events as ev
 from diag.core.correlator import Correlator
@@ -45,7 +45,7 @@ def test_the_fixing_drop_in_resolves_it_saying_what_changed() -> None:
     """root-port with a root port: the finding resolves, its reason names cold_plug_vfio and its drop-in."""
     c = Correlator()
     c.feed(observed(FACTS))
-    fixed = replace(FACTS, cold_plug_vfio="root-port", cold_plug_origin="drop-in:/x/config.d/90.toml",
+    fixed = ev.replace(FACTS, cold_plug_vfio="root-port", cold_plug_origin="drop-in:/x/config.d/90.toml",
                     pcie_root_port=1, pcie_root_port_origin="drop-in:/x/config.d/90.toml")
     (f,) = exposure(c.feed(observed(fixed, T0 + S)))
     assert f.status == "resolved" and f.resolved_ns == T0 + S
@@ -57,7 +57,7 @@ def test_root_port_alone_trades_10162_for_the_rp0_failure() -> None:
     """The issue's literal drop-in (root-port, pcie_root_port 0): #10162 resolves and #5676 opens."""
     c = Correlator()
     c.feed(observed(FACTS))
-    out = exposure(c.feed(observed(replace(FACTS, cold_plug_vfio="root-port"), T0 + S)))
+    out = exposure(c.feed(observed(ev.replace(FACTS, cold_plug_vfio="root-port"), T0 + S)))
     assert [(f.status, dict(f.labels)["issue"]) for f in out] == [("resolved", "10162"), ("open", "5676")]
     assert dict(out[1].labels)["inference"] == "yes"
 
@@ -66,7 +66,7 @@ def test_a_changed_vf_list_alone_updates_nothing() -> None:
     """Another VF appearing keeps the finding as it is (no `updated` record); the snapshot sees both VFs."""
     c = Correlator()
     c.feed(observed(FACTS))
-    assert exposure(c.feed(observed(replace(FACTS, vfs=(VF, VF2)), T0 + S))) == []
+    assert exposure(c.feed(observed(ev.replace(FACTS, vfs=(VF, VF2)), T0 + S))) == []
     (active,) = exposure(list(c.snapshot().active_findings))
     assert dict(active.labels)["vfs"] == "2"
     assert c.snapshot().kata_facts[0].vfs == (VF, VF2)
@@ -76,7 +76,7 @@ def test_no_vf_left_resolves_and_a_new_vf_opens_again() -> None:
     """Latent (no VF pods can be given) opens nothing; the metric's rows stay, marked not exposed."""
     c = Correlator()
     c.feed(observed(FACTS))
-    none = replace(FACTS, vfs=(), vfs_basis="every VF on a host network driver")
+    none = ev.replace(FACTS, vfs=(), vfs_basis="every VF on a host network driver")
     (f,) = exposure(c.feed(observed(none, T0 + S)))
     assert f.status == "resolved" and f.resolved_reason.startswith("no VF can be given to pods now")
     (a,) = c.snapshot().kata_exposure
@@ -90,7 +90,7 @@ def test_an_upgrade_resolves_one_issue_and_opens_the_next() -> None:
     c = Correlator()
     c.feed(observed(FACTS))
     v39 = ev.KataVersionReading(source="kata-deploy", version="3.9.0", detail="/opt/kata/VERSION (kata-deploy)")
-    out = exposure(c.feed(observed(replace(FACTS, version="3.9.0", version_source=v39), T0 + S)))
+    out = exposure(c.feed(observed(ev.replace(FACTS, version="3.9.0", version_source=v39), T0 + S)))
     assert [(f.status, f.severity.label) for f in out] == [("resolved", "error"), ("open", "warning")]
     assert out[0].resolved_reason == "Kata is now 3.9.0 (read from /opt/kata/VERSION (kata-deploy))"
 
@@ -112,7 +112,7 @@ def test_the_same_facts_again_change_nothing() -> None:
 
 def test_unknown_version_is_a_warning_naming_the_versions_at_risk() -> None:
     c = Correlator()
-    unknown = replace(FACTS, version="", version_source=None,
+    unknown = ev.replace(FACTS, version="", version_source=None,
                       readings=(ev.KataVersionReading(source="binary", detail="/usr/local/bin/x: not an ELF file",
                                                       exact=False),))
     (f,) = exposure(c.feed(observed(unknown)))
@@ -130,7 +130,7 @@ def test_the_line_that_shows_it_happened_joins_the_finding_once() -> None:
     (f,) = exposure(c.feed(line))
     assert f.status == "updated" and f.summary.endswith("(it happened: qemu-bus-not-found at journald:kata)")
     assert f.sandbox_id == "7f3c9a1e5b2d" and dict(f.labels)["happened"] == "qemu-bus-not-found"
-    assert exposure(c.feed(replace(line, ts_ns=T0 + 2 * S))) == []
+    assert exposure(c.feed(ev.replace(line, ts_ns=T0 + 2 * S))) == []
     (active,) = exposure(list(c.snapshot().active_findings))
     assert len(active.evidence) == 3
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from diag import events as ev
 from diag.core.thresholds import NS, CoreConfig
+from diag.events import replace
 from tests.unit.core.corelab import (
     KATA_SHIM,
     OPERATOR,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 
+import msgspec
 import pytest
 
 from diag import codec
@@ -18,7 +18,9 @@ def _sample(tp: typing.Any, name: str) -> typing.Any:
     if origin in (typing.Union, __import__("types").UnionType):
         return _sample(next(a for a in args if a is not type(None)), name)
     if origin is tuple:
-        return (_sample(args[0], name),) if args else ()
+        if len(args) == 2 and args[1] is Ellipsis:
+            return (_sample(args[0], name),)
+        return tuple(_sample(a, name) for a in args)
     if tp is ev.Severity:
         return ev.Severity.WARNING
     if tp is bool:
@@ -27,14 +29,14 @@ def _sample(tp: typing.Any, name: str) -> typing.Any:
         return 7
     if tp is str:
         return f"{name}-\x1b[31m-é"
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
         return _build(tp)
     raise AssertionError(f"no sample for {tp!r}")
 
 
 def _build(cls: type) -> typing.Any:
     hints = typing.get_type_hints(cls, vars(ev))
-    return cls(**{f.name: _sample(hints[f.name], f.name) for f in dataclasses.fields(cls)})
+    return cls(**{f.name: _sample(hints[f.name], f.name) for f in msgspec.structs.fields(cls)})
 
 
 @pytest.mark.parametrize("kind", sorted(ev.EVENT_TYPES))
@@ -53,8 +55,8 @@ def test_defaults_are_omitted_and_restored(kind: str) -> None:
     hints = typing.get_type_hints(cls, vars(ev))
     required = {
         f.name: _sample(hints[f.name], f.name)
-        for f in dataclasses.fields(cls)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        for f in msgspec.structs.fields(cls)
+        if f.required
     }
     event = cls(**required)
     rec = codec.to_record(event)
@@ -66,7 +68,7 @@ def test_header_round_trips_and_newer_schema_is_refused() -> None:
     """The header decodes; a header from a newer schema raises a titled JournalFormatError."""
     h = codec.Header(agent_version="0.1.0", hostname="h", kernel="6.18", boot_id="b", started_ns=1)
     assert codec.loads(codec.dumps(h)) == h
-    newer = codec.dumps(dataclasses.replace(h, schema=codec.SCHEMA_VERSION + 1))
+    newer = codec.dumps(ev.replace(h, schema=codec.SCHEMA_VERSION + 1))
     with pytest.raises(JournalFormatError, match="newer"):
         codec.loads(newer)
 

@@ -1,4 +1,4 @@
-"""The compiled journal decoder keeps the decoding contract: defaults, nulls, unknown keys, damage."""
+"""The typed journal decoder keeps the decoding contract: defaults, nulls, unknown keys, damage."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_null_and_nested_values_decode_as_before() -> None:
 
 
 def test_decoded_events_are_real_frozen_instances() -> None:
-    """Built by slot assignment, they still compare, hash and refuse mutation like any event."""
+    """Decoded straight into records, they compare, hash and refuse mutation like any event."""
     a = codec.loads(codec.dumps(ev.DeviceBound(ts_ns=1, source="u", bdf="b", driver="d")))
     b = ev.DeviceBound(ts_ns=1, source="u", bdf="b", driver="d")
     assert a == b and hash(a) == hash(b) and type(a) is ev.DeviceBound
@@ -54,14 +54,15 @@ def test_damaged_records_are_value_errors_and_counted_by_readers(line: bytes) ->
     assert FileStats("x").bad_lines == 0
 
 
-def test_repeated_scalar_value_records_are_shared_and_still_equal() -> None:
-    """Two link events in one namespace share one NetnsRef instance; values are unchanged."""
+def test_nested_value_records_decode_typed_and_a_bad_one_is_a_value_error() -> None:
+    """A nested namespace decodes to an equal NetnsRef; a nested record missing a field, or of
+    the wrong shape or type, makes the whole line a ValueError."""
     line = (b'{"kind":"link_removed","ts_ns":%d,"source":"links","ifindex":3,"ifname":"eth1",'
             b'"netns":{"inode":4026532001,"pid":20001}}')
     a, b = codec.loads(line % 1), codec.loads(line % 2)
     assert isinstance(a, ev.LinkRemoved) and isinstance(b, ev.LinkRemoved)
-    assert a.netns is b.netns and a.netns == ev.NetnsRef(inode=4026532001, pid=20001)
-    for bad in (b'{"pid":1}', b'[1]', b'"host"'):  # missing field, not an object
+    assert a.netns == b.netns == ev.NetnsRef(inode=4026532001, pid=20001)
+    for bad in (b'{"pid":1}', b'[1]', b'"host"', b'{"inode":"7"}'):  # missing, shape, type
         with pytest.raises(ValueError):
             codec.loads(b'{"kind":"link_removed","ts_ns":1,"source":"l","ifindex":3,'
                         b'"ifname":"x","netns":' + bad + b'}')

@@ -95,9 +95,8 @@ def test_sriov_destroy_removes_both_vf_links() -> None:
 def test_merged_by_time_the_two_sockets_give_the_sriov_lab_order() -> None:
     """uevent and rtnl records of one phase sorted by receive time: RTM_DELLINK, remove net,
     unbind (no DRIVER, previous driver from state), vfio nodes, bind vfio-pci."""
-    from dataclasses import replace
-
     from diag.common.paths import HostPaths
+    from diag.events import replace
     from diag.sources import sysfs
 
     devs = [replace(d, driver="igbvf", netdevs=("eth1",)) if d.bdf == VF0 else d
@@ -153,10 +152,9 @@ PHASE_ORDER = {
 def test_the_pipeline_merges_two_sockets_of_a_lab_phase_into_kernel_time_order(phase: str) -> None:
     """All of a phase's uevents arrive first, then all its rtnetlink messages (the worst case of
     two sockets); the runtime's merge window hands them to the core in receive-time order."""
-    from dataclasses import replace
-
     from diag.common.paths import HostPaths
     from diag.core.correlator import Correlator
+    from diag.events import replace
     from diag.runtime import Pipeline, PipelineOptions
     from diag.sources import sysfs
 

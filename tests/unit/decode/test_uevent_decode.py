@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from diag import events as ev
 from diag.common.paths import HostPaths
+from diag.events import replace
 from diag.sources import sysfs
 from diag.sources.uevent.decode import DeviceTracker, MalformedUevent, decode_uevent
 from tests.fixtures.dumps import load_dump

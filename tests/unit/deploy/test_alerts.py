@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.core.state import HostState
+from diag.events import replace
 from diag.sinks.journal import JournalStats, journal_records
 from diag.sinks.metrics import MetricsSink
 from tests.conftest import FIXTURES, REPO

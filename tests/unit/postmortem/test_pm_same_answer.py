@@ -26,9 +26,8 @@ PHASES = ("kata38-bind-vfio", "kata38-restore", "clear-override", "kata30-bind-v
 
 def lab_events() -> list[ev.Event]:
     """The lab's real uevent datagrams decoded as the live uevent source does, wall-clock stamped."""
-    from dataclasses import replace
-
     from diag.common.paths import HostPaths
+    from diag.events import replace
     from diag.sources import sysfs
 
     # The state after `sriov-create` (the lab's sysfs tree, both VFs on igbvf), as the live

@@ -203,10 +203,10 @@ def test_the_merge_store_releases_in_ts_then_arrival_order() -> None:
     pop_until stops at the boundary."""
     import random
 
-    from diag.runtime.pipeline import _Merge
+    from diag.runtime.merge import MergeStore
 
     rng = random.Random(7)
-    m = _Merge()
+    m = MergeStore()
     arrivals = []
     base = 1_000
     for i in range(2000):

@@ -61,7 +61,7 @@ def test_metrics_report_sources_devices_and_vfs_on_vfio() -> None:
 
 def test_active_findings_are_counted_by_rule_and_severity() -> None:
     """counts_by_rule becomes vfiowatch_findings_active{rule,severity}."""
-    from dataclasses import replace
+    from diag.events import replace
 
     st = replace(_state().snapshot(), counts_by_rule=(("vfio-bind-coldplug-disabled", "critical", 2),),
                  findings_total=5)

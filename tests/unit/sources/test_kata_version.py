@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from diag import events as ev
 from diag.common.paths import HostPaths
 from diag.sources.kata import version as kv
 from diag.sources.kata.effective import RuntimeHandler
@@ -221,7 +221,7 @@ def test_report_of_issue_10092_was_exposed_to_10162() -> None:
     f = kv.facts_from_report((FIX / "kata-10092-collect-data-head.md").read_text(), origin="kata.log")
     assert f is not None and str(f.version) == "3.6.0" and f.cold_plug_vfio == "no-port"
     assert f.version_source is not None and f.version_source.detail == "kata.log: kata-collect-data.sh report 3.6.0"
-    a = kx.assess(dataclasses.replace(f, vfs=(kx.VfCandidate(bdf="0000:84:01.1"),)))
+    a = kx.assess(ev.replace(f, vfs=(kx.VfCandidate(bdf="0000:84:01.1"),)))
     assert [r.issue for r in a.rows] == ["10162"]
     line = ("qemu-system-x86_64: -device vfio-pci,host=0000:84:01.1,x-pci-vendor-id=0x15b3,x-pci-device-id=0x101e,"
             "bus=<unknown PCIePortBusPrefix: >0: Bus '<unknown PCIePortBusPrefix: >0' not found")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import replace
 from pathlib import Path
 
 from diag import events as ev
 from diag.common.paths import HostPaths
+from diag.events import replace
 from diag.sources import SourceContext, sysfs
 from diag.sources.uevent.source import UeventSource
 

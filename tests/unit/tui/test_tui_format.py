@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from rich.text import Text
 
 from diag import events as ev
 from diag import render
 from diag.core.state import DeviceView, HostState, SourceHealth
+from diag.events import replace
 from diag.tui import format as fmt
 
 S = 1_000_000_000
