@@ -142,10 +142,13 @@ def test_new_state_files_and_a_drop_in_are_reported_by_inotify(root: Path, runni
     last = [e for e in got if _started(NEW_RS)(e)][-1]
     assert (last.state_file, last.runtime) == (f"/run/kata/{NEW_RS}/state.json", "rs")
 
-    # A drop-in beside the handler's file: a reload with the new value and the drop-in named.
-    n = len(running.got)
+    # A drop-in beside the handler's file: one reload with the new value and the drop-in named
+    # (config.d made first: a directory's creation is read at once, so a file written in the
+    # same instant could be read still empty, an honest but transient view).
     dd = root / QEMU_DIR / "config.d"
     dd.mkdir()
+    time.sleep(0.2)
+    n = len(running.got)
     (dd / "50-ports.toml").write_text('[hypervisor.qemu]\npcie_root_port = 5\n')
     got = running.until(lambda e: isinstance(e, ev.KataConfigLoaded), n)
     loaded = [e for e in got if isinstance(e, ev.KataConfigLoaded)]
