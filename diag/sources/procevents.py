@@ -26,12 +26,14 @@ Subscribing, and what a kernel answers (drivers/connector/cn_proc.c):
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import select
 import socket
 import struct
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 NETLINK_CONNECTOR = 11
@@ -68,6 +70,8 @@ _PIDS4 = struct.Struct("=IIII")
 _EXIT = struct.Struct("=IIIIII")
 _ACK = struct.Struct("=I")
 _COMM = struct.Struct("=II16s")
+_INSN = struct.Struct("=HBBI")
+SO_ATTACH_FILTER = 26
 _HEAD = _NLMSGHDR.size + _CN_MSG.size  # 36: where the proc_event starts
 EVENT_DATA = _HEAD + _EVENT_HEAD.size  # 52: where event_data starts
 DEFAULT_RCVBUF = 4 << 20
@@ -161,6 +165,84 @@ def _event(data: bytes, at: int, clen: int, seq: int, ack: int) -> ProcEvent:
     return ProcEvent(f"other:{what:#x}", 0, 0, ts, seq=seq)
 
 
+# ---- the socket filter ------------------------------------------------------------------------
+
+BPF_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS: A = the 32-bit word at k, read big-endian
+BPF_LDX_MEM = 0x61   # BPF_LDX | BPF_W | BPF_MEM: X = M[k]
+BPF_ST = 0x02        # M[k] = A
+BPF_JEQ_K = 0x15     # BPF_JMP | BPF_JEQ | BPF_K
+BPF_JEQ_X = 0x1D     # BPF_JMP | BPF_JEQ | BPF_X
+BPF_RET_K = 0x06
+ACCEPT = 0xFFFF
+MAX_FILTER_PIDS = 1500
+"""Two instructions per pid, under the kernel's 4096 (BPF_MAXINSNS); more pids: every
+process's exit is let through and the caller picks its own."""
+
+Insn = tuple[int, int, int, int]
+"""(code, jt, jf, k): one classic BPF instruction."""
+
+
+def _be(value: int) -> int:
+    """A host-order (little-endian) 32-bit field as BPF_ABS loads it (big-endian)."""
+    return int.from_bytes(value.to_bytes(4, "little"), "big")
+
+
+def exit_filter(exit_pids: Iterable[int] | None) -> list[Insn]:
+    """Pure: a classic BPF socket filter that lets through every exec, and the exit of a whole
+    process (pid == tgid) only when it is one of `exit_pids` (None: any process's exit).
+    Forks, thread exits and every other kind are dropped in the kernel, so they never wake the
+    agent; that holds on kernels before 6.6 too, which send every kind.
+
+    Offsets are the datagram's: `what` at 36, the pid at 52, the tgid at 56. BPF_ABS loads
+    big-endian, so the constants are the little-endian fields byte-swapped."""
+    prog: list[Insn] = [
+        (BPF_LD_W_ABS, 0, 0, _HEAD),                 # A = what
+        (BPF_JEQ_K, 0, 1, _be(PROC_EVENT_EXEC)),
+        (BPF_RET_K, 0, 0, ACCEPT),                   # exec
+        (BPF_JEQ_K, 1, 0, _be(PROC_EVENT_EXIT)),
+        (BPF_RET_K, 0, 0, 0),                        # anything else
+        (BPF_LD_W_ABS, 0, 0, EVENT_DATA + 4),        # A = tgid
+        (BPF_ST, 0, 0, 0),
+        (BPF_LDX_MEM, 0, 0, 0),                      # X = tgid
+        (BPF_LD_W_ABS, 0, 0, EVENT_DATA),            # A = pid
+        (BPF_JEQ_X, 1, 0, 0),
+        (BPF_RET_K, 0, 0, 0),                        # a thread's exit
+    ]
+    pids = None if exit_pids is None else sorted(set(exit_pids))
+    if pids is None or len(pids) > MAX_FILTER_PIDS:
+        prog.append((BPF_RET_K, 0, 0, ACCEPT))
+        return prog
+    for pid in pids:
+        prog += [(BPF_JEQ_K, 0, 1, _be(pid)), (BPF_RET_K, 0, 0, ACCEPT)]
+    prog.append((BPF_RET_K, 0, 0, 0))
+    return prog
+
+
+def run_filter(prog: list[Insn], data: bytes) -> bool:
+    """Pure: what the kernel's classic BPF interpreter decides for `data` (the opcodes
+    `exit_filter` uses only): True = delivered. For tests and the bench."""
+    a = x = 0
+    mem = [0] * 16
+    pc = 0
+    while True:
+        code, jt, jf, k = prog[pc]
+        if code == BPF_LD_W_ABS:
+            if k + 4 > len(data):
+                return False  # the kernel drops a packet a load runs past
+            a = int.from_bytes(data[k:k + 4], "big")
+        elif code == BPF_ST:
+            mem[k] = a
+        elif code == BPF_LDX_MEM:
+            x = mem[k]
+        elif code in (BPF_JEQ_K, BPF_JEQ_X):
+            pc += jt if a == (k if code == BPF_JEQ_K else x) else jf
+        elif code == BPF_RET_K:
+            return k != 0
+        else:
+            raise ValueError(f"opcode {code:#x} is not one exit_filter uses")
+        pc += 1
+
+
 def control_message(op: int, seq: int, events: int | None = None, ack: int = 0) -> bytes:
     """A subscription request: the 4-byte op alone, or with `events` the 8-byte proc_input
     (op + event mask, kernel >= 6.6). The kernel answers `ack + 1` in its acknowledgement
@@ -250,6 +332,14 @@ class ProcEventSocket:
                     self.sock.send(control_message(PROC_CN_MCAST_LISTEN, self._seq, self.EXEC_EXIT))
                     self.filtered = True
                     return
+
+    def watch_exits(self, pids: Iterable[int] | None) -> None:
+        """Let through the exits of these processes only (None: of every process); execs
+        always pass. Replaces the socket's filter at once (SO_ATTACH_FILTER)."""
+        prog = exit_filter(pids)
+        buf = ctypes.create_string_buffer(b"".join(_INSN.pack(*i) for i in prog))
+        fprog = struct.pack("HL", len(prog), ctypes.addressof(buf))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
     def _recv_all(self) -> list[ProcEvent]:
         out: list[ProcEvent] = []

@@ -24,8 +24,8 @@ import pytest
 from diag import events as ev
 from diag.common.paths import HostPaths
 from diag.sources import SourceContext
-from diag.sources.kata.source import KataSource
-from diag.sources.procevents import ProcEventSocket
+from diag.sources.kata.source import KataSource, KataWatcher
+from diag.sources.procevents import ProcEventSocket, decode_proc_events, exit_filter, run_filter
 from tests.conftest import FIXTURES, REPO, bind_mounts
 
 pytestmark = pytest.mark.usefixtures("require_root")
@@ -113,6 +113,70 @@ def test_process_events_report_an_exec_and_an_exit() -> None:
         assert sock.filtered
     finally:
         sock.close()
+
+
+def _datagrams(sock: ProcEventSocket) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            out.append(sock.sock.recv(8192))
+        except BlockingIOError:
+            return out
+
+
+def test_the_kernel_applies_the_exit_filter_as_run_filter_decides() -> None:
+    """Two subscribed sockets, one filtered to the exit of process A: after the filter is
+    attached it receives exactly the datagrams of the unfiltered socket that run_filter passes
+    (the execs, A's exit; not B's exit nor a thread's exit), so the pure filter is the kernel's."""
+    raw, filt = ProcEventSocket(), ProcEventSocket()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        raw.subscribe()
+        filt.subscribe()
+        a, b = (subprocess.Popen(["/bin/sleep", "30"]) for _ in range(2))
+        procs += [a, b]
+        filt.watch_exits({a.pid})
+        t0 = time.monotonic_ns()
+        c = subprocess.Popen([sys.executable, "-c", "import threading; t = threading.Thread(target=int); "
+                              "t.start(); t.join()"])
+        procs.append(c)
+        c.wait()
+        for p in (a, b):
+            p.kill()
+            p.wait()
+        ours = {a.pid, b.pid, c.pid}
+        seen_raw: list[bytes] = []
+        seen_filt: list[bytes] = []
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            seen_raw += _datagrams(raw)
+            seen_filt += _datagrams(filt)
+            kinds = {(e.kind, e.tgid) for d in seen_raw for e in decode_proc_events(d) if e.is_process}
+            if {("exit", a.pid), ("exit", b.pid), ("exit", c.pid)} <= kinds:
+                break
+            time.sleep(0.01)
+        time.sleep(0.1)
+        seen_filt += _datagrams(filt)
+
+        def mine(data: list[bytes]) -> set[tuple[str, int, int, int]]:
+            return {(e.kind, e.pid, e.tgid, e.ts_ns) for d in data for e in decode_proc_events(d)
+                    if e.tgid in ours and e.ts_ns > t0}
+
+        prog = exit_filter({a.pid})
+        passed = mine([d for d in seen_raw if run_filter(prog, d)])
+        assert mine(seen_filt) == passed
+        brief = {(k, pid, tgid) for k, pid, tgid, _ in passed}
+        assert {("exec", c.pid, c.pid), ("exit", a.pid, a.pid)} <= brief
+        assert not {("exit", b.pid, b.pid), ("exit", c.pid, c.pid)} & brief
+        threads = {(k, pid) for k, pid, tgid, _ in mine(seen_raw) if pid != tgid}
+        assert threads and not {x for x in brief if x[1] != x[2]}  # a thread's exit came, unfiltered only
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        raw.close()
+        filt.close()
 
 
 def test_new_state_files_and_a_drop_in_are_reported_by_inotify(root: Path, running: Running) -> None:
@@ -204,11 +268,45 @@ def test_a_shim_exec_and_exit_are_seen_by_process_events(root: Path, running: Ru
     assert running.src.watcher.proc_cache.scans == scans  # no /proc listing: events only
 
 
+def test_a_shim_that_exits_before_the_filter_takes_it_in_is_seen_to_stop(root: Path, tmp_path: Path) -> None:
+    """A shim whose exec is read but which exits (a zombie its parent has not reaped) before
+    the exit filter takes its pid in: the old filter dropped its exit, yet the same round
+    brings SandboxStarted then SandboxStopped, and a later round nothing more."""
+    w = KataWatcher(HostPaths.at(root), {"journal": False})
+    try:
+        w.start_feed()
+        assert w.feed is not None and w.feed.mode == "events" and w.feed.proc is not None
+        w.seed(time.time_ns())
+        shim = _start_actor(_shim(root, SHIM_SID), tmp_path)
+        attach = w.feed.proc.watch_exits
+
+        def exit_first(pids: object) -> None:
+            if isinstance(pids, set) and shim.pid in pids:
+                os.kill(shim.pid, signal.SIGKILL)  # not waited for: a zombie, /proc/<pid> stays
+                end = time.monotonic() + 5
+                while Path(f"/proc/{shim.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    assert time.monotonic() < end
+                    time.sleep(0.005)
+            attach(pids)  # type: ignore[arg-type]
+
+        w.feed.proc.watch_exits = exit_first  # type: ignore[method-assign]
+        time.sleep(0.1)  # the exec's datagram is queued
+        got = w.feed_round(time.time_ns(), time.monotonic())
+        mine = [type(e).__name__ for e in got if getattr(e, "sandbox_id", None) == SHIM_SID]
+        assert mine == ["SandboxStarted", "SandboxStopped"]
+        shim.wait(5)
+        time.sleep(0.1)
+        again = w.feed_round(time.time_ns(), time.monotonic() + 1)
+        assert not [e for e in again if getattr(e, "sandbox_id", None) == SHIM_SID]
+    finally:
+        w.close()
+
+
 FALLBACK = """
 import json, sys, threading, time
 from diag.common.paths import HostPaths
 from diag.sources import SourceContext
-from diag.sources.kata.source import KataSource
+from diag.sources.kata.source import KataSource, KataWatcher
 root = sys.argv[1]
 src = KataSource(SourceContext(paths=HostPaths.at(root), options={"journal": False}))
 stop = threading.Event()

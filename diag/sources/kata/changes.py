@@ -42,6 +42,8 @@ from diag.sources.inotify import (
 from diag.sources.kata import sandboxes
 from diag.sources.kata.discovery import Discovery
 
+PROC_INTERVAL_S = 0.05
+"""The shortest time between two reads of the process-events socket (see ChangeFeed)."""
 VMM_HOLDER_LOOKS_S = (0.2, 1.0, 5.0)
 """After a VMM execs, its VFIO groups are looked at after these delays (it opens them while it
 starts; a /dev/vfio under another mount namespace sends no inotify event)."""
@@ -79,8 +81,13 @@ class ChangeFeed:
     """The kernel notifications of one run of the kata source (see the module docstring)."""
 
     def __init__(self, paths: HostPaths, *, process_events: bool = True, use_inotify: bool = True,
-                 log_files: Iterable[str] = ()) -> None:
+                 log_files: Iterable[str] = (), proc_interval_s: float = PROC_INTERVAL_S) -> None:
         self.paths = paths
+        self.proc_interval_s = proc_interval_s
+        self.proc_resume = 0.0
+        """After a read, the process-events socket rests until then (its events wait in the
+        kernel's buffer): a host that execs all the time wakes the agent at most
+        1/proc_interval_s times a second, a quiet one at once."""
         self.want_proc = process_events
         self.want_inotify = use_inotify
         self.log_files = tuple(str(p) for p in log_files)
@@ -146,8 +153,12 @@ class ChangeFeed:
         self.inotify = self.log_inotify = None
         self.watches = self.log_watches = None
 
-    def fds(self) -> list[int]:
-        return [x.fileno() for x in (self.proc, self.inotify, self.log_inotify) if x is not None]
+    def fds(self, mono: float) -> list[int]:
+        """What to poll now: the process-events socket only once its pause is over."""
+        out = [x.fileno() for x in (self.inotify, self.log_inotify) if x is not None]
+        if self.proc is not None and mono >= self.proc_resume:
+            out.append(self.proc.fileno())
+        return out
 
     # ---- what to watch --------------------------------------------------------------------
 
@@ -195,18 +206,22 @@ class ChangeFeed:
 
     # ---- reading --------------------------------------------------------------------------
 
-    def read(self, watched_pids: set[int], procs: sandboxes.ProcWatch | None) -> Changes:
-        """Everything the kernel queued since the last read, as what to re-read."""
+    def read(self, watched_pids: set[int], procs: sandboxes.ProcWatch | None,
+             ready: set[int] | None = None, mono: float = 0.0) -> Changes:
+        """Everything the kernel queued since the last read (of the descriptors in `ready`:
+        all when None), as what to re-read."""
         ch = Changes()
         self.stats["wakeups"] += 1
-        if self.proc is not None and procs is not None:
+        if self.proc is not None and procs is not None and (ready is None or self.proc.fileno() in ready):
             ch.merge(self._proc_changes(watched_pids, procs))
-        if self.inotify is not None and self.watches is not None:
+            self.proc_resume = mono + self.proc_interval_s
+        if self.inotify is not None and self.watches is not None and (ready is None or self.inotify.fd in ready):
             events = self.inotify.read()
             self.stats["inotify_events"] += len(events)
             if events:
                 ch.merge(self._fs_changes(self.watches.tags(events)))
         if (self.log_inotify is not None and self.log_watches is not None
+                and (ready is None or self.log_inotify.fd in ready)
                 and self.log_watches.tags(self.log_inotify.read())):
             ch.logs = True
         return ch
@@ -275,8 +290,13 @@ class ChangeFeed:
             self.timers.append((now + d, "holders", pid))
         self.timers.sort()
 
-    def due(self) -> float | None:
-        return self.timers[0][0] if self.timers else None
+    def due(self, mono: float) -> float | None:
+        """The next monotonic time something falls due (a follow-up look, the end of the
+        process-events socket's rest)."""
+        due = [self.timers[0][0]] if self.timers else []
+        if self.proc is not None and self.proc_resume > mono:
+            due.append(self.proc_resume)
+        return min(due) if due else None
 
     def fire(self, mono: float) -> Changes:
         ch = Changes()

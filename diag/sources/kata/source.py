@@ -48,7 +48,7 @@ from diag.sources.kata import decode as kata_decode
 NAME = "kata"
 OPTIONS = ("log_files", "logs_from_start", "journal", "kmsg", "containerd_config", "sandbox_interval_s",
            "config_interval_s", "holder_interval_s", "holder_full_interval_s", "proc_full_every",
-           "process_events", "inotify")
+           "process_events", "process_events_interval_s", "inotify")
 """`[sources.kata]` options (see README, "Kata")."""
 START_SLACK_NS = 1_500_000_000
 """A process's wall-clock start is known to about a second (boot time is whole seconds)."""
@@ -123,15 +123,21 @@ class KataWatcher:
         self.proc_cache = sandboxes.ProcCache(full_every=int(opts.get("proc_full_every", 10)))
 
         self.holders: dict[int, tuple[int, ...]] = {}
+        self._holder_pids: set[int] = set()
         self._next = {"config": 0.0, "sandbox": 0.0, "holders": 0.0, "holders_full": 0.0, "journal": 0.0}
         self.decode_failures = 0
 
         self.use_process_events = bool(opts.get("process_events", True))
+        self.proc_interval = float(opts.get("process_events_interval_s", changes.PROC_INTERVAL_S))
         self.use_inotify = bool(opts.get("inotify", True))
         self.feed: changes.ChangeFeed | None = None
         """Event mode: the kernel notifications that replace the timers (None: polling)."""
         self.procwatch: sandboxes.ProcWatch | None = None
         """Event mode with process events: the Kata processes, kept by exec/exit."""
+        self._exit_pids: set[int] | None = None
+        """The processes whose exit the kernel sends (the socket's filter)."""
+        self.exit_filter_error = ""
+        """Why the socket filter could not be attached (every exit then comes)."""
 
     # ---- configuration --------------------------------------------------------------------
 
@@ -346,6 +352,7 @@ class KataWatcher:
                 if pid not in still:
                     out.append(ev.VfioGroupReleased(ts_ns=ts_ns, source=NAME, group=group, pid=pid))
         self.holders = now
+        self._holder_pids = {pid for held in now.values() for pid in held}
         return out
 
     # ---- logs -----------------------------------------------------------------------------
@@ -453,6 +460,7 @@ class KataWatcher:
                                   log_files=[str(f.path) for f in self.log_files])
         feed.start()
         self.feed = feed if feed.mode != "poll" else None
+        feed.proc_interval_s = self.proc_interval
         if feed.proc is not None:
             self.procwatch = sandboxes.ProcWatch(self.paths)
         return feed
@@ -470,7 +478,37 @@ class KataWatcher:
         else:
             self.procs = sandboxes.scan_processes(self.paths, self.proc_cache)
         out = self.on_change(ts_ns, config=True, sandboxes=True, holders=True, holders_full=True)
-        return out + self.settle(ts_ns, changes.Changes(config=True, sandboxes=True))
+        out += self.settle(ts_ns, changes.Changes(config=True, sandboxes=True))
+        return out + self.watch_exits(ts_ns)
+
+    def watch_exits(self, ts_ns: int) -> list[ev.Event]:
+        """Ask the kernel for the exits of the processes that matter now (shims, VMMs,
+        containerd, VFIO holders) and of no other; one that already exited before the filter
+        took it in is treated as exited (its exit event may have been filtered out)."""
+        feed, pw = self.feed, self.procwatch
+        if feed is None or feed.proc is None or pw is None or self.exit_filter_error:
+            return []
+        pids = set(pw.infos) | self.holder_pids()
+        if pids == self._exit_pids:
+            return []
+        new = pids - (self._exit_pids or set())
+        try:
+            feed.proc.watch_exits(pids)
+        except OSError as exc:
+            # Without the filter every exit reaches the agent, as before it: right, only busier.
+            self.exit_filter_error = f"{exc.strerror or exc}"
+            return []
+        self._exit_pids = pids
+        # Its exit may have come before the filter took it in (and was dropped): look. A
+        # zombie counts as exited (its /proc/<pid> stays until its parent reaps it).
+        gone = [pid for pid in sorted(new) if proc.has_exited(self.paths, pid)]
+        if not gone:
+            return []
+        for pid in gone:
+            pw.exit(pid)
+        self.procs = pw.view()
+        out = self.on_change(ts_ns, config=True, sandboxes=True, holders=True)
+        return out + self.watch_exits(ts_ns)
 
     def settle(self, ts_ns: int, ch: changes.Changes) -> list[ev.Event]:
         """Place the watches the current view needs; while that placed new ones, read again."""
@@ -483,14 +521,16 @@ class KataWatcher:
         return out
 
     def holder_pids(self) -> set[int]:
-        return {pid for held in self.holders.values() for pid in held}
+        return set(self._holder_pids)
 
-    def feed_round(self, ts_ns: int, mono: float) -> list[ev.Event]:
-        """Event mode: what the kernel said since the last round (and what fell due), re-read."""
+    def feed_round(self, ts_ns: int, mono: float, ready: set[int] | None = None) -> list[ev.Event]:
+        """Event mode: what the kernel said since the last round (and what fell due), re-read.
+        `ready`: the descriptors poll() reported (None: look at all of them)."""
         feed = self.feed
         assert feed is not None
-        ch = feed.read(self.holder_pids(), self.procwatch)
-        ch.merge(feed.fire(mono))
+        ch = feed.read(self._holder_pids, self.procwatch, ready, mono)
+        if feed.timers:
+            ch.merge(feed.fire(mono))
         out: list[ev.Event] = []
         if self.procwatch is None and mono >= self._next["sandbox"]:
             # inotify+poll: processes polled (no process events); holders as when polling.
@@ -516,7 +556,7 @@ class KataWatcher:
             if feed.watches is not None:
                 feed.watches.invalidate()
             ch = changes.Changes(config=True, sandboxes=True, holders=True, holders_full=True)
-        if self.procwatch is not None:
+        if ch and self.procwatch is not None:
             self.procs = self.procwatch.view()
         if ch:
             found = self.on_change(ts_ns, config=ch.config, sandboxes=ch.sandboxes,
@@ -526,14 +566,17 @@ class KataWatcher:
             if lost:
                 out.append(ev.Resynced(ts_ns=ts_ns, source=NAME, resynced_source=NAME,
                                        changes=len(found), reason=lost))
+            out += self.watch_exits(ts_ns)
         self.restart_journal(mono)
-        out += self.step_logs(ts_ns)
-        out += self.refused(ts_ns)
+        if ready is None or ch.logs or not ready.isdisjoint(self.log_fds()):
+            out += self.step_logs(ts_ns)
+        if self.paths.confined:  # only a confined walk can refuse a path
+            out += self.refused(ts_ns)
         return out
 
     def next_due(self, mono: float) -> float | None:
         """Seconds until the next timer of event mode (None: wait for the kernel only)."""
-        due = [d for d in (self.feed.due() if self.feed else None,) if d is not None]
+        due = [d for d in (self.feed.due(mono) if self.feed else None,) if d is not None]
         if self.procwatch is None:
             due.append(self._next["sandbox"])
         if self.use_journal and self.journal is None and self.journal_restarts:
@@ -636,16 +679,16 @@ class KataSource:
             registered: set[int] = set()
             poller = select.poll()
             while not stop.is_set():
-                fds = {relay.fd, *(w.feed.fds() if w.feed else ()), *w.log_fds()}
+                fds = {relay.fd, *(w.feed.fds(time.monotonic()) if w.feed else ()), *w.log_fds()}
                 for fd in fds - registered:
                     poller.register(fd, select.POLLIN)
                 for fd in registered - fds:
                     poller.unregister(fd)
                 registered = fds
                 due = w.next_due(time.monotonic())
-                poller.poll(None if due is None else due * 1000 + 1)
+                ready = {fd for fd, _ in poller.poll(None if due is None else due * 1000 + 1)}
                 if stop.is_set():
                     break
-                self._guarded(emit, "round", lambda: w.feed_round(time.time_ns(), time.monotonic()))
+                self._guarded(emit, "round", lambda r=ready: w.feed_round(time.time_ns(), time.monotonic(), r))
         finally:
             relay.close()

@@ -84,6 +84,44 @@ def test_control_messages_have_the_layout_the_kernel_accepts() -> None:
     assert struct.unpack_from("=HHII", eight, 32) == (8, 0, 1, 0x80000002)
 
 
+def _decided(exit_pids: set[int] | None) -> list[tuple[str, int, int]]:
+    """(kind, pid, tgid) of every recorded datagram of all.dump the exit filter lets through."""
+    prog = procevents.exit_filter(exit_pids)
+    out = []
+    for rec in load_dump(FIXTURES / "proc-connector" / "all.dump"):
+        if procevents.run_filter(prog, rec.data):
+            (e,) = decode_proc_events(rec.data)
+            out.append((e.kind, e.pid, e.tgid))
+    return out
+
+
+def test_the_exit_filter_passes_every_exec_and_the_chosen_processes_exits() -> None:
+    """The socket filter on all.dump's datagrams: every exec passes; the exit of a chosen
+    process passes, another's does not; forks, a comm event, a thread's exit and the
+    acknowledgement never do. None: every process's exit; over MAX_FILTER_PIDS pids the same."""
+    evs = _proc("all")
+    a, b, c = [e.tgid for e in evs if e.kind == "exec"]
+    execs = [("exec", p, p) for p in (a, b, c)]
+    got = _decided({b, 999_999})
+    assert sorted(got) == sorted([*execs, ("exit", b, b)])
+    every = sorted(execs + [("exit", p, p) for p in (a, b, c)])
+    assert sorted(_decided(None)) == every
+    assert sorted(_decided(set(range(1, procevents.MAX_FILTER_PIDS + 2)) - {a, b, c})) == every
+    assert _decided(set()) == execs
+
+
+def test_the_exit_filter_fits_the_kernel_and_drops_what_it_cannot_read() -> None:
+    """At MAX_FILTER_PIDS the program stays under the kernel's 4096 instructions (BPF_MAXINSNS)
+    and uses only the opcodes run_filter knows; a datagram shorter than the pid it loads is
+    dropped (the kernel does the same), never misread."""
+    prog = procevents.exit_filter(range(1, procevents.MAX_FILTER_PIDS + 1))
+    assert len(prog) < 4096
+    exit_dg = next(r.data for r in load_dump(FIXTURES / "proc-connector" / "all.dump")
+                   if decode_proc_events(r.data)[0].kind == "exit")
+    assert procevents.run_filter(procevents.exit_filter(None), exit_dg)
+    assert not procevents.run_filter(procevents.exit_filter(None), exit_dg[:procevents.EVENT_DATA + 2])
+
+
 def _ino() -> list[list[inotify.InotifyEvent]]:
     return [decode_inotify(r.data) for r in load_dump(FIXTURES / "inotify" / "dir.dump")]
 
