@@ -1,9 +1,11 @@
 """Provides the `kata` source: Kata configuration, sandboxes, VFIO holders and Kata's log lines.
 
-A thin loop over the pure decoders of this package. `KataWatcher.step(now_ns)` does one round
-and returns events (tests drive it directly); `KataSource.run` calls it on a short tick and
-waits on the journal pipe in between. What each round costs is bounded and measured
-(tests/bench/test_kata_poll.py):
+A thin loop over the pure decoders of this package. By default `KataSource.run` sleeps on the
+kernel's notifications (`changes.ChangeFeed`: process events and inotify) and re-reads only
+what one of them says changed (`KataWatcher.feed_round`); every change, however noticed, goes
+through `KataWatcher.on_change`. Without them it polls: `KataWatcher.step(now_ns)` does one
+round and returns events (tests drive it directly). What a polling round costs is bounded and
+measured beside event mode (tests/bench/test_kata_bench.py):
 
 - sandboxes: every `sandbox_interval_s` (0.5 s) one read of /proc/<pid>/comm per process plus a
   stat fingerprint of /run/vc and /run/kata; state files are re-read only when it changed.
