@@ -6,10 +6,15 @@
   `/sys/class/net/<if>/device`, and only for the host namespace (another namespace's netdevs
   are not in the host's sysfs).
 * Namespaces (`diag.sources.netns`): the host's, the named ones and every one only held by a
-  process, found by a scan every `scan_interval_s` (default 0.5 s, so within a second); each
-  gets its own socket, then an RTM_GETLINK dump gives its current links.
-* Reading: one thread polls every socket and drains each ready one until EAGAIN, so nothing stays
-  buffered out of sight (the failure of pyroute2's sync API under select(), host-facts.md).
+  process. Named ones (`/run/netns`, where `ip netns add` and containerd's CNI put pods') are
+  seen at once through inotify on that directory (a name waits up to a second for its bind
+  mount); held ones by a scan of /proc every `scan_interval_s` (default 0.5 s, so within a
+  second), which re-reads the names only when inotify said they changed (and on full scans),
+  so its cost does not grow with the number of namespaces. Each gets its own socket, then an
+  RTM_GETLINK dump gives its current links.
+* Reading: one thread waits on every socket with epoll (a wait costs what is ready, not the
+  number of namespaces) and drains each ready one until EAGAIN, so nothing stays buffered out
+  of sight (the failure of pyroute2's sync API under select(), host-facts.md).
   Every message gives exactly one event: counts equal a raw socket's.
 * Loss: ENOBUFS on a socket -> `EventsLost` for that namespace, a re-dump, the difference from
   the source's view emitted as `resync=True` events, then `Resynced(changes=N)`.
@@ -44,7 +49,17 @@ from diag.sources import (
     register,
 )
 from diag.sources._wake import StopRelay
-from diag.sources.netns import DEFAULT_RCVBUF, NetnsCandidate, host_netns, open_rtnl_in, scan_netns
+from diag.sources.inotify import Inotify, Want, WatchSet
+from diag.sources.netns import (
+    DEFAULT_RCVBUF,
+    NETNS_DIR,
+    NetnsCandidate,
+    host_netns,
+    nsfs_dev,
+    open_rtnl_in,
+    scan_named,
+    scan_netns,
+)
 from diag.sources.rtnl import (
     NETLINK_ROUTE,
     NLMSG_DONE,
@@ -109,6 +124,11 @@ class LinksStats(SocketCounters):
     about 10 s later)."""
 
 
+NAME_RETRY_S = 0.02
+"""While a new /run/netns name waits for its mount, scans come this often."""
+NAME_MOUNT_WAIT_S = 1.0
+"""How long a name may stay unmounted before it is tried as it is (and fails, said once)."""
+
 OPTIONS = ("rcvbuf", "scan_interval_s", "netns", "full_scan_every")
 """The options this source takes (`[sources.links]` in the configuration file)."""
 
@@ -143,7 +163,7 @@ class LinksSource:
         self._sysfs_bdf: dict[str, str | None] = {}
         self._pid_cache: dict[int, tuple[int | None, int]] = {}
         self._scans = 0
-        self._failed: dict[int, int] = {}
+        self._failed: dict[int, tuple[int, str]] = {}
         self._previous: dict[int, tuple[ev.NetnsRef, dict[int, ev.LinkChanged]]] = {}
         """Views of the last run (a restart after a crash): its first dumps diff against them."""
         """Namespace inode -> scan number before which it is not tried again."""
@@ -151,6 +171,17 @@ class LinksSource:
         """Every Nth scan re-reads every process's namespace (default: every 10 s)."""
         self.watermark = Watermark()
         """How far this source's stream is complete (the runtime's merge reads it)."""
+        self._names: Inotify | None = None
+        self._name_watch: WatchSet | None = None
+        """inotify on /run/netns (or its nearest existing parent): a name added or removed
+        brings a scan at once, and names are re-read only then (and on full scans)."""
+        self._named: dict[int, NetnsCandidate] | None = None
+        self._named_stale = True
+        self._unmounted: dict[str, float] = {}
+        """Named files not bind-mounted yet (`ip netns add` and CNI plugins create the file,
+        then mount the namespace on it) -> monotonic time first seen: looked at again shortly."""
+        self._nsfs_dev: int | None = None
+        self._never_mounted: set[tuple[str, int]] = set()
 
     def probe(self) -> Availability:
         try:
@@ -178,9 +209,12 @@ class LinksSource:
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         self.stats = LinksStats()
-        poller = select.poll()
+        # epoll: a wait costs what is ready, not what is registered (1,000 namespaces' sockets
+        # made every poll() of a burst cost 1,000 descriptors).
+        poller = select.epoll()
         relay = StopRelay(stop)
-        poller.register(relay.fd, select.POLLIN)
+        poller.register(relay.fd, select.EPOLLIN)
+        self._start_name_watch(poller)
         buf = bytearray(_RECV_SIZE)
         next_scan = 0.0
         wm = self.watermark
@@ -189,7 +223,7 @@ class LinksSource:
                 mono = time.monotonic()
                 if mono >= next_scan:
                     self._rescan(emit, poller)
-                    next_scan = mono + self.scan_interval_s
+                    next_scan = mono + (NAME_RETRY_S if self._unmounted else self.scan_interval_s)
                 if self._resync_reason is not None:
                     reason, self._resync_reason = self._resync_reason, None
                     for ns in list(self._ns.values()):
@@ -199,12 +233,15 @@ class LinksSource:
                 # is complete up to the clock.
                 timeout = max(0.0, next_scan - time.monotonic())
                 wm.waiting()
-                ready = poller.poll(timeout * 1000)
+                ready = poller.poll(timeout)  # epoll: seconds
                 wm.working()
                 for fd, _mask in ready:
                     ns = self._by_fd.get(fd)
                     if ns is not None:
                         self._drain(ns, buf, emit)
+                    elif self._names is not None and fd == self._names.fileno():
+                        self._names_changed()
+                        next_scan = min(next_scan, time.monotonic())
         finally:
             relay.close()
             for ino, ns in self._ns.items():
@@ -214,15 +251,67 @@ class LinksSource:
             with self._lock:
                 self._ns.clear()
             self._by_fd.clear()
+            if self._names is not None:
+                self._names.close()
+                self._names = self._name_watch = None
+            poller.close()
 
-    def _rescan(self, emit: Emit, poller: select.poll) -> None:
+    def _start_name_watch(self, poller: select.epoll) -> None:
+        """inotify on /run/netns; without it (no inotify, host-only) names are read every scan."""
+        self._named, self._named_stale, self._unmounted = None, True, {}
+        self._never_mounted = set()
+        self._nsfs_dev = nsfs_dev()
+        if self.only_host:
+            return
+        try:
+            names = Inotify()
+        except OSError as exc:
+            log.warning("no inotify for %s (%s): named namespaces are read on every scan", NETNS_DIR, exc)
+            return
+        self._names, self._name_watch = names, WatchSet(names, self.paths)
+        self._name_watch.sync([Want(NETNS_DIR, None, "netns")])
+        poller.register(names.fileno(), select.EPOLLIN)
+
+    def _names_changed(self) -> None:
+        """Any event counts: `ip netns add` creates the file read-only (no IN_CLOSE_WRITE
+        follows its IN_CREATE, which WatchSet.tags would wait for)."""
+        assert self._names is not None and self._name_watch is not None
+        events = self._names.read()
+        self._name_watch.tags(events)  # overflow and vanished watches: placed again below
+        self._name_watch.sync([Want(NETNS_DIR, None, "netns")])  # /run/netns made or remade
+        self._named_stale |= bool(events)
+
+    def _named_now(self, full: bool) -> dict[int, NetnsCandidate] | None:
+        """The named namespaces for this scan: re-read when /run/netns changed, a name is
+        still waiting for its mount, or on a full scan; else the last reading. None: no
+        inotify, scan_netns reads them itself."""
+        if self._name_watch is None:
+            return None
+        if self._named is None or self._named_stale or self._unmounted or full:
+            named = scan_named(self.paths)
+            now = time.monotonic()
+            waiting: dict[str, float] = {}
+            for ino, cand in list(named.items()):
+                if (self._nsfs_dev is None or cand.dev == self._nsfs_dev or cand.name is None
+                        or (cand.name, ino) in self._never_mounted):
+                    continue
+                first = self._unmounted.get(cand.name, now)
+                if now - first < NAME_MOUNT_WAIT_S:
+                    waiting[cand.name] = first
+                    del named[ino]  # not a namespace yet: its mount follows
+                else:
+                    self._never_mounted.add((cand.name, ino))  # tried as it is, from now on
+            self._named, self._named_stale, self._unmounted = named, False, waiting
+        return self._named
+
+    def _rescan(self, emit: Emit, poller: select.epoll) -> None:
         """Find the namespaces now: close the gone ones, rename the known ones, open the new."""
         if self.only_host:
             host = host_netns(self.paths)
             found = {host.inode: host} if host else {}
         else:
             full = self._scans % max(1, self.full_scan_every) == 0
-            found = scan_netns(self.paths, self._pid_cache, full=full)
+            found = scan_netns(self.paths, self._pid_cache, full=full, named=self._named_now(full))
         self._scans += 1
         for gone in [i for i in self._failed if i not in found]:
             del self._failed[gone]
@@ -238,10 +327,16 @@ class LinksSource:
             ns = self._ns.get(ino)
             if ns is not None:
                 self._known(ns, ino, cand, emit, now)
-            elif self._failed.get(ino, 0) <= self._scans:
+            elif cand.pid is not None and cand.name is None and self._unmounted:
+                # A name waits for its mount, maybe of this very namespace (held meanwhile by
+                # the `ip netns add` or CNI process making it): opened by its name once mounted.
+                continue
+            elif self._failed.get(ino, (0, ""))[0] <= self._scans or self._failed[ino][1] != cand.path:
+                # Tried again at once when found by another path: `ip netns add`'s own process
+                # holds the namespace a moment before its name is mounted, then exits.
                 self._open(ino, cand, poller, emit, now)
 
-    def _close(self, ino: int, poller: select.poll, emit: Emit, now: int) -> None:
+    def _close(self, ino: int, poller: select.epoll, emit: Emit, now: int) -> None:
         ns = self._ns[ino]
         poller.unregister(ns.sock.fileno())
         del self._by_fd[ns.sock.fileno()]
@@ -265,7 +360,7 @@ class LinksSource:
             ns.cand, ns.ref = cand, cand.ref()
             emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
 
-    def _open(self, ino: int, cand: NetnsCandidate, poller: select.poll, emit: Emit,
+    def _open(self, ino: int, cand: NetnsCandidate, poller: select.epoll, emit: Emit,
               now: int) -> None:
         """A new namespace: its socket, then a dump of its links."""
         try:
@@ -275,7 +370,7 @@ class LinksSource:
             # Gone between scan and open (then it vanishes from the scan), or not enterable:
             # try again in about 10 s rather than on every scan.
             self.stats.netns_failed += 1
-            self._failed[ino] = self._scans + 20
+            self._failed[ino] = (self._scans + 20, cand.path)
             log.warning("cannot watch netns %s (%s): %s", ino, cand.path, exc)
             return
         self._failed.pop(ino, None)
@@ -286,7 +381,7 @@ class LinksSource:
         with self._lock:
             self._ns[ino] = ns
         self._by_fd[sock.fileno()] = ns
-        poller.register(sock.fileno(), select.POLLIN)
+        poller.register(sock.fileno(), select.EPOLLIN)
         self.stats.netns_opened += 1
         emit(ev.NetnsAdded(ts_ns=now, source=self.name, netns=ns.ref))
         self._start_dump(ns, "source restarted" if prev is not None else "")

@@ -38,6 +38,8 @@ class NetnsCandidate:
     name: str | None = None
     pid: int | None = None
     is_host: bool = False
+    dev: int = 0
+    """A named one's st_dev (0: not read)."""
 
     def ref(self) -> ev.NetnsRef:
         return ev.NetnsRef(inode=self.inode, name=self.name,
@@ -61,7 +63,7 @@ runtimes start a process and then unshare() it into its new namespace."""
 
 def scan_netns(
     paths: HostPaths, pid_cache: dict[int, tuple[int | None, int]] | None = None, *,
-    full: bool = True,
+    full: bool = True, named: dict[int, NetnsCandidate] | None = None,
 ) -> dict[int, NetnsCandidate]:
     """Every network namespace visible under `paths`: host, named, held by processes.
 
@@ -69,24 +71,16 @@ def scan_netns(
     process only (a host with 2,000 processes would otherwise pay 2,000 readlinks a scan): a
     process is re-read for its first PID_SETTLE_READS scans, then trusted. `full=True` re-reads
     every process, catching the rare old one that changed namespace itself (setns, unshare).
+    `named`: the named namespaces as the caller last read them (`scan_named`; it re-reads them
+    when /run/netns changes), instead of a stat of every name on every scan.
     """
     found: dict[int, NetnsCandidate] = {}
     host = host_netns(paths)
     if host is not None:
         found[host.inode] = host
-    netns_dir = "/run/netns"
-    try:
-        names = sorted(paths.listdir(netns_dir))
-    except OSError:
-        names = []
-    for name in names:
-        p = f"{netns_dir}/{name}"
-        try:
-            ino = paths.stat(p).st_ino
-        except OSError:
-            continue
+    for ino, cand in (scan_named(paths) if named is None else named).items():
         if ino not in found or (not found[ino].is_host and found[ino].name is None):
-            found[ino] = NetnsCandidate(inode=ino, path=p, name=name)
+            found[ino] = cand
     try:
         pids = paths.listdir("/proc")
     except OSError:
@@ -112,6 +106,37 @@ def scan_netns(
         for gone in pid_cache.keys() - live:
             del pid_cache[gone]
     return found
+
+
+NETNS_DIR = "/run/netns"
+
+
+def scan_named(paths: HostPaths) -> dict[int, NetnsCandidate]:
+    """The named namespaces (`/run/netns/<name>`), the first name of each; `dev` is the
+    device of each file (nsfs once `ip netns add` or a CNI plugin has bind-mounted it)."""
+    found: dict[int, NetnsCandidate] = {}
+    try:
+        names = sorted(paths.listdir(NETNS_DIR))
+    except OSError:
+        names = []
+    for name in names:
+        p = f"{NETNS_DIR}/{name}"
+        try:
+            st = paths.stat(p)
+        except OSError:
+            continue
+        if st.st_ino not in found:
+            found[st.st_ino] = NetnsCandidate(inode=st.st_ino, path=p, name=name, dev=st.st_dev)
+    return found
+
+
+def nsfs_dev() -> int | None:
+    """The device of the kernel's namespace filesystem (one for every namespace), from the
+    agent's own /proc; None when unreadable."""
+    try:
+        return os.stat("/proc/self/ns/net").st_dev
+    except OSError:
+        return None
 
 
 _libc: ctypes.CDLL | None = None

@@ -46,6 +46,19 @@ def parse_stat(text: str) -> tuple[str, int | None]:
         return comm, None
 
 
+def parse_state(text: str) -> str:
+    """The state letter of /proc/<pid>/stat (R, S, D, Z, X, ...); empty when unparsable."""
+    rpar = text.rfind(")")
+    return text[rpar + 2 : rpar + 3] if rpar >= 0 else ""
+
+
+def has_exited(paths: HostPaths, pid: int) -> bool:
+    """True when `pid` is gone or a zombie (it exited; its parent has not reaped it yet, so
+    /proc/<pid> is still there)."""
+    raw = _read(paths, f"/proc/{pid}/stat", 4096)
+    return raw is None or parse_state(raw.decode("utf-8", "replace")) in ("Z", "X", "")
+
+
 def parse_cgroup(text: str) -> CgroupIdentity:
     """Container id and pod uid from /proc/<pid>/cgroup (v2 `0::/path`, or v1 lines)."""
     path = ""

@@ -146,7 +146,8 @@ class PciIds:
         return self._devices.get((vid, did), "")
 
 
-def _scan_one(paths: HostPaths, bdf: str, ids: PciIds | None) -> ev.PciDevice:
+def _scan_one(paths: HostPaths, bdf: str, ids: PciIds | None,
+              vf_indexes: dict[str, dict[str, int]] | None = None) -> ev.PciDevice:
     errors: list[str] = []
     try:
         d: HostDir | None = paths.opendir(f"{PCI_DEVICES}/{bdf}")
@@ -154,13 +155,14 @@ def _scan_one(paths: HostPaths, bdf: str, ids: PciIds | None) -> ev.PciDevice:
         d = None
         errors.append(f".: {_why(exc)}")
     try:
-        return _read_device(paths, bdf, ids, _Reader(d, errors))
+        return _read_device(paths, bdf, ids, _Reader(d, errors), vf_indexes)
     finally:
         if d is not None:
             d.close()
 
 
-def _read_device(paths: HostPaths, bdf: str, ids: PciIds | None, r: _Reader) -> ev.PciDevice:
+def _read_device(paths: HostPaths, bdf: str, ids: PciIds | None, r: _Reader,
+                 vf_indexes: dict[str, dict[str, int]] | None = None) -> ev.PciDevice:
     """One device's attributes, in the order they are read; what cannot be read is in `errors`."""
     identity = _identity(r, ids)
     binding = _binding(r)
@@ -171,7 +173,7 @@ def _read_device(paths: HostPaths, bdf: str, ids: PciIds | None, r: _Reader) -> 
             entries = r.dir.listdir()
         except OSError as exc:
             r.errors.append(f".: {_why(exc)}")
-    sriov = _sriov(paths, bdf, r, physfn, entries)
+    sriov = _sriov(paths, bdf, r, physfn, entries, vf_indexes)
     return ev.PciDevice(bdf=bdf, **identity, **binding, **sriov, netdevs=_netdevs(r, entries),
                         errors=tuple(r.errors))
 
@@ -210,22 +212,36 @@ def _binding(r: _Reader) -> dict[str, Any]:
     }
 
 
+def _virtfn_indexes(paths: HostPaths, pf: str) -> dict[str, int]:
+    """VF address -> N of the PF's `virtfnN` link to it."""
+    out: dict[str, int] = {}
+    with paths.opendir(f"{PCI_DEVICES}/{pf}") as pf_dir:
+        for name in pf_dir.listdir():
+            m = _VIRTFN.match(name)
+            if m:
+                out[pf_dir.link_name(name)] = int(m.group(1))
+    return out
+
+
 def _sriov(paths: HostPaths, bdf: str, r: _Reader, physfn: str | None,
-           entries: list[str]) -> dict[str, Any]:
+           entries: list[str], vf_indexes: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
     """The SR-IOV role: a VF's PF and index, a PF's VF counts and VFs in index order."""
     out: dict[str, Any] = {"role": "none"}
     if physfn:
         out.update(role="vf", pf=physfn)
-        # Our index is the PF's virtfnN that points back at us.
-        try:
-            with paths.opendir(f"{PCI_DEVICES}/{physfn}") as pf_dir:
-                for name in pf_dir.listdir():
-                    m = _VIRTFN.match(name)
-                    if m and pf_dir.link_name(name) == bdf:
-                        out["vf_index"] = int(m.group(1))
-                        break
-        except OSError as exc:
-            r.errors.append(f"physfn: {_why(exc)}")
+        # Our index is the PF's virtfnN that points back at us. A scan reads each PF's links
+        # once for all its VFs (per VF it would be quadratic: 4 x 128 VFs took a second).
+        indexes = vf_indexes.get(physfn) if vf_indexes is not None else None
+        if indexes is None:
+            try:
+                indexes = _virtfn_indexes(paths, physfn)
+            except OSError as exc:
+                r.errors.append(f"physfn: {_why(exc)}")
+                indexes = {}
+            if vf_indexes is not None:
+                vf_indexes[physfn] = indexes
+        if bdf in indexes:
+            out["vf_index"] = indexes[bdf]
     if "sriov_totalvfs" in entries:
         vfs: list[tuple[int, str]] = []
         out.update(role="pf", sriov_totalvfs=r.integer("sriov_totalvfs"),
@@ -259,9 +275,10 @@ def scan(paths: HostPaths, *, names: bool = True) -> list[ev.PciDevice]:
     paths.require_sysfs()
     ids = PciIds.under(paths) if names else None
     out = []
+    vf_indexes: dict[str, dict[str, int]] = {}
     for bdf in sorted(paths.listdir(PCI_DEVICES)):
         if is_bdf(bdf):
-            out.append(_scan_one(paths, bdf, ids))
+            out.append(_scan_one(paths, bdf, ids, vf_indexes))
     return out
 
 

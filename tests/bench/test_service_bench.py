@@ -120,7 +120,7 @@ def test_idle_cpu_and_resident_memory(tmp_path: Path) -> None:
             pct = (after[k] - before[k]) / CLK_TCK / IDLE_SECONDS * 100
             target = events = ""
             if k in ports:
-                target = "<= 0.5% CPU; " + ("<= 170 MB" if "with eBPF" in k else "<= 60 MB")
+                target = ("<= 0.2% CPU; <= 170 MB" if "with eBPF" in k else "<= 0.1% CPU; <= 60 MB")
                 if k == bare:
                     target = "the agent's own share"
                 events = f"{ev1[k] - ev0[k]:.0f}"

@@ -107,6 +107,24 @@ def test_veth_create_up_down_rename_move_delete_each_seen_in_the_right_namespace
                                     for e in run.events()), timeout=1.5)
 
 
+def test_named_namespaces_are_found_by_inotify_without_waiting_for_a_scan() -> None:
+    """scan_interval_s = 60, so only inotify on /run/netns can tell: five `ip netns add` are
+    each watched under their name (their lo dumped as theirs, never as the pid of the `ip`
+    process holding it before the mount), and an `ip netns del` is reported, within 2 s."""
+    pfx = prefix()
+    names = [f"{pfx}{i}" for i in range(5)]
+    with cleanup_netns(pfx), Running(scan_interval_s=60) as run:
+        for n in names:
+            sh(f"ip netns add {n}")
+        assert wait_for(lambda: all(run.watching(n) for n in names), timeout=2)
+        lo = [e for e in run.events() if isinstance(e, ev.LinkChanged) and e.ifname == "lo"]
+        assert all(e.netns.name in names for e in lo if not e.netns.is_host)
+        sh(f"ip netns del {names[0]}")
+        assert wait_for(lambda: any(isinstance(e, ev.NetnsRemoved) and e.netns.name == names[0]
+                                    for e in run.events()), timeout=2)
+        assert run.src.stats.netns_failed == 0
+
+
 def test_a_namespace_held_only_by_a_process_is_found_by_pid_within_a_second() -> None:
     """`unshare -n sleep`: no name anywhere; the source finds it through /proc, names it by the
     pid and inode, reports its links, and reports it gone when the process exits."""

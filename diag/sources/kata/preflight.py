@@ -99,3 +99,20 @@ def kata_exposure(paths: HostPaths) -> CheckResult:
     if he is None:
         return CheckResult("kata exposure", False, "no Kata configuration read", level="warn")
     return exposure_line(he.facts, he.assessments, he.config_errors)
+
+
+@check
+def kata_events(paths: HostPaths) -> CheckResult:
+    """Whether the kata source can follow processes and files by the kernel's notifications."""
+    from diag.sources.kata.changes import ChangeFeed
+
+    feed = ChangeFeed(paths)
+    try:
+        feed.start()
+    finally:
+        feed.close()
+    if feed.mode == "events":
+        return CheckResult("kata events", True,
+                           "process events (proc connector) and inotify: sandboxes and Kata's "
+                           "configuration are seen as they change, nothing is polled")
+    return CheckResult("kata events", False, feed.reason, fix=feed.hint, level="warn")

@@ -122,6 +122,11 @@ def read_state(paths: HostPaths) -> StateDirs:
     return StateDirs(frozenset(go), frozenset(rs), states, errors, vm_pids)
 
 
+def bundle_namespaces(paths: HostPaths) -> list[str]:
+    """containerd namespaces holding task bundles (`k8s.io`, `moby`, ...)."""
+    return _listdir(paths, BUNDLES)
+
+
 BundleCache = dict[str, tuple[tuple[Any, ...], "BundleInfo | DecodeError"]]
 
 
@@ -220,9 +225,7 @@ def scan_processes(paths: HostPaths, cache: ProcCache | None = None) -> ProcScan
     cache = cache if cache is not None else ProcCache(full_every=1)
     full = cache.scans % cache.full_every == 0
     cache.scans += 1
-    shims: dict[str, ProcInfo] = {}
-    vmms: dict[str, ProcInfo] = {}
-    containerd = None
+    found: list[ProcInfo] = []
     comms: dict[int, str] = {}
     reads = 0
     for pid in proc.iter_pids(paths):
@@ -239,21 +242,85 @@ def scan_processes(paths: HostPaths, cache: ProcCache | None = None) -> ProcScan
         else:
             info = _identify(paths, pid, comm)
             cache.infos[pid] = (comm, info)
-        if info is None:
-            continue
-        if info.comm == "containerd":
-            containerd = containerd or info
-        elif info.comm == proc.KATA_SHIM_COMM:
-            # The short `... delete` cleanup invocation never hides the long-lived shim.
-            if "delete" not in info.argv[1:] or info.sandbox_id not in shims:
-                shims[info.sandbox_id or ""] = info
-        else:
-            vmms[info.sandbox_id or ""] = info
+        if info is not None:
+            found.append(info)
     cache.comms = comms
     for gone in [p for p in cache.infos if p not in comms]:
         del cache.infos[gone]
     cache.reads = reads
-    return ProcScan(shims, vmms, containerd, proc.netns_inode(paths, 1), len(comms))
+    return _assemble(found, proc.netns_inode(paths, 1), len(comms))
+
+
+_SHORT_VERBS = frozenset({"start", "delete"})
+"""Short invocations of the shim binary (`... start` that spawns the long-lived shim and
+exits, containerd's `... delete` cleanup): they never hide the long-lived shim."""
+
+
+def _assemble(infos: Iterable[ProcInfo], host_netns: int | None, pids_seen: int) -> ProcScan:
+    """The scan's view from the identified processes, in pid order."""
+    shims: dict[str, ProcInfo] = {}
+    vmms: dict[str, ProcInfo] = {}
+    containerd = None
+    for info in sorted(infos, key=lambda i: i.pid):
+        if info.comm == "containerd":
+            containerd = containerd or info
+        elif info.comm == proc.KATA_SHIM_COMM:
+            if not _SHORT_VERBS.intersection(info.argv[1:]) or info.sandbox_id not in shims:
+                shims[info.sandbox_id or ""] = info
+        else:
+            vmms[info.sandbox_id or ""] = info
+    return ProcScan(shims, vmms, containerd, host_netns, pids_seen)
+
+
+class ProcWatch:
+    """The Kata processes (shims, VMMs, containerd) kept up to date by process events instead
+    of /proc listings: `seed()` reads /proc once, then `exec(pid)` and `exit(pid)` as the kernel
+    reports them. An exec costs one read of /proc/<pid>/comm unless the new program is one of
+    them; an exit costs nothing unless the pid was one of them."""
+
+    WATCHED = frozenset({"containerd", proc.KATA_SHIM_COMM, *proc.VMM_COMMS})
+
+    def __init__(self, paths: HostPaths) -> None:
+        self.paths = paths
+        self.infos: dict[int, ProcInfo] = {}
+        self.host_netns: int | None = None
+        self.execs = 0
+        """Exec events looked at (for the bench)."""
+
+    def seed(self) -> ProcScan:
+        self.infos = {}
+        n = 0
+        for pid in proc.iter_pids(self.paths):
+            n += 1
+            comm = proc.read_comm(self.paths, pid)
+            if comm is None:
+                continue
+            info = _identify(self.paths, pid, comm)
+            if info is not None:
+                self.infos[pid] = info
+        self.host_netns = proc.netns_inode(self.paths, 1)
+        return _assemble(self.infos.values(), self.host_netns, n)
+
+    def exec(self, pid: int) -> ProcInfo | bool:
+        """A process exec'd: its new identity when it is one of ours (or True when it was one
+        and no longer is), else False."""
+        self.execs += 1
+        was = self.infos.pop(pid, None)
+        comm = proc.read_comm(self.paths, pid)
+        if comm is None or not (comm in self.WATCHED or comm.startswith("qemu-system")):
+            return was is not None
+        info = _identify(self.paths, pid, comm)
+        if info is None:
+            return was is not None
+        self.infos[pid] = info
+        return info
+
+    def exit(self, pid: int) -> ProcInfo | None:
+        """A process exited: its identity when it was one of ours."""
+        return self.infos.pop(pid, None)
+
+    def view(self) -> ProcScan:
+        return _assemble(self.infos.values(), self.host_netns, len(self.infos))
 
 
 def process_start_ns(paths: HostPaths, pid: int, boot_ns: int) -> int | None:

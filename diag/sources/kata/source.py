@@ -1,9 +1,11 @@
 """Provides the `kata` source: Kata configuration, sandboxes, VFIO holders and Kata's log lines.
 
-A thin loop over the pure decoders of this package. `KataWatcher.step(now_ns)` does one round
-and returns events (tests drive it directly); `KataSource.run` calls it on a short tick and
-waits on the journal pipe in between. What each round costs is bounded and measured
-(tests/bench/test_kata_poll.py):
+A thin loop over the pure decoders of this package. By default `KataSource.run` sleeps on the
+kernel's notifications (`changes.ChangeFeed`: process events and inotify) and re-reads only
+what one of them says changed (`KataWatcher.feed_round`); every change, however noticed, goes
+through `KataWatcher.on_change`. Without them it polls: `KataWatcher.step(now_ns)` does one
+round and returns events (tests drive it directly). What a polling round costs is bounded and
+measured beside event mode (tests/bench/test_kata_bench.py):
 
 - sandboxes: every `sandbox_interval_s` (0.5 s) one read of /proc/<pid>/comm per process plus a
   stat fingerprint of /run/vc and /run/kata; state files are re-read only when it changed.
@@ -17,11 +19,12 @@ waits on the journal pipe in between. What each round costs is bounded and measu
   /dev/vfio/<group> node exists.
 - exposure (rule `kata-vfio-exposure`): each handler's facts (Kata version and its source,
   effective cold_plug_vfio, the VFs pods can be given) at start, in the same round as any
-  configuration change, and every `exposure_interval_s` (5 s): a readlink of each PCI device's
-  driver and a stat of the version sources; binaries, package databases, the inventory and the
-  device plugin's configuration are read again only when those changed; a Kata log line with a
-  new `version=` (Go kata-runtime, with its commit) is judged in the next round. A KataFactsObserved is
-  sent per handler whose facts changed (and `gone` for a handler no longer configured).
+  configuration change, and every `exposure_interval_s` (5 s, in both modes): a readlink of each
+  PCI device's driver and a stat of the version sources; binaries, package databases, the
+  inventory and the device plugin's configuration are read again only when those changed; a
+  Kata log line with a new `version=` (Go kata-runtime, with its commit) is judged in the next
+  round. A KataFactsObserved is sent per handler whose facts changed (and `gone` for a handler
+  no longer configured).
 
 Errors never escape: a bad file is an event naming file and position, and the last good view
 (configuration per handler, state per sandbox) is kept.
@@ -29,6 +32,7 @@ Errors never escape: a bad file is an event naming file and position, and the la
 
 from __future__ import annotations
 
+import select
 import stat
 import threading
 import time
@@ -47,18 +51,25 @@ from diag.sources import (
     refusal_events,
     register,
 )
+from diag.sources._wake import StopRelay
+from diag.sources.kata import changes, discovery, exposure, loglines, sandboxes
 from diag.sources.kata import decode as kata_decode
-from diag.sources.kata import discovery, exposure, loglines, sandboxes
 from diag.sources.kata import version as kversion
 from diag.sources.watermark import Watermark
 
 NAME = "kata"
 OPTIONS = ("log_files", "logs_from_start", "journal", "kmsg", "containerd_config", "sandbox_interval_s",
            "config_interval_s", "holder_interval_s", "holder_full_interval_s", "proc_full_every",
-           "exposure_interval_s")
+           "exposure_interval_s", "process_events", "process_events_interval_s", "inotify")
 """`[sources.kata]` options (see README, "Kata")."""
 START_SLACK_NS = 1_500_000_000
 """A process's wall-clock start is known to about a second (boot time is whole seconds)."""
+
+
+def _pids(scan: sandboxes.ProcScan) -> tuple[Any, ...]:
+    return (tuple(sorted((k, v.pid) for k, v in scan.shims.items())),
+            tuple(sorted((k, v.pid) for k, v in scan.vmms.items())),
+            scan.containerd.pid if scan.containerd else None)
 
 
 def _stat_key(paths: HostPaths, host_path: str) -> tuple[Any, ...] | None:
@@ -125,18 +136,31 @@ class KataWatcher:
         self.proc_cache = sandboxes.ProcCache(full_every=int(opts.get("proc_full_every", 10)))
 
         self.holders: dict[int, tuple[int, ...]] = {}
+        self._holder_pids: set[int] = set()
         self.exposure_watch = exposure.ExposureWatch()
         self.exposure: exposure.HostExposure | None = None
         """The last assessment of every handler (what `check` shows)."""
         self.facts: dict[str, ev.KataHandlerFacts] = {}
+        """Last facts sent per handler."""
         self.log_versions: dict[bool, ev.KataVersionReading] = {}
         """The newest version reading Kata's log lines gave (True) and the newest refused one
         (False: runtime-rs's crate version), for the exposure (never exact)."""
-        """Last facts sent per handler."""
         self._exposure_due = True
         self._next = {"config": 0.0, "sandbox": 0.0, "holders": 0.0, "holders_full": 0.0, "journal": 0.0,
                       "exposure": 0.0}
         self.decode_failures = 0
+
+        self.use_process_events = bool(opts.get("process_events", True))
+        self.proc_interval = float(opts.get("process_events_interval_s", changes.PROC_INTERVAL_S))
+        self.use_inotify = bool(opts.get("inotify", True))
+        self.feed: changes.ChangeFeed | None = None
+        """Event mode: the kernel notifications that replace the timers (None: polling)."""
+        self.procwatch: sandboxes.ProcWatch | None = None
+        """Event mode with process events: the Kata processes, kept by exec/exit."""
+        self._exit_pids: set[int] | None = None
+        """The processes whose exit the kernel sends (the socket's filter)."""
+        self.exit_filter_error = ""
+        """Why the socket filter could not be attached (every exit then comes)."""
 
     # ---- configuration --------------------------------------------------------------------
 
@@ -235,6 +259,14 @@ class KataWatcher:
         for gone in sorted(h for h in self.facts if h not in configured):
             out.append(ev.KataFactsObserved(ts_ns=ts_ns, source=NAME, facts=self.facts.pop(gone), gone=True))
         return out
+
+    def exposure_round(self, mono: float, *, force: bool = False) -> bool:
+        """Whether the exposure is judged this round (its timer fell due, or something it
+        depends on changed); the timer is restarted when it fell due."""
+        if force or mono >= self._next["exposure"]:
+            self._next["exposure"] = mono + self.exposure_interval
+            return True
+        return self._exposure_due
 
     # ---- sandboxes ------------------------------------------------------------------------
 
@@ -376,6 +408,7 @@ class KataWatcher:
                 if pid not in still:
                     out.append(ev.VfioGroupReleased(ts_ns=ts_ns, source=NAME, group=group, pid=pid))
         self.holders = now
+        self._holder_pids = {pid for held in now.values() for pid in held}
         return out
 
     # ---- logs -----------------------------------------------------------------------------
@@ -446,35 +479,198 @@ class KataWatcher:
 
     # ---- one round ------------------------------------------------------------------------
 
-    def step(self, ts_ns: int, mono: float | None = None, *, force: bool = False) -> list[ev.Event]:
-        """Everything due at monotonic time `mono` (all of it when `force`)."""
-        mono = time.monotonic() if mono is None else mono
+    def on_change(self, ts_ns: int, *, config: bool = False, sandboxes: bool = False,
+                  holders: bool = False, holders_full: bool = False,
+                  exposure: bool = False) -> list[ev.Event]:
+        """The one path every change goes through, whatever noticed it (a process event, an
+        inotify event, a polling round): re-read what may have changed, in this order, and
+        return the events. Facts derived from the configuration, the sandboxes or the
+        inventory of holders belong here, after the re-reads they depend on."""
         out: list[ev.Event] = []
+        if config:
+            out += self.step_config(ts_ns)
+        if exposure or self._exposure_due:  # after the configuration it judges
+            out += self.step_exposure(ts_ns)
+        if sandboxes:
+            out += self.step_sandboxes(ts_ns, rescan=False)
+        if holders:
+            out += self.step_holders(ts_ns, full=holders_full)
+        return out
+
+    def step(self, ts_ns: int, mono: float | None = None, *, force: bool = False) -> list[ev.Event]:
+        """One polling round: everything due at monotonic time `mono` (all of it when `force`)."""
+        mono = time.monotonic() if mono is None else mono
         sb_due = force or mono >= self._next["sandbox"]
         cfg_due = force or mono >= self._next["config"]
         if sb_due or cfg_due:  # config discovery reads KATA_CONF_FILE from the running shims
             self.procs = sandboxes.scan_processes(self.paths, self.proc_cache)
         if cfg_due:
             self._next["config"] = mono + self.config_interval
-            out += self.step_config(ts_ns)
-        if self._exposure_due or force or mono >= self._next["exposure"]:
-            self._next["exposure"] = mono + self.exposure_interval
-            out += self.step_exposure(ts_ns)
         if sb_due:
             self._next["sandbox"] = mono + self.sandbox_interval
-            out += self.step_sandboxes(ts_ns, rescan=False)
+        holders = full = False
         if force or mono >= self._next["holders"]:
             self._next["holders"] = mono + self.holder_interval
+            holders = True
             full = force or mono >= self._next["holders_full"]
             if full:
                 self._next["holders_full"] = mono + self.holder_full_interval
-            out += self.step_holders(ts_ns, full=full)
+        out = self.on_change(ts_ns, config=cfg_due, sandboxes=sb_due, holders=holders, holders_full=full,
+                             exposure=self.exposure_round(mono, force=force))
+        self.restart_journal(mono)
+        out += self.step_logs(ts_ns)
+        out += self.refused(ts_ns)
+        return out
+
+    def restart_journal(self, mono: float) -> None:
+        """Start journalctl again once its retry delay has passed (it exited)."""
         if self.use_journal and self.journal is None and self.journal_restarts and mono >= self._next["journal"]:
             self.start_journal()
             if self.journal is None:
                 self._next["journal"] = mono + self.journal_retry_s
-        out += self.step_logs(ts_ns)
-        out += self.refused(ts_ns)
+
+    # ---- event mode -----------------------------------------------------------------------
+
+    def start_feed(self) -> changes.ChangeFeed:
+        """Open the kernel notifications this host allows (see `changes`) and seed the views
+        they keep up to date; `feed.mode` says what it came to."""
+        feed = changes.ChangeFeed(self.paths, process_events=self.use_process_events,
+                                  use_inotify=self.use_inotify,
+                                  log_files=[str(f.path) for f in self.log_files])
+        feed.start()
+        self.feed = feed if feed.mode != "poll" else None
+        feed.proc_interval_s = self.proc_interval
+        if feed.proc is not None:
+            self.procwatch = sandboxes.ProcWatch(self.paths)
+        return feed
+
+    def wants(self) -> list[Any]:
+        """The directories the feed must watch for what the source knows now."""
+        assert self.feed is not None
+        return self.feed.wants(self.discovery, self._state_dirs, self.sandboxes)
+
+    def seed(self, ts_ns: int) -> list[ev.Event]:
+        """Event mode's first round: read everything, then watch it, then read again what
+        changed in between."""
+        if self.procwatch is not None:
+            self.procs = self.procwatch.seed()
+        else:
+            self.procs = sandboxes.scan_processes(self.paths, self.proc_cache)
+        out = self.on_change(ts_ns, config=True, sandboxes=True, holders=True, holders_full=True)
+        out += self.settle(ts_ns, changes.Changes(config=True, sandboxes=True))
+        return out + self.watch_exits(ts_ns)
+
+    def watch_exits(self, ts_ns: int) -> list[ev.Event]:
+        """Ask the kernel for the exits of the processes that matter now (shims, VMMs,
+        containerd, VFIO holders) and of no other; one that already exited before the filter
+        took it in is treated as exited (its exit event may have been filtered out)."""
+        feed, pw = self.feed, self.procwatch
+        if feed is None or feed.proc is None or pw is None or self.exit_filter_error:
+            return []
+        pids = set(pw.infos) | self.holder_pids()
+        if pids == self._exit_pids:
+            return []
+        new = pids - (self._exit_pids or set())
+        try:
+            feed.proc.watch_exits(pids)
+        except OSError as exc:
+            # Without the filter every exit reaches the agent, as before it: right, only busier.
+            self.exit_filter_error = f"{exc.strerror or exc}"
+            return []
+        self._exit_pids = pids
+        # Its exit may have come before the filter took it in (and was dropped): look. A
+        # zombie counts as exited (its /proc/<pid> stays until its parent reaps it).
+        gone = [pid for pid in sorted(new) if proc.has_exited(self.paths, pid)]
+        if not gone:
+            return []
+        for pid in gone:
+            pw.exit(pid)
+        self.procs = pw.view()
+        out = self.on_change(ts_ns, config=True, sandboxes=True, holders=True)
+        return out + self.watch_exits(ts_ns)
+
+    def settle(self, ts_ns: int, ch: changes.Changes) -> list[ev.Event]:
+        """Place the watches the current view needs; while that placed new ones, read again."""
+        out: list[ev.Event] = []
+        assert self.feed is not None
+        for _ in range(4):
+            if not self.feed.sync(self.wants()):
+                break
+            out += self.on_change(ts_ns, config=ch.config, sandboxes=ch.sandboxes)
+        return out
+
+    def holder_pids(self) -> set[int]:
+        return set(self._holder_pids)
+
+    def feed_round(self, ts_ns: int, mono: float, ready: set[int] | None = None) -> list[ev.Event]:
+        """Event mode: what the kernel said since the last round (and what fell due), re-read.
+        `ready`: the descriptors poll() reported (None: look at all of them)."""
+        feed = self.feed
+        assert feed is not None
+        ch = feed.read(self._holder_pids, self.procwatch, ready, mono)
+        if feed.timers:
+            ch.merge(feed.fire(mono))
+        out: list[ev.Event] = []
+        if self.procwatch is None and mono >= self._next["sandbox"]:
+            # inotify+poll: processes polled (no process events); holders as when polling.
+            self._next["sandbox"] = mono + self.sandbox_interval
+            before = self.procs
+            self.procs = sandboxes.scan_processes(self.paths, self.proc_cache)
+            if _pids(before) != _pids(self.procs):
+                ch.sandboxes = ch.config = True
+            if mono >= self._next["holders"]:
+                self._next["holders"] = mono + self.holder_interval
+                ch.holders = True
+                if mono >= self._next["holders_full"]:
+                    self._next["holders_full"] = mono + self.holder_full_interval
+                    ch.holders_full = True
+        lost = ch.lost
+        if lost:
+            # Notifications were dropped: anything may have changed. Read it all again (the
+            # views diff themselves, so only real changes come out) and say so.
+            out.append(ev.EventsLost(ts_ns=ts_ns, source=NAME, lost_source=NAME, count=None,
+                                     reason=f"{lost}: everything is read again"))
+            if self.procwatch is not None:
+                self.procwatch.seed()
+            if feed.watches is not None:
+                feed.watches.invalidate()
+            ch = changes.Changes(config=True, sandboxes=True, holders=True, holders_full=True)
+        if ch and self.procwatch is not None:
+            self.procs = self.procwatch.view()
+        if ch:
+            found = self.on_change(ts_ns, config=ch.config, sandboxes=ch.sandboxes,
+                                   holders=ch.holders, holders_full=ch.holders_full)
+            found += self.settle(ts_ns, ch)
+            out += found
+            if lost:
+                out.append(ev.Resynced(ts_ns=ts_ns, source=NAME, resynced_source=NAME,
+                                       changes=len(found), reason=lost))
+            out += self.watch_exits(ts_ns)
+        if self.exposure_round(mono):
+            out += self.step_exposure(ts_ns)
+        self.restart_journal(mono)
+        if ready is None or ch.logs or not ready.isdisjoint(self.log_fds()):
+            out += self.step_logs(ts_ns)
+        if self.paths.confined:  # only a confined walk can refuse a path
+            out += self.refused(ts_ns)
+        return out
+
+    def next_due(self, mono: float) -> float | None:
+        """Seconds until the next timer of event mode (None: wait for the kernel only)."""
+        due = [d for d in (self.feed.due(mono) if self.feed else None,) if d is not None]
+        due.append(self._next["exposure"])
+        if self.procwatch is None:
+            due.append(self._next["sandbox"])
+        if self.use_journal and self.journal is None and self.journal_restarts:
+            due.append(self._next["journal"])
+        return max(0.0, min(due) - mono) if due else None
+
+    def log_fds(self) -> list[int]:
+        out = []
+        if self.journal is not None and (fd := self.journal.fileno()) is not None:
+            out.append(fd)
+        if self.kmsg is not None and self.kmsg.fd is not None:
+            out.append(self.kmsg.fd)
         return out
 
     def refused(self, ts_ns: int) -> list[ev.Event]:
@@ -484,6 +680,9 @@ class KataWatcher:
         return out
 
     def close(self) -> None:
+        if self.feed is not None:
+            self.feed.close()
+            self.feed = None
         if self.journal is not None:
             self.journal.stop()
             self.journal = None
@@ -526,33 +725,72 @@ class KataSource:
     def run(self, emit: Emit, stop: threading.Event) -> None:
         w = self.watcher = KataWatcher(self.ctx.paths, self.ctx.options)
         w.start_journal()
+        feed = w.start_feed()
+        logs = "journal" if w.journal else ("kmsg" if w.kmsg else ("files" if w.log_files else "no-logs"))
+        reasons = [r for r in (feed.reason,
+                               "" if w.journal or not w.use_journal else f"journal not followed: {w.journal_reason}")
+                   if r]
+        hints = [h for h in (feed.hint, "" if w.journal or not w.use_journal else
+                             "name Kata's log files in [sources.kata] log_files, or mount the host's journal under --root")
+                 if h]
         emit(ev.SourceStateChanged(
-            ts_ns=time.time_ns(), source=NAME, name=NAME, up=True,
-            mode="journal" if w.journal else ("kmsg" if w.kmsg else ("files" if w.log_files else "no-logs")),
-            reason="" if w.journal or not w.use_journal else f"journal not followed: {w.journal_reason}",
-            hint="" if w.journal or not w.use_journal else
-            "name Kata's log files in [sources.kata] log_files, or mount the host's journal under --root",
-        ))
-        first = True
-        wm = self.watermark
+            ts_ns=time.time_ns(), source=NAME, name=NAME, up=True, mode=f"{feed.mode}+{logs}",
+            reason="; ".join(reasons), hint="; ".join(hints)))
         try:
-            while not stop.is_set():
-                try:
-                    # Stamped after the mark: the merge never waits for this round's events.
-                    wm.working()
-                    for e in w.step(time.time_ns(), force=first):
-                        emit(e)
-                except Exception as exc:  # a source never dies of one bad round
-                    emit(ev.DecodeFailed(ts_ns=time.time_ns(), source=NAME, failed_source=NAME,
-                                         reason=f"kata round failed: {exc!r}"))
-                first = False
-                try:
-                    for e in w.step_logs(time.time_ns(), timeout=0.1, watermark=wm):
-                        emit(e)
-                except Exception as exc:
-                    emit(ev.DecodeFailed(ts_ns=time.time_ns(), source=NAME, failed_source=NAME,
-                                         reason=f"kata log round failed: {exc!r}"))
-                    time.sleep(0.1)
+            if w.feed is None:
+                self._poll(w, emit, stop)
+            else:
+                self._events(w, emit, stop)
         finally:
             w.close()  # the runtime reports the stop itself
 
+    @staticmethod
+    def _guarded(emit: Emit, what: str, fn: Any) -> bool:
+        """Emit what `fn()` returns; a source never dies of one bad round (False when it failed)."""
+        try:
+            for e in fn():
+                emit(e)
+        except Exception as exc:
+            emit(ev.DecodeFailed(ts_ns=time.time_ns(), source=NAME, failed_source=NAME,
+                                 reason=f"kata {what} failed: {exc!r}"))
+            return False
+        return True
+
+    def _poll(self, w: KataWatcher, emit: Emit, stop: threading.Event) -> None:
+        """The fallback: rounds on timers (no inotify), logs waited on in between."""
+        first = True
+        wm = self.watermark
+        while not stop.is_set():
+            wm.working()  # stamped after the mark: the merge never waits for this round's events
+            self._guarded(emit, "round", lambda f=first: w.step(time.time_ns(), force=f))
+            first = False
+            if not self._guarded(emit, "log round",
+                                 lambda: w.step_logs(time.time_ns(), timeout=0.1, watermark=wm)):
+                time.sleep(0.1)
+
+    def _events(self, w: KataWatcher, emit: Emit, stop: threading.Event) -> None:
+        """Event mode: sleep in poll() on the kernel's notifications, the log followers and the
+        stop relay; wake only when one of them has something (or a follow-up look is due)."""
+        relay = StopRelay(stop)
+        wm = self.watermark
+        try:
+            wm.working()
+            self._guarded(emit, "first round", lambda: w.seed(time.time_ns()))
+            registered: set[int] = set()
+            poller = select.poll()
+            while not stop.is_set():
+                fds = {relay.fd, *(w.feed.fds(time.monotonic()) if w.feed else ()), *w.log_fds()}
+                for fd in fds - registered:
+                    poller.register(fd, select.POLLIN)
+                for fd in registered - fds:
+                    poller.unregister(fd)
+                registered = fds
+                due = w.next_due(time.monotonic())
+                wm.waiting()  # everything read so far is emitted
+                ready = {fd for fd, _ in poller.poll(None if due is None else due * 1000 + 1)}
+                wm.working()
+                if stop.is_set():
+                    break
+                self._guarded(emit, "round", lambda r=ready: w.feed_round(time.time_ns(), time.monotonic(), r))
+        finally:
+            relay.close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-
-
 from diag import events as ev
 from diag.core.correlator import Correlator
 

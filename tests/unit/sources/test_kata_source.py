@@ -33,7 +33,8 @@ def test_registered_and_runs_on_a_fixture_root() -> None:
     th.join(5)
     assert not th.is_alive() and time.monotonic() - t < 2
     kinds = [e.kind for e in got]
-    assert kinds[0] == "source_state_changed" and got[0].up and got[0].mode == "no-logs"
+    assert kinds[0] == "source_state_changed" and got[0].up
+    assert got[0].mode in ("events+no-logs", "inotify+poll+no-logs")  # the host says which
     assert "kata_config_loaded" in kinds and "sandbox_started" in kinds
 
 

@@ -70,3 +70,19 @@ def test_sriov_lab_tree_nests_vfs_under_their_pf(fixtures: Path) -> None:
     i = order.index(("0000:01:00.0", 0))
     assert order[i + 1 : i + 3] == [("0000:01:10.0", 1), ("0000:01:10.2", 1)]
     assert all(not d.errors for d in devs.values())
+
+
+def test_a_big_sriov_tree_gives_every_vf_its_index_and_pf(tmp_path: Path) -> None:
+    """4 PFs x 40 VFs (big_tree): every VF's vf_index is the N of the virtfnN that points at
+    it and its pf the PF's address; each PF lists its VFs in index order; no errors."""
+    from tests.fixtures.bigsysfs import big_tree, vf_bdf
+
+    big_tree(tmp_path / "r", 4, 40)
+    devices = {d.bdf: d for d in sysfs.scan(HostPaths.at(tmp_path / "r"), names=False)}
+    for p in range(4):
+        pf = devices[f"0000:{0x20 + p * 4:02x}:00.0"]
+        assert pf.role == "pf" and pf.sriov_numvfs == 40
+        assert pf.vfs == tuple(vf_bdf(p, k) for k in range(40))
+        for k in range(40):
+            vf = devices[vf_bdf(p, k)]
+            assert (vf.role, vf.pf, vf.vf_index, vf.errors) == ("vf", pf.bdf, k, ())
