@@ -116,6 +116,8 @@ class WriteAttribution:
         bdf = e.bdf
         if bdf:
             model.last_actor[bdf] = e.actor
+            if e.result >= 0 and e.control in _MOVE_CONTROLS:
+                model.backfill_actor(bdf, e.actor, e.ts_ns)
             rec = model.device(bdf)
             if e.control == "driver_override" and e.result >= 0 and rec is not None:
                 rec.driver_override = e.value.strip() or None

@@ -14,7 +14,7 @@ from typing import Any
 from diag import events as ev
 from diag.core.attribution import WriteAttribution
 from diag.core.episodes import VFIO_DRIVER, Episode, LostNetdev
-from diag.core.state import DeviceView, DriverMove, HostState, LinkNote, LinkView, SourceHealth
+from diag.core.state import DeviceView, DriverMove, HostState, LinkNote, LinkView, Owner, SourceHealth
 from diag.core.thresholds import CoreConfig
 
 
@@ -474,19 +474,64 @@ class Model:
                 return sb
         return None
 
+    def owner(self, bdf: str, episode: Episode | None = None) -> Owner:
+        """The sandbox, pod and mover of `bdf`, from the evidence: the sandbox that lists the
+        device, else the one whose shim moved it (the writer's sandbox, or one a log line
+        named), else the pod whose netdev vanished with it; the mover is the episode's actor
+        (the write that steered it to vfio-pci, else the first writer), else the last writer.
+        Every view asks this, so the device row, its story and its findings never disagree."""
+        ep = episode if episode is not None else self.episodes.get(bdf)
+        actor = (ep.actor if ep is not None else None) or self.last_actor.get(bdf)
+        sb = self.sandbox_for(bdf)
+        if sb is None:
+            for sid in (actor.sandbox_id if actor else None, ep.sandbox_id if ep else None):
+                if sid and sid in self.sandboxes:
+                    sb = self.sandboxes[sid]
+                    break
+        lost = ep.lost if ep is not None else None
+        if sb is not None:
+            return Owner(sandbox_id=sb.sandbox_id, pod=sb.pod or (lost.pod if lost else None),
+                         pod_namespace=sb.pod_namespace or (lost.pod_namespace if lost else None),
+                         actor=actor, running=True)
+        sandbox_id = ((ep.sandbox_id if ep else None) or (actor.sandbox_id if actor else None)
+                      or (lost.sandbox_id if lost else None))
+        pod = (actor.pod if actor else None) or (lost.pod if lost else None)
+        ns = ((actor.pod_namespace if actor and actor.pod else None)
+              or (lost.pod_namespace if lost and lost.pod else None))
+        return Owner(sandbox_id=sandbox_id, pod=pod, pod_namespace=ns, actor=actor)
+
+    def backfill_actor(self, bdf: str, actor: ev.Process, ts_ns: int) -> None:
+        """A write that arrived after the moves it caused (eBPF records can be late): name its
+        writer on the moves it began, up to the bind that completed them, where none is named."""
+        rec = self.devices.get(bdf)
+        if rec is None or not rec.moves or rec.moves[-1].ts_ns < ts_ns:
+            return
+        window = self.config.episode_window_ns
+        moves = rec.moves
+        for i in range(len(moves)):
+            m = moves[i]
+            if m.ts_ns < ts_ns or m.synthetic:
+                continue
+            if m.ts_ns - ts_ns > window:
+                break
+            if m.actor is None:
+                moves[i] = replace(m, actor=actor)
+            if m.to_driver is not None:
+                break  # the bind that completed this move: later moves are another's
+
     def snapshot(self) -> HostState:
         devices = []
         for bdf in sorted(self.devices):
             r = self.devices[bdf]
             if not r.present:
                 continue
-            sb = self.sandbox_for(bdf)
+            own = self.owner(bdf)
             devices.append(
                 DeviceView(
                     device=r.device, driver=r.driver, driver_override=r.driver_override,
                     driver_at_start=r.driver_at_start, since_ns=r.since_ns, netdev=r.netdev,
-                    netns=r.netns, pod=sb.pod if sb else None,
-                    sandbox_id=sb.sandbox_id if sb else None,
+                    netns=r.netns, pod=own.pod, pod_namespace=own.pod_namespace,
+                    sandbox_id=own.sandbox_id, sandbox_running=own.running, actor=own.actor,
                     moves=tuple(r.moves), links=tuple(r.links),
                 )
             )

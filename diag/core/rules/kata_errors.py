@@ -178,7 +178,8 @@ class KataKnownError(ConditionRule):
             ev.Evidence(ts_ns=e.ts_ns, source=e.source, kind=e.kind, text=e.text),)
         where = device_label(model, bdf) if bdf else (
             f"sandbox {e.sandbox_id[:12]}" if e.sandbox_id else "the host")
-        sid = e.sandbox_id or (sb.sandbox_id if sb else None) or (ep.sandbox_id if ep else None)
+        own = model.owner(bdf, ep) if bdf else None
+        sid = e.sandbox_id or (sb.sandbox_id if sb else None) or (own.sandbox_id if own else None)
         if sid:
             self.by_sandbox.setdefault(sid, []).append(key)
         return [self.open(
@@ -186,9 +187,9 @@ class KataKnownError(ConditionRule):
             severity=severity, summary=f"{where}: {e.signature}: {meaning.split(';')[0].rstrip('.')}",
             explanation=f"{meaning} Line ({e.origin or e.source}): {e.text}",
             remedy=remedy.replace("<BDF>", bdf) if bdf else remedy,
-            sandbox_id=sid, pod=sb.pod if sb else None,
-            pod_namespace=sb.pod_namespace if sb else None,
-            actor=ep.actor if ep else None, labels=labels,
+            sandbox_id=sid, pod=sb.pod if sb else (own.pod if own else None),
+            pod_namespace=sb.pod_namespace if sb else (own.pod_namespace if own else None),
+            actor=own.actor if own else None, labels=labels,
             **({} if ep is not None else {"evidence": evidence}),
         )]
 
