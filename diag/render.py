@@ -729,9 +729,10 @@ def finding_story(f: ev.Finding) -> list[tuple[str, str]]:
                            else finding_title(f))
     rows.append(("what happened", f"{what} at {_clock(f.first_ns)}"))
     if f.actor is not None:
-        who = actor_label(f.actor)
-        if f.actor.exe:
-            who += f" ({f.actor.exe})"
+        a = f.actor
+        who = f"{a.comm or '?'}[{a.pid}]"
+        if a.exe:
+            who += f" {a.exe}"
         rows.append(("who", who))
     pod = pod_label(f.pod, f.pod_namespace)
     if pod or f.sandbox_id:

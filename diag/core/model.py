@@ -14,7 +14,15 @@ from typing import Any
 from diag import events as ev
 from diag.core.attribution import WriteAttribution
 from diag.core.episodes import VFIO_DRIVER, Episode, LostNetdev
-from diag.core.state import DeviceView, DriverMove, HostState, LinkNote, LinkView, Owner, SourceHealth
+from diag.core.state import (
+    DeviceView,
+    DriverMove,
+    HostState,
+    LinkNote,
+    LinkView,
+    Owner,
+    SourceHealth,
+)
 from diag.core.thresholds import CoreConfig
 
 

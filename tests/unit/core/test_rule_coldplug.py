@@ -311,7 +311,7 @@ def test_the_write_sequence_is_told_from_the_attributed_writes_alone() -> None:
     (the demo's first recording lost it), the method says so instead of claiming it."""
     events = [e for e in _stream(head=(kata_config(T0),))
               if not (isinstance(e, ev.SysfsWriteObserved) and e.control == "unbind")]
-    c, out = run(events)
+    c, _ = run(events)
     [f] = [x for x in c.snapshot().findings if x.rule == RULE]
     method = dict(f.labels)["method"]
     writes = [e.text for e in f.evidence if e.kind == "sysfs_write_observed"]
