@@ -46,6 +46,10 @@ class DeviceRecord:
     """True when the device was first seen in an inventory scan (its driver then is not a move)."""
 
 
+GONE_SANDBOXES_KEPT = 256
+"""Stopped sandboxes remembered for the pod names of the devices they moved."""
+
+
 class Model:
     """The host as the core sees it."""
 
@@ -56,6 +60,8 @@ class Model:
         self.links: dict[tuple[int, int], LinkView] = {}
         self.netns: dict[int, ev.NetnsRef] = {}
         self.sandboxes: dict[str, ev.SandboxStarted] = {}
+        self.gone_sandboxes: dict[str, ev.SandboxStarted] = {}
+        """Sandboxes that stopped, newest last (at most GONE_SANDBOXES_KEPT)."""
         self.kata_configs: dict[str, ev.KataConfig] = {}
         self.sources: dict[str, SourceHealth] = {}
         """Each source's health as last reported (replaced on change; `events` is filled in by
@@ -439,7 +445,12 @@ class Model:
         self.sandboxes[e.sandbox_id] = e
 
     def _sandbox_stopped(self, e: ev.SandboxStopped) -> None:
-        self.sandboxes.pop(e.sandbox_id, None)
+        sb = self.sandboxes.pop(e.sandbox_id, None)
+        if sb is not None:
+            # Kept a while, bounded: the devices it moved still name its pod once it is gone.
+            self.gone_sandboxes[e.sandbox_id] = sb
+            while len(self.gone_sandboxes) > GONE_SANDBOXES_KEPT:
+                del self.gone_sandboxes[next(iter(self.gone_sandboxes))]
 
     def _held(self, e: ev.VfioGroupHeld) -> None:
         self.vfio_holders.setdefault(e.group, {})[e.holder.pid] = e.holder
@@ -503,8 +514,11 @@ class Model:
                          actor=actor, running=True)
         sandbox_id = ((ep.sandbox_id if ep else None) or (actor.sandbox_id if actor else None)
                       or (lost.sandbox_id if lost else None))
-        pod = (actor.pod if actor else None) or (lost.pod if lost else None)
-        ns = ((actor.pod_namespace if actor and actor.pod else None)
+        gone = self.gone_sandboxes.get(sandbox_id) if sandbox_id else None
+        pod = ((gone.pod if gone else None) or (actor.pod if actor else None)
+               or (lost.pod if lost else None))
+        ns = ((gone.pod_namespace if gone and gone.pod else None)
+              or (actor.pod_namespace if actor and actor.pod else None)
               or (lost.pod_namespace if lost and lost.pod else None))
         return Owner(sandbox_id=sandbox_id, pod=pod, pod_namespace=ns, actor=actor)
 
