@@ -721,12 +721,12 @@ def finding_story(f: ev.Finding) -> list[tuple[str, str]]:
     done = not f.active
     rows: list[tuple[str, str]] = []
     labels = dict(f.labels)
-    where = f.bdf or "-"
+    where = f.bdf or ""
     if f.pf:
         where += f" (VF {'?' if f.vf_index is None else f.vf_index} of {f.pf})"
     frm = labels.get("from_driver")
-    what = f"{where}: " + (f"left {frm} for vfio-pci" if frm and f.rule.startswith("vfio-bind")
-                           else finding_title(f))
+    what = (f"{where}: " if where else "") + (
+        f"left {frm} for vfio-pci" if frm and f.rule.startswith("vfio-bind") else finding_title(f))
     rows.append(("what happened", f"{what} at {_clock(f.first_ns)}"))
     if f.actor is not None:
         a = f.actor

@@ -62,3 +62,13 @@ def test_a_resolved_finding_tells_its_story_in_the_past_without_a_remedy() -> No
     assert done["QEMU"].startswith("would have failed")
     assert "what to do" not in done and "returned to host driver igbvf" in done["ended"]
     assert render.finding_title(replace(f, status="resolved")).startswith("was moved")
+
+
+def test_a_finding_about_no_device_says_what_happened_without_a_placeholder() -> None:
+    """A Kata line about a sandbox, not a device (QEMU exited): the story starts with what
+    happened, not with `-:` standing for the missing device."""
+    f = ev.Finding(ts_ns=1, source="core", finding_id="y", rule="kata-known-error",
+                   severity=ev.Severity.ERROR, summary="s", first_ns=1, last_ns=1,
+                   labels=(("signature", "qemu-exited-error"),))
+    what = dict(render.finding_story(f))["what happened"]
+    assert what.startswith(render.finding_title(f)), what
