@@ -250,10 +250,10 @@ def netdev_text(view: DeviceView, limit: int = 28) -> Text:
         return Text("-", style="dim")
     out = text(view.netdev, limit=16)
     ns = view.netns
-    if ns and ns != "host":
+    if ns and ns != "host":  # in the pod's namespace: say whose
         out.append("@" + safe(ns, limit), style="magenta")
-    if view.pod:
-        out.append(" pod " + safe(view.pod, limit), style="magenta")
+        if view.pod:
+            out.append(" pod " + safe(view.pod, limit), style="magenta")
     return out
 
 

@@ -136,6 +136,10 @@ class HostHeader(Static):
         lines.append(cur)
         for line in lines:
             line.truncate(width, overflow="ellipsis")
+        if self.styles.height is None or self.styles.height.value != len(lines):
+            # Explicit: an auto height kept the line count of the first frame (sources not yet
+            # reported wrap to a fourth line) after the text had shrunk.
+            self.styles.height = len(lines)
         return Text("\n").join(lines)
 
     def on_resize(self) -> None:
@@ -478,7 +482,14 @@ class StoryPane(Static):
         self.finding = finding
         self._has_devices = has_devices
         self.compact = compact
-        self.update(self.renderable_for())
+        self.refresh(layout=True)
+
+    def render(self) -> RenderableType:
+        # Built at paint time: how many evidence lines fit depends on the pane's final size.
+        return self.renderable_for()
+
+    def on_resize(self) -> None:
+        self.refresh()
 
     def renderable_for(self) -> RenderableType:
         f = self.finding
@@ -486,9 +497,16 @@ class StoryPane(Static):
             return story.none_text(self._has_devices)
         if self.compact:
             return story.story(f, compact=True)
-        height = self.size.height or 30
-        rows = len(story.rows(f))
-        return story.story(f, evidence=max(0, min(12, height - rows - 8)))
+        width, height = self.content_size
+        if width <= 0 or height <= 0:
+            return story.story(f)
+        # Measured, not estimated: the rows wrap, and evidence fills what they leave (newest
+        # last), so the pane never cuts the newest lines off at its bottom.
+        console = self.app.console
+        used = len(console.render_lines(story.story(f), console.options.update_width(width),
+                                        pad=False))
+        room = height - used - 1  # the evidence heading
+        return story.story(f, evidence=min(12, room)) if room > 0 else story.story(f)
 
 
 class EventLog(ScrollView, can_focus=True):
