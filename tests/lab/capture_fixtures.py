@@ -3,10 +3,13 @@ tests/fixtures/ (uevent/, netlink/, postmortem/, sysfs/sriov-lab/).
 
 Usage: ``python3 -m tests.lab.capture_fixtures [--fixtures DIR] [--demo]``. Overwrites the
 lab-made files only; hand-written READMEs are kept, the sysfs file list is regenerated.
-With ``--demo`` it instead boots agent scenario 10 (the #10162 story: Kata >=3.8 moves the VF with
+With ``--demo`` it instead boots agent scenario 11 (the #10162 story: Kata >=3.8 moves the VF with
 cold_plug_vfio=no-port, QEMU refuses it, the rollback, the pod's failure) and keeps its journal as
 diag/data/demo.jsonl (the bundled demo incident, `vfiowatch demo`) and
-tests/fixtures/journals/lab-demo-story.jsonl.
+tests/fixtures/journals/lab-demo-story.jsonl. With ``--incidents`` it boots the ``incidents``
+scenario and unpacks its real captures (udevadm, ip monitor, ps, lspci, dmesg, actions.log) into
+tests/fixtures/postmortem-incidents/lab/<incident>/, from which make_incidents.py builds the
+incident sets.
 """
 
 from __future__ import annotations
@@ -52,21 +55,38 @@ The exact list is below.
 
 
 def demo(guest: build.Guest, fx: Path, t0: float) -> int:
-    """Boots agent scenario 10 and keeps its journal as the demo incident and a fixture."""
-    res = vm.boot(guest, "agent", build.DEFAULT_CACHE / "runs" / "demo", extra_append="lab.only=10",
+    """Boots agent scenario 11 and keeps its journal as the demo incident and a fixture."""
+    res = vm.boot(guest, "agent", build.DEFAULT_CACHE / "runs" / "demo", extra_append="lab.only=11",
                   timeout=1800)
-    body = res.payloads.get("journal-g3.jsonl", b"")  # scenario 10's agent (group 3)
+    body = res.payloads.get("journal-g4.jsonl", b"")  # scenario 11's agent (group 4)
     if not res.ok or not body or b"vfio-bind-coldplug-disabled" not in body:
         print(res.console[-3000:])
         print(res.payloads.get("agent-g0.log", b"").decode()[-3000:])
-        print("no finding in scenario 10's journal: demo not written")
+        print("no finding in scenario 11's journal: demo not written")
         return 1
     for dst in (build.REPO / "diag" / "data" / "demo.jsonl", fx / "journals" / "lab-demo-story.jsonl"):
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(body)
         print(f"wrote {dst} ({len(body.splitlines())} records)")
-    print(res.payloads.get("timeline-10.txt", b"").decode())
+    print(res.payloads.get("timeline-11.txt", b"").decode())
     print(f"done in {time.monotonic() - t0:.1f}s (boot {res.seconds:.1f}s)")
+    return 0
+
+
+def incidents(guest: build.Guest, fx: Path, t0: float) -> int:
+    """Boots the incidents scenario and unpacks its captures under postmortem-incidents/lab/."""
+    res = vm.boot(guest, "incidents", build.DEFAULT_CACHE / "runs" / "incidents", timeout=900)
+    if not res.ok or "incidents.tar" not in res.payloads:
+        print(res.console[-4000:])
+        print(res.payloads.get("error", b"").decode())
+        return 1
+    dst = fx / "postmortem-incidents" / "lab"
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(res.payloads["incidents.tar"])) as tar:
+        tar.extractall(dst)
+    print((dst / "guest.txt").read_text())
+    print(f"captures written under {dst} in {time.monotonic() - t0:.1f}s (boot {res.seconds:.1f}s)")
     return 0
 
 
@@ -74,11 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fixtures", type=Path, default=build.REPO / "tests" / "fixtures")
     ap.add_argument("--demo", action="store_true", help="record the demo journal instead")
+    ap.add_argument("--incidents", action="store_true",
+                    help="record the postmortem incident captures instead")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     guest = build.build()
     if args.demo:
         return demo(guest, args.fixtures, t0)
+    if args.incidents:
+        return incidents(guest, args.fixtures, t0)
     res = vm.boot(guest, "capture", build.DEFAULT_CACHE / "runs" / "capture")
     if not res.ok or "capture.tar" not in res.payloads:
         print(res.console[-4000:])
