@@ -517,10 +517,13 @@ class Model:
         """The sandbox, pod and mover of `bdf`, from the evidence: the sandbox that lists the
         device, else the one whose shim moved it (the writer's sandbox, or one a log line
         named), else the pod whose netdev vanished with it; the mover is the episode's actor
-        (the write that steered it to vfio-pci, else the first writer), else the last writer.
+        (the write that steered it to vfio-pci, else the first writer); with no episode, the last
+        writer.
         Every view asks this, so the device row, its story and its findings never disagree."""
         ep = episode if episode is not None else self.episodes.get(bdf)
-        actor = (ep.actor if ep is not None else None) or self.last_actor.get(bdf)
+        # A move with no write attributed has no mover: the last writer of an earlier move (a
+        # rollback's shim) is not claimed for it; without an episode the last writer is all.
+        actor = ep.actor if ep is not None else self.last_actor.get(bdf)
         sb = self.sandbox_for(bdf)
         if sb is None:
             for sid in (actor.sandbox_id if actor else None, ep.sandbox_id if ep else None):
