@@ -6,6 +6,7 @@ that grows with activity is bounded by CoreConfig.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -57,6 +58,10 @@ class DeviceRecord:
         if driver and driver != VFIO_DRIVER and rank > self.host_driver_rank:
             self.host_driver, self.host_driver_from, self.host_driver_rank = driver, origin, rank
 
+
+_CRI_POD = re.compile(r"PodSandboxMetadata\{Name:([^,}]+),(?:[^}]*?,)?Namespace:([^,}]+)")
+"""The pod containerd's CRI lines name (`RunPodSandbox for &PodSandboxMetadata{Name:N,Uid:U,
+Namespace:NS,Attempt:0,} failed`): they carry no sandbox id."""
 
 GONE_SANDBOXES_KEPT = 256
 """Stopped sandboxes remembered for the pod names of the devices they moved."""
@@ -505,6 +510,19 @@ class Model:
         self.sources[e.resynced_source] = replace(s, resyncs=s.resyncs + 1)
 
     # ---- snapshot ----------------------------------------------------------------------------
+
+    def sandbox_of_line(self, e: ev.LogLineMatched) -> str | None:
+        """The sandbox a log line is about: the one it names, else the running sandbox of the
+        pod a containerd CRI line names (name and namespace both match, one sandbox only)."""
+        if e.sandbox_id:
+            return e.sandbox_id
+        m = _CRI_POD.search(e.text)
+        if m is None:
+            return None
+        name, ns = m.group(1), m.group(2)
+        found = [sid for sid, sb in self.sandboxes.items()
+                 if sb.pod == name and sb.pod_namespace == ns]
+        return found[0] if len(found) == 1 else None
 
     def sandbox_for(self, bdf: str) -> ev.SandboxStarted | None:
         """The sandbox that uses `bdf` (physical endpoint, VFIO device or VMM argument)."""

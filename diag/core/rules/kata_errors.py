@@ -2,8 +2,8 @@
 
 The signature ids come from the Kata log catalogue (diag.sources.kata.signatures, a public
 contract). The line is linked to the device episode by BDF, else by sandbox (its VFs, or the
-episode whose actor named the sandbox), else by IOMMU group, so the finding shows the move that
-led to the failure. Informational lines (the bind/unbind steps) never open a finding; they only
+episode whose actor named the sandbox; containerd's lines name the pod, whose sandbox it is),
+else by IOMMU group, so the finding shows the move that led to the failure. Informational lines (the bind/unbind steps) never open a finding; they only
 join the episode as evidence. A finding resolves when its sandbox stops, its VF returns to a
 host driver, or the line has not repeated for CoreConfig.known_error_ttl_ns.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 
 from diag import events as ev
 from diag.core.episodes import VFIO_DRIVER
@@ -210,6 +211,9 @@ class KataKnownError(ConditionRule):
         if cls is None:
             return []
         severity, meaning, remedy = cls
+        sid_named = model.sandbox_of_line(e)
+        if sid_named != e.sandbox_id:  # a containerd line naming the pod, not the sandbox
+            e = replace(e, sandbox_id=sid_named)
         targets = model.log_targets(e)
         bdf = targets[0] if targets else e.bdf
         scope = bdf or (f"sandbox-{e.sandbox_id}" if e.sandbox_id else
