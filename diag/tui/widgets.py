@@ -344,10 +344,11 @@ TWO_LINE_BELOW = 110
 
 
 def finding_order(findings: Sequence[ev.Finding]) -> list[ev.Finding]:
-    """Ongoing first, the most severe first, and among equals the one that began first: the
-    cause (the move) before its consequences (QEMU's error about it)."""
-    return sorted(findings, key=lambda f: (not f.active, -f.severity if f.active else 0,
-                                           f.first_ns if f.active else -(f.resolved_ns or 0),
+    """Ongoing first, then resolved; in each the most severe first, and among equals the one
+    that began first: the cause (the move) before its consequences (QEMU's error about it). So
+    once an incident is over, its story still opens on the critical move, not on whichever
+    consequence resolved last."""
+    return sorted(findings, key=lambda f: (not f.active, -f.severity, f.first_ns,
                                            _trigger_ns(f), f.finding_id))
 
 

@@ -193,6 +193,22 @@ class TestStoryPane:
         drive(app, script, size=(160, 45))
 
 
+    def test_after_the_incident_the_critical_move_leads_the_resolved_findings(self) -> None:
+        """Once everything has resolved, the first row and the story are the critical move (the
+        cause), not whichever consequence resolved last (it was `QEMU exited with an error`)."""
+        app = story_app(position=len(story_events()))
+
+        async def script(pilot: Pilot[None]) -> None:
+            table = app.query_one(FindingsTable)
+            assert not any(f.active for f in table.findings.values())
+            first = table.findings[table._order[0]]
+            assert first.rule == RULE and first.severity is ev.Severity.CRITICAL
+            pane = app.query_one(StoryPane)
+            assert pane.finding is not None and pane.finding.finding_id == first.finding_id
+
+        drive(app, script, size=(120, 35))
+
+
 class TestStreamOrder:
     def test_a_late_record_is_shown_at_its_time_marked_late(self) -> None:
         """eBPF's record of a write arrives after the bind it caused: the stream puts it before
