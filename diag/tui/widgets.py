@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from operator import attrgetter
 
 from rich.console import RenderableType
 from rich.text import Text
@@ -510,6 +511,9 @@ class StoryPane(Static):
         return story.story(f, evidence=min(12, room)) if room > 0 else story.story(f)
 
 
+_TS = attrgetter("ts_ns")
+
+
 class EventLog(ScrollView, can_focus=True):
     """The live event stream in event time: bounded, filterable, synthetic and resync marked.
 
@@ -574,40 +578,37 @@ class EventLog(ScrollView, can_focus=True):
         self._last = recent[-1]
         self._ctx = fmt.FilterContext.of(state)
         f = self.filter
-        dropped = inserted_before = 0
-        changed = False
         for e in new:
             late = self._newest - e.ts_ns
             if late >= fmt.LATE_MARK_NS:
                 self.late[id(e)] = late
             else:
                 self._newest = max(self._newest, e.ts_ns)
-            self._put(self.all, e, evict=True)
-            if f.empty or f.matches(e, self._ctx):
-                if len(self.shown) == self.max_events:
-                    dropped += 1
-                at = self._put(self.shown, e)
-                if at <= self.cursor:
-                    inserted_before += 1
-                changed = True
-        if changed:
-            self._changed(dropped - inserted_before)
+        self.all, evicted = self._merged(self.all, new)
+        for old in evicted:
+            self.late.pop(id(old), None)
+        kept = list(new) if f.empty else [e for e in new if f.matches(e, self._ctx)]
+        if not kept:
+            return
+        cur = None if self.follow else self.current
+        before = self.cursor
+        self.shown, _ = self._merged(self.shown, kept)
+        # Keep the cursor on the record it was on (records were put before it, or fell out).
+        after = 0
+        if cur is not None:
+            after = next((i for i in range(len(self.shown) - 1, -1, -1) if self.shown[i] is cur), 0)
+        self._changed(before - after if cur is not None else 0)
 
-    def _put(self, buf: deque[ev.Event], e: ev.Event, evict: bool = False) -> int:
-        """Put `e` in `buf` at its time (after equal stamps: arrival order among ties); returns
-        its index. The oldest record falls out of a full buffer."""
-        if len(buf) == buf.maxlen:
-            old = buf.popleft()
-            if evict:
-                self.late.pop(id(old), None)
-        i = len(buf)
-        while i > 0 and buf[i - 1].ts_ns > e.ts_ns:
-            i -= 1
-        if i == len(buf):
-            buf.append(e)
-        else:
-            buf.insert(i, e)
-        return i
+    def _merged(self, buf: deque[ev.Event], batch: Sequence[ev.Event]
+                ) -> tuple[deque[ev.Event], list[ev.Event]]:
+        """`buf` with `batch` put at their times (after equal stamps: arrival order among ties),
+        and the oldest records that no longer fit. One stable sort of nearly sorted records (C
+        speed) instead of an insertion per record: at 10,000 events/s a frame takes in 2,000."""
+        items = list(buf)
+        items.extend(batch)
+        items.sort(key=_TS)  # stable: ties keep arrival order
+        cut = max(0, len(items) - self.max_events)
+        return deque(items[cut:], maxlen=self.max_events), items[:cut]
 
     def set_filter(self, f: fmt.EventFilter) -> None:
         self.filter = f

@@ -241,6 +241,38 @@ class TestStreamOrder:
         drive(app, script, size=(120, 30))
 
 
+    def test_the_cursor_stays_on_its_record_as_records_arrive_before_and_fall_out(self) -> None:
+        """Reading back in the stream (cursor off the end): a late record put before the cursor
+        and old records falling out of the bounded buffer leave the cursor on the same record;
+        at the end (following) the newest is selected."""
+        s = 1_000_000_000
+        first = tuple(ev.DeviceBound(ts_ns=i * s, source="uevent", bdf=VF, driver="igbvf")
+                      for i in range(1, 11))
+        late = ev.SysfsWriteObserved(
+            ts_ns=int(2.5 * s), source="ebpf", bdf=VF, control="unbind", value=VF,
+            path=f"/sys/bus/pci/devices/{VF}/driver/unbind", result=12,
+            actor=ev.Process(pid=195, comm="containerd-shim"))
+        more = tuple(ev.DeviceBound(ts_ns=i * s, source="uevent", bdf=VF, driver="igbvf")
+                     for i in range(11, 16))
+        feed = ManualFeed(HostState(ts_ns=10 * s, recent=first))
+        app = VfioWatchApp(feed, hostname="h", kernel="k", render_interval=0, max_events=12)
+
+        async def script(pilot: Pilot[None]) -> None:
+            log = app.query_one(EventLog)
+            log.focus()
+            await pilot.press("up", "up", "up")
+            held = log.current
+            assert held is first[6] and not log.follow
+            feed.push(HostState(ts_ns=15 * s, recent=(*first, late, *more)))
+            await pilot.pause()
+            assert log.current is held
+            assert len(log.shown) == 12 and log.shown[0].ts_ns == 4 * s  # the four oldest fell out
+            await pilot.press("end")
+            assert log.current is more[-1]
+
+        drive(app, script, size=(120, 30))
+
+
 class TestLiveHeader:
     def test_the_clock_ticks_and_a_quiet_host_reads_idle(self) -> None:
         """Live, with no event for 30 s the header's clock still moves and says `idle 30s`
