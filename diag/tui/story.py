@@ -60,10 +60,14 @@ def story(f: ev.Finding, *, compact: bool = False, evidence: int = 0) -> Rendera
     """The finding's story: headline, rows, then up to `evidence` evidence lines (newest)."""
     t = Table.grid(padding=(0, 1))
     t.add_column(no_wrap=True, min_width=13)
-    t.add_column(no_wrap=compact, overflow="ellipsis" if compact else "fold")
+    # The column stays wrappable so the grid narrows it to the pane; compact values then end
+    # in an ellipsis on their one line instead of being cut mid-word at the pane's edge.
+    t.add_column(overflow="fold")
     for key, value in rows(f, compact=compact):
-        t.add_row(Text(key, style=HEADING_STYLE.get(key, "dim")),
-                  fmt.text(value, VALUE_STYLE.get(key, ""), 1200))
+        cell = fmt.text(value, VALUE_STYLE.get(key, ""), 1200)
+        if compact:
+            cell.no_wrap, cell.overflow = True, "ellipsis"
+        t.add_row(Text(key, style=HEADING_STYLE.get(key, "dim")), cell)
     # Compact: the finding row above and the pane's title already say what happened.
     parts: list[RenderableType] = [t] if compact else [headline(f), t]
     if evidence and f.evidence:

@@ -323,3 +323,17 @@ class TestPodFilter:
         f = EventFilter.parse("pod:sriov-pod ns:default")
         assert f.pods == ("sriov-pod",) and f.namespaces == ("default",) and f.sandboxes == ()
         assert f.describe() == "pod:sriov-pod ns:default"
+
+
+def test_a_compact_story_line_too_long_ends_in_an_ellipsis() -> None:
+    """At 80x24 a fact longer than the pane (QEMU's error, the remedy) ends in `…` on its one
+    line, so it reads as cut, not as a sentence that stops mid-word (`not fo`)."""
+    app = story_app()
+
+    async def script(pilot: Pilot[None]) -> None:
+        lines = screen_text(app).splitlines()
+        qemu = next(ln for ln in lines if ln.lstrip().startswith("QEMU "))
+        todo = next(ln for ln in lines if ln.lstrip().startswith("what to do"))
+        assert qemu.rstrip().endswith("…") and todo.rstrip().endswith("…"), (qemu, todo)
+
+    drive(app, script, size=(80, 24))
