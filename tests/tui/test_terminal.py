@@ -74,3 +74,25 @@ def test_without_a_terminal_the_dashboard_refuses_at_once(command: list[str]) ->
     assert "needs a terminal" in res.stderr and "standard input" in res.stderr
     assert "Traceback" not in res.stderr
     assert time.monotonic() - t0 < 20
+
+
+@needs_tmux
+def test_in_a_real_80x24_terminal_the_incident_reads_at_a_glance() -> None:
+    """The real binary in tmux at 80x24, the recorded story (the frozen copy of the demo)
+    opened just after QEMU's refusal: the
+    finding row gives the rule's title, then who moved the VF and the pod; the story under it
+    says who, which pod, what QEMU did and what to do; the device row names the same pod and
+    mover. What a person sees, not what the widget tree holds."""
+    story = REPO / "tests" / "fixtures" / "journals" / "lab-demo-story.jsonl"
+    with tmux_session(f"{vfiowatch_bin()} tui --replay {story} --at 09:12:38.5",
+                      size=(80, 24)) as tmux:
+        text = wait_screen(tmux, "Story")
+        lines = text.splitlines()
+        row = next(i for i, ln in enumerate(lines)
+                   if "CRITICAL" in ln and "moved to vfio-pci while cold plug is disabled" in ln)
+        assert "by containerd-shim[198] · default/sriov-pod" in lines[row + 1], text
+        story = {ln.split()[0] for ln in lines if ln.startswith(" ") and ln.split()}
+        assert {"who", "pod", "QEMU", "what"} <= story, text
+        device = next(ln for ln in lines if "0000:01:10.0" in ln and "vfio-pci" in ln)
+        assert "default/sriov-pod" in device and "containerd-shim[198]" in device, text
+        assert all(len(ln) <= 80 for ln in lines)
