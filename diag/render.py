@@ -9,6 +9,11 @@ Every view of an event asks its kind's renderer (`RENDERERS`, filled by `@render
 - `fields(e)`: the flat structured-log fields (`diag.sinks.logs`); None for events never
   logged (clock ticks).
 
+Findings also have a short title per rule (`RULE_TITLES`, `finding_title`: what happened, in a
+few words, present tense while ongoing and past tense once resolved) and a story
+(`finding_story`: what happened, who, which pod, what QEMU does, what to do), read by the
+dashboard and available to logs and postmortem, so every view says it in the same words.
+
 A renderer subclasses `Renderer[Kind]` and overrides the views whose words are its own; the
 base's methods are the generic forms (the kind's name, or its journal fields). A new event kind
 is one class here with one `@renders(...)` line; tests/unit/core/test_render.py fails for a kind in
@@ -20,6 +25,7 @@ they differ side by side in its class.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from diag import codec
@@ -671,3 +677,140 @@ class _Finding(Renderer[ev.Finding]):
             out["remedy"] = e.remedy
         out["synthetic"] = e.synthetic
         return out
+
+
+# --------------------------------------------------------------------------------------------
+# Finding titles and stories
+# --------------------------------------------------------------------------------------------
+
+RULE_TITLES: dict[str, tuple[str, str]] = {
+    "vfio-bind-coldplug-disabled": ("moved to vfio-pci while cold plug is disabled",
+                                    "was moved to vfio-pci while cold plug was disabled"),
+    "vfio-bind-unexpected-actor": ("bound to vfio-pci by an unexpected process",
+                                   "was bound to vfio-pci by an unexpected process"),
+    "driver-flapping": ("moving back and forth between drivers",
+                        "moved back and forth between drivers"),
+    "iommu-group-not-viable": ("on vfio-pci in an IOMMU group that is not viable",
+                               "was on vfio-pci in an IOMMU group that was not viable"),
+    "kata-config-invalid": ("a Kata configuration Kata would reject",
+                            "a Kata configuration Kata would have rejected"),
+    "kata-known-error": ("Kata reported a known failure", "Kata reported a known failure"),
+    "event-loss": ("a source lost events", "a source lost events (resynced)"),
+    "vf-netdev-lost": ("a VF lost its netdev", "a VF lost its netdev"),
+    "vf-stranded-on-vfio": ("left on vfio-pci with nothing using it",
+                            "was left on vfio-pci with nothing using it"),
+    "vf-stuck-unbound": ("left with no driver after a restore",
+                         "was left with no driver after a restore"),
+    "kata-vfio-exposure": ("this host's Kata is exposed to a known VFIO bug",
+                           "this host's Kata was exposed to a known VFIO bug"),
+}
+"""Rule id -> (title while ongoing, title once resolved): what happened, in a few words.
+tests/unit/core/test_render.py fails for a registered rule without one."""
+
+SIGNATURE_TITLES: dict[str, str] = {
+    "qemu-bus-not-found": "QEMU refused the VF: its PCIe bus does not exist",
+    "qmp-bus-not-found": "QEMU could not hot-plug: its PCIe bus does not exist",
+    "port-not-set": "Kata found no cold/hot-plug port for the VF",
+    "coldplug-disabled-refusal": "Kata refused the pod: cold plug is disabled",
+    "vfio-group-not-viable": "QEMU: the VF's IOMMU group is not viable",
+    "cannot-start-vm": "Kata could not start the VM",
+    "qmp-connect-failed": "Kata could not reach QEMU",
+    "qemu-exited-error": "QEMU exited with an error",
+    "error-removing-endpoint": "Kata could not give the VF back",
+    "create-rollback": "Kata rolled back a failed sandbox",
+}
+"""`kata-known-error` findings are titled by the signature of their line."""
+
+
+def _label(f: ev.Finding, key: str) -> str:
+    for k, v in f.labels:
+        if k == key:
+            return v
+    return ""
+
+
+def rule_title(rule: str, resolved: bool = False) -> str:
+    """The short title of a rule (its id in words when it has none)."""
+    pair = RULE_TITLES.get(rule)
+    if pair is None:
+        return rule.replace("-", " ")
+    return pair[1] if resolved else pair[0]
+
+
+def finding_title(f: ev.Finding) -> str:
+    """What happened, in a few words: the rule's title (a known error's own), past tense once
+    the finding is resolved."""
+    if f.rule == "kata-known-error":
+        sig = _label(f, "signature")
+        if sig in SIGNATURE_TITLES:
+            return SIGNATURE_TITLES[sig]
+        if sig:
+            return f"Kata reported {sig}"
+    if f.rule == "kata-vfio-exposure":
+        issue = _label(f, "issue")
+        if issue.isdigit():
+            return (f"Kata is exposed to #{issue}" if f.active
+                    else f"Kata was exposed to #{issue}")
+    return rule_title(f.rule, resolved=not f.active)
+
+
+def pod_label(pod: str | None, namespace: str | None) -> str:
+    """`default/sriov-pod`, `sriov-pod` without a namespace, "" without a pod."""
+    if not pod:
+        return ""
+    return f"{namespace}/{pod}" if namespace else pod
+
+
+def finding_story(f: ev.Finding) -> list[tuple[str, str]]:
+    """The finding as an operator reads it, as (heading, text) rows: what happened, who, which
+    pod, the network lost, the cold-plug setting, what QEMU does (or did), then what to do
+    (only while ongoing) or how it ended. Raw text: escape it before printing."""
+    done = not f.active
+    rows: list[tuple[str, str]] = []
+    labels = dict(f.labels)
+    where = f.bdf or ""
+    if f.pf:
+        where += f" (VF {'?' if f.vf_index is None else f.vf_index} of {f.pf})"
+    frm = labels.get("from_driver")
+    what = (f"{where}: " if where else "") + (
+        f"left {frm} for vfio-pci" if frm and f.rule.startswith("vfio-bind") else finding_title(f))
+    rows.append(("what happened", f"{what} at {_clock(f.first_ns)}"))
+    if f.actor is not None:
+        a = f.actor
+        who = f"{a.comm or '?'}[{a.pid}]"
+        if a.exe:
+            who += f" {a.exe}"
+        rows.append(("who", who))
+    pod = pod_label(f.pod, f.pod_namespace)
+    if pod or f.sandbox_id:
+        rows.append(("pod", (pod or "unknown pod") + (f" (sandbox {f.sandbox_id[:12]})" if f.sandbox_id else "")))
+    if f.netdev:
+        rows.append(("network", f"{f.netdev} vanished from netns {f.netns or 'host'}"
+                     + (f" when it left {frm}" if frm else "")))
+    if "cold_plug_vfio" in labels:
+        origin = labels.get("cold_plug_origin", "")
+        rows.append(("cold plug", f"cold_plug_vfio={labels['cold_plug_vfio']}"
+                     + (f" from {origin}" if origin else "")))
+    if "predicted_error" in labels:
+        bus = labels["predicted_error"]
+        if labels.get("confirmed_by"):
+            rows.append(("QEMU", f"failed as predicted: {bus} (Kata #10162)"))
+        elif done:
+            rows.append(("QEMU", f"would have failed: {bus} (Kata #10162)"))
+        else:
+            rows.append(("QEMU", f"will fail: {bus} (Kata #10162); the pod will not start"))
+    if "method" in labels:
+        rows.append(("writes", labels["method"]))
+    if done:
+        why = f": {f.resolved_reason}" if f.resolved_reason else ""
+        rows.append(("ended", f"{_clock(f.resolved_ns)}{why}"))
+    elif f.remedy:
+        rows.append(("what to do", f.remedy))
+    return rows
+
+
+def _clock(ts_ns: int | None) -> str:
+    if not ts_ns:
+        return "-"
+    secs, frac = divmod(ts_ns, 1_000_000_000)
+    return datetime.fromtimestamp(secs, UTC).strftime("%H:%M:%S") + f".{frac // 1_000_000:03d}"

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from diag.commands import Command, register
 from diag.common.errors import DiagError
 from diag.common.paths import HostPaths
 from diag.core.state import HostState, SnapshotFeed
+from diag.events import Event
+
+if TYPE_CHECKING:
+    from diag.commands.demo import Chapter
 
 
 def _speed(text: str) -> float:
@@ -56,15 +63,38 @@ def _run(args: argparse.Namespace) -> int:
     return _live(args)
 
 
-def replay(path: Path, args: argparse.Namespace, mode: str = "REPLAY", max_gap_s: float = 2.0) -> int:
-    """Play the journal at `path` in the dashboard with the replay options in `args`."""
-    from diag.runtime.playback import ReplayFeed
+def require_terminal() -> None:
+    """Refuse to start the dashboard without a terminal: with stdin or stdout not a tty
+    (`make run </dev/null`, a pipe, a service) Textual would spin on a dead input for ever."""
+    for name, stream in (("standard input", sys.stdin), ("standard output", sys.stdout)):
+        try:
+            tty = stream is not None and stream.isatty()
+        except (ValueError, OSError):  # closed
+            tty = False
+        if not tty:
+            raise DiagError(
+                f"the dashboard needs a terminal, and {name} is not one",
+                hint="run it in a terminal (ssh -t gives one); without a terminal use "
+                     "`vfiowatch run` (the agent), `vfiowatch snapshot` or `vfiowatch postmortem`")
+
+
+def replay(path: Path, args: argparse.Namespace, mode: str = "REPLAY", max_gap_s: float = 2.0,
+           guide: Callable[[Sequence[Event]], Sequence[Chapter]] | None = None,
+           hold_s: float = 0.0) -> int:
+    """Play the journal at `path` in the dashboard with the replay options in `args`; with a
+    `guide`, hold `hold_s` seconds at each chapter it finds in the journal, its caption shown."""
+    from diag.runtime.playback import ReplayFeed, load_journal
     from diag.tui.app import VfioWatchApp
 
+    require_terminal()
     at = getattr(args, "at", None)
-    feed = ReplayFeed.open(
-        path, speed=args.speed, autoplay=not (args.paused or args.at_end or at),
+    events, header, stats = load_journal(path)
+    story = list(guide(events)) if guide is not None else []
+    feed = ReplayFeed(
+        events, header=header, stats=stats, speed=args.speed,
+        autoplay=not (args.paused or args.at_end or at),
         start_at=(1 << 62) if args.at_end else 0, max_gap_s=max_gap_s,
+        stops={c.position for c in story} if hold_s > 0 else (),
     )
     if at:
         from diag.common.when import parse_when
@@ -76,7 +106,7 @@ def replay(path: Path, args: argparse.Namespace, mode: str = "REPLAY", max_gap_s
     h = feed.header
     app = VfioWatchApp(
         feed, hostname=(h.hostname if h else "") or "?", kernel=(h.kernel if h else "") or "?",
-        mode=mode,
+        mode=mode, guide=[(c.position, c.caption) for c in story], hold_s=hold_s,
     )
     app.run()
     return 0
@@ -135,11 +165,13 @@ class _BackgroundLiveFeed:
 def _live(args: argparse.Namespace) -> int:
     from diag.tui.app import VfioWatchApp
 
+    require_terminal()
     paths = HostPaths.at(args.root)
     feed = _BackgroundLiveFeed(paths)
     uname = os.uname()
     app = VfioWatchApp(feed, hostname=_read(paths, "etc/hostname") or uname.nodename,
-                       kernel=_read(paths, "proc/sys/kernel/osrelease") or uname.release, mode="LIVE")
+                       kernel=_read(paths, "proc/sys/kernel/osrelease") or uname.release, mode="LIVE",
+                       clock=time.time_ns)
     app.run()
     if feed.error is not None:
         raise DiagError(f"the live sources could not start: {feed.error}",

@@ -116,6 +116,8 @@ class WriteAttribution:
         bdf = e.bdf
         if bdf:
             model.last_actor[bdf] = e.actor
+            if e.result >= 0 and e.control in _MOVE_CONTROLS:
+                model.backfill_actor(bdf, e.actor, e.ts_ns)
             rec = model.ensure(bdf, e.ts_ns)  # a write naming a device makes it known
             if e.result >= 0:
                 self._hint(rec, e)

@@ -6,6 +6,7 @@ that grows with activity is bounded by CoreConfig.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,15 @@ from diag import events as ev
 from diag.core.attribution import WriteAttribution
 from diag.core.episodes import VFIO_DRIVER, Episode, LostNetdev
 from diag.core.kata_exposure import Assessment, assess
-from diag.core.state import DeviceView, DriverMove, HostState, LinkNote, LinkView, SourceHealth
+from diag.core.state import (
+    DeviceView,
+    DriverMove,
+    HostState,
+    LinkNote,
+    LinkView,
+    Owner,
+    SourceHealth,
+)
 from diag.core.thresholds import CoreConfig
 
 
@@ -51,6 +60,14 @@ class DeviceRecord:
             self.host_driver, self.host_driver_from, self.host_driver_rank = driver, origin, rank
 
 
+_CRI_POD = re.compile(r"PodSandboxMetadata\{Name:([^,}]+),(?:[^}]*?,)?Namespace:([^,}]+)")
+"""The pod containerd's CRI lines name (`RunPodSandbox for &PodSandboxMetadata{Name:N,Uid:U,
+Namespace:NS,Attempt:0,} failed`): they carry no sandbox id."""
+
+GONE_SANDBOXES_KEPT = 256
+"""Stopped sandboxes remembered for the pod names of the devices they moved."""
+
+
 class Model:
     """The host as the core sees it."""
 
@@ -61,6 +78,8 @@ class Model:
         self.links: dict[tuple[int, int], LinkView] = {}
         self.netns: dict[int, ev.NetnsRef] = {}
         self.sandboxes: dict[str, ev.SandboxStarted] = {}
+        self.gone_sandboxes: dict[str, ev.SandboxStarted] = {}
+        """Sandboxes that stopped, newest last (at most GONE_SANDBOXES_KEPT)."""
         self.kata_configs: dict[str, ev.KataConfig] = {}
         self.kata_facts: dict[str, ev.KataHandlerFacts] = {}
         self.kata_exposure: dict[str, Assessment] = {}
@@ -477,7 +496,12 @@ class Model:
         self.kata_derived.clear()
 
     def _sandbox_stopped(self, e: ev.SandboxStopped) -> None:
-        self.sandboxes.pop(e.sandbox_id, None)
+        sb = self.sandboxes.pop(e.sandbox_id, None)
+        if sb is not None:
+            # Kept a while, bounded: the devices it moved still name its pod once it is gone.
+            self.gone_sandboxes[e.sandbox_id] = sb
+            while len(self.gone_sandboxes) > GONE_SANDBOXES_KEPT:
+                del self.gone_sandboxes[next(iter(self.gone_sandboxes))]
         self._sandbox_of = None
         self.kata_derived.clear()
 
@@ -515,6 +539,19 @@ class Model:
 
     # ---- snapshot ----------------------------------------------------------------------------
 
+    def sandbox_of_line(self, e: ev.LogLineMatched) -> str | None:
+        """The sandbox a log line is about: the one it names, else the running sandbox of the
+        pod a containerd CRI line names (name and namespace both match, one sandbox only)."""
+        if e.sandbox_id:
+            return e.sandbox_id
+        m = _CRI_POD.search(e.text)
+        if m is None:
+            return None
+        name, ns = m.group(1), m.group(2)
+        found = [sid for sid, sb in self.sandboxes.items()
+                 if sb.pod == name and sb.pod_namespace == ns]
+        return found[0] if len(found) == 1 else None
+
     def sandbox_for(self, bdf: str) -> ev.SandboxStarted | None:
         """The sandbox that uses `bdf` (physical endpoint, VFIO device or VMM argument); the
         first one known when several name it."""
@@ -529,19 +566,70 @@ class Model:
             self._sandbox_of = index
         return index.get(bdf)
 
+    def owner(self, bdf: str, episode: Episode | None = None) -> Owner:
+        """The sandbox, pod and mover of `bdf`, from the evidence: the sandbox that lists the
+        device, else the one whose shim moved it (the writer's sandbox, or one a log line
+        named), else the pod whose netdev vanished with it; the mover is the episode's actor
+        (the write that steered it to vfio-pci, else the first writer); with no episode, the last
+        writer.
+        Every view asks this, so the device row, its story and its findings never disagree."""
+        ep = episode if episode is not None else self.episodes.get(bdf)
+        # A move with no write attributed has no mover: the last writer of an earlier move (a
+        # rollback's shim) is not claimed for it; without an episode the last writer is all.
+        actor = ep.actor if ep is not None else self.last_actor.get(bdf)
+        sb = self.sandbox_for(bdf)
+        if sb is None:
+            for sid in (actor.sandbox_id if actor else None, ep.sandbox_id if ep else None):
+                if sid and sid in self.sandboxes:
+                    sb = self.sandboxes[sid]
+                    break
+        lost = ep.lost if ep is not None else None
+        if sb is not None:
+            return Owner(sandbox_id=sb.sandbox_id, pod=sb.pod or (lost.pod if lost else None),
+                         pod_namespace=sb.pod_namespace or (lost.pod_namespace if lost else None),
+                         actor=actor, running=True)
+        sandbox_id = ((ep.sandbox_id if ep else None) or (actor.sandbox_id if actor else None)
+                      or (lost.sandbox_id if lost else None))
+        gone = self.gone_sandboxes.get(sandbox_id) if sandbox_id else None
+        pod = ((gone.pod if gone else None) or (actor.pod if actor else None)
+               or (lost.pod if lost else None))
+        ns = ((gone.pod_namespace if gone and gone.pod else None)
+              or (actor.pod_namespace if actor and actor.pod else None)
+              or (lost.pod_namespace if lost and lost.pod else None))
+        return Owner(sandbox_id=sandbox_id, pod=pod, pod_namespace=ns, actor=actor)
+
+    def backfill_actor(self, bdf: str, actor: ev.Process, ts_ns: int) -> None:
+        """A write that arrived after the moves it caused (eBPF records can be late): name its
+        writer on the moves it began, up to the bind that completed them, where none is named."""
+        rec = self.devices.get(bdf)
+        if rec is None or not rec.moves or rec.moves[-1].ts_ns < ts_ns:
+            return
+        window = self.config.episode_window_ns
+        moves = rec.moves
+        for i in range(len(moves)):
+            m = moves[i]
+            if m.ts_ns < ts_ns or m.synthetic:
+                continue
+            if m.ts_ns - ts_ns > window:
+                break
+            if m.actor is None:
+                moves[i] = ev.replace(m, actor=actor)
+            if m.to_driver is not None:
+                break  # the bind that completed this move: later moves are another's
+
     def snapshot(self) -> HostState:
         devices = []
         for bdf in sorted(self.devices):
             r = self.devices[bdf]
             if not r.present:
                 continue
-            sb = self.sandbox_for(bdf)
+            own = self.owner(bdf)
             devices.append(
                 DeviceView(
                     device=r.device, driver=r.driver, driver_override=r.driver_override,
                     driver_at_start=r.driver_at_start, since_ns=r.since_ns, netdev=r.netdev,
-                    netns=r.netns, pod=sb.pod if sb else None,
-                    sandbox_id=sb.sandbox_id if sb else None,
+                    netns=r.netns, pod=own.pod, pod_namespace=own.pod_namespace,
+                    sandbox_id=own.sandbox_id, sandbox_running=own.running, actor=own.actor,
                     moves=tuple(r.moves), links=tuple(r.links),
                 )
             )

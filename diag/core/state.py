@@ -58,7 +58,13 @@ class DeviceView:
     netns: str | None = None
     """Label of the namespace its netdev is in (`host`, a netns name, `pid:N`)."""
     pod: str | None = None
+    pod_namespace: str | None = None
     sandbox_id: str | None = None
+    sandbox_running: bool = False
+    """True when `sandbox_id` names a sandbox that is running now (not one that went away)."""
+    actor: ev.Process | None = None
+    """The process that moved the device last (its current episode's mover, else the last
+    writer of one of its control files)."""
     moves: tuple[DriverMove, ...] = ()
     """Bounded driver timeline, oldest first."""
     links: tuple[LinkNote, ...] = ()
@@ -67,6 +73,19 @@ class DeviceView:
     @property
     def bdf(self) -> str:
         return self.device.bdf
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Owner:
+    """Who a device belongs to and who moved it: the one answer every view uses (the device
+    row, the device story and the findings), derived once by `Model.owner`."""
+
+    sandbox_id: str | None = None
+    pod: str | None = None
+    pod_namespace: str | None = None
+    actor: ev.Process | None = None
+    running: bool = False
+    """True when the sandbox is running now."""
 
 
 class LinkView(msgspec.Struct, frozen=True, kw_only=True):

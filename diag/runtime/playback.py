@@ -74,9 +74,11 @@ class ReplayFeed:
         max_gap_s: float = 2.0,
         publish_interval_s: float = 0.1,
         correlator_factory: Callable[[], Correlator] = Correlator,
+        stops: Iterable[int] = (),
     ) -> None:
         """`start_at`: records applied before the first snapshot (tests use len(events) to
-        show the end state at once). `autoplay`: start playing on `start()`."""
+        show the end state at once). `autoplay`: start playing on `start()`. `stops`: positions
+        at which playing pauses by itself (a guided demo's chapters; play goes on from there)."""
         self.events = list(events)
         self.header = header
         self.stats = stats or codec.ReadStats()
@@ -98,6 +100,7 @@ class ReplayFeed:
         self._wall_anchor = 0.0
         self._dirty = False
         self.published = 0
+        self.stops = frozenset(stops)
         self._openings: set[int] = set()
         """Positions (records applied) right after which a finding opened, as far as applied."""
 
@@ -289,11 +292,15 @@ class ReplayFeed:
                             self._core.feed(self.events[self._pos])
                             self._pos += 1
                             n += 1
+                            if self._pos in self.stops:
+                                self._playing = False  # a chapter: hold here
+                                self._dirty = True
+                                break
                         if n:
                             self._dirty = True
-                        if self._core.advance(vt):
+                        if self._playing and self._core.advance(vt):
                             self._dirty = True
-                        if self._pos < len(self.events):
+                        if self._playing and self._pos < len(self.events):
                             due = (self.events[self._pos].ts_ns - vt) / NS / max(self.speed, 1e-6)
                             timeout = max(0.0, min(timeout, due))
                 now = time.monotonic()

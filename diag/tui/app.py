@@ -10,7 +10,7 @@ messages that replace each other while pending, and are rendered at most every
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar, cast
 
 from rich.text import Text
@@ -20,7 +20,7 @@ from textual.binding import Binding
 from textual.containers import Container
 from textual.events import Resize
 from textual.screen import Screen
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 from diag import events as ev
 from diag import render
@@ -29,7 +29,15 @@ from diag.core.state import HostState, Playback, SnapshotFeed
 from diag.tui import format as fmt
 from diag.tui.messages import OpenDevice, OpenFinding, SnapshotReady
 from diag.tui.screens import DetailScreen, DeviceScreen, FindingScreen, HelpScreen
-from diag.tui.widgets import DevicesTable, EventLog, FindingsTable, HostHeader, KeyBar
+from diag.tui.widgets import (
+    DevicesTable,
+    EventLog,
+    FindingsTable,
+    HostHeader,
+    KeyBar,
+    StoryPane,
+    finding_order,
+)
 
 _D = TypeVar("_D", bound=DetailScreen)
 
@@ -52,15 +60,24 @@ class VfioWatchApp(App[None]):
     #body { height: 1fr; layout: vertical; }
     .panel { border-top: solid $primary; border-title-align: left; border-title-style: bold; }
     .panel:focus-within { border-top: solid $accent; }
-    #devices { height: 2fr; min-height: 4; }
-    #findings { height: 1fr; min-height: 3; }
-    #events { height: 2fr; min-height: 3; }
-    Screen.wide #body { layout: grid; grid-size: 2 2; grid-columns: 3fr 2fr; grid-rows: 1fr 1fr; }
-    Screen.wide #devices, Screen.wide #findings, Screen.wide #events { height: 1fr; }
-    Screen.wide #events { column-span: 2; }
+    #findings { height: auto; max-height: 9; }
+    #story { height: auto; max-height: 7; border-top: solid $error; }
+    #story.calm { border-top: solid $success; }
+    #devices { height: 1fr; min-height: 4; }
+    #events { height: 1fr; min-height: 3; }
+    Screen.wide #body { layout: grid; grid-size: 2 3; grid-columns: 3fr 2fr; grid-rows: auto auto 1fr; }
+    Screen.wide #findings { column-span: 2; max-height: 10; }
+    Screen.wide #devices { height: auto; max-height: 16; }
+    Screen.wide #story { row-span: 2; height: 1fr; max-height: 100%; border-left: solid $primary; }
+    Screen.wide #events { height: 1fr; }
     Screen.findings-only #devices, Screen.findings-only #events { display: none; }
     Screen.findings-only #body { layout: vertical; }
-    Screen.findings-only #findings { height: 1fr; }
+    Screen.findings-only #findings { height: auto; max-height: 50%; }
+    Screen.findings-only #story { height: 1fr; max-height: 100%; }
+    Screen.no-findings #findings { display: none; }
+    Screen.no-findings #story { max-height: 2; }
+    #guide { display: none; height: auto; background: $boost; color: $text; padding: 0 1; text-style: bold; }
+    #guide.visible { display: block; }
     #filter, #goto { dock: bottom; display: none; margin-bottom: 1; }
     #filter.visible, #goto.visible { display: block; }
     """
@@ -70,6 +87,8 @@ class VfioWatchApp(App[None]):
         Binding("p", "toggle_pause", "Pause"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
+        # Ctrl+C quits, as in every terminal program (Textual's default only says how to).
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("space", "replay_toggle", "Play/pause", show=False),
         Binding("full_stop", "replay_step(1)", "Step", show=False),
@@ -94,7 +113,14 @@ class VfioWatchApp(App[None]):
         mode: str = "LIVE",
         render_interval: float = 0.05,
         max_events: int = 2000,
+        clock: Callable[[], int] | None = None,
+        guide: Sequence[tuple[int, str]] = (),
+        hold_s: float = 0.0,
     ) -> None:
+        """`clock`: wall time in ns for a live view (the header ticks with it); None in a
+        replay, whose time is the journal's. `guide`: (position, caption) chapters of a guided
+        replay (the demo): the caption of the chapter reached is shown above the panels, and
+        where the replay held at a chapter it plays on after `hold_s` seconds."""
         super().__init__()
         self.feed = feed
         self.hostname = hostname
@@ -102,7 +128,14 @@ class VfioWatchApp(App[None]):
         self.mode = mode
         self.render_interval = render_interval
         self.max_events = max_events
+        self.clock = clock
         self.state = HostState()
+        self.guide = sorted(guide)
+        self.hold_s = hold_s
+        self._chapter = -1
+        self._resume_at: float | None = None
+        self.selected: str | None = None
+        """finding_id of the finding whose story is shown (None: the first one)."""
         self.paused = False
         self.frames = 0
         """Snapshots rendered (benchmarks and tests read it)."""
@@ -128,12 +161,14 @@ class VfioWatchApp(App[None]):
     # ---- layout -------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield HostHeader(self.hostname, self.kernel, self.mode, id="header")
+        yield HostHeader(self.hostname, self.kernel, self.mode, clock=self.clock, id="header")
+        yield Static(id="guide")
         with Container(id="body"):
-            yield DevicesTable(id="devices", classes="panel")
             yield FindingsTable(id="findings", classes="panel")
+            yield StoryPane(id="story", classes="panel")
+            yield DevicesTable(id="devices", classes="panel")
             yield EventLog(max_events=self.max_events, id="events", classes="panel")
-        yield Input(placeholder="filter events: dev:01:10.0 kind:bound sandbox:ID source:uevent synthetic words (Enter applies, Esc cancels)", id="filter")
+        yield Input(placeholder="filter events: dev:01:10.0 kind:bound pod:NAME ns:NAME sandbox:ID source:uevent synthetic words (Enter applies, Esc cancels)", id="filter")
         yield Input(placeholder="go to recorded time: 10:41:07 (UTC, the journal's day), 2026-11-27T10:41:07Z or +90 (Enter jumps, Esc cancels)", id="goto")
         yield KeyBar(MAIN_KEYS)
 
@@ -141,9 +176,14 @@ class VfioWatchApp(App[None]):
         self._main().query_one("#devices", DevicesTable).border_title = "Devices"
         self._main().query_one("#findings", FindingsTable).border_title = "Findings"
         self._main().query_one("#events", EventLog).border_title = "Events"
+        self._main().query_one("#story", StoryPane).border_title = "Story"
         self._layout_for(self.size.width, self.size.height)
         self._render_state(self.state)
         self._main().query_one("#devices", DevicesTable).focus()
+        if self.clock is not None:
+            self.set_interval(1.0, self._tick)
+        if self.guide and self.playback is not None:
+            self.set_interval(0.2, self._guide_tick)
         if not self._subscribed:
             self._subscribed = True
             self.feed.subscribe(self._from_feed)
@@ -159,8 +199,52 @@ class VfioWatchApp(App[None]):
     def on_resize(self, event: Resize) -> None:
         self._layout_for(event.size.width, event.size.height)
 
+    def _tick(self) -> None:
+        """Once a second, live: the header's clock, rate and idle mark move on a quiet host."""
+        self.screen_stack[0].query_one("#header", HostHeader).tick()
+        if isinstance(self.screen, DetailScreen):
+            for header in self.screen.query(HostHeader):
+                header.tick()
+
+    def _guide_tick(self) -> None:
+        """Show the caption of the chapter the replay has reached; where it held there by
+        itself, play on after `hold_s` seconds (space goes on at once)."""
+        pb = self.playback
+        if pb is None:
+            return
+        st = pb.status()
+        idx = -1
+        for i, (pos, _) in enumerate(self.guide):
+            if pos <= st.position:
+                idx = i
+        if idx != self._chapter:
+            self._chapter = idx
+            bar = self._main().query_one("#guide", Static)
+            if idx >= 0:
+                bar.update(Text(self.guide[idx][1]))
+            bar.set_class(idx >= 0, "visible")
+            held = idx >= 0 and self.guide[idx][0] == st.position and not st.playing and not st.done
+            self._resume_at = time.monotonic() + self.hold_s if held and self.hold_s > 0 else None
+        if self._resume_at is not None and time.monotonic() >= self._resume_at:
+            self._resume_at = None
+            if not st.playing and not st.done:
+                pb.play()
+                self._update_note_only()
+
+    @property
+    def wide(self) -> bool:
+        return self._main().has_class("wide")
+
     def _layout_for(self, width: int, height: int) -> None:
-        self._main().set_class(width >= 140 and height >= 30, "wide")
+        main = self._main()
+        wide = width >= 140 and height >= 30
+        main.set_class(wide, "wide")
+        body = main.query_one("#body")
+        story = main.query_one("#story", StoryPane)
+        # Wide: the story to the right of devices and events (grid order: findings, devices,
+        # story, events); narrow: right under the findings.
+        anchor = main.query_one("#devices" if wide else "#findings")
+        body.move_child(story, after=anchor)
         if self.state.ts_ns or self.state.devices:
             self.call_after_refresh(self._render_state, self.state)
 
@@ -201,6 +285,8 @@ class VfioWatchApp(App[None]):
         findings = main.query_one("#findings", FindingsTable)
         findings.update_from(state)
         findings.border_title = fmt.findings_title(state)
+        main.set_class(not state.findings, "no-findings")
+        self._render_story(state)
         events = main.query_one("#events", EventLog)
         events.update_from(state)
         events.border_title = self._events_title(events)
@@ -211,6 +297,28 @@ class VfioWatchApp(App[None]):
             if self.first_frame_at is None:
                 self.first_frame_at = 0.0
                 self.call_after_refresh(self._first_painted)
+
+    def _render_story(self, state: HostState) -> None:
+        main = self.screen_stack[0]
+        pane = main.query_one("#story", StoryPane)
+        by_id = {f.finding_id: f for f in state.findings}
+        first = finding_order(state.findings)[:1]
+        f = by_id.get(self.selected or "") or (first[0] if first else None)
+        compact = not self.wide and not main.has_class("findings-only")
+        pane.update_from(f, bool(state.devices), compact)
+        pane.set_class(f is None or not f.active, "calm")
+        if f is None:
+            pane.border_title = "Story"
+        else:
+            title = Text("Story · ", style="bold")
+            title.append(fmt.safe(render.finding_title(f), 60))
+            pane.border_title = title
+
+    @on(FindingsTable.Highlighted)
+    def finding_highlighted(self, message: FindingsTable.Highlighted) -> None:
+        if message.finding_id != self.selected:
+            self.selected = message.finding_id
+            self._render_story(self.state)
 
     def _first_painted(self) -> None:
         self.first_frame_at = time.monotonic()
@@ -333,6 +441,7 @@ class VfioWatchApp(App[None]):
         main.toggle_class("findings-only")
         if main.has_class("findings-only"):
             self._main().query_one("#findings", FindingsTable).focus()
+        self._render_story(self.state)
 
     def action_toggle_pause(self) -> None:
         pb = self.playback
@@ -356,6 +465,7 @@ class VfioWatchApp(App[None]):
         pb = self.playback
         if pb is None:
             return
+        self._resume_at = None
         if pb.status().playing:
             pb.pause()
         else:
@@ -412,7 +522,7 @@ class VfioWatchApp(App[None]):
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Findings only", "Show only the findings (toggle)", self.action_findings_only)
-        yield SystemCommand("Filter events", "Filter the event stream (dev:, kind:, sandbox:, source:)", self.action_filter)
+        yield SystemCommand("Filter events", "Filter the event stream (dev:, kind:, pod:, ns:, sandbox:, source:)", self.action_filter)
         yield SystemCommand("Clear filter", "Show every event again", lambda: self.set_filter(""))
         yield SystemCommand("Synthetic events only", "Show only synthetic kernel events", lambda: self.set_filter("synthetic"))
         yield SystemCommand("Pause / resume", "Freeze the view (live) or the playback (replay)", self.action_toggle_pause)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rich.text import Text
 
@@ -30,6 +30,8 @@ SEVERITY_STYLE: dict[ev.Severity, str] = {
     ev.Severity.CRITICAL: "bold white on red",
 }
 VFIO_STYLE = "bold black on yellow"
+STOPPED = "stopped"
+"""The reason the runtime gives a source it stopped on shutdown."""
 SOURCE_ORDER = ("uevent", "links", "ebpf", "kata")
 """The sources the header always shows, in this order, even before they report."""
 
@@ -96,14 +98,16 @@ def severity_text(sev: ev.Severity) -> Text:
     return Text.assemble((sev.label.upper(), SEVERITY_STYLE.get(sev, "")))
 
 
-def events_per_second(state: HostState, window_ns: int = 10 * NS) -> float:
-    """Event rate over the last `window_ns` of event time, from the snapshot's recent ring."""
+def events_per_second(state: HostState, window_ns: int = 10 * NS, now_ns: int | None = None) -> float:
+    """Event rate over the last `window_ns` before `now_ns` (the snapshot's own time when None:
+    replays and tests), from the snapshot's recent ring."""
     recent = state.recent
-    if not recent or not state.ts_ns:
+    end = state.ts_ns if now_ns is None else max(now_ns, state.ts_ns)
+    if not recent or not end:
         return 0.0
-    start = state.ts_ns - window_ns
+    start = end - window_ns
     n = 0
-    oldest = state.ts_ns
+    oldest = end
     for e in reversed(recent):
         if e.ts_ns <= start:
             break
@@ -114,8 +118,13 @@ def events_per_second(state: HostState, window_ns: int = 10 * NS) -> float:
     # A full ring (CoreConfig.recent_events, 2000 by default) that spans less than the window:
     # the rate is over what the ring spans. A ring still filling is rated over the window.
     full = n == len(recent) and len(recent) >= 1000
-    span = state.ts_ns - oldest if full else window_ns
+    span = end - oldest if full else window_ns
     return n * NS / max(span, NS // 1000)
+
+
+def last_event_ns(state: HostState) -> int:
+    """Time of the newest event in the snapshot (0 when none)."""
+    return max((e.ts_ns for e in state.recent[-64:]), default=0) if state.recent else 0
 
 
 def rate_text(rate: float) -> str:
@@ -143,8 +152,12 @@ def source_text(s: SourceHealth, *, reason_limit: int = 40) -> Text:
     """`uevent ✓`, `ebpf ✓ kprobe`, `kata ✗ no config found`."""
     out = Text()
     out.append(safe(s.name), style="bold")
+    stopped = not s.up and s.reason == STOPPED
     if s.up:
         out.append(" ✓", style="green")
+    elif stopped:  # the agent shut down cleanly (the end of a recording): not a failure
+        out.append(" ■ stopped", style="dim")
+        return out
     else:
         out.append(" ✗", style="red")
     if s.mode:
@@ -249,19 +262,50 @@ def netdev_text(view: DeviceView, limit: int = 28) -> Text:
         return Text("-", style="dim")
     out = text(view.netdev, limit=16)
     ns = view.netns
-    if ns and ns != "host":
+    if ns and ns != "host":  # in the pod's namespace: say whose
         out.append("@" + safe(ns, limit), style="magenta")
-    if view.pod:
-        out.append(" pod " + safe(view.pod, limit), style="magenta")
+        if view.pod:
+            out.append(" pod " + safe(view.pod, limit), style="magenta")
     return out
 
 
 def sandbox_text(view: DeviceView, limit: int = 16) -> Text:
+    """The device's sandbox and pod (`Model.owner`): dim once the sandbox is gone."""
     if not view.sandbox_id and not view.pod:
         return Text("-", style="dim")
-    out = text(view.sandbox_id or "", limit=limit)
+    style = "magenta" if view.sandbox_running else "dim magenta"
+    out = Text()
+    if view.sandbox_id:
+        out.append(safe(view.sandbox_id, limit), style=style)
     if view.pod:
-        out.append((" " if view.sandbox_id else "") + safe(view.pod, 24), style="magenta")
+        out.append((" " if view.sandbox_id else "") + safe(pod_label(view.pod, view.pod_namespace), 32),
+                   style=style)
+    if view.sandbox_id and not view.sandbox_running:
+        out.append(" (gone)", style="dim")
+    return out
+
+
+def pod_text(view: DeviceView, limit: int = 20) -> Text:
+    """The pod of the device (`ns/pod`), else its sandbox's short id; dim once it is gone."""
+    style = "magenta" if view.sandbox_running else "dim magenta"
+    if view.pod:
+        return text(pod_label(view.pod, view.pod_namespace), style, limit)
+    if view.sandbox_id:
+        return text(view.sandbox_id[:12], style, limit)
+    return Text("-", style="dim")
+
+
+def pod_label(pod: str | None, namespace: str | None) -> str:
+    return render.pod_label(pod, namespace)
+
+
+def mover_text(actor: ev.Process | None, limit: int = 24) -> Text:
+    """`comm[pid]` of who moved the device last; `-` when nobody is known to have."""
+    if actor is None:
+        return Text("-", style="dim")
+    pid = f"[{actor.pid}]"
+    out = text(actor.comm or "?", "", limit=max(4, limit - len(pid)))
+    out.append(pid, style="dim")
     return out
 
 
@@ -298,7 +342,22 @@ def event_sandbox(e: ev.Event) -> str | None:
     actor = getattr(e, "actor", None)
     if isinstance(actor, ev.Process):
         return actor.sandbox_id
+    netns = getattr(e, "netns", None)
+    if isinstance(netns, ev.NetnsRef):
+        return netns.sandbox_id
     return None
+
+
+def event_pod(e: ev.Event) -> tuple[str | None, str | None]:
+    """(pod, namespace) an event names itself: its own fields, its actor's, its netns's."""
+    pod = getattr(e, "pod", None)
+    if isinstance(pod, str) and pod:
+        ns = getattr(e, "pod_namespace", None)
+        return pod, ns if isinstance(ns, str) else None
+    for holder in (getattr(e, "actor", None), getattr(e, "netns", None), getattr(e, "holder", None)):
+        if isinstance(holder, ev.Process | ev.NetnsRef) and holder.pod:
+            return holder.pod, holder.pod_namespace
+    return None, None
 
 
 KIND_STYLE = {
@@ -309,15 +368,20 @@ KIND_STYLE = {
     "decode_failed": "red",
     "finding": "yellow",
 }
+LATE_MARK_NS = 1_000_000
+"""A record that arrives this much (or more) after a newer one is marked late in the stream."""
 
 
-def event_line(e: ev.Event, width: int = 0) -> Text:
-    """One row of the event stream: time, source, kind, marks, summary."""
+def event_line(e: ev.Event, width: int = 0, late_ns: int = 0) -> Text:
+    """One row of the event stream: time, source, kind, marks, summary; `late_ns` > 0 marks a
+    record that arrived after newer ones (shown at its own time, with how late it was)."""
     out = Text(no_wrap=True, overflow="ellipsis")
     out.append(clock(e.ts_ns)[:12], style="dim")
     out.append(" ")
     out.append(safe(e.source, 7).ljust(7), style="blue")
     out.append(" ")
+    if late_ns >= LATE_MARK_NS:
+        out.append(f"late +{duration(late_ns)} ", style="bold yellow")
     if e.synthetic:
         out.append("SYNTH ", style="bold magenta")
     if e.resync:
@@ -332,10 +396,51 @@ def event_line(e: ev.Event, width: int = 0) -> Text:
 
 
 @dataclass(frozen=True, slots=True)
-class EventFilter:
-    """What the stream shows: `dev:BDF kind:KIND sandbox:ID source:NAME synthetic` + free words.
+class FilterContext:
+    """What the snapshot knows about who owns what, for filters on events that do not name it
+    themselves: a device's sandbox and pod (`Model.owner`), a sandbox's pod."""
 
-    Every term must match (AND); `dev:` also matches a PF's VFs when given the PF's BDF prefix.
+    sandbox_of: Mapping[str, str] = field(default_factory=dict)
+    """BDF -> sandbox id."""
+    pod_of: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)
+    """BDF or sandbox id -> (pod, namespace)."""
+
+    @classmethod
+    def of(cls, state: HostState) -> FilterContext:
+        sandbox_of: dict[str, str] = {}
+        pod_of: dict[str, tuple[str, str | None]] = {}
+        for sb in state.sandboxes:
+            if sb.pod:
+                pod_of[sb.sandbox_id] = (sb.pod, sb.pod_namespace)
+        for d in state.devices:
+            if d.sandbox_id:
+                sandbox_of[d.bdf] = d.sandbox_id
+            if d.pod:
+                pod_of[d.bdf] = (d.pod, d.pod_namespace)
+                if d.sandbox_id:
+                    pod_of.setdefault(d.sandbox_id, (d.pod, d.pod_namespace))
+        return cls(sandbox_of, pod_of)
+
+
+FILTER_KEYS = {
+    "dev": "devices", "device": "devices", "bdf": "devices",
+    "kind": "kinds", "k": "kinds",
+    "sandbox": "sandboxes", "sb": "sandboxes",
+    "pod": "pods",
+    "ns": "namespaces", "namespace": "namespaces",
+    "source": "sources", "src": "sources",
+}
+"""Filter prefixes and the term list each fills."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """What the stream shows: `dev:BDF kind:KIND sandbox:ID pod:NAME ns:NAME source:NAME
+    synthetic` + free words.
+
+    Every term must match (AND; several values of one key: any of them); `dev:` also matches a
+    PF's VFs when given the PF's BDF prefix; `pod:`/`ns:` match the event's own pod, its actor's
+    or netns's, or the pod of the device or sandbox it is about.
     """
 
     devices: tuple[str, ...] = ()
@@ -344,44 +449,47 @@ class EventFilter:
     sources: tuple[str, ...] = ()
     words: tuple[str, ...] = ()
     synthetic_only: bool = False
+    pods: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, query: str) -> EventFilter:
-        devices: list[str] = []
-        kinds: list[str] = []
-        sandboxes: list[str] = []
-        sources: list[str] = []
+        terms: dict[str, list[str]] = {v: [] for v in set(FILTER_KEYS.values())}
         words: list[str] = []
         synthetic = False
         for tok in query.split():
             key, sep, val = tok.partition(":")
-            key = key.lower()
-            if sep and val and key in ("dev", "device", "bdf"):
-                devices.append(val.lower())
-            elif sep and val and key in ("kind", "k"):
-                kinds.append(val.lower())
-            elif sep and val and key in ("sandbox", "sb", "pod"):
-                sandboxes.append(val.lower())
-            elif sep and val and key in ("source", "src"):
-                sources.append(val.lower())
+            field_name = FILTER_KEYS.get(key.lower())
+            if sep and val and field_name:
+                terms[field_name].append(val.lower())
             elif tok.lower() in ("synthetic", "synth"):
                 synthetic = True
             else:
                 words.append(tok.lower())
-        return cls(tuple(devices), tuple(kinds), tuple(sandboxes), tuple(sources), tuple(words), synthetic)
+        return cls(devices=tuple(terms["devices"]), kinds=tuple(terms["kinds"]),
+                   sandboxes=tuple(terms["sandboxes"]), sources=tuple(terms["sources"]),
+                   words=tuple(words), synthetic_only=synthetic, pods=tuple(terms["pods"]),
+                   namespaces=tuple(terms["namespaces"]))
 
     @property
     def empty(self) -> bool:
-        return not (self.devices or self.kinds or self.sandboxes or self.sources or self.words or self.synthetic_only)
+        return not (self.devices or self.kinds or self.sandboxes or self.sources or self.words
+                    or self.synthetic_only or self.pods or self.namespaces)
 
     def describe(self) -> str:
         parts = [f"dev:{d}" for d in self.devices] + [f"kind:{k}" for k in self.kinds]
-        parts += [f"sandbox:{s}" for s in self.sandboxes] + [f"source:{s}" for s in self.sources]
+        parts += [f"sandbox:{s}" for s in self.sandboxes] + [f"pod:{p}" for p in self.pods]
+        parts += [f"ns:{n}" for n in self.namespaces] + [f"source:{s}" for s in self.sources]
         parts += (["synthetic"] if self.synthetic_only else []) + list(self.words)
         return safe(" ".join(parts), 60)
 
-    def matches(self, e: ev.Event, sandbox_of: Mapping[str, str] | None = None) -> bool:
-        """Whether `e` passes; `sandbox_of` maps a BDF to the sandbox using it now."""
+    def matches(self, e: ev.Event, ctx: FilterContext | Mapping[str, str] | None = None) -> bool:
+        """Whether `e` passes; `ctx` says who owns the devices and sandboxes now (a plain
+        mapping is a BDF -> sandbox id map)."""
+        if ctx is None:
+            ctx = FilterContext()
+        elif not isinstance(ctx, FilterContext):
+            ctx = FilterContext(sandbox_of=ctx)
         if self.synthetic_only and not e.synthetic:
             return False
         if self.kinds and not any(k in e.kind for k in self.kinds):
@@ -396,10 +504,18 @@ class EventFilter:
                     return False
             elif not any(bdf.lower().endswith(d) or bdf.lower().startswith(d) for d in self.devices):
                 return False
+        sid = event_sandbox(e) or (ctx.sandbox_of.get(bdf) if bdf else None) or ""
         if self.sandboxes:
-            sid = event_sandbox(e) or (sandbox_of.get(bdf) if sandbox_of and bdf else None) or ""
             pod = getattr(e, "pod", None) or ""
             if not any(s in sid.lower() or (pod and s in str(pod).lower()) for s in self.sandboxes):
+                return False
+        if self.pods or self.namespaces:
+            pod, ns = event_pod(e)
+            if pod is None:
+                pod, ns = ctx.pod_of.get(bdf or "") or ctx.pod_of.get(sid) or (None, None)
+            if self.pods and not (pod and any(p == pod.lower() or p in pod.lower() for p in self.pods)):
+                return False
+            if self.namespaces and not (ns and ns.lower() in self.namespaces):
                 return False
         if self.words:
             hay = (render.stream(e) + " " + e.kind + " " + e.source).lower()

@@ -14,6 +14,7 @@ from textual.widgets import Static
 from diag import events as ev
 from diag.core.state import DeviceView, HostState
 from diag.tui import format as fmt
+from diag.tui import story
 
 
 def _section(title: str) -> Text:
@@ -53,6 +54,7 @@ def _identity(view: DeviceView, state: HostState) -> list[RenderableType]:
         ("vfio node", fmt.text(d.vfio_group_path or "-")),
         ("netdev", fmt.netdev_text(view, 40)),
         ("sandbox", fmt.sandbox_text(view, 64)),
+        ("moved last by", fmt.actor_text(view.actor, 40) if view.actor else Text("-", style="dim")),
     ]
     if d.vfs:
         ident.append(("VFs", Text(", ".join(d.vfs))))
@@ -104,6 +106,13 @@ def _link_history(view: DeviceView) -> list[RenderableType]:
 
 def _sandbox(view: DeviceView, state: HostState) -> list[RenderableType]:
     sb = next((s for s in state.sandboxes if s.sandbox_id == view.sandbox_id), None) if view.sandbox_id else None
+    if sb is None and view.sandbox_id:
+        # Known from the evidence (its shim moved the VF) but not running now.
+        return [_section("Sandbox"), _kv([
+            ("sandbox", fmt.text(view.sandbox_id)),
+            ("pod", fmt.text(fmt.pod_label(view.pod, view.pod_namespace) or "-")),
+            ("state", Text("gone (no longer running)", style="dim")),
+        ])]
     if sb is None:
         return [_section("Sandbox"), Text("not used by any known sandbox", style="dim")]
     return [_section("Sandbox"), _kv([
@@ -155,28 +164,22 @@ def last_move(view: DeviceView) -> Text | None:
 
 
 def finding_story(f: ev.Finding) -> RenderableType:
-    """A finding with its evidence, explanation and remedy."""
-    head = fmt.severity_text(f.severity)
-    head.append("  ")
-    head.append_text(fmt.text(f.rule, "bold"))
-    head.append("  " + ("ongoing" if f.active else f"resolved {fmt.clock(f.resolved_ns)}"), style="bold" if f.active else "dim")
-    parts: list[RenderableType] = [head, fmt.text(f.summary, "bold")]
+    """A finding's story, then its evidence, explanation and remedy. A resolved finding is told
+    in the past tense, with how it ended and no remedy (there is nothing left to do)."""
+    parts: list[RenderableType] = [story.story(f)]
     rows: list[tuple[str, Text | str]] = [
-        ("device", fmt.finding_where(f, 64)),
         ("first / last", Text(f"{fmt.clock(f.first_ns)} / {fmt.clock(f.last_ns)} UTC")),
-        ("actor", fmt.actor_text(f.actor, 40) if f.actor else Text("-", style="dim")),
+        ("rule", fmt.text(f.rule)),
     ]
-    if f.pf:
-        rows.append(("PF", Text(f"{f.pf} VF {f.vf_index if f.vf_index is not None else '?'}")))
     if f.netns:
         rows.append(("netns", fmt.text(f.netns)))
-    if f.resolved_reason:
-        rows.append(("resolved because", fmt.text(f.resolved_reason)))
+    shown = {"from_driver", "cold_plug_vfio", "cold_plug_origin", "predicted_error", "method"}
     for k, v in f.labels:
-        rows.append((fmt.safe(k, 20), fmt.text(v, limit=120)))
+        if k not in shown:
+            rows.append((fmt.safe(k, 20), fmt.text(v, limit=120)))
     rows.append(("id", fmt.text(f.finding_id, "dim")))
     parts.append(_kv(rows))
-    parts.append(_section(f"Evidence ({len(f.evidence)})"))
+    parts.append(_section(f"Evidence ({len(f.evidence)}, in time order)"))
     if f.evidence:
         t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
         t.add_column("When (UTC)", no_wrap=True)
@@ -187,10 +190,15 @@ def finding_story(f: ev.Finding) -> RenderableType:
         parts.append(t)
     else:
         parts.append(Text("none recorded", style="dim"))
-    parts.append(_section("Explanation"))
-    parts.append(fmt.text(f.explanation or "-", limit=4000))
-    parts.append(_section("Remedy"))
-    parts.append(fmt.text(f.remedy or "-", "green", limit=4000))
+    if f.active:
+        parts.append(_section("Explanation"))
+        parts.append(fmt.text(f.explanation or "-", limit=4000))
+        parts.append(_section("Remedy"))
+        parts.append(fmt.text(f.remedy or "-", "green", limit=4000))
+    else:
+        parts.append(_section("Resolved"))
+        parts.append(fmt.text(f"at {fmt.clock(f.resolved_ns)}: {f.resolved_reason or 'the condition ended'}",
+                              "green", limit=1000))
     return Group(*parts)
 
 
@@ -213,7 +221,7 @@ class DetailScreen(Screen[None]):
         app = self.app
         yield HostHeader(getattr(app, "hostname", ""), getattr(app, "kernel", ""), getattr(app, "mode", ""), id="detail-header")
         with VerticalScroll():
-            yield Static(id="story")
+            yield Static(id="detail-story")
         yield KeyBar([("esc", "Back", "app.pop_screen"), ("/", "Filter", "app.filter"),
                       ("f", "Findings", "app.findings_only"), ("p", "Pause", "app.toggle_pause"),
                       ("?", "Help", "app.help"), ("q", "Quit", "app.quit")])
@@ -232,7 +240,7 @@ class DetailScreen(Screen[None]):
         if not headers:  # pushed but not composed yet: on_mount renders it
             return
         headers.first().update_from(state, getattr(self.app, "status_note", None))
-        self.query_one("#story", Static).update(self.story(state))
+        self.query_one("#detail-story", Static).update(self.story(state))
 
     def story(self, state: HostState) -> RenderableType:
         raise NotImplementedError

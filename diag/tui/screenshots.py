@@ -23,7 +23,7 @@ from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.core.state import HostState, SnapshotListener
 from diag.tui.app import VfioWatchApp
-from diag.tui.widgets import DevicesTable
+from diag.tui.widgets import DevicesTable, FindingsTable
 
 
 class JournalSnapshot:
@@ -60,9 +60,15 @@ def demo_events() -> tuple[list[ev.Event], codec.Header | None]:
 
 
 def incident_position(events: list[ev.Event]) -> int:
-    """Just after the first bind to vfio-pci (the incident) and what arrived late about it (eBPF
-    writes stamped before the bind, the sandbox), before anything new happens to the device; or
-    the whole journal when there is no such bind."""
+    """The incident at its height: just after QEMU's bus error (the VF on vfio-pci, its finding
+    ongoing and confirmed) and what arrives with it; else just after the first bind to vfio-pci
+    and the late records about it; else the whole journal."""
+    for i, e in enumerate(events):
+        if isinstance(e, ev.LogLineMatched) and e.signature == "qemu-bus-not-found":
+            pos = i + 1
+            while pos < len(events) and events[pos].ts_ns <= e.ts_ns + 100_000_000:
+                pos += 1
+            return pos
     for i, e in enumerate(events):
         if isinstance(e, ev.DeviceBound) and e.driver == "vfio-pci" and not e.synthetic:
             pos = i + 1
@@ -87,22 +93,25 @@ async def _open_vfio_device(pilot: Pilot[None]) -> None:
 
 
 async def _open_first_finding(pilot: Pilot[None]) -> None:
-    await pilot.press("tab", "enter")
+    pilot.app.query_one(FindingsTable).focus()
+    await pilot.press("enter")
 
 
-Shot = tuple[str, tuple[int, int], Callable[[Pilot[None]], Awaitable[None]] | None]
+Shot = tuple[str, tuple[int, int], Callable[[Pilot[None]], Awaitable[None]] | None, bool]
 SHOTS: list[Shot] = [
-    ("dashboard-80x24", (80, 24), None),
-    ("dashboard-160x45", (160, 45), None),
-    ("device-vfio", (110, 45), _open_vfio_device),
-    ("finding", (110, 36), _open_first_finding),
+    ("dashboard-80x24", (80, 24), None, False),
+    ("dashboard-160x45", (160, 45), None, False),
+    ("device-vfio", (110, 45), _open_vfio_device, False),
+    ("finding", (110, 45), _open_first_finding, False),
+    ("after-the-story-120x35", (120, 35), None, True),
 ]
+"""(name, size, what to do before the shot, at the end of the journal instead of the incident)."""
 
 
 async def _shoot(out: Path, name: str, size: tuple[int, int],
                  action: Callable[[Pilot[None]], Awaitable[None]] | None,
-                 events: list[ev.Event], header: codec.Header | None) -> Path:
-    feed = JournalSnapshot(events, incident_position(events))
+                 events: list[ev.Event], header: codec.Header | None, at_end: bool = False) -> Path:
+    feed = JournalSnapshot(events, len(events) if at_end else incident_position(events))
     app = VfioWatchApp(feed, hostname=(header.hostname if header else "") or "?",
                        kernel=(header.kernel if header else "") or "?", mode="DEMO")
     async with app.run_test(size=size) as pilot:
@@ -137,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     events, header = demo_events()
     pngs = 0
-    for name, size, action in SHOTS:
-        svg = asyncio.run(_shoot(out, name, size, action, events, header))
+    for name, size, action, at_end in SHOTS:
+        svg = asyncio.run(_shoot(out, name, size, action, events, header, at_end))
         png = to_png(svg)
         pngs += png is not None
         print(f"wrote {svg}" + (f" and {png.name}" if png else ""))

@@ -10,13 +10,17 @@ stream. Prints tables; never asserts a time.
   with a source emitting 10,000 events/s; keys are posted to the app and the time until the
   frame showing their effect is painted (`call_after_refresh`) is measured, for a view switch
   (`f`), a cursor move in the device list (`down`, `up`) and opening a device (`enter`) and back
-  (`escape`). Target: <= 100 ms. Also shown: snapshots published vs frames rendered (updates
-  are coalesced) and the event log's length (bounded).
+  (`escape`): 100 presses in all, p99 over them. Target (issue 19): p99 <= 50 ms. Frames under
+  the storm: each snapshot the app renders, from taking it to the frame painted with it
+  (update, layout, paint), and the interval between painted frames; p99 of both. Also shown:
+  snapshots published vs frames rendered (updates are coalesced) and the event log's length
+  (bounded).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import statistics
@@ -46,8 +50,10 @@ pytestmark = pytest.mark.bench
 
 CHARS = {"f": "f", "enter": "\r", "escape": "\x1b"}
 RATE = 10_000
-TARGET_FIRST_S = 1.5
-TARGET_KEY_MS = 100.0
+TARGET_FIRST_S = 0.5
+TARGET_KEY_MS = 50.0
+PRESSES = {"f": 20, "down/up": 30, "enter": 25, "escape": 25}
+"""100 presses in all (issue 19: p99 over 100 presses)."""
 
 
 def _table(title: str, header: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
@@ -178,8 +184,16 @@ def _inventory() -> ev.InventoryObserved:
     return ev.InventoryObserved(ts_ns=time.time_ns(), source="sysfs", devices=tuple(devs))
 
 
+def _pct(xs: list[float], q: float) -> float:
+    """The q-quantile by nearest rank (q=0.99 of 100 values: the second slowest)."""
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(q * len(xs)) - 1))]
+
+
 def _key_run(rate: int) -> tuple[dict[str, list[float]], dict[str, object]]:
-    """Drive the keys while `rate` events/s stream through the runtime; latencies in ms."""
+    """Drive the keys while `rate` events/s stream through the runtime; latencies in ms, and
+    the frames painted meanwhile (`frame_ms`: snapshot taken -> painted; `gap_ms`: between
+    painted frames)."""
     source = RateSource(rate)
     pipe = Pipeline([source], options=PipelineOptions())
     pipe.emit(_inventory())
@@ -187,6 +201,26 @@ def _key_run(rate: int) -> tuple[dict[str, list[float]], dict[str, object]]:
     app = VfioWatchApp(feed, hostname="bench", kernel="k")
     lat: dict[str, list[float]] = {}
     info: dict[str, object] = {}
+    frame_ms: list[float] = []
+    frame_cpu_ms: list[float] = []
+    painted_at: list[float] = []
+    measuring = [False]
+    render_state = app._render_state
+
+    def timed_render(state: object) -> None:
+        t0, c0 = time.perf_counter(), time.thread_time()
+        render_state(state)  # type: ignore[arg-type]
+        if measuring[0]:
+            def painted() -> None:
+                t1 = time.perf_counter()
+                frame_ms.append((t1 - t0) * 1000)
+                # CPU of the UI thread meanwhile: what the frame costs, whatever the machine's
+                # load (wall time on a shared 2-CPU VM includes waiting for a CPU).
+                frame_cpu_ms.append((time.thread_time() - c0) * 1000)
+                painted_at.append(t1)
+            app.call_after_refresh(painted)
+
+    app._render_state = timed_render  # type: ignore[method-assign]
 
     async def main() -> None:
         async with app.run_test(size=(120, 36)) as pilot:
@@ -194,7 +228,7 @@ def _key_run(rate: int) -> tuple[dict[str, list[float]], dict[str, object]]:
             log = app.query_one(EventLog)
             loop = asyncio.get_running_loop()
 
-            async def key(name: str, changed: Callable[[], bool]) -> None:
+            async def key(name: str, changed: Callable[[], bool], label: str = "") -> None:
                 painted = loop.create_future()
                 t0 = time.perf_counter()
                 app.post_message(events.Key(name, CHARS.get(name)))
@@ -204,23 +238,26 @@ def _key_run(rate: int) -> tuple[dict[str, list[float]], dict[str, object]]:
                     await asyncio.sleep(0)
                 app.call_after_refresh(lambda: painted.done() or painted.set_result(time.perf_counter()))
                 t1 = await painted
-                lat.setdefault(name, []).append((t1 - t0) * 1000)
+                lat.setdefault(label or name, []).append((t1 - t0) * 1000)
                 await asyncio.sleep(0.05)  # a person does not type at 1 kHz
 
             frames0, snaps0, emitted0, t_start = app.frames, feed.delivered, source.emitted, time.monotonic()
-            for _ in range(16):  # an even number: the full dashboard again at the end
+            measuring[0] = True
+            for _ in range(PRESSES["f"]):  # an even number: the full dashboard again at the end
                 shown = app.query_one("#devices").display
                 await key("f", lambda s=shown: app.query_one("#devices").display != s)
             table = app.query_one("#devices", DataTable)
             table.focus()
             await asyncio.sleep(0.05)
-            for i in range(16):
-                move = "down" if i < 8 else "up"
+            moves = PRESSES["down/up"]
+            for i in range(moves):
+                move = "down" if (i // 4) % 2 == 0 else "up"  # 4 down, 4 up, ... (9 rows)
                 row = table.cursor_row
-                await key(move, lambda r=row: table.cursor_row != r)
-            for _ in range(20):
+                await key(move, lambda r=row: table.cursor_row != r, "down/up")
+            for _ in range(PRESSES["enter"]):
                 await key("enter", lambda: isinstance(app.screen, DeviceScreen))
                 await key("escape", lambda: not isinstance(app.screen, DeviceScreen))
+            measuring[0] = False
             took = time.monotonic() - t_start
             info.update(
                 rate=(source.emitted - emitted0) / took,
@@ -229,6 +266,9 @@ def _key_run(rate: int) -> tuple[dict[str, list[float]], dict[str, object]]:
                 log_len=len(log.shown),
                 lost=app.state.lost_total,
                 seconds=took,
+                frame_ms=list(frame_ms),
+                frame_cpu_ms=list(frame_cpu_ms),
+                gap_ms=[(b - a) * 1000 for a, b in itertools.pairwise(painted_at)],
             )
 
     asyncio.run(main())
@@ -236,18 +276,34 @@ def _key_run(rate: int) -> tuple[dict[str, list[float]], dict[str, object]]:
 
 
 def test_key_to_frame_under_10k_events_per_second() -> None:
-    """Keys stay responsive while 10,000 events/s stream through the real runtime."""
-    idle, _ = _key_run(0)
+    """Keys and frames stay prompt while 10,000 events/s stream through the real runtime: 100
+    presses idle, then 100 under the storm, side by side."""
+    idle, idle_info = _key_run(0)
     lat, info = _key_run(RATE)
     rows = []
     for name, xs in lat.items():
-        xs.sort()
-        base = sorted(idle[name])
-        p95 = xs[min(len(xs) - 1, int(len(xs) * 0.95))]
+        base = idle[name]
         rows.append((name, len(xs), f"{statistics.median(base):.1f}", f"{statistics.median(xs):.1f}",
-                     f"{p95:.1f}", f"{xs[-1]:.1f}", f"{TARGET_KEY_MS:.0f}"))
+                     f"{_pct(xs, 0.95):.1f}", f"{_pct(xs, 0.99):.1f}", f"{max(xs):.1f}", ""))
+    every = [x for xs in lat.values() for x in xs]
+    every_idle = [x for xs in idle.values() for x in xs]
+    rows.append(("all presses", len(every), f"{statistics.median(every_idle):.1f}",
+                 f"{statistics.median(every):.1f}", f"{_pct(every, 0.95):.1f}",
+                 f"{_pct(every, 0.99):.1f}", f"{max(every):.1f}", f"p99 <= {TARGET_KEY_MS:.0f}"))
     _table(f"Key-to-frame latency, ms: idle vs while the runtime streams {RATE:,} events/s",
-           ("key", "n", "idle median", "median", "p95", "max", "target"), rows)
+           ("key", "n", "idle median", "median", "p95", "p99", "max", "target"), rows)
+    frames = []
+    for what, key in (("snapshot taken -> frame painted", "frame_ms"),
+                      ("  of which CPU of the UI thread", "frame_cpu_ms"),
+                      ("interval between painted frames", "gap_ms")):
+        xs, base = list(info[key]), list(idle_info[key])  # type: ignore[call-overload]
+        if not xs:
+            continue
+        frames.append((what, len(xs), f"{statistics.median(base):.1f}" if base else "-",
+                       f"{statistics.median(xs):.1f}", f"{_pct(xs, 0.99):.1f}", f"{max(xs):.1f}"))
+    _table(f"Frames while the keys are pressed, ms (idle vs {RATE:,} events/s; the app renders "
+           "at most every 50 ms)", ("measure", "n (storm)", "idle median", "median", "p99", "max"),
+           frames)
     _table("Stream during the key test", ("measure", "value"), [
         ("load average (1 min) at the end", f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"),
         ("events/s emitted (achieved)", f"{info['rate']:,.0f}"),
@@ -257,4 +313,3 @@ def test_key_to_frame_under_10k_events_per_second() -> None:
         ("events lost (queue)", info["lost"]),
         ("seconds", f"{info['seconds']:.1f}"),
     ])
-

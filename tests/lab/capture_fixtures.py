@@ -3,9 +3,10 @@ tests/fixtures/ (uevent/, netlink/, postmortem/, sysfs/sriov-lab/).
 
 Usage: ``python3 -m tests.lab.capture_fixtures [--fixtures DIR] [--demo]``. Overwrites the
 lab-made files only; hand-written READMEs are kept, the sysfs file list is regenerated.
-With ``--demo`` it instead boots agent scenario 1 (Kata >=3.8 move with cold_plug_vfio=no-port)
-and keeps its journal as diag/data/demo.jsonl (the bundled demo incident, `vfiowatch demo`) and
-tests/fixtures/journals/lab-scenario1.jsonl. With ``--incidents`` it boots the ``incidents``
+With ``--demo`` it instead boots agent scenario 11 (the #10162 story: Kata >=3.8 moves the VF with
+cold_plug_vfio=no-port, QEMU refuses it, the rollback, the pod's failure) and keeps its journal as
+diag/data/demo.jsonl (the bundled demo incident, `vfiowatch demo`) and
+tests/fixtures/journals/lab-demo-story.jsonl. With ``--incidents`` it boots the ``incidents``
 scenario and unpacks its real captures (udevadm, ip monitor, ps, lspci, dmesg, actions.log) into
 tests/fixtures/postmortem-incidents/lab/<incident>/, from which make_incidents.py builds the
 incident sets.
@@ -54,20 +55,20 @@ The exact list is below.
 
 
 def demo(guest: build.Guest, fx: Path, t0: float) -> int:
-    """Boots agent scenario 1 and keeps its journal as the demo incident and a fixture."""
-    res = vm.boot(guest, "agent", build.DEFAULT_CACHE / "runs" / "demo", extra_append="lab.only=1",
+    """Boots agent scenario 11 and keeps its journal as the demo incident and a fixture."""
+    res = vm.boot(guest, "agent", build.DEFAULT_CACHE / "runs" / "demo", extra_append="lab.only=11",
                   timeout=1800)
-    body = res.payloads.get("journal-g0.jsonl", b"")  # with lab.only=1: scenario 1 alone
+    body = res.payloads.get("journal-g4.jsonl", b"")  # scenario 11's agent (group 4)
     if not res.ok or not body or b"vfio-bind-coldplug-disabled" not in body:
         print(res.console[-3000:])
         print(res.payloads.get("agent-g0.log", b"").decode()[-3000:])
-        print("no finding in scenario 1's journal: demo not written")
+        print("no finding in scenario 11's journal: demo not written")
         return 1
-    for dst in (build.REPO / "diag" / "data" / "demo.jsonl", fx / "journals" / "lab-scenario1.jsonl"):
+    for dst in (build.REPO / "diag" / "data" / "demo.jsonl", fx / "journals" / "lab-demo-story.jsonl"):
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(body)
         print(f"wrote {dst} ({len(body.splitlines())} records)")
-    print(res.payloads.get("timeline-1.txt", b"").decode())
+    print(res.payloads.get("timeline-11.txt", b"").decode())
     print(f"done in {time.monotonic() - t0:.1f}s (boot {res.seconds:.1f}s)")
     return 0
 

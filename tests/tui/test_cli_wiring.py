@@ -9,6 +9,7 @@ import pytest
 
 from diag import cli
 from diag.commands import demo
+from diag.commands import tui as tui_command
 from diag.runtime.playback import ReplayFeed
 from diag.tui.app import VfioWatchApp
 
@@ -17,9 +18,11 @@ JOURNAL = Path(__file__).resolve().parents[1] / "fixtures" / "journals" / "demo-
 
 @pytest.fixture
 def launched(monkeypatch: pytest.MonkeyPatch) -> list[VfioWatchApp]:
-    """Capture the app the CLI would run instead of taking over the terminal."""
+    """Capture the app the CLI would run instead of taking over the terminal (pytest's stdin
+    is not one: the no-terminal refusal is tested on the real binary in test_terminal.py)."""
     apps: list[VfioWatchApp] = []
     monkeypatch.setattr(VfioWatchApp, "run", lambda self, *a, **k: apps.append(self))
+    monkeypatch.setattr(tui_command, "require_terminal", lambda: None)
     return apps
 
 

@@ -84,13 +84,18 @@ class TestMainScreen:
 
         drive(app, script)
 
-    def test_wide_terminal_puts_devices_and_findings_side_by_side(self) -> None:
-        """A big terminal gets the two-column layout with wide columns."""
+    def test_wide_terminal_puts_the_story_beside_devices_and_events(self) -> None:
+        """A big terminal: findings across the top, the story of the highlighted one in a
+        column to the right of the devices and the stream, with wide columns; the device list
+        is sized to its rows, not to half the screen."""
         app = make_app()
 
         async def script(pilot: Pilot[None]) -> None:
             devices, findings = app.query_one("#devices").region, app.query_one("#findings").region
-            assert devices.y == findings.y and findings.x > devices.x
+            story, events = app.query_one("#story").region, app.query_one("#events").region
+            assert findings.y < devices.y and findings.width > devices.width
+            assert story.x > devices.x and story.y == devices.y and story.bottom >= events.bottom - 1
+            assert devices.height <= 9 + 3  # nine devices, the header row and the border
             assert "SR-IOV" in [str(c.label) for c in app.query_one(DevicesTable).columns.values()]
 
         drive(app, script, size=(230, 50))
@@ -101,7 +106,7 @@ class TestMainScreen:
 
         async def script(pilot: Pilot[None]) -> None:
             text = screen_text(app)
-            assert "not reported" in text and "Findings 0 ongoing" in text
+            assert "not reported" in text and "waiting for the first snapshot" in text
             assert "assumed default" in text
 
         drive(app, script)
@@ -147,7 +152,7 @@ class TestKeys:
             await pilot.pause()
             assert isinstance(app.screen, FindingScreen)
             text = screen_text(app)
-            assert "Evidence (1)" in text and "Stand-in explanation" in text
+            assert "Evidence (1, in time order)" in text and "Stand-in explanation" in text
             assert "Stand-in remedy" in text
 
         drive(app, script, size=(100, 40))
@@ -193,7 +198,7 @@ class TestKeys:
         async def script(pilot: Pilot[None]) -> None:
             await pilot.press("f")
             assert not app.query_one("#devices").display and not app.query_one("#events").display
-            assert app.query_one("#findings").region.height > 15
+            assert app.query_one("#story").region.height > 10  # the story fills the rest
             await pilot.press("f")
             assert app.query_one("#devices").display
 

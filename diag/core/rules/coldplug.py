@@ -29,16 +29,36 @@ OTHER_FAILURES = frozenset({"port-not-set", "coldplug-disabled-refusal"})
 port (#9014) fails before QEMU; >= 3.9 refuses before any write."""
 
 
+_SEQUENCES = (
+    (("unbind", "new_id", "bind"),
+     "Kata Go 3.0-3.7 sequence (driver/unbind, vfio-pci/new_id, vfio-pci/bind)", "Kata Go 3.0-3.7"),
+    (("driver_override", "unbind", "drivers_probe"),
+     "driver_override, driver/unbind, drivers_probe (Kata Go >= 3.8, runtime-rs, driverctl)",
+     "Kata Go >= 3.8, runtime-rs and driverctl"),
+)
+"""Known write sequences: the controls each writes, how the method reads when every one of them
+is in the evidence, and who writes it."""
+
+
 def method_of(ep: Episode | None) -> str:
-    """Which write sequence moved the device, from the controls written."""
+    """Which write sequence moved the device, from the writes in the evidence alone: a known
+    sequence is named only when all its writes were attributed; otherwise the writes seen, and
+    which of the closest known sequence's writes were not."""
     if ep is None or not ep.controls:
         return "unknown (no write attributed)"
-    c = set(ep.controls)
-    if "new_id" in c:
-        return "Kata Go 3.0-3.7 sequence (driver/unbind, vfio-pci/new_id, vfio-pci/bind)"
-    if "driver_override" in c and "drivers_probe" in c:
-        return "driver_override, driver/unbind, drivers_probe (Kata Go >= 3.8, runtime-rs, driverctl)"
-    return ", ".join(dict.fromkeys(ep.controls))
+    seen = list(dict.fromkeys(ep.controls))
+    best: tuple[int, tuple[str, ...], str] | None = None
+    for controls, name, who in _SEQUENCES:
+        if all(c in seen for c in controls):
+            return name
+        common = sum(c in seen for c in controls)
+        if common >= 2 and (best is None or common > best[0]):
+            best = (common, controls, who)
+    text = ", ".join(seen)
+    if best is not None:
+        missing = ", ".join(c for c in best[1] if c not in seen)
+        text += f" (as {best[2]} write them; the {missing} write was not attributed)"
+    return text
 
 
 def declared_intent(model: Model, cfg_allow: tuple[str, ...], driverctl: tuple[str, ...],
@@ -86,13 +106,18 @@ class VfioBindColdplugDisabled(ConditionRule):
                                     "unbound from vfio-pci (left vfio-pci)"
                                     if isinstance(event, ev.DeviceUnbound) else "device removed")
         if isinstance(event, ev.SandboxStarted):
+            # Its VFs, and the moves its own shim made (a sandbox reported after the move, with
+            # no VF listed yet): their findings now know the pod.
+            mine = {v.bdf for v in event.vfs} | set(event.vmm_vfio_devices)
+            keys = [k for b in sorted(mine) for k in self.keys_for(b)]
+            keys += [k for k, st in self.open_.items()
+                     if st.finding.sandbox_id == event.sandbox_id and k not in keys]
             out = []
-            for bdf in sorted({v.bdf for v in event.vfs} | set(event.vmm_vfio_devices)):
-                for key in self.keys_for(bdf):
-                    st = self.open_[key]
-                    f = self.refresh(model, key, st.finding, st.episode, event.ts_ns)
-                    if f is not None:
-                        out.append(f)
+            for key in keys:
+                st = self.open_[key]
+                f = self.refresh(model, key, st.finding, st.episode, event.ts_ns)
+                if f is not None:
+                    out.append(f)
             return out
         return []
 
@@ -159,7 +184,8 @@ class VfioBindColdplugDisabled(ConditionRule):
                 prev: str) -> dict[str, object] | None:
         """The finding's fields for a move of `bdf` from `prev` to vfio-pci; None when cold plug
         is enabled (the bind is an expected cold plug)."""
-        actor = ep.actor if ep is not None else model.last_actor.get(bdf)
+        own = model.owner(bdf, ep)
+        actor = own.actor
         logged_by = None
         if actor is None and ep is not None:
             # No write attributed: the shim that logged about this VF (its `pid=`) moved it.
@@ -175,11 +201,14 @@ class VfioBindColdplugDisabled(ConditionRule):
         named_by_kata = ep.sandbox_id if ep is not None else None
         severity, why = _severity(actor, cp, intent, named_by_kata)
         lost = ep.lost if ep is not None else None
+        # The owner every view uses first; Kata's own word (the sandbox its config came from,
+        # the sandbox its lines named) where the evidence holds no more.
         sb = cp.sandbox
-        pod = (sb.pod if sb else None) or (lost.pod if lost else None)
-        pod_ns = (sb.pod_namespace if sb else None) or (lost.pod_namespace if lost else None)
-        sandbox_id = (sb.sandbox_id if sb else None) or (ep.sandbox_id if ep else None) or (
-            actor.sandbox_id if actor else None) or (lost.sandbox_id if lost else None)
+        pod = own.pod or (sb.pod if sb else None) or (lost.pod if lost else None)
+        pod_ns = own.pod_namespace if own.pod else (
+            (sb.pod_namespace if sb else None) or (lost.pod_namespace if lost else None))
+        sandbox_id = own.sandbox_id or (sb.sandbox_id if sb else None) or (
+            ep.sandbox_id if ep else None) or (actor.sandbox_id if actor else None)
         confirmed = ep is not None and "qemu-bus-not-found" in ep.signatures
         if cp.assumed and confirmed:
             cp = ev.replace(cp, assumed=False,

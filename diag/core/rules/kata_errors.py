@@ -2,8 +2,8 @@
 
 The signature ids come from the Kata log catalogue (diag.sources.kata.signatures, a public
 contract). The line is linked to the device episode by BDF, else by sandbox (its VFs, or the
-episode whose actor named the sandbox), else by IOMMU group, so the finding shows the move that
-led to the failure. Informational lines (the bind/unbind steps) never open a finding; they only
+episode whose actor named the sandbox; containerd's lines name the pod, whose sandbox it is),
+else by IOMMU group, so the finding shows the move that led to the failure. Informational lines (the bind/unbind steps) never open a finding; they only
 join the episode as evidence. A finding resolves when its sandbox stops, its VF returns to a
 host driver, or the line has not repeated for CoreConfig.known_error_ttl_ns.
 """
@@ -19,6 +19,7 @@ from diag.core.model import Model
 from diag.core.rules import register
 from diag.core.rules._base import ConditionRule, Timers, device_label
 from diag.core.thresholds import NS, CoreConfig
+from diag.events import replace
 
 _C, _E, _W = ev.Severity.CRITICAL, ev.Severity.ERROR, ev.Severity.WARNING
 COLDPLUG_REMEDY = ('Set cold_plug_vfio = "root-port" with pcie_root_port >= 1, or run the Kata Go '
@@ -212,6 +213,9 @@ class KataKnownError(ConditionRule):
         if cls is None:
             return []
         severity, meaning, remedy = cls
+        sid_named = model.sandbox_of_line(e)
+        if sid_named != e.sandbox_id:  # a containerd line naming the pod, not the sandbox
+            e = replace(e, sandbox_id=sid_named)
         targets = model.log_targets(e)
         bdf = targets[0] if targets else e.bdf
         scope = bdf or (f"sandbox-{e.sandbox_id}" if e.sandbox_id else
@@ -234,7 +238,8 @@ class KataKnownError(ConditionRule):
             ev.Evidence(ts_ns=e.ts_ns, source=e.source, kind=e.kind, text=e.text),)
         where = device_label(model, bdf) if bdf else (
             f"sandbox {e.sandbox_id[:12]}" if e.sandbox_id else "the host")
-        sid = e.sandbox_id or (sb.sandbox_id if sb else None) or (ep.sandbox_id if ep else None)
+        own = model.owner(bdf, ep) if bdf else None
+        sid = e.sandbox_id or (sb.sandbox_id if sb else None) or (own.sandbox_id if own else None)
         if sid:
             self.by_sandbox.setdefault(sid, []).append(key)
         return [self.open(
@@ -242,9 +247,9 @@ class KataKnownError(ConditionRule):
             severity=severity, summary=f"{where}: {e.signature}: {meaning.split(';')[0].rstrip('.')}",
             explanation=f"{meaning} Line ({e.origin or e.source}): {e.text}",
             remedy=remedy.replace("<BDF>", bdf) if bdf else remedy,
-            sandbox_id=sid, pod=sb.pod if sb else None,
-            pod_namespace=sb.pod_namespace if sb else None,
-            actor=ep.actor if ep else None, labels=labels,
+            sandbox_id=sid, pod=sb.pod if sb else (own.pod if own else None),
+            pod_namespace=sb.pod_namespace if sb else (own.pod_namespace if own else None),
+            actor=own.actor if own else None, labels=labels,
             **({} if ep is not None else {"evidence": evidence}),
         )]
 

@@ -173,7 +173,7 @@ def remove_sandbox(sid: str) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def start_shim(sid: str, steps: str, *, name: str = SHIM) -> subprocess.Popen[bytes]:
+def start_shim(sid: str, steps: str, *, name: str = SHIM, log: str = "") -> subprocess.Popen[bytes]:
     """Starts the shim actor (as containerd does: cwd = bundle, `-id <sid>`); it plays `steps`.
 
     steps: ';'-separated `kata38-bind:<bdf>`, `kata38-restore:<bdf>:<drv>`, `kata30-bind:<bdf>`,
@@ -182,9 +182,43 @@ def start_shim(sid: str, steps: str, *, name: str = SHIM) -> subprocess.Popen[by
     """
     cmd = [name, "-namespace", "k8s.io", "-address", "/run/containerd/containerd.sock",
            "-publish-binary", "/usr/bin/containerd", "-id", sid]
-    env = dict(os.environ, LAB_STEPS=steps)
+    env = dict(os.environ, LAB_STEPS=steps, LAB_SANDBOX=sid)
+    if log:  # `say:` steps append Kata's log lines there
+        env["LAB_LOG"] = log
     cwd = f"{BUNDLES}/{sid}" if os.path.isdir(f"{BUNDLES}/{sid}") else "/"
     return subprocess.Popen(cmd, cwd=cwd, env=env)
+
+
+SYSLOG = "/var/log/syslog"
+"""Where rsyslog files the `kata` tag's lines on a Debian host; the demo's agent follows it
+([sources.kata] log_files), as it would follow `journalctl -t kata` on a host with a journal."""
+
+
+def syslog_line(ident: str, pid: int, level: str, msg: str, fields: str = "") -> str:
+    """One logrus TextFormatter line (time, level, msg, then the fields) behind rsyslog's
+    `<time> <host> <ident>[<pid>]: ` prefix, as a Debian host files Kata's and containerd's."""
+    now = time.time_ns()
+    secs, ns = divmod(now, 1_000_000_000)
+    when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    quoted = msg.replace("\\", "\\\\").replace('"', '\\"')
+    rest = f" {fields}" if fields else ""
+    return (f"{when}.{ns // 1000:06d}+00:00 {os.uname().nodename} {ident}[{pid}]: "
+            f'time="{when}.{ns:09d}Z" level={level} msg="{quoted}"{rest}\n')
+
+
+def shim_log(shim_pid: int, sid: str, level: str, msg: str, fields: str = "",
+             source: str = "virtcontainers/hypervisor", subsystem: str = "qemu") -> None:
+    """A line the Go shim logs in its own name (QEMU's stderr is relayed this way, LogAndWait)."""
+    tail = (f"{fields} " if fields else "") + (f"name=containerd-shim-v2 pid={shim_pid} "
+                                               f"sandbox={sid} source={source} subsystem={subsystem}")
+    with open(SYSLOG, "a") as fh:
+        fh.write(syslog_line("kata", shim_pid, level, msg, tail))
+
+
+def containerd_log(level: str, msg: str, fields: str = "") -> None:
+    """A line of containerd's own (its pid stands for the daemon's)."""
+    with open(SYSLOG, "a") as fh:
+        fh.write(syslog_line("containerd", os.getpid(), level, msg, fields))
 
 
 def start_actor(exe: str, args: list[str], steps: str) -> subprocess.Popen[bytes]:

@@ -41,12 +41,15 @@ PROGRESS_EVERY_S = 60.0
 # driver-flapping window holds only its own moves; 7 and 8 replay 1 and 3 under an agent
 # forced into tracepoint mode (kernels without kprobes), whose default open-only variant
 # sees the opens only: the devices must be recovered from the uevents that follow; 9 unbinds
-# through a netdev's link that the unbind removes before the agent can resolve it.
-GROUPS = [[1, 2, 3, 4, 5], [6], [7, 8, 9], [10]]
-GROUP_CONFIG = {2: '\n[sources.ebpf]\nmode = "tracepoint"\n'}
+# through a netdev's link that the unbind removes before the agent can resolve it; 10 runs
+# without eBPF; 11 (the demo's #10162 story) runs only when asked for.
+GROUPS = [[1, 2, 3, 4, 5], [6], [7, 8, 9], [10], [11]]
+GROUP_CONFIG = {2: '\n[sources.ebpf]\nmode = "tracepoint"\n',
+                4: f'\n[sources.kata]\nlog_files = ["{kata.SYSLOG}"]\n'}
 GROUP_ARGS = {3: ["--disable-source", "ebpf"]}
 """Agent 3 runs without eBPF (a host without headers, a container without tracefs): Kata's
-own lines, read from the journal, are the only witness of who moved the VF."""
+own lines, read from the journal, are the only witness of who moved the VF. Agent 4 (the demo
+story) reads Kata's and containerd's lines from the syslog file."""
 
 
 def registered_sources() -> list[str]:
@@ -398,6 +401,93 @@ def s9_netdev_unbind(agent: Agent, tl: Timeline) -> None:
     kata.stop(op)
 
 
+def s11_demo_story(agent: Agent, tl: Timeline) -> None:
+    """The #10162 incident whole, for `vfiowatch demo`: the sandbox appears, the shim moves the
+    VF to vfio-pci logging each step as Kata Go 3.8 does, QEMU refuses the VF (`Bus '<unknown
+    PCIePortBusPrefix: >0' not found`, relayed by the shim), the VM does not start, Kata rolls
+    the network back (the VF returns to igbvf with a new netdev), containerd reports the pod
+    sandbox failed, and the sandbox goes away. The log lines' texts are Kata's and
+    containerd's own (kata-facts §4.3, #10162); the agent reads them from the syslog file."""
+    b = VF0
+    sid = kata.sandbox_id(1)
+    open(kata.SYSLOG, "a").close()
+    kata.create_sandbox(sid)
+    dev = f"{PCI}/devices/{b}"
+
+    def say(level: str, msg: str, fields: str = "", sub: str = "device") -> str:
+        return f"say:{level}|{msg}|{fields}|{sub}"
+
+    steps = [
+        "wait:start",
+        say("info", "Physical network interface found", "interface=eth1", "network"),
+        say("info", "Attaching endpoint", "endpoint-type=physical hotplug=false", "network"),
+        say("info", "Write vfio-pci to driver_override",
+            f"device-bdf={b} driver-override-path={dev}/driver_override"),
+        f"override:{b}:vfio-pci",
+        say("info", "Unbinding device from driver", f"device-bdf={b} driver-path={dev}/driver/unbind"),
+        f"unbind:{b}",
+        say("info", "Writing bdf to drivers-probe-path",
+            f"device-bdf={b} drivers-probe-path={PCI}/drivers_probe"),
+        f"probe:{b}",
+        say("info", "Attaching VFIO device", "cold-plug=true"),
+        "mark:bound", "wait:rollback",
+        say("info", "Removing network after failure in createSandbox", "", "sandbox"),
+        say("info", "Write igbvf to driver_override",
+            f"device-bdf={b} driver-override-path={dev}/driver_override"),
+        f"override:{b}:igbvf",
+        say("info", "Unbinding device from driver", f"device-bdf={b} driver-path={dev}/driver/unbind"),
+        f"unbind:{b}",
+        say("info", "Writing bdf to drivers-probe-path",
+            f"device-bdf={b} drivers-probe-path={PCI}/drivers_probe"),
+        f"probe:{b}",
+        "mark:restored",
+    ]
+    shim = kata.start_shim(sid, ";".join(steps), log=kata.SYSLOG)
+    seen = agent.wait(lambda r: r.get("kind") == "sandbox_started" and r.get("sandbox_id") == sid, 30)
+    tl.note(f"shim pid {shim.pid} sandbox {sid}: the agent saw the sandbox: {bool(seen)}")
+    time.sleep(2.0)  # the sandbox on screen before anything moves
+    go("start")
+    wait_mark("bound")
+    f = agent.finding("vfio-bind-coldplug-disabled", timeout=30)
+    tl.note(f"BindDevicetoVFIO({b}) done; finding vfio-bind-coldplug-disabled: {'seen' if f else 'NOT seen'}")
+    time.sleep(1.0)
+    # QEMU starts with the VF on bus `<unknown PCIePortBusPrefix: >0` and exits at once; the
+    # stand-in is a real process that exits 1, the lines are what the shim relays (LogAndWait).
+    qemu = subprocess.Popen(["/bin/sh", "-c", "exit 1"])
+    qemu.wait()
+    q = f"qemuPid={qemu.pid}"
+    kata.shim_log(shim.pid, sid, "info", f"Start logging QEMU (qemuPid={qemu.pid})")
+    kata.shim_log(shim.pid, sid, "error",
+                  f"qemu-system-x86_64: -device vfio-pci,host={b},x-pci-vendor-id=0x8086,"
+                  "x-pci-device-id=0x10ca,bus=<unknown PCIePortBusPrefix: >0: Bus "
+                  "'<unknown PCIePortBusPrefix: >0' not found", q)
+    kata.shim_log(shim.pid, sid, "error", "QEMU exited with an error", 'error="exit status 1"')
+    kata.shim_log(shim.pid, sid, "info", "Stop logging QEMU")
+    tl.note(f"QEMU stand-in pid {qemu.pid} exited {qemu.returncode}: Bus not found")
+    time.sleep(0.5)
+    kata.shim_log(shim.pid, sid, "error", "Cannot start VM",
+                  'error="Failed to connect to QEMU instance (timeout 10s): EOF"',
+                  source="virtcontainers", subsystem="sandbox")
+    time.sleep(0.3)
+    go("rollback")
+    tl.note("shim: Removing network after failure in createSandbox -> BindDevicetoHost")
+    wait_mark("restored")
+    sriov.wait_for(lambda: sriov.driver_of(b) == "igbvf", 5)
+    time.sleep(0.5)
+    kata.containerd_log(
+        "error", "RunPodSandbox for &PodSandboxMetadata{Name:sriov-pod,"
+        "Uid:9d2b6a3e-1c4f-4e8a-b7d5-3f2a1c0e9b8d,Namespace:default,Attempt:0,} failed, error",
+        'error="failed to create containerd task: failed to create shim task: Failed to '
+        'connect to QEMU instance (timeout 10s): EOF: unknown"')
+    tl.note("containerd: RunPodSandbox failed (the pod's sandbox was not created)")
+    time.sleep(1.5)
+    kata.stop(shim)
+    kata.remove_sandbox(sid)
+    agent.wait(lambda r: r.get("kind") == "sandbox_stopped" and r.get("sandbox_id") == sid, 10)
+    tl.note("the shim exited; its sandbox is gone")
+    time.sleep(2.0)  # a quiet host after the story
+
+
 def start_journald() -> None:
     """systemd-journald without systemd as PID 1: its sockets, /dev/log, and the kernel's lines."""
     if os.path.exists("/run/systemd/journal/socket"):
@@ -475,6 +565,7 @@ SCENARIOS: dict[int, tuple[str, str, Callable[[Agent, Timeline], None]]] = {
     8: ("kata30-no-port-open-only", "no-port", s3_kata30),
     9: ("netdev-link-unbind-open-only", "no-port", s9_netdev_unbind),
     10: ("kata38-no-port-no-ebpf-journal", "no-port", s10_kata38_journal_only),
+    11: ("demo-story", "no-port", s11_demo_story),
 }
 
 
@@ -486,12 +577,16 @@ def cmdline_flag(name: str) -> str:
     return ""
 
 
+DEMO_ONLY = (11,)
+"""Scenarios played only when asked for (`lab.only=11`: capture_fixtures --demo)."""
+
+
 def selected() -> list[int]:
     with open("/proc/cmdline") as fh:
         for word in fh.read().split():
             if word.startswith("lab.only="):
                 return [int(x) for x in word.split("=", 1)[1].split(",") if x]
-    return sorted(SCENARIOS)
+    return [n for n in sorted(SCENARIOS) if n not in DEMO_ONLY]
 
 
 def main() -> int:

@@ -199,3 +199,21 @@ def test_open_only_unbinds_of_two_vfs_at_once_go_to_the_device_each_named() -> N
         eps = c.model.episodes
         assert [p.comm for p in eps[a].actors] == ["writer-a"], order
         assert [p.comm for p in eps[b].actors] == ["writer-b"], order
+
+
+def test_a_device_keeps_naming_the_pod_of_a_sandbox_that_has_stopped() -> None:
+    """After the #10162 rollback the sandbox stops; the VF its shim moved still names that pod
+    (and says the sandbox is gone), so the row agrees with the resolved findings about it."""
+    from tests.conftest import FIXTURES
+
+    journal = FIXTURES / "journals" / "lab-demo-story.jsonl"
+    core = Correlator()
+    with journal.open("rb") as fh:
+        for rec in codec.iter_records(fh, codec.ReadStats()):
+            if isinstance(rec, ev.Event) and not isinstance(rec, ev.Finding):
+                core.feed(rec)
+    state = core.snapshot()
+    vf = state.device("0000:01:10.0")
+    assert vf is not None and vf.driver == "igbvf"
+    assert (vf.pod_namespace, vf.pod) == ("default", "sriov-pod")
+    assert vf.sandbox_id and vf.sandbox_id.startswith("015f1c2e8a9b") and not vf.sandbox_running

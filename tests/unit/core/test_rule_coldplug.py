@@ -303,3 +303,40 @@ def test_open_only_open_is_not_tied_to_an_unbind_long_after_it() -> None:
     [f] = of_rule(out, RULE)
     assert f.actor != STRANGER
     assert not any(str(STRANGER.pid) in e.text for e in f.evidence)
+
+
+def test_the_write_sequence_is_told_from_the_attributed_writes_alone() -> None:
+    """The explanation names only writes in the evidence: with the unbind write not attributed
+    (the demo's first recording lost it), the method says so instead of claiming it."""
+    events = [e for e in _stream(head=(kata_config(T0),))
+              if not (isinstance(e, ev.SysfsWriteObserved) and e.control == "unbind")]
+    c, _ = run(events)
+    [f] = [x for x in c.snapshot().findings if x.rule == RULE]
+    method = dict(f.labels)["method"]
+    writes = [e.text for e in f.evidence if e.kind == "sysfs_write_observed"]
+    assert not any("unbind" in w for w in writes)
+    assert "driver/unbind" not in method and "driver/unbind" not in f.explanation
+    assert method.startswith("driver_override, drivers_probe")
+    assert "the unbind write was not attributed" in method
+
+
+def test_device_row_device_story_and_finding_name_the_same_owner() -> None:
+    """One answer for who moved a VF and for which sandbox: the snapshot's device view (the
+    device row and its story read it) and the finding name the same actor, sandbox and pod,
+    and the driver timeline names the writer even when its record arrived after the bind."""
+    events = _stream(head=(kata_config(T0),))
+    writes = [e for e in events if isinstance(e, ev.SysfsWriteObserved)]
+    late = [e for e in events if not isinstance(e, ev.SysfsWriteObserved)] + writes  # eBPF late
+    last = max(e.ts_ns for e in late)
+    late.append(sandbox(last + 1, vfs=()))
+    c, _ = run(late)
+    snap = c.snapshot()
+    [f] = [x for x in snap.findings if x.rule == RULE]
+    view = snap.device(VF)
+    assert view is not None
+    assert (view.actor, view.sandbox_id, view.pod, view.pod_namespace) == \
+        (f.actor, f.sandbox_id, f.pod, f.pod_namespace)
+    assert view.actor == KATA_SHIM and view.sandbox_id == SID and view.pod
+    assert view.sandbox_running
+    real = [m for m in view.moves if not m.synthetic]
+    assert real and all(m.actor == KATA_SHIM for m in real)

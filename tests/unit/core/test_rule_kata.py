@@ -85,6 +85,38 @@ def test_line_without_device_links_by_sandbox_and_expires() -> None:
     assert f.status == "resolved" and "not repeated" in f.resolved_reason
 
 
+def test_containerds_failure_names_the_pod_and_ends_with_its_sandbox() -> None:
+    """containerd's `RunPodSandbox for &PodSandboxMetadata{Name:web-0,...,Namespace:shop,...}
+    failed` carries no sandbox id: the pod it names is the sandbox's, so the finding says which
+    pod and resolves when that sandbox goes (it stayed open, about `the host`)."""
+    events = [*_bound(), sandbox(T0)]
+    t = events[-1].ts_ns + 1000
+    events.append(ev.LogLineMatched(
+        ts_ns=t, source="kata", signature="qmp-connect-failed", origin="file:/var/log/syslog",
+        level="error", pid=174,
+        text="RunPodSandbox for &PodSandboxMetadata{Name:web-0,Uid:6b0c1d2e,Namespace:shop,"
+             "Attempt:0,} failed, error: failed to create containerd task: failed to create "
+             "shim task: Failed to connect to QEMU instance (timeout 10s): EOF: unknown"))
+    events.append(ev.SandboxStopped(ts_ns=t + NS, source="kata", sandbox_id=SID))
+    _, out = run(events)
+    [f] = of_rule(out, KNOWN)
+    assert (f.sandbox_id, f.pod_namespace, f.pod) == (SID, "shop", "web-0")
+    assert f.status == "resolved" and "is gone" in f.resolved_reason
+
+
+def test_a_pod_named_in_another_namespace_is_not_taken() -> None:
+    """Same pod name, other namespace: no sandbox is claimed for the line."""
+    events = [*_bound(), sandbox(T0)]
+    t = events[-1].ts_ns + 1000
+    events.append(ev.LogLineMatched(
+        ts_ns=t, source="kata", signature="qmp-connect-failed", level="error",
+        text="RunPodSandbox for &PodSandboxMetadata{Name:web-0,Uid:1,Namespace:other,Attempt:0,}"
+             " failed, error: x"))
+    _, out = run(events)
+    [f] = of_rule(out, KNOWN)
+    assert f.sandbox_id is None and f.pod is None
+
+
 def test_info_lines_never_open() -> None:
     """Kata's bind step lines (info) only join the episode as evidence."""
     events = _bound()

@@ -234,3 +234,21 @@ class TestFindingsAndTime:
             assert feed.status().position == len(ev_)
         finally:
             feed.stop()
+
+
+def test_playing_holds_at_each_stop_and_play_goes_on() -> None:
+    """A guided replay (the demo) pauses by itself right after each stop position, and play()
+    goes on from there to the next stop."""
+    events, header, _ = load_journal(JOURNAL)
+    feed = ReplayFeed(events, header=header, speed=1000, max_gap_s=0.01, stops={5, 12})
+    feed.start()
+    try:
+        assert wait_for(lambda: not feed.status().playing and feed.status().position == 5)
+        time.sleep(0.1)
+        assert feed.status().position == 5  # it stays there
+        feed.play()
+        assert wait_for(lambda: not feed.status().playing and feed.status().position == 12)
+        feed.play()
+        assert wait_for(lambda: feed.status().done)
+    finally:
+        feed.stop()

@@ -97,6 +97,12 @@ class TestDevices:
         t = fmt.netdev_text(view("0000:01:10.0", netdev="eth1", netns="cni-1234", pod="web"))
         assert t.plain == "eth1@cni-1234 pod web"
 
+    def test_a_netdev_back_in_the_host_names_no_pod(self) -> None:
+        """Back on its host driver the VF's netdev is in the host: the pod it served stays in
+        the Pod column, not squeezed after the netdev (the row read `eth1 po`)."""
+        t = fmt.netdev_text(view("0000:01:10.0", netdev="eth1", netns="host", pod="sriov-pod"))
+        assert t.plain == "eth1"
+
 
 class TestHeader:
     def test_sources_listed_even_before_they_report(self) -> None:

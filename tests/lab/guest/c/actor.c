@@ -11,6 +11,9 @@
  * probe:<bdf>  sleep:<s>  netdev-unbind:<ifname>:<bdf> (through /sys/class/net/<ifname>/device/
  * driver/unbind, the link form operators use: sriovnet #26)
  * mark:<name> (creates /run/lab-mark-<name>)  wait:<name> (waits for /run/lab-go-<name>).
+ * say:<level>|<msg>|<fields>|<subsystem> appends the line Kata's Go shim logs to syslog
+ * (`kata[<pid>]: time="..." level=... msg="..." <fields> name=containerd-shim-v2 pid=<pid>
+ * sandbox=$LAB_SANDBOX source=virtcontainers subsystem=...`) to the file $LAB_LOG, if set.
  * When done it creates /run/lab-actor-<pid>.done and sleeps until SIGTERM.
  */
 #include <errno.h>
@@ -55,6 +58,38 @@ static void touch(const char *prefix, const char *name)
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (fd >= 0)
 		close(fd);
+}
+
+/* One line as rsyslog files what Kata's Go shim sends to the `kata` syslog tag (logrus
+ * TextFormatter: time, level, msg, then the fields in alphabetical order). */
+static void say(char *arg)
+{
+	const char *log = getenv("LAB_LOG"), *sid = getenv("LAB_SANDBOX");
+	char *level = arg, *msg = NULL, *fields = NULL, *sub = NULL;
+	if (!log)
+		return;
+	if ((msg = strchr(level, '|')))
+		*msg++ = 0;
+	if (msg && (fields = strchr(msg, '|')))
+		*fields++ = 0;
+	if (fields && (sub = strchr(fields, '|')))
+		*sub++ = 0;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	char when[32], host[64] = "localhost";
+	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+	gethostname(host, sizeof host - 1);
+	FILE *fh = fopen(log, "a");
+	if (!fh)
+		return;
+	fprintf(fh, "%s.%06ld+00:00 %s kata[%d]: time=\"%s.%09ldZ\" level=%s msg=\"%s\"%s%s "
+		    "name=containerd-shim-v2 pid=%d sandbox=%s source=virtcontainers subsystem=%s\n",
+		when, ts.tv_nsec / 1000, host, getpid(), when, ts.tv_nsec, level, msg ? msg : "",
+		fields && *fields ? " " : "", fields ? fields : "", getpid(), sid ? sid : "",
+		sub ? sub : "device");
+	fclose(fh);
 }
 
 static void nap(double s)
@@ -105,6 +140,8 @@ static void step(char *op, char *arg)
 		putf("\n", PCI "/devices/%s/driver_override%s", arg, "");
 	} else if (!strcmp(op, "probe")) {
 		put(PCI "/drivers_probe", arg);
+	} else if (!strcmp(op, "say")) {
+		say(arg);
 	} else if (!strcmp(op, "sleep")) {
 		nap(atof(arg));
 	} else if (!strcmp(op, "mark")) {
