@@ -29,7 +29,9 @@ The shape (DESIGN.md), as threads:
   When a timer tick produces findings, a `ClockTicked` is written to the sinks before them, so a
   journal replay reproduces them.
 * **Source health.** Each source runs under a supervisor: `SourceStateChanged(up=True)` when it
-  starts; an exception is logged, reported as `SourceStateChanged(up=False, reason, hint)` and
+  starts (a source with `reports_up = True`, whose start can still fail after its probe, is
+  reported `up=False, reason="starting: ..."` and says `up=True` itself once it works: the eBPF
+  source after its programs are loaded and attached); an exception is logged, reported as `SourceStateChanged(up=False, reason, hint)` and
   the source is restarted with exponential backoff (`retry_initial_s` .. `retry_max_s`). A source
   whose `probe()` says it cannot run is reported once (up=False, reason + hint) and not started.
 * **Ordered start-up / teardown** (Falco `app.cpp`): start = unavailable sources reported, core
@@ -73,6 +75,8 @@ from diag.sources import SOURCES, Availability, Source, SourceContext
 
 log = logging.getLogger("vfiowatch.runtime")
 
+STARTING = "starting:"
+"""How the reason of a source that is not up yet, but on its way, begins."""
 RUNTIME_SOURCE = "runtime"
 """`source` of the events the pipeline itself produces (queue loss, unavailable sources, ticks)."""
 
@@ -530,12 +534,18 @@ class Pipeline:
 
         emit = self._queue.put  # per-source event counts are the core's (HostState.sources)
 
+        # A source whose start-up can fail after the probe (the eBPF source compiles and
+        # attaches) reports itself up once it works: until then it is "starting", not up.
+        self_reported = bool(getattr(src, "reports_up", False))
         while not self._stop_sources.is_set():
             st.up = True
-            # Up, with the probe's note when it has one (a degraded mode and its fix).
-            self.emit(ev.SourceStateChanged(ts_ns=self._clock(), source=RUNTIME_SOURCE,
-                                            name=src.name, up=True, mode=mode,
-                                            reason=avail.reason, hint=avail.hint))
+            # Up (or starting), with the probe's note when it has one (a degraded mode, its fix).
+            self.emit(ev.SourceStateChanged(
+                ts_ns=self._clock(), source=RUNTIME_SOURCE, name=src.name,
+                up=not self_reported, mode=mode,
+                reason=avail.reason if not self_reported or avail.reason.startswith(STARTING)
+                else f"{STARTING} {avail.reason}".rstrip(),
+                hint=avail.hint))
             started = time.monotonic()
             try:
                 src.run(emit, self._stop_sources)

@@ -64,6 +64,9 @@ class Source(Protocol):
     """A producer of events from one kernel or host interface."""
 
     name: ClassVar[str]
+    # Optional: `reports_up: ClassVar[bool] = True` on a source whose start can fail after its
+    # probe (compiling, attaching). The runtime then reports it "starting: <probe reason>"
+    # (up=False) and the source emits SourceStateChanged(up=True) itself once it works.
 
     def probe(self) -> Availability:
         """Cheap, side-effect-free check that the source can run here."""

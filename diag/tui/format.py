@@ -144,6 +144,8 @@ def source_text(s: SourceHealth, *, reason_limit: int = 40) -> Text:
     out.append(safe(s.name), style="bold")
     if s.up:
         out.append(" ✓", style="green")
+    elif s.reason.startswith("starting:"):
+        out.append(" …", style="yellow")
     else:
         out.append(" ✗", style="red")
     if s.mode:

@@ -120,6 +120,9 @@ class EbpfSource:
     """
 
     name: ClassVar[str] = SOURCE
+    reports_up: ClassVar[bool] = True
+    """Up only once the programs are loaded and attached (run() says so in-band): until then
+    the runtime reports it starting, so a failed load is never preceded by an "up"."""
 
     def __init__(self, ctx: SourceContext | None = None) -> None:
         ctx = ctx or SourceContext()
@@ -158,7 +161,8 @@ class EbpfSource:
         choice = self._choice()
         # The runtime reports this as the source's first "up": say that attribution waits for
         # the compile and attach (seconds; a minute under emulation), which end in "attached".
-        reason = f"compiling and attaching, writes are attributed once attached: {choice.reason}"
+        reason = (f"starting: compiling and attaching, writes are attributed once attached: "
+                  f"{choice.reason}")
         return Availability(bool(choice.mode), reason=reason if choice.mode else choice.reason,
                             hint=choice.hint, mode=choice.mode)
 
