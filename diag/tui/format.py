@@ -154,6 +154,8 @@ def source_text(s: SourceHealth, *, reason_limit: int = 40) -> Text:
         out.append(" " + safe(s.reason, reason_limit), style="dim")
     if s.lost:
         out.append(f" lost {s.lost}", style="bold red")
+    if s.lost_incidents:  # sizes unknown: at least one event each
+        out.append(f" lost ≥{s.lost_incidents}", style="bold red")
     return out
 
 

@@ -15,6 +15,14 @@ Loss: the socket's receive buffer is raised with SO_RCVBUFFORCE (option `rcvbuf`
 drops (ENOBUFS; the reader's bounded queue never drops: when it is full the reader pauses and
 the kernel's buffer holds the rest), the source emits `EventsLost`, re-scans sysfs,
 emits the difference with its own view as `resync=True` events, then `Resynced(changes=N)`.
+
+How many were lost is counted in uevents, not in ENOBUFS incidents: every kernel uevent
+carries SEQNUM (one counter for the whole kernel), so from the first ENOBUFS until the socket
+is drained again the gaps between consecutive SEQNUMs are the uevents the kernel dropped, plus
+the tail up to /sys/kernel/uevent_seqnum once nothing more arrives (`SeqnumGaps`). Gaps outside
+such a window are not losses: uevents of devices in other network namespaces (a pod's veth)
+take numbers too but are sent only there; inside a window they would be counted as lost, which
+the reason says. A window in which no number was missing reports count=None (some, unknown).
 Uevents from a sender other than the kernel (nl_pid != 0) are dropped and counted: any root
 process may send to the group.
 """
@@ -102,6 +110,67 @@ class UeventStats(SocketCounters):
 
 
 _LOST = None  # marker put in the queue by the reader where the kernel reported ENOBUFS
+SEQNUM_FILE = "/sys/kernel/uevent_seqnum"
+SETTLE_S = 0.02
+"""Before the tail of a loss window is counted from SEQNUM_FILE, the drained socket is given
+this long for uevents already numbered but still being broadcast (microseconds in practice)."""
+
+
+def seqnum_of(data: bytes) -> int | None:
+    """The SEQNUM of a raw uevent datagram (None when it has none or it is not a number)."""
+    i = data.find(b"\0SEQNUM=")
+    if i < 0:
+        return None
+    j = data.find(b"\0", i + 8)
+    digits = data[i + 8: j if j >= 0 else len(data)]
+    return int(digits) if digits.isdigit() and len(digits) <= 20 else None
+
+
+class SeqnumGaps:
+    """Counts uevents lost from SEQNUM gaps inside loss windows (pure: no I/O).
+
+    `seen(seq)` for every kernel datagram in order; `overflowed()` when the kernel reported
+    ENOBUFS, which opens a window; `take()` the gaps counted since the last take; `close(now)`
+    ends the window with the tail up to the kernel's current number, returning that tail.
+    """
+
+    __slots__ = ("last", "open", "pending", "total", "windows")
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+        self.open = False
+        self.pending = 0
+        self.total = 0
+        """Uevents counted lost since the source started."""
+        self.windows = 0
+
+    def seen(self, seq: int) -> None:
+        last = self.last
+        if last is not None and seq > last + 1 and self.open:
+            self.pending += seq - last - 1
+        if last is None or seq > last:
+            self.last = seq
+
+    def overflowed(self) -> None:
+        if not self.open:
+            self.open = True
+            self.windows += 1
+
+    def take(self) -> int:
+        n, self.pending = self.pending, 0
+        self.total += n
+        return n
+
+    def close(self, kernel_seq: int | None) -> int:
+        """End the window; the uevents numbered after the last one received (all lost: the
+        socket is drained), counted once."""
+        tail = 0
+        if kernel_seq is not None and self.last is not None and kernel_seq > self.last:
+            tail = kernel_seq - self.last
+            self.last = kernel_seq
+        self.open = False
+        self.total += tail
+        return tail
 
 
 class _Reader(threading.Thread):
@@ -210,6 +279,10 @@ class UeventSource:
         self._reader: _Reader | None = None
         self._malformed_reported = 0
         self._last_decode_failed_ns = 0
+        self.gaps = SeqnumGaps()
+        self._window_counted = 0
+        """Uevents reported lost in the open window so far (0 at its end: the count is None)."""
+        self._settle_until = 0.0
         self.decode = decode_uevent
         """The decoder the loop calls (a seam: tests wrap it to count their own datagrams)."""
 
@@ -257,6 +330,7 @@ class UeventSource:
         """Open the socket first, then scan (so nothing falls between), emit the inventory,
         then decode what the reader queues until `stop`."""
         self.stats = st = UeventStats()
+        self.gaps = SeqnumGaps()
         sock, st.rcvbuf = open_socket(self.rcvbuf)
         reader = _Reader(sock, self.queue_size, st)
         relay = StopRelay(stop, reader.halt.set, reader.wake.set)
@@ -285,31 +359,36 @@ class UeventSource:
         popleft = q.popleft
         decode = self.decode
         track = self.tracker.apply
-        name = self.name
         while True:
             if stop.is_set():
                 return
             if reader.error is not None:
                 raise reader.error
             if not q:
+                settle = 5.0
                 if self._resync_reason is not None and reader.drained:
-                    reason, self._resync_reason = self._resync_reason, None
-                    self._resync(emit, reason)
+                    settle = self._close_window(emit)
+                    if settle == 0:
+                        reason, self._resync_reason = self._resync_reason, None
+                        self._resync(emit, reason)
+                        settle = 5.0
                 reader.wake.clear()
                 # Re-check after the clear: a stop or resync request may have just set it.
                 if not q and not stop.is_set() and (self._resync_reason is None
-                                                    or not reader.drained):
-                    reader.wake.wait(5.0)  # set by the reader, the stop relay, request_resync
+                                                    or not reader.drained or settle < 5.0):
+                    reader.wake.wait(settle)  # set by the reader, the stop relay, request_resync
                 continue
             lost = False
+            gaps = self.gaps
             for _ in range(len(q)):
                 ts, data = popleft()
                 if data is None:
-                    if not lost:  # one report per gap: a storm can overflow many times a batch
-                        emit(ev.EventsLost(ts_ns=ts, source=name, lost_source=name, count=None,
-                                           reason="ENOBUFS: the kernel dropped uevents (receive buffer full)"))
+                    gaps.overflowed()
                     lost = True
                     continue
+                seq = seqnum_of(data)
+                if seq is not None:
+                    gaps.seen(seq)
                 try:
                     e = decode(data, ts)
                 except MalformedUevent as exc:
@@ -322,14 +401,56 @@ class UeventSource:
                 st.kept += 1
                 emit(track(e))
             reader.space.set()
+            self._settle_until = 0.0  # datagrams came: a loss window's tail waits afresh
+            if gaps.pending:
+                self._report_lost(emit, gaps.take(), "")
             if self.paths.confined:  # a device scanned for its PF may have met a refused link
                 self._refused(emit)
             if lost:
                 # Decode what was already received first, so the diff is against the newest view.
                 self._resync_reason = self._resync_reason or "events lost"
-                if not q and reader.drained:
+                if not q and reader.drained and self._close_window(emit) == 0:
                     reason, self._resync_reason = self._resync_reason, None
                     self._resync(emit, reason)
+
+    def _report_lost(self, emit: Emit, n: int, tail: str) -> None:
+        self._window_counted += n
+        emit(ev.EventsLost(
+            ts_ns=time.time_ns(), source=self.name, lost_source=self.name, count=n,
+            reason=f"ENOBUFS: the kernel dropped {n} uevent(s) (receive buffer full; counted "
+                   f"from SEQNUM gaps{tail}, which uevents of devices in other network "
+                   f"namespaces would also widen)"))
+
+    def _close_window(self, emit: Emit) -> float:
+        """At the end of a loss (socket drained): count the tail from the kernel's current
+        SEQNUM once nothing more came for SETTLE_S. Returns 0 when the window is closed (or
+        none is open), else how long to wait for datagrams still on their way."""
+        gaps = self.gaps
+        if not gaps.open:
+            return 0
+        kernel_seq: int | None = None
+        try:
+            text = self.paths.read_text(SEQNUM_FILE, 64)
+            kernel_seq = int(text.strip()) if text.strip().isdigit() else None
+        except OSError:
+            pass
+        now = time.monotonic()
+        if kernel_seq is not None and gaps.last is not None and kernel_seq > gaps.last:
+            if not self._settle_until:
+                self._settle_until = now + SETTLE_S
+            if now < self._settle_until:
+                return self._settle_until - now
+        self._settle_until = 0.0
+        tail = gaps.close(kernel_seq)
+        if tail:
+            self._report_lost(emit, tail, f" and {SEQNUM_FILE}")
+        if not self._window_counted:  # ENOBUFS, yet no number missing: say some, not zero
+            emit(ev.EventsLost(ts_ns=time.time_ns(), source=self.name, lost_source=self.name,
+                               count=None, reason="ENOBUFS: the kernel dropped uevents (receive "
+                                                  "buffer full; no SEQNUM gap seen: how many is "
+                                                  "unknown)"))
+        self._window_counted = 0
+        return 0
 
     def _enrich_added(self, e: ev.DeviceAdded) -> ev.DeviceAdded:
         # A new device (usually a VF from sriov_numvfs): its PF and VF index are only in sysfs.
