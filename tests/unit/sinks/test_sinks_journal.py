@@ -315,3 +315,18 @@ def test_postmortem_reads_a_journal_being_written_and_leaves_the_lock_out(tmp_pa
     a.sink.close()
     assert res.returncode in (0, 1), res.stderr  # 1: findings; 2 would be an unreadable input
     assert "j.jsonl  [journal]" in res.stdout and ".lock" not in res.stdout
+
+
+def test_each_write_errno_gets_its_own_fix() -> None:
+    """ENOSPC says free space, EROFS read-only, EACCES permissions, EDQUOT the quota, EIO the
+    disk; none but ENOSPC/EDQUOT tells the operator to free space."""
+    import errno
+
+    words = {errno.ENOSPC: "free space", errno.EROFS: "read-only", errno.EACCES: "write access",
+             errno.EDQUOT: "quota", errno.EIO: "I/O error", errno.EFBIG: "--journal-max-bytes"}
+    for code, word in words.items():
+        hint = journal_mod.errno_hint(code)
+        assert word in hint and hint.endswith("resumes by itself")
+        if code not in (errno.ENOSPC, errno.EDQUOT):
+            assert "free space" not in hint
+    assert "check the journal's path" in journal_mod.errno_hint(errno.ENXIO)
