@@ -24,6 +24,7 @@ from typing import Any
 
 from diag.common.errors import ConfigError
 from diag.common.paths import HostPaths
+from diag.common.tomldepth import too_deep
 from diag.core import thresholds
 from diag.core.thresholds import CoreConfig
 
@@ -88,6 +89,11 @@ def read_driverctl(paths: HostPaths) -> tuple[str, ...]:
 
 def parse_text(text: str, path: str) -> AgentConfig:
     """Parse the configuration file's text (pure; `load` adds the file and driverctl)."""
+    deep = too_deep(text)
+    if deep is not None:  # tomllib recurses: bounded first
+        raise ConfigError(f"{path}:{deep.line}: {deep.reason}",
+                          hint="the agent's settings are [core], [sources.<name>] and [k8s] "
+                               "tables of plain keys: remove the nesting")
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
