@@ -67,6 +67,7 @@ from typing import Any
 
 from diag import events as ev
 from diag.common.errors import DiagError
+from diag.common.faults import NO_FAULTS, Faults, InjectedFault
 from diag.core.correlator import Correlator
 from diag.core.state import HostState, SnapshotListener
 from diag.core.thresholds import CoreConfig
@@ -101,6 +102,9 @@ class PipelineOptions:
     retry_max_s: float = 30.0
     stop_timeout_s: float = 2.0
     """Budget for the whole of stop(): join sources, drain, flush, close."""
+    faults: Faults = NO_FAULTS
+    """`crash_source`: that source's thread raises once, `crash_after_s` into its first run
+    (tests; diag.common.faults)."""
 
 
 @dataclass(slots=True)
@@ -548,7 +552,10 @@ class Pipeline:
                 hint=avail.hint))
             started = time.monotonic()
             try:
-                src.run(emit, self._stop_sources)
+                if self.options.faults.crash_source == src.name and not st.restarts:
+                    self._run_then_crash(src, emit)  # raises, unless stopped first
+                else:
+                    src.run(emit, self._stop_sources)
                 if self._stop_sources.is_set():
                     break
                 reason, hint = "the source returned unexpectedly", "it is restarted with backoff"
@@ -571,6 +578,21 @@ class Pipeline:
         st.up = False
         self.emit(ev.SourceStateChanged(ts_ns=self._clock(), source=RUNTIME_SOURCE,
                                         name=src.name, up=False, mode=mode, reason="stopped"))
+
+    def _run_then_crash(self, src: Source, emit: Callable[[ev.Event], None]) -> None:
+        """`[faults] crash_source`: run the source with a stop of its own, set `crash_after_s`
+        in (or at the real stop), then raise as a crashing source would."""
+        after = self.options.faults.crash_after_s
+        stop = threading.Event()
+
+        def trip() -> None:
+            self._stop_sources.wait(after)
+            stop.set()
+
+        threading.Thread(target=trip, name="vfiowatch-fault", daemon=True).start()
+        src.run(emit, stop)
+        if not self._stop_sources.is_set():
+            raise InjectedFault(f"injected crash {after:g} s in ([faults] crash_source)")
 
     def _core_loop(self) -> None:
         opts = self.options

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from diag import codec
 from diag import events as ev
 from diag.common.errors import DiagError
+from diag.common.faults import NO_FAULTS, Countdown, Faults
 from diag.core.state import HostState
 
 if TYPE_CHECKING:
@@ -234,12 +235,15 @@ class JournalSink:
         header: Callable[[int], codec.Header] | None = None,
         report: Report | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        faults: Faults = NO_FAULTS,
     ) -> None:
         """`state`: the current HostState (the correlator's `snapshot`, called on the core
         thread), used for each file's opening snapshot; without it, the newest `snapshot()`
         given. `header(part)`: builds each file's header. `report(level, event, **fields)`:
         where trouble is told (the log sink's logger). Raises JournalInUse when another agent
-        holds the journal (see `lock_journal`); nothing is written, rotated or deleted then."""
+        holds the journal (see `lock_journal`); nothing is written, rotated or deleted then.
+        `faults`: after `journal_fail_after` write attempts, the next `journal_fail_writes` fail
+        with EIO (tests; diag.common.faults)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = lock_journal(self.path)
@@ -256,6 +260,7 @@ class JournalSink:
         self._header_fn = header or (lambda part: default_header(part, started_ns=started_ns))
         self._report: Report = report or (lambda level, event, **fields: None)
         self._clock = clock_ns
+        self._inject = Countdown(faults.journal_fail_after, faults.journal_fail_writes)
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._size = 0
@@ -406,6 +411,8 @@ class JournalSink:
             return
         data = b"".join(lines + payload) if lines or len(payload) != 1 else payload[0]
         try:
+            if self._inject():
+                raise OSError(errno_mod.EIO, "injected fault ([faults] journal_fail_writes)")
             n = os.write(fd, data)
             if n != len(data):
                 raise OSError(errno_mod.ENOSPC, os.strerror(errno_mod.ENOSPC))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from diag import events as ev
+from diag.common.faults import NO_FAULTS, Faults
 from diag.common.paths import HostPaths
 from diag.common.registry import Registry
 
@@ -46,6 +47,8 @@ class SourceContext:
     paths: HostPaths = field(default_factory=HostPaths)
     options: Mapping[str, Any] = field(default_factory=dict)
     """Source-specific options from the CLI/config (`rcvbuf`, `mode`, ...)."""
+    faults: Faults = NO_FAULTS
+    """What to break on purpose (`[faults]`, tests only; diag.common.faults)."""
 
 
 @dataclass(slots=True)

@@ -40,6 +40,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 
 from diag import events as ev
+from diag.common.faults import Share
 from diag.sources import (
     Availability,
     Emit,
@@ -107,6 +108,8 @@ class UeventStats(SocketCounters):
     """Times the reader paused because the decoder's queue was full (nothing is lost)."""
     rcvbuf: int = 0
     """The receive buffer the kernel granted, bytes."""
+    injected_drops: int = 0
+    """Datagrams thrown away on purpose (`[faults] uevent_drop_percent`), each as a kernel drop."""
 
 
 _LOST = None  # marker put in the queue by the reader where the kernel reported ENOBUFS
@@ -193,6 +196,8 @@ class _Reader(threading.Thread):
         applied on top of a newer scan)."""
         self.halt = threading.Event()
         self.error: BaseException | None = None
+        self.drop: Share | None = None
+        """`[faults] uevent_drop_percent`: which kernel datagrams to throw away."""
 
     def run(self) -> None:
         sock, q, stats = self.sock, self.q, self.stats
@@ -208,6 +213,7 @@ class _Reader(threading.Thread):
         size = self.size
         space = self.space
         trunc = socket.MSG_TRUNC
+        drop = self.drop
         try:
             while not halt.is_set():
                 if len(q) >= size:
@@ -239,6 +245,12 @@ class _Reader(threading.Thread):
                 stats.received += 1
                 if addr[0] != 0:
                     stats.foreign += 1
+                    continue
+                if drop is not None and drop():
+                    # An injected fault: lost as the kernel loses one (ENOBUFS, a SEQNUM gap).
+                    stats.injected_drops += 1
+                    append((ts, _LOST))
+                    wake.set()
                     continue
                 if flags & trunc:
                     data = data + b"\x00TRUNCATED"  # no trailing NUL: counted as malformed
@@ -274,6 +286,7 @@ class UeventSource:
         self.queue_size = int(opts.get("queue", DEFAULT_QUEUE))
         self.decode_failed_interval_ns = int(float(opts.get("decode_failed_interval_s", 60)) * 1e9)
         self.stats = UeventStats()
+        self.faults = ctx.faults
         self.tracker = DeviceTracker()
         self._resync_reason: str | None = None
         self._reader: _Reader | None = None
@@ -333,6 +346,8 @@ class UeventSource:
         self.gaps = SeqnumGaps()
         sock, st.rcvbuf = open_socket(self.rcvbuf)
         reader = _Reader(sock, self.queue_size, st)
+        if self.faults.uevent_drop_percent:
+            reader.drop = Share(self.faults.uevent_drop_percent)
         relay = StopRelay(stop, reader.halt.set, reader.wake.set)
         reader.wake_fd = relay.fd
         self._reader = reader
@@ -417,9 +432,15 @@ class UeventSource:
         self._window_counted += n
         emit(ev.EventsLost(
             ts_ns=time.time_ns(), source=self.name, lost_source=self.name, count=n,
-            reason=f"ENOBUFS: the kernel dropped {n} uevent(s) (receive buffer full; counted "
+            reason=f"{self._why_lost()}: the kernel dropped {n} uevent(s) (receive buffer full; counted "
                    f"from SEQNUM gaps{tail}, which uevents of devices in other network "
                    f"namespaces would also widen)"))
+
+    def _why_lost(self) -> str:
+        if self.faults.uevent_drop_percent:
+            return (f"ENOBUFS or an injected drop ([faults] uevent_drop_percent = "
+                    f"{self.faults.uevent_drop_percent:g})")
+        return "ENOBUFS"
 
     def _close_window(self, emit: Emit) -> float:
         """At the end of a loss (socket drained): count the tail from the kernel's current
@@ -446,9 +467,9 @@ class UeventSource:
             self._report_lost(emit, tail, f" and {SEQNUM_FILE}")
         if not self._window_counted:  # ENOBUFS, yet no number missing: say some, not zero
             emit(ev.EventsLost(ts_ns=time.time_ns(), source=self.name, lost_source=self.name,
-                               count=None, reason="ENOBUFS: the kernel dropped uevents (receive "
-                                                  "buffer full; no SEQNUM gap seen: how many is "
-                                                  "unknown)"))
+                               count=None, reason=f"{self._why_lost()}: the kernel dropped "
+                                                  "uevents (receive buffer full; no SEQNUM gap "
+                                                  "seen: how many is unknown)"))
         self._window_counted = 0
         return 0
 
