@@ -9,6 +9,7 @@ replay) and their rotated parts are put in order.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -119,6 +120,12 @@ def _open(index: int, path: str, seen: dict[str, str], at: str | None) -> Input:
         st.note(f"the same file as {seen[real]}: read once")
         return Input(index=index, path=path, stats=st)
     seen[real] = path
+    copy_of = crash_leftover_of(path)
+    if copy_of is not None:
+        st.format = "duplicate"
+        st.note(f"an unfinished compressed copy of {copy_of} (the agent stopped while it "
+                f"compressed that part): {copy_of} is read instead")
+        return Input(index=index, path=path, stats=st)
     if os.path.exists(path) and not os.path.isfile(path):
         # A FIFO, socket or device: reading it twice (sniff, then parse) would block or
         # lose data.
@@ -137,6 +144,26 @@ def _open(index: int, path: str, seen: dict[str, str], at: str | None) -> Input:
     else:
         st.format = imp.name
     return inp
+
+
+_PART = re.compile(r"\.\d{6}$")
+"""A rotated journal part's suffix (`journal.jsonl.000003`)."""
+
+
+def crash_leftover_of(path: str) -> str | None:
+    """The complete file a crash leftover beside it copies, or None. The journal compresses a
+    part `P` into `P.gz.tmp`, renames that to `P.gz`, then deletes `P`: a crash leaves
+    `P.gz.tmp` (cut) beside `P`, or `P.gz` beside `P`. Either copy would be read as one more
+    part (every event twice): `P` is complete in both cases, and the copy is skipped."""
+    if path.endswith(".gz.tmp"):
+        base = path[: -len(".gz.tmp")]
+        for full in (base, base + ".gz"):
+            if os.path.isfile(full):
+                return full
+        return None
+    if path.endswith(".gz") and _PART.search(path[:-3]) and os.path.isfile(path[:-3]):
+        return path[:-3]
+    return None
 
 
 def _parse(inp: Input) -> None:
