@@ -111,7 +111,10 @@ def _checked(rec: Any) -> Line:
 def loads(line: bytes | str) -> Line:
     """Decode one journal line; raises DecodeError (a ValueError: a bad line) or
     JournalFormatError (a newer schema)."""
-    return _checked(_typed().decode(line))
+    try:
+        return _checked(_typed().decode(line))
+    except RecursionError:
+        raise DecodeError("nested deeper than any record (a hostile or damaged line)") from None
 
 
 def from_record(rec: dict[str, Any]) -> Line:
@@ -130,8 +133,12 @@ def decode_value(cls: type) -> Callable[[Any], Any]:
 
 
 def parse_json(data: bytes | str) -> Any:
-    """Parse any JSON document into plain objects (for importers of other tools' JSON)."""
-    return msgspec.json.decode(data)
+    """Parse any JSON document into plain objects (for importers of other tools' JSON); raises
+    DecodeError (a ValueError) for a bad one, a too deeply nested one included."""
+    try:
+        return msgspec.json.decode(data)
+    except RecursionError:
+        raise DecodeError("JSON nested too deeply to read") from None
 
 
 def _why(exc: Exception) -> str:
@@ -172,7 +179,9 @@ def iter_records(
             n += 1
             try:
                 rec = decode(raw)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, RecursionError) as exc:
+                # RecursionError: a line nested deeper than the decoder's stack (no record
+                # nests so deep: a hostile or damaged line, counted like any other bad one)
                 if not raw.strip():
                     continue
                 if not raw.endswith(b"\n"):

@@ -106,13 +106,12 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated sources not to run (repeatable)")
 
 
-def _load_config(path: Path | None, paths: HostPaths) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """[core] thresholds (plus driverctl's vfio-pci overrides under --root), [sources] and [k8s]
-    tables; errors name the file, line and key (diag.runtime.settings.load)."""
+def _load_config(path: Path | None, paths: HostPaths) -> Any:
+    """The AgentConfig: [core] thresholds (plus driverctl's vfio-pci overrides under --root),
+    [sources], [k8s] and [faults]; errors name the file, line and key (settings.load)."""
     from diag.runtime.settings import load
 
-    cfg = load(path, paths=paths)
-    return cfg.core, cfg.sources, cfg.k8s
+    return load(path, paths=paths)
 
 
 def _k8s_events_sink(table: dict[str, Any], report: Any) -> Any:
@@ -180,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     root_logger.setLevel(logging.INFO)
     paths = HostPaths.at(args.root)
     paths.require_sysfs()
-    core_config, source_options, k8s_table = _load_config(args.config, paths)
+    cfg = _load_config(args.config, paths)
 
     registry = SOURCES.load()
     for failure in (*registry.failures, *RULES.load().failures):
@@ -200,18 +199,16 @@ def run(args: argparse.Namespace) -> int:
     handled = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
     signal.pthread_sigmask(signal.SIG_BLOCK, handled)
     try:
-        return _serve(args, logs, paths, core_config, source_options, names, handled,
-                      k8s_table)
+        return _serve(args, logs, paths, cfg, names, handled)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
 
 
-def _serve(args: argparse.Namespace, logs: Any, paths: HostPaths, core_config: Any,
-           source_options: dict[str, Any], names: list[str], handled: set[signal.Signals],
-           k8s_table: dict[str, Any] | None = None) -> int:
+def _serve(args: argparse.Namespace, logs: Any, paths: HostPaths, cfg: Any, names: list[str],
+           handled: set[signal.Signals]) -> int:
     """Build sources and sinks with `handled` signals blocked, start them, serve until stopped."""
     agent = _Agent(args, logs, paths)
-    agent.build(core_config, source_options, names, k8s_table or {})
+    agent.build(cfg, names)
     agent.handle_signals()
     agent.start(handled)
     agent.serve()
@@ -235,24 +232,28 @@ class _Agent:
 
     # ---- building -------------------------------------------------------------------------
 
-    def build(self, core_config: Any, source_options: dict[str, Any], names: list[str],
-              k8s_table: dict[str, Any]) -> None:
+    def build(self, cfg: Any, names: list[str]) -> None:
         from diag.core.correlator import Correlator
         from diag.runtime import Pipeline, PipelineOptions, build_sources
         from diag.sinks.metrics import MetricsSink
         from diag.sources import SourceContext
 
-        correlator = Correlator(core_config)
+        correlator = Correlator(cfg.core)
+        self.faults = cfg.faults
+        if cfg.faults.active:
+            self.log.warning("faults_injected", **cfg.faults.describe(),
+                             note="fault injection ([faults]) is for tests, never a production host")
         self.journal = self._open_journal(correlator)
         # Sources only after the journal: a second agent on the same journal (JournalInUse)
         # stops before it has started or probed anything.
         self.sources, self.unavailable = build_sources(
-            SourceContext(paths=self.paths, options=source_options), names
+            SourceContext(paths=self.paths, options=cfg.sources, faults=cfg.faults), names
         )
         self.pipe = pipe = Pipeline(self.sources, correlator=correlator,
                                     unavailable=self.unavailable,
-                                    options=PipelineOptions(stop_timeout_s=STOP_BUDGET_S))
-        k8s_events = _k8s_events_sink(k8s_table, self._report)
+                                    options=PipelineOptions(stop_timeout_s=STOP_BUDGET_S,
+                                                            faults=cfg.faults))
+        k8s_events = _k8s_events_sink(cfg.k8s, self._report)
         self.metrics = MetricsSink(journal=self.journal.stats if self.journal else None,
                                    extra=[lambda: _runtime_families(pipe),
                                           *([k8s_events.families] if k8s_events else [])])
@@ -284,7 +285,7 @@ class _Agent:
                 fsync_interval_s=args.journal_fsync_interval, state=correlator.snapshot,
                 header=lambda part: default_header(part, root=str(paths.root), paths=paths,
                                                    started_ns=started_ns),
-                report=self._report, batch=True,
+                report=self._report, batch=True, faults=self.faults,
             )
         except OSError as exc:
             raise DiagError(f"cannot open the journal {journal_path}: {exc.strerror or exc}",

@@ -529,9 +529,11 @@ class Model:
 
     def _lost(self, e: ev.EventsLost) -> None:
         s = self._source(e.lost_source)
-        n = e.count if e.count is not None else 1
-        self.sources[e.lost_source] = ev.replace(s, lost=s.lost + n)
-        self.lost_total += n
+        if e.count is None:  # the kernel said "some": an incident, not a number of events
+            self.sources[e.lost_source] = ev.replace(s, lost_incidents=s.lost_incidents + 1)
+            return
+        self.sources[e.lost_source] = ev.replace(s, lost=s.lost + e.count)
+        self.lost_total += e.count
 
     def _resynced(self, e: ev.Resynced) -> None:
         s = self._source(e.resynced_source)

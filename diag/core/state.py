@@ -112,6 +112,10 @@ class SourceHealth(msgspec.Struct, frozen=True, kw_only=True):
     hint: str = ""
     events: int = 0
     lost: int = 0
+    """Events lost, counted exactly (uevent SEQNUM gaps, eBPF and queue counters, journal)."""
+    lost_incidents: int = 0
+    """Losses whose size is unknown (count=None: rtnetlink broadcasts carry no sequence
+    number), one per incident: a lower bound, not a number of events."""
     resyncs: int = 0
 
 

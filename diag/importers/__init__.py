@@ -34,6 +34,19 @@ HEAD_BYTES = 64 * 1024
 MAX_LINE = 1024 * 1024
 """Longer lines are cut (the first MiB is kept, counted as malformed by the parser): a hostile or
 broken file must not make one line eat the memory."""
+MiB = 1024 * 1024
+MAX_INPUT_BYTES = 256 * MiB
+"""What one input gives at most (decompressed) to an importer that keeps its events: past it the
+input is cut, and the report says so (the agent's own journal is streamed: not capped)."""
+MAX_WHOLE_FILE = 16 * MiB
+"""A file read whole (Kata configuration and state, a snapshot) larger than this is none of
+those: it is refused, not held in memory."""
+GZ_MAX_RATIO = 100
+GZ_RATIO_FROM = 8 * MiB
+"""A .gz input that has inflated past GZ_RATIO_FROM at more than GZ_MAX_RATIO times the
+compressed bytes read is a compression bomb (text compresses 5-30 times): it is cut there."""
+_INFLATE_CHUNK = 256 * 1024
+"""Each decompress call gives at most this much (an unbounded call inflates 64 KiB to 64 MiB)."""
 
 
 @dataclass(slots=True)
@@ -172,6 +185,7 @@ def _gunzip(raw: io.BufferedReader, stats: FileStats) -> Iterator[bytes]:
     """
     d = zlib.decompressobj(wbits=31)
     fed = False
+    inflated = 0
     while True:
         chunk = raw.read(1 << 16)
         if not chunk:
@@ -180,12 +194,19 @@ def _gunzip(raw: io.BufferedReader, stats: FileStats) -> Iterator[bytes]:
         while chunk:
             fed = True
             try:
-                out = d.decompress(chunk)
+                out = d.decompress(chunk, _INFLATE_CHUNK)
             except zlib.error as exc:
                 stats.truncated = True
                 stats.note(f"compressed stream is corrupt ({exc}); read up to there")
                 return
             if out:
+                inflated += len(out)
+                if inflated > GZ_RATIO_FROM and inflated > GZ_MAX_RATIO * stats.bytes_read:
+                    stats.truncated = True
+                    stats.note(f"a compression bomb: it inflates more than {GZ_MAX_RATIO} times "
+                               f"(the limit past {GZ_RATIO_FROM // MiB} MiB); read only its first "
+                               f"{inflated // MiB} MiB")
+                    return
                 yield out
             if d.eof:
                 chunk = d.unused_data
@@ -194,7 +215,7 @@ def _gunzip(raw: io.BufferedReader, stats: FileStats) -> Iterator[bytes]:
                 if not chunk.strip(b"\0"):
                     chunk = b""  # padding after the last member
             else:
-                chunk = b""
+                chunk = d.unconsumed_tail  # more output waits for this input
     if fed and not d.eof:
         tail = d.flush()
         if tail:
@@ -212,11 +233,12 @@ def _plain(raw: io.BufferedReader, stats: FileStats) -> Iterator[bytes]:
         yield chunk
 
 
-def iter_lines(path: str, stats: FileStats) -> Iterator[bytes]:
+def iter_lines(path: str, stats: FileStats, limit: int | None = MAX_INPUT_BYTES) -> Iterator[bytes]:
     """Yield the lines of a plain or gzip file; a cut or corrupt stream ends it with a note.
 
     The last line of a cut stream is yielded without its newline, so parsers can tell a
-    truncated tail from a malformed line.
+    truncated tail from a malformed line. Past `limit` bytes (decompressed; None: no limit)
+    the input is cut and marked so.
     """
     try:
         raw = open(path, "rb")  # noqa: SIM115 - closed in finally
@@ -233,8 +255,15 @@ def iter_lines(path: str, stats: FileStats) -> Iterator[bytes]:
         chunks = _gunzip(raw, stats) if gz else _plain(raw, stats)
         pending = b""
         skipping = False  # inside a line longer than MAX_LINE: drop until its end
+        total = 0
         try:
             for chunk in chunks:
+                total += len(chunk)
+                if limit is not None and total > limit:
+                    stats.truncated = True
+                    stats.note(f"read only its first {limit // MiB} MiB (the limit for one input)")
+                    pending = b""
+                    break
                 data = pending + chunk if pending else chunk
                 parts = data.split(b"\n")
                 pending = parts.pop()
@@ -256,6 +285,27 @@ def iter_lines(path: str, stats: FileStats) -> Iterator[bytes]:
             yield pending
     finally:
         raw.close()
+
+
+def read_whole(lines: Iterable[bytes], stats: FileStats, what: str,
+               limit: int | None = None) -> bytes | None:
+    """A file read whole, or None (and `stats.error`) when it is larger than `limit` (default
+    MAX_WHOLE_FILE): no `what` is that large, and holding it would cost its size in memory."""
+    limit = MAX_WHOLE_FILE if limit is None else limit
+    parts: list[bytes] = []
+    size = 0
+    for line in lines:
+        size += len(line)
+        if size > limit:
+            stats.error = (f"larger than {_size(limit)} (decompressed), the limit for {what}: "
+                           "not read")
+            return None
+        parts.append(line)
+    return b"".join(parts)
+
+
+def _size(n: int) -> str:
+    return f"{n // MiB} MiB" if n % MiB == 0 else f"{n} bytes"
 
 
 def read_head(path: str, limit: int = HEAD_BYTES) -> tuple[list[str], str]:

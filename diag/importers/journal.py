@@ -65,7 +65,7 @@ def first_header(path: str) -> codec.Header | None:
 
 def parse_file(path: str, file_stats: FileStats, *, skip_restatement: bool = False) -> Parsed:
     """A journal file as a lazy, stamp-ordered stream; `file_stats` is filled as it is read."""
-    return _parsed(iter_lines(path, file_stats), file_stats, skip_restatement=skip_restatement,
+    return _parsed(iter_lines(path, file_stats, None), file_stats, skip_restatement=skip_restatement,
                    note_cut=True)
 
 

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from diag import events as ev
-from diag.importers import FileStats, Parsed, register
+from diag.importers import FileStats, Parsed, read_whole, register
 from diag.sources.kata import effective
 
 SOURCE = "kata"
@@ -120,7 +120,9 @@ class _KataConfigImporter:
         return any(_KEY.match(x) for x in text) and keys * 2 >= len(text)
 
     def parse(self, lines: Iterable[bytes], stats: FileStats, origin: str) -> Parsed:
-        data = b"".join(lines)
+        data = read_whole(lines, stats, "a Kata configuration file")
+        if data is None:
+            return Parsed(events=[], clock="static")
         stats.lines = data.count(b"\n")
         text, notes = fragment_text(data.decode("utf-8", "replace"))
         for n in notes:

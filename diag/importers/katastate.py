@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 
 from diag import events as ev
-from diag.importers import FileStats, Parsed, register
+from diag.importers import FileStats, Parsed, read_whole, register
 from diag.sources.kata import decode as kata_decode
 
 _SID = re.compile(r"^[0-9a-zA-Z][0-9a-zA-Z_.-]{5,127}$")
@@ -92,7 +92,9 @@ class _KataStateImporter:
             any(m in text for m in _MARKERS) or is_bundle(text))
 
     def parse(self, lines: Iterable[bytes], stats: FileStats, origin: str) -> Parsed:
-        data = b"".join(lines)
+        data = read_whole(lines, stats, "a Kata state file")
+        if data is None:
+            return Parsed(events=[], clock="static")
         stats.lines = data.count(b"\n")
         text = data.decode("utf-8", "replace")
         if is_bundle(text):

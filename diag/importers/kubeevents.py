@@ -21,7 +21,9 @@ from diag.sources.kata import loglines
 
 MAX_BYTES = 32 * 1024 * 1024
 _ANCHOR = re.compile(r"(?:^|[\s\[{,:-])[&*][\w-]+", re.M)
-_YAML_KIND = re.compile(r"^\s*-?\s*kind:\s*(Event|EventList|List)\s*$", re.M)
+_YAML_KIND = re.compile(r"^[ \t]*-?[ \t]*kind:[ \t]*(Event|EventList|List)[ \t]*\r?$", re.M)
+"""Blanks, not \\s: \\s also matches newlines, and `^\\s*-?\\s*` then backtracks across every
+following blank line from every line start (a head of blank lines took minutes to sniff)."""
 
 
 def load(text: str) -> object:

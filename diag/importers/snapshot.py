@@ -8,7 +8,7 @@ from typing import Any
 
 from diag import codec
 from diag import events as ev
-from diag.importers import FileStats, Parsed, register
+from diag.importers import FileStats, Parsed, read_whole, register
 
 SOURCE = "sysfs"
 KIND = "vfiowatch_snapshot"
@@ -61,7 +61,9 @@ class _SnapshotImporter:
         return text.lstrip().startswith("{") and f'"kind": "{KIND}"' in text.replace('":"', '": "')
 
     def parse(self, lines: Iterable[bytes], stats: FileStats, origin: str) -> Parsed:
-        data = b"".join(lines)
+        data = read_whole(lines, stats, "a snapshot")
+        if data is None:
+            return Parsed(events=[], clock="static")
         stats.lines = data.count(b"\n")
         return Parsed(events=list(parse_snapshot(data, stats)), clock="static")
 

@@ -22,6 +22,10 @@ DEDUPE_MAX_NS = 1_000_000_000
 """Copies of one happening in two inputs are merged within 2x the alignment uncertainty,
 at least 50 ms and at most 1 s."""
 
+MAX_SCAN = 256
+"""Waiting copies one event is compared with at most: a hostile input of one event repeated at
+one stamp would otherwise cost the square of its length (a 4 MB .gz: minutes)."""
+
 Item = tuple[int, int, int, ev.Event]
 """(stamp, input index, sequence, event): heap-mergeable without comparing events."""
 
@@ -99,10 +103,13 @@ class Dedupe:
         self.window = DEDUPE_MAX_NS if not uncertainty else min(
             DEDUPE_MAX_NS, max(DEDUPE_MIN_NS, 4 * max(uncertainty.values())))
         self.pending: deque[list[Any]] = deque()  # [ts, idx, n, event, identity, record]
-        self.by_ident: dict[tuple[object, ...], deque[list[Any]]] = {}
-        """The waiting events by identity, so a new one is compared with its like only (a
-        dense journal beside an imprecisely aligned capture holds thousands in the window)."""
+        self.by_ident: dict[tuple[object, ...], dict[int, deque[list[Any]]]] = {}
+        """The waiting events by identity, then input, so a new one is compared with its like
+        from other inputs only (a dense journal beside an imprecisely aligned capture holds
+        thousands in the window), and with its own input's only for a log line."""
         self.dropped = 0
+        self.capped = 0
+        """Events compared with MAX_SCAN waiting copies and kept (a merge may have been missed)."""
 
     def _pair_window(self, a: int, b: int) -> int:
         w = 2 * (self.unc.get(a, 0) + self.unc.get(b, 0))
@@ -113,10 +120,13 @@ class Dedupe:
         while pend and (until is None or pend[0][0] < until):
             p = pend.popleft()
             if p[4] is not None:
-                same = self.by_ident[p[4]]
-                same.popleft()  # the oldest of its identity: they wait in stamp order
+                per = self.by_ident[p[4]]
+                same = per[p[1]]
+                same.popleft()  # the oldest of its identity and input: they wait in stamp order
                 if not same:
-                    del self.by_ident[p[4]]
+                    del per[p[1]]
+                    if not per:
+                        del self.by_ident[p[4]]
             out.append((p[0], p[1], p[2], p[3]))
 
     def push(self, item: Item) -> list[Item]:
@@ -126,25 +136,37 @@ class Dedupe:
         ident = _identity(e)
         if ident is not None:
             rec: dict[str, object] | None = None
-            for p in self.by_ident.get(ident, ()):
-                if ts - p[0] > self._pair_window(p[1], idx):
+            scanned = 0
+            within = ident[0] is ev.LogLineMatched or ident[0] is ev.SysfsWriteObserved
+            for other, waiting in self.by_ident.get(ident, {}).items():
+                if other == idx and not within:
                     continue
-                if p[1] == idx and not _same_line_elsewhere(p[3], e):
-                    continue
-                if rec is None:
-                    rec = codec.to_record(e)
-                if p[5] is None:
-                    p[5] = codec.to_record(p[3])
-                if not _compatible(p[5], rec):
-                    continue
-                self.dropped += 1
-                if _known(rec) > _known(p[5]):
-                    p[3], p[5] = replace(e, ts_ns=p[0]), rec
-                return out
+                window = self._pair_window(other, idx)
+                for p in waiting:
+                    scanned += 1
+                    if scanned > MAX_SCAN:
+                        self.capped += 1
+                        break
+                    if ts - p[0] > window:
+                        continue
+                    if p[1] == idx and not _same_line_elsewhere(p[3], e):
+                        continue
+                    if rec is None:
+                        rec = codec.to_record(e)
+                    if p[5] is None:
+                        p[5] = codec.to_record(p[3])
+                    if not _compatible(p[5], rec):
+                        continue
+                    self.dropped += 1
+                    if _known(rec) > _known(p[5]):
+                        p[3], p[5] = replace(e, ts_ns=p[0]), rec
+                    return out
+                if scanned > MAX_SCAN:
+                    break
         entry = [ts, idx, n, e, ident, None]
         self.pending.append(entry)
         if ident is not None:
-            self.by_ident.setdefault(ident, deque()).append(entry)
+            self.by_ident.setdefault(ident, {}).setdefault(idx, deque()).append(entry)
         return out
 
     def flush(self) -> list[Item]:

@@ -9,12 +9,13 @@ replay) and their rotated parts are put in order.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from diag import events as ev
 from diag.core.thresholds import CoreConfig
-from diag.importers import FileStats, Importer, Parsed, iter_lines, sniff, walk
+from diag.importers import FileStats, Importer, Parsed, iter_lines, read_whole, sniff, walk
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,12 @@ def _open(index: int, path: str, seen: dict[str, str], at: str | None) -> Input:
         st.note(f"the same file as {seen[real]}: read once")
         return Input(index=index, path=path, stats=st)
     seen[real] = path
+    copy_of = crash_leftover_of(path)
+    if copy_of is not None:
+        st.format = "duplicate"
+        st.note(f"an unfinished compressed copy of {copy_of} (the agent stopped while it "
+                f"compressed that part): {copy_of} is read instead")
+        return Input(index=index, path=path, stats=st)
     if os.path.exists(path) and not os.path.isfile(path):
         # A FIFO, socket or device: reading it twice (sniff, then parse) would block or
         # lose data.
@@ -139,6 +146,26 @@ def _open(index: int, path: str, seen: dict[str, str], at: str | None) -> Input:
     else:
         st.format = imp.name
     return inp
+
+
+_PART = re.compile(r"\.\d{6}$")
+"""A rotated journal part's suffix (`journal.jsonl.000003`)."""
+
+
+def crash_leftover_of(path: str) -> str | None:
+    """The complete file a crash leftover beside it copies, or None. The journal compresses a
+    part `P` into `P.gz.tmp`, renames that to `P.gz`, then deletes `P`: a crash leaves
+    `P.gz.tmp` (cut) beside `P`, or `P.gz` beside `P`. Either copy would be read as one more
+    part (every event twice): `P` is complete in both cases, and the copy is skipped."""
+    if path.endswith(".gz.tmp"):
+        base = path[: -len(".gz.tmp")]
+        for full in (base, base + ".gz"):
+            if os.path.isfile(full):
+                return full
+        return None
+    if path.endswith(".gz") and _PART.search(path[:-3]) and os.path.isfile(path[:-3]):
+        return path[:-3]
+    return None
 
 
 def _parse(inp: Input) -> None:
@@ -167,32 +194,24 @@ def _parse(inp: Input) -> None:
 _CONTINUES = "continues an earlier part given here: its restated state was skipped"
 
 
-MAX_WHOLE_FILE = 16 * 1024 * 1024
-"""A Kata configuration or state file is a few KiB; more than this is not one, and is not held
-whole in memory (the lines past it are left, and the input says so)."""
-
-
-def _read_text(inp: Input) -> str:
-    parts: list[bytes] = []
-    size = 0
-    for line in iter_lines(inp.path, inp.stats):
-        if size + len(line) > MAX_WHOLE_FILE:
-            inp.stats.truncated = True
-            inp.stats.note(f"read only its first {MAX_WHOLE_FILE // (1024 * 1024)} MiB "
-                           "(larger than any configuration or state file)")
-            break
-        parts.append(line)
-        size += len(line)
-    data = b"".join(parts)
+def _read_text(inp: Input, what: str) -> str | None:
+    """The whole file's text; None (the input refused, said why) past MAX_WHOLE_FILE."""
+    data = read_whole(iter_lines(inp.path, inp.stats), inp.stats, what)
+    if data is None:
+        _set_static(inp, [])
+        return None
     inp.stats.lines = data.count(b"\n")
     return data.decode("utf-8", "replace")
 
 
-def _config_text(inp: Input) -> str:
+def _config_text(inp: Input) -> str | None:
     """A configuration file's text; a pasted fragment made loadable (and said so)."""
     from diag.importers import kataconfig
 
-    text, notes = kataconfig.fragment_text(_read_text(inp))
+    raw = _read_text(inp, "a Kata configuration file")
+    if raw is None:
+        return None
+    text, notes = kataconfig.fragment_text(raw)
     for n in notes:
         inp.stats.note(n)
     return text
@@ -282,13 +301,15 @@ def _kata_facts(inputs: list[Input], configs: list[ev.KataConfig]) -> None:
         i.stats.events = len(out)
 
 
-def _kata_configs(confs: dict[str, Input]) -> list[ev.KataConfig]:
+def _kata_configs(every: dict[str, Input]) -> list[ev.KataConfig]:
     """Each main file with its config.d drop-ins as one handler's effective configuration."""
     from diag.importers import kataconfig
 
+    read = {p: _config_text(i) for p, i in every.items()}
+    texts = {p: t for p, t in read.items() if t is not None}  # a refused file merges nothing
+    confs = {p: every[p] for p in texts}
     configs: list[ev.KataConfig] = []
     for main, drops in kataconfig.group_configs(list(confs)):
-        texts = {p: _config_text(confs[p]) for p in ([main] if main else []) + drops}
         events = kataconfig.parse_group((main, texts[main]) if main else None,
                                         [(d, texts[d]) for d in drops])
         owner = confs[main] if main else confs[drops[0]]
@@ -319,7 +340,9 @@ def _kata_states(states: list[Input], configs: list[ev.KataConfig]) -> None:
     from diag.sources.kata import decode as kata_decode
 
     cfg = configs[0] if len(configs) == 1 else None
-    texts = {i.path: _read_text(i) for i in states}
+    read = {i.path: _read_text(i, "a Kata state file") for i in states}
+    texts = {p: t for p, t in read.items() if t is not None}
+    states = [i for i in states if i.path in texts]
     bundles: dict[str, tuple[Input, kata_decode.BundleInfo]] = {}
     for i in states:
         if katastate.is_bundle(texts[i.path]):

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.postmortem.align import align_inputs
-from diag.postmortem.dedupe import Dedupe, Item, deduped
+from diag.postmortem.dedupe import MAX_SCAN, Dedupe, Item, deduped
 from diag.postmortem.inputs import Input, Options, open_inputs
 from diag.postmortem.katakernel import KernelFromKata
 from diag.postmortem.moment import end_is_later, listing_notes, place_listings
@@ -336,6 +336,11 @@ class _Feed:
                 f"{dedupe.dropped} event(s) seen twice (by two inputs, or one log line in two "
                 "places) were merged into one: same happening, no conflicting field, stamps "
                 "within twice the clocks' uncertainty (at least 50 ms)")
+        if dedupe is not None and dedupe.capped:
+            report.clock_notes.append(
+                f"{dedupe.capped} event(s) had more than {MAX_SCAN} waiting copies of the same "
+                "kind within the merge window (a flood, or a hostile input): each was compared "
+                f"with {MAX_SCAN} of them only, so a copy seen twice may be counted twice")
         report.events_total = self.count
         report.timeline_total = self.total
         report.findings = list(self.findings.items.values())

@@ -32,7 +32,9 @@ The shape (DESIGN.md), as threads:
   When a timer tick produces findings, a `ClockTicked` is written to the sinks before them, so a
   journal replay reproduces them.
 * **Source health.** Each source runs under a supervisor: `SourceStateChanged(up=True)` when it
-  starts; an exception is logged, reported as `SourceStateChanged(up=False, reason, hint)` and
+  starts (a source with `reports_up = True`, whose start can still fail after its probe, is
+  reported `up=False, reason="starting: ..."` and says `up=True` itself once it works: the eBPF
+  source after its programs are loaded and attached); an exception is logged, reported as `SourceStateChanged(up=False, reason, hint)` and
   the source is restarted with exponential backoff (`retry_initial_s` .. `retry_max_s`). A source
   whose `probe()` says it cannot run is reported once (up=False, reason + hint) and not started.
 * **Ordered start-up / teardown** (Falco `app.cpp`): start = unavailable sources reported, core
@@ -69,6 +71,7 @@ from typing import Any
 
 from diag import events as ev
 from diag.common.errors import DiagError
+from diag.common.faults import NO_FAULTS, Faults, InjectedFault
 from diag.core.correlator import Correlator
 from diag.core.state import HostState, SnapshotListener
 from diag.core.thresholds import CoreConfig
@@ -79,6 +82,8 @@ from diag.sources.watermark import Watermark
 
 log = logging.getLogger("vfiowatch.runtime")
 
+STARTING = "starting:"
+"""How the reason of a source that is not up yet, but on its way, begins."""
 RUNTIME_SOURCE = "runtime"
 """`source` of the events the pipeline itself produces (queue loss, unavailable sources, ticks)."""
 
@@ -107,6 +112,9 @@ class PipelineOptions:
     retry_max_s: float = 30.0
     stop_timeout_s: float = 2.0
     """Budget for the whole of stop(): join sources, drain, flush, close."""
+    faults: Faults = NO_FAULTS
+    """`crash_source`: that source's thread raises once, `crash_after_s` into its first run
+    (tests; diag.common.faults)."""
 
 
 @dataclass(slots=True)
@@ -506,19 +514,28 @@ class Pipeline:
             wm = None
         merge = self._merge
 
+        # A source whose start-up can fail after the probe (the eBPF source compiles and
+        # attaches) reports itself up once it works: until then it is "starting", not up.
+        self_reported = bool(getattr(src, "reports_up", False))
         while not self._stop_sources.is_set():
             st.up = True
             # Running from here: the source's next stamps (this thread's first) come later.
             if wm is not None:
                 wm.working()
             merge.set_running(src.name, True)
-            # Up, with the probe's note when it has one (a degraded mode and its fix).
-            self.emit(ev.SourceStateChanged(ts_ns=self._clock(), source=RUNTIME_SOURCE,
-                                            name=src.name, up=True, mode=mode,
-                                            reason=avail.reason, hint=avail.hint))
+            # Up (or starting), with the probe's note when it has one (a degraded mode, its fix).
+            self.emit(ev.SourceStateChanged(
+                ts_ns=self._clock(), source=RUNTIME_SOURCE, name=src.name,
+                up=not self_reported, mode=mode,
+                reason=avail.reason if not self_reported or avail.reason.startswith(STARTING)
+                else f"{STARTING} {avail.reason}".rstrip(),
+                hint=avail.hint))
             started = time.monotonic()
             try:
-                src.run(emit, self._stop_sources)
+                if self.options.faults.crash_source == src.name and not st.restarts:
+                    self._run_then_crash(src, emit)  # raises, unless stopped first
+                else:
+                    src.run(emit, self._stop_sources)
                 if self._stop_sources.is_set():
                     break
                 reason, hint = "the source returned unexpectedly", "it is restarted with backoff"
@@ -555,6 +572,21 @@ class Pipeline:
         source sets its watermark, then looks here: one of the two sees the other."""
         if self._merge.store:
             self._queue.kick()
+
+    def _run_then_crash(self, src: Source, emit: Callable[[ev.Event], None]) -> None:
+        """`[faults] crash_source`: run the source with a stop of its own, set `crash_after_s`
+        in (or at the real stop), then raise as a crashing source would."""
+        after = self.options.faults.crash_after_s
+        stop = threading.Event()
+
+        def trip() -> None:
+            self._stop_sources.wait(after)
+            stop.set()
+
+        threading.Thread(target=trip, name="vfiowatch-fault", daemon=True).start()
+        src.run(emit, stop)
+        if not self._stop_sources.is_set():
+            raise InjectedFault(f"injected crash {after:g} s in ([faults] crash_source)")
 
     def _core_loop(self) -> None:
         opts = self.options

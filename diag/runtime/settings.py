@@ -22,12 +22,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from diag.common import faults as faults_mod
 from diag.common.errors import ConfigError
 from diag.common.paths import HostPaths
+from diag.common.tomldepth import too_deep
 from diag.core import thresholds
 from diag.core.thresholds import CoreConfig
 
-TOP_LEVEL = ("core", "sources", "k8s")
+TOP_LEVEL = ("core", "sources", "k8s", "faults")
 DRIVERCTL_DIR = "/etc/driverctl.d"
 _BDF = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 _TABLE = re.compile(r"^\s*\[\s*([^\]\[]+?)\s*\]\s*(?:#.*)?$")
@@ -43,6 +45,8 @@ class AgentConfig:
     """`[sources.<name>]` tables by source name, as parsed."""
     k8s: dict[str, Any] = field(default_factory=dict)
     """The `[k8s]` table (Kubernetes Events; checked by diag.sinks.k8s_events.parse_options)."""
+    faults: faults_mod.Faults = faults_mod.NO_FAULTS
+    """The `[faults]` table: fault injection, for tests only (diag.common.faults)."""
     path: str | None = None
     """The file it came from; None when defaults are used."""
 
@@ -88,6 +92,11 @@ def read_driverctl(paths: HostPaths) -> tuple[str, ...]:
 
 def parse_text(text: str, path: str) -> AgentConfig:
     """Parse the configuration file's text (pure; `load` adds the file and driverctl)."""
+    deep = too_deep(text)
+    if deep is not None:  # tomllib recurses: bounded first
+        raise ConfigError(f"{path}:{deep.line}: {deep.reason}",
+                          hint="the agent's settings are [core], [sources.<name>] and [k8s] "
+                               "tables of plain keys: remove the nesting")
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -101,7 +110,8 @@ def parse_text(text: str, path: str) -> AgentConfig:
             where = f"{path}:{lines[key]}" if key in lines else path
             raise ConfigError(
                 f"{where}: unknown table or key {key!r}",
-                hint="the file has [core] (rule thresholds), [sources.<name>] and [k8s] tables",
+                hint="the file has [core] (rule thresholds), [sources.<name>] and [k8s] tables "
+                     "(and [faults], for tests)",
             )
     core = thresholds.parse(doc, path, lines)
     sources_doc = doc.get("sources", {})
@@ -124,7 +134,12 @@ def parse_text(text: str, path: str) -> AgentConfig:
     from diag.sinks.k8s_events import parse_options
 
     parse_options(k8s, path, lines)  # errors name the file, line and key now, not at start
-    return AgentConfig(core=core, sources=sources, k8s=dict(k8s), path=path)
+    faults_doc = doc.get("faults", {})
+    if not isinstance(faults_doc, dict):
+        where = f"{path}:{lines['faults']}" if "faults" in lines else path
+        raise ConfigError(f"{where}: faults must be a table", hint=faults_mod.HINT)
+    faults = faults_mod.parse(faults_doc, path, lines)
+    return AgentConfig(core=core, sources=sources, k8s=dict(k8s), faults=faults, path=path)
 
 
 def load(path: str | Path | None, *, root: str | Path = "/", paths: HostPaths | None = None) -> AgentConfig:

@@ -51,6 +51,7 @@ import os
 import queue
 import re
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -61,6 +62,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from diag import codec
 from diag import events as ev
 from diag.common.errors import DiagError
+from diag.common.faults import NO_FAULTS, Countdown, Faults
 from diag.core.state import HostState
 
 if TYPE_CHECKING:
@@ -78,6 +80,38 @@ Report = Callable[..., None]
 """`report(level, event, **fields)`: how the sink tells the agent's log about its trouble."""
 
 _SPACE_ERRNOS = {errno_mod.ENOSPC, errno_mod.EDQUOT, errno_mod.EFBIG}
+MODE = 0o640
+"""Every journal file (the live one, rotated and compressed parts, the lock) is created with
+this mode, less the umask; a compressed part then takes its plain part's exact mode."""
+_KEEPS_RUNNING = ("the agent keeps running, counts what it could not write and resumes by "
+                  "itself")
+ERRNO_HINTS: dict[int, str] = {
+    errno_mod.ENOSPC: "free space on the journal's file system",
+    errno_mod.EDQUOT: "raise the disk quota of the agent's user on the journal's file system, "
+                      "or free space in it",
+    errno_mod.EFBIG: "the file outgrew a file-size limit (ulimit -f, or the file system's): "
+                     "lower --journal-max-bytes",
+    errno_mod.EROFS: "the journal's file system is read-only: remount it read-write, or point "
+                     "--journal at a writable directory",
+    errno_mod.EACCES: "the agent may not write there: give its user write access to the "
+                      "journal's directory and file, or point --journal elsewhere",
+    errno_mod.EPERM: "the file refuses writes (immutable or append-only attribute, a security "
+                     "module): lsattr it, or point --journal elsewhere",
+    errno_mod.EIO: "the disk reported an I/O error: check the kernel log (dmesg) and the device; "
+                   "the file is reopened on each retry",
+    errno_mod.ENOENT: "the journal's directory is gone: recreate it (the file is reopened on "
+                      "each retry)",
+    errno_mod.ENOTDIR: "a component of the journal's path is not a directory: fix --journal",
+    errno_mod.EISDIR: "--journal names a directory: give it a file name inside it",
+    errno_mod.ESTALE: "the network file system lost the file: check the mount",
+}
+"""The fix for a failed journal write or open, by errno (`errno_hint`)."""
+
+
+def errno_hint(code: int) -> str:
+    """The one-line fix for a journal write that failed with `code`, and what the agent does."""
+    fix = ERRNO_HINTS.get(code, f"{os.strerror(code)}: check the journal's path and file system")
+    return f"{fix}; {_KEEPS_RUNNING}"
 _PART = re.compile(r"^\.(\d{6})(\.gz)?$")
 
 
@@ -156,7 +190,7 @@ def lock_journal(journal: Path) -> int:
     dashboard) never take it.
     """
     path = lock_path(journal)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -215,6 +249,7 @@ class JournalSink:
         report: Report | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
         batch: bool = False,
+        faults: Faults = NO_FAULTS,
     ) -> None:
         """`state`: the current HostState (the correlator's `snapshot`, called on the core
         thread), used for each file's opening snapshot; without it, the newest `snapshot()`
@@ -222,7 +257,9 @@ class JournalSink:
         where trouble is told (the log sink's logger). Raises JournalInUse when another agent
         holds the journal (see `lock_journal`); nothing is written, rotated or deleted then.
         `batch`: keep the lines of a batch until `end_batch()` (or `flush`, `close`, or
-        BATCH_LINES of them), and write them at once."""
+        BATCH_LINES of them), and write them at once.
+        `faults`: after `journal_fail_after` write attempts, the next `journal_fail_writes` fail
+        with EIO (tests; diag.common.faults)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = lock_journal(self.path)
@@ -239,6 +276,7 @@ class JournalSink:
         self._header_fn = header or (lambda part: default_header(part, started_ns=started_ns))
         self._report: Report = report or (lambda level, event, **fields: None)
         self._clock = clock_ns
+        self._inject = Countdown(faults.journal_fail_after, faults.journal_fail_writes)
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._size = 0
@@ -388,7 +426,7 @@ class JournalSink:
 
     def _open(self) -> bool:
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, MODE)
             self._size = os.fstat(fd).st_size
         except OSError as exc:
             self._fail(exc, 0)
@@ -426,6 +464,8 @@ class JournalSink:
             return
         data = b"".join(lines + payload) if lines or len(payload) != 1 else payload[0]
         try:
+            if self._inject():
+                raise OSError(errno_mod.EIO, "injected fault ([faults] journal_fail_writes)")
             n = os.write(fd, data)
             if n != len(data):
                 raise OSError(errno_mod.ENOSPC, os.strerror(errno_mod.ENOSPC))
@@ -498,9 +538,7 @@ class JournalSink:
         if first:
             self._report(
                 "error", "journal_write_failed", path=str(self.path), errno=name,
-                reason=os.strerror(code),
-                hint="free space on the journal's file system (or raise its quota); the agent "
-                     "keeps running, counts what it could not write and resumes by itself",
+                reason=os.strerror(code), hint=errno_hint(code),
             )
 
     def _hand_off_sync(self) -> None:
@@ -589,11 +627,17 @@ class JournalSink:
             dst = src.with_name(src.name + ".gz")
             tmp = src.with_name(src.name + ".gz.tmp")
             try:
-                with open(src, "rb") as fi, open(tmp, "wb") as raw:
-                    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL) as fo:
-                        shutil.copyfileobj(fi, fo, 1 << 20)
-                    raw.flush()
-                    os.fsync(raw.fileno())  # durable before it replaces the plain part
+                with open(src, "rb") as fi:
+                    # The compressed part has exactly its plain part's mode (the live file's):
+                    # created private, then fchmod, which the umask does not narrow or widen.
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+                                 | os.O_NOFOLLOW, 0o600)
+                    with open(fd, "wb") as raw:
+                        os.fchmod(fd, stat.S_IMODE(os.fstat(fi.fileno()).st_mode))
+                        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL) as fo:
+                            shutil.copyfileobj(fi, fo, 1 << 20)
+                        raw.flush()
+                        os.fsync(raw.fileno())  # durable before it replaces the plain part
                 os.rename(tmp, dst)
                 os.unlink(src)
             except OSError as exc:

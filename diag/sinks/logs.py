@@ -60,7 +60,8 @@ def iso_utc(ts_ns: int) -> str:
 
 
 _HEALTH_LEVEL: dict[type[ev.Event], Callable[[Any], str]] = {
-    ev.SourceStateChanged: lambda e: "info" if e.up or e.reason == "stopped" else "warning",
+    ev.SourceStateChanged: lambda e: ("info" if e.up or e.reason == "stopped"
+                                      or e.reason.startswith("starting:") else "warning"),
     ev.EventsLost: lambda e: "warning",
     ev.Resynced: lambda e: "info",
     ev.DecodeFailed: lambda e: "warning",

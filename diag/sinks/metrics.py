@@ -106,7 +106,10 @@ def state_families(st: HostState) -> Iterator[Metric]:
                                  "events the core received from each source", labels=["source"])
     lost = CounterMetricFamily("vfiowatch_source_events_lost",
                                "events each source (or the runtime queue) lost, as reported "
-                               "in-band", labels=["source"])
+                               "in-band; count=\"exact\": events counted (uevent SEQNUM gaps, "
+                               "eBPF and queue counters), count=\"incidents\": losses of "
+                               "unknown size (rtnetlink ENOBUFS), one each: a lower bound",
+                               labels=["source", "count"])
     resyncs = CounterMetricFamily("vfiowatch_source_resyncs",
                                   "times each source re-read the kernel's state after a loss",
                                   labels=["source"])
@@ -116,7 +119,9 @@ def state_families(st: HostState) -> Iterator[Metric]:
         if s.mode:
             mode.add_metric([s.name, s.mode], 1.0)
         events.add_metric([s.name], s.events)
-        lost.add_metric([s.name], s.lost)
+        lost.add_metric([s.name, "exact"], s.lost)
+        if s.lost_incidents:
+            lost.add_metric([s.name, "incidents"], s.lost_incidents)
         resyncs.add_metric([s.name], s.resyncs)
     yield from (up, mode, events, lost, resyncs)
 

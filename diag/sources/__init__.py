@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from diag import events as ev
+from diag.common.faults import NO_FAULTS, Faults
 from diag.common.paths import HostPaths
 from diag.common.registry import Registry
 
@@ -46,6 +47,8 @@ class SourceContext:
     paths: HostPaths = field(default_factory=HostPaths)
     options: Mapping[str, Any] = field(default_factory=dict)
     """Source-specific options from the CLI/config (`rcvbuf`, `mode`, ...)."""
+    faults: Faults = NO_FAULTS
+    """What to break on purpose (`[faults]`, tests only; diag.common.faults)."""
 
 
 @dataclass(slots=True)
@@ -64,6 +67,9 @@ class Source(Protocol):
     """A producer of events from one kernel or host interface."""
 
     name: ClassVar[str]
+    # Optional: `reports_up: ClassVar[bool] = True` on a source whose start can fail after its
+    # probe (compiling, attaching). The runtime then reports it "starting: <probe reason>"
+    # (up=False) and the source emits SourceStateChanged(up=True) itself once it works.
 
     def probe(self) -> Availability:
         """Cheap, side-effect-free check that the source can run here."""

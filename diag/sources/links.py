@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 
 from diag import events as ev
+from diag.common import caps
 from diag.common.bdf import is_bdf
 from diag.events import replace
 from diag.sources import (
@@ -151,9 +152,10 @@ class LinksSource:
         self.rcvbuf = int(opts.get("rcvbuf", DEFAULT_RCVBUF))
         self.scan_interval_s = float(opts.get("scan_interval_s", 0.5))
         self.want_all = str(opts.get("netns", "all")) != "host"
-        # Entering another namespace needs CAP_SYS_ADMIN: without root, watch the host's only
-        # (probe() says so) rather than fail to open every namespace on every scan.
-        self.only_host = not self.want_all or os.geteuid() != 0
+        # Entering another namespace needs CAP_SYS_ADMIN (whatever the uid): without it, watch
+        # the host's only (probe() says so) rather than fail to enter every namespace each scan.
+        self._no_setns = [m for m in caps.missing(SOURCE, caps.effective()) if m[0] == "SYS_ADMIN"]
+        self.only_host = not self.want_all or bool(self._no_setns)
         self.stats = LinksStats()
         self._ns: dict[int, _Ns] = {}
         self._by_fd: dict[int, _Ns] = {}
@@ -192,8 +194,9 @@ class LinksSource:
                                 hint="run on Linux with AF_NETLINK")
         if self.want_all and self.only_host:
             return Availability(True, mode="host-only",
-                                reason="not root: other network namespaces cannot be entered",
-                                hint="run as root (CAP_SYS_ADMIN for setns) to watch pod namespaces")
+                                reason="missing CAP_SYS_ADMIN: other network namespaces cannot be "
+                                       "entered (setns), only the host's links are followed",
+                                hint=caps.grant_hint(self._no_setns))
         return Availability(True, mode="all-netns" if not self.only_host else "host-only")
 
     def request_resync(self, reason: str) -> None:

@@ -19,11 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from diag.common import caps
+from diag.common import needs as needs_mod
+from diag.common.needs import NEEDS
 from diag.common.paths import HostPaths, OutsideRoot
 from diag.common.registry import Registry
 
 NETLINK_KOBJECT_UEVENT = 15
 NETLINK_ROUTE = 0
+SO_RCVBUFFORCE = 33
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,26 +106,58 @@ def tracefs_dir(paths: HostPaths) -> str | None:
     return None
 
 
+def tracefs_denied(paths: HostPaths) -> str | None:
+    """The tracefs directory that exists but this process may not read (tracefs is mode 0700
+    root), or None: "not mounted" would be the wrong diagnosis there."""
+    for p in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
+        try:
+            paths.stat(f"{p}/events")
+        except PermissionError:
+            return p
+        except OSError:
+            continue
+    return None
+
+
+def _no_tracefs(paths: HostPaths, name: str, prefix: str = "") -> CheckResult:
+    denied = tracefs_denied(paths)
+    if denied is not None:
+        return CheckResult(name, False, f"{prefix}{denied} exists but is not readable by uid "
+                                        f"{os.geteuid()} (tracefs is root's, mode 0700)",
+                           fix="run the agent as root (its capabilities can still be limited)",
+                           level="warn")
+    return CheckResult(name, False, f"{prefix}tracefs is not mounted",
+                       fix="mount -t tracefs nodev /sys/kernel/tracing", level="warn")
+
+
 @check
 def _privileges(paths: HostPaths) -> CheckResult:
-    if os.geteuid() == 0:
-        return CheckResult("privileges", True, "running as root (all capabilities)")
-    caps = ""
-    try:
-        for line in (Path("/proc/self/status")).read_text().splitlines():
-            if line.startswith("CapEff:"):
-                caps = line.split()[1]
-    except OSError:
-        pass
-    eff = int(caps, 16) if caps else 0
-    names = {21: "CAP_SYS_ADMIN", 38: "CAP_PERFMON", 39: "CAP_BPF", 12: "CAP_NET_ADMIN"}
-    have = [n for bit, n in sorted(names.items()) if eff & (1 << bit)]
-    return CheckResult(
-        "privileges", False,
-        f"not root; effective capabilities: {', '.join(have) or 'none of the needed'}",
-        fix="run as root, or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE",
-        level="warn",
-    )
+    """Judged by the effective capability set (uid 0 may have dropped some; another uid may
+    hold some), against NEEDS: what each part lacks and what it costs there."""
+    have = caps.effective()
+    uid = os.geteuid()
+    who = "root" if uid == 0 else f"uid {uid}"
+    if not have.known:
+        return CheckResult("privileges", False,
+                           f"running as {who}; /proc/self/status unreadable: capabilities unknown",
+                           fix="mount /proc", level="warn")
+    gaps = [(n.part, caps.missing(n.part, have)) for n in NEEDS]
+    gaps = [(part, m) for part, m in gaps if m]
+    if not gaps:
+        held = "all capabilities" if have.full else (
+            "the capabilities every source needs: " + ", ".join(
+                f"CAP_{c}" for c in sorted(needs_mod.capabilities()) if have.has(c)))
+        return CheckResult("privileges", True, f"running as {who} with {held}")
+    lacking: dict[str, tuple[str, str]] = {}
+    parts_of: dict[str, list[str]] = {}
+    for part, m in gaps:
+        for c, why in m:
+            lacking.setdefault(c, (c, why))
+            parts_of.setdefault(c, []).append(part)
+    detail = f"running as {who} without " + ", ".join(
+        f"CAP_{c} ({', '.join(parts)})" for c, parts in parts_of.items())
+    return CheckResult("privileges", False, detail, fix=caps.grant_hint(list(lacking.values())),
+                       level="warn")
 
 
 @check
@@ -181,10 +217,7 @@ def _tracefs(paths: HostPaths) -> CheckResult:
     t = tracefs_dir(paths)
     if t is not None:
         return CheckResult("tracefs", True, f"mounted at {t}")
-    return CheckResult(
-        "tracefs", False, "tracefs is not mounted",
-        fix="mount -t tracefs nodev /sys/kernel/tracing", level="warn",
-    )
+    return _no_tracefs(paths, "tracefs")
 
 
 @check
@@ -206,10 +239,7 @@ def _kprobes(paths: HostPaths) -> CheckResult:
 def _tracepoints(paths: HostPaths) -> CheckResult:
     t = tracefs_dir(paths)
     if t is None:
-        return CheckResult(
-            "syscall tracepoints", False, "unknown: tracefs not mounted",
-            fix="mount -t tracefs nodev /sys/kernel/tracing", level="warn",
-        )
+        return _no_tracefs(paths, "syscall tracepoints", "unknown: ")
     needed = ["sys_enter_openat", "sys_exit_openat", "sys_enter_write", "sys_exit_write"]
     missing = [n for n in needed if not paths.is_dir(f"{t}/events/syscalls/{n}")]
     if missing:
@@ -221,15 +251,32 @@ def _tracepoints(paths: HostPaths) -> CheckResult:
 
 
 def _netlink_bound(name: str, proto: int, what: str, bound: str, fix: str) -> CheckResult:
-    """Whether this process may bind group 1 of a netlink protocol (the sources must)."""
+    """Whether this process may bind group 1 of a netlink protocol (the sources must), and
+    whether it may force the large receive buffer the sources ask for (CAP_NET_ADMIN)."""
     s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
     try:
         s.bind((0, 1))
     except OSError as exc:
         return CheckResult(name, False, f"cannot bind {what}: {os.strerror(exc.errno or errno.EPERM)}",
                            fix=fix, level="warn")
+    else:
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 1 << 20)
+            forced = True
+        except OSError:
+            forced = False
     finally:
         s.close()
+    if not forced:
+        rmem = "?"
+        with contextlib.suppress(OSError, ValueError):
+            rmem = f"{int(Path('/proc/sys/net/core/rmem_max').read_text()):,}"
+        return CheckResult(
+            name, False,
+            f"{bound}, but without CAP_NET_ADMIN its receive buffer is capped by "
+            f"net.core.rmem_max ({rmem} bytes): a burst beyond it is lost, counted and resynced",
+            fix=caps.grant_hint([("NET_ADMIN", "")]) + "; or raise net.core.rmem_max",
+            level="warn")
     return CheckResult(name, True, bound)
 
 
@@ -268,6 +315,13 @@ def run_checks(paths: HostPaths) -> list[CheckResult]:
     for key, fn in CHECKS.load().items():
         try:
             out.append(fn(paths))
+        except PermissionError as exc:  # named, with the privilege that would let it look
+            what = f" {exc.filename}" if exc.filename else ""
+            out.append(CheckResult(key.replace("_", " "), False,
+                                   f"not permitted to read{what} as uid {os.geteuid()} "
+                                   f"({exc.strerror or exc}): cannot tell",
+                                   fix="run the check as root (or with CAP_DAC_READ_SEARCH)",
+                                   level="warn"))
         except Exception as exc:  # a preflight must always finish
             out.append(CheckResult(key.replace("_", " "), False, f"check crashed: {exc!r}",
                                    level="warn"))

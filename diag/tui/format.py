@@ -153,8 +153,11 @@ def source_text(s: SourceHealth, *, reason_limit: int = 40) -> Text:
     out = Text()
     out.append(safe(s.name), style="bold")
     stopped = not s.up and s.reason == STOPPED
+    starting = not s.up and s.reason.startswith("starting:")
     if s.up:
         out.append(" ✓", style="green")
+    elif starting:  # eBPF compiling (seconds; minutes under emulation): the one word, not why
+        out.append(" … starting", style="yellow")
     elif stopped:  # the agent shut down cleanly (the end of a recording): not a failure
         out.append(" ■ stopped", style="dim")
         return out
@@ -162,10 +165,12 @@ def source_text(s: SourceHealth, *, reason_limit: int = 40) -> Text:
         out.append(" ✗", style="red")
     if s.mode:
         out.append(" " + safe(s.mode, 16), style="cyan")
-    if not s.up and s.reason:
+    if not s.up and s.reason and not starting:
         out.append(" " + safe(s.reason, reason_limit), style="dim")
     if s.lost:
         out.append(f" lost {s.lost}", style="bold red")
+    if s.lost_incidents:  # sizes unknown: at least one event each
+        out.append(f" lost ≥{s.lost_incidents}", style="bold red")
     return out
 
 

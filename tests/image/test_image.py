@@ -297,8 +297,9 @@ def test_the_agent_runs_from_the_image_as_the_daemonset_runs_it(
         # driver's bind file: ENODEV) is attributed to this test's process, its exe read
         # through /proc (CAP_SYS_PTRACE).
         attached = pod.wait_for(lambda d: d["event"] == "source_state_changed"
-                                and d["source"] == "ebpf" and "attached" in d.get("reason", ""),
-                                timeout=120)
+                                and d["source"] == "ebpf"
+                                and d.get("reason", "").startswith("attached in"),
+                                timeout=120)  # not "starting: ... attributed once attached"
         assert attached["up"], attached
         bind = "/sys/bus/pci/drivers/virtio-pci/bind"
         end = time.monotonic() + 30

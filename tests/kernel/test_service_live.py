@@ -392,6 +392,54 @@ def test_a_full_disk_is_reported_and_writing_resumes(
     assert any(isinstance(r, ev.DeviceBound) and r.bdf == bdf for r in recs[recs.index(lost[0]):])
 
 
+def test_every_journal_file_has_the_live_files_mode_whatever_the_umask(
+    agents: Callable[..., Agent]
+) -> None:
+    """Under umask 022, the live file, every rotated part and every compressed part (and the
+    lock) are 0640: no part of the record is readable by every user on the host."""
+    old = os.umask(0o022)
+    try:
+        a = agents("--sources", "uevent", "--journal-max-bytes", "16K", "--journal-keep", "100",
+                   sources=("uevent",))
+    finally:
+        os.umask(old)
+    synth(a_device(), "change", 1500)
+    end = time.monotonic() + 30
+    while time.monotonic() < end and len(list(a.journal.parent.glob("journal.jsonl.*.gz"))) < 3:
+        time.sleep(0.2)
+    rc, _ = a.stop()
+    assert rc == 0
+    files = sorted(p for p in a.journal.parent.iterdir())
+    assert len([p for p in files if p.name.endswith(".gz")]) >= 3
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in files}
+    assert set(modes.values()) == {"0o640"}, modes
+
+
+def test_a_read_only_journal_says_read_only_and_resumes_when_writable(
+    agents: Callable[..., Agent], tmp_path: Path
+) -> None:
+    """EROFS (a read-only bind mount laid over the journal's directory, then SIGHUP: the file
+    is opened again through it): journal_write_failed names EROFS with the read-only fix, not
+    "free space"; once the mount is gone, writing resumes."""
+    jdir = tmp_path / "ro-journal"
+    jdir.mkdir()
+    a = agents("--sources", "uevent", journal=jdir / "journal.jsonl", sources=("uevent",))
+    subprocess.run(["mount", "--bind", str(jdir), str(jdir)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(jdir)], check=True)
+        a.proc.send_signal(signal.SIGHUP)
+        synth(a_device(), "change", 5)
+        failed = a.wait_for(lambda d: d["event"] == "journal_write_failed", timeout=15)
+    finally:
+        subprocess.run(["umount", str(jdir)], check=True)
+    assert failed["errno"] == "EROFS"
+    assert "read-only" in failed["hint"] and "free space" not in failed["hint"]
+    synth(a_device(), "change", 5)
+    a.wait_for(lambda d: d["event"] == "journal_write_resumed", timeout=10)
+    rc, _ = a.stop()
+    assert rc == 0
+
+
 class Prometheus:
     """Debian's prometheus on loopback, scraping the given targets every second; `query` is its HTTP API."""
 

@@ -9,11 +9,11 @@ reason and the fix. `vfiowatch check` shows the same choice (`diag.sources.ebpf.
 
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from diag.common import caps
 from diag.common.paths import HostPaths
 from diag.sources.ebpf import bcc_facade
 from diag.sources.preflight import kernel_config
@@ -46,7 +46,9 @@ class KernelFacts:
     """What this machine offers the probes; gathered by `gather_facts`, judged by `choose_mode`."""
 
     bcc_error: str | None = None
-    root: bool = True
+    missing_caps: tuple[tuple[str, str], ...] = ()
+    """(capability, why) the programs cannot be loaded or attached without (CAP_BPF,
+    CAP_PERFMON; CAP_SYS_ADMIN grants both), from the effective set: never judged by uid."""
     tracefs: bool = True
     headers: bool = True
     release: str = ""
@@ -98,9 +100,10 @@ def choose_mode(requested: str, f: KernelFacts) -> ModeChoice:
         return ModeChoice("", f"unknown ebpf mode {requested!r}", "use auto, kprobe or tracepoint")
     if f.bcc_error:
         return ModeChoice("", f"bcc is not importable ({f.bcc_error})", BCC_HINT)
-    if not f.root:
-        return ModeChoice("", "loading eBPF programs needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN)",
-                          "run the agent as root")
+    if f.missing_caps:
+        return ModeChoice("", f"missing {caps.names(f.missing_caps)}: the attribution programs "
+                              "cannot be loaded and attached (writes are not attributed)",
+                          caps.grant_hint(f.missing_caps))
     if not f.tracefs:
         return ModeChoice("", "tracefs is not mounted (bcc attaches through it)",
                           "mount -t tracefs nodev /sys/kernel/tracing")
@@ -151,6 +154,16 @@ def _kernel_config_kprobes(paths: HostPaths) -> str | None:
     return None if value is None else ("n" if value == "n" else "y")
 
 
+LOAD_CAPS = ("BPF", "PERFMON")
+"""Without these (or CAP_SYS_ADMIN) bcc cannot create the maps or attach: nothing runs. The
+other entries of NEEDS["ebpf"] (CAP_SYS_PTRACE) only cost the actor's details."""
+
+
+def load_caps_missing() -> tuple[tuple[str, str], ...]:
+    """The loading capabilities this process lacks (checked against NEEDS, the one list)."""
+    return tuple(m for m in caps.missing("ebpf", caps.effective()) if m[0] in LOAD_CAPS)
+
+
 def gather_facts(paths: HostPaths) -> KernelFacts:
     """Ask this machine what exists: bcc, privileges, tracefs, headers, kprobes, tracepoints."""
     bf = bcc_facade
@@ -185,7 +198,7 @@ def gather_facts(paths: HostPaths) -> KernelFacts:
             "raw_syscalls", "sys_exit")
     return KernelFacts(
         bcc_error=err,
-        root=os.geteuid() == 0,
+        missing_caps=load_caps_missing(),
         tracefs=tracefs,
         headers=Path(f"/lib/modules/{release}/build").exists(),
         release=release,

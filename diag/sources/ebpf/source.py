@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib.resources
 import os
 import posixpath
+import select
 import threading
 import time
 from collections import OrderedDict
@@ -42,6 +43,7 @@ from diag import events as ev
 from diag.common.bdf import is_bdf
 from diag.common.errors import ConfigError, ProbeLoadError
 from diag.sources import Availability, Emit, SourceContext, check_options, refusal_events, register
+from diag.sources._wake import StopRelay
 from diag.sources.ebpf import bcc_facade
 from diag.sources.ebpf import decode as D
 from diag.sources.ebpf import layouts as L
@@ -125,6 +127,9 @@ class EbpfSource:
     """
 
     name: ClassVar[str] = SOURCE
+    reports_up: ClassVar[bool] = True
+    """Up only once the programs are loaded and attached (run() says so in-band): until then
+    the runtime reports it starting, so a failed load is never preceded by an "up"."""
 
     def __init__(self, ctx: SourceContext | None = None) -> None:
         ctx = ctx or SourceContext()
@@ -157,6 +162,9 @@ class EbpfSource:
         self._delayed: list[tuple[float, ev.SysfsWriteObserved]] = []
         self.ready = threading.Event()
         """Set once the probe is attached (tests wait for it before writing)."""
+        self.closed = threading.Event()
+        """Set once the programs of the last run are detached and freed (after run() returns:
+        the detach runs on a thread of its own)."""
 
     def facts(self) -> KernelFacts:
         if self._facts is None:
@@ -167,7 +175,8 @@ class EbpfSource:
         choice = self._choice()
         # The runtime reports this as the source's first "up": say that attribution waits for
         # the compile and attach (seconds; a minute under emulation), which end in "attached".
-        reason = f"compiling and attaching, writes are attributed once attached: {choice.reason}"
+        reason = (f"starting: compiling and attaching, writes are attributed once attached: "
+                  f"{choice.reason}")
         return Availability(bool(choice.mode), reason=reason if choice.mode else choice.reason,
                             hint=choice.hint, mode=choice.mode)
 
@@ -196,8 +205,13 @@ class EbpfSource:
         prog, mode, note = loaded
         self.mode = mode
         self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
+        relay: StopRelay | None = None
         try:
             prog.open_ring_buffer("events", self._on_raw)
+            relay = StopRelay(stop)
+            poller = select.poll()
+            poller.register(prog.ring_fd("events"), select.POLLIN)
+            poller.register(relay.fd, select.POLLIN)
             self.ready.set()
             # bcc compiles at start (seconds; minutes under emulation): attribution starts
             # only now, so say so in-band; "attached" is what to wait for, not the first "up".
@@ -206,20 +220,21 @@ class EbpfSource:
                 reason=f"attached in {time.monotonic() - started:.1f} s: {note or choice.reason}"))
             next_check = next_gc = time.monotonic()
             while not stop.is_set():
-                # The ring buffer wakes the poll when a record comes: the timeout only bounds
-                # an idle sleep (500 ms: 0.03% of a core, was 0.13% at 100 ms), shortened to
-                # when the next open-only read-back is due.
+                # The ring buffer's fd wakes the poll when a record comes, the stop relay's
+                # when the runtime stops: the timeout only bounds an idle sleep (500 ms: 0.03%
+                # of a core), shortened to when the next open-only read-back is due.
                 timeout = self.poll_ms
                 if self._delayed:
                     due = min(d for d, _ in self._delayed) - time.monotonic()
                     timeout = max(1, min(timeout, int(due * 1000) + 1))
                 # Whatever the ring buffer holds now is read before the source says it waits
                 # (ring_buffer__consume reads shared memory, no system call); a record that
-                # comes during the poll wakes it within `lag_ms` (the first one marks it
-                # working, in _on_raw).
+                # comes during the poll wakes it through the ring buffer's fd (the first one
+                # read marks it working, in _on_raw).
                 prog.consume()
                 wm.waiting()
-                prog.poll(timeout)
+                poller.poll(timeout)
+                prog.consume()
                 now = time.monotonic()
                 if now >= next_check:
                     self._check_lost(prog)
@@ -230,12 +245,31 @@ class EbpfSource:
                 if mode == "tracepoint" and self.variant == "complete" and now >= next_gc:
                     self._gc(prog)
                     next_gc = now + self.gc_interval_s
+            prog.disable()  # no new record after the stop: what is in the ring is read now
             prog.consume()
             self._flush_delayed(float("inf"))
             self._check_lost(prog)
         finally:
             self.ready.clear()
-            prog.close()
+            if relay is not None:
+                relay.close()
+            self._close_later(prog)
+
+    def _close_later(self, prog: bcc_facade.Program) -> None:
+        """Detach on a thread of its own: the programs are disabled already, and detaching
+        costs the kernel a grace period per tracepoint (about 1 s in all here), which the
+        runtime's stop budget must not wait for. Not a daemon: the interpreter's exit waits
+        for it, so every probe is gone before the process is (`closed` is set then)."""
+        prog.disable()
+        closed = self.closed = threading.Event()
+
+        def close() -> None:
+            try:
+                prog.close()
+            finally:
+                closed.set()
+
+        threading.Thread(target=close, name="vfiowatch-ebpf-close", daemon=False).start()
 
     def _load_stoppable(self, choice: ModeChoice, stop: threading.Event,
                         ) -> tuple[bcc_facade.Program, str, str] | None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diag import events as ev
+from diag.common.tomldepth import too_deep
 
 # ---- Kata's constants (kata-facts §1) -------------------------------------------------------
 
@@ -150,7 +151,11 @@ def go_quote(s: str) -> str:
 
 
 def parse_toml(text: str, path: str) -> tuple[dict[str, Any] | None, ConfigError | None]:
-    """Parse TOML; on failure a ConfigError naming the file, line and column."""
+    """Parse TOML; on failure a ConfigError naming the file, line and column. A text nesting
+    deeper than MAX_TOML_DEPTH is refused before parsing (tomllib recurses)."""
+    deep = too_deep(text)
+    if deep is not None:
+        return None, ConfigError(path, f"toml: {deep.message}", line=deep.line)
     try:
         return tomllib.loads(text), None
     except tomllib.TOMLDecodeError as exc:

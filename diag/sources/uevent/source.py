@@ -15,6 +15,14 @@ Loss: the socket's receive buffer is raised with SO_RCVBUFFORCE (option `rcvbuf`
 drops (ENOBUFS; the reader's bounded queue never drops: when it is full the reader pauses and
 the kernel's buffer holds the rest), the source emits `EventsLost`, re-scans sysfs,
 emits the difference with its own view as `resync=True` events, then `Resynced(changes=N)`.
+
+How many were lost is counted in uevents, not in ENOBUFS incidents: every kernel uevent
+carries SEQNUM (one counter for the whole kernel), so from the first ENOBUFS until the socket
+is drained again the gaps between consecutive SEQNUMs are the uevents the kernel dropped, plus
+the tail up to /sys/kernel/uevent_seqnum once nothing more arrives (`SeqnumGaps`). Gaps outside
+such a window are not losses: uevents of devices in other network namespaces (a pod's veth)
+take numbers too but are sent only there; inside a window they would be counted as lost, which
+the reason says. A window in which no number was missing reports count=None (some, unknown).
 Uevents from a sender other than the kernel (nl_pid != 0) are dropped and counted: any root
 process may send to the group.
 """
@@ -32,6 +40,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from diag import events as ev
+from diag.common.faults import Share
 from diag.events import replace
 from diag.sources import (
     Availability,
@@ -101,9 +110,72 @@ class UeventStats(SocketCounters):
     """Times the reader paused because the decoder's queue was full (nothing is lost)."""
     rcvbuf: int = 0
     """The receive buffer the kernel granted, bytes."""
+    injected_drops: int = 0
+    """Datagrams thrown away on purpose (`[faults] uevent_drop_percent`), each as a kernel drop."""
 
 
 _LOST = None  # marker put in the queue by the reader where the kernel reported ENOBUFS
+SEQNUM_FILE = "/sys/kernel/uevent_seqnum"
+SETTLE_S = 0.02
+"""Before the tail of a loss window is counted from SEQNUM_FILE, the drained socket is given
+this long for uevents already numbered but still being broadcast (microseconds in practice)."""
+
+
+def seqnum_of(data: bytes) -> int | None:
+    """The SEQNUM of a raw uevent datagram (None when it has none or it is not a number)."""
+    i = data.find(b"\0SEQNUM=")
+    if i < 0:
+        return None
+    j = data.find(b"\0", i + 8)
+    digits = data[i + 8: j if j >= 0 else len(data)]
+    return int(digits) if digits.isdigit() and len(digits) <= 20 else None
+
+
+class SeqnumGaps:
+    """Counts uevents lost from SEQNUM gaps inside loss windows (pure: no I/O).
+
+    `seen(seq)` for every kernel datagram in order; `overflowed()` when the kernel reported
+    ENOBUFS, which opens a window; `take()` the gaps counted since the last take; `close(now)`
+    ends the window with the tail up to the kernel's current number, returning that tail.
+    """
+
+    __slots__ = ("last", "open", "pending", "total", "windows")
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+        self.open = False
+        self.pending = 0
+        self.total = 0
+        """Uevents counted lost since the source started."""
+        self.windows = 0
+
+    def seen(self, seq: int) -> None:
+        last = self.last
+        if last is not None and seq > last + 1 and self.open:
+            self.pending += seq - last - 1
+        if last is None or seq > last:
+            self.last = seq
+
+    def overflowed(self) -> None:
+        if not self.open:
+            self.open = True
+            self.windows += 1
+
+    def take(self) -> int:
+        n, self.pending = self.pending, 0
+        self.total += n
+        return n
+
+    def close(self, kernel_seq: int | None) -> int:
+        """End the window; the uevents numbered after the last one received (all lost: the
+        socket is drained), counted once."""
+        tail = 0
+        if kernel_seq is not None and self.last is not None and kernel_seq > self.last:
+            tail = kernel_seq - self.last
+            self.last = kernel_seq
+        self.open = False
+        self.total += tail
+        return tail
 
 
 class _ReaderWatermark(Watermark):
@@ -147,6 +219,8 @@ class _Reader(threading.Thread):
         applied on top of a newer scan)."""
         self.halt = threading.Event()
         self.error: BaseException | None = None
+        self.drop: Share | None = None
+        """`[faults] uevent_drop_percent`: which kernel datagrams to throw away."""
 
     def run(self) -> None:
         sock, q, stats = self.sock, self.q, self.stats
@@ -162,6 +236,7 @@ class _Reader(threading.Thread):
         size = self.size
         space = self.space
         trunc = socket.MSG_TRUNC
+        drop = self.drop
         try:
             while not halt.is_set():
                 if len(q) >= size:
@@ -195,6 +270,12 @@ class _Reader(threading.Thread):
                 stats.received += 1
                 if addr[0] != 0:
                     stats.foreign += 1
+                    continue
+                if drop is not None and drop():
+                    # An injected fault: lost as the kernel loses one (ENOBUFS, a SEQNUM gap).
+                    stats.injected_drops += 1
+                    append((ts, _LOST))
+                    wake.set()
                     continue
                 if flags & trunc:
                     data = data + b"\x00TRUNCATED"  # no trailing NUL: counted as malformed
@@ -230,11 +311,16 @@ class UeventSource:
         self.queue_size = int(opts.get("queue", DEFAULT_QUEUE))
         self.decode_failed_interval_ns = int(float(opts.get("decode_failed_interval_s", 60)) * 1e9)
         self.stats = UeventStats()
+        self.faults = ctx.faults
         self.tracker = DeviceTracker()
         self._resync_reason: str | None = None
         self._reader: _Reader | None = None
         self._malformed_reported = 0
         self._last_decode_failed_ns = 0
+        self.gaps = SeqnumGaps()
+        self._window_counted = 0
+        """Uevents reported lost in the open window so far (0 at its end: the count is None)."""
+        self._settle_until = 0.0
         self.decode = decode_uevent
         """The decoder the loop calls (a seam: tests wrap it to count their own datagrams)."""
         self.watermark = _ReaderWatermark()
@@ -284,8 +370,11 @@ class UeventSource:
         """Open the socket first, then scan (so nothing falls between), emit the inventory,
         then decode what the reader queues until `stop`."""
         self.stats = st = UeventStats()
+        self.gaps = SeqnumGaps()
         sock, st.rcvbuf = open_socket(self.rcvbuf)
         reader = _Reader(sock, self.queue_size, st)
+        if self.faults.uevent_drop_percent:
+            reader.drop = Share(self.faults.uevent_drop_percent)
         relay = StopRelay(stop, reader.halt.set, reader.wake.set)
         reader.wake_fd = relay.fd
         self._reader = reader
@@ -312,7 +401,6 @@ class UeventSource:
         popleft = q.popleft
         decode = self.decode
         track = self.tracker.apply
-        name = self.name
         wm = self.watermark
         wm.reader = reader
         while True:
@@ -321,26 +409,32 @@ class UeventSource:
             if reader.error is not None:
                 raise reader.error
             if not q:
+                settle = 5.0
                 if self._resync_reason is not None and reader.drained:
-                    reason, self._resync_reason = self._resync_reason, None
-                    self._resync(emit, reason)
+                    settle = self._close_window(emit)
+                    if settle == 0:
+                        reason, self._resync_reason = self._resync_reason, None
+                        self._resync(emit, reason)
+                        settle = 5.0
                 reader.wake.clear()
                 # Re-check after the clear: a stop or resync request may have just set it.
                 if not q and not stop.is_set() and (self._resync_reason is None
-                                                    or not reader.drained):
+                                                    or not reader.drained or settle < 5.0):
                     wm.waiting()  # with the reader drained: complete up to the clock
-                    reader.wake.wait(5.0)  # set by the reader, the stop relay, request_resync
+                    reader.wake.wait(settle)  # set by the reader, the stop relay, request_resync
                     wm.busy()  # what the reader queued meanwhile carries older stamps
                 continue
             lost = False
+            gaps = self.gaps
             for _ in range(len(q)):
                 ts, data = popleft()
                 if data is None:
-                    if not lost:  # one report per gap: a storm can overflow many times a batch
-                        emit(ev.EventsLost(ts_ns=ts, source=name, lost_source=name, count=None,
-                                           reason="ENOBUFS: the kernel dropped uevents (receive buffer full)"))
+                    gaps.overflowed()
                     lost = True
                     continue
+                seq = seqnum_of(data)
+                if seq is not None:
+                    gaps.seen(seq)
                 try:
                     e = decode(data, ts)
                 except MalformedUevent as exc:
@@ -354,14 +448,62 @@ class UeventSource:
                 emit(track(e))
             wm.emitted(ts)
             reader.space.set()
+            self._settle_until = 0.0  # datagrams came: a loss window's tail waits afresh
+            if gaps.pending:
+                self._report_lost(emit, gaps.take(), "")
             if self.paths.confined:  # a device scanned for its PF may have met a refused link
                 self._refused(emit)
             if lost:
                 # Decode what was already received first, so the diff is against the newest view.
                 self._resync_reason = self._resync_reason or "events lost"
-                if not q and reader.drained:
+                if not q and reader.drained and self._close_window(emit) == 0:
                     reason, self._resync_reason = self._resync_reason, None
                     self._resync(emit, reason)
+
+    def _report_lost(self, emit: Emit, n: int, tail: str) -> None:
+        self._window_counted += n
+        emit(ev.EventsLost(
+            ts_ns=time.time_ns(), source=self.name, lost_source=self.name, count=n,
+            reason=f"{self._why_lost()}: the kernel dropped {n} uevent(s) (receive buffer full; counted "
+                   f"from SEQNUM gaps{tail}, which uevents of devices in other network "
+                   f"namespaces would also widen)"))
+
+    def _why_lost(self) -> str:
+        if self.faults.uevent_drop_percent:
+            return (f"ENOBUFS or an injected drop ([faults] uevent_drop_percent = "
+                    f"{self.faults.uevent_drop_percent:g})")
+        return "ENOBUFS"
+
+    def _close_window(self, emit: Emit) -> float:
+        """At the end of a loss (socket drained): count the tail from the kernel's current
+        SEQNUM once nothing more came for SETTLE_S. Returns 0 when the window is closed (or
+        none is open), else how long to wait for datagrams still on their way."""
+        gaps = self.gaps
+        if not gaps.open:
+            return 0
+        kernel_seq: int | None = None
+        try:
+            text = self.paths.read_text(SEQNUM_FILE, 64)
+            kernel_seq = int(text.strip()) if text.strip().isdigit() else None
+        except OSError:
+            pass
+        now = time.monotonic()
+        if kernel_seq is not None and gaps.last is not None and kernel_seq > gaps.last:
+            if not self._settle_until:
+                self._settle_until = now + SETTLE_S
+            if now < self._settle_until:
+                return self._settle_until - now
+        self._settle_until = 0.0
+        tail = gaps.close(kernel_seq)
+        if tail:
+            self._report_lost(emit, tail, f" and {SEQNUM_FILE}")
+        if not self._window_counted:  # ENOBUFS, yet no number missing: say some, not zero
+            emit(ev.EventsLost(ts_ns=time.time_ns(), source=self.name, lost_source=self.name,
+                               count=None, reason=f"{self._why_lost()}: the kernel dropped "
+                                                  "uevents (receive buffer full; no SEQNUM gap "
+                                                  "seen: how many is unknown)"))
+        self._window_counted = 0
+        return 0
 
     def _enrich_added(self, e: ev.DeviceAdded) -> ev.DeviceAdded:
         # A new device (usually a VF from sriov_numvfs): its PF and VF index are only in sysfs.

@@ -129,14 +129,16 @@ class Agent:
         def up(rec: dict) -> bool:
             if rec.get("kind") == "source_state_changed" and rec.get("name") in want:
                 name = rec["name"]
+                reason = rec.get("reason", "")
                 self.sources[name] = ("up " + rec.get("mode", "") if rec.get("up")
-                                      else "down: " + rec.get("reason", ""))
+                                      else "starting" if reason.startswith("starting:")
+                                      else "down: " + reason)
             return want <= set(self.sources)
 
         self.wait(up, READY_TIMEOUT)
         # The first inventory: a move made before it would be taken as the state at start.
         self.wait(lambda r: r.get("kind") == "inventory_observed", READY_TIMEOUT)
-        if "ebpf" in want and self.sources.get("ebpf", "").startswith("up"):
+        if "ebpf" in want and self.sources.get("ebpf", "").startswith(("up", "starting")):
             # The runtime reports a source up when its thread starts; the eBPF source then
             # compiles and attaches its kprobes one by one (a minute under TCG) and says
             # "attached" itself once the last one is in. Only then is every write attributed:
@@ -145,6 +147,8 @@ class Agent:
                 if rec.get("kind") != "source_state_changed" or rec.get("name") != "ebpf":
                     return False
                 if not rec.get("up"):
+                    if rec.get("reason", "").startswith("starting:"):
+                        return False  # reported "starting" until its programs are attached
                     self.sources["ebpf"] = "down: " + rec.get("reason", "")
                     return True
                 if rec.get("source") == "ebpf" and rec.get("reason", "").startswith("attached"):

@@ -193,7 +193,8 @@ class TestChooseMode:
 
     @pytest.mark.parametrize(("facts", "words"), [
         (KernelFacts(bcc_error="ModuleNotFoundError: No module named 'bcc'"), "python3-bpfcc"),
-        (KernelFacts(root=False), "root"),
+        (KernelFacts(missing_caps=(("BPF", "load"), ("PERFMON", "attach"))),
+         "AmbientCapabilities=CAP_BPF CAP_PERFMON"),
         (KernelFacts(tracefs=False), "mount -t tracefs"),
         (KernelFacts(headers=False, release="6.18"), "linux-headers-6.18"),
         (KernelFacts(raw_syscalls=False), "CONFIG_KPROBES=y"),

@@ -127,7 +127,7 @@ def test_the_alerts_fire_on_the_agents_own_metrics(tmp_path: Path) -> None:
         "VfiowatchSourceDown": [{"severity": "warning", "instance": "node-a:9477",
                                  "source": "ebpf"}],
         "VfiowatchEventsLost": [{"severity": "warning", "instance": "node-a:9477",
-                                 "source": "uevent"}],
+                                 "source": "uevent", "count": "exact"}],
         "VfiowatchJournalNotWritable": [{"severity": "warning", "instance": "node-a:9477"}],
     }
     assert set(expected) == NAMES

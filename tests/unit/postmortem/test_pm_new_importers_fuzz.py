@@ -106,16 +106,18 @@ def test_text_inputs_are_cut_at_their_byte_limit() -> None:
     assert len(got) == 49 and st_.truncated and "only the first" in st_.notes[0]
 
 
-def test_whole_file_inputs_are_cut_at_their_limit(tmp_path: Path, monkeypatch) -> None:
-    """A configuration (read whole, not line by line) larger than any real one is cut there,
-    and the report names it as partly read."""
+def test_whole_file_inputs_over_their_limit_are_refused(tmp_path: Path, monkeypatch) -> None:
+    """A configuration (read whole, not line by line) larger than any real one is refused, not
+    half-read (a cut configuration would give wrong effective values): the report names the
+    file and the limit, and no configuration is loaded from it."""
+    import diag.importers
     from diag import postmortem as pm
-    from diag.postmortem import inputs
 
-    monkeypatch.setattr(inputs, "MAX_WHOLE_FILE", 4096)
+    monkeypatch.setattr(diag.importers, "MAX_WHOLE_FILE", 4096)
     conf = tmp_path / "configuration.toml"
     conf.write_text("[hypervisor.qemu]\npath = \"/usr/bin/qemu\"\n" + "# filler\n" * 2000)
     rep = pm.run([str(conf)], pm.Options())
-    cut = rep.not_fully_read
-    assert [i.path for i in cut] == [str(conf)]
-    assert any("first" in n for n in cut[0].stats.notes)
+    (bad,) = rep.unreadable
+    assert bad.path == str(conf) and bad.stats.error == (
+        "larger than 4096 bytes (decompressed), the limit for a Kata configuration file: not read")
+    assert not [e for e in bad.events or [] if isinstance(e, ev.KataConfigLoaded)]

@@ -90,6 +90,34 @@ def test_a_crashing_source_is_reported_down_and_retried_with_backoff() -> None:
     assert health["crashy"].up is False
 
 
+class FailsToLoad:
+    """Like the eBPF source: its probe says yes, its start-up (compile, attach) then fails."""
+
+    name = "loader"
+    reports_up = True
+
+    def probe(self) -> Availability:
+        return Availability(True, reason="compiling and attaching")
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        raise RuntimeError("cannot load: Operation not permitted")
+
+
+def test_a_source_that_reports_itself_up_is_never_up_before_it_says_so() -> None:
+    """A `reports_up` source is "starting" (up=False) until it emits up itself: one whose load
+    fails is never reported up, only starting, then crashed."""
+    sink = ListSink()
+    p = _pipeline([FailsToLoad()], sinks=[sink],
+                  options=PipelineOptions(retry_initial_s=0.05, retry_max_s=0.1))
+    p.start()
+    time.sleep(0.3)
+    p.stop()
+    states = [e for e in sink.items if isinstance(e, ev.SourceStateChanged)]
+    assert len(states) >= 4 and not any(s.up for s in states)
+    assert states[0].reason == "starting: compiling and attaching"
+    assert "Operation not permitted" in states[1].reason
+
+
 def test_unavailable_sources_are_reported_once_with_reason_and_hint() -> None:
     """A source that cannot run is reported in-band, with the fix."""
     sink = ListSink()

@@ -332,3 +332,18 @@ def test_a_part_restates_each_kata_handlers_facts_so_it_replays_the_exposure_alo
     assert again.snapshot().kata_exposure == c.snapshot().kata_exposure
     assert [f.summary for f in again.active if f.rule == "kata-vfio-exposure"] == \
         [f.summary for f in c.active if f.rule == "kata-vfio-exposure"]
+
+
+def test_each_write_errno_gets_its_own_fix() -> None:
+    """ENOSPC says free space, EROFS read-only, EACCES permissions, EDQUOT the quota, EIO the
+    disk; none but ENOSPC/EDQUOT tells the operator to free space."""
+    import errno
+
+    words = {errno.ENOSPC: "free space", errno.EROFS: "read-only", errno.EACCES: "write access",
+             errno.EDQUOT: "quota", errno.EIO: "I/O error", errno.EFBIG: "--journal-max-bytes"}
+    for code, word in words.items():
+        hint = journal_mod.errno_hint(code)
+        assert word in hint and hint.endswith("resumes by itself")
+        if code not in (errno.ENOSPC, errno.EDQUOT):
+            assert "free space" not in hint
+    assert "check the journal's path" in journal_mod.errno_hint(errno.ENXIO)

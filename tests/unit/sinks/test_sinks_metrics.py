@@ -50,7 +50,7 @@ def test_metrics_report_sources_devices_and_vfs_on_vfio() -> None:
     assert m[("vfiowatch_source_up", (("source", "uevent"),))] == 1
     assert m[("vfiowatch_source_up", (("source", "ebpf"),))] == 0
     assert ("vfiowatch_source_up", (("source", "runtime"),)) not in m  # a stamp, not a source
-    assert m[("vfiowatch_source_events_lost_total", (("source", "uevent"),))] == 3
+    assert m[("vfiowatch_source_events_lost_total", (("count", "exact"), ("source", "uevent")))] == 3
     assert m[("vfiowatch_source_resyncs_total", (("source", "uevent"),))] == 1
     assert m[("vfiowatch_source_mode_info", (("mode", "netlink"), ("source", "uevent")))] == 1
     assert m[("vfiowatch_devices", (("driver", "vfio-pci"), ("role", "vf")))] == 1

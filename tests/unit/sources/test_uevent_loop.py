@@ -99,3 +99,36 @@ def test_a_requested_resync_runs_when_the_queue_is_empty() -> None:
     out = _run(src, FakeReader([]), until=ev.Resynced)
     assert [e.kind for e in out] == ["resynced"]
     assert isinstance(out[0], ev.Resynced) and out[0].changes == 0 and out[0].reason == "queue overflow"
+
+
+def _dgram(seq: int) -> bytes:
+    return (b"change@/devices/virtual/misc/x\0ACTION=change\0DEVPATH=/devices/virtual/misc/x\0"
+            b"SUBSYSTEM=misc\0SEQNUM=" + str(seq).encode() + b"\0")
+
+
+def test_a_loss_is_counted_in_uevents_from_seqnum_gaps_and_the_kernels_last_number(
+        tmp_path: Path) -> None:
+    """SEQNUMs 1, 2, 40, ENOBUFS, 41, 45, 46, then the kernel's counter at 50: 3 lost in the
+    gap (42-44) and 4 after the last received (47-50), reported as counts of uevents; the gap
+    before the ENOBUFS (3-39: other namespaces' uevents) is not a loss."""
+    (tmp_path / "sys/kernel").mkdir(parents=True)
+    (tmp_path / "sys/bus/pci/devices").mkdir(parents=True)
+    (tmp_path / "sys/kernel/uevent_seqnum").write_text("50\n")
+    src = UeventSource(SourceContext(paths=HostPaths.at(tmp_path)))
+    items = [(1, _dgram(1)), (2, _dgram(2)), (2, _dgram(40)), (3, None), (4, _dgram(41)),
+             (5, _dgram(45)), (6, _dgram(46))]
+    out = _run(src, FakeReader(items), until=ev.Resynced)
+    lost = [e for e in out if isinstance(e, ev.EventsLost)]
+    assert [e.count for e in lost] == [3, 4]
+    assert all("SEQNUM" in e.reason for e in lost)
+    assert src.gaps.total == 7 and not src.gaps.open
+
+
+def test_seqnum_is_read_from_the_raw_datagram_or_not_at_all() -> None:
+    """A datagram's SEQNUM=, or None for one without it or with a non-number."""
+    from diag.sources.uevent.source import seqnum_of
+
+    assert seqnum_of(_dgram(3320356)) == 3320356
+    assert seqnum_of(b"add@/x\0ACTION=add\0") is None
+    assert seqnum_of(b"add@/x\0SEQNUM=12a\0") is None
+    assert seqnum_of(b"add@/x\0SEQNUM=" + b"9" * 40 + b"\0") is None

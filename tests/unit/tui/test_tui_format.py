@@ -117,6 +117,13 @@ class TestHeader:
         t = fmt.source_text(SourceHealth(name="ebpf", up=True, mode="kprobe", lost=3))
         assert t.plain == "ebpf ✓ kprobe lost 3"
 
+    def test_a_starting_source_says_so_in_one_word(self) -> None:
+        """eBPF compiling for a minute: `ebpf … starting tracepoint`, not its long reason,
+        which pushed the losses off the header line in a real terminal."""
+        t = fmt.source_text(SourceHealth(name="ebpf", up=False, mode="tracepoint",
+                                         reason="starting: compiling and attaching its programs"))
+        assert t.plain == "ebpf … starting tracepoint"
+
     def test_kata_assumed_default_without_config(self) -> None:
         """With no Kata config seen the header says the default is assumed."""
         assert "assumed default" in fmt.kata_text(()).plain
