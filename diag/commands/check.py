@@ -51,7 +51,11 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from diag.sources.preflight import run_checks
 
-    results = run_checks(HostPaths.at(args.root))
+    paths = HostPaths.at(args.root)
+    # A root without sysfs is refused as every command refuses it: the checks below would
+    # describe a host that is not there (fixes for headers and tracefs of nothing).
+    paths.require_sysfs()
+    results = run_checks(paths)
     results += [failure_line(f) for f in load_failures()]
     fatal = any(r.fatal and not r.ok for r in results)
     if args.format == "json":
@@ -86,7 +90,7 @@ register(Command(
         "tracepoints, the kernel uevent socket, rtnetlink, the IOMMU, the eBPF mode that "
         "would be chosen and the Kata configuration with its effective cold_plug_vfio. "
         "Each line is ✓ or ✗ with a one-line fix. Exit status 0 when the agent can run "
-        "(fully or degraded), 1 when it cannot run at all."
+        "(fully or degraded), 1 when it cannot run at all, 2 when --root holds no sysfs."
     ),
     arguments=_arguments,
     run=_run,

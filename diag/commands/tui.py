@@ -136,6 +136,7 @@ def _live(args: argparse.Namespace) -> int:
     from diag.tui.app import VfioWatchApp
 
     paths = HostPaths.at(args.root)
+    paths.require_sysfs()  # before the dashboard opens: an empty one marked LIVE would mislead
     feed = _BackgroundLiveFeed(paths)
     uname = os.uname()
     app = VfioWatchApp(feed, hostname=_read(paths, "etc/hostname") or uname.nodename,
