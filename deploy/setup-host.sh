@@ -33,7 +33,7 @@ fi
 headers=()
 link_generic=no
 if step kernel-headers && [ ! -e "$mods/build" ]; then
-  # Prefer the exact headers; otherwise the distribution's generic ones (see README, eBPF).
+  # Prefer the exact headers; otherwise the distribution's generic ones (README: Set-up, in detail).
   # (apt-cache knows no package before the first apt-get update: then the generic ones.)
   if apt-cache show "linux-headers-$release" >/dev/null 2>&1; then
     headers+=("linux-headers-$release")
