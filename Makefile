@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.test-stamp
 PYTEST_ARGS ?=
 
 .PHONY: help setup setup-run host host-run venv venv-run run test test-fast lint bench lab \
-	image screenshots wheel clean
+	image screenshots wheel man clean
 
 help:
 	@echo "make run          set up what running needs (no test tools), then open the live dashboard"
@@ -19,7 +19,8 @@ help:
 	@echo "make image        the agent's container image (podman/buildah; no registry needed)"
 	@echo "make screenshots  regenerate screenshots/ from the bundled demo journal"
 	@echo "make lint         ruff, mypy --strict on the pure core, import-linter contracts"
-	@echo "make wheel        the wheel to install elsewhere (README: Installing), in dist/"
+	@echo "make wheel        the wheel to install elsewhere (README: Installing elsewhere), in dist/"
+	@echo "make man          regenerate docs/vfiowatch.1 from the argparse definitions"
 
 # Two set-ups. `make run` installs what running the agent needs and nothing else: the `run`
 # group of deploy/packages.txt (bcc, iproute2, pciutils, pci.ids; no server, no service is
@@ -77,12 +78,17 @@ bench: setup
 image: setup
 	@deploy/build-image.sh
 
-# The wheel operators install (README: Installing): $(DIST)/vfiowatch-<version>-py3-none-any.whl,
+# The wheel operators install (README: Installing elsewhere): $(DIST)/vfiowatch-<version>-py3-none-any.whl,
 # the eBPF probes inside it as diag/_probes.
 DIST ?= dist
 wheel: setup-run
 	@rm -f $(DIST)/vfiowatch-*.whl
 	$(PY) -m pip wheel -q --no-deps --wheel-dir $(DIST) .
+
+# docs/vfiowatch.1, the manual page generated from the argparse definitions (a test keeps it
+# equal to `vfiowatch man`).
+man: setup-run
+	$(PY) -m diag man > docs/vfiowatch.1
 
 screenshots: setup
 	$(PY) -m diag.tui.screenshots screenshots

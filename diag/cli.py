@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vfiowatch {__version__}")
     parser.add_argument("--root", default=os.environ.get("VFIOWATCH_ROOT", "/"), metavar="DIR",
                         help=ROOT_HELP)
+    # `man` and `completion` describe the whole command line: they get the tree from here.
+    parser.set_defaults(_parser=parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS.load().values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description)
@@ -131,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         # The README promises that every command takes --root: after the command name too.
         # SUPPRESS keeps a value given before the name when none is given after it.
         if "--root" not in cp._option_string_actions:
-            cp.add_argument("--root", default=argparse.SUPPRESS, metavar="DIR", help=ROOT_HELP)
+            cp.add_argument("--root", default=argparse.SUPPRESS, metavar="DIR",
+                            help="read the host's paths under DIR (default: $VFIOWATCH_ROOT "
+                                 "or /): the global --root, given after the command name")
     return parser
 
 

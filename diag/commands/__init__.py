@@ -39,6 +39,8 @@ COMMANDS: Registry[Command] = Registry("command", [
     "diag.commands.demo",
     "diag.commands.run",
     "diag.commands.postmortem",
+    "diag.commands.man",
+    "diag.commands.completion",
 ])
 """Command name -> Command, in the order of this list; one line per command module."""
 
