@@ -33,6 +33,7 @@ class Command:
 
 COMMANDS: Registry[Command] = Registry("command", [
     "diag.commands.snapshot",
+    "diag.commands.sandboxes",
     "diag.commands.check",
     "diag.commands.record",
     "diag.commands.tui",

@@ -17,18 +17,32 @@ from diag.common.text import safe
 SNAPSHOT_SCHEMA = 1
 
 
+def _owners(paths: HostPaths, devices: list[Any]) -> dict[str, Any]:
+    """PCI address -> the Kata sandbox using it (its VFs, QEMU's vfio-pci devices and groups)."""
+    from diag.commands import kataview
+
+    return kataview.read(paths, devices).by_device()
+
+
+def _owner_fields(owner: Any) -> dict[str, str | None]:
+    e = owner.event if owner is not None else None
+    return {"sandbox_id": e.sandbox_id if e else None, "pod": e.pod if e else None,
+            "namespace": e.pod_namespace if e else None}
+
+
 def snapshot_json(paths: HostPaths) -> dict[str, Any]:
     """The inventory as JSON; the schema lists every field, defaults included, so consumers
-    need no defaults."""
+    need no defaults. Each device carries the Kata sandbox, pod and namespace using it."""
     from diag.sources import sysfs
 
     devices = sysfs.scan(paths)
+    owners = _owners(paths, devices)
     return {
         "schema": SNAPSHOT_SCHEMA,
         "kind": "vfiowatch_snapshot",
         "agent_version": __version__,
         "root": str(paths.root),
-        "devices": [asdict(d) for d in devices],
+        "devices": [{**asdict(d), **_owner_fields(owners.get(d.bdf))} for d in devices],
         "refused": paths.refusals.all(),
     }
 
@@ -38,9 +52,12 @@ def snapshot_table(paths: HostPaths, color: bool) -> str:
     from diag.sources import sysfs
 
     devices = sysfs.scan(paths)
+    owners = _owners(paths, devices)
     rows = []
-    header = ("BDF", "ID", "CLASS", "DRIVER", "OVERRIDE", "GROUP", "NUMA", "SR-IOV", "NETDEV", "VFIO")
+    header = ("BDF", "ID", "CLASS", "DRIVER", "OVERRIDE", "GROUP", "NUMA", "SR-IOV", "NETDEV", "VFIO",
+              "SANDBOX", "POD")
     for d, depth in sysfs.pf_vf_order(devices):
+        owner = _owner_fields(owners.get(d.bdf))
         if d.role == "pf":
             sriov = f"PF {d.sriov_numvfs}/{d.sriov_totalvfs} VFs"
         elif d.role == "vf":
@@ -58,6 +75,8 @@ def snapshot_table(paths: HostPaths, color: bool) -> str:
             sriov,
             ",".join(d.netdevs) or "-",
             d.vfio_group_path or "-",
+            (owner["sandbox_id"] or "-")[:12],
+            f"{owner['namespace'] or '?'}/{owner['pod']}" if owner["pod"] else "-",
             d,
         ))
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -103,7 +122,8 @@ register(Command(
     description=(
         "List every PCI device with its id and class, bound driver, driver_override, IOMMU "
         "group, NUMA node, SR-IOV role (PF with its VFs nested, VF with its PF and index), "
-        "network interfaces and, on vfio-pci, its /dev/vfio group. Reads sysfs only."
+        "network interfaces, on vfio-pci its /dev/vfio group, and the Kata sandbox, pod and "
+        "namespace using it. Reads sysfs, Kata's state files and /proc; changes nothing."
     ),
     arguments=_arguments,
     run=_run,
