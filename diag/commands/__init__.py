@@ -39,6 +39,8 @@ COMMANDS: Registry[Command] = Registry("command", [
     "diag.commands.tui",
     "diag.commands.demo",
     "diag.commands.run",
+    "diag.commands.status",
+    "diag.commands.findings",
     "diag.commands.postmortem",
     "diag.commands.man",
     "diag.commands.completion",

@@ -21,10 +21,10 @@ from typing import Any
 
 from diag import __version__
 from diag.commands import Command, register
+from diag.commands.agentstate import DEFAULT_JOURNAL
 from diag.common.errors import ConfigError, DiagError
 from diag.common.paths import HostPaths
 
-DEFAULT_JOURNAL = "/var/lib/vfiowatch/journal.jsonl"
 HEALTHY_WITHIN_S = 10.0
 """/healthz and the watchdog fail when the core thread has not called the sinks for this long
 (it flushes them every second even when idle)."""
