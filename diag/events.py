@@ -86,6 +86,9 @@ class PciDevice:
     """Interface names under the device's `net/` directory (host namespace only)."""
     vfio_group_path: str | None = None
     """`/dev/vfio/<group>` for a device bound to vfio-pci (whether or not the node exists)."""
+    modules: tuple[str, ...] = ()
+    """Kernel modules that can drive it (`lspci -k`'s `Kernel modules:`): names the host driver
+    of a VF that no event names (its driver moved before the capture began)."""
     errors: tuple[str, ...] = ()
     """`attribute: why` for every attribute that could not be read."""
 
@@ -395,6 +398,12 @@ class LinkRemoved(Event):
 # ---- Attribution (eBPF) ---------------------------------------------------------------------
 
 
+KATA_LOG = "kata-log"
+"""Where a fact comes from when Kata's own log lines give it: the `mode` of a write a Kata line
+announces, and the `source` of the kernel's unbind/bind a postmortem infers from such writes
+where no kernel capture covers them."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SysfsWriteObserved(Event):
     """A process wrote to a PCI driver-control file in sysfs."""
@@ -417,7 +426,8 @@ class SysfsWriteObserved(Event):
     value_recovered: bool = False
     """True when the value was not read in the kernel but recovered afterwards."""
     mode: str = ""
-    """Probe mode that saw it: `kprobe` or `tracepoint`."""
+    """Probe mode that saw it: `kprobe` or `tracepoint`; `kata-log` (KATA_LOG) when the write is
+    known from Kata's own log line announcing it, not seen by eBPF."""
     stage: str = "write"
     """`write` (value and result are the write's) or `open` (only the open was seen: it failed,
     or the open-only tracepoint variant ran; the value is empty unless recovered)."""

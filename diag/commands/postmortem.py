@@ -3,8 +3,8 @@
 The command is thin: the engine (`diag.postmortem`) reads, aligns and replays through the live
 Correlator and `diag.postmortem.output` renders the report as text, JSON or Markdown; this
 module parses the options, shows progress on a terminal and picks the output. Exit status: 0
-when no finding reaches warning, 1 when one does, 2 when an input could not be
-read (the report is still printed).
+when no finding reaches warning, 1 when one does, 2 when an input was not read whole (the
+report is still printed, those inputs named first).
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ def parse_offset(text: str) -> tuple[str, int]:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="files or directories; PATH@end or PATH@TIME says when a listing was "
+                        "taken")
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                    help="text for a terminal, json for machines (findings in the journal's "
                         "schema), markdown to paste into a ticket")
@@ -99,8 +101,10 @@ def _run_postmortem(args: argparse.Namespace) -> int:
         device=args.device, sandbox=args.sandbox, since_ns=since, until_ns=until,
         offsets=offsets, timeline_limit=max(0, args.limit), config=_core_config(args.config),
     )
-    missing = [p for p in args.inputs if not os.path.exists(p)]
+    missing = [p for p in args.inputs if not os.path.exists(p)
+               and not os.path.exists(p.rpartition("@")[0] or p)]
     inputs = pm.open_inputs(args.inputs, options)
+    _listing_times(inputs)
     progress = _Progress(inputs) if sys.stderr.isatty() else None
     try:
         report = pm.replay(inputs, options, progress)
@@ -113,6 +117,18 @@ def _run_postmortem(args: argparse.Namespace) -> int:
     if missing:
         return 2
     return report.exit_status
+
+
+def _listing_times(inputs: list[pm.Input]) -> None:
+    """`PATH@TIME`: the moment a listing was taken, on the common clock (`end` is placed by
+    the replay, after the other inputs' last event)."""
+    for inp in inputs:
+        if inp.at and inp.at != "end":
+            try:
+                inp.at_ns = parse_when(inp.at)
+            except ValueError as exc:
+                raise DiagError(f"{inp.path}@{inp.at}: {exc}", title="Bad input time",
+                                hint="give PATH@end or PATH@2026-11-27T14:52:48Z") from None
 
 
 class _Progress:
@@ -162,14 +178,17 @@ register(Command(
     help="timeline and findings from recorded journals and operators' captures",
     description=(
         "Read any mix of files or directories (plain or .gz; the format is recognised by "
-        "content): the agent's journal (any rotated part), `udevadm monitor` output "
-        "(--kernel/--udev, --property), `ip monitor link` output (plain, -t, -ts, all-nsid), "
-        "`journalctl -o json`/`-o export` (Kata, containerd, kernel), `dmesg`, containerd/Kata "
-        "logfmt logs, `lspci -nnk` listings, `vfiowatch snapshot --format json` output, Kata "
-        "configuration files (with config.d) and sandbox state (persist.json, state.json). Put "
-        "them on one timeline (aligning monotonic and untimed captures, and saying how sure "
-        "the order is) and replay them through the same engine as the live agent. Exit "
-        "status 0: no finding reached warning; 1: one did; 2: an input could not be read."
+        "content; kata-collect-data reports, sosreports and must-gathers are walked): the "
+        "agent's journal, journalctl text (short, -precise, -iso, -monotonic) and "
+        "-o json/export, containerd/Kata logfmt logs, klog (kubelet), kubectl describe "
+        "Events, dmesg and dmesg -T, udevadm monitor, ip monitor, lspci (with or without "
+        "-D), IOMMU group listings, ps aux/-ef, crictl, Kata configuration files (or pasted "
+        "parts), persist.json/state.json, snapshots; any other text is searched line by "
+        "line for known failures. Kata's own write lines count as the writes. Put them on "
+        "one timeline (saying how sure the order is) and replay them through the same "
+        "engine as the live agent. A listing can be given as PATH@end or PATH@TIME (when it "
+        "was taken). Exit status 0: no finding reached warning; 1: one did; 2: an input "
+        "was not read whole (named first)."
     ),
     arguments=_arguments,
     run=_run_postmortem,

@@ -18,7 +18,7 @@ from diag import events as ev
 from diag.core.episodes import VFIO_DRIVER
 
 if TYPE_CHECKING:
-    from diag.core.model import Model
+    from diag.core.model import DeviceRecord, Model
 
 _MOVE_CONTROLS = frozenset({"driver_override", "unbind", "bind", "new_id", "drivers_probe"})
 """Control writes that begin a driver move of a device."""
@@ -116,9 +116,9 @@ class WriteAttribution:
         bdf = e.bdf
         if bdf:
             model.last_actor[bdf] = e.actor
-            rec = model.device(bdf)
-            if e.control == "driver_override" and e.result >= 0 and rec is not None:
-                rec.driver_override = e.value.strip() or None
+            rec = model.ensure(bdf, e.ts_ns)  # a write naming a device makes it known
+            if e.result >= 0:
+                self._hint(rec, e)
             targets = [bdf]
         elif e.control in ("new_id", "remove_id"):
             targets = self._new_id_targets(e)
@@ -142,6 +142,18 @@ class WriteAttribution:
                     and self._steers_to_vfio(b, e)):
                 ep.vfio_actor = actor
                 ep.facts += 1
+
+    @staticmethod
+    def _hint(rec: DeviceRecord, e: ev.SysfsWriteObserved) -> None:
+        """What a successful write says of the device: its override, and the host driver it
+        names (a restore writing it to driver_override, an unbind or bind of it)."""
+        who = "Kata's log" if e.mode == ev.KATA_LOG else "a write"
+        if e.control == "driver_override":
+            value = e.value.strip()
+            rec.driver_override = value or None
+            rec.hint_host_driver(value, f"{who} (driver_override <- {value})", 2)
+        elif e.control in ("unbind", "bind") and e.driver:
+            rec.hint_host_driver(e.driver, f"{who} ({e.control} of {e.driver})", 2)
 
     def _completes(self, bdf: str, e: ev.SysfsWriteObserved) -> bool:
         """True when `e` is the write inside which the kernel made the bind that completed the

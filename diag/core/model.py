@@ -36,6 +36,18 @@ class DeviceRecord:
     present: bool = True
     from_inventory: bool = False
     """True when the device was first seen in an inventory scan (its driver then is not a move)."""
+    host_driver: str | None = None
+    """The device's host (non-vfio) driver as any witness named it, for a move whose own events
+    name none: a bind or unbind that named it, a restore writing it to driver_override, a
+    listing's `Kernel driver in use`/`Kernel modules`."""
+    host_driver_from: str = ""
+    """Which witness named `host_driver` (said in the finding)."""
+    host_driver_rank: int = 0
+
+    def hint_host_driver(self, driver: str | None, origin: str, rank: int) -> None:
+        """Remember a witness naming the device's host driver (the better witness wins)."""
+        if driver and driver != VFIO_DRIVER and rank > self.host_driver_rank:
+            self.host_driver, self.host_driver_from, self.host_driver_rank = driver, origin, rank
 
 
 class Model:
@@ -127,7 +139,7 @@ class Model:
             self.source_events.setdefault(name, 0)
         return rec
 
-    def _ensure(self, bdf: str, ts_ns: int) -> DeviceRecord:
+    def ensure(self, bdf: str, ts_ns: int) -> DeviceRecord:
         rec = self.devices.get(bdf)
         if rec is None:
             rec = DeviceRecord(
@@ -197,7 +209,7 @@ class Model:
             seen.add(d.bdf)
             rec = self.devices.get(d.bdf)
             if rec is None:
-                self.devices[d.bdf] = DeviceRecord(
+                rec = self.devices[d.bdf] = DeviceRecord(
                     device=d, driver=d.driver, driver_override=d.driver_override,
                     driver_at_start=d.driver, since_ns=None,
                     netdev=d.netdevs[0] if d.netdevs else None,
@@ -217,12 +229,15 @@ class Model:
                     self._move(rec, e, d.driver)
                 rec.driver_override = d.driver_override
                 rec.present = True
+            rec.hint_host_driver(d.driver, f"{e.source} (driver in use)", 2)
+            rec.hint_host_driver(d.modules[0] if d.modules else None,
+                                 f"{e.source} (Kernel modules)", 1)
         for bdf, rec in self.devices.items():
             if bdf not in seen:
                 rec.present = False
 
     def _added(self, e: ev.DeviceAdded) -> None:
-        rec = self._ensure(e.bdf, e.ts_ns)
+        rec = self.ensure(e.bdf, e.ts_ns)
         rec.present = True
         d = rec.device
         rec.device = replace(
@@ -244,12 +259,14 @@ class Model:
                 self._move(rec, e, None)
 
     def _bound(self, e: ev.DeviceBound) -> None:
-        rec = self._ensure(e.bdf, e.ts_ns)
+        rec = self.ensure(e.bdf, e.ts_ns)
         if not e.synthetic:
             self.writes.kernel_move(e.ts_ns, e.bdf, e.driver, "bound")
         rec.present = True
         if rec.driver is None and rec.last_driver is None and e.previous_driver:
             rec.last_driver = e.previous_driver
+        rec.hint_host_driver(e.driver, "a bind to it", 3)
+        rec.hint_host_driver(e.previous_driver, "the driver it left", 3)
         ep = self.join(e.bdf, e)
         if rec.driver != e.driver:
             self._move(rec, e, e.driver)
@@ -269,11 +286,12 @@ class Model:
                 ep.host_bind_ns = e.ts_ns
 
     def _unbound(self, e: ev.DeviceUnbound) -> None:
-        rec = self._ensure(e.bdf, e.ts_ns)
+        rec = self.ensure(e.bdf, e.ts_ns)
         if not e.synthetic:
             self.writes.kernel_move(e.ts_ns, e.bdf, e.previous_driver or rec.driver, "unbound")
         if rec.driver is None and e.previous_driver and rec.last_driver is None:
             rec.last_driver = e.previous_driver
+        rec.hint_host_driver(e.previous_driver or rec.driver, "the driver it was unbound from", 3)
         ep = self.join(e.bdf, e, starts_move=True)
         if ep is not None:
             if ep.from_driver is None and ep.unbind_ns is None:
@@ -285,7 +303,7 @@ class Model:
             self._move(rec, e, None)
 
     def _changed(self, e: ev.DeviceChanged) -> None:
-        rec = self._ensure(e.bdf, e.ts_ns)
+        rec = self.ensure(e.bdf, e.ts_ns)
         if e.attribute == "driver_override":
             rec.driver_override = e.value
         if e.attribute:
@@ -398,6 +416,8 @@ class Model:
                 self.join(rec.device.bdf, e)
 
     def _log(self, e: ev.LogLineMatched) -> None:
+        if e.bdf:  # a line naming a PCI device makes it known (its episode holds the line)
+            self.ensure(e.bdf, e.ts_ns)
         for bdf in self.log_targets(e):
             ep = self.join(bdf, e)
             if ep is not None:

@@ -92,6 +92,17 @@ class Parsed:
     """Filled while `events` is consumed (journald entries with both clocks)."""
     ordered: bool = True
     """True when `events` come sorted by stamp (streamed straight into the merge)."""
+    untimed: list[bool] = field(default_factory=list)
+    """Filled while `events` is consumed, one flag per event: True when its line had no time
+    of its own (a known line in a pasted fragment); it borrowed its neighbour's stamp to keep
+    its place in the input's order, and the report marks it time unknown."""
+    resolution_ns: int = 0
+    """The stamps are truncated to this (`dmesg -T`: whole seconds): the input is placed on the
+    common clock only to within it, and its copies of a happening another input saw are merged
+    within it."""
+    pods: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Sandbox id, or the prefix a listing shows (crictl: 13 characters) -> (namespace, pod):
+    a listing that ties sandboxes to pods names the pod of a finding's sandbox."""
 
 
 class Importer(Protocol):
@@ -112,14 +123,23 @@ class Importer(Protocol):
 IMPORTERS: Registry[Importer] = Registry("importer", [
     "diag.importers.journal",
     "diag.importers.journald",  # journald (-o json) and journal-export (-o export)
+    "diag.importers.kubeevents",  # kubectl get events -o json / -o yaml
     "diag.importers.snapshot",
     "diag.importers.katastate",
     "diag.importers.udevadm",
     "diag.importers.ipmon",
     "diag.importers.lspci",
     "diag.importers.kataconfig",
+    "diag.importers.collect",  # a kata-collect-data.sh report
+    "diag.importers.iommugroups",
+    "diag.importers.crictl",
+    "diag.importers.describe",  # kubectl describe (its Events)
+    "diag.importers.journalctl",  # journalctl's text output modes
+    "diag.importers.ps",
+    "diag.importers.klog",
     "diag.importers.dmesg",
     "diag.importers.logfmt",
+    "diag.importers.text",  # any other text: the signature catalogue line by line (last)
 ])
 """Importer name -> importer, in registration order, which is the sniffing order (most specific
 first); one line per importer module."""

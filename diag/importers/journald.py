@@ -33,19 +33,30 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def entry_event(rec: dict[str, Any]) -> tuple[ev.LogLineMatched | None, int | None, str]:
-    """One journald entry -> (event or None, realtime ns or None, why it is bad or '').
+def entry_events(rec: dict[str, Any]) -> tuple[list[ev.Event], int | None, str]:
+    """One journald entry -> (its events, realtime ns or None, why it is bad or '').
 
-    Decoding is the Kata source's own (`diag.sources.kata.loglines.decode_journal_entry`).
+    Decoding is the Kata source's own (`diag.sources.kata.loglines.decode_journal_entry`,
+    then `to_events`: a Kata write line is the write it announces), as live.
     """
     real = _int(rec.get("__REALTIME_TIMESTAMP"))
     if real is None:
-        return None, None, "no __REALTIME_TIMESTAMP"
+        return [], None, "no __REALTIME_TIMESTAMP"
     ts = real * 1000
     lr = loglines.decode_journal_entry(rec)
     if lr is None:
-        return None, ts, ""
-    return match_record(lr, ts), ts, ""
+        return [], ts, ""
+    out = loglines.to_events(lr, ts_ns=ts, source="kata")
+    if not out:
+        e = match_record(lr, ts)  # the error= of a containerd line wrapping Kata's
+        out = [e] if e is not None else []
+    return out, ts, ""
+
+
+def entry_event(rec: dict[str, Any]) -> tuple[ev.Event | None, int | None, str]:
+    """The first event of `entry_events` (kept for callers that want one)."""
+    events, ts, why = entry_events(rec)
+    return (events[0] if events else None), ts, why
 
 
 class _Folder:
@@ -56,11 +67,11 @@ class _Folder:
         self.per_boot: dict[str, int] = {}
         self.unmatched = 0
 
-    def fold(self, rec: dict[str, Any], lineno: int, raw: bytes | str) -> ev.Event | None:
-        event, ts, why = entry_event(rec)
+    def fold(self, rec: dict[str, Any], lineno: int, raw: bytes | str) -> list[ev.Event]:
+        events, ts, why = entry_events(rec)
         if why:
             self.st.bad(lineno, why, raw)
-            return None
+            return []
         boot = rec.get("_BOOT_ID")
         mono = _int(rec.get("__MONOTONIC_TIMESTAMP"))
         if self.anchors is not None and isinstance(boot, str) and mono is not None \
@@ -69,11 +80,11 @@ class _Folder:
             if n < MAX_ANCHORS:
                 self.per_boot[boot] = n + 1
                 self.anchors.append(Anchor(boot, ts, mono * 1000))
-        if event is None:
+        if not events:
             self.unmatched += 1
-            return None
-        self.st.events += 1
-        return event
+            return []
+        self.st.events += len(events)
+        return events
 
     def finish(self) -> None:
         st, per_boot = self.st, self.per_boot
@@ -109,9 +120,7 @@ def parse_journald_json(
         if not isinstance(rec, dict):
             st.bad(lineno, "JSON line is not an object", raw)
             continue
-        e = folder.fold(rec, lineno, raw)
-        if e is not None:
-            yield e
+        yield from folder.fold(rec, lineno, raw)
     folder.finish()
 
 
@@ -182,9 +191,7 @@ def parse_journal_export(
     st = stats if stats is not None else FileStats("<export>")
     folder = _Folder(st, anchors)
     for lineno, rec, raw in _export_entries(lines, st):
-        e = folder.fold(rec, lineno, raw)
-        if e is not None:
-            yield e
+        yield from folder.fold(rec, lineno, raw)
     folder.finish()
 
 

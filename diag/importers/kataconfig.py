@@ -23,7 +23,39 @@ SOURCE = "kata"
 _SECTION = re.compile(
     r"^\s*\[(?:hypervisor\.[\w-]+|runtime|agent\.[\w-]+|factory|image)\]\s*(?:#.*)?$"
 )
-_KEY = re.compile(r"^\s*(?:cold_plug_vfio|hot_plug_vfio|pcie_root_port|enable_annotations)\s*=")
+_KEY = re.compile(r"^\s*(?:cold_plug_vfio|hot_plug_vfio|pcie_root_port|pcie_switch_port|"
+                  r"enable_annotations|hotplug_vfio_on_root_bus|vfio_mode|dan_conf|"
+                  r"sandbox_cgroup_only|machine_type)\s*=")
+_ASSIGN = re.compile(r"^\s*[A-Za-z_][\w.-]*\s*=\s*\S")
+_RUNTIME_KEYS = ("vfio_mode", "dan_conf", "sandbox_cgroup_only", "enable_debug",
+                 "internetworking_model", "disable_guest_seccomp")
+
+
+def fragment_text(text: str) -> tuple[str, list[str]]:
+    """A pasted part of a configuration made loadable: the command line above it and other
+    non-TOML lines dropped, and, when no [section] is given, its keys put where Kata reads them
+    (runtime keys in [runtime], the others in [hypervisor.qemu]). Returns (text, notes)."""
+    lines = text.splitlines()
+    if any(_SECTION.match(x) for x in lines):
+        return text, []
+    notes: list[str] = []
+    kept: dict[str, list[str]] = {"hypervisor.qemu": [], "runtime": []}
+    dropped = 0
+    for line in lines:
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        if not _ASSIGN.match(line):
+            dropped += 1
+            continue
+        key = s.split("=", 1)[0].strip()
+        kept["runtime" if key in _RUNTIME_KEYS else "hypervisor.qemu"].append(s)
+    if dropped:
+        notes.append(f"{dropped} line(s) that are not configuration (a command, prose) skipped")
+    notes.append("a fragment with no [section]: its keys read as those of [hypervisor.qemu] "
+                 "and [runtime]; every other key is Kata's default")
+    body = "".join(f"[{sec}]\n" + "\n".join(v) + "\n" for sec, v in kept.items() if v)
+    return body, notes
 
 
 def is_dropin(path: str) -> bool:
@@ -81,12 +113,18 @@ class _KataConfigImporter:
         text = [x for x in head[:400] if x.strip() and not x.lstrip().startswith("#")]
         if not text or text[0].lstrip().startswith("{"):
             return False
-        return any(_SECTION.match(x) for x in text) or any(_KEY.match(x) for x in text)
+        if any(_SECTION.match(x) for x in text):
+            return True
+        # A fragment: mostly `key = value` lines, one of them a Kata key.
+        keys = sum(bool(_ASSIGN.match(x)) for x in text)
+        return any(_KEY.match(x) for x in text) and keys * 2 >= len(text)
 
     def parse(self, lines: Iterable[bytes], stats: FileStats, origin: str) -> Parsed:
         data = b"".join(lines)
         stats.lines = data.count(b"\n")
-        text = data.decode("utf-8", "replace")
+        text, notes = fragment_text(data.decode("utf-8", "replace"))
+        for n in notes:
+            stats.note(n)
         events = (parse_group(None, [(origin, text)]) if is_dropin(origin)
                   else parse_group((origin, text), []))
         stats.events = len(events)

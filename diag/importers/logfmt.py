@@ -10,12 +10,14 @@ message (or `error` field) matches a signature of the Kata catalogue become even
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 from diag import codec
 from diag import events as ev
 from diag.importers import FileStats, Parsed, decode_line, register, text_lines
+from diag.importers.textlog import Emitter
 from diag.sources.kata import loglines
 
 SOURCE = "kata"
@@ -57,16 +59,18 @@ def _json_record(line: str, origin: str) -> loglines.LogRecord | str:
 
 
 def parse_logfmt_lines(
-    lines: Iterable[str], stats: FileStats | None = None, origin: str = "file"
+    lines: Iterable[str], stats: FileStats | None = None, origin: str = "file",
+    parsed: Parsed | None = None,
 ) -> Iterator[ev.Event]:
-    """Decode a logfmt/JSON log file into LogLineMatched events (realtime stamps).
+    """Decode a logfmt/JSON log file into events (realtime stamps).
 
-    Decoding is the Kata source's own (`diag.sources.kata.loglines`), so a line gives the same event
-    live and in a postmortem. A line with neither a time nor a known message is not counted as
-    damage; a line with a known message but no time is (it cannot be placed).
+    Decoding is the Kata source's own (`diag.sources.kata.loglines`), so a line gives the
+    same events live and in a postmortem. A known line without a time field is kept in its
+    place with its time unknown (`Parsed.untimed`); a line with neither is not damage.
     """
     st = stats if stats is not None else FileStats("<log>")
-    unmatched = 0
+    out = parsed if parsed is not None else Parsed(events=(), clock="realtime", ordered=False)
+    emit = Emitter(st, out, source=SOURCE)
     for lineno, line in text_lines(lines, st):
         if line.lstrip().startswith("{"):
             got = _json_record(line.strip(), origin)
@@ -78,21 +82,19 @@ def parse_logfmt_lines(
             rec = loglines.decode_text_line(line, origin)
         if rec is None:
             continue
-        e = match_record(rec, rec.ts_ns or 0)
-        if e is None:
-            unmatched += 1
-            continue
-        if rec.ts_ns is None:
-            st.bad(lineno, f"known message ({e.signature}) without a time field", line)
-            continue
-        st.events += 1
-        yield e
-    if unmatched:
-        st.note(f"{unmatched} line(s) matched no known Kata/QEMU signature")
+        if rec.ts_ns is not None and not rec.line_ts:
+            rec = replace(rec, line_ts=True)
+        yield from emit.emit(rec, rec.ts_ns)
+    yield from emit.finish("line")
+
+
+_FIRST = re.compile(r"^(?:.{0,200}?[\w.@/-]{1,64}\[\d{1,10}\]:\s)?\s*(?:time|level|ts)=")
+"""logfmt starts the line (behind a syslog prefix at most): `level=` quoted inside another
+format (a JSON `content` field) is not a logfmt file."""
 
 
 def looks_logfmt(line: str) -> bool:
-    return ("level=" in line and ("msg=" in line or "time=" in line)) or (
+    return (("level=" in line and ("msg=" in line or "time=" in line)) and bool(_FIRST.match(line))) or (
         line.lstrip().startswith("{") and '"msg"' in line and ('"time"' in line or '"ts"' in line)
     )
 
@@ -106,10 +108,10 @@ class _LogfmtImporter:
         return bool(lines) and sum(looks_logfmt(x) for x in lines) * 2 >= len(lines)
 
     def parse(self, lines: Iterable[bytes], stats: FileStats, origin: str) -> Parsed:
-        return Parsed(
-            events=parse_logfmt_lines((decode_line(b) for b in lines), stats, f"file:{origin}"),
-            clock="realtime", ordered=False,
-        )
+        parsed = Parsed(events=(), clock="realtime", ordered=False)
+        parsed.events = parse_logfmt_lines((decode_line(b) for b in lines), stats,
+                                           f"file:{origin}", parsed)
+        return parsed
 
 
 register(_LogfmtImporter())

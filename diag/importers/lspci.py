@@ -25,6 +25,9 @@ _CLASS = re.compile(r"\[([0-9a-fA-F]{4})\]:")
 _IDS = re.compile(r"\[([0-9a-fA-F]{4}):([0-9a-fA-F]{4})\](?:\s*\(rev [0-9a-fA-F]+\))?\s*$")
 _SRIOV = re.compile(r"Total VFs:\s*(\d+),\s*Number of VFs:\s*(\d+)")
 _VFOFF = re.compile(r"VF offset:\s*(\d+),\s*stride:\s*(\d+)")
+_FLAGS_GROUP = re.compile(r"\bIOMMU group (\d+)\b")
+_PROMPT = re.compile(r"^(?:\S*[$#➜>%]\s|\[\S+@\S+[^\]]*\][$#]|[\w.-]+@[\w.-]+:\S*[$#]\s?)")
+"""A shell prompt and the command pasted above a listing (`➜ lspci -k | grep Eth -A3`)."""
 
 
 def _bdf(dom: str | None, bus: str, dev: str, fn: str) -> str:
@@ -53,8 +56,12 @@ def parse_lspci(lines: Iterable[str], stats: FileStats | None = None) -> Iterato
         if line[0] not in " \t":
             m = _REC.match(line)
             if not m:
-                if not line.startswith("lspci:"):  # lspci's own warnings (libkmod), 2>&1
-                    st.bad(lineno, "not an lspci device line", line)
+                if line.startswith("lspci:"):
+                    continue  # lspci's own warnings (libkmod) on stderr captured with 2>&1
+                if _PROMPT.match(line) and not devices and cur is None:
+                    st.note(f"line {lineno} is the command that made the listing: skipped")
+                    continue
+                st.bad(lineno, "not an lspci device line", line)
                 continue
             if cur is not None:
                 devices.append(replace(cur, **fields))  # type: ignore[arg-type]
@@ -84,16 +91,23 @@ def _device(m: re.Match[str]) -> ev.PciDevice:
         vendor=ids.group(1).lower() if ids else "",
         device=ids.group(2).lower() if ids else "",
         class_code=(cls.group(1).lower() + "00") if cls else "",
+        # Without -vvv no SR-IOV capability names the VFs; their own name does.
+        role="vf" if "Virtual Function" in rest else "none",
     )
 
 
 def _detail(s: str, fields: dict[str, object], offsets: dict[str, tuple[int, int]],
             bdf: str) -> None:
-    """An indented line of the device `bdf`: driver (-k), IOMMU group, NUMA node, SR-IOV."""
+    """An indented line of the device `bdf`: driver and modules (-k), IOMMU group (also in
+    `-v`'s `Flags:`), NUMA node, SR-IOV."""
     key, _, val = s.partition(":")
     val = val.strip()
     if key == "Kernel driver in use":
         fields["driver"] = val or None
+    elif key == "Kernel modules":
+        fields["modules"] = tuple(x.strip() for x in val.split(",") if x.strip())
+    elif key == "Flags" and (g := _FLAGS_GROUP.search(val)) is not None:
+        fields["iommu_group"] = int(g.group(1))
     elif key == "IOMMU group" and val.isdigit():
         fields["iommu_group"] = int(val)
     elif key == "NUMA node" and val.lstrip("-").isdigit():
@@ -134,6 +148,8 @@ class _LspciImporter:
             if not line.strip() or line[0] in " \t" or line.startswith("lspci:"):
                 continue
             if not _REC.match(line):
+                if recs == 0 and _PROMPT.match(line):
+                    continue  # the command pasted above the listing
                 return False
             recs += 1
         return recs > 0

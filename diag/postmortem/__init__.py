@@ -7,6 +7,8 @@ order a postmortem runs them:
 - `inputs`: Options, and each input file sniffed, read and parsed by its importer.
 - `align`: monotonic and untimed inputs put on the wall clock, saying how sure.
 - `dedupe`: the copies of one happening seen by several inputs merged into one.
+- `katakernel`: the kernel's unbinds and binds Kata's own lines imply, where no capture speaks.
+- `moment`: the end of the inputs as a moment (when listings were taken, what they say).
 - `replay`: everything merged by stamp, through a fresh Correlator, into a Report.
 - `report`: the Report (bounded timeline, findings and totals, exit status).
 - `output`: the Report as text, JSON and Markdown.

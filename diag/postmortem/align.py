@@ -224,6 +224,13 @@ def align_inputs(inputs: list[Input], options: Options) -> list[str]:
     for inp in inputs:
         if inp.parsed is not None and inp.clock == "none" and inp.events is not None:
             notes.extend(aligner.untimed(inp))
+    for inp in inputs:
+        res = inp.parsed.resolution_ns if inp.parsed is not None else 0
+        if res and inp.clock == "realtime" and inp.alignment is None:
+            # Wall-clock stamps cut to the second (dmesg -T): on the common clock to within that,
+            # so the same kernel line in the journal is one happening, not two.
+            inp.alignment = Alignment(0, res, f"stamps cut to {res / 1e9:g} s: placed to "
+                                      "within that")
     return notes + _alignment_notes(inputs)
 
 

@@ -48,6 +48,10 @@ def _identity(e: ev.Event) -> tuple[object, ...] | None:
         return (t, e.signature, e.text, e.sandbox_id)
     if t is ev.DriverRegistered or t is ev.DriverUnregistered:
         return (t, e.driver)  # type: ignore[attr-defined]
+    if t is ev.SysfsWriteObserved:
+        assert isinstance(e, ev.SysfsWriteObserved)
+        if e.mode == ev.KATA_LOG:  # one Kata line read from two places (kata syslog, containerd)
+            return (t, e.bdf, e.control, e.value, e.actor.pid)
     return None
 
 
@@ -69,6 +73,8 @@ def _compatible(a: dict[str, object], b: dict[str, object]) -> bool:
 
 def _same_line_elsewhere(a: ev.Event, b: ev.Event) -> bool:
     """One log line read from two places of one input (Kata's syslog and containerd's unit)."""
+    if isinstance(a, ev.SysfsWriteObserved) and isinstance(b, ev.SysfsWriteObserved):
+        return a.mode == ev.KATA_LOG and b.mode == ev.KATA_LOG and a.ts_ns == b.ts_ns
     return isinstance(a, ev.LogLineMatched) and isinstance(b, ev.LogLineMatched) and \
         a.origin != b.origin
 

@@ -61,6 +61,11 @@ class Input:
     alignment: Alignment | None = None
     uncertainties: list[int] | None = None
     """Per-event uncertainty for untimed inputs placed by matching (-1: unknown)."""
+    at: str | None = None
+    """When a state listing was taken, as the user said it (`PATH@end`, `PATH@TIME`)."""
+    at_ns: int | None = None
+    """That moment on the common clock (set by the command for a time, by the replay for
+    `end`); None: the listing has no time."""
 
     @property
     def format(self) -> str:
@@ -73,61 +78,122 @@ class Input:
 
 
 def open_inputs(paths: Iterable[str], options: Options) -> list[Input]:
-    """Sniff and parse every file (directories expanded); the agent's journals stay lazy."""
-    from diag.importers import journal as jmod
+    """Sniff and parse every file (directories expanded); the agent's journals stay lazy.
 
+    An input named `PATH@WHEN` (and not itself a file) is PATH, taken at WHEN (`end` or a
+    time): a state listing whose drivers are the state at that moment."""
+    named, at_of = split_at(paths)
     inputs: list[Input] = []
     seen: dict[str, str] = {}
-    for path in walk(paths):
-        st = FileStats(path)
-        real = os.path.realpath(path)
-        if real in seen:  # a symlink (configuration.toml -> configuration-qemu.toml) or repeat
-            st.format = "duplicate"
-            st.note(f"the same file as {seen[real]}: read once")
-            inputs.append(Input(index=len(inputs), path=path, stats=st))
-            continue
-        seen[real] = path
-        if os.path.exists(path) and not os.path.isfile(path):
-            # A FIFO, socket or device: reading it twice (sniff, then parse) would block or
-            # lose data.
-            st.format, st.error = "unreadable", "not a regular file"
-            inputs.append(Input(index=len(inputs), path=path, stats=st))
-            continue
-        imp, err = sniff(path)
-        inp = Input(index=len(inputs), path=path, stats=st, importer=imp)
-        inputs.append(inp)
-        if err:
-            st.format, st.error = "unreadable", err
-            continue
-        if imp is None:
-            st.format = "unrecognised"
-            continue
-        st.format = imp.name
+    for path in walk(named):
+        inputs.append(_open(len(inputs), path, seen, at_of.get(path)))
     _order_journal_parts(inputs)
     _kata_pass(inputs)
     for inp in inputs:
-        if inp.importer is None or inp.parsed is not None:
-            continue
-        st = inp.stats
-        if inp.format == "journal":
-            inp.parsed = jmod.parse_file(inp.path, st, skip_restatement=inp.stats.notes.count(_CONTINUES) > 0)
-            st.clock = "realtime"
-            continue
-        parsed = inp.importer.parse(iter_lines(inp.path, st), st, inp.path)
-        events = list(parsed.events)
-        events.sort(key=lambda e: e.ts_ns)  # stable; linear when already in order
-        inp.parsed, inp.events = parsed, events
-        st.clock = parsed.clock if inp.format != "ipmon" else st.clock
+        if inp.importer is not None and inp.parsed is None:
+            _parse(inp)
     return inputs
+
+
+def split_at(paths: Iterable[str]) -> tuple[list[str], dict[str, str]]:
+    """The paths as given, `PATH@WHEN` cut to PATH (when PATH exists and the whole does not);
+    with PATH -> WHEN."""
+    named: list[str] = []
+    at_of: dict[str, str] = {}
+    for item in paths:
+        base, sep, when = item.rpartition("@")
+        if sep and not os.path.exists(item) and os.path.exists(base):
+            at_of[base] = when  # `lspci-after.txt@end`: when the listing was taken
+            item = base
+        named.append(item)
+    return named, at_of
+
+
+def _open(index: int, path: str, seen: dict[str, str], at: str | None) -> Input:
+    """One file sniffed (not parsed yet): a repeat, not a regular file, empty, unreadable,
+    unrecognised, or its importer."""
+    st = FileStats(path)
+    real = os.path.realpath(path)
+    if real in seen:  # a symlink (configuration.toml -> configuration-qemu.toml) or repeat
+        st.format = "duplicate"
+        st.note(f"the same file as {seen[real]}: read once")
+        return Input(index=index, path=path, stats=st)
+    seen[real] = path
+    if os.path.exists(path) and not os.path.isfile(path):
+        # A FIFO, socket or device: reading it twice (sniff, then parse) would block or
+        # lose data.
+        st.format, st.error = "unreadable", "not a regular file"
+        return Input(index=index, path=path, stats=st)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        st.format = "empty"
+        st.note("empty: nothing was captured")
+        return Input(index=index, path=path, stats=st)
+    imp, err = sniff(path)
+    inp = Input(index=index, path=path, stats=st, importer=imp, at=at)
+    if err:
+        st.format, st.error = "unreadable", err
+    elif imp is None:
+        st.format = "unrecognised"
+    else:
+        st.format = imp.name
+    return inp
+
+
+def _parse(inp: Input) -> None:
+    """Parse one input whole with its importer (the agent's journal: lazily), its events in
+    stamp order; lines without a time of their own keep their place, marked time unknown."""
+    from diag.importers import journal as jmod
+
+    assert inp.importer is not None
+    st = inp.stats
+    if inp.format == "journal":
+        inp.parsed = jmod.parse_file(inp.path, st, skip_restatement=st.notes.count(_CONTINUES) > 0)
+        st.clock = "realtime"
+        return
+    parsed = inp.importer.parse(iter_lines(inp.path, st), st, inp.path)
+    events = list(parsed.events)
+    if parsed.untimed and len(parsed.untimed) == len(events) and any(parsed.untimed):
+        pairs = sorted(zip(events, parsed.untimed, strict=True), key=lambda p: p[0].ts_ns)
+        events = [e for e, _ in pairs]
+        inp.uncertainties = [-1 if u else 0 for _, u in pairs]
+    else:
+        events.sort(key=lambda e: e.ts_ns)  # stable; linear when already in order
+    inp.parsed, inp.events = parsed, events
+    st.clock = parsed.clock if inp.format != "ipmon" else st.clock
 
 
 _CONTINUES = "continues an earlier part given here: its restated state was skipped"
 
 
+MAX_WHOLE_FILE = 16 * 1024 * 1024
+"""A Kata configuration or state file is a few KiB; more than this is not one, and is not held
+whole in memory (the lines past it are left, and the input says so)."""
+
+
 def _read_text(inp: Input) -> str:
-    data = b"".join(iter_lines(inp.path, inp.stats))
+    parts: list[bytes] = []
+    size = 0
+    for line in iter_lines(inp.path, inp.stats):
+        if size + len(line) > MAX_WHOLE_FILE:
+            inp.stats.truncated = True
+            inp.stats.note(f"read only its first {MAX_WHOLE_FILE // (1024 * 1024)} MiB "
+                           "(larger than any configuration or state file)")
+            break
+        parts.append(line)
+        size += len(line)
+    data = b"".join(parts)
     inp.stats.lines = data.count(b"\n")
     return data.decode("utf-8", "replace")
+
+
+def _config_text(inp: Input) -> str:
+    """A configuration file's text; a pasted fragment made loadable (and said so)."""
+    from diag.importers import kataconfig
+
+    text, notes = kataconfig.fragment_text(_read_text(inp))
+    for n in notes:
+        inp.stats.note(n)
+    return text
 
 
 def _kata_pass(inputs: list[Input]) -> None:
@@ -142,7 +208,7 @@ def _kata_configs(confs: dict[str, Input]) -> list[ev.KataConfig]:
 
     configs: list[ev.KataConfig] = []
     for main, drops in kataconfig.group_configs(list(confs)):
-        texts = {p: _read_text(confs[p]) for p in ([main] if main else []) + drops}
+        texts = {p: _config_text(confs[p]) for p in ([main] if main else []) + drops}
         events = kataconfig.parse_group((main, texts[main]) if main else None,
                                         [(d, texts[d]) for d in drops])
         owner = confs[main] if main else confs[drops[0]]

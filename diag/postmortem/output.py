@@ -63,7 +63,9 @@ def _place(inp: Input) -> str:
 def _headline(report: Report) -> str:
     n_in = len(report.inputs)
     span = ""
-    if report.first_ns is not None and report.last_ns is not None:
+    if report.untimed_only:
+        span = ", no input has times"
+    elif report.first_ns is not None and report.last_ns is not None:
         span = (f", {fmt_time(report.first_ns, date=True)} → {fmt_time(report.last_ns)}"
                 + (" UTC" if report.first_ns >= BOOT_RELATIVE_NS else "")
                 + f" ({(report.last_ns - report.first_ns) / 1e9:.1f} s)")
@@ -76,16 +78,19 @@ def _input_lines(report: Report) -> list[str]:
     for inp in report.inputs:
         st = inp.stats
         mark = "✗" if st.error or st.format == "unrecognised" else (
-            "!" if st.bad_lines or st.truncated else "✓")
+            "!" if st.bad_lines or st.truncated or st.format == "text" else "✓")
         if st.error:
             detail = f"could not be read: {st.error}"
         elif st.format == "unrecognised":
             detail = "unrecognised format (not read)"
         elif st.format == "duplicate":
             detail = "(duplicate)"
+        elif st.format == "empty":
+            detail = "empty: nothing was captured"
         else:
             detail = f"{st.lines:,} lines, {st.events:,} events, {_place(inp)}"
-        out.append(f"  {mark} {safe(inp.path)}  [{st.format}]  {safe(detail)}")
+        fmt = "text (signatures only)" if st.format == "text" else st.format
+        out.append(f"  {mark} {safe(inp.path)}  [{fmt}]  {safe(detail)}")
         if st.bad_lines:
             out.append(f"      {st.bad_lines} malformed line(s) skipped; first: {safe(st.first_bad, 200)}")
         if st.truncated and not any("cut" in n for n in st.notes):
@@ -94,19 +99,29 @@ def _input_lines(report: Report) -> list[str]:
     return out
 
 
-def _finding_lines(f: ev.Finding, *, indent: str = "  ") -> list[str]:
+def _finding_lines(f: ev.Finding, *, indent: str = "  ",
+                   inputs: list[str] | None = None, untimed: bool = False) -> list[str]:
+    """A finding as text: what and where, when (or that no input has times), the actor, the
+    inputs it rests on, what was inferred, its evidence, why and the fix."""
     where = " ".join(x for x in (f.bdf or "", f"netdev={f.netdev}" if f.netdev else "",
                                  f"sandbox={f.sandbox_id[:12]}" if f.sandbox_id else "",
                                  f"pod={f.pod_namespace}/{f.pod}" if f.pod else "") if x)
     out = [f"{indent}{f.severity.label.upper():8} {safe(f.rule)}  {safe(where)}  [{f.status}]",
            f"{indent}  {safe(f.summary)}",
-           f"{indent}  first {fmt_time(f.first_ns, date=True)}, last {fmt_time(f.last_ns)}"
-           + (f", resolved {fmt_time(f.resolved_ns)}: {safe(f.resolved_reason)}"
-              if f.resolved_ns is not None else "")]
+           (f"{indent}  time unknown (no input has times)" if untimed else
+            f"{indent}  first {fmt_time(f.first_ns, date=True)}, last {fmt_time(f.last_ns)}")
+           + (f", resolved {fmt_time(f.resolved_ns) if not untimed else ''}: "
+              f"{safe(f.resolved_reason)}" if f.resolved_ns is not None else "")]
     if f.actor is not None:
         out.append(f"{indent}  actor: {safe(f.actor.comm)}[{f.actor.pid}] {safe(f.actor.exe)}")
+    if inputs:
+        out.append(f"{indent}  rests on: {safe(', '.join(os.path.basename(x) for x in inputs))}")
+    inferred = dict(f.labels).get("inferred")
+    if inferred:
+        out.append(f"{indent}  inferred: {safe(inferred)}")
     for e in f.evidence:
-        out.append(f"{indent}  - {fmt_time(e.ts_ns)} {safe(e.source)}: {safe(e.text, 200)}")
+        when = "(time unknown)" if untimed else fmt_time(e.ts_ns)
+        out.append(f"{indent}  - {when} {safe(e.source)}: {safe(e.text, 200)}")
     if f.explanation:
         out.append(f"{indent}  why: {safe(f.explanation)}")
     if f.remedy:
@@ -135,8 +150,30 @@ def _n_entries(n: int) -> str:
     return f"{n:,} entr{'y' if n == 1 else 'ies'}"
 
 
+def _problems(report: Report) -> list[str]:
+    """The inputs not read whole, said first (exit status 2), with what was read instead."""
+    out = []
+    for inp in report.unreadable:
+        out.append(f"{inp.path}: could not be read: {inp.stats.error}")
+    for inp in report.not_fully_read:
+        st = inp.stats
+        if st.format == "unrecognised":
+            out.append(f"{inp.path}: not recognised, not read")
+        elif st.format == "text":
+            out.append(f"{inp.path}: not a known artifact: only searched line by line for known "
+                       f"failures (text, signatures only): {st.events} found")
+        else:
+            why = "cut short" if st.truncated else f"{st.bad_lines} malformed line(s) skipped"
+            out.append(f"{inp.path}: read as {st.format}, partly: {why}")
+    return out
+
+
 def render_text(report: Report) -> str:
-    lines = [_headline(report), "", "Inputs"]
+    lines = [_headline(report)]
+    problems = _problems(report)
+    if problems:
+        lines += ["", "Not read whole (exit status 2)"] + [f"  ! {safe(x)}" for x in problems]
+    lines += ["", "Inputs"]
     lines += _input_lines(report)
     if report.clock_notes:
         lines += ["", "Clocks"]
@@ -146,7 +183,8 @@ def render_text(report: Report) -> str:
     if not findings:
         lines.append("  none")
     for f in findings:
-        lines += _finding_lines(f)
+        lines += _finding_lines(f, inputs=report.finding_inputs.get(f.finding_id),
+                                untimed=report.untimed_only)
         lines.append("")
     match = report.replay_matches_recording
     if match is not None:
@@ -169,7 +207,8 @@ def render_text(report: Report) -> str:
                 lines.append(f"  -- {d} (UTC)")
                 day = d
         mark = ("?" if e.order_uncertain else " ") + ("~" if e.uncertainty_ns else " ")
-        when = "(no time)" if e.static else fmt_time(e.ts_ns)
+        when = "(no time)" if e.static else "(time unknown)" if (
+            e.uncertainty_ns < 0 or report.untimed_only) else fmt_time(e.ts_ns)
         lines.append(f"  {when:>17}{mark} {safe(_input_label(report, e.input)):<{width}}  "
                      f"{safe(render.timeline(e.event), 240)}")
     if report.timeline_total > prev:
@@ -186,7 +225,9 @@ def _verdict(report: Report) -> str:
     code = report.exit_status
     worst = report.worst
     if code == 2:
-        return f"exit 2: {len(report.unreadable)} input(s) could not be read"
+        n = len(report.unreadable) + len(report.not_fully_read)
+        tail = f"; findings up to {worst.label}" if worst else ""
+        return f"exit 2: {n} input(s) not read whole (see the top){tail}"
     if code == 1:
         return f"exit 1: findings up to {worst.label if worst else '?'}"
     return "exit 0: no finding reached warning"
@@ -222,7 +263,10 @@ def report_json(report: Report) -> dict[str, Any]:
             for i in report.inputs
         ],
         "clock_notes": report.clock_notes,
-        "findings": [codec.to_record(f) for f in _shown_findings(report)],
+        "not_read_whole": _problems(report),
+        "end_ns": report.end_ns,
+        "findings": [{**codec.to_record(f), "inputs": report.finding_inputs.get(f.finding_id, [])}
+                     for f in _shown_findings(report)],
         "findings_total": report.book.total if report.book else len(report.findings),
         "findings_not_kept": report.book.evicted if report.book else 0,
         "findings_by_rule": [

@@ -15,16 +15,18 @@ of it when it fits, else its start, every finding with its context, and its end.
 from __future__ import annotations
 
 import heapq
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
 from diag import events as ev
 from diag.core.correlator import Correlator
-from diag.core.state import HostState
 from diag.postmortem.align import align_inputs
 from diag.postmortem.dedupe import Dedupe, Item, deduped
 from diag.postmortem.inputs import Input, Options, open_inputs
+from diag.postmortem.katakernel import KernelFromKata
+from diag.postmortem.moment import end_is_later, listing_notes, place_listings
 from diag.postmortem.report import Entry, Filter, FindingBook, Report
 
 TICK_NS = 1_000_000_000
@@ -46,7 +48,14 @@ def _stream(inp: Input, base_ns: int | None) -> Iterator[Item]:
     if inp.events is not None:
         static = inp.clock == "static"
         for n, e in enumerate(inp.events):
-            if static:
+            if static and inp.at_ns is not None:
+                # Taken when the user said: who the devices are is known from the start, the
+                # drivers it shows are the state at that moment.
+                if isinstance(e, ev.InventoryObserved) and base_ns is not None \
+                        and base_ns <= inp.at_ns:
+                    yield (base_ns - 1, idx, -1 - n, replace(_identity_only(e), ts_ns=base_ns - 1))
+                e = replace(e, ts_ns=inp.at_ns)
+            elif static:
                 ts = (base_ns - 1) if base_ns is not None else 0
                 if base_ns is not None and isinstance(e, ev.InventoryObserved):
                     # When it was listed is unknown; its drivers would claim the state at the
@@ -157,7 +166,11 @@ def replay(
     """Feed every input's events, merged by stamp, through a fresh Correlator."""
     report = Report(inputs=inputs, timeline=[], options=options)
     report.clock_notes = align_inputs(inputs, options)
+    report.clock_notes.extend(place_listings(inputs))
     merged, base, dedupe = _merged(inputs)
+    kernel = KernelFromKata(inputs)
+    if kernel.active:
+        merged = kernel.transform(merged)
     feed = _Feed(inputs, options, report)
     feed.run(merged, progress)
     feed.finish(base, dedupe)
@@ -216,6 +229,8 @@ class _Feed:
         """Timeline entries that passed the filters."""
         self.count = 0
         """Events read."""
+        self.seen_by: dict[str, set[int]] = {}
+        """Device or sandbox -> the inputs whose events are about it (what a finding rests on)."""
 
     def note(self, transitions: list[ev.Finding]) -> None:
         """Book finding transitions; opened and resolved ones join the timeline."""
@@ -241,6 +256,7 @@ class _Feed:
         """Feed the stream up to --until (the hot loop: locals, no attribute lookups per event)."""
         options, report, filt, keeper = self.options, self.report, self.filt, self.keeper
         feed, recorded, static_idx = self.corr.feed, self.recorded, self.static_idx
+        seen_by = self.seen_by
         enrich = _LinkEnricher() if any(i.format == "ipmon" for i in self.inputs) else None
         until = options.until_ns
         ticks_needed = not self.has_journal
@@ -266,6 +282,9 @@ class _Feed:
             self.last_ts = ts
             if sandbox_filter:
                 filt.learn(e)
+            if idx >= 0:
+                for key in _subjects(e):
+                    seen_by.setdefault(key, set()).add(idx)
             transitions = feed(e)
             if (type(e) is not ev.ClockTicked or options.include_ticks) if unfiltered else filt.shows(e):
                 self.total += 1
@@ -274,17 +293,40 @@ class _Feed:
             if transitions:
                 self.note(transitions)
         self.count = count
-        last = self.last_ts
-        if until is not None and last is not None and until > last and ticks_needed:
-            self.advance_to(until)
-            self.note(self.corr.advance(until))
+        if ticks_needed:
+            self._judge_end()
+        self.report.end_ns = self.corr.model.now_ns
+
+    def _judge_end(self) -> None:
+        """Let time run on to the end of the inputs (inputs without ticks): to --until, or past
+        every grace period when the end is known to be later than the last event."""
+        last, until, report = self.last_ts, self.options.until_ns, self.report
+        if last is None:
+            return
+        if until is not None:
+            if until > last:
+                self.advance_to(until)
+                self.note(self.corr.advance(until))
+                report.clock_notes.append(f"conditions judged at --until ({until} ns): time let "
+                                          "run on to it")
+            return
+        later = end_is_later(self.inputs, self.corr.snapshot())
+        if later:
+            cfg = self.corr.config
+            end = last + max(cfg.stranded_grace_ns, cfg.stuck_grace_ns,
+                             cfg.netdev_grace_ns) + TICK_NS
+            self.advance_to(end)
+            self.note(self.corr.advance(end))
+            report.clock_notes.append(later + "; conditions with a grace period (stranded, "
+                                      "stuck, netdev lost) are judged there as lasting past it")
 
     def finish(self, base: int | None, dedupe: Dedupe | None) -> None:
         """Fill the report: span, notes, totals, findings, final state and the timeline."""
         report, inputs = self.report, self.inputs
         report.last_ns = self.last_ts if report.first_ns is not None else None
+        report.state = self.corr.snapshot()
         if base is not None:
-            report.clock_notes.extend(_listing_notes(inputs, report.state))
+            report.clock_notes.extend(listing_notes(inputs, report.state))
         if dedupe is not None and dedupe.dropped:
             report.clock_notes.append(
                 f"{dedupe.dropped} event(s) seen twice (by two inputs, or one log line in two "
@@ -294,13 +336,26 @@ class _Feed:
         report.timeline_total = self.total
         report.findings = list(self.findings.items.values())
         report.book = self.findings
+        report.finding_inputs = self._finding_inputs()
+        _name_pods(report)
         report.recorded = self.recorded
-        report.state = self.corr.snapshot()
         report.timeline.extend(self._entries())
         _mark_order(report.timeline)
         for inp in inputs:
             if inp.format == "journal" and inp.stats.error:
                 report.clock_notes.append(f"{inp.path}: {inp.stats.error}")
+
+    def _finding_inputs(self) -> dict[str, list[str]]:
+        """Finding id -> the inputs whose events are about its device or sandbox."""
+        names = {i.index: i.path for i in self.inputs}
+        out = {}
+        for f in self.report.findings:
+            idxs: set[int] = set()
+            for key in (f.bdf, f.sandbox_id):
+                if key:
+                    idxs |= self.seen_by.get(key, set())
+            out[f.finding_id] = sorted(names[i] for i in idxs)
+        return out
 
     def _entries(self) -> list[Entry]:
         """The kept timeline as Entries, each with its stamp's uncertainty."""
@@ -318,23 +373,48 @@ class _Feed:
         return out
 
 
-def _listing_notes(inputs: list[Input], state: HostState | None) -> list[str]:
-    """Compare untimed listings' drivers with the replay's end (they were taken some time)."""
-    notes: list[str] = []
-    end = {d.device.bdf: d.driver for d in (state.devices if state else ())}
+def _pod_of(sandbox_id: str, inputs: list[Input]) -> tuple[str, str, str] | None:
+    """(namespace, pod, input) of a sandbox as a listing that ties sandboxes to pods names it
+    (its full id, or the prefix of at least 12 characters crictl shows)."""
     for inp in inputs:
-        for e in inp.events or ():
-            if inp.clock != "static" or not isinstance(e, ev.InventoryObserved):
-                continue
-            notes.append(f"{inp.path}: a listing with no time: its devices' identities (ids, "
-                         "PF/VF, IOMMU groups) are used from the start, its drivers are not")
-            differ = [f"{d.bdf} {d.driver or '(none)'} (replay ends with {end[d.bdf] or '(none)'})"
-                      for d in e.devices if d.bdf in end and end[d.bdf] != d.driver]
-            if differ:
-                notes.append(f"{inp.path}: drivers differ from the end of the replay, so it was "
-                             "not taken at the end: " + "; ".join(differ[:8])
-                             + (f"; … {len(differ) - 8} more" if len(differ) > 8 else ""))
-    return notes
+        for key, (ns, pod) in (inp.parsed.pods if inp.parsed is not None else {}).items():
+            if key == sandbox_id or (min(len(key), len(sandbox_id)) >= 12 and (
+                    sandbox_id.startswith(key) or key.startswith(sandbox_id))):
+                return ns, pod, inp.path
+    return None
+
+
+def _name_pods(report: Report) -> None:
+    """A finding about a sandbox without its pod gets the pod a listing names (crictl); the
+    finding says where it came from and rests on that listing too."""
+    for n, f in enumerate(report.findings):
+        found = _pod_of(f.sandbox_id, report.inputs) if f.sandbox_id and not f.pod else None
+        if found is None:
+            continue
+        ns, pod, path = found
+        said = dict(f.labels).get("inferred")
+        inferred = (f"{said}; " if said else "") + f"the pod: from {os.path.basename(path)}"
+        labels = (*(kv for kv in f.labels if kv[0] != "inferred"), ("inferred", inferred))
+        report.findings[n] = replace(f, pod=pod, pod_namespace=ns or None, labels=labels)
+        report.finding_inputs[f.finding_id] = sorted(
+            {*report.finding_inputs.get(f.finding_id, []), path})
+
+
+def _subjects(e: ev.Event) -> tuple[str, ...]:
+    """The device and sandbox an event is about (for what a finding rests on)."""
+    out = []
+    bdf = getattr(e, "bdf", None)
+    if isinstance(bdf, str):
+        out.append(bdf)
+    sid = e.actor.sandbox_id if isinstance(e, ev.SysfsWriteObserved) else getattr(
+        e, "sandbox_id", None)
+    if isinstance(sid, str):
+        out.append(sid)
+    if isinstance(e, ev.SandboxStarted):
+        out.extend(e.vmm_vfio_devices)
+    if isinstance(e, ev.InventoryObserved):
+        out.extend(d.bdf for d in e.devices)
+    return tuple(out)
 
 
 def _chain(head: Item, rest: Iterator[Item]) -> Iterator[Item]:

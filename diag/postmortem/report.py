@@ -98,11 +98,30 @@ class Report:
     state: HostState | None = None
     first_ns: int | None = None
     last_ns: int | None = None
+    end_ns: int | None = None
+    """The moment the replay ended at (the last event, a listing's time, --until, or later)."""
+    finding_inputs: dict[str, list[str]] = field(default_factory=dict)
+    """Finding id -> the inputs whose events are about its device or sandbox."""
     options: Options = field(default_factory=Options)
 
     @property
     def unreadable(self) -> list[Input]:
         return [i for i in self.inputs if i.stats.error]
+
+    @property
+    def untimed_only(self) -> bool:
+        """No input has times (pasted fragments, listings): every stamp is an ordinal."""
+        return not any(i.parsed is not None and i.clock in ("realtime", "monotonic")
+                       for i in self.inputs)
+
+    @property
+    def not_fully_read(self) -> list[Input]:
+        """Inputs not read as a known artifact whole: unrecognised, read only as text
+        (signatures only), cut short, or with malformed lines skipped (named at the top of the
+        report; exit status 2)."""
+        return [i for i in self.inputs if not i.stats.error and (
+            i.stats.format in ("unrecognised", "text") or i.stats.truncated
+            or i.stats.bad_lines)]
 
     @property
     def worst(self) -> ev.Severity | None:
@@ -116,8 +135,8 @@ class Report:
 
     @property
     def exit_status(self) -> int:
-        """2 when an input could not be read, 1 when a finding reached warning, else 0."""
-        if self.unreadable:
+        """2 when an input could not be read whole, 1 when a finding reached warning, else 0."""
+        if self.unreadable or self.not_fully_read:
             return 2
         worst = self.worst
         return 1 if worst is not None and worst >= ev.Severity.WARNING else 0

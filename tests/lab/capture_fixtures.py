@@ -5,7 +5,10 @@ Usage: ``python3 -m tests.lab.capture_fixtures [--fixtures DIR] [--demo]``. Over
 lab-made files only; hand-written READMEs are kept, the sysfs file list is regenerated.
 With ``--demo`` it instead boots agent scenario 1 (Kata >=3.8 move with cold_plug_vfio=no-port)
 and keeps its journal as diag/data/demo.jsonl (the bundled demo incident, `vfiowatch demo`) and
-tests/fixtures/journals/lab-scenario1.jsonl.
+tests/fixtures/journals/lab-scenario1.jsonl. With ``--incidents`` it boots the ``incidents``
+scenario and unpacks its real captures (udevadm, ip monitor, ps, lspci, dmesg, actions.log) into
+tests/fixtures/postmortem-incidents/lab/<incident>/, from which make_incidents.py builds the
+incident sets.
 """
 
 from __future__ import annotations
@@ -69,15 +72,36 @@ def demo(guest: build.Guest, fx: Path, t0: float) -> int:
     return 0
 
 
+def incidents(guest: build.Guest, fx: Path, t0: float) -> int:
+    """Boots the incidents scenario and unpacks its captures under postmortem-incidents/lab/."""
+    res = vm.boot(guest, "incidents", build.DEFAULT_CACHE / "runs" / "incidents", timeout=900)
+    if not res.ok or "incidents.tar" not in res.payloads:
+        print(res.console[-4000:])
+        print(res.payloads.get("error", b"").decode())
+        return 1
+    dst = fx / "postmortem-incidents" / "lab"
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(res.payloads["incidents.tar"])) as tar:
+        tar.extractall(dst)
+    print((dst / "guest.txt").read_text())
+    print(f"captures written under {dst} in {time.monotonic() - t0:.1f}s (boot {res.seconds:.1f}s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fixtures", type=Path, default=build.REPO / "tests" / "fixtures")
     ap.add_argument("--demo", action="store_true", help="record the demo journal instead")
+    ap.add_argument("--incidents", action="store_true",
+                    help="record the postmortem incident captures instead")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     guest = build.build()
     if args.demo:
         return demo(guest, args.fixtures, t0)
+    if args.incidents:
+        return incidents(guest, args.fixtures, t0)
     res = vm.boot(guest, "capture", build.DEFAULT_CACHE / "runs" / "capture")
     if not res.ok or "capture.tar" not in res.payloads:
         print(res.console[-4000:])

@@ -44,7 +44,8 @@ BACKPORTS_SOURCE = Path("/etc/apt/sources.list.d/vfiowatch-lab-backports.sources
 PACKAGES = REPO / "deploy" / "packages.sh"  # reads deploy/packages.txt; the one installed check
 
 # Guest packages from the base suite (debootstrap minbase + these).
-GUEST_PACKAGES = ["python3", "iproute2", "kmod", "pciutils", "procps", "udev"]
+GUEST_PACKAGES = ["python3", "iproute2", "kmod", "pciutils", "procps", "udev",
+                  "systemd"]  # systemd: journald and journalctl (agent scenario 10)
 GUEST_BCC_PACKAGES = ["python3-bpfcc", "bpfcc-tools"]
 # Modules the lab needs in the root file system (dependencies are resolved from modules.dep).
 ROOT_MODULES = ["igb", "igbvf", "vfio", "vfio-pci", "vfio_iommu_type1", "irqbypass"]

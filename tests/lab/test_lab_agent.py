@@ -68,7 +68,7 @@ def current(got: list[ev.Finding]) -> ev.Finding:
 
 
 def context(res: labvm.Boot, n: int) -> str:
-    group = "1" if n == 6 else "2" if n in (7, 8) else "0"
+    group = "1" if n == 6 else "2" if n in (7, 8) else "3" if n == 10 else "0"
     return ("\ntimeline:\n" + res.payloads.get(f"timeline-{n}.txt", b"").decode()
             + "\nagent log tail:\n"
             + res.payloads.get(f"agent-g{group}.log", b"").decode()[-2000:])
@@ -241,3 +241,27 @@ def test_open_only_unbind_through_a_vanished_netdev_link_is_attributed(
     texts = [x.text for x in ep.evidence()]
     assert any(f"sriov-network-c[{mine[0].actor.pid}] opened" in t and f"value '{VF0}' recovered "
                "(from the unbind that followed)" in t for t in texts), texts
+
+
+def test_without_ebpf_kata_lines_from_the_journal_make_it_critical_and_name_the_shim(
+        agent_run: labvm.Boot) -> None:
+    """Scenario 10 (issue 17): the agent runs with its eBPF source disabled; Kata's own lines
+    reach it through journald: the move is critical, the actor is the shim (its pid from the
+    line) and the sandbox is named; the writes in the evidence are Kata's (mode kata-log)."""
+    needs(agent_run, "uevent", "kata")
+    events = journal(agent_run, 10)
+    assert not any(isinstance(e, ev.SourceStateChanged) and e.name == "ebpf" and e.up
+                   for e in events), "eBPF must be off in this scenario"
+    got = [f for f in events if isinstance(f, ev.Finding)
+           and f.rule == "vfio-bind-coldplug-disabled"]
+    assert got, "no cold-plug finding" + context(agent_run, 10)
+    f = current(got)
+    shim = timeline_ns(agent_run, 10, "shim pid")
+    line = next(x for x in agent_run.payloads["timeline-10.txt"].decode().splitlines()
+                if "shim pid" in x)
+    pid, sid = int(line.split("shim pid ")[1].split()[0]), line.split("sandbox ")[1].split(":")[0]
+    assert shim and f.severity == ev.Severity.CRITICAL
+    assert f.actor is not None and f.actor.pid == pid and f.actor.kata_runtime == "go"
+    assert f.sandbox_id == sid
+    writes = [e for e in events if isinstance(e, ev.SysfsWriteObserved) and e.bdf == VF0]
+    assert writes and all(w.mode == "kata-log" and w.actor.pid == pid for w in writes)

@@ -84,7 +84,12 @@ def effective_cold_plug(model: Model, bdf: str, actor: ev.Process | None,
             if sid and sid in model.sandboxes:
                 sb = model.sandboxes[sid]
                 break
-    if sb is not None:
+    if sb is not None and sb.cold_plug_origin == "unknown":
+        # Known from a process listing only: its handler's configuration decides.
+        found = effective_cold_plug(model, "", actor, None) if bdf else None
+        if found is not None and found.sandbox is None:
+            return replace(found, sandbox=sb, runtime=found.runtime or sb.runtime)
+    if sb is not None and sb.cold_plug_origin != "unknown":
         return ColdPlug(value=sb.cold_plug_vfio or "no-port",
                         origin=f"sandbox {sb.sandbox_id[:12]} ({sb.cold_plug_origin})",
                         sandbox=sb, runtime=sb.runtime, pcie_root_port=sb.pcie_root_port,

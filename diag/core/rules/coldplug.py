@@ -9,6 +9,8 @@ runtime-rs has no such check.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from diag import events as ev
 from diag.core.episodes import VFIO_DRIVER, Episode
 from diag.core.model import Model
@@ -23,6 +25,10 @@ from diag.core.rules._base import (
 from diag.render import actor_label
 
 BUS_ERROR = "Bus '<unknown PCIePortBusPrefix: >0' not found"
+UNNAMED = "its host driver (not named in these inputs)"
+OTHER_FAILURES = frozenset({"port-not-set", "coldplug-disabled-refusal"})
+"""Failures that are not #10162 although the VF moved with cold plug off: Kata 3.2's missing
+port (#9014) fails before QEMU; >= 3.9 refuses before any write."""
 
 
 def method_of(ep: Episode | None) -> str:
@@ -49,6 +55,15 @@ def declared_intent(model: Model, cfg_allow: tuple[str, ...], driverctl: tuple[s
     if pf is not None and pf in cfg_allow:
         return f"allow_vfio entry {pf} (its PF)"
     return ""
+
+
+def _logging_shim(ep: Episode) -> ev.Process | None:
+    """The Kata shim whose log line (with its `pid=` and sandbox) is in the episode."""
+    for x in ep.events:
+        if isinstance(x, ev.LogLineMatched) and x.sandbox_id and x.pid and x.origin != "dmesg":
+            return ev.Process(pid=x.pid, comm="containerd-shim", sandbox_id=x.sandbox_id,
+                              kata_runtime="go")
+    return None
 
 
 @register
@@ -85,9 +100,19 @@ class VfioBindColdplugDisabled(ConditionRule):
         if rec is None or e.bdf in self._by_bdf:
             return []
         prev = e.previous_driver or rec.last_driver
-        if prev is None or prev == VFIO_DRIVER:
-            return []  # not a move from a host driver (inventory, or first bind of a new VF)
+        if prev == VFIO_DRIVER:
+            return []
         ep = model.episode(e.bdf)
+        if prev is None:
+            # A move from an unnamed driver is still a move: an unbind before this bind, the
+            # netdev removed under the device, or a bind Kata made (known from its own lines).
+            # Only a first bind of a new VF is not.
+            moved = ep is not None and (
+                (ep.unbind_ns is not None and ep.unbind_ns <= e.ts_ns) or ep.lost is not None
+                or e.source == ev.KATA_LOG)
+            if not moved:
+                return []
+            prev = rec.host_driver or UNNAMED
         fields = self._assess(model, e.bdf, ep, prev)
         if fields is None:
             return []
@@ -112,24 +137,37 @@ class VfioBindColdplugDisabled(ConditionRule):
         """The finding's fields for a move of `bdf` from `prev` to vfio-pci; None when cold plug
         is enabled (the bind is an expected cold plug)."""
         actor = ep.actor if ep is not None else model.last_actor.get(bdf)
+        logged_by = None
+        if actor is None and ep is not None:
+            # No write attributed: the shim that logged about this VF (its `pid=`) moved it.
+            logged_by = _logging_shim(ep)
+            actor = logged_by
         cp = effective_cold_plug(model, bdf, actor, ep.sandbox_id if ep else None)
         if not cp.disabled:
             return None
+        if ep is not None and OTHER_FAILURES.intersection(ep.signatures):
+            return None
         cfg = self.config
         intent = declared_intent(model, cfg.allow_vfio, cfg.driverctl_overrides, bdf)
-        severity, why = _severity(actor, cp, intent)
+        named_by_kata = ep.sandbox_id if ep is not None else None
+        severity, why = _severity(actor, cp, intent, named_by_kata)
         lost = ep.lost if ep is not None else None
         sb = cp.sandbox
         pod = (sb.pod if sb else None) or (lost.pod if lost else None)
         pod_ns = (sb.pod_namespace if sb else None) or (lost.pod_namespace if lost else None)
         sandbox_id = (sb.sandbox_id if sb else None) or (ep.sandbox_id if ep else None) or (
             actor.sandbox_id if actor else None) or (lost.sandbox_id if lost else None)
-        assumed = " (assumed: Kata's built-in default)" if cp.assumed else ""
         confirmed = ep is not None and "qemu-bus-not-found" in ep.signatures
+        if cp.assumed and confirmed:
+            cp = replace(cp, assumed=False,
+                         origin="QEMU's line: bus <unknown PCIePortBusPrefix: >0 is what "
+                                "cold_plug_vfio = no-port gives")
+        assumed = " (assumed: Kata's built-in default)" if cp.assumed else ""
         outcome = ("QEMU failed as predicted" if confirmed
                    else "QEMU will fail") + " and the VF's network is gone"
         summary = (f"{device_label(model, bdf)} moved from {prev} to vfio-pci by "
                    f"{actor_label(actor)} while cold_plug_vfio={cp.value}{assumed}: {outcome}")
+        inferred = _inferred(model, bdf, prev, ep, logged_by)
         labels = [("from_driver", prev), ("cold_plug_vfio", cp.value),
                   ("cold_plug_origin", cp.origin),
                   ("cold_plug_assumed", "true" if cp.assumed else "false"),
@@ -140,6 +178,8 @@ class VfioBindColdplugDisabled(ConditionRule):
             labels.append(("intent", intent))
         if confirmed:
             labels.append(("confirmed_by", "qemu-bus-not-found"))
+        if inferred:
+            labels.append(("inferred", "; ".join(inferred)))
         return {
             "severity": severity, "summary": summary,
             "explanation": _explanation(bdf, prev, ep, cp, severity, why),
@@ -150,18 +190,40 @@ class VfioBindColdplugDisabled(ConditionRule):
         }
 
 
-def _severity(actor: ev.Process | None, cp: ColdPlug, intent: str) -> tuple[ev.Severity, str]:
-    """Critical when Kata moved it (a Kata shim, or a sandbox's VF), info when the move was
-    declared, warning otherwise; with the reason."""
-    if is_kata_shim(actor) or cp.sandbox is not None:
+def _severity(actor: ev.Process | None, cp: ColdPlug, intent: str,
+              named_by_kata: str | None) -> tuple[ev.Severity, str]:
+    """Critical when Kata moved it (a Kata shim, a sandbox's VF, or a VF Kata's own lines give
+    to a sandbox), info when the move was declared, warning otherwise; with the reason."""
+    if is_kata_shim(actor) or cp.sandbox is not None or named_by_kata is not None:
         why = ("the actor is a Kata shim" if is_kata_shim(actor)
                else f"the device belongs to Kata sandbox {cp.sandbox.sandbox_id[:12]}"
-               if cp.sandbox else "")
+               if cp.sandbox else
+               f"Kata's lines give the device to sandbox {(named_by_kata or '')[:12]}")
         return ev.Severity.CRITICAL, why
     if intent:
         return ev.Severity.INFO, f"declared intent: {intent}"
     return ev.Severity.WARNING, ("the actor is unknown" if actor is None
                                  else "the actor is not a Kata shim")
+
+
+def _inferred(model: Model, bdf: str, prev: str, ep: Episode | None,
+              logged_by: ev.Process | None) -> list[str]:
+    """What the finding rests on that no input said outright: the driver the VF left, the
+    kernel's side of the move, the actor."""
+    rec = model.device(bdf)
+    inferred = []
+    if prev == UNNAMED:
+        inferred.append("the driver it left: no input names it")
+    elif rec is not None and rec.host_driver == prev and rec.host_driver_from and \
+            rec.host_driver_from not in ("a bind to it", "the driver it left",
+                                         "the driver it was unbound from"):
+        inferred.append(f"the driver it left, {prev}: from {rec.host_driver_from}")
+    if ep is not None and any(getattr(x, "source", "") == ev.KATA_LOG for x in ep.events):
+        inferred.append("the kernel's unbind/bind: from Kata's own lines (no kernel capture)")
+    if logged_by is not None:
+        inferred.append(f"the actor: the Kata shim (pid {logged_by.pid}) that logged about "
+                        "this VF, no write attributed")
+    return inferred
 
 
 def _explanation(bdf: str, prev: str, ep: Episode | None, cp: ColdPlug, severity: ev.Severity,
@@ -190,11 +252,12 @@ def _explanation(bdf: str, prev: str, ep: Episode | None, cp: ColdPlug, severity
 def _remedy(bdf: str, prev: str, cp: ColdPlug) -> str:
     """The configuration fix, then the commands that give the VF back to its host driver."""
     where = f" of handler {', '.join(cp.handlers)}" if cp.handlers else ""
+    driver = "<host driver>" if prev == UNNAMED else prev  # a command to paste, not a phrase
     return (
         f'Set cold_plug_vfio = "root-port" with pcie_root_port >= 1 in [hypervisor.qemu]'
         f"{where} (a config.d drop-in works), or run the Kata Go runtime >= 3.9, which "
         f"refuses such pods before touching the VF (runtime-rs has no such check). Then "
-        f"give the VF back: echo {prev} > /sys/bus/pci/devices/{bdf}/driver_override; "
+        f"give the VF back: echo {driver} > /sys/bus/pci/devices/{bdf}/driver_override; "
         f"echo {bdf} > /sys/bus/pci/drivers/vfio-pci/unbind; "
         f"echo {bdf} > /sys/bus/pci/drivers_probe."
     )

@@ -93,11 +93,63 @@ KNOWN: dict[str, tuple[ev.Severity, str, str]] = {
                                   "See the guest kernel log."),
     "sysfs-write-failed": (_E, "A sysfs write of the VF move failed; the VF may be half-moved.",
                            RESTORE),
+    "vfio-hotplug-failed": (_E, "Hot-plugging a VFIO device into the VM failed.",
+                            "See the error in the line."),
+    "vfio-open-failed": (
+        _E, "QEMU could not open the VF's VFIO group: with Operation not permitted the device "
+            "cgroup denies it (sandbox_cgroup_only, Kata runtime#2774), with No such file the "
+            "group node is gone.",
+        "Allow /dev/vfio/<group> in the sandbox's device cgroup (or sandbox_cgroup_only = "
+        "false), and check that the VF is on vfio-pci."),
+    "vfio-bar-reserve-failed": (
+        _W, "vfio-pci could not reserve one of the device's BARs: another driver or the firmware "
+            "holds that memory range.", "Check /proc/iomem for the range; boot with the device "
+            "bound to vfio-pci before any other driver claims it."),
+    "qemu-bar-mmap-failed": (_W, "QEMU could not map one of the device's BARs (slower, not fatal).",
+                             "See the kernel's BAR lines for the same device."),
+    "qmp-device-not-found": (
+        _E, "QEMU lost the hot-plugged VFIO device: often a group holding PCIe bridges that were "
+            "passed too (Kata #2938), or a hot-plug racing the guest.",
+        "Pass only the group's endpoints (bridges stay on the host), or cold-plug the device."),
+    "qmp-bus-no-hotplug": (
+        _E, "QEMU cannot hot-plug onto that bus (a PCI bridge without SHPC, or the root bus).",
+        'Use PCIe root ports: hot_plug_vfio = "root-port" with pcie_root_port >= 1.'),
+    "agent-pci-translate-failed": (
+        _E, "The Kata agent found no guest PCI address for the host device, so the container "
+            "did not start (vfio_mode, or the PCI path mapping; Kata #4091, #9614).",
+        "Check vfio_mode (guest-kernel for a VF used as a NIC) and upgrade Kata (>= 3.5 maps "
+        "both vfio-pci and vfio-pci-gk devices)."),
+    "dragonball-vfio-create-failed": (
+        _E, "Dragonball could not create the VFIO device (NoResource: the host's physical "
+            "address width is too small for its MMIO window, Kata #9509).",
+        "See Kata #9509; use QEMU on this host."),
+    "dragonball-vfio-add-failed": (
+        _E, "Dragonball refused to add the VFIO device (InvalidOperation: PCI hot-plug is not "
+            "enabled in its VM configuration, Kata #9129).", "See Kata #9129."),
+    "dragonball-pci-hotplug-unsupported": (
+        _E, "The runtime-rs configuration asks Dragonball for PCI hot-plug options it does not "
+            "have (Kata #6424).", "Remove the PCI hot-plug options from the Dragonball "
+            "configuration."),
+    "clh-vfio-failed": (
+        _E, "Cloud Hypervisor's VFIO device failed (e.g. guest memory could not be added to the "
+            "IOMMU table).", "See the error; give the host more memory or check the IOMMU."),
+    "cni-vf-netdev-missing": (
+        _W, "The CNI found no netdev for the VF: it is on vfio-pci (on purpose, or left there by "
+            "a failed Kata sandbox, PR #13790).", RESTORE),
     "rs-sysfs-echo-failed": (_E, "A sysfs write of the VF move failed (runtime-rs).", RESTORE),
 }
 """Signature id -> (severity, what it means, remedy). Configuration errors (`config-*`,
 `annotation-*`, ...) are raised by `kata-config-invalid`; other ids not listed here open a
 warning when logged at error level."""
+
+NO_PORT_BUS = "<unknown PCIePortBusPrefix: >"
+"""The bus name Kata gives a cold-plugged VF when cold_plug_vfio = no-port (Kata #10162)."""
+OTHER_BUS = (
+    _E, "QEMU could not find the PCIe bus the VF was to be plugged on: no such root or switch "
+        "port was created (pcie_root_port = 0, or hotplug_vfio_on_root_bus without root ports).",
+    'Give the VM root ports: pcie_root_port >= 1 with cold_plug_vfio (or hot_plug_vfio) = '
+    '"root-port".')
+"""qemu-bus-not-found for a named bus (`rp0`): a missing root port, not the #10162 case."""
 
 _CONFIG_PREFIXES = ("config-", "annotation-", "pcie-ports-", "rs-pcie-ports-", "rs-root-and-",
                     "rs-unsupported-cold-plug", "vfio-mode-unknown")
@@ -118,6 +170,8 @@ class KataKnownError(ConditionRule):
         self.by_sandbox: dict[str, list[str]] = {}
 
     def _classify(self, e: ev.LogLineMatched) -> tuple[ev.Severity, str, str] | None:
+        if e.signature == "qemu-bus-not-found" and NO_PORT_BUS not in e.text:
+            return OTHER_BUS
         known = KNOWN.get(e.signature)
         if known is not None:
             return known

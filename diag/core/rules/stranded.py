@@ -18,6 +18,17 @@ from diag.core.thresholds import NS, CoreConfig
 from diag.render import actor_label
 
 
+def _moved_by_kata(model: Model, bdf: str) -> bool:
+    """Kata moved the device as a physical endpoint (its shim wrote, or its lines name it): a
+    NIC function Kata gives a pod, a VF whatever the inputs call it."""
+    ep = model.episode(bdf)
+    if ep is None:
+        return False
+    if ep.sandbox_id is not None or any(a.kata_runtime for a in ep.actors):
+        return True
+    return any(getattr(x, "source", "") == ev.KATA_LOG for x in ep.events)
+
+
 @register
 class VfStrandedOnVfio(ConditionRule):
     """Open when a VF sits on vfio-pci unused past the grace period."""
@@ -36,7 +47,8 @@ class VfStrandedOnVfio(ConditionRule):
 
     def _watch(self, model: Model, bdf: str, since_ns: int) -> None:
         rec = model.device(bdf)
-        if rec is None or rec.driver != VFIO_DRIVER or not is_vf(model, bdf):
+        if rec is None or rec.driver != VFIO_DRIVER or not (is_vf(model, bdf)
+                                                            or _moved_by_kata(model, bdf)):
             return
         if bdf in self._by_bdf or bdf in self.timers:
             return
@@ -65,7 +77,10 @@ class VfStrandedOnVfio(ConditionRule):
         if isinstance(event, ev.InventoryObserved):
             for d in event.devices:
                 if d.driver == VFIO_DRIVER:
-                    self._watch(model, d.bdf, event.ts_ns)
+                    rec = model.device(d.bdf)
+                    since = rec.since_ns if rec is not None and rec.since_ns is not None \
+                        and rec.since_ns <= event.ts_ns else event.ts_ns
+                    self._watch(model, d.bdf, since)
             return []
         if isinstance(event, ev.VfioGroupHeld):
             out = []

@@ -21,7 +21,7 @@ import select
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -264,17 +264,120 @@ def to_event(rec: LogRecord, *, ts_ns: int, source: str = "kata") -> ev.LogLineM
     fields = dict(rec.fields)
     text = rec.message
     m = signatures.match(text, fields)
-    if m is None and fields.get("error"):  # containerd/kubelet put the runtime's error in error=
-        text = f"{rec.message}: {fields['error']}" if rec.message else fields["error"]
-        m = signatures.match(fields["error"], fields)
+    err = fields.get("error")
+    # containerd/kubelet put the runtime's error in error=; a wrapper message ("failed to
+    # hotplug VFIO device") is reported by its error's own signature when that has one.
+    if err and (m is None or m.signature.id in signatures.WRAPPERS):
+        inner = signatures.match(err, fields)
+        if inner is not None or m is not None:
+            text = f"{rec.message}: {err}" if rec.message else err
+            m = inner or m
     if m is None:
         return None
     qpid = rec.fields.get("qemuPid", "") or rec.fields.get("qemu_pid", "")
     return ev.LogLineMatched(
         ts_ns=rec.ts_ns or ts_ns, source=source, signature=m.signature.id, text=text,
         origin=rec.origin, level=rec.level, sandbox_id=sandbox_of(rec), bdf=m.bdf,
-        pid=rec.pid, qemu_pid=int(qpid) if qpid.isdigit() else None, iommu_group=m.iommu_group,
+        pid=int(fields["pid"]) if fields.get("pid", "").isdigit() else rec.pid,
+        qemu_pid=int(qpid) if qpid.isdigit() else None, iommu_group=m.iommu_group,
     )
+
+
+_PCI = "/sys/bus/pci"
+
+
+def _shim(rec: LogRecord, sandbox: str | None) -> ev.Process:
+    """The Kata shim that logged `rec` (Go: `name=containerd-shim-v2`, runtime-rs:
+    `NAME=kata-runtime`); its pid from the line's own `pid=` (containerd's copy of a shim line
+    carries containerd's pid in its prefix)."""
+    raw = rec.fields.get("pid", "")
+    pid = int(raw) if raw.isdigit() else (rec.pid or 0)
+    runtime = "rs" if rec.fields.get("name") == "kata-runtime" else "go"
+    return ev.Process(pid=pid, comm="containerd-shim", sandbox_id=sandbox, kata_runtime=runtime)
+
+
+def _field_path(rec: LogRecord, *keys: str) -> str:
+    for k in keys:
+        v = rec.fields.get(k, "")
+        if v.startswith("/sys/"):
+            return v
+    return ""
+
+
+def write_of(rec: LogRecord, m: signatures.SignatureMatch, ts_ns: int,
+             source: str = "kata") -> ev.SysfsWriteObserved | None:
+    """The sysfs write a Kata line announces (kata-facts §2, §4.3 #7/#8), attributed to the
+    shim that logged it: the same fact an eBPF record gives, from another witness.
+
+    Go logs each step just before it writes (`Write vfio-pci to driver_override`, `Unbinding
+    device from driver`, `Writing bdf to drivers-probe-path`, the 3.0-3.7 `new_id`/`bind`
+    lines); runtime-rs logs `echo ... > <path>` lines and `<bdf> is unbound from <driver>`
+    after its unbind. The result is not logged: the write is taken as made (result 0)."""
+    sid = sandbox_of(rec)
+    bdf = m.bdf
+    sig = m.signature.id
+    if sig == "vfio-bind-override":
+        control, value, driver = "driver_override", "vfio-pci", "vfio-pci"
+        path = _field_path(rec, "driver-override-path") or f"{_PCI}/devices/{bdf}/driver_override"
+    elif sig == "host-restore-override":
+        value = driver = (m.driver or "").strip()
+        control = "driver_override"
+        path = _field_path(rec, "driver-override-path") or f"{_PCI}/devices/{bdf}/driver_override"
+    elif sig == "device-unbind":
+        control, value, driver = "unbind", bdf or "", m.driver
+        path = _field_path(rec, "driver-path") or f"{_PCI}/devices/{bdf}/driver/unbind"
+    elif sig == "drivers-probe":
+        control, value, driver, path = "drivers_probe", bdf or "", None, f"{_PCI}/drivers_probe"
+    elif sig == "vfio-unbind":
+        control, value, driver = "unbind", bdf or "", "vfio-pci"
+        path = f"{_PCI}/drivers/vfio-pci/unbind"
+    elif sig == "vfio-bind-legacy" and "new-id" in rec.message:
+        control, driver = "new_id", "vfio-pci"
+        value = rec.fields.get("vendor-device-id", "").replace("0x", "")
+        path = f"{_PCI}/drivers/vfio-pci/new_id"
+    elif sig == "vfio-bind-legacy":
+        control, value, driver, path = "bind", bdf or "", "vfio-pci", f"{_PCI}/drivers/vfio-pci/bind"
+    elif sig == "host-restore-legacy":
+        path = _field_path(rec, "driver-bind-path", "bind-path", "driver-path")
+        driver = path.split("/")[-2] if path.endswith("/bind") else None
+        control, value = "bind", bdf or ""
+        path = path or f"{_PCI}/drivers/{driver or '<host driver>'}/bind"
+    else:
+        return None
+    if bdf is None and control != "new_id":
+        return None
+    return ev.SysfsWriteObserved(
+        ts_ns=rec.ts_ns or ts_ns, source=source, actor=_shim(rec, sid), path=path,
+        control=control, value=value, bdf=bdf, driver=driver or None, result=0,
+        mode=ev.KATA_LOG)
+
+
+def to_events(rec: LogRecord, *, ts_ns: int, source: str = "kata") -> list[ev.Event]:
+    """What a log record is evidence of: every failure its line reports (one line often wraps
+    another: `failed to launch qemu: ... Bus 'rp0' not found`), else the sysfs write a Kata line
+    announces (one witness of the move, like an eBPF record), else its informational match;
+    [] when nothing matched."""
+    e = to_event(rec, ts_ns=ts_ns, source=source)
+    if e is None:
+        return []
+    if signatures.BY_ID[e.signature].severity == "info":
+        m = signatures.match(rec.message, dict(rec.fields))
+        if m is not None:
+            w = write_of(rec, m, ts_ns, source)
+            if w is not None:
+                return [w]
+        return [e]
+    out: list[ev.Event] = [e]
+    seen = {e.signature}
+    for m in signatures.match_all(e.text, dict(rec.fields)):
+        sid = m.signature.id
+        if sid in seen or m.signature.severity == "info" or sid in signatures.WRAPPERS:
+            continue
+        seen.add(sid)
+        out.append(replace(e, signature=sid, bdf=m.bdf or e.bdf,
+                           iommu_group=m.iommu_group if m.iommu_group is not None
+                           else e.iommu_group))
+    return out
 
 
 # ---- Followers ----------------------------------------------------------------------------------

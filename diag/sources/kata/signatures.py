@@ -27,6 +27,7 @@ BDF_RE = r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"
 _BDF = rf"(?P<bdf>{BDF_RE})"
 _SHORT_BDF = r"(?P<bdf>(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])"
 BDF_SEARCH = re.compile(rf"(?<![0-9a-fA-F:]){BDF_RE}(?![0-9a-fA-F])")
+_HOST_ARG = re.compile(r"vfio-pci,host=((?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,15 +123,70 @@ CATALOGUE: tuple[Signature, ...] = (
          "kata-facts §4.3 #6"),
     # ---- #18: kernel vfio-pci while an unbind waits for the holder -----------------------------
     _sig("vfio-device-request",
-         rf"vfio-pci {_BDF}: Relaying device request to user \(#(?P<count>\d+)\)",
+         rf"vfio-pci {_BDF}: Relaying device request to user(?: \(#(?P<count>\d+)\))?",
          "warning", "kernel",
          "An unbind from vfio-pci is waiting for the process holding the VFIO group (QEMU)",
-         "kata-facts §4.3 #18"),
+         "kata-facts §4.3 #18; kernels before 4.20 print no (#N): kata-containers/runtime#1669"),
     _sig("vfio-device-request-blocked",
          rf"vfio-pci {_BDF}: No device request channel registered, blocked until released by user",
          "warning", "kernel",
          "An unbind from vfio-pci is blocked until the holder closes the VFIO group",
          "kata-facts §4.3 #18"),
+    # ---- failures seen in public reports (tests/fixtures/postmortem-real) ---------------------
+    _sig("vfio-open-failed",
+         rf"vfio(?: error)?:? (?:{_SHORT_BDF}: failed to open|error opening) /dev/vfio/"
+         r"(?P<group>\d+): (?P<err>[A-Za-z][^\"'\\\n]{0,80})",
+         "error", "qemu",
+         "QEMU could not open the VF's VFIO group (Operation not permitted: the device cgroup or "
+         "a container sandbox denies it; No such file: the group is gone)",
+         "kata-containers/runtime#2774, #2605 (sandbox_cgroup_only=true)"),
+    _sig("vfio-bar-reserve-failed",
+         rf"vfio-pci {_BDF}: BAR (?P<bar>\d+): can't reserve",
+         "warning", "kernel",
+         "vfio-pci could not reserve one of the device's BARs (another driver or the firmware "
+         "holds that memory range)", "kata-containers#10622 (kernel line)"),
+    _sig("qemu-bar-mmap-failed",
+         rf"Failed to mmap {_SHORT_BDF} BAR (?P<bar>\d+)\. Performance may be slow",
+         "warning", "qemu", "QEMU could not map one of the device's BARs (slow, not fatal)",
+         "kata-containers#10622"),
+    _sig("qmp-device-not-found",
+         r"QMP command failed: Device '(?P<id>[^']{0,128})' not found",
+         "error", "qemu",
+         "QEMU lost the hot-plugged VFIO device (often a group holding PCIe bridges that were "
+         "passed too, Kata #2938, or a hot-plug racing the guest)",
+         "kata-containers#2938, PR #3491"),
+    _sig("qmp-bus-no-hotplug",
+         r"Bus '(?P<bus>[^']{0,256})' does not support hotplugging",
+         "error", "qemu",
+         "QEMU cannot hot-plug onto that bus (a PCI bridge without SHPC, or the root bus): the "
+         "device needs a PCIe root port", "kata-containers#5799"),
+    _sig("agent-pci-translate-failed",
+         rf"(?i:unable to translate host PCI address) {_SHORT_BDF}",
+         "error", "agent",
+         "The Kata agent found no guest PCI address for the host device (vfio_mode or the "
+         "PCI path mapping), so the container did not start", "kata-containers#4091, #5676"),
+    _sig("dragonball-vfio-create-failed",
+         r"CreateVfioDevice\((?P<err>[A-Za-z]\w{0,64})\)",
+         "error", "rs", "Dragonball could not create the VFIO device (e.g. NoResource: the "
+         "host's physical address width is too small for its MMIO window)",
+         "kata-containers#9509"),
+    _sig("dragonball-vfio-add-failed",
+         r"failed to add VFIO passthrough device: (?P<err>VfioDeviceMgr\(\w{0,64}\))",
+         "error", "rs", "Dragonball refused to add the VFIO device (InvalidOperation: PCI "
+         "hot-plug is not enabled in its VM configuration)", "kata-containers#9129"),
+    _sig("dragonball-pci-hotplug-unsupported",
+         r"dragonball hypervisor does not support PCI hotplug options",
+         "error", "rs", "The runtime-rs configuration asks Dragonball for PCI hot-plug options "
+         "it does not have", "kata-containers#6424"),
+    _sig("clh-vfio-failed",
+         r"cloud-hypervisor: [\d.]+s: ERROR:(?P<where>[\w./-]{0,80}vfio[\w./-]{0,40}:\d+) -- "
+         r"(?P<err>.{1,300})",
+         "error", "clh", "Cloud Hypervisor's VFIO device failed (e.g. guest memory could not "
+         "be added to the IOMMU table: too little host memory)", "kata-containers/tests#2624"),
+    _sig("cni-vf-netdev-missing",
+         rf"cannot get a network device with pci address {_BDF}",
+         "warning", "cni", "The CNI found no netdev for the VF: it is bound to vfio-pci (or "
+         "left there by a failed sandbox, Kata PR #13790)", "kubeovn/kube-ovn#2081"),
     # ---- #10-#14: teardown and VM-start failures -----------------------------------------------
     _sig("error-removing-endpoint",
          r"Error removing endpoint (?P<ifname>\S*) ?: (?P<err>.*)",
@@ -161,6 +217,9 @@ CATALOGUE: tuple[Signature, ...] = (
          "kata-facts §4.3 #14"),
     _sig("qemu-exited-error", r"QEMU exited with an error", "error", "go",
          "QEMU exited non-zero", "kata-facts §4.1 (LogAndWait)"),
+    _sig("vfio-hotplug-failed", r"failed to hotplug VFIO device", "error", "go",
+         "Hot-plugging a VFIO device into the VM failed (the line's error says why)",
+         "kata-containers#4211, #10622, #12091"),
     # ---- #15: VF admin MAC ------------------------------------------------------------------------
     _sig("vf-admin-mac-skipped",
          r"(?:setVfAdminMAC: skipped|set_vf_admin_mac: skipped for (?P<bdf>\S+) \((?P<err>.*)\)),"
@@ -290,6 +349,9 @@ CATALOGUE: tuple[Signature, ...] = (
 
 BY_ID: dict[str, Signature] = {s.id: s for s in CATALOGUE}
 """Signature by id."""
+WRAPPERS = frozenset({"vfio-hotplug-failed"})
+"""Signatures of a message that only wraps the real error (logged in its `error` field): the
+error's own signature, when it has one, is the one reported."""
 
 _BDF_FIELDS = ("device-bdf", "bdf", "BDF", "device_bdf", "host-bdf")
 _GROUP_FIELDS = ("device-group", "group", "iommu_group")
@@ -329,6 +391,9 @@ def _build(sig: Signature, m: re.Match[str], fields: dict[str, str]) -> Signatur
     if bdf is None:
         found = BDF_SEARCH.search(m.string)
         bdf = found.group(0) if found else None
+    if bdf is None:  # QEMU names the device by its argument: `-device vfio-pci,host=01:00.0`
+        found = _HOST_ARG.search(m.string)
+        bdf = found.group(1) if found else None
     group: int | None = None
     graw = groups.get("group")
     if graw is None:

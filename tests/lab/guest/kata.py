@@ -51,11 +51,17 @@ vfio_mode = "guest-kernel"
 """
 
 
+def config_text(cold_plug: str) -> str:
+    """The shipped-style configuration with cold_plug_vfio set (two root ports for root-port);
+    also what the postmortem incident sets attach (make_incidents.py)."""
+    return CONFIG_QEMU.format(cold_plug=cold_plug, root_ports=2 if cold_plug == "root-port" else 0)
+
+
 def install_config(cold_plug: str) -> bool:
     """Writes the shipped-style configuration with cold_plug_vfio set; True if it changed."""
     os.makedirs(f"{DEFAULTS}/config.d", exist_ok=True)
     path = f"{DEFAULTS}/configuration-qemu.toml"
-    text = CONFIG_QEMU.format(cold_plug=cold_plug, root_ports=2 if cold_plug == "root-port" else 0)
+    text = config_text(cold_plug)
     if os.path.exists(path) and open(path).read() == text:  # noqa: SIM115
         return False
     with open(path, "w") as fh:

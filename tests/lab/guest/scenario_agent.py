@@ -42,8 +42,11 @@ PROGRESS_EVERY_S = 60.0
 # forced into tracepoint mode (kernels without kprobes), whose default open-only variant
 # sees the opens only: the devices must be recovered from the uevents that follow; 9 unbinds
 # through a netdev's link that the unbind removes before the agent can resolve it.
-GROUPS = [[1, 2, 3, 4, 5], [6], [7, 8, 9]]
+GROUPS = [[1, 2, 3, 4, 5], [6], [7, 8, 9], [10]]
 GROUP_CONFIG = {2: '\n[sources.ebpf]\nmode = "tracepoint"\n'}
+GROUP_ARGS = {3: ["--disable-source", "ebpf"]}
+"""Agent 3 runs without eBPF (a host without headers, a container without tracefs): Kata's
+own lines, read from the journal, are the only witness of who moved the VF."""
 
 
 def registered_sources() -> list[str]:
@@ -61,7 +64,7 @@ class Agent:
     """One `vfiowatch run --journal` process and the journal it writes."""
 
     def __init__(self, n: int, help_text: str, *, pipe: bool = False, extra_config: str = "",
-                 ) -> None:
+                 extra_args: list[str] | None = None) -> None:
         """Starts the agent; its output goes to /tmp/agent-<n>.log, or to a pipe if `pipe`.
         `extra_config` is appended to the lab's configuration for this agent only."""
         self.journal = f"/tmp/journal-{n}.jsonl"
@@ -74,6 +77,9 @@ class Agent:
                 with open(LAB_CONFIG) as src, open(config, "w") as dst:
                     dst.write(src.read() + extra_config)
             cmd += ["--config", config]
+        cmd += extra_args or []
+        args = extra_args or []
+        self.disabled = {args[i + 1] for i, a in enumerate(args[:-1]) if a == "--disable-source"}
         self.cmd = cmd
         self.log = open(self.logpath, "wb")  # noqa: SIM115 (closed in stop)
         self.t0 = time.monotonic()
@@ -114,7 +120,7 @@ class Agent:
 
     def wait_ready(self) -> float:
         """Waits until the uevent and eBPF sources say they are up; returns the seconds taken."""
-        want = set(registered_sources())
+        want = set(registered_sources()) - self.disabled
         self.sources: dict[str, str] = {}
 
         def up(rec: dict) -> bool:
@@ -125,6 +131,8 @@ class Agent:
             return want <= set(self.sources)
 
         self.wait(up, READY_TIMEOUT)
+        # The first inventory: a move made before it would be taken as the state at start.
+        self.wait(lambda r: r.get("kind") == "inventory_observed", READY_TIMEOUT)
         if "ebpf" in want and self.sources.get("ebpf", "").startswith("up"):
             # The runtime reports a source up when its thread starts; the eBPF source then
             # compiles and attaches its kprobes one by one (a minute under TCG) and says
@@ -390,6 +398,72 @@ def s9_netdev_unbind(agent: Agent, tl: Timeline) -> None:
     kata.stop(op)
 
 
+def start_journald() -> None:
+    """systemd-journald without systemd as PID 1: its sockets, /dev/log, and the kernel's lines."""
+    if os.path.exists("/run/systemd/journal/socket"):
+        return
+    os.makedirs("/run/systemd/journal", exist_ok=True)
+    os.makedirs("/var/log/journal", exist_ok=True)
+    subprocess.Popen(["/lib/systemd/systemd-journald"], stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+    sriov.wait_for(lambda: os.path.exists("/run/systemd/journal/dev-log"), 10)
+    if not os.path.lexists("/dev/log"):
+        os.symlink("/run/systemd/journal/dev-log", "/dev/log")
+    labio.say(f"journald: {'up' if os.path.exists('/run/systemd/journal/socket') else 'DOWN'}")
+
+
+def kata_line(shim: int, sid: str, msg: str, **fields: str) -> None:
+    """One Go shim line through syslog as Kata sends it (tag `kata`, logrus TextFormatter with
+    the base fields, kata-facts §4.1); `logger --id` gives the shim's pid."""
+    ts = time.time_ns()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts // 1_000_000_000))
+    frac = f"{ts % 1_000_000_000:09d}".rstrip("0")
+    base = {"name": "containerd-shim-v2", "pid": str(shim), "sandbox": sid,
+            "source": "virtcontainers", **fields}
+    plain = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._/@^+")
+
+    def q(v: str) -> str:
+        return v if v and set(v) <= plain else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    line = (f'time="{stamp}.{frac}Z" level=info msg={q(msg)} '
+            + " ".join(f"{k}={q(v)}" for k, v in sorted(base.items())))
+    subprocess.run(["logger", "-t", "kata", f"--id={shim}", "--", line], check=False)
+
+
+def s10_kata38_journal_only(agent: Agent, tl: Timeline) -> None:
+    """eBPF disabled: the Go 3.8 move with no-port, its writes known only from Kata's own
+    lines arriving through the journal, then the rollback."""
+    sid = kata.sandbox_id(10)
+    kata.create_sandbox(sid)
+    shim = kata.start_shim(sid, "")
+    tl.note(f"shim pid {shim.pid} sandbox {sid}: its lines go to journald as `kata`")
+    dev = {"subsystem": "device", "device-bdf": VF0}
+    kata_line(shim.pid, sid, "Write vfio-pci to driver_override", **dev,
+              **{"driver-override-path": f"{PCI}/devices/{VF0}/driver_override"})
+    sriov.write(f"{PCI}/devices/{VF0}/driver_override", "vfio-pci")
+    kata_line(shim.pid, sid, "Unbinding device from driver", **dev,
+              **{"driver-path": f"{PCI}/devices/{VF0}/driver/unbind"})
+    sriov.write(f"{PCI}/devices/{VF0}/driver/unbind", VF0)
+    kata_line(shim.pid, sid, "Writing bdf to drivers-probe-path", **dev,
+              **{"drivers-probe-path": f"{PCI}/drivers_probe"})
+    sriov.write(f"{PCI}/drivers_probe", VF0)
+    f = agent.wait(lambda r: r.get("kind") == "finding" and r.get("rule") ==
+                   "vfio-bind-coldplug-disabled" and r.get("severity") == "critical", 30)
+    tl.note(f"finding vfio-bind-coldplug-disabled critical: {'seen' if f else 'NOT seen'}"
+            + (f" actor {f.get('actor', {}).get('pid')}" if f else ""))
+    time.sleep(1.0)
+    kata_line(shim.pid, sid, "Removing network after failure in createSandbox",
+              subsystem="sandbox")
+    kata_line(shim.pid, sid, "Write igbvf to driver_override", **dev)
+    sriov.write(f"{PCI}/devices/{VF0}/driver_override", "igbvf")
+    sriov.write(f"{PCI}/devices/{VF0}/driver/unbind", VF0)
+    sriov.write(f"{PCI}/drivers_probe", VF0)
+    sriov.wait_for(lambda: sriov.driver_of(VF0) == "igbvf", 5)
+    time.sleep(1.5)
+    kata.stop(shim)
+    kata.remove_sandbox(sid)
+
+
 SCENARIOS: dict[int, tuple[str, str, Callable[[Agent, Timeline], None]]] = {
     1: ("kata38-no-port", "no-port", s1_kata38_no_port),
     2: ("kata38-root-port", "root-port", s2_kata38_root_port),
@@ -400,6 +474,7 @@ SCENARIOS: dict[int, tuple[str, str, Callable[[Agent, Timeline], None]]] = {
     7: ("kata38-no-port-open-only", "no-port", s1_kata38_no_port),
     8: ("kata30-no-port-open-only", "no-port", s3_kata30),
     9: ("netdev-link-unbind-open-only", "no-port", s9_netdev_unbind),
+    10: ("kata38-no-port-no-ebpf-journal", "no-port", s10_kata38_journal_only),
 }
 
 
@@ -443,8 +518,11 @@ def main() -> int:
         reset_vf()
         kata.install_config(SCENARIOS[group[0]][1])
         t0 = time.monotonic()
+        if gi in GROUP_ARGS:
+            start_journald()
         agent = (DryAgent(gi, help_text) if dry
-                 else Agent(gi, help_text, extra_config=GROUP_CONFIG.get(gi, "")))
+                 else Agent(gi, help_text, extra_config=GROUP_CONFIG.get(gi, ""),
+                            extra_args=GROUP_ARGS.get(gi)))
         ready = agent.wait_ready()
         sources = getattr(agent, "sources", {})
         for n in group:

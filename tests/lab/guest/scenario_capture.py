@@ -11,7 +11,6 @@ import contextlib
 import datetime
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -137,13 +136,7 @@ def main() -> int:
         labio.say(summary[-1])
 
     time.sleep(0.5)
-    for p, fh in procs:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(3)
-        except subprocess.TimeoutExpired:
-            p.kill()
-        fh.close()
+    sriov.stop_monitors(procs)
     rec.close()
     with open(OUT + "/actions.log", "w") as fh:
         fh.write(f"# writes made by the capture scenario; guest kernel {kernel}, {started}\n")

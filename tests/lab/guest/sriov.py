@@ -9,11 +9,13 @@ from __future__ import annotations
 import errno
 import os
 import select
+import signal
 import socket
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import labio
 
@@ -91,6 +93,18 @@ def wait_for(cond, timeout: float) -> bool:  # type: ignore[no-untyped-def]
             return True
         time.sleep(0.02)
     return bool(cond())
+
+
+def stop_monitors(procs: list[tuple[subprocess.Popen[bytes], BinaryIO]]) -> None:
+    """Stop monitor processes (udevadm, ip monitor) as Ctrl-C would, so they flush what they
+    printed; kill one that does not exit; close each one's output file."""
+    for p, fh in procs:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(3)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        fh.close()
 
 
 # --- the moves -------------------------------------------------------------------------------

@@ -42,12 +42,20 @@ def test_exit_2_when_an_input_cannot_be_read(capsys: pytest.CaptureFixture[str],
     assert code == 2 and "could not be read" in out and "vfio-bind-coldplug-disabled" in out
 
 
-def test_unrecognised_file_is_listed_not_fatal(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    """A file of no known format is listed as unrecognised; the others are still read."""
+def test_input_not_read_whole_is_named_first_exit_2(capsys: pytest.CaptureFixture[str],
+                                                     tmp_path: Path) -> None:
+    """Issue 17: a text of no known format is only searched for signatures and a binary file
+    is not read: both are named at the top with what was done instead, the other inputs are
+    still read and the report printed, and the exit status is 2."""
     junk = tmp_path / "notes.txt"
     junk.write_text("hello\nworld\n")
-    code, out, _ = run(capsys, IPTS, str(junk))
-    assert code == 0 and "unrecognised" in out
+    blob = tmp_path / "core.bin"
+    blob.write_bytes(b"\x7fELF\x00\x01\x02" * 50)
+    code, out, _ = run(capsys, IPTS, str(junk), str(blob))
+    top = out.split("\nInputs\n")[0]
+    assert code == 2 and "Not read whole" in top
+    assert "notes.txt: not a known artifact" in top and "core.bin: not recognised" in top
+    assert "[ipmon]" in out
 
 
 def test_json_format_has_findings_in_the_journal_schema(capsys: pytest.CaptureFixture[str]) -> None:

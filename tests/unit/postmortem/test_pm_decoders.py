@@ -169,14 +169,20 @@ def test_journald_export_from_a_real_journal_file_matches_kata_signatures() -> N
     events = list(parse_journald_json(iter_lines(str(KATA / "journalctl-kata-containerd-kernel.json"), st), st, anchors))
     sigs = [e.signature for e in events if isinstance(e, ev.LogLineMatched)]
     assert "qemu-bus-not-found" in sigs and "vfio-device-request" in sigs
-    bus = next(e for e in events if e.signature == "qemu-bus-not-found")  # type: ignore[attr-defined]
+    lines = [e for e in events if isinstance(e, ev.LogLineMatched)]
+    bus = next(e for e in lines if e.signature == "qemu-bus-not-found")
     assert isinstance(bus, ev.LogLineMatched)
     assert bus.text == LINE_10162 and bus.bdf == "0000:01:10.0" and bus.qemu_pid == 4242
     assert bus.sandbox_id and bus.sandbox_id.startswith("7f3c9a1e")
-    kernel = next(e for e in events if e.signature == "vfio-device-request")  # type: ignore[attr-defined]
+    kernel = next(e for e in lines if e.signature == "vfio-device-request")
     assert kernel.origin == "journald:kernel"  # type: ignore[attr-defined]
     assert len({a.boot_id for a in anchors}) == 1 and len(anchors) == st.lines
     assert {a.realtime_ns - a.monotonic_ns for a in anchors} == {1795791160912205000}
+    # Kata's write lines are the writes they announce, attributed to the shim (issue 17).
+    writes = [e for e in events if isinstance(e, ev.SysfsWriteObserved)]
+    assert {(w.control, w.value, w.mode, w.actor.pid) for w in writes} >= {
+        ("driver_override", "vfio-pci", "kata-log", 3131), ("drivers_probe", "0000:01:10.0",
+                                                              "kata-log", 3131)}
 
 
 def test_containerd_wrapped_kata_error_is_matched_in_its_error_field() -> None:
@@ -199,11 +205,21 @@ def test_logfmt_file_with_syslog_prefix_and_exact_10162_line() -> None:
     assert e.text == LINE_10162 and e.ts_ns == 1795791172570905000 and e.sandbox_id == "abc"
 
 
-def test_logfmt_known_line_without_time_is_counted_bad() -> None:
-    """A known message without time= cannot be placed: counted, not raised."""
+def test_logfmt_known_line_without_time_is_kept_in_place_time_unknown() -> None:
+    """A known line without time= is evidence, never skipped (issue 17): between timed lines
+    it keeps its place with its neighbour's stamp, flagged untimed; alone, the input has no
+    time (clock none)."""
+    from diag.importers import Parsed
+
     st = FileStats("x")
-    assert list(parse_logfmt_lines(['level=info msg="Unbinding device from driver"'], st)) == []
-    assert st.bad_lines == 1
+    parsed = Parsed(events=(), clock="realtime")
+    timed = f'time="2026-11-27T14:52:52.1Z" level=error msg="{LINE_10162}" sandbox=abc'
+    got = list(parse_logfmt_lines([timed, 'level=error msg="Cannot start VM"'], st, "f", parsed))
+    assert [e.kind for e in got] == ["log_line_matched", "log_line_matched"]
+    assert got[1].ts_ns == got[0].ts_ns and parsed.untimed == [False, True] and st.bad_lines == 0
+    alone = Parsed(events=(), clock="realtime")
+    (e,) = list(parse_logfmt_lines(['level=error msg="Cannot start VM"'], FileStats("y"), "f", alone))
+    assert e.signature == "cannot-start-vm" and alone.clock == "none"
 
 
 # ---- lspci and snapshot -------------------------------------------------------------------
@@ -264,7 +280,7 @@ def test_snapshot_json_round_trips_the_scanner_inventory(tmp_path: Path) -> None
     ("postmortem-kata/journalctl-kata-containerd-kernel.json", "journald"),
     ("postmortem-kata/containerd.log", "logfmt"),
     ("postmortem-kata/entries.export", "journal-export"),
-    ("postmortem/lab-actions.log", None),
+    ("postmortem/lab-actions.log", "text"),  # no importer of its own: searched as text
 ])
 def test_format_is_recognised_by_content_not_name(tmp_path: Path, name: str, fmt: str | None) -> None:
     """Each capture is recognised under a meaningless name, plain and gzip-compressed."""

@@ -50,3 +50,25 @@ def test_unknown_option_names_the_known_ones() -> None:
     with pytest.raises(ConfigError) as exc:
         factory(SourceContext(options={"log_file": ["/x"]}))
     assert "log_files" in exc.value.hint
+
+
+def test_kata_write_lines_from_a_followed_log_are_writes_attributed_to_the_shim(tmp_path: Path) -> None:
+    """Live (issue 17): a followed log's `Write vfio-pci to driver_override` line becomes the
+    write it announces (mode kata-log, the shim's pid and sandbox as actor), as an eBPF record
+    would be; a failure line stays a matched line."""
+    from diag.sources.kata.source import KataWatcher
+
+    log = tmp_path / "containerd.log"
+    sid = "ab" * 32
+    log.write_text(
+        f'time="2026-11-27T14:52:52.0Z" level=info msg="Write vfio-pci to driver_override" '
+        f'device-bdf="0000:01:10.0" name=containerd-shim-v2 pid=3131 sandbox={sid} '
+        'source=virtcontainers subsystem=device\n'
+        f'time="2026-11-27T14:52:53.0Z" level=error msg="Cannot start VM" pid=3131 sandbox={sid}\n')
+    w = KataWatcher(HostPaths.at(tmp_path), {"log_files": [str(log)], "logs_from_start": True,
+                                             "journal": False, "kmsg": False})
+    got = w.step_logs(0)
+    write = next(e for e in got if isinstance(e, ev.SysfsWriteObserved))
+    assert (write.mode, write.control, write.value, write.actor.pid, write.actor.sandbox_id) == (
+        "kata-log", "driver_override", "vfio-pci", 3131, sid)
+    assert any(isinstance(e, ev.LogLineMatched) and e.signature == "cannot-start-vm" for e in got)
