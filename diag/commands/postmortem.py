@@ -215,7 +215,7 @@ register(Command(
     description=(
         "Read any mix of files or directories (plain or .gz; the format is recognised by "
         "content; kata-collect-data reports, sosreports and must-gathers are walked): the "
-        "agent's journal, journalctl text (short, -precise, -iso, -monotonic) and "
+        "agent's journal and its JSON logs (kubectl logs, Loki or Elasticsearch exports), journalctl text (short, -precise, -iso, -monotonic) and "
         "-o json/export, containerd/Kata logfmt logs, klog (kubelet), kubectl describe "
         "Events, dmesg and dmesg -T, udevadm monitor, ip monitor, lspci (with or without "
         "-D), IOMMU group listings, ps aux/-ef, crictl, Kata configuration files (or pasted "

@@ -246,6 +246,9 @@ class _Feed:
         """The findings the filter shows (the exit status follows them)."""
         self.recorded = FindingBook(options.keep_resolved)
         """The findings a replayed agent journal carried (to compare with the replay's)."""
+        self.logged = FindingBook(options.keep_resolved)
+        """The findings the agent's JSON logs carried (flat: compared by id, severity, status)."""
+        self.log_idx = {i.index for i in inputs if i.format == "agent-logs"}
         self.keeper = _Keeper(options.timeline_limit) if options.timeline_limit > 0 else None
         self.has_journal = any(i.format == "journal" and i.parsed is not None for i in inputs)
         self.static_idx = {i.index for i in inputs if i.clock == "static"}
@@ -285,6 +288,7 @@ class _Feed:
         """Feed the stream up to --until (the hot loop: locals, no attribute lookups per event)."""
         options, report, filt, keeper = self.options, self.report, self.filt, self.keeper
         feed, recorded, static_idx = self.corr.feed, self.recorded, self.static_idx
+        logged, log_idx = self.logged, self.log_idx
         seen_by = self.seen_by
         enrich = _LinkEnricher() if any(i.format == "ipmon" for i in self.inputs) else None
         until = options.until_ns
@@ -300,7 +304,7 @@ class _Feed:
                 progress(count)
             if type(e) is ev.Finding:
                 assert isinstance(e, ev.Finding)
-                recorded.add(e)
+                (logged if idx in log_idx else recorded).add(e)
                 continue
             if enrich is not None:
                 e = enrich(e)
@@ -363,6 +367,8 @@ class _Feed:
                 "within twice the clocks' uncertainty (at least 50 ms)")
         report.events_total = self.count
         report.timeline_total = self.total
+        if self.logged.total:
+            self._adopt_logged()
         report.findings = list(self.findings.items.values())
         report.book = self.findings
         if not self.filt.open:
@@ -377,6 +383,46 @@ class _Feed:
         for inp in inputs:
             if inp.format == "journal" and inp.stats.error:
                 report.clock_notes.append(f"{inp.path}: {inp.stats.error}")
+
+    def _adopt_logged(self) -> None:
+        """The findings the agent logged, against the replay's: said on each log input; one the
+        replay did not raise (its events were not logged: no --log-events) is shown as the agent
+        logged it, and counts for the exit status."""
+        def key(f: ev.Finding) -> tuple[str, str, str]:
+            return f.rule, f.severity.label, f.status
+
+        def us(fid: str) -> str:
+            """The id to the microsecond: log lines stamp their events to the microsecond."""
+            head, _, first = fid.rpartition("/")
+            return f"{head}/{int(first) // 1000}" if first.isdigit() else fid
+
+        raised = {us(fid): f for fid, f in self.findings.items.items()}
+        missing = [f for fid, f in self.logged.items.items() if us(fid) not in raised]
+        differ = [fid for fid, f in self.logged.items.items()
+                  if us(fid) in raised and key(raised[us(fid)]) != key(f)]
+        n = self.logged.total
+        if not missing and not differ:
+            said = f"the agent logged {n} finding(s): the replay raised the same"
+        else:
+            said = (f"the agent logged {n} finding(s): "
+                    + (f"{len(missing)} not raised by the replay (their events are not in the "
+                       "logs: the agent ran without --log-events), shown as logged" if missing else "")
+                    + ("; " if missing and differ else "")
+                    + (f"{len(differ)} raised with another severity or status: "
+                       + ", ".join(differ[:5]) if differ else ""))
+        for inp in self.inputs:
+            if inp.index in self.log_idx:
+                inp.stats.note(said)
+        for f in missing:
+            labels = (*f.labels, ("inferred", "as the agent logged it (no events to replay)"))
+            f = replace(f, labels=labels)
+            self.findings.add(f)
+            if self.shown is not None and self.filt.shows_finding(f):
+                self.shown.add(f)
+            if f.status != "updated" and self.filt.shows_finding(f):
+                self.total += 1
+                if self.keeper is not None:
+                    self.keeper.add((f.ts_ns, -1, 0, f))
 
     def _matched(self) -> bool:
         """Every subject asked for is in the inputs: the device in any event or listing, the
