@@ -23,7 +23,7 @@ ROOT_HELP = (
     "read every host path (/sys, /proc, /run, /etc, /opt, /usr/share, /dev) under DIR, like "
     "node_exporter's --path.rootfs; e.g. /host in a container (default: $VFIOWATCH_ROOT or /). "
     "Links resolve inside DIR as in a chroot; a path that would lead outside it is refused and "
-    "reported (README 'Security model'). Given before or after the command name"
+    "reported (docs/security.md). Given before or after the command name"
 )
 
 
