@@ -113,7 +113,8 @@ def _finding_lines(f: ev.Finding, *, indent: str = "  ",
            + (f", resolved {fmt_time(f.resolved_ns) if not untimed else ''}: "
               f"{safe(f.resolved_reason)}" if f.resolved_ns is not None else "")]
     if f.actor is not None:
-        out.append(f"{indent}  actor: {safe(f.actor.comm)}[{f.actor.pid}] {safe(f.actor.exe)}")
+        out.append(f"{indent}  actor: {safe(f.actor.comm)}[{f.actor.pid}]"
+                       + (f" {safe(f.actor.exe)}" if f.actor.exe else ""))
     if inputs:
         out.append(f"{indent}  rests on: {safe(', '.join(os.path.basename(x) for x in inputs))}")
     inferred = dict(f.labels).get("inferred")

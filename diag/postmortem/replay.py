@@ -253,6 +253,9 @@ class _Feed:
         self.has_journal = any(i.format == "journal" and i.parsed is not None for i in inputs)
         self.static_idx = {i.index for i in inputs if i.clock == "static"}
         self.last_ts: int | None = None
+        # an input keeps its own order, so a line placed a little earlier (a fact derived from
+        # Kata's line, a dmesg stamp cut to the second) may come last: the span ends at the latest
+        self.max_ts: int | None = None
         self.total = 0
         """Timeline entries that passed the filters."""
         self.count = 0
@@ -310,9 +313,11 @@ class _Feed:
                 e = enrich(e)
             if ticks_needed and self.last_ts is not None and ts - self.last_ts > TICK_NS:
                 self.advance_to(ts)
-            if report.first_ns is None and idx not in static_idx:
+            if idx not in static_idx and (report.first_ns is None or ts < report.first_ns):
                 report.first_ns = ts
             self.last_ts = ts
+            if self.max_ts is None or ts > self.max_ts:
+                self.max_ts = ts
             if sandbox_filter:
                 filt.learn(e)
             if idx >= 0:
@@ -356,7 +361,7 @@ class _Feed:
     def finish(self, base: int | None, dedupe: Dedupe | None) -> None:
         """Fill the report: span, notes, totals, findings, final state and the timeline."""
         report, inputs = self.report, self.inputs
-        report.last_ns = self.last_ts if report.first_ns is not None else None
+        report.last_ns = self.max_ts if report.first_ns is not None else None
         report.state = self.corr.snapshot()
         if base is not None:
             report.clock_notes.extend(listing_notes(inputs, report.state))

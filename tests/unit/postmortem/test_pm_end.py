@@ -66,3 +66,22 @@ def test_a_listing_given_its_time_is_not_called_untimed(tmp_path: Path) -> None:
     notes = _report(tmp_path, "vfio-pci", "igbvf", at="end").clock_notes
     assert any("taken at the end of the other inputs (as given)" in n for n in notes)
     assert not any("a listing with no time" in n or "drivers differ" in n for n in notes)
+
+
+# The line quoted in Kata #10162 (https://github.com/kata-containers/kata-containers/issues/10162),
+# as Kata's Go runtime logs it: the bind it implies is placed just before it, in the same input.
+BUS_LINE = ('time="2024-08-15T10:22:31.123456789Z" level=error msg="qemu-system-x86_64: -device '
+            "vfio-pci,host=0000:3b:02.1,bus=<unknown PCIePortBusPrefix: >0,romfile=: Bus "
+            "'<unknown PCIePortBusPrefix: >0' not found\" name=containerd-shim-v2 pid=12345 "
+            "sandbox=4a1b2c3d source=virtcontainers subsystem=qmp\n")
+
+
+def test_the_span_runs_from_the_earliest_to_the_latest_event(tmp_path: Path) -> None:
+    """A fact derived from a line is placed before it but comes after it in its input's order:
+    the report's span is still earliest -> latest (it was printed as '-0.0 s')."""
+    line = tmp_path / "line.txt"
+    line.write_text(BUS_LINE)
+    report = pm.run([str(line)], pm.Options())
+    assert report.first_ns is not None and report.last_ns is not None
+    assert report.last_ns >= report.first_ns
+    assert {f.rule for f in report.findings} >= {"vfio-bind-coldplug-disabled"}
