@@ -318,6 +318,8 @@ def _fence(body: str) -> str:
 def render_markdown(report: Report) -> str:
     out = ["# vfiowatch postmortem report", "", _md(_headline(report)), "",
            f"**Result:** {_md(_verdict(report))}", ""]
+    if report.unmatched:
+        out += [f"**Filter matches nothing:** {_md(report.unmatched)}", ""]
     findings = _shown_findings(report)
     out += ["## Findings", ""]
     if not findings:

@@ -68,6 +68,8 @@ def test_a_filter_matching_nothing_is_said_with_what_there_is(
     assert out.rstrip().endswith(f"exit 2: {asked} matches nothing in the inputs (see the top)")
     doc = json.loads(run(capsys, *args, "--format", "json")[1])
     assert doc["exit_status"] == 2 and doc["filter_matches_nothing"].startswith(asked)
+    code, md, _ = run(capsys, *args, "--format", "markdown")
+    assert code == 2 and f"**Filter matches nothing:** {asked} matches nothing in the inputs" in md
 
 
 def test_pod_and_namespace_select_the_pods_sandbox(capsys: pytest.CaptureFixture[str]) -> None:
