@@ -19,9 +19,10 @@ import re
 import typing
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import MISSING, fields
 from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from diag import events as ev
 from diag.importers import FileStats, Parsed, decode_line, register
@@ -177,8 +178,8 @@ def event_of(doc: dict[str, Any]) -> ev.Event | None:
         allowed = _allowed(hints[name_in])
         if type(value) in allowed or (value is None and type(None) in allowed):
             kw[name_in] = value
-    for f in fields(cls):
-        if f.name not in kw and f.default is MISSING and f.default_factory is MISSING and f.init:
+    for f in msgspec.structs.fields(cls):  # the records are msgspec Structs, not dataclasses
+        if f.name not in kw and f.required:
             if str in _allowed(hints[f.name]):
                 kw[f.name] = ""  # the log leaves out empty values (a bind whose driver was not named)
                 continue
