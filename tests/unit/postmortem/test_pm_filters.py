@@ -1,8 +1,10 @@
-"""Postmortem filters and totals that do not mislead (issue 20, fault 3), on the bundled demo journal.
+"""Postmortem filters and totals that do not mislead (issue 20, fault 3), on a recorded lab journal.
 
-The demo is a recorded incident: VF 0000:01:10.0 moved to vfio-pci by the shim of sandbox
-015f1c2e8a9b (pod default/sriov-pod), a finding opened as warning, raised to critical, then
-resolved; the shim's eBPF writes were recorded after later events (the probe attached late).
+The journal is tests/fixtures/journals/lab-scenario1.jsonl, the demo until 2026-12-03, kept
+frozen (its README says what tests may rely on): the re-recorded demo has no late write and no
+escalation. VF 0000:01:10.0 moved to vfio-pci by the shim of sandbox 015f1c2e8a9b (pod
+default/sriov-pod), a finding opened as warning, raised to critical, then resolved; the shim's
+eBPF writes were recorded after later events (the probe attached late).
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import pytest
 from diag.cli import main
 from tests.conftest import REPO
 
-DEMO = str(REPO / "diag" / "data" / "demo.jsonl")
+JOURNAL = str(REPO / "tests" / "fixtures" / "journals" / "lab-scenario1.jsonl")
 RULE = "vfio-bind-coldplug-disabled"
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(["postmortem", DEMO, *args])
+    code = main(["postmortem", JOURNAL, *args])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -45,7 +47,7 @@ def test_a_device_without_findings_exits_0_whatever_the_others(capsys: pytest.Ca
 def test_garbage_device_is_refused_with_the_forms(capsys: pytest.CaptureFixture[str]) -> None:
     """Not a PCI address: a usage error (exit 2) naming both accepted forms."""
     with pytest.raises(SystemExit) as exc:
-        main(["postmortem", DEMO, "--device", "garbage"])
+        main(["postmortem", JOURNAL, "--device", "garbage"])
     err = capsys.readouterr().err
     assert exc.value.code == 2
     assert ("argument --device: 'garbage' is not a PCI address; use 0000:01:10.0, or 01:10.0 "
@@ -90,7 +92,7 @@ def test_since_takes_a_time_of_day_like_tui_at(capsys: pytest.CaptureFixture[str
     assert "16:07:04" not in out.split("Timeline", 1)[1]
     # +SECONDS counts from the first event (16:07:04.820814), as tui --at does
     assert run(capsys, "--since", "+53")[1] == run(capsys, "--since", "2026-11-27T16:07:57.820814Z")[1]
-    code = main(["postmortem", DEMO, "--since", "16:61"])
+    code = main(["postmortem", JOURNAL, "--since", "16:61"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("Bad option: --since: cannot read '16:61' as a time")
 
