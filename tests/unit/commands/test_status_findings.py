@@ -1,8 +1,11 @@
 """`vfiowatch status` and `vfiowatch findings` on journals cut from the bundled recorded incident.
 
-The journal is the demo's (a real recording: the #10162 move of VF 0000:01:10.0, warning, then
-critical, then resolved, then the agent stopping); "the agent runs" is a real process holding
-the journal's lock with `lock_journal`, as `vfiowatch run` does.
+The journal is the demo's (a real recording: the #10162 move of VF 0000:01:10.0 by a Kata shim,
+critical at once, updated when QEMU's bus error confirms it, then Kata's own error lines, the
+restore that resolves it, then the agent stopping). The cuts are made by content (the records of
+the cold-plug finding, its severity, the sources' stop), not by line number, so a re-recording of
+the same story keeps them; "the agent runs" is a real process holding the journal's lock with
+`lock_journal`, as `vfiowatch run` does.
 """
 
 from __future__ import annotations
@@ -21,9 +24,23 @@ from tests.conftest import REPO
 
 DEMO = REPO / "diag" / "data" / "demo.jsonl"
 LINES = DEMO.read_bytes().splitlines(keepends=True)
-FINDINGS = [i for i, line in enumerate(LINES) if line.startswith(b'{"kind":"finding"')]
-STOPPING = next(i for i, line in enumerate(LINES) if b'"reason":"stopped"' in line)
+RECORDS = [json.loads(line) for line in LINES]
+FINDINGS = [i for i, r in enumerate(RECORDS) if r["kind"] == "finding"]
+STOPPING = next(i for i, r in enumerate(RECORDS) if r.get("reason") == "stopped")
+RULE = "vfio-bind-coldplug-disabled"
 BDF = "0000:01:10.0"
+
+
+def coldplug(status: str | None) -> int:
+    """The line of the cold-plug finding's first record with this status (None: the opening)."""
+    return next(i for i in FINDINGS if RECORDS[i]["rule"] == RULE
+                and RECORDS[i].get("status") in ((None, "open") if status is None else (status,)))
+
+
+def only(keep: Callable[[dict], bool], lines: list[bytes]) -> list[bytes]:
+    """The lines with only the finding records `keep` accepts (every other record kept)."""
+    return [line for line in lines if not line.startswith(b'{"kind":"finding"')
+            or keep(json.loads(line))]
 
 
 def journal(tmp_path: Path, lines: list[bytes]) -> Path:
@@ -33,13 +50,14 @@ def journal(tmp_path: Path, lines: list[bytes]) -> Path:
 
 
 def while_critical(tmp_path: Path) -> Path:
-    """Up to the record that made the finding critical: sources up, the finding open."""
-    return journal(tmp_path, LINES[:FINDINGS[1] + 1])
+    """Up to the record that opened the cold-plug finding (critical): sources up, it alone open."""
+    return journal(tmp_path, LINES[:coldplug(None) + 1])
 
 
-def before_stop(tmp_path: Path) -> Path:
-    """Everything up to the agent's stop: the finding resolved, the sources still up."""
-    return journal(tmp_path, LINES[:STOPPING])
+def coldplug_resolved(tmp_path: Path) -> Path:
+    """Everything up to the agent's stop with the cold-plug finding's records alone: it resolved,
+    the sources still up."""
+    return journal(tmp_path, only(lambda r: r["rule"] == RULE, LINES[:STOPPING]))
 
 
 @pytest.fixture
@@ -89,7 +107,8 @@ def test_running_agent_with_a_critical_finding(tmp_path: Path, agent_lock, capsy
 def test_json_gives_the_agent_the_sources_and_the_findings_as_recorded(
         tmp_path: Path, agent_lock, capsys) -> None:
     """JSON: status has the agent's pid, each source with mode, counts by severity and its exit
-    status; findings has each finding as the journal's own record (the newest one)."""
+    status; findings has each finding as the journal's own record (the newest one: the cold-plug
+    finding's update once QEMU's bus error confirmed it)."""
     path = while_critical(tmp_path)
     pid = agent_lock(path)
     rc, out = run(capsys, "status", "--journal", str(path), "--format", "json")
@@ -99,17 +118,22 @@ def test_json_gives_the_agent_the_sources_and_the_findings_as_recorded(
     assert {s["name"]: s["up"] for s in doc["sources"]} == {
         "ebpf": True, "kata": True, "links": True, "uevent": True}
     assert doc["active_findings"] == {"critical": 1, "error": 0, "warning": 0, "info": 0}
-    rc, out = run(capsys, "findings", "--journal", str(path), "--format", "json")
+    updated = coldplug("updated")
+    (tmp_path / "later").mkdir()
+    later = journal(tmp_path / "later", LINES[:updated + 1])
+    agent_lock(later)
+    rc, out = run(capsys, "findings", "--journal", str(later), "--format", "json")
     doc = json.loads(out)
-    [f] = doc["active"]
-    assert f == json.loads(LINES[FINDINGS[1]])  # the record itself, not a re-computation
+    [f] = [f for f in doc["active"] if f["rule"] == RULE]
+    assert f == RECORDS[updated] != RECORDS[coldplug(None)]  # the record itself, the newest
+    assert len(doc["active"]) == len({RECORDS[i]["finding_id"] for i in FINDINGS if i <= updated})
     assert (rc, doc["resolved"], doc["exit_status"]) == (1, None, 1)
 
 
 def test_resolved_findings_leave_exit_0_and_show_with_all(tmp_path: Path, agent_lock, capsys) -> None:
     """After the resolution: no active finding (exit 0 for findings and status); --all lists the
     resolved one."""
-    path = before_stop(tmp_path)
+    path = coldplug_resolved(tmp_path)
     agent_lock(path)
     rc, out = run(capsys, "findings", "--journal", str(path))
     assert (rc, out) == (0, "0 active findings\n")
@@ -121,8 +145,10 @@ def test_resolved_findings_leave_exit_0_and_show_with_all(tmp_path: Path, agent_
 
 
 def test_severity_filters_findings_and_their_exit_status(tmp_path: Path, agent_lock, capsys) -> None:
-    """While the finding is only a warning: --severity critical shows none and exits 0."""
-    path = journal(tmp_path, LINES[:FINDINGS[0] + 1])
+    """While the only active finding is a warning (Kata's create-rollback line, its records
+    alone): --severity critical shows none and exits 0."""
+    first_warning = next(i for i in FINDINGS if RECORDS[i]["severity"] == "warning")
+    path = journal(tmp_path, only(lambda r: r["severity"] == "warning", LINES[:first_warning + 1]))
     agent_lock(path)
     assert run(capsys, "findings", "--journal", str(path))[0] == 1
     rc, out = run(capsys, "findings", "--journal", str(path), "--severity", "critical")
@@ -170,7 +196,7 @@ def test_a_missing_or_foreign_journal_is_refused_with_the_fix(tmp_path: Path, ca
 
 def test_hostile_strings_in_a_journal_reach_the_terminal_escaped(tmp_path: Path, agent_lock, capsys) -> None:
     """A summary and a source reason holding terminal escapes are printed escaped."""
-    doc = json.loads(LINES[FINDINGS[1]])
+    doc = dict(RECORDS[coldplug(None)])
     doc["summary"] = "moved \x1b]0;owned\x07 by \x1b[2J"
     src = {"kind": "source_state_changed", "ts_ns": doc["ts_ns"], "source": "runtime",
            "name": "uevent", "up": False, "reason": "gone\rOK"}
