@@ -33,12 +33,17 @@ class Command:
 
 COMMANDS: Registry[Command] = Registry("command", [
     "diag.commands.snapshot",
+    "diag.commands.sandboxes",
     "diag.commands.check",
     "diag.commands.record",
     "diag.commands.tui",
     "diag.commands.demo",
     "diag.commands.run",
+    "diag.commands.status",
+    "diag.commands.findings",
     "diag.commands.postmortem",
+    "diag.commands.man",
+    "diag.commands.completion",
 ])
 """Command name -> Command, in the order of this list; one line per command module."""
 

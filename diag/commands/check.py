@@ -44,6 +44,11 @@ def failure_line(f: LoadFailure) -> CheckResult:
                            "fix the module named")
 
 
+MARKS = {"ok": "✓", "warn": "!", "fail": "✗"}
+"""✓ in place; ! optional or degraded (the agent runs, sees less); ✗ missing (the agent cannot
+run when the line is fatal, or VF pods cannot run on this host)."""
+
+
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
 
@@ -51,7 +56,11 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from diag.sources.preflight import run_checks
 
-    results = run_checks(HostPaths.at(args.root))
+    paths = HostPaths.at(args.root)
+    # A root without sysfs is refused as every command refuses it: the checks below would
+    # describe a host that is not there (fixes for headers and tracefs of nothing).
+    paths.require_sysfs()
+    results = run_checks(paths)
     results += [failure_line(f) for f in load_failures()]
     fatal = any(r.fatal and not r.ok for r in results)
     if args.format == "json":
@@ -70,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         for r in results:
-            mark = "✓" if r.ok else "✗"
+            mark = MARKS.get(r.status, "✗")
             print(f"{mark} {safe(r.name):22} {safe(r.detail)}")
             if not r.ok and r.fix:
                 print(f"  {'':22} fix: {safe(r.fix)}")
@@ -83,12 +92,14 @@ register(Command(
     help="preflight: can this host be watched, and how well",
     description=(
         "Check privileges, PCI sysfs, bcc and kernel headers, tracefs, kprobes, syscall "
-        "tracepoints, the kernel uevent socket, rtnetlink, the IOMMU, the eBPF mode that "
-        "would be chosen, the Kata configuration with its effective cold_plug_vfio, and each "
-        "Kata handler's exposure to the known Kata VFIO bugs (#10162 and its kin: the Kata "
-        "version and where it was read, cold_plug_vfio, the VFs pods can be given; the fix). "
-        "Each line is ✓ or ✗ with a one-line fix. Exit status 0 when the agent can run "
-        "(fully or degraded), 1 when it cannot run at all."
+        "tracepoints, the kernel uevent socket, rtnetlink, the IOMMU (kernel command line and "
+        "groups), the vfio and vfio-pci modules, the SR-IOV PFs with their VF counts, the eBPF "
+        "mode that would be chosen, the Kata configuration with its effective cold_plug_vfio, "
+        "and each Kata handler's exposure to the known Kata VFIO bugs (#10162 and its kin: the "
+        "Kata version and where it was read, cold_plug_vfio, the VFs pods can be given; the "
+        "fix). Each line is ✓ (in place), ! (optional or degraded: the agent sees less) or ✗ "
+        "(missing), with a one-line fix. Exit status 0 when the agent can run (fully or "
+        "degraded), 1 when it cannot run at all, 2 when --root holds no sysfs."
     ),
     arguments=_arguments,
     run=_run,

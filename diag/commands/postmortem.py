@@ -16,8 +16,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from diag.commands import Command, register
+from diag.common.bdf import is_bdf, normalise_bdf
 from diag.common.errors import ConfigError, DiagError
-from diag.common.when import parse_when, seconds_ns
+from diag.common.when import FORMS, parse_when, seconds_ns
 
 if TYPE_CHECKING:  # the engine is imported when the command runs: building the CLI stays cheap
     from diag import postmortem as pm
@@ -42,6 +43,31 @@ def parse_offset(text: str) -> tuple[str, int]:
     return path or "*", ns
 
 
+def _device(text: str) -> str:
+    """`0000:01:10.0` or `01:10.0` (as lspci prints it) -> the full address; else refused."""
+    bdf = normalise_bdf(text)
+    if not is_bdf(bdf):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a PCI address; use 0000:01:10.0, or 01:10.0 as lspci prints it")
+    return bdf
+
+
+def _when(text: str, name: str) -> tuple[int | None, str | None]:
+    """An absolute time now, or a time relative to the inputs (`16:07:58`, `+90`) checked now
+    and resolved by the replay against their first stamp: (ns, None) or (None, text)."""
+    if not text.strip().startswith("+"):  # `+90` is after the start here, as in tui --at
+        try:
+            return parse_when(text), None
+        except ValueError:
+            pass
+    try:
+        parse_when(text, 0)
+    except ValueError:
+        raise DiagError(f"--{name}: cannot read {text!r} as a time; use {FORMS}, or epoch "
+                        "seconds", title="Bad option", hint="see vfiowatch postmortem --help") from None
+    return None, text
+
+
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="files or directories; PATH@end or PATH@TIME says when a listing was "
@@ -49,14 +75,23 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                    help="text for a terminal, json for machines (findings in the journal's "
                         "schema), markdown to paste into a ticket")
-    p.add_argument("--device", metavar="BDF", help="only this PCI device (0000:01:10.0)")
+    p.add_argument("--device", metavar="BDF", type=_device,
+                   help="only this PCI device: 0000:01:10.0, or 01:10.0 as lspci prints it")
     p.add_argument("--sandbox", metavar="ID",
                    help="only this Kata sandbox (its id, or the 12-character prefix the reports "
                         "show) and its devices")
-    p.add_argument("--since", metavar="TIME", help="show from this time (ISO 8601 UTC or epoch s)")
+    p.add_argument("--pod", metavar="NAME",
+                   help="only this Kubernetes pod's sandboxes and their devices (the pod named "
+                        "by the bundles, state files or crictl listings in the inputs)")
+    p.add_argument("--namespace", metavar="NS",
+                   help="only the pods of this Kubernetes namespace (with --pod: that pod in it)")
+    p.add_argument("--since", metavar="TIME",
+                   help="show from this time: ISO 8601 (UTC unless a zone is given), epoch "
+                        "seconds, HH:MM[:SS[.fff]] on the inputs' first day, or +SECONDS after "
+                        "their start (as tui --at)")
     p.add_argument("--until", metavar="TIME",
-                   help="stop the replay at this time; for captures without ticks, time is "
-                        "advanced to it so grace periods can expire")
+                   help="stop the replay at this time (the forms of --since); for captures "
+                        "without ticks, time is advanced to it so grace periods can expire")
     p.add_argument("--offset", action="append", default=[], metavar="[PATH=]SECONDS|@BOOT",
                    help="wall-clock = monotonic + SECONDS for monotonic captures (udevadm); "
                         "@TIME gives the boot time instead (`uptime -s`); repeat per file")
@@ -90,15 +125,16 @@ def _core_config(path: str | None) -> Any:
 def _run_postmortem(args: argparse.Namespace) -> int:
     try:
         offsets = dict(parse_offset(o) for o in args.offset)
-        since = parse_when(args.since) if args.since else None
-        until = parse_when(args.until) if args.until else None
+        since, since_text = _when(args.since, "since") if args.since else (None, None)
+        until, until_text = _when(args.until, "until") if args.until else (None, None)
     except ValueError as exc:
         raise DiagError(str(exc), title="Bad option", hint="see vfiowatch postmortem --help") from None
     from diag import postmortem as pm
     from diag.postmortem import output
 
     options = pm.Options(
-        device=args.device, sandbox=args.sandbox, since_ns=since, until_ns=until,
+        device=args.device, sandbox=args.sandbox, pod=args.pod, namespace=args.namespace,
+        since_ns=since, until_ns=until, since_text=since_text, until_text=until_text,
         offsets=offsets, timeline_limit=max(0, args.limit), config=_core_config(args.config),
     )
     missing = [p for p in args.inputs if not os.path.exists(p)
@@ -179,7 +215,7 @@ register(Command(
     description=(
         "Read any mix of files or directories (plain or .gz; the format is recognised by "
         "content; kata-collect-data reports, sosreports and must-gathers are walked): the "
-        "agent's journal, journalctl text (short, -precise, -iso, -monotonic) and "
+        "agent's journal and its JSON logs (kubectl logs, Loki or Elasticsearch exports), journalctl text (short, -precise, -iso, -monotonic) and "
         "-o json/export, containerd/Kata logfmt logs, klog (kubelet), kubectl describe "
         "Events, dmesg and dmesg -T, udevadm monitor, ip monitor, lspci (with or without "
         "-D), IOMMU group listings, ps aux/-ef, crictl, Kata configuration files (or pasted "

@@ -21,10 +21,10 @@ from typing import Any
 
 from diag import __version__
 from diag.commands import Command, register
+from diag.commands.agentstate import DEFAULT_JOURNAL
 from diag.common.errors import ConfigError, DiagError
 from diag.common.paths import HostPaths
 
-DEFAULT_JOURNAL = "/var/lib/vfiowatch/journal.jsonl"
 HEALTHY_WITHIN_S = 10.0
 """/healthz and the watchdog fail when the core thread has not called the sinks for this long
 (it flushes them every second even when idle)."""
@@ -75,7 +75,8 @@ def _names(text: str) -> list[str]:
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--journal", metavar="PATH",
                    help=f"journal file (default {DEFAULT_JOURNAL} when run as root, none "
-                        "otherwise); rotated parts are PATH.NNNNNN.gz beside it; PATH.lock "
+                        "otherwise); its directory must exist (only the default's is created, "
+                        "and logged as journal_directory_created); rotated parts are PATH.NNNNNN.gz beside it; PATH.lock "
                         "holds it for one agent at a time (a second one exits 2 naming the first)")
     p.add_argument("--no-journal", action="store_true", help="write no journal")
     p.add_argument("--journal-max-bytes", type=parse_size, default=64 * 1024 * 1024,
@@ -278,6 +279,7 @@ class _Agent:
                      reason="--no-journal" if args.no_journal else "not root and no --journal")
             return None
 
+        self._journal_directory(Path(journal_path))
         started_ns = time.time_ns()
         try:
             return JournalSink(
@@ -291,6 +293,28 @@ class _Agent:
             raise DiagError(f"cannot open the journal {journal_path}: {exc.strerror or exc}",
                             hint="pass a writable --journal PATH, or --no-journal",
                             title="Journal unavailable") from None
+
+    def _journal_directory(self, path: Path) -> None:
+        """The default journal's directory is made when missing (and said so); any other
+        missing directory is refused: a mistyped --journal would otherwise make a stray tree as
+        root and leave the journal where nobody looks for it."""
+        parent = path.parent
+        if parent.is_dir():
+            return
+        if str(path) != DEFAULT_JOURNAL:
+            raise DiagError(
+                f"the journal's directory {parent} does not exist",
+                hint=f"create it first (mkdir -p {parent}), or pass a --journal PATH in an "
+                     f"existing directory; only the default's directory ({Path(DEFAULT_JOURNAL).parent}) "
+                     "is created",
+                title="Journal unavailable")
+        try:
+            parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DiagError(f"cannot create the journal's directory {parent}: "
+                            f"{exc.strerror or exc}", hint="pass a writable --journal PATH, or "
+                            "--no-journal", title="Journal unavailable") from None
+        self.log.info("journal_directory_created", path=str(parent))
 
     # ---- running --------------------------------------------------------------------------
 

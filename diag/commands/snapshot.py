@@ -19,6 +19,19 @@ from diag.common.text import safe
 SNAPSHOT_SCHEMA = 1
 
 
+def _owners(paths: HostPaths, devices: list[Any]) -> dict[str, Any]:
+    """PCI address -> the Kata sandbox using it (its VFs, QEMU's vfio-pci devices and groups)."""
+    from diag.commands import kataview
+
+    return kataview.read(paths, devices).by_device()
+
+
+def _owner_fields(owner: Any) -> dict[str, str | None]:
+    e = owner.event if owner is not None else None
+    return {"sandbox_id": e.sandbox_id if e else None, "pod": e.pod if e else None,
+            "namespace": e.pod_namespace if e else None}
+
+
 def _exposure(paths: HostPaths) -> Any:
     from diag.sources.kata.source import exposure_now
 
@@ -62,17 +75,19 @@ def kata_json(he: Any) -> list[dict[str, Any]]:
 
 def snapshot_json(paths: HostPaths) -> dict[str, Any]:
     """The inventory and each Kata handler's exposure as JSON; the schema lists every field,
-    defaults included, so consumers need no defaults."""
+    defaults included, so consumers need no defaults. Each device carries the Kata sandbox,
+    pod and namespace using it."""
     from diag.sources import sysfs
 
     devices = sysfs.scan(paths)
+    owners = _owners(paths, devices)
     kata = kata_json(_exposure(paths))
     return {
         "schema": SNAPSHOT_SCHEMA,
         "kind": "vfiowatch_snapshot",
         "agent_version": __version__,
         "root": str(paths.root),
-        "devices": [_every_field(d) for d in devices],
+        "devices": [{**_every_field(d), **_owner_fields(owners.get(d.bdf))} for d in devices],
         "kata": kata,
         "refused": paths.refusals.all(),
     }
@@ -108,9 +123,12 @@ def snapshot_table(paths: HostPaths, color: bool) -> str:
     from diag.sources import sysfs
 
     devices = sysfs.scan(paths)
+    owners = _owners(paths, devices)
     rows = []
-    header = ("BDF", "ID", "CLASS", "DRIVER", "OVERRIDE", "GROUP", "NUMA", "SR-IOV", "NETDEV", "VFIO")
+    header = ("BDF", "ID", "CLASS", "DRIVER", "OVERRIDE", "GROUP", "NUMA", "SR-IOV", "NETDEV", "VFIO",
+              "SANDBOX", "POD")
     for d, depth in sysfs.pf_vf_order(devices):
+        owner = _owner_fields(owners.get(d.bdf))
         if d.role == "pf":
             sriov = f"PF {d.sriov_numvfs}/{d.sriov_totalvfs} VFs"
         elif d.role == "vf":
@@ -128,6 +146,8 @@ def snapshot_table(paths: HostPaths, color: bool) -> str:
             sriov,
             ",".join(d.netdevs) or "-",
             d.vfio_group_path or "-",
+            (owner["sandbox_id"] or "-")[:12],
+            f"{owner['namespace'] or '?'}/{owner['pod']}" if owner["pod"] else "-",
             d,
         ))
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -174,10 +194,11 @@ register(Command(
     description=(
         "List every PCI device with its id and class, bound driver, driver_override, IOMMU "
         "group, NUMA node, SR-IOV role (PF with its VFs nested, VF with its PF and index), "
-        "network interfaces and, on vfio-pci, its /dev/vfio group; then each Kata runtime "
-        "handler with its Kata version (and where it was read), effective cold_plug_vfio and "
-        "the known Kata VFIO bugs it is exposed to, with the fix. Reads files only (sysfs, "
-        "/proc, Kata's and containerd's configuration, the package database); runs nothing."
+        "network interfaces, on vfio-pci its /dev/vfio group, and the Kata sandbox, pod and "
+        "namespace using it; then each Kata runtime handler with its Kata version (and where it "
+        "was read), effective cold_plug_vfio and the known Kata VFIO bugs it is exposed to, "
+        "with the fix. Reads files only (sysfs, Kata's state files, /proc, Kata's and "
+        "containerd's configuration, the package database); runs nothing, changes nothing."
     ),
     arguments=_arguments,
     run=_run,

@@ -165,8 +165,9 @@ class _BackgroundLiveFeed:
 def _live(args: argparse.Namespace) -> int:
     from diag.tui.app import VfioWatchApp
 
-    require_terminal()
     paths = HostPaths.at(args.root)
+    paths.require_sysfs()  # before the dashboard opens: an empty one marked LIVE would mislead
+    require_terminal()  # after the root: a wrong --root is said first, wherever it runs
     feed = _BackgroundLiveFeed(paths)
     uname = os.uname()
     app = VfioWatchApp(feed, hostname=_read(paths, "etc/hostname") or uname.nodename,

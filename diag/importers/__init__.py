@@ -135,6 +135,7 @@ class Importer(Protocol):
 
 IMPORTERS: Registry[Importer] = Registry("importer", [
     "diag.importers.journal",
+    "diag.importers.agentlogs",  # the agent's JSON log lines (kubectl logs, Loki, Elasticsearch)
     "diag.importers.journald",  # journald (-o json) and journal-export (-o export)
     "diag.importers.kubeevents",  # kubectl get events -o json / -o yaml
     "diag.importers.snapshot",

@@ -36,9 +36,17 @@ class Options:
     """What the user asked for."""
 
     device: str | None = None
+    """A full PCI address (the command normalises `01:10.0` and refuses what is not one)."""
     sandbox: str | None = None
+    pod: str | None = None
+    namespace: str | None = None
+    """The Kubernetes pod and namespace: their sandboxes and devices."""
     since_ns: int | None = None
     until_ns: int | None = None
+    since_text: str | None = None
+    until_text: str | None = None
+    """A time relative to the inputs (`16:07:58`, `+90`), resolved by the replay against the
+    first stamp into since_ns / until_ns."""
     offsets: dict[str, int] = field(default_factory=dict)
     """Path (or `*` for every input without wall-clock time) -> seconds-to-wall offset in ns."""
     timeline_limit: int = 2000

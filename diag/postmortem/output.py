@@ -131,9 +131,10 @@ def _finding_lines(f: ev.Finding, *, indent: str = "  ",
 
 
 def _shown_findings(report: Report) -> list[ev.Finding]:
-    flt = Filter(report.options)
-    flt.sandbox_bdfs = {d.device.bdf for d in (report.state.devices if report.state else ())
-                        if flt.is_mine(d.sandbox_id)} if report.options.sandbox else set()
+    flt = report.filter or Filter(report.options)
+    if flt.by_sandbox:
+        flt.sandbox_bdfs |= {d.device.bdf for d in (report.state.devices if report.state else ())
+                             if flt.is_mine(d.sandbox_id)}
     return sorted((f for f in report.findings if flt.shows_finding(f)),
                   key=lambda f: (-f.severity.rank, f.first_ns))
 
@@ -174,6 +175,8 @@ def render_text(report: Report) -> str:
     problems = _problems(report)
     if problems:
         lines += ["", "Not read whole (exit status 2)"] + [f"  ! {safe(x)}" for x in problems]
+    if report.unmatched:
+        lines += ["", "Filter matches nothing (exit status 2)", f"  ! {safe(report.unmatched)}"]
     lines += ["", "Inputs"]
     lines += _input_lines(report)
     if report.clock_notes:
@@ -193,7 +196,8 @@ def render_text(report: Report) -> str:
                      + " the findings recorded in the agent's journal")
     shown = len(report.timeline)
     lines += ["", f"Timeline ({shown:,} of {report.timeline_total:,} entries"
-              + ("; ~ = stamp uncertain, ? = order against the neighbouring input uncertain)"
+              + ("; ~ = stamp uncertain, ? = order uncertain: against the neighbouring input, "
+                 "or recorded after a later event)"
                  if any(e.uncertainty_ns or e.order_uncertain for e in report.timeline) else ")")]
     width = max((len(_input_label(report, e.input)) for e in report.timeline), default=6)
     day = None
@@ -225,13 +229,16 @@ def render_text(report: Report) -> str:
 def _verdict(report: Report) -> str:
     code = report.exit_status
     worst = report.worst
+    about = f" about {report.filter.asked()}" if report.filter and report.filter.asked() else ""
     if code == 2:
         n = len(report.unreadable) + len(report.not_fully_read)
-        tail = f"; findings up to {worst.label}" if worst else ""
+        tail = f"; findings{about} up to {worst.label}" if worst else ""
+        if not n:
+            return f"exit 2: {report.filter.asked() if report.filter else 'the filter'} matches nothing in the inputs (see the top)"
         return f"exit 2: {n} input(s) not read whole (see the top){tail}"
     if code == 1:
-        return f"exit 1: findings up to {worst.label if worst else '?'}"
-    return "exit 0: no finding reached warning"
+        return f"exit 1: findings{about} up to {worst.label if worst else '?'}"
+    return f"exit 0: no finding{about} reached warning"
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,6 +272,7 @@ def report_json(report: Report) -> dict[str, Any]:
         ],
         "clock_notes": report.clock_notes,
         "not_read_whole": _problems(report),
+        "filter_matches_nothing": report.unmatched or None,
         "end_ns": report.end_ns,
         "findings": [{**codec.to_record(f), "inputs": report.finding_inputs.get(f.finding_id, [])}
                      for f in _shown_findings(report)],
@@ -310,6 +318,8 @@ def _fence(body: str) -> str:
 def render_markdown(report: Report) -> str:
     out = ["# vfiowatch postmortem report", "", _md(_headline(report)), "",
            f"**Result:** {_md(_verdict(report))}", ""]
+    if report.unmatched:
+        out += [f"**Filter matches nothing:** {_md(report.unmatched)}", ""]
     findings = _shown_findings(report)
     out += ["## Findings", ""]
     if not findings:

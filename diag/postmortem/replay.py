@@ -20,13 +20,17 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
 from diag import events as ev
+from diag.common.bdf import is_bdf
+from diag.common.errors import DiagError
+from diag.common.when import parse_when
 from diag.core.correlator import Correlator
+from diag.events import replace
 from diag.postmortem.align import align_inputs
 from diag.postmortem.dedupe import MAX_SCAN, Dedupe, Item, deduped
 from diag.postmortem.inputs import Input, Options, open_inputs
 from diag.postmortem.katakernel import KernelFromKata
 from diag.postmortem.moment import end_is_later, listing_notes, place_listings
-from diag.postmortem.report import Entry, Filter, FindingBook, Report
+from diag.postmortem.report import BOOT_RELATIVE_NS, Entry, Filter, FindingBook, Report
 
 TICK_NS = 1_000_000_000
 """Step of synthetic time advance across gaps (inputs other than the agent's journal)."""
@@ -167,6 +171,7 @@ def replay(
     report.clock_notes = align_inputs(inputs, options)
     report.clock_notes.extend(place_listings(inputs))
     merged, base, dedupe = _merged(inputs)
+    resolve_times(options, base)
     kernel = KernelFromKata(inputs)
     if kernel.active:
         merged = kernel.transform(merged)
@@ -174,6 +179,22 @@ def replay(
     feed.run(merged, progress)
     feed.finish(base, dedupe)
     return report
+
+
+def resolve_times(options: Options, base: int | None) -> None:
+    """--since / --until given relative to the inputs (`16:07:58` on the day of the first
+    stamp, `+90` after it) as times: the one parser `tui --at` uses, with the same start."""
+    start = base if base is not None and base >= BOOT_RELATIVE_NS else None
+    for name in ("since", "until"):
+        text = getattr(options, f"{name}_text")
+        if text is None:
+            continue
+        try:
+            setattr(options, f"{name}_ns", parse_when(text, start))
+        except ValueError as exc:
+            why = "" if start is not None else " (no input has a wall-clock time to count from)"
+            raise DiagError(f"--{name}: {exc}{why}", title="Bad option",
+                            hint="see vfiowatch postmortem --help") from None
 
 
 def _merged(inputs: list[Input]) -> tuple[Iterator[Item], int | None, Dedupe | None]:
@@ -217,9 +238,17 @@ class _Feed:
         self.report = report
         self.corr = Correlator(options.config)
         self.filt = Filter(options)
+        for inp in inputs:
+            if inp.parsed is not None and inp.parsed.pods:
+                self.filt.learn_pods(inp.parsed.pods)
         self.findings = FindingBook(options.keep_resolved)
+        self.shown = FindingBook(options.keep_resolved) if not self.filt.open else None
+        """The findings the filter shows (the exit status follows them)."""
         self.recorded = FindingBook(options.keep_resolved)
         """The findings a replayed agent journal carried (to compare with the replay's)."""
+        self.logged = FindingBook(options.keep_resolved)
+        """The findings the agent's JSON logs carried (flat: compared by id, severity, status)."""
+        self.log_idx = {i.index for i in inputs if i.format == "agent-logs"}
         self.keeper = _Keeper(options.timeline_limit) if options.timeline_limit > 0 else None
         self.has_journal = any(i.format == "journal" and i.parsed is not None for i in inputs)
         self.static_idx = {i.index for i in inputs if i.clock == "static"}
@@ -239,6 +268,10 @@ class _Feed:
         for f in transitions:
             self.report.transitions += 1
             self.findings.add(f)
+            if self.shown is not None and self.filt.shows_finding(f):
+                self.shown.add(f)
+            if f.pod and self.filt.pod_matches(f.pod_namespace, f.pod):
+                self.filt.matched = True
             if f.status != "updated" and self.filt.shows_finding(f):
                 self.total += 1
                 if self.keeper is not None:
@@ -258,12 +291,13 @@ class _Feed:
         """Feed the stream up to --until (the hot loop: locals, no attribute lookups per event)."""
         options, report, filt, keeper = self.options, self.report, self.filt, self.keeper
         feed, recorded, static_idx = self.corr.feed, self.recorded, self.static_idx
+        logged, log_idx = self.logged, self.log_idx
         seen_by = self.seen_by
         enrich = _LinkEnricher() if any(i.format == "ipmon" for i in self.inputs) else None
         until = options.until_ns
         ticks_needed = not self.has_journal
         unfiltered = filt.open
-        sandbox_filter = filt.sandbox is not None
+        sandbox_filter = filt.by_sandbox
         count = 0
         for ts, idx, n, e in merged:
             if until is not None and ts > until:
@@ -273,7 +307,7 @@ class _Feed:
                 progress(count)
             if type(e) is ev.Finding:
                 assert isinstance(e, ev.Finding)
-                recorded.add(e)
+                (logged if idx in log_idx else recorded).add(e)
                 continue
             if enrich is not None:
                 e = enrich(e)
@@ -343,8 +377,14 @@ class _Feed:
                 f"with {MAX_SCAN} of them only, so a copy seen twice may be counted twice")
         report.events_total = self.count
         report.timeline_total = self.total
+        if self.logged.total:
+            self._adopt_logged()
         report.findings = list(self.findings.items.values())
         report.book = self.findings
+        if not self.filt.open:
+            report.filter, report.shown_book = self.filt, self.shown
+        if self.filt.by_subject and not self._matched():
+            report.unmatched = self._unmatched()
         report.finding_inputs = self._finding_inputs()
         _name_pods(report)
         report.recorded = self.recorded
@@ -353,6 +393,73 @@ class _Feed:
         for inp in inputs:
             if inp.format == "journal" and inp.stats.error:
                 report.clock_notes.append(f"{inp.path}: {inp.stats.error}")
+
+    def _adopt_logged(self) -> None:
+        """The findings the agent logged, against the replay's: said on each log input; one the
+        replay did not raise (its events were not logged: no --log-events) is shown as the agent
+        logged it, and counts for the exit status."""
+        def key(f: ev.Finding) -> tuple[str, str, str]:
+            return f.rule, f.severity.label, f.status
+
+        def us(fid: str) -> str:
+            """The id to the microsecond: log lines stamp their events to the microsecond."""
+            head, _, first = fid.rpartition("/")
+            return f"{head}/{int(first) // 1000}" if first.isdigit() else fid
+
+        raised = {us(fid): f for fid, f in self.findings.items.items()}
+        missing = [f for fid, f in self.logged.items.items() if us(fid) not in raised]
+        differ = [fid for fid, f in self.logged.items.items()
+                  if us(fid) in raised and key(raised[us(fid)]) != key(f)]
+        n = self.logged.total
+        if not missing and not differ:
+            said = f"the agent logged {n} finding(s): the replay raised the same"
+        else:
+            said = (f"the agent logged {n} finding(s): "
+                    + (f"{len(missing)} not raised by the replay (their events are not in the "
+                       "logs: the agent ran without --log-events), shown as logged" if missing else "")
+                    + ("; " if missing and differ else "")
+                    + (f"{len(differ)} raised with another severity or status: "
+                       + ", ".join(differ[:5]) if differ else ""))
+        for inp in self.inputs:
+            if inp.index in self.log_idx:
+                inp.stats.note(said)
+        for f in missing:
+            labels = (*f.labels, ("inferred", "as the agent logged it (no events to replay)"))
+            f = replace(f, labels=labels)
+            self.findings.add(f)
+            if self.shown is not None and self.filt.shows_finding(f):
+                self.shown.add(f)
+            if f.status != "updated" and self.filt.shows_finding(f):
+                self.total += 1
+                if self.keeper is not None:
+                    self.keeper.add((f.ts_ns, -1, 0, f))
+
+    def _matched(self) -> bool:
+        """Every subject asked for is in the inputs: the device in any event or listing, the
+        sandbox in any event, the pod or namespace named for a sandbox or a finding."""
+        filt, seen = self.filt, self.seen_by
+        if filt.device is not None and filt.device not in seen:
+            return False
+        if filt.sandbox is not None and not any(filt.is_mine(k) for k in seen if not is_bdf(k)):
+            return False
+        return not ((filt.pod is not None or filt.namespace is not None)
+                    and not filt.pod_sandboxes and not filt.matched)
+
+    def _unmatched(self) -> str:
+        """A filter that matched nothing: what it asked, and what the inputs hold instead."""
+        filt = self.filt
+        devices = sorted(k for k in self.seen_by if is_bdf(k))
+        sandboxes = sorted({k[:12] for k in self.seen_by if not is_bdf(k)})
+        held = []
+        if filt.device is not None:
+            held.append(f"devices: {', '.join(devices[:12]) or 'none'}"
+                        + (f" (+{len(devices) - 12})" if len(devices) > 12 else ""))
+        if filt.sandbox is not None:
+            held.append(f"sandboxes: {', '.join(sandboxes[:12]) or 'none'}")
+        if filt.pod is not None or filt.namespace is not None:
+            pods = sorted(f"{ns or '?'}/{pod}" for ns, pod in filt.pods_seen)
+            held.append(f"pods: {', '.join(pods[:12]) or 'none named'}")
+        return f"{filt.asked()} matches nothing in the inputs; they hold {'; '.join(held)}"
 
     def _finding_inputs(self) -> dict[str, list[str]]:
         """Finding id -> the inputs whose events are about its device or sandbox."""
@@ -432,9 +539,14 @@ def _chain(head: Item, rest: Iterator[Item]) -> Iterator[Item]:
 
 
 def _mark_order(timeline: list[Entry]) -> None:
-    """Flag neighbours from different inputs closer than their combined uncertainty."""
+    """Flag neighbours from different inputs closer than their combined uncertainty, and an
+    entry stamped earlier than the one before it (recorded late: an eBPF record that waited in
+    its buffer; the timeline keeps the order the agent saw them in)."""
     for i in range(1, len(timeline)):
         a, b = timeline[i - 1], timeline[i]
+        if not (a.static or b.static) and b.seq == a.seq + 1 and b.ts_ns < a.ts_ns \
+                and not (b.uncertainty_ns < 0 or a.uncertainty_ns < 0):
+            timeline[i] = b = replace(b, order_uncertain=True)
         if a.input == b.input or a.input < 0 or b.input < 0 or a.static or b.static \
                 or b.seq != a.seq + 1:
             continue

@@ -294,19 +294,97 @@ def _rtnetlink(paths: HostPaths) -> CheckResult:
                           "grant CAP_NET_ADMIN")
 
 
+IOMMU_SWITCHES = ("intel_iommu", "amd_iommu", "iommu", "iommu.passthrough")
+"""Kernel command-line parameters that turn the IOMMU on, off or to passthrough."""
+
+
+def kernel_cmdline(paths: HostPaths) -> list[str] | None:
+    """The words of the kernel command line (`/proc/cmdline`), or None when unreadable."""
+    try:
+        return paths.read_text("/proc/cmdline", 65536).split()
+    except OSError:
+        return None
+
+
+def _iommu_words(words: list[str] | None) -> str:
+    """The IOMMU parameters on the command line, said for a person."""
+    if words is None:
+        return "kernel command line unreadable"
+    found = [w for w in words if w.split("=", 1)[0] in IOMMU_SWITCHES]
+    if not found:
+        return "none on the kernel command line (the kernel's built-in default)"
+    return "kernel command line: " + " ".join(found)
+
+
 @check
 def _iommu(paths: HostPaths) -> CheckResult:
-    try:
-        units = sorted(paths.listdir("/sys/class/iommu"))
-    except OSError:
-        units = []
-    if units:
-        return CheckResult("iommu", True, f"enabled: {', '.join(units)}")
+    """On, with groups: what VFIO needs. A missing IOMMU is a failure (VF pods cannot run),
+    though the agent itself runs."""
+    units = sorted(paths.listdir("/sys/class/iommu")) if paths.is_dir("/sys/class/iommu") else []
+    groups = (sum(1 for g in paths.listdir("/sys/kernel/iommu_groups") if g.isdigit())
+              if paths.is_dir("/sys/kernel/iommu_groups") else 0)
+    words = kernel_cmdline(paths)
+    said = _iommu_words(words)
+    if groups:
+        return CheckResult("iommu", True, f"on: {', '.join(units) or 'unit not listed'}, "
+                                          f"{groups} IOMMU groups; {said}")
+    off = [w for w in words or () if w in ("intel_iommu=off", "amd_iommu=off", "iommu=off")]
+    fix = (f"remove {' '.join(off)} from the kernel command line" if off else
+           "boot with intel_iommu=on iommu=pt (AMD: amd_iommu=on iommu=pt) and turn VT-d / "
+           "AMD-Vi on in the firmware")
     return CheckResult(
-        "iommu", False, "no IOMMU (/sys/class/iommu is empty): vfio-pci cannot pass VFs through",
-        fix="boot with intel_iommu=on iommu=pt (or amd_iommu=on) if this host runs VF pods",
-        level="warn",
+        "iommu", False, f"off: no IOMMU groups (/sys/kernel/iommu_groups is empty"
+                        f"{'' if units else ', /sys/class/iommu too'}); {said}: vfio-pci "
+                        "cannot pass VFs through, Kata VF pods fail",
+        fix=fix + ", if this host runs VF pods", level="fail",
     )
+
+
+@check
+def _vfio_modules(paths: HostPaths) -> CheckResult:
+    """vfio and vfio-pci present (loaded or built in): Kata binds VFs to vfio-pci and never
+    loads it; without it the bind fails and the VF is left without a driver."""
+    have, missing = [], []
+    for name, module, present in (
+        ("vfio", "vfio", paths.exists("/sys/module/vfio") or paths.exists("/dev/vfio/vfio")),
+        ("vfio-pci", "vfio_pci", paths.is_dir("/sys/bus/pci/drivers/vfio-pci")),
+    ):
+        if not present:
+            missing.append(name)
+        else:
+            how = ("module" if paths.exists(f"/sys/module/{module}/initstate") else
+                   "built in" if paths.exists(f"/sys/module/{module}") else "present")
+            have.append(f"{name} ({how})")
+    if not missing:
+        return CheckResult("vfio modules", True, ", ".join(have))
+    return CheckResult(
+        "vfio modules", False, f"not loaded: {', '.join(missing)}"
+        + (f" (loaded: {', '.join(have)})" if have else "") + ": Kata cannot bind VFs to vfio-pci",
+        fix="modprobe vfio-pci, and load it at boot: echo vfio-pci > /etc/modules-load.d/vfio-pci.conf",
+        level="fail",
+    )
+
+
+@check
+def _sriov(paths: HostPaths) -> CheckResult:
+    """The SR-IOV physical functions with their VFs enabled / possible, driver and netdev."""
+    from diag.sources import sysfs
+
+    pfs = [d for d in sysfs.scan(paths) if d.role == "pf"]
+    if not pfs:
+        return CheckResult("sr-iov", False, "no SR-IOV physical function on this host: no VF to watch",
+                           fix="expected on a host without SR-IOV NICs; otherwise turn SR-IOV on "
+                               "in the firmware and load the PF's driver", level="warn")
+    parts = []
+    for d in pfs:
+        what = ", ".join(x for x in (d.driver or "no driver", *d.netdevs) if x)
+        parts.append(f"{d.bdf} ({what}) {d.sriov_numvfs}/{d.sriov_totalvfs} VFs")
+    detail = f"{len(pfs)} PF{'s' if len(pfs) > 1 else ''}: " + "; ".join(parts)
+    if all(not d.sriov_numvfs for d in pfs):
+        return CheckResult("sr-iov", False, detail + ": no VF enabled",
+                           fix=f"echo N > /sys/bus/pci/devices/{pfs[0].bdf}/sriov_numvfs (or your "
+                               "SR-IOV operator's policy)", level="warn")
+    return CheckResult("sr-iov", True, detail)
 
 
 def run_checks(paths: HostPaths) -> list[CheckResult]:

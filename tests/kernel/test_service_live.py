@@ -65,6 +65,7 @@ class Agent:
                  sources: tuple[str, ...] = ("uevent", "links")) -> None:
         self.tmp = tmp
         self.journal = journal if journal is not None else tmp / "journal" / "journal.jsonl"
+        self.journal.parent.mkdir(parents=True, exist_ok=True)  # run makes only the default's
         self.port = free_port() if metrics else 0
         self.out = tmp / f"agent-{time.monotonic_ns()}.log"
         cmd = [vfiowatch_bin(), "run", "--log-events", "--journal", str(self.journal), *args]

@@ -98,6 +98,7 @@ def _trace_agent(tmp: Path) -> tuple[Path, str]:
     port_sock.close()
     trace, log = tmp / "trace.txt", tmp / "agent.log"
     journal = tmp / "journal" / "journal.jsonl"
+    journal.parent.mkdir()  # run creates only the default journal's directory
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
             ["strace", "-f", "-qq", "-s", "128", "-o", str(trace), vfiowatch_bin(), "run",

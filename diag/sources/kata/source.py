@@ -61,7 +61,7 @@ NAME = "kata"
 OPTIONS = ("log_files", "logs_from_start", "journal", "kmsg", "containerd_config", "sandbox_interval_s",
            "config_interval_s", "holder_interval_s", "holder_full_interval_s", "proc_full_every",
            "exposure_interval_s", "process_events", "process_events_interval_s", "inotify")
-"""`[sources.kata]` options (see README, "Kata")."""
+"""`[sources.kata]` options (see docs/sources.md, "Kata")."""
 START_SLACK_NS = 1_500_000_000
 """A process's wall-clock start is known to about a second (boot time is whole seconds)."""
 
