@@ -62,13 +62,14 @@ class Agent:
 
     def __init__(self, tmp: Path, *args: str, journal: Path | None = None,
                  env: dict[str, str] | None = None, metrics: bool = True,
-                 sources: tuple[str, ...] = ("uevent", "links")) -> None:
+                 sources: tuple[str, ...] = ("uevent", "links"), log_events: bool = True) -> None:
         self.tmp = tmp
         self.journal = journal if journal is not None else tmp / "journal" / "journal.jsonl"
         self.journal.parent.mkdir(parents=True, exist_ok=True)  # run makes only the default's
         self.port = free_port() if metrics else 0
         self.out = tmp / f"agent-{time.monotonic_ns()}.log"
-        cmd = [vfiowatch_bin(), "run", "--log-events", "--journal", str(self.journal), *args]
+        cmd = [vfiowatch_bin(), "run", *(["--log-events"] if log_events else []),
+               "--journal", str(self.journal), *args]
         if metrics:
             cmd += ["--metrics-addr", f"127.0.0.1:{self.port}"]
         self._fh = open(self.out, "wb")  # noqa: SIM115 - closed in stop()
