@@ -75,8 +75,8 @@ def _storm(bdf: str, seconds: float, rate: float) -> subprocess.Popen[str]:
     return p
 
 
-def _sent(p: subprocess.Popen[str]) -> int:
-    out, _ = p.communicate(timeout=60)
+def _sent(p: subprocess.Popen[str], seconds: float) -> int:
+    out, _ = p.communicate(timeout=seconds + 60)
     return int(out.split()[-1])
 
 
@@ -213,7 +213,7 @@ def test_kill_9_during_storms_loses_nothing_written(tmp_path: Path) -> None:
             broadcast += _seqnum() - seq0
             windows.append((t0, time.monotonic()))
             agent.stop(signal.SIGKILL)
-            sent += _sent(storm)
+            sent += _sent(storm, seconds)
             storm_s.append(seconds)
             scan = JournalScan(journal, bdf)
             if prev is not None:
@@ -281,7 +281,7 @@ def test_soak_at_a_steady_uevent_rate_beside_udevadm_monitor(tmp_path: Path) -> 
         cpu0 = {"agent": _cpu_s(agent.proc.pid), "udevadm": _cpu_s(mon.pid)}
         mon_at = mon_out.stat().st_size
         storm = _storm(bdf, SOAK_S, SOAK_RATE)
-        sent = _sent(storm)
+        sent = _sent(storm, SOAK_S)
         time.sleep(1)  # the last uevents in flight
         end = {"agent": _status(agent.proc.pid), "udevadm": _status(mon.pid)}
         cpu1 = {"agent": _cpu_s(agent.proc.pid), "udevadm": _cpu_s(mon.pid)}
