@@ -12,7 +12,9 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from diag.common.paths import HostPaths
 from diag.common.registry import Registry
+from diag.common.text import safe
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +48,16 @@ COMMANDS: Registry[Command] = Registry("command", [
     "diag.commands.completion",
 ])
 """Command name -> Command, in the order of this list; one line per command module."""
+
+
+def refused_lines(paths: HostPaths, note: str = "") -> list[str]:
+    """The footer every host command ends with when paths under --root were refused (they
+    lead outside it): the count, then each path, escaped."""
+    refused = paths.refusals.all()
+    if not refused:
+        return []
+    return [f"{len(refused)} paths refused: they lead outside --root {safe(str(paths.root))}{note}",
+            *(f"  ! {safe(r)}" for r in refused)]
 
 
 def register(cmd: Command) -> Command:

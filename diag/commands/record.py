@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from diag import __version__
-from diag.commands import Command, register
+from diag.commands import Command, refused_lines, register
 from diag.common.errors import DiagError
 from diag.common.paths import HostPaths
-from diag.common.text import safe
 
 MARKER = ".vfiowatch-recording"
 HINT = "choose a new or empty directory (e.g. --out ./sysfs-$(hostname)), or an earlier recording"
@@ -281,12 +280,8 @@ def _run_sysfs(args: argparse.Namespace) -> int:
     paths = HostPaths.at(args.root)
     n = record_sysfs(paths, args.out)
     print(f"copied {n} files to {args.out}")
-    refused = paths.refusals.all()
-    if refused:
-        print(f"{len(refused)} paths refused: they lead outside --root {safe(str(paths.root))} "
-              "(not copied)", file=sys.stderr)
-        for r in refused:
-            print(f"  ! {safe(r)}", file=sys.stderr)
+    for line in refused_lines(paths, " (not copied)"):
+        print(line, file=sys.stderr)
     return 0
 
 

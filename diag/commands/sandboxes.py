@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from diag import __version__
-from diag.commands import Command, register
+from diag.commands import Command, refused_lines, register
 from diag.commands import kataview as kv
 from diag.common.paths import HostPaths
 from diag.common.text import safe
@@ -97,10 +97,7 @@ def sandboxes_table(paths: HostPaths, view: kv.KataView) -> str:
                 lines.append(safe(f"    QEMU holds /dev/vfio/{group}: {', '.join(members) or '?'}"))
     for p in view.problems:
         lines.append(f"! {safe(p)}")
-    refused = paths.refusals.all()
-    if refused:
-        lines.append(f"{len(refused)} paths refused: they lead outside --root {safe(str(paths.root))}")
-        lines.extend(f"  ! {safe(r)}" for r in refused)
+    lines.extend(refused_lines(paths))
     return "\n".join(lines)
 
 

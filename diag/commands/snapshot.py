@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from diag import __version__
-from diag.commands import Command, register
+from diag.commands import Command, refused_lines, register
 from diag.common.paths import HostPaths
 from diag.common.text import safe
 
@@ -164,10 +164,7 @@ def snapshot_table(paths: HostPaths, color: bool) -> str:
     n_vfio = sum(1 for r in rows if r[-1].driver == "vfio-pci")
     lines.append(f"{len(rows)} PCI devices, {n_vfio} on vfio-pci")
     lines.extend(kata_lines(_exposure(paths)))
-    refused = paths.refusals.all()
-    if refused:
-        lines.append(f"{len(refused)} paths refused: they lead outside --root {safe(str(paths.root))}")
-        lines.extend(f"  ! {safe(r)}" for r in refused)
+    lines.extend(refused_lines(paths))
     return "\n".join(lines)
 
 

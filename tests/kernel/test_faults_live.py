@@ -56,6 +56,7 @@ class _Run:
     def __init__(self, tmp: Path, root: Path, config: Path) -> None:
         self.out = tmp / "agent.log"
         self.journal = tmp / "j" / "journal.jsonl"
+        self.journal.parent.mkdir(exist_ok=True)  # run creates only the default's directory
         self._fh = open(self.out, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [vfiowatch_bin(), "--root", str(root), "run", "--log-events", "--journal",

@@ -97,7 +97,9 @@ def test_the_agent_compiles_the_probes_shipped_in_the_wheel(installed: Path) -> 
                 break
             lines.append(line)
             rec = json.loads(line)
-            if rec.get("event") == "source_state_changed" and rec.get("source") == "ebpf":
+            # The first report is "starting: compiling..."; the one after it says how it ended.
+            if rec.get("event") == "source_state_changed" and rec.get("source") == "ebpf" \
+                    and not str(rec.get("reason", "")).startswith("starting:"):
                 up = rec
     finally:
         agent.send_signal(signal.SIGTERM)

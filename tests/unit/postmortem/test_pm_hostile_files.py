@@ -6,6 +6,7 @@ by its number."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from diag import postmortem as pm
 from diag.importers import IMPORTERS, sniff
 from diag.postmortem.output import render_json, render_markdown, render_text
+from diag.sinks.logs import LogSink
 from tests.conftest import FIXTURES, vfiowatch_bin
 
 MAX_SECONDS = 10.0
@@ -44,6 +46,14 @@ def _samples() -> dict[str, bytes]:
     snap = subprocess.run([vfiowatch_bin(), "--root", str(FIXTURES / "sysfs" / "sriov-lab"),
                            "snapshot", "--format", "json"], capture_output=True, check=True)
     out["snapshot"] = snap.stdout
+    # The agent's own JSON logs, as the real log sink writes the demo's events and findings.
+    from tests.unit.postmortem.test_pm_agent_logs import demo_story
+
+    buf = io.StringIO()
+    sink = LogSink(stream=buf, log_events=True)
+    for r in demo_story():
+        sink.write(r)
+    out["agent-logs"] = buf.getvalue().encode()
     return out
 
 
