@@ -19,8 +19,10 @@ SERVICE_ACTIONS = re.compile(
 
 def _recipe(target: str) -> list[str]:
     """The commands `make TARGET` runs, as make itself prints them (dry run, every step)."""
-    res = subprocess.run(["make", "-n", "-B", target], cwd=REPO, capture_output=True, text=True,
-                         timeout=60)
+    # --no-print-directory: under a make that runs the tests (make test), make prints
+    # "Entering/Leaving directory" lines that are not commands
+    res = subprocess.run(["make", "-n", "-B", "--no-print-directory", target], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     return res.stdout.splitlines()
 

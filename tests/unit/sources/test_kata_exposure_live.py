@@ -38,7 +38,9 @@ def test_the_drop_in_resolves_the_exposure_in_the_config_watchers_round(tmp_path
         seen = len(got.snapshot())
         target = root / DROPIN
         target.parent.mkdir(parents=True)
-        tmp = target.with_suffix(".tmp")
+        # Kata reads every entry of config.d, so a careful tool writes beside it, then renames
+        # into it (a .tmp inside config.d is itself a drop-in while it exists).
+        tmp = target.parent.parent / (target.name + ".tmp")
         tmp.write_text('[hypervisor.qemu]\ncold_plug_vfio = "root-port"\npcie_root_port = 1\n')
         written = time.monotonic()
         os.replace(tmp, target)  # as an operator's tool writes it: whole, at once
