@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -334,12 +335,26 @@ def test_without_process_events_processes_are_polled_and_the_state_says_why(root
     p = subprocess.Popen(["unshare", "--pid", "--fork", sys.executable, "-c", FALLBACK, str(root)],
                          cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     lines: list[dict[str, object]] = []
+    out: queue.Queue[str] = queue.Queue()
+    stdout = p.stdout
+    assert stdout is not None
+
+    def pump() -> None:
+        """Lines onto `out`, "" at the end: read_until waits with a timeout, never on readline."""
+        for text in stdout:
+            out.put(text)
+        out.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
 
     def read_until(pred: Callable[[dict[str, object]], bool], timeout: float = 15) -> dict[str, object]:
         end = time.monotonic() + timeout
-        assert p.stdout is not None
         while time.monotonic() < end:
-            line = p.stdout.readline()
+            # a source that says nothing more must fail the test, not hang it on readline
+            try:
+                line = out.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                break
             if not line:
                 break
             lines.append(json.loads(line))
