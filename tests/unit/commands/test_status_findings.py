@@ -88,20 +88,23 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 def test_running_agent_with_a_critical_finding(tmp_path: Path, agent_lock, capsys) -> None:
     """While a process holds the lock: status names its pid, every source up, 1 critical
-    finding, exit 1; findings lists it with its pod and remedy, exit 1."""
+    finding beside the warning that the host's Kata was exposed (raised at start), exit 1;
+    findings lists the critical one first with its pod and remedy, exit 1."""
     path = while_critical(tmp_path)
     pid = agent_lock(path)
     rc, out = run(capsys, "status", "--journal", str(path))
     assert rc == 1, out
     assert out.startswith(f"agent     running, pid {pid} (vfiowatch 0.1.0"), out
-    assert "sources   4 up, 0 down" in out and "findings  1 active: 1 critical" in out
+    assert "sources   4 up, 0 down" in out
+    assert "findings  2 active: 1 critical, 1 warning" in out
     rc, out = run(capsys, "findings", "--journal", str(path))
     assert rc == 1
     lines = out.splitlines()
-    assert lines[0] == "1 active finding"
+    assert lines[0] == "2 active findings"
     assert lines[1].split() == ["SEVERITY", "RULE", "DEVICE", "POD", "SINCE", "SUMMARY"]
     assert lines[2].split()[:4] == ["CRITICAL", "vfio-bind-coldplug-disabled", BDF, "default/sriov-pod"]
-    assert lines[3].startswith(f"  what to do (vfio-bind-coldplug-disabled {BDF}): Set cold_plug_vfio")
+    assert lines[3].split()[:2] == ["WARNING", "kata-vfio-exposure"]
+    assert lines[4].startswith(f"  what to do (vfio-bind-coldplug-disabled {BDF}): Set cold_plug_vfio")
 
 
 def test_json_gives_the_agent_the_sources_and_the_findings_as_recorded(
@@ -117,7 +120,7 @@ def test_json_gives_the_agent_the_sources_and_the_findings_as_recorded(
     assert (doc["agent"]["running"], doc["agent"]["pid"]) == (True, pid)
     assert {s["name"]: s["up"] for s in doc["sources"]} == {
         "ebpf": True, "kata": True, "links": True, "uevent": True}
-    assert doc["active_findings"] == {"critical": 1, "error": 0, "warning": 0, "info": 0}
+    assert doc["active_findings"] == {"critical": 1, "error": 0, "warning": 1, "info": 0}
     updated = coldplug("updated")
     (tmp_path / "later").mkdir()
     later = journal(tmp_path / "later", LINES[:updated + 1])
@@ -165,18 +168,23 @@ def test_no_agent_running_is_exit_3_and_said(tmp_path: Path, capsys) -> None:
     assert out.startswith(f"agent     NOT RUNNING: no process holds {path}.lock; what follows is "
                           "the state it recorded last")
     rc, out = run(capsys, "findings", "--journal", str(path))
-    assert rc == 3 and "1 active finding" in out
+    assert rc == 3 and "2 active findings" in out
 
 
 def test_the_stopped_agents_sources_are_down_with_their_reason(tmp_path: Path, agent_lock, capsys) -> None:
-    """The whole recording (sources stopped at the end): status lists them ✗ with the reason."""
+    """The whole recording (every source stopped at the end, eBPF included): status lists them
+    ✗ with the reason; exit 1 (sources down, and the Kata exposure warning is still open)."""
     path = journal(tmp_path, LINES)
     agent_lock(path)
     rc, out = run(capsys, "status", "--journal", str(path))
     assert rc == 1
-    assert "sources   1 up, 3 down" in out
-    assert [line.split()[:2] for line in out.splitlines() if line.startswith("  ✗")] == [
-        ["✗", "kata"], ["✗", "links"], ["✗", "uevent"]]
+    assert "sources   0 up, 4 down" in out
+    assert [line.split()[:3] for line in out.splitlines() if line.startswith("  ✗")] == [
+        ["✗", "ebpf", "kprobe"], ["✗", "kata", "configured"], ["✗", "links", "all-netns"],
+        ["✗", "uevent", "netlink"]]
+    assert all(line.rstrip().endswith("stopped") for line in out.splitlines()
+               if line.startswith("  ✗")), out
+    assert "findings  1 active: 1 warning" in out
 
 
 def test_a_missing_or_foreign_journal_is_refused_with_the_fix(tmp_path: Path, capsys) -> None:

@@ -22,18 +22,23 @@ DEMO = REPO / "diag" / "data" / "demo.jsonl"
 RULE = "vfio-bind-coldplug-disabled"
 
 
-def demo_story() -> list[ev.Event]:
+EXPOSURE = "kata-vfio-exposure"
+
+
+def demo_story(*, exposure: bool = False) -> list[ev.Event]:
     """The demo's events and findings through the record where the cold-plug finding resolves.
 
     The cut is by content, not index: later records (the host driver back, containerd's
-    RunPodSandbox failure, the sandbox's stop) tell the rest of the story, and the journal's
-    finding for containerd's line was recorded before the rule took the pod's sandbox for it
-    (the recording keys it to the host, today's replay to the sandbox)."""
+    RunPodSandbox failure, the sandbox's stop) tell the rest of the story. Without `exposure`
+    the Kata handler's facts and the exposure warning they raised at start are left out: the
+    facts' log line says how many VFs pods can be given, not which, so a replay cannot judge
+    the exposure again (test_the_kata_facts_line_is_the_agents_own below covers them)."""
     with DEMO.open("rb") as fh:
         records = [r for r in codec.iter_records(fh) if isinstance(r, ev.Event)]
     end = next(i for i, r in enumerate(records)
                if isinstance(r, ev.Finding) and r.rule == RULE and r.status == "resolved")
-    return records[:end + 1]
+    return [r for r in records[:end + 1] if exposure or not (
+        isinstance(r, ev.KataFactsObserved) or isinstance(r, ev.Finding) and r.rule == EXPOSURE)]
 
 
 def logged(records: list[ev.Event]) -> dict[str, ev.Finding]:
@@ -41,11 +46,12 @@ def logged(records: list[ev.Event]) -> dict[str, ev.Finding]:
     return {r.finding_id: r for r in records if isinstance(r, ev.Finding)}
 
 
-def agent_log(tmp_path: Path, *, log_events: bool, prefix: bool = False) -> Path:
+def agent_log(tmp_path: Path, *, log_events: bool, prefix: bool = False,
+              exposure: bool = False) -> Path:
     """The demo's story through the real log sink, one JSON object a line."""
     buf = io.StringIO()
     sink = LogSink(stream=buf, log_events=log_events)
-    for r in demo_story():
+    for r in demo_story(exposure=exposure):
         sink.write(r)
     lines = buf.getvalue().splitlines(keepends=True)
     if prefix:  # `kubectl logs --timestamps`: the time of writing before each line
@@ -83,9 +89,14 @@ def test_logs_with_events_replay_to_the_agents_finding(tmp_path: Path, capsys: p
         1, RULE, "0000:01:10.0", "critical", "resolved")
     assert f["actor"]["comm"] == "containerd-shim" and f["actor"]["pid"] == mine.actor.pid
     writes = [e for e in f["evidence"] if e["kind"] == "sysfs_write_observed"]
+    # Each write has two witnesses in the recording, Kata's own line (mode kata-log) and eBPF's
+    # kprobe record; Kata's line names the device's driver/unbind link, eBPF the driver's file.
     assert [e["text"].split(" wrote ")[1].rsplit(": ", 1)[0] for e in writes] == [
         "'vfio-pci' to /sys/bus/pci/devices/0000:01:10.0/driver_override",
+        "'vfio-pci' to /sys/bus/pci/devices/0000:01:10.0/driver_override",
+        "'0000:01:10.0' to /sys/bus/pci/devices/0000:01:10.0/driver/unbind",
         "'0000:01:10.0' to /sys/bus/pci/drivers/igbvf/unbind",
+        "'0000:01:10.0' to /sys/bus/pci/drivers_probe",
         "'0000:01:10.0' to /sys/bus/pci/drivers_probe"]
 
 
@@ -126,4 +137,19 @@ def test_a_damaged_line_is_counted_and_named(tmp_path: Path, capsys: pytest.Capt
     [inp] = doc["inputs"]
     assert code == 2 and inp["bad_lines"] == 1
     assert inp["first_bad"].startswith("line 6: not one of the agent's JSON log lines")
+    assert the_rules_finding(doc)["status"] == "resolved"
+
+
+def test_the_kata_facts_line_is_the_agents_own(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole story with the Kata handler's facts the agent logged at start: their line is
+    read as the agent's (no bad line, so no exit 2), and the exposure warning they raised,
+    which the replay cannot judge again from a summary, is shown as the agent logged it."""
+    path = agent_log(tmp_path, log_events=True, exposure=True)
+    assert '"event":"kata_facts_observed"' in path.read_text()
+    code, doc = postmortem(capsys, str(path))
+    [inp] = doc["inputs"]
+    assert (code, inp["bad_lines"]) == (1, 0), inp
+    [f] = [f for f in doc["findings"] if f["rule"] == EXPOSURE]
+    assert (f["severity"], f.get("status", "open")) == ("warning", "open")
+    assert ["inferred", "as the agent logged it (no events to replay)"] in f["labels"]
     assert the_rules_finding(doc)["status"] == "resolved"
