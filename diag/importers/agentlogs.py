@@ -131,9 +131,10 @@ def _nested(name: str, doc: dict[str, Any]) -> dict[str, Any]:
     return kw
 
 
-UNREBUILT = {"inventory_observed"}
+UNREBUILT = {"inventory_observed", "kata_facts_observed"}
 """Kinds whose log line carries only counts: nothing to replay (their devices come from the
-other lines)."""
+other lines; a Kata handler's facts line says how many VFs pods can be given, not which, so the
+exposure verdict it fed is taken as logged)."""
 
 
 def _finding(doc: dict[str, Any], ts: int) -> ev.Finding:
