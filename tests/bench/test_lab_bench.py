@@ -48,5 +48,7 @@ def test_lab_bench_prints_overhead_and_latency_side_by_side() -> None:
           f"{len(lat['upgraded'])}/{opened}",
           f"{order['moves_in_order']}/{order['moves_checked']} moves, "
           f"{order['behind']}/{order['records']} records behind"),
+         ("  of which in the agent", _ms(_pct(lat.get("inside_ms", []), 0.5)),
+          _ms(_pct(lat.get("inside_ms", []), 0.99)), "", "", ""),
          ("udevadm monitor --kernel", _ms(_pct(lat["udevadm_ms"], 0.5)),
           _ms(_pct(lat["udevadm_ms"], 0.99)), "", "", "")]))

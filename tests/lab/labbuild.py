@@ -698,6 +698,10 @@ def install_guest_files(root: Path, with_project: bool, cache: Cache) -> None:
     for src in sorted((LAB / "guest" / "c").glob("*.c")):
         run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o",
              str(lab / "bin" / src.stem), str(src)])
+    # py-spy (a static binary, in the project's test extras) profiles the agent in the bench.
+    spy = Path(sys.executable).parent / "py-spy"
+    if spy.exists():
+        shutil.copy2(spy.resolve(), lab / "bin" / "py-spy")
     site = root / GUEST_SITE
     shutil.rmtree(site.parent, ignore_errors=True)
     launcher = root / "usr" / "local" / "bin" / "vfiowatch"

@@ -18,6 +18,8 @@ Sends `bench.json` (every sample) and `bench.txt` (the table).
 
 from __future__ import annotations
 
+import calendar
+import collections
 import json
 import os
 import signal
@@ -65,15 +67,18 @@ class LineClock(threading.Thread):
         super().__init__(daemon=True)
         self.proc, self.keep = proc, keep
         self.lines: list[tuple[int, bytes]] = []
+        self.wall: list[int] = []
+        """time.time_ns() at each kept line's arrival (the agent stamps its lines' events so)."""
         self.all: list[bytes] = []
         self.start()
 
     def run(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            t = time.monotonic_ns()
+            t, wall = time.monotonic_ns(), time.time_ns()
             self.all.append(line)
             if all(k in line for k in self.keep):
+                self.wall.append(wall)
                 self.lines.append((t, line))
 
 
@@ -107,6 +112,66 @@ def _fields(line: bytes) -> dict[str, object]:
     return rec if isinstance(rec, dict) else {}
 
 
+def _iso_ns(stamp: str) -> int:
+    """`2026-12-03T13:08:55.902682Z` (the log sink's timestamp) -> ns since the epoch."""
+    day, frac = stamp.rstrip("Z").split(".")
+    secs = calendar.timegm(time.strptime(day, "%Y-%m-%dT%H:%M:%S"))
+    return secs * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
+
+
+class Profile:
+    """py-spy sampling the agent's threads while the moves run (when the image has py-spy):
+    where the agent's CPU goes between a uevent and its finding line."""
+
+    SPY = "/lab/bin/py-spy"
+    OUT = "/tmp/agent-profile.txt"
+
+    def __init__(self, pid: int) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        if os.path.exists(self.SPY):
+            self.proc = subprocess.Popen(
+                [self.SPY, "record", "-p", str(pid), "-r", "100", "-f", "raw", "-o", self.OUT,
+                 "--threads", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def stop(self, top: int = 12) -> list[list[str]]:
+        """[[function, % own samples, % samples under it]] of the busiest frames, and a row per
+        thread (its share of the samples), or a row saying why there is no profile."""
+        if self.proc is None:
+            return [["no py-spy in the image", "", ""]]
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return [["py-spy did not stop", "", ""]]
+        if not os.path.exists(self.OUT):
+            return [[f"py-spy wrote nothing: {err.decode(errors='replace').strip()[-200:]}", "", ""]]
+        own: collections.Counter[str] = collections.Counter()
+        under: collections.Counter[str] = collections.Counter()
+        threads: collections.Counter[str] = collections.Counter()
+        n = 0
+        with open(self.OUT) as fh:
+            for line in fh:
+                stack, _, count = line.rstrip("\n").rpartition(" ")
+                if not count.isdigit():
+                    continue
+                c = int(count)
+                frames = stack.split(";")
+                n += c
+                threads[frames[0]] += c
+                names = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1]
+                         + ")" for f in frames[1:]]
+                if names:
+                    own[names[-1]] += c
+                for name in set(names):
+                    under[name] += c
+        if not n:
+            return [["py-spy took no sample", "", ""]]
+        rows = [[f"{t} (thread)", f"{100 * c / n:.0f}", ""] for t, c in threads.most_common(6)]
+        rows += [[f, f"{100 * c / n:.1f}", f"{100 * under[f] / n:.1f}"] for f, c in own.most_common(top)]
+        return [*rows, [f"{n} samples at 100/s", "", ""]]
+
+
 def latency(agent: scenario_agent.Agent, agent_lines: LineClock, sid: str
             ) -> dict[str, list[float]]:
     """LATENCY_RUNS moves of VF0 by the shim (cold_plug_vfio=no-port) and back."""
@@ -116,7 +181,8 @@ def latency(agent: scenario_agent.Agent, agent_lines: LineClock, sid: str
     time.sleep(1.0)  # udevadm's socket is bound before the first move
     out: dict[str, list[float]] = {"agent_ms": [], "udevadm_ms": [], "missed": [],
                                    "opened_final": [], "opened_early": [], "upgraded": [],
-                                   "move_ns": []}
+                                   "move_ns": [], "inside_ms": []}
+    spy = Profile(agent.proc.pid)
     for i in range(LATENCY_RUNS):
         rec.take()
         n_agent, n_udev = len(agent_lines.lines), len(udev_lines.lines)
@@ -124,19 +190,24 @@ def latency(agent: scenario_agent.Agent, agent_lines: LineClock, sid: str
         shim = kata.start_shim(sid, f"kata38-bind:{VF0};wait:back{i};kata38-restore:{VF0}:igbvf")
         t_bind = None
         opened = None
+        k = -1
         end = time.monotonic() + 20
         while time.monotonic() < end and (t_bind is None or opened is None):
             for r in rec.records:
                 if (t_bind is None and r.socket == "uevent" and r.data.startswith(b"bind@")
                         and b"DRIVER=vfio-pci" in r.data):
                     t_bind = r.t_mono_ns
-            opened = next((x for x in agent_lines.lines[n_agent:]
-                           if _fields(x[1]).get("status") == "open"), None)
+            k, opened = next(((j, x) for j, x in enumerate(agent_lines.lines[n_agent:], n_agent)
+                              if _fields(x[1]).get("status") == "open"), (-1, None))
             time.sleep(0.005)
         first: dict[str, object] = {}
         if t_bind is not None and opened is not None:
             out["agent_ms"].append((opened[0] - t_bind) / 1e6)
             first = _fields(opened[1])
+            # The line's timestamp is the bind uevent's, as the agent stamped it on receipt:
+            # what follows it (merge, core, log sink) is the agent's own part of the latency.
+            out["inside_ms"].append((agent_lines.wall[k] - _iso_ns(str(first["timestamp"])))
+                                    / 1e6)
             final = first.get("severity") == "critical" and first.get("actor_comm") == SHIM_COMM
             out["opened_final" if final else "opened_early"].append(float(i))
             if not final:
@@ -167,6 +238,7 @@ def latency(agent: scenario_agent.Agent, agent_lines: LineClock, sid: str
     udevadm.send_signal(signal.SIGTERM)
     udevadm.wait(10)
     rec.close()
+    out["profile"] = spy.stop()
     return out
 
 
@@ -314,6 +386,9 @@ def main() -> int:
         xs = lat.get(key, [])
         lines.append(f"  {label:<22} median {pct(xs, 0.5):8.1f} ms   p99 {pct(xs, 0.99):8.1f} ms"
                      f"   (n={len(xs)})")
+    xs = lat.get("inside_ms", [])
+    lines.append(f"  {'of which in the agent':<22} median {pct(xs, 0.5):8.1f} ms   p99 "
+                 f"{pct(xs, 0.99):8.1f} ms   (its line's time is the uevent's receipt)")
     n_open = len(lat["opened_final"]) + len(lat["opened_early"])
     lines.append(f"  missed: {len(lat['missed'])}; opened critical with the shim as actor: "
                  f"{len(lat['opened_final'])}/{n_open}; an update of severity or actor "
@@ -323,6 +398,9 @@ def main() -> int:
                  f"writes and the unbind before the vfio-pci bind in "
                  f"{order['moves_in_order']}/{order['moves_checked']} moves")
     lines.append(f"  (scenario took {time.monotonic() - t_start:.0f} s in the guest)")
+    lines.append("the agent's threads during the moves (py-spy, active samples: function, % own, "
+                 "% under it):")
+    lines += [f"  {f:<70} {a:>6} {b:>6}" for f, a, b in lat.get("profile", [])]
     text = "\n".join(lines) + "\n"
     print(text, flush=True)
     labio.send("bench.txt", text.encode())
