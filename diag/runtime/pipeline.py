@@ -41,8 +41,10 @@ The shape (DESIGN.md), as threads:
   thread, then sources in the given order (each begins with its own inventory/dump). stop = signal sources,
   join them, drain the queue, release everything the merge holds, final advance, publish the
   last snapshot, flush and close sinks; bounded by `stop_timeout_s` (2 s) in total.
-* **Batched sinks.** After each batch of events the core thread calls `end_batch()` on the
-  sinks that have one (the journal writes the batch's lines in one system call there).
+* **Batched sinks.** The events and findings of one batch of the core thread go to each sink as
+  one list (`write_batch(items)`, for sinks that have it; `write(item)` each for the others),
+  not one call per sink and event; then the core thread calls `end_batch()` on the sinks that
+  have one (the journal writes the batch's lines in one system call there).
 
 Typical use (service mode, `vfiowatch run`):
 
@@ -84,6 +86,8 @@ log = logging.getLogger("vfiowatch.runtime")
 
 STARTING = "starting:"
 """How the reason of a source that is not up yet, but on its way, begins."""
+SINK_BATCH = 4096
+"""Events the core thread feeds before the sinks take them (as one list) and end a batch."""
 RUNTIME_SOURCE = "runtime"
 """`source` of the events the pipeline itself produces (queue loss, unavailable sources, ticks)."""
 
@@ -680,13 +684,15 @@ class Pipeline:
         return min(now_ns, max(self._merge.low_ns, now_ns - self.options.max_lateness_ns))
 
     def _release(self, now_ns: int, low: tuple[int, str | None] | None) -> None:
-        """Feed the core what the watermark `low` passed (all that is held when None)."""
-        # The per-event hot path of the core thread: locals only.
+        """Feed the core what the watermark `low` passed (all that is held when None); the sinks
+        get the events and findings, in order, a list of at most SINK_BATCH events at a time."""
+        # The per-event hot path of the core thread: locals only, one list append per item.
         stats = self.stats
         feed = self.correlator.feed
-        out = self._out
         merge = self._merge
-        n = 0
+        items: list[ev.Event] = []
+        append, extend = items.append, items.extend
+        n = nf = 0
         for _, e in merge.release(now_ns, low) if low is not None else merge.release_all():
             n += 1
             try:
@@ -697,43 +703,70 @@ class Pipeline:
                 if stats.core_errors <= 10:
                     log.exception("the core failed on %s", e.kind)
                 findings = []
-            out(e)
-            for f in findings:
-                stats.findings += 1
-                out(f)
-        if n:
-            stats.released += n
-            stats.late = merge.stats.late
-            stats.stalled = merge.stats.stalled_total
-            self._dirty = True
-            for end_batch in self._batch_ends:
-                try:
-                    end_batch()
-                except Exception:
-                    stats.sink_errors += 1
-                    log.exception("sink %r failed to end a batch", end_batch)
+            append(e)
+            if findings:
+                nf += len(findings)
+                extend(findings)
+            if n >= SINK_BATCH:
+                # Bounded batches: a journal part that rotates here opens with the core's state
+                # at most this many events ahead of its first records.
+                self._end_batch(items, n, nf)
+                items = []
+                append, extend = items.append, items.extend
+                n = nf = 0
+        if items:
+            self._end_batch(items, n, nf)
+
+    def _end_batch(self, items: list[ev.Event], n: int, nf: int) -> None:
+        """The sinks take one batch (`n` events and their `nf` findings): the items, then
+        `end_batch()`."""
+        stats = self.stats
+        stats.findings += nf
+        stats.released += n
+        stats.late = self._merge.stats.late
+        stats.stalled = self._merge.stats.stalled_total
+        self._dirty = True
+        self._out_all(items)
+        for end_batch in self._batch_ends:
+            try:
+                end_batch()
+            except Exception:
+                stats.sink_errors += 1
+                log.exception("sink %r failed to end a batch", end_batch)
 
     def _advance(self, now_ns: int) -> None:
         findings = self.correlator.advance(now_ns)
         if findings:
             self._dirty = True
-            self._out(ev.ClockTicked(ts_ns=now_ns, source=RUNTIME_SOURCE))
-            for f in findings:
-                self.stats.findings += 1
-                self._out(f)
+            self.stats.findings += len(findings)
+            self._out_all([ev.ClockTicked(ts_ns=now_ns, source=RUNTIME_SOURCE), *findings])
 
-    def _out(self, item: ev.Event) -> None:
+    def _out_all(self, items: list[ev.Event]) -> None:
+        """Hand `items` (in order) to every sink: the whole list to a sink with `write_batch`
+        (one call a batch, not one a sink and event), item by item to the others; then to the
+        item listeners. A sink that fails is logged and counted, the others still get them."""
         for sink in self.sinks:
-            try:
-                sink.write(item)
-            except Exception:
-                self.stats.sink_errors += 1
-                log.exception("sink %s failed on %s", getattr(sink, "name", sink), item.kind)
+            batch = getattr(sink, "write_batch", None)
+            if batch is not None:
+                try:
+                    batch(items)
+                except Exception:
+                    self.stats.sink_errors += 1
+                    log.exception("sink %s failed on a batch of %d", getattr(sink, "name", sink),
+                                  len(items))
+                continue
+            for item in items:
+                try:
+                    sink.write(item)
+                except Exception:
+                    self.stats.sink_errors += 1
+                    log.exception("sink %s failed on %s", getattr(sink, "name", sink), item.kind)
         for fn in self._listeners:
-            try:
-                fn(item)
-            except Exception:
-                log.exception("item listener %r failed", fn)
+            for item in items:
+                try:
+                    fn(item)
+                except Exception:
+                    log.exception("item listener %r failed", fn)
 
     def _publish(self) -> None:
         state = self.correlator.snapshot()
