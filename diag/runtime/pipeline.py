@@ -693,7 +693,7 @@ class Pipeline:
         items: list[ev.Event] = []
         append, extend = items.append, items.extend
         n = nf = 0
-        for _, e in merge.release(now_ns, low) if low is not None else merge.release_all():
+        for e in merge.take(now_ns, low) if low is not None else merge.take_all():
             n += 1
             try:
                 findings = feed(e)
