@@ -240,14 +240,8 @@ class _Queue:
         return put
 
     def drain(self, limit: int = 8192) -> list[ev.Event]:
-        out: list[ev.Event] = []
         pop = self._dq.popleft
-        try:
-            for _ in range(limit):
-                out.append(pop())
-        except IndexError:
-            pass
-        return out
+        return [pop() for _ in range(min(limit, len(self._dq)))]
 
     def depth(self) -> int:
         return len(self._dq)
@@ -686,36 +680,40 @@ class Pipeline:
     def _release(self, now_ns: int, low: tuple[int, str | None] | None) -> None:
         """Feed the core what the watermark `low` passed (all that is held when None); the sinks
         get the events and findings, in order, a list of at most SINK_BATCH events at a time."""
-        # The per-event hot path of the core thread: locals only, one list append per item.
+        # The per-event hot path of the core thread: locals only, nothing per event beyond the
+        # feed (the sinks' list is the released list itself, with findings put in after).
         stats = self.stats
         feed = self.correlator.feed
         merge = self._merge
-        items: list[ev.Event] = []
-        append, extend = items.append, items.extend
-        n = nf = 0
-        for e in merge.take(now_ns, low) if low is not None else merge.take_all():
-            n += 1
-            try:
-                findings = feed(e)
-            except Exception:
-                # A bug in one rule must not stop the agent: the event still reaches the sinks.
-                stats.core_errors += 1
-                if stats.core_errors <= 10:
-                    log.exception("the core failed on %s", e.kind)
-                findings = []
-            append(e)
-            if findings:
-                nf += len(findings)
-                extend(findings)
-            if n >= SINK_BATCH:
-                # Bounded batches: a journal part that rotates here opens with the core's state
-                # at most this many events ahead of its first records.
-                self._end_batch(items, n, nf)
+        released = merge.take(now_ns, low) if low is not None else merge.take_all()
+        for at in range(0, len(released), SINK_BATCH):
+            # Bounded batches: a journal part that rotates after one opens with the core's
+            # state at most SINK_BATCH events ahead of its first records.
+            chunk = released[at:at + SINK_BATCH] if len(released) > SINK_BATCH else released
+            found: list[tuple[int, list[ev.Finding]]] = []
+            for i, e in enumerate(chunk):
+                try:
+                    findings = feed(e)
+                except Exception:
+                    # A bug in one rule must not stop the agent: the event still reaches the sinks.
+                    stats.core_errors += 1
+                    if stats.core_errors <= 10:
+                        log.exception("the core failed on %s", e.kind)
+                    continue
+                if findings:
+                    found.append((i, findings))
+            items: list[ev.Event] = chunk
+            nf = 0
+            if found:
                 items = []
-                append, extend = items.append, items.extend
-                n = nf = 0
-        if items:
-            self._end_batch(items, n, nf)
+                prev = 0
+                for i, findings in found:
+                    items += chunk[prev:i + 1]
+                    items += findings
+                    nf += len(findings)
+                    prev = i + 1
+                items += chunk[prev:]
+            self._end_batch(items, len(chunk), nf)
 
     def _end_batch(self, items: list[ev.Event], n: int, nf: int) -> None:
         """The sinks take one batch (`n` events and their `nf` findings): the items, then
