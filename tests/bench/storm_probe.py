@@ -19,7 +19,9 @@ live, and the core sees the same stream, with the same findings, as in `core` mo
   journal's rotated parts are compressed (that thread's work is the agent's too); `threads`:
   CPU seconds of each thread.
 * `paced`: offered at RATE events/s (1 ms ticks): whether anything is dropped at the default
-  queue size, and the rate reached.
+  queue size, and the rate reached. A RATE beyond what the agent takes fills the queue: then
+  `dropped` (the runtime's count) and `reported_lost` (what the core was told in-band, as
+  EventsLost of the queue) say how many were lost.
 """
 
 from __future__ import annotations
@@ -219,6 +221,9 @@ def run_agent(events: list[Any], rate: float | None) -> dict[str, Any]:
     out["late"] = late
     out["threads"] = _thread_cpu()
     pipe.stop(10)
+    # What the core was told in-band (EventsLost of the queue; the metrics and the log say the
+    # same): a drop is never silent.
+    out["reported_lost"] = sum(s.lost for s in core.snapshot().sources if s.name == "queue")
     devnull.close()
     out["journal_mb"] = sum(p.stat().st_size for p in Path(tmp).iterdir()) / 2**20
     for p in Path(tmp).iterdir():
