@@ -48,10 +48,18 @@ Described = tuple[str, str, dict[str, Any]]
 """(level, event name, fields) of one log line."""
 
 
+_LAST_SECOND: tuple[int, str] = (-1, "")
+"""The newest whole second formatted (lines of a storm share it); replaced, never changed."""
+
+
 def iso_utc(ts_ns: int) -> str:
     """`2026-11-27T14:53:14.123456Z`: the format of structlog's TimeStamper(fmt="iso", utc=True)."""
+    global _LAST_SECOND
     secs, ns = divmod(ts_ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1000:06d}Z"
+    last = _LAST_SECOND
+    if last[0] != secs:
+        last = _LAST_SECOND = (secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)))
+    return f"{last[1]}.{ns // 1000:06d}Z"
 
 
 # --------------------------------------------------------------------------------------------

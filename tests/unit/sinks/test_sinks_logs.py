@@ -177,3 +177,15 @@ def test_a_batch_writes_the_same_json_lines_as_structlog_line_by_line(log_events
     assert len(writes) == 1
     docs = [json.loads(line) for line in one.getvalue().splitlines()]
     assert all(d["pf"] == PF for d in docs if "bdf" in d)  # enriched from the snapshot
+
+
+def test_iso_utc_keeps_each_stamp_its_own_second_in_any_order() -> None:
+    """The formatted second is reused only within that second: stamps going back and forth
+    across second boundaries each get their own time."""
+    import time as _time
+
+    stamps = [TS, TS + 900_000_000, TS - 1, TS + 10**9, TS, 0, TS + 86_400 * 10**9, TS]
+    for t in stamps:
+        secs, ns = divmod(t, 10**9)
+        want = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(secs)) + f".{ns // 1000:06d}Z"
+        assert iso_utc(t) == want
