@@ -22,8 +22,8 @@ The shape (DESIGN.md), as threads:
   milliseconds, not a fixed window. A source without a watermark is assumed complete up to
   `merge_window_ns` ago; a watermark that stalls holds nothing longer than `max_lateness_ns`
   (those releases are counted per source in `stats.stalled`). An event older than one already
-  released is released at once and counted in `stats.late`. Events already in order cost a
-  deque append + pop, only overtaking ones a heap push + pop.
+  released is released at once and counted in `stats.late`. A drained batch already in order
+  is held as one segment and taken by bisection; only overtaking events go through a heap.
 * **Robust core.** An exception raised by the Correlator (a rule bug) is logged and counted in
   `stats.core_errors`; the event still reaches the sinks and the next one is processed.
 * **Core thread.** The only thread that touches the Correlator and the sinks. Time in the core
