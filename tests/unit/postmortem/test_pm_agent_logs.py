@@ -38,7 +38,7 @@ def demo_story(*, exposure: bool = False) -> list[ev.Event]:
     end = next(i for i, r in enumerate(records)
                if isinstance(r, ev.Finding) and r.rule == RULE and r.status == "resolved")
     return [r for r in records[:end + 1] if exposure or not (
-        isinstance(r, ev.KataFactsObserved) or isinstance(r, ev.Finding) and r.rule == EXPOSURE)]
+        isinstance(r, ev.KataFactsObserved) or (isinstance(r, ev.Finding) and r.rule == EXPOSURE))]
 
 
 def logged(records: list[ev.Event]) -> dict[str, ev.Finding]:
