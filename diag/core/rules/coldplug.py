@@ -103,7 +103,7 @@ class VfioBindColdplugDisabled(ConditionRule):
             if event.bdf not in self._by_bdf:
                 return []
             return self.resolve_all(self.keys_for(event.bdf), event.ts_ns,
-                                    "unbound from vfio-pci (left vfio-pci)"
+                                    "unbound from vfio-pci"
                                     if isinstance(event, ev.DeviceUnbound) else "device removed")
         if isinstance(event, ev.SandboxStarted):
             # Its VFs, and the moves its own shim made (a sandbox reported after the move, with
