@@ -46,14 +46,29 @@ def method_of(ep: Episode | None) -> str:
     which of the closest known sequence's writes were not."""
     if ep is None or not ep.controls:
         return "unknown (no write attributed)"
-    seen = list(dict.fromkeys(ep.controls))
+    controls = tuple(ep.controls)
+    said = _METHODS.get(controls)
+    if said is None:
+        if len(_METHODS) >= _METHODS_KEPT:
+            _METHODS.clear()
+        said = _METHODS[controls] = _method_of(controls)
+    return said
+
+
+_METHODS: dict[tuple[str, ...], str] = {}
+"""Controls written -> `method_of` (a handful of sequences recur: worded once each)."""
+_METHODS_KEPT = 256
+
+
+def _method_of(controls: tuple[str, ...]) -> str:
+    seen = list(dict.fromkeys(controls))
     best: tuple[int, tuple[str, ...], str] | None = None
-    for controls, name, who in _SEQUENCES:
-        if all(c in seen for c in controls):
+    for known, name, who in _SEQUENCES:
+        if all(c in seen for c in known):
             return name
-        common = sum(c in seen for c in controls)
+        common = sum(c in seen for c in known)
         if common >= 2 and (best is None or common > best[0]):
-            best = (common, controls, who)
+            best = (common, known, who)
     text = ", ".join(seen)
     if best is not None:
         missing = ", ".join(c for c in best[1] if c not in seen)
@@ -270,7 +285,7 @@ def _inferred(model: Model, bdf: str, prev: str, ep: Episode | None,
             rec.host_driver_from not in ("a bind to it", "the driver it left",
                                          "the driver it was unbound from"):
         inferred.append(f"the driver it left, {prev}: from {rec.host_driver_from}")
-    if ep is not None and any(getattr(x, "source", "") == ev.KATA_LOG for x in ep.events):
+    if ep is not None and any(x.source == ev.KATA_LOG for x in ep.events):
         inferred.append("the kernel's unbind/bind: from Kata's own lines (no kernel capture)")
     if logged_by is not None:
         inferred.append(f"the actor: the Kata shim (pid {logged_by.pid}) that logged about "
