@@ -216,7 +216,9 @@ class ConditionRule:
     # ---- the Rule protocol -------------------------------------------------------------------
 
     def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
-        return []
+        """The rule's `on_<kind>` for the event's kind (the correlator calls those directly)."""
+        handler = getattr(self, f"on_{event.kind}", None)
+        return handler(model, event) if handler is not None else []  # type: ignore[no-any-return]
 
     def on_tick(self, model: Model, now_ns: int) -> list[ev.Finding]:
         return []
