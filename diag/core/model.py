@@ -113,6 +113,10 @@ class Model:
         cold_plug_vfio of a device and actor), cleared whenever either changes."""
         self._window = config.episode_window_ns
         self._history = config.history_per_device
+        self._handlers: dict[type[ev.Event], Callable[[Any], None]] = {
+            cls: getattr(self, name) for cls, name in _HANDLERS.items()}
+        """Event class -> this model's bound handler (one lookup and one call per event)."""
+        self._handlers[ev.SysfsWriteObserved] = self.writes.write
 
     # ---- helpers for rules -------------------------------------------------------------------
 
@@ -232,9 +236,9 @@ class Model:
             if bdf:
                 self.join(bdf, event)
             return
-        handler = _HANDLERS.get(cls)
+        handler = self._handlers.get(cls)
         if handler is not None:
-            handler(self, event)
+            handler(event)
 
     def _inventory(self, e: ev.InventoryObserved) -> None:
         seen = set()
@@ -658,30 +662,29 @@ _NOT_A_MOVE_WHEN_SYNTHETIC = frozenset({
 })
 """Kernel events whose synthetic copies (SYNTH_UUID) must not change the device state."""
 
-_HANDLERS: dict[type[ev.Event], Callable[[Model, Any], None]] = {
-    ev.InventoryObserved: Model._inventory,
-    ev.DeviceAdded: Model._added,
-    ev.DeviceRemoved: Model._removed,
-    ev.DeviceBound: Model._bound,
-    ev.DeviceUnbound: Model._unbound,
-    ev.DeviceChanged: Model._changed,
-    ev.NetdevAdded: Model._netdev_added,
-    ev.NetdevRemoved: Model._netdev_removed,
-    ev.LinkChanged: Model._link_changed,
-    ev.LinkRemoved: Model._link_removed,
-    ev.NetnsAdded: Model._netns_added,
-    ev.NetnsRemoved: Model._netns_removed,
-    ev.SysfsWriteObserved: lambda m, e: m.writes.write(e),
-    ev.VfioDeviceAdded: Model._vfio_added,
-    ev.VfioDeviceRemoved: Model._vfio_removed,
-    ev.LogLineMatched: Model._log,
-    ev.KataConfigLoaded: Model._config,
-    ev.KataFactsObserved: Model._facts,
-    ev.SandboxStarted: Model._sandbox,
-    ev.SandboxStopped: Model._sandbox_stopped,
-    ev.VfioGroupHeld: Model._held,
-    ev.VfioGroupReleased: Model._released,
-    ev.SourceStateChanged: Model._source_state,
-    ev.EventsLost: Model._lost,
-    ev.Resynced: Model._resynced,
+_HANDLERS: dict[type[ev.Event], str] = {
+    ev.InventoryObserved: "_inventory",
+    ev.DeviceAdded: "_added",
+    ev.DeviceRemoved: "_removed",
+    ev.DeviceBound: "_bound",
+    ev.DeviceUnbound: "_unbound",
+    ev.DeviceChanged: "_changed",
+    ev.NetdevAdded: "_netdev_added",
+    ev.NetdevRemoved: "_netdev_removed",
+    ev.LinkChanged: "_link_changed",
+    ev.LinkRemoved: "_link_removed",
+    ev.NetnsAdded: "_netns_added",
+    ev.NetnsRemoved: "_netns_removed",
+    ev.VfioDeviceAdded: "_vfio_added",
+    ev.VfioDeviceRemoved: "_vfio_removed",
+    ev.LogLineMatched: "_log",
+    ev.KataConfigLoaded: "_config",
+    ev.KataFactsObserved: "_facts",
+    ev.SandboxStarted: "_sandbox",
+    ev.SandboxStopped: "_sandbox_stopped",
+    ev.VfioGroupHeld: "_held",
+    ev.VfioGroupReleased: "_released",
+    ev.SourceStateChanged: "_source_state",
+    ev.EventsLost: "_lost",
+    ev.Resynced: "_resynced",
 }

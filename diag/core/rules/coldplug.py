@@ -106,35 +106,40 @@ class VfioBindColdplugDisabled(ConditionRule):
     id = "vfio-bind-coldplug-disabled"
     events = (ev.DeviceBound, ev.DeviceUnbound, ev.DeviceRemoved, ev.SandboxStarted)
 
-    def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
-        if isinstance(event, ev.DeviceBound):
-            if event.driver == VFIO_DRIVER:
-                return self._bound_vfio(model, event)
-            if event.bdf not in self._by_bdf:  # nothing open: no reason to word
-                return []
-            return self.resolve_all(self.keys_for(event.bdf), event.ts_ns,
-                                    f"returned to host driver {event.driver}")
-        if isinstance(event, ev.DeviceUnbound | ev.DeviceRemoved):
-            if event.bdf not in self._by_bdf:
-                return []
-            return self.resolve_all(self.keys_for(event.bdf), event.ts_ns,
-                                    "unbound from vfio-pci"
-                                    if isinstance(event, ev.DeviceUnbound) else "device removed")
-        if isinstance(event, ev.SandboxStarted):
-            # Its VFs, and the moves its own shim made (a sandbox reported after the move, with
-            # no VF listed yet): their findings now know the pod.
-            mine = {v.bdf for v in event.vfs} | set(event.vmm_vfio_devices)
-            keys = [k for b in sorted(mine) for k in self.keys_for(b)]
-            keys += [k for k, st in self.open_.items()
-                     if st.finding.sandbox_id == event.sandbox_id and k not in keys]
-            out = []
-            for key in keys:
-                st = self.open_[key]
-                f = self.refresh(model, key, st.finding, st.episode, event.ts_ns)
-                if f is not None:
-                    out.append(f)
-            return out
-        return []
+    # One method per event kind (the correlator calls them directly; `on_event` dispatches).
+
+    def on_device_bound(self, model: Model, event: ev.DeviceBound) -> list[ev.Finding]:
+        if event.driver == VFIO_DRIVER:
+            return self._bound_vfio(model, event)
+        if event.bdf not in self._by_bdf:  # nothing open: no reason to word
+            return []
+        return self.resolve_all(self.keys_for(event.bdf), event.ts_ns,
+                                f"returned to host driver {event.driver}")
+
+    def on_device_unbound(self, model: Model, event: ev.DeviceUnbound) -> list[ev.Finding]:
+        if event.bdf not in self._by_bdf:
+            return []
+        return self.resolve_all(self.keys_for(event.bdf), event.ts_ns, "unbound from vfio-pci")
+
+    def on_device_removed(self, model: Model, event: ev.DeviceRemoved) -> list[ev.Finding]:
+        if event.bdf not in self._by_bdf:
+            return []
+        return self.resolve_all(self.keys_for(event.bdf), event.ts_ns, "device removed")
+
+    def on_sandbox_started(self, model: Model, event: ev.SandboxStarted) -> list[ev.Finding]:
+        # Its VFs, and the moves its own shim made (a sandbox reported after the move, with
+        # no VF listed yet): their findings now know the pod.
+        mine = {v.bdf for v in event.vfs} | set(event.vmm_vfio_devices)
+        keys = [k for b in sorted(mine) for k in self.keys_for(b)]
+        keys += [k for k, st in self.open_.items()
+                 if st.finding.sandbox_id == event.sandbox_id and k not in keys]
+        out = []
+        for key in keys:
+            st = self.open_[key]
+            f = self.refresh(model, key, st.finding, st.episode, event.ts_ns)
+            if f is not None:
+                out.append(f)
+        return out
 
     def _bound_vfio(self, model: Model, e: ev.DeviceBound) -> list[ev.Finding]:
         rec = model.device(e.bdf)
