@@ -165,10 +165,14 @@ class Correlator:
         wake = self._wake
         if wake.at is not None and now_ns >= wake.at:
             wake.at = None
+            # Only the rules whose own earliest deadline passed: a timed rule's on_tick acts on
+            # its due Timers alone, so the others would return nothing.
             for rule in self._timed:
-                found = rule.on_tick(model, now_ns)
-                if found:
-                    out.extend(found)
+                nxt = rule.timers.next  # type: ignore[attr-defined]
+                if nxt is not None and now_ns >= nxt:
+                    found = rule.on_tick(model, now_ns)
+                    if found:
+                        out.extend(found)
             # Deadlines set while ticking already lowered `wake.at`; add the rest.
             for rule in self._timed:
                 nxt = rule.timers.next  # type: ignore[attr-defined]
