@@ -430,7 +430,7 @@ class Model:
 
     def _vfio_added(self, e: ev.VfioDeviceAdded) -> None:
         if e.bdf is not None:
-            rec = self.device(e.bdf)
+            rec = self.devices.get(e.bdf)
             if rec is not None:
                 if e.group is not None:
                     self._set_group(rec, e.group)

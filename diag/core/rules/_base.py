@@ -218,7 +218,7 @@ class ConditionRule:
     def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
         """The rule's `on_<kind>` for the event's kind (the correlator calls those directly)."""
         handler = getattr(self, f"on_{event.kind}", None)
-        return handler(model, event) if handler is not None else []  # type: ignore[no-any-return]
+        return handler(model, event) if handler is not None else []
 
     def on_tick(self, model: Model, now_ns: int) -> list[ev.Finding]:
         return []
@@ -366,7 +366,7 @@ class ConditionRule:
 
 def device_label(model: Model, bdf: str) -> str:
     """`0000:01:10.0 (VF 0 of 0000:01:00.0)` when the device is a known VF."""
-    rec = model.device(bdf)
+    rec = model.devices.get(bdf)
     if rec is not None and rec.device.pf is not None:
         idx = rec.device.vf_index
         return f"{bdf} (VF {'?' if idx is None else idx} of {rec.device.pf})"
@@ -374,7 +374,7 @@ def device_label(model: Model, bdf: str) -> str:
 
 
 def is_vf(model: Model, bdf: str) -> bool:
-    rec = model.device(bdf)
+    rec = model.devices.get(bdf)
     return rec is not None and (rec.device.role == "vf" or rec.device.pf is not None)
 
 

@@ -81,7 +81,7 @@ def declared_intent(model: Model, cfg_allow: tuple[str, ...], driverctl: tuple[s
     """Why binding `bdf` to vfio-pci is intended, or '' when nothing says so."""
     if bdf in driverctl:
         return f"driverctl override /etc/driverctl.d/pci-{bdf}"
-    rec = model.device(bdf)
+    rec = model.devices.get(bdf)
     pf = rec.device.pf if rec is not None else None
     if bdf in cfg_allow:
         return f"allow_vfio entry {bdf}"
@@ -142,7 +142,7 @@ class VfioBindColdplugDisabled(ConditionRule):
         return out
 
     def _bound_vfio(self, model: Model, e: ev.DeviceBound) -> list[ev.Finding]:
-        rec = model.device(e.bdf)
+        rec = model.devices.get(e.bdf)
         if rec is None or e.bdf in self._by_bdf:
             return []
         prev = e.previous_driver or rec.last_driver
@@ -282,7 +282,7 @@ def _inferred(model: Model, bdf: str, prev: str, ep: Episode | None,
               logged_by: ev.Process | None) -> list[str]:
     """What the finding rests on that no input said outright: the driver the VF left, the
     kernel's side of the move, the actor."""
-    rec = model.device(bdf)
+    rec = model.devices.get(bdf)
     inferred = []
     if prev == UNNAMED:
         inferred.append("the driver it left: no input names it")

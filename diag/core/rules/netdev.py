@@ -94,7 +94,7 @@ class VfNetdevLost(ConditionRule):
         out = []
         for bdf in self.timers.pop_due(now_ns):
             ep = self.pending.pop(bdf, None)
-            rec = model.device(bdf)
+            rec = model.devices.get(bdf)
             if (ep is None or ep.lost is None or ep.unbind_ns is None or rec is None
                     or not rec.present or rec.driver == VFIO_DRIVER or rec.netdev is not None):
                 continue

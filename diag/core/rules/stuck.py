@@ -38,7 +38,7 @@ class VfStuckUnbound(ConditionRule):
         self.since: dict[str, int] = {}
 
     def _check(self, model: Model, bdf: str, ts_ns: int) -> list[ev.Finding]:
-        rec = model.device(bdf)
+        rec = model.devices.get(bdf)
         if _stuck(rec) and is_vf(model, bdf):
             if bdf not in self.timers and bdf not in self._by_bdf:
                 self.since[bdf] = ts_ns
@@ -94,7 +94,7 @@ class VfStuckUnbound(ConditionRule):
         out = []
         for bdf in self.timers.pop_due(now_ns):
             since = self.since.pop(bdf, now_ns)
-            rec = model.device(bdf)
+            rec = model.devices.get(bdf)
             if rec is None or not _stuck(rec):
                 continue
             out.append(self._open(model, rec, since, now_ns))
