@@ -340,10 +340,10 @@ class ConditionRule:
         if st is None:
             return None
         old = st.finding
-        stale = self._stale(st)
-        last = max(old.last_ns, ts_ns, st.episode.last_ns if st.episode else 0)
+        changes = self._stale(st)  # a new dict each time: ours to fill
+        changes["last_ns"] = max(old.last_ns, ts_ns, st.episode.last_ns if st.episode else 0)
         f = replace(old, ts_ns=ts_ns, status="resolved", resolved_ns=ts_ns,
-                    resolved_reason=reason, **{**stale, "last_ns": last})
+                    resolved_reason=reason, **changes)
         if f.bdf:
             keys = self._by_bdf.get(f.bdf)
             if keys is not None and key in keys:

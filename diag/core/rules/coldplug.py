@@ -186,8 +186,10 @@ class VfioBindColdplugDisabled(ConditionRule):
 
     def refresh(self, model: Model, key: str, finding: ev.Finding, episode: Episode | None,
                 now_ns: int) -> ev.Finding | None:
-        prev = dict(finding.labels).get("from_driver", "?")
         st = self.open_.get(key)
+        # The driver it left: the first of the facts it was worded from, else its label.
+        prev = (st.facts[0] if st is not None and st.facts
+                else dict(finding.labels).get("from_driver", "?"))
         if st is not None:
             facts = self._facts(model, key, episode, prev)
             if facts == st.facts:
