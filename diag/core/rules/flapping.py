@@ -104,7 +104,11 @@ class DriverFlapping(ConditionRule):
         """Open the finding, or update it with the new count, drivers and actors."""
         bdf = event.bdf
         actor = ep.actor if ep is not None else None
-        actors = list(dict.fromkeys(actor_label(a) for _, _, a in q if a))
+        named: dict[int, str] = {}  # one actor is usually every move's: worded once
+        for _, _, a in q:
+            if a and id(a) not in named:
+                named[id(a)] = actor_label(a)
+        actors = list(dict.fromkeys(named.values()))
         drivers = list(dict.fromkeys(d for _, d, _ in q))
         turns = (f"; actors taking turns: {' and '.join(actors)}" if len(actors) > 1
                  else f"; actor: {actors[0]}" if actors else "")
