@@ -50,7 +50,7 @@ class VfStrandedOnVfio(ConditionRule):
         if rec is None or rec.driver != VFIO_DRIVER or not (is_vf(model, bdf)
                                                             or _moved_by_kata(model, bdf)):
             return
-        if bdf in self._by_bdf or bdf in self.timers:
+        if bdf in self._by_bdf or bdf in self.timers.due:
             return
         self.since[bdf] = since_ns
         self.timers.set(bdf, since_ns + self.config.stranded_grace_ns)

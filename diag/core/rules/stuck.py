@@ -40,11 +40,11 @@ class VfStuckUnbound(ConditionRule):
     def _check(self, model: Model, bdf: str, ts_ns: int) -> list[ev.Finding]:
         rec = model.devices.get(bdf)
         if _stuck(rec) and is_vf(model, bdf):
-            if bdf not in self.timers and bdf not in self._by_bdf:
+            if bdf not in self.timers.due and bdf not in self._by_bdf:
                 self.since[bdf] = ts_ns
                 self.timers.set(bdf, ts_ns + self.config.stuck_grace_ns)
             return []
-        if bdf in self.timers:
+        if bdf in self.timers.due:
             self.timers.cancel(bdf)
             self.since.pop(bdf, None)
         if bdf not in self._by_bdf:
