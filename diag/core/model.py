@@ -385,13 +385,15 @@ class Model:
             self.netns[e.netns.inode] = e.netns
         rec = self.device(e.bdf)
         if rec is not None:
-            moved = rec.netns is not None and rec.netns != e.netns.label
+            label = e.netns.label  # a property that formats: read once
+            moved = rec.netns is not None and rec.netns != label
             appeared = rec.netdev is None
             rec.netdev = e.ifname
-            rec.netns = e.netns.label
-            what = "moved" if moved else ("added" if old is None else e.operstate.lower() or "changed")
+            rec.netns = label
             if old is None or moved or old.operstate != e.operstate or old.ifname != e.ifname:
-                self._link_note(e.bdf, LinkNote(ts_ns=e.ts_ns, ifname=e.ifname, netns=e.netns.label, what=what))
+                what = ("moved" if moved else
+                        "added" if old is None else e.operstate.lower() or "changed")
+                self._link_note(e.bdf, LinkNote(ts_ns=e.ts_ns, ifname=e.ifname, netns=label, what=what))
             if appeared and e.bdf is not None:
                 self.join(e.bdf, e)
 
@@ -415,8 +417,8 @@ class Model:
                 sandbox_id=netns.sandbox_id or (sb.sandbox_id if sb else None),
                 from_link=True,
             )
-        if rec.netdev == e.ifname and rec.netns == e.netns.label:
-            self._link_note(bdf, LinkNote(ts_ns=e.ts_ns, ifname=e.ifname, netns=e.netns.label, what="removed"))
+        if rec.netdev == e.ifname and rec.netns == (label := e.netns.label):
+            self._link_note(bdf, LinkNote(ts_ns=e.ts_ns, ifname=e.ifname, netns=label, what="removed"))
             rec.netdev = None
             rec.netns = None
 
