@@ -127,3 +127,16 @@ def test_a_damaged_line_is_counted_and_named(tmp_path: Path, capsys: pytest.Capt
     assert code == 2 and inp["bad_lines"] == 1
     assert inp["first_bad"].startswith("line 6: not one of the agent's JSON log lines")
     assert the_rules_finding(doc)["status"] == "resolved"
+
+
+def test_a_health_line_whose_source_is_not_a_name_is_a_bad_line() -> None:
+    """A source_state_changed line with a list for its source is counted bad, not an event that
+    breaks the replay (the fuzzer found `"source": []` reaching the core's health table)."""
+    from diag.importers.agentlogs import event_of
+
+    doc = {"timestamp": "2026-12-03T10:00:00Z", "level": "info", "event": "source_state_changed",
+           "source": [], "up": True, "mode": "netlink"}
+    with pytest.raises(ValueError, match="source is not a name"):
+        event_of(doc)
+    ok = event_of({**doc, "source": "uevent"})
+    assert isinstance(ok, ev.SourceStateChanged) and ok.name == "uevent"
