@@ -15,8 +15,7 @@ from itertools import chain
 from diag import codec
 from diag import events as ev
 from diag.common.errors import JournalFormatError
-from diag.importers import (FileStats, Parsed, first_json_object, iter_blocks, iter_lines,
-                            register)
+from diag.importers import FileStats, Parsed, first_json_object, iter_blocks, iter_lines, register
 
 
 @dataclass(slots=True)
