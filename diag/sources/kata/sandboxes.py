@@ -196,11 +196,25 @@ class ProcCache:
 
 
 def _identify(paths: HostPaths, pid: int, comm: str) -> ProcInfo | None:
+    return _identify_settled(paths, pid, comm)[0]
+
+
+def _identify_settled(paths: HostPaths, pid: int, comm: str) -> tuple[ProcInfo | None, bool]:
+    """The process's identity, and whether it is final. Not final: a process with one of our
+    comms but no argv yet. The kernel sets the new comm (and exe) early in an exec and the new
+    argv only when it loads the program, so a /proc read in between sees the shim's comm with
+    an empty cmdline; cached, that answer would hide the shim for good (it keeps its comm)."""
     is_shim = comm == proc.KATA_SHIM_COMM
     is_vmm = comm in proc.VMM_COMMS or comm.startswith("qemu-system")
     if not (is_shim or is_vmm or comm == "containerd"):
-        return None
+        return None, True
     argv = proc.read_argv(paths, pid)
+    if not argv:
+        return None, False  # mid-exec (or a zombie): look again next time
+    return _identify_argv(paths, pid, comm, argv, is_shim), True
+
+
+def _identify_argv(paths: HostPaths, pid: int, comm: str, argv: list[str], is_shim: bool) -> ProcInfo | None:
     exe = proc.read_link(paths, pid, "exe")
     if comm == "containerd":
         if argv and os.path.basename(argv[0]) == "containerd":
@@ -240,8 +254,9 @@ def scan_processes(paths: HostPaths, cache: ProcCache | None = None) -> ProcScan
         if known is not None and known[0] == comm and not (full and known[1] is not None):
             info = known[1]
         else:
-            info = _identify(paths, pid, comm)
-            cache.infos[pid] = (comm, info)
+            info, settled = _identify_settled(paths, pid, comm)
+            if settled:
+                cache.infos[pid] = (comm, info)
         if info is not None:
             found.append(info)
     cache.comms = comms
