@@ -29,6 +29,7 @@ from diag.sources.kata.decode import (
     decode_state,
     vfio_group_of_link,
 )
+from diag.sources.sriovdp import PLUGIN_COMM
 
 GO_SBS = "/run/vc/sbs"
 GO_VM = "/run/vc/vm"
@@ -298,18 +299,27 @@ class ProcWatch:
     def __init__(self, paths: HostPaths) -> None:
         self.paths = paths
         self.infos: dict[int, ProcInfo] = {}
+        self.plugins: dict[int, str] = {}
+        """The SR-IOV device plugins (pid -> comm), kept by the same events: the exposure
+        finds their configuration from these instead of reading every process's comm."""
+        self.plugins_changed = False
+        """A plugin came or went since the caller last cleared this."""
         self.host_netns: int | None = None
         self.execs = 0
         """Exec events looked at (for the bench)."""
 
     def seed(self) -> ProcScan:
         self.infos = {}
+        self.plugins = {}
+        self.plugins_changed = True
         n = 0
         for pid in proc.iter_pids(self.paths):
             n += 1
             comm = proc.read_comm(self.paths, pid)
             if comm is None:
                 continue
+            if comm == PLUGIN_COMM:
+                self.plugins[pid] = comm
             info = _identify(self.paths, pid, comm)
             if info is not None:
                 self.infos[pid] = info
@@ -322,6 +332,12 @@ class ProcWatch:
         self.execs += 1
         was = self.infos.pop(pid, None)
         comm = proc.read_comm(self.paths, pid)
+        if (comm == PLUGIN_COMM) != (pid in self.plugins):
+            self.plugins_changed = True
+            if comm == PLUGIN_COMM:
+                self.plugins[pid] = comm
+            else:
+                del self.plugins[pid]
         if comm is None or not (comm in self.WATCHED or comm.startswith("qemu-system")):
             return was is not None
         info = _identify(self.paths, pid, comm)
@@ -332,6 +348,8 @@ class ProcWatch:
 
     def exit(self, pid: int) -> ProcInfo | None:
         """A process exited: its identity when it was one of ours."""
+        if self.plugins.pop(pid, None) is not None:
+            self.plugins_changed = True
         return self.infos.pop(pid, None)
 
     def view(self) -> ProcScan:
