@@ -29,6 +29,7 @@ import pytest
 from diag import __version__
 from diag import events as ev
 from diag.sinks.journal import journal_records
+from tests.agentlog import AgentLog
 from tests.conftest import REPO
 from tests.image.vw_pod import PodView, chroot_argv, config_maps, pod_view, podman_argv
 from tests.kernel.vw_kernel_helpers import build_storm_writer, storm
@@ -144,25 +145,13 @@ class Pod:
         self.log = log
         self._fh = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, stdout=self._fh, stderr=subprocess.STDOUT)
+        self.log = AgentLog(log, self.proc, poll_s=0.1)
 
     def lines(self) -> list[dict[str, Any]]:
-        out = []
-        for raw in self.log.read_bytes().split(b"\n"):
-            if raw.startswith(b"{") and raw.endswith(b"}"):
-                out.append(json.loads(raw))
-        return out
+        return self.log.lines()
 
     def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for d in self.lines():
-                if pred(d):
-                    return d
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise AssertionError(f"no matching line in {timeout} s (rc={self.proc.poll()}):\n"
-                             + self.log.read_text(errors="replace")[-6000:])
+        return self.log.wait_for(pred, timeout)
 
     def stop(self) -> int:
         if self.proc.poll() is None:

@@ -3,7 +3,6 @@ the uevent source crashed; it keeps running, says each in-band, and ends equal t
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -20,6 +19,7 @@ from diag.common.paths import HostPaths
 from diag.core.correlator import Correlator
 from diag.runtime.playback import load_journal
 from diag.sources import sysfs
+from tests.agentlog import AgentLog
 from tests.conftest import bind_mounts, vfiowatch_bin
 
 pytestmark = pytest.mark.usefixtures("require_root")
@@ -62,19 +62,13 @@ class _Run:
             [vfiowatch_bin(), "--root", str(root), "run", "--log-events", "--journal",
              str(self.journal), "--config", str(config), "--sources", "uevent"],
             stdout=self._fh, stderr=subprocess.STDOUT)
+        self.log = AgentLog(self.out, self.proc)
 
     def lines(self) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in self.out.read_bytes().split(b"\n")
-                if x.startswith(b"{") and x.endswith(b"}")]
+        return self.log.lines()
 
     def wait(self, pred: Any, timeout: float = 30) -> list[dict[str, Any]]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and self.proc.poll() is None:
-            got = [d for d in self.lines() if pred(d)]
-            if got:
-                return got
-            time.sleep(0.05)
-        raise AssertionError(self.out.read_text(errors="replace")[-4000:])
+        return self.log.matching(pred, timeout)
 
     def stop(self) -> int:
         if self.proc.poll() is None:

@@ -28,6 +28,7 @@ from diag import codec
 from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.sinks.journal import journal_records
+from tests.agentlog import AgentLog
 from tests.conftest import vfiowatch_bin
 
 pytestmark = pytest.mark.usefixtures("require_root")
@@ -75,34 +76,17 @@ class Agent:
         self._fh = open(self.out, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self._fh, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})
+        self.log = AgentLog(self.out, self.proc, dump_stacks=True)
         self.wait_for(lambda d: d["event"] == "agent_started", timeout=30)
         for src in sources:
             self.wait_for(lambda d, s=src: d["event"] == "source_state_changed"
                           and d["source"] == s and d["up"], timeout=30)
 
     def lines(self) -> list[dict[str, Any]]:
-        out = []
-        for raw in self.out.read_bytes().split(b"\n"):
-            if raw.startswith(b"{") and raw.endswith(b"}"):
-                out.append(json.loads(raw))
-        return out
+        return self.log.lines()
 
     def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for d in self.lines():
-                if pred(d):
-                    return d
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        if self.proc.poll() is None:  # alive but silent: put its thread stacks in the report
-            self.proc.send_signal(signal.SIGUSR1)
-            time.sleep(0.5)
-        text = self.out.read_text(errors="replace")
-        stacks = text[text.find("Thread 0x"):] if "Thread 0x" in text else ""
-        tail = (stacks or text)[-6000:]
-        raise AssertionError(f"no matching log line within {timeout} s (rc={self.proc.poll()}):\n{tail}")
+        return self.log.wait_for(pred, timeout)
 
     def metric(self, name: str) -> dict[str, float]:
         from prometheus_client.parser import text_string_to_metric_families
