@@ -22,8 +22,8 @@ The shape (DESIGN.md), as threads:
   milliseconds, not a fixed window. A source without a watermark is assumed complete up to
   `merge_window_ns` ago; a watermark that stalls holds nothing longer than `max_lateness_ns`
   (those releases are counted per source in `stats.stalled`). An event older than one already
-  released is released at once and counted in `stats.late`. Events already in order cost a
-  deque append + pop, only overtaking ones a heap push + pop.
+  released is released at once and counted in `stats.late`. A drained batch already in order
+  is held as one segment and taken by bisection; only overtaking events go through a heap.
 * **Robust core.** An exception raised by the Correlator (a rule bug) is logged and counted in
   `stats.core_errors`; the event still reaches the sinks and the next one is processed.
 * **Core thread.** The only thread that touches the Correlator and the sinks. Time in the core
@@ -41,8 +41,10 @@ The shape (DESIGN.md), as threads:
   thread, then sources in the given order (each begins with its own inventory/dump). stop = signal sources,
   join them, drain the queue, release everything the merge holds, final advance, publish the
   last snapshot, flush and close sinks; bounded by `stop_timeout_s` (2 s) in total.
-* **Batched sinks.** After each batch of events the core thread calls `end_batch()` on the
-  sinks that have one (the journal writes the batch's lines in one system call there).
+* **Batched sinks.** The events and findings of one batch of the core thread go to each sink as
+  one list (`write_batch(items)`, for sinks that have it; `write(item)` each for the others),
+  not one call per sink and event; then the core thread calls `end_batch()` on the sinks that
+  have one (the journal writes the batch's lines in one system call there).
 
 Typical use (service mode, `vfiowatch run`):
 
@@ -84,6 +86,8 @@ log = logging.getLogger("vfiowatch.runtime")
 
 STARTING = "starting:"
 """How the reason of a source that is not up yet, but on its way, begins."""
+SINK_BATCH = 4096
+"""Events the core thread feeds before the sinks take them (as one list) and end a batch."""
 RUNTIME_SOURCE = "runtime"
 """`source` of the events the pipeline itself produces (queue loss, unavailable sources, ticks)."""
 
@@ -236,14 +240,8 @@ class _Queue:
         return put
 
     def drain(self, limit: int = 8192) -> list[ev.Event]:
-        out: list[ev.Event] = []
         pop = self._dq.popleft
-        try:
-            for _ in range(limit):
-                out.append(pop())
-        except IndexError:
-            pass
-        return out
+        return [pop() for _ in range(min(limit, len(self._dq)))]
 
     def depth(self) -> int:
         return len(self._dq)
@@ -680,60 +678,93 @@ class Pipeline:
         return min(now_ns, max(self._merge.low_ns, now_ns - self.options.max_lateness_ns))
 
     def _release(self, now_ns: int, low: tuple[int, str | None] | None) -> None:
-        """Feed the core what the watermark `low` passed (all that is held when None)."""
-        # The per-event hot path of the core thread: locals only.
+        """Feed the core what the watermark `low` passed (all that is held when None); the sinks
+        get the events and findings, in order, a list of at most SINK_BATCH events at a time."""
+        # The per-event hot path of the core thread: locals only, nothing per event beyond the
+        # feed (the sinks' list is the released list itself, with findings put in after).
         stats = self.stats
         feed = self.correlator.feed
-        out = self._out
         merge = self._merge
-        n = 0
-        for _, e in merge.release(now_ns, low) if low is not None else merge.release_all():
-            n += 1
-            try:
-                findings = feed(e)
-            except Exception:
-                # A bug in one rule must not stop the agent: the event still reaches the sinks.
-                stats.core_errors += 1
-                if stats.core_errors <= 10:
-                    log.exception("the core failed on %s", e.kind)
-                findings = []
-            out(e)
-            for f in findings:
-                stats.findings += 1
-                out(f)
-        if n:
-            stats.released += n
-            stats.late = merge.stats.late
-            stats.stalled = merge.stats.stalled_total
-            self._dirty = True
-            for end_batch in self._batch_ends:
+        released = merge.take(now_ns, low) if low is not None else merge.take_all()
+        for at in range(0, len(released), SINK_BATCH):
+            # Bounded batches: a journal part that rotates after one opens with the core's
+            # state at most SINK_BATCH events ahead of its first records.
+            chunk = released[at:at + SINK_BATCH] if len(released) > SINK_BATCH else released
+            found: list[tuple[int, list[ev.Finding]]] = []
+            for i, e in enumerate(chunk):
                 try:
-                    end_batch()
+                    findings = feed(e)
                 except Exception:
-                    stats.sink_errors += 1
-                    log.exception("sink %r failed to end a batch", end_batch)
+                    # A bug in one rule must not stop the agent: the event still reaches the sinks.
+                    stats.core_errors += 1
+                    if stats.core_errors <= 10:
+                        log.exception("the core failed on %s", e.kind)
+                    continue
+                if findings:
+                    found.append((i, findings))
+            items: list[ev.Event] = chunk
+            nf = 0
+            if found:
+                items = []
+                prev = 0
+                for i, findings in found:
+                    items += chunk[prev:i + 1]
+                    items += findings
+                    nf += len(findings)
+                    prev = i + 1
+                items += chunk[prev:]
+            self._end_batch(items, len(chunk), nf)
+
+    def _end_batch(self, items: list[ev.Event], n: int, nf: int) -> None:
+        """The sinks take one batch (`n` events and their `nf` findings): the items, then
+        `end_batch()`."""
+        stats = self.stats
+        stats.findings += nf
+        stats.released += n
+        stats.late = self._merge.stats.late
+        stats.stalled = self._merge.stats.stalled_total
+        self._dirty = True
+        self._out_all(items)
+        for end_batch in self._batch_ends:
+            try:
+                end_batch()
+            except Exception:
+                stats.sink_errors += 1
+                log.exception("sink %r failed to end a batch", end_batch)
 
     def _advance(self, now_ns: int) -> None:
         findings = self.correlator.advance(now_ns)
         if findings:
             self._dirty = True
-            self._out(ev.ClockTicked(ts_ns=now_ns, source=RUNTIME_SOURCE))
-            for f in findings:
-                self.stats.findings += 1
-                self._out(f)
+            self.stats.findings += len(findings)
+            self._out_all([ev.ClockTicked(ts_ns=now_ns, source=RUNTIME_SOURCE), *findings])
 
-    def _out(self, item: ev.Event) -> None:
+    def _out_all(self, items: list[ev.Event]) -> None:
+        """Hand `items` (in order) to every sink: the whole list to a sink with `write_batch`
+        (one call a batch, not one a sink and event), item by item to the others; then to the
+        item listeners. A sink that fails is logged and counted, the others still get them."""
         for sink in self.sinks:
-            try:
-                sink.write(item)
-            except Exception:
-                self.stats.sink_errors += 1
-                log.exception("sink %s failed on %s", getattr(sink, "name", sink), item.kind)
+            batch = getattr(sink, "write_batch", None)
+            if batch is not None:
+                try:
+                    batch(items)
+                except Exception:
+                    self.stats.sink_errors += 1
+                    log.exception("sink %s failed on a batch of %d", getattr(sink, "name", sink),
+                                  len(items))
+                continue
+            for item in items:
+                try:
+                    sink.write(item)
+                except Exception:
+                    self.stats.sink_errors += 1
+                    log.exception("sink %s failed on %s", getattr(sink, "name", sink), item.kind)
         for fn in self._listeners:
-            try:
-                fn(item)
-            except Exception:
-                log.exception("item listener %r failed", fn)
+            for item in items:
+                try:
+                    fn(item)
+                except Exception:
+                    log.exception("item listener %r failed", fn)
 
     def _publish(self) -> None:
         state = self.correlator.snapshot()

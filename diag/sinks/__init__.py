@@ -9,7 +9,11 @@ from diag.core.state import HostState
 
 
 class Sink(Protocol):
-    """A consumer of the core's output. Called from the core thread only."""
+    """A consumer of the core's output. Called from the core thread only.
+
+    Optional: `write_batch(items)` takes a batch of the core's output (events and findings, in
+    order) as one list, instead of one `write` each; `end_batch()` is called after each batch.
+    """
 
     name: ClassVar[str]
 

@@ -396,6 +396,13 @@ class K8sEventsSink:
         except queue.Full:
             self.stats.dropped += 1
 
+    def write_batch(self, items: list[ev.Event], /) -> None:
+        """A batch of the core's output: only its findings are looked at."""
+        finding = ev.Finding
+        for item in items:
+            if isinstance(item, finding):
+                self.write(item)
+
     def snapshot(self, state: HostState, /) -> None:
         """Events come from findings only."""
 

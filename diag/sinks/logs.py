@@ -48,10 +48,18 @@ Described = tuple[str, str, dict[str, Any]]
 """(level, event name, fields) of one log line."""
 
 
+_LAST_SECOND: tuple[int, str] = (-1, "")
+"""The newest whole second formatted (lines of a storm share it); replaced, never changed."""
+
+
 def iso_utc(ts_ns: int) -> str:
     """`2026-11-27T14:53:14.123456Z`: the format of structlog's TimeStamper(fmt="iso", utc=True)."""
+    global _LAST_SECOND
     secs, ns = divmod(ts_ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1000:06d}Z"
+    last = _LAST_SECOND
+    if last[0] != secs:
+        last = _LAST_SECOND = (secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)))
+    return f"{last[1]}.{ns // 1000:06d}Z"
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,6 +150,20 @@ def _json_serializer(obj: Any, **_: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
+def json_line(described: Described) -> str:
+    """The JSON line `build_logger(fmt="json")` writes for `describe()`'s result, without
+    structlog's processor chain (add_log_level, _timestamp, _order, JSONRenderer): the same
+    keys in the same order (timestamp, level, event, then the fields), the same encoder."""
+    import orjson
+
+    level, name, fields = described
+    out: dict[str, Any] = {"timestamp": fields.pop("timestamp", None) or iso_utc(time.time_ns()),
+                           "level": level, "event": name}
+    fields.pop("level", None)  # add_log_level would overwrite it, and _order put it first
+    out.update(fields)
+    return orjson.dumps(out, default=str).decode()
+
+
 def build_logger(
     *, fmt: str = "json", stream: TextIO | None = None, level: str = "info",
     colors: bool | None = None,
@@ -184,6 +206,11 @@ class LogSink:
         self.log = build_logger(fmt=fmt, stream=self._out, level=level, colors=colors)
         """The agent's own messages (start, stop, sources unavailable) go through this too."""
         self.log_events = log_events
+        self._json = fmt == "json"
+        self._min_level = _LEVELS[level]
+        self._writer = structlog.WriteLogger(self._out)
+        """Writes a batch's lines at once, under structlog's lock of this stream (the lines of
+        other threads' messages never interleave with them)."""
         self._state: HostState | None = None
         self._views: dict[str, DeviceView] | None = None
         self._lock = threading.Lock()
@@ -196,6 +223,24 @@ class LogSink:
             return
         level, name, fields = d
         getattr(self.log, level)(name, **fields)
+
+    def write_batch(self, items: list[ev.Event], /) -> None:
+        """`write` each of `items`; in JSON, the batch's lines are rendered here (no structlog
+        processors per line) and written with one write and flush."""
+        if not self._json:
+            for item in items:
+                self.write(item)
+            return
+        health, finding, log_events = _HEALTH_LEVEL, ev.Finding, self.log_events
+        lines: list[str] = []
+        for item in items:
+            if not log_events and type(item) is not finding and type(item) not in health:
+                continue  # not logged: skip the device views (a lock) and the renderer
+            d = describe(item, log_events=log_events, views=self._device_views())
+            if d is not None and _LEVELS[d[0]] >= self._min_level:
+                lines.append(json_line(d))
+        if lines:
+            self._writer.msg("\n".join(lines))
 
     def snapshot(self, state: HostState, /) -> None:
         with self._lock:

@@ -218,6 +218,10 @@ class MetricsSink:
     def write(self, item: ev.Event, /) -> None:
         self.last_beat = time.monotonic()
 
+    def write_batch(self, items: list[ev.Event], /) -> None:
+        """A batch of the core's output: nothing is counted per event (scrapes read snapshots)."""
+        self.last_beat = time.monotonic()
+
     def end_batch(self) -> None:
         """The runtime finished a batch: the core thread is alive (the heartbeat of /healthz)."""
         self.last_beat = time.monotonic()

@@ -15,9 +15,13 @@ live, and the core sees the same stream, with the same findings, as in `core` mo
 * `agent`: as fast as the agent takes them: the source emits while fewer than `BACKLOG` of
   its events wait in the runtime (a source faster than the agent, without loss), until all N
   are written to the journal. Figures: events/s by wall clock, and per CPU second of the
-  process minus the source thread's own CPU time (the agent's share).
+  process minus the source thread's own CPU time (the agent's share), counted once the
+  journal's rotated parts are compressed (that thread's work is the agent's too); `threads`:
+  CPU seconds of each thread.
 * `paced`: offered at RATE events/s (1 ms ticks): whether anything is dropped at the default
-  queue size, and the rate reached.
+  queue size, and the rate reached. A RATE beyond what the agent takes fills the queue: then
+  `dropped` (the runtime's count) and `reported_lost` (what the core was told in-band, as
+  EventsLost of the queue) say how many were lost.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -143,6 +148,21 @@ def _rss_mb() -> float:
     return 0.0
 
 
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of each live thread of this process, by thread name (/proc/self/task)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        try:
+            with open(f"/proc/self/task/{t.native_id}/stat") as fh:
+                f = fh.read().rpartition(")")[2].split()
+        except (OSError, TypeError):
+            continue
+        name = t.name.removeprefix("vfiowatch-")
+        out[name] = out.get(name, 0.0) + (int(f[11]) + int(f[12])) / tick
+    return out
+
+
 def run_core(events: list[Any]) -> dict[str, Any]:
     from diag.core.correlator import Correlator
 
@@ -185,6 +205,12 @@ def run_agent(events: list[Any], rate: float | None) -> dict[str, Any]:
     while pipe.stats.released < pipe.stats.received:  # ... and the last batch fed and written
         time.sleep(0.001)
     wall = time.perf_counter() - src.started
+    # The rotated parts are gzipped on the journal's own thread: their CPU is the agent's too,
+    # so it is counted once every part written so far is compressed.
+    end = time.monotonic() + 120
+    while time.monotonic() < end and any(re.fullmatch(r"journal\.jsonl\.\d{6}", p.name)
+                                         for p in Path(tmp).iterdir()):
+        time.sleep(0.005)
     r1 = os.times()
     cpu = (r1.user - r0.user) + (r1.system - r0.system)
     out = {"events": want, "wall_s": wall, "cpu_s": cpu, "source_cpu_s": src.cpu,
@@ -193,7 +219,11 @@ def run_agent(events: list[Any], rate: float | None) -> dict[str, Any]:
            "rss_mb": _rss_mb(), "rate": rate}
     late = getattr(pipe.stats, "late", 0)
     out["late"] = late
+    out["threads"] = _thread_cpu()
     pipe.stop(10)
+    # What the core was told in-band (EventsLost of the queue; the metrics and the log say the
+    # same): a drop is never silent.
+    out["reported_lost"] = sum(s.lost for s in core.snapshot().sources if s.name == "queue")
     devnull.close()
     out["journal_mb"] = sum(p.stat().st_size for p in Path(tmp).iterdir()) / 2**20
     for p in Path(tmp).iterdir():

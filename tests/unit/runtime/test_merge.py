@@ -380,3 +380,44 @@ def test_a_source_that_wakes_with_nothing_to_say_does_not_wake_the_core_thread()
     finally:
         p.stop()
     assert kicks < 10, f"{kicks} wake-ups of the core thread for 200 idle polls"
+
+
+def test_the_store_takes_batches_in_ts_then_arrival_order_whatever_the_mix() -> None:
+    """Batches in order, out of order, with ties, single pushes, and takes at random points
+    interleaved: what the store gives is always the held events sorted by (ts_ns, arrival) up
+    to the cut, and len/oldest_ns agree with that reference."""
+    import random
+
+    from diag.runtime.merge import MergeStore
+
+    rng = random.Random(19)
+    for _ in range(200):
+        m = MergeStore()
+        held: list[tuple[int, int, ev.Event]] = []
+        arrival = 0
+        base = 1_000
+        for _ in range(rng.randint(1, 30)):
+            step = rng.random()
+            if step < 0.7:
+                batch = []
+                ordered = rng.random() < 0.5
+                for _ in range(rng.randint(1, 40)):
+                    base += rng.choice([0, 0, 1, 3]) if ordered else rng.choice([0, 1, 5, -3, -20])
+                    batch.append(ev.ClockTicked(ts_ns=max(base, 0), source=f"s{arrival + len(batch)}"))
+                if len(batch) == 1 and rng.random() < 0.5:
+                    m.push(batch[0])
+                else:
+                    m.push_all(batch)
+                for e in batch:
+                    arrival += 1
+                    held.append((e.ts_ns, arrival, e))
+            else:
+                held.sort(key=lambda t: (t[0], t[1]))
+                cut = None if rng.random() < 0.1 else base + rng.randint(-30, 5)
+                want = [e for ts, _, e in held if cut is None or ts <= cut]
+                held = held[len(want):]
+                assert [e.source for e in m.take(cut)] == [e.source for e in want]
+            assert len(m) == len(held)
+            assert m.oldest_ns() == (min(ts for ts, _, _ in held) if held else None)
+        held.sort(key=lambda t: (t[0], t[1]))
+        assert [e.source for e in m.take(None)] == [e.source for _, _, e in held]

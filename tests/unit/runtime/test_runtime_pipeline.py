@@ -277,3 +277,39 @@ def test_a_rule_that_raises_does_not_stop_the_core() -> None:
     p.stop()
     assert p.stats.core_errors == 1
     assert [e.source for e in _payload(sink.items)] == ["bad", "good"]
+
+
+def test_sinks_with_write_batch_get_the_same_items_as_lists_of_at_most_a_batch() -> None:
+    """A sink with write_batch gets what a write-only sink gets, in the same order, as lists of
+    at most SINK_BATCH events, each followed by end_batch; a batch sink that raises is counted
+    and the others still get everything."""
+    from diag.runtime.pipeline import SINK_BATCH
+
+    class BatchSink(ListSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches: list[int] = []
+            self.ends = 0
+
+        def write_batch(self, items: list[ev.Event], /) -> None:
+            self.batches.append(len(items))
+            self.items.extend(items)
+
+        def end_batch(self) -> None:
+            self.ends += 1
+
+    class FailingBatchSink(ListSink):
+        def write_batch(self, items: list[ev.Event], /) -> None:
+            raise OSError("disk on fire")
+
+    now = time.time_ns()
+    n = 3 * SINK_BATCH + 17
+    src = ScriptedSource("a", [bound("0000:00:01.0", "x", now + i, source="a") for i in range(n)])
+    plain, batched, failing = ListSink(), BatchSink(), FailingBatchSink()
+    p = _pipeline([src], sinks=[failing, batched, plain])
+    p.start()
+    assert p.wait_idle(10)
+    p.stop()
+    assert batched.items == plain.items and len(_payload(plain.items)) == n
+    assert max(batched.batches) <= SINK_BATCH and batched.ends >= len(batched.batches) - 1
+    assert p.stats.sink_errors == len(batched.batches) and not failing.items

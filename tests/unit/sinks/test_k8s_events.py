@@ -151,6 +151,9 @@ def test_findings_below_the_minimum_severity_and_other_events_are_not_sent(
     try:
         sink.write(finding(severity=ev.Severity.WARNING))
         sink.write(ev.DeviceBound(ts_ns=TS, source="uevent", bdf="0000:01:10.2", driver="igbvf"))
+        sink.write_batch([finding(severity=ev.Severity.WARNING),  # the runtime's way, the same
+                          ev.DeviceBound(ts_ns=TS, source="uevent", bdf="0000:01:10.2",
+                                         driver="igbvf")])
         sink.flush()
         time.sleep(0.3)
     finally:
@@ -160,12 +163,14 @@ def test_findings_below_the_minimum_severity_and_other_events_are_not_sent(
 
 def test_a_finding_without_a_pod_goes_on_the_node_only(tmp: Path, sa_dir: Path,
                                                         servers: list[FakeApiServer]) -> None:
-    """No pod: one Event, on the node, no pod lookup."""
+    """No pod: one Event, on the node, no pod lookup (handed over in a batch of the runtime's,
+    beside a raw event that makes none)."""
     srv, _, make = start(tmp, sa_dir, servers,
                          handler=lambda m, p, b: (201, srv.created(b)))
     sink = make()
     try:
-        sink.write(finding(pod=None))
+        sink.write_batch([ev.DeviceBound(ts_ns=TS, source="uevent", bdf="0000:01:10.2",
+                                         driver="igbvf"), finding(pod=None)])
         assert wait_for(lambda: len(srv.requests) == 1)
         time.sleep(0.2)
     finally:

@@ -136,3 +136,56 @@ def test_readme_documents_every_domain_key() -> None:
     section = readme.split("## Logs", 1)[1].split("\n## ", 1)[0]
     missing = [k for k in DOMAIN_KEYS if f"`{k}`" not in section]
     assert missing == []
+
+
+def _mixed_batch() -> list[ev.Event]:
+    return [
+        ev.DeviceBound(ts_ns=TS, source="uevent", bdf=BDF, driver="vfio-pci", previous_driver="igbvf"),
+        *(_finding(s) for s in (ev.Severity.INFO, ev.Severity.WARNING, ev.Severity.ERROR,
+                                ev.Severity.CRITICAL)),
+        _finding(ev.Severity.CRITICAL, "resolved"),
+        ev.SourceStateChanged(ts_ns=TS, source="runtime", name="ebpf", up=False,
+                              reason="bcc missing", hint="apt-get install python3-bpfcc"),
+        ev.EventsLost(ts_ns=TS, source="uevent", lost_source="uevent", count=12, reason="ENOBUFS"),
+        ev.ClockTicked(ts_ns=TS, source="runtime"),
+        ev.NetdevAdded(ts_ns=TS, source="uevent", bdf=BDF, ifname="x\x1by"),
+    ]
+
+
+@pytest.mark.parametrize("log_events", [False, True])
+@pytest.mark.parametrize("level", ["info", "warning", "critical"])
+def test_a_batch_writes_the_same_json_lines_as_structlog_line_by_line(log_events: bool,
+                                                                       level: str) -> None:
+    """write_batch renders JSON without structlog's processors: byte for byte the lines that
+    write() (through structlog) gives for the same items, at every level filter, in one write."""
+    c = Correlator(rules=[])
+    c.feed(ev.InventoryObserved(ts_ns=TS, source="sysfs", devices=(
+        ev.PciDevice(bdf=PF, role="pf", driver="igb"),
+        ev.PciDevice(bdf=BDF, role="vf", pf=PF, vf_index=2, driver="igbvf"),
+    )))
+    one, batch = io.StringIO(), io.StringIO()
+    writes: list[str] = []
+    batch.write = lambda s: writes.append(s) or io.StringIO.write(batch, s)  # type: ignore[method-assign]
+    a = LogSink(stream=one, log_events=log_events, level=level)
+    b = LogSink(stream=batch, log_events=log_events, level=level)
+    for sink in (a, b):
+        sink.snapshot(c.snapshot())
+    for item in _mixed_batch():
+        a.write(item)
+    b.write_batch(_mixed_batch())
+    assert one.getvalue() and batch.getvalue() == one.getvalue()
+    assert len(writes) == 1
+    docs = [json.loads(line) for line in one.getvalue().splitlines()]
+    assert all(d["pf"] == PF for d in docs if "bdf" in d)  # enriched from the snapshot
+
+
+def test_iso_utc_keeps_each_stamp_its_own_second_in_any_order() -> None:
+    """The formatted second is reused only within that second: stamps going back and forth
+    across second boundaries each get their own time."""
+    import time as _time
+
+    stamps = [TS, TS + 900_000_000, TS - 1, TS + 10**9, TS, 0, TS + 86_400 * 10**9, TS]
+    for t in stamps:
+        secs, ns = divmod(t, 10**9)
+        want = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(secs)) + f".{ns // 1000:06d}Z"
+        assert iso_utc(t) == want
