@@ -162,6 +162,52 @@ class ReadStats:
     """The last line had no newline and did not parse: a crash cut it (kill -9, power loss)."""
 
 
+def iter_batches(
+    blocks: Iterable[bytes], stats: ReadStats | None = None
+) -> Iterator[list[Line]]:
+    """Decode blocks of journal lines (`diag.importers.iter_blocks`: whole lines, only the last
+    block may end without a newline) into lists of up to BATCH records; what `iter_records`
+    does line by line (bad lines counted and skipped, a newer schema raises), at a Python call
+    per list: BATCH good event lines are decoded in one comprehension, and only a list with a
+    bad line or a header is gone through line by line.
+    """
+    st = stats if stats is not None else ReadStats()
+    decode = _typed().decode
+    header = Header
+    errors = (msgspec.DecodeError, RecursionError)
+    for block in blocks:
+        every = block.split(b"\n")
+        cut = every.pop()  # b"" after a final newline; else the tail a crash cut
+        for at in range(0, len(every) or 1, BATCH):
+            lines = every[at:at + BATCH]
+            last = cut if at + BATCH >= len(every) else b""
+            try:
+                recs: list[Any] | None = [decode(raw) for raw in lines]
+            except errors:
+                recs = None
+            if recs is not None and not last and header not in map(type, recs):
+                st.lines += len(lines)
+                st.records += len(recs)
+            else:  # rare: a bad line, a header, the cut tail
+                slow = [raw + b"\n" for raw in lines]
+                if last:
+                    slow.append(last)
+                recs = []
+                try:
+                    recs.extend(iter_records(slow, st))
+                except JournalFormatError:
+                    if recs:
+                        yield recs  # what came before the newer header, as line by line
+                    raise
+            if recs:
+                yield recs
+
+
+BATCH = 32
+"""Lines decoded into one list: a few dozen records stay in the CPU's caches until the replay
+has fed them to the core (a 64 KiB block at once, ~280 records, cost 10-15 % more)."""
+
+
 def iter_records(
     lines: Iterable[bytes], stats: ReadStats | None = None
 ) -> Iterator[Line]:

@@ -106,7 +106,7 @@ def replay(path: Path, args: argparse.Namespace, mode: str = "REPLAY", max_gap_s
     h = feed.header
     app = VfioWatchApp(
         feed, hostname=(h.hostname if h else "") or "?", kernel=(h.kernel if h else "") or "?",
-        mode=mode, guide=[(c.position, c.caption) for c in story], hold_s=hold_s,
+        mode=mode, guide=[(c.position, c.caption) for c in story], hold_s=hold_s, own_gc=True,
     )
     app.run()
     return 0
@@ -172,7 +172,7 @@ def _live(args: argparse.Namespace) -> int:
     uname = os.uname()
     app = VfioWatchApp(feed, hostname=_read(paths, "etc/hostname") or uname.nodename,
                        kernel=_read(paths, "proc/sys/kernel/osrelease") or uname.release, mode="LIVE",
-                       clock=time.time_ns)
+                       clock=time.time_ns, own_gc=True)
     app.run()
     if feed.error is not None:
         raise DiagError(f"the live sources could not start: {feed.error}",

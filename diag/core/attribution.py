@@ -107,28 +107,31 @@ class WriteAttribution:
         """Join a write to the episode of each device it is about (recovering the device of an
         open-only write from the kernel's bind/unbind)."""
         model = self.model
-        if self._recoverable(e):
+        bdf = e.bdf
+        if bdf is None and self._recoverable(e):
             found = self._recover_from_past(e)
             if found is None:
                 self._unclaimed.append(e)
                 return
             e = found
-        bdf = e.bdf
+            bdf = e.bdf
+        ok = e.result >= 0
+        starts = ok and e.control in _MOVE_CONTROLS
         if bdf:
             model.last_actor[bdf] = e.actor
-            if e.result >= 0 and e.control in _MOVE_CONTROLS:
-                model.backfill_actor(bdf, e.actor, e.ts_ns)
             rec = model.ensure(bdf, e.ts_ns)  # a write naming a device makes it known
-            if e.result >= 0:
+            if starts and rec.moves and rec.moves[-1].ts_ns >= e.ts_ns:
+                model.backfill_actor(bdf, e.actor, e.ts_ns)  # moves it began came first
+            if ok:
                 self._hint(rec, e)
             targets = [bdf]
         elif e.control in ("new_id", "remove_id"):
             targets = self._new_id_targets(e)
         else:
             targets = []
-        starts = e.result >= 0 and e.control in _MOVE_CONTROLS
         for b in targets:
-            ep = model.join(b, e, starts_move=starts and not self._completes(b, e))
+            ep = model.join(b, e, starts_move=starts and not (
+                e.control in _BINDING_CONTROLS and self._completes(b, e)))
             if ep is None:
                 continue
             actor = e.actor

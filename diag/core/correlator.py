@@ -8,7 +8,9 @@ Hot path: a rule declares the event types it reacts to (`events`; `resync_events
 event a resync produced), whether time alone matters to it (`ticks`; rules with `Timers` are
 woken only once event time passes their earliest deadline), and may follow episodes
 (`on_episode`, offered only for devices in the rule's `follow` set). The correlator dispatches
-by type from a table built once per event class, so an event costs only the rules that care.
+by type from a table built once per event class, so an event costs only the rules that care;
+a rule with a method `on_<kind>` for an event kind (`on_device_bound`) gets those events there,
+with no isinstance chain in `on_event`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ from diag.core.state import HostState
 from diag.core.thresholds import CoreConfig
 
 _FINDING = ev.Finding
+
+
+def _handler(rule: Rule, cls: type[ev.Event]) -> Callable[[Model, Any], list[ev.Finding]]:
+    """What the rule is called with for events of `cls`: its `on_<kind>` if it has one."""
+    specific = getattr(rule, f"on_{cls.kind}", None) if cls.kind else None
+    return specific if callable(specific) else rule.on_event
 
 
 class Correlator:
@@ -80,7 +88,7 @@ class Correlator:
     def _handlers_for(self, cls: type[ev.Event]) -> list[Callable[[Model, Any], list[ev.Finding]]]:
         handlers = self._dispatch.get(cls)
         if handlers is None:
-            handlers = self._dispatch[cls] = [r.on_event for r in self._rules_for(cls)]
+            handlers = self._dispatch[cls] = [_handler(r, cls) for r in self._rules_for(cls)]
         return handlers
 
     # ---- input -------------------------------------------------------------------------------
@@ -105,7 +113,7 @@ class Correlator:
                 out.extend(found)
         if event.resync:
             for rule in self._resync_rules:
-                if rule.on_event not in handlers:
+                if not any(getattr(h, "__self__", None) is rule for h in handlers):
                     found = rule.on_event(model, event)
                     if found:
                         out.extend(found)
@@ -157,10 +165,14 @@ class Correlator:
         wake = self._wake
         if wake.at is not None and now_ns >= wake.at:
             wake.at = None
+            # Only the rules whose own earliest deadline passed: a timed rule's on_tick acts on
+            # its due Timers alone, so the others would return nothing.
             for rule in self._timed:
-                found = rule.on_tick(model, now_ns)
-                if found:
-                    out.extend(found)
+                nxt = rule.timers.next  # type: ignore[attr-defined]
+                if nxt is not None and now_ns >= nxt:
+                    found = rule.on_tick(model, now_ns)
+                    if found:
+                        out.extend(found)
             # Deadlines set while ticking already lowered `wake.at`; add the rest.
             for rule in self._timed:
                 nxt = rule.timers.next  # type: ignore[attr-defined]

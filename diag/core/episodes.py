@@ -18,6 +18,8 @@ is bounded by the number of devices, not by uptime.
 
 from __future__ import annotations
 
+from bisect import insort
+
 import msgspec
 
 from diag import events as ev
@@ -87,6 +89,9 @@ class Episode(msgspec.Struct, kw_only=True):
     rules reassess a finding only then, and otherwise just mark its evidence stale."""
     _lines: list[ev.Evidence] = msgspec.field(default_factory=list)
     """Evidence rendered so far, parallel to `events` (each event is described once)."""
+    _sorted: list[ev.Evidence] = msgspec.field(default_factory=list)
+    """`_lines` in time order, kept by insertion (events mostly arrive in time order, so a
+    new line is appended, not the whole story sorted again); emptied when a line is dropped."""
     _told: tuple[ev.Evidence, ...] | None = None
     """`evidence()` as of `_told_version` (several findings follow one episode: told once)."""
     _told_version: int = -1
@@ -108,6 +113,7 @@ class Episode(msgspec.Struct, kw_only=True):
             # Keep the beginning of the story (the writes and the unbind) and the newest event.
             events[-1] = event
             del self._lines[limit - 1:]
+            self._sorted.clear()  # a line left the story: sorted again when next told
             self.dropped += 1
         else:
             events.append(event)
@@ -134,13 +140,21 @@ class Episode(msgspec.Struct, kw_only=True):
         if self._told_version == self.version and self._told is not None:
             return self._told
         done = self._lines
+        lines = self._sorted
+        if len(lines) != len(done):  # emptied when a line was dropped
+            lines[:] = sorted(done)
         for e in self.events[len(done):]:
-            done.append(ev.Evidence(ts_ns=e.ts_ns, source=e.source, kind=e.kind, text=render.evidence(e)))
-        lines = sorted(done)  # Evidence orders by (ts_ns, source, kind, text)
+            line = ev.Evidence(ts_ns=e.ts_ns, source=e.source, kind=e.kind, text=render.evidence(e))
+            done.append(line)
+            if not lines or not line < lines[-1]:
+                lines.append(line)
+            else:  # Evidence orders by (ts_ns, source, kind, text)
+                insort(lines, line)
+        told = tuple(lines)
         if self.dropped:
             last = lines[-1].ts_ns if lines else self.last_ns
-            lines.append(ev.Evidence(ts_ns=last, source="core", kind="evidence_dropped",
-                                     text=f"{self.dropped} more event(s) not kept"))
-        told = self._told = tuple(lines)
+            told += (ev.Evidence(ts_ns=last, source="core", kind="evidence_dropped",
+                                 text=f"{self.dropped} more event(s) not kept"),)
+        self._told = told
         self._told_version = self.version
         return told

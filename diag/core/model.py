@@ -113,6 +113,10 @@ class Model:
         cold_plug_vfio of a device and actor), cleared whenever either changes."""
         self._window = config.episode_window_ns
         self._history = config.history_per_device
+        self._handlers: dict[type[ev.Event], Callable[[Any], None]] = {
+            cls: getattr(self, name) for cls, name in _HANDLERS.items()}
+        """Event class -> this model's bound handler (one lookup and one call per event)."""
+        self._handlers[ev.SysfsWriteObserved] = self.writes.write
 
     # ---- helpers for rules -------------------------------------------------------------------
 
@@ -232,9 +236,9 @@ class Model:
             if bdf:
                 self.join(bdf, event)
             return
-        handler = _HANDLERS.get(cls)
+        handler = self._handlers.get(cls)
         if handler is not None:
-            handler(self, event)
+            handler(event)
 
     def _inventory(self, e: ev.InventoryObserved) -> None:
         seen = set()
@@ -381,13 +385,15 @@ class Model:
             self.netns[e.netns.inode] = e.netns
         rec = self.device(e.bdf)
         if rec is not None:
-            moved = rec.netns is not None and rec.netns != e.netns.label
+            label = e.netns.label  # a property that formats: read once
+            moved = rec.netns is not None and rec.netns != label
             appeared = rec.netdev is None
             rec.netdev = e.ifname
-            rec.netns = e.netns.label
-            what = "moved" if moved else ("added" if old is None else e.operstate.lower() or "changed")
+            rec.netns = label
             if old is None or moved or old.operstate != e.operstate or old.ifname != e.ifname:
-                self._link_note(e.bdf, LinkNote(ts_ns=e.ts_ns, ifname=e.ifname, netns=e.netns.label, what=what))
+                what = ("moved" if moved else
+                        "added" if old is None else e.operstate.lower() or "changed")
+                self._link_note(e.bdf, LinkNote(ts_ns=e.ts_ns, ifname=e.ifname, netns=label, what=what))
             if appeared and e.bdf is not None:
                 self.join(e.bdf, e)
 
@@ -411,8 +417,8 @@ class Model:
                 sandbox_id=netns.sandbox_id or (sb.sandbox_id if sb else None),
                 from_link=True,
             )
-        if rec.netdev == e.ifname and rec.netns == e.netns.label:
-            self._link_note(bdf, LinkNote(ts_ns=e.ts_ns, ifname=e.ifname, netns=e.netns.label, what="removed"))
+        if rec.netdev == e.ifname and rec.netns == (label := e.netns.label):
+            self._link_note(bdf, LinkNote(ts_ns=e.ts_ns, ifname=e.ifname, netns=label, what="removed"))
             rec.netdev = None
             rec.netns = None
 
@@ -426,7 +432,7 @@ class Model:
 
     def _vfio_added(self, e: ev.VfioDeviceAdded) -> None:
         if e.bdf is not None:
-            rec = self.device(e.bdf)
+            rec = self.devices.get(e.bdf)
             if rec is not None:
                 if e.group is not None:
                     self._set_group(rec, e.group)
@@ -658,30 +664,29 @@ _NOT_A_MOVE_WHEN_SYNTHETIC = frozenset({
 })
 """Kernel events whose synthetic copies (SYNTH_UUID) must not change the device state."""
 
-_HANDLERS: dict[type[ev.Event], Callable[[Model, Any], None]] = {
-    ev.InventoryObserved: Model._inventory,
-    ev.DeviceAdded: Model._added,
-    ev.DeviceRemoved: Model._removed,
-    ev.DeviceBound: Model._bound,
-    ev.DeviceUnbound: Model._unbound,
-    ev.DeviceChanged: Model._changed,
-    ev.NetdevAdded: Model._netdev_added,
-    ev.NetdevRemoved: Model._netdev_removed,
-    ev.LinkChanged: Model._link_changed,
-    ev.LinkRemoved: Model._link_removed,
-    ev.NetnsAdded: Model._netns_added,
-    ev.NetnsRemoved: Model._netns_removed,
-    ev.SysfsWriteObserved: lambda m, e: m.writes.write(e),
-    ev.VfioDeviceAdded: Model._vfio_added,
-    ev.VfioDeviceRemoved: Model._vfio_removed,
-    ev.LogLineMatched: Model._log,
-    ev.KataConfigLoaded: Model._config,
-    ev.KataFactsObserved: Model._facts,
-    ev.SandboxStarted: Model._sandbox,
-    ev.SandboxStopped: Model._sandbox_stopped,
-    ev.VfioGroupHeld: Model._held,
-    ev.VfioGroupReleased: Model._released,
-    ev.SourceStateChanged: Model._source_state,
-    ev.EventsLost: Model._lost,
-    ev.Resynced: Model._resynced,
+_HANDLERS: dict[type[ev.Event], str] = {
+    ev.InventoryObserved: "_inventory",
+    ev.DeviceAdded: "_added",
+    ev.DeviceRemoved: "_removed",
+    ev.DeviceBound: "_bound",
+    ev.DeviceUnbound: "_unbound",
+    ev.DeviceChanged: "_changed",
+    ev.NetdevAdded: "_netdev_added",
+    ev.NetdevRemoved: "_netdev_removed",
+    ev.LinkChanged: "_link_changed",
+    ev.LinkRemoved: "_link_removed",
+    ev.NetnsAdded: "_netns_added",
+    ev.NetnsRemoved: "_netns_removed",
+    ev.VfioDeviceAdded: "_vfio_added",
+    ev.VfioDeviceRemoved: "_vfio_removed",
+    ev.LogLineMatched: "_log",
+    ev.KataConfigLoaded: "_config",
+    ev.KataFactsObserved: "_facts",
+    ev.SandboxStarted: "_sandbox",
+    ev.SandboxStopped: "_sandbox_stopped",
+    ev.VfioGroupHeld: "_held",
+    ev.VfioGroupReleased: "_released",
+    ev.SourceStateChanged: "_source_state",
+    ev.EventsLost: "_lost",
+    ev.Resynced: "_resynced",
 }

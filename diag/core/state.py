@@ -75,10 +75,10 @@ class DeviceView:
         return self.device.bdf
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Owner:
+class Owner(msgspec.Struct, frozen=True, kw_only=True):
     """Who a device belongs to and who moved it: the one answer every view uses (the device
-    row, the device story and the findings), derived once by `Model.owner`."""
+    row, the device story and the findings), derived once by `Model.owner` (a Struct: rules ask
+    it while wording findings, and a frozen dataclass costs a setattr per field to build)."""
 
     sandbox_id: str | None = None
     pod: str | None = None

@@ -168,7 +168,10 @@ def event_of(doc: dict[str, Any]) -> ev.Event | None:
     src_field = _HEALTH_SOURCE_FIELD.get(name)
     kw: dict[str, Any] = {"ts_ns": ts, "source": "runtime" if src_field else str(doc.get("source") or "logs")}
     if src_field:
-        kw[src_field] = doc.get("source", "")
+        src = doc.get("source", "")
+        if not isinstance(src, str):  # the source's name keys the model's health table
+            raise ValueError(f"{name}: its source is not a name ({type(src).__name__})")
+        kw[src_field] = src
     kw.update({k: v for k, v in _nested(name, doc).items() if k in hints and k not in kw})
     for key, value in doc.items():
         if key in ("timestamp", "level", "event", "source"):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 
 from diag import codec
 from diag import events as ev
 from diag.common.errors import JournalFormatError
-from diag.importers import FileStats, Parsed, first_json_object, iter_lines, register
+from diag.importers import FileStats, Parsed, first_json_object, iter_blocks, iter_lines, register
 
 
 @dataclass(slots=True)
@@ -63,10 +64,64 @@ def first_header(path: str) -> codec.Header | None:
     return None
 
 
+def parse_batches(
+    blocks: Iterable[bytes], stats: codec.ReadStats | None = None,
+    headers: list[codec.Header] | None = None, *, skip_restatement: bool = False,
+) -> Iterator[list[ev.Event]]:
+    """`parse_journal` of blocks of lines (`iter_blocks`), in one list of events per block."""
+    skip = 0
+    header = codec.Header
+    for recs in codec.iter_batches(blocks, stats):
+        if skip or header in map(type, recs):  # rare: a header, or the restatement after it
+            out: list[ev.Event] = []
+            for rec in recs:
+                if isinstance(rec, codec.Header):
+                    if headers is not None:
+                        headers.append(rec)
+                    if skip_restatement:
+                        skip = int(getattr(rec, "snapshot_records", 0) or 0)
+                elif skip:
+                    skip -= 1
+                else:
+                    out.append(rec)
+            if out:
+                yield out
+        else:
+            yield recs  # type: ignore[misc]  # no header among them: events only
+
+
 def parse_file(path: str, file_stats: FileStats, *, skip_restatement: bool = False) -> Parsed:
-    """A journal file as a lazy, stamp-ordered stream; `file_stats` is filled as it is read."""
-    return _parsed(iter_lines(path, file_stats, None), file_stats, skip_restatement=skip_restatement,
-                   note_cut=True)
+    """A journal file as a lazy, stamp-ordered stream (`events`, and the same events in lists:
+    `batches`, what the postmortem replays); `file_stats` is filled as it is read."""
+    st = codec.ReadStats()
+    headers: list[codec.Header] = []
+    parsed = Parsed(events=iter(()), clock="realtime")
+
+    def gen() -> Iterator[list[ev.Event]]:
+        try:
+            yield from parse_batches(iter_blocks(path, file_stats, None), st, headers,
+                                     skip_restatement=skip_restatement)
+        except JournalFormatError as exc:
+            file_stats.error = exc.message
+        finally:
+            _done(file_stats, st, headers, parsed, note_cut=True)
+
+    parsed.batches = gen()
+    parsed.events = chain.from_iterable(parsed.batches)
+    return parsed
+
+
+def _done(fs: FileStats, st: codec.ReadStats, headers: list[codec.Header], parsed: Parsed, *,
+          note_cut: bool) -> None:
+    """What reading found, into the file's stats (once it has been read)."""
+    fs.lines, fs.events = st.lines, st.records - len(headers)
+    fs.bad_lines, fs.first_bad = st.bad_lines, st.first_bad
+    if st.truncated_tail:
+        fs.truncated = True
+        if note_cut:
+            fs.note("the last line was cut (crash or copy while writing); it was skipped")
+    if headers:
+        fs.boot_id = parsed.boot_id = headers[0].boot_id
 
 
 def _parsed(lines: Iterable[bytes], fs: FileStats, *, skip_restatement: bool = False,
@@ -83,14 +138,7 @@ def _parsed(lines: Iterable[bytes], fs: FileStats, *, skip_restatement: bool = F
         except JournalFormatError as exc:
             fs.error = exc.message
         finally:
-            fs.lines, fs.events = st.lines, st.records - len(headers)
-            fs.bad_lines, fs.first_bad = st.bad_lines, st.first_bad
-            if st.truncated_tail:
-                fs.truncated = True
-                if note_cut:
-                    fs.note("the last line was cut (crash or copy while writing); it was skipped")
-            if headers:
-                fs.boot_id = parsed.boot_id = headers[0].boot_id
+            _done(fs, st, headers, parsed, note_cut=note_cut)
 
     parsed.events = gen()
     return parsed

@@ -15,9 +15,11 @@ of it when it fits, else its start, every finding with its context, and its end.
 from __future__ import annotations
 
 import heapq
+import itertools
+import operator
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from diag import events as ev
 from diag.common.bdf import is_bdf
@@ -31,6 +33,14 @@ from diag.postmortem.inputs import Input, Options, open_inputs
 from diag.postmortem.katakernel import KernelFromKata
 from diag.postmortem.moment import end_is_later, listing_notes, place_listings
 from diag.postmortem.report import BOOT_RELATIVE_NS, Entry, Filter, FindingBook, Report
+
+Segment = tuple[int, int, Sequence[ev.Event]]
+"""(input index, sequence of its first event, events): a run of one input's events in merge
+order, what the replay takes at a time (the agent's journal: a block of lines)."""
+Rec = tuple[int, int, int, int, ev.Event]
+"""A timeline entry as kept: (seq, stamp, input index (-1: a finding), sequence, event)."""
+
+_TS = operator.attrgetter("ts_ns")
 
 TICK_NS = 1_000_000_000
 """Step of synthetic time advance across gaps (inputs other than the agent's journal)."""
@@ -46,32 +56,96 @@ def _identity_only(e: ev.InventoryObserved) -> ev.InventoryObserved:
         ev.replace(d, driver=None, driver_override=None, vfio_group_path=None) for d in e.devices))
 
 
-def _stream(inp: Input, base_ns: int | None) -> Iterator[Item]:
+def _stream(inp: Input, base_ns: int | None) -> Iterator[Segment]:
+    """One input's events in its own order, as segments: a state listing placed in time, a
+    timed input's list whole, the agent's journal block by block as it is read."""
     idx = inp.index
     if inp.events is not None:
-        static = inp.clock == "static"
+        if inp.clock != "static":
+            if inp.events:
+                yield (idx, 0, inp.events)
+            return
         for n, e in enumerate(inp.events):
-            if static and inp.at_ns is not None:
+            if inp.at_ns is not None:
                 # Taken when the user said: who the devices are is known from the start, the
                 # drivers it shows are the state at that moment.
                 if isinstance(e, ev.InventoryObserved) and base_ns is not None \
                         and base_ns <= inp.at_ns:
-                    yield (base_ns - 1, idx, -1 - n, ev.replace(_identity_only(e), ts_ns=base_ns - 1))
+                    yield (idx, -1 - n, (ev.replace(_identity_only(e), ts_ns=base_ns - 1),))
                 e = ev.replace(e, ts_ns=inp.at_ns)
-            elif static:
+            else:
                 ts = (base_ns - 1) if base_ns is not None else 0
                 if base_ns is not None and isinstance(e, ev.InventoryObserved):
                     # When it was listed is unknown; its drivers would claim the state at the
                     # start (and hide a rebind as "already on vfio-pci at start").
                     e = _identity_only(e)
                 e = ev.replace(e, ts_ns=ts)
-            yield (e.ts_ns, idx, n, e)
+            yield (idx, n, (e,))
         return
     assert inp.parsed is not None
-    for n, e in enumerate(inp.parsed.events):
-        yield (e.ts_ns, idx, n, e)
+    if inp.parsed.batches is not None:
+        n = 0
+        for batch in inp.parsed.batches:
+            yield (idx, n, batch)
+            n += len(batch)
+        return
+    n, it = 0, iter(inp.parsed.events)
+    while chunk := list(itertools.islice(it, 1024)):  # streamed: an input read lazily
+        yield (idx, n, chunk)
+        n += len(chunk)
 
 
+def _merge(streams: list[Iterator[Segment]]) -> Iterator[Segment]:
+    """The inputs' segments merged by stamp, as `heapq.merge` of their (stamp, input, n, event)
+    items would (each input keeps its own order; of two inputs the earlier stamp first, on a
+    tie the lower input), but a run of one input's events before the next input's head goes on
+    as one segment: rotated parts and inputs that do not overlap cost nothing per event."""
+    heap: list[tuple[int, int, int, Sequence[ev.Event], Iterator[Segment]]] = []
+    for it in streams:
+        for idx, n0, events in it:
+            if events:
+                heap.append((events[0].ts_ns, idx, n0, events, it))
+                break
+    heapq.heapify(heap)
+    while len(heap) > 1:
+        _, idx, n0, events, it = heapq.heappop(heap)
+        other_ts, other_idx = heap[0][0], heap[0][1]
+        count = len(events)
+        if events[-1].ts_ns < other_ts and max(map(_TS, events)) < other_ts:
+            j = count  # the whole segment goes before the next input's head
+        else:
+            j = 0
+            for e in events:
+                ts = e.ts_ns
+                if ts > other_ts or (ts == other_ts and idx > other_idx):
+                    break
+                j += 1
+        if j:
+            yield (idx, n0, events if j == count else events[:j])
+        if j < count:
+            rest = events[j:]
+            heapq.heappush(heap, (rest[0].ts_ns, idx, n0 + j, rest, it))
+            continue
+        for idx, n0, events in it:
+            if events:
+                heapq.heappush(heap, (events[0].ts_ns, idx, n0, events, it))
+                break
+    if heap:
+        _, idx, n0, events, it = heap[0]
+        yield (idx, n0, events)
+        yield from it
+
+
+def _items(segments: Iterator[Segment]) -> Iterator[Item]:
+    """Segments as one item per event (for the dedupe and the kernel facts of Kata's lines)."""
+    for idx, n0, events in segments:
+        for k, e in enumerate(events, n0):
+            yield (e.ts_ns, idx, k, e)
+
+
+def _segments(items: Iterator[Item]) -> Iterator[Segment]:
+    for _, idx, n, e in items:
+        yield (idx, n, (e,))
 
 
 class _LinkEnricher:
@@ -106,60 +180,106 @@ class _Keeper:
     """The bounded timeline: every entry while they fit in `limit`; past that, the first
     quarter, each finding with CONTEXT entries either side (up to half), and the last quarter.
 
-    Entries are kept as the merge's cheap tuples with their sequence number and become `Entry`
-    objects only at the end, so a million-event replay pays a deque append per event.
+    Entries are the merge's cheap tuples `(seq, ts, input, n, event)` in a ring of the last
+    `limit + 1`; what is kept is decided lazily, at a finding and when the CONTEXT entries after
+    one have come (`trigger`), so a million-event replay pays a tuple and a ring append per
+    event (the loop of `_Feed.run` does that itself and calls `fire` at `trigger`).
     """
+
+    NEVER = -1
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.seq = 0
-        self.items: list[tuple[int, Item]] = []
-        self.fits = True
+        self.ring: deque[Rec] = deque(maxlen=limit + 1)
         quarter = max(1, limit // 4)
         self.head_n = quarter
-        self.tail: deque[tuple[int, Item]] = deque(maxlen=quarter)
+        self.tail_n = quarter
         self.context = min(CONTEXT, max(1, limit // 16))
-        self.pre: deque[tuple[int, Item]] = deque(maxlen=self.context)
-        self.kept: list[tuple[int, Item]] = []
+        self.head: list[Rec] = []
+        self.kept: list[Rec] = []
         self.kept_cap = max(0, limit - 2 * quarter)
+        self.fits = True
+        self.mark = 0
+        """Seq of the last entry kept (the head's last before any): entries after it that
+        are not kept after a finding are the context before the next one."""
         self.after = 0
+        """Entries after `mark` still to keep (after a finding)."""
+        self.trigger = limit + 1
+        """The seq at which `fire` must run: the timeline outgrows the limit, or the entries
+        after a finding are all in; NEVER when nothing waits."""
 
     def add(self, item: Item) -> None:
-        self.seq += 1
-        rec = (self.seq, item)
+        """One entry (a finding: input index -1)."""
+        self.seq = seq = self.seq + 1
+        self.ring.append((seq, *item))
+        if item[1] < 0 and not self.fits:
+            self._finding(seq)
+        elif seq == self.trigger:
+            self.fire()
+
+    def fire(self) -> None:
+        """At `trigger`: the timeline outgrew the limit, or a finding's after-context is in."""
+        seq = self.seq
         if self.fits:
-            self.items.append(rec)
-            if len(self.items) > self.limit:
-                self.fits = False
-                rest = self.items[self.head_n:]
-                self.items = self.items[: self.head_n]
-                for r in rest:
-                    self._stream(r)
+            if seq <= self.limit:
+                return
+            self.fits = False
+            self.head = list(self.ring)[: self.head_n]
+            self.mark = self.head_n
+            self.trigger = self.NEVER
+            for rec in list(self.ring)[self.head_n:]:  # what came after the head, in order
+                if rec[2] < 0:
+                    self._finding(rec[0])
+                elif rec[0] == self.trigger:
+                    self._flush(rec[0])
             return
-        self._stream(rec)
+        self._flush(seq)
 
-    def _stream(self, rec: tuple[int, Item]) -> None:
-        self.tail.append(rec)
+    def _recs(self, first: int, last: int) -> list[Rec]:
+        """Entries first..last (seq), from the ring (they are among its newest)."""
+        if last < first:
+            return []
+        newest = self.ring[-1][0]
+        ring = self.ring
+        return [ring[k - newest - 1] for k in range(first, last + 1)]
+
+    def _flush(self, upto: int) -> None:
+        """Keep the entries after the last finding up to `upto` (seq), as many as it keeps."""
+        if self.after > 0:
+            last = min(upto, self.mark + self.after, self.mark + self.kept_cap - len(self.kept))
+            if last > self.mark:
+                self.kept.extend(self._recs(self.mark + 1, last))
+                self.after -= last - self.mark
+                self.mark = last
+            if len(self.kept) >= self.kept_cap:
+                self.after = 0
+        self.trigger = self.mark + min(self.after, self.kept_cap - len(self.kept)) \
+            if self.after > 0 else self.NEVER
+
+    def _finding(self, seq: int) -> None:
+        """A finding opened or resolved at `seq`: keep it with the context before it."""
+        self._flush(seq - 1)
         room = self.kept_cap - len(self.kept)
-        if rec[1][1] < 0 and room > 0:  # a finding opened or resolved
-            before = list(self.pre)[-(room - 1):] if room > 1 else []
-            self.kept.extend(before)
-            self.pre.clear()
-            self.kept.append(rec)
-            self.after = self.context
-        elif self.after and room > 0:
-            self.kept.append(rec)
-            self.after -= 1
-        else:
-            self.pre.append(rec)
+        if room <= 0:
+            return
+        if self.after <= 0 and room > 1:  # the entries since the last kept ones: the context
+            first = max(self.mark + 1, seq - min(self.context, room - 1))
+            self.kept.extend(self._recs(first, seq - 1))
+        self.kept.extend(self._recs(seq, seq))
+        self.mark = seq
+        self.after = self.context
+        self._flush(seq)
 
-    def result(self) -> list[tuple[int, Item]]:
+    def result(self) -> list[Rec]:
         if self.fits:
-            return self.items
-        merged = dict(self.items)
-        merged.update(self.kept)
-        merged.update(self.tail)
-        return sorted(merged.items())
+            return list(self.ring)
+        self._flush(self.seq)
+        merged = {r[0]: r for r in self.head}
+        merged.update((r[0], r) for r in self.kept)
+        ring = self.ring
+        merged.update((r[0], r) for r in list(ring)[max(0, len(ring) - self.tail_n):])
+        return [merged[k] for k in sorted(merged)]
 
 
 def replay(
@@ -174,7 +294,7 @@ def replay(
     resolve_times(options, base)
     kernel = KernelFromKata(inputs)
     if kernel.active:
-        merged = kernel.transform(merged)
+        merged = _segments(kernel.transform(_items(merged)))
     feed = _Feed(inputs, options, report)
     feed.run(merged, progress)
     feed.finish(base, dedupe)
@@ -197,7 +317,7 @@ def resolve_times(options: Options, base: int | None) -> None:
                             hint="see vfiowatch postmortem --help") from None
 
 
-def _merged(inputs: list[Input]) -> tuple[Iterator[Item], int | None, Dedupe | None]:
+def _merged(inputs: list[Input]) -> tuple[Iterator[Segment], int | None, Dedupe | None]:
     """Every input's events as one stream in stamp order (state listings first, at the earliest
     stamp), copies of one happening merged; with the earliest stamp and the merger."""
     timed_streams = []
@@ -205,26 +325,21 @@ def _merged(inputs: list[Input]) -> tuple[Iterator[Item], int | None, Dedupe | N
     for inp in inputs:
         if inp.parsed is None or inp.clock == "static":
             continue
-        if inp.events is not None:
-            if inp.events:
-                first_stamps.append(inp.events[0].ts_ns)
-            timed_streams.append(_stream(inp, None))
-        else:
-            it = _stream(inp, None)
-            head = next(it, None)
-            if head is not None:
-                first_stamps.append(head[0])
-                timed_streams.append(_chain(head, it))
+        it = _stream(inp, None)
+        head = next(it, None)
+        if head is not None:
+            first_stamps.append(head[2][0].ts_ns)
+            timed_streams.append(itertools.chain((head,), it))
     base = min(first_stamps) if first_stamps else None
     static = [_stream(i, base) for i in inputs
               if i.parsed is not None and i.clock == "static" and i.events]
     streams = [*static, *timed_streams]
-    merged: Iterator[Item] = streams[0] if len(streams) == 1 else heapq.merge(*streams)
+    merged: Iterator[Segment] = streams[0] if len(streams) == 1 else _merge(streams)
     dedupe: Dedupe | None = None
     if any(i.parsed is not None and i.format != "journal" for i in inputs):
         dedupe = Dedupe({i.index: i.alignment.uncertainty_ns for i in inputs
                           if i.alignment is not None and i.alignment.uncertainty_ns is not None})
-        merged = deduped(merged, dedupe)
+        merged = _segments(deduped(_items(merged), dedupe))
     return merged, base, dedupe
 
 
@@ -287,50 +402,103 @@ class _Feed:
             self.note(self.corr.advance(t))
             t += step
 
-    def run(self, merged: Iterator[Item], progress: Callable[[int], None] | None) -> None:
-        """Feed the stream up to --until (the hot loop: locals, no attribute lookups per event)."""
+    def run(self, merged: Iterator[Segment], progress: Callable[[int], None] | None) -> None:
+        """Feed the stream up to --until. The hot loop: a segment at a time, locals only, and
+        per event what must be per event (the core's feed, the timeline's ring, the subjects
+        of events that name a device)."""
         options, report, filt, keeper = self.options, self.report, self.filt, self.keeper
         feed, recorded, static_idx = self.corr.feed, self.recorded, self.static_idx
         logged, log_idx = self.logged, self.log_idx
         seen_by = self.seen_by
         enrich = _LinkEnricher() if any(i.format == "ipmon" for i in self.inputs) else None
-        until = options.until_ns
+        until = options.until_ns if options.until_ns is not None else 1 << 80
         ticks_needed = not self.has_journal
         unfiltered = filt.open
+        include_ticks = options.include_ticks
         sandbox_filter = filt.by_sandbox
-        count = 0
-        for ts, idx, n, e in merged:
-            if until is not None and ts > until:
-                break
-            count += 1
-            if progress is not None and not count & 0x3FFF:
-                progress(count)
-            if type(e) is ev.Finding:
-                assert isinstance(e, ev.Finding)
-                (logged if idx in log_idx else recorded).add(e)
+        finding, ticked = ev.Finding, ev.ClockTicked
+        subject_kind = _SUBJECT_KIND
+        ring_append = keeper.ring.append if keeper is not None else None
+        seq = keeper.seq if keeper is not None else 0
+        trigger = keeper.trigger if keeper is not None else _Keeper.NEVER
+        first = report.first_ns if report.first_ns is not None else 1 << 80
+        last_ts = self.last_ts
+        max_ts = self.max_ts if self.max_ts is not None else -(1 << 80)
+        count = shown = 0
+        for idx, n0, events in merged:
+            timed = idx not in static_idx
+            n = n0 - 1
+            for e in events:
+                n += 1
+                ts = e.ts_ns
+                if ts > until:
+                    break
+                cls = type(e)
+                if cls is finding:
+                    count += 1
+                    (logged if idx in log_idx else recorded).add(e)  # type: ignore[arg-type]
+                    continue
+                count += 1
+                if enrich is not None:
+                    e = enrich(e)
+                if ticks_needed and last_ts is not None and ts - last_ts > TICK_NS:
+                    self.last_ts = last_ts
+                    if keeper is not None:
+                        keeper.seq = seq
+                    self.advance_to(ts)
+                    if keeper is not None:
+                        seq, trigger = keeper.seq, keeper.trigger
+                if timed and ts < first:
+                    first = ts
+                last_ts = ts
+                if ts > max_ts:
+                    max_ts = ts
+                if sandbox_filter:
+                    filt.learn(e)
+                kind = subject_kind[cls]
+                if kind == 1:
+                    bdf = e.bdf  # type: ignore[attr-defined]
+                    if bdf is not None:
+                        has = seen_by.get(bdf)
+                        if has is None:
+                            seen_by[bdf] = {idx}
+                        elif idx not in has:
+                            has.add(idx)
+                elif kind:
+                    for key in _subjects(e):
+                        seen_by.setdefault(key, set()).add(idx)
+                transitions = feed(e)
+                if (cls is not ticked or include_ticks) if unfiltered else filt.shows(e):
+                    shown += 1
+                    if ring_append is not None:
+                        seq += 1
+                        ring_append((seq, ts, idx, n, e))
+                        if seq == trigger:
+                            keeper.seq = seq  # type: ignore[union-attr]
+                            keeper.fire()  # type: ignore[union-attr]
+                            trigger = keeper.trigger  # type: ignore[union-attr]
+                if transitions:
+                    self.total += shown
+                    shown = 0
+                    if keeper is not None:
+                        keeper.seq = seq
+                    self.note(transitions)
+                    if keeper is not None:
+                        seq, trigger = keeper.seq, keeper.trigger
+            else:
+                if progress is not None and count >> 14 != (count - len(events)) >> 14:
+                    progress(count)
                 continue
-            if enrich is not None:
-                e = enrich(e)
-            if ticks_needed and self.last_ts is not None and ts - self.last_ts > TICK_NS:
-                self.advance_to(ts)
-            if idx not in static_idx and (report.first_ns is None or ts < report.first_ns):
-                report.first_ns = ts
-            self.last_ts = ts
-            if self.max_ts is None or ts > self.max_ts:
-                self.max_ts = ts
-            if sandbox_filter:
-                filt.learn(e)
-            if idx >= 0:
-                for key in _subjects(e):
-                    seen_by.setdefault(key, set()).add(idx)
-            transitions = feed(e)
-            if (type(e) is not ev.ClockTicked or options.include_ticks) if unfiltered else filt.shows(e):
-                self.total += 1
-                if keeper is not None:
-                    keeper.add((ts, idx, n, e))
-            if transitions:
-                self.note(transitions)
+            break  # --until
+        self.total += shown
+        if keeper is not None:
+            keeper.seq = seq
         self.count = count
+        self.last_ts = last_ts
+        if max_ts != -(1 << 80):
+            self.max_ts = max_ts
+        if first != 1 << 80:
+            report.first_ns = first
         if ticks_needed:
             self._judge_end()
         self.report.end_ns = self.corr.model.now_ns
@@ -480,7 +648,7 @@ class _Feed:
                             is not None else (-1 if i.alignment else 0)) for i in inputs}
         per_event_unc = {i.index: i.uncertainties for i in inputs if i.uncertainties}
         out = []
-        for seq, (ts, idx, n, e) in self.keeper.result() if self.keeper is not None else ():
+        for seq, ts, idx, n, e in self.keeper.result() if self.keeper is not None else ():
             u = unc_of.get(idx, 0) if idx >= 0 else 0
             pu = per_event_unc.get(idx)
             if pu is not None and n < len(pu):
@@ -516,6 +684,21 @@ def _name_pods(report: Report) -> None:
             {*report.finding_inputs.get(f.finding_id, []), path})
 
 
+class _SubjectKinds(dict[type, int]):
+    """Event class -> how `_Feed.run` finds its subjects: 1 its `bdf` field alone, 2 by
+    `_subjects`, 0 none (no field names one). Filled as classes come."""
+
+    def __missing__(self, cls: type) -> int:
+        fields = set(getattr(cls, "__struct_fields__", ()))
+        special = cls in (ev.SysfsWriteObserved, ev.SandboxStarted, ev.InventoryObserved)
+        kind = 2 if special or "sandbox_id" in fields else 1 if "bdf" in fields else 0
+        self[cls] = kind
+        return kind
+
+
+_SUBJECT_KIND = _SubjectKinds()
+
+
 def _subjects(e: ev.Event) -> tuple[str, ...]:
     """The device and sandbox an event is about (for what a finding rests on)."""
     out = []
@@ -531,11 +714,6 @@ def _subjects(e: ev.Event) -> tuple[str, ...]:
     if isinstance(e, ev.InventoryObserved):
         out.extend(d.bdf for d in e.devices)
     return tuple(out)
-
-
-def _chain(head: Item, rest: Iterator[Item]) -> Iterator[Item]:
-    yield head
-    yield from rest
 
 
 def _mark_order(timeline: list[Entry]) -> None:

@@ -8,10 +8,18 @@
 * Namespaces (`diag.sources.netns`): the host's, the named ones and every one only held by a
   process. Named ones (`/run/netns`, where `ip netns add` and containerd's CNI put pods') are
   seen at once through inotify on that directory (a name waits up to a second for its bind
-  mount); held ones by a scan of /proc every `scan_interval_s` (default 0.5 s, so within a
-  second), which re-reads the names only when inotify said they changed (and on full scans),
-  so its cost does not grow with the number of namespaces. Each gets its own socket, then an
-  RTM_GETLINK dump gives its current links.
+  mount); held ones by a scan of /proc, which re-reads the names only when inotify said they
+  changed (and on full scans), so its cost does not grow with the number of namespaces. Each
+  gets its own socket, then an RTM_GETLINK dump gives its current links.
+* When scans run: with the kernel's process events (`diag.sources.procevents`; the host's pid
+  namespace, --root /) a scan runs when a process execs in a namespace the source does not
+  watch (one readlink of that process's ns/net per exec), when the process a held namespace
+  was found by exits (the kernel sends only those exits), and every `event_scan_interval_s`
+  (10 s) for what no exec shows (a process that unshare()s or setns()es and never execs). The
+  socket is read at most every EXEC_REST_S (its events wait in the kernel's buffer), so a host
+  that execs all the time wakes the source a few times a second, a quiet one at once. Without
+  process events (another pid namespace, an older kernel without CAP_NET_ADMIN, a --root
+  tree), /proc is scanned every `scan_interval_s` (0.5 s), as the log says at start.
 * Reading: one thread waits on every socket with epoll (a wait costs what is ready, not the
   number of namespaces) and drains each ready one until EAGAIN, so nothing stays buffered out
   of sight (the failure of pyroute2's sync API under select(), host-facts.md).
@@ -46,6 +54,7 @@ from diag.sources import (
     SocketCounters,
     SourceContext,
     check_options,
+    proc,
     refusal_events,
     register,
 )
@@ -61,6 +70,7 @@ from diag.sources.netns import (
     scan_named,
     scan_netns,
 )
+from diag.sources.procevents import ProcEventSocket, ProcEventsUnavailable
 from diag.sources.rtnl import (
     NETLINK_ROUTE,
     NLMSG_DONE,
@@ -123,6 +133,10 @@ class LinksStats(SocketCounters):
     netns_failed: int = 0
     """Times a namespace could not be entered (gone since the scan, or not enterable; retried
     about 10 s later)."""
+    proc_events: int = 0
+    """Process events read (exec of any process, exit of a namespace's holder)."""
+    scans: int = 0
+    """Namespace scans of /proc."""
 
 
 NAME_RETRY_S = 0.02
@@ -130,7 +144,10 @@ NAME_RETRY_S = 0.02
 NAME_MOUNT_WAIT_S = 1.0
 """How long a name may stay unmounted before it is tried as it is (and fails, said once)."""
 
-OPTIONS = ("rcvbuf", "scan_interval_s", "netns", "full_scan_every")
+EXEC_REST_S = 0.25
+"""After reading the process-events socket, the source reads it again only this much later."""
+
+OPTIONS = ("rcvbuf", "scan_interval_s", "netns", "full_scan_every", "process_events", "event_scan_interval_s")
 """The options this source takes (`[sources.links]` in the configuration file)."""
 
 
@@ -171,6 +188,17 @@ class LinksSource:
         """Namespace inode -> scan number before which it is not tried again."""
         self.full_scan_every = int(opts.get("full_scan_every", 20))
         """Every Nth scan re-reads every process's namespace (default: every 10 s)."""
+        self.use_process_events = bool(opts.get("process_events", True))
+        self.event_scan_interval_s = float(opts.get("event_scan_interval_s", 10.0))
+        self._proc: ProcEventSocket | None = None
+        """Process events (None: /proc is scanned every scan_interval_s)."""
+        self._holders: set[int] = set()
+        """The pids whose exit matters (held namespaces' holders): the socket's filter lets
+        through only these (unless it could not be attached: then every exit comes)."""
+        self._filter_error = ""
+        self._filter_set = False
+        self.mode = ""
+        """`events` or `scan` (and why), once running."""
         self.watermark = Watermark()
         """How far this source's stream is complete (the runtime's merge reads it)."""
         self._names: Inotify | None = None
@@ -218,15 +246,34 @@ class LinksSource:
         relay = StopRelay(stop)
         poller.register(relay.fd, select.EPOLLIN)
         self._start_name_watch(poller)
+        self._start_proc_events()
+        interval = self.scan_interval_s if self._proc is None else max(self.scan_interval_s,
+                                                                       self.event_scan_interval_s)
+        proc_fd = self._proc.fileno() if self._proc is not None else -1
+        armed = False  # the process-events socket is in the poller (else it rests until proc_resume)
+        proc_resume = 0.0
         buf = bytearray(_RECV_SIZE)
         next_scan = 0.0
         wm = self.watermark
         try:
             while not stop.is_set():
                 mono = time.monotonic()
+                if self._proc is not None and not armed and mono >= proc_resume:
+                    # The rest is over: what came meanwhile, then rest again, or (nothing came)
+                    # wait for the next event in the poller.
+                    seen, scan = self._proc_read()
+                    if scan:
+                        next_scan = mono
+                    if seen:
+                        proc_resume = mono + EXEC_REST_S
+                    else:
+                        poller.register(proc_fd, select.EPOLLIN)
+                        armed = True
                 if mono >= next_scan:
                     self._rescan(emit, poller)
-                    next_scan = mono + (NAME_RETRY_S if self._unmounted else self.scan_interval_s)
+                    next_scan = mono + (NAME_RETRY_S if self._unmounted else interval)
+                    if self._proc is not None and self._watch_holders():
+                        next_scan = mono  # a holder exited before the filter took it in
                 if self._resync_reason is not None:
                     reason, self._resync_reason = self._resync_reason, None
                     for ns in list(self._ns.values()):
@@ -234,7 +281,8 @@ class LinksSource:
                 # Sleeps until the next namespace scan; the stop relay's fd wakes it at once.
                 # Messages are stamped when read, after the wake: while it sleeps, this source
                 # is complete up to the clock.
-                timeout = max(0.0, next_scan - time.monotonic())
+                wake = next_scan if armed or self._proc is None else min(next_scan, proc_resume)
+                timeout = max(0.0, wake - time.monotonic())
                 wm.waiting()
                 ready = poller.poll(timeout)  # epoll: seconds
                 wm.working()
@@ -245,8 +293,17 @@ class LinksSource:
                     elif self._names is not None and fd == self._names.fileno():
                         self._names_changed()
                         next_scan = min(next_scan, time.monotonic())
+                    elif fd == proc_fd and armed:
+                        if self._proc_read()[1]:
+                            next_scan = min(next_scan, time.monotonic())
+                        poller.unregister(proc_fd)
+                        armed = False
+                        proc_resume = time.monotonic() + EXEC_REST_S
         finally:
             relay.close()
+            if self._proc is not None:
+                self._proc.close()
+                self._proc = None
             for ino, ns in self._ns.items():
                 self._previous[ino] = (ns.ref, ns.links)
             for ns in list(self._ns.values()):
@@ -274,6 +331,66 @@ class LinksSource:
         self._names, self._name_watch = names, WatchSet(names, self.paths)
         self._name_watch.sync([Want(NETNS_DIR, None, "netns")])
         poller.register(names.fileno(), select.EPOLLIN)
+
+    def _start_proc_events(self) -> None:
+        """Process events when this host allows them (else scans on a timer, said in the log)."""
+        self._proc, self._holders, self._filter_error, self._filter_set = None, set(), "", False
+        if self.only_host:
+            self.mode = "host-only"
+            return
+        why = ("process_events = false in [sources.links]" if not self.use_process_events else
+               "a --root tree (its /proc is not the kernel's pids)" if self.paths.confined else "")
+        if not why:
+            try:
+                sock = ProcEventSocket(rcvbuf=1 << 20)
+                sock.subscribe()
+                self._proc = sock
+                self._watch_holders()  # no exits at all until a held namespace is watched
+            except ProcEventsUnavailable as exc:
+                why = f"no process events: {exc.strerror}"
+        if self._proc is not None:
+            self.mode = "events"
+            return
+        self.mode = f"scan: {why}"
+        log.info("network namespaces held by processes are looked for every %g s (%s)",
+                 self.scan_interval_s, why)
+
+    def _proc_read(self) -> tuple[bool, bool]:
+        """Drain the process-events socket: (anything read, a scan is needed). An exec into a
+        namespace not watched, the exit of a namespace's holder and lost events need one."""
+        assert self._proc is not None
+        events, lost = self._proc.read()
+        self.stats.proc_events += len(events)
+        scan = lost
+        for e in events:
+            if scan:
+                break
+            if not e.is_process:
+                continue
+            if e.kind == "exec":
+                ino = proc.ns_inode(self.paths, f"/proc/{e.tgid}/ns/net")
+                scan = ino is not None and ino not in self._ns and ino not in self._failed
+            elif e.kind == "exit":
+                scan = e.tgid in self._holders
+        return bool(events) or lost, scan
+
+    def _watch_holders(self) -> bool:
+        """Let through the exits of the processes the held namespaces were found by, and no
+        other. True when one of them already exited (its exit may have been filtered out)."""
+        assert self._proc is not None
+        pids = {ns.cand.pid for ns in self._ns.values() if ns.cand.pid is not None and ns.cand.name is None}
+        if pids == self._holders and self._filter_set:
+            return False
+        new = pids - self._holders
+        self._holders = pids
+        self._filter_set = True
+        if not self._filter_error:
+            try:
+                self._proc.watch_exits(pids)
+            except OSError as exc:  # every exit comes then (and is looked up in _holders)
+                self._filter_error = f"{exc.strerror or exc}"
+                log.warning("process-events filter not attached: %s", self._filter_error)
+        return any(proc.has_exited(self.paths, pid) for pid in new)
 
     def _names_changed(self) -> None:
         """Any event counts: `ip netns add` creates the file read-only (no IN_CLOSE_WRITE
@@ -316,6 +433,7 @@ class LinksSource:
             full = self._scans % max(1, self.full_scan_every) == 0
             found = scan_netns(self.paths, self._pid_cache, full=full, named=self._named_now(full))
         self._scans += 1
+        self.stats.scans += 1
         for gone in [i for i in self._failed if i not in found]:
             del self._failed[gone]
         now = time.time_ns()

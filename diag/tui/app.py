@@ -9,6 +9,7 @@ messages that replace each other while pending, and are rendered at most every
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar, cast
@@ -20,6 +21,7 @@ from textual.binding import Binding
 from textual.containers import Container
 from textual.events import Resize
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from diag import events as ev
@@ -70,10 +72,6 @@ class VfioWatchApp(App[None]):
     Screen.wide #devices { height: auto; max-height: 16; }
     Screen.wide #story { row-span: 2; height: 1fr; max-height: 100%; border-left: solid $primary; }
     Screen.wide #events { height: 1fr; }
-    Screen.findings-only #devices, Screen.findings-only #events { display: none; }
-    Screen.findings-only #body { layout: vertical; }
-    Screen.findings-only #findings { height: auto; max-height: 50%; }
-    Screen.findings-only #story { height: 1fr; max-height: 100%; }
     Screen.no-findings #findings { display: none; }
     Screen.no-findings #story { max-height: 2; }
     #guide { display: none; height: auto; background: $boost; color: $text; padding: 0 1; text-style: bold; }
@@ -116,11 +114,15 @@ class VfioWatchApp(App[None]):
         clock: Callable[[], int] | None = None,
         guide: Sequence[tuple[int, str]] = (),
         hold_s: float = 0.0,
+        own_gc: bool = False,
     ) -> None:
         """`clock`: wall time in ns for a live view (the header ticks with it); None in a
         replay, whose time is the journal's. `guide`: (position, caption) chapters of a guided
         replay (the demo): the caption of the chapter reached is shown above the panels, and
-        where the replay held at a chapter it plays on after `hold_s` seconds."""
+        where the replay held at a chapter it plays on after `hold_s` seconds. `own_gc`: the
+        app owns its process (the CLI), and tunes the garbage collector for short pauses
+        after the first frame (`_settle_gc`); tests, which run many apps in one process,
+        leave it alone."""
         super().__init__()
         self.feed = feed
         self.hostname = hostname
@@ -132,6 +134,7 @@ class VfioWatchApp(App[None]):
         self.state = HostState()
         self.guide = sorted(guide)
         self.hold_s = hold_s
+        self.own_gc = own_gc
         self._chapter = -1
         self._resume_at: float | None = None
         self.selected: str | None = None
@@ -145,6 +148,8 @@ class VfioWatchApp(App[None]):
         self._render_timer_set = False
         self._last_render = 0.0
         self._subscribed = False
+        self._titles: dict[str, Text] = {}
+        self._findings_only = False
 
     def _main(self) -> Screen[object]:
         """The dashboard's own screen (detail and help screens are pushed over it)."""
@@ -274,6 +279,8 @@ class VfioWatchApp(App[None]):
             return
         self._pending = None
         self._last_render = time.monotonic()
+        if not self.is_running:
+            return  # a snapshot still pending while the app closes: its widgets are going
         self._render_state(state)
 
     def _render_state(self, state: HostState) -> None:
@@ -284,12 +291,15 @@ class VfioWatchApp(App[None]):
         main.query_one("#devices", DevicesTable).update_from(state)
         findings = main.query_one("#findings", FindingsTable)
         findings.update_from(state)
-        findings.border_title = fmt.findings_title(state)
-        main.set_class(not state.findings, "no-findings")
+        self._set_title(findings, fmt.findings_title(state))
+        if main.has_class("no-findings") != (not state.findings):
+            main.set_class(not state.findings, "no-findings")
+            if self._findings_only:
+                self._apply_findings_only()
         self._render_story(state)
         events = main.query_one("#events", EventLog)
         events.update_from(state)
-        events.border_title = self._events_title(events)
+        self._set_title(events, self._events_title(events))
         if isinstance(self.screen, DetailScreen):
             self.screen.update_from(state)
         if state.ts_ns or state.devices or state.sources:
@@ -304,15 +314,15 @@ class VfioWatchApp(App[None]):
         by_id = {f.finding_id: f for f in state.findings}
         first = finding_order(state.findings)[:1]
         f = by_id.get(self.selected or "") or (first[0] if first else None)
-        compact = not self.wide and not main.has_class("findings-only")
+        compact = not self.wide and not self._findings_only
         pane.update_from(f, bool(state.devices), compact)
         pane.set_class(f is None or not f.active, "calm")
         if f is None:
-            pane.border_title = "Story"
+            self._set_title(pane, Text("Story"))
         else:
             title = Text("Story · ", style="bold")
             title.append(fmt.safe(render.finding_title(f), 60))
-            pane.border_title = title
+            self._set_title(pane, title)
 
     @on(FindingsTable.Highlighted)
     def finding_highlighted(self, message: FindingsTable.Highlighted) -> None:
@@ -320,8 +330,30 @@ class VfioWatchApp(App[None]):
             self.selected = message.finding_id
             self._render_story(self.state)
 
+    def _set_title(self, widget: Widget, title: Text) -> None:
+        """Set a panel's border title only when it changed: setting it repaints the whole
+        panel (every row of a table), which most frames of a storm need not do."""
+        if self._titles.get(widget.id or "") != title:
+            self._titles[widget.id or ""] = title
+            widget.border_title = title
+
     def _first_painted(self) -> None:
         self.first_frame_at = time.monotonic()
+        if self.own_gc:
+            self.call_after_refresh(self._settle_gc)
+
+    # The garbage collector's full passes walk every object the process holds: Textual's,
+    # the modules', the snapshots'. Under a storm they came every few seconds, 60-180 ms each
+    # with the GIL held, and were the slowest key presses and frames. Once the first frame is
+    # painted, what exists then (nearly all of it lives as long as the process) is frozen out
+    # of the collector's passes, and the youngest generation is collected ten times less often:
+    # fewer and shorter passes; cycles are still collected.
+    GC_THRESHOLDS = (50_000, 20, 10)
+
+    def _settle_gc(self) -> None:
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*self.GC_THRESHOLDS)
 
     def _update_note_only(self) -> None:
         self.screen_stack[0].query_one("#header", HostHeader).update_from(self.state, self.status_note)
@@ -426,7 +458,7 @@ class VfioWatchApp(App[None]):
         self._to_main()
         events = self._main().query_one("#events", EventLog)
         events.set_filter(fmt.EventFilter.parse(query))
-        events.border_title = self._events_title(events)
+        self._set_title(events, self._events_title(events))
 
     def action_clear_filter(self) -> None:
         if self._close_prompt("#goto") or self._close_prompt("#filter"):
@@ -435,13 +467,34 @@ class VfioWatchApp(App[None]):
         if not events.filter.empty:
             self.set_filter("")
 
+    # `f` (findings only) as inline styles on the five nodes it changes, not a class on the
+    # screen: a screen class re-applies the stylesheet to every node, and a restyled table
+    # drops its rendered rows (together two thirds of the key's cost).
+    FINDINGS_ONLY: dict[str, dict[str, object]] = {
+        "#devices": {"display": "none"},
+        "#events": {"display": "none"},
+        "#body": {"layout": "vertical"},
+        "#findings": {"height": "auto", "max_height": "50%"},
+        "#story": {"height": "1fr", "max_height": "100%"},
+    }
+
     def action_findings_only(self) -> None:
         self._to_main()
-        main = self._main()
-        main.toggle_class("findings-only")
-        if main.has_class("findings-only"):
+        self._findings_only = not self._findings_only
+        self._apply_findings_only()
+        if self._findings_only:
             self._main().query_one("#findings", FindingsTable).focus()
         self._render_story(self.state)
+
+    def _apply_findings_only(self) -> None:
+        main = self._main()
+        on = self._findings_only
+        for selector, rules in self.FINDINGS_ONLY.items():
+            styles = main.query_one(selector).styles
+            for rule, value in rules.items():
+                if rule == "max_height" and selector == "#story" and main.has_class("no-findings"):
+                    value = 2  # `Screen.no-findings #story` keeps the story pane short
+                setattr(styles, rule, value if on else None)
 
     def action_toggle_pause(self) -> None:
         pb = self.playback

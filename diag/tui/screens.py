@@ -38,6 +38,16 @@ def device_story(view: DeviceView | None, bdf: str, state: HostState) -> Rendera
                  *_sandbox(view, state), *_findings(view, state), *_recent(view, state))
 
 
+def device_story_basis(bdf: str, state: HostState) -> tuple[object, ...]:
+    """Everything `device_story` reads from `state` for `bdf`: the story is the same while this
+    is (a storm of other devices' events changes none of it)."""
+    view = state.device(bdf)
+    if view is None:
+        return (bdf, None)
+    sb = next((s for s in state.sandboxes if s.sandbox_id == view.sandbox_id), None) if view.sandbox_id else None
+    return (bdf, view, fmt.since(view, state.ts_ns), sb, _mine(view, state), _recent_of(bdf, state))
+
+
 def _identity(view: DeviceView, state: HostState) -> list[RenderableType]:
     d = view.device
     title = Text(d.bdf, style="bold")
@@ -124,9 +134,13 @@ def _sandbox(view: DeviceView, state: HostState) -> list[RenderableType]:
     ])]
 
 
-def _findings(view: DeviceView, state: HostState) -> list[RenderableType]:
+def _mine(view: DeviceView, state: HostState) -> tuple[ev.Finding, ...]:
     bdf = view.device.bdf
-    mine = [f for f in state.findings if f.bdf == bdf or (f.pf == bdf)]
+    return tuple(f for f in state.findings if f.bdf == bdf or (f.pf == bdf))
+
+
+def _findings(view: DeviceView, state: HostState) -> list[RenderableType]:
+    mine = _mine(view, state)
     parts: list[RenderableType] = [_section(f"Findings ({len(mine)})")]
     for f in mine:
         line = fmt.severity_text(f.severity) if f.active else Text("resolved", style="dim")
@@ -140,8 +154,23 @@ def _findings(view: DeviceView, state: HostState) -> list[RenderableType]:
     return parts
 
 
+RECENT_LINES = 15
+
+
+def _recent_of(bdf: str, state: HostState) -> tuple[ev.Event, ...]:
+    """The device's newest events in the snapshot's ring, oldest first: found from the newest
+    back, so a device with events of its own is found without reading the whole ring."""
+    out: list[ev.Event] = []
+    for e in reversed(state.recent):
+        if fmt.event_bdf(e) == bdf:
+            out.append(e)
+            if len(out) == RECENT_LINES:
+                break
+    return tuple(reversed(out))
+
+
 def _recent(view: DeviceView, state: HostState) -> list[RenderableType]:
-    recent = [e for e in state.recent if fmt.event_bdf(e) == view.device.bdf][-15:]
+    recent = _recent_of(view.device.bdf, state)
     return [_section(f"Recent events ({len(recent)})"), *(fmt.event_line(e) for e in recent)]
 
 
@@ -226,6 +255,9 @@ class DetailScreen(Screen[None]):
                       ("f", "Findings", "app.findings_only"), ("p", "Pause", "app.toggle_pause"),
                       ("?", "Help", "app.help"), ("q", "Quit", "app.quit")])
 
+    _basis: object = None
+    """What the story shown was told from (`story_basis`); None: tell it again."""
+
     def on_mount(self) -> None:
         self.update_from(getattr(self.app, "state", HostState()))
 
@@ -240,7 +272,17 @@ class DetailScreen(Screen[None]):
         if not headers:  # pushed but not composed yet: on_mount renders it
             return
         headers.first().update_from(state, getattr(self.app, "status_note", None))
+        # The story is told again (and laid out: its height changes the scroll) only when what
+        # it says changed, not on every snapshot of a storm.
+        basis = self.story_basis(state)
+        if basis is not None and basis == self._basis:
+            return
+        self._basis = basis
         self.query_one("#detail-story", Static).update(self.story(state))
+
+    def story_basis(self, state: HostState) -> object:
+        """Everything the story reads from `state` (None: unknown, tell it every time)."""
+        return None
 
     def story(self, state: HostState) -> RenderableType:
         raise NotImplementedError
@@ -253,6 +295,9 @@ class DeviceScreen(DetailScreen):
         super().__init__()
         self.bdf = bdf
 
+    def story_basis(self, state: HostState) -> object:
+        return device_story_basis(self.bdf, state)
+
     def story(self, state: HostState) -> RenderableType:
         return device_story(state.device(self.bdf), self.bdf, state)
 
@@ -263,6 +308,13 @@ class FindingScreen(DetailScreen):
     def __init__(self, finding: ev.Finding | None = None) -> None:
         super().__init__()
         self.finding = finding
+
+    def story_basis(self, state: HostState) -> object:
+        if self.finding is not None:
+            newer = next((f for f in state.findings if f.finding_id == self.finding.finding_id), None)
+            if newer is not None:
+                self.finding = newer
+        return ("finding", self.finding)
 
     def story(self, state: HostState) -> RenderableType:
         if self.finding is None:

@@ -6,6 +6,7 @@ post intents (OpenDevice, OpenFinding) for the screen or app to act on.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable, Sequence
 from operator import attrgetter
@@ -13,7 +14,7 @@ from operator import attrgetter
 from rich.console import RenderableType
 from rich.text import Text
 from textual.binding import Binding
-from textual.events import Click
+from textual.events import Click, Resize
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
@@ -55,17 +56,25 @@ class HostHeader(Static):
         """Wall clock (ns) for a live view; None for replays (their time is the journal's)."""
         self.state = HostState()
         self.status_note = Text()
+        self._shown: Text | None = None
 
     def update_from(self, state: HostState, status_note: Text | None = None) -> None:
         self.state = state
         if status_note is not None:
             self.status_note = status_note
-        self.update(self.compose_text())
+        self._show(self.compose_text())
 
     def tick(self) -> None:
         """The clock moved (live): redraw the time, the rate and the idle mark."""
         if self.clock is not None:
-            self.update(self.compose_text())
+            self._show(self.compose_text())
+
+    def _show(self, text: Text) -> None:
+        # Without a layout: the height is set explicitly (compose_text), and a layout of the
+        # whole screen on every frame of a storm cost more than everything else in it.
+        if text != self._shown:
+            self._shown = text
+            self.update(text, layout=False)
 
     def now_ns(self) -> int:
         """The time the header shows: the wall clock live, the snapshot's time in a replay."""
@@ -144,7 +153,7 @@ class HostHeader(Static):
         return Text("\n").join(lines)
 
     def on_resize(self) -> None:
-        self.update(self.compose_text())
+        self._show(self.compose_text())
 
 
 class KeyBar(Static):
@@ -227,6 +236,8 @@ class _Table(DataTable[Text]):
         self._columns_for: object = None
         self._row_height = 1
         self._state: HostState | None = None
+        self._resized_width = -1
+        self._cursor_key: str | None = None
 
     def update_from(self, state: HostState) -> None:
         raise NotImplementedError
@@ -236,7 +247,14 @@ class _Table(DataTable[Text]):
         """Cells available for the columns (the vertical scrollbar's gutter left out)."""
         return max(20, (self.size.width or 80) - 2)
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: Resize) -> None:
+        # DataTable forgets every rendered row on a resize. Its rows do not depend on the
+        # height (the columns have fixed widths): keep them when only the height changed, as
+        # when `f` hides and shows the table, which otherwise renders every cell again.
+        if event.size.width == self._resized_width:
+            event.prevent_default()
+            return
+        self._resized_width = event.size.width
         # Column sets and truncation depend on the width: redo them from the last snapshot.
         if self._state is not None:
             self.update_from(self._state)
@@ -247,6 +265,7 @@ class _Table(DataTable[Text]):
             return False
         self._columns_for = layout
         self._row_height = row_height
+        self._cursor_key = self._current_key()  # set_rows puts the cursor back on its row
         self.clear(columns=True)
         for key, label, width in columns:
             self.add_column(label, key=key, width=width)
@@ -267,7 +286,8 @@ class _Table(DataTable[Text]):
                         self.update_cell(key, columns[i], cell)
                 self._rows[key] = cells
             return
-        current = self._current_key()
+        current = self._current_key() or self._cursor_key
+        self._cursor_key = None
         self.clear()
         for key, cells in rows:
             self.add_row(*cells, key=key, height=self._row_height)
@@ -302,14 +322,28 @@ class DevicesTable(_Table):
     DevicesTable { overflow-x: hidden; }
     """
 
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)
+        self._made: dict[str, tuple[object, tuple[Text, ...]]] = {}
+        """bdf -> (what its row was made from, its cells): a row is made again only when its
+        device, its depth, the columns or its `since` text changed (a storm changes few)."""
+
     def update_from(self, state: HostState) -> None:
         self._state = state
         cols = fit_columns(self.room, DEVICE_COLUMNS)
         self.set_columns(cols)
         widths = {k: w for k, _, w in cols}
         rows = []
+        made: dict[str, tuple[object, tuple[Text, ...]]] = {}
         for view, depth in fmt.device_order(state.devices):
             d = view.device
+            since = fmt.since(view, state.ts_ns)
+            basis = (view, depth, cols, since)
+            old = self._made.get(d.bdf)
+            if old is not None and old[0] == basis:
+                made[d.bdf] = old
+                rows.append((d.bdf, old[1]))
+                continue
             cells = {
                 "bdf": Text(("└ " if depth else "") + d.bdf, style="" if depth else "bold"),
                 "role": Text(fmt.role_tag(view), style="dim"),
@@ -320,9 +354,12 @@ class DevicesTable(_Table):
                 "grp": Text("-" if d.iommu_group is None else str(d.iommu_group)),
                 "pod": fmt.pod_text(view, widths.get("pod", 16)),
                 "by": fmt.mover_text(view.actor, widths.get("by", 20)),
-                "since": Text(fmt.since(view, state.ts_ns), style="dim"),
+                "since": Text(since, style="dim"),
             }
-            rows.append((d.bdf, tuple(cells[k] for k, _, _ in cols)))
+            row = tuple(cells[k] for k, _, _ in cols)
+            made[d.bdf] = (basis, row)
+            rows.append((d.bdf, row))
+        self._made = made
         self.set_rows(rows)
 
     def on_data_table_row_selected(self, message: DataTable.RowSelected) -> None:
@@ -398,6 +435,8 @@ class FindingsTable(_Table):
     def __init__(self, **kw: object) -> None:
         super().__init__(**kw)
         self.findings: dict[str, ev.Finding] = {}
+        self._made: dict[str, tuple[tuple[ev.Finding, object], tuple[Text, ...]]] = {}
+        """finding_id -> ((the finding, the columns) its row was made from, its cells)."""
 
     def update_from(self, state: HostState) -> None:
         self._state = state
@@ -412,8 +451,14 @@ class FindingsTable(_Table):
         widths = {k: w for k, _, w in cols}
         rows = []
         self.findings = {}
+        made: dict[str, tuple[object, tuple[Text, ...]]] = {}
         for f in findings:
             self.findings[f.finding_id] = f
+            old = self._made.get(f.finding_id)
+            if old is not None and (old[0][0] is f or old[0][0] == f) and old[0][1] == cols:
+                made[f.finding_id] = old
+                rows.append((f.finding_id, old[1]))
+                continue
             dim = "" if f.active else "dim"
             sev = fmt.severity_text(f.severity) if f.active else Text(f.severity.label, style="dim")
             state_text = Text("ongoing", style="bold") if f.active else Text("resolved", style="green")
@@ -431,7 +476,10 @@ class FindingsTable(_Table):
                 "where": Text(short_bdf(f.bdf) if two else (f.bdf or "-"), style=dim),
                 "last": Text(fmt.clock(f.resolved_ns or f.last_ns), style="dim"),
             }
-            rows.append((f.finding_id, tuple(cells[k] for k, _, _ in cols)))
+            row = tuple(cells[k] for k, _, _ in cols)
+            made[f.finding_id] = ((f, cols), row)
+            rows.append((f.finding_id, row))
+        self._made = made
         self.set_rows(rows)
         if not self.findings:
             self.post_message(self.Highlighted(None))
@@ -479,8 +527,15 @@ class StoryPane(Static):
         self.finding: ev.Finding | None = None
         self.compact = False
         self._has_devices = False
+        self._shown_once = False
 
     def update_from(self, finding: ev.Finding | None, has_devices: bool, compact: bool) -> None:
+        # Most frames of a storm leave the story as it was: then it is neither rebuilt nor laid
+        # out again (a layout of the screen is the dearest part of a frame).
+        if (finding == self.finding and has_devices == self._has_devices
+                and compact == self.compact and self._shown_once):
+            return
+        self._shown_once = True
         self.finding = finding
         self._has_devices = has_devices
         self.compact = compact
@@ -557,7 +612,7 @@ class EventLog(ScrollView, can_focus=True):
         self.follow = True
         self._last: ev.Event | None = None
         self._ctx = fmt.FilterContext()
-        self._cache: dict[tuple[int, int], Strip] = {}
+        self._cache: dict[tuple[int, int], tuple[ev.Event, Strip]] = {}
         self.late: dict[int, int] = {}
         """id(event) -> how far behind the newest record it arrived (ns), for those > 1 ms."""
         self._newest = 0
@@ -578,32 +633,45 @@ class EventLog(ScrollView, can_focus=True):
         self._last = recent[-1]
         self._ctx = fmt.FilterContext.of(state)
         f = self.filter
+        # One pass: mark the records that came late, and see whether the batch is in time
+        # order after everything before it (the usual case: then it is appended, not sorted).
+        newest, mark, in_order = self._newest, fmt.LATE_MARK_NS, True
         for e in new:
-            late = self._newest - e.ts_ns
-            if late >= fmt.LATE_MARK_NS:
-                self.late[id(e)] = late
+            ts = e.ts_ns
+            if ts >= newest:
+                newest = ts
             else:
-                self._newest = max(self._newest, e.ts_ns)
-        self.all, evicted = self._merged(self.all, new)
-        for old in evicted:
-            self.late.pop(id(old), None)
-        kept = list(new) if f.empty else [e for e in new if f.matches(e, self._ctx)]
+                in_order = False
+                if newest - ts >= mark:
+                    self.late[id(e)] = newest - ts
+        self._newest = newest
+        self.all, evicted = self._merged(self.all, new, in_order)
+        if self.late:
+            for old in evicted:
+                self.late.pop(id(old), None)
+        kept = new if f.empty else [e for e in new if f.matches(e, self._ctx)]
         if not kept:
             return
         cur = None if self.follow else self.current
         before = self.cursor
-        self.shown, _ = self._merged(self.shown, kept)
+        self.shown, _ = self._merged(self.shown, kept, in_order)
         # Keep the cursor on the record it was on (records were put before it, or fell out).
         after = 0
         if cur is not None:
             after = next((i for i in range(len(self.shown) - 1, -1, -1) if self.shown[i] is cur), 0)
         self._changed(before - after if cur is not None else 0)
 
-    def _merged(self, buf: deque[ev.Event], batch: Sequence[ev.Event]
+    def _merged(self, buf: deque[ev.Event], batch: Sequence[ev.Event], in_order: bool = False
                 ) -> tuple[deque[ev.Event], list[ev.Event]]:
         """`buf` with `batch` put at their times (after equal stamps: arrival order among ties),
-        and the oldest records that no longer fit. One stable sort of nearly sorted records (C
-        speed) instead of an insertion per record: at 10,000 events/s a frame takes in 2,000."""
+        and the oldest records that no longer fit. A batch in time order after `buf` is
+        appended in place; otherwise one stable sort of nearly sorted records (C speed) instead
+        of an insertion per record: at 10,000 events/s a frame takes in 2,000."""
+        if in_order:
+            over = len(buf) + len(batch) - self.max_events
+            evicted = list(itertools.islice(buf, 0, min(over, len(buf)))) if over > 0 and self.late else []
+            buf.extend(batch)
+            return buf, evicted
         items = list(buf)
         items.extend(batch)
         items.sort(key=_TS)  # stable: ties keep arrival order
@@ -652,7 +720,9 @@ class EventLog(ScrollView, can_focus=True):
         e = self.shown[idx]
         is_cursor = idx == self.cursor and (self.has_focus or not self.follow)
         key = (id(e), width)
-        strip = None if is_cursor else self._cache.get(key)
+        # The record itself is kept beside its line: an id is reused once its record is gone.
+        hit = None if is_cursor else self._cache.get(key)
+        strip = hit[1] if hit is not None and hit[0] is e else None
         if strip is None:
             line = fmt.event_line(e, late_ns=self.late.get(id(e), 0))
             line.truncate(width, overflow="ellipsis", pad=True)
@@ -661,7 +731,7 @@ class EventLog(ScrollView, can_focus=True):
             if is_cursor:
                 strip = strip.apply_style(self.get_component_rich_style("eventlog--cursor"))
             else:
-                self._cache[key] = strip
+                self._cache[key] = (e, strip)
         return strip.crop_extend(0, width, self.rich_style)
 
     def on_resize(self) -> None:

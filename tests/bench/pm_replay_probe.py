@@ -7,8 +7,13 @@ bind to vfio-pci, back to iavf: 12 events) and 228 link changes of 400 pod veths
 namespaces; MIX `dense`: VF round trips only (a finding every few events).
 `MODE PATH`: read it as MODE and print `events cpu_seconds wall_seconds maxrss_kb` (CPU time
 and peak RSS (VmHWM) of this process: the machine is shared, CPU time is the stable figure):
-`floor` = orjson.loads of every line and nothing else; `decode` = diag.codec into events;
-`replay` = `vfiowatch postmortem`'s engine (streaming reader, merge, the live Correlator).
+`floor` = orjson.loads of every line and nothing else; `decode` = diag.codec into events (the
+replay's reader: blocks of lines decoded a list at a time); `core` = the same, each list fed to
+a fresh Correlator, the CPU time of the feeding alone printed (the core's share of a replay);
+`replay` = `vfiowatch postmortem`'s engine (streaming reader, merge, the live Correlator), then
+its text report: `replay` prints, after the four figures (its peak RSS before the text), the CPU
+seconds of the start (imports, sniffing the input), of the report's building after the stream
+(`finish`) and of its text.
 """
 
 from __future__ import annotations
@@ -112,11 +117,12 @@ def peak_rss_kb() -> int:
     return 0
 
 
-def measure(mode: str, path: str) -> tuple[int, float, float]:
-    from diag.importers import FileStats, iter_lines
+def measure(mode: str, path: str) -> tuple[int, float, float, list[float]]:
+    from diag.importers import FileStats, iter_blocks, iter_lines
 
     t, c = time.perf_counter(), time.process_time()
     n = 0
+    extra: list[float] = []
     if mode == "floor":
         import orjson
 
@@ -124,23 +130,55 @@ def measure(mode: str, path: str) -> tuple[int, float, float]:
             orjson.loads(line)
             n += 1
     elif mode == "decode":
-        from diag.importers.journal import parse_journal
+        from diag.importers.journal import parse_batches
 
-        for _ in parse_journal(iter_lines(path, FileStats(path))):
-            n += 1
+        for batch in parse_batches(iter_blocks(path, FileStats(path))):
+            n += len(batch)
+    elif mode == "core":
+        from diag.core.correlator import Correlator
+        from diag.importers.journal import parse_batches
+
+        feed, clock, fed = Correlator().feed, time.process_time, 0.0
+        for batch in parse_batches(iter_blocks(path, FileStats(path))):
+            t0 = clock()
+            for e in batch:
+                feed(e)
+            fed += clock() - t0
+            n += len(batch)
+        return n, fed, time.perf_counter() - t, extra
     elif mode == "replay":
         from diag import postmortem as pm
+        from diag.postmortem import output
+        from diag.postmortem import replay as _  # noqa: F401 - the module, for its _Feed
+        feed_cls = sys.modules["diag.postmortem.replay"]._Feed
+        finish, spent = feed_cls.finish, [0.0]
 
-        report = pm.run([path], pm.Options())
+        def timed_finish(self: Any, *args: Any) -> None:
+            t0 = time.process_time()
+            finish(self, *args)
+            spent[0] += time.process_time() - t0
+
+        feed_cls.finish = timed_finish
+        start = time.process_time() - c
+        c0 = time.process_time()
+        inputs = pm.open_inputs([path], pm.Options())
+        start += time.process_time() - c0
+        report = pm.replay(inputs, pm.Options())
         n = report.events_total
+        cpu, wall = time.process_time() - c, time.perf_counter() - t
+        rss = peak_rss_kb()  # the replay's own peak: the report's text is built after it
+        t0 = time.process_time()
+        output.render_text(report)
+        return n, cpu, wall, [start, spent[0], time.process_time() - t0, rss]
     else:
         raise SystemExit(f"unknown mode {mode}")
-    return n, time.process_time() - c, time.perf_counter() - t
+    return n, time.process_time() - c, time.perf_counter() - t, extra
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2], int(sys.argv[3]), *sys.argv[4:5])
     else:
-        n, cpu, wall = measure(sys.argv[1], sys.argv[2])
-        print(n, f"{cpu:.3f}", f"{wall:.3f}", peak_rss_kb())
+        n, cpu, wall, extra = measure(sys.argv[1], sys.argv[2])
+        rss = int(extra.pop()) if sys.argv[1] == "replay" else peak_rss_kb()
+        print(n, f"{cpu:.3f}", f"{wall:.3f}", rss, *(f"{x:.3f}" for x in extra))

@@ -131,6 +131,7 @@ def _agent(n: int, tmp: Path) -> dict[str, Any]:
     """A whole `vfiowatch run` without eBPF at `n` namespaces: RSS, threads, idle CPU."""
     exe = Path(sys.executable).parent / "vfiowatch"
     log = tmp / f"agent-{n}.log"
+    (tmp / f"j{n}").mkdir(exist_ok=True)  # `run` refuses a journal directory that does not exist
     with open(log, "wb") as fh:
         p = subprocess.Popen([str(exe), "run", "--disable-source", "ebpf", "--journal", str(tmp / f"j{n}" / "j.jsonl")],
                              stdout=fh, stderr=subprocess.STDOUT)

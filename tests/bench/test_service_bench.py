@@ -39,7 +39,7 @@ def _rss_mb(pid: int) -> float:
 
 
 def _start_agent(tmp: Path, *args: str) -> subprocess.Popen[bytes]:
-    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "j").mkdir(parents=True, exist_ok=True)  # `run` refuses a journal directory that does not exist
     log = open(tmp / f"agent-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 - lives with the process
     p = subprocess.Popen([vfiowatch_bin(), "run", "--journal", str(tmp / "j" / "journal.jsonl"), *args],
                          stdout=log, stderr=subprocess.STDOUT)

@@ -401,3 +401,17 @@ def test_check_says_when_processes_would_be_polled(root: Path) -> None:
     i = next(i for i, ln in enumerate(out) if "kata events" in ln)
     assert out[i].startswith("! kata events") and "polling processes: no process events" in out[i]
     assert "hostPID" in out[i + 1]
+
+
+def test_a_host_that_execs_all_the_time_wakes_the_source_a_few_times_a_second(running: Running) -> None:
+    """200 execs in about 1.5 s (the host's churn, no Kata process): the source reads the
+    process-events socket at most every 0.25 s, one round each, not a round per exec."""
+    running.until(_started(GO_SID))
+    feed = running.src.watcher.feed
+    w0, p0 = feed.stats["wakeups"], feed.stats["proc_events"]
+    t0 = time.monotonic()
+    subprocess.run(["sh", "-c", "for i in $(seq 200); do /bin/true; done"], check=True)
+    time.sleep(max(0.0, 1.5 - (time.monotonic() - t0)))
+    took = time.monotonic() - t0
+    assert feed.stats["proc_events"] - p0 >= 200  # every exec was read
+    assert feed.stats["wakeups"] - w0 <= took / 0.25 + 3

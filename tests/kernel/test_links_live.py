@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -125,13 +126,17 @@ def test_named_namespaces_are_found_by_inotify_without_waiting_for_a_scan() -> N
         assert run.src.stats.netns_failed == 0
 
 
-def test_a_namespace_held_only_by_a_process_is_found_by_pid_within_a_second() -> None:
+@pytest.mark.parametrize("process_events", [True, False])
+def test_a_namespace_held_only_by_a_process_is_found_by_pid_within_a_second(process_events: bool) -> None:
     """`unshare -n sleep`: no name anywhere; the source finds it through /proc, names it by the
-    pid and inode, reports its links, and reports it gone when the process exits."""
+    pid and inode, reports its links, and reports it gone when the process exits (by process
+    events, and by the 0.5 s scans without them)."""
     pfx = prefix()
     proc = subprocess.Popen(["unshare", "-n", "sleep", "60"])
     try:
-        with Running() as run:
+        with Running(process_events=process_events) as run:
+            assert run.src.mode == ("events" if process_events else
+                                    "scan: process_events = false in [sources.links]")
             assert wait_for(lambda: any(isinstance(e, ev.NetnsAdded) and e.netns.pid == proc.pid
                                         for e in run.events()), timeout=1.5)
             inode = int(os.readlink(f"/proc/{proc.pid}/ns/net")[5:-1])
@@ -150,6 +155,33 @@ def test_a_namespace_held_only_by_a_process_is_found_by_pid_within_a_second() ->
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_by_process_events_a_new_holder_is_found_at_its_exec_and_gone_at_its_exit() -> None:
+    """Scans every 60 s only, so process events alone can tell: a process exec'ing in a new
+    namespace (`unshare -n sleep`) is watched within 1.5 s, and its exit (the filter lets the
+    holder's exit through) closes it within 1.5 s; an exec elsewhere brings no scan."""
+    with Running(scan_interval_s=60, event_scan_interval_s=60) as run:
+        assert run.src.mode == "events"
+        scans = run.src.stats.scans
+        sh("for i in $(seq 20); do /bin/true; done")  # execs in a watched namespace: no scan
+        time.sleep(0.6)  # past the socket's rest: those execs are read
+        assert run.src.stats.scans <= scans + 1  # (another test's new namespace may bring one)
+        scans = run.src.stats.scans
+        proc = subprocess.Popen(["unshare", "-n", "sleep", "60"])
+        try:
+            assert wait_for(lambda: any(isinstance(e, ev.NetnsAdded) and e.netns.pid == proc.pid
+                                        for e in run.events()), timeout=1.5)
+            inode = int(os.readlink(f"/proc/{proc.pid}/ns/net")[5:-1])
+            assert run.src.stats.scans <= scans + 2  # `unshare` itself may exec before its unshare
+            proc.kill()
+            proc.wait()
+            assert wait_for(lambda: any(isinstance(e, ev.NetnsRemoved) and e.netns.inode == inode
+                                        for e in run.events()), timeout=1.5)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_300_veth_pairs_across_10_namespaces_match_a_raw_socket_count_exactly() -> None:

@@ -409,3 +409,76 @@ class TestHostileStrings:
             assert "\x1b" not in text and "\x07" not in text
 
         drive(app, script, size=(140, 40))
+
+
+class TestStormFrames:
+    def test_a_resize_that_changes_the_columns_keeps_the_device_cursor(self) -> None:
+        """A narrower terminal drops columns of the device table (they are laid out again): the
+        cursor stays on the device it was on, not back on the first row."""
+        app = make_app()
+
+        async def script(pilot: Pilot[None]) -> None:
+            table = app.query_one(DevicesTable)
+            columns = len(table.columns)
+            table.move_cursor(row=table._order.index(VF))
+            await pilot.pause()
+            await pilot.resize_terminal(80, 24)
+            await pilot.pause()
+            assert len(table.columns) < columns  # the column set did change
+            assert table.current_key == VF
+
+        drive(app, script, size=(140, 40))
+
+    def test_the_device_story_is_retold_for_its_own_events_only(self) -> None:
+        """Open on a device, a snapshot that only brings other devices' events leaves its story
+        as it was (not told and laid out again); one that brings its own event shows it."""
+        base = states()[INCIDENT_AT - 1]
+        host = ev.NetnsRef(inode=1, is_host=True)
+        other = ev.LinkChanged(ts_ns=base.ts_ns + 1, source="links", ifindex=50, ifname="veth50",
+                               netns=host, operstate="DOWN")
+        mine = ev.LinkChanged(ts_ns=base.ts_ns + 2, source="links", ifindex=51,
+                              ifname="mine-flap", netns=host, bdf=VF, operstate="DOWN")
+        feed = ManualFeed(base)
+        app = VfioWatchApp(feed, hostname="h", kernel="k", render_interval=0)
+
+        async def script(pilot: Pilot[None]) -> None:
+            await pilot.pause()
+            app.show_device(VF)
+            await pilot.pause()
+            story = app.screen.query_one("#detail-story")
+            told: list[object] = []
+            update = story.update
+            story.update = lambda *a, **k: (told.append(a), update(*a, **k))  # type: ignore[method-assign]
+            feed.push(replace(base, ts_ns=other.ts_ns, recent=(*base.recent, other)))
+            await pilot.pause()
+            assert told == []
+            feed.push(replace(base, ts_ns=mine.ts_ns, recent=(*base.recent, other, mine)))
+            await pilot.pause()
+            assert len(told) == 1
+            assert "mine-flap" in screen_text(app)
+
+        drive(app, script, size=(120, 60))
+
+    def test_records_in_time_order_are_appended_and_late_marks_fall_out_with_theirs(self) -> None:
+        """A batch in time order goes to the end of the bounded stream; a late record's mark
+        is forgotten when the record falls out of the buffer."""
+        s = 1_000_000_000
+        first = tuple(ev.DeviceBound(ts_ns=i * s, source="uevent", bdf=VF, driver="igbvf")
+                      for i in range(1, 4))
+        late = ev.DeviceUnbound(ts_ns=2 * s + 1, source="uevent", bdf=VF)
+        more = tuple(ev.DeviceBound(ts_ns=i * s, source="uevent", bdf=VF, driver="igbvf")
+                     for i in range(4, 12))
+        feed = ManualFeed(HostState(ts_ns=3 * s, recent=(*first, late)))
+        app = VfioWatchApp(feed, hostname="h", kernel="k", render_interval=0, max_events=5)
+
+        async def script(pilot: Pilot[None]) -> None:
+            await pilot.pause()
+            log = app.query_one(EventLog)
+            assert list(log.shown) == [first[0], first[1], late, first[2]]
+            assert id(late) in log.late
+            feed.push(HostState(ts_ns=11 * s, recent=(*first, late, *more)))
+            await pilot.pause()
+            assert list(log.shown) == list(more[-5:])
+            assert log.late == {}
+
+        drive(app, script, size=(120, 30))

@@ -26,7 +26,9 @@ class Rule(Protocol):
     Optional members the correlator uses when present: `events` (tuple of the event classes
     the rule reacts to; absent or None = every event), `ticks` (False when time alone never
     changes its findings), `on_episode(model, episode, now_ns)` (new evidence joined a device
-    episode). The built-in rules get them from `diag.core.rules._base.ConditionRule`.
+    episode), `on_<kind>(model, event)` for one event kind (`on_device_bound`: the correlator
+    calls it for that kind instead of `on_event`, with no isinstance chain; `on_event` stays the
+    entry for every kind). The built-in rules get them from `diag.core.rules._base.ConditionRule`.
     """
 
     @property

@@ -216,7 +216,9 @@ class ConditionRule:
     # ---- the Rule protocol -------------------------------------------------------------------
 
     def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
-        return []
+        """The rule's `on_<kind>` for the event's kind (the correlator calls those directly)."""
+        handler = getattr(self, f"on_{event.kind}", None)
+        return handler(model, event) if handler is not None else []
 
     def on_tick(self, model: Model, now_ns: int) -> list[ev.Finding]:
         return []
@@ -260,27 +262,37 @@ class ConditionRule:
         """Open a finding for `key` (the caller checked it is not open)."""
         if self._severity:
             severity = ev.Severity.parse(self._severity)
-        dev: dict[str, object] = {}
-        rec = model.device(bdf)
+        rec = model.devices.get(bdf) if bdf is not None else None
         if rec is not None:
-            dev = {"pf": rec.device.pf, "vf_index": rec.device.vf_index}
-        explicit = set(fields)
-        if episode is not None and "evidence" not in fields:
-            fields["evidence"] = episode.evidence()
-        synthetic = bool(fields.pop("synthetic", episode.synthetic if episode else False))
+            dev = rec.device
+            fields.setdefault("pf", dev.pf)
+            fields.setdefault("vf_index", dev.vf_index)
+        explicit_evidence = "evidence" in fields
+        if episode is not None:
+            if not explicit_evidence:
+                fields["evidence"] = episode.evidence()
+            synthetic = bool(fields.pop("synthetic", episode.synthetic))
+            first_ns = min(trigger_ns, episode.first_ns)
+            last_ns = max(ts_ns, episode.last_ns)
+            v = episode.version
+        else:
+            synthetic = bool(fields.pop("synthetic", False))
+            first_ns, last_ns, v = trigger_ns, ts_ns, 0
         f = ev.Finding(
             ts_ns=ts_ns, source="core", synthetic=synthetic,
             finding_id=f"{self.id}/{key}/{trigger_ns}", rule=self.id, severity=severity,
-            summary=summary + (" [synthetic]" if synthetic else ""), status="open", bdf=bdf,
-            first_ns=min(trigger_ns, episode.first_ns) if episode else trigger_ns,
-            last_ns=max(ts_ns, episode.last_ns) if episode else ts_ns,
-            **{**dev, **fields},  # type: ignore[arg-type]
+            summary=summary + " [synthetic]" if synthetic else summary, status="open", bdf=bdf,
+            first_ns=first_ns, last_ns=last_ns,
+            **fields,  # type: ignore[arg-type]
         )
-        v = episode.version if episode else 0
-        rendered = v if episode is not None and "evidence" not in explicit else -1
+        rendered = v if episode is not None and not explicit_evidence else -1
         self.open_[key] = _Open(f, episode, v, episode.facts if episode else 0, rendered)
         if bdf:
-            self._by_bdf.setdefault(bdf, []).append(key)
+            keys = self._by_bdf.get(bdf)
+            if keys is None:
+                self._by_bdf[bdf] = [key]
+            else:
+                keys.append(key)
             self._follow(bdf)
         return f
 
@@ -328,10 +340,10 @@ class ConditionRule:
         if st is None:
             return None
         old = st.finding
-        stale = self._stale(st)
-        last = max(old.last_ns, ts_ns, st.episode.last_ns if st.episode else 0)
+        changes = self._stale(st)  # a new dict each time: ours to fill
+        changes["last_ns"] = max(old.last_ns, ts_ns, st.episode.last_ns if st.episode else 0)
         f = replace(old, ts_ns=ts_ns, status="resolved", resolved_ns=ts_ns,
-                    resolved_reason=reason, **{**stale, "last_ns": last})
+                    resolved_reason=reason, **changes)
         if f.bdf:
             keys = self._by_bdf.get(f.bdf)
             if keys is not None and key in keys:
@@ -354,7 +366,7 @@ class ConditionRule:
 
 def device_label(model: Model, bdf: str) -> str:
     """`0000:01:10.0 (VF 0 of 0000:01:00.0)` when the device is a known VF."""
-    rec = model.device(bdf)
+    rec = model.devices.get(bdf)
     if rec is not None and rec.device.pf is not None:
         idx = rec.device.vf_index
         return f"{bdf} (VF {'?' if idx is None else idx} of {rec.device.pf})"
@@ -362,7 +374,7 @@ def device_label(model: Model, bdf: str) -> str:
 
 
 def is_vf(model: Model, bdf: str) -> bool:
-    rec = model.device(bdf)
+    rec = model.devices.get(bdf)
     return rec is not None and (rec.device.role == "vf" or rec.device.pf is not None)
 
 

@@ -29,9 +29,11 @@ class VfioBindUnexpectedActor(ConditionRule):
         self._waiting: dict[str, tuple[int, Episode]] = {}
         """BDF -> (bind time, episode) of binds to vfio-pci whose actor is not known yet."""
 
-    def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
-        if isinstance(event, ev.DeviceBound) and event.driver == VFIO_DRIVER:
-            ep = model.episode(event.bdf)
+    # One method per event kind (the correlator calls them directly; `on_event` dispatches).
+
+    def on_device_bound(self, model: Model, event: ev.DeviceBound) -> list[ev.Finding]:
+        if event.driver == VFIO_DRIVER:
+            ep = model.episodes.get(event.bdf)
             if ep is None or event.bdf in self._by_bdf:
                 return []
             if ep.actor is None:
@@ -40,16 +42,27 @@ class VfioBindUnexpectedActor(ConditionRule):
                 self._waiting[event.bdf] = (event.ts_ns, ep)
                 return []
             return self._check(model, event.bdf, event.ts_ns, event.ts_ns, ep)
-        if not isinstance(event, (ev.DeviceBound, ev.DeviceUnbound, ev.DeviceRemoved)):
+        if not self._gone(event.bdf):
             return []
-        bdf = event.bdf
-        if self._waiting.pop(bdf, None) is not None:
+        return self.resolve_all(self.keys_for(event.bdf), event.ts_ns,
+                                f"left vfio-pci (now {event.driver or 'unbound'})")
+
+    def on_device_unbound(self, model: Model, event: ev.DeviceUnbound) -> list[ev.Finding]:
+        if not self._gone(event.bdf):
+            return []
+        return self.resolve_all(self.keys_for(event.bdf), event.ts_ns,
+                                "left vfio-pci (now unbound)")
+
+    def on_device_removed(self, model: Model, event: ev.DeviceRemoved) -> list[ev.Finding]:
+        if not self._gone(event.bdf):
+            return []
+        return self.resolve_all(self.keys_for(event.bdf), event.ts_ns, "device removed")
+
+    def _gone(self, bdf: str) -> bool:
+        """The device left vfio-pci: stop waiting for its actor; True when a finding is open."""
+        if self._waiting and self._waiting.pop(bdf, None) is not None:
             self._unfollow(bdf)
-        if bdf not in self._by_bdf:
-            return []
-        why = ("device removed" if isinstance(event, ev.DeviceRemoved)
-               else f"left vfio-pci (now {getattr(event, 'driver', None) or 'unbound'})")
-        return self.resolve_all(self.keys_for(bdf), event.ts_ns, why)
+        return bdf in self._by_bdf
 
     def on_episode(self, model: Model, episode: Episode, now_ns: int) -> list[ev.Finding]:
         out = super().on_episode(model, episode, now_ns)

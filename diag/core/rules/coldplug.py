@@ -46,14 +46,29 @@ def method_of(ep: Episode | None) -> str:
     which of the closest known sequence's writes were not."""
     if ep is None or not ep.controls:
         return "unknown (no write attributed)"
-    seen = list(dict.fromkeys(ep.controls))
+    controls = tuple(ep.controls)
+    said = _METHODS.get(controls)
+    if said is None:
+        if len(_METHODS) >= _METHODS_KEPT:
+            _METHODS.clear()
+        said = _METHODS[controls] = _method_of(controls)
+    return said
+
+
+_METHODS: dict[tuple[str, ...], str] = {}
+"""Controls written -> `method_of` (a handful of sequences recur: worded once each)."""
+_METHODS_KEPT = 256
+
+
+def _method_of(controls: tuple[str, ...]) -> str:
+    seen = list(dict.fromkeys(controls))
     best: tuple[int, tuple[str, ...], str] | None = None
-    for controls, name, who in _SEQUENCES:
-        if all(c in seen for c in controls):
+    for known, name, who in _SEQUENCES:
+        if all(c in seen for c in known):
             return name
-        common = sum(c in seen for c in controls)
+        common = sum(c in seen for c in known)
         if common >= 2 and (best is None or common > best[0]):
-            best = (common, controls, who)
+            best = (common, known, who)
     text = ", ".join(seen)
     if best is not None:
         missing = ", ".join(c for c in best[1] if c not in seen)
@@ -66,7 +81,7 @@ def declared_intent(model: Model, cfg_allow: tuple[str, ...], driverctl: tuple[s
     """Why binding `bdf` to vfio-pci is intended, or '' when nothing says so."""
     if bdf in driverctl:
         return f"driverctl override /etc/driverctl.d/pci-{bdf}"
-    rec = model.device(bdf)
+    rec = model.devices.get(bdf)
     pf = rec.device.pf if rec is not None else None
     if bdf in cfg_allow:
         return f"allow_vfio entry {bdf}"
@@ -91,38 +106,43 @@ class VfioBindColdplugDisabled(ConditionRule):
     id = "vfio-bind-coldplug-disabled"
     events = (ev.DeviceBound, ev.DeviceUnbound, ev.DeviceRemoved, ev.SandboxStarted)
 
-    def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
-        if isinstance(event, ev.DeviceBound):
-            if event.driver == VFIO_DRIVER:
-                return self._bound_vfio(model, event)
-            if event.bdf not in self._by_bdf:  # nothing open: no reason to word
-                return []
-            return self.resolve_all(self.keys_for(event.bdf), event.ts_ns,
-                                    f"returned to host driver {event.driver}")
-        if isinstance(event, ev.DeviceUnbound | ev.DeviceRemoved):
-            if event.bdf not in self._by_bdf:
-                return []
-            return self.resolve_all(self.keys_for(event.bdf), event.ts_ns,
-                                    "unbound from vfio-pci (left vfio-pci)"
-                                    if isinstance(event, ev.DeviceUnbound) else "device removed")
-        if isinstance(event, ev.SandboxStarted):
-            # Its VFs, and the moves its own shim made (a sandbox reported after the move, with
-            # no VF listed yet): their findings now know the pod.
-            mine = {v.bdf for v in event.vfs} | set(event.vmm_vfio_devices)
-            keys = [k for b in sorted(mine) for k in self.keys_for(b)]
-            keys += [k for k, st in self.open_.items()
-                     if st.finding.sandbox_id == event.sandbox_id and k not in keys]
-            out = []
-            for key in keys:
-                st = self.open_[key]
-                f = self.refresh(model, key, st.finding, st.episode, event.ts_ns)
-                if f is not None:
-                    out.append(f)
-            return out
-        return []
+    # One method per event kind (the correlator calls them directly; `on_event` dispatches).
+
+    def on_device_bound(self, model: Model, event: ev.DeviceBound) -> list[ev.Finding]:
+        if event.driver == VFIO_DRIVER:
+            return self._bound_vfio(model, event)
+        if event.bdf not in self._by_bdf:  # nothing open: no reason to word
+            return []
+        return self.resolve_all(self.keys_for(event.bdf), event.ts_ns,
+                                f"returned to host driver {event.driver}")
+
+    def on_device_unbound(self, model: Model, event: ev.DeviceUnbound) -> list[ev.Finding]:
+        if event.bdf not in self._by_bdf:
+            return []
+        return self.resolve_all(self.keys_for(event.bdf), event.ts_ns, "unbound from vfio-pci")
+
+    def on_device_removed(self, model: Model, event: ev.DeviceRemoved) -> list[ev.Finding]:
+        if event.bdf not in self._by_bdf:
+            return []
+        return self.resolve_all(self.keys_for(event.bdf), event.ts_ns, "device removed")
+
+    def on_sandbox_started(self, model: Model, event: ev.SandboxStarted) -> list[ev.Finding]:
+        # Its VFs, and the moves its own shim made (a sandbox reported after the move, with
+        # no VF listed yet): their findings now know the pod.
+        mine = {v.bdf for v in event.vfs} | set(event.vmm_vfio_devices)
+        keys = [k for b in sorted(mine) for k in self.keys_for(b)]
+        keys += [k for k, st in self.open_.items()
+                 if st.finding.sandbox_id == event.sandbox_id and k not in keys]
+        out = []
+        for key in keys:
+            st = self.open_[key]
+            f = self.refresh(model, key, st.finding, st.episode, event.ts_ns)
+            if f is not None:
+                out.append(f)
+        return out
 
     def _bound_vfio(self, model: Model, e: ev.DeviceBound) -> list[ev.Finding]:
-        rec = model.device(e.bdf)
+        rec = model.devices.get(e.bdf)
         if rec is None or e.bdf in self._by_bdf:
             return []
         prev = e.previous_driver or rec.last_driver
@@ -166,8 +186,10 @@ class VfioBindColdplugDisabled(ConditionRule):
 
     def refresh(self, model: Model, key: str, finding: ev.Finding, episode: Episode | None,
                 now_ns: int) -> ev.Finding | None:
-        prev = dict(finding.labels).get("from_driver", "?")
         st = self.open_.get(key)
+        # The driver it left: the first of the facts it was worded from, else its label.
+        prev = (st.facts[0] if st is not None and st.facts
+                else dict(finding.labels).get("from_driver", "?"))
         if st is not None:
             facts = self._facts(model, key, episode, prev)
             if facts == st.facts:
@@ -262,7 +284,7 @@ def _inferred(model: Model, bdf: str, prev: str, ep: Episode | None,
               logged_by: ev.Process | None) -> list[str]:
     """What the finding rests on that no input said outright: the driver the VF left, the
     kernel's side of the move, the actor."""
-    rec = model.device(bdf)
+    rec = model.devices.get(bdf)
     inferred = []
     if prev == UNNAMED:
         inferred.append("the driver it left: no input names it")
@@ -270,7 +292,7 @@ def _inferred(model: Model, bdf: str, prev: str, ep: Episode | None,
             rec.host_driver_from not in ("a bind to it", "the driver it left",
                                          "the driver it was unbound from"):
         inferred.append(f"the driver it left, {prev}: from {rec.host_driver_from}")
-    if ep is not None and any(getattr(x, "source", "") == ev.KATA_LOG for x in ep.events):
+    if ep is not None and any(x.source == ev.KATA_LOG for x in ep.events):
         inferred.append("the kernel's unbind/bind: from Kata's own lines (no kernel capture)")
     if logged_by is not None:
         inferred.append(f"the actor: the Kata shim (pid {logged_by.pid}) that logged about "

@@ -48,16 +48,17 @@ class DriverFlapping(ConditionRule):
         lines.sort()  # Evidence orders by (ts_ns, source, kind, text)
         return tuple(lines[-self.config.history_per_device:])
 
-    def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
-        if isinstance(event, ev.DeviceRemoved):
-            out = self.resolve_all(self.keys_for(event.bdf), event.ts_ns, "device removed")
-            self.moves.pop(event.bdf, None)
-            self.episodes.pop(event.bdf, None)
-            self.timers.cancel(event.bdf)
-            return out
-        if not isinstance(event, ev.DeviceBound):
-            return []
-        rec = model.device(event.bdf)
+    # One method per event kind (the correlator calls them directly; `on_event` dispatches).
+
+    def on_device_removed(self, model: Model, event: ev.DeviceRemoved) -> list[ev.Finding]:
+        out = self.resolve_all(self.keys_for(event.bdf), event.ts_ns, "device removed")
+        self.moves.pop(event.bdf, None)
+        self.episodes.pop(event.bdf, None)
+        self.timers.cancel(event.bdf)
+        return out
+
+    def on_device_bound(self, model: Model, event: ev.DeviceBound) -> list[ev.Finding]:
+        rec = model.devices.get(event.bdf)
         if rec is None or not rec.moves:
             return []
         last = rec.moves[-1]
@@ -82,11 +83,19 @@ class DriverFlapping(ConditionRule):
         q.append((event.ts_ns, event.driver, actor))
         while q and q[0][0] < event.ts_ns - window:
             q.popleft()
-        eps = self.episodes.setdefault(bdf, [])
-        if ep is not None and not any(x is ep for x in eps):
-            eps.append(ep)
+        eps = self.episodes.get(bdf)
+        if eps is None:
+            eps = self.episodes[bdf] = []
+        if ep is not None:
+            for x in eps:
+                if x is ep:
+                    break
+            else:
+                eps.append(ep)
         cut = event.ts_ns - window
-        eps[:] = [x for x in eps if x.last_ns >= cut][-self.config.flapping_moves:]
+        keep = self.config.flapping_moves
+        if len(eps) > keep or (eps and eps[0].last_ns < cut) or any(x.last_ns < cut for x in eps):
+            eps[:] = [x for x in eps if x.last_ns >= cut][-keep:]
         self.timers.set(bdf, event.ts_ns + window)
         return q
 
@@ -95,7 +104,11 @@ class DriverFlapping(ConditionRule):
         """Open the finding, or update it with the new count, drivers and actors."""
         bdf = event.bdf
         actor = ep.actor if ep is not None else None
-        actors = list(dict.fromkeys(actor_label(a) for _, _, a in q if a))
+        named: dict[int, str] = {}  # one actor is usually every move's: worded once
+        for _, _, a in q:
+            if a and id(a) not in named:
+                named[id(a)] = actor_label(a)
+        actors = list(dict.fromkeys(named.values()))
         drivers = list(dict.fromkeys(d for _, d, _ in q))
         turns = (f"; actors taking turns: {' and '.join(actors)}" if len(actors) > 1
                  else f"; actor: {actors[0]}" if actors else "")

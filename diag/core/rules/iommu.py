@@ -36,27 +36,34 @@ class IommuGroupNotViable(ConditionRule):
         super().__init__(config)
         self.by_group: dict[int, str] = {}
 
-    def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
-        if isinstance(event, ev.InventoryObserved):
-            groups = sorted({d.iommu_group for d in event.devices
-                             if d.iommu_group is not None and d.driver == VFIO_DRIVER}
-                            | set(self.by_group))
-        elif isinstance(event, self.events):
-            bdf = getattr(event, "bdf", None)
-            rec = model.devices.get(bdf) if isinstance(bdf, str) else None
-            if rec is None:
-                return []
-            group = rec.device.iommu_group
-            if group is None or (len(model.groups.get(group, ())) < 2
-                                 and group not in self.by_group):
-                return []  # a group of one is always viable
-            groups = [group]
-        else:
-            return []
+    # One method per event kind (the correlator calls them directly; `on_event` dispatches).
+
+    def on_inventory_observed(self, model: Model,
+                              event: ev.InventoryObserved) -> list[ev.Finding]:
+        groups = sorted({d.iommu_group for d in event.devices
+                         if d.iommu_group is not None and d.driver == VFIO_DRIVER}
+                        | set(self.by_group))
         out = []
         for g in groups:
             out.extend(self._evaluate(model, g, event.ts_ns))
         return out
+
+    def _device(self, model: Model, event: ev.DeviceBound | ev.DeviceUnbound | ev.DeviceRemoved
+                | ev.VfioDeviceAdded) -> list[ev.Finding]:
+        bdf = event.bdf
+        rec = model.devices.get(bdf) if bdf is not None else None
+        if rec is None:
+            return []
+        group = rec.device.iommu_group
+        if group is None or (len(model.groups.get(group, ())) < 2
+                             and group not in self.by_group):
+            return []  # a group of one is always viable
+        return self._evaluate(model, group, event.ts_ns)
+
+    on_device_bound = _device
+    on_device_unbound = _device
+    on_device_removed = _device
+    on_vfio_device_added = _device
 
     def _evaluate(self, model: Model, group: int, ts_ns: int) -> list[ev.Finding]:
         if len(model.groups.get(group, ())) < 2 and group not in self.by_group:

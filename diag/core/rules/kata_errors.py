@@ -183,24 +183,26 @@ class KataKnownError(ConditionRule):
                     "See the line and the Kata documentation for its signature.")
         return None
 
-    def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
-        if isinstance(event, ev.LogLineMatched):
-            return self._line(model, event)
-        if isinstance(event, ev.SandboxStopped):
-            keys = self.by_sandbox.pop(event.sandbox_id, [])
-            return self._resolve(keys, event.ts_ns, f"sandbox {event.sandbox_id[:12]} is gone")
-        if not isinstance(event, (ev.DeviceBound, ev.DeviceRemoved)):
-            return []
+    # One method per event kind (the correlator calls them directly; `on_event` dispatches).
+
+    def on_log_line_matched(self, model: Model, event: ev.LogLineMatched) -> list[ev.Finding]:
+        return self._line(model, event)
+
+    def on_sandbox_stopped(self, model: Model, event: ev.SandboxStopped) -> list[ev.Finding]:
+        keys = self.by_sandbox.pop(event.sandbox_id, [])
+        return self._resolve(keys, event.ts_ns, f"sandbox {event.sandbox_id[:12]} is gone")
+
+    def on_device_bound(self, model: Model, event: ev.DeviceBound) -> list[ev.Finding]:
         bdf = event.bdf
-        if bdf not in self._by_bdf:
+        if bdf not in self._by_bdf or event.driver == VFIO_DRIVER:
             return []
-        if isinstance(event, ev.DeviceBound):
-            if event.driver == VFIO_DRIVER:
-                return []
-            why = f"the VF returned to host driver {event.driver}"
-        else:
-            why = "the device was removed"
-        return self._resolve(self.keys_for(bdf), event.ts_ns, why)
+        return self._resolve(self.keys_for(bdf), event.ts_ns,
+                             f"the VF returned to host driver {event.driver}")
+
+    def on_device_removed(self, model: Model, event: ev.DeviceRemoved) -> list[ev.Finding]:
+        if event.bdf not in self._by_bdf:
+            return []
+        return self._resolve(self.keys_for(event.bdf), event.ts_ns, "the device was removed")
 
     def _resolve(self, keys: Sequence[str], ts_ns: int, why: str) -> list[ev.Finding]:
         for k in keys:

@@ -32,45 +32,69 @@ class VfNetdevLost(ConditionRule):
         self.timers = Timers()
         self.pending: dict[str, Episode] = {}
 
-    def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
-        bdf = getattr(event, "bdf", None)
-        if bdf is None and isinstance(event, ev.LinkRemoved):
+    # One method per event kind (the correlator calls them directly; `on_event` dispatches).
+
+    def _unbinding(self, model: Model, bdf: str) -> list[ev.Finding]:
+        """An unbind or the netdev's removal: wait for the netdev once both are known."""
+        ep = model.episodes.get(bdf)
+        if (ep is not None and ep.unbind_ns is not None and ep.lost is not None
+                and bdf not in self._by_bdf):
+            at = max(ep.unbind_ns, ep.lost.ts_ns) + self.config.netdev_grace_ns
+            self.pending[bdf] = ep
+            self.timers.set(bdf, at)
+        return []
+
+    def on_device_unbound(self, model: Model, event: ev.DeviceUnbound) -> list[ev.Finding]:
+        return self._unbinding(model, event.bdf) if event.bdf else []
+
+    def on_netdev_removed(self, model: Model, event: ev.NetdevRemoved) -> list[ev.Finding]:
+        return self._unbinding(model, event.bdf) if event.bdf else []
+
+    def on_link_removed(self, model: Model, event: ev.LinkRemoved) -> list[ev.Finding]:
+        bdf = event.bdf
+        if bdf is None:
             ep = model.touched[0] if model.touched else None
             bdf = ep.bdf if ep is not None else None
-        if not isinstance(bdf, str):
+        return self._unbinding(model, bdf) if bdf else []
+
+    def _back(self, model: Model, event: ev.NetdevAdded | ev.LinkChanged) -> list[ev.Finding]:
+        bdf = event.bdf
+        if not bdf or (bdf not in self._by_bdf and bdf not in self.timers.due):
             return []
-        if isinstance(event, (ev.DeviceUnbound, ev.NetdevRemoved, ev.LinkRemoved)):
-            ep = model.episode(bdf)
-            if (ep is not None and ep.unbind_ns is not None and ep.lost is not None
-                    and bdf not in self._by_bdf):
-                at = max(ep.unbind_ns, ep.lost.ts_ns) + self.config.netdev_grace_ns
-                self.pending[bdf] = ep
-                self.timers.set(bdf, at)
+        rec = model.devices.get(bdf)
+        if rec is None or rec.netdev is None:
             return []
-        if bdf not in self._by_bdf and bdf not in self.timers:
+        why = f"netdev {rec.netdev} is back in netns {rec.netns or 'host'}"
+        if isinstance(event, ev.LinkChanged) or event.ifindex is not None:
+            why += f" (ifindex {event.ifindex})"
+        return self._stop(bdf, event.ts_ns, why)
+
+    on_netdev_added = _back
+    on_link_changed = _back
+
+    def on_device_removed(self, model: Model, event: ev.DeviceRemoved) -> list[ev.Finding]:
+        bdf = event.bdf
+        if not bdf or (bdf not in self._by_bdf and bdf not in self.timers.due):
             return []
-        rec = model.device(bdf)
-        if isinstance(event, (ev.NetdevAdded, ev.LinkChanged)):
-            if rec is None or rec.netdev is None:
-                return []
-            why = f"netdev {rec.netdev} is back in netns {rec.netns or 'host'}"
-            if isinstance(event, ev.LinkChanged) or event.ifindex is not None:
-                why += f" (ifindex {event.ifindex})"
-        elif isinstance(event, ev.DeviceRemoved):
-            why = "the VF was removed"
-        elif isinstance(event, ev.DeviceBound) and event.driver == VFIO_DRIVER:
-            why = "the VF moved on to vfio-pci (see the vfio rules)"
-        else:
+        return self._stop(bdf, event.ts_ns, "the VF was removed")
+
+    def on_device_bound(self, model: Model, event: ev.DeviceBound) -> list[ev.Finding]:
+        bdf = event.bdf
+        if (event.driver != VFIO_DRIVER or not bdf
+                or (bdf not in self._by_bdf and bdf not in self.timers.due)):
             return []
+        return self._stop(bdf, event.ts_ns, "the VF moved on to vfio-pci (see the vfio rules)")
+
+    def _stop(self, bdf: str, ts_ns: int, why: str) -> list[ev.Finding]:
         self.timers.cancel(bdf)
         self.pending.pop(bdf, None)
-        return self.resolve_all(self.keys_for(bdf), event.ts_ns, why)
+        return self.resolve_all(self.keys_for(bdf), ts_ns, why)
 
     def on_tick(self, model: Model, now_ns: int) -> list[ev.Finding]:
         out = []
         for bdf in self.timers.pop_due(now_ns):
             ep = self.pending.pop(bdf, None)
-            rec = model.device(bdf)
+            rec = model.devices.get(bdf)
             if (ep is None or ep.lost is None or ep.unbind_ns is None or rec is None
                     or not rec.present or rec.driver == VFIO_DRIVER or rec.netdev is not None):
                 continue

@@ -46,11 +46,11 @@ class VfStrandedOnVfio(ConditionRule):
         self.sandbox_vfs: dict[str, tuple[str, ...]] = {}
 
     def _watch(self, model: Model, bdf: str, since_ns: int) -> None:
-        rec = model.device(bdf)
+        rec = model.devices.get(bdf)
         if rec is None or rec.driver != VFIO_DRIVER or not (is_vf(model, bdf)
                                                             or _moved_by_kata(model, bdf)):
             return
-        if bdf in self._by_bdf or bdf in self.timers:
+        if bdf in self._by_bdf or bdf in self.timers.due:
             return
         self.since[bdf] = since_ns
         self.timers.set(bdf, since_ns + self.config.stranded_grace_ns)
@@ -117,7 +117,7 @@ class VfStrandedOnVfio(ConditionRule):
         out = []
         for bdf in self.timers.pop_due(now_ns):
             since = self.since.pop(bdf, now_ns)
-            rec = model.device(bdf)
+            rec = model.devices.get(bdf)
             if rec is None or not rec.present or rec.driver != VFIO_DRIVER:
                 continue
             if model.sandbox_for(bdf) is not None:
@@ -129,7 +129,7 @@ class VfStrandedOnVfio(ConditionRule):
         return out
 
     def _open(self, model: Model, bdf: str, since: int, now_ns: int) -> ev.Finding:
-        rec = model.device(bdf)
+        rec = model.devices.get(bdf)
         assert rec is not None
         group = rec.device.iommu_group
         node = f"/dev/vfio/{group}" if group is not None else "its /dev/vfio group"

@@ -38,13 +38,13 @@ class VfStuckUnbound(ConditionRule):
         self.since: dict[str, int] = {}
 
     def _check(self, model: Model, bdf: str, ts_ns: int) -> list[ev.Finding]:
-        rec = model.device(bdf)
+        rec = model.devices.get(bdf)
         if _stuck(rec) and is_vf(model, bdf):
-            if bdf not in self.timers and bdf not in self._by_bdf:
+            if bdf not in self.timers.due and bdf not in self._by_bdf:
                 self.since[bdf] = ts_ns
                 self.timers.set(bdf, ts_ns + self.config.stuck_grace_ns)
             return []
-        if bdf in self.timers:
+        if bdf in self.timers.due:
             self.timers.cancel(bdf)
             self.since.pop(bdf, None)
         if bdf not in self._by_bdf:
@@ -57,31 +57,44 @@ class VfStuckUnbound(ConditionRule):
             why = f"driver_override is now {rec.driver_override or 'cleared'}"
         return self.resolve_all(self.keys_for(bdf), ts_ns, why)
 
-    def on_event(self, model: Model, event: ev.Event) -> list[ev.Finding]:
-        if isinstance(event, ev.SysfsWriteObserved | ev.DeviceChanged):
-            if (event.control if isinstance(event, ev.SysfsWriteObserved)
-                    else event.attribute) != "driver_override" or not isinstance(event.bdf, str):
-                return []
-            return self._check(model, event.bdf, event.ts_ns)
-        if isinstance(event, ev.InventoryObserved):
-            out = []
-            for d in event.devices:
-                if d.driver is None or d.bdf in self._by_bdf:
-                    out.extend(self._check(model, d.bdf, event.ts_ns))
-            return out
-        if not isinstance(event, ev.DeviceUnbound | ev.DeviceBound | ev.DeviceRemoved):
+    # One method per event kind (the correlator calls them directly; `on_event` dispatches).
+
+    def on_sysfs_write_observed(self, model: Model,
+                                event: ev.SysfsWriteObserved) -> list[ev.Finding]:
+        if event.control != "driver_override" or not isinstance(event.bdf, str):
             return []
+        return self._check(model, event.bdf, event.ts_ns)
+
+    def on_device_changed(self, model: Model, event: ev.DeviceChanged) -> list[ev.Finding]:
+        if event.attribute != "driver_override" or not isinstance(event.bdf, str):
+            return []
+        return self._check(model, event.bdf, event.ts_ns)
+
+    def on_inventory_observed(self, model: Model,
+                              event: ev.InventoryObserved) -> list[ev.Finding]:
+        out = []
+        for d in event.devices:
+            if d.driver is None or d.bdf in self._by_bdf:
+                out.extend(self._check(model, d.bdf, event.ts_ns))
+        return out
+
+    def on_device_bound(self, model: Model, event: ev.DeviceBound) -> list[ev.Finding]:
         bdf = event.bdf
-        if (isinstance(event, ev.DeviceBound) and not event.synthetic
-                and bdf not in self.timers and bdf not in self._by_bdf):
+        if not event.synthetic and bdf not in self.timers.due and bdf not in self._by_bdf:
             return []  # bound (the model applied it): not stuck, nothing to stop or resolve
         return self._check(model, bdf, event.ts_ns)
+
+    def on_device_unbound(self, model: Model, event: ev.DeviceUnbound) -> list[ev.Finding]:
+        return self._check(model, event.bdf, event.ts_ns)
+
+    def on_device_removed(self, model: Model, event: ev.DeviceRemoved) -> list[ev.Finding]:
+        return self._check(model, event.bdf, event.ts_ns)
 
     def on_tick(self, model: Model, now_ns: int) -> list[ev.Finding]:
         out = []
         for bdf in self.timers.pop_due(now_ns):
             since = self.since.pop(bdf, now_ns)
-            rec = model.device(bdf)
+            rec = model.devices.get(bdf)
             if rec is None or not _stuck(rec):
                 continue
             out.append(self._open(model, rec, since, now_ns))

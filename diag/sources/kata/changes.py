@@ -42,8 +42,10 @@ from diag.sources.inotify import (
 from diag.sources.kata import sandboxes
 from diag.sources.kata.discovery import Discovery
 
-PROC_INTERVAL_S = 0.05
-"""The shortest time between two reads of the process-events socket (see ChangeFeed)."""
+PROC_INTERVAL_S = 0.25
+"""The shortest time between two reads of the process-events socket that found events (see
+ChangeFeed): a host that execs all the time wakes the source about 4 times a second (each
+wake a round of the loop, ~150 us here), a quiet one at the first exec."""
 VMM_HOLDER_LOOKS_S = (0.2, 1.0, 5.0)
 """After a VMM execs, its VFIO groups are looked at after these delays (it opens them while it
 starts; a /dev/vfio under another mount namespace sends no inotify event)."""
@@ -212,9 +214,13 @@ class ChangeFeed:
         all when None), as what to re-read."""
         ch = Changes()
         self.stats["wakeups"] += 1
-        if self.proc is not None and procs is not None and (ready is None or self.proc.fileno() in ready):
+        if self.proc is not None and procs is not None and (
+                ready is None or self.proc.fileno() in ready or (self.proc_resume and mono >= self.proc_resume)):
+            # Read too when its rest is over (this wake is for that): what came meanwhile. Rest
+            # again only when something came, else the poll waits for the next exec itself.
+            seen = self.stats["proc_events"]
             ch.merge(self._proc_changes(watched_pids, procs))
-            self.proc_resume = mono + self.proc_interval_s
+            self.proc_resume = mono + self.proc_interval_s if self.stats["proc_events"] != seen or ch.lost else 0.0
         if self.inotify is not None and self.watches is not None and (ready is None or self.inotify.fd in ready):
             events = self.inotify.read()
             self.stats["inotify_events"] += len(events)
@@ -294,7 +300,7 @@ class ChangeFeed:
         """The next monotonic time something falls due (a follow-up look, the end of the
         process-events socket's rest)."""
         due = [self.timers[0][0]] if self.timers else []
-        if self.proc is not None and self.proc_resume > mono:
+        if self.proc is not None and self.proc_resume:
             due.append(self.proc_resume)
         return min(due) if due else None
 

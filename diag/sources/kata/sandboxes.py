@@ -29,6 +29,7 @@ from diag.sources.kata.decode import (
     decode_state,
     vfio_group_of_link,
 )
+from diag.sources.sriovdp import PLUGIN_COMM
 
 GO_SBS = "/run/vc/sbs"
 GO_VM = "/run/vc/vm"
@@ -196,11 +197,25 @@ class ProcCache:
 
 
 def _identify(paths: HostPaths, pid: int, comm: str) -> ProcInfo | None:
+    return _identify_settled(paths, pid, comm)[0]
+
+
+def _identify_settled(paths: HostPaths, pid: int, comm: str) -> tuple[ProcInfo | None, bool]:
+    """The process's identity, and whether it is final. Not final: a process with one of our
+    comms but no argv yet. The kernel sets the new comm (and exe) early in an exec and the new
+    argv only when it loads the program, so a /proc read in between sees the shim's comm with
+    an empty cmdline; cached, that answer would hide the shim for good (it keeps its comm)."""
     is_shim = comm == proc.KATA_SHIM_COMM
     is_vmm = comm in proc.VMM_COMMS or comm.startswith("qemu-system")
     if not (is_shim or is_vmm or comm == "containerd"):
-        return None
+        return None, True
     argv = proc.read_argv(paths, pid)
+    if not argv:
+        return None, False  # mid-exec (or a zombie): look again next time
+    return _identify_argv(paths, pid, comm, argv, is_shim), True
+
+
+def _identify_argv(paths: HostPaths, pid: int, comm: str, argv: list[str], is_shim: bool) -> ProcInfo | None:
     exe = proc.read_link(paths, pid, "exe")
     if comm == "containerd":
         if argv and os.path.basename(argv[0]) == "containerd":
@@ -240,8 +255,9 @@ def scan_processes(paths: HostPaths, cache: ProcCache | None = None) -> ProcScan
         if known is not None and known[0] == comm and not (full and known[1] is not None):
             info = known[1]
         else:
-            info = _identify(paths, pid, comm)
-            cache.infos[pid] = (comm, info)
+            info, settled = _identify_settled(paths, pid, comm)
+            if settled:
+                cache.infos[pid] = (comm, info)
         if info is not None:
             found.append(info)
     cache.comms = comms
@@ -283,18 +299,27 @@ class ProcWatch:
     def __init__(self, paths: HostPaths) -> None:
         self.paths = paths
         self.infos: dict[int, ProcInfo] = {}
+        self.plugins: dict[int, str] = {}
+        """The SR-IOV device plugins (pid -> comm), kept by the same events: the exposure
+        finds their configuration from these instead of reading every process's comm."""
+        self.plugins_changed = False
+        """A plugin came or went since the caller last cleared this."""
         self.host_netns: int | None = None
         self.execs = 0
         """Exec events looked at (for the bench)."""
 
     def seed(self) -> ProcScan:
         self.infos = {}
+        self.plugins = {}
+        self.plugins_changed = True
         n = 0
         for pid in proc.iter_pids(self.paths):
             n += 1
             comm = proc.read_comm(self.paths, pid)
             if comm is None:
                 continue
+            if comm == PLUGIN_COMM:
+                self.plugins[pid] = comm
             info = _identify(self.paths, pid, comm)
             if info is not None:
                 self.infos[pid] = info
@@ -307,6 +332,12 @@ class ProcWatch:
         self.execs += 1
         was = self.infos.pop(pid, None)
         comm = proc.read_comm(self.paths, pid)
+        if (comm == PLUGIN_COMM) != (pid in self.plugins):
+            self.plugins_changed = True
+            if comm == PLUGIN_COMM:
+                self.plugins[pid] = comm
+            else:
+                del self.plugins[pid]
         if comm is None or not (comm in self.WATCHED or comm.startswith("qemu-system")):
             return was is not None
         info = _identify(self.paths, pid, comm)
@@ -317,6 +348,8 @@ class ProcWatch:
 
     def exit(self, pid: int) -> ProcInfo | None:
         """A process exited: its identity when it was one of ours."""
+        if self.plugins.pop(pid, None) is not None:
+            self.plugins_changed = True
         return self.infos.pop(pid, None)
 
     def view(self) -> ProcScan:

@@ -247,7 +247,7 @@ class KataWatcher:
             return []
         he = exposure.host_exposure(self.paths, disc=disc, watch=self.exposure_watch,
                                     log_readings=tuple(self.log_versions[k] for k in sorted(self.log_versions)),
-                                    comms=self.proc_cache.comms if self.proc_cache.comms else None)
+                                    comms=self._comms())
         self.exposure = he
         out: list[ev.Event] = []
         configured = {load.handler for load in disc.loads} if disc.installed else {"default"}
@@ -259,6 +259,14 @@ class KataWatcher:
         for gone in sorted(h for h in self.facts if h not in configured):
             out.append(ev.KataFactsObserved(ts_ns=ts_ns, source=NAME, facts=self.facts.pop(gone), gone=True))
         return out
+
+    def _comms(self) -> Mapping[int, str] | None:
+        """Comms the exposure may take as every process's (None: it reads /proc itself): by
+        events, the device plugins ProcWatch keeps (no /proc listing every exposure round)."""
+        if self.procwatch is not None:
+            self.procwatch.plugins_changed = False
+            return self.procwatch.plugins
+        return self.proc_cache.comms if self.proc_cache.comms else None
 
     def exposure_round(self, mono: float, *, force: bool = False) -> bool:
         """Whether the exposure is judged this round (its timer fell due, or something it
@@ -567,7 +575,7 @@ class KataWatcher:
         feed, pw = self.feed, self.procwatch
         if feed is None or feed.proc is None or pw is None or self.exit_filter_error:
             return []
-        pids = set(pw.infos) | self.holder_pids()
+        pids = set(pw.infos) | set(pw.plugins) | self.holder_pids()
         if pids == self._exit_pids:
             return []
         new = pids - (self._exit_pids or set())
@@ -645,6 +653,9 @@ class KataWatcher:
             if lost:
                 out.append(ev.Resynced(ts_ns=ts_ns, source=NAME, resynced_source=NAME,
                                        changes=len(found), reason=lost))
+            out += self.watch_exits(ts_ns)
+        if self.procwatch is not None and self.procwatch.plugins_changed:
+            self._exposure_due = True  # a device plugin came or went: judged with its configuration
             out += self.watch_exits(ts_ns)
         if self.exposure_round(mono):
             out += self.step_exposure(ts_ns)

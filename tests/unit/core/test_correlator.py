@@ -217,3 +217,70 @@ def test_a_device_keeps_naming_the_pod_of_a_sandbox_that_has_stopped() -> None:
     assert vf is not None and vf.driver == "igbvf"
     assert (vf.pod_namespace, vf.pod) == ("default", "sriov-pod")
     assert vf.sandbox_id and vf.sandbox_id.startswith("015f1c2e8a9b") and not vf.sandbox_running
+
+
+class _Recorder:
+    """A rule that records which of its entry points each event reached."""
+
+    id = "recorder"
+    events = None
+    ticks = False
+    resync_events = True
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def on_event(self, model: object, event: ev.Event) -> list[ev.Finding]:
+        self.calls.append(("on_event", event.kind))
+        return []
+
+    def on_device_bound(self, model: object, event: ev.DeviceBound) -> list[ev.Finding]:
+        self.calls.append(("on_device_bound", event.kind))
+        return []
+
+    def on_tick(self, model: object, now_ns: int) -> list[ev.Finding]:
+        return []
+
+
+def test_a_rule_gets_each_event_once_by_its_kind_method_resyncs_included() -> None:
+    """`on_<kind>` takes its kind instead of on_event; other kinds, and a resync event of the
+    kind (offered again to resync rules), still reach the rule exactly once."""
+    from diag.testing import bound, unbound
+
+    rule = _Recorder()
+    c = Correlator(rules=[rule])
+    c.feed(bound("0000:01:10.0", "igbvf", 1))
+    c.feed(unbound("0000:01:10.0", 2))
+    c.feed(replace(bound("0000:01:10.0", "vfio-pci", 3), resync=True))
+    assert rule.calls == [("on_device_bound", "device_bound"), ("on_event", "device_unbound"),
+                          ("on_device_bound", "device_bound")]
+
+
+def test_a_timed_rule_is_ticked_only_once_its_own_deadline_passed() -> None:
+    """Another rule's earlier deadline wakes the core, not every timed rule."""
+    from diag.core.rules._base import Timers
+    from diag.testing import tick
+
+    class Timed:
+        events = ()
+        ticks = True
+
+        def __init__(self, rid: str, at: int) -> None:
+            self.id, self.timers, self.ticked = rid, Timers(), []
+            self.timers.set(rid, at)
+
+        def on_event(self, model: object, event: ev.Event) -> list[ev.Finding]:
+            return []
+
+        def on_tick(self, model: object, now_ns: int) -> list[ev.Finding]:
+            self.ticked.append(now_ns)
+            self.timers.pop_due(now_ns)
+            return []
+
+    early, late = Timed("early", 10), Timed("late", 100)
+    c = Correlator(rules=[early, late])
+    c.feed(tick(5))
+    c.feed(tick(20))
+    c.feed(tick(150))
+    assert early.ticked == [20]
+    assert late.ticked == [150]

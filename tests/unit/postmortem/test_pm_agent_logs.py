@@ -153,3 +153,16 @@ def test_the_kata_facts_line_is_the_agents_own(tmp_path: Path, capsys: pytest.Ca
     assert (f["severity"], f.get("status", "open")) == ("warning", "open")
     assert ["inferred", "as the agent logged it (no events to replay)"] in f["labels"]
     assert the_rules_finding(doc)["status"] == "resolved"
+
+
+def test_a_health_line_whose_source_is_not_a_name_is_a_bad_line() -> None:
+    """A source_state_changed line with a list for its source is counted bad, not an event that
+    breaks the replay (the fuzzer found `"source": []` reaching the core's health table)."""
+    from diag.importers.agentlogs import event_of
+
+    doc = {"timestamp": "2026-12-03T10:00:00Z", "level": "info", "event": "source_state_changed",
+           "source": [], "up": True, "mode": "netlink"}
+    with pytest.raises(ValueError, match="source is not a name"):
+        event_of(doc)
+    ok = event_of({**doc, "source": "uevent"})
+    assert isinstance(ok, ev.SourceStateChanged) and ok.name == "uevent"

@@ -271,3 +271,46 @@ def test_handler_for_disambiguates() -> None:
     assert sb.handler_for(hs, shim_exe=shim, hypervisor="qemu", configs=cfgs) == "kata-qemu"
     derived = [RuntimeHandler(name="kata-fc", runtime_type="io.containerd.kata-fc.v2"), *hs]
     assert sb.handler_for(derived, shim_exe="/usr/local/bin/containerd-shim-kata-fc-v2") == "kata-fc"
+
+
+def test_a_shim_caught_mid_exec_is_found_once_its_argv_is_there(tmp_path: Path) -> None:
+    """A /proc scan that reads a new shim between the comm and the argv of its exec (comm
+    `containerd-shim`, empty cmdline) finds it on the next scan: the empty answer is not cached."""
+    from diag.sources.kata import sandboxes
+
+    root = tmp_path / "root"
+    pid = root / "proc" / "4242"
+    pid.mkdir(parents=True)
+    (pid / "comm").write_text("containerd-shim\n")
+    (pid / "cmdline").write_bytes(b"")  # the exec has not loaded the program yet
+    (pid / "exe").symlink_to("/opt/kata/bin/containerd-shim-kata-v2")
+    paths = HostPaths.at(root)
+    cache = sandboxes.ProcCache(full_every=3)
+    assert sandboxes.scan_processes(paths, cache).shims == {}
+    argv = ["/opt/kata/bin/containerd-shim-kata-v2", "-namespace", "k8s.io", "-id", SID_GO]
+    (pid / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    scan = sandboxes.scan_processes(paths, cache)
+    assert [(sid, i.pid) for sid, i in scan.shims.items()] == [(SID_GO, 4242)]
+    assert sandboxes.scan_processes(paths, cache).shims.keys() == {SID_GO}  # then known, not read again
+
+
+def test_process_events_keep_the_device_plugins_so_the_exposure_lists_no_proc(tmp_path: Path) -> None:
+    """By events, ProcWatch keeps the SR-IOV device plugins (seed, exec, exit) and says when they
+    changed; the exposure takes them as the comms to look at instead of reading every pid's."""
+    from diag.sources.kata import sandboxes
+
+    root = tmp_path / "root"
+    for pid, comm in ((10, "sriovdp"), (11, "bash"), (12, "bash")):
+        (root / f"proc/{pid}").mkdir(parents=True)
+        (root / f"proc/{pid}/comm").write_text(comm + "\n")
+    w = KataWatcher(HostPaths.at(root), {"journal": False})
+    pw = w.procwatch = sandboxes.ProcWatch(w.paths)
+    pw.seed()
+    assert (pw.plugins, pw.plugins_changed) == ({10: "sriovdp"}, True)
+    assert w._comms() == {10: "sriovdp"} and not pw.plugins_changed
+    (root / "proc/12/comm").write_text("sriovdp\n")
+    assert pw.exec(12) is False and pw.plugins == {10: "sriovdp", 12: "sriovdp"} and pw.plugins_changed
+    pw.plugins_changed = False
+    assert pw.exec(11) is False and not pw.plugins_changed  # another process's exec: no change
+    pw.exit(10)
+    assert pw.plugins == {12: "sriovdp"} and pw.plugins_changed
