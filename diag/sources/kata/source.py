@@ -755,6 +755,24 @@ class KataSource:
         finally:
             w.close()  # the runtime reports the stop itself
 
+    def _stamped(self, emit: Emit, round_ns: int) -> Emit:
+        """`emit` for one round that read with the watermark waiting: the source says it works
+        (the mark is the clock) before its first event, and the events the round stamped
+        `round_ns` are stamped again with one clock reading taken after the mark (a round's
+        events keep sharing their time). Events that carry their own time (a log line's) keep it."""
+        wm = self.watermark
+        now = 0
+
+        def out(e: ev.Event) -> None:
+            nonlocal now
+            if not now:
+                wm.working()
+                now = time.time_ns()
+            if e.ts_ns == round_ns:
+                e = replace(e, ts_ns=now)
+            emit(e)
+        return out
+
     @staticmethod
     def _guarded(emit: Emit, what: str, fn: Any) -> bool:
         """Emit what `fn()` returns; a source never dies of one bad round (False when it failed)."""
@@ -799,9 +817,14 @@ class KataSource:
                 due = w.next_due(time.monotonic())
                 wm.waiting()  # everything read so far is emitted
                 ready = {fd for fd, _ in poller.poll(None if due is None else due * 1000 + 1)}
-                wm.working()
                 if stop.is_set():
                     break
-                self._guarded(emit, "round", lambda r=ready: w.feed_round(time.time_ns(), time.monotonic(), r))
+                # The round (re-reading Kata's files, placing watches: milliseconds here, a
+                # hundred and more under emulation) runs with the watermark still at the
+                # clock, so a uevent that comes meanwhile is not held behind it; the round's
+                # events are stamped as they are emitted, after the mark (`_stamped`).
+                round_ns = time.time_ns()
+                self._guarded(self._stamped(emit, round_ns), "round",
+                              lambda r=ready, t=round_ns: w.feed_round(t, time.monotonic(), r))
         finally:
             relay.close()

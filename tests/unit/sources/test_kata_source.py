@@ -73,3 +73,47 @@ def test_kata_write_lines_from_a_followed_log_are_writes_attributed_to_the_shim(
     assert (write.mode, write.control, write.value, write.actor.pid, write.actor.sandbox_id) == (
         "kata-log", "driver_override", "vfio-pci", 3131, sid)
     assert any(isinstance(e, ev.LogLineMatched) and e.signature == "cannot-start-vm" for e in got)
+
+
+def test_a_slow_round_does_not_hold_the_merge_and_its_events_come_after_the_mark(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In event mode a round that takes long (re-reading Kata, placing watches: 150 ms in the
+    lab's emulated guest) leaves the watermark at the clock, so the merge does not hold other
+    sources' events behind it (issue 19 item 3: the lab's bind uevent waited for the round);
+    the round's events are stamped after the round, not at its start."""
+    from diag.sources.kata.source import KataWatcher
+
+    factory = SOURCES.load()["kata"]
+    src = factory(SourceContext(paths=HostPaths.at(FIX / "go-physical"),
+                                options={"journal": False, "kmsg": False, "exposure_interval_s": 0.3}))
+    in_round = threading.Event()
+    round_started: list[int] = []
+    original = KataWatcher.feed_round
+
+    def slow_round(self: KataWatcher, ts_ns: int, mono: float, ready: set[int] | None = None) -> list[ev.Event]:
+        round_started.append(time.time_ns())
+        in_round.set()
+        time.sleep(0.4)
+        out = original(self, ts_ns, mono, ready)
+        in_round.clear()
+        return [*out, ev.EventsLost(ts_ns=ts_ns, source="kata", lost_source="kata", count=0, reason="test")]
+
+    monkeypatch.setattr(KataWatcher, "feed_round", slow_round)
+    got: list[ev.Event] = []
+    stop = threading.Event()
+    th = threading.Thread(target=src.run, args=(got.append, stop))
+    th.start()
+    try:
+        if not in_round.wait(10):
+            pytest.skip("this host gives the kata source no event mode (inotify and process events refused)")
+        time.sleep(0.2)  # half way through the round
+        now = time.time_ns()
+        lag_ms = (now - src.watermark.value(now)) / 1e6
+        end = time.monotonic() + 5
+        while not any(isinstance(e, ev.EventsLost) for e in got) and time.monotonic() < end:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        th.join(5)
+    assert lag_ms < 50, f"the watermark stayed {lag_ms:.0f} ms behind the clock during the round"
+    lost = next(e for e in got if isinstance(e, ev.EventsLost))
+    assert lost.ts_ns >= round_started[0] + 400_000_000  # stamped when emitted, after the round
