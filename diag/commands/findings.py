@@ -52,7 +52,7 @@ def findings_table(st: ag.AgentState, min_severity: ev.Severity, resolved: bool,
     lines += ag.columns([ag.FINDING_HEADER, *rows]) if rows else []
     for f in active:
         if f.remedy:
-            lines.append(f"  what to do ({safe(f.rule)} {safe(f.bdf or '')}): {safe(f.remedy)}")
+            lines.append(f"  what to do ({' '.join(safe(x) for x in (f.rule, f.bdf) if x)}): {safe(f.remedy)}")
     if resolved:
         done = st.resolved()
         lines += ["", f"{len(done)} resolved since {ag.iso(st.header.started_ns) if st.header else '?'}"

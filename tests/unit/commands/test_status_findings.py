@@ -105,6 +105,7 @@ def test_running_agent_with_a_critical_finding(tmp_path: Path, agent_lock, capsy
     assert lines[2].split()[:4] == ["CRITICAL", "vfio-bind-coldplug-disabled", BDF, "default/sriov-pod"]
     assert lines[3].split()[:2] == ["WARNING", "kata-vfio-exposure"]
     assert lines[4].startswith(f"  what to do (vfio-bind-coldplug-disabled {BDF}): Set cold_plug_vfio")
+    assert any(x.startswith("  what to do (kata-vfio-exposure): ") for x in lines), out  # no device: no blank
 
 
 def test_json_gives_the_agent_the_sources_and_the_findings_as_recorded(
