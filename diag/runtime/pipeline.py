@@ -394,6 +394,8 @@ class Pipeline:
         self._batch_ends: list[Any] = []
         self._reported_dropped = 0
         self._dirty = True
+        self._shown_devices = False
+        """The newest snapshot published holds devices (until then one with them goes out at once)."""
         self._started = False
         self._stopped = False
         self._drain_deadline = float("inf")
@@ -612,7 +614,10 @@ class Pipeline:
                 if mono >= next_tick:
                     self._advance(self._complete_ns(now_ns))
                     next_tick = mono + opts.tick_interval_s
-                if mono >= next_snap and self._dirty:
+                if self._dirty and (mono >= next_snap or (not self._shown_devices
+                                                           and self.correlator.model.devices)):
+                    # At most one snapshot per interval, but the first with the inventory at
+                    # once: a dashboard opens on its devices, not on the sources' start alone.
                     self._publish()
                     next_snap = mono + opts.snapshot_interval_s
                 if mono >= next_flush:
@@ -769,6 +774,7 @@ class Pipeline:
     def _publish(self) -> None:
         state = self.correlator.snapshot()
         self._dirty = False
+        self._shown_devices = bool(state.devices)
         self.stats.snapshots += 1
         with self._state_lock:
             self._latest_state = state

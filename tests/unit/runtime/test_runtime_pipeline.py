@@ -163,6 +163,26 @@ def test_live_feed_delivers_the_newest_snapshot_and_replaces_stale_ones() -> Non
     assert feed.latest is not None and len(feed.latest.devices) == 50
 
 
+def test_the_first_snapshot_with_devices_is_not_held_by_the_snapshot_interval() -> None:
+    """Snapshots go out at most once per interval, but the first that holds the inventory goes
+    at once (issue 19 item 7: the dashboard waited a whole interval, 150 ms, for its devices
+    after the snapshot that said the sources were up)."""
+    src = ScriptedSource("s", [bound("0000:00:01.0", "x", time.time_ns() + 1, source="s")], delay_s=0.1)
+    p = _pipeline([src], options=PipelineOptions(snapshot_interval_s=5.0, merge_window_ns=0))
+    feed = p.live_feed()
+    got: list[tuple[float, int]] = []
+    feed.subscribe(lambda state: got.append((time.monotonic(), len(state.devices))))
+    t0 = time.monotonic()
+    feed.start()
+    end = t0 + 4
+    while not any(n for _, n in got) and time.monotonic() < end:
+        time.sleep(0.01)
+    feed.stop()
+    assert got and got[0][1] == 0  # the sources' start went out first
+    first = next((t for t, n in got if n), None)
+    assert first is not None and first - t0 < 2.0, got
+
+
 def test_timer_advances_the_core_without_events() -> None:
     """With no events the core's clock still moves (advance on the wall clock)."""
     p = _pipeline([], options=PipelineOptions(tick_interval_s=0.02, merge_window_ns=0))
