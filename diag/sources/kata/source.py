@@ -803,8 +803,11 @@ class KataSource:
         relay = StopRelay(stop)
         wm = self.watermark
         try:
-            wm.working()
-            self._guarded(emit, "first round", lambda: w.seed(time.time_ns()))
+            # The first round reads all of Kata (tens of ms): like every round, with the
+            # watermark at the clock, so the inventory the dashboard opens with is not held.
+            wm.waiting()
+            seed_ns = time.time_ns()
+            self._guarded(self._stamped(emit, seed_ns), "first round", lambda: w.seed(seed_ns))
             registered: set[int] = set()
             poller = select.poll()
             while not stop.is_set():
