@@ -50,8 +50,14 @@ $(TEST_STAMP): pyproject.toml | host
 venv-run: $(RUN_STAMP)
 venv: $(TEST_STAMP)
 
+# The agent's modules compiled to bytecode, as an installed wheel or the image has them: the
+# checkout is installed editable, and an environment with PYTHONDONTWRITEBYTECODE would
+# otherwise compile every module from source at each start (0.1-0.2 s of the first frame).
+BYTECODE = $(PY) -m compileall -q diag
+
 # The live dashboard on this host (`vfiowatch demo` plays the bundled incident instead).
 run: setup-run
+	@$(BYTECODE)
 	$(VENV)/bin/vfiowatch tui
 
 lint: setup
@@ -72,6 +78,7 @@ lab: setup
 	  echo "lab: took $$(( $$(date +%s) - start )) s"; exit $$rc
 
 bench: setup
+	@$(BYTECODE)
 	$(PY) -m pytest -m bench -s -p no:randomly tests/bench
 
 # The agent's container image, localhost/vfiowatch:<version> (README: Running fleet-wide).
