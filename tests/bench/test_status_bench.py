@@ -56,10 +56,10 @@ def median_s(fn: Callable[[], object], runs: int = 5) -> float:
 
 
 def test_status_reads_a_full_part_beside_grep_and_a_naive_decode(tmp_path: Path) -> None:
-    """Prints the table; checks only that status found the recording's finding."""
+    """Prints the table; checks only that status found the recording's critical finding."""
     path = journal(tmp_path)
     st = ag.read_state(path)
-    assert [f.rule for f in st.findings.values()] == ["vfio-bind-coldplug-disabled"]
+    assert "vfio-bind-coldplug-disabled" in [f.rule for f in st.findings.values()]
     lines = sum(1 for _ in path.open("rb"))
 
     def naive() -> None:
