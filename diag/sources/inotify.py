@@ -224,6 +224,8 @@ class WatchSet:
         self._placed: dict[Want, tuple[int, frozenset[str] | None, bool]] = {}
         """want -> (wd, names that matter in that directory, watched as itself)."""
         self._stale = False
+        self._retry: set[int] = set()
+        """Watches that reported a relevant change since the last sync."""
         self.errors: dict[Want, str] = {}
         """Why a wanted directory could not be watched at all (refused, watch limit)."""
 
@@ -261,6 +263,12 @@ class WatchSet:
                 # so ask again with the union.
                 w.mask |= mask
                 self.inotify.add(self.paths, d, w.mask)
+            if child and self.paths.is_dir(posixpath.join(d, child)):
+                # Made between the failed add and this watch: no event will tell; go down.
+                d = posixpath.normpath(want.dir)
+                child = ""
+                mask = want.mask | CHANGES
+                continue
             self.errors.pop(want, None)
             return wd, (frozenset({child}) if child else want.names), not child
 
@@ -270,8 +278,13 @@ class WatchSet:
         the new watch existed is only in what it reads now)."""
         wanted = set(wants)
         placed = self._placed
-        todo = [w for w in wanted if w not in placed or not placed[w][2]
-                or placed[w][0] not in self.by_wd or self._stale]
+        # A want watched through a parent is placed again only when that parent said
+        # something relevant (the next level may exist now): retrying every such want at
+        # each round cost a walk up the tree per want (half of a Kata round in the lab).
+        retry = self._retry
+        todo = [w for w in wanted if w not in placed or placed[w][0] not in self.by_wd
+                or (not placed[w][2] and placed[w][0] in retry) or self._stale]
+        self._retry = set()
         gone = [w for w in placed if w not in wanted]
         if not todo and not gone:
             return False
@@ -326,6 +339,7 @@ class WatchSet:
             hit = [tag for tag, names in w.relevant.items() if names is None or e.name in names]
             if not hit:
                 continue
+            self._retry.add(e.wd)
             if e.mask & IN_CREATE and not e.is_dir and self._regular(w.host_dir, e.name):
                 continue  # a regular file just created is still empty: its IN_CLOSE_WRITE follows
             for tag in hit:

@@ -107,3 +107,31 @@ def test_a_link_that_leads_outside_the_root_is_never_watched(tmp_path: Path) -> 
     (outside / "vc/sbs/x").mkdir()
     assert _events(ino, 0.3) == []
     ino.close()
+
+
+def test_a_want_watched_through_its_parent_is_placed_again_only_when_the_parent_speaks(
+        tmp_path: Path) -> None:
+    """Rounds with nothing new in the parent do not walk the tree again for a missing
+    directory (each walk is a path resolution per level: half of a Kata round in the lab)."""
+    ino = Inotify()
+    ws = WatchSet(ino, HostPaths.at(tmp_path))
+    want = Want("/run/vc/sbs", None, "state")
+    placed: list[str] = []
+    real = ws._place
+
+    def counting(w: Want):  # type: ignore[no-untyped-def]
+        placed.append(w.dir)
+        return real(w)
+
+    ws._place = counting  # type: ignore[method-assign]
+    assert ws.sync([want])
+    for _ in range(5):
+        assert not ws.sync([want])
+    assert placed == ["/run/vc/sbs"]
+    (tmp_path / "unrelated").mkdir()
+    ws.tags(_events(ino))
+    assert not ws.sync([want])  # the parent spoke, but not of `run`
+    assert placed == ["/run/vc/sbs"]
+    (tmp_path / "run").mkdir()
+    ws.tags(_events(ino))
+    assert ws.sync([want]) and ws.watched() == {"/run": ("state",)}
