@@ -36,10 +36,9 @@ def _loader() -> threading.Thread | None:
     return next((t for t in threading.enumerate() if t.name == "vfiowatch-ebpf-load"), None)
 
 
-@pytest.mark.usefixtures("require_root")
-def test_stop_during_compile_returns_at_once_and_nothing_stays_loaded() -> None:
-    """A stop 0.2 s into start-up (bcc still compiling) ends run() well inside the agent's 2 s
-    stop budget; the loader then closes what it built, so no program or map fd is left."""
+def _started() -> tuple[EbpfSource, threading.Event, threading.Thread, int]:
+    """The eBPF source running on a thread (skipped where it cannot load): the source, its stop
+    event, its thread, and how many bpf fds the process held before it started."""
     src = EbpfSource(SourceContext(options={"mode": os.environ.get("VFIOWATCH_EBPF_MODE", "auto")}))
     if not src.probe().ok:
         pytest.skip(f"ebpf unavailable here: {src.probe().reason}")
@@ -47,6 +46,14 @@ def test_stop_during_compile_returns_at_once_and_nothing_stays_loaded() -> None:
     stop = threading.Event()
     t = threading.Thread(target=src.run, args=(Collector(), stop), daemon=True)
     t.start()
+    return src, stop, t, before
+
+
+@pytest.mark.usefixtures("require_root")
+def test_stop_during_compile_returns_at_once_and_nothing_stays_loaded() -> None:
+    """A stop 0.2 s into start-up (bcc still compiling) ends run() well inside the agent's 2 s
+    stop budget; the loader then closes what it built, so no program or map fd is left."""
+    src, stop, t, before = _started()
     time.sleep(0.2)
     loader = _loader()
     assert loader is not None and loader.is_alive(), "bcc compiled in under 0.2 s: nothing to test"
@@ -64,13 +71,7 @@ def test_stop_after_attach_returns_at_once_and_the_detach_finishes_after() -> No
     """Attached and idle: run() returns within 0.3 s of the stop (the poll wakes on the stop,
     not on its 500 ms timeout; the detach, a kernel grace period per tracepoint, runs on its
     own thread); that thread then frees every program and map fd."""
-    src = EbpfSource(SourceContext(options={"mode": os.environ.get("VFIOWATCH_EBPF_MODE", "auto")}))
-    if not src.probe().ok:
-        pytest.skip(f"ebpf unavailable here: {src.probe().reason}")
-    before = _bpf_fds()
-    stop = threading.Event()
-    t = threading.Thread(target=src.run, args=(Collector(), stop), daemon=True)
-    t.start()
+    src, stop, t, before = _started()
     assert src.ready.wait(120), "the probe never attached"
     time.sleep(0.2)
     t0 = time.monotonic()

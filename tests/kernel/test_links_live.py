@@ -126,6 +126,21 @@ def test_named_namespaces_are_found_by_inotify_without_waiting_for_a_scan() -> N
         assert run.src.stats.netns_failed == 0
 
 
+def _found_holding(run: Running, pid: int) -> int:
+    """Waits (1.5 s) until the source reports the namespace `pid` holds; its inode."""
+    assert wait_for(lambda: any(isinstance(e, ev.NetnsAdded) and e.netns.pid == pid
+                                for e in run.events()), timeout=1.5)
+    return int(os.readlink(f"/proc/{pid}/ns/net")[5:-1])
+
+
+def _gone_when_killed(run: Running, proc: subprocess.Popen[bytes], inode: int) -> None:
+    """The holder killed: the source reports its namespace removed within 1.5 s."""
+    proc.kill()
+    proc.wait()
+    assert wait_for(lambda: any(isinstance(e, ev.NetnsRemoved) and e.netns.inode == inode
+                                for e in run.events()), timeout=1.5)
+
+
 @pytest.mark.parametrize("process_events", [True, False])
 def test_a_namespace_held_only_by_a_process_is_found_by_pid_within_a_second(process_events: bool) -> None:
     """`unshare -n sleep`: no name anywhere; the source finds it through /proc, names it by the
@@ -137,9 +152,7 @@ def test_a_namespace_held_only_by_a_process_is_found_by_pid_within_a_second(proc
         with Running(process_events=process_events) as run:
             assert run.src.mode == ("events" if process_events else
                                     "scan: process_events = false in [sources.links]")
-            assert wait_for(lambda: any(isinstance(e, ev.NetnsAdded) and e.netns.pid == proc.pid
-                                        for e in run.events()), timeout=1.5)
-            inode = int(os.readlink(f"/proc/{proc.pid}/ns/net")[5:-1])
+            inode = _found_holding(run, proc.pid)
             sh(f"nsenter -t {proc.pid} -n ip link add {pfx}x type veth peer name {pfx}y")
             assert wait_for(lambda: any(isinstance(e, ev.LinkChanged) and e.ifname == f"{pfx}x"
                                         for e in run.events()))
@@ -147,10 +160,7 @@ def test_a_namespace_held_only_by_a_process_is_found_by_pid_within_a_second(proc
             assert (x.netns.inode, x.netns.pid, x.netns.name, x.netns.label) == (
                 inode, proc.pid, None, f"pid:{proc.pid}")
             assert x.link_kind == "veth" and x.bdf is None
-            proc.kill()
-            proc.wait()
-            assert wait_for(lambda: any(isinstance(e, ev.NetnsRemoved) and e.netns.inode == inode
-                                        for e in run.events()), timeout=1.5)
+            _gone_when_killed(run, proc, inode)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -170,14 +180,9 @@ def test_by_process_events_a_new_holder_is_found_at_its_exec_and_gone_at_its_exi
         scans = run.src.stats.scans
         proc = subprocess.Popen(["unshare", "-n", "sleep", "60"])
         try:
-            assert wait_for(lambda: any(isinstance(e, ev.NetnsAdded) and e.netns.pid == proc.pid
-                                        for e in run.events()), timeout=1.5)
-            inode = int(os.readlink(f"/proc/{proc.pid}/ns/net")[5:-1])
+            inode = _found_holding(run, proc.pid)
             assert run.src.stats.scans <= scans + 2  # `unshare` itself may exec before its unshare
-            proc.kill()
-            proc.wait()
-            assert wait_for(lambda: any(isinstance(e, ev.NetnsRemoved) and e.netns.inode == inode
-                                        for e in run.events()), timeout=1.5)
+            _gone_when_killed(run, proc, inode)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -286,9 +291,7 @@ def test_a_held_namespace_is_renamed_to_another_holder_when_its_process_exits() 
     others: list[int] = []
     try:
         with Running() as run:
-            assert wait_for(lambda: any(isinstance(e, ev.NetnsAdded) and e.netns.pid == proc.pid
-                                        for e in run.events()), timeout=1.5)
-            inode = int(os.readlink(f"/proc/{proc.pid}/ns/net")[5:-1])
+            inode = _found_holding(run, proc.pid)
             kids = sh(f"pgrep -P {proc.pid}", check=False).stdout.split()
             others[:] = [int(k) for k in kids] or [
                 int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != proc.pid
