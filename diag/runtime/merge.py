@@ -252,17 +252,6 @@ class WatermarkMerge:
         self.stats.late += late
         self.last_released_ns = max(last, out[-1].ts_ns)
 
-    def release(self, now_ns: int, low: tuple[int, str | None] | None = None,
-                ) -> Iterator[tuple[int, ev.Event]]:
-        """`take`, as (ts_ns, event) pairs."""
-        for e in self.take(now_ns, low):
-            yield e.ts_ns, e
-
-    def release_all(self) -> Iterator[tuple[int, ev.Event]]:
-        """`take_all`, as (ts_ns, event) pairs."""
-        for e in self.take_all():
-            yield e.ts_ns, e
-
     def due_in_ns(self, now_ns: int) -> int | None:
         """How long until the oldest held event may be released with nothing else happening
         (a source that starts waiting wakes the caller sooner); None when nothing is held."""

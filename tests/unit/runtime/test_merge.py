@@ -30,7 +30,7 @@ def bound(ts: int, src: str = "uevent") -> ev.DeviceBound:
 
 
 def released(m: WatermarkMerge, now: int) -> list[int]:
-    return [ts for ts, _ in m.release(now)]
+    return [e.ts_ns for e in m.take(now)]
 
 
 def test_an_event_waits_only_while_another_source_may_still_deliver_an_older_one() -> None:
@@ -213,7 +213,7 @@ def test_threads_that_stamp_on_read_are_merged_in_time_order_without_waiting_a_w
             batch, q[:] = list(q), []
         for e in batch:
             m.push(e)
-        got = [ts for ts, _ in m.release(now, low)]
+        got = [e.ts_ns for e in m.take(now, low)]
         out += got
         if not any(t.is_alive() for t in threads) and not q and not len(m):
             stop.set()
