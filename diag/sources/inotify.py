@@ -228,6 +228,8 @@ class WatchSet:
         """Watches that reported a relevant change since the last sync."""
         self.errors: dict[Want, str] = {}
         """Why a wanted directory could not be watched at all (refused, watch limit)."""
+        self.moved_tags: set[str] = set()
+        """The tags of the wants the last `sync` placed or moved (what the caller reads again)."""
 
     def _place(self, want: Want) -> tuple[int, frozenset[str] | None, bool] | None:
         """Watch `want.dir` or its nearest existing parent: (wd, names that matter, exact)."""
@@ -285,6 +287,7 @@ class WatchSet:
         todo = [w for w in wanted if w not in placed or placed[w][0] not in self.by_wd
                 or (not placed[w][2] and placed[w][0] in retry) or self._stale]
         self._retry = set()
+        self.moved_tags = set()
         gone = [w for w in placed if w not in wanted]
         if not todo and not gone:
             return False
@@ -297,7 +300,9 @@ class WatchSet:
             now = self._place(want)
             if now is not None:
                 placed[want] = now
-            moved |= now is not None and (before is None or before[0] != now[0] or before[2] != now[2])
+            if now is not None and (before is None or before[0] != now[0] or before[2] != now[2]):
+                moved = True
+                self.moved_tags.add(want.tag)
         for w in self.by_wd.values():
             w.relevant = {}
         for want, (wd, names, _exact) in placed.items():

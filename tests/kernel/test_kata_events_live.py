@@ -304,6 +304,45 @@ def test_a_shim_that_exits_before_the_filter_takes_it_in_is_seen_to_stop(root: P
         w.close()
 
 
+def test_a_shim_round_reads_no_configuration_again_and_a_later_config_dir_is_still_watched(
+        root: Path, tmp_path: Path) -> None:
+    """A shim's exec and exit (no KATA_CONF_FILE, the runtime its handler is configured with)
+    bring SandboxStarted and SandboxStopped without a rediscovery and without reading the
+    configuration's directories again; a config.d made afterwards is still watched (its
+    parent's event drops what was kept) and a drop-in written in it is loaded."""
+    w = KataWatcher(HostPaths.at(root), {"journal": False})
+    try:
+        w.start_feed()
+        feed = w.feed
+        assert feed is not None and feed.mode == "events"
+        w.seed(time.time_ns())
+        disc, reads = w.discovery, feed.config_wants_read
+        shim = _start_actor(_shim(root, SHIM_SID), tmp_path)
+        try:
+            got = w.feed_round(time.time_ns(), time.monotonic())
+            assert [e for e in got if _started(SHIM_SID)(e)]
+        finally:
+            _end(shim)
+        time.sleep(0.1)  # the exit's datagram is queued
+        got = w.feed_round(time.time_ns(), time.monotonic())
+        assert [e.sandbox_id for e in got if isinstance(e, ev.SandboxStopped)] == [SHIM_SID]
+        assert w.discovery is disc and feed.config_wants_read == reads
+
+        dd = root / QEMU_DIR / "config.d"
+        dd.mkdir()
+        time.sleep(0.05)
+        w.feed_round(time.time_ns(), time.monotonic())
+        assert feed.config_wants_read == reads + 1
+        assert f"/{QEMU_DIR}/config.d" in feed.watches.watched()
+        (dd / "50-ports.toml").write_text('[hypervisor.qemu]\npcie_root_port = 5\n')
+        time.sleep(0.05)
+        got = w.feed_round(time.time_ns(), time.monotonic())
+        loaded = [e for e in got if isinstance(e, ev.KataConfigLoaded)]
+        assert len(loaded) == 1 and loaded[0].config.pcie_root_port == 5
+    finally:
+        w.close()
+
+
 FALLBACK = """
 import json, sys, threading, time
 from diag.common.paths import HostPaths

@@ -51,6 +51,13 @@ VMM_HOLDER_LOOKS_S = (0.2, 1.0, 5.0)
 starts; a /dev/vfio under another mount namespace sends no inotify event)."""
 
 
+_PERSIST = frozenset({"persist.json"})
+_STATE = frozenset({"state.json"})
+_PID = frozenset({"pid"})
+_BUNDLE = frozenset({"config.json", "shim-binary-path"})
+_VFIO = Want("/dev/vfio", None, "holders", CHANGES | OPENS)
+
+
 @dataclass(slots=True)
 class Changes:
     """What a batch of kernel notifications says must be re-read."""
@@ -104,6 +111,13 @@ class ChangeFeed:
         self.timers: list[tuple[float, str, int]] = []
         """(monotonic due, what, pid): follow-up looks."""
         self.stats = {"proc_events": 0, "inotify_events": 0, "wakeups": 0}
+        self._config_cache: tuple[tuple[str, ...], tuple[Want, ...]] | None = None
+        """The configuration's wants and the watched paths they were read for."""
+        self._namespaces: tuple[str, ...] | None = None
+        """containerd's namespaces in the bundle directory (None: list them again)."""
+        self.wants_built = 0
+        self.config_wants_read = 0
+        """How often `wants` ran, and how often it read the configuration's part (tests)."""
 
     # ---- start / stop ---------------------------------------------------------------------
 
@@ -166,40 +180,69 @@ class ChangeFeed:
 
     def wants(self, disc: Discovery | None, state: sandboxes.StateDirs,
               sandbox_ids: Iterable[str]) -> list[Want]:
-        """Every directory whose change can change what the source reports."""
-        out: list[Want] = []
-        if disc is not None:
-            by_dir: dict[str, set[str]] = {}
-            for p in disc.watch:
-                if not p.startswith("/"):
-                    continue
-                p = posixpath.normpath(p)
-                if self.paths.is_dir(p):
-                    out.append(Want(p, None, "config"))
-                by_dir.setdefault(posixpath.dirname(p), set()).add(posixpath.basename(p))
-            out += [Want(d, frozenset(n), "config") for d, n in by_dir.items()]
+        """Every directory whose change can change what the source reports.
+
+        Built from what changed, not from a walk: the configuration's part is read again (an
+        is_dir per watched path) only for a new discovery or after an inotify event tagged
+        `config`, the containerd namespaces of the bundle directory (a listdir) only after one
+        tagged `state`; the rest is the sandbox ids and state directories the caller knows.
+        Each such directory is watched (or its parent), so a change that would change this
+        list always wakes a round that drops the cached part (`_fs_changes`)."""
+        out = list(self._config_wants(disc))
         for d in (sandboxes.GO_SBS, sandboxes.GO_VM, sandboxes.RS_STATE, sandboxes.BUNDLES):
             out.append(Want(d, None, "state"))
         for sid in state.go:
-            out.append(Want(f"{sandboxes.GO_SBS}/{sid}", frozenset({"persist.json"}), "state"))
+            out.append(Want(f"{sandboxes.GO_SBS}/{sid}", _PERSIST, "state"))
         for sid in state.rs:
-            out.append(Want(f"{sandboxes.RS_STATE}/{sid}", frozenset({"state.json"}), "state"))
+            out.append(Want(f"{sandboxes.RS_STATE}/{sid}", _STATE, "state"))
         for sid in state.vm_pids:
-            out.append(Want(f"{sandboxes.GO_VM}/{sid}", frozenset({"pid"}), "state"))
-        namespaces = sandboxes.bundle_namespaces(self.paths)
+            out.append(Want(f"{sandboxes.GO_VM}/{sid}", _PID, "state"))
+        if self._namespaces is None:
+            self._namespaces = tuple(sandboxes.bundle_namespaces(self.paths))
+        namespaces = self._namespaces
         for ns in namespaces:
             out.append(Want(f"{sandboxes.BUNDLES}/{ns}", None, "state"))
         for sid in sandbox_ids:
             for ns in namespaces:
-                out.append(Want(f"{sandboxes.BUNDLES}/{ns}/{sid}",
-                                frozenset({"config.json", "shim-binary-path"}), "state"))
-        out.append(Want("/dev/vfio", None, "holders", CHANGES | OPENS))
+                out.append(Want(f"{sandboxes.BUNDLES}/{ns}/{sid}", _BUNDLE, "state"))
+        out.append(_VFIO)
+        self.wants_built += 1
         return out
 
-    def sync(self, wants: Iterable[Want]) -> bool:
+    def _config_wants(self, disc: Discovery | None) -> tuple[Want, ...]:
+        """The configuration's directories (cached per set of watched paths until a `config`
+        event: a rediscovery that watches the same paths reads nothing)."""
+        if disc is None:
+            return ()
+        cached = self._config_cache
+        if cached is not None and cached[0] == disc.watch:
+            return cached[1]
+        out: list[Want] = []
+        by_dir: dict[str, set[str]] = {}
+        for p in disc.watch:
+            if not p.startswith("/"):
+                continue
+            p = posixpath.normpath(p)
+            if self.paths.is_dir(p):
+                out.append(Want(p, None, "config"))
+            by_dir.setdefault(posixpath.dirname(p), set()).add(posixpath.basename(p))
+        out += [Want(d, frozenset(n), "config") for d, n in by_dir.items()]
+        self._config_cache = (disc.watch, tuple(out))
+        self.config_wants_read += 1
+        return self._config_cache[1]
+
+    def forget(self) -> None:
+        """Read the wanted directories again at the next `wants` (notifications were lost)."""
+        self._config_cache = None
+        self._namespaces = None
+
+    def sync(self, wants: Iterable[Want]) -> set[str]:
         """Place the watches (before the caller reads: a change after this is noticed, one
-        before it is in what the caller reads). True when a watch was placed or moved."""
-        moved = self.watches.sync(wants) if self.watches is not None else False
+        before it is in what the caller reads). Returns the tags of the watches placed or
+        moved (empty: none), which is what the caller must read again."""
+        moved: set[str] = set()
+        if self.watches is not None and self.watches.sync(wants):
+            moved = set(self.watches.moved_tags)
         if self.log_watches is not None:
             self.log_watches.sync(Want(posixpath.dirname(posixpath.abspath(f)),
                                        frozenset({posixpath.basename(f)}), "logs", CHANGES | IN_MODIFY)
@@ -266,9 +309,11 @@ class ChangeFeed:
     def _fs_changes(self, tagged: dict[str, list[InotifyEvent]]) -> Changes:
         ch = Changes()
         if "config" in tagged:
+            self._config_cache = None  # a watched path may have become (or stopped being) a directory
             ch.config = ch.sandboxes = True  # a new configuration applies to sandboxes seen from now
             ch.why.append("config dir")
         if "state" in tagged:
+            self._namespaces = None  # a containerd namespace may have come or gone
             ch.sandboxes = True
             ch.why.append("state dir")
         holders = tagged.get("holders")
@@ -284,6 +329,7 @@ class ChangeFeed:
                 ch.holders_full |= bool(e.mask & IN_OPEN)  # the opener can be any process
                 ch.why.append(f"/dev/vfio/{e.name}")
         if self.watches is not None and self.inotify is not None and self.inotify.overflows:
+            self.forget()
             ch.lost = ch.lost or "inotify queue overflow"
             self.inotify.overflows = 0
         return ch

@@ -265,6 +265,9 @@ class Discovery:
     containerd: ContainerdView = field(default_factory=ContainerdView)
     installed: bool = True
     """False when neither containerd nor the default paths show any Kata configuration."""
+    configured_runtimes: tuple[tuple[str, str], ...] = ()
+    """Each containerd handler and the runtime its configuration gives (before a running
+    shim's): what `runtimes` could change (the watcher's fingerprint compares against it)."""
 
     @property
     def configs(self) -> tuple[ev.KataConfig, ...]:
@@ -299,6 +302,7 @@ def discover(
     """
     envs = envs or {}
     view = read_containerd(paths, containerd_config)
+    configured = tuple((h.name, h.runtime) for h in view.handlers)
     if runtimes:
         fixed = tuple(replace(h, runtime=runtimes.get(h.name, h.runtime)) for h in view.handlers)
         view = replace(view, handlers=fixed)
@@ -306,7 +310,7 @@ def discover(
     for h in view.handlers:
         loads.append(load_handler(paths, h, envs.get(h.name, default_env)))
     if view.handlers:
-        return Discovery(tuple(loads), view, True)
+        return Discovery(tuple(loads), view, True, configured)
     # No containerd handler: what a shim started without options would load.
     go_present = any(resolve(paths, p) is not None for p in (GO_SYSCONF_PATH, *GO_SHARE_PATHS))
     rs_present = any(resolve(paths, p) is not None for p in RS_DEFAULT_PATHS)

@@ -195,12 +195,19 @@ class KataWatcher:
         return envs, default_env
 
     def config_fingerprint(self) -> tuple[Any, ...]:
-        watch = self.discovery.watch if self.discovery else ()
+        """What the discovery's result depends on: the stats of its files and only the inputs
+        it would use (a shim's environment and runtime count for its handler only when they
+        differ from what the handler gets without it), so a shim's exec or exit that changes
+        no handler's inputs costs no rediscovery."""
+        disc = self.discovery
+        watch = disc.watch if disc else ()
         envs, default_env = self._envs()
+        runtimes = self._runtimes()
+        configured = disc.configured_runtimes if disc is not None else ()
+        names = [n for n, _ in configured] if configured else ["default", "default-rs"]
         return (tuple((p, _stat_key(self.paths, p)) for p in watch),
-                tuple(sorted((k, tuple(sorted(v.items()))) for k, v in envs.items())),
-                tuple(sorted(self._runtimes().items())),
-                tuple(sorted((default_env or {}).items())),
+                tuple((n, tuple(sorted((envs.get(n) or default_env or {}).items()))) for n in names),
+                tuple((n, runtimes.get(n, r)) for n, r in configured),
                 sandboxes.containerd_config_arg(self.procs.containerd))
 
     def step_config(self, ts_ns: int) -> list[ev.Event]:
@@ -565,7 +572,7 @@ class KataWatcher:
         else:
             self.procs = sandboxes.scan_processes(self.paths, self.proc_cache)
         out = self.on_change(ts_ns, config=True, sandboxes=True, holders=True, holders_full=True)
-        out += self.settle(ts_ns, changes.Changes(config=True, sandboxes=True))
+        out += self.settle(ts_ns)
         return out + self.watch_exits(ts_ns)
 
     def watch_exits(self, ts_ns: int) -> list[ev.Event]:
@@ -597,14 +604,18 @@ class KataWatcher:
         out = self.on_change(ts_ns, config=True, sandboxes=True, holders=True)
         return out + self.watch_exits(ts_ns)
 
-    def settle(self, ts_ns: int, ch: changes.Changes) -> list[ev.Event]:
-        """Place the watches the current view needs; while that placed new ones, read again."""
+    def settle(self, ts_ns: int) -> list[ev.Event]:
+        """Place the watches the current view needs; while that placed new ones, read again
+        what they cover (a change made before a watch existed is only in that read)."""
         out: list[ev.Event] = []
         assert self.feed is not None
         for _ in range(4):
-            if not self.feed.sync(self.wants()):
+            moved = self.feed.sync(self.wants())
+            if not moved:
                 break
-            out += self.on_change(ts_ns, config=ch.config, sandboxes=ch.sandboxes)
+            config = "config" in moved
+            out += self.on_change(ts_ns, config=config, sandboxes=config or "state" in moved,
+                                  holders="holders" in moved)
         return out
 
     def holder_pids(self) -> set[int]:
@@ -642,13 +653,14 @@ class KataWatcher:
                 self.procwatch.seed()
             if feed.watches is not None:
                 feed.watches.invalidate()
+            feed.forget()
             ch = changes.Changes(config=True, sandboxes=True, holders=True, holders_full=True)
         if ch and self.procwatch is not None:
             self.procs = self.procwatch.view()
         if ch:
             found = self.on_change(ts_ns, config=ch.config, sandboxes=ch.sandboxes,
                                    holders=ch.holders, holders_full=ch.holders_full)
-            found += self.settle(ts_ns, ch)
+            found += self.settle(ts_ns)
             out += found
             if lost:
                 out.append(ev.Resynced(ts_ns=ts_ns, source=NAME, resynced_source=NAME,
