@@ -444,13 +444,42 @@ def test_check_says_when_processes_would_be_polled(root: Path) -> None:
 
 def test_a_host_that_execs_all_the_time_wakes_the_source_a_few_times_a_second(running: Running) -> None:
     """200 execs in about 1.5 s (the host's churn, no Kata process): the source reads the
-    process-events socket at most every 0.25 s, one round each, not a round per exec."""
+    process-events socket about every 0.25 s once its budget (one second's worth of reads) is
+    spent, not once per exec, and none of those reads is a round of the source."""
     running.until(_started(GO_SID))
     feed = running.src.watcher.feed
-    w0, p0 = feed.stats["wakeups"], feed.stats["proc_events"]
+    w0, p0, r0 = feed.stats["wakeups"], feed.stats["proc_events"], feed.stats["rounds"]
     t0 = time.monotonic()
     subprocess.run(["sh", "-c", "for i in $(seq 200); do /bin/true; done"], check=True)
     time.sleep(max(0.0, 1.5 - (time.monotonic() - t0)))
     took = time.monotonic() - t0
     assert feed.stats["proc_events"] - p0 >= 200  # every exec was read
-    assert feed.stats["wakeups"] - w0 <= took / 0.25 + 3
+    assert feed.stats["wakeups"] - w0 <= took / 0.25 + 4 + 3
+    assert feed.stats["rounds"] - r0 <= 3
+
+
+def test_a_shim_exec_after_other_programs_execs_is_read_at_once(root: Path, tmp_path: Path) -> None:
+    """Other programs' execs read (a host that execs now and then) do not make the
+    process-events socket rest: it is still polled, and a shim's exec that follows is read
+    and reported in the next round, without waiting out a rest."""
+    w = KataWatcher(HostPaths.at(root), {"journal": False})
+    try:
+        w.start_feed()
+        feed = w.feed
+        assert feed is not None and feed.proc is not None
+        w.seed(time.time_ns())
+        fd = feed.proc.fileno()
+        subprocess.run(["sh", "-c", "/bin/true; /bin/true"], check=True)
+        time.sleep(0.05)
+        mono = time.monotonic()
+        w.feed_round(time.time_ns(), mono, {fd})
+        assert feed.stats["proc_events"] >= 3
+        assert fd in feed.fds(mono)  # not resting
+        shim = _start_actor(_shim(root, SHIM_SID), tmp_path)
+        try:
+            got = w.feed_round(time.time_ns(), mono + 0.01, {fd})
+            assert [e for e in got if _started(SHIM_SID)(e)]
+        finally:
+            _end(shim)
+    finally:
+        w.close()

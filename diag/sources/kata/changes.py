@@ -43,9 +43,14 @@ from diag.sources.kata import sandboxes
 from diag.sources.kata.discovery import Discovery
 
 PROC_INTERVAL_S = 0.25
-"""The shortest time between two reads of the process-events socket that found events (see
-ChangeFeed): a host that execs all the time wakes the source about 4 times a second (each
-wake a round of the loop, ~150 us here), a quiet one at the first exec."""
+"""The process-events socket is read as soon as an exec or exit comes while its reads that
+found events come on average at least this far apart (a token bucket holding one second's
+worth: a shim's exec on a host that execs less often than that is read at once); beyond that
+it rests until they do, its events waiting in the kernel's buffer, so an exec storm wakes the
+source at most about 1/PROC_INTERVAL_S times a second. A read that finds nothing of Kata's is
+no round of the source (`ChangeFeed.read_proc`). Why not shorter: each wake costs its cold
+caches (~200 us of CPU here under load, a few execs read per wake or one), so the budget is
+what bounds the idle CPU on a host that execs all the time (docs/performance.md)."""
 VMM_HOLDER_LOOKS_S = (0.2, 1.0, 5.0)
 """After a VMM execs, its VFIO groups are looked at after these delays (it opens them while it
 starts; a /dev/vfio under another mount namespace sends no inotify event)."""
@@ -94,9 +99,11 @@ class ChangeFeed:
         self.paths = paths
         self.proc_interval_s = proc_interval_s
         self.proc_resume = 0.0
-        """After a read, the process-events socket rests until then (its events wait in the
-        kernel's buffer): a host that execs all the time wakes the agent at most
-        1/proc_interval_s times a second, a quiet one at once."""
+        """The process-events socket rests until then (0: it is polled), see PROC_INTERVAL_S."""
+        self.proc_tokens = 1.0 / proc_interval_s if proc_interval_s > 0 else 0.0
+        self.proc_tokens_at = 0.0
+        self.pending = Changes()
+        """What reads of the process-events socket between two rounds found (`read_proc`)."""
         self.want_proc = process_events
         self.want_inotify = use_inotify
         self.log_files = tuple(str(p) for p in log_files)
@@ -110,7 +117,7 @@ class ChangeFeed:
         self.hint = ""
         self.timers: list[tuple[float, str, int]] = []
         """(monotonic due, what, pid): follow-up looks."""
-        self.stats = {"proc_events": 0, "inotify_events": 0, "wakeups": 0}
+        self.stats = {"proc_events": 0, "inotify_events": 0, "wakeups": 0, "rounds": 0}
         self._config_cache: tuple[tuple[str, ...], tuple[Want, ...]] | None = None
         """The configuration's wants and the watched paths they were read for."""
         self._namespaces: tuple[str, ...] | None = None
@@ -251,19 +258,45 @@ class ChangeFeed:
 
     # ---- reading --------------------------------------------------------------------------
 
+    def read_proc(self, watched_pids: set[int], procs: sandboxes.ProcWatch, mono: float) -> bool:
+        """Read the process-events socket into `pending` (taken by the next `read`); True when
+        something there is for a round. The socket then rests while its reads that found
+        events come faster than PROC_INTERVAL_S on average (see there)."""
+        assert self.proc is not None
+        self.stats["wakeups"] += 1
+        seen = self.stats["proc_events"]
+        ch = self._proc_changes(watched_pids, procs)
+        self.pending.merge(ch)
+        if self.stats["proc_events"] != seen or ch.lost:
+            self._spend(mono)
+        else:
+            self.proc_resume = 0.0  # nothing came: the poll waits for the next exec itself
+        return bool(self.pending) or procs.plugins_changed
+
+    def _spend(self, mono: float) -> None:
+        interval = self.proc_interval_s
+        if interval <= 0:
+            self.proc_resume = 0.0
+            return
+        cap = max(1.0, 1.0 / interval)
+        tokens = min(cap, self.proc_tokens + (mono - self.proc_tokens_at) / interval) - 1.0
+        self.proc_tokens, self.proc_tokens_at = tokens, mono
+        self.proc_resume = 0.0 if tokens >= 0 else mono - tokens * interval
+
     def read(self, watched_pids: set[int], procs: sandboxes.ProcWatch | None,
              ready: set[int] | None = None, mono: float = 0.0) -> Changes:
         """Everything the kernel queued since the last read (of the descriptors in `ready`:
         all when None), as what to re-read."""
-        ch = Changes()
-        self.stats["wakeups"] += 1
+        ch, self.pending = self.pending, Changes()
+        self.stats["rounds"] += 1
         if self.proc is not None and procs is not None and (
                 ready is None or self.proc.fileno() in ready or (self.proc_resume and mono >= self.proc_resume)):
-            # Read too when its rest is over (this wake is for that): what came meanwhile. Rest
-            # again only when something came, else the poll waits for the next exec itself.
-            seen = self.stats["proc_events"]
-            ch.merge(self._proc_changes(watched_pids, procs))
-            self.proc_resume = mono + self.proc_interval_s if self.stats["proc_events"] != seen or ch.lost else 0.0
+            # Read too when its rest is over (this wake is for that): what came meanwhile.
+            self.read_proc(watched_pids, procs, mono)
+            ch.merge(self.pending)
+            self.pending = Changes()
+        else:
+            self.stats["wakeups"] += 1
         if self.inotify is not None and self.watches is not None and (ready is None or self.inotify.fd in ready):
             events = self.inotify.read()
             self.stats["inotify_events"] += len(events)

@@ -678,6 +678,22 @@ class KataWatcher:
             out += self.refused(ts_ns)
         return out
 
+    def quiet_wake(self, ready: set[int], mono: float) -> bool:
+        """Event mode, woken by the process-events socket alone (or the end of its rest): read it (what it brings waits
+        in the feed for the round); True when that is all (no Kata process came or went and
+        nothing falls due), so no round runs: the host's other programs exec'ing cost one read
+        of their comm each, not a round of the source."""
+        feed, pw = self.feed, self.procwatch
+        if feed is None or feed.proc is None or pw is None:
+            return False
+        fd = feed.proc.fileno()
+        if not (ready == {fd} or (not ready and feed.proc_resume and mono >= feed.proc_resume)):
+            return False  # something else woke it (or a timer other than the socket's rest)
+        if feed.read_proc(self._holder_pids, pw, mono):
+            return False
+        due = self.next_due(mono)
+        return due is None or due > 0
+
     def next_due(self, mono: float) -> float | None:
         """Seconds until the next timer of event mode (None: wait for the kernel only)."""
         due = [d for d in (self.feed.due(mono) if self.feed else None,) if d is not None]
@@ -834,6 +850,8 @@ class KataSource:
                 ready = {fd for fd, _ in poller.poll(None if due is None else due * 1000 + 1)}
                 if stop.is_set():
                     break
+                if w.quiet_wake(ready, time.monotonic()):
+                    continue  # another program's exec or exit: nothing for a round, nothing emitted
                 # The round (re-reading Kata's files, placing watches: milliseconds here, a
                 # hundred and more under emulation) runs with the watermark still at the
                 # clock, so a uevent that comes meanwhile is not held behind it; the round's
