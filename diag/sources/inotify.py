@@ -226,6 +226,8 @@ class WatchSet:
         self._stale = False
         self._retry: set[int] = set()
         """Watches that reported a relevant change since the last sync."""
+        self._dropped = False
+        """The kernel dropped a watch since the last sync (IN_IGNORED)."""
         self.errors: dict[Want, str] = {}
         """Why a wanted directory could not be watched at all (refused, watch limit)."""
         self.moved_tags: set[str] = set()
@@ -287,6 +289,7 @@ class WatchSet:
         todo = [w for w in wanted if w not in placed or placed[w][0] not in self.by_wd
                 or (not placed[w][2] and placed[w][0] in retry) or self._stale]
         self._retry = set()
+        self._dropped = False
         self.moved_tags = set()
         gone = [w for w in placed if w not in wanted]
         if not todo and not gone:
@@ -314,6 +317,11 @@ class WatchSet:
             del self.by_wd[wd]
         return moved
 
+    @property
+    def idle(self) -> bool:
+        """Nothing happened since the last sync that a sync of the same wants would act on."""
+        return not (self._retry or self._stale or self._dropped)
+
     def invalidate(self) -> None:
         """Place every watch again on the next sync (after an overflow)."""
         self._stale = True
@@ -336,6 +344,7 @@ class WatchSet:
             if e.mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT):
                 if e.mask & IN_IGNORED:  # the kernel dropped the watch: place it again
                     del self.by_wd[e.wd]
+                    self._dropped = True
                 else:
                     self._stale = True
                 for tag in w.relevant:

@@ -122,6 +122,12 @@ class ChangeFeed:
         """The configuration's wants and the watched paths they were read for."""
         self._namespaces: tuple[str, ...] | None = None
         """containerd's namespaces in the bundle directory (None: list them again)."""
+        self._last_wants: tuple[tuple[Want, ...], sandboxes.StateDirs, tuple[str, ...], frozenset[str],
+                                list[Want]] | None = None
+        """The last list `wants` built and what it was built from."""
+        self._synced: list[Want] | None = None
+        self._logs_synced = False
+        """The list the last `sync` placed (a sync of the same list, nothing pending, is free)."""
         self.wants_built = 0
         self.config_wants_read = 0
         """How often `wants` ran, and how often it read the configuration's part (tests)."""
@@ -195,7 +201,16 @@ class ChangeFeed:
         tagged `state`; the rest is the sandbox ids and state directories the caller knows.
         Each such directory is watched (or its parent), so a change that would change this
         list always wakes a round that drops the cached part (`_fs_changes`)."""
-        out = list(self._config_wants(disc))
+        config = self._config_wants(disc)
+        if self._namespaces is None:
+            self._namespaces = tuple(sandboxes.bundle_namespaces(self.paths))
+        namespaces = self._namespaces
+        ids = frozenset(sandbox_ids)
+        last = self._last_wants
+        if last is not None and last[0] is config and last[1] is state and last[2] is namespaces \
+                and last[3] == ids:
+            return last[4]  # the same list: `sync` knows it placed it
+        out = list(config)
         for d in (sandboxes.GO_SBS, sandboxes.GO_VM, sandboxes.RS_STATE, sandboxes.BUNDLES):
             out.append(Want(d, None, "state"))
         for sid in state.go:
@@ -204,16 +219,14 @@ class ChangeFeed:
             out.append(Want(f"{sandboxes.RS_STATE}/{sid}", _STATE, "state"))
         for sid in state.vm_pids:
             out.append(Want(f"{sandboxes.GO_VM}/{sid}", _PID, "state"))
-        if self._namespaces is None:
-            self._namespaces = tuple(sandboxes.bundle_namespaces(self.paths))
-        namespaces = self._namespaces
         for ns in namespaces:
             out.append(Want(f"{sandboxes.BUNDLES}/{ns}", None, "state"))
-        for sid in sandbox_ids:
+        for sid in ids:
             for ns in namespaces:
                 out.append(Want(f"{sandboxes.BUNDLES}/{ns}/{sid}", _BUNDLE, "state"))
         out.append(_VFIO)
         self.wants_built += 1
+        self._last_wants = (config, state, namespaces, ids, out)
         return out
 
     def _config_wants(self, disc: Discovery | None) -> tuple[Want, ...]:
@@ -242,15 +255,20 @@ class ChangeFeed:
         """Read the wanted directories again at the next `wants` (notifications were lost)."""
         self._config_cache = None
         self._namespaces = None
+        self._synced = None
+        self._logs_synced = False
 
     def sync(self, wants: Iterable[Want]) -> set[str]:
         """Place the watches (before the caller reads: a change after this is noticed, one
         before it is in what the caller reads). Returns the tags of the watches placed or
         moved (empty: none), which is what the caller must read again."""
         moved: set[str] = set()
-        if self.watches is not None and self.watches.sync(wants):
-            moved = set(self.watches.moved_tags)
-        if self.log_watches is not None:
+        if self.watches is not None and (wants is not self._synced or not self.watches.idle):
+            if self.watches.sync(wants):
+                moved = set(self.watches.moved_tags)
+            self._synced = wants if isinstance(wants, list) else None
+        if self.log_watches is not None and (not self._logs_synced or not self.log_watches.idle):
+            self._logs_synced = True
             self.log_watches.sync(Want(posixpath.dirname(posixpath.abspath(f)),
                                        frozenset({posixpath.basename(f)}), "logs", CHANGES | IN_MODIFY)
                                   for f in self.log_files)
