@@ -483,3 +483,26 @@ def test_a_shim_exec_after_other_programs_execs_is_read_at_once(root: Path, tmp_
             _end(shim)
     finally:
         w.close()
+
+
+def test_the_sources_own_listing_of_dev_vfio_is_no_change(root: Path) -> None:
+    """A group node appears while nobody holds one: its round lists /dev/vfio (an open of the
+    watched directory itself); that open is the agent's own and brings no further round (it
+    did: each round's listing woke the next, a busy loop while a VF sat on vfio-pci)."""
+    (root / "dev/vfio").mkdir(parents=True, exist_ok=True)
+    w = KataWatcher(HostPaths.at(root), {"journal": False})
+    try:
+        w.start_feed()
+        feed = w.feed
+        assert feed is not None and feed.mode == "events"
+        w.seed(time.time_ns())
+        w.feed_round(time.time_ns(), time.monotonic())
+        (root / "dev/vfio/42").write_text("")
+        time.sleep(0.05)
+        first = feed.read(w.holder_pids(), w.procwatch, None, time.monotonic())
+        assert first.holders  # the new node
+        w.on_change(time.time_ns(), holders=True, holders_full=first.holders_full)
+        time.sleep(0.05)
+        assert not feed.read(w.holder_pids(), w.procwatch, None, time.monotonic())
+    finally:
+        w.close()

@@ -31,8 +31,13 @@ from diag.common.paths import HostPaths
 from diag.sources import proc, procevents
 from diag.sources.inotify import (
     CHANGES,
+    IN_DELETE_SELF,
+    IN_IGNORED,
     IN_MODIFY,
+    IN_MOVE_SELF,
     IN_OPEN,
+    IN_Q_OVERFLOW,
+    IN_UNMOUNT,
     OPENS,
     Inotify,
     InotifyEvent,
@@ -61,6 +66,7 @@ _STATE = frozenset({"state.json"})
 _PID = frozenset({"pid"})
 _BUNDLE = frozenset({"config.json", "shim-binary-path"})
 _VFIO = Want("/dev/vfio", None, "holders", CHANGES | OPENS)
+_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT | IN_Q_OVERFLOW
 
 
 @dataclass(slots=True)
@@ -371,9 +377,9 @@ class ChangeFeed:
         if holders is not None:
             for e in holders:
                 if e.is_dir or not e.name:
-                    if not e.name:  # the directory itself moved or vanished
+                    if not e.name and e.mask & _GONE:  # the directory itself moved or vanished
                         ch.holders = True
-                    continue
+                    continue  # (an open of the directory itself: a listing, the agent's own)
                 if not e.name.isdigit():
                     continue  # /dev/vfio/vfio, the container node: no group
                 ch.holders = True
