@@ -169,17 +169,17 @@ def build_sources(
     `[sources.<name>]` tables of the configuration file), each source gets its own table (or
     none); otherwise `ctx.options` is handed to every source as it is. Raises KeyError for a name that is not registered,
     and lets a source's ConfigError (an unknown or bad option) through: that is the user's to
-    fix, not a source to skip.
+    fix, not a source to skip. With `names` all registered already, the other source modules
+    are not imported.
     """
-    registry = SOURCES.load()
+    # Named sources already registered (their modules imported by the caller): the other
+    # source modules are not imported (the dashboard starts one source before the others).
+    registry = SOURCES if names is not None and all(n in SOURCES for n in names) else SOURCES.load()
     wanted = list(names) if names is not None else list(registry)
     runnable: list[Source] = []
     unavailable: list[tuple[str, Availability]] = []
     if names is None:  # every source: those whose module cannot be imported are reported too
-        unavailable.extend(
-            (f.module, Availability(False, reason=f.text(),
-                                    hint="reinstall vfiowatch; `vfiowatch check` lists it"))
-            for f in registry.failures)
+        unavailable.extend(unloadable_sources())
     opts = ctx.options
     per_source = bool(opts) and any(k in registry for k in opts) and all(
         isinstance(v, Mapping) for v in opts.values())
@@ -202,6 +202,14 @@ def build_sources(
         else:
             unavailable.append((name, avail))
     return runnable, unavailable
+
+
+def unloadable_sources() -> list[tuple[str, Availability]]:
+    """(module, Availability) for each source module that could not be imported (after
+    `SOURCES.load()`), for `Pipeline(unavailable=...)`."""
+    return [(f.module, Availability(False, reason=f.text(),
+                                    hint="reinstall vfiowatch; `vfiowatch check` lists it"))
+            for f in SOURCES.failures]
 
 
 class _Queue:
@@ -385,12 +393,7 @@ class Pipeline:
                                      max_lateness_ns=self.options.max_lateness_ns)
         self.merge_stats = self._merge.stats
         for src in self.sources:
-            wm = getattr(src, "watermark", None)
-            if isinstance(wm, Watermark):
-                wm.kick = self._kick_if_holding
-                self._merge.add_source(src.name, wm)
-            else:
-                self._merge.add_source(src.name, None)
+            self._merge_source(src)
         self._batch_ends: list[Any] = []
         self._reported_dropped = 0
         self._dirty = True
@@ -398,6 +401,8 @@ class Pipeline:
         """The newest snapshot published holds devices (until then one with them goes out at once)."""
         self._started = False
         self._stopped = False
+        self._lifecycle = threading.Lock()
+        """Orders `add_sources` against `start` and `stop`."""
         self._drain_deadline = float("inf")
         self._state_lock = threading.Lock()
         self._latest_state: HostState | None = None
@@ -437,32 +442,73 @@ class Pipeline:
 
     def start(self) -> None:
         """Ordered start-up: core thread, then sources in order. Idempotent."""
-        if self._started:
-            return
-        self._started = True
+        with self._lifecycle:
+            if self._started:
+                return
+            self._started = True
+            self._report_unavailable(self.unavailable)
+            self._core_thread = threading.Thread(target=self._core_loop, name="vfiowatch-core",
+                                                 daemon=True)
+            self._core_thread.start()
+            for src in self.sources:
+                self._start_source(src)
+
+    def add_sources(self, sources: Sequence[Source],
+                    unavailable: Sequence[tuple[str, Availability]] = ()) -> None:
+        """Add sources (and report those that cannot run) before or after `start()`; on a
+        running pipeline they start at once. The dashboard starts the sources its first frame
+        does not need (and bcc's import and compile) after that frame. Nothing once stopped."""
+        with self._lifecycle:
+            if self._stopped:
+                return
+            taken = {s.name for s in self.sources}
+            for src in sources:
+                if src.name in taken:
+                    raise ValueError(f"source {src.name!r} added twice")
+                taken.add(src.name)
+            # Replaced, not extended: the core thread iterates them (`_pull`).
+            self.sources = [*self.sources, *sources]
+            self.unavailable = [*self.unavailable, *unavailable]
+            for src in sources:
+                self.stats.sources = {**self.stats.sources, src.name: SourceStats(src.name)}
+                self._merge_source(src)
+            if self._started:
+                self._report_unavailable(unavailable)
+                for src in sources:
+                    self._start_source(src)
+
+    def _merge_source(self, src: Source) -> None:
+        wm = getattr(src, "watermark", None)
+        if isinstance(wm, Watermark):
+            wm.kick = self._kick_if_holding
+            self._merge.add_source(src.name, wm)
+        else:
+            self._merge.add_source(src.name, None)
+
+    def _report_unavailable(self, unavailable: Sequence[tuple[str, Availability]]) -> None:
         now = self._clock()
-        for name, avail in self.unavailable:
+        for name, avail in unavailable:
             self.emit(
                 ev.SourceStateChanged(
                     ts_ns=now, source=RUNTIME_SOURCE, name=name, up=False, mode=avail.mode,
                     reason=avail.reason or "unavailable", hint=avail.hint,
                 )
             )
-        self._core_thread = threading.Thread(target=self._core_loop, name="vfiowatch-core", daemon=True)
-        self._core_thread.start()
-        for src in self.sources:
-            t = threading.Thread(
-                target=self._supervise, args=(src,), name=f"vfiowatch-src-{src.name}", daemon=True
-            )
-            self._source_threads.append(t)
-            t.start()
+
+    def _start_source(self, src: Source) -> None:
+        t = threading.Thread(
+            target=self._supervise, args=(src,), name=f"vfiowatch-src-{src.name}", daemon=True
+        )
+        self._source_threads.append(t)
+        t.start()
 
     def stop(self, timeout: float | None = None) -> None:
         """Ordered teardown within `timeout` (default options.stop_timeout_s): stop and join
         sources, drain the queue, release the merge window, flush and close sinks. Idempotent."""
-        if not self._started or self._stopped:
-            return
-        self._stopped = True
+        with self._lifecycle:
+            if not self._started or self._stopped:
+                return
+            self._stopped = True
         budget = self.options.stop_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + budget
         self._stop_sources.set()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.core.state import HostState
 from diag.runtime import Pipeline, PipelineOptions
 from diag.sources import Availability, Emit
-from diag.testing import ListSink, ScriptedSource, bound
+from diag.testing import ListSink, ScriptedSource, bound, wait_for
 
 
 class Crashing:
@@ -333,3 +335,31 @@ def test_sinks_with_write_batch_get_the_same_items_as_lists_of_at_most_a_batch()
     assert batched.items == plain.items and len(_payload(plain.items)) == n
     assert max(batched.batches) <= SINK_BATCH and batched.ends >= len(batched.batches) - 1
     assert p.stats.sink_errors == len(batched.batches) and not failing.items
+
+
+def test_sources_added_to_a_running_pipeline_start_at_once_and_merge_in_order() -> None:
+    """add_sources on a running pipeline (the dashboard's later sources): the added source runs,
+    its events merge in time order with the first one's, its unavailable companion is reported
+    in-band; added after stop, nothing starts; a name added twice is refused."""
+    now = time.time_ns()
+    a = ScriptedSource("a", [bound("0000:00:01.0", "x", now + i * 10, source="a") for i in range(0, 100, 2)],
+                       delay_s=0.05)
+    b = ScriptedSource("b", [bound("0000:00:01.0", "x", now + i * 10, source="b") for i in range(1, 100, 2)])
+    sink = ListSink()
+    p = _pipeline([a], sinks=[sink], options=PipelineOptions(merge_window_ns=200_000_000))
+    p.start()
+    p.add_sources([b], [("ebpf", Availability(False, "no bcc", "apt-get install python3-bpfcc"))])
+    with pytest.raises(ValueError, match="added twice"):
+        p.add_sources([ScriptedSource("b", [])])
+    assert wait_for(lambda: len(_payload(sink.items)) == 100)
+    assert p.wait_idle(5)
+    assert p.stats.sources["b"].up
+    p.stop()
+    got = _payload(sink.items)
+    assert [e.ts_ns for e in got] == sorted(e.ts_ns for e in got) and p.stats.late == 0
+    states = {(e.name, e.up, e.reason) for e in sink.items if isinstance(e, ev.SourceStateChanged)}
+    assert ("ebpf", False, "no bcc") in states and ("b", True, "") in states
+    late = ScriptedSource("late", [bound("0000:00:01.0", "x", now, source="late")])
+    p.add_sources([late])
+    time.sleep(0.1)
+    assert "late" not in p.stats.sources and not any(e.source == "late" for e in sink.items)
