@@ -381,6 +381,34 @@ class TestSnapshots:
         drive(app, script)
         assert SnapshotReady(snaps[0]).can_replace(SnapshotReady(snaps[1]))
 
+    def test_the_feed_hears_once_when_the_first_frame_with_devices_is_painted(self) -> None:
+        """A feed with `first_frame_shown` (the live one starts its other sources then) is told
+        once, after a frame holding devices is painted, not for a frame without them."""
+
+        class Feed(ManualFeed):
+            def __init__(self) -> None:
+                super().__init__()
+                self.shown: list[int] = []
+
+            def first_frame_shown(self) -> None:
+                self.shown.append(app.frames)
+
+        with_devices = next(s for s in states() if s.devices)
+        feed = Feed()
+        app = VfioWatchApp(feed, render_interval=0.01)
+
+        async def script(pilot: Pilot[None]) -> None:
+            feed.push(HostState(ts_ns=with_devices.ts_ns))
+            await pilot.pause(0.2)
+            assert app.frames >= 1 and feed.shown == []
+            feed.push(with_devices)
+            await pilot.pause(0.2)
+            feed.push(with_devices)
+            await pilot.pause(0.2)
+            assert len(feed.shown) == 1 and 2 <= feed.shown[0] < app.frames
+
+        drive(app, script)
+
 
 class TestHostileStrings:
     def test_markup_and_escapes_render_literally(self) -> None:
