@@ -167,7 +167,8 @@ class VfioWatchApp(App[None]):
     # ---- layout -------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield HostHeader(self.hostname, self.kernel, self.mode, clock=self.clock, id="header")
+        yield HostHeader(self.hostname, self.kernel, self.mode, clock=self.clock, id="header",
+                         min_interval_s=self.HEADER_INTERVAL_S if self.playback is None else 0.0)
         yield Static(id="guide")
         with Container(id="body"):
             yield FindingsTable(id="findings", classes="panel")
@@ -360,6 +361,8 @@ class VfioWatchApp(App[None]):
     # of the collector's passes, and the youngest generation is collected ten times less often:
     # fewer and shorter passes; cycles are still collected.
     GC_THRESHOLDS = (50_000, 20, 10)
+    HEADER_INTERVAL_S = 0.5
+    """Live, the header's rate, count and clock are redrawn at most this often (HostHeader)."""
     GC_SETTLE_S = 1.0
     """After the first frame, not in its way: a full collection is tens of ms, and the sources
     the live dashboard starts after its first frame have imported their modules by then."""
