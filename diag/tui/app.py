@@ -164,11 +164,17 @@ class VfioWatchApp(App[None]):
     def playback(self) -> Playback | None:
         return self.feed if isinstance(self.feed, Playback) else None
 
+    @property
+    def header_interval_s(self) -> float:
+        """How often the headers may redraw what changes on every frame (0: every frame, in a
+        replay, whose header says where it is)."""
+        return self.HEADER_INTERVAL_S if self.playback is None else 0.0
+
     # ---- layout -------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield HostHeader(self.hostname, self.kernel, self.mode, clock=self.clock, id="header",
-                         min_interval_s=self.HEADER_INTERVAL_S if self.playback is None else 0.0)
+                         min_interval_s=self.header_interval_s)
         yield Static(id="guide")
         with Container(id="body"):
             yield FindingsTable(id="findings", classes="panel")
