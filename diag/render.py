@@ -814,3 +814,9 @@ def _clock(ts_ns: int | None) -> str:
         return "-"
     secs, frac = divmod(ts_ns, 1_000_000_000)
     return datetime.fromtimestamp(secs, UTC).strftime("%H:%M:%S") + f".{frac // 1_000_000:03d}"
+
+
+ALWAYS_LOGGED: frozenset[type[ev.Event]] = frozenset(
+    {ev.Finding, ev.SourceStateChanged, ev.EventsLost, ev.Resynced, ev.DecodeFailed})
+"""The kinds the agent's log sink writes without `--log-events`: findings and its own health.
+A log line of any other kind says the agent ran with it (postmortem tells the two apart)."""

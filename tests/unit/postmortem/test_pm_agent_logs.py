@@ -113,6 +113,25 @@ def test_logs_without_events_show_the_finding_as_logged(tmp_path: Path, capsys: 
     assert ["inferred", "as the agent logged it (no events to replay)"] in f["labels"]
 
 
+def test_logs_with_events_that_begin_late_do_not_blame_log_events(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--log-events` logs that begin after the bind (a rotated or cut file): the cold-plug
+    finding cannot be replayed and is shown as logged, and the note says the logs begin late,
+    not that the agent ran without --log-events (it did: the raw events are there)."""
+    path = agent_log(tmp_path, log_events=True)
+    lines = path.read_text().splitlines(keepends=True)
+    opened = next(i for i, line in enumerate(lines)
+                  if '"event": "finding"' in line.replace('":"', '": "') and RULE in line)
+    path.write_text("".join(lines[opened:]))
+    code, doc = postmortem(capsys, str(path))
+    [inp] = doc["inputs"]
+    [note] = inp["notes"]
+    assert "not raised by the replay" in note and "shown as logged" in note
+    assert "without --log-events" not in note and "begin after those events" in note
+    f = the_rules_finding(doc)
+    assert (code, f["severity"]) == (1, "critical")
+    assert ["inferred", "as the agent logged it (no events to replay)"] in f["labels"]
+
+
 def test_kubectl_logs_timestamps_prefix_is_read_the_same(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`kubectl logs --timestamps` lines give the same findings and timeline as the bare lines."""
     plain = postmortem(capsys, str(agent_log(tmp_path, log_events=True)))[1]
