@@ -181,14 +181,16 @@ class Correlator:
         return out
 
     def _record(self, transitions: list[ev.Finding]) -> list[ev.Finding]:
+        active = self._findings
         for f in transitions:
-            if f.status == "open":
-                self.findings_total += 1
-            if f.status == "resolved":
-                self._findings.pop(f.finding_id, None)
+            status = f.status
+            if status == "resolved":
+                active.pop(f.finding_id, None)
                 self._resolved.appendleft(f)
             else:
-                self._findings[f.finding_id] = f
+                if status == "open":
+                    self.findings_total += 1
+                active[f.finding_id] = f
         return transitions
 
     # ---- output ------------------------------------------------------------------------------
