@@ -62,8 +62,9 @@ def actor_names(p: ev.Process) -> tuple[str, ...]:
     return tuple(names)
 
 
-class ColdPlug(msgspec.Struct, frozen=True, kw_only=True):
-    """The effective cold_plug_vfio that applies to a device move, and where it came from."""
+class ColdPlug(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The effective cold_plug_vfio that applies to a device move, and where it came from
+    (immutable values only: untracked by the cycle collector)."""
 
     value: str
     origin: str
