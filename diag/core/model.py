@@ -376,16 +376,22 @@ class Model:
             rec.netdev = None
 
     def _link_changed(self, e: ev.LinkChanged) -> None:
-        key = (e.netns.inode, e.ifindex)
-        old = self.links.get(key)
-        self.links[key] = LinkView(
-            ifindex=e.ifindex, ifname=e.ifname, netns=e.netns, operstate=e.operstate,
+        # Most events of a busy host: pod veths (no device) going up and down.
+        netns = e.netns
+        inode = netns.inode
+        key = (inode, e.ifindex)
+        links = self.links
+        old = links.get(key)
+        links[key] = LinkView(
+            ifindex=e.ifindex, ifname=e.ifname, netns=netns, operstate=e.operstate,
             carrier=e.carrier, admin_up=e.admin_up, mac=e.mac, bdf=e.bdf,
             since_ns=old.since_ns if old and old.operstate == e.operstate else e.ts_ns,
         )
-        if e.netns.inode not in self.netns:
-            self.netns[e.netns.inode] = e.netns
-        rec = self.device(e.bdf)
+        if inode not in self.netns:
+            self.netns[inode] = netns
+        if e.bdf is None:
+            return
+        rec = self.devices.get(e.bdf)
         if rec is not None:
             label = e.netns.label  # a property that formats: read once
             moved = rec.netns is not None and rec.netns != label
