@@ -9,7 +9,10 @@ DaemonSet's liveness probe and for the systemd watchdog's own check.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
+import selectors
 import socket
 import threading
 import time
@@ -212,6 +215,8 @@ class MetricsSink:
         """When the core thread last called this sink (it flushes about once a second)."""
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._wake_r = self._wake_w = -1
+        """The pipe stop_server() writes to: the server thread sleeps in select() on it."""
 
     # ---- Sink protocol ------------------------------------------------------------------------
 
@@ -289,17 +294,40 @@ class MetricsSink:
             address_family = family
             daemon_threads = True
             allow_reuse_address = True
+            timeout = 0  # handle_request() is called once select() saw a connection waiting
 
-        self._server = Server((host, port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.25},
+        self._server = server = Server((host, port), Handler)
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._thread = threading.Thread(target=self._serve, args=(server, self._wake_r),
                                         name="vfiowatch-metrics", daemon=True)
         self._thread.start()
-        bound = self._server.server_address
+        bound = server.server_address
         return str(bound[0]), int(bound[1])
+
+    @staticmethod
+    def _serve(server: ThreadingHTTPServer, wake: int) -> None:
+        """Accept until `wake` is readable. socketserver's serve_forever wakes every
+        poll_interval to look at its shutdown flag (4 wake-ups a second at 0.25 s, idle): here
+        the thread sleeps in select() until a scrape connects or stop_server() writes."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(server, selectors.EVENT_READ)
+            sel.register(wake, selectors.EVENT_READ)
+            while True:
+                ready = sel.select()
+                if any(key.fd == wake for key, _ in ready):
+                    return
+                if ready:
+                    server.handle_request()  # timeout 0: the connection is already waiting
 
     def stop_server(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
+            if self._thread is not None:
+                self._thread.join(timeout=2.0)
+                self._thread = None
             self._server.server_close()
             self._server = None
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
