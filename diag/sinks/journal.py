@@ -17,7 +17,7 @@ Durability, and what it costs:
   it loses the events still queued.
 * `fdatasync` runs on a syncer thread (a slow disk never stalls the core), on a duplicate of the
   descriptor, `fsync_interval_s` (default 1 s) after a write left unsynced data, on every
-  flush (about once a second, from the runtime) and when a file is rotated or closed; so
+  flush (a second after writes, from the runtime) and when a file is rotated or closed; so
   power loss costs about the last second. With everything synced the syncer sleeps until a
   write (no idle wake-ups). Compressed parts are synced before they replace their
   plain file. `fsync_interval_s=0` syncs every record inline (slow disks: ~ms each).
@@ -428,6 +428,12 @@ class JournalSink:
     def reopen(self) -> None:
         """SIGHUP: thread-safe; done on the core thread at the next write or flush."""
         self._reopen.set()
+
+    def wants_flush(self) -> bool:
+        """Business for a flush although nothing new was written (the runtime flushes only after
+        writes): a reopen asked for, or writes failing (retried at each flush, so space coming
+        back is noticed while idle)."""
+        return self._failing or self._reopen.is_set()
 
     # ---- writing ------------------------------------------------------------------------------
 

@@ -3,8 +3,8 @@
 The client_python "custom collector" pattern (node_exporter's `Update`): nothing is counted on
 the hot path; each scrape reads the newest snapshot the core published and yields metric
 families from it. Names follow `vfiowatch_<what>_<unit>[_total]` (README, Metrics). The server
-also answers `/healthz` (200 while the core thread is alive and recent, else 503), for the
-DaemonSet's liveness probe and for the systemd watchdog's own check.
+also answers `/healthz` with the agent's health check (200 while the core thread runs and is
+not stuck, else 503), for the DaemonSet's liveness probe.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 import selectors
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
@@ -211,8 +210,6 @@ class MetricsSink:
         self.registry.register(StateCollector(self))
         if process_metrics:
             ProcessCollector(namespace="vfiowatch", registry=self.registry)
-        self.last_beat = time.monotonic()
-        """When the core thread last called this sink (it flushes about once a second)."""
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
@@ -221,22 +218,16 @@ class MetricsSink:
     # ---- Sink protocol ------------------------------------------------------------------------
 
     def write(self, item: ev.Event, /) -> None:
-        self.last_beat = time.monotonic()
+        """Nothing is counted per event: scrapes read snapshots."""
 
     def write_batch(self, items: list[ev.Event], /) -> None:
         """A batch of the core's output: nothing is counted per event (scrapes read snapshots)."""
-        self.last_beat = time.monotonic()
-
-    def end_batch(self) -> None:
-        """The runtime finished a batch: the core thread is alive (the heartbeat of /healthz)."""
-        self.last_beat = time.monotonic()
 
     def snapshot(self, state: HostState, /) -> None:
         self.state = state
-        self.last_beat = time.monotonic()
 
     def flush(self) -> None:
-        self.last_beat = time.monotonic()
+        """Nothing buffered."""
 
     def close(self) -> None:
         """The HTTP server outlives the core until `stop_server()`: scrapes see the final state."""
