@@ -6,7 +6,7 @@ The shape (DESIGN.md), as threads:
  source thread(s)  --emit-->  bounded queue  --drain-->  core thread  --write-->  sinks
  (one supervisor                (drops and                watermark merge     +--> LiveFeed
   per source)                    counts)                  Correlator.feed        (publisher
-                                                          advance on a timer      thread)
+                                                          advance at deadlines    thread)
 ```
 
 * **Bounded queue.** `emit()` never blocks a source: when `queue_size` events are waiting the
