@@ -684,8 +684,9 @@ class Pipeline:
                 wait = float("inf")
                 if due is not None:
                     wait = next_tick - mono
-                    if due:
-                        wait = min(wait, max(0.001, (due - self._complete_ns(now_ns)) / 1e9))
+                    ahead = (due - self._complete_ns(now_ns)) / 1e9 if due else 0.0
+                    if ahead > 0:  # a deadline the advance left behind waits for the interval
+                        wait = min(wait, max(0.001, ahead))
                 if flush_at is not None:
                     wait = min(wait, flush_at - mono)
                 if self._dirty:

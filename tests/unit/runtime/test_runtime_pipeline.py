@@ -427,3 +427,35 @@ def test_a_wedged_sink_shows_as_a_stalled_core_thread_and_an_idle_one_does_not()
         gate.set()
         p.stop()
     assert p.core_stalled_s() is None
+
+
+def test_a_deadline_a_rule_leaves_behind_is_retried_at_the_tick_interval_not_in_a_loop() -> None:
+    """A rule whose passed deadline stays set (a rule bug: its on_tick does not take it) is
+    advanced about every tick interval, as before deadlines drove the core thread, not every
+    millisecond."""
+    from diag.core.rules._base import Timers
+
+    class Sticky:
+        id = "sticky"
+        events = ()
+        ticks = True
+
+        def __init__(self) -> None:
+            self.timers = Timers()
+            self.timers.set("x", 1)  # long past, never popped
+            self.ticked = 0
+
+        def on_event(self, model: object, event: ev.Event) -> list[ev.Finding]:
+            return []
+
+        def on_tick(self, model: object, now_ns: int) -> list[ev.Finding]:
+            self.ticked += 1
+            return []
+
+    rule = Sticky()
+    p = _pipeline([], correlator=Correlator(rules=[rule]),  # type: ignore[list-item]
+                  options=PipelineOptions(tick_interval_s=0.1, merge_window_ns=0))
+    p.start()
+    time.sleep(1.0)
+    p.stop()
+    assert 3 <= rule.ticked <= 20
