@@ -166,6 +166,12 @@ class Correlator:
         self.model.now_ns = now_ns
         return self._record(self._tick(now_ns))
 
+    def next_due_ns(self) -> int | None:
+        """The event time from which `advance` may return findings, so a caller can sleep until
+        then: the earliest deadline of the rules' Timers (it may be early, never late), None when
+        no deadline is set, 0 when a rule with time logic but no Timers may act at any time."""
+        return 0 if self._tickers else self._wake.at
+
     def _tick(self, now_ns: int) -> list[ev.Finding]:
         out: list[ev.Finding] = []
         model = self.model
