@@ -104,8 +104,13 @@ def _canonical(obj: msgspec.Struct, defaults: tuple[tuple[str, str], ...]) -> No
             msgspec.structs.force_setattr(obj, name, default)
 
 
-class Record(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Base of the value records embedded in events (a device, a process, a namespace, ...)."""
+class Record(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """Base of the value records embedded in events (a device, a process, a namespace, ...).
+
+    Not tracked by the cycle collector (`gc=False`, inherited by every record and event): a
+    frozen record holds only strings, numbers, enums, tuples and other frozen records, so it
+    can be part of no reference cycle, and the core makes several per finding transition
+    (each tracked allocation brings the next young-generation collection nearer)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,8 +243,10 @@ class Evidence(Record, frozen=True, kw_only=True, order=True):
 # --------------------------------------------------------------------------------------------
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind"):
-    """Base of every event. Never instantiated directly."""
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind",
+            gc=False):
+    """Base of every event. Never instantiated directly; untracked by the cycle collector, as
+    `Record` (frozen, no mutable field: no cycle can run through an event)."""
 
     kind: ClassVar[str] = ""
     ts_ns: int

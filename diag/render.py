@@ -82,12 +82,22 @@ def renderer(e: ev.Event) -> Renderer[Any]:
 
 def evidence(e: ev.Event) -> str:
     """One line saying what an event reports, for a finding's evidence (deterministic)."""
-    text = renderer(e).evidence(e)
+    # Every event that joins an episode a finding follows is worded here: its kind's bound
+    # method straight from a table (one call, not a lookup of the renderer and then its method).
+    cls = type(e)
+    word = _EVIDENCE.get(cls)
+    if word is None:
+        word = _EVIDENCE[cls] = renderer(e).evidence
+    text = word(e)
     if e.synthetic:
         text += " [synthetic]"
     if e.resync:
         text += " [resync]"
     return text
+
+
+_EVIDENCE: dict[type[ev.Event], Callable[[Any], str]] = {}
+"""Event class -> its renderer's bound `evidence`, filled as kinds are first worded."""
 
 
 def timeline(e: ev.Event) -> str:
@@ -380,9 +390,13 @@ _RECOVERED_FROM = {"unbind": "from the unbind that followed", "bind": "from the 
 @renders(ev.SysfsWriteObserved)
 class _Write(Renderer[ev.SysfsWriteObserved]):
     """`stage` `open` (tracepoint mode, open-only variant): only the open was seen, so it reads
-    "opened ... for writing", with a value only when it was recovered."""
+    "opened ... for writing", with a value only when it was recovered. Mode `kata-log`: Kata's
+    line, logged before the write, says it was made but not how it ended, so no result is
+    claimed (the eBPF witness of the same write has it)."""
 
     def evidence(self, e: ev.SysfsWriteObserved) -> str:
+        if e.mode == "kata-log":  # Kata logs the write before it makes it: no result to say
+            return f"{actor_label(e.actor)} wrote {e.value!r} to {e.path} (Kata's log line)"
         res = "ok" if e.result >= 0 else f"failed ({e.result})"
         if e.stage == "open":
             text = f"{actor_label(e.actor)} opened {e.path} for writing: {res}"
@@ -394,6 +408,8 @@ class _Write(Renderer[ev.SysfsWriteObserved]):
 
     def timeline(self, e: ev.SysfsWriteObserved) -> str:
         who = f"{e.actor.comm}[{e.actor.pid}]"
+        if e.mode == "kata-log":
+            return f"{who} wrote {e.value!r} to {e.path} (Kata's log line)"
         res = "ok" if e.result >= 0 else f"error {-e.result}"
         if e.stage == "open":
             got = f", {e.value!r} read back" if e.value_recovered else ""
@@ -814,3 +830,9 @@ def _clock(ts_ns: int | None) -> str:
         return "-"
     secs, frac = divmod(ts_ns, 1_000_000_000)
     return datetime.fromtimestamp(secs, UTC).strftime("%H:%M:%S") + f".{frac // 1_000_000:03d}"
+
+
+ALWAYS_LOGGED: frozenset[type[ev.Event]] = frozenset(
+    {ev.Finding, ev.SourceStateChanged, ev.EventsLost, ev.Resynced, ev.DecodeFailed})
+"""The kinds the agent's log sink writes without `--log-events`: findings and its own health.
+A log line of any other kind says the agent ran with it (postmortem tells the two apart)."""

@@ -26,8 +26,9 @@ from diag.common.errors import ConfigError, DiagError
 from diag.common.paths import HostPaths
 
 HEALTHY_WITHIN_S = 10.0
-"""/healthz and the watchdog fail when the core thread has not called the sinks for this long
-(it flushes them every second even when idle)."""
+"""/healthz and the watchdog fail when the core thread has been working this long without
+finishing a round or a batch of the sinks (a wedged rule or sink), or has stopped. Idle, it
+sleeps until an event comes: it is not woken to prove it lives."""
 STOP_BUDGET_S = 1.3
 """Of the 2 s allowed between SIGTERM and exit, what the pipeline's drain and flush may take;
 the rest is for the interpreter's exit."""
@@ -328,6 +329,7 @@ class _Agent:
         def on_hup(_signum: int, _frame: Any) -> None:
             if self.journal is not None:
                 self.journal.reopen()
+                self.pipe.request_flush()  # the core thread reopens it now, not at the next write
             self.log.info("sighup", action="journal reopen requested" if self.journal
                           else "nothing to reopen")
 
@@ -360,13 +362,16 @@ class _Agent:
         )
 
     def health(self) -> tuple[bool, str]:
-        """What /healthz and the watchdog report: the pipeline runs and the core is active."""
-        age = time.monotonic() - self.metrics.last_beat
+        """What /healthz and the watchdog report: the pipeline runs and its core thread is
+        waiting for events or making progress."""
         if not self.pipe.running:
             return False, "the pipeline is not running"
-        if age > HEALTHY_WITHIN_S:
-            return False, f"the core thread has been silent for {age:.0f} s"
-        return True, f"core active {age:.1f} s ago"
+        stalled = self.pipe.core_stalled_s()
+        if stalled is None:
+            return False, "the core thread has stopped"
+        if stalled > HEALTHY_WITHIN_S:
+            return False, f"the core thread has been stuck for {stalled:.0f} s"
+        return True, "core waiting for events" if stalled == 0 else f"core busy for {stalled:.1f} s"
 
     def status(self) -> str:
         """systemd's STATUS= line."""
@@ -409,8 +414,8 @@ class _Agent:
         t0 = time.monotonic()
         self.notifier.stopping("draining and flushing")
         pipe.stop()
-        # The metrics server is left to die with the process: a graceful shutdown waits for its
-        # poll loop (up to 0.25 s) and scrapes during the stop still see the final state.
+        # The metrics server is left to die with the process: scrapes during the stop still
+        # see the final state.
         self.notifier.close()
         st = pipe.state()
         lingering = sorted(n for n, s in pipe.stats.sources.items() if s.up)

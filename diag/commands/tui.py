@@ -24,6 +24,8 @@ from diag.events import Event
 
 if TYPE_CHECKING:
     from diag.commands.demo import Chapter
+    from diag.runtime import Pipeline
+    from diag.sources import SourceContext
 
 
 def _speed(text: str) -> float:
@@ -112,20 +114,32 @@ def replay(path: Path, args: argparse.Namespace, mode: str = "REPLAY", max_gap_s
     return 0
 
 
-class _BackgroundLiveFeed:
-    """The runtime's LiveFeed, built on a thread once the dashboard is up.
+FIRST_FRAME_SOURCE = ("diag.sources.uevent.source", "uevent")
+"""The source the first frame waits for (module, name): the devices and their drivers."""
+REST_AFTER_S = 2.0
+"""The other sources start this long after the first one at the latest, when the dashboard has
+not painted a frame with devices by then (a --root without any PCI device)."""
 
-    Probing the sources (bcc's import alone is a few hundred ms) and starting them overlaps
-    with Textual's own start-up, so the first frame does not wait for them; the header shows
-    each source as "not reported" until it is.
+
+class _BackgroundLiveFeed:
+    """The runtime's LiveFeed, built on a thread once the dashboard is up, in two steps.
+
+    The first frame waits only for the uevent source (the device list): it is imported, probed
+    and started alone. The other sources (the Kata source's modules, bcc's import and compile
+    for the eBPF source) cost more CPU than the dashboard's own start-up and, holding the GIL,
+    delayed the first frame as much: they are imported, probed and started, in the registry's
+    order (eBPF last), once the dashboard says it painted devices (`first_frame_shown`). The
+    header shows each source as "not reported" until it is.
     """
 
-    def __init__(self, paths: HostPaths) -> None:
+    def __init__(self, paths: HostPaths, rest_after_s: float = REST_AFTER_S) -> None:
         self.paths = paths
+        self.rest_after_s = rest_after_s
         self._listeners: list[Callable[[HostState], None]] = []
         self._feed: SnapshotFeed | None = None
         self._lock = threading.Lock()
         self._stopped = False
+        self._shown = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
@@ -136,13 +150,27 @@ class _BackgroundLiveFeed:
         self._thread = threading.Thread(target=self._build, name="vfiowatch-start", daemon=True)
         self._thread.start()
 
+    def first_frame_shown(self) -> None:
+        """The dashboard painted its first frame with devices: start the other sources."""
+        self._shown.set()
+
     def _build(self) -> None:
+        import importlib
+
         from diag.runtime import Pipeline, build_sources
         from diag.sources import SourceContext
 
+        ctx = SourceContext(paths=self.paths)
+        module, name = FIRST_FRAME_SOURCE
         try:
-            sources, unavailable = build_sources(SourceContext(paths=self.paths))
-            feed = Pipeline(sources, unavailable=unavailable).live_feed()
+            importlib.import_module(module)
+            first = [name]
+        except Exception:  # reported with the others' modules (`unloadable_sources`)
+            first = []
+        try:
+            sources, unavailable = build_sources(ctx, first)
+            pipe = Pipeline(sources, unavailable=unavailable)
+            feed = pipe.live_feed()
         except Exception as exc:  # shown by the CLI after the app exits
             self.error = exc
             return
@@ -153,11 +181,33 @@ class _BackgroundLiveFeed:
                 return
             self._feed = feed
             feed.start()
+        self._shown.wait(self.rest_after_s)
+        try:
+            self._start_rest(pipe, ctx, set(first))
+        except Exception as exc:
+            self.error = exc
+
+    def _start_rest(self, pipe: Pipeline, ctx: SourceContext, started: set[str]) -> None:
+        """Import, probe and start every other source, one at a time in the registry's order
+        (each starts before the next one's probe: bcc's import is the eBPF source's probe)."""
+        from diag.runtime import build_sources, unloadable_sources
+        from diag.sources import SOURCES
+
+        SOURCES.load()
+        pipe.add_sources([], unloadable_sources())
+        for other in SOURCES:
+            if other in started:
+                continue
+            if self._stopped:
+                return
+            sources, unavailable = build_sources(ctx, [other])
+            pipe.add_sources(sources, unavailable)
 
     def stop(self) -> None:
         with self._lock:
             self._stopped = True
             feed = self._feed
+        self._shown.set()
         if feed is not None:
             feed.stop()
 

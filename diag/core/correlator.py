@@ -23,7 +23,7 @@ from typing import Any
 from diag import events as ev
 from diag.core.model import Model
 from diag.core.rules import Rule, build_rules
-from diag.core.rules._base import Timers, Wake
+from diag.core.rules._base import ConditionRule, Timers, Wake
 from diag.core.state import HostState
 from diag.core.thresholds import CoreConfig
 
@@ -34,6 +34,16 @@ def _handler(rule: Rule, cls: type[ev.Event]) -> Callable[[Model, Any], list[ev.
     """What the rule is called with for events of `cls`: its `on_<kind>` if it has one."""
     specific = getattr(rule, f"on_{cls.kind}", None) if cls.kind else None
     return specific if callable(specific) else rule.on_event
+
+
+def _deaf(rule: Rule) -> bool:
+    """True for a rule whose `on_episode` can change nothing: ConditionRule's own, which only
+    reassesses through `refresh`, with ConditionRule's `refresh` (which says nothing). Such a
+    rule is not offered episodes (8 of the 11 built-in rules: an offer per rule and per event
+    that joins a followed device's episode, for nothing)."""
+    cls = type(rule)
+    return (getattr(cls, "on_episode", None) is ConditionRule.on_episode
+            and getattr(cls, "refresh", None) is ConditionRule.refresh)
 
 
 class Correlator:
@@ -66,7 +76,8 @@ class Correlator:
                 self._tickers.append(r)
         self._resync_rules = [r for r in self.rules if getattr(r, "resync_events", False)]
         self._followers: list[tuple[Any, dict[str, int] | None]] = [
-            (r, getattr(r, "follow", None)) for r in self.rules if hasattr(r, "on_episode")
+            (r, getattr(r, "follow", None)) for r in self.rules
+            if hasattr(r, "on_episode") and not _deaf(r)
         ]
         self._followers_of: dict[str, list[Any]] = {}
         """BDF -> the rules that follow its episodes, in rule order (the rules keep it)."""
@@ -155,6 +166,12 @@ class Correlator:
         self.model.now_ns = now_ns
         return self._record(self._tick(now_ns))
 
+    def next_due_ns(self) -> int | None:
+        """The event time from which `advance` may return findings, so a caller can sleep until
+        then: the earliest deadline of the rules' Timers (it may be early, never late), None when
+        no deadline is set, 0 when a rule with time logic but no Timers may act at any time."""
+        return 0 if self._tickers else self._wake.at
+
     def _tick(self, now_ns: int) -> list[ev.Finding]:
         out: list[ev.Finding] = []
         model = self.model
@@ -181,14 +198,16 @@ class Correlator:
         return out
 
     def _record(self, transitions: list[ev.Finding]) -> list[ev.Finding]:
+        active = self._findings
         for f in transitions:
-            if f.status == "open":
-                self.findings_total += 1
-            if f.status == "resolved":
-                self._findings.pop(f.finding_id, None)
+            status = f.status
+            if status == "resolved":
+                active.pop(f.finding_id, None)
                 self._resolved.appendleft(f)
             else:
-                self._findings[f.finding_id] = f
+                if status == "open":
+                    self.findings_total += 1
+                active[f.finding_id] = f
         return transitions
 
     # ---- output ------------------------------------------------------------------------------

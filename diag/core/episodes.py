@@ -30,8 +30,9 @@ MAX_ACTORS = 8
 """Distinct writers kept per episode (a storm of writers does not grow it)."""
 
 
-class LostNetdev(msgspec.Struct, frozen=True, kw_only=True):
-    """The netdev a device lost when it was unbound, and who had it."""
+class LostNetdev(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The netdev a device lost when it was unbound, and who had it (immutable values only:
+    untracked by the cycle collector)."""
 
     ts_ns: int
     ifname: str

@@ -117,6 +117,8 @@ class Model:
             cls: getattr(self, name) for cls, name in _HANDLERS.items()}
         """Event class -> this model's bound handler (one lookup and one call per event)."""
         self._handlers[ev.SysfsWriteObserved] = self.writes.write
+        self._log_seen: tuple[ev.LogLineMatched, int, list[str]] | None = None
+        """(line, events_total when applied, its `log_targets`): the last log line applied."""
 
     # ---- helpers for rules -------------------------------------------------------------------
 
@@ -374,16 +376,22 @@ class Model:
             rec.netdev = None
 
     def _link_changed(self, e: ev.LinkChanged) -> None:
-        key = (e.netns.inode, e.ifindex)
-        old = self.links.get(key)
-        self.links[key] = LinkView(
-            ifindex=e.ifindex, ifname=e.ifname, netns=e.netns, operstate=e.operstate,
+        # Most events of a busy host: pod veths (no device) going up and down.
+        netns = e.netns
+        inode = netns.inode
+        key = (inode, e.ifindex)
+        links = self.links
+        old = links.get(key)
+        links[key] = LinkView(
+            ifindex=e.ifindex, ifname=e.ifname, netns=netns, operstate=e.operstate,
             carrier=e.carrier, admin_up=e.admin_up, mac=e.mac, bdf=e.bdf,
             since_ns=old.since_ns if old and old.operstate == e.operstate else e.ts_ns,
         )
-        if e.netns.inode not in self.netns:
-            self.netns[e.netns.inode] = e.netns
-        rec = self.device(e.bdf)
+        if inode not in self.netns:
+            self.netns[inode] = netns
+        if e.bdf is None:
+            return
+        rec = self.devices.get(e.bdf)
         if rec is not None:
             label = e.netns.label  # a property that formats: read once
             moved = rec.netns is not None and rec.netns != label
@@ -457,7 +465,10 @@ class Model:
     def _log(self, e: ev.LogLineMatched) -> None:
         if e.bdf:  # a line naming a PCI device makes it known (its episode holds the line)
             self.ensure(e.bdf, e.ts_ns)
-        for bdf in self.log_targets(e):
+        targets = self.log_targets(e)
+        # The rules that read this line ask for its targets again within this event.
+        self._log_seen = (e, self.events_total, targets)
+        for bdf in targets:
             ep = self.join(bdf, e)
             if ep is not None:
                 if e.signature not in ep.signatures:
@@ -471,6 +482,11 @@ class Model:
         """The devices a log line is about: its BDF, else its sandbox's VFs, else its group."""
         if e.bdf:
             return [e.bdf]
+        seen = self._log_seen
+        if seen is not None and seen[0] is e and seen[1] == self.events_total:
+            # Joining the line to its targets changed none of what chose them (their sandbox,
+            # a window they are already inside), so within the same event the answer holds.
+            return seen[2]
         if e.sandbox_id and e.sandbox_id in self.sandboxes:
             sb = self.sandboxes[e.sandbox_id]
             return sorted({v.bdf for v in sb.vfs} | set(sb.vmm_vfio_devices))

@@ -6,6 +6,10 @@ PlaybackStatus are the controls a replay adds, which the dashboard drives.
 The correlator owns mutable internals; what leaves the core is this immutable view. The TUI,
 the metrics collector and postmortem reports read only snapshots, so live and replay look the
 same (dolphie's live = replay).
+
+The frozen Structs here are not tracked by the cycle collector (`gc=False`, as the records of
+`diag.events`): they hold only immutable values, so no cycle can run through them, and the
+model makes one on every link change and driver move.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from diag import events as ev
 from diag.core.kata_exposure import Assessment
 
 
-class DriverMove(msgspec.Struct, frozen=True, kw_only=True):
+class DriverMove(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One step of a device's driver timeline."""
 
     ts_ns: int
@@ -31,7 +35,7 @@ class DriverMove(msgspec.Struct, frozen=True, kw_only=True):
     resync: bool = False
 
 
-class LinkNote(msgspec.Struct, frozen=True, kw_only=True):
+class LinkNote(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One step of a device's link history (netdev appeared, vanished, changed state)."""
 
     ts_ns: int
@@ -75,7 +79,7 @@ class DeviceView:
         return self.device.bdf
 
 
-class Owner(msgspec.Struct, frozen=True, kw_only=True):
+class Owner(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Who a device belongs to and who moved it: the one answer every view uses (the device
     row, the device story and the findings), derived once by `Model.owner` (a Struct: rules ask
     it while wording findings, and a frozen dataclass costs a setattr per field to build)."""
@@ -88,7 +92,7 @@ class Owner(msgspec.Struct, frozen=True, kw_only=True):
     """True when the sandbox is running now."""
 
 
-class LinkView(msgspec.Struct, frozen=True, kw_only=True):
+class LinkView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One network interface in one namespace."""
 
     ifindex: int
@@ -102,7 +106,7 @@ class LinkView(msgspec.Struct, frozen=True, kw_only=True):
     since_ns: int = 0
 
 
-class SourceHealth(msgspec.Struct, frozen=True, kw_only=True):
+class SourceHealth(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One source's health as the dashboard header and the metrics show it."""
 
     name: str

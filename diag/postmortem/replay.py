@@ -33,6 +33,7 @@ from diag.postmortem.inputs import Input, Options, open_inputs
 from diag.postmortem.katakernel import KernelFromKata
 from diag.postmortem.moment import end_is_later, listing_notes, place_listings
 from diag.postmortem.report import BOOT_RELATIVE_NS, Entry, Filter, FindingBook, Report
+from diag.render import ALWAYS_LOGGED
 
 Segment = tuple[int, int, Sequence[ev.Event]]
 """(input index, sequence of its first event, events): a run of one input's events in merge
@@ -364,6 +365,8 @@ class _Feed:
         self.logged = FindingBook(options.keep_resolved)
         """The findings the agent's JSON logs carried (flat: compared by id, severity, status)."""
         self.log_idx = {i.index for i in inputs if i.format == "agent-logs"}
+        self.raw_logged = 0
+        """Events in the agent's logs that it logs only with `--log-events`."""
         self.keeper = _Keeper(options.timeline_limit) if options.timeline_limit > 0 else None
         self.has_journal = any(i.format == "journal" and i.parsed is not None for i in inputs)
         self.static_idx = {i.index for i in inputs if i.clock == "static"}
@@ -427,6 +430,8 @@ class _Feed:
         count = shown = 0
         for idx, n0, events in merged:
             timed = idx not in static_idx
+            if idx in log_idx:
+                self.raw_logged += sum(type(e) not in ALWAYS_LOGGED for e in events)
             n = n0 - 1
             for e in events:
                 n += 1
@@ -564,8 +569,10 @@ class _Feed:
 
     def _adopt_logged(self) -> None:
         """The findings the agent logged, against the replay's: said on each log input; one the
-        replay did not raise (its events were not logged: no --log-events) is shown as the agent
-        logged it, and counts for the exit status."""
+        replay did not raise (its events are not in the logs) is shown as the agent logged it,
+        and counts for the exit status. Why they are not there is said from the logs: no raw
+        event at all means the agent ran without --log-events; with some, the logs begin after
+        (or were cut before) the events that raised it."""
         def key(f: ev.Finding) -> tuple[str, str, str]:
             return f.rule, f.severity.label, f.status
 
@@ -582,9 +589,12 @@ class _Feed:
         if not missing and not differ:
             said = f"the agent logged {n} finding(s): the replay raised the same"
         else:
+            why = ("the agent ran without --log-events" if not self.raw_logged else
+                   ("the agent ran with --log-events, but the logs begin after those events "
+                    "or have a gap"))
             said = (f"the agent logged {n} finding(s): "
                     + (f"{len(missing)} not raised by the replay (their events are not in the "
-                       "logs: the agent ran without --log-events), shown as logged" if missing else "")
+                       f"logs: {why}), shown as logged" if missing else "")
                     + ("; " if missing and differ else "")
                     + (f"{len(differ)} raised with another severity or status: "
                        + ", ".join(differ[:5]) if differ else ""))

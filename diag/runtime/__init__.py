@@ -10,6 +10,7 @@ from diag.runtime.pipeline import (
     PipelineStats,
     SourceStats,
     build_sources,
+    unloadable_sources,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "PipelineStats",
     "SourceStats",
     "build_sources",
+    "unloadable_sources",
 ]

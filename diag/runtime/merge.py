@@ -180,7 +180,9 @@ class WatermarkMerge:
         """The watermark of the last `release` (the stream is complete up to here)."""
 
     def add_source(self, name: str, watermark: Watermark | None) -> None:
-        self.sources[name] = watermark
+        # Replaced, not changed in place: a source added to a running pipeline is added from
+        # another thread while the core thread iterates the sources (`watermark`).
+        self.sources = {**self.sources, name: watermark}
 
     def set_running(self, name: str, running: bool) -> None:
         """A source started or stopped (its watermark's `live` says the same)."""

@@ -6,7 +6,7 @@ The shape (DESIGN.md), as threads:
  source thread(s)  --emit-->  bounded queue  --drain-->  core thread  --write-->  sinks
  (one supervisor                (drops and                watermark merge     +--> LiveFeed
   per source)                    counts)                  Correlator.feed        (publisher
-                                                          advance on a timer      thread)
+                                                          advance at deadlines    thread)
 ```
 
 * **Bounded queue.** `emit()` never blocks a source: when `queue_size` events are waiting the
@@ -27,10 +27,13 @@ The shape (DESIGN.md), as threads:
 * **Robust core.** An exception raised by the Correlator (a rule bug) is logged and counted in
   `stats.core_errors`; the event still reaches the sinks and the next one is processed.
 * **Core thread.** The only thread that touches the Correlator and the sinks. Time in the core
-  comes from events; on a timer (`tick_interval_s`) the core thread calls
-  `Correlator.advance(watermark)` so grace periods expire while nothing happens.
+  comes from events; while a rule has a deadline (`Correlator.next_due_ns()`), the core thread
+  calls `Correlator.advance(watermark)` when the watermark passes it, and at least every
+  `tick_interval_s` (a clock that jumps), so grace periods expire while nothing happens.
   When a timer tick produces findings, a `ClockTicked` is written to the sinks before them, so a
-  journal replay reproduces them.
+  journal replay reproduces them. Sinks are flushed `flush_interval_s` after something was
+  written to them (or at once on `request_flush()`), not on a timer. Idle, with no deadline and
+  nothing written, the core thread sleeps until an event comes: it costs nothing.
 * **Source health.** Each source runs under a supervisor: `SourceStateChanged(up=True)` when it
   starts (a source with `reports_up = True`, whose start can still fail after its probe, is
   reported `up=False, reason="starting: ..."` and says `up=True` itself once it works: the eBPF
@@ -106,11 +109,13 @@ class PipelineOptions:
     """The longest an event waits for a source whose watermark stalls (a source busy that long);
     it is then released, and counted against that source in `stats.stalled`."""
     tick_interval_s: float = 0.5
-    """How often the core advances time with no event (grace periods)."""
+    """While a rule's deadline is pending, the core advances time with no event at least this
+    often (besides at the deadline itself); with none pending it does not wake for time."""
     snapshot_interval_s: float = 0.15
     """At most this often a new HostState is taken and published (LiveFeed, Sink.snapshot)."""
     flush_interval_s: float = 1.0
-    """How often sinks are flushed while running."""
+    """Sinks are flushed this long after the first write since their last flush (and again
+    this long after a flush while a sink's `wants_flush()` says so: a journal retrying)."""
     retry_initial_s: float = 1.0
     """First delay before restarting a crashed source; doubles up to retry_max_s."""
     retry_max_s: float = 30.0
@@ -156,6 +161,15 @@ class PipelineStats:
     sources: dict[str, SourceStats] = field(default_factory=dict)
 
 
+def _wants(fn: Callable[[], bool]) -> bool:
+    """A sink's `wants_flush()`; one that raises is flushed again rather than stopping the core."""
+    try:
+        return bool(fn())
+    except Exception:
+        log.exception("sink's wants_flush failed")
+        return True
+
+
 def build_sources(
     ctx: SourceContext, names: Iterable[str] | None = None
 ) -> tuple[list[Source], list[tuple[str, Availability]]]:
@@ -169,17 +183,17 @@ def build_sources(
     `[sources.<name>]` tables of the configuration file), each source gets its own table (or
     none); otherwise `ctx.options` is handed to every source as it is. Raises KeyError for a name that is not registered,
     and lets a source's ConfigError (an unknown or bad option) through: that is the user's to
-    fix, not a source to skip.
+    fix, not a source to skip. With `names` all registered already, the other source modules
+    are not imported.
     """
-    registry = SOURCES.load()
+    # Named sources already registered (their modules imported by the caller): the other
+    # source modules are not imported (the dashboard starts one source before the others).
+    registry = SOURCES if names is not None and all(n in SOURCES for n in names) else SOURCES.load()
     wanted = list(names) if names is not None else list(registry)
     runnable: list[Source] = []
     unavailable: list[tuple[str, Availability]] = []
     if names is None:  # every source: those whose module cannot be imported are reported too
-        unavailable.extend(
-            (f.module, Availability(False, reason=f.text(),
-                                    hint="reinstall vfiowatch; `vfiowatch check` lists it"))
-            for f in registry.failures)
+        unavailable.extend(unloadable_sources())
     opts = ctx.options
     per_source = bool(opts) and any(k in registry for k in opts) and all(
         isinstance(v, Mapping) for v in opts.values())
@@ -202,6 +216,14 @@ def build_sources(
         else:
             unavailable.append((name, avail))
     return runnable, unavailable
+
+
+def unloadable_sources() -> list[tuple[str, Availability]]:
+    """(module, Availability) for each source module that could not be imported (after
+    `SOURCES.load()`), for `Pipeline(unavailable=...)`."""
+    return [(f.module, Availability(False, reason=f.text(),
+                                    hint="reinstall vfiowatch; `vfiowatch check` lists it"))
+            for f in SOURCES.failures]
 
 
 class _Queue:
@@ -246,9 +268,9 @@ class _Queue:
     def depth(self) -> int:
         return len(self._dq)
 
-    def wait(self, timeout: float, kicks: int = -1) -> None:
-        """Sleep until an event or a kick comes, or `timeout`; `kicks`: the count the caller saw
-        before it last looked (a kick since then returns at once)."""
+    def wait(self, timeout: float | None, kicks: int = -1) -> None:
+        """Sleep until an event or a kick comes, or `timeout` (None: no timeout); `kicks`: the
+        count the caller saw before it last looked (a kick since then returns at once)."""
         if self._dq or self.kicks != kicks >= 0:
             return
         self._wake.clear()
@@ -385,19 +407,23 @@ class Pipeline:
                                      max_lateness_ns=self.options.max_lateness_ns)
         self.merge_stats = self._merge.stats
         for src in self.sources:
-            wm = getattr(src, "watermark", None)
-            if isinstance(wm, Watermark):
-                wm.kick = self._kick_if_holding
-                self._merge.add_source(src.name, wm)
-            else:
-                self._merge.add_source(src.name, None)
+            self._merge_source(src)
         self._batch_ends: list[Any] = []
         self._reported_dropped = 0
         self._dirty = True
+        self._written = False
+        """Items went to the sinks since their last flush."""
+        self._flush_asked = False
+        """`request_flush()`: flush at the next round."""
+        self._progress_at = 0.0
+        """Monotonic time the core thread last started a round or ended a batch; 0.0 while it
+        sleeps waiting for work (`core_stalled_s`)."""
         self._shown_devices = False
         """The newest snapshot published holds devices (until then one with them goes out at once)."""
         self._started = False
         self._stopped = False
+        self._lifecycle = threading.Lock()
+        """Orders `add_sources` against `start` and `stop`."""
         self._drain_deadline = float("inf")
         self._state_lock = threading.Lock()
         self._latest_state: HostState | None = None
@@ -437,32 +463,73 @@ class Pipeline:
 
     def start(self) -> None:
         """Ordered start-up: core thread, then sources in order. Idempotent."""
-        if self._started:
-            return
-        self._started = True
+        with self._lifecycle:
+            if self._started:
+                return
+            self._started = True
+            self._report_unavailable(self.unavailable)
+            self._core_thread = threading.Thread(target=self._core_loop, name="vfiowatch-core",
+                                                 daemon=True)
+            self._core_thread.start()
+            for src in self.sources:
+                self._start_source(src)
+
+    def add_sources(self, sources: Sequence[Source],
+                    unavailable: Sequence[tuple[str, Availability]] = ()) -> None:
+        """Add sources (and report those that cannot run) before or after `start()`; on a
+        running pipeline they start at once. The dashboard starts the sources its first frame
+        does not need (and bcc's import and compile) after that frame. Nothing once stopped."""
+        with self._lifecycle:
+            if self._stopped:
+                return
+            taken = {s.name for s in self.sources}
+            for src in sources:
+                if src.name in taken:
+                    raise ValueError(f"source {src.name!r} added twice")
+                taken.add(src.name)
+            # Replaced, not extended: the core thread iterates them (`_pull`).
+            self.sources = [*self.sources, *sources]
+            self.unavailable = [*self.unavailable, *unavailable]
+            for src in sources:
+                self.stats.sources = {**self.stats.sources, src.name: SourceStats(src.name)}
+                self._merge_source(src)
+            if self._started:
+                self._report_unavailable(unavailable)
+                for src in sources:
+                    self._start_source(src)
+
+    def _merge_source(self, src: Source) -> None:
+        wm = getattr(src, "watermark", None)
+        if isinstance(wm, Watermark):
+            wm.kick = self._kick_if_holding
+            self._merge.add_source(src.name, wm)
+        else:
+            self._merge.add_source(src.name, None)
+
+    def _report_unavailable(self, unavailable: Sequence[tuple[str, Availability]]) -> None:
         now = self._clock()
-        for name, avail in self.unavailable:
+        for name, avail in unavailable:
             self.emit(
                 ev.SourceStateChanged(
                     ts_ns=now, source=RUNTIME_SOURCE, name=name, up=False, mode=avail.mode,
                     reason=avail.reason or "unavailable", hint=avail.hint,
                 )
             )
-        self._core_thread = threading.Thread(target=self._core_loop, name="vfiowatch-core", daemon=True)
-        self._core_thread.start()
-        for src in self.sources:
-            t = threading.Thread(
-                target=self._supervise, args=(src,), name=f"vfiowatch-src-{src.name}", daemon=True
-            )
-            self._source_threads.append(t)
-            t.start()
+
+    def _start_source(self, src: Source) -> None:
+        t = threading.Thread(
+            target=self._supervise, args=(src,), name=f"vfiowatch-src-{src.name}", daemon=True
+        )
+        self._source_threads.append(t)
+        t.start()
 
     def stop(self, timeout: float | None = None) -> None:
         """Ordered teardown within `timeout` (default options.stop_timeout_s): stop and join
         sources, drain the queue, release the merge window, flush and close sinks. Idempotent."""
-        if not self._started or self._stopped:
-            return
-        self._stopped = True
+        with self._lifecycle:
+            if not self._started or self._stopped:
+                return
+            self._stopped = True
         budget = self.options.stop_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + budget
         self._stop_sources.set()
@@ -478,6 +545,22 @@ class Pipeline:
             self._core_thread.join(max(0.05, deadline - time.monotonic()))
             if self._core_thread.is_alive():
                 log.warning("core thread did not finish draining in time")
+
+    def request_flush(self) -> None:
+        """Flush the sinks at once, on the core thread (a journal's reopen after SIGHUP): an
+        idle core thread flushes nothing by itself."""
+        self._flush_asked = True
+        self._queue.kick()
+
+    def core_stalled_s(self) -> float | None:
+        """How long the core thread has been working without finishing a round or a batch of
+        the sinks (0.0 while it sleeps waiting for events); None when it is not running. What
+        /healthz and the watchdog judge: an idle core thread does not wake to prove it lives."""
+        t = self._core_thread
+        if t is None or not t.is_alive():
+            return None
+        at = self._progress_at
+        return max(0.0, time.monotonic() - at) if at else 0.0
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Block until the queue and merge window are empty (tests, benchmarks). True if idle."""
@@ -593,9 +676,13 @@ class Pipeline:
         merge = self._merge
         self._batch_ends = [fn for sink in self.sinks
                             if callable(fn := getattr(sink, "end_batch", None))]
-        next_tick = next_snap = next_flush = time.monotonic()
+        next_tick = next_snap = time.monotonic()
+        flush_at: float | None = None
+        next_due = self.correlator.next_due_ns
+        wanting = [fn for sink in self.sinks if callable(fn := getattr(sink, "wants_flush", None))]
         try:
             while True:
+                self._progress_at = time.monotonic()
                 stopping = self._stop_core.is_set()
                 kicks = self._queue.kicks
                 # The clock, then the watermarks, then the queue: a watermark read after the
@@ -611,21 +698,43 @@ class Pipeline:
                     if self._queue.depth() == 0 or mono > self._drain_deadline:
                         break
                     continue
-                if mono >= next_tick:
-                    self._advance(self._complete_ns(now_ns))
-                    next_tick = mono + opts.tick_interval_s
+                # Time alone moves the core only while a rule has a deadline: at the deadline
+                # (once the watermark passed it) and at least every tick interval.
+                due = next_due()
+                if due is not None:
+                    complete = self._complete_ns(now_ns)
+                    if mono >= next_tick or (due and complete >= due):
+                        self._advance(complete)
+                        next_tick = mono + opts.tick_interval_s
+                        due = next_due()
                 if self._dirty and (mono >= next_snap or (not self._shown_devices
                                                            and self.correlator.model.devices)):
                     # At most one snapshot per interval, but the first with the inventory at
                     # once: a dashboard opens on its devices, not on the sources' start alone.
                     self._publish()
                     next_snap = mono + opts.snapshot_interval_s
-                if mono >= next_flush:
+                # Flush a flush interval after the first write since the last flush, or at once
+                # when asked; a sink that still has business (a journal retrying) asks again.
+                if self._flush_asked:
+                    flush_at = mono
+                elif self._written and flush_at is None:
+                    flush_at = mono + opts.flush_interval_s
+                if flush_at is not None and mono >= flush_at:
+                    self._written = self._flush_asked = False
                     self._flush()
-                    next_flush = mono + opts.flush_interval_s
+                    flush_at = None
+                    if any(_wants(fn) for fn in wanting):
+                        flush_at = mono + opts.flush_interval_s
                 # Sleep until an event or a watermark moves, time alone lets the oldest held
-                # event go, or the next timer.
-                wait = min(next_tick, next_flush) - mono
+                # event go, or the next timer: with none, until an event comes.
+                wait = float("inf")
+                if due is not None:
+                    wait = next_tick - mono
+                    ahead = (due - self._complete_ns(now_ns)) / 1e9 if due else 0.0
+                    if ahead > 0:  # a deadline the advance left behind waits for the interval
+                        wait = min(wait, max(0.001, ahead))
+                if flush_at is not None:
+                    wait = min(wait, flush_at - mono)
                 if self._dirty:
                     wait = min(wait, next_snap - mono)
                 now_ns = self._clock()
@@ -634,10 +743,11 @@ class Pipeline:
                     # A watermark moved while this batch was taken in: a source that started
                     # waiting before it saw anything held did not kick (_kick_if_holding).
                     continue
-                due = merge.due_in_ns(now_ns)
-                if due is not None:
-                    wait = min(wait, due / 1e9)
-                self._queue.wait(max(0.0002, wait), kicks)
+                held = merge.due_in_ns(now_ns)
+                if held is not None:
+                    wait = min(wait, held / 1e9)
+                self._progress_at = 0.0
+                self._queue.wait(None if wait == float("inf") else max(0.0002, wait), kicks)
             self._advance(self._complete_ns(self._clock()))
             self._publish()
         except Exception:
@@ -729,6 +839,7 @@ class Pipeline:
         stats.late = self._merge.stats.late
         stats.stalled = self._merge.stats.stalled_total
         self._dirty = True
+        self._progress_at = time.monotonic()
         self._out_all(items)
         for end_batch in self._batch_ends:
             try:
@@ -748,6 +859,7 @@ class Pipeline:
         """Hand `items` (in order) to every sink: the whole list to a sink with `write_batch`
         (one call a batch, not one a sink and event), item by item to the others; then to the
         item listeners. A sink that fails is logged and counted, the others still get them."""
+        self._written = True
         for sink in self.sinks:
             batch = getattr(sink, "write_batch", None)
             if batch is not None:

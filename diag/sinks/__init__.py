@@ -13,6 +13,9 @@ class Sink(Protocol):
 
     Optional: `write_batch(items)` takes a batch of the core's output (events and findings, in
     order) as one list, instead of one `write` each; `end_batch()` is called after each batch.
+    `flush()` comes about a second after items were written (never on an idle timer);
+    `wants_flush()`, when a sink has it, asks for more flushes with nothing written (a journal
+    retrying failed writes).
     """
 
     name: ClassVar[str]

@@ -16,9 +16,10 @@ Durability, and what it costs:
   cost more than the core under a storm): a kill -9 then loses at most the batch in hand, as
   it loses the events still queued.
 * `fdatasync` runs on a syncer thread (a slow disk never stalls the core), on a duplicate of the
-  descriptor, every `fsync_interval_s` (default 1 s) while there is unsynced data, on every
-  flush (about once a second, from the runtime) and when a file is rotated or closed; so power
-  loss costs about the last second. Compressed parts are synced before they replace their
+  descriptor, `fsync_interval_s` (default 1 s) after a write left unsynced data, on every
+  flush (a second after writes, from the runtime) and when a file is rotated or closed; so
+  power loss costs about the last second. With everything synced the syncer sleeps until a
+  write (no idle wake-ups). Compressed parts are synced before they replace their
   plain file. `fsync_interval_s=0` syncs every record inline (slow disks: ~ms each).
 * Rotation by size (`max_bytes`, and at least a quarter of it beyond the opening snapshot, so
   a state larger than `max_bytes` cannot rotate on every record): the file is renamed to
@@ -80,6 +81,8 @@ Report = Callable[..., None]
 """`report(level, event, **fields)`: how the sink tells the agent's log about its trouble."""
 
 _SPACE_ERRNOS = {errno_mod.ENOSPC, errno_mod.EDQUOT, errno_mod.EFBIG}
+_ARM = -2
+"""On the syncer's queue: a write made the file dirty (descriptors are >= 0, -1 stops it)."""
 MODE = 0o640
 """Every journal file (the live one, rotated and compressed parts, the lock) is created with
 this mode, less the umask; a compressed part then takes its plain part's exact mode."""
@@ -299,7 +302,8 @@ class JournalSink:
         self.stats = JournalStats(path=str(self.path))
         self._compress_q: queue.Queue[Path | None] = queue.Queue()
         self._sync_q: queue.Queue[int] = queue.Queue()
-        """Duplicated descriptors to fdatasync and close; -1 stops the syncer."""
+        """Duplicated descriptors to fdatasync and close; -1 stops the syncer, _ARM says a
+        write made the file dirty (the syncer sleeps without a timeout until then)."""
         self._start_workers()
         self._take_over()
 
@@ -425,6 +429,12 @@ class JournalSink:
         """SIGHUP: thread-safe; done on the core thread at the next write or flush."""
         self._reopen.set()
 
+    def wants_flush(self) -> bool:
+        """Business for a flush although nothing new was written (the runtime flushes only after
+        writes): a reopen asked for, or writes failing (retried at each flush, so space coming
+        back is noticed while idle)."""
+        return self._failing or self._reopen.is_set()
+
     # ---- writing ------------------------------------------------------------------------------
 
     def _state(self) -> HostState | None:
@@ -510,6 +520,8 @@ class JournalSink:
     def _written(self, fd: int, n: int, records: int) -> None:
         """Account for `n` bytes of `records` written; a recovery is told, a sync done if due."""
         self._size += n
+        if not self._dirty and self.fsync_interval_s:
+            self._sync_q.put(_ARM)  # the syncer sleeps without a timeout while all is synced
         self._dirty = True
         st = self.stats
         st.size_bytes = self._size
@@ -561,12 +573,17 @@ class JournalSink:
 
     def _sync_loop(self) -> None:
         interval = self.fsync_interval_s or 1.0
+        armed = False  # unsynced data may be waiting: sync it within `interval`
         while True:
             try:
-                fd = self._sync_q.get(timeout=interval)
+                fd = self._sync_q.get(timeout=interval if armed else None)
             except queue.Empty:
                 with self._lock:
                     self._hand_off_sync()
+                armed = False
+                continue
+            if fd == _ARM:
+                armed = True
                 continue
             if fd < 0:
                 return

@@ -216,7 +216,7 @@ class LogSink:
         self._lock = threading.Lock()
 
     def write(self, item: ev.Event, /) -> None:
-        if not self.log_events and type(item) is not ev.Finding and type(item) not in _HEALTH_LEVEL:
+        if not self.log_events and type(item) not in render.ALWAYS_LOGGED:
             return  # not logged: skip the device views (a lock) and the renderer
         d = describe(item, log_events=self.log_events, views=self._device_views())
         if d is None:
@@ -231,10 +231,10 @@ class LogSink:
             for item in items:
                 self.write(item)
             return
-        health, finding, log_events = _HEALTH_LEVEL, ev.Finding, self.log_events
+        always, log_events = render.ALWAYS_LOGGED, self.log_events
         lines: list[str] = []
         for item in items:
-            if not log_events and type(item) is not finding and type(item) not in health:
+            if not log_events and type(item) not in always:
                 continue  # not logged: skip the device views (a lock) and the renderer
             d = describe(item, log_events=log_events, views=self._device_views())
             if d is not None and _LEVELS[d[0]] >= self._min_level:

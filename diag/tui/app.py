@@ -144,6 +144,7 @@ class VfioWatchApp(App[None]):
         """Snapshots rendered (benchmarks and tests read it)."""
         self.first_frame_at: float | None = None
         """time.monotonic() when the first frame with data was painted (benchmarks read it)."""
+        self._devices_shown = False
         self._pending: HostState | None = None
         self._render_timer_set = False
         self._last_render = 0.0
@@ -163,10 +164,17 @@ class VfioWatchApp(App[None]):
     def playback(self) -> Playback | None:
         return self.feed if isinstance(self.feed, Playback) else None
 
+    @property
+    def header_interval_s(self) -> float:
+        """How often the headers may redraw what changes on every frame (0: every frame, in a
+        replay, whose header says where it is)."""
+        return self.HEADER_INTERVAL_S if self.playback is None else 0.0
+
     # ---- layout -------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield HostHeader(self.hostname, self.kernel, self.mode, clock=self.clock, id="header")
+        yield HostHeader(self.hostname, self.kernel, self.mode, clock=self.clock, id="header",
+                         min_interval_s=self.header_interval_s)
         yield Static(id="guide")
         with Container(id="body"):
             yield FindingsTable(id="findings", classes="panel")
@@ -307,6 +315,9 @@ class VfioWatchApp(App[None]):
             if self.first_frame_at is None:
                 self.first_frame_at = 0.0
                 self.call_after_refresh(self._first_painted)
+        if state.devices and not self._devices_shown:
+            self._devices_shown = True
+            self.call_after_refresh(self._devices_painted)
 
     def _render_story(self, state: HostState) -> None:
         main = self.screen_stack[0]
@@ -340,7 +351,14 @@ class VfioWatchApp(App[None]):
     def _first_painted(self) -> None:
         self.first_frame_at = time.monotonic()
         if self.own_gc:
-            self.call_after_refresh(self._settle_gc)
+            self.set_timer(self.GC_SETTLE_S, self._settle_gc)
+
+    def _devices_painted(self) -> None:
+        """Tell the feed that the first frame with devices is on screen, if it asks to know
+        (`first_frame_shown`: the live feed starts the sources that frame does not need)."""
+        shown = getattr(self.feed, "first_frame_shown", None)
+        if callable(shown):
+            shown()
 
     # The garbage collector's full passes walk every object the process holds: Textual's,
     # the modules', the snapshots'. Under a storm they came every few seconds, 60-180 ms each
@@ -349,6 +367,11 @@ class VfioWatchApp(App[None]):
     # of the collector's passes, and the youngest generation is collected ten times less often:
     # fewer and shorter passes; cycles are still collected.
     GC_THRESHOLDS = (50_000, 20, 10)
+    HEADER_INTERVAL_S = 0.5
+    """Live, the header's rate, count and clock are redrawn at most this often (HostHeader)."""
+    GC_SETTLE_S = 1.0
+    """After the first frame, not in its way: a full collection is tens of ms, and the sources
+    the live dashboard starts after its first frame have imported their modules by then."""
 
     def _settle_gc(self) -> None:
         gc.collect()

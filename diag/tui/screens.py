@@ -248,7 +248,8 @@ class DetailScreen(Screen[None]):
         from diag.tui.widgets import HostHeader, KeyBar
 
         app = self.app
-        yield HostHeader(getattr(app, "hostname", ""), getattr(app, "kernel", ""), getattr(app, "mode", ""), id="detail-header")
+        yield HostHeader(getattr(app, "hostname", ""), getattr(app, "kernel", ""), getattr(app, "mode", ""),
+                         min_interval_s=getattr(app, "header_interval_s", 0.0), id="detail-header")
         with VerticalScroll():
             yield Static(id="detail-story")
         yield KeyBar([("esc", "Back", "app.pop_screen"), ("/", "Filter", "app.filter"),

@@ -7,6 +7,7 @@ post intents (OpenDevice, OpenFinding) for the screen or app to act on.
 from __future__ import annotations
 
 import itertools
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from operator import attrgetter
@@ -20,6 +21,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.timer import Timer
 from textual.widgets import DataTable, Static
 
 from diag import events as ev
@@ -47,27 +49,51 @@ class HostHeader(Static):
     """A live host with no event for this long is shown as idle."""
 
     def __init__(self, hostname: str, kernel: str, mode: str,
-                 clock: Callable[[], int] | None = None, **kw: object) -> None:
+                 clock: Callable[[], int] | None = None, min_interval_s: float = 0.0,
+                 **kw: object) -> None:
         super().__init__(**kw)  # type: ignore[arg-type]
         self.hostname = hostname
         self.kernel = kernel
         self.mode = mode
         self.clock = clock
         """Wall clock (ns) for a live view; None for replays (their time is the journal's)."""
+        self.min_interval_s = min_interval_s
+        """Live, under a stream, the rate, the count and the clock change on every frame: they
+        are redrawn at most this often (the header was a fifth of a frame's CPU). What must show
+        at once (a source's health, a loss, Kata's configuration, the status note) does."""
         self.state = HostState()
         self.status_note = Text()
         self._shown: Text | None = None
+        self._urgent: object = None
+        self._drawn_at = float("-inf")
+        self._later: Timer | None = None
 
     def update_from(self, state: HostState, status_note: Text | None = None) -> None:
         self.state = state
         if status_note is not None:
             self.status_note = status_note
+        urgent = (tuple((s.name, s.up, s.mode, s.reason, s.lost, s.lost_incidents)
+                        for s in state.sources),
+                  state.kata_configs, state.kata_exposure, state.lost_total, self.status_note)
+        wait = self._drawn_at + self.min_interval_s - time.monotonic()
+        if urgent == self._urgent and wait > 0:
+            if self._later is None:
+                self._later = self.set_timer(wait, self._redraw)
+            return
+        self._urgent = urgent
+        self._redraw()
+
+    def _redraw(self) -> None:
+        if self._later is not None:
+            self._later.stop()
+            self._later = None
+        self._drawn_at = time.monotonic()
         self._show(self.compose_text())
 
     def tick(self) -> None:
         """The clock moved (live): redraw the time, the rate and the idle mark."""
         if self.clock is not None:
-            self._show(self.compose_text())
+            self._redraw()
 
     def _show(self, text: Text) -> None:
         # Without a layout: the height is set explicitly (compose_text), and a layout of the

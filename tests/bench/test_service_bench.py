@@ -38,6 +38,29 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _thread_ns(pid: int) -> dict[int, int]:
+    """CPU time of each live thread of `pid`, in ns (schedstat: finer than the clock ticks)."""
+    out = {}
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out[int(t.name)] = int((t / "schedstat").read_text().split()[0])
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _thread_names(pid: int) -> dict[int, str]:
+    """Thread id -> Python thread name, from `py-spy dump` (the OS names are all `vfiowatch`)."""
+    import re
+
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        return {}
+    dump = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True,
+                          timeout=30).stdout
+    return {int(m[1]): m[2] for m in re.finditer(r'^Thread (\d+) \(\w+\): "([^"]*)"', dump, re.M)}
+
+
 def _start_agent(tmp: Path, *args: str) -> subprocess.Popen[bytes]:
     (tmp / "j").mkdir(parents=True, exist_ok=True)  # `run` refuses a journal directory that does not exist
     log = open(tmp / f"agent-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 - lives with the process
@@ -111,10 +134,23 @@ def test_idle_cpu_and_resident_memory(tmp_path: Path) -> None:
                 tmp_path / "e", "--metrics-addr", str(ports["vfiowatch run (with eBPF)"]))
         time.sleep(5)  # start-up (inventory, link dumps, bcc compile) is not idle
         before = {k: _cpu_ticks(p.pid) for k, p in procs.items()}
+        threads0 = {k: _thread_ns(procs[k].pid) for k in ports}
         ev0 = {k: _events_total(port) for k, port in ports.items()}
         time.sleep(IDLE_SECONDS)
         after = {k: _cpu_ticks(p.pid) for k, p in procs.items()}
+        threads1 = {k: _thread_ns(procs[k].pid) for k in ports}
         ev1 = {k: _events_total(port) for k, port in ports.items()}
+        by_thread = []
+        for k in ports:
+            names = _thread_names(procs[k].pid)
+            spent: dict[str, int] = {}
+            for tid, ns in threads1[k].items():
+                name = names.get(tid, "?").removeprefix("vfiowatch-")
+                spent[name] = spent.get(name, 0) + ns - threads0[k].get(tid, 0)
+            top = sorted(spent.items(), key=lambda kv: -kv[1])
+            by_thread.append((k, f"{sum(spent.values()) / 1e9 / IDLE_SECONDS * 100:.3f}%",
+                              ", ".join(f"{n} {v / 1e9 / IDLE_SECONDS * 100:.3f}%"
+                                        for n, v in top[:6] if v > 0)))
         rows = []
         for k, p in procs.items():
             pct = (after[k] - before[k]) / CLK_TCK / IDLE_SECONDS * 100
@@ -131,6 +167,9 @@ def test_idle_cpu_and_resident_memory(tmp_path: Path) -> None:
     print()
     print(table(f"Idle over {IDLE_SECONDS} s (machine shared with other tests: their events count)",
                  ("process", "CPU of one core", "RSS MB", "events in window", "target"), rows))
+    print(table("The agents' threads over the same window (schedstat, threads alive at both ends; "
+                "the Kata and links sources wake for other processes' exec and exit)",
+                ("process", "threads' CPU", "busiest threads, % of one core"), by_thread))
     assert rows
 
 

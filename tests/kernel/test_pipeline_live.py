@@ -65,3 +65,30 @@ def test_uevents_and_links_reach_the_sinks_in_time_order_and_stop_is_quick() -> 
     downs = [e for e in got if isinstance(e, ev.SourceStateChanged) and not e.up]
     assert {e.name for e in downs} == {"uevent", "links"} and all(e.reason == "stopped" for e in downs)
     assert p.stats.dropped == 0 and not p.running
+
+
+def test_the_dashboards_feed_starts_the_other_sources_after_its_first_frame() -> None:
+    """`vfiowatch tui`'s feed runs the uevent source alone (the device list: what the first
+    frame waits for) until the dashboard says that frame is painted; then it starts the others
+    (the Kata source's modules, bcc's import and compile), which report in the same feed."""
+    from diag.commands.tui import _BackgroundLiveFeed
+    from diag.common.paths import HostPaths
+
+    feed = _BackgroundLiveFeed(HostPaths.at("/"), rest_after_s=60)
+    states: list[HostState] = []
+    feed.subscribe(states.append)
+
+    def reported() -> set[str]:
+        return {h.name for h in states[-1].sources} if states else set()
+
+    feed.start()
+    try:
+        assert wait_for(lambda: bool(states) and bool(states[-1].devices)
+                        and any(h.name == "uevent" and h.up for h in states[-1].sources), 20)
+        time.sleep(0.5)
+        assert reported() - {"runtime"} == {"uevent"}
+        feed.first_frame_shown()
+        assert wait_for(lambda: {"uevent", "links", "kata", "ebpf"} <= reported(), 20), reported()
+        assert feed.error is None
+    finally:
+        feed.stop()

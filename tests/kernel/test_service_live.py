@@ -253,6 +253,38 @@ def test_sigterm_exits_0_within_2_s_and_speaks_sd_notify(
         srv.close()
 
 
+def test_an_idle_agent_stays_healthy_past_the_health_bound_with_a_sleeping_core(
+    agents: Callable[..., Agent], tmp_path: Path
+) -> None:
+    """Idle past HEALTHY_WITHIN_S (no source runs, so nothing wakes the core thread, which no
+    longer flushes on a timer): WATCHDOG=1 keeps coming and /healthz says 200."""
+    from diag.commands.run import HEALTHY_WITHIN_S
+
+    sock_path = str(tmp_path / "notify.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(sock_path)
+    srv.settimeout(10)
+    try:
+        a = agents("--sources", "uevent", "--disable-source", "uevent", sources=(),
+                   env={"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "2000000"})
+        time.sleep(HEALTHY_WITHIN_S + 2)
+        got: list[bytes] = []
+        srv.settimeout(0)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                got.append(srv.recv(4096))
+        srv.settimeout(5)
+        assert srv.recv(4096) == b"WATCHDOG=1"  # pinged after the bound, too
+        assert got.count(b"WATCHDOG=1") >= HEALTHY_WITHIN_S / 2  # about every second all along
+        assert not [d for d in a.lines() if d["event"] == "agent_unhealthy"]
+        body = urllib.request.urlopen(f"http://127.0.0.1:{a.port}/healthz", timeout=5).read()
+        assert body.startswith(b"ok: core waiting for events")
+        rc, _ = a.stop()
+        assert rc == 0
+    finally:
+        srv.close()
+
+
 def test_kill_9_in_a_storm_leaves_a_journal_that_replays(
     agents: Callable[..., Agent], tmp_path: Path
 ) -> None:

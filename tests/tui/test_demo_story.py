@@ -36,30 +36,30 @@ def test_the_bundled_recording_holds_every_turning_point_in_order() -> None:
 
 def test_the_replay_holds_at_each_chapter_and_the_guide_plays_on() -> None:
     """Playing the demo stops at the first chapter with its caption shown, and goes on by
-    itself after the hold."""
+    itself after the hold to the end. The screen is sampled while it plays, never judged after
+    a sleep as long as the hold (on a loaded machine the hold may be over by then)."""
     events, header, stats = load_journal(demo_journal_path())
     story = chapters(events)
     feed = ReplayFeed(events, header=header, stats=stats, speed=50, max_gap_s=0.05,
                       stops={c.position for c in story})
     app = VfioWatchApp(feed, hostname="h", kernel="k", mode="DEMO",
-                       guide=[(c.position, c.caption) for c in story], hold_s=0.3)
+                       guide=[(c.position, c.caption) for c in story], hold_s=0.6)
 
     async def main() -> None:
         async with app.run_test(size=(120, 35)) as pilot:
-            end = time.monotonic() + 10
-            while feed.status().position < story[0].position and time.monotonic() < end:
+            held_with_caption = False
+            end = time.monotonic() + 40
+            while not feed.status().done and time.monotonic() < end:
+                st = feed.status()
+                if st.position == story[0].position and not st.playing:
+                    held_with_caption |= story[0].caption[:20] in screen_text(app)
+                await pilot.pause(0.02)
+            assert held_with_caption
+            assert feed.status().done  # played on from every hold by itself
+            until = time.monotonic() + 5
+            while "7/7  What to do" not in screen_text(app) and time.monotonic() < until:
                 await pilot.pause(0.05)
-            await pilot.pause(0.3)
-            st = feed.status()
-            assert st.position == story[0].position or st.position >= story[1].position
-            seen_first = story[0].caption[:20] in screen_text(app) or st.position >= story[1].position
-            assert seen_first
-            while not feed.status().done and time.monotonic() < end + 20:
-                await pilot.pause(0.1)
-            await pilot.pause(0.5)
-            assert feed.status().done
-            text = screen_text(app)
-            assert "7/7  What to do" in text
+            assert "7/7  What to do" in screen_text(app)
 
     asyncio.run(main())
 

@@ -381,6 +381,65 @@ class TestSnapshots:
         drive(app, script)
         assert SnapshotReady(snaps[0]).can_replace(SnapshotReady(snaps[1]))
 
+    def test_live_the_header_redraws_counts_at_most_twice_a_second_and_health_at_once(self) -> None:
+        """Live (not a replay), a frame whose header differs only in the rate and count keeps
+        the header drawn less than 0.5 s ago and shows the newest count by the interval's end;
+        a source going down shows in the very next frame."""
+        from diag.core.state import SourceHealth
+
+        def snap(n: int, up: bool = True) -> HostState:
+            health = SourceHealth(name="uevent", up=up, reason="" if up else "crashed: boom")
+            return HostState(ts_ns=n * 1_000_000_000, events_total=n, sources=(health,))
+
+        feed = ManualFeed()
+        app = VfioWatchApp(feed, render_interval=0.01)
+
+        def header() -> str:
+            return screen_text(app).split("Story", 1)[0]
+
+        async def script(pilot: Pilot[None]) -> None:
+            feed.push(snap(10))
+            await pilot.pause(0.1)
+            assert "10 ev" in header()
+            feed.push(snap(20))
+            await pilot.pause(0.1)
+            assert "10 ev" in header() and app.state.events_total == 20
+            await pilot.pause(0.6)
+            assert "20 ev" in header()
+            feed.push(snap(30, up=False))
+            await pilot.pause(0.1)
+            assert "uevent ✗" in header() and "30 ev" in header()
+
+        drive(app, script, size=(120, 30))
+
+    def test_the_feed_hears_once_when_the_first_frame_with_devices_is_painted(self) -> None:
+        """A feed with `first_frame_shown` (the live one starts its other sources then) is told
+        once, after a frame holding devices is painted, not for a frame without them."""
+
+        class Feed(ManualFeed):
+            def __init__(self) -> None:
+                super().__init__()
+                self.shown: list[int] = []
+
+            def first_frame_shown(self) -> None:
+                self.shown.append(app.frames)
+
+        with_devices = next(s for s in states() if s.devices)
+        feed = Feed()
+        app = VfioWatchApp(feed, render_interval=0.01)
+
+        async def script(pilot: Pilot[None]) -> None:
+            feed.push(HostState(ts_ns=with_devices.ts_ns))
+            await pilot.pause(0.2)
+            assert app.frames >= 1 and feed.shown == []
+            feed.push(with_devices)
+            await pilot.pause(0.2)
+            feed.push(with_devices)
+            await pilot.pause(0.2)
+            assert len(feed.shown) == 1 and 2 <= feed.shown[0] < app.frames
+
+        drive(app, script)
+
 
 class TestHostileStrings:
     def test_markup_and_escapes_render_literally(self) -> None:

@@ -16,6 +16,10 @@ from typing import Any, ClassVar
 
 import msgspec
 
+# A finding's copy on each transition: what `diag.events.replace` does for a Struct, without
+# its type test and second keyword pass.
+from msgspec.structs import replace as _copy
+
 from diag import events as ev
 from diag.core.episodes import Episode
 from diag.core.model import Model
@@ -58,8 +62,9 @@ def actor_names(p: ev.Process) -> tuple[str, ...]:
     return tuple(names)
 
 
-class ColdPlug(msgspec.Struct, frozen=True, kw_only=True):
-    """The effective cold_plug_vfio that applies to a device move, and where it came from."""
+class ColdPlug(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The effective cold_plug_vfio that applies to a device move, and where it came from
+    (immutable values only: untracked by the cycle collector)."""
 
     value: str
     origin: str
@@ -210,7 +215,7 @@ class ConditionRule:
         """The finding with its evidence up to date."""
         stale = self._stale(st)
         if stale:
-            st.finding = replace(st.finding, **stale)
+            st.finding = _copy(st.finding, **stale)
         return st.finding
 
     # ---- the Rule protocol -------------------------------------------------------------------
@@ -319,14 +324,14 @@ class ConditionRule:
         if not changed:
             return None
         if not visible:
-            st.finding = replace(old, **changes)
+            st.finding = _copy(old, **changes)
             if "evidence" in changes and st.episode is not None:
                 st.rendered = st.episode.version
             return None
         ep = st.episode
         merged = {**self._stale(st), **changes}
         merged["last_ns"] = max(old.last_ns, ts_ns, ep.last_ns if ep else 0)
-        f = replace(old, ts_ns=ts_ns, status="updated", **merged)
+        f = _copy(old, ts_ns=ts_ns, status="updated", **merged)
         st.finding = f
         return f
 
@@ -342,7 +347,7 @@ class ConditionRule:
         old = st.finding
         changes = self._stale(st)  # a new dict each time: ours to fill
         changes["last_ns"] = max(old.last_ns, ts_ns, st.episode.last_ns if st.episode else 0)
-        f = replace(old, ts_ns=ts_ns, status="resolved", resolved_ns=ts_ns,
+        f = _copy(old, ts_ns=ts_ns, status="resolved", resolved_ns=ts_ns,
                     resolved_reason=reason, **changes)
         if f.bdf:
             keys = self._by_bdf.get(f.bdf)

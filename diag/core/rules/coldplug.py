@@ -242,10 +242,11 @@ class VfioBindColdplugDisabled(ConditionRule):
         summary = (f"{device_label(model, bdf)} moved from {prev} to vfio-pci by "
                    f"{actor_label(actor)} while cold_plug_vfio={cp.value}{assumed}: {outcome}")
         inferred = _inferred(model, bdf, prev, ep, logged_by)
+        method = method_of(ep)
         labels = [("from_driver", prev), ("cold_plug_vfio", cp.value),
                   ("cold_plug_origin", cp.origin),
                   ("cold_plug_assumed", "true" if cp.assumed else "false"),
-                  ("method", method_of(ep)), ("predicted_error", BUS_ERROR)]
+                  ("method", method), ("predicted_error", BUS_ERROR)]
         if ep is not None:
             labels.append(("episode", ep.episode_id))
         if intent:
@@ -256,7 +257,7 @@ class VfioBindColdplugDisabled(ConditionRule):
             labels.append(("inferred", "; ".join(inferred)))
         return {
             "severity": severity, "summary": summary,
-            "explanation": _explanation(bdf, prev, ep, cp, severity, why),
+            "explanation": _explanation(bdf, prev, ep, cp, severity, why, method),
             "remedy": _remedy(bdf, prev, cp), "actor": actor,
             "netdev": lost.ifname if lost else None, "netns": lost.netns if lost else None,
             "sandbox_id": sandbox_id, "pod": pod, "pod_namespace": pod_ns,
@@ -301,7 +302,7 @@ def _inferred(model: Model, bdf: str, prev: str, ep: Episode | None,
 
 
 def _explanation(bdf: str, prev: str, ep: Episode | None, cp: ColdPlug, severity: ev.Severity,
-                 why: str) -> str:
+                 why: str, method: str) -> str:
     """Why it is that severity, where cold_plug_vfio came from, and what QEMU and the VF's
     network will do."""
     lost = ep.lost if ep is not None else None
@@ -316,7 +317,7 @@ def _explanation(bdf: str, prev: str, ep: Episode | None, cp: ColdPlug, severity
     runtime_note = " runtime-rs has no check that refuses such pods." if cp.runtime == "rs" else ""
     return (
         f"Severity {severity.label}: {why}. The effective cold_plug_vfio is {cp.value}, from "
-        f"{cp.origin}. Write sequence: {method_of(ep)}. With cold_plug_vfio=no-port Kata "
+        f"{cp.origin}. Write sequence: {method}. With cold_plug_vfio=no-port Kata "
         f"cold-plugs the VF with an empty PCIe port prefix, so QEMU will exit with "
         f"`-device vfio-pci,host={bdf},...: {BUS_ERROR}` (Kata issue #10162) and the sandbox "
         f"fails to start.{netdev_text}{runtime_note}"

@@ -43,9 +43,15 @@ class DriverFlapping(ConditionRule):
     def _evidence(self, bdf: str) -> tuple[ev.Evidence, ...]:
         """The story of every recent move, in time order (the newest history_per_device)."""
         lines: list[ev.Evidence] = []
+        in_order = True
         for ep in self.episodes.get(bdf, ()):
-            lines.extend(ep.evidence())
-        lines.sort()  # Evidence orders by (ts_ns, source, kind, text)
+            told = ep.evidence()
+            # Sorted within each story, except the `evidence_dropped` line a full one ends with.
+            if ep.dropped or (told and lines and told[0] < lines[-1]):
+                in_order = False
+            lines.extend(told)
+        if not in_order:  # the moves overlapped: each story is sorted, their union is not
+            lines.sort()  # Evidence orders by (ts_ns, source, kind, text)
         return tuple(lines[-self.config.history_per_device:])
 
     # One method per event kind (the correlator calls them directly; `on_event` dispatches).

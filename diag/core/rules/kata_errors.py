@@ -156,6 +156,17 @@ _CONFIG_PREFIXES = ("config-", "annotation-", "pcie-ports-", "rs-pcie-ports-", "
                     "rs-unsupported-cold-plug", "vfio-mode-unknown")
 
 
+def _headline(meaning: str) -> str:
+    """A meaning's first clause, for the summary (a few dozen meanings: each cut once)."""
+    cut = _HEADLINES.get(meaning)
+    if cut is None:
+        cut = _HEADLINES[meaning] = meaning.split(";")[0].rstrip(".")
+    return cut
+
+
+_HEADLINES: dict[str, str] = {}
+
+
 @register
 class KataKnownError(ConditionRule):
     """Open per (signature, device or sandbox) on a line matching a known failure signature."""
@@ -246,7 +257,7 @@ class KataKnownError(ConditionRule):
             self.by_sandbox.setdefault(sid, []).append(key)
         return [self.open(
             model, key, ts_ns=e.ts_ns, trigger_ns=e.ts_ns, bdf=bdf, episode=ep,
-            severity=severity, summary=f"{where}: {e.signature}: {meaning.split(';')[0].rstrip('.')}",
+            severity=severity, summary=f"{where}: {e.signature}: {_headline(meaning)}",
             explanation=f"{meaning} Line ({e.origin or e.source}): {e.text}",
             remedy=remedy.replace("<BDF>", bdf) if bdf else remedy,
             sandbox_id=sid, pod=sb.pod if sb else (own.pod if own else None),

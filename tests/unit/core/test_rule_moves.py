@@ -91,6 +91,22 @@ def test_four_real_moves_in_the_window_flap_and_name_alternating_actors() -> Non
     assert f.status == "resolved" and "no driver move for 120s" in f.resolved_reason
 
 
+def test_flap_evidence_is_in_time_order_when_its_moves_overflow_their_stories() -> None:
+    """With 4 lines kept per move (each story ends with its `evidence_dropped` line), every
+    record of the flap still tells the moves in time order, as the union of their stories."""
+    inv = inventory(T0)
+    tr = tracker_for(inv)
+    events: list[ev.Event] = [inv, kata_config(T0, cold_plug="root-port")]
+    for p in ALL_MOVES:
+        events += phase_events(p, tr, actor=KATA_SHIM if p.startswith("kata38") else OPERATOR)
+    _, out = run(events, CoreConfig(history_per_device=4), until_ns=events[-1].ts_ns + 121 * NS)
+    flaps = [f for f in out if f.rule == FLAP]
+    assert [f.status for f in flaps] == ["open", "resolved"]
+    for f in flaps:
+        assert any(x.kind == "evidence_dropped" for x in f.evidence)
+        assert list(f.evidence) == sorted(f.evidence), f.status
+
+
 def test_one_round_trip_does_not_flap() -> None:
     """A single bind and restore (two moves) is no flap."""
     inv = inventory(T0)

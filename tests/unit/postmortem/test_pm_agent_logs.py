@@ -91,13 +91,14 @@ def test_logs_with_events_replay_to_the_agents_finding(tmp_path: Path, capsys: p
     writes = [e for e in f["evidence"] if e["kind"] == "sysfs_write_observed"]
     # Each write has two witnesses in the recording, Kata's own line (mode kata-log) and eBPF's
     # kprobe record; Kata's line names the device's driver/unbind link, eBPF the driver's file.
-    assert [e["text"].split(" wrote ")[1].rsplit(": ", 1)[0] for e in writes] == [
-        "'vfio-pci' to /sys/bus/pci/devices/0000:01:10.0/driver_override",
-        "'vfio-pci' to /sys/bus/pci/devices/0000:01:10.0/driver_override",
-        "'0000:01:10.0' to /sys/bus/pci/devices/0000:01:10.0/driver/unbind",
-        "'0000:01:10.0' to /sys/bus/pci/drivers/igbvf/unbind",
-        "'0000:01:10.0' to /sys/bus/pci/drivers_probe",
-        "'0000:01:10.0' to /sys/bus/pci/drivers_probe"]
+    # Kata logs a write before making it, so its witness claims no result; eBPF's has it.
+    assert [(e["source"], e["text"].split(" wrote ")[1]) for e in writes] == [
+        ("kata", "'vfio-pci' to /sys/bus/pci/devices/0000:01:10.0/driver_override (Kata's log line)"),
+        ("ebpf", "'vfio-pci' to /sys/bus/pci/devices/0000:01:10.0/driver_override: ok"),
+        ("kata", "'0000:01:10.0' to /sys/bus/pci/devices/0000:01:10.0/driver/unbind (Kata's log line)"),
+        ("ebpf", "'0000:01:10.0' to /sys/bus/pci/drivers/igbvf/unbind: ok"),
+        ("kata", "'0000:01:10.0' to /sys/bus/pci/drivers_probe (Kata's log line)"),
+        ("ebpf", "'0000:01:10.0' to /sys/bus/pci/drivers_probe: ok")]
 
 
 def test_logs_without_events_show_the_finding_as_logged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,6 +111,25 @@ def test_logs_without_events_show_the_finding_as_logged(tmp_path: Path, capsys: 
     f = the_rules_finding(doc)
     assert (code, f["rule"], f["severity"], f["status"], f["pod"], f["pod_namespace"]) == (
         1, RULE, "critical", "resolved", "sriov-pod", "default")
+    assert ["inferred", "as the agent logged it (no events to replay)"] in f["labels"]
+
+
+def test_logs_with_events_that_begin_late_do_not_blame_log_events(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--log-events` logs that begin after the bind (a rotated or cut file): the cold-plug
+    finding cannot be replayed and is shown as logged, and the note says the logs begin late,
+    not that the agent ran without --log-events (it did: the raw events are there)."""
+    path = agent_log(tmp_path, log_events=True)
+    lines = path.read_text().splitlines(keepends=True)
+    opened = next(i for i, line in enumerate(lines)
+                  if '"event": "finding"' in line.replace('":"', '": "') and RULE in line)
+    path.write_text("".join(lines[opened:]))
+    code, doc = postmortem(capsys, str(path))
+    [inp] = doc["inputs"]
+    [note] = inp["notes"]
+    assert "not raised by the replay" in note and "shown as logged" in note
+    assert "without --log-events" not in note and "begin after those events" in note
+    f = the_rules_finding(doc)
+    assert (code, f["severity"]) == (1, "critical")
     assert ["inferred", "as the agent logged it (no events to replay)"] in f["labels"]
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.core.state import HostState
 from diag.runtime import Pipeline, PipelineOptions
 from diag.sources import Availability, Emit
-from diag.testing import ListSink, ScriptedSource, bound
+from diag.testing import ListSink, ScriptedSource, bound, wait_for
 
 
 class Crashing:
@@ -183,13 +185,79 @@ def test_the_first_snapshot_with_devices_is_not_held_by_the_snapshot_interval() 
     assert first is not None and first - t0 < 2.0, got
 
 
-def test_timer_advances_the_core_without_events() -> None:
-    """With no events the core's clock still moves (advance on the wall clock)."""
-    p = _pipeline([], options=PipelineOptions(tick_interval_s=0.02, merge_window_ns=0))
+def test_a_rule_deadline_fires_at_the_deadline_with_no_event_after_it() -> None:
+    """vf-stuck-unbound's grace (0.4 s here) ends while nothing more arrives: the core thread
+    wakes at the rule's deadline itself (the tick interval is 60 s), and a ClockTicked goes to
+    the sinks before the finding, as a replay needs."""
+    from diag.core.thresholds import CoreConfig
+    from tests.unit.core.test_rule_vf_state import STUCK, _stalled_restore
+
+    head, _ = _stalled_restore()
+    shift = time.time_ns() - head[-1].ts_ns
+    src = ScriptedSource("lab", [ev.replace(e, ts_ns=e.ts_ns + shift) for e in head])
+    sink = ListSink()
+    p = Pipeline([src], sinks=[sink], correlator=Correlator(CoreConfig(stuck_grace_ns=400_000_000)),
+                 options=PipelineOptions(tick_interval_s=60, merge_window_ns=0))
     p.start()
-    time.sleep(0.2)
-    p.stop()
-    assert p.correlator.model.now_ns > time.time_ns() - 2 * 10**9
+    try:
+        assert wait_for(lambda: any(f.rule == STUCK for f in sink.findings()), timeout=10)
+    finally:
+        p.stop()
+    at = next(i for i, e in enumerate(sink.items) if isinstance(e, ev.Finding) and e.rule == STUCK)
+    assert isinstance(sink.items[at - 1], ev.ClockTicked)
+    assert sink.items[at - 1].ts_ns >= head[-1].ts_ns + shift + 400_000_000
+
+
+def test_an_idle_core_thread_neither_ticks_nor_flushes_and_a_write_is_flushed_once() -> None:
+    """Nothing due and nothing written: the core thread sleeps (no advance, no flush; it is not
+    stalled). One event is flushed one flush interval later, once; request_flush() flushes at
+    once even with a 60 s interval."""
+    sink = ListSink()
+    p = _pipeline([], sinks=[sink], options=PipelineOptions(
+        tick_interval_s=0.01, flush_interval_s=0.05, merge_window_ns=0))
+    advanced: list[int] = []
+    real = p.correlator.advance
+    p.correlator.advance = lambda now_ns: advanced.append(now_ns) or real(now_ns)  # type: ignore[method-assign]
+    p.start()
+    try:
+        time.sleep(0.5)
+        assert (advanced, sink.flushed) == ([], 0)
+        assert p.core_stalled_s() == 0.0
+        p.emit(bound("0000:00:01.0", "x", time.time_ns(), source="s"))
+        assert wait_for(lambda: sink.flushed == 1, timeout=5)
+        time.sleep(0.5)
+        assert (advanced, sink.flushed) == ([], 1)
+        p.request_flush()
+        assert wait_for(lambda: sink.flushed == 2, timeout=5)
+    finally:
+        p.stop()
+    assert p.core_stalled_s() is None
+
+
+def test_a_sink_that_wants_flushes_gets_them_every_interval_while_it_wants() -> None:
+    """wants_flush() (a journal whose writes fail, retried at each flush) keeps the flushes
+    coming with nothing written; once it says no more, they stop."""
+
+    class Wanting(ListSink):
+        want = True
+
+        def wants_flush(self) -> bool:
+            return self.want
+
+    sink = Wanting()
+    p = _pipeline([], sinks=[sink], options=PipelineOptions(flush_interval_s=0.05,
+                                                            merge_window_ns=0))
+    p.start()
+    try:
+        p.request_flush()
+        assert wait_for(lambda: sink.flushed >= 4, timeout=5)
+        sink.want = False
+        time.sleep(0.2)
+        n = sink.flushed
+        time.sleep(0.5)
+        assert sink.flushed == n
+    finally:
+        p.stop()
 
 
 def test_build_sources_hands_each_source_its_own_options_table() -> None:
@@ -333,3 +401,91 @@ def test_sinks_with_write_batch_get_the_same_items_as_lists_of_at_most_a_batch()
     assert batched.items == plain.items and len(_payload(plain.items)) == n
     assert max(batched.batches) <= SINK_BATCH and batched.ends >= len(batched.batches) - 1
     assert p.stats.sink_errors == len(batched.batches) and not failing.items
+
+
+def test_sources_added_to_a_running_pipeline_start_at_once_and_merge_in_order() -> None:
+    """add_sources on a running pipeline (the dashboard's later sources): the added source runs,
+    its events merge in time order with the first one's, its unavailable companion is reported
+    in-band; added after stop, nothing starts; a name added twice is refused."""
+    now = time.time_ns()
+    a = ScriptedSource("a", [bound("0000:00:01.0", "x", now + i * 10, source="a") for i in range(0, 100, 2)],
+                       delay_s=0.05)
+    b = ScriptedSource("b", [bound("0000:00:01.0", "x", now + i * 10, source="b") for i in range(1, 100, 2)])
+    sink = ListSink()
+    p = _pipeline([a], sinks=[sink], options=PipelineOptions(merge_window_ns=200_000_000))
+    p.start()
+    p.add_sources([b], [("ebpf", Availability(False, "no bcc", "apt-get install python3-bpfcc"))])
+    with pytest.raises(ValueError, match="added twice"):
+        p.add_sources([ScriptedSource("b", [])])
+    assert wait_for(lambda: len(_payload(sink.items)) == 100)
+    assert p.wait_idle(5)
+    assert p.stats.sources["b"].up
+    p.stop()
+    got = _payload(sink.items)
+    assert [e.ts_ns for e in got] == sorted(e.ts_ns for e in got) and p.stats.late == 0
+    states = {(e.name, e.up, e.reason) for e in sink.items if isinstance(e, ev.SourceStateChanged)}
+    assert ("ebpf", False, "no bcc") in states and ("b", True, "") in states
+    late = ScriptedSource("late", [bound("0000:00:01.0", "x", now, source="late")])
+    p.add_sources([late])
+    time.sleep(0.1)
+    assert "late" not in p.stats.sources and not any(e.source == "late" for e in sink.items)
+
+
+def test_a_wedged_sink_shows_as_a_stalled_core_thread_and_an_idle_one_does_not() -> None:
+    """core_stalled_s(), what /healthz and the watchdog judge: 0.0 while the core thread sleeps
+    with nothing to do, growing while a sink holds it, 0.0 again once it is let go, None once
+    the pipeline has stopped."""
+    gate = threading.Event()
+
+    class Wedged(ListSink):
+        def write(self, item: ev.Event, /) -> None:
+            gate.wait(10)
+            super().write(item)
+
+    p = _pipeline([], sinks=[Wedged()], options=PipelineOptions(merge_window_ns=0))
+    p.start()
+    try:
+        time.sleep(0.2)
+        assert p.core_stalled_s() == 0.0
+        p.emit(bound("0000:00:01.0", "x", time.time_ns(), source="s"))
+        time.sleep(0.5)
+        stalled = p.core_stalled_s()
+        assert stalled is not None and stalled >= 0.4
+        gate.set()
+        assert wait_for(lambda: p.core_stalled_s() == 0.0, timeout=5)
+    finally:
+        gate.set()
+        p.stop()
+    assert p.core_stalled_s() is None
+
+
+def test_a_deadline_a_rule_leaves_behind_is_retried_at_the_tick_interval_not_in_a_loop() -> None:
+    """A rule whose passed deadline stays set (a rule bug: its on_tick does not take it) is
+    advanced about every tick interval, as before deadlines drove the core thread, not every
+    millisecond."""
+    from diag.core.rules._base import Timers
+
+    class Sticky:
+        id = "sticky"
+        events = ()
+        ticks = True
+
+        def __init__(self) -> None:
+            self.timers = Timers()
+            self.timers.set("x", 1)  # long past, never popped
+            self.ticked = 0
+
+        def on_event(self, model: object, event: ev.Event) -> list[ev.Finding]:
+            return []
+
+        def on_tick(self, model: object, now_ns: int) -> list[ev.Finding]:
+            self.ticked += 1
+            return []
+
+    rule = Sticky()
+    p = _pipeline([], correlator=Correlator(rules=[rule]),  # type: ignore[list-item]
+                  options=PipelineOptions(tick_interval_s=0.1, merge_window_ns=0))
+    p.start()
+    time.sleep(1.0)
+    p.stop()
+    assert 3 <= rule.ticked <= 20

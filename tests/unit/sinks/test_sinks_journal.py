@@ -281,6 +281,39 @@ def test_fdatasync_runs_off_the_core_thread(tmp_path: Path, monkeypatch: pytest.
     assert a.sink.stats.syncs >= 1 and set(threads) == {"vfiowatch-fsync"}
 
 
+def test_unsynced_writes_are_synced_within_the_interval_and_the_syncer_sleeps_when_clean(
+        tmp_path: Path) -> None:
+    """With no flush, a write is fdatasync'ed by the syncer's own timer (0.1 s here); with
+    everything synced the syncer thread does not wake (it waited 0.1 s at a time before)."""
+    a = Agent(tmp_path / "j.jsonl", fsync_interval_s=0.1)
+    syncer = a.sink._syncer
+    assert syncer.native_id is not None
+    status = Path(f"/proc/self/task/{syncer.native_id}/status")
+
+    def switches() -> int:
+        line = next(x for x in status.read_text().splitlines() if x.startswith("voluntary_ctxt_switches"))
+        return int(line.split()[1])
+
+    try:
+        a.feed(_moves(3))
+        end = time.monotonic() + 5
+        while a.sink.stats.syncs < 1 and time.monotonic() < end:
+            time.sleep(0.01)
+        assert a.sink.stats.syncs >= 1
+        time.sleep(0.3)  # the timer that found nothing more to sync has run out
+        before = switches()
+        time.sleep(1.0)
+        assert switches() == before
+        a.feed(_moves(3, start=4))
+        synced = a.sink.stats.syncs
+        end = time.monotonic() + 5
+        while a.sink.stats.syncs == synced and time.monotonic() < end:
+            time.sleep(0.01)
+        assert a.sink.stats.syncs > synced
+    finally:
+        a.sink.close()
+
+
 def test_a_second_writer_is_refused_before_it_touches_anything(tmp_path: Path) -> None:
     """While a sink holds the journal, another one (here in the same process: flock is per open
     file) raises JournalInUse naming the holder's pid, and the journal directory is unchanged;

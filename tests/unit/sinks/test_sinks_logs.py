@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from diag import codec, render
 from diag import events as ev
 from diag.core.correlator import Correlator
 from diag.sinks.logs import DOMAIN_KEYS, LogSink, describe, iso_utc
@@ -78,6 +79,31 @@ def test_health_always_logs() -> None:
     assert describe(down)[2]["source"] == "ebpf"  # type: ignore[index]
     assert describe(lost)[:2] == ("warning", "events_lost")  # type: ignore[index]
     assert describe(stopped)[0] == "info"  # type: ignore[index]
+
+
+def test_without_log_events_exactly_the_always_logged_kinds_are_written() -> None:
+    """render.ALWAYS_LOGGED (which postmortem uses to tell whether an agent's logs were written
+    with --log-events) is what the sink writes without it: the demo recording's every kind plus
+    the health kinds go in, and the kinds of the lines out are exactly those in the set."""
+    demo = Path(__file__).resolve().parents[3] / "diag" / "data" / "demo.jsonl"
+    with demo.open("rb") as fh:
+        items = [r for r in codec.iter_records(fh) if isinstance(r, ev.Event)]
+    items += [ev.SourceStateChanged(ts_ns=TS, source="runtime", name="ebpf", up=False, reason="x"),
+              ev.EventsLost(ts_ns=TS, source="uevent", lost_source="uevent", count=1, reason="ENOBUFS"),
+              ev.Resynced(ts_ns=TS, source="uevent", resynced_source="uevent"),
+              ev.DecodeFailed(ts_ns=TS, source="uevent", failed_source="uevent", reason="bad")]
+    given = {type(i) for i in items}
+    assert len(given) > 10 and given >= render.ALWAYS_LOGGED
+    for batch in (False, True):
+        out = io.StringIO()
+        sink = LogSink(stream=out, log_events=False)
+        if batch:
+            sink.write_batch(items)
+        else:
+            for i in items:
+                sink.write(i)
+        written = {json.loads(line)["event"] for line in out.getvalue().splitlines()}
+        assert written == {"finding" if k is ev.Finding else k.kind for k in render.ALWAYS_LOGGED}
 
 
 def test_lines_about_a_device_are_enriched_from_the_newest_snapshot() -> None:

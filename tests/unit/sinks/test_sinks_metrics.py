@@ -120,6 +120,35 @@ def test_http_serves_metrics_and_healthz() -> None:
         sink.stop_server()
 
 
+def test_the_server_thread_sleeps_until_a_scrape_and_stops_at_once() -> None:
+    """Idle, the server's thread does not wake (socketserver's serve_forever polled 4 times a
+    second): its voluntary context switches stay put over 1.5 s; a scrape still answers, and
+    stop_server() ends the thread."""
+    import time
+    from pathlib import Path
+
+    sink = MetricsSink(process_metrics=False)
+    host, port = sink.start_server("127.0.0.1:0", lambda: (True, "detail"))
+    thread = sink._thread
+    assert thread is not None and thread.native_id is not None
+    status = Path(f"/proc/self/task/{thread.native_id}/status")
+
+    def switches() -> int:
+        line = next(x for x in status.read_text().splitlines() if x.startswith("voluntary_ctxt_switches"))
+        return int(line.split()[1])
+
+    try:
+        time.sleep(0.3)  # settled in its select()
+        before = switches()
+        time.sleep(1.5)
+        assert switches() == before
+        body = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read()
+        assert b"vfiowatch_build_info" in body
+    finally:
+        sink.stop_server()
+    assert not thread.is_alive()
+
+
 def test_kata_exposure_is_1_when_exposed_0_when_latent_and_absent_when_not() -> None:
     """vfiowatch_kata_exposure{handler,issue}: Kata 3.8 no-port with a VF is 1 (#10162), runtime-rs with no VF
     pods can be given is 0 (latent), a fixed handler (root-port with a root port) has no series."""
