@@ -487,10 +487,6 @@ class SysfsWriteObserved(Event, frozen=True, kw_only=True, tag="sysfs_write_obse
     stage: str = WRITE
     """`write` (value and result are the write's) or `open` (only the open was seen: it failed,
     or the open-only tracepoint variant ran; the value is empty unless recovered)."""
-    logged_ns: int | None = None
-    """`kata-log`, live: the time Kata's line itself gives (its logger's clock). The event is
-    stamped when the agent read the line, so the merge never releases it behind newer events;
-    this is when the write was announced."""
 
 
 # ---- Kata context -----------------------------------------------------------------------------
@@ -686,9 +682,6 @@ class LogLineMatched(Event, frozen=True, kw_only=True, tag="log_line_matched"):
     pid: int | None = None
     qemu_pid: int | None = None
     iommu_group: int | None = None
-    logged_ns: int | None = None
-    """Live: the time the line itself gives (its logger's clock); the event is stamped when the
-    agent read it, so the merge never releases it behind newer events."""
 
 
 # ---- Health, loss and resync ------------------------------------------------------------------

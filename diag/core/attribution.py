@@ -120,11 +120,8 @@ class WriteAttribution:
         if bdf:
             model.last_actor[bdf] = e.actor
             rec = model.ensure(bdf, e.ts_ns)  # a write naming a device makes it known
-            # A Kata line is stamped when read; when it was logged (announcing the write) is
-            # what places it before the moves it began.
-            began = e.ts_ns if e.logged_ns is None else min(e.ts_ns, e.logged_ns)
-            if starts and rec.moves and rec.moves[-1].ts_ns >= began:
-                model.backfill_actor(bdf, e.actor, began)  # moves it began came first
+            if starts and rec.moves and rec.moves[-1].ts_ns >= e.ts_ns:
+                model.backfill_actor(bdf, e.actor, e.ts_ns)  # moves it began came first
             if ok:
                 self._hint(rec, e)
             targets = [bdf]

@@ -457,14 +457,7 @@ class KataWatcher:
                 self._exposure_due = True  # judged in the next round, not in a later exposure round
         # Every witness counts: a Kata line announcing a write is that write (attributed to
         # the shim, mode kata-log), beside or instead of eBPF's record of it.
-        for e in loglines.to_events(rec, ts_ns=ts_ns, source=NAME):
-            if e.ts_ns != ts_ns and isinstance(e, (ev.LogLineMatched, ev.SysfsWriteObserved)):
-                # Stamped when read, like every live event: the line's own time is older than
-                # what the merge may have released meanwhile (the source's watermark is the
-                # clock while it waits), so as a stamp it would come out of order. It stays
-                # as evidence (when the line was logged).
-                e = replace(e, ts_ns=ts_ns, logged_ns=e.ts_ns)
-            out.append(e)
+        out.extend(loglines.to_events(rec, ts_ns=ts_ns, source=NAME))
 
     def step_logs(self, ts_ns: int, timeout: float = 0.0,
                   watermark: Watermark | None = None) -> list[ev.Event]:
@@ -794,8 +787,7 @@ class KataSource:
         """`emit` for one round that read with the watermark waiting: the source says it works
         (the mark is the clock) before its first event, and the events the round stamped
         `round_ns` are stamped again with one clock reading taken after the mark (a round's
-        events keep sharing their time). Log lines read in the round are stamped `round_ns`
-        too (their own time is kept in `logged_ns`); the journal's lines are stamped when read."""
+        events keep sharing their time). Events that carry their own time (a log line's) keep it."""
         wm = self.watermark
         now = 0
 

@@ -61,18 +61,3 @@ def test_the_host_driver_comes_from_a_listing_module() -> None:
     (f,) = of_rule(found, RULE)
     assert "moved from igbvf" in f.summary
     assert "from lspci (Kernel modules)" in dict(f.labels)["inferred"]
-
-
-def test_a_kata_line_read_after_the_moves_it_began_names_its_writer_on_them() -> None:
-    """A live Kata line is stamped when read (after the unbind and bind it caused); the time it
-    was logged (`logged_ns`, before them) is what places it first: the moves get the shim as
-    their actor, as an eBPF record arriving late would give them."""
-    path = f"/sys/bus/pci/devices/{VF}/driver_override"
-    moves = [ev.DeviceUnbound(ts_ns=T0 + 10_000_000, source="uevent", bdf=VF),
-             ev.DeviceBound(ts_ns=T0 + 11_000_000, source="uevent", bdf=VF, driver="vfio-pci")]
-    late = _kata_write(T0 + 30_000_000, "driver_override", "vfio-pci", path)
-    actors = []
-    for logged in (None, T0 + 9_000_000):
-        c, _ = run([kata_config(T0), *moves, ev.replace(late, logged_ns=logged)])
-        actors.append([m.actor for m in c.model.devices[VF].moves])
-    assert actors == [[None], [SHIM]]

@@ -273,33 +273,6 @@ def test_same_go_line_via_syslog_and_containerd_is_reported_once() -> None:
     assert [e.origin for e in out] == ["journald:kata", "journald:kata"] and w.dedup.dropped == 1
 
 
-def test_a_live_line_is_stamped_when_read_and_keeps_its_own_time(tmp_path: Path) -> None:
-    """A Kata line written with its own (older) time= and read later: its events (the match and
-    the write it announces) are stamped when read, so the runtime's merge, which releases by
-    stamp behind every source's watermark, never gets them behind what it already released;
-    the line's own time is kept in `logged_ns`."""
-    from diag import events as ev
-    from diag.common.paths import HostPaths
-    from diag.sources.kata.source import KataWatcher
-
-    log = tmp_path / "kata.log"
-    log.write_text("")
-    w = KataWatcher(HostPaths.at("/nonexistent"), {"journal": False, "kmsg": False, "log_files": [str(log)]})
-    w.step_logs(1)  # the follower opens the file at its end
-    said = loglines.parse_time_ns("2026-11-27T15:00:00.123456789Z")
-    with log.open("a") as fh:
-        fh.write(f'time="2026-11-27T15:00:00.123456789Z" {LINE_10162}\n')
-        fh.write('time="2026-11-27T15:00:00.2Z" level=info msg="Write vfio-pci to driver_override" '
-                 "device-bdf=0000:84:01.1 driver-override-path=/sys/bus/pci/devices/0000:84:01.1/"
-                 f"driver_override name=containerd-shim-v2 pid=2462858 sandbox={SID} subsystem=device\n")
-    read_ns = said + 5_000_000_000
-    got = w.step_logs(read_ns)
-    assert [type(e) for e in got] == [ev.LogLineMatched, ev.SysfsWriteObserved]
-    assert [e.ts_ns for e in got] == [read_ns, read_ns]
-    assert [e.logged_ns for e in got] == [said, said + 76_543_211]
-    assert got[1].mode == ev.KATA_LOG and got[1].control == "driver_override"
-
-
 def test_kmsg_record() -> None:
     """A /dev/kmsg record: priority, boot-relative time made wall-clock, escaped bytes restored."""
     raw = b"4,1234,5000000,-;vfio-pci 0000:01:10.0: Relaying device request to user (#10)\n SUBSYSTEM=pci\n"
