@@ -8,6 +8,7 @@ their order and content; how fast they come is the benchmark's business.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -25,6 +26,7 @@ import pytest
 from diag import events as ev
 from diag.common.paths import HostPaths
 from diag.sources import SourceContext
+from diag.sources.kata.changes import ChangeFeed
 from diag.sources.kata.source import KataSource, KataWatcher
 from diag.sources.procevents import ProcEventSocket, decode_proc_events, exit_filter, run_filter
 from tests.conftest import FIXTURES, REPO, bind_mounts
@@ -234,6 +236,21 @@ def _shim(root: Path, sid: str) -> list[str]:
             "/run/containerd/containerd.sock", "-publish-binary", "/usr/bin/containerd", "-id", sid]
 
 
+@contextlib.contextmanager
+def _seeded(root: Path) -> Iterator[tuple[KataWatcher, ChangeFeed]]:
+    """A Kata watcher on `root` with its change feed in events mode (the process-events socket
+    open), seeded; closed after."""
+    w = KataWatcher(HostPaths.at(root), {"journal": False})
+    try:
+        w.start_feed()
+        feed = w.feed
+        assert feed is not None and feed.mode == "events" and feed.proc is not None
+        w.seed(time.time_ns())
+        yield w, feed
+    finally:
+        w.close()
+
+
 def _start_actor(argv: list[str], tmp: Path) -> subprocess.Popen[bytes]:
     ready = tmp / f"ready-{time.monotonic_ns()}"
     p = subprocess.Popen(argv, env=dict(os.environ, ACTOR_READY=str(ready)), stdin=subprocess.DEVNULL)
@@ -274,13 +291,9 @@ def test_a_shim_that_exits_before_the_filter_takes_it_in_is_seen_to_stop(root: P
     """A shim whose exec is read but which exits (a zombie its parent has not reaped) before
     the exit filter takes its pid in: the old filter dropped its exit, yet the same round
     brings SandboxStarted then SandboxStopped, and a later round nothing more."""
-    w = KataWatcher(HostPaths.at(root), {"journal": False})
-    try:
-        w.start_feed()
-        assert w.feed is not None and w.feed.mode == "events" and w.feed.proc is not None
-        w.seed(time.time_ns())
+    with _seeded(root) as (w, feed):
         shim = _start_actor(_shim(root, SHIM_SID), tmp_path)
-        attach = w.feed.proc.watch_exits
+        attach = feed.proc.watch_exits
 
         def exit_first(pids: object) -> None:
             if isinstance(pids, set) and shim.pid in pids:
@@ -291,7 +304,7 @@ def test_a_shim_that_exits_before_the_filter_takes_it_in_is_seen_to_stop(root: P
                     time.sleep(0.005)
             attach(pids)  # type: ignore[arg-type]
 
-        w.feed.proc.watch_exits = exit_first  # type: ignore[method-assign]
+        feed.proc.watch_exits = exit_first  # type: ignore[method-assign]
         time.sleep(0.1)  # the exec's datagram is queued
         got = w.feed_round(time.time_ns(), time.monotonic())
         mine = [type(e).__name__ for e in got if getattr(e, "sandbox_id", None) == SHIM_SID]
@@ -300,8 +313,6 @@ def test_a_shim_that_exits_before_the_filter_takes_it_in_is_seen_to_stop(root: P
         time.sleep(0.1)
         again = w.feed_round(time.time_ns(), time.monotonic() + 1)
         assert not [e for e in again if getattr(e, "sandbox_id", None) == SHIM_SID]
-    finally:
-        w.close()
 
 
 def test_a_shim_round_reads_no_configuration_again_and_a_later_config_dir_is_still_watched(
@@ -310,12 +321,7 @@ def test_a_shim_round_reads_no_configuration_again_and_a_later_config_dir_is_sti
     bring SandboxStarted and SandboxStopped without a rediscovery and without reading the
     configuration's directories again; a config.d made afterwards is still watched (its
     parent's event drops what was kept) and a drop-in written in it is loaded."""
-    w = KataWatcher(HostPaths.at(root), {"journal": False})
-    try:
-        w.start_feed()
-        feed = w.feed
-        assert feed is not None and feed.mode == "events"
-        w.seed(time.time_ns())
+    with _seeded(root) as (w, feed):
         disc, reads = w.discovery, feed.config_wants_read
         shim = _start_actor(_shim(root, SHIM_SID), tmp_path)
         try:
@@ -339,8 +345,6 @@ def test_a_shim_round_reads_no_configuration_again_and_a_later_config_dir_is_sti
         got = w.feed_round(time.time_ns(), time.monotonic())
         loaded = [e for e in got if isinstance(e, ev.KataConfigLoaded)]
         assert len(loaded) == 1 and loaded[0].config.pcie_root_port == 5
-    finally:
-        w.close()
 
 
 FALLBACK = """
@@ -462,12 +466,7 @@ def test_a_shim_exec_after_other_programs_execs_is_read_at_once(root: Path, tmp_
     """Other programs' execs read (a host that execs now and then) do not make the
     process-events socket rest: it is still polled, and a shim's exec that follows is read
     and reported in the next round, without waiting out a rest."""
-    w = KataWatcher(HostPaths.at(root), {"journal": False})
-    try:
-        w.start_feed()
-        feed = w.feed
-        assert feed is not None and feed.proc is not None
-        w.seed(time.time_ns())
+    with _seeded(root) as (w, feed):
         fd = feed.proc.fileno()
         subprocess.run(["sh", "-c", "/bin/true; /bin/true"], check=True)
         time.sleep(0.05)
@@ -481,8 +480,6 @@ def test_a_shim_exec_after_other_programs_execs_is_read_at_once(root: Path, tmp_
             assert [e for e in got if _started(SHIM_SID)(e)]
         finally:
             _end(shim)
-    finally:
-        w.close()
 
 
 def test_the_sources_own_listing_of_dev_vfio_is_no_change(root: Path) -> None:
@@ -490,12 +487,7 @@ def test_the_sources_own_listing_of_dev_vfio_is_no_change(root: Path) -> None:
     watched directory itself); that open is the agent's own and brings no further round (it
     did: each round's listing woke the next, a busy loop while a VF sat on vfio-pci)."""
     (root / "dev/vfio").mkdir(parents=True, exist_ok=True)
-    w = KataWatcher(HostPaths.at(root), {"journal": False})
-    try:
-        w.start_feed()
-        feed = w.feed
-        assert feed is not None and feed.mode == "events"
-        w.seed(time.time_ns())
+    with _seeded(root) as (w, feed):
         w.feed_round(time.time_ns(), time.monotonic())
         (root / "dev/vfio/42").write_text("")
         time.sleep(0.05)
@@ -504,5 +496,3 @@ def test_the_sources_own_listing_of_dev_vfio_is_no_change(root: Path) -> None:
         w.on_change(time.time_ns(), holders=True, holders_full=first.holders_full)
         time.sleep(0.05)
         assert not feed.read(w.holder_pids(), w.procwatch, None, time.monotonic())
-    finally:
-        w.close()
